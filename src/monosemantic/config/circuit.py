@@ -1,0 +1,33 @@
+"""[circuit]: attribution graphs over features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from .base import Section
+
+
+class CircuitConfig(Section):
+    INHERITED: ClassVar[tuple[str, ...]] = ("device", "seed")
+
+    dictionaries: list[Path] | None = Field(
+        None,
+        description="Transcoders/SAEs to splice in (folders); default: every transcoder under [train].out.",
+    )
+    prompt: str | None = None
+    out: Path = Field(Path("runs/circuit"))
+    target: Literal["top_logits", "token", "logit_diff"] = "top_logits"
+    target_token: str | None = None
+    contrast_token: str | None = None
+    max_logit_prob: float = Field(0.95, gt=0, le=1, description="Cumulative probability of logits kept.")
+    max_n_logits: int = Field(10, gt=0)
+    node_threshold: float = Field(0.8, gt=0, le=1, description="Keep nodes up to this cumulative influence.")
+    edge_threshold: float = Field(0.98, gt=0, le=1, description="Keep edges up to this cumulative influence.")
+    max_feature_nodes: int = Field(4096, gt=0)
+    batch_size: int = Field(64, gt=0, description="Backward passes batched together.")
+    ablation: Literal["zero", "mean"] = "mean"
+    device: str | None = None
+    seed: int | None = None

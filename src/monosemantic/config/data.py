@@ -1,0 +1,36 @@
+"""[data]: where tokens or activations come from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from .base import Section
+
+
+class DataConfig(Section):
+    INHERITED: ClassVar[tuple[str, ...]] = ("seed",)
+
+    activations: Path | None = Field(
+        None,
+        description="A tensor file (.safetensors/.pt with key 'activations', shape [N, d]) or an "
+        "activation cache directory. Omit to harvest live from [model] on [data].text.",
+    )
+    text: str = Field(
+        "storyworld",
+        description="'storyworld', a local .txt/.jsonl/.parquet file or folder, or a HF dataset name.",
+    )
+    text_column: str = Field("text", description="Column holding the text in .jsonl/.parquet/HF datasets.")
+    dataset_config: str | None = Field(None, description="HF dataset configuration name.")
+    split: str = Field("train", description="HF dataset split.")
+    context_size: int = Field(128, gt=1, description="Tokens per window (sequence length).")
+    max_tokens: int | None = Field(None, gt=0, description="Stop after this many tokens (windows x context).")
+    prepend_bos: bool = Field(True, description="Start every window with the BOS token.")
+    special_tokens: Literal["exclude", "include"] = Field(
+        "exclude",
+        description="BOS/EOS/PAD stay in context; 'exclude' drops their positions from training data "
+        "and statistics.",
+    )
+    seed: int | None = Field(None, description="Seed for storyworld generation and shuffling.")

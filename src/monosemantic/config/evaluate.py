@@ -1,0 +1,23 @@
+"""[evaluate]: metrics for one checkpoint or a sweep folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field
+
+from .base import Section
+
+
+class EvaluateConfig(Section):
+    INHERITED: ClassVar[tuple[str, ...]] = ("device", "seed")
+
+    dictionary: Path | None = Field(None, description="A checkpoint or sweep folder; default [train].out.")
+    cache: Path | None = Field(None, description="Activation cache to evaluate on; default [harvest].out.")
+    out: Path = Field(Path("runs/evaluate"))
+    max_sequences: int | None = Field(256, gt=0, description="Sequences of the cache used (None: all).")
+    batch_size: int = Field(16, gt=0, description="Sequences per model forward in spliced metrics.")
+    spliced: bool = Field(True, description="Also compute CE/KL with the reconstruction spliced in.")
+    device: str | None = None
+    seed: int | None = None

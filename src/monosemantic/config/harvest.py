@@ -1,0 +1,28 @@
+"""[sites] and [harvest]: which hook sites to capture, and the activation cache to write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field
+
+from .base import Dtype, Section
+
+
+class SitesConfig(Section):
+    names: list[str] = Field(
+        default_factory=lambda: ["blocks.1.hook_resid_post"],
+        description="TransformerLens hook names captured in one forward pass, e.g. "
+        "blocks.1.hook_resid_post, blocks.0.hook_mlp_in, blocks.0.hook_mlp_out.",
+    )
+
+
+class HarvestConfig(Section):
+    INHERITED: ClassVar[tuple[str, ...]] = ("device", "dtype")
+
+    out: Path = Field(Path("runs/activations"), description="Activation cache directory.")
+    dtype: Dtype | None = Field(None, description="Storage dtype of activations: float32, float16, bfloat16.")
+    device: str | None = None
+    batch_size: int = Field(32, gt=0, description="Sequences per forward pass.")
+    shard_sequences: int = Field(512, gt=0, description="Sequences per shard file.")

@@ -1,0 +1,77 @@
+"""The whole config: one TOML file whose sections feed every verb.
+
+Outer values are defaults for inner ones: a root `device`, `dtype` or `seed` fills each section
+that leaves the same field unset (the Language-Model-SAEs convention), and `[dictionary]` fills
+each `[[dictionaries]]` entry of a sweep.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from .analyze import AnalyzeConfig, ExplainConfig, ExportConfig, SteerConfig
+from .base import Dtype, Section
+from .circuit import CircuitConfig
+from .data import DataConfig
+from .dictionary import DictionaryConfig
+from .evaluate import EvaluateConfig
+from .harvest import HarvestConfig, SitesConfig
+from .lm import LMConfig
+from .model import ModelConfig
+from .serve import ServeConfig
+from .train import TrainConfig
+
+
+class Config(Section):
+    device: str = Field("auto", description="Default device of every section: auto, cpu, cuda, mps.")
+    dtype: Dtype = Field("float32", description="Default dtype of every section.")
+    seed: int = Field(0, description="Default seed of every section.")
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    sites: SitesConfig = Field(default_factory=SitesConfig)
+    harvest: HarvestConfig = Field(default_factory=HarvestConfig)
+    lm: LMConfig = Field(default_factory=LMConfig)
+    dictionary: DictionaryConfig | None = None
+    dictionaries: list[DictionaryConfig] = Field(default_factory=list)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    analyze: AnalyzeConfig = Field(default_factory=AnalyzeConfig)
+    explain: ExplainConfig = Field(default_factory=ExplainConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    steer: SteerConfig = Field(default_factory=SteerConfig)
+    circuit: CircuitConfig = Field(default_factory=CircuitConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sweep_defaults(cls, data: Any) -> Any:
+        """`[dictionary]` holds defaults when `[[dictionaries]]` lists a sweep."""
+        if isinstance(data, dict) and data.get("dictionaries"):
+            base = data.get("dictionary") or {}
+            if not isinstance(base, dict):
+                base = base.model_dump(exclude_unset=True)
+            entries = [e if not isinstance(e, dict) else {**base, **e} for e in data["dictionaries"]]
+            data = {**data, "dictionaries": entries, "dictionary": None}
+        return data
+
+    @model_validator(mode="after")
+    def _inherit(self) -> Config:
+        for name in type(self).model_fields:
+            section = getattr(self, name)
+            if isinstance(section, Section):
+                for key in section.INHERITED:
+                    if getattr(section, key) is None:
+                        object.__setattr__(section, key, getattr(self, key))
+        return self
+
+    def all_dictionaries(self) -> list[DictionaryConfig]:
+        """The dictionaries a run trains: the sweep entries, or the single `[dictionary]`."""
+        if self.dictionaries:
+            return list(self.dictionaries)
+        return [self.dictionary] if self.dictionary is not None else []
+
+    def is_sweep(self) -> bool:
+        return bool(self.dictionaries)

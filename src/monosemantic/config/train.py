@@ -1,0 +1,38 @@
+"""[train]: the trainer shared by every dictionary of a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from .base import Dtype, Section
+
+
+class TrainConfig(Section):
+    INHERITED: ClassVar[tuple[str, ...]] = ("device", "dtype", "seed")
+
+    tokens: int = Field(8_000_000, gt=0, description="Training tokens seen by every dictionary.")
+    batch_size: int = Field(4096, gt=0, description="Tokens per optimiser step.")
+    lr: float = Field(4e-4, gt=0)
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    lr_warmup_steps: int = Field(0, ge=0)
+    lr_decay: Literal["none", "linear", "cosine"] = "linear"
+    lr_decay_start: float = Field(0.8, ge=0, le=1, description="Fraction of training after which LR decays.")
+    sparsity_warmup_steps: int = Field(0, ge=0, description="Steps over which the sparsity penalty ramps up.")
+    b_dec_init: Literal["geometric_median", "mean", "zeros"] = "geometric_median"
+    normalize_activations: bool = Field(
+        True, description="Scale inputs to mean norm sqrt(d_in); folded into weights at save."
+    )
+    dead_latents: Literal["auxk", "resample", "none"] = Field("auxk", description="Dead-latent handling.")
+    dead_after_tokens: int = Field(1_000_000, gt=0, description="A latent silent this long counts as dead.")
+    buffer_tokens: int = Field(262_144, gt=0, description="Shuffle buffer size in tokens.")
+    checkpoint_every: int = Field(1000, gt=0, description="Steps between atomic checkpoints (resume point).")
+    log_every: int = Field(50, gt=0)
+    out: Path = Field(Path("runs/train"))
+    wandb: bool = Field(False, description="Log to Weights & Biases (needs `pip install wandb`).")
+    wandb_project: str = "monosemantic"
+    device: str | None = None
+    dtype: Dtype | None = Field(None, description="Compute dtype: float32 or bfloat16.")
+    seed: int | None = None
