@@ -62,9 +62,10 @@ def _config(path: Path, overrides: list[str] | None) -> Config:
 @friendly_errors
 def lm_train(config: ConfigArg, set_: SetOpt = None) -> None:
     """Train a BPE tokenizer and a small transformers causal LM on [data].text ([lm] section)."""
+    cfg = _config(config, set_)
     from monosemantic.lm.training import train_lm
 
-    out = train_lm(_config(config, set_))
+    out = train_lm(cfg)
     console.print(f"model saved to [bold]{out}[/]")
 
 
@@ -72,9 +73,10 @@ def lm_train(config: ConfigArg, set_: SetOpt = None) -> None:
 @friendly_errors
 def harvest(config: ConfigArg, set_: SetOpt = None) -> None:
     """Capture [sites] activations of [model] on [data] into an activation cache ([harvest].out)."""
+    cfg = _config(config, set_)
     from monosemantic.activations.harvest import harvest as run
 
-    out = run(_config(config, set_))
+    out = run(cfg)
     console.print(f"activation cache at [bold]{out}[/]")
 
 
@@ -82,9 +84,10 @@ def harvest(config: ConfigArg, set_: SetOpt = None) -> None:
 @friendly_errors
 def train(config: ConfigArg, set_: SetOpt = None) -> None:
     """Train the [dictionary] (or every [[dictionaries]] entry at once) on one activation stream."""
+    cfg = _config(config, set_)
     from monosemantic.train.trainer import train as run
 
-    outs = run(_config(config, set_))
+    outs = run(cfg)
     for out in outs:
         console.print(f"dictionary saved to [bold]{out}[/]")
 
@@ -93,18 +96,20 @@ def train(config: ConfigArg, set_: SetOpt = None) -> None:
 @friendly_errors
 def evaluate(config: ConfigArg, set_: SetOpt = None) -> None:
     """Reconstruction, sparsity and spliced-model metrics for a checkpoint or sweep folder."""
+    cfg = _config(config, set_)
     from monosemantic.evaluate.run import evaluate as run
 
-    run(_config(config, set_))
+    run(cfg)
 
 
 @app.command()
 @friendly_errors
 def analyze(config: ConfigArg, set_: SetOpt = None) -> None:
     """One pass over the cache: top examples, quantiles, densities, logit lens -> features.db."""
+    cfg = _config(config, set_)
     from monosemantic.analyze.run import analyze as run
 
-    out = run(_config(config, set_))
+    out = run(cfg)
     console.print(f"feature store at [bold]{out}[/]")
 
 
@@ -112,9 +117,10 @@ def analyze(config: ConfigArg, set_: SetOpt = None) -> None:
 @friendly_errors
 def explain(config: ConfigArg, set_: SetOpt = None) -> None:
     """Explain and score features (an OpenAI-compatible endpoint, or the offline explainer)."""
+    cfg = _config(config, set_)
     from monosemantic.analyze.explain import explain as run
 
-    run(_config(config, set_))
+    run(cfg)
 
 
 @app.command()
@@ -126,9 +132,8 @@ def export(
     neuronpedia: Annotated[Path | None, typer.Option(help="Write Neuronpedia feature JSON here.")] = None,
 ) -> None:
     """Export the feature store as a static HTML dashboard and/or Neuronpedia JSON."""
-    from monosemantic.analyze.export import export as run
-
     cfg = _config(config, set_)
+    from monosemantic.analyze.export import export as run
     if html is not None:
         cfg.export.html = html
     if neuronpedia is not None:
@@ -147,9 +152,8 @@ def steer(
     set_: SetOpt = None,
 ) -> None:
     """Generate with a feature clamped, added or ablated, side by side with the unsteered text."""
-    from monosemantic.analyze.steer import steer as run
-
     cfg = _config(config, set_)
+    from monosemantic.analyze.steer import steer as run
     if mode is not None:
         cfg.steer.mode = mode  # type: ignore[assignment]
     run(cfg, feature=feature, value=value, prompt=prompt)
@@ -163,9 +167,8 @@ def circuit(
     set_: SetOpt = None,
 ) -> None:
     """Attribution graph of features for a prompt, pruned and checked for faithfulness."""
-    from monosemantic.circuits.run import circuit as run
-
     cfg = _config(config, set_)
+    from monosemantic.circuits.run import circuit as run
     if prompt is not None:
         cfg.circuit.prompt = prompt
     out = run(cfg)
@@ -176,19 +179,25 @@ def circuit(
 @friendly_errors
 def serve(config: ConfigArg, set_: SetOpt = None) -> None:
     """Serve the feature store and graphs in the web viewer."""
+    cfg = _config(config, set_)
     from monosemantic.serve.app import serve as run
 
-    run(_config(config, set_))
+    run(cfg)
 
 
 @app.command()
 @friendly_errors
 def demo(config: ConfigArg = Path("configs/demo.toml"), set_: SetOpt = None) -> None:
     """The embedded job on the shipped storyworld LM: harvest, train, evaluate, analyze, explain, export."""
+    cfg = _config(config, set_)
     from monosemantic.demo import run_demo
 
-    run_demo(_config(config, set_))
+    run_demo(cfg)
 
 
 def main() -> None:  # pragma: no cover
     sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""Side-by-side speed and quality benchmarks; `make bench` runs them all and updates README."""

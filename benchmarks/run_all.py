@@ -1,0 +1,79 @@
+"""Run every benchmark and write the tables into README.md (between the bench markers).
+
+Each `benchmarks/bench_*.py` module exposes `run()` returning either a markdown string or a list
+of row dicts; `TITLE` names its section. A failing benchmark is reported in its section instead of
+aborting the others, so one missing optional peer (e.g. SAELens) never hides the rest.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+RESULTS = ROOT / "benchmarks" / "results.md"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+MODULES = ["bench_harvest", "bench_train", "bench_analyze", "bench_circuits"]
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "_no rows_"
+    cols = list(dict.fromkeys(k for row in rows for k in row))
+    fmt = lambda v: f"{v:,.3g}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(row.get(c, "")) for c in cols) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()} cores ({cpu}), {gpu}, torch {torch.__version__}, Python {sys.version.split()[0]}"
+
+
+def main(only: list[str] | None = None) -> str:
+    sections = [f"Measured {time.strftime('%Y-%m-%d')} on {machine()}.\n"]
+    for name in only or MODULES:
+        try:
+            module = importlib.import_module(f"benchmarks.{name}")
+        except ModuleNotFoundError as e:
+            sections.append(f"### {name}\n\n_not run: {e}_\n")
+            continue
+        title = getattr(module, "TITLE", name)
+        print(f"== {title}", flush=True)
+        try:
+            result = module.run()
+            body = result if isinstance(result, str) else markdown_table(result)
+        except Exception:  # a benchmark failure is reported, not fatal
+            body = "_failed:_\n```\n" + traceback.format_exc(limit=3) + "```"
+        print(body, flush=True)
+        sections.append(f"### {title}\n\n{body}\n")
+    text = "\n".join(sections)
+    RESULTS.write_text(text)
+    readme = README.read_text()
+    if START in readme and END in readme:
+        head, rest = readme.split(START, 1)
+        _, tail = rest.split(END, 1)
+        README.write_text(f"{head}{START}\n{text}\n{END}{tail}")
+    return text
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or None)

@@ -1,0 +1,70 @@
+"""`make demo`: the embedded job on the shipped storyworld LM, end to end, in a few minutes on a laptop.
+
+Harvest activations, train a small sweep (TopK and JumpReLU SAEs on the residual stream and a
+transcoder per layer's MLP), evaluate it (with the storyworld ground-truth concepts), analyze every
+feature into the feature store, explain features offline, and export the static dashboard. Each step
+is the same public function its CLI verb calls, so a rerun resumes where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from monosemantic.config import Config
+from monosemantic.utils.progress import console
+
+
+def _step(name: str, fn: Callable[[], Any], timings: list[tuple[str, float]]) -> Any:
+    console.rule(f"[bold]{name}")
+    start = time.perf_counter()
+    result = fn()
+    timings.append((name, time.perf_counter() - start))
+    return result
+
+
+def run_demo(cfg: Config) -> dict[str, Path]:
+    """Run every stage of the pipeline on `cfg` and return where each output landed."""
+    from monosemantic.activations.harvest import harvest
+    from monosemantic.analyze.explain import explain
+    from monosemantic.analyze.export import export
+    from monosemantic.analyze.run import analyze
+    from monosemantic.evaluate.run import evaluate
+    from monosemantic.train.trainer import train
+
+    timings: list[tuple[str, float]] = []
+    cache = _step("harvest", lambda: harvest(cfg), timings)
+    dictionaries = _step("train", lambda: train(cfg), timings)
+    _step("evaluate", lambda: evaluate(cfg), timings)
+    db = _step("analyze", lambda: analyze(cfg), timings)
+    _step("explain (offline)", lambda: explain(cfg), timings)
+    _step("export dashboard", lambda: export(cfg), timings)
+
+    table = Table(title="demo stages")
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    for name, seconds in timings:
+        table.add_row(name, f"{seconds:.1f}")
+    table.add_row("[bold]total", f"[bold]{sum(s for _, s in timings):.1f}")
+    console.print(table)
+
+    outputs = {
+        "activations": Path(cache),
+        "dictionaries": Path(cfg.train.out),
+        "metrics": Path(cfg.evaluate.out) / "metrics.json",
+        "features": Path(db),
+    }
+    if cfg.export.html is not None:
+        outputs["dashboard"] = Path(cfg.export.html) / "index.html"
+    for name, path in outputs.items():
+        console.print(f"{name:>13}: [bold]{path}[/]")
+    console.print(f"{len(dictionaries)} dictionaries trained.")
+    if "dashboard" in outputs:
+        console.print(f"Open [bold]file://{outputs['dashboard'].resolve()}[/] in a browser, or run "
+                      "`monosemantic serve configs/demo.toml`.")
+    console.print('Trace a circuit: monosemantic circuit configs/demo.toml --prompt "Lily the cat went to the beach. She"')
+    return outputs
