@@ -22,6 +22,8 @@ class AnalyzeConfig(Section):
     per_quantile: int = Field(5, gt=0)
     window: int = Field(16, gt=0, description="Tokens of context each side of the peak.")
     logit_lens_k: int = Field(10, gt=0)
+    negatives: int = Field(10, ge=0, description="Non-activating contexts kept per feature (for scoring).")
+    batch_sequences: int = Field(16, gt=0, description="Sequences encoded per batch.")
     device: str | None = None
     seed: int | None = None
 
@@ -37,6 +39,12 @@ class ExplainConfig(Section):
     max_retries: int = Field(5, ge=0)
     max_features: int | None = Field(None, gt=0)
     scoring: list[Literal["detection", "fuzzing"]] = Field(default_factory=lambda: ["detection", "fuzzing"])
+    examples: int = Field(12, gt=0, description="Activating contexts shown to the explainer.")
+    score_examples: int = Field(6, gt=0, description="Contexts of each kind shown per scoring prompt.")
+    cache: Path | None = Field(
+        None, description="Answer cache folder; default beside the store (explain_cache)."
+    )
+    timeout: float = Field(60.0, gt=0, description="Seconds per request before it is retried.")
     seed: int | None = None
 
 
@@ -44,6 +52,12 @@ class ExportConfig(Section):
     db: Path | None = Field(None, description="Feature store; default [analyze].out/features.db.")
     html: Path | None = Field(None, description="Static dashboard folder.")
     neuronpedia: Path | None = Field(None, description="Neuronpedia feature JSON folder.")
+    model_id: str | None = Field(
+        None, description="Neuronpedia modelId (e.g. gpt2-small); default: the store's model name."
+    )
+    source_set: str = Field(
+        "mono", description="Neuronpedia source-set suffix of each layer id (`6-res-mono`)."
+    )
 
 
 class SteerConfig(Section):

@@ -19,9 +19,12 @@ class CircuitConfig(Section):
     )
     prompt: str | None = None
     out: Path = Field(Path("runs/circuit"))
-    target: Literal["top_logits", "token", "logit_diff"] = "top_logits"
+    target: Literal["top_logits", "token", "logit_diff", "feature"] = "top_logits"
     target_token: str | None = None
     contrast_token: str | None = None
+    target_feature: str | None = Field(
+        None, description="Feature target as its graph node id LAYER_FEATURE_POS (target = 'feature')."
+    )
     max_logit_prob: float = Field(0.95, gt=0, le=1, description="Cumulative probability of logits kept.")
     max_n_logits: int = Field(10, gt=0)
     node_threshold: float = Field(0.8, gt=0, le=1, description="Keep nodes up to this cumulative influence.")
@@ -29,5 +32,10 @@ class CircuitConfig(Section):
     max_feature_nodes: int = Field(4096, gt=0)
     batch_size: int = Field(64, gt=0, description="Backward passes batched together.")
     ablation: Literal["zero", "mean"] = "mean"
+    mean_sequences: int = Field(
+        64,
+        gt=0,
+        description="Cached sequences averaged for mean ablation ([analyze].cache or [harvest].out).",
+    )
     device: str | None = None
     seed: int | None = None

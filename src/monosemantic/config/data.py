@@ -20,7 +20,8 @@ class DataConfig(Section):
     )
     text: str = Field(
         "storyworld",
-        description="'storyworld', a local .txt/.jsonl/.parquet file or folder, or a HF dataset name.",
+        description="'storyworld', a local .txt (one document per paragraph)/.jsonl/.parquet file or "
+        "folder, or a HF dataset name ('hf:<name or path>' forces datasets.load_dataset).",
     )
     text_column: str = Field("text", description="Column holding the text in .jsonl/.parquet/HF datasets.")
     dataset_config: str | None = Field(None, description="HF dataset configuration name.")

@@ -27,6 +27,14 @@ class DictionaryConfig(Section):
     )
     aux_k: int | None = Field(None, gt=0, description="Dead latents used by the AuxK loss (default d_in/2).")
     aux_coefficient: float = Field(1 / 32, ge=0)
+    l1_decoder_norm: bool = Field(
+        True,
+        description="relu/gated: weight each latent's L1 by its decoder row norm (Anthropic, April 2024); "
+        "false holds decoder rows at unit norm instead (Towards Monosemanticity).",
+    )
+    decoder_init_norm: float | None = Field(
+        None, gt=0, description="Initial decoder row norm. Default 0.1 for decoder-norm-weighted L1, else 1."
+    )
     site: str | None = Field(None, description="Input hook site; default the first of [sites].names.")
     site_out: str | None = Field(None, description="Output hook site: set it to make a transcoder.")
     skip: bool = Field(False, description="Skip transcoder: add a linear W_skip path from input to output.")

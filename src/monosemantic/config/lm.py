@@ -28,7 +28,20 @@ class LMConfig(Section):
     warmup_steps: int = Field(100, ge=0)
     eval_every: int = Field(250, gt=0, description="Steps between validation loss and sample generations.")
     checkpoint_every: int = Field(500, gt=0)
+    val_batches: int = Field(8, gt=0, description="Held-out batches (a different data seed) per validation.")
+    grad_clip: float = Field(1.0, gt=0, description="Max global gradient norm.")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine decay ends at lr x this.")
+    sample_prompts: list[str] = Field(
+        default_factory=lambda: ["Once upon a time", "Lily the cat went to the beach. She"],
+        description="Prompts continued at every validation (printed and logged to metrics.jsonl).",
+    )
+    sample_tokens: int = Field(40, ge=0, description="Tokens generated per sample prompt.")
+    save_dtype: Dtype = Field("float32", description="dtype of the saved weights (training runs in float32).")
     out: Path = Field(Path("runs/lm"), description="Output folder (save_pretrained layout + tokenizer).")
+    state_dir: Path | None = Field(
+        None,
+        description="Checkpoints for resume (model, optimizer, step, RNG, data position); default out/trainer_state.",
+    )
     device: str | None = None
     dtype: Dtype | None = None
     seed: int | None = None

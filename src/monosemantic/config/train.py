@@ -27,6 +27,9 @@ class TrainConfig(Section):
     )
     dead_latents: Literal["auxk", "resample", "none"] = Field("auxk", description="Dead-latent handling.")
     dead_after_tokens: int = Field(1_000_000, gt=0, description="A latent silent this long counts as dead.")
+    init_tokens: int = Field(
+        16_384, gt=0, description="Tokens used to estimate the activation scale and initialise b_dec."
+    )
     buffer_tokens: int = Field(262_144, gt=0, description="Shuffle buffer size in tokens.")
     checkpoint_every: int = Field(1000, gt=0, description="Steps between atomic checkpoints (resume point).")
     log_every: int = Field(50, gt=0)

@@ -1,0 +1,110 @@
+"""Feature analysis cost against the cost of just encoding the same tokens (target <= 1.5x).
+
+A storyworld cache is harvested at one residual site; random TopK SAEs of several widths are
+analysed on it (analysis cost does not depend on training). Columns:
+- `read+encode s`: streaming the cache and encoding every token, nothing else (the floor);
+- `pass s`: the one analysis pass (read, encode, top-k merges, reservoirs, histograms, concept
+  statistics) — `pass / encode` is the overhead the target is about;
+- `total s`: `monosemantic.analyze` end to end, adding the logit lens, neighbours and writing
+  `features.db` (per-feature rows and examples).
+
+Runs on the shipped storyworld LM; falls back to a tiny random GPT-2 (d=128) when it is not built.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+TITLE = "Analyze: one-pass feature statistics vs plain encoding"
+SITE = "blocks.1.hook_resid_post"
+
+
+def _model(tmp: Path) -> tuple[str, str]:
+    from monosemantic.lm.shipped import SHIPPED_DIR
+
+    if (SHIPPED_DIR / "config.json").exists():
+        return "storyworld", "shipped storyworld LM"
+    from monosemantic.lm.tiny import save_tiny_model
+
+    path = save_tiny_model("gpt2", tmp / "gpt2", n_layer=2, n_embd=128)
+    return str(path), "tiny random GPT-2 (d=128)"
+
+
+def run(
+    max_tokens: int = 65_536,
+    widths: tuple[int, ...] = (1024, 4096),
+    k: int = 32,
+    batch_sequences: int = 16,
+    threads: int | None = 1,
+) -> str:
+    """`threads` pins torch's intra-op threads (1 gives stable numbers on a busy shared machine)."""
+    from monosemantic.activations.cache import ActivationCache
+    from monosemantic.activations.harvest import harvest
+    from monosemantic.analyze.run import analyze, encode_pass
+    from monosemantic.analyze.store import FeatureStore
+    from monosemantic.config import DictionaryConfig, load_config
+    from monosemantic.dictionaries import build_dictionary
+    from monosemantic.dictionaries.io import load_dictionary, save_dictionary
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        model_name, label = _model(tmp)
+        base = [
+            "device='cpu'", f"model.name='{model_name}'", f"data.max_tokens={max_tokens}",
+            f"sites.names={json.dumps([SITE])}", f"harvest.out='{tmp / 'cache'}'", "harvest.dtype='float16'",
+        ]  # fmt: skip
+        harvest(load_config(None, base))
+        cache = ActivationCache(tmp / "cache")
+        d_in = cache.sites[SITE]
+        for width in widths:
+            path = tmp / f"topk-{width}"
+            sae = build_dictionary(
+                DictionaryConfig(architecture="topk", d_sae=width, k=k, site=SITE), d_in, d_in
+            )
+            save_dictionary(sae, path, {"hook_name": SITE, "model_name": model_name})
+            cfg = load_config(
+                None,
+                [
+                    *base,
+                    f"analyze.dictionary='{path}'",
+                    f"analyze.out='{tmp / 'out'}'",
+                    f"analyze.batch_sequences={batch_sequences}",
+                ],
+            )
+            dic = load_dictionary(path).eval()
+            n_seq = cache.n_sequences
+            t0 = time.perf_counter()
+            encode_pass(cache, [dic], [SITE], None, n_seq, cfg.analyze.batch_sequences, torch.device("cpu"))
+            floor = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            db = analyze(cfg)
+            total = time.perf_counter() - t0
+            with FeatureStore(db) as store:
+                meta = store.meta()
+                n_examples = len(store.examples(1, 0))
+            rows.append({
+                "dictionary": f"TopK k={k}", "d_sae": width, "tokens": n_seq * cache.context_size,
+                "read+encode s": round(floor, 2), "pass s": meta["pass_seconds"], "total s": round(total, 2),
+                "pass / encode": round(meta["pass_seconds"] / floor, 2), "total / encode": round(total / floor, 2),
+                "examples/feature": n_examples,
+            })  # fmt: skip
+    from benchmarks.run_all import markdown_table
+
+    note = (
+        f"\n\nModel: {label}, site `{SITE}`, storyworld tokens, batches of {batch_sequences} sequences, "
+        f"{torch.get_num_threads()} thread(s). Target: pass / encode <= 1.5."
+    )
+    return markdown_table(rows) + note
+
+
+if __name__ == "__main__":
+    print(run())

@@ -1,0 +1,180 @@
+"""A seeded shuffle buffer over an activation source, and `activation_batches`, the trainer's stream.
+
+Consecutive tokens are highly correlated (same sequence, same document), so training batches are
+drawn from a buffer in the manner of SAELens' mixing buffer: fill it to `train.buffer_tokens`
+tokens, permute, hand out the first half as batches, keep the second half and refill. All sites share
+one permutation, so a transcoder sees matching (input, output) rows.
+
+Epochs: when more tokens are requested than the source holds (a cache, a tensor file, or a live
+source limited by `data.max_tokens`), the source starts again from its beginning; `stream.epoch`
+counts the passes and a note is printed when the second one starts.
+
+Resume: `state_dict()` holds the source position, the generator state and the buffer contents (at
+most `buffer_tokens` rows per site), so `load_state_dict()` continues with exactly the batches an
+uninterrupted stream would have produced, for every kind of source.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from monosemantic.utils.errors import DataError
+from monosemantic.utils.progress import console
+
+from .sources import CacheSource, LiveSource, Source, TensorFileSource
+
+Batch = dict[str, torch.Tensor]
+
+
+def _cat(parts: list[Batch], sites: list[str]) -> Batch:
+    if len(parts) == 1:
+        return dict(parts[0])
+    device = parts[-1][sites[0]].device  # restored buffer rows live on the CPU
+    return {s: torch.cat([p[s].to(device) for p in parts]) for s in sites}
+
+
+class ActivationStream:
+    """An endless iterator of `dict[site, Tensor[batch_size, d]]` drawn through a shuffle buffer."""
+
+    def __init__(self, source: Source, batch_size: int, buffer_tokens: int, seed: int) -> None:
+        self.source = source
+        self.sites = list(source.sites)
+        self.batch_size = batch_size
+        # At least two batches, so that "yield half" always yields something.
+        self.capacity = max(buffer_tokens, 2 * batch_size)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.kept: Batch | None = None  # rows waiting in the buffer
+        self.out: Batch | None = None  # shuffled rows being handed out
+        self.out_pos = 0
+        self.tokens_yielded = 0
+        self._announced_epoch = 0
+
+    def d_in(self, site: str) -> int:
+        if site not in self.source.widths:
+            raise DataError(f"site {site!r} is not in this stream (it has {', '.join(self.sites)})")
+        return self.source.widths[site]
+
+    @property
+    def epoch(self) -> int:
+        return self.source.epoch
+
+    @property
+    def tokens_per_epoch(self) -> int | None:
+        return self.source.tokens_per_epoch
+
+    def __iter__(self) -> ActivationStream:
+        return self
+
+    def __next__(self) -> Batch:
+        if self.out is None or self.out_pos + self.batch_size > self.out[self.sites[0]].shape[0]:
+            self._refill()
+        assert self.out is not None
+        pos, end = self.out_pos, self.out_pos + self.batch_size
+        self.out_pos = end
+        self.tokens_yielded += self.batch_size
+        return {s: self.out[s][pos:end] for s in self.sites}
+
+    def _refill(self) -> None:
+        parts: list[Batch] = []
+        if self.kept is not None:
+            parts.append(self.kept)
+        if self.out is not None and self.out_pos < self.out[self.sites[0]].shape[0]:
+            parts.append({s: self.out[s][self.out_pos :] for s in self.sites})  # tail shorter than a batch
+        have = sum(p[self.sites[0]].shape[0] for p in parts)
+        start_have, start_epoch = have, self.source.epoch
+        while have < self.capacity:
+            if self.source.epoch >= start_epoch + 2 and have == start_have:
+                raise DataError(
+                    "the activation source yields no rows (every position is a special token?); "
+                    "use data.special_tokens = 'include' or other data"
+                )
+            chunk = self.source.next_chunk()
+            if self.source.epoch > self._announced_epoch:
+                self._announced_epoch = self.source.epoch
+                if self._announced_epoch == 1:
+                    console.print(
+                        f"[yellow]note:[/] the activation source is exhausted after {self.tokens_per_epoch} "
+                        "tokens; starting it again (epoch 2). Give more data to avoid repeating tokens."
+                    )
+            parts.append(chunk)
+            have += chunk[self.sites[0]].shape[0]
+        rows = _cat(parts, self.sites)
+        perm = torch.randperm(have, generator=self.generator)
+        n_out = max(self.batch_size, (have // 2) // self.batch_size * self.batch_size)
+        out_idx, kept_idx = perm[:n_out], perm[n_out:]
+        self.out = {s: rows[s].index_select(0, out_idx.to(rows[s].device)) for s in self.sites}
+        self.kept = {s: rows[s].index_select(0, kept_idx.to(rows[s].device)) for s in self.sites}
+        self.out_pos = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: source position, RNG, and the buffered rows."""
+        pending = None
+        if self.out is not None:
+            pending = {s: self.out[s][self.out_pos :].cpu().clone() for s in self.sites}
+        return {
+            "source": self.source.state_dict(),
+            "generator": self.generator.get_state(),
+            "kept": None if self.kept is None else {s: v.cpu().clone() for s, v in self.kept.items()},
+            "out": pending,
+            "tokens_yielded": self.tokens_yielded,
+            "announced_epoch": self._announced_epoch,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.source.load_state_dict(state["source"])
+        self.generator.set_state(state["generator"])
+        self.kept = state["kept"]
+        self.out, self.out_pos = state["out"], 0
+        self.tokens_yielded = int(state["tokens_yielded"])
+        self._announced_epoch = int(state.get("announced_epoch", 0))
+
+
+def _source(cfg: Any, sites: list[str], batch_size: int, model: Any) -> Source:
+    """A cache dir or tensor file from data.activations; else the harvest cache; else live."""
+    chunk_tokens = max(batch_size, cfg.train.buffer_tokens // 8)
+    exclude = cfg.data.special_tokens == "exclude"
+    path = cfg.data.activations
+    if path is not None:
+        path = Path(path)
+        if path.is_dir():
+            return CacheSource(path, sites, chunk_tokens, exclude)
+        source: Source = TensorFileSource(path, sites, chunk_tokens)
+        if model is not None:
+            for site in source.sites:
+                if int(model.site_width(site)) != source.widths[site]:
+                    raise DataError(
+                        f"{path} has width {source.widths[site]} but {site} of {model.name} has width "
+                        f"{model.site_width(site)}; use activations harvested at that site"
+                    )
+        return source
+    harvested = Path(cfg.harvest.out)
+    if (harvested / "manifest.json").is_file():
+        cache = CacheSource(harvested, sites, chunk_tokens, exclude)
+        if not cache.cache.complete:
+            console.print(
+                f"[yellow]note:[/] the harvest at {harvested} is unfinished; training on its "
+                f"{cache.cache.num_shards} complete shards (rerun `monosemantic harvest` to finish it)"
+            )
+        return cache
+    if model is None:
+        from monosemantic.lm.model import load_model
+
+        m = cfg.model
+        model = load_model(m.name, dtype=m.dtype, device=m.device, revision=m.revision)
+    return LiveSource(model, cfg.data, sites, cfg.harvest.batch_size, exclude)
+
+
+def activation_batches(
+    cfg: Any, sites: list[str], batch_size: int, model: Any = None, seed: int | None = None
+) -> ActivationStream:
+    """The shuffled float32 training stream for `sites` (see the module docstring for sources)."""
+    if not sites:
+        raise DataError("no sites requested; set sites.names or dictionary.site")
+    if batch_size <= 0:
+        raise DataError(f"batch_size must be positive (got {batch_size})")
+    source = _source(cfg, list(dict.fromkeys(sites)), batch_size, model)
+    seed = cfg.train.seed if seed is None else seed
+    return ActivationStream(source, batch_size, cfg.train.buffer_tokens, int(seed))

@@ -1,0 +1,171 @@
+"""The on-disk activation cache: sequence-major safetensors shards listed in `manifest.json`.
+
+Each shard holds `tokens` int32 [n_seq, ctx], one tensor per site [n_seq, ctx, d] in the storage
+dtype and, for storyworld, `concepts` uint8 [n_seq, ctx, n_concepts]. Sequence-major storage keeps
+context for analysis; training shuffles tokens through a buffer (`buffer.py`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from monosemantic.utils.errors import DataError
+from monosemantic.utils.files import atomic_path, sha256_file
+
+from .manifest import read_manifest, shard_name, write_manifest
+
+
+class ActivationCache:
+    """Read-only view of a cache directory; only shards listed in the manifest are visible."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.manifest: dict[str, Any] = read_manifest(self.path)
+        self.sites: dict[str, int] = dict(self.manifest["sites"])
+        self.context_size: int = int(self.manifest["context_size"])
+        self.shards: list[dict[str, Any]] = list(self.manifest["shards"])
+        self.concepts: list[str] | None = self.manifest.get("concepts")
+        self._special = torch.tensor(self.manifest.get("special_token_ids", []), dtype=torch.int64)
+
+    @property
+    def n_sequences(self) -> int:
+        return sum(int(s["sequences"]) for s in self.shards)
+
+    @property
+    def n_tokens(self) -> int:
+        return self.n_sequences * self.context_size
+
+    @property
+    def num_shards(self) -> int:
+        return len(self.shards)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.manifest.get("complete", False))
+
+    def shard_path(self, i: int) -> Path:
+        return self.path / self.shards[i]["file"]
+
+    def check_sites(self, sites: Sequence[str]) -> None:
+        missing = [s for s in sites if s not in self.sites]
+        if missing:
+            raise DataError(
+                f"site(s) {', '.join(missing)} are not in the activation cache {self.path} "
+                f"(it holds {', '.join(self.sites)}); harvest them into a new harvest.out"
+            )
+
+    def verify_shard(self, i: int) -> None:
+        """Compare the shard's sha256 with the one recorded when it was written."""
+        path = self.shard_path(i)
+        if not path.is_file():
+            raise DataError(f"shard {path.name} of cache {self.path} is missing; harvest the cache again")
+        if sha256_file(path) != self.shards[i]["sha256"]:
+            raise DataError(
+                f"shard {path.name} of cache {self.path} is corrupted (sha256 mismatch); "
+                "delete it and the cache's manifest entry, or harvest the cache again"
+            )
+
+    def load_shard(
+        self,
+        i: int,
+        sites: Sequence[str] | None = None,
+        verify: bool = True,
+        start: int = 0,
+        stop: int | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Tensors of shard `i` (sequences start:stop): `tokens`, the sites, and `concepts` if stored.
+
+        Only the requested sites are read from disk (safetensors slices are memory-mapped).
+        """
+        if not 0 <= i < self.num_shards:
+            raise DataError(f"cache {self.path} has {self.num_shards} shards; shard {i} does not exist")
+        sites = list(self.sites) if sites is None else list(sites)
+        self.check_sites(sites)
+        if verify:
+            self.verify_shard(i)
+        path = self.shard_path(i)
+        keys = ["tokens", *sites] + (["concepts"] if self.concepts is not None else [])
+        out: dict[str, torch.Tensor] = {}
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                for key in keys:
+                    out[key] = f.get_slice(key)[start:stop]
+        except (OSError, KeyError, ValueError, RuntimeError) as e:
+            raise DataError(f"shard {path.name} of cache {self.path} cannot be read ({e})") from None
+        n_seq = out["tokens"].shape[0]
+        for site in sites:
+            expected = (n_seq, self.context_size, self.sites[site])
+            if tuple(out[site].shape) != expected:
+                raise DataError(
+                    f"shard {path.name}: {site} has shape {tuple(out[site].shape)}, the manifest "
+                    f"says {list(expected)}; the cache is inconsistent, harvest it again"
+                )
+        return out
+
+    def iter_sequences(
+        self, sites: Sequence[str] | None = None, batch_sequences: int = 32, verify: bool = True
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Batches of exactly `batch_sequences` sequences (the last may be shorter), across shards."""
+        pending: list[dict[str, torch.Tensor]] = []
+        have = 0
+        for i in range(self.num_shards):
+            shard = self.load_shard(i, sites, verify=verify)
+            pending.append(shard)
+            have += shard["tokens"].shape[0]
+            while have >= batch_sequences:
+                merged = {k: torch.cat([p[k] for p in pending]) for k in pending[0]}
+                yield {k: v[:batch_sequences] for k, v in merged.items()}
+                rest = {k: v[batch_sequences:] for k, v in merged.items()}
+                have -= batch_sequences
+                pending = [rest] if have else []
+        if have:
+            yield {k: torch.cat([p[k] for p in pending]) for k in pending[0]}
+
+    def special_mask(self, tokens: torch.Tensor) -> torch.Tensor:
+        """True where a token is one of the special ids (BOS/EOS/PAD) recorded at harvest time."""
+        return torch.isin(tokens.long(), self._special)
+
+
+class ShardWriter:
+    """Appends shards to a cache: write to a temporary name, rename, then record in the manifest."""
+
+    def __init__(self, path: str | Path, manifest: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.manifest = manifest
+        self.path.mkdir(parents=True, exist_ok=True)
+        # A run killed inside save_file leaves a temporary; shards past the manifest are unrecorded.
+        for stale in self.path.glob(".shard-*.safetensors.tmp-*"):
+            stale.unlink(missing_ok=True)
+        write_manifest(self.path, self.manifest)
+
+    @property
+    def n_sequences(self) -> int:
+        return sum(int(s["sequences"]) for s in self.manifest["shards"])
+
+    def write(self, tensors: dict[str, torch.Tensor]) -> Path:
+        index = len(self.manifest["shards"])
+        target = self.path / shard_name(index)
+        contiguous = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+        with atomic_path(target) as tmp:
+            save_file(contiguous, str(tmp))
+            tmp.chmod(0o644)  # the writer may create it private; caches are shared read-only data
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            digest = sha256_file(tmp)
+        n_seq = int(contiguous["tokens"].shape[0])
+        self.manifest["shards"].append({"file": target.name, "sequences": n_seq, "sha256": digest})
+        self.manifest["sequences"] = self.n_sequences
+        self.manifest["tokens"] = self.n_sequences * int(self.manifest["context_size"])
+        write_manifest(self.path, self.manifest)
+        return target
+
+    def finish(self) -> None:
+        self.manifest["complete"] = True
+        write_manifest(self.path, self.manifest)

@@ -1,0 +1,278 @@
+"""`harvest(cfg)`: capture every requested site in one forward pass into an activation cache.
+
+The forward pass stops after the last block a site needs. Shards are written whole (temporary name,
+rename, then recorded in the manifest), so rerunning the same command after a crash resumes at the
+next shard and ends with the same manifest and tensors as an uninterrupted run. Forward batches
+never straddle a shard boundary, so a resumed run batches sequences exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from monosemantic.corpus.windows import special_token_ids
+from monosemantic.utils.errors import ConfigError, DataError
+from monosemantic.utils.progress import console, progress_bar
+from monosemantic.utils.torch_utils import torch_dtype
+
+from .cache import ShardWriter
+from .manifest import FORMAT_VERSION, manifest_path, mismatch, read_manifest
+from .sources import all_finite
+
+
+def stop_layer(model: Any, sites: Sequence[str]) -> int | None:
+    """Blocks to run: one past the deepest site's block; None when a site needs the whole model."""
+    return model.stop_layer(sites)
+
+
+def capture(
+    model: Any, tokens: torch.Tensor, sites: Sequence[str], stop_at: int | None
+) -> dict[str, torch.Tensor]:
+    """Activations `[B, T, d]` of `sites` for a batch of token windows, from one forward pass."""
+    mask = torch.ones_like(tokens)  # windows are never padded; saying so silences HF's padding warning
+    with torch.inference_mode():
+        return dict(model.run(tokens, mask, capture=list(sites), stop_at_layer=stop_at).activations)
+
+
+def model_location(name: str) -> str:
+    """What `AutoModelForCausalLM.from_pretrained` accepts: the shipped LM's absolute folder,
+    an absolute local folder, or the hub id unchanged."""
+    if name == "storyworld":
+        from monosemantic.lm.model import resolve_model_path
+
+        return str(Path(resolve_model_path(name)).resolve())
+    return str(Path(name).resolve()) if Path(name).exists() else name
+
+
+def _data_description(data: Any) -> dict[str, Any]:
+    text = data.text
+    if text != "storyworld" and Path(text).exists():
+        text = str(Path(text).resolve())
+    return {
+        "text": text,
+        "text_column": data.text_column,
+        "dataset_config": data.dataset_config,
+        "split": data.split,
+        "seed": data.seed,
+        "max_tokens": data.max_tokens,
+    }
+
+
+def target_sequences(cfg: Any) -> int | None:
+    """Windows to harvest: ceil(data.max_tokens / context_size), as TokenWindows counts them
+    (None: the whole finite source)."""
+    if cfg.data.max_tokens is None:
+        if cfg.data.text == "storyworld":
+            raise ConfigError(
+                "storyworld text is unlimited; set data.max_tokens (e.g. --set data.max_tokens=1000000)"
+            )
+        return None
+    return -(-cfg.data.max_tokens // cfg.data.context_size)
+
+
+def planned_manifest(cfg: Any) -> dict[str, Any]:
+    """The manifest this config would write, before the model is loaded (site widths unknown)."""
+    location = model_location(cfg.model.name)
+    manifest: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "model": location,
+        "revision": cfg.model.revision,
+        "tokenizer": location,
+        "sites": {s: None for s in dict.fromkeys(cfg.sites.names)},
+        "dtype": cfg.harvest.dtype,
+        "context_size": cfg.data.context_size,
+        "special_tokens": cfg.data.special_tokens,
+        "special_token_ids": [],
+        "prepend_bos": cfg.data.prepend_bos,
+        "data": _data_description(cfg.data),
+        "harvest": {
+            "model_dtype": cfg.model.dtype,
+            "shard_sequences": cfg.harvest.shard_sequences,
+            "target_sequences": target_sequences(cfg),
+        },
+        "sequences": 0,
+        "tokens": 0,
+        "complete": False,
+        "shards": [],
+    }
+    if cfg.data.text == "storyworld":
+        from monosemantic.corpus.concepts import CONCEPTS
+
+        manifest["concepts"] = [c.name for c in CONCEPTS]
+    return manifest
+
+
+def _existing(out: Path, planned: dict[str, Any]) -> dict[str, Any] | None:
+    if not manifest_path(out).exists():
+        if out.exists() and any(out.iterdir()):
+            raise DataError(
+                f"harvest.out {str(out)!r} exists and is not an activation cache; choose a new "
+                "harvest.out or empty that folder"
+            )
+        return None
+    existing = read_manifest(out)
+    why = mismatch(existing, planned)
+    if why is not None:
+        raise DataError(
+            f"the activation cache at {out} does not match this config ({why}); "
+            f"choose a new harvest.out or delete {out} to harvest again"
+        )
+    return existing
+
+
+class Prefetch:
+    """Runs an iterator in a background thread, `depth` items ahead, in order.
+
+    Story generation and tokenizing (CPU) then overlap the forward pass (which releases the GIL),
+    the way a DataLoader worker would, without changing what is produced or its order.
+    """
+
+    _END = object()
+
+    def __init__(self, items: Iterator[Any], depth: int = 256) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, args=(items,), daemon=True)
+        self._thread.start()
+
+    def _fill(self, items: Iterator[Any]) -> None:
+        try:
+            for item in items:
+                while not self._put(item):
+                    if self._stop.is_set():
+                        return
+        except BaseException as e:  # handed to the consumer, raised there
+            self._put_final(e)
+            return
+        self._put_final(self._END)
+
+    def _put(self, item: Any) -> bool:
+        try:
+            self._queue.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            return False
+
+    def _put_final(self, item: Any) -> None:
+        while not self._put(item) and not self._stop.is_set():
+            pass
+
+    def __iter__(self) -> Prefetch:
+        return self
+
+    def __next__(self) -> Any:
+        item = self._queue.get()
+        if item is self._END:
+            self._queue.put(item)  # stay exhausted
+            raise StopIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def _next_shard(
+    model: Any,
+    windows: Iterator[Any],
+    first: int,
+    n_shard: int,
+    cfg: Any,
+    stop_at: int | None,
+    with_concepts: bool,
+    advance: Callable[[int], None],
+) -> dict[str, torch.Tensor] | None:
+    """Capture up to `n_shard` windows in forward batches that never leave the shard (so a resumed
+    run batches exactly like an uninterrupted one); None when the text is exhausted."""
+    sites, storage = list(dict.fromkeys(cfg.sites.names)), torch_dtype(cfg.harvest.dtype)
+    parts: dict[str, list[torch.Tensor]] = {"tokens": [], "concepts": [], **{s: [] for s in sites}}
+    taken = 0
+    while taken < n_shard:
+        batch = list(islice(windows, min(cfg.harvest.batch_size, n_shard - taken)))
+        if not batch:
+            break
+        tokens = torch.stack([w.tokens for w in batch]).long()
+        acts = capture(model, tokens, sites, stop_at)
+        for site in sites:
+            x = acts[site].to("cpu", storage)
+            if not all_finite(x):
+                raise DataError(
+                    f"NaN or inf activations at {site} for windows {first + taken}:"
+                    f"{first + taken + len(batch)}; the model produced non-finite values or values "
+                    f"too large for harvest.dtype={cfg.harvest.dtype} (try float32)"
+                )
+            parts[site].append(x)
+        parts["tokens"].append(tokens.to(torch.int32))
+        if with_concepts:
+            parts["concepts"].append(torch.stack([w.concepts for w in batch]).to(torch.uint8))
+        taken += len(batch)
+        advance(len(batch) * tokens.shape[1])
+    return {k: torch.cat(v) for k, v in parts.items() if v} if taken else None
+
+
+def harvest(cfg: Any) -> Path:
+    """Write (or finish) the activation cache of DESIGN.md §2 at `cfg.harvest.out`."""
+    out = Path(cfg.harvest.out)
+    planned = planned_manifest(cfg)
+    existing = _existing(out, planned)
+    if existing is not None and existing.get("complete"):
+        console.print(
+            f"activation cache at {out} is complete ({existing['sequences']} sequences, "
+            f"{existing['tokens']} tokens); nothing to do"
+        )
+        return out
+
+    from monosemantic.corpus.windows import TokenWindows
+    from monosemantic.lm.model import load_model
+
+    m = cfg.model
+    model = load_model(m.name, dtype=m.dtype, device=m.device, revision=m.revision)
+    sites = list(planned["sites"])
+    model.check_sites(sites)  # before anything is written: lists the valid sites
+    stop_at = stop_layer(model, sites)
+    manifest = existing or planned
+    manifest["sites"] = {s: int(model.site_width(s)) for s in sites}
+    manifest["special_token_ids"] = special_token_ids(model.tokenizer)
+    writer = ShardWriter(out, manifest)
+
+    ctx, per_shard = cfg.data.context_size, cfg.harvest.shard_sequences
+    total = manifest["harvest"]["target_sequences"]
+    done = writer.n_sequences
+    windows = Prefetch(iter(TokenWindows(cfg.data, model.tokenizer, skip_windows=done)))
+    with progress_bar() as bar, closing(windows):
+        task = bar.add_task(
+            "harvest", total=None if total is None else total * ctx, completed=done * ctx, unit="tok", info=""
+        )
+        while total is None or done < total:
+            n_shard = per_shard if total is None else min(per_shard, total - done)
+            bar.update(task, info=f"shard {len(manifest['shards'])}")
+            shard = _next_shard(
+                model,
+                windows,
+                done,
+                n_shard,
+                cfg,
+                stop_at,
+                "concepts" in manifest,
+                lambda n: bar.update(task, advance=n),
+            )
+            if shard is None:
+                break  # the text source is exhausted
+            writer.write(shard)
+            done = writer.n_sequences
+            if shard["tokens"].shape[0] < n_shard:
+                break
+    if done == 0:
+        raise DataError(f"data.text {cfg.data.text!r} produced no token windows; check the text source")
+    writer.finish()
+    return out

@@ -1,0 +1,345 @@
+"""One pass over the data gathers every per-feature statistic at once, vectorised per batch.
+
+`FeatureCollector.update(acts, tokens, seq_ids, mask)` takes the codes of one batch of
+sequences (`[B, T, F]`) and folds them into running state whose size is O(features x examples):
+
+- **top examples**: per feature the `top_k` sequences with the highest peak (one example per
+  sequence), kept by merging each batch's `torch.topk` with the running one;
+- **quantile samples**: a uniform reservoir of activating tokens per feature (each activation
+  draws a seeded random key, the smallest keys survive: a uniform sample without replacement);
+  after the pass the reservoir is split by the activation-quantile edges, `per_quantile` each;
+- **negatives**: a uniform sample of sequences where the feature never fires;
+- **histogram, density, mean**: a per-feature linear histogram whose range doubles when a larger
+  activation arrives (bins are merged pairwise), so one pass suffices without knowing the max;
+- **concept statistics** (storyworld): activation histograms on tokens of each planted concept,
+  enough for an AUROC and a best-threshold F1 per (feature, concept) — see `concept_stats.py`.
+
+Each kept example carries a window of `2 * window + 1` token ids and activations around its
+peak, gathered when it enters the running set, so the data is never read twice. Positions where
+`mask` is False (special tokens) count as silent and never become peaks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .concept_stats import ConceptStats
+
+HIST_BINS = 128  # linear bins over [0, scale); scale is a power of two above the running max
+
+
+@dataclass
+class Examples:
+    """Kept contexts for every feature: values/seq/pos `[F, n]`, windows `[F, n, W]`; empty slots
+    have `value = nan`. `tokens` of positions outside the sequence are -1."""
+
+    value: Tensor
+    seq: Tensor
+    pos: Tensor
+    tokens: Tensor
+    acts: Tensor
+
+
+def _windows(acts: Tensor, tokens: Tensor, b: Tensor, p: Tensor, f: Tensor, w: int) -> tuple[Tensor, Tensor]:
+    """Gather `[n, 2w+1]` activation and token windows around positions `p` of sequences `b` for
+    features `f` (flat linear indices: much faster than 3-D advanced indexing); positions outside
+    the sequence give token -1 and activation 0."""
+    T, F = tokens.shape[1], acts.shape[-1]
+    q = p.unsqueeze(-1) + torch.arange(-w, w + 1, device=p.device)
+    ok = (q >= 0) & (q < T)
+    bq = b.unsqueeze(-1) * T + q.clamp(0, T - 1)
+    win_act = torch.take(acts, bq * F + f.unsqueeze(-1)).float().masked_fill(~ok, 0.0)
+    win_tok = torch.take(tokens, bq).to(torch.int32).masked_fill(~ok, -1)
+    return win_act, win_tok
+
+
+def _segment_rank(segment: Tensor, key: Tensor, n_segments: int) -> tuple[Tensor, Tensor]:
+    """Sort entries by (segment, key) and return (order, rank of each sorted entry in its segment)."""
+    order = torch.argsort(segment.double() * 4.0 + key.double().clamp(max=2.0))
+    seg_sorted = segment[order]
+    counts = torch.bincount(seg_sorted, minlength=n_segments)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(order.numel(), device=order.device) - starts[seg_sorted]
+    return order, rank
+
+
+class FeatureCollector:
+    """Running statistics of `d_sae` features; see the module docstring."""
+
+    def __init__(
+        self,
+        d_sae: int,
+        top_k: int = 20,
+        quantiles: int = 5,
+        per_quantile: int = 5,
+        n_negative: int = 10,
+        window: int = 16,
+        seed: int = 0,
+        oversample: int = 2,
+        concept_names: list[str] | None = None,
+    ) -> None:
+        self.F, self.K, self.Q, self.P = d_sae, top_k, quantiles, per_quantile
+        self.R = quantiles * per_quantile * oversample
+        self.NN, self.w = n_negative, window
+        W = 2 * window + 1
+        self.gen = torch.Generator().manual_seed(seed)
+        self.n_tokens = 0
+        self.nnz = torch.zeros(d_sae, dtype=torch.int64)
+        self.sum = torch.zeros(d_sae, dtype=torch.float64)
+        self.scale = torch.zeros(d_sae)  # 0 until the feature first fires
+        self.hist = torch.zeros(d_sae, HIST_BINS, dtype=torch.int64)
+
+        def slots(n: int) -> dict[str, Tensor]:
+            return {
+                "key": torch.full((d_sae, n), float("inf")),
+                "value": torch.full((d_sae, n), float("nan")),
+                "seq": torch.zeros(d_sae, n, dtype=torch.int64),
+                "pos": torch.zeros(d_sae, n, dtype=torch.int64),
+                "tokens": torch.full((d_sae, n, W), -1, dtype=torch.int32),
+                "acts": torch.zeros(d_sae, n, W),
+            }
+
+        self.top, self.res, self.neg = slots(top_k), slots(self.R), slots(n_negative)
+        self.top["key"].fill_(float("-inf"))  # the top set keeps the largest keys
+        self.concepts = ConceptStats(d_sae, concept_names) if concept_names else None
+
+    # -- per batch -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def update(
+        self,
+        acts: Tensor,
+        tokens: Tensor,
+        seq_ids: Tensor,
+        mask: Tensor | None = None,
+        concepts: Tensor | None = None,
+    ) -> None:
+        """Fold in one batch: `acts [B, T, F]` codes, `tokens [B, T]`, `seq_ids [B]` global sequence
+        ids, `mask [B, T]` True where a position counts, `concepts [B, T, C]` labels (storyworld).
+        Masked positions of `acts` are zeroed in place (the caller's codes are scratch)."""
+        acts = acts.detach().to("cpu", torch.float32)
+        tokens, seq_ids = tokens.cpu().long(), seq_ids.cpu().long()
+        B, T, F = acts.shape
+        if F != self.F:
+            raise ValueError(f"collector holds {self.F} features, batch has {F}")
+        if mask is not None:
+            mask = mask.cpu().bool()
+            if not bool(mask.all()):
+                acts[~mask] = 0.0  # in place: special tokens are silent (only their rows are touched)
+            self.n_tokens += int(mask.sum())
+        else:
+            self.n_tokens += B * T
+
+        # the non-zero codes, as flat indices (one dense scan); everything else works on them
+        flat = acts.reshape(-1)
+        idx = flat.nonzero().squeeze(1)
+        v = flat[idx]
+        if bool((v < 0).any()):  # codes are >= 0 for every architecture; only positive ones count
+            idx, v = idx[v > 0], v[v > 0]
+        f, bt = idx % F, idx // F
+        b, t = bt // T, bt % T
+        # per-sequence peak and its first position, by scatter over the non-zeros only
+        bf = b * F + f
+        seq_max = torch.zeros(B * F).scatter_reduce_(0, bf, v, "amax")
+        hit = v == seq_max[bf]
+        seq_arg = torch.zeros(B * F, dtype=torch.int64).scatter_reduce_(
+            0, bf[hit], t[hit], "amin", include_self=False
+        )
+        seq_max, seq_arg = seq_max.view(B, F), seq_arg.view(B, F)
+        self._update_top(acts, tokens, seq_ids, seq_max, seq_arg)
+        self._update_negatives(acts, tokens, seq_ids, seq_max, mask)
+
+        self.nnz += torch.bincount(f, minlength=F)
+        self.sum.index_add_(0, f, v.double())
+        self._rescale(seq_max.max(dim=0).values)
+        bins = (v / self.scale[f] * HIST_BINS).long().clamp_(0, HIST_BINS - 1)
+        self.hist.view(-1).index_add_(0, f * HIST_BINS + bins, torch.ones_like(bins))
+        self._update_reservoir(acts, tokens, seq_ids, b, t, f, v)
+        if self.concepts is not None and concepts is not None:
+            self.concepts.update(concepts.cpu(), mask, b * T + t, f, bins)
+
+    def _merge(
+        self,
+        state: dict[str, Tensor],
+        key: Tensor,
+        meta: dict[str, Tensor],
+        largest: bool,
+        window: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
+    ) -> None:
+        """Keep, per feature, the `n` best keys of the running slots and the candidates `key [F, m]`.
+
+        Slots are not kept sorted: each admitted candidate overwrites an evicted slot in place,
+        and its context window is gathered only then (`window(rows, cols)`), so the cost per batch
+        follows the number of admissions, which falls fast as the pass goes on."""
+        n = state["key"].shape[1]
+        both = torch.cat([state["key"], key], dim=1)
+        sel = torch.topk(both, n, dim=1, largest=largest, sorted=False).indices
+        chosen = torch.zeros(both.shape, dtype=torch.bool).scatter_(1, sel, True)
+        new_r, new_c = chosen[:, n:].nonzero(as_tuple=True)
+        if new_r.numel() == 0:
+            return
+        # per row, as many slots are freed as candidates admitted; both lists are row-major
+        free_r, free_c = (~chosen[:, :n]).nonzero(as_tuple=True)
+        state["key"][free_r, free_c] = key[new_r, new_c]
+        for k, v in meta.items():
+            state[k][free_r, free_c] = v[new_r, new_c]
+        win_act, win_tok = window(new_r, new_c)
+        state["acts"][free_r, free_c] = win_act
+        state["tokens"][free_r, free_c] = win_tok
+
+    def _update_top(
+        self, acts: Tensor, tokens: Tensor, seq_ids: Tensor, seq_max: Tensor, seq_arg: Tensor
+    ) -> None:
+        k = min(self.K, seq_max.shape[0])
+        val, bidx = torch.topk(seq_max.T.contiguous(), k, dim=1)  # [F, k] (topk along a contiguous dim)
+        pos = seq_arg.T.gather(1, bidx)
+        silent = val <= 0
+        key, val = val.masked_fill(silent, float("-inf")), val.masked_fill(silent, float("nan"))
+        meta = {"value": val, "seq": seq_ids[bidx], "pos": pos}
+        self._merge(
+            self.top, key, meta, True, lambda r, c: _windows(acts, tokens, bidx[r, c], pos[r, c], r, self.w)
+        )
+
+    def _update_negatives(
+        self, acts: Tensor, tokens: Tensor, seq_ids: Tensor, seq_max: Tensor, mask: Tensor | None
+    ) -> None:
+        if self.NN == 0:
+            return
+        B, T, _ = acts.shape
+        key = torch.rand(seq_max.shape, generator=self.gen).masked_fill(seq_max > 0, float("inf"))
+        k = min(self.NN, B)
+        key, bidx = torch.topk(key.T.contiguous(), k, dim=1, largest=False)  # [F, k]
+        # one random counted position per sequence is the centre of its negative context
+        weights = mask.float() if mask is not None else torch.ones(B, T)
+        weights = weights + (weights.sum(1, keepdim=True) == 0)  # all-special sequence: any position
+        centre = torch.multinomial(weights, 1, generator=self.gen).squeeze(1)
+        pos = centre[bidx]
+        value = torch.zeros_like(key).masked_fill(key.isinf(), float("nan"))
+        meta = {"value": value, "seq": seq_ids[bidx], "pos": pos}
+        self._merge(
+            self.neg, key, meta, False, lambda r, c: _windows(acts, tokens, bidx[r, c], pos[r, c], r, self.w)
+        )
+
+    def _update_reservoir(
+        self, acts: Tensor, tokens: Tensor, seq_ids: Tensor, b: Tensor, t: Tensor, f: Tensor, v: Tensor
+    ) -> None:
+        if f.numel() == 0:
+            return
+        key = torch.rand(f.shape, generator=self.gen)
+        order, rank = _segment_rank(f, key, self.F)
+        keep = rank < self.R  # at most R candidates per feature can enter the reservoir
+        order, slot = order[keep], rank[keep]
+        fs = f[order]
+        # candidates as a dense [F, R] block (slot = rank within the feature; empty slots key inf)
+        ckey = torch.full((self.F, self.R), float("inf"))
+        cval = torch.full((self.F, self.R), float("nan"))
+        cb = torch.zeros(self.F, self.R, dtype=torch.int64)
+        ct = torch.zeros(self.F, self.R, dtype=torch.int64)
+        ckey[fs, slot], cval[fs, slot] = key[order], v[order]
+        cb[fs, slot], ct[fs, slot] = b[order], t[order]
+        meta = {"value": cval, "seq": seq_ids[cb], "pos": ct}
+        self._merge(
+            self.res, ckey, meta, False, lambda r, c: _windows(acts, tokens, cb[r, c], ct[r, c], r, self.w)
+        )
+
+    def _rescale(self, batch_max: Tensor) -> None:
+        """Grow each feature's histogram range to a power of two above its max, merging bins."""
+        need = batch_max >= self.scale
+        if not bool(need.any()):
+            return
+        new = torch.where(
+            need & (batch_max > 0),
+            torch.exp2(torch.floor(torch.log2(batch_max.clamp_min(1e-30))) + 1),
+            self.scale,
+        )
+        grow = new > self.scale
+        old_set = grow & (self.scale > 0)
+        if bool(old_set.any()):
+            rows = old_set.nonzero(as_tuple=True)[0]
+            shift = torch.log2(new[rows] / self.scale[rows]).round().long().clamp(max=62)
+            idx = (torch.arange(HIST_BINS).unsqueeze(0) >> shift.unsqueeze(1)).clamp(max=HIST_BINS - 1)
+            merged = torch.zeros(rows.numel(), HIST_BINS, dtype=torch.int64).scatter_add_(
+                1, idx, self.hist[rows]
+            )
+            self.hist[rows] = merged
+            if self.concepts is not None:
+                self.concepts.merge_bins(rows, idx)
+        self.scale = torch.where(grow, new, self.scale)
+
+    # -- results ---------------------------------------------------------------------------------
+    def density(self) -> Tensor:
+        return self.nnz.double() / max(self.n_tokens, 1)
+
+    def mean_activation(self) -> Tensor:
+        """Mean of the non-zero activations (0 for a feature that never fired)."""
+        return self.sum / self.nnz.clamp_min(1)
+
+    def max_activation(self) -> Tensor:
+        return torch.nan_to_num(self.top["value"], nan=0.0).amax(dim=1).clamp_min(0.0)
+
+    def quantile_edges(self) -> Tensor:
+        """`[F, Q+1]` edges splitting each feature's non-zero activations into equal-mass bins,
+        read from the histogram (linear interpolation inside a bin); first 0, last the max."""
+        width = (self.scale / HIST_BINS).unsqueeze(1)
+        cdf = torch.cumsum(self.hist, 1).double()
+        total = cdf[:, -1:].clamp_min(1)
+        frac = torch.arange(1, self.Q, dtype=torch.float64) / self.Q
+        target = frac.unsqueeze(0) * total  # [F, Q-1]
+        j = torch.searchsorted(cdf, target).clamp(max=HIST_BINS - 1)  # bin where the CDF crosses
+        below = torch.where(j > 0, cdf.gather(1, (j - 1).clamp_min(0)), torch.zeros_like(target))
+        inbin = self.hist.double().gather(1, j).clamp_min(1)
+        inner = ((j + (target - below) / inbin) * width.double()).float()
+        edges = torch.cat([torch.zeros(self.F, 1), inner, self.max_activation().unsqueeze(1)], dim=1)
+        return torch.cummax(edges, dim=1).values
+
+    def top_examples(self) -> Examples:
+        """Top examples, highest first (empty slots last)."""
+        order = torch.argsort(self.top["key"], dim=1, descending=True)
+        return Examples(
+            **{k: self._take(self.top[k], order) for k in ("value", "seq", "pos", "tokens", "acts")}
+        )
+
+    @staticmethod
+    def _take(x: Tensor, order: Tensor) -> Tensor:
+        return x.gather(1, order if x.dim() == 2 else order.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+    def negative_examples(self) -> Examples:
+        return Examples(**{k: self.neg[k] for k in ("value", "seq", "pos", "tokens", "acts")})
+
+    def quantile_examples(self, edges: Tensor | None = None) -> tuple[Examples, Tensor]:
+        """Reservoir samples split into quantile bins: `[F, Q, per_quantile]` examples and their
+        bin index per sample (-1 marks an empty slot). Within a bin, samples keep reservoir order,
+        which is random, so the first `per_quantile` are a uniform sample of that bin."""
+        edges = self.quantile_edges() if edges is None else edges
+        val = self.res["value"]
+        valid = ~val.isnan()
+        bins = (val.unsqueeze(-1) >= edges[:, 1:-1].unsqueeze(1)).sum(-1)  # [F, R] in 0..Q-1
+        bins = bins.masked_fill(~valid, self.Q)  # invalid sorts after every real bin
+        # order by (bin, reservoir order); the first P of each bin survive
+        key = bins.double() * self.R + torch.arange(self.R, dtype=torch.float64)
+        order = torch.argsort(key, dim=1)
+        sorted_bins = bins.gather(1, order)
+        first = torch.searchsorted(
+            sorted_bins.contiguous(), torch.arange(self.Q).expand(self.F, -1).contiguous()
+        )
+        slot = first.unsqueeze(-1) + torch.arange(self.P)  # [F, Q, P] positions in sorted order
+        slot_c = slot.clamp(max=self.R - 1)
+        ok = (slot < self.R) & (
+            sorted_bins.gather(1, slot_c.view(self.F, -1)).view_as(slot)
+            == torch.arange(self.Q).view(1, -1, 1)
+        )
+        src = order.gather(1, slot_c.view(self.F, -1)).view_as(slot)
+
+        def take(x: Tensor) -> Tensor:
+            if x.dim() == 2:
+                return x.gather(1, src.view(self.F, -1)).view_as(src)
+            idx = src.view(self.F, -1, 1).expand(-1, -1, x.shape[-1])
+            return x.gather(1, idx).view(*src.shape, x.shape[-1])
+
+        ex = Examples(take(val).masked_fill(~ok, float("nan")), take(self.res["seq"]), take(self.res["pos"]),
+                      take(self.res["tokens"]), take(self.res["acts"]))  # fmt: skip
+        bin_of = torch.arange(self.Q).view(1, -1, 1).expand_as(src).masked_fill(~ok, -1)
+        return ex, bin_of

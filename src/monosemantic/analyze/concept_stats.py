@@ -1,0 +1,122 @@
+"""Which planted storyworld concept a feature detects, from bounded-memory histograms.
+
+For each (feature, concept) pair we count the concept's tokens per activation bin (16 coarse
+bins of the feature's running histogram range; zeros are implicit). Together with the feature's
+overall histogram that gives the positive and negative activation distributions, hence
+
+- **AUROC** (Mann-Whitney on binned values: ties within a bin count one half), and
+- **best F1** over thresholds at bin edges (predict the concept when activation >= threshold).
+
+Memory is `d_sae x 16 x n_columns`, independent of the number of tokens (the exact, O(tokens)
+version lives in `evaluate/concepts.py`). Besides each concept, every concept *kind* with more
+than one member (`colour` for `colour:red`, `colour:blue`, ...) is a column, so a feature that
+fires on all colours is matched to "colour". The best concept of a feature is the column with
+the highest F1 (AUROC alone cannot tell "red" from "any colour" for a colour feature); its AUROC
+is reported with it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+COARSE_SHIFT = 3  # 128 histogram bins >> 3 = 16 coarse bins
+COARSE_BINS = 128 >> COARSE_SHIFT
+
+
+def concept_columns(names: list[str]) -> tuple[list[str], Tensor]:
+    """Column names (concepts, then kinds with > 1 member) and a `[n_concepts, n_columns]` 0/1 map."""
+    kinds: dict[str, list[int]] = {}
+    for i, n in enumerate(names):
+        if ":" in n:
+            kinds.setdefault(n.split(":", 1)[0], []).append(i)
+    kinds = {k: v for k, v in kinds.items() if len(v) > 1}
+    cols = list(names) + list(kinds)
+    m = torch.zeros(len(names), len(cols))
+    m[torch.arange(len(names)), torch.arange(len(names))] = 1
+    for j, members in enumerate(kinds.values()):
+        m[members, len(names) + j] = 1
+    return cols, m
+
+
+class ConceptStats:
+    def __init__(self, d_sae: int, concept_names: list[str]) -> None:
+        self.names, self.map = concept_columns(concept_names)
+        self.n_concepts = len(concept_names)
+        C = len(self.names)
+        self.F = d_sae
+        self.n_pos = torch.zeros(C, dtype=torch.int64)
+        self.pos_hist = torch.zeros(d_sae, COARSE_BINS, C, dtype=torch.int32)
+
+    def update(self, labels: Tensor, mask: Tensor | None, tok: Tensor, feat: Tensor, bins: Tensor) -> None:
+        """`labels [B, T, n_concepts]`; the non-zero activations as flat token index `tok` (sorted,
+        as `nonzero` returns them), feature `feat` and fine histogram bin `bins`."""
+        B, T, _ = labels.shape
+        lab = labels.reshape(B * T, -1) != 0
+        if mask is not None:
+            lab &= mask.reshape(-1, 1)
+        cols = (lab.float() @ self.map) > 0  # [BT, C] with kind columns
+        self.n_pos += cols.sum(0)
+        lt, lc = cols.nonzero(as_tuple=True)  # label pairs (token, column)
+        # join: every label pair with every active feature of its token (nonzero sorts by token)
+        per_tok = torch.bincount(tok, minlength=B * T)
+        start = torch.cumsum(per_tok, 0) - per_tok
+        rep = per_tok[lt]
+        if int(rep.sum()) == 0:
+            return
+        pair = torch.repeat_interleave(torch.arange(lt.numel()), rep)
+        within = torch.arange(pair.numel()) - (torch.cumsum(rep, 0) - rep)[pair]
+        entry = start[lt[pair]] + within
+        C = len(self.names)
+        key = (feat[entry] * COARSE_BINS + (bins[entry] >> COARSE_SHIFT)) * C + lc[pair]
+        self.pos_hist.view(-1).index_add_(0, key, torch.ones_like(key, dtype=torch.int32))
+
+    def merge_bins(self, rows: Tensor, fine_idx: Tensor) -> None:
+        """Apply the collector's range doubling (`fine_idx`: new fine bin of each old fine bin)."""
+        coarse = (
+            (fine_idx[:, :: (1 << COARSE_SHIFT)] >> COARSE_SHIFT)
+            .unsqueeze(-1)
+            .expand(-1, -1, len(self.names))
+        )
+        old = self.pos_hist[rows]
+        self.pos_hist[rows] = torch.zeros_like(old).scatter_add_(1, coarse, old)
+
+    def best(
+        self, hist: Tensor, n_tokens: int, chunk: int = 512
+    ) -> tuple[list[str | None], Tensor, Tensor, Tensor]:
+        """Per feature: best column name (None if silent or no concept present), its AUROC, F1,
+        and the `[F, C]` AUROC matrix. `hist` is the collector's fine histogram `[F, 128]`."""
+        C = len(self.names)
+        names: list[str | None] = []
+        best_auroc = torch.full((self.F,), float("nan"))
+        best_f1 = torch.full((self.F,), float("nan"))
+        full = torch.full((self.F, C), float("nan"))
+        P = self.n_pos.double()  # [C]
+        N = n_tokens - P
+        present = (P > 0) & (N > 0)
+        for lo in range(0, self.F, chunk):
+            h = hist[lo : lo + chunk].double().view(-1, COARSE_BINS, 1 << COARSE_SHIFT).sum(-1)  # [f, 16]
+            pos = self.pos_hist[lo : lo + chunk].double()  # [f, 16, C]
+            neg = (h.unsqueeze(-1) - pos).clamp_min(0)
+            pos0 = (P - pos.sum(1)).clamp_min(0)  # [f, C] positives where the feature is silent
+            neg0 = (N - neg.sum(1)).clamp_min(0)
+            pos_all = torch.cat([pos0.unsqueeze(1), pos], 1)  # [f, 17, C], bin 0 = silent
+            neg_all = torch.cat([neg0.unsqueeze(1), neg], 1)
+            neg_below = torch.cumsum(neg_all, 1) - neg_all
+            auroc = (pos_all * (neg_below + 0.5 * neg_all)).sum(1) / (P * N).clamp_min(1)
+            # F1 at thresholds "activation in bin >= j", j = 1..16 (j = 0 predicts every token)
+            tp = torch.flip(torch.cumsum(torch.flip(pos, [1]), 1), [1])  # [f, 16, C]
+            pred = torch.flip(torch.cumsum(torch.flip(h, [1]), 1), [1]).unsqueeze(-1)
+            f1 = (2 * tp / (pred + P).clamp_min(1)).amax(1)  # [f, C]
+            auroc = auroc.masked_fill(~present, float("nan"))
+            f1 = f1.masked_fill(~present, -1.0)
+            full[lo : lo + chunk] = auroc.float()
+            val, col = f1.max(1)
+            fired = h.sum(1) > 0
+            for i in range(val.numel()):
+                ok = bool(fired[i]) and float(val[i]) > 0
+                names.append(self.names[int(col[i])] if ok else None)
+                if ok:
+                    best_auroc[lo + i] = float(auroc[i, col[i]])
+                    best_f1[lo + i] = float(val[i])
+        return names, best_auroc, best_f1, full

@@ -1,0 +1,189 @@
+"""`monosemantic analyze`: one pass over the activation cache fills the feature store.
+
+Every dictionary of a checkpoint or sweep folder is encoded on the same batches of sequences
+(one read of the cache); sites missing from the cache (say, a transcoder's `hook_mlp_in` when
+only `hook_mlp_out` was harvested) are computed live with the subject model from the cached
+tokens. Each dictionary's `FeatureCollector` gathers all per-feature statistics at once; the
+weight-based views (logit lens, input tokens, neighbours) come from the weights afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from monosemantic.activations.cache import ActivationCache
+from monosemantic.config import Config
+from monosemantic.dictionaries.base import Dictionary
+from monosemantic.dictionaries.io import find_dictionaries, load_dictionary
+from monosemantic.utils.errors import DataError, MonosemanticError
+from monosemantic.utils.progress import console, progress_bar
+from monosemantic.utils.torch_utils import resolve_device
+
+from .collect import FeatureCollector
+from .logit_lens import input_tokens, logit_lens, nearest_features, norm_scale
+from .records import TokenText, all_examples, feature_rows
+from .store import FeatureStore
+
+
+def _load_model(name: str, device: torch.device) -> Any | None:
+    """The subject model named by the cache, or None (with a warning) when it cannot be loaded."""
+    from monosemantic.lm.model import load_model
+
+    try:
+        return load_model(name, device=device)
+    except MonosemanticError as e:
+        console.print(f"[yellow]warning:[/] {e}; logit lens and live sites are skipped", highlight=False)
+        return None
+
+
+def _site_of(dic: Dictionary, cache: ActivationCache, path: Path) -> str:
+    site = dic.cfg.hook_name
+    if site is None:
+        if len(cache.sites) == 1:
+            return next(iter(cache.sites))
+        raise DataError(f"dictionary {path} names no hook_name; add metadata.hook_name to its cfg.json")
+    return site
+
+
+def _names(paths: list[Path]) -> list[str]:
+    names: list[str] = []
+    for p in paths:
+        name = p.name
+        while name in names:
+            name = f"{p.parent.name}/{name}"
+        names.append(name)
+    return names
+
+
+def encode_pass(
+    cache: ActivationCache,
+    dicts: list[Dictionary],
+    sites: list[str],
+    model: Any | None,
+    n_sequences: int,
+    batch_sequences: int,
+    device: torch.device,
+    on_batch: Any | None = None,
+) -> float:
+    """Stream `n_sequences` of the cache, encode every dictionary, hand each batch to `on_batch`
+    (`on_batch(i, codes [B, T, F], batch)`); returns the seconds spent encoding. The benchmark
+    calls it without `on_batch` to time encoding alone."""
+    cached = [s for s in dict.fromkeys(sites) if s in cache.sites]
+    live = [s for s in dict.fromkeys(sites) if s not in cache.sites]
+    if live and model is None:
+        raise DataError(
+            f"site(s) {', '.join(live)} are not in the cache {cache.path} and the subject model could not be "
+            "loaded to compute them; harvest them or make the model available"
+        )
+    encode_s, done = 0.0, 0
+    with progress_bar() as bar:
+        task = bar.add_task("analyze", total=n_sequences * cache.context_size, info="", unit="tok")
+        for batch in cache.iter_sequences(cached, batch_sequences=batch_sequences, verify=False):
+            tokens = batch["tokens"][: n_sequences - done]
+            B, T = tokens.shape
+            acts = {s: batch[s][:B] for s in cached}
+            if live:
+                with torch.inference_mode():
+                    out = model.run(tokens.long(), capture=live, stop_at_layer=model.stop_layer(live))
+                acts.update({s: out.activations[s] for s in live})
+            batch = {**batch, "tokens": tokens, "seq_ids": torch.arange(done, done + B)}
+            if "concepts" in batch:
+                batch["concepts"] = batch["concepts"][:B]
+            for i, (dic, site) in enumerate(zip(dicts, sites, strict=True)):
+                t0 = time.perf_counter()
+                with torch.inference_mode():
+                    x = acts[site].to(device=device, dtype=torch.float32).reshape(B * T, -1)
+                    codes = dic.encode(x).reshape(B, T, -1)
+                encode_s += time.perf_counter() - t0
+                if on_batch is not None:
+                    on_batch(i, codes, batch)
+            done += B
+            bar.update(task, advance=B * T)
+            if done >= n_sequences:
+                break
+    return encode_s
+
+
+def _weights_views(dic: Dictionary, model: Any | None, k: int) -> dict[str, Any]:
+    """Logit lens (when the decoder writes into the residual width), input tokens (transcoders),
+    and decoder-cosine neighbours."""
+    out: dict[str, Any] = {"neighbours": nearest_features(dic.W_dec.detach().cpu())}
+    if model is None or not getattr(model, "has_head", True):
+        return out
+    W_U = model.W_U.detach().float().cpu()
+    if dic.d_out == W_U.shape[0]:
+        scale, centre = norm_scale(model.final_norm, W_U.shape[0])
+        out["lens"] = logit_lens(dic.W_dec.detach().cpu(), W_U, k, scale=scale, centre=centre)
+    W_E = model.hf.get_input_embeddings().weight.detach().float().cpu()
+    if dic.is_transcoder and dic.d_in == W_E.shape[1]:
+        out["inputs"] = input_tokens(dic.W_enc.detach().cpu(), W_E, k)
+    return out
+
+
+def analyze(cfg: Config) -> Path:
+    """Analyse every dictionary under `[analyze].dictionary` on `[analyze].cache`; returns the path
+    of the new `features.db` (written atomically: an interrupted run leaves the old one)."""
+    a = cfg.analyze
+    cache = ActivationCache(a.cache or cfg.harvest.out)
+    paths = find_dictionaries(a.dictionary or cfg.train.out)
+    device = resolve_device(a.device)
+    dicts = [load_dictionary(p, device=device).eval() for p in paths]
+    sites = [_site_of(d, cache, p) for d, p in zip(dicts, paths, strict=True)]
+    model = _load_model(str(cache.manifest.get("model", cfg.model.name)), device)
+    n_seq = min(cache.n_sequences, a.max_sequences or cache.n_sequences)
+    if n_seq == 0:
+        raise DataError(
+            f"activation cache {cache.path} holds no sequences; run `monosemantic harvest CONFIG`"
+        )
+    exclude = cache.manifest.get("special_tokens", "exclude") == "exclude"
+    concept_names = list(cache.concepts) if cache.concepts else None
+    collectors = [
+        FeatureCollector(d.d_sae, a.top_k, a.quantiles, a.per_quantile, a.negatives, a.window,
+                         seed=int(a.seed or 0) + i, concept_names=concept_names)
+        for i, d in enumerate(dicts)
+    ]  # fmt: skip
+
+    def on_batch(i: int, codes: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+        mask = ~cache.special_mask(batch["tokens"]) if exclude else None
+        collectors[i].update(codes, batch["tokens"], batch["seq_ids"], mask, batch.get("concepts"))
+
+    t0 = time.perf_counter()
+    encode_s = encode_pass(cache, dicts, sites, model, n_seq, a.batch_sequences, device, on_batch)
+    pass_s = time.perf_counter() - t0
+    text = TokenText(model.tokenizer if model is not None else None)
+    db = Path(a.out) / "features.db"
+    with FeatureStore.fresh(db) as store:
+        store.set_meta(
+            cache=str(cache.path), model=cache.manifest.get("model"), n_sequences=n_seq,
+            n_tokens=n_seq * cache.context_size, context_size=cache.context_size,
+            window=a.window, top_k=a.top_k, quantiles=a.quantiles, per_quantile=a.per_quantile,
+            concepts=concept_names, pass_seconds=round(pass_s, 3), encode_seconds=round(encode_s, 3),
+        )  # fmt: skip
+        with progress_bar() as bar:
+            task = bar.add_task("write store", total=sum(d.d_sae for d in dicts), info="", unit="feat")
+            for dic, path, name, site, c in zip(dicts, paths, _names(paths), sites, collectors, strict=True):
+                meta = dic.cfg.metadata or {}
+                did = store.add_dictionary(
+                    name, path=path.resolve(), architecture=dic.cfg.architecture, hook_name=site,
+                    hook_name_out=dic.cfg.hook_name_out if dic.is_transcoder else None, d_in=dic.d_in,
+                    d_sae=dic.d_sae, model=meta.get("model_name", cache.manifest.get("model")),
+                    cfg=dic.cfg.to_dict(),
+                )  # fmt: skip
+                views = _weights_views(dic, model, a.logit_lens_k)
+                concept = c.concepts.best(c.hist, c.n_tokens)[:3] if c.concepts is not None else None
+                edges = c.quantile_edges()
+                rows = feature_rows(c, text, views.get("lens"), views.get("inputs"), views["neighbours"],
+                                    concept, edges, progress=lambda n: bar.update(task, advance=n))  # fmt: skip
+                store.upsert_features(did, rows)
+                store.add_examples(did, all_examples(c, text, edges))
+    console.print(
+        f"analysed {len(dicts)} dictionar{'y' if len(dicts) == 1 else 'ies'} on {n_seq * cache.context_size:,} "
+        f"tokens in {pass_s:.1f}s (encoding {encode_s:.1f}s)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return db

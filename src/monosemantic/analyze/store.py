@@ -1,0 +1,415 @@
+"""The feature store: one SQLite file (`features.db`) holding everything an analysis found.
+
+The dashboard exporter, the web server and the circuits stage read only from here, so the read
+API below is the contract. Tables (schema `SCHEMA_VERSION`, recorded in `meta`):
+
+- `meta(key, value)`: `schema_version`, `created`, `monosemantic_version`, and analysis facts
+  (`cache`, `n_tokens`, ...), values JSON-encoded.
+- `dictionaries(id, name, path, architecture, hook_name, hook_name_out, d_in, d_sae, model, cfg)`.
+- `features(dictionary_id, idx, ...)`: per-feature statistics (density, max/mean activation,
+  quantile edges, histogram), logit-lens and input-side tokens, decoder-cosine neighbours,
+  explanation (+ its source), scores (+ scorer) and the best storyworld concept with its AUROC.
+- `examples(dictionary_id, feature, kind, bin, rank, ...)`: contexts around a peak with per-token
+  activations; kind is `top` (highest activating, one per sequence), `quantile` (reservoir
+  samples per activation-quantile bin) or `negative` (a context where the feature is silent).
+- `graphs(id, name, prompt, json, created)`: attribution graphs (Neuronpedia/circuit-tracer JSON).
+
+A fresh analysis is built in a temporary file that is renamed into place only when complete
+(`FeatureStore.fresh`), so readers never see half an analysis; later updates (explanations,
+scores, graphs) are transactions on the live file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from monosemantic.utils.errors import DataError, MonosemanticError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS dictionaries (
+    id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, path TEXT, architecture TEXT,
+    hook_name TEXT, hook_name_out TEXT, d_in INTEGER, d_sae INTEGER, model TEXT, cfg TEXT
+);
+CREATE TABLE IF NOT EXISTS features (
+    dictionary_id INTEGER NOT NULL REFERENCES dictionaries(id), idx INTEGER NOT NULL,
+    density REAL, max_activation REAL, mean_activation REAL, n_active INTEGER,
+    quantiles TEXT, histogram TEXT,
+    logit_top TEXT, logit_bottom TEXT, input_top TEXT, neighbours TEXT,
+    explanation TEXT, explanation_source TEXT,
+    score_detection REAL, score_fuzzing REAL, scores TEXT, scorer TEXT,
+    concept TEXT, concept_auroc REAL, concept_f1 REAL,
+    PRIMARY KEY (dictionary_id, idx)
+);
+CREATE TABLE IF NOT EXISTS examples (
+    id INTEGER PRIMARY KEY, dictionary_id INTEGER NOT NULL, feature INTEGER NOT NULL,
+    kind TEXT NOT NULL, bin INTEGER, rank INTEGER, sequence INTEGER, position INTEGER,
+    peak INTEGER, max_activation REAL, tokens TEXT, token_ids TEXT, activations TEXT
+);
+CREATE INDEX IF NOT EXISTS examples_feature ON examples (dictionary_id, feature, kind);
+CREATE TABLE IF NOT EXISTS graphs (
+    id INTEGER PRIMARY KEY, name TEXT, prompt TEXT, json TEXT, created TEXT
+);
+"""
+
+# Feature columns holding JSON, decoded on read.
+_JSON_FEATURE = ("quantiles", "histogram", "logit_top", "logit_bottom", "input_top", "neighbours", "scores")
+_FEATURE_COLUMNS = (
+    "density", "max_activation", "mean_activation", "n_active", "quantiles", "histogram",
+    "logit_top", "logit_bottom", "input_top", "neighbours", "explanation", "explanation_source",
+    "score_detection", "score_fuzzing", "scores", "scorer", "concept", "concept_auroc", "concept_f1",
+)  # fmt: skip
+_JSON_EXAMPLE = ("tokens", "token_ids", "activations")
+_EXAMPLE_COLUMNS = (
+    "kind", "bin", "rank", "sequence", "position", "peak", "max_activation", "tokens", "token_ids",
+    "activations",
+)  # fmt: skip
+# Columns `list_features` may sort by (user input is checked against this list, never interpolated).
+ORDERABLE = (
+    "idx", "density", "max_activation", "mean_activation", "n_active", "score_detection",
+    "score_fuzzing", "concept_auroc", "concept_f1",
+)  # fmt: skip
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _enc(value: Any) -> Any:
+    return None if value is None else json.dumps(value)
+
+
+class FeatureStore:
+    """Typed access to `features.db`. Thread-safe (one connection guarded by a lock)."""
+
+    def __init__(self, path: str | Path, create: bool = False) -> None:
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise DataError(
+                f"feature store {str(self.path)!r} does not exist; run `monosemantic analyze CONFIG` first"
+            )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        with self._db:
+            self._db.executescript(_SCHEMA)
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                self._db.execute("INSERT INTO meta VALUES ('created', ?)", (json.dumps(_now()),))
+        if row is not None and int(row[0]) != SCHEMA_VERSION:
+            self._db.close()
+            raise DataError(
+                f"feature store {self.path} has schema version {row[0]}, this version reads "
+                f"{SCHEMA_VERSION}; run `monosemantic analyze CONFIG` again to rebuild it"
+            )
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    @classmethod
+    @contextmanager
+    def fresh(cls, path: str | Path) -> Iterator[FeatureStore]:
+        """A new, empty store built at a temporary name and renamed onto `path` only on success."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        store = cls(tmp, create=True)
+        try:
+            yield store
+            store.close()
+            os.replace(tmp, path)
+        finally:
+            store.close()
+            tmp.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._db.close()
+            except sqlite3.ProgrammingError:
+                pass
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All writes inside commit together or not at all."""
+        with self._lock, self._db:
+            yield self._db
+
+    def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, tuple(params)).fetchall()
+
+    # -- meta ------------------------------------------------------------------------------------
+    @property
+    def schema_version(self) -> int:
+        return int(self._rows("SELECT value FROM meta WHERE key='schema_version'")[0][0])
+
+    def meta(self) -> dict[str, Any]:
+        """Every meta entry (values decoded from JSON; `schema_version` as an int)."""
+        return {r["key"]: json.loads(r["value"]) for r in self._rows("SELECT key, value FROM meta")}
+
+    def set_meta(self, **values: Any) -> None:
+        with self.transaction() as db:
+            for k, v in values.items():
+                if k == "schema_version":
+                    raise MonosemanticError("schema_version is managed by the store; it cannot be set")
+                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (k, json.dumps(v, default=str)))
+
+    # -- dictionaries ----------------------------------------------------------------------------
+    def add_dictionary(
+        self,
+        name: str,
+        *,
+        path: str | Path | None = None,
+        architecture: str | None = None,
+        hook_name: str | None = None,
+        hook_name_out: str | None = None,
+        d_in: int | None = None,
+        d_sae: int | None = None,
+        model: str | None = None,
+        cfg: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Register a dictionary and return its id (a name already present is an error)."""
+        try:
+            with self.transaction() as db:
+                cur = db.execute(
+                    "INSERT INTO dictionaries (name, path, architecture, hook_name, hook_name_out, d_in, "
+                    "d_sae, model, cfg) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (name, None if path is None else str(path), architecture, hook_name, hook_name_out,
+                     d_in, d_sae, model, _enc(dict(cfg) if cfg is not None else None)),
+                )  # fmt: skip
+        except sqlite3.IntegrityError:
+            raise MonosemanticError(
+                f"dictionary {name!r} is already in {self.path}; names must be unique"
+            ) from None
+        return int(cur.lastrowid)
+
+    def dictionaries(self) -> list[dict[str, Any]]:
+        """All dictionaries, by id, with `cfg` decoded and `n_features` (rows in `features`)."""
+        rows = self._rows(
+            "SELECT d.*, (SELECT COUNT(*) FROM features f WHERE f.dictionary_id = d.id) AS n_features "
+            "FROM dictionaries d ORDER BY d.id"
+        )
+        return [self._dictionary_row(r) for r in rows]
+
+    def dictionary(self, key: int | str) -> dict[str, Any]:
+        """One dictionary by id or name; an unknown one raises MonosemanticError listing the names."""
+        for d in self.dictionaries():
+            if d["id"] == key or d["name"] == key:
+                return d
+        names = ", ".join(d["name"] for d in self.dictionaries()) or "none"
+        raise MonosemanticError(f"no dictionary {key!r} in {self.path} (it holds: {names})")
+
+    @staticmethod
+    def _dictionary_row(row: sqlite3.Row) -> dict[str, Any]:
+        d = dict(row)
+        d["cfg"] = json.loads(d["cfg"]) if d["cfg"] else {}
+        return d
+
+    # -- features --------------------------------------------------------------------------------
+    def upsert_features(self, dictionary_id: int, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Insert or update features; each row has `idx` and any of the feature columns.
+
+        Only the columns a row names are written, so a later stage can fill in (say) `neighbours`
+        without touching the statistics. Returns the number of rows written.
+        """
+        n = 0
+        with self.transaction() as db:
+            for row in rows:
+                cols = [c for c in row if c != "idx"]
+                bad = [c for c in cols if c not in _FEATURE_COLUMNS]
+                if bad:
+                    raise MonosemanticError(
+                        f"unknown feature column(s) {bad}; valid: {', '.join(_FEATURE_COLUMNS)}"
+                    )
+                values = [_enc(row[c]) if c in _JSON_FEATURE else row[c] for c in cols]
+                db.execute(
+                    "INSERT OR IGNORE INTO features (dictionary_id, idx) VALUES (?, ?)",
+                    (dictionary_id, int(row["idx"])),
+                )
+                if cols:
+                    sets = ", ".join(f"{c} = ?" for c in cols)
+                    db.execute(
+                        f"UPDATE features SET {sets} WHERE dictionary_id = ? AND idx = ?",
+                        (*values, dictionary_id, int(row["idx"])),
+                    )
+                n += 1
+        return n
+
+    @staticmethod
+    def _feature_row(row: sqlite3.Row) -> dict[str, Any]:
+        d = dict(row)
+        for c in _JSON_FEATURE:
+            if d.get(c) is not None:
+                d[c] = json.loads(d[c])
+        return d
+
+    def feature(self, dictionary_id: int, idx: int) -> dict[str, Any]:
+        """One feature's row, JSON columns decoded. Examples are separate: `examples(...)`."""
+        rows = self._rows("SELECT * FROM features WHERE dictionary_id = ? AND idx = ?", (dictionary_id, idx))
+        if not rows:
+            raise MonosemanticError(f"feature {idx} of dictionary {dictionary_id} is not in {self.path}")
+        return self._feature_row(rows[0])
+
+    def _where(self, dictionary_id: int, search: str | None, min_density: float | None) -> tuple[str, list]:
+        clauses, params = ["dictionary_id = ?"], [dictionary_id]
+        if search:
+            like = f"%{search}%"
+            clauses.append(
+                "(explanation LIKE ? OR concept LIKE ? OR logit_top LIKE ? OR input_top LIKE ? OR CAST(idx AS TEXT) = ?)"
+            )
+            params += [like, like, like, like, search.strip()]
+        if min_density is not None:
+            clauses.append("density >= ?")
+            params.append(min_density)
+        return " AND ".join(clauses), params
+
+    def list_features(
+        self,
+        dictionary_id: int,
+        order_by: str = "idx",
+        descending: bool | None = None,
+        search: str | None = None,
+        min_density: float | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Features of a dictionary, sorted by a column of `ORDERABLE` (descending by default except
+        for `idx`), optionally filtered by a substring of the explanation, concept or top tokens (or
+        an exact index) and a minimum density. Missing values sort last."""
+        if order_by not in ORDERABLE:
+            raise MonosemanticError(
+                f"cannot order features by {order_by!r}; use one of {', '.join(ORDERABLE)}"
+            )
+        desc = (order_by != "idx") if descending is None else descending
+        where, params = self._where(dictionary_id, search, min_density)
+        sql = (
+            f"SELECT * FROM features WHERE {where} ORDER BY {order_by} IS NULL, {order_by} "
+            f"{'DESC' if desc else 'ASC'}, idx LIMIT ? OFFSET ?"
+        )
+        rows = self._rows(sql, [*params, -1 if limit is None else int(limit), int(offset)])
+        return [self._feature_row(r) for r in rows]
+
+    def count_features(
+        self, dictionary_id: int, search: str | None = None, min_density: float | None = None
+    ) -> int:
+        where, params = self._where(dictionary_id, search, min_density)
+        return int(self._rows(f"SELECT COUNT(*) FROM features WHERE {where}", params)[0][0])
+
+    def set_explanation(self, dictionary_id: int, idx: int, text: str, source: str) -> None:
+        """Store an explanation and what produced it (e.g. `offline`, `llm:gpt-4o-mini`)."""
+        self.set_explanations(dictionary_id, [(idx, text, source)])
+
+    def set_explanations(self, dictionary_id: int, items: Iterable[tuple[int, str, str]]) -> None:
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE features SET explanation = ?, explanation_source = ? WHERE dictionary_id = ? AND idx = ?",
+                [(text, source, dictionary_id, int(idx)) for idx, text, source in items],
+            )
+
+    def set_scores(self, dictionary_id: int, idx: int, scores: Mapping[str, Any], scorer: str) -> None:
+        """Store scoring results: `scores` maps a method (`detection`, `fuzzing`) to a dict with at
+        least `score`; those land in `score_<method>` columns for sorting, all of it in `scores`.
+        `scorer` names what judged (e.g. `offline-keyword`, `llm:gpt-4o-mini`)."""
+        self.set_scores_many(dictionary_id, [(idx, scores, scorer)])
+
+    def set_scores_many(
+        self, dictionary_id: int, items: Iterable[tuple[int, Mapping[str, Any], str]]
+    ) -> None:
+        """`set_scores` for many features in one transaction."""
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE features SET score_detection = ?, score_fuzzing = ?, scores = ?, scorer = ? "
+                "WHERE dictionary_id = ? AND idx = ?",
+                [
+                    (
+                        (sc.get("detection") or {}).get("score"),
+                        (sc.get("fuzzing") or {}).get("score"),
+                        _enc(dict(sc)),
+                        scorer,
+                        dictionary_id,
+                        int(idx),
+                    )
+                    for idx, sc, scorer in items
+                ],  # fmt: skip
+            )
+
+    # -- examples --------------------------------------------------------------------------------
+    def add_examples(self, dictionary_id: int, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Insert examples; each row has `feature`, `kind` and any of the example columns."""
+        count = [0]
+
+        def values() -> Iterator[tuple[Any, ...]]:
+            for row in rows:
+                count[0] += 1
+                yield (dictionary_id, int(row["feature"]),
+                       *(_enc(row.get(c)) if c in _JSON_EXAMPLE else row.get(c) for c in _EXAMPLE_COLUMNS))  # fmt: skip
+
+        with self.transaction() as db:
+            db.executemany(
+                f"INSERT INTO examples (dictionary_id, feature, {', '.join(_EXAMPLE_COLUMNS)}) "
+                f"VALUES (?, ?, {', '.join('?' * len(_EXAMPLE_COLUMNS))})",
+                values(),
+            )
+        return count[0]
+
+    def examples(
+        self, dictionary_id: int, feature: int, kind: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """A feature's examples (`kind`: top | quantile | negative | None for all), ordered by kind,
+        bin, then rank. Each has `tokens` (strings), `token_ids`, `activations` (one per token),
+        `peak` (index of the peak within the window), `position` (of the peak in its sequence)."""
+        sql = "SELECT * FROM examples WHERE dictionary_id = ? AND feature = ?"
+        params: list[Any] = [dictionary_id, feature]
+        if kind is not None:
+            sql += " AND kind = ?"
+            params.append(kind)
+        sql += (
+            " ORDER BY CASE kind WHEN 'top' THEN 0 WHEN 'quantile' THEN 1 ELSE 2 END, bin DESC, rank LIMIT ?"
+        )
+        params.append(-1 if limit is None else int(limit))
+        out = []
+        for r in self._rows(sql, params):
+            d = dict(r)
+            for c in _JSON_EXAMPLE:
+                if d.get(c) is not None:
+                    d[c] = json.loads(d[c])
+            out.append(d)
+        return out
+
+    # -- graphs ----------------------------------------------------------------------------------
+    def add_graph(self, name: str, graph: Mapping[str, Any], prompt: str | None = None) -> int:
+        """Store an attribution graph (Neuronpedia/circuit-tracer JSON) and return its id."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO graphs (name, prompt, json, created) VALUES (?, ?, ?, ?)",
+                (name, prompt, json.dumps(graph), _now()),
+            )
+        return int(cur.lastrowid)
+
+    def graphs(self) -> list[dict[str, Any]]:
+        """Graph summaries (id, name, prompt, created), newest first; `graph(id)` gives the JSON."""
+        return [dict(r) for r in self._rows("SELECT id, name, prompt, created FROM graphs ORDER BY id DESC")]
+
+    def graph(self, graph_id: int) -> dict[str, Any]:
+        rows = self._rows("SELECT json FROM graphs WHERE id = ?", (graph_id,))
+        if not rows:
+            raise MonosemanticError(f"no graph {graph_id} in {self.path}")
+        return json.loads(rows[0][0])

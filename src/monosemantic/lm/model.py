@@ -1,0 +1,240 @@
+"""Load any supported `transformers` model and read/edit its TransformerLens hook sites.
+
+`SubjectModel` wraps the plain HF model (no weight conversion, no re-implementation), so its
+logits are exactly the model's own; hooks only observe (or, for `edits`, replace what the user
+asked to replace). Parameters are frozen: the subject model is never trained here, and no
+autograd graph is built unless an edit introduces a tensor that requires grad.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    PreTrainedModel,
+)
+from transformers import logging as hf_logging
+
+from monosemantic.utils.errors import MonosemanticError
+from monosemantic.utils.torch_utils import resolve_device, torch_dtype
+
+from .hooks import StopForward, hooked
+from .shipped import shipped_model_path
+from .sites import LAYOUTS, MODEL_TYPES, final_norm_path, parse_site, site_names, unknown_site_error
+
+
+@dataclass
+class RunOutput:
+    """Logits `[B, T, vocab]` (None when stopped early or the model has no head) and captures."""
+
+    logits: Tensor | None
+    activations: dict[str, Tensor] = field(default_factory=dict)
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """'storyworld' -> the shipped LM folder; anything else is passed to from_pretrained as is."""
+    if name_or_path == "storyworld":
+        return str(shipped_model_path())
+    if name_or_path.startswith(("/", ".", "~")) and not Path(name_or_path).expanduser().is_dir():
+        raise MonosemanticError(
+            f"model folder {name_or_path} does not exist; give a save_pretrained folder, a hub id or 'storyworld'"
+        )
+    return str(Path(name_or_path).expanduser()) if name_or_path.startswith("~") else name_or_path
+
+
+def family_of(model_type: str) -> str:
+    if model_type not in MODEL_TYPES:
+        raise MonosemanticError(
+            f"unsupported model type {model_type!r}; supported: {', '.join(sorted(MODEL_TYPES))}"
+        )
+    return MODEL_TYPES[model_type]
+
+
+class SubjectModel:
+    """A frozen HF model plus its hook sites (see `monosemantic.lm.sites`)."""
+
+    def __init__(self, hf: PreTrainedModel, tokenizer, name: str, revision: str | None = None) -> None:
+        self.hf = hf.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.name = name
+        self.revision = revision
+        self.family = family_of(hf.config.model_type)
+        self.layout = LAYOUTS[self.family]
+        self.base: nn.Module = hf.base_model
+        self.n_layers = len(self.base.get_submodule(self.layout.blocks))
+        self.d_model = int(hf.config.hidden_size)
+        self.parallel_residual = bool(getattr(hf.config, "use_parallel_residual", False))
+        self.has_head = hf.get_output_embeddings() is not None
+        self._sites = site_names(self.n_layers, self.parallel_residual, self.has_head)
+        self._site_set = set(self._sites)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.hf.parameters()).dtype
+
+    # -- sites ---------------------------------------------------------------------------------
+    def site_names(self) -> list[str]:
+        """Every valid site, in forward order."""
+        return list(self._sites)
+
+    def check_sites(self, sites: Iterable[str]) -> None:
+        for site in sites:
+            if site not in self._site_set:
+                raise unknown_site_error(site, self._sites)
+
+    def site_width(self, site: str) -> int:
+        self.check_sites([site])
+        return self.d_model
+
+    def site_layer(self, site: str) -> int:
+        """Block index of a site; hook_embed is 0 and ln_final.hook_normalized is n_layers."""
+        self.check_sites([site])
+        if site == "ln_final.hook_normalized":
+            return self.n_layers
+        return parse_site(site)[1] or 0
+
+    def stop_layer(self, sites: Iterable[str]) -> int | None:
+        """The smallest `stop_at_layer` that still computes every site (None: run to the end)."""
+        sites = list(sites)
+        self.check_sites(sites)
+        if not sites or "ln_final.hook_normalized" in sites:
+            return None
+        return max((parse_site(s)[1] + 1 if parse_site(s)[1] is not None else 0) for s in sites)
+
+    # -- forward -------------------------------------------------------------------------------
+    def run(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        capture: Sequence[str] = (),
+        edits: dict[str, Callable[[Tensor], Tensor]] | None = None,
+        stop_at_layer: int | None = None,
+    ) -> RunOutput:
+        """One forward pass that captures `capture`, applies `edits`, optionally stops early.
+
+        Captured tensors are the model's own (not copies); a capture at an edited site holds the
+        edited value. Grad mode is the caller's: wrap in `torch.inference_mode()` to harvest.
+        """
+        capture = list(dict.fromkeys(capture))
+        edits = dict(edits or {})
+        self.check_sites([*capture, *edits])
+        if stop_at_layer is not None:
+            if not 0 <= stop_at_layer <= self.n_layers:
+                raise MonosemanticError(
+                    f"stop_at_layer={stop_at_layer} is out of range; use 0..{self.n_layers} or None"
+                )
+            needed = self.stop_layer([*capture, *edits])
+            if needed is None or needed > stop_at_layer:
+                late = [
+                    s
+                    for s in [*capture, *edits]
+                    if self.stop_layer([s]) is None or self.stop_layer([s]) > stop_at_layer
+                ]
+                fix = f"use stop_at_layer={needed}" if needed is not None else "leave stop_at_layer unset"
+                raise MonosemanticError(
+                    f"site {late[0]!r} is computed after stop_at_layer={stop_at_layer}; {fix}"
+                )
+        if input_ids.dim() == 1:
+            input_ids = input_ids.unsqueeze(0)
+            attention_mask = attention_mask.unsqueeze(0) if attention_mask is not None else None
+        input_ids = input_ids.to(self.device)
+        if attention_mask is not None:
+            attention_mask = attention_mask.to(self.device)
+        logits = None
+        with hooked(self.base, self.hf, self.layout, self._sites, set(capture), edits, stop_at_layer) as h:
+            try:
+                out = self.hf(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+                logits = getattr(out, "logits", None)
+            except StopForward:
+                pass
+            acts = {site: h.acts[site] for site in capture}
+        return RunOutput(logits, acts)
+
+    # -- unembedding (logit lens) ------------------------------------------------------------
+    @property
+    def final_norm(self) -> nn.Module:
+        self._need_head()
+        return self.hf.get_submodule(final_norm_path(self.hf, self.layout))
+
+    @property
+    def lm_head(self) -> nn.Linear:
+        self._need_head()
+        return self.hf.get_output_embeddings()
+
+    @property
+    def W_U(self) -> Tensor:  # noqa: N802 (TransformerLens name)
+        """Unembedding matrix `[d_model, vocab]`."""
+        return self.lm_head.weight.T
+
+    def unembed(self, resid: Tensor) -> Tensor:
+        """Final norm + LM head on a residual-stream vector (the logit lens)."""
+        logits = self.lm_head(self.final_norm(resid.to(self.device, self.dtype)))
+        cap = getattr(self.hf.config, "final_logit_softcapping", None)
+        if self.family == "gemma2" and cap is not None:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    def _need_head(self) -> None:
+        if not self.has_head:
+            raise MonosemanticError(
+                f"{self.name} was loaded without a language-model head; unembedding needs one "
+                "(save the model with its *ForCausalLM / *ForMaskedLM head)"
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"SubjectModel({self.name!r}, family={self.family}, n_layers={self.n_layers}, "
+            f"d_model={self.d_model}, dtype={self.dtype}, device={self.device})"
+        )
+
+
+def load_model(
+    name_or_path: str | Path = "storyworld",
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    revision: str | None = None,
+) -> SubjectModel:
+    """Load a hub id, a local save_pretrained folder, or 'storyworld' (the LM shipped here).
+
+    dtype defaults to float32 (the shipped fp16 weights are upcast); device None means auto.
+    """
+    name_or_path = str(name_or_path)
+    path = resolve_model_path(name_or_path)
+    hf_logging.disable_progress_bar()  # our own bars report progress; one load needs none
+    torch_dt = torch_dtype(dtype) if dtype is not None else torch.float32
+    dev = resolve_device(str(device) if device is not None else None)
+    try:
+        config = AutoConfig.from_pretrained(path, revision=revision)
+        family = family_of(config.model_type)
+        kwargs: dict = {"revision": revision, "dtype": torch_dt}
+        if family == "gemma2":
+            kwargs["attn_implementation"] = "eager"  # sdpa has no attention-logit softcapping
+        if family == "bert":
+            archs = config.architectures or []
+            auto = AutoModelForMaskedLM if any(a.endswith("ForMaskedLM") for a in archs) else AutoModel
+        else:
+            auto = AutoModelForCausalLM
+        hf = auto.from_pretrained(path, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise MonosemanticError(
+            f"could not load model {name_or_path!r} ({first}); give a local save_pretrained folder, "
+            "a reachable hub id, or 'storyworld'"
+        ) from err
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return SubjectModel(hf.to(dev), tokenizer, name=name_or_path, revision=revision)

@@ -1,0 +1,98 @@
+"""Dead-latent bookkeeping: who fired recently, the AuxK mask, and resampling (Towards Monosemanticity).
+
+A latent is dead once it has been silent for `dead_after_tokens` training tokens. TopK-family
+dictionaries get the dead mask as an AuxK target (Gao et al. 2024); the others can instead be
+*resampled*: pointed at inputs the dictionary reconstructs worst (Bricken et al. 2023).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+# Per-latent parameters and the axis that indexes latents in each.
+LATENT_AXES = {"W_enc": 1, "W_dec": 0, "b_enc": 0, "b_gate": 0, "b_mag": 0, "r_mag": 0, "threshold": 0}
+
+
+class DeadLatentTracker:
+    """Tokens since each latent last fired, plus firing counts for the density histogram."""
+
+    def __init__(self, d_sae: int, dead_after_tokens: int, device: torch.device) -> None:
+        self.dead_after_tokens = dead_after_tokens
+        self.since_fired = torch.zeros(d_sae, dtype=torch.long, device=device)
+        self.fire_counts = torch.zeros(d_sae, dtype=torch.long, device=device)
+        self.count_tokens = 0
+
+    def update(self, counts: Tensor, n_tokens: int) -> None:
+        """`counts[i]` = tokens of this batch on which latent i fired. No host sync."""
+        self.since_fired = torch.where(counts > 0, 0, self.since_fired + n_tokens)
+        self.fire_counts += counts
+        self.count_tokens += n_tokens
+
+    def dead_mask(self) -> Tensor:
+        return self.since_fired >= self.dead_after_tokens
+
+    def density(self) -> Tensor:
+        """Fraction of counted tokens on which each latent fired."""
+        return self.fire_counts.double() / max(self.count_tokens, 1)
+
+    def reset_density(self) -> None:
+        self.fire_counts.zero_()
+        self.count_tokens = 0
+
+    def state_dict(self) -> dict:
+        return {
+            "since_fired": self.since_fired.cpu(),
+            "fire_counts": self.fire_counts.cpu(),
+            "count_tokens": self.count_tokens,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.since_fired.copy_(state["since_fired"])
+        self.fire_counts.copy_(state["fire_counts"])
+        self.count_tokens = int(state["count_tokens"])
+
+
+@torch.no_grad()
+def resample_dead(
+    dic: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    dead: Tensor,
+    x: Tensor,
+    y: Tensor,
+    x_hat: Tensor,
+) -> int:
+    """Re-point dead latents at badly reconstructed inputs; returns how many were resampled.
+
+    Inputs are drawn with probability proportional to their squared reconstruction loss; the
+    decoder row becomes the unit-normalised target, the encoder column the input scaled to 0.2x
+    the mean alive encoder norm, biases zero, and Adam's moments for those entries are reset so
+    stale statistics do not throw them straight back.
+    """
+    idx = dead.nonzero().squeeze(1)
+    if idx.numel() == 0:
+        return 0
+    loss = (y.float() - x_hat.float()).pow(2).sum(-1)
+    weights = loss.pow(2)
+    if not torch.isfinite(weights).all() or weights.sum() <= 0:
+        weights = torch.ones_like(weights)
+    pick = torch.multinomial(weights, idx.numel(), replacement=idx.numel() > weights.numel())
+    x_in, y_out = x[pick].float(), y[pick].float()
+    params = dict(dic.named_parameters())
+    W_enc, W_dec = params["W_enc"], params["W_dec"]
+    alive = ~dead
+    enc_norm = W_enc[:, alive].norm(dim=0).mean() if alive.any() else torch.tensor(1.0)
+    W_dec[idx] = (y_out / y_out.norm(dim=-1, keepdim=True).clamp_min(1e-8)).to(W_dec.dtype)
+    enc = x_in / x_in.norm(dim=-1, keepdim=True).clamp_min(1e-8) * (0.2 * enc_norm)
+    W_enc[:, idx] = enc.T.to(W_enc.dtype)
+    for name in ("b_enc", "b_gate", "b_mag", "r_mag"):
+        if name in params:
+            params[name][idx] = 0.0
+    for name, axis in LATENT_AXES.items():
+        param = params.get(name)
+        if param is None:
+            continue
+        for moment in optimizer.state.get(param, {}).values():
+            if isinstance(moment, Tensor) and moment.shape == param.shape:
+                moment.index_fill_(axis, idx, 0.0)
+    return int(idx.numel())

@@ -1,0 +1,60 @@
+"""Sub-folder names for a sweep, built from what differs between its dictionaries."""
+
+from __future__ import annotations
+
+from monosemantic.config.dictionary import DictionaryConfig
+
+COEFFICIENT = {"relu": ("l1_coefficient", "l1c"), "gated": ("l1_coefficient", "l1c"),
+               "jumprelu": ("l0_coefficient", "l0c")}  # fmt: skip
+TOPK_FAMILY = ("topk", "batchtopk", "matryoshka")
+# Optional fields worth naming when they differ across the sweep: (field, short prefix).
+DIFFERING = (("aux_k", "auxk"), ("aux_coefficient", "auxc"), ("target_l0", "l0t"),
+             ("jumprelu_bandwidth", "bw"), ("matryoshka_widths", "mw"))  # fmt: skip
+
+
+def width_label(d_sae: int) -> str:
+    return f"{d_sae // 1024}k" if d_sae % 1024 == 0 else str(d_sae)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, list):
+        return "_".join(str(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) and value != int(value) else str(value)
+
+
+def dictionary_name(
+    cfg: DictionaryConfig, others: list[DictionaryConfig], d_sae: int, coefficient: float | None
+) -> str:
+    """E.g. `topk-k32-16k`, `jumprelu-l0c1.0-4k`, `tc-blocks.0.hook_mlp_in-topk-k16-2k`."""
+    if cfg.name:
+        return cfg.name
+    parts: list[str] = []
+    if cfg.site_out is not None:
+        parts.append("skiptc" if cfg.skip else "tc")
+    if len({o.site for o in others}) > 1 or cfg.site_out is not None:
+        parts.append(str(cfg.site))
+    if len({o.site_out for o in others}) > 1 and cfg.site_out is not None:
+        parts.append(str(cfg.site_out))
+    parts.append(cfg.architecture)
+    if cfg.architecture in TOPK_FAMILY and cfg.k is not None:
+        parts.append(f"k{cfg.k}")
+    if cfg.architecture in COEFFICIENT and coefficient is not None:
+        parts.append(f"{COEFFICIENT[cfg.architecture][1]}{float(coefficient)}")
+    for field, short in DIFFERING:
+        values = {repr(getattr(o, field)) for o in others}
+        if len(values) > 1 and getattr(cfg, field) is not None:
+            parts.append(f"{short}{_fmt(getattr(cfg, field))}")
+    parts.append(width_label(d_sae))
+    return "-".join(parts)
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """Suffix `-1`, `-2`, ... onto repeated names so no two dictionaries share a folder."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        if names.count(name) > 1:
+            seen[name] = seen.get(name, 0) + 1
+            name = f"{name}-{seen[name]}"
+        out.append(name)
+    return out

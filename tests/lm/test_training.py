@@ -1,0 +1,90 @@
+"""`lm train` on a tiny model: writes a loadable model, and resumes to the identical result."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from monosemantic.config import Config
+from monosemantic.lm.model import load_model
+from monosemantic.lm.training import lr_lambda, train_lm
+from monosemantic.utils.errors import ConfigError
+
+
+def tiny_cfg(out, **lm) -> Config:
+    base = dict(
+        vocab_size=400,
+        tokenizer_texts=200,
+        n_layers=2,
+        d_model=32,
+        n_heads=2,
+        context_size=32,
+        steps=8,
+        batch_size=4,
+        lr=3e-3,
+        warmup_steps=2,
+        eval_every=4,
+        checkpoint_every=3,
+        val_batches=1,
+        sample_tokens=4,
+        sample_prompts=["Lily"],
+        out=str(out),
+    )
+    return Config(device="cpu", seed=0, lm={**base, **lm})
+
+
+def test_train_writes_a_loadable_model(tmp_path):
+    out = train_lm(tiny_cfg(tmp_path / "run", architecture="llama"))
+    model = load_model(str(out), device="cpu")
+    assert model.family == "llama" and model.n_layers == 2 and model.d_model == 32
+    assert (out / "model.safetensors").exists() and (out / "tokenizer.json").exists()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "val_loss" in r] == [4, 8]
+    assert rows[0]["loss"] > rows[-2]["loss"]  # it learns something in 8 steps
+    card = (out / "README.md").read_text()
+    assert "final val loss" in card and "8 steps" in card
+    ids = model.tokenizer("Lily the cat", return_tensors="pt").input_ids
+    assert model.run(ids).logits.shape == (1, ids.shape[1], len(model.tokenizer))
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path):
+    straight = train_lm(tiny_cfg(tmp_path / "a"))
+
+    def crash(step: int, loss: float) -> None:
+        if step == 5:
+            raise RuntimeError("simulated crash")
+
+    cfg = tiny_cfg(tmp_path / "b")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_lm(cfg, callback=crash)
+    assert not (tmp_path / "b" / "model.safetensors").exists()
+    steps: list[int] = []
+    resumed = train_lm(cfg, callback=lambda step, loss: steps.append(step))
+    assert steps == [4, 5, 6, 7, 8]  # continues after the last checkpoint (step 3)
+    a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == list(range(1, 9))
+
+
+def test_resume_refuses_a_different_model_shape(tmp_path):
+    def crash(step: int, loss: float) -> None:
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError):
+        train_lm(tiny_cfg(tmp_path / "c", checkpoint_every=1), callback=crash)
+    with pytest.raises(ConfigError, match="lm.d_model=32, not 64"):
+        train_lm(tiny_cfg(tmp_path / "c", d_model=64))
+
+
+def test_lr_schedule_warms_up_then_decays():
+    lm = tiny_cfg("x", steps=100, warmup_steps=10, min_lr_ratio=0.1).lm
+    f = lr_lambda(lm)
+    assert f(0) < f(5) < f(9) <= 1.0
+    assert f(10) == pytest.approx(1.0)
+    assert f(55) == pytest.approx(0.55)
+    assert f(100) == pytest.approx(0.1)
