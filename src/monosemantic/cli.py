@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 
 from monosemantic.config import Config, load_config
+from monosemantic.config.loading import validation_message
 from monosemantic.utils.errors import MonosemanticError
 from monosemantic.utils.progress import console
 
@@ -46,6 +48,9 @@ def friendly_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except MonosemanticError as e:
             console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except ValidationError as e:  # e.g. an invalid --mode assigned onto a config section
+            console.print(f"[bold red]error:[/] {validation_message(e)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]: run the same command again to resume.")

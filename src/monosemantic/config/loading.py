@@ -94,11 +94,16 @@ def _describe(err: dict[str, Any]) -> str:
     )
 
 
+def validation_message(error: ValidationError) -> str:
+    """A pydantic error as one line: each problem named with its key, joined by '; '."""
+    return "invalid config: " + "; ".join(_describe(err) for err in error.errors())
+
+
 def validate_config(data: dict[str, Any]) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as e:
-        raise ConfigError("invalid config: " + "; ".join(_describe(err) for err in e.errors())) from None
+        raise ConfigError(validation_message(e)) from None
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

@@ -1,0 +1,139 @@
+"""`monosemantic export`: the feature store as a static dashboard site and/or Neuronpedia JSON.
+
+The site opens straight from disk (`file://`), where browsers refuse fetch/XHR, so data travels
+as `<script>` files that hand JSON to the viewer (`MONO.site(...)`, `MONO.index(...)`,
+`MONO.chunk(...)`). Features are split into chunks of `CHUNK` per file, loaded on demand, so a
+store of 7 x 1024 features opens as fast as one of 64. Nothing is fetched from the network.
+The whole site is written into a temporary folder and renamed over the target at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from monosemantic.config import Config
+from monosemantic.utils.errors import MonosemanticError
+from monosemantic.utils.progress import console, progress_bar
+
+from .dashboard import ASSETS, index_row, payload_from, site_summary
+from .store import FeatureStore
+
+CHUNK = 64  # features per data file
+ASSET_FILES = ("index.html", "app.js", "style.css")
+
+
+def store_path(cfg: Config) -> Path:
+    """The store `export` reads: `[export].db`, else `[analyze].out/features.db`."""
+    return Path(cfg.export.db or Path(cfg.analyze.out) / "features.db")
+
+
+def open_store(path: Path) -> FeatureStore:
+    if not path.is_file():
+        raise MonosemanticError(
+            f"no feature store at {path}; run `monosemantic analyze CONFIG` first (or set export.db)"
+        )
+    return FeatureStore(path)
+
+
+def _js(call: str, *args: Any) -> str:
+    """A data file: one call handing JSON to the viewer. `</` is escaped so token text can never
+    close a script element."""
+    body = ", ".join(json.dumps(a, separators=(",", ":"), allow_nan=False) for a in args)
+    return call + "(" + body.replace("</", "<\\/") + ");\n"
+
+
+def check_target(out: Path, flag: str, marker: str) -> None:
+    """`out` will be replaced wholesale, so it must be absent, empty, or an earlier export
+    (recognised by `marker`): never a folder of the user's own files."""
+    if out.exists() and not out.is_dir():
+        raise MonosemanticError(f"{out} exists and is not a folder; give {flag} a folder path")
+    if out.is_dir() and any(out.iterdir()) and not (out / marker).exists():
+        raise MonosemanticError(
+            f"{out} is a non-empty folder that is not an earlier export; give {flag} a new or empty folder"
+        )
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move the finished `tmp` onto `out`; an existing `out` is swapped aside, then removed."""
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_site(store: FeatureStore, out: str | Path) -> Path:
+    """Write the static dashboard of every dictionary in `store` to `out` (atomically)."""
+    out = Path(out)
+    check_target(out, "--html", "data/site.js")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        (tmp / "data").mkdir(parents=True)
+        for name in ASSET_FILES:
+            shutil.copyfile(ASSETS / name, tmp / name)
+        site = site_summary(store)
+        site["chunk"] = CHUNK
+        (tmp / "data" / "site.js").write_text(_js("MONO.site", site), encoding="utf-8")
+        total = sum(d["n_features"] for d in site["dictionaries"])
+        with progress_bar() as bar:
+            task = bar.add_task("export", total=total, info="", unit="feat")
+            for d in site["dictionaries"]:
+                _write_dictionary(store, d["id"], tmp / "data" / f"d{d['id']}", bar, task)
+        _replace_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _write_dictionary(store: FeatureStore, did: int, folder: Path, bar: Any, task: Any) -> None:
+    folder.mkdir()
+    rows: list[dict[str, Any]] = []
+    chunk: dict[int, dict[str, Any]] = {}
+
+    def flush(c: int) -> None:
+        (folder / f"c{c}.js").write_text(_js("MONO.chunk", did, c, chunk), encoding="utf-8")
+        chunk.clear()
+
+    current = None
+    for f in store.list_features(did, order_by="idx"):
+        c = f["idx"] // CHUNK
+        if current is not None and c != current and chunk:
+            flush(current)
+        current = c
+        examples = store.examples(did, f["idx"])
+        rows.append(index_row(f, [e for e in examples if e["kind"] == "top"]))
+        chunk[f["idx"]] = payload_from(f, examples)
+        bar.update(task, advance=1)
+    if chunk and current is not None:
+        flush(current)
+    (folder / "index.js").write_text(_js("MONO.index", did, rows), encoding="utf-8")
+
+
+def export(cfg: Config) -> list[Path]:
+    """Write what `[export].html` / `[export].neuronpedia` ask for; returns the folders written."""
+    e = cfg.export
+    if e.html is None and e.neuronpedia is None:
+        raise MonosemanticError("nothing to export; pass --html DIR and/or --neuronpedia DIR")
+    path = store_path(cfg)
+    store = open_store(path)
+    written = []
+    try:
+        if e.html is not None:
+            written.append(write_site(store, e.html))
+            console.print(f"dashboard written to [bold]{e.html}[/] (open {Path(e.html) / 'index.html'})")
+        if e.neuronpedia is not None:
+            from .neuronpedia import write_neuronpedia
+
+            written.append(
+                write_neuronpedia(store, e.neuronpedia, model_id=e.model_id, source_set=e.source_set)
+            )
+            console.print(f"Neuronpedia JSON written to [bold]{e.neuronpedia}[/]")
+    finally:
+        store.close()
+    return written

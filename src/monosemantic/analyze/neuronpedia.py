@@ -1,0 +1,153 @@
+"""Neuronpedia feature JSON from the feature store (`monosemantic export --neuronpedia DIR`).
+
+Field names follow Neuronpedia's feature records as its feature API returns them and as
+SAEDashboard's Neuronpedia runner uploads them (`neuronpedia/webapp` Prisma `Neuron` and
+`Activation` models; `sae_dashboard/neuronpedia/neuronpedia_runner.py`):
+
+- feature: `modelId`, `layer` (the source id, `"{layer}-{kind}-{set}"` as in `6-res-jb`),
+  `index` (a string), `sourceSetName`, `hookName`, `maxActApprox`, `frac_nonzero`,
+  `pos_str`/`pos_values` and `neg_str`/`neg_values` (logit lens), `freq_hist_data_bar_heights` and
+  `freq_hist_data_bar_values` (parallel arrays: one bar centre per height; Neuronpedia's hover
+  reads them index by index), `topkCosSimIndices`/`topkCosSimValues` (decoder-cosine neighbours),
+  `activations`, `explanations`;
+- activation: `tokens`, `values`, `maxValue`, `maxValueTokenIndex`, `minValue`, and `binMin`,
+  `binMax`, `binContains` (the activation interval a quantile sample was drawn from; top
+  examples have none), and SAEDashboard's `qualifying_token_index` (the sampled token, which in a
+  quantile sample need not be the window's maximum);
+- explanation: `description`, `typeName`, `explanationModelName`, plus our `scores`.
+
+Layout: `DIR/<layer>/batch-<n>.json`, each a JSON list of up to `BATCH` features, like the
+batches Neuronpedia's upload scripts read, and `DIR/neuronpedia.json` naming the layers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .export import _replace_dir, check_target
+from .store import FeatureStore
+
+BATCH = 128
+MARKER = "neuronpedia.json"  # what this export is, so a re-export may replace the folder
+
+
+def _kind(hook: str | None, transcoder: bool) -> str:
+    if transcoder:
+        return "transcoder"
+    for part, kind in (("resid", "res"), ("mlp", "mlp"), ("attn", "att"), ("embed", "emb")):
+        if part in (hook or ""):
+            return kind
+    return "res"
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", s.lower()).strip("-") or "sae"
+
+
+def layer_ids(dictionaries: list[dict[str, Any]], source_set: str) -> dict[int, str]:
+    """Neuronpedia source ids (`0-res-mono`); dictionaries that would share one get their name."""
+    base = {}
+    for d in dictionaries:
+        transcoder = bool(d.get("hook_name_out")) and d["hook_name_out"] != d["hook_name"]
+        hook = d.get("hook_name_out") if transcoder else d.get("hook_name")
+        m = re.match(r"blocks\.(\d+)\.", hook or "")
+        base[d["id"]] = f"{m.group(1) if m else 0}-{_kind(hook, transcoder)}-{_slug(source_set)}"
+    counts: dict[str, int] = {}
+    for v in base.values():
+        counts[v] = counts.get(v, 0) + 1
+    return {
+        i: v if counts[v] == 1 else f"{v}-{_slug(d['name'])}"
+        for (i, v), d in zip(base.items(), dictionaries, strict=True)
+    }
+
+
+def _activation(e: dict[str, Any], edges: list[float]) -> dict[str, Any]:
+    values = [float(a or 0.0) for a in e["activations"]]
+    top = max(range(len(values)), key=values.__getitem__) if values else 0
+    peak = e.get("peak")
+    out: dict[str, Any] = {
+        "tokens": e["tokens"],
+        "values": values,
+        "maxValue": values[top] if values else 0.0,
+        "maxValueTokenIndex": top,
+        "minValue": min(values) if values else 0.0,
+        "qualifying_token_index": int(peak) if peak is not None and 0 <= peak < len(values) else top,
+    }
+    if e["kind"] == "quantile" and e.get("bin") is not None and e["bin"] + 1 < len(edges):
+        lo, hi = edges[e["bin"]], edges[e["bin"] + 1]
+        out.update(binMin=lo, binMax=hi, binContains=(lo + hi) / 2)
+    return out
+
+
+def feature_json(
+    f: dict[str, Any], examples: list[dict[str, Any]], model_id: str, layer: str, hook: str | None
+) -> dict[str, Any]:
+    """One feature in Neuronpedia's format (see the module docstring for the field sources)."""
+    hist = f.get("histogram") or {}
+    edges_h, counts = hist.get("edges") or [], hist.get("counts") or []
+    centres = [(edges_h[i] + edges_h[i + 1]) / 2 for i in range(min(len(counts), len(edges_h) - 1))]
+    q_edges = f.get("quantiles") or []
+    explanations = []
+    if f.get("explanation"):
+        explanations.append({
+            "description": f["explanation"],
+            "typeName": f.get("explanation_source") or "monosemantic",
+            "explanationModelName": (f.get("explanation_source") or "").removeprefix("llm:") or None,
+            "scores": f.get("scores") or {},
+        })  # fmt: skip
+    return {
+        "modelId": model_id,
+        "layer": layer,
+        "index": str(f["idx"]),
+        "sourceSetName": layer.split("-", 1)[1],
+        "hookName": hook,
+        "maxActApprox": f.get("max_activation") or 0.0,
+        "frac_nonzero": f.get("density") or 0.0,
+        "pos_str": [t["token"] for t in f.get("logit_top") or []],
+        "pos_values": [t["value"] for t in f.get("logit_top") or []],
+        "neg_str": [t["token"] for t in f.get("logit_bottom") or []],
+        "neg_values": [t["value"] for t in f.get("logit_bottom") or []],
+        "freq_hist_data_bar_heights": counts[: len(centres)],
+        "freq_hist_data_bar_values": centres,
+        "topkCosSimIndices": [n["feature"] for n in f.get("neighbours") or []],
+        "topkCosSimValues": [n["cosine"] for n in f.get("neighbours") or []],
+        "activations": [_activation(e, q_edges) for e in examples if e["kind"] in ("top", "quantile")],
+        "explanations": explanations,
+    }
+
+
+def write_neuronpedia(
+    store: FeatureStore, out: str | Path, model_id: str | None = None, source_set: str = "mono"
+) -> Path:
+    """Write every dictionary of `store` as Neuronpedia feature batches under `out` (atomically)."""
+    out = Path(out)
+    check_target(out, "--neuronpedia", MARKER)
+    dicts = store.dictionaries()
+    ids = layer_ids(dicts, source_set)
+    model = model_id or Path(str(store.meta().get("model") or "model")).name
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        for d in dicts:
+            folder = tmp / ids[d["id"]]
+            folder.mkdir(parents=True)
+            hook = d.get("hook_name_out") or d.get("hook_name")
+            feats = [
+                feature_json(f, store.examples(d["id"], f["idx"]), model, ids[d["id"]], hook)
+                for f in store.list_features(d["id"], order_by="idx")
+            ]
+            for n, lo in enumerate(range(0, len(feats), BATCH)):
+                (folder / f"batch-{n}.json").write_text(json.dumps(feats[lo : lo + BATCH]), encoding="utf-8")
+        tmp.mkdir(exist_ok=True)
+        summary = {"modelId": model, "layers": {ids[d["id"]]: d["name"] for d in dicts}, "batch_size": BATCH}
+        (tmp / MARKER).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        _replace_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

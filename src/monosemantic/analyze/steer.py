@@ -1,0 +1,192 @@
+"""`monosemantic steer`: generate with one feature added, clamped or ablated, beside the plain text.
+
+A dictionary decodes linearly (`y = f W_dec + b_dec (+ x W_skip)`), so changing feature `i` by
+`d` changes its reconstruction by exactly `d * W_dec[i]`. Editing the activation itself by that
+amount (instead of replacing it with the reconstruction) keeps the dictionary's error term, so
+the edit changes nothing but the feature (`clamp` to the current value is the identity):
+
+- add:    `x + value * W_dec[i]`
+- clamp:  `x + (value - f_i) * W_dec[i]`    (feature i set to `value`)
+- ablate: `x - f_i * W_dec[i]`              (feature i set to 0; `value` is unused)
+
+A transcoder reads `hook_name` and writes `hook_name_out`: `f_i` is computed from the input
+site in the same forward pass and the edit lands on the output site. Every position is edited
+except a leading BOS, on which dictionaries are not trained (its activations are outliers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from monosemantic.config import Config
+from monosemantic.dictionaries.base import Dictionary
+from monosemantic.dictionaries.io import find_dictionaries, load_dictionary
+from monosemantic.utils.errors import MonosemanticError
+from monosemantic.utils.torch_utils import resolve_device
+
+MODES = ("add", "clamp", "ablate")
+Edits = dict[str, Callable[[Tensor], Tensor]]
+
+
+def dictionary_path(cfg: Config) -> Path:
+    """`[steer].dictionary`, else the single checkpoint under `[analyze].dictionary` / `[train].out`."""
+    base = cfg.steer.dictionary or cfg.analyze.dictionary or cfg.train.out
+    found = find_dictionaries(base)
+    if len(found) > 1:
+        names = ", ".join(str(p) for p in found[:8])
+        raise MonosemanticError(
+            f"{base} holds {len(found)} dictionaries; pick one with --set steer.dictionary=PATH ({names})"
+        )
+    return found[0]
+
+
+def steering_edits(
+    dic: Dictionary, feature: int, mode: str, value: float | Tensor = 0.0, skip_first: bool = False
+) -> Edits:
+    """`model.run` edits that steer `feature` of `dic` (see the module docstring for the maths).
+
+    `value` may be a tensor broadcastable to the positions `[B, T]` (clamp to per-token values)."""
+    if mode not in MODES:
+        raise MonosemanticError(f"unknown steering mode {mode!r}; use one of {', '.join(MODES)}")
+    if not 0 <= feature < dic.d_sae:
+        raise MonosemanticError(
+            f"feature {feature} is out of range; this dictionary has features 0..{dic.d_sae - 1}"
+        )
+    site_in = dic.cfg.hook_name
+    site_out = dic.cfg.hook_name_out if dic.is_transcoder else site_in
+    if site_in is None:
+        raise MonosemanticError("the dictionary names no hook_name; add metadata.hook_name to its cfg.json")
+    direction = dic.W_dec[feature].detach()
+    seen: dict[str, Tensor] = {}
+
+    def activation(x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return dic.encode(x.to(dic.device, dic.dtype))[..., feature]
+
+    def edit_out(y: Tensor) -> Tensor:
+        if mode == "add":
+            delta = torch.as_tensor(value, dtype=torch.float32, device=y.device)
+            delta = delta.expand(y.shape[:-1]) if delta.dim() == 0 else delta
+        else:
+            f = activation(seen.pop("x") if dic.is_transcoder else y).to(y.device, torch.float32)
+            target = torch.as_tensor(value, dtype=torch.float32, device=y.device) if mode == "clamp" else 0.0
+            delta = target - f
+        delta = delta.clone()
+        if skip_first:
+            delta[..., 0] = 0.0
+        return y + (delta.unsqueeze(-1) * direction.to(y.device, torch.float32)).to(y.dtype)
+
+    if not dic.is_transcoder or mode == "add":
+        return {site_out: edit_out}
+
+    def record_in(x: Tensor) -> Tensor:
+        seen["x"] = x
+        return x
+
+    return {site_in: record_in, site_out: edit_out}
+
+
+def _max_context(model: Any) -> int:
+    c = model.hf.config
+    return int(getattr(c, "n_positions", None) or getattr(c, "max_position_embeddings", None) or 1024)
+
+
+@torch.no_grad()
+def generate(
+    model: Any,
+    ids: Tensor,
+    max_new_tokens: int,
+    edits: Edits | None = None,
+    temperature: float = 0.0,
+    seed: int = 0,
+) -> Tensor:
+    """Continue `ids` [T] token by token (greedy, or sampled at `temperature` with a seeded
+    generator), applying `edits` on every forward; stops at EOS. Returns the new tokens."""
+    gen = torch.Generator().manual_seed(int(seed))
+    eos = model.tokenizer.eos_token_id
+    ctx = _max_context(model)
+    seq = ids.clone()
+    new = []
+    for _ in range(max_new_tokens):
+        window = seq[-ctx:].unsqueeze(0)
+        logits = model.run(window, torch.ones_like(window), edits=edits).logits[0, -1].float().cpu()
+        if temperature > 0:
+            nxt = int(torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=gen))
+        else:
+            nxt = int(logits.argmax())
+        if eos is not None and nxt == eos:
+            break
+        new.append(nxt)
+        seq = torch.cat([seq, torch.tensor([nxt], dtype=seq.dtype)])
+    return torch.tensor(new, dtype=torch.long)
+
+
+def prompt_ids(model: Any, prompt: str, prepend_bos: bool = True) -> Tensor:
+    tok = model.tokenizer
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    bos = tok.bos_token_id
+    if prepend_bos and bos is not None and (not ids or ids[0] != bos):
+        ids = [bos, *ids]
+    if not ids:
+        raise MonosemanticError("the prompt is empty; pass --prompt TEXT")
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def steer(cfg: Config, feature: int, value: float, prompt: str) -> dict[str, Any]:
+    """Generate from `prompt` with and without steering `feature`; print both side by side."""
+    from monosemantic.lm.model import load_model
+
+    s = cfg.steer
+    device = resolve_device(s.device)
+    path = dictionary_path(cfg)
+    dic = load_dictionary(path, device=device).eval()
+    if not 0 <= feature < dic.d_sae:
+        raise MonosemanticError(
+            f"feature {feature} is out of range; {path.name} has features 0..{dic.d_sae - 1}"
+        )
+    model = load_model(cfg.model.name, dtype=cfg.model.dtype, device=device, revision=cfg.model.revision)
+    prepend = bool((dic.cfg.metadata or {}).get("prepend_bos", True))
+    ids = prompt_ids(model, prompt, prepend)
+    skip_first = prepend and ids[0].item() == model.tokenizer.bos_token_id
+    edits = steering_edits(dic, feature, s.mode, value, skip_first=skip_first)
+    model.check_sites(list(edits))
+    seed = int(s.seed or 0)
+    plain = generate(model, ids, s.max_new_tokens, None, s.temperature, seed)
+    steered = generate(model, ids, s.max_new_tokens, edits, s.temperature, seed)
+    decode = model.tokenizer.decode
+    out = {
+        "dictionary": str(path),
+        "site": dic.cfg.hook_name_out if dic.is_transcoder else dic.cfg.hook_name,
+        "feature": feature,
+        "mode": s.mode,
+        "value": None if s.mode == "ablate" else value,
+        "prompt": prompt,
+        "unsteered": decode(plain.tolist()),
+        "steered": decode(steered.tolist()),
+        "unsteered_ids": plain.tolist(),
+        "steered_ids": steered.tolist(),
+    }
+    _print(out)
+    return out
+
+
+def _print(out: dict[str, Any]) -> None:
+    """The two generations side by side, on stdout (they are the verb's result, not progress)."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    what = f"{out['mode']} feature {out['feature']}" + (
+        "" if out["value"] is None else f" = {out['value']:g}"
+    )
+    table = Table(title=f"steering {what} at {out['site']}", show_lines=True, expand=True)
+    table.add_column("unsteered", ratio=1)
+    table.add_column(f"steered ({what})", ratio=1)
+    cell = lambda text: Text(out["prompt"], style="dim") + Text(text, style="bold")  # noqa: E731
+    table.add_row(cell(out["unsteered"]), cell(out["steered"]))
+    Console().print(table)

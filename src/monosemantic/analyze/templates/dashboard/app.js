@@ -1,0 +1,267 @@
+// monosemantic feature viewer: one implementation for the static export and the live server.
+// Static: data/site.js calls MONO.site(...); per-dictionary index and feature chunks arrive as
+// <script> files (file:// forbids fetch). Live: data/site.js calls MONO.live("api") and the same
+// JSON comes from the server's /api endpoints.
+"use strict";
+
+const MONO = (() => {
+  let site = null, live = null, started = false;
+  const indexes = {}, chunks = {}, scripts = {};
+  const state = { did: null, idx: null, rows: [] };
+  const $ = (id) => document.getElementById(id);
+
+  // -- data ---------------------------------------------------------------------------------------
+  function loadScript(src) {
+    if (!scripts[src]) {
+      scripts[src] = new Promise((resolve, reject) => {
+        const s = document.createElement("script");
+        s.src = src;
+        s.onload = resolve;
+        s.onerror = () => reject(new Error("could not load " + src));
+        document.head.appendChild(s);
+      });
+    }
+    return scripts[src];
+  }
+  async function getJSON(url) {
+    const r = await fetch(url);
+    if (!r.ok) throw new Error(url + ": " + r.status);
+    return r.json();
+  }
+  async function getIndex(did) {
+    if (!indexes[did]) {
+      if (live) indexes[did] = (await getJSON(`${live}/dictionaries/${did}/features`)).features;
+      else await loadScript(`data/d${did}/index.js`);
+    }
+    return indexes[did];
+  }
+  async function getFeature(did, idx) {
+    if (live) return getJSON(`${live}/dictionaries/${did}/features/${idx}`);
+    const c = Math.floor(idx / site.chunk);
+    await loadScript(`data/d${did}/c${c}.js`);
+    return (chunks[did + ":" + c] || {})[idx];
+  }
+
+  // -- helpers ------------------------------------------------------------------------------------
+  function h(tag, attrs, ...kids) {
+    const el = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === "class") el.className = v;
+      else if (k === "style") el.style.cssText = v;
+      else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+      else el.setAttribute(k, v);
+    }
+    for (const kid of kids.flat()) {
+      if (kid === null || kid === undefined || kid === false) continue;
+      el.appendChild(kid instanceof Node ? kid : document.createTextNode(String(kid)));
+    }
+    return el;
+  }
+  const fmt = (x, d = 3) => (x === null || x === undefined ? "–" : Math.abs(x) >= 1e4 || (x !== 0 && Math.abs(x) < 1e-3) ? x.toExponential(1) : (+x.toPrecision(d)).toString());
+  const pct = (x) => (x === null || x === undefined ? "–" : x >= 0.01 ? (100 * x).toFixed(x >= 0.1 ? 1 : 2) + "%" : (100 * x).toExponential(1) + "%");
+  const show = (t) => (t === null || t === undefined || t === "" ? "∅" : t.replace(/\n/g, "↵").replace(/\t/g, "⇥"));
+  const SPECIAL = /^(<\|[^|]*\|>|<\/?s>|<pad>|<unk>|\[(CLS|SEP|PAD|UNK|MASK)\])$/;
+  const dict = () => site.dictionaries.find((d) => d.id === state.did);
+
+  // Activation colour: orange with opacity proportional to the activation (relative to the max).
+  const heat = (a, max) => (a > 0 && max > 0 ? `rgba(238, 118, 35, ${Math.min(1, 0.12 + 0.88 * (a / max)).toFixed(3)})` : "");
+
+  const tip = () => $("tip");
+  function tipOn(ev, text) {
+    const t = tip();
+    t.textContent = text;
+    t.style.display = "block";
+    const r = ev.target.getBoundingClientRect();
+    t.style.left = Math.min(window.innerWidth - t.offsetWidth - 8, Math.max(8, r.left + r.width / 2 - t.offsetWidth / 2)) + "px";
+    t.style.top = r.top - t.offsetHeight - 6 + "px";
+  }
+  const tipOff = () => (tip().style.display = "none");
+
+  // -- index (sidebar) ----------------------------------------------------------------------------
+  function matches(row, q) {
+    if (!q) return true;
+    if (q.replace(/^#/, "") === String(row.idx)) return true;
+    const hay = [row.explanation || "", row.concept || "", ...(row.tokens || []), ...(row.logit || [])];
+    return hay.some((s) => s.toLowerCase().includes(q));
+  }
+  function sorted(rows, order) {
+    const key = { density: "density", max: "max", score: "score", idx: "idx" }[order] || "idx";
+    const desc = key !== "idx";
+    return rows.slice().sort((a, b) => {
+      const x = a[key], y = b[key];
+      if (x === null || x === undefined) return y === null || y === undefined ? a.idx - b.idx : 1;
+      if (y === null || y === undefined) return -1;
+      return (desc ? y - x : x - y) || a.idx - b.idx;
+    });
+  }
+  function renderList() {
+    const q = $("search").value.trim().toLowerCase();
+    const rows = sorted(state.rows.filter((r) => matches(r, q)), $("order").value);
+    const list = $("list");
+    list.replaceChildren();
+    const maxDensity = Math.max(1e-9, ...state.rows.map((r) => r.density || 0));
+    for (const r of rows.slice(0, 2000)) {
+      const label = r.explanation || (r.tokens.length ? r.tokens.map(show).join(" · ") : "no activations");
+      list.appendChild(h("li", { class: "item" + (r.idx === state.idx ? " active" : "") + (r.density ? "" : " dead"), "data-idx": r.idx, onclick: () => go(state.did, r.idx) },
+        h("div", { class: "row1" }, h("span", { class: "idx" }, "#" + r.idx), h("span", { class: "label" }, label)),
+        h("div", { class: "row2" },
+          h("span", { class: "dbar" }, h("span", { style: `width:${(100 * (r.density || 0)) / maxDensity}%` })),
+          h("span", {}, pct(r.density)), h("span", {}, "max " + fmt(r.max)),
+          r.score !== null && r.score !== undefined ? h("span", {}, "score " + fmt(r.score, 2)) : null)));
+    }
+    $("count").textContent = `${rows.length} of ${state.rows.length}`;
+  }
+
+  // -- feature panel ------------------------------------------------------------------------------
+  function card(title, ...body) {
+    return h("section", { class: "card" }, h("h3", {}, title), ...body);
+  }
+  function histogram(hist, edges) {
+    if (!hist) return h("p", { class: "muted" }, "This feature never fired on the analysed tokens.");
+    const W = 420, H = 130, pad = 22, n = hist.counts.length, top = Math.max(...hist.counts, 1);
+    const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+    svg.setAttribute("viewBox", `0 0 ${W} ${H + pad}`);
+    svg.setAttribute("class", "hist");
+    const bw = W / n, last = hist.hi[n - 1] || 1;
+    hist.counts.forEach((c, i) => {
+      const bh = (c / top) * (H - 4);
+      const r = document.createElementNS(svg.namespaceURI, "rect");
+      r.setAttribute("x", (i * bw + 0.5).toFixed(1));
+      r.setAttribute("y", (H - bh).toFixed(1));
+      r.setAttribute("width", Math.max(1, bw - 1).toFixed(1));
+      r.setAttribute("height", bh.toFixed(1));
+      r.setAttribute("fill", heat(hist.hi[i], last) || "#eee");
+      r.addEventListener("mouseenter", (ev) => tipOn(ev, `${fmt(hist.lo[i])} – ${fmt(hist.hi[i])}: ${c.toLocaleString()} tokens`));
+      r.addEventListener("mouseleave", tipOff);
+      svg.appendChild(r);
+    });
+    const text = (x, s, anchor) => {
+      const t = document.createElementNS(svg.namespaceURI, "text");
+      t.setAttribute("x", x); t.setAttribute("y", H + 15); t.setAttribute("text-anchor", anchor);
+      t.textContent = s; svg.appendChild(t);
+    };
+    text(0, fmt(hist.lo[0]), "start");
+    text(W / 2, fmt((hist.lo[0] + last) / 2), "middle");
+    text(W, fmt(last), "end");
+    const zeros = hist.zeros ? `silent on ${hist.zeros.toLocaleString()} tokens · ` : "";
+    return h("div", {}, svg, h("p", { class: "muted small" }, `${zeros}${(edges || []).length > 1 ? "quantile edges " + edges.map((e) => fmt(e)).join(" · ") : ""}`));
+  }
+  function chips(items, cls) {
+    if (!items || !items.length) return h("p", { class: "muted" }, "–");
+    return h("div", { class: "chips" }, items.map(([t, v]) => h("span", { class: "chip " + cls }, h("span", { class: "tk" }, show(t)), h("b", {}, fmt(v, 2)))));
+  }
+  function example(ex, max) {
+    const toks = ex.t.map((t, i) => {
+      const a = ex.a[i] || 0;
+      return h("span", {
+        class: "tok" + (i === ex.peak ? " peak" : "") + (a > 0 ? " on" : "") + (SPECIAL.test(t) ? " special" : ""),
+        style: a > 0 ? `background-color:${heat(a, max)}` : null,
+        "data-act": a, title: `${JSON.stringify(t)}: ${fmt(a, 4)}`,
+        onmouseenter: (ev) => tipOn(ev, `${JSON.stringify(t)}  →  ${fmt(a, 4)}`), onmouseleave: tipOff,
+      }, show(t));
+    });
+    return h("div", { class: "ex" }, h("span", { class: "exmax" }, fmt(ex.max, 3)), h("span", { class: "toks" }, toks));
+  }
+  function neighbours(list) {
+    if (!list.length) return h("p", { class: "muted" }, "–");
+    const byIdx = new Map(state.rows.map((r) => [r.idx, r]));
+    return h("ul", { class: "nbrs" }, list.map(([i, cos]) => {
+      const r = byIdx.get(i);
+      return h("li", {}, h("a", { href: `#/${state.did}/${i}` }, "#" + i), h("span", { class: "cos" }, fmt(cos, 2)),
+        h("span", { class: "muted" }, r ? r.explanation || r.tokens.map(show).join(" · ") : ""));
+    }));
+  }
+  function renderFeature(f) {
+    const d = dict(), main = $("feature");
+    main.replaceChildren();
+    if (!f) { main.appendChild(h("div", { class: "empty" }, "Pick a feature.")); return; }
+    const badges = [];
+    if (f.explanation_source) badges.push(h("span", { class: "badge" }, f.explanation_source));
+    for (const [k, v] of Object.entries(f.scores || {})) badges.push(h("span", { class: "badge score" }, `${k} ${fmt(v, 2)}`));
+    if (f.concept) badges.push(h("span", { class: "badge concept" }, `concept ${f.concept} · AUROC ${fmt(f.concept_auroc, 2)}`));
+    const site = d.transcoder ? `${d.hook_name} → ${d.hook_name_out}` : d.hook_name;
+    main.append(
+      h("div", { class: "fhead" },
+        h("div", { class: "crumbs" }, `${d.name} · ${d.architecture || "?"}${d.k ? " k=" + d.k : ""} · ${site || ""} · ${d.d_sae} features`),
+        h("h1", {}, `Feature ${f.idx}`),
+        h("p", { class: "expl" + (f.explanation ? "" : " muted") }, f.explanation || "No explanation yet (run `monosemantic explain`)."),
+        h("div", { class: "badges" }, badges)),
+      h("div", { class: "stats" },
+        [["density", pct(f.density)], ["max activation", fmt(f.max)], ["mean when active", fmt(f.mean)], ["active tokens", (f.n_active || 0).toLocaleString()]]
+          .map(([k, v]) => h("div", { class: "stat" }, h("div", { class: "v" }, v), h("div", { class: "k" }, k)))),
+    );
+    const left = h("div", { class: "col" },
+      card("Activation density", histogram(f.histogram, f.quantile_edges)),
+      f.logit_top ? card("Logit lens · promoted", chips(f.logit_top, "pos")) : null,
+      f.logit_bottom ? card("Logit lens · suppressed", chips(f.logit_bottom, "neg")) : null,
+      f.input_top ? card("Input tokens (transcoder encoder)", chips(f.input_top, "inp")) : null,
+      card("Nearest features (decoder cosine)", neighbours(f.neighbours || [])));
+    const max = f.max || Math.max(1e-9, ...f.top.flatMap((e) => e.a));
+    const right = h("div", { class: "col wide" },
+      card(`Top activations`, f.top.length ? f.top.map((e) => example(e, max)) : h("p", { class: "muted" }, "–")),
+      f.quantiles.map((q) => card(`Interval ${fmt(q.lo)} – ${fmt(q.hi)}`, q.examples.map((e) => example(e, max)))));
+    main.appendChild(h("div", { class: "grid" }, left, right));
+    main.scrollTop = 0;
+  }
+
+  // -- navigation ---------------------------------------------------------------------------------
+  async function go(did, idx) {
+    const hash = `#/${did}/${idx}`;
+    if (location.hash !== hash) { location.hash = hash; return; } // hashchange calls route()
+    await route();
+  }
+  async function route() {
+    const m = location.hash.match(/^#\/(\d+)(?:\/(\d+))?/);
+    let did = m ? +m[1] : site.dictionaries[0].id;
+    if (!site.dictionaries.some((d) => d.id === did)) did = site.dictionaries[0].id;
+    if (did !== state.did) {
+      state.did = did;
+      $("dictionary").value = String(did);
+      state.rows = await getIndex(did);
+      state.idx = null;
+    }
+    let idx = m && m[2] !== undefined ? +m[2] : null;
+    if (idx === null) {
+      const first = sorted(state.rows, $("order").value)[0];
+      idx = first ? first.idx : null;
+    }
+    state.idx = idx;
+    renderList();
+    const act = document.querySelector("#list .active");
+    if (act) act.scrollIntoView({ block: "nearest" });
+    try {
+      renderFeature(idx === null ? null : await getFeature(did, idx));
+    } catch (err) {
+      $("feature").replaceChildren(h("div", { class: "empty" }, String(err.message || err)));
+    }
+  }
+  function start() {
+    if (started || !site || document.readyState === "loading") return;
+    started = true;
+    const sel = $("dictionary");
+    for (const d of site.dictionaries) {
+      const kind = d.transcoder ? "transcoder" : "SAE";
+      sel.appendChild(h("option", { value: d.id }, `${d.name} — ${kind}, ${d.d_sae} @ ${d.hook_name_out || d.hook_name}`));
+    }
+    $("dict-wrap").style.display = site.dictionaries.length > 1 ? "" : "none";
+    const m = site.meta || {};
+    $("meta").textContent = [m.model ? "model " + String(m.model).split("/").pop() : null, m.n_tokens ? `${m.n_tokens.toLocaleString()} tokens analysed` : null]
+      .filter(Boolean).join(" · ");
+    for (const g of site.graphs || []) $("graphs").appendChild(h("a", { href: g.url, title: g.prompt || "" }, "graph: " + (g.name || g.id)));
+    sel.addEventListener("change", () => go(+sel.value, ""));
+    $("search").addEventListener("input", renderList);
+    $("order").addEventListener("change", renderList);
+    window.addEventListener("hashchange", route);
+    if (!site.dictionaries.length) { $("feature").replaceChildren(h("div", { class: "empty" }, "The feature store holds no dictionaries.")); return; }
+    route();
+  }
+  document.addEventListener("DOMContentLoaded", start);
+
+  return {
+    site(s) { site = s; start(); },
+    live(base) { live = base; getJSON(base + "/site").then((s) => { site = s; start(); }); },
+    index(did, rows) { indexes[did] = rows; },
+    chunk(did, c, feats) { chunks[did + ":" + c] = feats; },
+  };
+})();
