@@ -19,6 +19,9 @@ class EvaluateConfig(Section):
     max_sequences: int | None = Field(256, gt=0, description="Sequences of the cache used (None: all).")
     batch_size: int = Field(16, gt=0, description="Sequences per model forward in spliced metrics.")
     spliced: bool = Field(True, description="Also compute CE/KL with the reconstruction spliced in.")
+    error_check_batches: int | None = Field(
+        None, gt=0, description="Batches on which spliced+error is checked to equal clean (None: all)."
+    )
     concepts: bool = Field(True, description="Score planted-concept detection when the cache has concept labels.")
     purity_top_n: int = Field(20, gt=0, description="Top activations per feature used for concept purity.")
     plots: bool = Field(True, description="Write PNG plots (density histograms, sweep frontiers).")

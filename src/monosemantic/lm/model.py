@@ -151,8 +151,11 @@ class SubjectModel:
             input_ids = input_ids.unsqueeze(0)
             attention_mask = attention_mask.unsqueeze(0) if attention_mask is not None else None
         input_ids = input_ids.to(self.device)
-        if attention_mask is not None:
-            attention_mask = attention_mask.to(self.device)
+        if attention_mask is None:
+            # Packed windows hold no padding; an explicit all-ones mask says so (and keeps transformers
+            # from warning whenever pad == bos, as in GPT-2-style tokenizers).
+            attention_mask = torch.ones_like(input_ids)
+        attention_mask = attention_mask.to(self.device)
         logits = None
         with hooked(self.base, self.hf, self.layout, self._sites, set(capture), edits, stop_at_layer) as h:
             try:

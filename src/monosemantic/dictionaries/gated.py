@@ -1,0 +1,63 @@
+"""Gated SAE (Rajamanoharan et al. 2024, "Improving Dictionary Learning with Gated SAEs").
+
+Which latents fire and how strongly are decided by two paths sharing W_enc:
+
+    pi_gate = (x - b_dec) W_enc + b_gate            f = 1[pi_gate > 0] * ReLU(pi_mag)
+    pi_mag  = (x - b_dec) (W_enc * exp(r_mag)) + b_mag
+
+The L1 penalty acts on ReLU(pi_gate) only, so magnitudes are not shrunk. Because the gate has
+no gradient through the Heaviside step, an auxiliary loss makes ReLU(pi_gate) reconstruct the
+target through a frozen (detached) copy of the decoder. The L1 terms are weighted by decoder
+row norms (or the decoder is held at unit norm), as for the ReLU SAE.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import Dictionary, DictionaryMeta, LossOutput, TrainStepState, register_dictionary
+
+
+@register_dictionary("gated")
+class GatedDictionary(Dictionary):
+    def __init__(self, cfg: DictionaryMeta) -> None:
+        super().__init__(cfg)
+        del self.b_enc  # gated SAEs have b_gate and b_mag instead (the SAELens layout)
+        self.b_gate = nn.Parameter(torch.zeros(cfg.d_sae))
+        self.b_mag = nn.Parameter(torch.zeros(cfg.d_sae))
+        self.r_mag = nn.Parameter(torch.zeros(cfg.d_sae))
+        self.unit_norm_decoder = not cfg.l1_decoder_norm
+
+    def gate_and_magnitude(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = self._input(x) @ self.W_enc
+        return h + self.b_gate, h * self.r_mag.exp() + self.b_mag
+
+    def pre_acts(self, x: Tensor) -> Tensor:
+        """The magnitude path's pre-activation (what the latent's value is when it fires)."""
+        return self.gate_and_magnitude(x)[1]
+
+    def encode(self, x: Tensor) -> Tensor:
+        gate, mag = self.gate_and_magnitude(x)
+        return (gate > 0).to(mag.dtype) * F.relu(mag)
+
+    def training_loss(self, x: Tensor, y: Tensor, state: TrainStepState | None = None) -> LossOutput:
+        state = state or TrainStepState()
+        y = self._check_input(y, self.d_out, "target")
+        gate, mag = self.gate_and_magnitude(x)
+        f = (gate > 0).to(mag.dtype) * F.relu(mag)
+        x_hat = self.decode(f, x)
+        mse = self.mse(x_hat, y)
+        gate_acts = F.relu(gate)
+        if self.cfg.l1_decoder_norm:
+            l1 = (gate_acts.float() @ self.W_dec.float().norm(dim=1)).mean()
+        else:
+            l1 = gate_acts.float().sum(-1).mean()
+        aux_hat = gate_acts @ self.W_dec.detach() + self.b_dec.detach()
+        if self.W_skip is not None:
+            aux_hat = aux_hat + self._check_input(x, self.d_in) @ self.W_skip.detach()
+        aux = self.mse(aux_hat, y)
+        loss = mse + self.sparsity_coefficient(state, self.cfg.l1_coefficient) * l1 + aux
+        terms = {"mse": mse.detach(), "l1": l1.detach(), "gate_aux": aux.detach()}
+        return LossOutput(loss, x_hat, f=f, terms=terms)

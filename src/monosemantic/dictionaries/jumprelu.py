@@ -1,0 +1,109 @@
+"""JumpReLU SAE (Rajamanoharan et al. 2024, "Jumping Ahead").
+
+f_i = z_i H(z_i - theta_i) with a learned per-latent threshold theta = exp(log_threshold), and
+an L0 penalty sum_i H(z_i - theta_i). The step function has zero gradient almost everywhere,
+so both the activation and the L0 use straight-through estimators with a rectangle kernel of
+width `jumprelu_bandwidth` (eps): the threshold receives the pseudo-derivatives
+
+    d JumpReLU / d theta = -(theta / eps) K((z - theta) / eps)
+    d H(z - theta) / d theta = -(1 / eps) K((z - theta) / eps),   K(u) = 1[|u| < 1/2]
+
+and z receives gradient only through the activation (H(z - theta)), not through the L0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .base import Dictionary, DictionaryMeta, LossOutput, TrainStepState, register_dictionary
+
+
+import os
+ZGRAD = os.environ.get("ZGRAD", "1") == "1"
+
+
+def _rectangle(u: Tensor) -> Tensor:
+    return ((u > -0.5) & (u < 0.5)).to(u.dtype)
+
+
+class _JumpReLUFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z: Tensor, theta: Tensor, eps: float) -> Tensor:
+        ctx.save_for_backward(z, theta)
+        ctx.eps = eps
+        # The extra z > 0 only matters for loaded checkpoints with thresholds <= 0.
+        return z * ((z > theta) & (z > 0)).to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        z, theta = ctx.saved_tensors
+        eps = ctx.eps
+        grad_z = ((z > theta) & (z > 0)).to(grad.dtype) * grad
+        grad_theta = -(theta / eps) * _rectangle((z - theta) / eps) * grad
+        return grad_z, grad_theta.reshape(-1, theta.shape[-1]).sum(0), None
+
+
+class _StepFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z: Tensor, theta: Tensor, eps: float) -> Tensor:
+        ctx.save_for_backward(z, theta)
+        ctx.eps = eps
+        return (z > theta).to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        z, theta = ctx.saved_tensors
+        eps = ctx.eps
+        kernel = (1.0 / eps) * _rectangle((z - theta) / eps) * grad
+        return (kernel if ZGRAD else None), -kernel.reshape(-1, theta.shape[-1]).sum(0), None
+
+
+def jumprelu(z: Tensor, theta: Tensor, eps: float) -> Tensor:
+    return _JumpReLUFn.apply(z, theta.to(z.dtype), eps)
+
+
+def step(z: Tensor, theta: Tensor, eps: float) -> Tensor:
+    return _StepFn.apply(z, theta.to(z.dtype), eps)
+
+
+@register_dictionary("jumprelu")
+class JumpReLUDictionary(Dictionary):
+    unit_norm_decoder = True
+
+    def __init__(self, cfg: DictionaryMeta) -> None:
+        super().__init__(cfg)
+        self.log_threshold = nn.Parameter(torch.full((cfg.d_sae,), math.log(cfg.jumprelu_init_threshold)))
+
+    @property
+    def threshold(self) -> Tensor:
+        return self.log_threshold.exp()
+
+    def encode(self, x: Tensor) -> Tensor:
+        z = self.pre_acts(x)
+        return jumprelu(z, self.threshold, self.cfg.jumprelu_bandwidth)
+
+    def training_loss(self, x: Tensor, y: Tensor, state: TrainStepState | None = None) -> LossOutput:
+        state = state or TrainStepState()
+        z = self.pre_acts(x)
+        theta = self.threshold
+        f = jumprelu(z, theta, self.cfg.jumprelu_bandwidth)
+        x_hat = self.decode(f, x)
+        mse = self.mse(x_hat, self._check_input(y, self.d_out, "target"))
+        l0 = step(z, theta, self.cfg.jumprelu_bandwidth).float().sum(-1).mean()
+        loss = mse + self.sparsity_coefficient(state, self.cfg.l0_coefficient) * l0
+        return LossOutput(loss, x_hat, f=f, terms={"mse": mse.detach(), "l0": l0.detach()})
+
+    def weights_for_saving(self) -> dict[str, Tensor]:
+        w = super().weights_for_saving()
+        w["threshold"] = w.pop("log_threshold").exp()
+        return w
+
+    def load_saved_weights(self, tensors: dict[str, Tensor]) -> None:
+        tensors = dict(tensors)
+        tensors["log_threshold"] = (
+            tensors.pop("threshold").float().clamp_min(1e-30).log().to(tensors["W_dec"].dtype)
+        )
+        super().load_saved_weights(tensors)

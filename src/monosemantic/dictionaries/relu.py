@@ -1,0 +1,40 @@
+"""ReLU SAE with an L1 penalty (Bricken et al. 2023; Cunningham et al. 2023).
+
+f = ReLU(W_enc^T (x - b_dec) + b_enc). The L1 penalty on f can be cheated by shrinking f and
+growing decoder rows, so either the rows are held at unit norm (Towards Monosemanticity,
+`l1_decoder_norm = false`) or, as in Anthropic's April 2024 update (the default), each
+latent's L1 term is weighted by its decoder row norm and the rows are left free.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from .base import Dictionary, DictionaryMeta, LossOutput, TrainStepState, register_dictionary
+
+
+@register_dictionary("relu")
+class ReLUDictionary(Dictionary):
+    def __init__(self, cfg: DictionaryMeta) -> None:
+        super().__init__(cfg)
+        # Per instance: a free decoder when the penalty is decoder-norm weighted.
+        self.unit_norm_decoder = not cfg.l1_decoder_norm
+
+    def encode(self, x: Tensor) -> Tensor:
+        return F.relu(self.pre_acts(x))
+
+    def sparsity_penalty(self, f: Tensor) -> Tensor:
+        """sum_i f_i (||W_dec,i||) per row, averaged over rows."""
+        if self.cfg.l1_decoder_norm:
+            return (f.float() @ self.W_dec.float().norm(dim=1)).mean()
+        return f.float().abs().sum(-1).mean()
+
+    def training_loss(self, x: Tensor, y: Tensor, state: TrainStepState | None = None) -> LossOutput:
+        state = state or TrainStepState()
+        f = self.encode(x)
+        x_hat = self.decode(f, x)
+        mse = self.mse(x_hat, self._check_input(y, self.d_out, "target"))
+        l1 = self.sparsity_penalty(f)
+        loss = mse + self.sparsity_coefficient(state, self.cfg.l1_coefficient) * l1
+        return LossOutput(loss, x_hat, f=f, terms={"mse": mse.detach(), "l1": l1.detach()})

@@ -1,0 +1,89 @@
+"""TopK SAE (Gao et al. 2024, "Scaling and evaluating sparse autoencoders").
+
+f = ReLU(TopK(W_enc^T (x - b_dec) + b_enc)): exactly k latents per token, so no sparsity penalty.
+Dead latents are revived by the AuxK loss: the top `aux_k` dead latents reconstruct the
+residual error y - y_hat, weighted by `aux_coefficient` (scaled down while fewer than aux_k
+latents are dead, as SAELens does). Training never builds the dense [B, d_sae] activation
+matrix: the encoder backward and the decoder are gathers (see `sparse_encoder.py`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .base import Dictionary, LossOutput, SparseCodes, TrainStepState, register_dictionary
+from .sparse_encoder import sparse_encode, topk_dead, topk_rows
+
+
+@register_dictionary("topk")
+class TopKDictionary(Dictionary):
+    unit_norm_decoder = True
+
+    @property
+    def k(self) -> int:
+        return int(self.cfg.k)
+
+    def encode(self, x: Tensor) -> Tensor:
+        pre = self.pre_acts(x)
+        top = pre.topk(self.k, dim=-1, sorted=False)
+        return torch.zeros_like(pre).scatter_(-1, top.indices, F.relu(top.values))
+
+    # The main selection; BatchTopK overrides it.
+    def _select(self, pre: Tensor) -> tuple[Tensor, Tensor]:
+        return topk_rows(pre, self.k)
+
+    def _after_select(self, codes: SparseCodes) -> None:
+        """Hook for bookkeeping on the selected activations (BatchTopK's threshold)."""
+
+    def _encode_codes(self, x: Tensor, dead: Tensor | None) -> tuple[SparseCodes, SparseCodes | None]:
+        """Training-time sparse codes, plus the AuxK codes of dead latents when asked for."""
+        aux_k = self.cfg.aux_k or max(self.d_in // 2, 1)
+
+        def select(pre: Tensor) -> list[tuple[Tensor, Tensor]]:
+            groups = [self._select(pre)]
+            if dead is not None:
+                groups.append(topk_dead(pre, dead, aux_k))
+            return groups
+
+        groups = sparse_encode(self._input(x), self.W_enc, self.b_enc, select)
+        n = x.shape[0]
+        rows, cols, vals = groups[0]
+        codes = SparseCodes(rows, cols, F.relu(vals), n, self.d_sae)
+        aux = None
+        if dead is not None:
+            rows, cols, vals = groups[1]
+            aux = SparseCodes(rows, cols, F.relu(vals), n, self.d_sae)
+        return codes, aux
+
+    def _dead_for_aux(self, state: TrainStepState) -> Tensor | None:
+        dead = state.dead_mask
+        if dead is None or self.cfg.aux_coefficient <= 0 or not bool(dead.any()):
+            return None
+        return dead.to(self.device)
+
+    def _aux_loss(self, aux: SparseCodes, residual: Tensor, dead: Tensor) -> Tensor:
+        aux_k = self.cfg.aux_k or max(self.d_in // 2, 1)
+        scale = min(float(dead.sum()) / aux_k, 1.0)
+        return scale * self.mse(self.decode_codes(aux, bias=False), residual)
+
+    def _reconstruction_loss(
+        self, codes: SparseCodes, x: Tensor, y: Tensor
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        x_hat = self.decode_codes(codes, x)
+        mse = self.mse(x_hat, y)
+        return mse, x_hat, {"mse": mse.detach()}
+
+    def training_loss(self, x: Tensor, y: Tensor, state: TrainStepState | None = None) -> LossOutput:
+        state = state or TrainStepState()
+        dead = self._dead_for_aux(state)
+        codes, aux = self._encode_codes(x, dead)
+        y = self._check_input(y, self.d_out, "target")
+        loss, x_hat, terms = self._reconstruction_loss(codes, x, y)
+        if aux is not None:
+            auxk = self._aux_loss(aux, (y - x_hat).detach(), dead)
+            loss = loss + self.cfg.aux_coefficient * auxk
+            terms["auxk"] = auxk.detach()
+        self._after_select(codes)
+        return LossOutput(loss, x_hat, terms=terms, codes=codes)

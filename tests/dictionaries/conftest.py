@@ -1,0 +1,50 @@
+"""Small shared helpers: deterministic random dictionaries and inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from monosemantic.config.dictionary import DictionaryConfig
+from monosemantic.dictionaries import Dictionary, build_dictionary
+
+
+def make_dictionary(
+    arch: str, kind: str = "sae", d_in: int = 16, d_sae: int = 48, seed: int = 0, **kw
+) -> Dictionary:
+    """A dictionary with randomised (non-trivial) weights: biases, thresholds, skip all nonzero."""
+    torch.manual_seed(seed)
+    d_out = d_in if kind == "sae" else d_in - 4
+    cfg = DictionaryConfig(
+        architecture=arch,
+        d_sae=d_sae,
+        k=kw.pop("k", 5),
+        site="blocks.0.hook_mlp_in",
+        site_out=None if kind == "sae" else "blocks.0.hook_mlp_out",
+        skip=kind == "skip",
+        **kw,
+    )
+    dic = build_dictionary(cfg, d_in, d_out)
+    with torch.no_grad():
+        for name, p in dic.named_parameters():
+            if name == "log_threshold":
+                p.copy_((torch.rand_like(p) * 0.4 + 0.1).log())
+            else:
+                p.add_(torch.randn_like(p) * (0.3 if name.startswith("W_") else 0.2))
+        if (
+            hasattr(dic, "threshold")
+            and isinstance(dic.threshold, torch.Tensor)
+            and arch in ("batchtopk", "matryoshka")
+        ):
+            dic.threshold.fill_(0.4)
+    return dic
+
+
+@pytest.fixture
+def x16() -> torch.Tensor:
+    return torch.randn(24, 16, generator=torch.Generator().manual_seed(1)) * 1.5
+
+
+@pytest.fixture
+def make_dic():
+    return make_dictionary
