@@ -36,8 +36,16 @@ test: setup
 test-slow: setup
 	$(BIN)/python -m pytest -m slow
 
-bench: setup
-	$(BIN)/python -m benchmarks.run_all
+# SAELens is a bench-only peer: it lives in its own venv so its pins never touch the package's.
+SAELENS_VENV := .venv-saelens
+$(SAELENS_VENV)/.stamp:
+	@test -x $(SAELENS_VENV)/bin/python || $(PY) -m venv $(SAELENS_VENV)
+	@if ! command -v nvidia-smi >/dev/null 2>&1; then $(SAELENS_VENV)/bin/pip install -q $(TORCH_CPU); fi
+	$(SAELENS_VENV)/bin/pip install -q 'sae-lens>=6' || echo "warning: sae-lens could not be installed; the bench reports ours only"
+	@touch $@
+
+bench: setup $(SAELENS_VENV)/.stamp
+	SAELENS_PYTHON=$(CURDIR)/$(SAELENS_VENV)/bin/python $(BIN)/python -m benchmarks.run_all
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

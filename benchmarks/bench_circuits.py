@@ -1,0 +1,148 @@
+"""Attribution time and peak memory against prompt length (16..512 tokens).
+
+Each length runs in a fresh subprocess so its peak RSS (`resource.getrusage` max RSS, minus the
+RSS after loading the model and dictionaries) is its own. Transcoders on every MLP: the demo's
+trained ones under runs/demo/dictionaries when present, else random TopK transcoders of the same
+shape (attribution cost does not depend on training). The model is the shipped storyworld LM up
+to its 128-token context, beyond that a random GPT-2 of the same shape with 1024 positions. `growth` is the log-log slope from the previous length
+(1 = linear, 2 = quadratic).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TITLE = "Circuits: attribution time and memory vs prompt length"
+LENGTHS = (16, 32, 64, 128, 256, 512)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _setup(n: int):
+    import torch
+
+    from monosemantic.circuits.replacement import ReplacementModel
+    from monosemantic.config import DictionaryConfig
+    from monosemantic.dictionaries import build_dictionary
+    from monosemantic.dictionaries.io import find_dictionaries, load_dictionary
+    from monosemantic.lm.model import load_model
+    from monosemantic.lm.shipped import SHIPPED_DIR
+
+    torch.set_num_threads(2)
+    if (SHIPPED_DIR / "config.json").exists() and n <= 128:
+        model, label = load_model("storyworld"), "shipped storyworld LM"
+    else:
+        # the shipped LM's context is 128 tokens: longer prompts run on a random GPT-2 of the same
+        # shape with 1024 positions (attribution cost depends on shapes and active-feature counts only)
+        import tempfile
+
+        from monosemantic.lm.tiny import save_tiny_model
+
+        shape = {"n_layer": 4, "n_embd": 128, "n_head": 4}
+        if (SHIPPED_DIR / "config.json").exists():
+            c = json.loads((SHIPPED_DIR / "config.json").read_text())
+            shape = {k: c[k] for k in shape}
+        path = save_tiny_model("gpt2", Path(tempfile.mkdtemp()) / "gpt2", n_positions=1024, **shape)
+        model, label = load_model(str(path)), f"random GPT-2 ({shape['n_layer']} layers, d={shape['n_embd']})"
+    trained = ROOT / "runs" / "demo" / "dictionaries"
+    dics = []
+    if trained.is_dir():
+        dics = [load_dictionary(p) for p in find_dictionaries(trained)]
+        dics = [d for d in dics if d.cfg.is_transcoder]
+    if len(dics) == model.n_layers:
+        label += ", trained demo transcoders"
+    else:
+        torch.manual_seed(0)
+        d = model.d_model
+        dics = [
+            build_dictionary(
+                DictionaryConfig(
+                    architecture="topk",
+                    expansion=8,
+                    k=16,
+                    site=f"blocks.{L}.hook_mlp_in",
+                    site_out=f"blocks.{L}.hook_mlp_out",
+                ),
+                d,
+                d,
+            )
+            for L in range(model.n_layers)
+        ]
+        label += ", random TopK transcoders (x8, k=16)"
+    return ReplacementModel(model, dics), label
+
+
+def _prompt_ids(rm, n: int):
+    import torch
+
+    from monosemantic.corpus.storyworld import generate_stories
+
+    ids: list[int] = []
+    for story in generate_stories(0):
+        ids += rm.tokenizer(story.text + " ", add_special_tokens=False).input_ids
+        if len(ids) >= n:
+            break
+    return torch.tensor(ids[:n])
+
+
+def one(n: int, max_feature_nodes: int, batch_size: int) -> dict:
+    from monosemantic.circuits.attribution import attribute
+
+    rm, label = _setup(n)
+    ids = _prompt_ids(rm, n)
+    base = _rss_mb()
+    t0 = time.perf_counter()
+    g = attribute(
+        rm, prompt=ids, max_feature_nodes=max_feature_nodes, batch_size=batch_size, show_progress=False
+    )
+    seconds = time.perf_counter() - t0
+    return {
+        "tokens": n,
+        "active features": g.total_active_features,
+        "rows": g.n_features + g.n_logits,
+        "seconds": round(seconds, 2),
+        "peak MB over model": round(_rss_mb() - base, 1),
+        "model": label,
+    }
+
+
+def run(lengths=LENGTHS, max_feature_nodes: int = 4096, batch_size: int = 64) -> list[dict]:
+    rows = []
+    for n in lengths:
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.bench_circuits",
+            "--one",
+            str(n),
+            str(max_feature_nodes),
+            str(batch_size),
+        ]
+        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    for prev, row in zip(rows, rows[1:], strict=False):
+        r = math.log(prev["tokens"] / row["tokens"])
+        row["time growth"] = round(math.log(prev["seconds"] / max(row["seconds"], 1e-9)) / r, 2)
+        if prev["peak MB over model"] > 0 and row["peak MB over model"] > 0:
+            row["memory growth"] = round(
+                math.log(prev["peak MB over model"] / row["peak MB over model"]) / r, 2
+            )
+    return rows
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--one":
+        print(json.dumps(one(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))))
+    else:
+        lengths = tuple(int(x) for x in sys.argv[1:]) or LENGTHS
+        for row in run(lengths):
+            print(row)

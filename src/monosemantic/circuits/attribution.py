@@ -1,0 +1,317 @@
+"""Attribution graphs: exact direct effects between features on the linearised replacement model.
+
+Nodes are active features (dictionary, position, latent), one error node per (dictionary, position),
+one embedding node per position, and the targets. The edge s -> t is the change of t's linear value
+(a feature's pre-activation, or a demeaned logit) per unit of s in the frozen model, computed for a
+batch of targets at once: one forward pass with `batch_size` copies of the prompt, then one backward
+pass per batch, each row seeded with its target's direction; a source's edge is the gradient at its
+injection point dotted with its vector (activation x decoder row, error, or embedding).
+
+Rows are computed for the targets first, then for features in order of their influence on the
+targets so far (the circuit-tracer schedule), at most `max_feature_nodes` of them: memory is rows x
+columns, never all features x all features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from monosemantic.utils.progress import progress_bar
+
+from .pruning import influence_from_rows
+from .replacement import ReplacementModel, Setup
+from .targets import Target, select_targets
+
+
+@dataclass
+class Graph:
+    """An unpruned attribution graph. Node order: [features, errors, embeddings, logit targets].
+
+    `adjacency[t, s]` is the direct effect of node s on node t; rows of unselected features are
+    absent (their columns are dropped), as in circuit-tracer.
+    """
+
+    prompt: str
+    input_ids: Tensor
+    tokens: list[str]
+    features: Tensor  # [n_feat, 4] long: (dictionary, layer, pos, latent)
+    activations: Tensor  # [n_feat]
+    errors: Tensor  # [n_err, 3] long: (dictionary, layer, pos)
+    adjacency: Tensor  # [N, N]
+    target_weights: Tensor  # [N]: where the graph's influence comes from
+    targets: list[Target]
+    dictionaries: list[dict]  # name, site_in, site_out, layer, slot, offset, transcoder
+    n_layers: int
+    total_active_features: int
+    logits: Tensor  # [vocab], the model's logits at the last position
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n_pos(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def n_errors(self) -> int:
+        return int(self.errors.shape[0])
+
+    @property
+    def n_logits(self) -> int:
+        return sum(t.kind != "feature" for t in self.targets)
+
+    def slices(self) -> dict[str, slice]:
+        f, e, p = self.n_features, self.n_errors, self.n_pos
+        return {
+            "features": slice(0, f),
+            "errors": slice(f, f + e),
+            "embeddings": slice(f + e, f + e + p),
+            "logits": slice(f + e + p, f + e + p + self.n_logits),
+        }
+
+    def target_nodes(self) -> Tensor:
+        return (self.target_weights != 0).nonzero().flatten()
+
+
+class _Rows:
+    """One batched frozen forward pass, then one backward pass per batch of target rows."""
+
+    def __init__(self, rm: ReplacementModel, setup: Setup, batch: int) -> None:
+        self.rm, self.setup, self.batch = rm, setup, batch
+        T = setup.n_pos
+        self.inj = {"embed": torch.zeros(batch, T, rm.lm.d_model, dtype=rm.dtype, device=rm.device)}
+        for s in rm.spliced:
+            self.inj[s.site_out] = torch.zeros(
+                batch, T, int(s.dic.cfg.d_out), dtype=rm.dtype, device=rm.device
+            )
+        for t in self.inj.values():
+            t.requires_grad_(True)
+        with torch.enable_grad():
+            self.resid, self.inputs = rm.frozen(setup, batch=batch, inject=self.inj)
+        W_U = rm.lm.W_U
+        self.W_U, self.W_U_mean = W_U, W_U.mean(-1)
+        act = setup.active
+        self.decvecs = [a.act[:, None] * s.dic.W_dec[a.idx] for a, s in zip(act, rm.spliced, strict=False)]
+
+    def target_vec(self, t: Target) -> Tensor:
+        if t.kind == "logit_diff":
+            return self.W_U[:, t.token_id] - self.W_U[:, t.contrast_id]
+        return self.W_U[:, t.token_id] - self.W_U_mean
+
+    def compute(self, specs: Sequence[tuple]) -> Tensor:
+        """specs: ("logit", vector) or ("feature", dictionary, pos, encoder direction) -> rows [n, n_cols]."""
+        rm, st = self.rm, self.setup
+        n = len(specs)
+        outs, grads = [], []
+        g_final = torch.zeros_like(self.resid)
+        g_in = [None] * len(rm.spliced)
+        for b, spec in enumerate(specs):
+            if spec[0] == "logit":
+                g_final[b, -1] = spec[1]
+            else:
+                _, i, p, vec = spec
+                if g_in[i] is None:
+                    g_in[i] = torch.zeros_like(self.inputs[i])
+                g_in[i][b, p] = vec
+        if any(spec[0] == "logit" for spec in specs):
+            outs.append(self.resid)
+            grads.append(g_final)
+        for i, g in enumerate(g_in):
+            if g is not None:
+                outs.append(self.inputs[i])
+                grads.append(g)
+        keys = list(self.inj)
+        with torch.enable_grad():
+            gs = torch.autograd.grad(
+                outs, [self.inj[k] for k in keys], grads, retain_graph=True, allow_unused=True
+            )
+        G = {
+            k: (g if g is not None else torch.zeros_like(self.inj[k])) for k, g in zip(keys, gs, strict=False)
+        }
+        parts = []
+        for i, s in enumerate(rm.spliced):  # feature columns, chunked to bound memory
+            a, dv, Gi = st.active[i], self.decvecs[i], G[s.site_out][:n]
+            chunk = max(1, (1 << 24) // max(1, n * dv.shape[1]))
+            cols = [
+                torch.einsum("bnd,nd->bn", Gi[:, a.pos[c : c + chunk]], dv[c : c + chunk])
+                for c in range(0, len(a.pos), chunk)
+            ]
+            parts.append(torch.cat(cols, 1) if cols else Gi.new_zeros(n, 0))
+        for i, s in enumerate(rm.spliced):  # error columns
+            parts.append(torch.einsum("btd,td->bt", G[s.site_out][:n], st.errors[i]))
+        parts.append(torch.einsum("btd,td->bt", G["embed"][:n], st.embed))
+        return torch.cat(parts, 1).detach()
+
+
+def attribute(
+    model,
+    dictionaries: Sequence | None = None,
+    prompt: str | Tensor | Sequence[int] = "",
+    *,
+    names: Sequence[str] | None = None,
+    target: str = "top_logits",
+    target_token: str | None = None,
+    contrast_token: str | None = None,
+    target_feature: str | None = None,
+    max_logit_prob: float = 0.95,
+    max_n_logits: int = 10,
+    max_feature_nodes: int = 4096,
+    batch_size: int = 64,
+    update_interval: int = 4,
+    show_progress: bool = True,
+) -> Graph:
+    """Attribution graph of `prompt`. `model` is a ReplacementModel, or a SubjectModel/HF model
+    with `dictionaries` (loaded Dictionary objects) to splice in."""
+    rm = model if isinstance(model, ReplacementModel) else ReplacementModel(model, dictionaries or [], names)
+    ids = rm.tokenize(prompt)
+    setup = rm.setup(ids)
+    targets = select_targets(
+        rm, setup, target, target_token, contrast_token, target_feature, max_logit_prob, max_n_logits
+    )
+    counts = [len(a.pos) for a in setup.active]
+    n_feat, T, n_dict = sum(counts), setup.n_pos, len(rm.spliced)
+    n_cols = n_feat + n_dict * T + T
+    feat_dict = (
+        torch.cat([torch.full((c,), i, dtype=torch.long) for i, c in enumerate(counts)])
+        if n_feat
+        else torch.zeros(0, dtype=torch.long)
+    )
+    feat_pos = torch.cat([a.pos.cpu() for a in setup.active]) if n_feat else torch.zeros(0, dtype=torch.long)
+    feat_idx = torch.cat([a.idx.cpu() for a in setup.active]) if n_feat else torch.zeros(0, dtype=torch.long)
+
+    def feature_spec(j: int) -> tuple:
+        i = int(feat_dict[j])
+        s = rm.spliced[i]
+        return ("feature", i, int(feat_pos[j]), s.encoder_dirs(feat_idx[j : j + 1].to(rm.device))[0])
+
+    rows = _Rows(rm, setup, batch_size)
+    logit_targets = [t for t in targets if t.kind != "feature"]
+    n_logit = len(logit_targets)
+    max_nodes = min(max_feature_nodes, n_feat)
+    feature_target = next((t.feature for t in targets if t.kind == "feature"), None)
+    cap = n_logit + max_nodes + (1 if feature_target is not None else 0)
+    edge_dtype = torch.float64 if rm.dtype == torch.float64 else torch.float32
+    edge = torch.zeros(cap, n_cols, dtype=edge_dtype)
+    row_node = torch.zeros(cap, dtype=torch.long)  # node index (features, ..., logits at n_cols + k)
+    weights_rows = []
+    st = 0
+    specs = [("logit", rows.target_vec(t)) for t in logit_targets]
+    for c in range(0, len(specs), batch_size):
+        block = rows.compute(specs[c : c + batch_size])
+        edge[st : st + len(block)] = block.to(edge_dtype).cpu()
+        row_node[st : st + len(block)] = torch.arange(c, c + len(block)) + n_cols
+        st += len(block)
+    weights_rows += [t.weight for t in logit_targets]
+    visited = torch.zeros(n_feat, dtype=torch.bool)
+    if feature_target is not None:
+        edge[st] = rows.compute([feature_spec(feature_target)])[0].to(edge_dtype).cpu()
+        row_node[st] = feature_target
+        visited[feature_target] = True
+        weights_rows.append(1.0)
+        st += 1
+    n_targets = st
+    target_w = torch.tensor(weights_rows, dtype=torch.float32)
+    with progress_bar(transient=True) as bar:
+        task = bar.add_task(
+            "attribution", total=max_nodes, info=f"{n_feat} active", unit="row", visible=show_progress
+        )
+        n_done = int(visited.sum())
+        while n_done < max_nodes:
+            if max_nodes == n_feat:
+                pending = (~visited).nonzero().flatten()
+            else:
+                infl = influence_from_rows(edge[:st], row_node[:st], target_w, n_targets, n_cols)
+                order = infl[:n_feat].argsort(descending=True)
+                pending = order[~visited[order]][: min(update_interval * batch_size, max_nodes - n_done)]
+            for c in range(0, len(pending), batch_size):
+                idx = pending[c : c + batch_size]
+                block = rows.compute([feature_spec(int(j)) for j in idx])
+                edge[st : st + len(idx)] = block.to(edge_dtype).cpu()
+                row_node[st : st + len(idx)] = idx
+                visited[idx] = True
+                st += len(idx)
+                n_done += len(idx)
+                bar.update(task, advance=len(idx))
+    del rows
+    return _assemble(
+        rm,
+        setup,
+        prompt,
+        targets,
+        edge[:st],
+        row_node[:st],
+        visited,
+        n_feat,
+        n_cols,
+        feat_dict,
+        feat_pos,
+        feat_idx,
+    )
+
+
+def _assemble(
+    rm, setup, prompt, targets, edge, row_node, visited, n_feat, n_cols, feat_dict, feat_pos, feat_idx
+) -> Graph:
+    T, n_dict = setup.n_pos, len(rm.spliced)
+    selected = visited.nonzero().flatten()
+    n_sel = len(selected)
+    n_logit = sum(t.kind != "feature" for t in targets)
+    N = n_sel + n_dict * T + T + n_logit
+    compact = torch.full((n_cols + n_logit,), -1, dtype=torch.long)
+    compact[selected] = torch.arange(n_sel)
+    compact[n_feat:n_cols] = torch.arange(n_sel, n_sel + n_dict * T + T)
+    compact[n_cols:] = torch.arange(N - n_logit, N)
+    A = torch.zeros(N, N, dtype=edge.dtype)
+    keep_cols = torch.cat([selected, torch.arange(n_feat, n_cols)])
+    A[compact[row_node]] = torch.cat(
+        [edge[:, keep_cols], torch.zeros(len(edge), n_logit, dtype=edge.dtype)], 1
+    )
+    weights = torch.zeros(N, dtype=edge.dtype)
+    lk = 0
+    for t in targets:
+        if t.kind == "feature":
+            weights[compact[t.feature]] = t.weight
+            t.feature = int(compact[t.feature])
+        else:
+            weights[N - n_logit + lk] = t.weight
+            lk += 1
+    layers = torch.tensor([s.layer for s in rm.spliced], dtype=torch.long)
+    fd = feat_dict[selected]
+    features = torch.stack([fd, layers[fd], feat_pos[selected], feat_idx[selected]], 1)
+    acts = torch.cat([a.act for a in setup.active]).detach().cpu().float() if n_feat else torch.zeros(0)
+    err_d = torch.arange(n_dict).repeat_interleave(T)
+    errors = torch.stack([err_d, layers[err_d], torch.arange(T).repeat(n_dict)], 1)
+    ids = setup.input_ids.cpu()
+    return Graph(
+        prompt=prompt if isinstance(prompt, str) else rm.tokenizer.decode(ids) if rm.tokenizer else "",
+        input_ids=ids,
+        tokens=[rm.token_str(int(t)) for t in ids],
+        features=features,
+        activations=acts[selected],
+        errors=errors,
+        adjacency=A,
+        target_weights=weights,
+        targets=targets,
+        dictionaries=[
+            dict(
+                name=s.name,
+                site_in=s.site_in,
+                site_out=s.site_out,
+                layer=s.layer,
+                slot=s.slot,
+                offset=s.offset,
+                transcoder=s.transcoder,
+                d_sae=int(s.dic.cfg.d_sae),
+            )
+            for s in rm.spliced
+        ],
+        n_layers=rm.lm.n_layers,
+        total_active_features=n_feat,
+        logits=setup.logits[-1].detach().cpu().float(),
+    )

@@ -1,0 +1,145 @@
+"""How much of the model a graph explains.
+
+- replacement score (circuit-tracer): of the influence that reaches the targets from the
+  embeddings and error nodes, the fraction that comes from embeddings (i.e. through features);
+- completeness score: the influence-weighted fraction of every node's input that is not error;
+- ablation faithfulness (Sparse Feature Circuits): run the replacement model freely with every
+  feature and error node outside the circuit ablated (zero or mean) and report
+  (m(C) - m(empty)) / (m(M) - m(empty)) for the target metric m.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .attribution import Graph
+from .pruning import compute_influence, normalize_matrix
+from .replacement import ReplacementModel
+
+
+def graph_scores(graph: Graph, node_mask: Tensor | None = None) -> tuple[float, float]:
+    """(replacement_score, completeness_score); with `node_mask`, on the pruned graph."""
+    A = graph.adjacency
+    if node_mask is not None:
+        A = A.clone()
+        A[~node_mask] = 0
+        A[:, ~node_mask] = 0
+    sl = graph.slices()
+    w = graph.target_weights
+    An = normalize_matrix(A)
+    infl = compute_influence(An, w)
+    tok, err = infl[sl["embeddings"]].sum(), infl[sl["errors"]].sum()
+    replacement = float(tok / (tok + err)) if tok + err > 0 else 0.0
+    non_error = 1 - An[:, sl["errors"]].sum(-1)
+    has_input = A.abs().sum(-1) > 0
+    non_error = torch.where(has_input, non_error, torch.ones_like(non_error))
+    out = infl + w
+    completeness = float((non_error * out).sum() / out.sum()) if out.sum() > 0 else 0.0
+    return replacement, completeness
+
+
+def metric(graph: Graph, logits: Tensor, rm: ReplacementModel | None = None, setup=None) -> Tensor:
+    """The first target's value per batch row from logits [B, vocab] at the last position."""
+    t = graph.targets[0]
+    if t.kind == "logit_diff":
+        return logits[:, t.token_id] - logits[:, t.contrast_id]
+    return logits[:, t.token_id] - logits.mean(-1)
+
+
+def feature_means(
+    rm: ReplacementModel, cache_dir: str | Path | None, max_sequences: int = 64
+) -> tuple[list[Tensor], list[Tensor]] | None:
+    """Mean latent activations and mean errors of each dictionary over an activation cache.
+
+    Returns None when no cache holds the sites the dictionaries read and write.
+    """
+    if cache_dir is None or not Path(cache_dir).is_dir():
+        return None
+    try:
+        from monosemantic.activations.cache import ActivationCache
+
+        cache = ActivationCache(cache_dir)
+    except Exception:  # a missing or unreadable cache means "no means": fall back to zero ablation
+        return None
+    sites = sorted({s.site_in for s in rm.spliced} | {s.site_out for s in rm.spliced})
+    if any(site not in cache.sites for site in sites):
+        return None
+    sums_f = [torch.zeros(int(s.dic.cfg.d_sae), dtype=torch.float64) for s in rm.spliced]
+    sums_e = [torch.zeros(int(s.dic.cfg.d_out), dtype=torch.float64) for s in rm.spliced]
+    n = 0
+    with torch.no_grad():
+        for batch in cache.iter_sequences(sites, 16):
+            keep = ~cache.special_mask(batch["tokens"])
+            for i, s in enumerate(rm.spliced):
+                x_in = batch[s.site_in][keep].to(rm.device, rm.dtype)
+                x_out = batch[s.site_out][keep].to(rm.device, rm.dtype)
+                f = s.dic.encode(x_in)
+                sums_f[i] += f.double().sum(0).cpu()
+                sums_e[i] += (x_out - s.dic.decode(f, x_in)).double().sum(0).cpu()
+            n += int(keep.sum())
+            if n >= max_sequences * batch["tokens"].shape[1]:
+                break
+    if n == 0:
+        return None
+    return [(f / n).to(rm.device, rm.dtype) for f in sums_f], [
+        (e / n).to(rm.device, rm.dtype) for e in sums_e
+    ]
+
+
+def circuit_masks(rm: ReplacementModel, graph: Graph, node_mask: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+    """Per dictionary: bool [T, d_sae] of latents in the circuit, bool [T] of error nodes in it."""
+    T = graph.n_pos
+    feats = [torch.zeros(T, int(s.dic.cfg.d_sae), dtype=torch.bool, device=rm.device) for s in rm.spliced]
+    errs = [torch.zeros(T, dtype=torch.bool, device=rm.device) for _ in rm.spliced]
+    sl = graph.slices()
+    for j in node_mask[sl["features"]].nonzero().flatten().tolist():
+        d, _, p, idx = graph.features[j].tolist()
+        feats[d][p, idx] = True
+    for j in node_mask[sl["errors"]].nonzero().flatten().tolist():
+        d, _, p = graph.errors[j].tolist()
+        errs[d][p] = True
+    return feats, errs
+
+
+@torch.no_grad()
+def ablation_faithfulness(
+    rm: ReplacementModel,
+    graph: Graph,
+    node_mask: Tensor,
+    means: tuple[list[Tensor], list[Tensor]] | None = None,
+) -> dict:
+    """m(M), m(C), m(empty) and the kept fraction, ablating with `means` (None: zero)."""
+    feats, errs = circuit_masks(rm, graph, node_mask)
+    ones_f = [torch.ones_like(f) for f in feats]
+    ones_e = [torch.ones_like(e) for e in errs]
+    zeros_f = [torch.zeros_like(f) for f in feats]
+    zeros_e = [torch.zeros_like(e) for e in errs]
+    # batch rows: full model, circuit, empty circuit
+    keep_f = [torch.stack(x) for x in zip(ones_f, feats, zeros_f, strict=False)]
+    keep_e = [torch.stack(x) for x in zip(ones_e, errs, zeros_e, strict=False)]
+
+    def edit(i: int, f: Tensor) -> Tensor:
+        fill = means[0][i] if means is not None else torch.zeros_like(f[0, 0])
+        return torch.where(keep_f[i], f, fill)
+
+    def edit_error(i: int, e: Tensor) -> Tensor:
+        fill = means[1][i] if means is not None else torch.zeros_like(e[0, 0])
+        return torch.where(keep_e[i][..., None], e, fill)
+
+    ids = graph.input_ids.to(rm.device)[None].expand(3, -1)
+    logits = rm.free(ids, edit=edit, edit_error=edit_error)[:, -1].double()
+    m_full, m_circ, m_empty = metric(graph, logits).tolist()
+    denom = m_full - m_empty
+    frac = (m_circ - m_empty) / denom if abs(denom) > 1e-12 else float("nan")
+    return {
+        "ablation_faithfulness": frac,
+        "metric_full": m_full,
+        "metric_circuit": m_circ,
+        "metric_empty": m_empty,
+        "ablation": "mean" if means is not None else "zero",
+        "circuit_features": int(sum(int(f.sum()) for f in feats)),
+        "circuit_error_nodes": int(sum(int(e.sum()) for e in errs)),
+    }

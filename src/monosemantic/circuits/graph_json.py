@@ -1,0 +1,159 @@
+"""Graphs as the JSON that Neuronpedia's and circuit-tracer's viewers read.
+
+Top level: `metadata`, `qParams`, `nodes`, `links`. Node ids follow circuit-tracer: features
+`{layer}_{feature}_{pos}`, error nodes `{layer}_-1_{pos}`, embeddings `E_{token_id}_{pos}`, logits
+`{n_layers + 1}_{token_id}_{pos}`. When one layer holds several dictionaries (an SAE and a
+transcoder, say) their feature indices are offset by the earlier dictionaries' widths and their
+error nodes use -2, -3, ..., so ids stay unique and parse as three integers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .attribution import Graph
+from .pruning import PruneResult
+
+
+def feature_node_id(layer: int, feature: int, pos: int) -> str:
+    return f"{layer}_{feature}_{pos}"
+
+
+def _clean(tok: str) -> str:
+    return tok.replace("\n", "⏎")
+
+
+def graph_to_json(
+    graph: Graph,
+    pruned: PruneResult,
+    slug: str = "circuit",
+    scan: str = "monosemantic",
+    node_threshold: float | None = None,
+    describe: Callable[[int, int], dict] | None = None,
+) -> dict:
+    """The pruned graph as a JSON-able dict. `describe(dictionary, latent)` supplies clerp/examples."""
+    sl = graph.slices()
+    mask, infl = pruned.node_mask, pruned.cumulative
+    nodes: dict[int, dict] = {}
+    dicts = graph.dictionaries
+    for j in mask.nonzero().flatten().tolist():
+        base = {
+            "influence": float(infl[j]),
+            "run_idx": 0,
+            "reverse_ctx_idx": 0,
+            "clerp": "",
+            "token_prob": 0.0,
+            "is_target_logit": False,
+            "activation": None,
+        }
+        if j < sl["features"].stop:
+            d, layer, pos, idx = graph.features[j].tolist()
+            info = dicts[d]
+            feat = info["offset"] + idx
+            node = {
+                **base,
+                "node_id": feature_node_id(layer, feat, pos),
+                "feature": feat,
+                "layer": str(layer),
+                "ctx_idx": pos,
+                "feature_type": "cross layer transcoder" if info["transcoder"] else "sparse autoencoder",
+                "activation": float(graph.activations[j]),
+                "dictionary": info["name"],
+                "site": info["site_out"],
+                "feature_index": idx,
+            }
+            if any(t.kind == "feature" and t.feature == j for t in graph.targets):
+                node["is_target_logit"] = True
+            if describe is not None:
+                node.update(describe(d, idx))
+        elif j < sl["errors"].stop:
+            d, layer, pos = graph.errors[j - sl["errors"].start].tolist()
+            info = dicts[d]
+            kind = "mlp reconstruction error" if info["transcoder"] else "sae reconstruction error"
+            node = {
+                **base,
+                "node_id": f"{layer}_{-1 - info['slot']}_{pos}",
+                "feature": -1 - info["slot"],
+                "layer": str(layer),
+                "ctx_idx": pos,
+                "feature_type": kind,
+                "dictionary": info["name"],
+                "site": info["site_out"],
+                "clerp": f"error of {info['name']} at {pos}",
+            }
+        elif j < sl["embeddings"].stop:
+            pos = j - sl["embeddings"].start
+            tid = int(graph.input_ids[pos])
+            node = {
+                **base,
+                "node_id": f"E_{tid}_{pos}",
+                "feature": pos,
+                "layer": "E",
+                "ctx_idx": pos,
+                "feature_type": "embedding",
+                "clerp": f'Embedding "{_clean(graph.tokens[pos])}"',
+            }
+        else:
+            k = j - sl["logits"].start
+            t = [t for t in graph.targets if t.kind != "feature"][k]
+            pos = graph.n_pos - 1
+            layer = str(graph.n_layers + 1)
+            what = "Output" if t.kind == "logit" else "Logit difference"
+            node = {
+                **base,
+                "node_id": f"{layer}_{t.token_id}_{pos}",
+                "feature": t.token_id,
+                "layer": layer,
+                "ctx_idx": pos,
+                "feature_type": "logit",
+                "token_prob": t.prob,
+                "is_target_logit": k == 0,
+                "clerp": f'{what} "{_clean(t.label)}" (p={t.prob:.3f})',
+                "influence": None,
+            }
+        node["jsNodeId"] = node["node_id"]
+        nodes[j] = node
+    A = graph.adjacency
+    links = []
+    for tgt, src in pruned.edge_mask.nonzero().tolist():
+        if src in nodes and tgt in nodes:
+            links.append(
+                {
+                    "source": nodes[src]["node_id"],
+                    "target": nodes[tgt]["node_id"],
+                    "weight": float(A[tgt, src]),
+                }
+            )
+    used = {x for link in links for x in (link["source"], link["target"])}
+    keep = [
+        n
+        for n in nodes.values()
+        if n["node_id"] in used or n["feature_type"] in ("embedding", "logit") or n["is_target_logit"]
+    ]
+    metadata = {
+        "slug": slug,
+        "scan": scan,
+        "transcoder_list": [d["name"] for d in dicts],
+        "prompt_tokens": [_clean(t) for t in graph.tokens],
+        "prompt": graph.prompt,
+        "node_threshold": node_threshold,
+        "schema_version": 1,
+        "n_layers": graph.n_layers,
+        "targets": [
+            {
+                "kind": t.kind,
+                "label": t.label,
+                "token_id": t.token_id,
+                "contrast_id": t.contrast_id,
+                "prob": t.prob,
+                "weight": t.weight,
+            }
+            for t in graph.targets
+        ],
+        "dictionaries": dicts,
+        "total_active_features": graph.total_active_features,
+        "attributed_features": graph.n_features,
+        **graph.meta,
+    }
+    qparams = {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "", "sg_pos": ""}
+    return {"metadata": metadata, "qParams": qparams, "nodes": keep, "links": links}

@@ -1,0 +1,104 @@
+"""Influence-based pruning (the circuit-tracer recipe).
+
+Rows of |A| are normalised to sum to one, so each node splits its (unit) input among its sources;
+a node's influence is the total weight of all paths from it to the targets, w (A + A^2 + ...),
+i.e. w ((I - A)^-1 - I), summed as a power series (A is nilpotent: the graph is a DAG). Nodes are
+kept up to `node_threshold` of the cumulative influence, then edges, scored by normalised weight
+times the influence of their target, up to `edge_threshold`; nodes left without edges go.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+
+def normalize_matrix(A: Tensor) -> Tensor:
+    a = A.abs()
+    return a / a.sum(1, keepdim=True).clamp_min(1e-10)
+
+
+def compute_influence(A_norm: Tensor, weights: Tensor, max_iter: int = 10_000) -> Tensor:
+    """w A + w A^2 + ... (stops when the series reaches zero; raises if A has a cycle)."""
+    cur = weights @ A_norm
+    total = cur.clone()
+    for _ in range(max_iter):
+        if not cur.any():
+            return total
+        cur = cur @ A_norm
+        total += cur
+    raise RuntimeError("influence did not converge: the adjacency matrix has a cycle")
+
+
+def influence_from_rows(
+    edge: Tensor, row_node: Tensor, target_w: Tensor, n_targets: int, n_cols: int
+) -> Tensor:
+    """Influence of every column node from the rows computed so far (rows: targets first)."""
+    norm = normalize_matrix(edge)
+    size = max(n_cols, int(row_node.max()) + 1) if len(row_node) else n_cols
+    prod = torch.zeros(size, dtype=edge.dtype)
+    prod[row_node[:n_targets]] = target_w.to(edge.dtype)
+    total = torch.zeros(n_cols, dtype=edge.dtype)
+    for _ in range(10_000):
+        cur = prod[row_node] @ norm
+        if not cur.any():
+            return total
+        total += cur
+        prod = torch.zeros(size, dtype=edge.dtype)
+        prod[:n_cols] = cur
+    raise RuntimeError("influence did not converge: the adjacency matrix has a cycle")
+
+
+def find_threshold(scores: Tensor, threshold: float) -> Tensor:
+    s = scores.flatten().sort(descending=True).values
+    total = s.sum()
+    if total <= 0:
+        return s[-1] if len(s) else torch.tensor(0.0)
+    cum = s.cumsum(0) / total
+    i = min(int(torch.searchsorted(cum, torch.tensor(threshold, dtype=cum.dtype))), len(s) - 1)
+    return s[i]
+
+
+class PruneResult(NamedTuple):
+    node_mask: Tensor  # [N] bool
+    edge_mask: Tensor  # [N, N] bool (target, source)
+    cumulative: Tensor  # [N] cumulative influence rank of each node (0..1, lower = more influential)
+    influence: Tensor  # [N] raw node influence
+
+
+def prune(graph, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> PruneResult:
+    """Keep the nodes and edges that carry most of the influence on the targets."""
+    if not (0 < node_threshold <= 1 and 0 < edge_threshold <= 1):
+        raise ValueError("node_threshold and edge_threshold must be in (0, 1]")
+    A, w = graph.adjacency, graph.target_weights
+    sl = graph.slices()
+    n_feat = graph.n_features
+    always = torch.zeros(len(w), dtype=torch.bool)
+    always[sl["embeddings"]] = True
+    always[sl["logits"]] = True
+    always[w != 0] = True
+    infl = compute_influence(normalize_matrix(A), w)
+    node_mask = (infl >= find_threshold(infl, node_threshold)) & (infl > 0) | always
+    P = A.clone()
+    P[~node_mask] = 0
+    P[:, ~node_mask] = 0
+    Pn = normalize_matrix(P)
+    edge_scores = Pn * (compute_influence(Pn, w) + w)[:, None]
+    edge_mask = (edge_scores >= find_threshold(edge_scores[edge_scores > 0], edge_threshold)) & (
+        edge_scores > 0
+    )
+    src_ok = slice(0, sl["errors"].stop)  # features and errors need outgoing edges
+    old = None
+    while old is None or not torch.equal(old, node_mask):
+        old = node_mask.clone()
+        edge_mask[~node_mask] = False
+        edge_mask[:, ~node_mask] = False
+        node_mask[src_ok] &= edge_mask[:, src_ok].any(0) | always[src_ok]
+        node_mask[:n_feat] &= edge_mask[:n_feat].any(1) | always[:n_feat]
+    order = infl.argsort(descending=True)
+    cum = torch.zeros_like(infl)
+    tot = infl.sum()
+    cum[order] = infl[order].cumsum(0) / tot if tot > 0 else 0.0
+    return PruneResult(node_mask, edge_mask, cum, infl)

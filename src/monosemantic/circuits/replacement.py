@@ -1,0 +1,321 @@
+"""The replacement model: dictionaries spliced into the subject model, with explicit error terms.
+
+Each transcoder replaces its layer's MLP (`blocks.L.hook_mlp_in` -> `blocks.L.hook_mlp_out`) and each
+SAE replaces the activation at its site by `decode(encode(x)) + error`, where the error (true
+activation minus reconstruction on the clean prompt) is held fixed. The forward pass is therefore
+unchanged. In `frozen` mode attention patterns, norm scales and any MLP not replaced by a
+transcoder hold their clean values, so the model is linear from its sources (embeddings, feature
+activations times decoder rows, error terms) to every feature pre-activation and logit.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from monosemantic.utils.errors import MonosemanticError
+
+from .forward import Freeze, FunctionalLM, NoHooks
+
+_SITE = re.compile(r"^blocks\.(\d+)\.hook_(resid_pre|attn_out|resid_mid|mlp_in|mlp_out|resid_post)$")
+_ORDER = {"resid_pre": 0, "attn_out": 1, "resid_mid": 2, "mlp_in": 3, "mlp_out": 4, "resid_post": 5}
+
+
+def _parse(site: str | None) -> tuple[int, str]:
+    m = _SITE.match(site or "")
+    if m is None:
+        raise MonosemanticError(
+            f"dictionary site {site!r} cannot be spliced into a circuit; use blocks.L.hook_"
+            "{resid_pre,attn_out,resid_mid,mlp_in,mlp_out,resid_post}"
+        )
+    return int(m.group(1)), m.group(2)
+
+
+@dataclass
+class Spliced:
+    """One dictionary in the replacement model, with where it reads and writes."""
+
+    name: str
+    dic: torch.nn.Module
+    site_in: str
+    site_out: str
+    layer: int
+    transcoder: bool
+    slot: int = 0  # index among the dictionaries of the same layer (keeps node ids unique)
+    offset: int = 0  # feature-index offset of this dictionary in its layer's node ids
+
+    def encoder_dirs(self, idx: Tensor) -> Tensor:
+        """[n, d_in]: the linear part of each latent's pre-activation (gated: magnitude path)."""
+        w = self.dic.W_enc[:, idx].T
+        r_mag = getattr(self.dic, "r_mag", None)
+        return w * r_mag[idx].exp()[:, None] if r_mag is not None else w
+
+
+@dataclass
+class Active:
+    """Active latents of one dictionary on one prompt: (pos[j], idx[j]) has activation act[j]."""
+
+    pos: Tensor
+    idx: Tensor
+    act: Tensor
+
+
+@dataclass
+class Setup:
+    """Everything a clean run fixes for attribution on one prompt."""
+
+    input_ids: Tensor  # [T]
+    logits: Tensor  # [T, vocab], the subject model's logits
+    freeze: Freeze
+    embed: Tensor  # [T, d_model]: the residual entering block 0 (token + position embeddings)
+    inputs: list[Tensor]  # per dictionary [T, d_in]
+    active: list[Active]
+    errors: list[Tensor]  # per dictionary [T, d_out]
+    recon: list[Tensor]  # per dictionary [T, d_out] (clean reconstruction, bias and skip included)
+
+    @property
+    def n_pos(self) -> int:
+        return int(self.input_ids.shape[-1])
+
+
+class _Capture(NoHooks):
+    def __init__(self, names: set[str]) -> None:
+        self.names, self.acts = names, {}
+
+    def site(self, name: str, x: Tensor) -> Tensor:
+        if name in self.names:
+            self.acts[name] = x
+        return x
+
+
+class ReplacementModel:
+    """A subject model (SubjectModel or HF model) with transcoders and/or SAEs spliced in."""
+
+    def __init__(self, model, dictionaries: Sequence, names: Sequence[str] | None = None) -> None:
+        hf = getattr(model, "hf", model)
+        self.subject = model
+        self.tokenizer = getattr(model, "tokenizer", None)
+        self.lm = FunctionalLM(hf)
+        p = next(hf.parameters())
+        self.dtype, self.device = p.dtype, p.device
+        if not dictionaries:
+            raise MonosemanticError(
+                "no dictionaries to splice in; train transcoders first or set circuit.dictionaries"
+            )
+        names = list(names) if names is not None else [f"dict{i}" for i in range(len(dictionaries))]
+        spliced = [self._splice(n, d) for n, d in zip(names, dictionaries, strict=False)]
+        spliced.sort(key=lambda s: (s.layer, _ORDER[s.site_out.rsplit("hook_", 1)[1]]))
+        outs = [s.site_out for s in spliced]
+        if len(set(outs)) != len(outs):
+            dup = next(o for o in outs if outs.count(o) > 1)
+            raise MonosemanticError(f"two dictionaries write {dup}; splice at most one per site")
+        for s in spliced:
+            same = [t for t in spliced if t.layer == s.layer]
+            s.slot = same.index(s)
+            s.offset = sum(int(t.dic.cfg.d_sae) for t in same[: s.slot])
+        clash = [s.name for s in spliced if s.transcoder and s.site_in in outs]
+        if clash:
+            raise MonosemanticError(
+                f"{clash[0]} reads a site another dictionary replaces; splice the SAE at a different site"
+            )
+        self.spliced = spliced
+        self.by_out = {s.site_out: i for i, s in enumerate(spliced)}
+        self.transcoder_at = {s.layer: i for i, s in enumerate(spliced) if s.transcoder}
+
+    def _splice(self, name: str, dic) -> Spliced:
+        dic.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
+        cfg = dic.cfg
+        layer, kind = _parse(cfg.hook_name)
+        if not cfg.is_transcoder:
+            if layer >= self.lm.n_layers:
+                raise MonosemanticError(
+                    f"{name}: site {cfg.hook_name} is past the model's {self.lm.n_layers} layers"
+                )
+            return Spliced(name, dic, cfg.hook_name, cfg.hook_name, layer, False)
+        out_layer, out_kind = _parse(cfg.hook_name_out)
+        if out_kind != "mlp_out" or out_layer != layer or kind not in ("mlp_in", "resid_mid"):
+            raise MonosemanticError(
+                f"{name}: a transcoder must map blocks.L.hook_mlp_in (or resid_mid) to blocks.L.hook_mlp_out "
+                f"of the same layer, not {cfg.hook_name} -> {cfg.hook_name_out}"
+            )
+        return Spliced(name, dic, cfg.hook_name, cfg.hook_name_out, layer, True)
+
+    # ---- tokens ----------------------------------------------------------------------------------
+    def tokenize(self, prompt: str | Tensor | Sequence[int]) -> Tensor:
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise MonosemanticError("this model has no tokenizer; pass token ids instead of text")
+            ids = self.tokenizer(prompt, return_tensors="pt").input_ids[0]
+            bos = self.tokenizer.bos_token_id
+            if bos is not None and (len(ids) == 0 or int(ids[0]) != bos):
+                ids = torch.cat([torch.tensor([bos]), ids])
+        else:
+            ids = torch.as_tensor(prompt, dtype=torch.long).flatten()
+        if ids.numel() == 0:
+            raise MonosemanticError("the prompt is empty; give at least one token")
+        cfg = self.lm.config
+        ctx = getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
+        if ctx is not None and ids.numel() > ctx:
+            raise MonosemanticError(
+                f"the prompt has {ids.numel()} tokens but the model's context is {ctx}; shorten it"
+            )
+        return ids.to(self.device)
+
+    def token_str(self, token_id: int) -> str:
+        return self.tokenizer.decode([int(token_id)]) if self.tokenizer is not None else str(int(token_id))
+
+    # ---- the clean run ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def setup(self, input_ids: Tensor) -> Setup:
+        """Record the clean pass: patterns, norm scales, each dictionary's latents and error."""
+        ids = input_ids.flatten().to(self.device)
+        sites = {s.site_in for s in self.spliced} | {s.site_out for s in self.spliced}
+        sites.add("blocks.0.hook_resid_pre")
+        cap, freeze = _Capture(sites), Freeze()
+        logits = self.lm(ids[None], hooks=cap, mode="record", freeze=freeze)[0]
+        inputs, active, errors, recons = [], [], [], []
+        for s in self.spliced:
+            x_in, x_out = cap.acts[s.site_in][0], cap.acts[s.site_out][0]
+            f = s.dic.encode(x_in)
+            recon = s.dic.decode(f, x_in)
+            pos, idx = (f != 0).nonzero(as_tuple=True)
+            inputs.append(x_in)
+            active.append(Active(pos, idx, f[pos, idx]))
+            errors.append(x_out - recon)
+            recons.append(recon)
+        embed = cap.acts["blocks.0.hook_resid_pre"][0]
+        return Setup(ids, logits, freeze, embed, inputs, active, errors, recons)
+
+    def plain_logits(self, input_ids: Tensor) -> Tensor:
+        with torch.no_grad():
+            return self.lm(input_ids.reshape(-1, input_ids.shape[-1]).to(self.device))
+
+    # ---- sparse reconstruction ------------------------------------------------------------------
+    def reconstruct(self, i: int, pos: Tensor, idx: Tensor, vals: Tensor, x_in: Tensor, n_pos: int) -> Tensor:
+        """b_dec + sum_j vals[..., j] W_dec[idx_j] at pos_j (+ skip): [T, d] or [B, T, d] for [B, n] vals."""
+        dic = self.spliced[i].dic
+        rows = vals[..., None] * dic.W_dec[idx]
+        lead = vals.shape[:-1]
+        out = rows.new_zeros(*lead, n_pos, dic.W_dec.shape[1])
+        out = out.index_add(len(lead), pos, rows) + dic.b_dec
+        if dic.W_skip is not None:
+            out = out + x_in @ dic.W_skip
+        return out
+
+    # ---- passes ----------------------------------------------------------------------------------
+    def frozen(
+        self,
+        setup: Setup,
+        batch: int = 1,
+        values: list[Tensor] | None = None,
+        errors: list[Tensor] | None = None,
+        inject: dict[str, Tensor] | None = None,
+        embed: Tensor | None = None,
+    ) -> tuple[Tensor, list[Tensor]]:
+        """The linearised replacement model: (final normalised residual [B, T, d], inputs per dictionary).
+
+        `values` override the active latents' activations ([n] or [B, n] per dictionary), `errors` the
+        error terms, `embed` the embedding; `inject` adds tensors at "embed" and each dictionary's output
+        site (gradients there are what attribution reads).
+        """
+        hooks = _FrozenHooks(self, setup, values, errors, inject or {}, embed)
+        ids = setup.input_ids[None].expand(batch, -1)
+        resid = self.lm(ids, hooks=hooks, mode="frozen", freeze=setup.freeze, unembed=False)
+        return resid, [hooks.inputs[s.site_in] for s in self.spliced]
+
+    def free(
+        self,
+        input_ids: Tensor,
+        edit: Callable[[int, Tensor], Tensor] | None = None,
+        edit_error: Callable[[int, Tensor], Tensor] | None = None,
+        freeze_attention: Freeze | None = None,
+    ) -> Tensor:
+        """The replacement model run freely: logits [B, T, vocab].
+
+        At each dictionary, f = encode(x_in) is passed through `edit(i, f)` (dense [B, T, d_sae]) and
+        the error (true output minus reconstruction, computed live) through `edit_error(i, err)`;
+        the output is decode(f', x_in) + err'. With no edits this is the subject model.
+        """
+        ids = input_ids.reshape(-1, input_ids.shape[-1]).to(self.device)
+        hooks = _FreeHooks(self, edit, edit_error)
+        if freeze_attention is not None:
+            fz = Freeze(patterns=freeze_attention.patterns, patterns_only=True)
+            return self.lm(ids, hooks=hooks, mode="frozen", freeze=fz)
+        return self.lm(ids, hooks=hooks)
+
+
+class _FrozenHooks(NoHooks):
+    def __init__(self, rm: ReplacementModel, setup: Setup, values, errors, inject, embed) -> None:
+        self.rm, self.setup, self.values, self.errors, self.inject, self.embed = (
+            rm,
+            setup,
+            values,
+            errors,
+            inject,
+            embed,
+        )
+        self.ins = {s.site_in: i for i, s in enumerate(rm.spliced)}
+        self.inputs: dict[str, Tensor] = {}
+
+    def _out(self, i: int) -> Tensor:
+        s, st = self.rm.spliced[i], self.setup
+        a = st.active[i]
+        vals = a.act if self.values is None else self.values[i]
+        x_in = self.inputs[s.site_in]
+        if self.values is None and s.dic.W_skip is None:
+            out = st.recon[i]  # the clean reconstruction: it carries no gradient, so reuse it
+        else:
+            out = self.rm.reconstruct(i, a.pos, a.idx, vals, x_in, st.n_pos)
+        out = out + (st.errors[i] if self.errors is None else self.errors[i])
+        if s.site_out in self.inject:
+            out = out + self.inject[s.site_out]
+        return out
+
+    def site(self, name: str, x: Tensor) -> Tensor:
+        if name == "blocks.0.hook_resid_pre":
+            if self.embed is not None:
+                x = self.embed.expand_as(x)
+            if "embed" in self.inject:
+                x = x + self.inject["embed"]
+        if name in self.ins:
+            self.inputs[name] = x
+        i = self.rm.by_out.get(name)
+        if i is not None and not self.rm.spliced[i].transcoder:
+            return self._out(i).expand_as(x) if x.ndim == 3 else self._out(i)
+        return x
+
+    def mlp(self, layer: int, x: Tensor) -> Tensor | None:
+        i = self.rm.transcoder_at.get(layer)
+        if i is None:
+            return None
+        out = self._out(i)
+        return out.expand(x.shape[0], *out.shape[-2:]) if out.ndim == 2 else out
+
+
+class _FreeHooks(NoHooks):
+    def __init__(self, rm: ReplacementModel, edit, edit_error) -> None:
+        self.rm, self.edit, self.edit_error = rm, edit, edit_error
+        self.ins = {s.site_in for s in rm.spliced}
+        self.inputs: dict[str, Tensor] = {}
+
+    def site(self, name: str, x: Tensor) -> Tensor:
+        if name in self.ins:
+            self.inputs[name] = x
+        i = self.rm.by_out.get(name)
+        if i is None:
+            return x
+        s = self.rm.spliced[i]
+        x_in = self.inputs[s.site_in]
+        f = s.dic.encode(x_in)
+        err = x - s.dic.decode(f, x_in)
+        if self.edit is not None:
+            f = self.edit(i, f)
+        if self.edit_error is not None:
+            err = self.edit_error(i, err)
+        if self.edit is None and self.edit_error is None:
+            return x
+        return s.dic.decode(f, x_in) + err

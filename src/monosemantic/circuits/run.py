@@ -1,0 +1,170 @@
+"""`monosemantic circuit CONFIG`: attribution graph, pruning, faithfulness, graph.json + viewer."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from monosemantic.config import Config
+from monosemantic.utils.errors import ConfigError, MonosemanticError
+from monosemantic.utils.files import write_json_atomic
+from monosemantic.utils.progress import console
+
+from .attribution import Graph, attribute
+from .faithfulness import ablation_faithfulness, feature_means, graph_scores
+from .graph_json import graph_to_json
+from .pruning import prune
+from .replacement import ReplacementModel
+from .viewer import write_viewer
+
+
+def resolve_dictionaries(cfg: Config) -> list[Path]:
+    """`circuit.dictionaries`, else every transcoder checkpoint under `train.out`."""
+    from monosemantic.dictionaries.io import find_dictionaries, load_dictionary
+
+    if cfg.circuit.dictionaries:
+        paths = []
+        for p in cfg.circuit.dictionaries:
+            found = find_dictionaries(p)
+            if not found:
+                raise ConfigError(
+                    f"circuit.dictionaries: no dictionary checkpoint at {p}; train one or fix the path"
+                )
+            paths += found
+        return paths
+    root = Path(cfg.train.out)
+    try:
+        found = find_dictionaries(root)
+    except MonosemanticError:
+        found = []
+    paths = [p for p in found if load_dictionary(p).cfg.is_transcoder]
+    if not paths:
+        raise ConfigError(
+            f"no transcoders under train.out={root}; train per-layer transcoders (dictionary.site_out) "
+            "or set circuit.dictionaries"
+        )
+    return paths
+
+
+def _store_describer(
+    cfg: Config, paths: list[Path], names: list[str], dics: list, n_examples: int = 3
+) -> tuple[object | None, Callable | None]:
+    """A FeatureStore on `analyze.out/features.db` and a (dictionary, latent) -> node fields lookup."""
+    db = Path(cfg.analyze.out) / "features.db"
+    if not db.is_file():
+        return None, None
+    from monosemantic.analyze.store import FeatureStore
+
+    store = FeatureStore(db)
+    rows = store.dictionaries()
+    by_path = {str(Path(r["path"]).resolve()): r for r in rows if r.get("path")}
+    by_name = {r["name"]: r for r in rows}
+
+    def lookup(path: Path, name: str, dic) -> int | None:
+        """The store row of this checkpoint: same path, else same name, site and width."""
+        row = by_path.get(str(Path(path).resolve()))
+        if row is None and name in by_name:
+            cand = by_name[name]
+            if cand.get("hook_name") == dic.cfg.hook_name and cand.get("d_sae") == dic.cfg.d_sae:
+                row = cand
+        return None if row is None else row["id"]
+
+    ids = [lookup(p, n, d) for p, n, d in zip(paths, names, dics, strict=True)]
+
+    def describe(d: int, idx: int) -> dict:
+        did = ids[d]
+        if did is None:
+            return {}
+        try:
+            feat = store.feature(did, idx)
+        except MonosemanticError:
+            return {}
+        exs = store.examples(did, idx, kind="top", limit=n_examples)
+        return {
+            "clerp": feat.get("explanation") or "",
+            "density": feat.get("density"),
+            "examples": [
+                {"tokens": e["tokens"], "activations": e["activations"]} for e in exs if e.get("tokens")
+            ],
+        }
+
+    return store, describe
+
+
+def _slug(prompt: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:48] or "circuit"
+
+
+def circuit(cfg: Config) -> Path:
+    """Attribute `circuit.prompt`, prune, score, and write graph.json, scores.json, index.html."""
+    from monosemantic.dictionaries.io import load_dictionary
+    from monosemantic.lm.model import load_model
+
+    c = cfg.circuit
+    if not c.prompt:
+        raise ConfigError("no prompt: pass --prompt TEXT or set circuit.prompt")
+    paths = resolve_dictionaries(cfg)
+    model = load_model(cfg.model.name, dtype=cfg.model.dtype, device=c.device, revision=cfg.model.revision)
+    dics = [load_dictionary(p, device=str(model.device)) for p in paths]
+    names = [Path(p).name for p in paths]
+    rm = ReplacementModel(model, dics, names)
+    t0 = time.perf_counter()
+    graph: Graph = attribute(
+        rm,
+        prompt=c.prompt,
+        target=c.target,
+        target_token=c.target_token,
+        contrast_token=c.contrast_token,
+        target_feature=c.target_feature,
+        max_logit_prob=c.max_logit_prob,
+        max_n_logits=c.max_n_logits,
+        max_feature_nodes=c.max_feature_nodes,
+        batch_size=c.batch_size,
+    )
+    seconds = time.perf_counter() - t0
+    pruned = prune(graph, c.node_threshold, c.edge_threshold)
+    replacement, completeness = graph_scores(graph)
+    p_repl, p_compl = graph_scores(graph, pruned.node_mask)
+    means = None
+    if c.ablation == "mean":
+        cache = cfg.analyze.cache or cfg.harvest.out
+        means = feature_means(rm, cache, c.mean_sequences)
+        if means is None:
+            console.print(
+                f"[yellow]no activation cache with the dictionaries' sites at {cache}: zero ablation[/]"
+            )
+    abl = ablation_faithfulness(rm, graph, pruned.node_mask, means)
+    scores = {
+        "replacement_score": replacement,
+        "completeness_score": completeness,
+        "pruned_replacement_score": p_repl,
+        "pruned_completeness_score": p_compl,
+        **abl,
+        "ablation_requested": c.ablation,
+        "n_nodes": int(pruned.node_mask.sum()),
+        "n_edges": int(pruned.edge_mask.sum()),
+        "active_features": graph.total_active_features,
+        "attribution_seconds": round(seconds, 3),
+        "target": graph.targets[0].label,
+    }
+    store, describe = _store_describer(cfg, paths, names, dics)
+    slug = _slug(c.prompt)
+    gj = graph_to_json(
+        graph, pruned, slug=slug, scan=str(cfg.model.name), node_threshold=c.node_threshold, describe=describe
+    )
+    gj["metadata"]["scores"] = scores
+    out = Path(c.out)
+    write_json_atomic(out / "graph.json", gj, indent=None)
+    write_json_atomic(out / "scores.json", scores)
+    write_viewer(gj, out / "index.html")
+    if store is not None:
+        store.add_graph(slug, gj, prompt=c.prompt)
+        store.close()
+    console.print(
+        f"replacement {replacement:.3f}  completeness {completeness:.3f}  "
+        f"ablation faithfulness {abl['ablation_faithfulness']:.3f} ({abl['ablation']})  "
+        f"{scores['n_nodes']} nodes, {scores['n_edges']} edges"
+    )
+    return out

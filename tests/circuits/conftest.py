@@ -1,0 +1,70 @@
+"""Tiny random GPT-2 / Llama models with random transcoders and SAEs, in float64."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from monosemantic.config import DictionaryConfig
+from monosemantic.dictionaries import build_dictionary
+from monosemantic.lm.model import load_model
+from monosemantic.lm.tiny import save_tiny_model
+
+PROMPT = "Lily the cat went to the beach. She"
+
+
+@pytest.fixture(scope="session")
+def tiny_paths(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return {fam: save_tiny_model(fam, root / fam) for fam in ("gpt2", "llama")}
+
+
+def load64(path):
+    m = load_model(str(path))
+    m.hf.double()
+    m.hf.config._attn_implementation = "eager"
+    return m
+
+
+def make_dicts(
+    d_model: int,
+    n_layers: int,
+    seed: int = 0,
+    k: int = 4,
+    d_sae: int = 48,
+    sae_site: str | None = None,
+    skip: bool = False,
+):
+    """Random TopK transcoders on every MLP (+ optionally one SAE), biases made non-zero."""
+    torch.manual_seed(seed)
+    dics = []
+    for L in range(n_layers):
+        c = DictionaryConfig(
+            architecture="topk",
+            d_sae=d_sae,
+            k=k,
+            site=f"blocks.{L}.hook_mlp_in",
+            site_out=f"blocks.{L}.hook_mlp_out",
+            skip=skip,
+        )
+        dics.append(build_dictionary(c, d_model, d_model))
+    if sae_site is not None:
+        c = DictionaryConfig(architecture="topk", d_sae=d_sae, k=k, site=sae_site)
+        dics.append(build_dictionary(c, d_model, d_model))
+    with torch.no_grad():
+        for d in dics:
+            d.b_dec.normal_(0, 0.1)
+            d.b_enc.normal_(0, 0.1)
+            if d.W_skip is not None:
+                d.W_skip.normal_(0, 0.05)
+    return [d.double() for d in dics]
+
+
+@pytest.fixture()
+def gpt2(tiny_paths):
+    return load64(tiny_paths["gpt2"])
+
+
+@pytest.fixture()
+def llama(tiny_paths):
+    return load64(tiny_paths["llama"])

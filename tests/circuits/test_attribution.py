@@ -1,0 +1,137 @@
+"""Every edge of the graph equals the effect of the corresponding intervention on the frozen model."""
+
+import pytest
+import torch
+
+from monosemantic.circuits.attribution import attribute
+from monosemantic.circuits.pruning import prune
+from monosemantic.circuits.replacement import ReplacementModel
+from monosemantic.utils.errors import MonosemanticError
+
+from .conftest import PROMPT, make_dicts
+
+
+def intervention_matrix(rm, graph):
+    """effects[t, s]: change of target t's linear value when source s is removed from the frozen model."""
+    setup = rm.setup(graph.input_ids)
+    sl = graph.slices()
+    n_src = sl["embeddings"].stop
+    B = n_src + 1  # row 0: nothing removed
+    vals = [a.act.expand(B, -1).clone() for a in setup.active]
+    errs = [e.expand(B, -1, -1).clone() for e in setup.errors]
+    emb = setup.embed.expand(B, -1, -1).clone()
+    for j in range(graph.n_features):
+        d, _, p, idx = graph.features[j].tolist()
+        a = setup.active[d]
+        k = int(((a.pos == p) & (a.idx == idx)).nonzero())
+        vals[d][1 + j, k] = 0
+    for e in range(graph.n_errors):
+        d, _, p = graph.errors[e].tolist()
+        errs[d][1 + sl["errors"].start + e, p] = 0
+    for p in range(graph.n_pos):
+        emb[1 + sl["embeddings"].start + p, p] = 0
+    with torch.no_grad():
+        resid, inputs = rm.frozen(setup, batch=B, values=vals, errors=errs, embed=emb)
+    W_U = rm.lm.W_U
+    values = []  # [n_targets_rows, B]
+    rows = []
+    for j in range(graph.n_features):  # feature targets: encoder direction . input
+        d, _, p, idx = graph.features[j].tolist()
+        enc = rm.spliced[d].encoder_dirs(torch.tensor([idx]))[0]
+        values.append(inputs[d][:, p] @ enc)
+        rows.append(j)
+    for k, t in enumerate([t for t in graph.targets if t.kind != "feature"]):
+        vec = W_U[:, t.token_id] - (W_U[:, t.contrast_id] if t.kind == "logit_diff" else W_U.mean(-1))
+        values.append(resid[:, -1] @ vec)
+        rows.append(sl["logits"].start + k)
+    values = torch.stack(values)
+    return rows, (values[:, :1] - values[:, 1:])  # removal effect = the edge
+
+
+def check_edges(rm, graph, tol=1e-4):
+    rows, effects = intervention_matrix(rm, graph)
+    A = graph.adjacency.double()
+    n_src = graph.slices()["embeddings"].stop
+    computed = A[rows, :n_src]
+    scale = computed.abs().max()
+    assert scale > 0
+    rel = (computed - effects).abs() / (computed.abs() + 1e-6 * scale)
+    assert float(rel.max()) < tol, float(rel.max())
+    pr = prune(graph, 0.8, 0.98)
+    kept = pr.edge_mask[rows, :n_src]
+    assert kept.any()
+    assert float(rel[kept].max()) < tol
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_edges_equal_interventions_transcoders(request, family):
+    m = request.getfixturevalue(family)
+    rm = ReplacementModel(m, make_dicts(m.d_model, m.n_layers, skip=True))
+    graph = attribute(rm, prompt=PROMPT, batch_size=16, show_progress=False)
+    assert graph.n_features == graph.total_active_features > 0
+    check_edges(rm, graph)
+
+
+def test_edges_equal_interventions_mixed_sae_and_transcoders(gpt2):
+    dics = make_dicts(gpt2.d_model, gpt2.n_layers, sae_site="blocks.0.hook_resid_post")
+    rm = ReplacementModel(gpt2, dics)
+    graph = attribute(rm, prompt=PROMPT, batch_size=7, show_progress=False)
+    # the SAE sits after layer 0's transcoder: two dictionaries in one layer, distinct slots
+    assert [d["slot"] for d in graph.dictionaries] == [0, 1, 0]
+    check_edges(rm, graph)
+
+
+def test_logit_diff_and_token_targets(gpt2):
+    rm = ReplacementModel(gpt2, make_dicts(gpt2.d_model, gpt2.n_layers))
+    tok = gpt2.tokenizer
+    a, b = tok.convert_ids_to_tokens([40, 41])
+    a, b = tok.convert_tokens_to_string([a]), tok.convert_tokens_to_string([b])
+    g = attribute(
+        rm,
+        prompt=PROMPT,
+        target="logit_diff",
+        target_token=a,
+        contrast_token=b,
+        batch_size=16,
+        show_progress=False,
+    )
+    assert len(g.targets) == 1 and g.targets[0].kind == "logit_diff"
+    check_edges(rm, g)
+    g2 = attribute(rm, prompt=PROMPT, target="token", target_token=a, batch_size=16, show_progress=False)
+    assert g2.targets[0].token_id == g.targets[0].token_id
+    with pytest.raises(MonosemanticError, match="contrast_token"):
+        attribute(rm, prompt=PROMPT, target="logit_diff", target_token=a, show_progress=False)
+
+
+def test_feature_target(gpt2):
+    rm = ReplacementModel(gpt2, make_dicts(gpt2.d_model, gpt2.n_layers))
+    setup = rm.setup(rm.tokenize(PROMPT))
+    a = setup.active[1]
+    node = f"1_{int(a.idx[-1])}_{int(a.pos[-1])}"
+    g = attribute(
+        rm, prompt=PROMPT, target="feature", target_feature=node, batch_size=16, show_progress=False
+    )
+    assert g.n_logits == 0 and float(g.target_weights.sum()) == 1.0
+    t = g.targets[0].feature
+    assert g.features[t].tolist()[1:] == [1, int(a.pos[-1]), int(a.idx[-1])]
+    check_edges(rm, g)
+    with pytest.raises(MonosemanticError, match="not active"):
+        attribute(rm, prompt=PROMPT, target="feature", target_feature="1_99999_0", show_progress=False)
+
+
+def test_max_feature_nodes_keeps_most_influential_rows(gpt2):
+    rm = ReplacementModel(gpt2, make_dicts(gpt2.d_model, gpt2.n_layers, k=6))
+    full = attribute(rm, prompt=PROMPT, batch_size=8, show_progress=False)
+    part = attribute(
+        rm, prompt=PROMPT, batch_size=8, max_feature_nodes=24, update_interval=1, show_progress=False
+    )
+    assert part.n_features == 24 < full.n_features
+    assert part.adjacency.shape[0] == 24 + part.n_errors + part.n_pos + part.n_logits
+    check_edges(rm, part)
+    # the selected features are among the more influential ones of the full graph
+    from monosemantic.circuits.pruning import compute_influence, normalize_matrix
+
+    infl = compute_influence(normalize_matrix(full.adjacency), full.target_weights)[: full.n_features]
+    key = {tuple(r): i for i, r in enumerate(full.features.tolist())}
+    chosen = torch.tensor([key[tuple(r)] for r in part.features.tolist()])
+    assert infl[chosen].mean() > infl.mean()

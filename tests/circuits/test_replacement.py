@@ -1,0 +1,102 @@
+"""The replacement model keeps the forward pass, and its frozen form is exactly linear in its sources."""
+
+import pytest
+import torch
+
+from monosemantic.circuits.replacement import ReplacementModel
+from monosemantic.config import DictionaryConfig
+from monosemantic.dictionaries import build_dictionary
+from monosemantic.utils.errors import MonosemanticError
+
+from .conftest import PROMPT, make_dicts
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_replacement_reproduces_logits(request, family):
+    m = request.getfixturevalue(family)
+    dics = make_dicts(m.d_model, m.n_layers, sae_site="blocks.0.hook_resid_post", skip=True)
+    rm = ReplacementModel(m, dics)
+    ids = rm.tokenize(PROMPT)
+    ref = m.hf(ids[None]).logits[0]
+    setup = rm.setup(ids)
+    assert torch.equal(setup.logits, ref)
+    # the errors are large (random dictionaries), so equality is a real check of the bookkeeping
+    assert min(float(e.norm()) for e in setup.errors) > 1.0
+    with torch.no_grad():
+        resid, _ = rm.frozen(setup)
+        frozen_logits = rm.lm.lm_head(resid)[0]
+        free_logits = rm.free(ids)[0]
+        # free run with the latents re-encoded and decoded plus the live error
+        decoded = rm.free(ids, edit=lambda i, f: f)[0]
+    atol = 1e-10 if family == "gpt2" else 1e-6  # HF's RMSNorm rounds through float32 (see test_forward)
+    assert torch.allclose(frozen_logits, ref, atol=atol, rtol=0)
+    assert torch.equal(free_logits, ref)
+    assert torch.allclose(decoded, ref, atol=1e-10, rtol=0)
+
+
+def test_without_errors_logits_change(gpt2):
+    rm = ReplacementModel(gpt2, make_dicts(gpt2.d_model, gpt2.n_layers))
+    setup = rm.setup(rm.tokenize(PROMPT))
+    with torch.no_grad():
+        resid, _ = rm.frozen(setup, errors=[torch.zeros_like(e) for e in setup.errors])
+    assert not torch.allclose(rm.lm.lm_head(resid)[0], setup.logits, atol=1e-3)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_frozen_model_has_zero_second_derivative(request, family):
+    m = request.getfixturevalue(family)
+    dics = make_dicts(m.d_model, m.n_layers, sae_site="blocks.1.hook_attn_out", skip=True)
+    rm = ReplacementModel(m, dics)
+    setup = rm.setup(rm.tokenize(PROMPT))
+    vals = [a.act.clone() for a in setup.active]
+    errs = [e.clone() for e in setup.errors]
+    emb = setup.embed.clone()
+    sources = [*vals, *errs, emb]
+    n_v, n_e = len(vals), len(errs)
+    tok = int(setup.logits[-1].argmax())
+
+    def logit(*xs):
+        resid, inputs = rm.frozen(
+            setup, values=list(xs[:n_v]), errors=list(xs[n_v : n_v + n_e]), embed=xs[-1]
+        )
+        feat = inputs[-1][-1, 0]  # a linear target inside the model too
+        return rm.lm.lm_head(resid)[0, -1, tok] + feat.sum()
+
+    torch.manual_seed(0)
+    vs = [torch.randn_like(s) for s in sources]
+    _, hvp = torch.autograd.functional.hvp(logit, tuple(sources), tuple(vs))
+    _, grad_vp = torch.autograd.functional.vjp(logit, tuple(sources))
+    assert sum(float(g.abs().sum()) for g in grad_vp) > 1e-3  # first derivative is not trivially zero
+    assert max(float(h.abs().max()) for h in hvp) == 0.0
+    # the unfrozen model is not linear: the same check on it fails
+    _, h2 = torch.autograd.functional.hvp(
+        lambda e: _plain_embed_logit(rm, e, tok), emb, torch.randn_like(emb)
+    )
+    assert float(h2.abs().max()) > 1e-8
+
+
+def _plain_embed_logit(rm, emb, tok):
+    from monosemantic.circuits.forward import NoHooks
+
+    class Embed(NoHooks):
+        def site(self, name, x):
+            return emb[None] if name == "blocks.0.hook_resid_pre" else x
+
+    return rm.lm(rm.tokenize(PROMPT)[None], hooks=Embed())[0, -1, tok]
+
+
+def test_bad_dictionary_sites_are_rejected(gpt2):
+    bad = build_dictionary(
+        DictionaryConfig(
+            architecture="topk", d_sae=16, k=2, site="blocks.0.hook_mlp_in", site_out="blocks.1.hook_mlp_out"
+        ),
+        gpt2.d_model,
+        gpt2.d_model,
+    )
+    with pytest.raises(MonosemanticError, match="same layer"):
+        ReplacementModel(gpt2, [bad])
+    twice = make_dicts(gpt2.d_model, 1) + make_dicts(gpt2.d_model, 1)
+    with pytest.raises(MonosemanticError, match="two dictionaries"):
+        ReplacementModel(gpt2, twice)
+    with pytest.raises(MonosemanticError, match="no dictionaries"):
+        ReplacementModel(gpt2, [])

@@ -1,0 +1,125 @@
+"""`circuit(cfg)` end to end on a saved tiny model with saved transcoders and a feature store."""
+
+import json
+
+from monosemantic.analyze.store import FeatureStore
+from monosemantic.circuits.run import circuit
+from monosemantic.config import Config
+from monosemantic.dictionaries.io import save_dictionary
+
+from .conftest import PROMPT, make_dicts
+
+
+def test_circuit_writes_graph_scores_viewer_and_store(tiny_paths, tmp_path):
+    from monosemantic.lm.model import load_model
+
+    d_model = load_model(str(tiny_paths["gpt2"])).d_model
+    dics = [d.float() for d in make_dicts(d_model, 2, sae_site="blocks.1.hook_resid_post")]
+    train = tmp_path / "train"
+    for i, d in enumerate(dics[:2]):
+        save_dictionary(d, train / f"transcoder-L{i}")
+    save_dictionary(dics[2], train / "sae-resid")  # not a transcoder: left out by default
+    store_dir = tmp_path / "analysis"
+    with FeatureStore(store_dir / "features.db", create=True) as store:
+        did = store.add_dictionary("transcoder-L1", hook_name="blocks.1.hook_mlp_in", d_sae=48)
+        store.upsert_features(did, [{"idx": i, "explanation": f"latent {i} explained"} for i in range(48)])
+        store.add_examples(
+            did,
+            [
+                {"feature": i, "kind": "top", "rank": 0, "tokens": ["a", "b"], "activations": [0.0, 1.0]}
+                for i in range(48)
+            ],
+        )
+    out = tmp_path / "circuit"
+    cfg = Config.model_validate(
+        {
+            "device": "cpu",
+            "model": {"name": str(tiny_paths["gpt2"])},
+            "train": {"out": str(train)},
+            "analyze": {"out": str(store_dir), "cache": str(tmp_path / "no-cache")},
+            "circuit": {"out": str(out), "prompt": PROMPT, "batch_size": 16},
+        }
+    )
+    assert circuit(cfg) == out
+    g = json.loads((out / "graph.json").read_text())
+    assert {"metadata", "qParams", "nodes", "links"} <= set(g)
+    assert g["metadata"]["prompt"] == PROMPT and g["metadata"]["transcoder_list"] == [
+        "transcoder-L0",
+        "transcoder-L1",
+    ]
+    for n in g["nodes"]:
+        assert {
+            "node_id",
+            "feature",
+            "feature_type",
+            "layer",
+            "ctx_idx",
+            "activation",
+            "influence",
+            "clerp",
+        } <= set(n)
+    types = {n["feature_type"] for n in g["nodes"]}
+    assert {"embedding", "logit", "cross layer transcoder"} <= types
+    ids = {n["node_id"] for n in g["nodes"]}
+    assert all(link["source"] in ids and link["target"] in ids for link in g["links"]) and g["links"]
+    layer1 = [n for n in g["nodes"] if n["feature_type"] == "cross layer transcoder" and n["layer"] == "1"]
+    assert layer1 and all(n["clerp"].endswith("explained") and n["examples"] for n in layer1)
+    assert sum(n["is_target_logit"] for n in g["nodes"]) == 1
+    scores = json.loads((out / "scores.json").read_text())
+    for key in ("replacement_score", "completeness_score", "ablation_faithfulness"):
+        assert isinstance(scores[key], float)
+    assert scores["ablation"] == "zero"  # no activation cache: mean ablation falls back to zero
+    html = (out / "index.html").read_text()
+    assert "<script src" not in html and "http" not in html.split("<script")[1][:200]
+    assert json.dumps(g["metadata"]["prompt"])[1:-1] in html
+    with FeatureStore(store_dir / "features.db") as store:
+        assert store.graphs()[0]["prompt"] == PROMPT
+
+
+def test_mean_ablation_uses_activation_cache(tiny_paths, tmp_path):
+    import torch
+
+    from monosemantic.activations.cache import ActivationCache
+    from monosemantic.activations.harvest import harvest
+    from monosemantic.circuits.faithfulness import feature_means
+    from monosemantic.circuits.replacement import ReplacementModel
+    from monosemantic.lm.model import load_model
+
+    sites = [f"blocks.{L}.hook_mlp_{k}" for L in range(2) for k in ("in", "out")]
+    cfg = Config.model_validate(
+        {
+            "device": "cpu",
+            "model": {"name": str(tiny_paths["gpt2"])},
+            "data": {"text": "storyworld", "context_size": 32, "max_tokens": 2048},
+            "sites": {"names": sites},
+            "harvest": {"out": str(tmp_path / "cache"), "shard_sequences": 32},
+        }
+    )
+    harvest(cfg)
+    model = load_model(str(tiny_paths["gpt2"]))
+    dics = [d.float() for d in make_dicts(model.d_model, 2)]
+    rm = ReplacementModel(model, dics)
+    f_means, e_means = feature_means(rm, tmp_path / "cache", max_sequences=1000)
+    cache = ActivationCache(tmp_path / "cache")
+    xs = []
+    for i in range(cache.num_shards):
+        shard = cache.load_shard(i)
+        xs.append(shard["blocks.1.hook_mlp_in"][~cache.special_mask(shard["tokens"])].float())
+    assert torch.allclose(f_means[1], dics[1].encode(torch.cat(xs)).mean(0), atol=1e-5)
+    assert f_means[0].shape == (48,) and e_means[1].shape == (model.d_model,)
+    assert float(f_means[0].sum()) > 0
+    assert feature_means(rm, tmp_path / "missing") is None
+    for d, name in zip(dics, ("transcoder-L0", "transcoder-L1"), strict=True):
+        save_dictionary(d, tmp_path / "train" / name)
+    run_cfg = Config.model_validate(
+        {
+            "device": "cpu",
+            "model": {"name": str(tiny_paths["gpt2"])},
+            "train": {"out": str(tmp_path / "train")},
+            "harvest": {"out": str(tmp_path / "cache")},
+            "analyze": {"out": str(tmp_path / "no-store")},
+            "circuit": {"out": str(tmp_path / "c"), "prompt": PROMPT, "ablation": "mean"},
+        }
+    )
+    scores = json.loads((circuit(run_cfg) / "scores.json").read_text())
+    assert scores["ablation"] == "mean"
