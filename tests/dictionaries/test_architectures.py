@@ -180,8 +180,10 @@ def test_jumprelu_forward_and_straight_through_gradients(make_dic, x16, kind):
                 g_theta += 0.7 / B * -(1.0 / eps)  # the L0's pseudo-derivative
         want = g_theta * theta[i].item()  # chain rule through theta = exp(log_threshold)
         assert dic.log_threshold.grad[i].item() == pytest.approx(want, rel=1e-4, abs=1e-5)
-    # z receives gradient only through the activation: dL/dz = dL/df * H(z - theta).
-    g_z = g_f * (z > theta)
+    # z receives the activation's gradient dL/df * H(z - theta) plus the L0's pseudo-derivative
+    # +(lambda / B)(1 / eps) K((z - theta) / eps) (the encoder sees the sparsity penalty).
+    inside = (((z - theta) / eps).abs() < 0.5).float()
+    g_z = g_f * (z > theta) + 0.7 / B / eps * inside
     torch.testing.assert_close(dic.W_enc.grad, x_in.T @ g_z, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(dic.b_enc.grad, g_z.sum(0), rtol=1e-4, atol=1e-5)
 
@@ -290,6 +292,45 @@ def test_initialisation_ties_encoder_to_decoder(make_dic):
     assert relu.unit_norm_decoder is False
     relu_unit = build_dictionary(DictionaryConfig(architecture="relu", d_sae=32, l1_decoder_norm=False), 8)
     assert relu_unit.unit_norm_decoder is True
+
+
+def test_projection_fast_path_for_unit_rows(make_dic, x16):
+    dic = make_dic("topk")
+    dic.set_decoder_norm_to_unit_norm()
+    dic.training_loss(x16, x16).loss.backward()
+    grad = dic.W_dec.grad.clone()
+    dic.remove_gradient_parallel_to_decoder_directions()
+    slow, dic.W_dec.grad = dic.W_dec.grad.clone(), grad
+    dic.remove_gradient_parallel_to_decoder_directions(rows_are_unit=True)
+    torch.testing.assert_close(dic.W_dec.grad, slow, rtol=1e-5, atol=1e-6)
+
+
+def test_jumprelu_initialisation_is_scale_free(make_dic):
+    """Encoder columns at unit norm (pre-activations of order 1 on inputs of norm sqrt(d_in)),
+    decoder rows small and free, so dense early firing does not swamp the reconstruction."""
+    from monosemantic.config.dictionary import DictionaryConfig
+    from monosemantic.dictionaries import build_dictionary
+
+    jump = build_dictionary(DictionaryConfig(architecture="jumprelu", d_sae=32), 8)
+    torch.testing.assert_close(jump.W_enc.norm(dim=0), torch.ones(32))
+    torch.testing.assert_close(jump.W_dec.norm(dim=1), torch.full((32,), 0.1))
+    torch.testing.assert_close(jump.W_enc / jump.W_enc.norm(dim=0), (jump.W_dec / 0.1).T)
+    torch.testing.assert_close(jump.threshold, torch.ones(32))
+    assert jump.unit_norm_decoder is False
+
+
+@pytest.mark.parametrize("arch", ["relu", "jumprelu", "gated"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_fold_decoder_norm_keeps_outputs(make_dic, x16, arch, kind):
+    """Export folds free decoder norms into the latents: unit rows, identical reconstructions."""
+    dic = make_dic(arch, kind)
+    with torch.no_grad():
+        dic.W_dec.mul_(torch.rand(dic.d_sae, 1) * 3 + 0.2)
+        before, f_before = dic(x16), dic.encode(x16)
+        dic.fold_decoder_norm()
+        torch.testing.assert_close(dic.W_dec.norm(dim=1), torch.ones(dic.d_sae))
+        torch.testing.assert_close(dic(x16), before, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(dic.encode(x16) > 0, f_before > 0)
 
 
 @pytest.mark.parametrize("seed", range(12))

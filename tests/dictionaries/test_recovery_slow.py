@@ -13,7 +13,7 @@ SETTINGS = {
     "topk": dict(k=3),
     "batchtopk": dict(k=3),
     "jumprelu": dict(l0_coefficient=0.05, jumprelu_bandwidth=0.05, jumprelu_init_threshold=0.05),
-    "gated": dict(l1_coefficient=0.3),
+    "gated": dict(l1_coefficient=3.0),
     "matryoshka": dict(k=3, matryoshka_widths=[32, 128]),
 }
 

@@ -19,6 +19,8 @@ _EXPORTS = {
     "ablation_faithfulness": "faithfulness",
     "contrastive": "contrastive",
     "ablation_discovery": "ablation_discovery",
+    "contrastive_graph": "contrastive_graph",
+    "ablation_graph": "ablation_graph",
     "Intervention": "interventions",
     "intervene": "interventions",
     "generate": "interventions",

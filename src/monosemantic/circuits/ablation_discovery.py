@@ -2,8 +2,8 @@
 
 The alternative to gradient attribution: slow (one forward pass per active latent, batched), but it
 measures total effects in the real, nonlinear replacement model. effects[t, s] is how much active
-latent t's activation drops when latent s is ablated (zero or a given mean); metric_effects[s] is
-the drop of the target metric.
+latent t's activation drops when source s is ablated (zero or a given mean); metric_effects[s] is
+the drop of the target metric. `sources` restricts the ablations to some active latents (columns).
 """
 
 from __future__ import annotations
@@ -23,17 +23,22 @@ from .replacement import ReplacementModel
 class AblationResult:
     features: Tensor  # [n, 3] (dictionary, pos, latent) of the active latents
     activations: Tensor  # [n]
-    effects: Tensor  # [n, n]: clean activation of t minus its activation with s ablated
-    metric_effects: Tensor  # [n]: clean metric minus metric with s ablated
+    effects: Tensor  # [n, m]: clean activation of t minus its activation with source s ablated
+    metric_effects: Tensor  # [m]: clean metric minus metric with source s ablated
     metric_clean: float
+    sources: Tensor  # [m] indices into `features` of the ablated latents
 
     def top_edges(self, k: int = 20) -> list[tuple[int, int, float]]:
-        """(source, target, effect) with the largest |effect| between distinct latents."""
+        """(source, target, effect) with the largest |effect| between distinct latents (feature indices)."""
         e = self.effects.clone()
-        e.fill_diagonal_(0)
+        e[self.sources, torch.arange(len(self.sources))] = 0
         flat = e.abs().flatten().topk(min(k, e.numel())).indices
-        n = e.shape[1]
-        return [(int(i % n), int(i // n), float(e.flatten()[i])) for i in flat if e.flatten()[i] != 0]
+        m = e.shape[1]
+        return [
+            (int(self.sources[i % m]), int(i // m), float(e.flatten()[i]))
+            for i in flat
+            if e.flatten()[i] != 0
+        ]
 
 
 @torch.no_grad()
@@ -44,8 +49,12 @@ def ablation_discovery(
     means: list[Tensor] | None = None,
     batch_size: int = 32,
     show_progress: bool = True,
+    sources: Tensor | None = None,
 ) -> AblationResult:
-    """Ablate every active latent of `prompt` in turn. `metric` maps last-position logits [B, V] -> [B]."""
+    """Ablate each active latent of `prompt` (or the `sources` among them) in turn.
+
+    `metric` maps last-position logits [B, V] -> [B].
+    """
     ids = rm.tokenize(prompt)
     setup = rm.setup(ids)
     table = torch.cat(
@@ -53,13 +62,15 @@ def ablation_discovery(
     )
     acts = torch.cat([a.act for a in setup.active])
     n = len(table)
-    effects = torch.zeros(n, n, dtype=acts.dtype)
-    metric_effects = torch.zeros(n, dtype=acts.dtype)
+    sources = torch.arange(n) if sources is None else torch.as_tensor(sources, dtype=torch.long).cpu()
+    n_src = len(sources)
+    effects = torch.zeros(n, n_src, dtype=acts.dtype)
+    metric_effects = torch.zeros(n_src, dtype=acts.dtype)
     m_clean = float(metric(setup.logits[-1][None])[0])
     with progress_bar(transient=True) as bar:
-        task = bar.add_task("ablation", total=n, info="", unit="latent", visible=show_progress)
-        for start in range(0, n, batch_size):
-            src = table[start : start + batch_size]
+        task = bar.add_task("ablation", total=n_src, info="", unit="latent", visible=show_progress)
+        for start in range(0, n_src, batch_size):
+            src = table[sources[start : start + batch_size].to(table.device)]
             B = len(src)
             seen: dict[int, Tensor] = {}
 
@@ -77,4 +88,4 @@ def ablation_discovery(
             after = torch.cat([seen[i][:, a.pos, a.idx] for i, a in enumerate(setup.active)], 1)  # [B, n]
             effects[:, start : start + B] = (acts[None] - after).T
             bar.update(task, advance=B)
-    return AblationResult(table.cpu(), acts.cpu(), effects.cpu(), metric_effects.cpu(), m_clean)
+    return AblationResult(table.cpu(), acts.cpu(), effects.cpu(), metric_effects.cpu(), m_clean, sources)

@@ -104,10 +104,10 @@ class _Rows:
             return self.W_U[:, t.token_id] - self.W_U[:, t.contrast_id]
         return self.W_U[:, t.token_id] - self.W_U_mean
 
-    def compute(self, specs: Sequence[tuple]) -> Tensor:
-        """specs: ("logit", vector) or ("feature", dictionary, pos, encoder direction) -> rows [n, n_cols]."""
-        rm, st = self.rm, self.setup
-        n = len(specs)
+    def grads(self, specs: Sequence[tuple]) -> dict[str, Tensor]:
+        """specs: ("logit", vector) or ("feature", dictionary, pos, encoder direction) -> the gradient
+        of each row's target at every injection point ("embed" and each output site), [batch, T, d]."""
+        rm = self.rm
         outs, grads = [], []
         g_final = torch.zeros_like(self.resid)
         g_in = [None] * len(rm.spliced)
@@ -131,9 +131,15 @@ class _Rows:
             gs = torch.autograd.grad(
                 outs, [self.inj[k] for k in keys], grads, retain_graph=True, allow_unused=True
             )
-        G = {
+        return {
             k: (g if g is not None else torch.zeros_like(self.inj[k])) for k, g in zip(keys, gs, strict=False)
         }
+
+    def compute(self, specs: Sequence[tuple]) -> Tensor:
+        """Rows [n, n_cols] of direct effects: gradients dotted with each source's vector."""
+        rm, st = self.rm, self.setup
+        n = len(specs)
+        G = self.grads(specs)
         parts = []
         for i, s in enumerate(rm.spliced):  # feature columns, chunked to bound memory
             a, dv, Gi = st.active[i], self.decvecs[i], G[s.site_out][:n]
@@ -298,20 +304,25 @@ def _assemble(
         adjacency=A,
         target_weights=weights,
         targets=targets,
-        dictionaries=[
-            dict(
-                name=s.name,
-                site_in=s.site_in,
-                site_out=s.site_out,
-                layer=s.layer,
-                slot=s.slot,
-                offset=s.offset,
-                transcoder=s.transcoder,
-                d_sae=int(s.dic.cfg.d_sae),
-            )
-            for s in rm.spliced
-        ],
+        dictionaries=dictionary_info(rm),
         n_layers=rm.lm.n_layers,
         total_active_features=n_feat,
         logits=setup.logits[-1].detach().cpu().float(),
     )
+
+
+def dictionary_info(rm: ReplacementModel) -> list[dict]:
+    """What graph.json records about each spliced dictionary."""
+    return [
+        dict(
+            name=s.name,
+            site_in=s.site_in,
+            site_out=s.site_out,
+            layer=s.layer,
+            slot=s.slot,
+            offset=s.offset,
+            transcoder=s.transcoder,
+            d_sae=int(s.dic.cfg.d_sae),
+        )
+        for s in rm.spliced
+    ]

@@ -110,13 +110,19 @@ def ablation_faithfulness(
     graph: Graph,
     node_mask: Tensor,
     means: tuple[list[Tensor], list[Tensor]] | None = None,
+    keep_errors: bool = False,
 ) -> dict:
-    """m(M), m(C), m(empty) and the kept fraction, ablating with `means` (None: zero)."""
+    """m(M), m(C), m(empty) and the kept fraction, ablating with `means` (None: zero).
+
+    `keep_errors` leaves every error term in place (for graphs without error nodes).
+    """
     feats, errs = circuit_masks(rm, graph, node_mask)
+    if keep_errors:
+        errs = [torch.ones_like(e) for e in errs]
     ones_f = [torch.ones_like(f) for f in feats]
     ones_e = [torch.ones_like(e) for e in errs]
     zeros_f = [torch.zeros_like(f) for f in feats]
-    zeros_e = [torch.zeros_like(e) for e in errs]
+    zeros_e = [torch.ones_like(e) if keep_errors else torch.zeros_like(e) for e in errs]
     # batch rows: full model, circuit, empty circuit
     keep_f = [torch.stack(x) for x in zip(ones_f, feats, zeros_f, strict=False)]
     keep_e = [torch.stack(x) for x in zip(ones_e, errs, zeros_e, strict=False)]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from torch import Tensor
+
 from .attribution import Graph
 from .pruning import PruneResult
 
@@ -30,8 +32,10 @@ def graph_to_json(
     scan: str = "monosemantic",
     node_threshold: float | None = None,
     describe: Callable[[int, int], dict] | None = None,
+    node_values: dict[str, Tensor] | None = None,
 ) -> dict:
-    """The pruned graph as a JSON-able dict. `describe(dictionary, latent)` supplies clerp/examples."""
+    """The pruned graph as a JSON-able dict. `describe(dictionary, latent)` supplies clerp/examples;
+    `node_values` adds per-node fields (name -> [N] tensor, e.g. contrastive node effects)."""
     sl = graph.slices()
     mask, infl = pruned.node_mask, pruned.cumulative
     nodes: dict[int, dict] = {}
@@ -111,6 +115,8 @@ def graph_to_json(
                 "clerp": f'{what} "{_clean(t.label)}" (p={t.prob:.3f})',
                 "influence": None,
             }
+        for key, vals in (node_values or {}).items():
+            node[key] = float(vals[j])
         node["jsNodeId"] = node["node_id"]
         nodes[j] = node
     A = graph.adjacency

@@ -68,8 +68,14 @@ class PruneResult(NamedTuple):
     influence: Tensor  # [N] raw node influence
 
 
-def prune(graph, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> PruneResult:
-    """Keep the nodes and edges that carry most of the influence on the targets."""
+def prune(
+    graph, node_threshold: float = 0.8, edge_threshold: float = 0.98, free_sources: Tensor | None = None
+) -> PruneResult:
+    """Keep the nodes and edges that carry most of the influence on the targets.
+
+    A kept feature needs an incoming kept edge unless `free_sources` (bool [N]) marks it as a source
+    (contrastive features active only on the corrupted prompt, every node of an ablation graph).
+    """
     if not (0 < node_threshold <= 1 and 0 < edge_threshold <= 1):
         raise ValueError("node_threshold and edge_threshold must be in (0, 1]")
     A, w = graph.adjacency, graph.target_weights
@@ -96,9 +102,47 @@ def prune(graph, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> P
         edge_mask[~node_mask] = False
         edge_mask[:, ~node_mask] = False
         node_mask[src_ok] &= edge_mask[:, src_ok].any(0) | always[src_ok]
-        node_mask[:n_feat] &= edge_mask[:n_feat].any(1) | always[:n_feat]
+        needs_none = always[:n_feat] if free_sources is None else always[:n_feat] | free_sources[:n_feat]
+        node_mask[:n_feat] &= edge_mask[:n_feat].any(1) | needs_none
     order = infl.argsort(descending=True)
     cum = torch.zeros_like(infl)
     tot = infl.sum()
     cum[order] = infl[order].cumsum(0) / tot if tot > 0 else 0.0
     return PruneResult(node_mask, edge_mask, cum, infl)
+
+
+def prune_by_effect(
+    graph, effect: Tensor, node_threshold: float = 0.8, edge_threshold: float = 0.98
+) -> PruneResult:
+    """Sparse Feature Circuits pruning for contrastive graphs: keep the feature and error nodes with
+    the largest |node effect| up to `node_threshold` of their total, then the edges between kept nodes
+    with the largest |edge effect| up to `edge_threshold` of theirs; nodes left without edges go.
+
+    (Influence pruning normalises each row, which would cancel the dm/da_d factor of every edge.)
+    """
+    if not (0 < node_threshold <= 1 and 0 < edge_threshold <= 1):
+        raise ValueError("node_threshold and edge_threshold must be in (0, 1]")
+    A, w = graph.adjacency, graph.target_weights
+    sl = graph.slices()
+    score = effect.abs().to(A.dtype)
+    cand = torch.zeros(len(w), dtype=torch.bool)
+    cand[: sl["errors"].stop] = True
+    always = ~cand
+    node_mask = always.clone()
+    if cand.any():
+        node_mask |= cand & (score >= find_threshold(score[cand], node_threshold)) & (score > 0)
+    P = A.abs().clone()
+    P[~node_mask] = 0
+    P[:, ~node_mask] = 0
+    edge_mask = (P >= find_threshold(P[P > 0], edge_threshold)) & (P > 0) if (P > 0).any() else P > 0
+    old = None
+    while old is None or not torch.equal(old, node_mask):
+        old = node_mask.clone()
+        edge_mask[~node_mask] = False
+        edge_mask[:, ~node_mask] = False
+        node_mask[cand] &= edge_mask[:, cand].any(0)  # a kept node must reach something
+    order = score.argsort(descending=True)
+    cum = torch.zeros_like(score)
+    tot = score[cand].sum()
+    cum[order] = score[order].cumsum(0) / tot if tot > 0 else 0.0
+    return PruneResult(node_mask, edge_mask, cum, score)

@@ -1,4 +1,5 @@
-"""`monosemantic circuit CONFIG`: attribution graph, pruning, faithfulness, graph.json + viewer."""
+"""`monosemantic circuit CONFIG`: a graph by attribution, contrastive patching or ablation; pruning,
+faithfulness, graph.json + viewer."""
 
 from __future__ import annotations
 
@@ -7,15 +8,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from monosemantic.config import Config
 from monosemantic.utils.errors import ConfigError, MonosemanticError
 from monosemantic.utils.files import write_json_atomic
 from monosemantic.utils.progress import console
 
+from .ablation_graph import ablation_graph
 from .attribution import Graph, attribute
+from .contrastive_graph import contrastive_graph
 from .faithfulness import ablation_faithfulness, feature_means, graph_scores
 from .graph_json import graph_to_json
-from .pruning import prune
+from .pruning import PruneResult, prune, prune_by_effect
 from .replacement import ReplacementModel
 from .viewer import write_viewer
 
@@ -97,19 +102,22 @@ def _slug(prompt: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:48] or "circuit"
 
 
-def circuit(cfg: Config) -> Path:
-    """Attribute `circuit.prompt`, prune, score, and write graph.json, scores.json, index.html."""
-    from monosemantic.dictionaries.io import load_dictionary
-    from monosemantic.lm.model import load_model
-
+def _means(cfg: Config, rm: ReplacementModel):
+    """Mean latents/errors for mean ablation (None: zero ablation, asked for or no cache found)."""
     c = cfg.circuit
-    if not c.prompt:
-        raise ConfigError("no prompt: pass --prompt TEXT or set circuit.prompt")
-    paths = resolve_dictionaries(cfg)
-    model = load_model(cfg.model.name, dtype=cfg.model.dtype, device=c.device, revision=cfg.model.revision)
-    dics = [load_dictionary(p, device=str(model.device)) for p in paths]
-    names = [Path(p).name for p in paths]
-    rm = ReplacementModel(model, dics, names)
+    if c.ablation != "mean":
+        return None
+    cache = cfg.analyze.cache or cfg.harvest.out
+    means = feature_means(rm, cache, c.mean_sequences)
+    if means is None:
+        console.print(
+            f"[yellow]no activation cache with the dictionaries' sites at {cache}: zero ablation[/]"
+        )
+    return means
+
+
+def _attribution(cfg: Config, rm: ReplacementModel) -> tuple[Graph, PruneResult, dict, dict]:
+    c = cfg.circuit
     t0 = time.perf_counter()
     graph: Graph = attribute(
         rm,
@@ -127,32 +135,131 @@ def circuit(cfg: Config) -> Path:
     pruned = prune(graph, c.node_threshold, c.edge_threshold)
     replacement, completeness = graph_scores(graph)
     p_repl, p_compl = graph_scores(graph, pruned.node_mask)
-    means = None
-    if c.ablation == "mean":
-        cache = cfg.analyze.cache or cfg.harvest.out
-        means = feature_means(rm, cache, c.mean_sequences)
-        if means is None:
-            console.print(
-                f"[yellow]no activation cache with the dictionaries' sites at {cache}: zero ablation[/]"
-            )
-    abl = ablation_faithfulness(rm, graph, pruned.node_mask, means)
+    abl = ablation_faithfulness(rm, graph, pruned.node_mask, _means(cfg, rm))
     scores = {
+        "method": "attribution",
         "replacement_score": replacement,
         "completeness_score": completeness,
         "pruned_replacement_score": p_repl,
         "pruned_completeness_score": p_compl,
         **abl,
         "ablation_requested": c.ablation,
-        "n_nodes": int(pruned.node_mask.sum()),
-        "n_edges": int(pruned.edge_mask.sum()),
         "active_features": graph.total_active_features,
         "attribution_seconds": round(seconds, 3),
-        "target": graph.targets[0].label,
     }
+    return graph, pruned, scores, {}
+
+
+def _contrastive(cfg: Config, rm: ReplacementModel) -> tuple[Graph, PruneResult, dict, dict]:
+    c = cfg.circuit
+    if not c.corrupted_prompt:
+        raise ConfigError(
+            "circuit.method = 'contrastive' needs a corrupted prompt: --set circuit.corrupted_prompt='\"...\"'"
+        )
+    t0 = time.perf_counter()
+    graph, effect, res = contrastive_graph(
+        rm,
+        c.prompt,
+        c.corrupted_prompt,
+        c.target_token,
+        c.contrast_token,
+        steps=c.ig_steps,
+        max_feature_nodes=c.max_feature_nodes,
+        batch_size=c.batch_size,
+    )
+    seconds = time.perf_counter() - t0
+    sl = graph.slices()
+    pruned = prune_by_effect(graph, effect, c.node_threshold, c.edge_threshold)
+    abl = ablation_faithfulness(rm, graph, pruned.node_mask, _means(cfg, rm))
+    scores = {
+        "method": "contrastive",
+        "node_method": graph.meta["method"],
+        "ig_steps": c.ig_steps,
+        "clean_prompt": c.prompt,
+        "corrupted_prompt": c.corrupted_prompt,
+        "metric_clean": res.metric_clean,
+        "metric_corrupted": res.metric_corrupt,
+        "metric_difference": res.metric_corrupt - res.metric_clean,
+        "embedding_effect_sum": float(effect[sl["embeddings"]].sum()),
+        **abl,
+        "ablation_requested": c.ablation,
+        "changed_features": graph.total_active_features,
+        "attribution_seconds": round(seconds, 3),
+    }
+    return graph, pruned, scores, {"attribution": effect}
+
+
+def _ablation(cfg: Config, rm: ReplacementModel) -> tuple[Graph, PruneResult, dict, dict]:
+    c = cfg.circuit
+    means = _means(cfg, rm)
+    t0 = time.perf_counter()
+    graph, res = ablation_graph(
+        rm,
+        c.prompt,
+        c.target,
+        c.target_token,
+        c.contrast_token,
+        c.max_feature_nodes,
+        None if means is None else means[0],
+        batch_size=c.batch_size,
+        max_logit_prob=c.max_logit_prob,
+        max_n_logits=c.max_n_logits,
+    )
+    seconds = time.perf_counter() - t0
+    free = torch.zeros(len(graph.target_weights), dtype=torch.bool)
+    free[graph.slices()["features"]] = True  # no embedding edges: every latent may be a source
+    pruned = prune(graph, c.node_threshold, c.edge_threshold, free_sources=free)
+    # the graph has no error nodes: the headline score ablates every error term (the features alone);
+    # keeping them instead is reported too (ill-conditioned when m barely depends on the features)
+    abl = ablation_faithfulness(rm, graph, pruned.node_mask, means)
+    kept = ablation_faithfulness(rm, graph, pruned.node_mask, means, keep_errors=True)
+    abl["ablation_faithfulness_errors_kept"] = kept["ablation_faithfulness"]
+    effect = torch.zeros(len(graph.target_weights), dtype=torch.float64)
+    effect[: graph.n_features] = res.metric_effects.double()
+    scores = {
+        "method": "ablation",
+        **abl,
+        "ablation_requested": c.ablation,
+        "active_features": graph.total_active_features,
+        "ablated_features": graph.n_features,
+        "metric_effect_sum": float(res.metric_effects.sum()),
+        "ablation_seconds": round(seconds, 3),
+    }
+    return graph, pruned, scores, {"metric_effect": effect}
+
+
+METHODS = {"attribution": _attribution, "contrastive": _contrastive, "ablation": _ablation}
+
+
+def circuit(cfg: Config) -> Path:
+    """Build the graph with `circuit.method`, prune, score, and write graph.json, scores.json, index.html."""
+    from monosemantic.dictionaries.io import load_dictionary
+    from monosemantic.lm.model import load_model
+
+    c = cfg.circuit
+    if not c.prompt:
+        raise ConfigError("no prompt: pass --prompt TEXT or set circuit.prompt")
+    paths = resolve_dictionaries(cfg)
+    model = load_model(cfg.model.name, dtype=cfg.model.dtype, device=c.device, revision=cfg.model.revision)
+    dics = [load_dictionary(p, device=str(model.device)) for p in paths]
+    names = [Path(p).name for p in paths]
+    rm = ReplacementModel(model, dics, names)
+    graph, pruned, scores, values = METHODS[c.method](cfg, rm)
+    scores.update(
+        n_nodes=int(pruned.node_mask.sum()),
+        n_edges=int(pruned.edge_mask.sum()),
+        target=graph.targets[0].label,
+    )
     store, describe = _store_describer(cfg, paths, names, dics)
-    slug = _slug(c.prompt)
+    slug = _slug(c.prompt if c.method == "attribution" else f"{c.method} {c.prompt}")
     gj = graph_to_json(
-        graph, pruned, slug=slug, scan=str(cfg.model.name), node_threshold=c.node_threshold, describe=describe
+        graph,
+        pruned,
+        slug=slug,
+        scan=str(cfg.model.name),
+        node_threshold=c.node_threshold,
+        describe=describe,
+        node_values=values,
     )
     gj["metadata"]["scores"] = scores
     out = Path(c.out)
@@ -162,9 +269,13 @@ def circuit(cfg: Config) -> Path:
     if store is not None:
         store.add_graph(slug, gj, prompt=c.prompt)
         store.close()
+    head = (
+        f"replacement {scores['replacement_score']:.3f}  completeness {scores['completeness_score']:.3f}  "
+        if c.method == "attribution"
+        else f"{c.method}: m {scores.get('metric_full', float('nan')):.3f}  "
+    )
     console.print(
-        f"replacement {replacement:.3f}  completeness {completeness:.3f}  "
-        f"ablation faithfulness {abl['ablation_faithfulness']:.3f} ({abl['ablation']})  "
+        f"{head}ablation faithfulness {scores['ablation_faithfulness']:.3f} ({scores['ablation']})  "
         f"{scores['n_nodes']} nodes, {scores['n_edges']} edges"
     )
     return out

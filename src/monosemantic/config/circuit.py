@@ -18,6 +18,19 @@ class CircuitConfig(Section):
         description="Transcoders/SAEs to splice in (folders); default: every transcoder under [train].out.",
     )
     prompt: str | None = None
+    method: Literal["attribution", "contrastive", "ablation"] = Field(
+        "attribution",
+        description="attribution: exact attribution graph; contrastive: clean vs corrupted_prompt "
+        "(attribution patching / integrated gradients); ablation: measured ablation effects.",
+    )
+    corrupted_prompt: str | None = Field(
+        None, description="Contrastive mode: the corrupted prompt (same number of tokens as the prompt)."
+    )
+    ig_steps: int = Field(
+        0,
+        ge=0,
+        description="Contrastive mode: 0 = attribution patching, N > 0 = integrated gradients with N steps.",
+    )
     out: Path = Field(Path("runs/circuit"))
     target: Literal["top_logits", "token", "logit_diff", "feature"] = "top_logits"
     target_token: str | None = None

@@ -20,8 +20,17 @@ class DictionaryConfig(Section):
     k: int | None = Field(None, gt=0, description="Active latents per token (topk, batchtopk, matryoshka).")
     l1_coefficient: float | None = Field(None, ge=0, description="L1 penalty (relu, gated). Default 5.0.")
     l0_coefficient: float | None = Field(None, ge=0, description="L0 penalty (jumprelu). Default 1.0.")
-    jumprelu_bandwidth: float = Field(0.001, gt=0, description="Straight-through estimator kernel width.")
-    jumprelu_init_threshold: float = Field(0.001, gt=0)
+    jumprelu_bandwidth: float = Field(
+        0.3,
+        gt=0,
+        description="Straight-through estimator kernel width, in pre-activation units (order 1 when "
+        "train.normalize_activations scales inputs to norm sqrt(d_in)).",
+    )
+    jumprelu_init_threshold: float = Field(
+        1.0,
+        gt=0,
+        description="Initial threshold, in the same units (~1 standard deviation of a pre-activation).",
+    )
     matryoshka_widths: list[int] | None = Field(
         None, description="Nested prefix widths; the last equals d_sae. Default: d_sae/16, /4, /1."
     )
@@ -33,7 +42,10 @@ class DictionaryConfig(Section):
         "false holds decoder rows at unit norm instead (Towards Monosemanticity).",
     )
     decoder_init_norm: float | None = Field(
-        None, gt=0, description="Initial decoder row norm. Default 0.1 for decoder-norm-weighted L1, else 1."
+        None,
+        gt=0,
+        description="Initial decoder row norm. Default 0.1 where rows are free (jumprelu, decoder-norm-weighted "
+        "L1), else 1.",
     )
     site: str | None = Field(None, description="Input hook site; default the first of [sites].names.")
     site_out: str | None = Field(None, description="Output hook site: set it to make a transcoder.")

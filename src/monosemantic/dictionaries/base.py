@@ -58,8 +58,8 @@ class DictionaryMeta:
     l1_coefficient: float = 5.0
     l1_decoder_norm: bool = True
     l0_coefficient: float = 1.0
-    jumprelu_bandwidth: float = 0.001
-    jumprelu_init_threshold: float = 0.001
+    jumprelu_bandwidth: float = 0.3
+    jumprelu_init_threshold: float = 1.0
     matryoshka_widths: list[int] | None = None
     aux_k: int | None = None
     aux_coefficient: float = 1 / 32
@@ -302,13 +302,36 @@ class Dictionary(nn.Module, abc.ABC):
         self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8)
 
     @torch.no_grad()
-    def remove_gradient_parallel_to_decoder_directions(self) -> None:
-        """Project out the radial part of W_dec.grad, so Adam moves rows along the unit sphere."""
-        if self.W_dec.grad is None:
+    def remove_gradient_parallel_to_decoder_directions(self, rows_are_unit: bool = False) -> None:
+        """Project out the radial part of W_dec.grad, so Adam moves rows along the unit sphere.
+
+        rows_are_unit: the caller guarantees unit-norm rows (the trainer renormalises after every
+        step), so the row norms need not be recomputed; the projection then works in place.
+        """
+        grad = self.W_dec.grad
+        if grad is None:
             return
-        unit = self.W_dec / self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8)
-        parallel = (self.W_dec.grad * unit).sum(dim=1, keepdim=True)
-        self.W_dec.grad -= parallel * unit
+        W = self.W_dec
+        if rows_are_unit:
+            parallel = torch.linalg.vecdot(W, grad, dim=1)
+            grad.addcmul_(W, parallel.unsqueeze(1), value=-1.0)
+            return
+        unit = W / W.norm(dim=1, keepdim=True).clamp_min(1e-8)
+        parallel = (grad * unit).sum(dim=1, keepdim=True)
+        grad -= parallel * unit
+
+    @torch.no_grad()
+    def fold_decoder_norm(self) -> None:
+        """Rescale to unit-norm decoder rows without changing any output (ReLU-style latents).
+
+        f_i = ReLU(z_i) is positively homogeneous, so scaling latent i's encoder column and bias
+        by ||d_i|| and its decoder row by 1/||d_i|| is exact. Architectures whose latents are not
+        (thresholds, gates) override this; TopK-style ones keep unit rows throughout.
+        """
+        norms = self.W_dec.norm(dim=1).clamp_min(1e-8)
+        self.W_enc *= norms
+        self.b_enc *= norms
+        self.W_dec /= norms[:, None]
 
     @torch.no_grad()
     def initialize_b_dec(self, value: Tensor) -> None:

@@ -34,6 +34,16 @@ class GatedDictionary(Dictionary):
         h = self._input(x) @ self.W_enc
         return h + self.b_gate, h * self.r_mag.exp() + self.b_mag
 
+    @torch.no_grad()
+    def fold_decoder_norm(self) -> None:
+        """Unit decoder rows, same outputs: the gate's sign and the magnitude's scale both survive
+        multiplying W_enc's column, b_gate and b_mag by ||d_i|| (r_mag is a ratio, unchanged)."""
+        norms = self.W_dec.norm(dim=1).clamp_min(1e-8)
+        self.W_enc *= norms
+        self.b_gate *= norms
+        self.b_mag *= norms
+        self.W_dec /= norms[:, None]
+
     def pre_acts(self, x: Tensor) -> Tensor:
         """The magnitude path's pre-activation (what the latent's value is when it fires)."""
         return self.gate_and_magnitude(x)[1]

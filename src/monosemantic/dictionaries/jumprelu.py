@@ -8,7 +8,10 @@ width `jumprelu_bandwidth` (eps): the threshold receives the pseudo-derivatives
     d JumpReLU / d theta = -(theta / eps) K((z - theta) / eps)
     d H(z - theta) / d theta = -(1 / eps) K((z - theta) / eps),   K(u) = 1[|u| < 1/2]
 
-and z receives gradient only through the activation (H(z - theta)), not through the L0.
+The L0's pseudo-derivative is also passed to the pre-activation z (+(1/eps) K, as in Anthropic's
+January 2025 recipe; the 2024 paper passes none): with only theta learning the sparsity, Adam moves
+log(theta) by ~lr per step, so a run of a few hundred steps never sparsifies and L0 ignores the
+coefficient. Letting the encoder see the penalty makes L0 track `l0_coefficient` within ~100 steps.
 """
 
 from __future__ import annotations
@@ -19,10 +22,6 @@ import torch
 from torch import Tensor, nn
 
 from .base import Dictionary, DictionaryMeta, LossOutput, TrainStepState, register_dictionary
-
-
-import os
-ZGRAD = os.environ.get("ZGRAD", "1") == "1"
 
 
 def _rectangle(u: Tensor) -> Tensor:
@@ -58,7 +57,7 @@ class _StepFn(torch.autograd.Function):
         z, theta = ctx.saved_tensors
         eps = ctx.eps
         kernel = (1.0 / eps) * _rectangle((z - theta) / eps) * grad
-        return (kernel if ZGRAD else None), -kernel.reshape(-1, theta.shape[-1]).sum(0), None
+        return kernel, -kernel.reshape(-1, theta.shape[-1]).sum(0), None
 
 
 def jumprelu(z: Tensor, theta: Tensor, eps: float) -> Tensor:
@@ -71,11 +70,35 @@ def step(z: Tensor, theta: Tensor, eps: float) -> Tensor:
 
 @register_dictionary("jumprelu")
 class JumpReLUDictionary(Dictionary):
-    unit_norm_decoder = True
+    # The L0 penalty does not depend on decoder norms, so rows are left free (as in SAELens): they
+    # start small (`decoder_init_norm`, 0.1 by default) so that the many latents above threshold
+    # at step 0 do not swamp the reconstruction, and grow as features are learned. Export folds
+    # the norms back into the encoder and thresholds (`fold_decoder_norm`).
+    unit_norm_decoder = False
 
     def __init__(self, cfg: DictionaryMeta) -> None:
         super().__init__(cfg)
         self.log_threshold = nn.Parameter(torch.full((cfg.d_sae,), math.log(cfg.jumprelu_init_threshold)))
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Decoder rows at `decoder_init_norm`, encoder columns at unit norm.
+
+        With inputs at mean norm sqrt(d_in) (the trainer's normalisation), unit encoder columns
+        give pre-activations of order 1, the scale `jumprelu_init_threshold` and
+        `jumprelu_bandwidth` are expressed in, whatever the decoder's initial norm.
+        """
+        super().reset_parameters()
+        self.W_enc /= self.W_enc.norm(dim=0, keepdim=True).clamp_min(1e-8)
+
+    @torch.no_grad()
+    def fold_decoder_norm(self) -> None:
+        """Unit-norm decoder rows with the same outputs: z, b_enc and theta scale by ||d_i||."""
+        norms = self.W_dec.norm(dim=1).clamp_min(1e-8)
+        self.W_enc *= norms
+        self.b_enc *= norms
+        self.log_threshold += norms.log().to(self.log_threshold.dtype)
+        self.W_dec /= norms[:, None]
 
     @property
     def threshold(self) -> Tensor:

@@ -42,7 +42,8 @@ def meta_from_config(dict_cfg: DictionaryConfig, d_in: int, d_out: int | None = 
     l1_decoder_norm = dict_cfg.l1_decoder_norm
     init_norm = dict_cfg.decoder_init_norm
     if init_norm is None:
-        init_norm = 0.1 if arch in ("relu", "gated") and l1_decoder_norm else 1.0
+        free_decoder = arch == "jumprelu" or (arch in ("relu", "gated") and l1_decoder_norm)
+        init_norm = 0.1 if free_decoder else 1.0
     is_transcoder = d_out != d_in or (dict_cfg.site_out is not None and dict_cfg.site_out != dict_cfg.site)
     return DictionaryMeta(
         architecture=arch,

@@ -96,5 +96,7 @@ def export_dictionary(
     """Write the SAELens layout for raw (unscaled) activations: the scale is folded into a copy."""
     export = copy.deepcopy(dic).float().cpu()
     export.fold_activation_scale(scale_in, scale_out if export.is_transcoder else None)
+    if not export.unit_norm_decoder:  # free decoder rows: save unit rows, magnitudes in the latents
+        export.fold_decoder_norm()
     log_density = torch.log10(density.double().clamp_min(1e-10)).float().cpu()
     save_dictionary(export, folder, metadata, log10_density=log_density)

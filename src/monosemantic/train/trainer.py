@@ -140,6 +140,8 @@ class Trainer:
         for slot in self.slots:
             y = stacked[slot.site_out] * self.scales[slot.site_out]
             slot.dic.initialize_b_dec(decoder_bias_init(y, self.tcfg.b_dec_init).to(self.device))
+            if slot.dic.unit_norm_decoder:
+                slot.dic.set_decoder_norm_to_unit_norm()
             slot.log.reset()
 
     # ---- the step ---------------------------------------------------------------------------
@@ -172,8 +174,8 @@ class Trainer:
                 out = slot.dic.training_loss(x, y, state)
             slot.optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
-            if slot.dic.unit_norm_decoder:
-                slot.dic.remove_gradient_parallel_to_decoder_directions()
+            if slot.dic.unit_norm_decoder:  # rows are unit: `initialize` and every step renormalise
+                slot.dic.remove_gradient_parallel_to_decoder_directions(rows_are_unit=True)
             for group in slot.optimizer.param_groups:
                 group["lr"] = lr
             slot.optimizer.step()
