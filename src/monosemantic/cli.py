@@ -169,10 +169,16 @@ def steer(
 def circuit(
     config: ConfigArg,
     prompt: Annotated[str | None, typer.Option(help="Prompt to explain (default [circuit].prompt).")] = None,
+    corrupted: Annotated[
+        str | None, typer.Option(help="Corrupted prompt for contrastive mode (sets circuit.method=contrastive).")
+    ] = None,
     set_: SetOpt = None,
 ) -> None:
     """Attribution graph of features for a prompt, pruned and checked for faithfulness."""
     cfg = _config(config, set_)
+    if corrupted is not None:
+        cfg.circuit.corrupted_prompt = corrupted
+        cfg.circuit.method = "contrastive"
     from monosemantic.circuits.run import circuit as run
     if prompt is not None:
         cfg.circuit.prompt = prompt

@@ -62,7 +62,7 @@ def test_integrated_gradients_completeness(rm):
     # IG completeness: patching site 0 fully to the corrupted run changes m by the sum of its scores
     from monosemantic.circuits.contrastive import _capture
 
-    f_x, e_x, _ = _capture(rm, ids_x)
+    f_x, e_x, _, _ = _capture(rm, ids_x)
     with torch.no_grad():
         lg = rm.free(
             ids[None],

@@ -123,3 +123,67 @@ def test_mean_ablation_uses_activation_cache(tiny_paths, tmp_path):
     )
     scores = json.loads((circuit(run_cfg) / "scores.json").read_text())
     assert scores["ablation"] == "mean"
+
+
+def test_circuit_dispatches_each_method(tiny_paths, tmp_path):
+    import pytest
+
+    from monosemantic.lm.model import load_model
+    from monosemantic.utils.errors import ConfigError, MonosemanticError
+
+    d_model = load_model(str(tiny_paths["gpt2"])).d_model
+    for i, d in enumerate(make_dicts(d_model, 2, seed=3)):
+        save_dictionary(d.float(), tmp_path / "train" / f"transcoder-L{i}")
+    corrupted = "Lily the dog went to the beach. He"
+
+    def cfg(method: str, **extra) -> Config:
+        return Config.model_validate(
+            {
+                "device": "cpu",
+                "model": {"name": str(tiny_paths["gpt2"])},
+                "train": {"out": str(tmp_path / "train")},
+                "analyze": {"out": str(tmp_path / "no-store"), "cache": str(tmp_path / "no-cache")},
+                "circuit": {
+                    "out": str(tmp_path / method),
+                    "prompt": PROMPT,
+                    "method": method,
+                    "batch_size": 16,
+                    "max_feature_nodes": 40,
+                    **extra,
+                },
+            }
+        )
+
+    runs = {
+        "attribution": cfg("attribution"),
+        "contrastive": cfg("contrastive", corrupted_prompt=corrupted, ig_steps=4),
+        "ablation": cfg("ablation"),
+    }
+    graphs = {}
+    for method, c in runs.items():
+        out = circuit(c)
+        g = json.loads((out / "graph.json").read_text())
+        scores = json.loads((out / "scores.json").read_text())
+        assert (out / "index.html").read_text().count(json.dumps(g["metadata"]["slug"])) >= 1
+        assert {"metadata", "qParams", "nodes", "links"} <= set(g) and g["links"]
+        for n in g["nodes"]:
+            assert {"node_id", "feature_type", "layer", "ctx_idx"} <= set(n)
+        ids = {n["node_id"] for n in g["nodes"]}
+        for link in g["links"]:
+            assert link["source"] in ids and link["target"] in ids and isinstance(link["weight"], float)
+        assert scores["method"] == method and isinstance(scores["ablation_faithfulness"], float)
+        graphs[method] = (g, scores)
+    g, s = graphs["contrastive"]
+    meta = g["metadata"]
+    assert meta["mode"] == "contrastive" and meta["method"] == "integrated_gradients"
+    assert meta["clean_prompt"] == PROMPT and meta["corrupted_prompt"] == corrupted
+    assert s["metric_full"] == pytest.approx(s["metric_clean"], abs=1e-4)
+    assert all("attribution" in n for n in g["nodes"])
+    assert "replacement_score" in graphs["attribution"][1]
+    g, s = graphs["ablation"]
+    assert g["metadata"]["mode"] == "ablation" and s["ablated_features"] == 40
+    assert {n["feature_type"] for n in g["nodes"]} <= {"cross layer transcoder", "embedding", "logit"}
+    with pytest.raises(ConfigError, match="corrupted"):
+        circuit(cfg("contrastive"))
+    with pytest.raises(MonosemanticError, match="same number of tokens"):
+        circuit(cfg("contrastive", corrupted_prompt="Tom the cat went to the beach. She"))

@@ -24,6 +24,15 @@ from .replacement import ReplacementModel
 from .targets import Target, _token_id
 
 
+def _at(dense: list[Tensor], table: Tensor) -> Tensor:
+    """Values of per-dictionary dense [T, d_sae] tensors at the (dictionary, pos, latent) rows of `table`."""
+    out = dense[0].new_zeros(len(table))
+    for i, x in enumerate(dense):
+        sel = table[:, 0] == i
+        out[sel] = x[table[sel, 1], table[sel, 2]]
+    return out
+
+
 def pick_tokens(
     rm: ReplacementModel, ids_c: Tensor, ids_x: Tensor, target: str | None, contrast: str | None
 ) -> tuple[int, int]:
@@ -72,12 +81,8 @@ def contrastive_graph(
     n_feat = len(table)
     layers = torch.tensor([s.layer for s in rm.spliced], device=table.device)
     d_i, pos, idx = table.unbind(1)
-    delta = (
-        torch.stack([res.acts_corrupt[i][p, k] - res.acts_clean[i][p, k] for i, p, k in table.tolist()])
-        if n_feat
-        else torch.zeros(0, dtype=rm.dtype, device=rm.device)
-    )
-    clean_act = torch.stack([res.acts_clean[i][p, k] for i, p, k in table.tolist()]) if n_feat else delta
+    clean_act = _at(res.acts_clean, table)
+    delta = _at(res.acts_corrupt, table) - clean_act
     N = n_feat + n_dict * T + T + 1
     A = torch.zeros(N, N, dtype=torch.float64)
 
@@ -109,9 +114,7 @@ def contrastive_graph(
     del rows
 
     effect = torch.zeros(N, dtype=torch.float64)
-    effect[:n_feat] = (
-        torch.stack([f_score[i][p, k] for i, p, k in table.tolist()]).double().cpu() if n_feat else 0.0
-    )
+    effect[:n_feat] = _at(f_score, table).double().cpu()
     effect[n_feat : n_feat + n_dict * T] = torch.cat(e_score).double().cpu()
     effect[n_feat + n_dict * T : N - 1] = emb_score.double().cpu()
     effect[N - 1] = res.metric_corrupt - res.metric_clean

@@ -21,7 +21,9 @@ class CircuitConfig(Section):
     method: Literal["attribution", "contrastive", "ablation"] = Field(
         "attribution",
         description="attribution: exact attribution graph; contrastive: clean vs corrupted_prompt "
-        "(attribution patching / integrated gradients); ablation: measured ablation effects.",
+        "(attribution patching / integrated gradients) on logit[target_token] - logit[contrast_token] "
+        "(default: the clean top token vs the corrupted run's most-raised top-10 token); "
+        "ablation: measured ablation effects between active latents, capped at max_feature_nodes.",
     )
     corrupted_prompt: str | None = Field(
         None, description="Contrastive mode: the corrupted prompt (same number of tokens as the prompt)."
