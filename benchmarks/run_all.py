@@ -20,7 +20,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-RESULTS = ROOT / "benchmarks" / "results.md"
+RESULTS = ROOT / "benchmarks" / "results"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 MODULES = ["bench_harvest", "bench_train", "bench_analyze", "bench_circuits"]
 
@@ -49,12 +49,14 @@ def machine() -> str:
 
 
 def main(only: list[str] | None = None) -> str:
-    sections = [f"Measured {time.strftime('%Y-%m-%d')} on {machine()}.\n"]
+    """Run the named benchmarks (default all); each keeps its latest section in benchmarks/results/,
+    so re-running one benchmark updates its table and keeps the others'."""
+    RESULTS.mkdir(exist_ok=True)
     for name in only or MODULES:
         try:
             module = importlib.import_module(f"benchmarks.{name}")
         except ModuleNotFoundError as e:
-            sections.append(f"### {name}\n\n_not run: {e}_\n")
+            (RESULTS / f"{name}.md").write_text(f"### {name}\n\n_not run: {e}_\n")
             continue
         title = getattr(module, "TITLE", name)
         print(f"== {title}", flush=True)
@@ -64,9 +66,10 @@ def main(only: list[str] | None = None) -> str:
         except Exception:  # a benchmark failure is reported, not fatal
             body = "_failed:_\n```\n" + traceback.format_exc(limit=3) + "```"
         print(body, flush=True)
-        sections.append(f"### {title}\n\n{body}\n")
+        stamp = f"_Measured {time.strftime('%Y-%m-%d %H:%M')} on {machine()}; load average {os.getloadavg()[0]:.1f}._"
+        (RESULTS / f"{name}.md").write_text(f"### {title}\n\n{stamp}\n\n{body}\n")
+    sections = [(RESULTS / f"{name}.md").read_text() for name in MODULES if (RESULTS / f"{name}.md").exists()]
     text = "\n".join(sections)
-    RESULTS.write_text(text)
     readme = README.read_text()
     if START in readme and END in readme:
         head, rest = readme.split(START, 1)
