@@ -1,7 +1,7 @@
 """One pass over the data gathers every per-feature statistic at once, vectorised per batch.
 
 `FeatureCollector.update(acts, tokens, seq_ids, mask)` takes the codes of one batch of
-sequences (`[B, T, F]`) and folds them into running state whose size is O(features x examples):
+sequences (`[B, T, F]`, or coordinates via `update_sparse`) and folds them into running state whose size is O(features x examples):
 
 - **top examples**: per feature the `top_k` sequences with the highest peak (one example per
   sequence), kept by merging each batch's `torch.topk` with the running one;
@@ -14,9 +14,13 @@ sequences (`[B, T, F]`) and folds them into running state whose size is O(featur
 - **concept statistics** (storyworld): activation histograms on tokens of each planted concept,
   enough for an AUROC and a best-threshold F1 per (feature, concept) — see `concept_stats.py`.
 
-Each kept example carries a window of `2 * window + 1` token ids and activations around its
-peak, gathered when it enters the running set, so the data is never read twice. Positions where
-`mask` is False (special tokens) count as silent and never become peaks.
+Everything works on the batch's non-zero codes as coordinates (`update_sparse`; TopK
+dictionaries hand them over directly, `update` finds them in dense codes with one scan). Each
+kept example carries a window of `2 * window + 1` token ids and activations around its peak,
+gathered when it enters the running set (from the non-zeros sorted by sequence, feature and
+position), so the data is never read twice. Only features whose candidates beat their worst
+kept slot are merged, so the merge cost falls as the pass goes on. Positions where `mask` is
+False (special tokens) count as silent and never become peaks.
 """
 
 from __future__ import annotations
@@ -44,17 +48,36 @@ class Examples:
     acts: Tensor
 
 
-def _windows(acts: Tensor, tokens: Tensor, b: Tensor, p: Tensor, f: Tensor, w: int) -> tuple[Tensor, Tensor]:
-    """Gather `[n, 2w+1]` activation and token windows around positions `p` of sequences `b` for
-    features `f` (flat linear indices: much faster than 3-D advanced indexing); positions outside
-    the sequence give token -1 and activation 0."""
-    T, F = tokens.shape[1], acts.shape[-1]
-    q = p.unsqueeze(-1) + torch.arange(-w, w + 1, device=p.device)
-    ok = (q >= 0) & (q < T)
-    bq = b.unsqueeze(-1) * T + q.clamp(0, T - 1)
-    win_act = torch.take(acts, bq * F + f.unsqueeze(-1)).float().masked_fill(~ok, 0.0)
-    win_tok = torch.take(tokens, bq).to(torch.int32).masked_fill(~ok, -1)
-    return win_act, win_tok
+class _Windows:
+    """Context windows of one batch read from its sparse codes, not a dense `[B, T, F]` tensor.
+
+    Non-zeros are sorted by (sequence, feature, position), so a window's activations are one
+    contiguous run found by two binary searches: the cost follows the windows' non-zeros, not
+    `n x (2w+1)` random reads of a dense tensor. Token windows come from a padded unfold."""
+
+    def __init__(self, tokens: Tensor, b: Tensor, t: Tensor, f: Tensor, v: Tensor, F: int, w: int) -> None:
+        B, T = tokens.shape
+        self.T, self.F, self.w = T, F, w
+        key = (b * F + f) * T + t
+        order = torch.argsort(key)
+        self.key, self.t, self.v = key[order], t[order], v[order]
+        padded = torch.nn.functional.pad(tokens.to(torch.int32), (w, w), value=-1)
+        self.tok = padded.unfold(1, 2 * w + 1, 1)  # [B, T, W] view
+
+    def __call__(self, b: Tensor, p: Tensor, f: Tensor) -> tuple[Tensor, Tensor]:
+        """`[n, 2w+1]` activation and token windows around positions `p` of sequences `b` for
+        features `f`; positions outside the sequence give token -1 and activation 0."""
+        T, w = self.T, self.w
+        base = (b * self.F + f) * T
+        lo = torch.searchsorted(self.key, base + (p - w).clamp_min(0))
+        hi = torch.searchsorted(self.key, base + (p + w + 1).clamp_max(T))
+        counts = hi - lo
+        row = torch.repeat_interleave(torch.arange(b.numel()), counts)
+        entry = torch.arange(row.numel()) - (torch.cumsum(counts, 0) - counts)[row] + lo[row]
+        W = 2 * w + 1
+        win_act = torch.zeros(b.numel(), W)
+        win_act.view(-1).index_copy_(0, row * W + self.t[entry] - p[row] + w, self.v[entry])
+        return win_act, self.tok[b, p]
 
 
 def _segment_rank(segment: Tensor, key: Tensor, n_segments: int) -> tuple[Tensor, Tensor]:
@@ -119,28 +142,43 @@ class FeatureCollector:
     ) -> None:
         """Fold in one batch: `acts [B, T, F]` codes, `tokens [B, T]`, `seq_ids [B]` global sequence
         ids, `mask [B, T]` True where a position counts, `concepts [B, T, C]` labels (storyworld).
-        Masked positions of `acts` are zeroed in place (the caller's codes are scratch)."""
+        One dense scan finds the non-zeros; the rest is `update_sparse`."""
         acts = acts.detach().to("cpu", torch.float32)
-        tokens, seq_ids = tokens.cpu().long(), seq_ids.cpu().long()
         B, T, F = acts.shape
         if F != self.F:
             raise ValueError(f"collector holds {self.F} features, batch has {F}")
+        flat = acts.reshape(-1)
+        idx = flat.nonzero().squeeze(1)
+        self.update_sparse(idx // F, idx % F, flat[idx], tokens, seq_ids, mask, concepts)
+
+    @torch.no_grad()
+    def update_sparse(
+        self,
+        tok: Tensor,
+        feat: Tensor,
+        val: Tensor,
+        tokens: Tensor,
+        seq_ids: Tensor,
+        mask: Tensor | None = None,
+        concepts: Tensor | None = None,
+    ) -> None:
+        """`update` from coordinates: code `val[i]` of feature `feat[i]` at flat token `tok[i]`
+        (`b * T + t`), sorted by (tok, feat) as `nonzero` returns them. Zeros may be omitted; the
+        entries at masked positions and the non-positive ones are dropped."""
+        tokens, seq_ids = tokens.cpu().long(), seq_ids.cpu().long()
+        tok, f, v = tok.cpu().long(), feat.cpu().long(), val.detach().cpu().float()
+        B, T = tokens.shape
+        F = self.F
+        keep = v > 0  # codes are >= 0 for every architecture; only positive ones count
         if mask is not None:
             mask = mask.cpu().bool()
-            if not bool(mask.all()):
-                acts[~mask] = 0.0  # in place: special tokens are silent (only their rows are touched)
+            keep &= mask.reshape(-1)[tok]  # special tokens are silent
             self.n_tokens += int(mask.sum())
         else:
             self.n_tokens += B * T
-
-        # the non-zero codes, as flat indices (one dense scan); everything else works on them
-        flat = acts.reshape(-1)
-        idx = flat.nonzero().squeeze(1)
-        v = flat[idx]
-        if bool((v < 0).any()):  # codes are >= 0 for every architecture; only positive ones count
-            idx, v = idx[v > 0], v[v > 0]
-        f, bt = idx % F, idx // F
-        b, t = bt // T, bt % T
+        if not bool(keep.all()):
+            tok, f, v = tok[keep], f[keep], v[keep]
+        b, t = tok // T, tok % T
         # per-sequence peak and its first position, by scatter over the non-zeros only
         bf = b * F + f
         seq_max = torch.zeros(B * F).scatter_reduce_(0, bf, v, "amax")
@@ -149,17 +187,18 @@ class FeatureCollector:
             0, bf[hit], t[hit], "amin", include_self=False
         )
         seq_max, seq_arg = seq_max.view(B, F), seq_arg.view(B, F)
-        self._update_top(acts, tokens, seq_ids, seq_max, seq_arg)
-        self._update_negatives(acts, tokens, seq_ids, seq_max, mask)
+        win = _Windows(tokens, b, t, f, v, F, self.w)
+        self._update_top(win, seq_ids, seq_max, seq_arg)
+        self._update_negatives(win, B, T, seq_ids, seq_max, mask)
 
         self.nnz += torch.bincount(f, minlength=F)
         self.sum.index_add_(0, f, v.double())
         self._rescale(seq_max.max(dim=0).values)
         bins = (v / self.scale[f] * HIST_BINS).long().clamp_(0, HIST_BINS - 1)
         self.hist.view(-1).index_add_(0, f * HIST_BINS + bins, torch.ones_like(bins))
-        self._update_reservoir(acts, tokens, seq_ids, b, t, f, v)
+        self._update_reservoir(win, seq_ids, b, t, f, v)
         if self.concepts is not None and concepts is not None:
-            self.concepts.update(concepts.cpu(), mask, b * T + t, f, bins)
+            self.concepts.update(concepts.cpu(), mask, tok, f, bins)
 
     def _merge(
         self,
@@ -175,7 +214,14 @@ class FeatureCollector:
         and its context window is gathered only then (`window(rows, cols)`), so the cost per batch
         follows the number of admissions, which falls fast as the pass goes on."""
         n = state["key"].shape[1]
-        both = torch.cat([state["key"], key], dim=1)
+        # only rows whose best candidate beats their worst slot can change (most, late in a pass)
+        if largest:
+            rows = (key.amax(1) > state["key"].amin(1)).nonzero().squeeze(1)
+        else:
+            rows = (key.amin(1) < state["key"].amax(1)).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            return
+        both = torch.cat([state["key"][rows], key[rows]], dim=1)
         sel = torch.topk(both, n, dim=1, largest=largest, sorted=False).indices
         chosen = torch.zeros(both.shape, dtype=torch.bool).scatter_(1, sel, True)
         new_r, new_c = chosen[:, n:].nonzero(as_tuple=True)
@@ -183,32 +229,30 @@ class FeatureCollector:
             return
         # per row, as many slots are freed as candidates admitted; both lists are row-major
         free_r, free_c = (~chosen[:, :n]).nonzero(as_tuple=True)
-        state["key"][free_r, free_c] = key[new_r, new_c]
+        new_r, free_r = rows[new_r], rows[free_r]
+        # flat linear indices: much cheaper than 2-D advanced indexing on CPU
+        dst, src = free_r * n + free_c, new_r * key.shape[1] + new_c
+        state["key"].view(-1).index_copy_(0, dst, key.reshape(-1).index_select(0, src))
         for k, v in meta.items():
-            state[k][free_r, free_c] = v[new_r, new_c]
+            state[k].view(-1).index_copy_(0, dst, v.reshape(-1).index_select(0, src))
         win_act, win_tok = window(new_r, new_c)
-        state["acts"][free_r, free_c] = win_act
-        state["tokens"][free_r, free_c] = win_tok
+        state["acts"].view(-1, win_act.shape[1]).index_copy_(0, dst, win_act)
+        state["tokens"].view(-1, win_tok.shape[1]).index_copy_(0, dst, win_tok)
 
-    def _update_top(
-        self, acts: Tensor, tokens: Tensor, seq_ids: Tensor, seq_max: Tensor, seq_arg: Tensor
-    ) -> None:
+    def _update_top(self, win: _Windows, seq_ids: Tensor, seq_max: Tensor, seq_arg: Tensor) -> None:
         k = min(self.K, seq_max.shape[0])
         val, bidx = torch.topk(seq_max.T.contiguous(), k, dim=1)  # [F, k] (topk along a contiguous dim)
         pos = seq_arg.T.gather(1, bidx)
         silent = val <= 0
         key, val = val.masked_fill(silent, float("-inf")), val.masked_fill(silent, float("nan"))
         meta = {"value": val, "seq": seq_ids[bidx], "pos": pos}
-        self._merge(
-            self.top, key, meta, True, lambda r, c: _windows(acts, tokens, bidx[r, c], pos[r, c], r, self.w)
-        )
+        self._merge(self.top, key, meta, True, lambda r, c: win(bidx[r, c], pos[r, c], r))
 
     def _update_negatives(
-        self, acts: Tensor, tokens: Tensor, seq_ids: Tensor, seq_max: Tensor, mask: Tensor | None
+        self, win: _Windows, B: int, T: int, seq_ids: Tensor, seq_max: Tensor, mask: Tensor | None
     ) -> None:
         if self.NN == 0:
             return
-        B, T, _ = acts.shape
         key = torch.rand(seq_max.shape, generator=self.gen).masked_fill(seq_max > 0, float("inf"))
         k = min(self.NN, B)
         key, bidx = torch.topk(key.T.contiguous(), k, dim=1, largest=False)  # [F, k]
@@ -219,16 +263,20 @@ class FeatureCollector:
         pos = centre[bidx]
         value = torch.zeros_like(key).masked_fill(key.isinf(), float("nan"))
         meta = {"value": value, "seq": seq_ids[bidx], "pos": pos}
-        self._merge(
-            self.neg, key, meta, False, lambda r, c: _windows(acts, tokens, bidx[r, c], pos[r, c], r, self.w)
-        )
+        self._merge(self.neg, key, meta, False, lambda r, c: win(bidx[r, c], pos[r, c], r))
 
     def _update_reservoir(
-        self, acts: Tensor, tokens: Tensor, seq_ids: Tensor, b: Tensor, t: Tensor, f: Tensor, v: Tensor
+        self, win: _Windows, seq_ids: Tensor, b: Tensor, t: Tensor, f: Tensor, v: Tensor
     ) -> None:
         if f.numel() == 0:
             return
         key = torch.rand(f.shape, generator=self.gen)
+        # a key above the feature's largest kept key cannot enter: drop it before ranking
+        can = key <= self.res["key"].amax(1)[f]
+        if not bool(can.all()):
+            key, b, t, f, v = key[can], b[can], t[can], f[can], v[can]
+            if f.numel() == 0:
+                return
         order, rank = _segment_rank(f, key, self.F)
         keep = rank < self.R  # at most R candidates per feature can enter the reservoir
         order, slot = order[keep], rank[keep]
@@ -238,12 +286,11 @@ class FeatureCollector:
         cval = torch.full((self.F, self.R), float("nan"))
         cb = torch.zeros(self.F, self.R, dtype=torch.int64)
         ct = torch.zeros(self.F, self.R, dtype=torch.int64)
-        ckey[fs, slot], cval[fs, slot] = key[order], v[order]
-        cb[fs, slot], ct[fs, slot] = b[order], t[order]
+        lin = fs * self.R + slot
+        for dst, src in ((ckey, key), (cval, v), (cb, b), (ct, t)):
+            dst.view(-1).index_copy_(0, lin, src[order])
         meta = {"value": cval, "seq": seq_ids[cb], "pos": ct}
-        self._merge(
-            self.res, ckey, meta, False, lambda r, c: _windows(acts, tokens, cb[r, c], ct[r, c], r, self.w)
-        )
+        self._merge(self.res, ckey, meta, False, lambda r, c: win(cb[r, c], ct[r, c], r))
 
     def _rescale(self, batch_max: Tensor) -> None:
         """Grow each feature's histogram range to a power of two above its max, merging bins."""

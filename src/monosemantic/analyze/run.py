@@ -19,6 +19,7 @@ from monosemantic.activations.cache import ActivationCache
 from monosemantic.config import Config
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.io import find_dictionaries, load_dictionary
+from monosemantic.dictionaries.topk import TopKDictionary
 from monosemantic.utils.errors import DataError, MonosemanticError
 from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.torch_utils import resolve_device
@@ -59,6 +60,20 @@ def _names(paths: list[Path]) -> list[str]:
     return names
 
 
+def sparse_codes(dic: Dictionary, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """The codes of a TopK dictionary as (row, feature, value) sorted by (row, feature), computed
+    as `TopKDictionary.encode` does but without its dense `[n, d_sae]` output (whose non-zero
+    scan would cost about as much as encoding); None for any other encode rule."""
+    if type(dic).encode is not TopKDictionary.encode:
+        return None
+    pre = dic.pre_acts(x)
+    top = pre.topk(dic.k, dim=-1, sorted=False)
+    cols, order = torch.sort(top.indices, dim=-1)
+    vals = torch.relu(top.values.gather(-1, order))
+    rows = torch.arange(x.shape[0], device=x.device).repeat_interleave(cols.shape[-1])
+    return rows, cols.reshape(-1), vals.reshape(-1)
+
+
 def encode_pass(
     cache: ActivationCache,
     dicts: list[Dictionary],
@@ -68,10 +83,12 @@ def encode_pass(
     batch_sequences: int,
     device: torch.device,
     on_batch: Any | None = None,
+    sparse: bool = False,
 ) -> float:
     """Stream `n_sequences` of the cache, encode every dictionary, hand each batch to `on_batch`
-    (`on_batch(i, codes [B, T, F], batch)`); returns the seconds spent encoding. The benchmark
-    calls it without `on_batch` to time encoding alone."""
+    (`on_batch(i, codes, batch)`); returns the seconds spent encoding. `codes` is `[B, T, F]`,
+    or with `sparse` and a TopK dictionary the `sparse_codes` triple (rows index `B * T` flat
+    tokens). The benchmark calls it without `on_batch` to time plain `encode` alone."""
     cached = [s for s in dict.fromkeys(sites) if s in cache.sites]
     live = [s for s in dict.fromkeys(sites) if s not in cache.sites]
     if live and model is None:
@@ -97,7 +114,9 @@ def encode_pass(
                 t0 = time.perf_counter()
                 with torch.inference_mode():
                     x = acts[site].to(device=device, dtype=torch.float32).reshape(B * T, -1)
-                    codes = dic.encode(x).reshape(B, T, -1)
+                    codes = sparse_codes(dic, x) if sparse else None
+                    if codes is None:
+                        codes = dic.encode(x).reshape(B, T, -1)
                 encode_s += time.perf_counter() - t0
                 if on_batch is not None:
                     on_batch(i, codes, batch)
@@ -147,12 +166,18 @@ def analyze(cfg: Config) -> Path:
         for i, d in enumerate(dicts)
     ]  # fmt: skip
 
-    def on_batch(i: int, codes: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+    def on_batch(i: int, codes: Any, batch: dict[str, torch.Tensor]) -> None:
         mask = ~cache.special_mask(batch["tokens"]) if exclude else None
-        collectors[i].update(codes, batch["tokens"], batch["seq_ids"], mask, batch.get("concepts"))
+        args = (batch["tokens"], batch["seq_ids"], mask, batch.get("concepts"))
+        if isinstance(codes, tuple):
+            collectors[i].update_sparse(*codes, *args)
+        else:
+            collectors[i].update(codes, *args)
 
     t0 = time.perf_counter()
-    encode_s = encode_pass(cache, dicts, sites, model, n_seq, a.batch_sequences, device, on_batch)
+    encode_s = encode_pass(
+        cache, dicts, sites, model, n_seq, a.batch_sequences, device, on_batch, sparse=True
+    )
     pass_s = time.perf_counter() - t0
     text = TokenText(model.tokenizer if model is not None else None)
     db = Path(a.out) / "features.db"
