@@ -360,7 +360,7 @@ class Dictionary(nn.Module, abc.ABC):
 
     # ---- serialisation (SAELens tensor names) -----------------------------------------------
     def weights_for_saving(self) -> dict[str, Tensor]:
-        return {k: v.detach() for k, v in self.state_dict().items()}
+        return {k: v.detach().contiguous() for k, v in self.state_dict().items()}
 
     def load_saved_weights(self, tensors: dict[str, Tensor]) -> None:
         self.load_state_dict({k: v for k, v in tensors.items()}, strict=True)

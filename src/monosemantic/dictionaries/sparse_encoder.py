@@ -25,6 +25,20 @@ from torch import Tensor
 # each group sorted by row. It runs without grad.
 Selection = Callable[[Tensor], list[tuple[Tensor, Tensor]]]
 
+# The [B, d_sae] pre-activation matrix is the one big temporary of a step (256 MB at B=4096,
+# d_sae=16384). A fresh allocation of that size is a fresh mmap, so every step would pay ~65k
+# page faults before the matmul writes a byte; reusing one workspace costs nothing. Only one
+# matrix is live at a time (selections copy out what they keep), so dictionaries share it.
+_workspace: dict[str, Tensor] = {}
+
+
+def _preact_buffer(n_rows: int, width: int, like: Tensor) -> Tensor:
+    buf = _workspace.get("pre")
+    if buf is None or buf.dtype != like.dtype or buf.device != like.device or buf.numel() < n_rows * width:
+        _workspace.pop("pre", None)  # free the old one before allocating the new one
+        buf = _workspace["pre"] = torch.empty(n_rows * width, dtype=like.dtype, device=like.device)
+    return buf[: n_rows * width].view(n_rows, width)
+
 
 def _bag_offsets(keys: Tensor, n_bags: int) -> Tensor:
     counts = torch.bincount(keys, minlength=n_bags)
@@ -41,11 +55,12 @@ class _SparseEncode(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, W_enc: Tensor, b_enc: Tensor, select: Selection, sizes: list[int]):
         with torch.no_grad():
-            pre = torch.addmm(b_enc, x, W_enc)
+            pre = torch.addmm(b_enc, x, W_enc, out=_preact_buffer(x.shape[0], W_enc.shape[1], x))
             groups = select(pre)
             rows = torch.cat([r for r, _ in groups])
             cols = torch.cat([c for _, c in groups])
             vals = pre[rows, cols]
+            del pre  # the workspace is reused by the next call: nothing may keep a view of it
         sizes.extend(len(r) for r, _ in groups)
         ctx.save_for_backward(x, W_enc, rows, cols)
         ctx.mark_non_differentiable(rows, cols)
@@ -128,9 +143,29 @@ def sparse_encode(
     return out
 
 
+def _topk_cols(pre: Tensor, k: int, group: int = 64) -> Tensor:
+    """Column indices of each row's k largest entries: `pre.topk(k).indices`, faster.
+
+    Split each row into blocks of `group` columns. An entry among the row's k largest lies in a
+    block whose maximum is among the k largest block maxima (fewer than k blocks can hold a
+    larger entry), so the top k of those k blocks' entries is exact. One vectorised max pass
+    plus a top-k over k*group candidates beats a top-k over the whole row (torch's CPU top-k
+    is a per-row partial sort). Only ties may pick different, equal-valued entries.
+    """
+    n, width = pre.shape
+    if width % group or width // group < 4 * k or not pre.is_contiguous():
+        return pre.topk(k, dim=-1, sorted=False).indices
+    blocks = width // group
+    best = pre.view(n, blocks, group).amax(-1).topk(k, dim=-1, sorted=False).indices  # [n, k]
+    flat = (best + torch.arange(n, device=pre.device).unsqueeze(1) * blocks).view(-1)
+    cand = pre.view(n * blocks, group).index_select(0, flat).view(n, k * group)
+    top = cand.topk(k, dim=-1, sorted=False).indices
+    return best.gather(1, top // group) * group + top % group
+
+
 def topk_rows(pre: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """Coordinates of the k largest entries of each row (rows sorted)."""
-    idx = pre.topk(k, dim=-1, sorted=False).indices
+    idx = _topk_cols(pre, k)
     rows = torch.arange(pre.shape[0], device=pre.device).repeat_interleave(k)
     return rows, idx.reshape(-1)
 

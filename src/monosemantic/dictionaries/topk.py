@@ -11,15 +11,24 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from .base import Dictionary, LossOutput, SparseCodes, TrainStepState, register_dictionary
+from .base import Dictionary, DictionaryMeta, LossOutput, SparseCodes, TrainStepState, register_dictionary
 from .sparse_encoder import sparse_encode, topk_dead, topk_rows
 
 
 @register_dictionary("topk")
 class TopKDictionary(Dictionary):
     unit_norm_decoder = True
+
+    def __init__(self, cfg: DictionaryMeta) -> None:
+        super().__init__(cfg)
+        # W_enc [d_in, d_sae] is stored column-major (a transposed view of a [d_sae, d_in] block):
+        # the sparse encoder's backward gathers its columns and builds its gradient as
+        # [d_sae, d_in] rows, so this layout saves two 32 MB transposing copies per step (the
+        # gather's `.contiguous()` and autograd's re-layout of the gradient). The forward
+        # matmul reads either layout at the same speed; saved weights are made contiguous.
+        self.W_enc = nn.Parameter(self.W_enc.detach().T.contiguous().T)
 
     @property
     def k(self) -> int:
