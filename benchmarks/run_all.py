@@ -45,7 +45,9 @@ def machine() -> str:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{os.cpu_count()} cores ({cpu}), {gpu}, torch {torch.__version__}, Python {sys.version.split()[0]}"
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {gpu}, torch {torch.__version__}, Python {sys.version.split()[0]}"
+    )
 
 
 def main(only: list[str] | None = None) -> str:

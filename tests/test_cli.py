@@ -47,6 +47,8 @@ def test_missing_config_file(tmp_path: Path):
 def test_invalid_option_value_is_one_line(tmp_path: Path):
     cfg = tmp_path / "c.toml"
     cfg.write_text("")
-    result = CliRunner().invoke(app, ["steer", str(cfg), "--feature", "0", "--prompt", "x", "--mode", "bogus"])
+    result = CliRunner().invoke(
+        app, ["steer", str(cfg), "--feature", "0", "--prompt", "x", "--mode", "bogus"]
+    )
     assert result.exit_code == 2
     assert "Traceback" not in result.output

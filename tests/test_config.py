@@ -83,7 +83,9 @@ l1_coefficient = 3.0
 def test_unknown_key_names_nearest_valid_key(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown key 'train.lrr'; did you mean 'lr'\?"):
         load_config(write(tmp_path, "[train]\nlrr = 1\n"))
-    with pytest.raises(ConfigError, match=r"unknown key 'dictionaries.0.archtecture'; did you mean 'architecture'"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'dictionaries.0.archtecture'; did you mean 'architecture'"
+    ):
         load_config(write(tmp_path, "[[dictionaries]]\narchtecture = 'topk'\nk = 4\n"))
     with pytest.raises(ConfigError, match=r"unknown key 'tarin'; did you mean 'train'"):
         load_config(write(tmp_path, "[tarin]\nlr = 1\n"))

@@ -15,5 +15,17 @@ def test_readme_config_reference_is_current():
 def test_readme_names_the_two_commands_and_every_verb():
     text = README.read_text()
     assert "make demo" in text and "make test" in text
-    for verb in ["lm train", "harvest", "train", "evaluate", "analyze", "explain", "export", "steer", "circuit", "serve", "demo"]:
+    for verb in [
+        "lm train",
+        "harvest",
+        "train",
+        "evaluate",
+        "analyze",
+        "explain",
+        "export",
+        "steer",
+        "circuit",
+        "serve",
+        "demo",
+    ]:
         assert f"monosemantic {verb}" in text, verb

@@ -139,6 +139,7 @@ def export(
     """Export the feature store as a static HTML dashboard and/or Neuronpedia JSON."""
     cfg = _config(config, set_)
     from monosemantic.analyze.export import export as run
+
     if html is not None:
         cfg.export.html = html
     if neuronpedia is not None:
@@ -159,6 +160,7 @@ def steer(
     """Generate with a feature clamped, added or ablated, side by side with the unsteered text."""
     cfg = _config(config, set_)
     from monosemantic.analyze.steer import steer as run
+
     if mode is not None:
         cfg.steer.mode = mode  # type: ignore[assignment]
     run(cfg, feature=feature, value=value, prompt=prompt)
@@ -170,7 +172,8 @@ def circuit(
     config: ConfigArg,
     prompt: Annotated[str | None, typer.Option(help="Prompt to explain (default [circuit].prompt).")] = None,
     corrupted: Annotated[
-        str | None, typer.Option(help="Corrupted prompt for contrastive mode (sets circuit.method=contrastive).")
+        str | None,
+        typer.Option(help="Corrupted prompt for contrastive mode (sets circuit.method=contrastive)."),
     ] = None,
     set_: SetOpt = None,
 ) -> None:
@@ -180,6 +183,7 @@ def circuit(
         cfg.circuit.corrupted_prompt = corrupted
         cfg.circuit.method = "contrastive"
     from monosemantic.circuits.run import circuit as run
+
     if prompt is not None:
         cfg.circuit.prompt = prompt
     out = run(cfg)

@@ -64,7 +64,11 @@ def run_demo(cfg: Config) -> dict[str, Path]:
         console.print(f"{name:>13}: [bold]{path}[/]")
     console.print(f"{len(dictionaries)} dictionaries trained.")
     if "dashboard" in outputs:
-        console.print(f"Open [bold]file://{outputs['dashboard'].resolve()}[/] in a browser, or run "
-                      "`monosemantic serve configs/demo.toml`.")
-    console.print('Trace a circuit: monosemantic circuit configs/demo.toml --prompt "Lily the cat went to the beach. She"')
+        console.print(
+            f"Open [bold]file://{outputs['dashboard'].resolve()}[/] in a browser, or run "
+            "`monosemantic serve configs/demo.toml`."
+        )
+    console.print(
+        'Trace a circuit: monosemantic circuit configs/demo.toml --prompt "Lily the cat went to the beach. She"'
+    )
     return outputs

@@ -22,7 +22,9 @@ class EvaluateConfig(Section):
     error_check_batches: int | None = Field(
         None, gt=0, description="Batches on which spliced+error is checked to equal clean (None: all)."
     )
-    concepts: bool = Field(True, description="Score planted-concept detection when the cache has concept labels.")
+    concepts: bool = Field(
+        True, description="Score planted-concept detection when the cache has concept labels."
+    )
     purity_top_n: int = Field(20, gt=0, description="Top activations per feature used for concept purity.")
     plots: bool = Field(True, description="Write PNG plots (density histograms, sweep frontiers).")
     device: str | None = None

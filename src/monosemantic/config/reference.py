@@ -8,8 +8,20 @@ from pydantic_core import PydanticUndefined
 from .root import Config
 
 SECTION_ORDER = [
-    "model", "data", "sites", "harvest", "lm", "dictionary", "train", "evaluate", "analyze",
-    "explain", "export", "steer", "circuit", "serve",
+    "model",
+    "data",
+    "sites",
+    "harvest",
+    "lm",
+    "dictionary",
+    "train",
+    "evaluate",
+    "analyze",
+    "explain",
+    "export",
+    "steer",
+    "circuit",
+    "serve",
 ]
 
 
@@ -39,7 +51,11 @@ def config_reference() -> str:
     for name in SECTION_ORDER:
         field = Config.model_fields[name]
         ann = field.annotation
-        model = next(a for a in (ann, *getattr(ann, "__args__", ())) if isinstance(a, type) and issubclass(a, BaseModel))
+        model = next(
+            a
+            for a in (ann, *getattr(ann, "__args__", ()))
+            if isinstance(a, type) and issubclass(a, BaseModel)
+        )
         title = "[dictionary] / [[dictionaries]]" if name == "dictionary" else f"[{name}]"
         out += [f"**{title}**", "", *_section_table(model), ""]
     return "\n".join(out).rstrip() + "\n"
