@@ -19,10 +19,10 @@ class SitesConfig(Section):
 
 
 class HarvestConfig(Section):
-    INHERITED: ClassVar[tuple[str, ...]] = ("device", "dtype")
+    # The forward pass runs where [model].device says; this section only decides what is stored.
+    INHERITED: ClassVar[tuple[str, ...]] = ("dtype",)
 
     out: Path = Field(Path("runs/activations"), description="Activation cache directory.")
     dtype: Dtype | None = Field(None, description="Storage dtype of activations: float32, float16, bfloat16.")
-    device: str | None = None
     batch_size: int = Field(32, gt=0, description="Sequences per forward pass.")
     shard_sequences: int = Field(512, gt=0, description="Sequences per shard file.")
