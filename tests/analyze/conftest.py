@@ -115,7 +115,8 @@ def analyze_config(world: dict, dictionary: Path, out: Path, *extra: str) -> Con
     return load_config(None, [
         'device="cpu"', f'analyze.dictionary="{dictionary}"', f'analyze.cache="{world["root"] / "acts"}"',
         f'analyze.out="{out}"', "analyze.top_k=5", "analyze.quantiles=3", "analyze.per_quantile=2",
-        "analyze.window=3", "analyze.negatives=3", "analyze.batch_sequences=16", "analyze.logit_lens_k=5", *extra,
+        "analyze.window=3", "analyze.negatives=3", "analyze.batch_sequences=16", "analyze.logit_lens_k=5",
+        "analyze.block_tokens=1024", *extra,  # several blocks: the cross-block merges are checked too
     ])  # fmt: skip
 
 

@@ -41,12 +41,10 @@ def test_update_sparse_equals_dense_update():
     dic = _topk(d_sae=48, k=3)
     B, T = 6, 24
     names = ["colour:red", "colour:blue", "animal:cat"]
-    dense_c = FeatureCollector(
-        48, top_k=3, quantiles=2, per_quantile=2, n_negative=2, window=3, concept_names=names
+    kw = dict(
+        top_k=3, quantiles=2, per_quantile=2, n_negative=2, window=3, concept_names=names, block_tokens=B * T
     )
-    sparse_c = FeatureCollector(
-        48, top_k=3, quantiles=2, per_quantile=2, n_negative=2, window=3, concept_names=names
-    )
+    dense_c, sparse_c = FeatureCollector(48, **kw), FeatureCollector(48, **kw)
     for i in range(4):
         x = torch.randn(B * T, 16)
         tokens = torch.randint(0, 50, (B, T))
@@ -56,6 +54,8 @@ def test_update_sparse_equals_dense_update():
         with torch.no_grad():
             dense_c.update(dic.encode(x).reshape(B, T, -1), tokens, seq, mask, concepts)
             sparse_c.update_sparse(*sparse_codes(dic, x), tokens, seq, mask, concepts)
+    dense_c.flush()
+    sparse_c.flush()
     for state in ("top", "res", "neg"):
         for k, v in getattr(dense_c, state).items():
             assert torch.equal(v.nan_to_num(-7.0), getattr(sparse_c, state)[k].nan_to_num(-7.0)), (state, k)
@@ -67,3 +67,38 @@ def test_update_sparse_equals_dense_update():
     filled = ~ex.value.isnan()
     assert filled.any()
     assert torch.equal(ex.acts[..., 3][filled], ex.value[filled])
+
+
+def test_block_size_changes_no_statistic():
+    """Blocks only batch the work: top examples, histograms and concept counts do not depend on
+    them (the random samples do, through the generator's draws)."""
+    dic = _topk(d_sae=32, k=3)
+    B, T = 4, 20
+    kw = dict(
+        top_k=4,
+        quantiles=2,
+        per_quantile=2,
+        n_negative=2,
+        window=2,
+        concept_names=["colour:red", "colour:blue"],
+    )
+    small, big = (
+        FeatureCollector(32, block_tokens=B * T, **kw),
+        FeatureCollector(32, block_tokens=10**6, **kw),
+    )
+    g = torch.Generator().manual_seed(1)
+    for i in range(5):
+        x = torch.randn(B * T, 16, generator=g)
+        tokens = torch.randint(0, 50, (B, T), generator=g)
+        concepts = (torch.rand(B, T, 2, generator=g) < 0.3).to(torch.uint8)
+        seq = torch.arange(i * B, (i + 1) * B)
+        with torch.no_grad():
+            codes = sparse_codes(dic, x)
+        small.update_sparse(*codes, tokens, seq, None, concepts)
+        big.update_sparse(*codes, tokens, seq, None, concepts)
+    a, b = small.top_examples(), big.top_examples()  # both flush
+    for field in ("value", "seq", "pos", "tokens", "acts"):
+        assert torch.equal(getattr(a, field).nan_to_num(-7.0), getattr(b, field).nan_to_num(-7.0)), field
+    assert torch.equal(small.hist, big.hist) and torch.equal(small.nnz, big.nnz)
+    assert torch.equal(small.concepts.positives(), big.concepts.positives())
+    assert small.n_tokens == big.n_tokens == 5 * B * T

@@ -34,6 +34,8 @@ from torch import Tensor
 from .concept_stats import ConceptStats
 
 HIST_BINS = 128  # linear bins over [0, scale); scale is a power of two above the running max
+BLOCK_TOKENS = 16_384  # tokens folded in at once (see `update_sparse`)
+BLOCK_CELLS = 1 << 24  # ... and at most this many (sequence, feature) cells per block (memory)
 
 
 @dataclass
@@ -49,28 +51,34 @@ class Examples:
 
 
 class _Windows:
-    """Context windows of one batch read from its sparse codes, not a dense `[B, T, F]` tensor.
+    """Context windows of one block read from its sparse codes, not a dense `[B, T, F]` tensor.
 
-    Non-zeros are sorted by (sequence, feature, position), so a window's activations are one
-    contiguous run found by two binary searches: the cost follows the windows' non-zeros, not
-    `n x (2w+1)` random reads of a dense tensor. Token windows come from a padded unfold."""
+    Non-zeros are sorted by (feature, sequence, position), so a window's activations are one
+    contiguous run found by two binary searches: the cost follows the windows' non-zeros (a
+    couple per window for a sparse feature), not `n x (2w+1)` reads. The entries arrive sorted
+    by flat token `b * T + t`, so a stable sort on the feature alone gives that order; it runs
+    on 16-bit keys when the features fit (torch's integer sort costs about one pass per key
+    byte, so this is twice as fast as sorting 32-bit keys). Token windows come from a padded
+    unfold."""
 
-    def __init__(self, tokens: Tensor, b: Tensor, t: Tensor, f: Tensor, v: Tensor, F: int, w: int) -> None:
+    def __init__(self, tokens: Tensor, tok: Tensor, f: Tensor, v: Tensor, F: int, w: int) -> None:
         B, T = tokens.shape
-        self.T, self.F, self.w = T, F, w
-        key = (b * F + f) * T + t
-        order = torch.argsort(key)
-        self.key, self.t, self.v = key[order], t[order], v[order]
+        self.BT, self.T, self.w = B * T, T, w
+        order = torch.argsort(f.to(torch.int16 if F <= 2**15 else torch.int32), stable=True)
+        dtype = torch.int32 if F * B * T < 2**31 else torch.int64
+        tok_sorted = tok.index_select(0, order)
+        self.key = f.index_select(0, order).to(dtype) * self.BT + tok_sorted.to(dtype)
+        self.t, self.v = tok_sorted % T, v.index_select(0, order)
         padded = torch.nn.functional.pad(tokens.to(torch.int32), (w, w), value=-1)
         self.tok = padded.unfold(1, 2 * w + 1, 1)  # [B, T, W] view
 
     def __call__(self, b: Tensor, p: Tensor, f: Tensor) -> tuple[Tensor, Tensor]:
         """`[n, 2w+1]` activation and token windows around positions `p` of sequences `b` for
         features `f`; positions outside the sequence give token -1 and activation 0."""
-        T, w = self.T, self.w
-        base = (b * self.F + f) * T
-        lo = torch.searchsorted(self.key, base + (p - w).clamp_min(0))
-        hi = torch.searchsorted(self.key, base + (p + w + 1).clamp_max(T))
+        T, w, dtype = self.T, self.w, self.key.dtype
+        base = (f * self.BT + b * T).to(dtype)
+        lo = torch.searchsorted(self.key, base + (p - w).clamp_min(0).to(dtype))
+        hi = torch.searchsorted(self.key, base + (p + w + 1).clamp_max(T).to(dtype))
         counts = hi - lo
         row = torch.repeat_interleave(torch.arange(b.numel()), counts)
         entry = torch.arange(row.numel()) - (torch.cumsum(counts, 0) - counts)[row] + lo[row]
@@ -79,10 +87,18 @@ class _Windows:
         win_act.view(-1).index_copy_(0, row * W + self.t[entry] - p[row] + w, self.v[entry])
         return win_act, self.tok[b, p]
 
+    def silent(self, b: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+        """Windows where the feature never fires (negatives): zero activations, no search."""
+        return torch.zeros(b.numel(), 2 * self.w + 1), self.tok[b, p]
+
 
 def _segment_rank(segment: Tensor, key: Tensor, n_segments: int) -> tuple[Tensor, Tensor]:
-    """Sort entries by (segment, key) and return (order, rank of each sorted entry in its segment)."""
-    order = torch.argsort(segment.double() * 4.0 + key.double().clamp(max=2.0))
+    """Sort entries by (segment, key) and return (order, rank of each sorted entry in its segment).
+    `key` lies in [0, 1): it becomes 31 bits under the segment in one int64 sort key (integer
+    sorts are much faster than float64 ones). `torch.rand` keys are multiples of 2^-24, so the
+    quantisation keeps their order exactly."""
+    composite = (segment.long() << 31) | (key.double() * (2**31 - 1)).long()
+    order = torch.argsort(composite)
     seg_sorted = segment[order]
     counts = torch.bincount(seg_sorted, minlength=n_segments)
     starts = torch.cumsum(counts, 0) - counts
@@ -104,6 +120,7 @@ class FeatureCollector:
         seed: int = 0,
         oversample: int = 2,
         concept_names: list[str] | None = None,
+        block_tokens: int = BLOCK_TOKENS,
     ) -> None:
         self.F, self.K, self.Q, self.P = d_sae, top_k, quantiles, per_quantile
         self.R = quantiles * per_quantile * oversample
@@ -129,6 +146,10 @@ class FeatureCollector:
         self.top, self.res, self.neg = slots(top_k), slots(self.R), slots(n_negative)
         self.top["key"].fill_(float("-inf"))  # the top set keeps the largest keys
         self.concepts = ConceptStats(d_sae, concept_names) if concept_names else None
+        self.block_tokens = block_tokens
+        self._pending: list[tuple[tuple[Tensor, ...], tuple[Tensor | None, ...]]] = []
+        self._pending_seqs = 0
+        self._signature: tuple[int, bool, bool] | None = None
 
     # -- per batch -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -164,41 +185,102 @@ class FeatureCollector:
     ) -> None:
         """`update` from coordinates: code `val[i]` of feature `feat[i]` at flat token `tok[i]`
         (`b * T + t`), sorted by (tok, feat) as `nonzero` returns them. Zeros may be omitted; the
-        entries at masked positions and the non-positive ones are dropped."""
+        entries at masked positions and the non-positive ones are dropped.
+
+        Batches are buffered into blocks of about `block_tokens` tokens and folded in together:
+        the per-feature work (top-k merges, reservoir blocks) is paid once per block instead of
+        once per batch, and candidates of one block compete before any window is gathered.
+        Every result method flushes the buffer first; `flush()` does it explicitly."""
         tokens, seq_ids = tokens.cpu().long(), seq_ids.cpu().long()
-        tok, f, v = tok.cpu().long(), feat.cpu().long(), val.detach().cpu().float()
+        entry = (tok.cpu().long(), feat.cpu().long(), val.detach().cpu().float())
+        batch = (
+            tokens,
+            seq_ids,
+            None if mask is None else mask.cpu().bool(),
+            None if concepts is None else concepts.cpu(),
+        )
+        signature = (tokens.shape[1], mask is None, concepts is None)
+        if self._pending and signature != self._signature:
+            self.flush()
+        self._signature = signature
+        self._pending.append((entry, batch))
+        self._pending_seqs += tokens.shape[0]
+        if (
+            self._pending_seqs * tokens.shape[1] >= self.block_tokens
+            or self._pending_seqs * self.F >= BLOCK_CELLS
+        ):
+            self.flush()
+
+    @torch.no_grad()
+    def flush(self) -> None:
+        """Fold the buffered batches in (one block); a no-op when nothing is pending."""
+        if not self._pending:
+            return
+        pending, self._pending, self._pending_seqs = self._pending, [], 0
+        if len(pending) == 1:
+            (tok, f, v), (tokens, seq_ids, mask, concepts) = pending[0]
+        else:
+            offsets, n = [], 0
+            for _, (tokens, *_rest) in pending:
+                offsets.append(n)
+                n += tokens.numel()
+            tok = torch.cat([e[0] + o for (e, _), o in zip(pending, offsets, strict=True)])
+            f = torch.cat([e[1] for e, _ in pending])
+            v = torch.cat([e[2] for e, _ in pending])
+            tokens, seq_ids, mask, concepts = (
+                None if parts[0] is None else torch.cat(parts)
+                for parts in zip(*(b for _, b in pending), strict=True)
+            )
+        self._update_block(tok, f, v, tokens, seq_ids, mask, concepts)
+
+    def _update_block(
+        self,
+        tok: Tensor,
+        f: Tensor,
+        v: Tensor,
+        tokens: Tensor,
+        seq_ids: Tensor,
+        mask: Tensor | None,
+        concepts: Tensor | None,
+    ) -> None:
         B, T = tokens.shape
         F = self.F
+        # 32-bit indices halve the memory traffic of the per-non-zero passes below; every index
+        # stays under 2^31 (a block holds at most BLOCK_CELLS cells, F * HIST_BINS bins)
+        tok, f = tok.to(torch.int32), f.to(torch.int32)
         keep = v > 0  # codes are >= 0 for every architecture; only positive ones count
         if mask is not None:
-            mask = mask.cpu().bool()
             keep &= mask.reshape(-1)[tok]  # special tokens are silent
             self.n_tokens += int(mask.sum())
         else:
             self.n_tokens += B * T
         if not bool(keep.all()):
-            tok, f, v = tok[keep], f[keep], v[keep]
-        b, t = tok // T, tok % T
-        # per-sequence peak and its first position, by scatter over the non-zeros only
+            idx = keep.nonzero().squeeze(1)  # index_select is cheaper than boolean indexing on CPU
+            tok, f, v = tok.index_select(0, idx), f.index_select(0, idx), v.index_select(0, idx)
+        b = torch.div(tok, T, rounding_mode="floor")
+        t = tok - b * T
         bf = b * F + f
+        # per-sequence peak and its first position, by scatter over the non-zeros only
         seq_max = torch.zeros(B * F).scatter_reduce_(0, bf, v, "amax")
-        hit = v == seq_max[bf]
+        hit = (v == seq_max[bf]).nonzero().squeeze(1)
         seq_arg = torch.zeros(B * F, dtype=torch.int64).scatter_reduce_(
-            0, bf[hit], t[hit], "amin", include_self=False
+            0, bf.index_select(0, hit), t.index_select(0, hit).long(), "amin", include_self=False
         )
         seq_max, seq_arg = seq_max.view(B, F), seq_arg.view(B, F)
-        win = _Windows(tokens, b, t, f, v, F, self.w)
+        win = _Windows(tokens, tok, f, v, F, self.w)
         self._update_top(win, seq_ids, seq_max, seq_arg)
         self._update_negatives(win, B, T, seq_ids, seq_max, mask)
 
-        self.nnz += torch.bincount(f, minlength=F)
+        counts = torch.bincount(f, minlength=F)
+        self.nnz += counts
         self.sum.index_add_(0, f, v.double())
         self._rescale(seq_max.max(dim=0).values)
-        bins = (v / self.scale[f] * HIST_BINS).long().clamp_(0, HIST_BINS - 1)
-        self.hist.view(-1).index_add_(0, f * HIST_BINS + bins, torch.ones_like(bins))
-        self._update_reservoir(win, seq_ids, b, t, f, v)
+        bins = (v / self.scale[f] * HIST_BINS).to(torch.int32).clamp_(0, HIST_BINS - 1)
+        fine = f * HIST_BINS + bins
+        self.hist.view(-1).index_add_(0, fine, torch.ones_like(bins, dtype=torch.int64))
+        self._update_reservoir(win, seq_ids, b, t, f, v, counts)
         if self.concepts is not None and concepts is not None:
-            self.concepts.update(concepts.cpu(), mask, tok, f, bins)
+            self.concepts.update(concepts, mask, tok, fine)
 
     def _merge(
         self,
@@ -263,20 +345,31 @@ class FeatureCollector:
         pos = centre[bidx]
         value = torch.zeros_like(key).masked_fill(key.isinf(), float("nan"))
         meta = {"value": value, "seq": seq_ids[bidx], "pos": pos}
-        self._merge(self.neg, key, meta, False, lambda r, c: win(bidx[r, c], pos[r, c], r))
+        self._merge(self.neg, key, meta, False, lambda r, c: win.silent(bidx[r, c], pos[r, c]))
 
     def _update_reservoir(
-        self, win: _Windows, seq_ids: Tensor, b: Tensor, t: Tensor, f: Tensor, v: Tensor
+        self, win: _Windows, seq_ids: Tensor, b: Tensor, t: Tensor, f: Tensor, v: Tensor, counts: Tensor
     ) -> None:
         if f.numel() == 0:
             return
         key = torch.rand(f.shape, generator=self.gen)
-        # a key above the feature's largest kept key cannot enter: drop it before ranking
-        can = key <= self.res["key"].amax(1)[f]
+        # A key above the feature's largest kept key cannot enter. Nor can one above `bound`, when
+        # at least R of the block's keys lie below it (R smaller candidates beat it): among n
+        # uniform keys, R + 4 sqrt(R) + 4 of them fall below (R + 4 sqrt(R) + 4) / n but for a
+        # ~1e-4 chance; features where fewer than R did fall back to the kept-key limit, so the
+        # filter only saves ranking work and never changes the sample.
+        kept_max = self.res["key"].amax(1)
+        bound = ((self.R + 4 * self.R**0.5 + 4) / counts.clamp_min(1).double()).float()
+        limit = torch.minimum(kept_max, bound)
+        can = key <= limit[f]
+        short = (torch.bincount(f[can], minlength=self.F) < counts.clamp_max(self.R)) & (bound < kept_max)
+        if bool(short.any()):
+            can = key <= torch.where(short, kept_max, limit)[f]
         if not bool(can.all()):
-            key, b, t, f, v = key[can], b[can], t[can], f[can], v[can]
-            if f.numel() == 0:
+            idx = can.nonzero().squeeze(1)
+            if idx.numel() == 0:
                 return
+            key, b, t, f, v = (x.index_select(0, idx) for x in (key, b, t, f, v))
         order, rank = _segment_rank(f, key, self.F)
         keep = rank < self.R  # at most R candidates per feature can enter the reservoir
         order, slot = order[keep], rank[keep]
@@ -288,7 +381,7 @@ class FeatureCollector:
         ct = torch.zeros(self.F, self.R, dtype=torch.int64)
         lin = fs * self.R + slot
         for dst, src in ((ckey, key), (cval, v), (cb, b), (ct, t)):
-            dst.view(-1).index_copy_(0, lin, src[order])
+            dst.view(-1).index_copy_(0, lin, src[order].to(dst.dtype))
         meta = {"value": cval, "seq": seq_ids[cb], "pos": ct}
         self._merge(self.res, ckey, meta, False, lambda r, c: win(cb[r, c], ct[r, c], r))
 
@@ -316,20 +409,24 @@ class FeatureCollector:
                 self.concepts.merge_bins(rows, idx)
         self.scale = torch.where(grow, new, self.scale)
 
-    # -- results ---------------------------------------------------------------------------------
+    # -- results (each flushes the pending block first) --------------------------------------------
     def density(self) -> Tensor:
+        self.flush()
         return self.nnz.double() / max(self.n_tokens, 1)
 
     def mean_activation(self) -> Tensor:
         """Mean of the non-zero activations (0 for a feature that never fired)."""
+        self.flush()
         return self.sum / self.nnz.clamp_min(1)
 
     def max_activation(self) -> Tensor:
+        self.flush()
         return torch.nan_to_num(self.top["value"], nan=0.0).amax(dim=1).clamp_min(0.0)
 
     def quantile_edges(self) -> Tensor:
         """`[F, Q+1]` edges splitting each feature's non-zero activations into equal-mass bins,
         read from the histogram (linear interpolation inside a bin); first 0, last the max."""
+        self.flush()
         width = (self.scale / HIST_BINS).unsqueeze(1)
         cdf = torch.cumsum(self.hist, 1).double()
         total = cdf[:, -1:].clamp_min(1)
@@ -344,6 +441,7 @@ class FeatureCollector:
 
     def top_examples(self) -> Examples:
         """Top examples, highest first (empty slots last)."""
+        self.flush()
         order = torch.argsort(self.top["key"], dim=1, descending=True)
         return Examples(
             **{k: self._take(self.top[k], order) for k in ("value", "seq", "pos", "tokens", "acts")}
@@ -354,12 +452,14 @@ class FeatureCollector:
         return x.gather(1, order if x.dim() == 2 else order.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
     def negative_examples(self) -> Examples:
+        self.flush()
         return Examples(**{k: self.neg[k] for k in ("value", "seq", "pos", "tokens", "acts")})
 
     def quantile_examples(self, edges: Tensor | None = None) -> tuple[Examples, Tensor]:
         """Reservoir samples split into quantile bins: `[F, Q, per_quantile]` examples and their
         bin index per sample (-1 marks an empty slot). Within a bin, samples keep reservoir order,
         which is random, so the first `per_quantile` are a uniform sample of that bin."""
+        self.flush()
         edges = self.quantile_edges() if edges is None else edges
         val = self.res["value"]
         valid = ~val.isnan()

@@ -40,36 +40,74 @@ def concept_columns(names: list[str]) -> tuple[list[str], Tensor]:
 
 
 class ConceptStats:
+    """Per (feature, coarse bin, column) counts of labelled tokens, gathered from non-zeros.
+
+    The join only pairs active features with a token's *concept* labels. A kind column (say
+    `colour`) is the sum of its members' columns, corrected on the rare tokens that carry m > 1
+    members of the kind by a pair of weight 1 - m (the token counts once for the kind): kind
+    columns of `pos_hist` hold only those corrections, and `positives()` adds the members. This
+    halves the join on storyworld, where most labels belong to a kind."""
+
     def __init__(self, d_sae: int, concept_names: list[str]) -> None:
         self.names, self.map = concept_columns(concept_names)
-        self.n_concepts = len(concept_names)
+        self.n_concepts = n = len(concept_names)
+        self.kind_map = self.map[:, n:]  # [n_concepts, n_kinds] membership
         C = len(self.names)
         self.F = d_sae
         self.n_pos = torch.zeros(C, dtype=torch.int64)
         self.pos_hist = torch.zeros(d_sae, COARSE_BINS, C, dtype=torch.int32)
 
-    def update(self, labels: Tensor, mask: Tensor | None, tok: Tensor, feat: Tensor, bins: Tensor) -> None:
-        """`labels [B, T, n_concepts]`; the non-zero activations as flat token index `tok` (sorted,
-        as `nonzero` returns them), feature `feat` and fine histogram bin `bins`."""
-        B, T, _ = labels.shape
-        lab = labels.reshape(B * T, -1) != 0
+    def update(self, labels: Tensor, mask: Tensor | None, tok: Tensor, fine: Tensor) -> None:
+        """`labels [B, T, n_concepts]`; the non-zero activations as flat token index `tok` (grouped
+        by token, as `nonzero` returns them) and `fine = feature * 128 + fine histogram bin`."""
+        B, T, n = labels.shape
+        lab = labels.reshape(B * T, n) != 0
         if mask is not None:
             lab &= mask.reshape(-1, 1)
-        cols = (lab.float() @ self.map) > 0  # [BT, C] with kind columns
-        self.n_pos += cols.sum(0)
-        lt, lc = cols.nonzero(as_tuple=True)  # label pairs (token, column)
-        # join: every label pair with every active feature of its token (nonzero sorts by token)
+        lt, lc = lab.nonzero(as_tuple=True)  # (token, concept) label pairs, grouped by token
+        if lt.numel() == 0:
+            return
+        self.n_pos[:n] += torch.bincount(lc, minlength=n)
+        weight = None
+        if self.kind_map.shape[1]:
+            labelled = torch.unique_consecutive(lt)
+            members = lab.index_select(0, labelled).float() @ self.kind_map  # [u, n_kinds]
+            self.n_pos[n:] += (members > 0).sum(0)
+            ru, rk = (members > 1).nonzero(as_tuple=True)
+            if ru.numel():  # corrections: (token, kind) pairs of weight 1 - m
+                lt = torch.cat([lt, labelled[ru]])
+                lc = torch.cat([lc, n + rk])
+                weight = torch.cat([torch.ones(lc.numel() - ru.numel()), 1 - members[ru, rk]])
+                order = torch.argsort(lt, stable=True)
+                lt, lc, weight = lt[order], lc[order], weight[order]
+        # join: every label pair with every active feature of its token (entries grouped by token)
         per_tok = torch.bincount(tok, minlength=B * T)
         start = torch.cumsum(per_tok, 0) - per_tok
         rep = per_tok[lt]
-        if int(rep.sum()) == 0:
+        n_pairs = int(rep.sum())
+        if n_pairs == 0:
             return
-        pair = torch.repeat_interleave(torch.arange(lt.numel()), rep)
-        within = torch.arange(pair.numel()) - (torch.cumsum(rep, 0) - rep)[pair]
-        entry = start[lt[pair]] + within
         C = len(self.names)
-        key = (feat[entry] * COARSE_BINS + (bins[entry] >> COARSE_SHIFT)) * C + lc[pair]
-        self.pos_hist.view(-1).index_add_(0, key, torch.ones_like(key, dtype=torch.int32))
+        cell = (fine >> COARSE_SHIFT) * C  # (feature, coarse bin) cell of each entry, times C
+        # entry of the i-th pair: its label pair's first entry + its rank among that pair's entries
+        offset = start[lt] - (torch.cumsum(rep, 0) - rep)
+        entry = torch.arange(n_pairs) + torch.repeat_interleave(offset, rep, output_size=n_pairs)
+        key = cell.index_select(0, entry) + torch.repeat_interleave(lc, rep, output_size=n_pairs)
+        ones = (
+            torch.ones(n_pairs, dtype=torch.int32)
+            if weight is None
+            else torch.repeat_interleave(weight.to(torch.int32), rep, output_size=n_pairs)
+        )
+        self.pos_hist.view(-1).index_add_(0, key, ones)
+
+    def positives(self, lo: int = 0, hi: int | None = None) -> Tensor:
+        """`[f, 16, C]` counts of positive tokens per coarse bin for features `lo:hi`, kind
+        columns included (members plus corrections)."""
+        pos = self.pos_hist[lo:hi].double()
+        n = self.n_concepts
+        if self.kind_map.shape[1]:
+            pos[..., n:] += pos[..., :n] @ self.kind_map.double()
+        return pos
 
     def merge_bins(self, rows: Tensor, fine_idx: Tensor) -> None:
         """Apply the collector's range doubling (`fine_idx`: new fine bin of each old fine bin)."""
@@ -96,7 +134,7 @@ class ConceptStats:
         present = (P > 0) & (N > 0)
         for lo in range(0, self.F, chunk):
             h = hist[lo : lo + chunk].double().view(-1, COARSE_BINS, 1 << COARSE_SHIFT).sum(-1)  # [f, 16]
-            pos = self.pos_hist[lo : lo + chunk].double()  # [f, 16, C]
+            pos = self.positives(lo, lo + chunk)  # [f, 16, C]
             neg = (h.unsqueeze(-1) - pos).clamp_min(0)
             pos0 = (P - pos.sum(1)).clamp_min(0)  # [f, C] positives where the feature is silent
             neg0 = (N - neg.sum(1)).clamp_min(0)

@@ -162,7 +162,7 @@ def analyze(cfg: Config) -> Path:
     concept_names = list(cache.concepts) if cache.concepts else None
     collectors = [
         FeatureCollector(d.d_sae, a.top_k, a.quantiles, a.per_quantile, a.negatives, a.window,
-                         seed=int(a.seed or 0) + i, concept_names=concept_names)
+                         seed=int(a.seed or 0) + i, concept_names=concept_names, block_tokens=a.block_tokens)
         for i, d in enumerate(dicts)
     ]  # fmt: skip
 
@@ -178,6 +178,8 @@ def analyze(cfg: Config) -> Path:
     encode_s = encode_pass(
         cache, dicts, sites, model, n_seq, a.batch_sequences, device, on_batch, sparse=True
     )
+    for c in collectors:
+        c.flush()  # the last, partial block
     pass_s = time.perf_counter() - t0
     text = TokenText(model.tokenizer if model is not None else None)
     db = Path(a.out) / "features.db"

@@ -24,6 +24,12 @@ class AnalyzeConfig(Section):
     logit_lens_k: int = Field(10, gt=0)
     negatives: int = Field(10, ge=0, description="Non-activating contexts kept per feature (for scoring).")
     batch_sequences: int = Field(16, gt=0, description="Sequences encoded per batch.")
+    block_tokens: int = Field(
+        16_384,
+        gt=0,
+        description="Tokens whose codes are folded into the statistics at once: larger blocks merge "
+        "less often (faster) and hold more non-zeros in memory.",
+    )
     device: str | None = None
     seed: int | None = None
 
