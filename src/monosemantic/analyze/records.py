@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -31,28 +30,37 @@ class TokenText:
         return [memo[i] if i in memo else self(i) for i in ids]
 
 
-def _num(x: float, digits: int = 4) -> float | None:
-    return None if math.isnan(x) or math.isinf(x) else float(f"{x:.{digits}g}")
+def round_each(x: Tensor, digits: int = 4) -> list[Any]:
+    """`x` as nested lists of floats rounded to `digits` significant digits each (None for NaN
+    and infinities): `round_sig` per element, in bulk, so JSON prints them short."""
+    x = x.double()
+    finite = torch.isfinite(x)
+    r = round_sig(torch.where(finite, x, 0.0).unsqueeze(-1), digits).squeeze(-1)
+    return torch.where(finite, r, float("nan")).tolist() if not bool(finite.all()) else r.tolist()
 
 
-def token_list(ids: Tensor, vals: Tensor, text: TokenText) -> list[dict[str, Any]]:
+def _none_nan(values: list[float]) -> list[float | None]:
+    return [None if v != v else v for v in values]
+
+
+def token_lists(ids: Tensor, vals: Tensor, text: TokenText) -> list[list[dict[str, Any]]]:
+    """Per row, `[{"id", "token", "value"}, ...]` (logit lens, input tokens)."""
     return [
-        {"id": int(i), "token": text(int(i)), "value": _num(float(v))} for i, v in zip(ids, vals, strict=True)
+        [{"id": i, "token": text(i), "value": v} for i, v in zip(row_ids, row_vals, strict=True)]
+        for row_ids, row_vals in zip(ids.tolist(), round_each(vals), strict=True)
     ]
 
 
-def histogram(c: FeatureCollector, f: int) -> dict[str, Any]:
-    """Non-zero activations of feature `f`: `edges` (len n+1) and `counts` (len n), trailing
+def histograms(c: FeatureCollector) -> list[dict[str, Any]]:
+    """Per feature, its non-zero activations: `edges` (len n+1) and `counts` (len n), trailing
     empty bins trimmed; `zeros` counts the tokens where it was silent."""
-    counts = c.hist[f]
-    nz = counts.nonzero()
-    n = int(nz[-1]) + 1 if nz.numel() else 0
-    width = float(c.scale[f]) / HIST_BINS
-    return {
-        "edges": [_num(width * i) for i in range(n + 1)],
-        "counts": counts[:n].tolist(),
-        "zeros": int(c.n_tokens - c.nnz[f]),
-    }
+    counts = c.hist.tolist()
+    last = torch.where(c.hist > 0, torch.arange(1, HIST_BINS + 1), 0).amax(1).tolist()  # bins kept
+    edges = round_each((c.scale / HIST_BINS).unsqueeze(1) * torch.arange(HIST_BINS + 1))
+    zeros = (c.n_tokens - c.nnz).tolist()
+    return [
+        {"edges": edges[f][: n + 1], "counts": counts[f][:n], "zeros": zeros[f]} for f, n in enumerate(last)
+    ]
 
 
 def round_sig(x: Tensor, digits: int = 4) -> Tensor:
@@ -65,38 +73,32 @@ def round_sig(x: Tensor, digits: int = 4) -> Tensor:
     return torch.round(x * p) / p
 
 
-def example_rows(
-    ex: Examples, kind: str, text: TokenText, window: int, bins: Tensor | None = None
-) -> Iterator[dict[str, Any]]:
-    """One store row per filled slot of `ex` (`[F, n]` or `[F, Q, P]` for quantile examples)."""
+def example_records(
+    ex: Examples, kind: str, window: int, bins: Tensor | None = None
+) -> Iterator[tuple[Any, ...]]:
+    """One store record (`FeatureStore.add_example_records`) per filled slot of `ex` (`[F, n]`, or
+    `[F, Q, P]` for quantile examples). Built in bulk: the windows are trimmed to the sequence,
+    rounded and laid out as little-endian arrays once, so each row is a couple of slices. Token
+    strings go to the store's vocabulary (`vocab_of`), not into each row."""
     per = ex.value.shape[-1]  # slots per bin (quantile) or per feature
     value = ex.value.flatten(1)
     f_idx, j_idx = (~value.isnan()).nonzero(as_tuple=True)
     if f_idx.numel() == 0:
         return
-    toks = ex.tokens.flatten(1, -2)[f_idx, j_idx]
-    acts = round_sig(ex.acts.flatten(1, -2)[f_idx, j_idx]).tolist()
+    toks = ex.tokens.flatten(1, -2)[f_idx, j_idx].to(torch.int32)  # [n, W]; -1 outside the sequence
+    W = toks.shape[1]
+    ids_le = toks.numpy().astype("<i4", copy=False)
+    acts_le = round_sig(ex.acts.flatten(1, -2)[f_idx, j_idx]).numpy().astype("<f8", copy=False)
     peak_vals = round_sig(value[f_idx, j_idx].unsqueeze(1)).squeeze(1).tolist()
     seqs = ex.seq.flatten(1)[f_idx, j_idx].tolist()
     poss = ex.pos.flatten(1)[f_idx, j_idx].tolist()
-    bin_list = bins.flatten(1)[f_idx, j_idx].tolist() if bins is not None else None
+    bin_list = bins.flatten(1)[f_idx, j_idx].tolist() if bins is not None else [None] * f_idx.numel()
     lefts = (toks[:, :window] < 0).sum(1).tolist()
-    for n, (f, j, ids, a) in enumerate(zip(f_idx.tolist(), j_idx.tolist(), toks.tolist(), acts, strict=True)):
-        keep = [i for i, t in enumerate(ids) if t >= 0]
-        id_list = [ids[i] for i in keep]
-        yield {
-            "feature": f,
-            "kind": kind,
-            "bin": bin_list[n] if bin_list is not None else None,
-            "rank": j % per,
-            "sequence": seqs[n],
-            "position": poss[n],
-            "peak": window - lefts[n],
-            "max_activation": peak_vals[n],
-            "tokens": text.many(id_list),
-            "token_ids": id_list,
-            "activations": [a[i] for i in keep],
-        }
+    rights = (W - (toks[:, window + 1 :] < 0).sum(1)).tolist()
+    for n, (f, j) in enumerate(zip(f_idx.tolist(), j_idx.tolist(), strict=True)):
+        a, b = lefts[n], rights[n]
+        yield (f, kind, bin_list[n], j % per, seqs[n], poss[n], window - a, peak_vals[n], None,
+               ids_le[n, a:b].tobytes(), acts_le[n, a:b].tobytes())  # fmt: skip
 
 
 def feature_rows(
@@ -109,40 +111,49 @@ def feature_rows(
     edges: Tensor,
     progress: Callable[[int], None] = lambda n: None,
 ) -> Iterator[dict[str, Any]]:
-    density, mean, mx = c.density(), c.mean_activation(), c.max_activation()
+    """One `features` row per feature; every tensor is turned into Python lists in bulk first
+    (element-wise tensor access costs microseconds each, and there are millions)."""
+    density, mean, mx = c.density().tolist(), c.mean_activation().tolist(), c.max_activation().tolist()
+    nnz, quantiles, hists = c.nnz.tolist(), round_each(edges), histograms(c)
+    top = token_lists(lens[0], lens[1], text) if lens is not None else None
+    bottom = token_lists(lens[2], lens[3], text) if lens is not None else None
+    inp = token_lists(inputs[0], inputs[1], text) if inputs is not None else None
+    if neighbours is not None:
+        near = [
+            [{"feature": i, "cosine": v} for i, v in zip(ids, vals, strict=True)]
+            for ids, vals in zip(neighbours[0].tolist(), round_each(neighbours[1]), strict=True)
+        ]
+    if concept is not None:
+        c_auroc, c_f1 = _none_nan(round_each(concept[1])), _none_nan(round_each(concept[2]))
     for f in range(c.F):
         row: dict[str, Any] = {
-            "idx": f,
-            "density": float(density[f]),
-            "max_activation": float(mx[f]),
-            "mean_activation": float(mean[f]),
-            "n_active": int(c.nnz[f]),
-            "quantiles": [_num(float(e)) for e in edges[f]],
-            "histogram": histogram(c, f),
-        }
-        if lens is not None:
-            row["logit_top"] = token_list(lens[0][f], lens[1][f], text)
-            row["logit_bottom"] = token_list(lens[2][f], lens[3][f], text)
-        if inputs is not None:
-            row["input_top"] = token_list(inputs[0][f], inputs[1][f], text)
+            "idx": f, "density": density[f], "max_activation": mx[f], "mean_activation": mean[f],
+            "n_active": nnz[f], "quantiles": _none_nan(quantiles[f]), "histogram": hists[f],
+        }  # fmt: skip
+        if top is not None and bottom is not None:
+            row["logit_top"], row["logit_bottom"] = top[f], bottom[f]
+        if inp is not None:
+            row["input_top"] = inp[f]
         if neighbours is not None:
-            row["neighbours"] = [
-                {"feature": int(i), "cosine": _num(float(v))}
-                for i, v in zip(*[x[f] for x in neighbours], strict=True)
-            ]
+            row["neighbours"] = near[f]
         if concept is not None and concept[0][f] is not None:
             row["concept"] = concept[0][f]
-            row["concept_auroc"] = _num(float(concept[1][f]))
-            row["concept_f1"] = _num(float(concept[2][f]))
+            row["concept_auroc"], row["concept_f1"] = c_auroc[f], c_f1[f]
         progress(1)
         yield row
 
 
-def all_examples(c: FeatureCollector, text: TokenText, edges: Tensor) -> Iterator[dict[str, Any]]:
-    """Top, quantile and negative examples of every feature, as store rows (a feature that never
-    fired gets none: its negatives would be every context)."""
-    yield from example_rows(c.top_examples(), "top", text, c.w)
+def all_examples(c: FeatureCollector, edges: Tensor) -> Iterator[tuple[Any, ...]]:
+    """Top, quantile and negative examples of every feature, as store records (a feature that
+    never fired gets no negatives: they would be every context)."""
+    yield from example_records(c.top_examples(), "top", c.w)
     q, bins = c.quantile_examples(edges)
-    yield from example_rows(q, "quantile", text, c.w, bins=bins)
+    yield from example_records(q, "quantile", c.w, bins=bins)
     alive = (c.nnz > 0).tolist()
-    yield from (r for r in example_rows(c.negative_examples(), "negative", text, c.w) if alive[r["feature"]])
+    yield from (r for r in example_records(c.negative_examples(), "negative", c.w) if alive[r[0]])
+
+
+def vocab_of(c: FeatureCollector, text: TokenText) -> dict[int, str]:
+    """Display strings of every token id in the kept windows (the store's `vocab`)."""
+    ids = torch.cat([c.top["tokens"].flatten(), c.res["tokens"].flatten(), c.neg["tokens"].flatten()])
+    return {i: text(i) for i in torch.unique(ids).tolist() if i >= 0}

@@ -26,7 +26,7 @@ from monosemantic.utils.torch_utils import resolve_device
 
 from .collect import FeatureCollector
 from .logit_lens import input_tokens, logit_lens, nearest_features, norm_scale
-from .records import TokenText, all_examples, feature_rows
+from .records import TokenText, all_examples, feature_rows, vocab_of
 from .store import FeatureStore
 
 
@@ -206,7 +206,8 @@ def analyze(cfg: Config) -> Path:
                 rows = feature_rows(c, text, views.get("lens"), views.get("inputs"), views["neighbours"],
                                     concept, edges, progress=lambda n: bar.update(task, advance=n))  # fmt: skip
                 store.upsert_features(did, rows)
-                store.add_examples(did, all_examples(c, text, edges))
+                store.add_vocab(vocab_of(c, text).items())
+                store.add_example_records(did, all_examples(c, edges))
     console.print(
         f"analysed {len(dicts)} dictionar{'y' if len(dicts) == 1 else 'ies'} on {n_seq * cache.context_size:,} "
         f"tokens in {pass_s:.1f}s (encoding {encode_s:.1f}s)",

@@ -12,6 +12,11 @@ API below is the contract. Tables (schema `SCHEMA_VERSION`, recorded in `meta`):
 - `examples(dictionary_id, feature, kind, bin, rank, ...)`: contexts around a peak with per-token
   activations; kind is `top` (highest activating, one per sequence), `quantile` (reservoir
   samples per activation-quantile bin) or `negative` (a context where the feature is silent).
+  `token_ids` (int32) and `activations` (float64) are little-endian arrays in BLOBs and token
+  strings come from `vocab`: an analysis writes hundreds of thousands of examples, and
+  formatting them as JSON cost several times the analysis pass itself. `tokens` (a JSON list)
+  is filled only for examples given as strings without ids.
+- `vocab(id, token)`: display string of each token id the examples use.
 - `graphs(id, name, prompt, json, created)`: attribution graphs (Neuronpedia/circuit-tracer JSON).
 
 A fresh analysis is built in a temporary file that is renamed into place only when complete
@@ -24,7 +29,9 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import sys
 import threading
+from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -33,7 +40,7 @@ from typing import Any
 
 from monosemantic.utils.errors import DataError, MonosemanticError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -54,9 +61,10 @@ CREATE TABLE IF NOT EXISTS features (
 CREATE TABLE IF NOT EXISTS examples (
     id INTEGER PRIMARY KEY, dictionary_id INTEGER NOT NULL, feature INTEGER NOT NULL,
     kind TEXT NOT NULL, bin INTEGER, rank INTEGER, sequence INTEGER, position INTEGER,
-    peak INTEGER, max_activation REAL, tokens TEXT, token_ids TEXT, activations TEXT
+    peak INTEGER, max_activation REAL, tokens TEXT, token_ids BLOB, activations BLOB
 );
 CREATE INDEX IF NOT EXISTS examples_feature ON examples (dictionary_id, feature, kind);
+CREATE TABLE IF NOT EXISTS vocab (id INTEGER PRIMARY KEY, token TEXT);
 CREATE TABLE IF NOT EXISTS graphs (
     id INTEGER PRIMARY KEY, name TEXT, prompt TEXT, json TEXT, created TEXT
 );
@@ -69,7 +77,6 @@ _FEATURE_COLUMNS = (
     "logit_top", "logit_bottom", "input_top", "neighbours", "explanation", "explanation_source",
     "score_detection", "score_fuzzing", "scores", "scorer", "concept", "concept_auroc", "concept_f1",
 )  # fmt: skip
-_JSON_EXAMPLE = ("tokens", "token_ids", "activations")
 _EXAMPLE_COLUMNS = (
     "kind", "bin", "rank", "sequence", "position", "peak", "max_activation", "tokens", "token_ids",
     "activations",
@@ -89,6 +96,42 @@ def _enc(value: Any) -> Any:
     return None if value is None else json.dumps(value)
 
 
+def _array_blob(code: str, values: Any) -> bytes | None:
+    """A list as a little-endian `array` BLOB ('i' int32, 'd' float64); None stays NULL."""
+    if values is None:
+        return None
+    a = array(code, values)
+    if sys.byteorder == "big":
+        a.byteswap()
+    return a.tobytes()
+
+
+def _blob_list(code: str, blob: bytes | None) -> list[Any] | None:
+    if blob is None:
+        return None
+    a = array(code)
+    a.frombytes(blob)
+    if sys.byteorder == "big":
+        a.byteswap()
+    return a.tolist()
+
+
+def example_record(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """An example row (`feature`, `kind`, lists for `tokens`/`token_ids`/`activations`, ...) as the
+    tuple `add_example_records` takes: the example columns after `feature`, encoded. Strings of
+    rows with ids belong in `vocab` (`add_examples` puts them there), so `tokens` is kept only
+    for rows without ids."""
+    encode = {
+        "tokens": lambda v: _enc(v) if row.get("token_ids") is None else None,
+        "token_ids": lambda v: _array_blob("i", v),
+        "activations": lambda v: _array_blob("d", v),
+    }
+    return (
+        int(row["feature"]),
+        *(encode[c](row.get(c)) if c in encode else row.get(c) for c in _EXAMPLE_COLUMNS),
+    )
+
+
 class FeatureStore:
     """Typed access to `features.db`. Thread-safe (one connection guarded by a lock)."""
 
@@ -100,6 +143,7 @@ class FeatureStore:
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._vocab: dict[int, str] | None = None  # loaded on first use
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
         self._db.row_factory = sqlite3.Row
         with self._db:
@@ -125,6 +169,10 @@ class FeatureStore:
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         tmp.unlink(missing_ok=True)
         store = cls(tmp, create=True)
+        # the file is private until renamed: no rollback journal or fsyncs are needed (a crash
+        # leaves only the temporary, which the next run removes)
+        store._db.execute("PRAGMA journal_mode = OFF")
+        store._db.execute("PRAGMA synchronous = OFF")
         try:
             yield store
             store.close()
@@ -354,13 +402,37 @@ class FeatureStore:
     # -- examples --------------------------------------------------------------------------------
     def add_examples(self, dictionary_id: int, rows: Iterable[Mapping[str, Any]]) -> int:
         """Insert examples; each row has `feature`, `kind` and any of the example columns."""
+        rows = list(rows)
+        self.add_vocab(
+            (i, t)
+            for r in rows
+            if r.get("token_ids") is not None and r.get("tokens") is not None
+            for i, t in zip(r["token_ids"], r["tokens"], strict=True)
+        )
+        return self.add_example_records(dictionary_id, map(example_record, rows))
+
+    def add_vocab(self, pairs: Iterable[tuple[int, str]]) -> None:
+        """Record the display string of token ids (later strings for an id replace earlier ones)."""
+        pairs = dict(pairs)
+        with self.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO vocab VALUES (?, ?)", pairs.items())
+        if self._vocab is not None:
+            self._vocab.update(pairs)
+
+    def vocab(self) -> dict[int, str]:
+        """Token id -> display string, for the ids the examples use."""
+        if self._vocab is None:
+            self._vocab = {int(r[0]): r[1] for r in self._rows("SELECT id, token FROM vocab")}
+        return self._vocab
+
+    def add_example_records(self, dictionary_id: int, records: Iterable[tuple[Any, ...]]) -> int:
+        """Insert pre-encoded examples (`example_record`'s tuples; the analysis builds them in bulk)."""
         count = [0]
 
         def values() -> Iterator[tuple[Any, ...]]:
-            for row in rows:
+            for rec in records:
                 count[0] += 1
-                yield (dictionary_id, int(row["feature"]),
-                       *(_enc(row.get(c)) if c in _JSON_EXAMPLE else row.get(c) for c in _EXAMPLE_COLUMNS))  # fmt: skip
+                yield (dictionary_id, *rec)
 
         with self.transaction() as db:
             db.executemany(
@@ -388,9 +460,13 @@ class FeatureStore:
         out = []
         for r in self._rows(sql, params):
             d = dict(r)
-            for c in _JSON_EXAMPLE:
-                if d.get(c) is not None:
-                    d[c] = json.loads(d[c])
+            d["token_ids"] = _blob_list("i", d["token_ids"])
+            if d["tokens"] is not None:
+                d["tokens"] = json.loads(d["tokens"])
+            elif d["token_ids"] is not None:
+                vocab = self.vocab()
+                d["tokens"] = [vocab.get(i, f"<{i}>") for i in d["token_ids"]]
+            d["activations"] = _blob_list("d", d["activations"])
             out.append(d)
         return out
 
