@@ -102,3 +102,27 @@ def test_block_size_changes_no_statistic():
     assert torch.equal(small.hist, big.hist) and torch.equal(small.nnz, big.nnz)
     assert torch.equal(small.concepts.positives(), big.concepts.positives())
     assert small.n_tokens == big.n_tokens == 5 * B * T
+
+
+def test_reservoir_samples_every_block_alike():
+    """The quantile reservoir is a uniform sample of a feature's activations: pooled over 200
+    features that fire on every token, each of the 10 blocks (one per batch) holds a tenth of
+    the kept samples. A biased prefilter or merge would favour early or late blocks."""
+    F, B, T, n_batches = 200, 8, 50, 10
+    c = FeatureCollector(F, top_k=2, quantiles=5, per_quantile=5, n_negative=0, window=1, block_tokens=B * T)
+    g = torch.Generator().manual_seed(3)
+    tok = torch.arange(B * T).repeat_interleave(F)
+    feat = torch.arange(F).repeat(B * T)
+    for i in range(n_batches):
+        vals = torch.rand(B * T * F, generator=g) + 0.1
+        c.update_sparse(
+            tok, feat, vals, torch.zeros(B, T, dtype=torch.long), torch.arange(i * B, (i + 1) * B)
+        )
+    c.flush()
+    assert not c.res["value"].isnan().any()  # every reservoir is full (R = 50 per feature)
+    token = c.res["seq"] * T + c.res["pos"]
+    per_block = torch.bincount((token // (B * T)).flatten(), minlength=n_batches).double()
+    expected = F * c.R / n_batches
+    assert ((per_block - expected).abs() / expected).max() < 0.12, per_block.tolist()
+    # and no activation is kept twice
+    assert all(len(set(row)) == c.R for row in token.tolist())

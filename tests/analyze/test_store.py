@@ -75,6 +75,27 @@ def test_ordering_and_search(tmp_path):
             store.add_dictionary("sae")
 
 
+def test_examples_round_trip_through_blobs_and_vocab(tmp_path):
+    """Ids and activations come back exactly, strings from the vocabulary (or as given when a row
+    has no ids); a whole dictionary read in one scan equals the per-feature reads."""
+    with FeatureStore.fresh(tmp_path / "f.db") as store:
+        did = _fill(store)
+        store.add_examples(did, [
+            {"feature": 2, "kind": "top", "rank": 0, "token_ids": [5, 7], "tokens": [" red", "\"x"],
+             "activations": [0.125, -3.5e-7], "peak": 0},
+            {"feature": 2, "kind": "top", "rank": 1, "tokens": ["only", "strings"], "activations": [1.0, 2.0]},
+        ])  # fmt: skip
+        (a, b) = store.examples(did, 2)
+        assert (a["token_ids"], a["tokens"], a["activations"]) == ([5, 7], [" red", '"x'], [0.125, -3.5e-7])
+        assert (b["token_ids"], b["tokens"]) == (None, ["only", "strings"])
+        assert store.vocab()[5] == " red" and store.examples(did, 0)[0]["tokens"] == ["a", " red"]
+        scanned = list(store.features_with_examples(did))
+        assert [f["idx"] for f, _ in scanned] == [0, 1, 2]
+        assert [ex for _, ex in scanned] == [store.examples(did, i) for i in range(3)]
+        tops = [ex for _, ex in store.features_with_examples(did, kind="top")]
+        assert tops == [store.examples(did, i, kind="top") for i in range(3)]
+
+
 def test_failed_fresh_build_leaves_old_store(tmp_path):
     path = tmp_path / "features.db"
     with FeatureStore.fresh(path) as store:

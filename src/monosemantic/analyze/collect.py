@@ -32,6 +32,8 @@ import torch
 from torch import Tensor
 
 from .concept_stats import ConceptStats
+from .context_windows import ContextWindows
+from .reservoir import reservoir_candidates
 
 HIST_BINS = 128  # linear bins over [0, scale); scale is a power of two above the running max
 BLOCK_TOKENS = 16_384  # tokens folded in at once (see `update_sparse`)
@@ -48,62 +50,6 @@ class Examples:
     pos: Tensor
     tokens: Tensor
     acts: Tensor
-
-
-class _Windows:
-    """Context windows of one block read from its sparse codes, not a dense `[B, T, F]` tensor.
-
-    Non-zeros are sorted by (feature, sequence, position), so a window's activations are one
-    contiguous run found by two binary searches: the cost follows the windows' non-zeros (a
-    couple per window for a sparse feature), not `n x (2w+1)` reads. The entries arrive sorted
-    by flat token `b * T + t`, so a stable sort on the feature alone gives that order; it runs
-    on 16-bit keys when the features fit (torch's integer sort costs about one pass per key
-    byte, so this is twice as fast as sorting 32-bit keys). Token windows come from a padded
-    unfold."""
-
-    def __init__(self, tokens: Tensor, tok: Tensor, f: Tensor, v: Tensor, F: int, w: int) -> None:
-        B, T = tokens.shape
-        self.BT, self.T, self.w = B * T, T, w
-        order = torch.argsort(f.to(torch.int16 if F <= 2**15 else torch.int32), stable=True)
-        dtype = torch.int32 if F * B * T < 2**31 else torch.int64
-        tok_sorted = tok.index_select(0, order)
-        self.key = f.index_select(0, order).to(dtype) * self.BT + tok_sorted.to(dtype)
-        self.t, self.v = tok_sorted % T, v.index_select(0, order)
-        padded = torch.nn.functional.pad(tokens.to(torch.int32), (w, w), value=-1)
-        self.tok = padded.unfold(1, 2 * w + 1, 1)  # [B, T, W] view
-
-    def __call__(self, b: Tensor, p: Tensor, f: Tensor) -> tuple[Tensor, Tensor]:
-        """`[n, 2w+1]` activation and token windows around positions `p` of sequences `b` for
-        features `f`; positions outside the sequence give token -1 and activation 0."""
-        T, w, dtype = self.T, self.w, self.key.dtype
-        base = (f * self.BT + b * T).to(dtype)
-        lo = torch.searchsorted(self.key, base + (p - w).clamp_min(0).to(dtype))
-        hi = torch.searchsorted(self.key, base + (p + w + 1).clamp_max(T).to(dtype))
-        counts = hi - lo
-        row = torch.repeat_interleave(torch.arange(b.numel()), counts)
-        entry = torch.arange(row.numel()) - (torch.cumsum(counts, 0) - counts)[row] + lo[row]
-        W = 2 * w + 1
-        win_act = torch.zeros(b.numel(), W)
-        win_act.view(-1).index_copy_(0, row * W + self.t[entry] - p[row] + w, self.v[entry])
-        return win_act, self.tok[b, p]
-
-    def silent(self, b: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
-        """Windows where the feature never fires (negatives): zero activations, no search."""
-        return torch.zeros(b.numel(), 2 * self.w + 1), self.tok[b, p]
-
-
-def _segment_rank(segment: Tensor, key: Tensor, n_segments: int) -> tuple[Tensor, Tensor]:
-    """Sort entries by (segment, key) and return (order, rank of each sorted entry in its segment).
-    `key` lies in [0, 1): it becomes 31 bits under the segment in one int64 sort key (integer
-    sorts are much faster than float64 ones). `torch.rand` keys are multiples of 2^-24, so the
-    quantisation keeps their order exactly."""
-    composite = (segment.long() << 31) | (key.double() * (2**31 - 1)).long()
-    order = torch.argsort(composite)
-    seg_sorted = segment[order]
-    counts = torch.bincount(seg_sorted, minlength=n_segments)
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(order.numel(), device=order.device) - starts[seg_sorted]
-    return order, rank
 
 
 class FeatureCollector:
@@ -267,7 +213,7 @@ class FeatureCollector:
             0, bf.index_select(0, hit), t.index_select(0, hit).long(), "amin", include_self=False
         )
         seq_max, seq_arg = seq_max.view(B, F), seq_arg.view(B, F)
-        win = _Windows(tokens, tok, f, v, F, self.w)
+        win = ContextWindows(tokens, tok, f, v, F, self.w)
         self._update_top(win, seq_ids, seq_max, seq_arg)
         self._update_negatives(win, B, T, seq_ids, seq_max, mask)
 
@@ -321,7 +267,7 @@ class FeatureCollector:
         state["acts"].view(-1, win_act.shape[1]).index_copy_(0, dst, win_act)
         state["tokens"].view(-1, win_tok.shape[1]).index_copy_(0, dst, win_tok)
 
-    def _update_top(self, win: _Windows, seq_ids: Tensor, seq_max: Tensor, seq_arg: Tensor) -> None:
+    def _update_top(self, win: ContextWindows, seq_ids: Tensor, seq_max: Tensor, seq_arg: Tensor) -> None:
         k = min(self.K, seq_max.shape[0])
         val, bidx = torch.topk(seq_max.T.contiguous(), k, dim=1)  # [F, k] (topk along a contiguous dim)
         pos = seq_arg.T.gather(1, bidx)
@@ -331,7 +277,7 @@ class FeatureCollector:
         self._merge(self.top, key, meta, True, lambda r, c: win(bidx[r, c], pos[r, c], r))
 
     def _update_negatives(
-        self, win: _Windows, B: int, T: int, seq_ids: Tensor, seq_max: Tensor, mask: Tensor | None
+        self, win: ContextWindows, B: int, T: int, seq_ids: Tensor, seq_max: Tensor, mask: Tensor | None
     ) -> None:
         if self.NN == 0:
             return
@@ -348,40 +294,15 @@ class FeatureCollector:
         self._merge(self.neg, key, meta, False, lambda r, c: win.silent(bidx[r, c], pos[r, c]))
 
     def _update_reservoir(
-        self, win: _Windows, seq_ids: Tensor, b: Tensor, t: Tensor, f: Tensor, v: Tensor, counts: Tensor
+        self, win: ContextWindows, seq_ids: Tensor, b: Tensor, t: Tensor, f: Tensor, v: Tensor, counts: Tensor
     ) -> None:
         if f.numel() == 0:
             return
         key = torch.rand(f.shape, generator=self.gen)
-        # A key above the feature's largest kept key cannot enter. Nor can one above `bound`, when
-        # at least R of the block's keys lie below it (R smaller candidates beat it): among n
-        # uniform keys, R + 4 sqrt(R) + 4 of them fall below (R + 4 sqrt(R) + 4) / n but for a
-        # ~1e-4 chance; features where fewer than R did fall back to the kept-key limit, so the
-        # filter only saves ranking work and never changes the sample.
-        kept_max = self.res["key"].amax(1)
-        bound = ((self.R + 4 * self.R**0.5 + 4) / counts.clamp_min(1).double()).float()
-        limit = torch.minimum(kept_max, bound)
-        can = key <= limit[f]
-        short = (torch.bincount(f[can], minlength=self.F) < counts.clamp_max(self.R)) & (bound < kept_max)
-        if bool(short.any()):
-            can = key <= torch.where(short, kept_max, limit)[f]
-        if not bool(can.all()):
-            idx = can.nonzero().squeeze(1)
-            if idx.numel() == 0:
-                return
-            key, b, t, f, v = (x.index_select(0, idx) for x in (key, b, t, f, v))
-        order, rank = _segment_rank(f, key, self.F)
-        keep = rank < self.R  # at most R candidates per feature can enter the reservoir
-        order, slot = order[keep], rank[keep]
-        fs = f[order]
-        # candidates as a dense [F, R] block (slot = rank within the feature; empty slots key inf)
-        ckey = torch.full((self.F, self.R), float("inf"))
-        cval = torch.full((self.F, self.R), float("nan"))
-        cb = torch.zeros(self.F, self.R, dtype=torch.int64)
-        ct = torch.zeros(self.F, self.R, dtype=torch.int64)
-        lin = fs * self.R + slot
-        for dst, src in ((ckey, key), (cval, v), (cb, b), (ct, t)):
-            dst.view(-1).index_copy_(0, lin, src[order].to(dst.dtype))
+        cand = reservoir_candidates(key, self.res["key"].amax(1), self.R, counts, b, t, f, v)
+        if cand is None:
+            return
+        ckey, cval, cb, ct = cand
         meta = {"value": cval, "seq": seq_ids[cb], "pos": ct}
         self._merge(self.res, ckey, meta, False, lambda r, c: win(cb[r, c], ct[r, c], r))
 

@@ -76,9 +76,11 @@ def _work(
     """(dictionary id, feature, examples) for every feature that fired, by dictionary then index."""
     work = []
     for d in store.dictionaries():
-        feats = [f for f in store.list_features(d["id"]) if (f["n_active"] or 0) > 0]
-        for f in feats[:max_features]:
-            work.append((d["id"], f, store.examples(d["id"], f["idx"])))
+        fired = ((f, ex) for f, ex in store.features_with_examples(d["id"]) if (f["n_active"] or 0) > 0)
+        for n, (f, ex) in enumerate(fired):
+            if max_features is not None and n >= max_features:
+                break
+            work.append((d["id"], f, ex))
     return work
 
 

@@ -101,12 +101,11 @@ def _write_dictionary(store: FeatureStore, did: int, folder: Path, bar: Any, tas
         chunk.clear()
 
     current = None
-    for f in store.list_features(did, order_by="idx"):
+    for f, examples in store.features_with_examples(did):
         c = f["idx"] // CHUNK
         if current is not None and c != current and chunk:
             flush(current)
         current = c
-        examples = store.examples(did, f["idx"])
         rows.append(index_row(f, [e for e in examples if e["kind"] == "top"]))
         chunk[f["idx"]] = payload_from(f, examples)
         bar.update(task, advance=1)

@@ -139,8 +139,8 @@ def write_neuronpedia(
             folder.mkdir(parents=True)
             hook = d.get("hook_name_out") or d.get("hook_name")
             feats = [
-                feature_json(f, store.examples(d["id"], f["idx"]), model, ids[d["id"]], hook)
-                for f in store.list_features(d["id"], order_by="idx")
+                feature_json(f, examples, model, ids[d["id"]], hook)
+                for f, examples in store.features_with_examples(d["id"])
             ]
             for n, lo in enumerate(range(0, len(feats), BATCH)):
                 (folder / f"batch-{n}.json").write_text(json.dumps(feats[lo : lo + BATCH]), encoding="utf-8")

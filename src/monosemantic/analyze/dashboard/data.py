@@ -133,10 +133,7 @@ def index_row(f: dict[str, Any], top: list[dict[str, Any]]) -> dict[str, Any]:
 
 def index_rows(store: FeatureStore, dictionary_id: int) -> list[dict[str, Any]]:
     """Every feature of a dictionary as an index row, by index."""
-    return [
-        index_row(f, store.examples(dictionary_id, f["idx"], kind="top"))
-        for f in store.list_features(dictionary_id, order_by="idx")
-    ]
+    return [index_row(f, top) for f, top in store.features_with_examples(dictionary_id, kind="top")]
 
 
 def feature_payload(store: FeatureStore, dictionary_id: int, idx: int) -> dict[str, Any]:
