@@ -67,6 +67,26 @@ def test_large_add_changes_generation_and_moves_the_logit_lens(world, lm):
     assert not torch.equal(generate(lm, ids, 8), generate(lm, ids, 8, steering_edits(dic, f, "add", 50.0)))
 
 
+def test_cached_generation_equals_full_recompute(world, lm):
+    """The key/value cache runs one new position per step; the tokens equal recomputing the
+    whole sequence every step, steered or not (an edit at t only changes positions >= t)."""
+    ids = prompt_ids(lm, PROMPT)
+    sae, tc = load_dictionary(world["dicts"] / "sae"), load_dictionary(world["dicts"] / "transcoder")
+
+    def skip_bos(dic, f, mode, value):
+        return lambda start: steering_edits(dic, f, mode, value, skip_first=start == 0)
+
+    for edits in (
+        None,
+        skip_bos(sae, 3, "add", 20.0),
+        skip_bos(tc, 2, "clamp", 30.0),
+        skip_bos(sae, 1, "ablate", 0),
+    ):
+        cached = generate(lm, ids, 10, edits)
+        assert torch.equal(cached, generate(lm, ids, 10, edits, use_cache=False)) and cached.numel() > 0
+    assert not torch.equal(generate(lm, ids, 10), generate(lm, ids, 10, skip_bos(sae, 3, "add", 20.0)))
+
+
 def test_bos_position_is_left_alone(world, lm):
     dic = load_dictionary(world["dicts"] / "sae")
     ids = prompt_ids(lm, PROMPT)

@@ -101,20 +101,37 @@ def generate(
     model: Any,
     ids: Tensor,
     max_new_tokens: int,
-    edits: Edits | None = None,
+    edits: Edits | Callable[[int], Edits | None] | None = None,
     temperature: float = 0.0,
     seed: int = 0,
+    use_cache: bool = True,
 ) -> Tensor:
     """Continue `ids` [T] token by token (greedy, or sampled at `temperature` with a seeded
-    generator), applying `edits` on every forward; stops at EOS. Returns the new tokens."""
+    generator), applying `edits` on every forward; stops at EOS. Returns the new tokens.
+
+    With `use_cache` the prompt runs once and each new token reuses the key/value cache, so a
+    step costs one position, not the whole sequence; the steered positions are the same, because
+    an edit at position t only changes what t and later positions compute. `edits` may be a
+    function of the first position a forward covers (`steer` uses it to leave a leading BOS
+    alone). Past the model's context, the window slides and is recomputed each step."""
+    edits_at = edits if callable(edits) else (lambda start: edits)
     gen = torch.Generator().manual_seed(int(seed))
     eos = model.tokenizer.eos_token_id
     ctx = _max_context(model)
     seq = ids.clone()
-    new = []
+    new: list[int] = []
+    past = None
     for _ in range(max_new_tokens):
-        window = seq[-ctx:].unsqueeze(0)
-        logits = model.run(window, torch.ones_like(window), edits=edits).logits[0, -1].float().cpu()
+        if use_cache and seq.numel() <= ctx:
+            start = 0 if past is None else seq.numel() - 1
+            out = model.run(
+                seq[start:].unsqueeze(0), edits=edits_at(start), past_key_values=past, use_cache=True
+            )
+            past = out.past_key_values
+        else:
+            start = max(seq.numel() - ctx, 0)
+            out = model.run(seq[start:].unsqueeze(0), edits=edits_at(start))
+        logits = out.logits[0, -1].float().cpu()
         if temperature > 0:
             nxt = int(torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=gen))
         else:
@@ -153,8 +170,11 @@ def steer(cfg: Config, feature: int, value: float, prompt: str) -> dict[str, Any
     prepend = bool((dic.cfg.metadata or {}).get("prepend_bos", True))
     ids = prompt_ids(model, prompt, prepend)
     skip_first = prepend and ids[0].item() == model.tokenizer.bos_token_id
-    edits = steering_edits(dic, feature, s.mode, value, skip_first=skip_first)
-    model.check_sites(list(edits))
+    model.check_sites(list(steering_edits(dic, feature, s.mode, value)))
+
+    def edits(start: int) -> Edits:  # the BOS is position 0: only the first forward covers it
+        return steering_edits(dic, feature, s.mode, value, skip_first=skip_first and start == 0)
+
     seed = int(s.seed or 0)
     plain = generate(model, ids, s.max_new_tokens, None, s.temperature, seed)
     steered = generate(model, ids, s.max_new_tokens, edits, s.temperature, seed)

@@ -8,9 +8,11 @@ autograd graph is built unless an edit introduces a tensor that requires grad.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -34,10 +36,12 @@ from .sites import LAYOUTS, MODEL_TYPES, final_norm_path, parse_site, site_names
 
 @dataclass
 class RunOutput:
-    """Logits `[B, T, vocab]` (None when stopped early or the model has no head) and captures."""
+    """Logits `[B, T, vocab]` (None when stopped early or the model has no head), captures, and
+    the key/value cache when `run(..., use_cache=True)` asked for it."""
 
     logits: Tensor | None
     activations: dict[str, Tensor] = field(default_factory=dict)
+    past_key_values: Any = None
 
 
 def resolve_model_path(name_or_path: str) -> str:
@@ -122,11 +126,16 @@ class SubjectModel:
         capture: Sequence[str] = (),
         edits: dict[str, Callable[[Tensor], Tensor]] | None = None,
         stop_at_layer: int | None = None,
+        past_key_values: Any = None,
+        use_cache: bool = False,
     ) -> RunOutput:
         """One forward pass that captures `capture`, applies `edits`, optionally stops early.
 
         Captured tensors are the model's own (not copies); a capture at an edited site holds the
         edited value. Grad mode is the caller's: wrap in `torch.inference_mode()` to harvest.
+        With `use_cache`, the output carries the key/value cache; passing it back as
+        `past_key_values` runs only the new tokens `input_ids` (captures and edits then see
+        those positions only, and `attention_mask`, if given, covers past and new tokens).
         """
         capture = list(dict.fromkeys(capture))
         edits = dict(edits or {})
@@ -154,17 +163,29 @@ class SubjectModel:
         if attention_mask is None:
             # Packed windows hold no padding; an explicit all-ones mask says so (and keeps transformers
             # from warning whenever pad == bos, as in GPT-2-style tokenizers).
-            attention_mask = torch.ones_like(input_ids)
+            past = past_key_values.get_seq_length() if past_key_values is not None else 0
+            attention_mask = torch.ones(input_ids.shape[0], past + input_ids.shape[1], dtype=torch.long)
         attention_mask = attention_mask.to(self.device)
-        logits = None
+        logits, cache = None, None
+        kwargs: dict[str, Any] = {"use_cache": use_cache}
+        if past_key_values is not None:
+            kwargs[self._cache_argument()] = past_key_values
         with hooked(self.base, self.hf, self.layout, self._sites, set(capture), edits, stop_at_layer) as h:
             try:
-                out = self.hf(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+                out = self.hf(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
                 logits = getattr(out, "logits", None)
+                if use_cache:  # transformers >= 5.x names it `cache`, earlier `past_key_values`
+                    cache = out["cache"] if "cache" in out else out.get("past_key_values")
             except StopForward:
                 pass
             acts = {site: h.acts[site] for site in capture}
-        return RunOutput(logits, acts)
+        return RunOutput(logits, acts, cache)
+
+    def _cache_argument(self) -> str:
+        """The forward argument taking a key/value cache: `cache` (transformers 5.x, where
+        `past_key_values` is deprecated) or `past_key_values` (4.x)."""
+        params = inspect.signature(self.hf.forward).parameters
+        return "cache" if "cache" in params else "past_key_values"
 
     # -- unembedding (logit lens) ------------------------------------------------------------
     @property
