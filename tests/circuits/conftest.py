@@ -1,4 +1,4 @@
-"""Tiny random GPT-2 / Llama models with random transcoders and SAEs, in float64."""
+"""Tiny random GPT-2 / Llama / GPT-NeoX models with random transcoders and SAEs, in float64."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ PROMPT = "Lily the cat went to the beach. She"
 @pytest.fixture(scope="session")
 def tiny_paths(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
-    return {fam: save_tiny_model(fam, root / fam) for fam in ("gpt2", "llama")}
+    return {fam: save_tiny_model(fam, root / fam) for fam in ("gpt2", "llama", "gpt_neox")}
 
 
 def load64(path):
@@ -68,3 +68,9 @@ def gpt2(tiny_paths):
 @pytest.fixture()
 def llama(tiny_paths):
     return load64(tiny_paths["llama"])
+
+
+@pytest.fixture()
+def gpt_neox(tiny_paths):
+    """Pythia-style: parallel attention and MLP, partial rotary embeddings."""
+    return load64(tiny_paths["gpt_neox"])

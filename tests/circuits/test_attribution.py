@@ -63,7 +63,7 @@ def check_edges(rm, graph, tol=1e-4):
     assert float(rel[kept].max()) < tol
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("family", ["gpt2", "llama", "gpt_neox"])
 def test_edges_equal_interventions_transcoders(request, family):
     m = request.getfixturevalue(family)
     rm = ReplacementModel(m, make_dicts(m.d_model, m.n_layers, skip=True))

@@ -1,4 +1,5 @@
-"""A small functional forward pass over a `transformers` model's own weights (GPT-2, Llama family).
+"""A small functional forward pass over a `transformers` model's own weights (GPT-2, GPT-NeoX/Pythia,
+Llama family).
 
 Attribution needs to hold attention patterns and norm scales at their clean values, which HF code
 cannot do from the outside (the softmax lives inside its attention function). So we re-run the
@@ -23,7 +24,7 @@ from transformers.activations import ACT2FN
 
 from monosemantic.utils.errors import MonosemanticError
 
-SUPPORTED = {"gpt2": "gpt2", "llama": "llama", "mistral": "llama", "qwen2": "llama"}
+SUPPORTED = {"gpt2": "gpt2", "gpt_neox": "neox", "llama": "llama", "mistral": "llama", "qwen2": "llama"}
 
 
 class Hooks(Protocol):
@@ -69,13 +70,19 @@ class FunctionalLM(nn.Module):
         if model_type not in SUPPORTED:
             raise MonosemanticError(
                 f"circuits support model types {', '.join(SUPPORTED)}, not {model_type!r}; "
-                "use a GPT-2 or Llama-style model"
+                "use a GPT-2, GPT-NeoX (Pythia) or Llama-style model"
             )
         self.hf = hf
         self.kind = SUPPORTED[model_type]
         self.config = hf.config
         self.base = hf.base_model
         self.blocks = self.base.h if self.kind == "gpt2" else self.base.layers
+        # Pythia: attention and MLP both read resid_pre and add to it (no resid_mid)
+        self.parallel = self.kind == "neox" and bool(getattr(hf.config, "use_parallel_residual", True))
+        if self.kind != "gpt2" and not hasattr(self.base, "rotary_emb"):
+            raise MonosemanticError(
+                "this transformers version keeps rotary embeddings inside attention; upgrade transformers"
+            )
         self.n_layers = len(self.blocks)
         self.d_model = int(hf.config.hidden_size)
         self.n_heads = int(hf.config.num_attention_heads)
@@ -92,7 +99,7 @@ class FunctionalLM(nn.Module):
     def _norm(self, key: str, mod: nn.Module, x: Tensor, mode: str, freeze: Freeze | None) -> Tensor:
         """LayerNorm / RMSNorm whose scale (1/sigma) can be recorded and then held fixed."""
         frozen = mode == "frozen" and freeze is not None and not freeze.patterns_only
-        if self.kind == "gpt2":
+        if self.kind in ("gpt2", "neox"):  # LayerNorm
             eps = mod.eps
             if frozen:
                 centred = x - x.mean(-1, keepdim=True)
@@ -119,6 +126,12 @@ class FunctionalLM(nn.Module):
             q, k, v = (t.view(B, T, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
             scaling = attn.scaling
             out_proj = attn.c_proj
+        elif self.kind == "neox":  # fused q,k,v laid out per head
+            attn = blk.attention
+            qkv = attn.query_key_value(x).view(B, T, self.n_heads, 3 * self.head_dim).transpose(1, 2)
+            q, k, v = qkv.chunk(3, dim=-1)
+            scaling = getattr(attn, "scaling", self.head_dim**-0.5)
+            out_proj = attn.dense
         else:
             attn = blk.self_attn
             q = attn.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
@@ -132,7 +145,10 @@ class FunctionalLM(nn.Module):
             pattern = freeze.patterns[layer]
         else:
             if self.kind != "gpt2":
-                from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+                if self.kind == "neox":  # rotates only the first rotary_pct of each head
+                    from transformers.models.gpt_neox.modeling_gpt_neox import apply_rotary_pos_emb
+                else:
+                    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
                 pos = torch.arange(T, device=x.device)[None].expand(B, T)
                 cos, sin = self.base.rotary_emb(x, pos)
@@ -140,7 +156,7 @@ class FunctionalLM(nn.Module):
             scores = (q @ k.transpose(-1, -2)) * scaling
             mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-            # GPT-2's softmax runs in the activation dtype, Llama's in float32 (as in HF's eager code).
+            # GPT-2's softmax runs in the activation dtype, the others' in float32 (as in HF's eager code).
             soft_dtype = scores.dtype if self.kind == "gpt2" else torch.float32
             pattern = torch.softmax(scores.to(soft_dtype), dim=-1).to(v.dtype)
             if mode == "record":
@@ -158,14 +174,17 @@ class FunctionalLM(nn.Module):
         """The MLP; `frozen` holds its activation gates at their clean values (so it is linear)."""
         mlp = self.blocks[layer].mlp
         frozen = mode == "frozen" and freeze is not None and not freeze.patterns_only
-        if self.kind == "gpt2":
-            pre = mlp.c_fc(x)
+        if self.kind in ("gpt2", "neox"):
+            fc, proj = (
+                (mlp.c_fc, mlp.c_proj) if self.kind == "gpt2" else (mlp.dense_h_to_4h, mlp.dense_4h_to_h)
+            )
+            pre = fc(x)
             if frozen:
-                return mlp.c_proj(pre * freeze.gates[layer])
+                return proj(pre * freeze.gates[layer])
             post = self.act(pre)
             if mode == "record":
                 freeze.gates[layer] = _gate(pre, post).detach()
-            return mlp.c_proj(post)
+            return proj(post)
         up = mlp.up_proj(x)
         if frozen:
             return mlp.down_proj(freeze.gates[layer] * up)
@@ -181,7 +200,8 @@ class FunctionalLM(nn.Module):
             tok = hooks.site("hook_embed", self.base.wte(input_ids))
             pos = torch.arange(input_ids.shape[-1], device=input_ids.device)
             return tok + self.base.wpe(pos)
-        return hooks.site("hook_embed", self.base.embed_tokens(input_ids))
+        embed = self.base.embed_in if self.kind == "neox" else self.base.embed_tokens
+        return hooks.site("hook_embed", embed(input_ids))
 
     def forward(
         self,
@@ -215,13 +235,18 @@ class FunctionalLM(nn.Module):
             h = hooks.site(f"blocks.{L}.hook_resid_pre", h)
             a = self._attention(L, self._norm(f"ln1.{L}", ln1, h, mode, freeze), mode, freeze)
             a = hooks.site(f"blocks.{L}.hook_attn_out", a)
-            h = hooks.site(f"blocks.{L}.hook_resid_mid", h + a)
+            if not self.parallel:
+                h = hooks.site(f"blocks.{L}.hook_resid_mid", h + a)
             m_in = hooks.site(f"blocks.{L}.hook_mlp_in", self._norm(f"ln2.{L}", ln2, h, mode, freeze))
             m = hooks.mlp(L, m_in)
             if m is None:
                 m = self._mlp(L, m_in, mode, freeze)
             m = hooks.site(f"blocks.{L}.hook_mlp_out", m)
-            h = hooks.site(f"blocks.{L}.hook_resid_post", h + m)
-        ln_f = self.base.ln_f if self.kind == "gpt2" else self.base.norm
+            # HF's parallel block sums mlp + attn + residual in that order (bitwise equal logits)
+            h = hooks.site(f"blocks.{L}.hook_resid_post", m + a + h if self.parallel else h + m)
+        if self.kind == "gpt2":
+            ln_f = self.base.ln_f
+        else:
+            ln_f = self.base.final_layer_norm if self.kind == "neox" else self.base.norm
         h = hooks.site("ln_final.hook_normalized", self._norm("ln_f", ln_f, h, mode, freeze))
         return self.lm_head(h) if unembed else h

@@ -130,6 +130,11 @@ class ReplacementModel:
         dic.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
         cfg = dic.cfg
         layer, kind = _parse(cfg.hook_name)
+        if kind == "resid_mid" and self.lm.parallel:
+            raise MonosemanticError(
+                f"{name}: {cfg.hook_name} does not exist in this parallel-residual model (attention and MLP "
+                "both read resid_pre); train on blocks.L.hook_resid_pre, hook_mlp_in or hook_resid_post"
+            )
         if not cfg.is_transcoder:
             if layer >= self.lm.n_layers:
                 raise MonosemanticError(
