@@ -31,3 +31,32 @@ def test_topk_rows_coordinates():
     assert torch.equal(
         pre[rows, cols].view(16, 8).sort(-1).values, pre.topk(8, dim=-1).values.sort(-1).values
     )
+
+
+def test_concurrent_encoders_keep_their_own_workspace():
+    """The reused pre-activation buffer is per thread: encoders running at once in several
+    threads (a server, a notebook's workers) each get their own codes."""
+    import threading
+
+    from monosemantic.config import DictionaryConfig
+    from monosemantic.dictionaries import build_dictionary
+
+    torch.manual_seed(0)
+    dic = build_dictionary(DictionaryConfig(architecture="topk", d_sae=256, k=8, site="x"), 32, 32)
+    xs = [torch.randn(512, 32) for _ in range(4)]
+    with torch.no_grad():
+        expected = [dic._encode_codes(x, None)[0].vals.clone() for x in xs]
+    wrong: list[int] = []
+
+    def work(i: int) -> None:
+        with torch.no_grad():
+            for _ in range(30):
+                if not torch.equal(dic._encode_codes(xs[i], None)[0].vals, expected[i]):
+                    wrong.append(i)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not wrong

@@ -15,6 +15,7 @@ The idea is EleutherAI sparsify's `fused_encoder.py`, generalised to any selecti
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import torch
@@ -28,15 +29,16 @@ Selection = Callable[[Tensor], list[tuple[Tensor, Tensor]]]
 # The [B, d_sae] pre-activation matrix is the one big temporary of a step (256 MB at B=4096,
 # d_sae=16384). A fresh allocation of that size is a fresh mmap, so every step would pay ~65k
 # page faults before the matmul writes a byte; reusing one workspace costs nothing. Only one
-# matrix is live at a time (selections copy out what they keep), so dictionaries share it.
-_workspace: dict[str, Tensor] = {}
+# matrix is live at a time per thread (selections copy out what they keep), so the dictionaries
+# a thread trains share it; each thread has its own, so concurrent encoders never collide.
+_workspace = threading.local()
 
 
 def _preact_buffer(n_rows: int, width: int, like: Tensor) -> Tensor:
-    buf = _workspace.get("pre")
+    buf = getattr(_workspace, "pre", None)
     if buf is None or buf.dtype != like.dtype or buf.device != like.device or buf.numel() < n_rows * width:
-        _workspace.pop("pre", None)  # free the old one before allocating the new one
-        buf = _workspace["pre"] = torch.empty(n_rows * width, dtype=like.dtype, device=like.device)
+        _workspace.pre = None  # free the old one before allocating the new one
+        buf = _workspace.pre = torch.empty(n_rows * width, dtype=like.dtype, device=like.device)
     return buf[: n_rows * width].view(n_rows, width)
 
 
