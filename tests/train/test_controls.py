@@ -139,3 +139,35 @@ def test_wandb_without_the_package_is_a_clear_error(tmp_path):
             train(make_config(tmp_path, dictionary=d, tokens=256 * 2, wandb=True), stream=PlantedStream())
     else:
         pytest.skip("wandb is installed")
+
+
+def test_jumprelu_density_init_sets_the_starting_l0(tmp_path):
+    """A fixed initial threshold starts a wide JumpReLU dense; `jumprelu_init_density` places each
+    threshold at its latent's quantile on the first batches, so every latent fires on that
+    fraction of them and L0 starts near density x d_sae."""
+    from monosemantic.config import DictionaryConfig
+    from monosemantic.dictionaries import build_dictionary
+
+    stream = PlantedStream(batch_size=1024)
+    x = next(stream)["site"]
+    x = x * (x.shape[1] ** 0.5 / x.norm(dim=1).mean())  # the trainer's normalisation
+    dic = build_dictionary(
+        DictionaryConfig(architecture="jumprelu", d_sae=512, jumprelu_init_density=0.02), 32
+    )
+    with torch.no_grad():
+        dense_rate = (dic.encode(x) > 0).float().mean(0)
+        dic.initialize_from_data(x)
+        rate = (dic.encode(x) > 0).float().mean(0)
+    assert float(dense_rate.mean()) > 0.1  # the fixed threshold: ~1 in 6 latents on per token
+    positive = (dic.pre_acts(x) > 0).float().mean(0) > 0.02
+    assert torch.allclose(rate[positive], torch.full_like(rate[positive], 0.02), atol=2 / 1024)
+    assert int(positive.sum()) > 400
+
+    d = {"architecture": "jumprelu", "d_sae": 1024, "l0_coefficient": 0.1}
+    rows = {}
+    for name, extra in (("fixed", {}), ("density", {"jumprelu_init_density": 0.01})):
+        (out,) = train(
+            make_config(tmp_path / name, dictionary={**d, **extra}, tokens=256 * 10), stream=PlantedStream()
+        )
+        rows[name] = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert rows["density"]["l0"] < 30 < 80 < rows["fixed"]["l0"], rows

@@ -31,6 +31,14 @@ class DictionaryConfig(Section):
         gt=0,
         description="Initial threshold, in the same units (~1 standard deviation of a pre-activation).",
     )
+    jumprelu_init_density: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="If set, each latent's initial threshold is its pre-activation quantile on the first "
+        "batches at which it fires on this fraction of tokens (replaces jumprelu_init_threshold); at "
+        "large expansion a fixed threshold starts with thousands of latents active per token.",
+    )
     matryoshka_widths: list[int] | None = Field(
         None, description="Nested prefix widths; the last equals d_sae. Default: d_sae/16, /4, /1."
     )

@@ -60,6 +60,7 @@ class DictionaryMeta:
     l0_coefficient: float = 1.0
     jumprelu_bandwidth: float = 0.3
     jumprelu_init_threshold: float = 1.0
+    jumprelu_init_density: float | None = None
     matryoshka_widths: list[int] | None = None
     aux_k: int | None = None
     aux_coefficient: float = 1 / 32
@@ -337,6 +338,11 @@ class Dictionary(nn.Module, abc.ABC):
     def initialize_b_dec(self, value: Tensor) -> None:
         """Set b_dec (the trainer passes the geometric median of the target activations)."""
         self.b_dec.copy_(value.to(self.b_dec))
+
+    @torch.no_grad()
+    def initialize_from_data(self, x: Tensor) -> None:
+        """Data-dependent initialisation on the first batches' inputs `x` (after `b_dec`); most
+        architectures need none (JumpReLU may place its thresholds)."""
 
     @torch.no_grad()
     def fold_activation_scale(self, scale_in: float, scale_out: float | None = None) -> None:

@@ -60,6 +60,7 @@ def meta_from_config(dict_cfg: DictionaryConfig, d_in: int, d_out: int | None = 
         l0_coefficient=1.0 if dict_cfg.l0_coefficient is None else dict_cfg.l0_coefficient,
         jumprelu_bandwidth=dict_cfg.jumprelu_bandwidth,
         jumprelu_init_threshold=dict_cfg.jumprelu_init_threshold,
+        jumprelu_init_density=dict_cfg.jumprelu_init_density,
         matryoshka_widths=widths,
         aux_k=min(dict_cfg.aux_k or max(d_in // 2, 1), d_sae),
         aux_coefficient=dict_cfg.aux_coefficient,

@@ -142,6 +142,7 @@ class Trainer:
             slot.dic.initialize_b_dec(decoder_bias_init(y, self.tcfg.b_dec_init).to(self.device))
             if slot.dic.unit_norm_decoder:
                 slot.dic.set_decoder_norm_to_unit_norm()
+            slot.dic.initialize_from_data(stacked[slot.site] * self.scales[slot.site])
             slot.log.reset()
 
     # ---- the step ---------------------------------------------------------------------------
