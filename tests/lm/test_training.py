@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from monosemantic.config import Config
 from monosemantic.lm.model import load_model
 from monosemantic.lm.training import lr_lambda, train_lm
-from monosemantic.utils.errors import ConfigError
+from monosemantic.utils.errors import ConfigError, DataError
 
 
 def tiny_cfg(out, **lm) -> Config:
@@ -88,3 +88,34 @@ def test_lr_schedule_warms_up_then_decays():
     assert f(10) == pytest.approx(1.0)
     assert f(55) == pytest.approx(0.55)
     assert f(100) == pytest.approx(0.1)
+
+
+def test_file_source_holds_out_validation_documents(tmp_path):
+    """On a file corpus, validation windows come from documents training never reads."""
+    from transformers import AutoTokenizer
+
+    from monosemantic.config.data import DataConfig
+    from monosemantic.corpus.windows import HOLDOUT_EVERY, TokenWindows
+    from monosemantic.lm.shipped import SHIPPED_DIR
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(f"Document number {i} says hello to {i % 7} friends." for i in range(300)))
+    data = DataConfig(text=str(corpus))
+    tokenizer = AutoTokenizer.from_pretrained(SHIPPED_DIR)
+
+    def docs(split: str) -> set[str]:
+        return {t for batch in TokenWindows(data, tokenizer, split=split)._documents() for t, _ in batch}
+
+    train, val, every = docs("train"), docs("validation"), docs("all")
+    assert not train & val and train | val == every and len(val) == 300 // HOLDOUT_EVERY
+
+    lm = {**tiny_cfg(tmp_path).lm.model_dump(), "out": str(tmp_path / "run"), "tokenizer_texts": 300}
+    out = train_lm(Config(device="cpu", seed=0, data={"text": str(corpus)}, lm=lm))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("val_loss" in r for r in rows)
+    small = tmp_path / "small.txt"
+    small.write_text("\n\n".join(f"One of only {i} documents, each with a few words." for i in range(40)))
+    with pytest.raises(DataError, match="too small to hold out"):
+        train_lm(
+            Config(device="cpu", seed=0, data={"text": str(small)}, lm={**lm, "out": str(tmp_path / "s")})
+        )

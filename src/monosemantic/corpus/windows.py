@@ -9,6 +9,10 @@ labels (`concepts.CONCEPTS` columns; BOS/EOS positions have none).
 
 The stream is a pure function of (data config, tokenizer), so `skip_windows=n` resumes exactly
 where a run that consumed n windows stopped: skipped text is tokenized but not labelled.
+
+`split` holds documents out of a file or dataset source: every `HOLDOUT_EVERY`-th document is
+"validation", the rest "train" ("all" keeps everything). Storyworld is endless, so a validation
+stream there comes from another seed instead (`lm train` does that) and `split` is ignored.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -27,6 +31,8 @@ from monosemantic.utils.errors import DataError
 
 from .concepts import N_CONCEPTS, label_array
 from .sources import is_storyworld, iter_stories, iter_texts
+
+HOLDOUT_EVERY = 50  # one document in 50 is held out for validation (`split`)
 
 _DOCS_PER_BATCH = 256
 
@@ -62,9 +68,18 @@ def bos_eos_ids(tokenizer: Any) -> tuple[int, int]:
 class TokenWindows:
     """Iterable of `Window`s over `data.text`; see the module docstring for the packing rules."""
 
-    def __init__(self, data_cfg: DataConfig, tokenizer: Any, skip_windows: int = 0) -> None:
+    def __init__(
+        self,
+        data_cfg: DataConfig,
+        tokenizer: Any,
+        skip_windows: int = 0,
+        split: Literal["all", "train", "validation"] = "all",
+    ) -> None:
         if skip_windows < 0:
             raise ValueError("skip_windows must be >= 0")
+        if split not in ("all", "train", "validation"):
+            raise ValueError(f"split must be all, train or validation, not {split!r}")
+        self.split = split
         self.data_cfg = data_cfg
         self.tokenizer = tokenizer
         self.backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
@@ -110,7 +125,11 @@ class TokenWindows:
         if self.labelled:
             docs: Iterator[tuple[str, list | None]] = ((s.text, s.spans) for s in iter_stories(self.data_cfg))
         else:
-            docs = ((t, None) for t in iter_texts(self.data_cfg))
+            texts = enumerate(iter_texts(self.data_cfg))
+            held = (HOLDOUT_EVERY - 1, self.split == "validation")  # (residue, keep the held-out ones)
+            if self.split != "all":
+                texts = ((i, t) for i, t in texts if (i % HOLDOUT_EVERY == held[0]) == held[1])
+            docs = ((t, None) for _, t in texts)
         while batch := list(islice(docs, _DOCS_PER_BATCH)):
             yield batch
 
@@ -183,6 +202,11 @@ class TokenWindows:
                 yield w, lw
             buf = buf[pos:]
             lab = None if lab is None else lab[pos:]
+        if done == 0 and self.split == "validation":
+            raise DataError(
+                f"data.text {self.data_cfg.text!r} is too small to hold out validation text (one document in "
+                f"{HOLDOUT_EVERY}, at least one window of {self.context_size} tokens); give more documents"
+            )
         if done == 0:
             raise DataError(
                 f"data.text {self.data_cfg.text!r} holds fewer than {body} tokens, not enough for one "

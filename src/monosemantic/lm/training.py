@@ -1,8 +1,8 @@
 """`monosemantic lm train`: a byte-level BPE tokenizer and a small causal LM, nanoGPT style.
 
 The loop is deliberately plain: AdamW (no decay on gains/biases), linear warmup then cosine
-decay, gradient clipping, validation on held-out windows drawn with another data seed, sample
-continuations, `metrics.jsonl`, and an atomic checkpoint (model, optimizer, scheduler, step,
+decay, gradient clipping, validation on held-out text (another storyworld seed, or one document
+in `HOLDOUT_EVERY` of a file or dataset, which training skips), sample continuations, `metrics.jsonl`, and an atomic checkpoint (model, optimizer, scheduler, step,
 RNG, data position) every `checkpoint_every` steps. Rerunning the same command resumes from
 it, and the result is bit-identical to an uninterrupted run on the same device. Dropout is off:
 the data are (practically) unlimited, so every step sees fresh windows.
@@ -26,7 +26,7 @@ from monosemantic.config import Config
 from monosemantic.config.data import DataConfig
 from monosemantic.config.lm import LMConfig
 from monosemantic.corpus.sources import iter_texts
-from monosemantic.corpus.windows import TokenWindows
+from monosemantic.corpus.windows import HOLDOUT_EVERY, TokenWindows
 from monosemantic.utils.errors import DataError
 from monosemantic.utils.files import write_text_atomic
 from monosemantic.utils.progress import console, progress_bar
@@ -90,19 +90,26 @@ def lr_lambda(lm: LMConfig) -> Callable[[int], float]:
     return f
 
 
-def window_stream(data: DataConfig, tokenizer: Tokenizer, skip: int = 0) -> Iterator[torch.Tensor]:
-    """Token windows forever (a finite source starts over), after skipping `skip` of them."""
+def window_stream(
+    data: DataConfig, tokenizer: Tokenizer, skip: int = 0, split: str = "all"
+) -> Iterator[torch.Tensor]:
+    """Token windows of `split` forever (a finite source starts over), after skipping `skip`."""
     while True:
         n = 0
-        for window in TokenWindows(data, tokenizer, skip_windows=skip):
+        for window in TokenWindows(data, tokenizer, skip_windows=skip, split=split):
             n += 1
             yield window.tokens
         if n == 0 and skip == 0:
+            if split == "validation":
+                raise DataError(
+                    f"[data].text={data.text!r} is too small to hold out validation text (one document in "
+                    f"{HOLDOUT_EVERY}); give at least {HOLDOUT_EVERY} documents of a few hundred tokens"
+                )
             raise DataError(
                 f"[data].text={data.text!r} produced no token windows; point it at non-empty text"
             )
         # a pass that was skipped entirely: the position lies in a later epoch
-        skip = skip % sum(1 for _ in TokenWindows(data, tokenizer)) if n == 0 else 0
+        skip = skip % sum(1 for _ in TokenWindows(data, tokenizer, split=split)) if n == 0 else 0
 
 
 def next_batch(stream: Iterator[torch.Tensor], batch_size: int) -> torch.Tensor:
@@ -200,9 +207,11 @@ def train_lm(cfg: Config, callback: Callable[[int, float], None] | None = None) 
     rows = _read_metrics(metrics_path, step)
 
     train_data = cfg.data.model_copy(update={"context_size": lm.context_size})
+    # validation never sees training text: storyworld draws it from another seed, a file or
+    # dataset source holds out one document in HOLDOUT_EVERY
     val_data = train_data.model_copy(update={"seed": (train_data.seed or 0) + VAL_SEED_OFFSET})
-    stream = window_stream(train_data, tokenizer, skip=consumed)
-    val_stream = window_stream(val_data, tokenizer)
+    stream = window_stream(train_data, tokenizer, skip=consumed, split="train")
+    val_stream = window_stream(val_data, tokenizer, split="validation")
     val = [next_batch(val_stream, lm.batch_size) for _ in range(lm.val_batches)]
     amp = torch_dtype(lm.dtype or "float32")
     tokens_per_step = lm.batch_size * lm.context_size
