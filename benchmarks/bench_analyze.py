@@ -39,7 +39,7 @@ def _model(tmp: Path) -> tuple[str, str]:
 
 def run(
     max_tokens: int = 65_536,
-    widths: tuple[int, ...] = (1024, 4096),
+    widths: tuple[int, ...] = (1024, 4096, 16384),
     k: int = 32,
     batch_sequences: int = 16,
     threads: int | None = 1,
