@@ -177,3 +177,11 @@ def test_cli_verbs_analyze_and_explain(world, tmp_path):
         assert f["explanation_source"] == "offline"
     res = runner.invoke(app, ["analyze", str(cfg), "--set", f'analyze.cache="{tmp_path / "missing"}"'])
     assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def test_matched_concepts_beat_chance(analysis):
+    """A feature is matched to a storyworld concept only when it detects it better than chance."""
+    with FeatureStore(analysis) as store:
+        feats = store.list_features(_sae(store))
+        matched = [f for f in feats if f["concept"] is not None]
+        assert matched and all(f["concept_auroc"] > 0.5 and f["concept_f1"] > 0 for f in matched)

@@ -12,7 +12,8 @@ version lives in `evaluate/concepts.py`). Besides each concept, every concept *k
 than one member (`colour` for `colour:red`, `colour:blue`, ...) is a column, so a feature that
 fires on all colours is matched to "colour". The best concept of a feature is the column with
 the highest F1 (AUROC alone cannot tell "red" from "any colour" for a colour feature); its AUROC
-is reported with it.
+is reported with it, and a feature whose best column is no better than chance (AUROC <= 0.5) is
+matched to none.
 """
 
 from __future__ import annotations
@@ -150,11 +151,12 @@ class ConceptStats:
             f1 = f1.masked_fill(~present, -1.0)
             full[lo : lo + chunk] = auroc.float()
             val, col = f1.max(1)
-            fired = h.sum(1) > 0
-            for i in range(val.numel()):
-                ok = bool(fired[i]) and float(val[i]) > 0
-                names.append(self.names[int(col[i])] if ok else None)
+            fired = (h.sum(1) > 0).tolist()
+            col_auroc = auroc.gather(1, col.unsqueeze(1)).squeeze(1).tolist()
+            for i, (v, c) in enumerate(zip(val.tolist(), col.tolist(), strict=True)):
+                # a feature no better than chance at its best-F1 concept detects none
+                ok = fired[i] and v > 0 and col_auroc[i] > 0.5
+                names.append(self.names[c] if ok else None)
                 if ok:
-                    best_auroc[lo + i] = float(auroc[i, col[i]])
-                    best_f1[lo + i] = float(val[i])
+                    best_auroc[lo + i], best_f1[lo + i] = col_auroc[i], v
         return names, best_auroc, best_f1, full
