@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from monosemantic.utils.errors import DataError, MonosemanticError
+from monosemantic.utils.progress import console
 from monosemantic.utils.torch_utils import dtype_name, resolve_device, torch_dtype
 
 from .base import Dictionary, DictionaryMeta, dictionary_class
@@ -220,9 +221,21 @@ def _resolve(path_or_hub_id: str | Path) -> Path:
     if path.exists():
         return path
     text = str(path_or_hub_id)
-    if text.startswith((".", "/", "~")) or text.count("/") < 1:
+    if ":" in text and not text.startswith((".", "/", "~")):
+        from .releases import resolve_release
+
+        text, entry = resolve_release(text)
+        kwargs = (entry.get("config_overrides") or {}).get("model_from_pretrained_kwargs")
+        if kwargs:  # e.g. center_writing_weights: TransformerLens-transformed activations
+            console.print(
+                f"[yellow]note:[/] {path_or_hub_id} was trained on activations of a model loaded with "
+                f"{kwargs}; monosemantic hooks the untransformed Hugging Face model",
+                highlight=False,
+            )
+    elif text.startswith((".", "/", "~")) or text.count("/") < 1:
         raise MonosemanticError(
-            f"no dictionary at {text}: give a checkpoint folder or a hub id like org/repo[/sub/folder]"
+            f"no dictionary at {text}: give a checkpoint folder, a hub id like org/repo[/sub/folder], "
+            "or a SAELens release as RELEASE:SAE_ID"
         )
     # org/repo[/subfolder]: fetch only that folder from the Hugging Face hub.
     from huggingface_hub import snapshot_download
