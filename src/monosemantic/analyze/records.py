@@ -155,5 +155,9 @@ def all_examples(c: FeatureCollector, edges: Tensor) -> Iterator[tuple[Any, ...]
 
 def vocab_of(c: FeatureCollector, text: TokenText) -> dict[int, str]:
     """Display strings of every token id in the kept windows (the store's `vocab`)."""
-    ids = torch.cat([c.top["tokens"].flatten(), c.res["tokens"].flatten(), c.neg["tokens"].flatten()])
-    return {i: text(i) for i in torch.unique(ids).tolist() if i >= 0}
+    parts = [state["tokens"].flatten() for state in (c.top, c.res, c.neg) if state["tokens"].numel()]
+    top = max((int(p.max()) for p in parts), default=-1)
+    present = torch.zeros(top + 1, dtype=torch.bool)  # marks, not a sort of tens of millions of ids
+    for part in parts:
+        present[part[part >= 0].long()] = True
+    return {i: text(i) for i in present.nonzero().flatten().tolist()}
