@@ -43,7 +43,7 @@ def run(
     k: int = 32,
     batch_sequences: int = 16,
     threads: int | None = 1,
-    repeats: int = 3,
+    repeats: int = 5,
 ) -> str:
     """`threads` pins torch's intra-op threads (1 gives stable numbers on a busy shared machine)."""
     from monosemantic.activations.cache import ActivationCache
@@ -70,6 +70,7 @@ def run(
         d_in = cache.sites[SITE]
         for width in widths:
             path = tmp / f"topk-{width}"
+            torch.manual_seed(width)  # the same random dictionary whatever ran before
             sae = build_dictionary(
                 DictionaryConfig(architecture="topk", d_sae=width, k=k, site=SITE), d_in, d_in
             )
@@ -97,12 +98,12 @@ def run(
                 total = min(total, time.perf_counter() - t0)
                 with FeatureStore(db) as store:
                     pass_s = min(pass_s, store.meta()["pass_seconds"])
-                    n_examples = len(store.examples(1, 0))
+                    n_examples = sum(len(ex) for _, ex in store.features_with_examples(1)) / width
             rows.append({
                 "dictionary": f"TopK k={k}", "d_sae": width, "tokens": n_seq * cache.context_size,
                 "read+encode s": round(floor, 2), "pass s": round(pass_s, 2), "total s": round(total, 2),
                 "pass / encode": round(pass_s / floor, 2), "total / encode": round(total / floor, 2),
-                "examples/feature": n_examples,
+                "examples/feature": round(n_examples, 1),
             })  # fmt: skip
     from benchmarks.run_all import markdown_table
 
