@@ -138,7 +138,8 @@ class FeatureCollector:
         once per batch, and candidates of one block compete before any window is gathered.
         Every result method flushes the buffer first; `flush()` does it explicitly."""
         tokens, seq_ids = tokens.cpu().long(), seq_ids.cpu().long()
-        entry = (tok.cpu().long(), feat.cpu().long(), val.detach().cpu().float())
+        # indices as 32-bit from here on (a block's flat token and feature ids stay far below 2^31)
+        entry = (tok.cpu().to(torch.int32), feat.cpu().to(torch.int32), val.detach().cpu().float())
         batch = (
             tokens,
             seq_ids,
@@ -191,9 +192,8 @@ class FeatureCollector:
     ) -> None:
         B, T = tokens.shape
         F = self.F
-        # 32-bit indices halve the memory traffic of the per-non-zero passes below; every index
-        # stays under 2^31 (a block holds at most BLOCK_CELLS cells, F * HIST_BINS bins)
-        tok, f = tok.to(torch.int32), f.to(torch.int32)
+        # 32-bit indices (see update_sparse) halve the memory traffic of the passes below; every
+        # index stays under 2^31 (a block holds at most BLOCK_CELLS cells, F * HIST_BINS bins)
         keep = v > 0  # codes are >= 0 for every architecture; only positive ones count
         if mask is not None:
             keep &= mask.reshape(-1)[tok]  # special tokens are silent

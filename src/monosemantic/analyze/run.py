@@ -68,9 +68,9 @@ def sparse_codes(dic: Dictionary, x: torch.Tensor) -> tuple[torch.Tensor, torch.
         return None
     pre = dic.pre_acts(x)
     top = pre.topk(dic.k, dim=-1, sorted=False)
-    cols, order = torch.sort(top.indices, dim=-1)
-    vals = torch.relu(top.values.gather(-1, order))
-    rows = torch.arange(x.shape[0], device=x.device).repeat_interleave(cols.shape[-1])
+    cols, order = torch.sort(top.indices.to(torch.int32), dim=-1)
+    vals = torch.relu(top.values.gather(-1, order.long()))
+    rows = torch.arange(x.shape[0], device=x.device, dtype=torch.int32).repeat_interleave(cols.shape[-1])
     return rows, cols.reshape(-1), vals.reshape(-1)
 
 
