@@ -2,7 +2,11 @@
 
 A storyworld cache is harvested at one residual site; random TopK SAEs of several widths are
 analysed on it (analysis cost does not depend on training). Columns:
-- `read+encode s`: streaming the cache and encoding every token, nothing else (the floor);
+- `encode s`: streaming the cache and calling the dictionary's `encode` on every token, nothing
+  else (the floor the target is about: "just encode the same tokens");
+- `sparse encode s`: the same with the analysis's own sparse TopK codes (no dense `[n, d_sae]`
+  output), which at large widths is cheaper than `encode`: `pass / sparse encode` is the
+  stricter view of the overhead;
 - `pass s`: the one analysis pass (read, encode, top-k merges, reservoirs, histograms, concept
   statistics) — `pass / encode` is the overhead the target is about;
 - `total s`: `monosemantic.analyze` end to end, adding the logit lens, neighbours and writing
@@ -86,13 +90,14 @@ def run(
             )
             dic = load_dictionary(path).eval()
             n_seq = cache.n_sequences
-            floor = pass_s = total = float("inf")
+            dense = sparse = pass_s = total = float("inf")
             for _ in range(repeats):
-                t0 = time.perf_counter()
-                encode_pass(
-                    cache, [dic], [SITE], None, n_seq, cfg.analyze.batch_sequences, torch.device("cpu")
-                )
-                floor = min(floor, time.perf_counter() - t0)
+                for sparse_codes in (False, True):
+                    t0 = time.perf_counter()
+                    encode_pass(cache, [dic], [SITE], None, n_seq, cfg.analyze.batch_sequences,
+                                torch.device("cpu"), sparse=sparse_codes)  # fmt: skip
+                    took = time.perf_counter() - t0
+                    dense, sparse = (dense, min(sparse, took)) if sparse_codes else (min(dense, took), sparse)
                 t0 = time.perf_counter()
                 db = analyze(cfg)
                 total = min(total, time.perf_counter() - t0)
@@ -101,15 +106,17 @@ def run(
                     n_examples = sum(len(ex) for _, ex in store.features_with_examples(1)) / width
             rows.append({
                 "dictionary": f"TopK k={k}", "d_sae": width, "tokens": n_seq * cache.context_size,
-                "read+encode s": round(floor, 2), "pass s": round(pass_s, 2), "total s": round(total, 2),
-                "pass / encode": round(pass_s / floor, 2), "total / encode": round(total / floor, 2),
+                "encode s": round(dense, 2), "sparse encode s": round(sparse, 2),
+                "pass s": round(pass_s, 2), "total s": round(total, 2),
+                "pass / encode": round(pass_s / dense, 2), "pass / sparse encode": round(pass_s / sparse, 2),
+                "total / encode": round(total / dense, 2),
                 "examples/feature": round(n_examples, 1),
             })  # fmt: skip
     from benchmarks.run_all import markdown_table
 
     note = (
         f"\n\nModel: {label}, site `{SITE}`, storyworld tokens, batches of {batch_sequences} sequences, "
-        f"{torch.get_num_threads()} thread(s), best of {repeats} runs each. Target: pass / encode <= 1.5."
+        f"{torch.get_num_threads()} thread(s), best of {repeats} runs each. Target: pass / encode <= 1.5 (`encode` as a user calls it)."
     )
     return markdown_table(rows) + note
 
