@@ -1,26 +1,28 @@
-"""One pass over the data gathers every per-feature statistic at once, vectorised per batch.
+"""One pass over the data gathers every per-feature statistic at once, vectorised per block.
 
 `FeatureCollector.update(acts, tokens, seq_ids, mask)` takes the codes of one batch of
-sequences (`[B, T, F]`, or coordinates via `update_sparse`) and folds them into running state whose size is O(features x examples):
+sequences (`[B, T, F]`, or coordinates via `update_sparse`); batches are buffered into blocks of
+about `block_tokens` tokens and folded into running state whose size is O(features x examples):
 
 - **top examples**: per feature the `top_k` sequences with the highest peak (one example per
-  sequence), kept by merging each batch's `torch.topk` with the running one;
+  sequence), kept by merging each block's `torch.topk` with the running one;
 - **quantile samples**: a uniform reservoir of activating tokens per feature (each activation
-  draws a seeded random key, the smallest keys survive: a uniform sample without replacement);
-  after the pass the reservoir is split by the activation-quantile edges, `per_quantile` each;
+  draws a seeded random key, the smallest keys survive: a uniform sample without replacement;
+  see `reservoir.py`); after the pass it is split by the activation-quantile edges,
+  `per_quantile` each;
 - **negatives**: a uniform sample of sequences where the feature never fires;
 - **histogram, density, mean**: a per-feature linear histogram whose range doubles when a larger
   activation arrives (bins are merged pairwise), so one pass suffices without knowing the max;
 - **concept statistics** (storyworld): activation histograms on tokens of each planted concept,
   enough for an AUROC and a best-threshold F1 per (feature, concept) — see `concept_stats.py`.
 
-Everything works on the batch's non-zero codes as coordinates (`update_sparse`; TopK
+Everything works on the block's non-zero codes as coordinates (`update_sparse`; TopK
 dictionaries hand them over directly, `update` finds them in dense codes with one scan). Each
 kept example carries a window of `2 * window + 1` token ids and activations around its peak,
-gathered when it enters the running set (from the non-zeros sorted by sequence, feature and
-position), so the data is never read twice. Only features whose candidates beat their worst
-kept slot are merged, so the merge cost falls as the pass goes on. Positions where `mask` is
-False (special tokens) count as silent and never become peaks.
+gathered when it enters the running set (`context_windows.py`), so the data is never read
+twice. Only features whose candidates beat their worst kept slot are merged, so the merge cost
+falls as the pass goes on. Positions where `mask` is False (special tokens) count as silent and
+never become peaks.
 """
 
 from __future__ import annotations
