@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 import monosemantic.activations.harvest as harvest_mod
@@ -181,6 +182,22 @@ def test_sigkilled_harvest_subprocess_resumes(tiny_gpt2, tmp_path):
     assert proc.returncode == -signal.SIGKILL, "the harvest finished before it could be killed"
     assert not json.loads((killed / "manifest.json").read_text())["complete"]
     subprocess.run(command(killed), check=True, capture_output=True, timeout=300)
-    text = (killed / "manifest.json").read_text().replace(str(killed), str(whole))
-    assert text == (whole / "manifest.json").read_text()
-    assert _shard_bytes(killed) == _shard_bytes(whole)
+    # Two processes may round float32 matmuls differently in the last bit (BLAS kernels follow
+    # memory alignment), so even shards computed before the kill can differ by ~1e-7: compare
+    # the manifests without their checksums, tokens and labels exactly, activations to 1e-6.
+    a, b = (
+        json.loads((d / "manifest.json").read_text().replace(str(killed), str(whole)))
+        for d in (killed, whole)
+    )
+    for m in (a, b):
+        for shard in m["shards"]:
+            shard.pop("sha256")
+    assert a == b
+    for name in _shard_bytes(whole):
+        got, want = load_file(str(killed / name)), load_file(str(whole / name))
+        assert got.keys() == want.keys()
+        for key in want:
+            if want[key].is_floating_point():
+                assert torch.allclose(got[key].float(), want[key].float(), rtol=0, atol=1e-6), (name, key)
+            else:
+                assert torch.equal(got[key], want[key]), (name, key)
