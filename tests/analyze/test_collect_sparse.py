@@ -25,16 +25,22 @@ def test_sparse_codes_equal_encode():
         dense = dic.encode(x)
         rows, cols, vals = sparse_codes(dic, x)
     rebuilt = torch.zeros_like(dense)
-    rebuilt[rows, cols] = vals
+    rebuilt[rows.long(), cols.long()] = vals
     assert torch.equal(rebuilt, dense)
-    # sorted by (row, feature), as the collector's concept join needs
-    flat = rows * dense.shape[1] + cols
-    assert bool((flat[1:] > flat[:-1]).all())
+    # grouped by row (the collector's concept join and windows need that, not a feature order)
+    assert bool((rows[1:] >= rows[:-1]).all()) and rows.dtype == cols.dtype == torch.int32
 
 
 def test_sparse_codes_only_for_topk_rule():
     assert sparse_codes(_topk(arch="relu"), torch.randn(4, 16)) is None
     assert sparse_codes(_topk(arch="batchtopk"), torch.randn(4, 16)) is None  # threshold at inference
+
+
+def _sorted(codes):
+    """TopK codes in `nonzero`'s (row, feature) order."""
+    rows, cols, vals = codes
+    order = torch.argsort(rows.long() * 10_000 + cols.long())
+    return rows[order], cols[order], vals[order]
 
 
 def test_update_sparse_equals_dense_update():
@@ -44,7 +50,7 @@ def test_update_sparse_equals_dense_update():
     kw = dict(
         top_k=3, quantiles=2, per_quantile=2, n_negative=2, window=3, concept_names=names, block_tokens=B * T
     )
-    dense_c, sparse_c = FeatureCollector(48, **kw), FeatureCollector(48, **kw)
+    dense_c, sparse_c, topk_order = (FeatureCollector(48, **kw) for _ in range(3))
     for i in range(4):
         x = torch.randn(B * T, 16)
         tokens = torch.randint(0, 50, (B, T))
@@ -52,16 +58,25 @@ def test_update_sparse_equals_dense_update():
         concepts = (torch.rand(B, T, 3) < 0.2).to(torch.uint8)
         seq = torch.arange(i * B, (i + 1) * B)
         with torch.no_grad():
+            codes = sparse_codes(dic, x)
             dense_c.update(dic.encode(x).reshape(B, T, -1), tokens, seq, mask, concepts)
-            sparse_c.update_sparse(*sparse_codes(dic, x), tokens, seq, mask, concepts)
-    dense_c.flush()
-    sparse_c.flush()
+        sparse_c.update_sparse(*_sorted(codes), tokens, seq, mask, concepts)
+        topk_order.update_sparse(*codes, tokens, seq, mask, concepts)
+    for c in (dense_c, sparse_c, topk_order):
+        c.flush()
+    # the same entries in the same order: every state is identical, random samples included
     for state in ("top", "res", "neg"):
         for k, v in getattr(dense_c, state).items():
             assert torch.equal(v.nan_to_num(-7.0), getattr(sparse_c, state)[k].nan_to_num(-7.0)), (state, k)
     assert torch.equal(dense_c.hist, sparse_c.hist) and torch.equal(dense_c.nnz, sparse_c.nnz)
     assert torch.equal(dense_c.concepts.pos_hist, sparse_c.concepts.pos_hist)
     assert dense_c.n_tokens == sparse_c.n_tokens
+    # top-k order within a token changes only which random key an entry draws
+    for k, v in dense_c.top.items():
+        assert torch.equal(v.nan_to_num(-7.0), topk_order.top[k].nan_to_num(-7.0)), k
+    assert torch.equal(dense_c.hist, topk_order.hist) and torch.equal(
+        dense_c.concepts.pos_hist, topk_order.concepts.pos_hist
+    )
     # the windows hold real codes: each top example's centre is its peak value
     ex = sparse_c.top_examples()
     filled = ~ex.value.isnan()

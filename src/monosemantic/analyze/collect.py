@@ -132,8 +132,9 @@ class FeatureCollector:
         concepts: Tensor | None = None,
     ) -> None:
         """`update` from coordinates: code `val[i]` of feature `feat[i]` at flat token `tok[i]`
-        (`b * T + t`), sorted by (tok, feat) as `nonzero` returns them. Zeros may be omitted; the
-        entries at masked positions and the non-positive ones are dropped.
+        (`b * T + t`), grouped by token in increasing order (any order of features within a token;
+        `nonzero`'s order qualifies). Zeros may be omitted; the entries at masked positions and
+        the non-positive ones are dropped.
 
         Batches are buffered into blocks of about `block_tokens` tokens and folded in together:
         the per-feature work (top-k merges, reservoir blocks) is paid once per block instead of

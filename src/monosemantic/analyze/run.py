@@ -61,17 +61,15 @@ def _names(paths: list[Path]) -> list[str]:
 
 
 def sparse_codes(dic: Dictionary, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """The codes of a TopK dictionary as (row, feature, value) sorted by (row, feature), computed
-    as `TopKDictionary.encode` does but without its dense `[n, d_sae]` output (whose non-zero
-    scan would cost about as much as encoding); None for any other encode rule."""
+    """The codes of a TopK dictionary as int32 (row, feature) coordinates and values, grouped by
+    row (features within a row in top-k order: the collector needs no finer order), computed as
+    `TopKDictionary.encode` does but without its dense `[n, d_sae]` output (whose non-zero scan
+    would cost about as much as encoding); None for any other encode rule."""
     if type(dic).encode is not TopKDictionary.encode:
         return None
-    pre = dic.pre_acts(x)
-    top = pre.topk(dic.k, dim=-1, sorted=False)
-    cols, order = torch.sort(top.indices.to(torch.int32), dim=-1)
-    vals = torch.relu(top.values.gather(-1, order.long()))
-    rows = torch.arange(x.shape[0], device=x.device, dtype=torch.int32).repeat_interleave(cols.shape[-1])
-    return rows, cols.reshape(-1), vals.reshape(-1)
+    top = dic.pre_acts(x).topk(dic.k, dim=-1, sorted=False)
+    rows = torch.arange(x.shape[0], device=x.device, dtype=torch.int32).repeat_interleave(dic.k)
+    return rows, top.indices.to(torch.int32).reshape(-1), torch.relu(top.values).reshape(-1)
 
 
 def encode_pass(
