@@ -25,10 +25,6 @@ class TokenText:
             self._memo[i] = s
         return s
 
-    def many(self, ids: list[int]) -> list[str]:
-        memo = self._memo
-        return [memo[i] if i in memo else self(i) for i in ids]
-
 
 def round_each(x: Tensor, digits: int = 4) -> list[Any]:
     """`x` as nested lists of floats rounded to `digits` significant digits each (None for NaN
@@ -36,7 +32,7 @@ def round_each(x: Tensor, digits: int = 4) -> list[Any]:
     x = x.double()
     finite = torch.isfinite(x)
     r = round_sig(torch.where(finite, x, 0.0).unsqueeze(-1), digits).squeeze(-1)
-    return torch.where(finite, r, float("nan")).tolist() if not bool(finite.all()) else r.tolist()
+    return torch.where(finite, r, float("nan")).tolist()
 
 
 def _none_nan(values: list[float]) -> list[float | None]:

@@ -372,17 +372,23 @@ class FeatureStore:
 
     _EXAMPLE_ORDER = "CASE kind WHEN 'top' THEN 0 WHEN 'quantile' THEN 1 ELSE 2 END, bin DESC, rank"
 
+    @staticmethod
+    def _examples_query(where: str, params: list[Any], kind: str | None) -> str:
+        """`SELECT` of the examples matching `where` (and `kind`), without its ORDER BY."""
+        sql = f"SELECT * FROM examples WHERE {where}"
+        if kind is not None:
+            sql += " AND kind = ?"
+            params.append(kind)
+        return sql
+
     def examples(
         self, dictionary_id: int, feature: int, kind: str | None = None, limit: int | None = None
     ) -> list[dict[str, Any]]:
         """A feature's examples (`kind`: top | quantile | negative | None for all), ordered by kind,
         bin, then rank. Each has `tokens` (strings), `token_ids`, `activations` (one per token),
         `peak` (index of the peak within the window), `position` (of the peak in its sequence)."""
-        sql = "SELECT * FROM examples WHERE dictionary_id = ? AND feature = ?"
         params: list[Any] = [dictionary_id, feature]
-        if kind is not None:
-            sql += " AND kind = ?"
-            params.append(kind)
+        sql = self._examples_query("dictionary_id = ? AND feature = ?", params, kind)
         sql += f" ORDER BY {self._EXAMPLE_ORDER} LIMIT ?"
         params.append(-1 if limit is None else int(limit))
         return [self._example(r) for r in self._rows(sql, params)]
@@ -392,15 +398,10 @@ class FeatureStore:
     ) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
         """Every feature of a dictionary (by index) with its examples, as `examples` gives them,
         read in one ordered scan instead of a query per feature (exports walk whole dictionaries)."""
-        sql = "SELECT * FROM examples WHERE dictionary_id = ?"
         params: list[Any] = [dictionary_id]
-        if kind is not None:
-            sql += " AND kind = ?"
-            params.append(kind)
-        sql += f" ORDER BY feature, {self._EXAMPLE_ORDER}"
+        sql = self._examples_query("dictionary_id = ?", params, kind)
         with self._lock:
-            cursor = self._db.execute(sql, params)
-        pending: list[sqlite3.Row] = []
+            cursor = self._db.execute(f"{sql} ORDER BY feature, {self._EXAMPLE_ORDER}", params)
 
         def rows() -> Iterator[sqlite3.Row]:
             while True:
@@ -413,12 +414,12 @@ class FeatureStore:
         stream = rows()
         nxt = next(stream, None)
         for f in self.list_features(dictionary_id, order_by="idx"):
-            pending = []
+            mine = []
             while nxt is not None and nxt["feature"] <= f["idx"]:
                 if nxt["feature"] == f["idx"]:
-                    pending.append(nxt)
+                    mine.append(nxt)
                 nxt = next(stream, None)
-            yield f, [self._example(r) for r in pending]
+            yield f, [self._example(r) for r in mine]
 
     def _example(self, row: sqlite3.Row) -> dict[str, Any]:
         d = dict(row)
