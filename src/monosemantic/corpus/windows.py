@@ -126,9 +126,9 @@ class TokenWindows:
             docs: Iterator[tuple[str, list | None]] = ((s.text, s.spans) for s in iter_stories(self.data_cfg))
         else:
             texts = enumerate(iter_texts(self.data_cfg))
-            held = (HOLDOUT_EVERY - 1, self.split == "validation")  # (residue, keep the held-out ones)
             if self.split != "all":
-                texts = ((i, t) for i, t in texts if (i % HOLDOUT_EVERY == held[0]) == held[1])
+                validation = self.split == "validation"
+                texts = ((i, t) for i, t in texts if (i % HOLDOUT_EVERY == HOLDOUT_EVERY - 1) == validation)
             docs = ((t, None) for _, t in texts)
         while batch := list(islice(docs, _DOCS_PER_BATCH)):
             yield batch

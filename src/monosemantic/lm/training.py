@@ -2,10 +2,11 @@
 
 The loop is deliberately plain: AdamW (no decay on gains/biases), linear warmup then cosine
 decay, gradient clipping, validation on held-out text (another storyworld seed, or one document
-in `HOLDOUT_EVERY` of a file or dataset, which training skips), sample continuations, `metrics.jsonl`, and an atomic checkpoint (model, optimizer, scheduler, step,
-RNG, data position) every `checkpoint_every` steps. Rerunning the same command resumes from
-it, and the result is bit-identical to an uninterrupted run on the same device. Dropout is off:
-the data are (practically) unlimited, so every step sees fresh windows.
+in `HOLDOUT_EVERY` of a file or dataset, which training skips), sample continuations,
+`metrics.jsonl`, and an atomic checkpoint (model, optimizer, scheduler, step, RNG, data
+position) every `checkpoint_every` steps. Rerunning the same command resumes from it, and the
+result is bit-identical to an uninterrupted run on the same device. Dropout is off: the data
+are (practically) unlimited, so every step sees fresh windows.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from monosemantic.config import Config
 from monosemantic.config.data import DataConfig
 from monosemantic.config.lm import LMConfig
 from monosemantic.corpus.sources import iter_texts
-from monosemantic.corpus.windows import HOLDOUT_EVERY, TokenWindows
+from monosemantic.corpus.windows import TokenWindows
 from monosemantic.utils.errors import DataError
 from monosemantic.utils.files import write_text_atomic
 from monosemantic.utils.progress import console, progress_bar
@@ -99,12 +100,7 @@ def window_stream(
         for window in TokenWindows(data, tokenizer, skip_windows=skip, split=split):
             n += 1
             yield window.tokens
-        if n == 0 and skip == 0:
-            if split == "validation":
-                raise DataError(
-                    f"[data].text={data.text!r} is too small to hold out validation text (one document in "
-                    f"{HOLDOUT_EVERY}); give at least {HOLDOUT_EVERY} documents of a few hundred tokens"
-                )
+        if n == 0 and skip == 0:  # (TokenWindows itself names a source too small for `split`)
             raise DataError(
                 f"[data].text={data.text!r} produced no token windows; point it at non-empty text"
             )
