@@ -44,5 +44,6 @@ def test_ablation_graph_edges_are_measured_changes(gpt2):
     assert abs(float(A[N - 1, src]) - (m(clean) - m(out))) < 1e-9
     # later latents never move earlier ones; the capped nodes are the estimated strongest
     layers = F[:, 1]
-    assert A[: graph.n_features, : graph.n_features][layers[:, None] < layers[None, :]].abs().max() == 0
+    # (float64 round-off of a replayed forward pass: ~1e-15, far below any real edge here ~1e-3)
+    assert A[: graph.n_features, : graph.n_features][layers[:, None] < layers[None, :]].abs().max() < 1e-12
     assert len(res.sources) == cap

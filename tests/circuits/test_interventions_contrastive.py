@@ -92,5 +92,5 @@ def test_ablation_discovery_matches_interventions(rm):
     # a layer-1 latent cannot move a layer-0 latent
     l1 = (res.features[:, 0] == 1).nonzero().flatten()
     l0 = (res.features[:, 0] == 0).nonzero().flatten()
-    assert res.effects[l0][:, l1].abs().max() == 0
+    assert res.effects[l0][:, l1].abs().max() < 1e-12  # float64 round-off of a replayed pass only
     assert res.top_edges(3)
