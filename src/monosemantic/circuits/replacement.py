@@ -49,10 +49,8 @@ class Spliced:
     offset: int = 0  # feature-index offset of this dictionary in its layer's node ids
 
     def encoder_dirs(self, idx: Tensor) -> Tensor:
-        """[n, d_in]: the linear part of each latent's pre-activation (gated: magnitude path)."""
-        w = self.dic.W_enc[:, idx].T
-        r_mag = getattr(self.dic, "r_mag", None)
-        return w * r_mag[idx].exp()[:, None] if r_mag is not None else w
+        """[n, d_in]: the linear part of each latent's pre-activation (the architecture decides)."""
+        return self.dic.encoder_dirs(idx)
 
 
 @dataclass

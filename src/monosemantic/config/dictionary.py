@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any
 
 from pydantic import Field, model_validator
 
 from .base import Section
 
-Architecture = Literal["relu", "topk", "batchtopk", "jumprelu", "gated", "matryoshka"]
-
 
 class DictionaryConfig(Section):
-    architecture: Architecture = Field(
-        "topk", description="relu | topk | batchtopk | jumprelu | gated | matryoshka"
+    # Architectures register themselves in the dictionaries stage, which checks the name (and
+    # the architecture's own settings: k, widths, options) when the dictionary is built.
+    architecture: str = Field(
+        "topk",
+        description="A registered architecture: relu | topk | batchtopk | jumprelu | gated | matryoshka",
     )
     d_sae: int | None = Field(None, gt=0, description="Number of latents; or give `expansion`.")
     expansion: int | None = Field(None, gt=0, description="d_sae = expansion x d_in.")
     k: int | None = Field(None, gt=0, description="Active latents per token (topk, batchtopk, matryoshka).")
-    l1_coefficient: float | None = Field(None, ge=0, description="L1 penalty (relu, gated). Default 5.0.")
-    l0_coefficient: float | None = Field(None, ge=0, description="L0 penalty (jumprelu). Default 1.0.")
+    l1_coefficient: float | None = Field(
+        None, ge=0, description="L1 penalty (relu, gated); default set by the architecture (5.0)."
+    )
+    l0_coefficient: float | None = Field(
+        None, ge=0, description="L0 penalty (jumprelu); default set by the architecture (1.0)."
+    )
     jumprelu_bandwidth: float = Field(
         0.3,
         gt=0,
@@ -60,15 +65,15 @@ class DictionaryConfig(Section):
     skip: bool = Field(False, description="Skip transcoder: add a linear W_skip path from input to output.")
     target_l0: float | None = Field(None, gt=0, description="Tune the sparsity coefficient to reach this L0.")
     name: str | None = Field(None, description="Sub-folder name in a sweep; default built from what differs.")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Settings owned by the architecture ([dictionary.options]); it checks them when built.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DictionaryConfig:
         if self.d_sae is not None and self.expansion is not None:
             raise ValueError("give either d_sae or expansion, not both")
-        if self.k is not None and self.d_sae is not None and self.k > self.d_sae:
-            raise ValueError(f"k={self.k} is larger than d_sae={self.d_sae}; choose k <= d_sae")
-        if self.architecture in ("topk", "batchtopk", "matryoshka") and self.k is None:
-            raise ValueError(f"architecture {self.architecture!r} needs k (active latents per token)")
         if self.skip and self.site_out is None:
             raise ValueError("skip = true needs site_out (a skip transcoder maps site -> site_out)")
         return self

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
+from pydantic import BaseModel, ValidationError
 from torch import Tensor, nn
 
-from monosemantic.utils.errors import DataError, MonosemanticError
+from monosemantic.utils.errors import ConfigError, DataError, MonosemanticError
 
 from .sparse_encoder import sparse_decode
 
@@ -24,9 +25,17 @@ _REGISTRY: dict[str, type[Dictionary]] = {}
 
 
 def register_dictionary(name: str):
-    """Class decorator: make an architecture buildable and loadable by `name`."""
+    """Class decorator: make an architecture buildable and loadable by `name`.
+
+    Importing the module that defines the class registers it; a name can be registered once.
+    """
 
     def wrap(cls: type[Dictionary]) -> type[Dictionary]:
+        if name in _REGISTRY:
+            raise MonosemanticError(
+                f"dictionary architecture {name!r} is already registered by {_REGISTRY[name].__module__}; "
+                "choose another name"
+            )
         cls.architecture = name
         _REGISTRY[name] = cls
         return cls
@@ -42,6 +51,15 @@ def dictionary_class(name: str) -> type[Dictionary]:
     return _REGISTRY[name]
 
 
+@dataclass(frozen=True)
+class Penalty:
+    """A sparsity penalty's coefficient: its `DictionaryMeta` field, sweep-name prefix and default."""
+
+    field: str
+    short: str
+    default: float
+
+
 @dataclass
 class DictionaryMeta:
     """Shapes, sites and the hyperparameters the forward pass and loss need (saved in cfg.json)."""
@@ -55,16 +73,17 @@ class DictionaryMeta:
     hook_name_out: str | None = None
     skip: bool = False
     apply_b_dec_to_input: bool = True
-    l1_coefficient: float = 5.0
+    l1_coefficient: float | None = None  # None: the architecture's `penalty.default`
     l1_decoder_norm: bool = True
-    l0_coefficient: float = 1.0
+    l0_coefficient: float | None = None
     jumprelu_bandwidth: float = 0.3
     jumprelu_init_threshold: float = 1.0
     jumprelu_init_density: float | None = None
     matryoshka_widths: list[int] | None = None
     aux_k: int | None = None
     aux_coefficient: float = 1 / 32
-    decoder_init_norm: float = 1.0
+    decoder_init_norm: float | None = None  # None: the architecture's `default_decoder_init_norm`
+    options: dict[str, Any] = field(default_factory=dict)  # architecture-owned fields (`Options`)
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -168,13 +187,28 @@ class LossOutput:
 
 
 class Dictionary(nn.Module, abc.ABC):
-    """A sparse dictionary: `encode(x) -> f`, `decode(f, x) -> y_hat`, and its training loss."""
+    """A sparse dictionary: `encode(x) -> f`, `decode(f, x) -> y_hat`, and its training loss.
+
+    An architecture is one subclass in one file, registered with `@register_dictionary(name)`.
+    Besides `encode` and `training_loss` it declares, as class attributes, what the rest of the
+    pipeline must know about it: whether it needs `k`, its sparsity `penalty`, its SAELens name,
+    its own config fields (`Options`), and it may override `configure` (defaults and checks),
+    `latent_parameters`/`reset_latents` (dead-latent resampling) and `encoder_dirs` (circuits).
+    """
 
     architecture: ClassVar[str] = ""
     # Whether the recipe constrains decoder rows to unit norm (the trainer then calls
     # `remove_gradient_parallel_to_decoder_directions` before and `set_decoder_norm_to_unit_norm`
     # after each optimiser step).
     unit_norm_decoder: ClassVar[bool] = True
+    # Exactly `k` latents per token (TopK family): `k` is required and named in sweep folders.
+    uses_k: ClassVar[bool] = False
+    # The penalty whose coefficient the target-L0 controller tunes; None for TopK-style rules.
+    penalty: ClassVar[Penalty | None] = None
+    # The SAELens 6 architecture that runs this dictionary at inference (default: our name).
+    saelens_name: ClassVar[str | None] = None
+    # Architecture-owned config fields, given in `[dictionary.options]` (a pydantic model).
+    Options: ClassVar[type[BaseModel] | None] = None
 
     def __init__(self, cfg: DictionaryMeta) -> None:
         super().__init__()
@@ -186,6 +220,74 @@ class Dictionary(nn.Module, abc.ABC):
         self.b_dec = nn.Parameter(torch.zeros(d_out))
         self.W_skip = nn.Parameter(torch.zeros(d_in, d_out)) if cfg.skip else None
         self.reset_parameters()
+
+    # ---- configuration: defaults and checks, before any weight exists ------------------------
+    @classmethod
+    def default_decoder_init_norm(cls, meta: DictionaryMeta) -> float:
+        """Initial decoder row norm: 1, or 0.1 where rows are free (no unit-norm constraint)."""
+        return 1.0
+
+    @classmethod
+    def configure(cls, meta: DictionaryMeta) -> None:
+        """Fill this architecture's defaults into `meta` and reject inconsistent settings
+        (ConfigError, one line). Called once when a dictionary is built from a config."""
+        name = cls.architecture
+        if cls.uses_k:
+            if meta.k is None:
+                raise ConfigError(
+                    f"architecture {name!r} needs k (active latents per token); set dictionary.k"
+                )
+            if meta.k > meta.d_sae:
+                raise ConfigError(f"k={meta.k} is larger than d_sae={meta.d_sae}; choose k <= d_sae")
+        if meta.aux_k is not None and meta.aux_k > meta.d_sae:
+            raise ConfigError(f"aux_k={meta.aux_k} is larger than d_sae={meta.d_sae}; choose aux_k <= d_sae")
+        if meta.aux_k is None:
+            meta.aux_k = min(max(meta.d_in // 2, 1), meta.d_sae)
+        if cls.penalty is not None and getattr(meta, cls.penalty.field) is None:
+            setattr(meta, cls.penalty.field, cls.penalty.default)
+        if meta.decoder_init_norm is None:
+            meta.decoder_init_norm = cls.default_decoder_init_norm(meta)
+        if cls.Options is None:
+            if meta.options:
+                raise ConfigError(
+                    f"architecture {name!r} has no options; remove {sorted(meta.options)} from dictionary.options"
+                )
+            return
+        try:
+            meta.options = cls.Options.model_validate(meta.options).model_dump()
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise ConfigError(f"dictionary.options.{where} ({name}): {err['msg']}") from None
+
+    def option(self, key: str) -> Any:
+        """An architecture-owned setting from `[dictionary.options]` (defaults filled by `configure`)."""
+        if self.Options is None:
+            raise MonosemanticError(f"architecture {self.architecture!r} has no options")
+        return self.cfg.options.get(key, self.Options.model_fields[key].default)
+
+    def penalty_coefficient(self) -> float:
+        """The configured sparsity coefficient (before warm-up and the L0 controller)."""
+        if self.penalty is None:
+            raise MonosemanticError(f"architecture {self.architecture!r} has no sparsity penalty")
+        value = getattr(self.cfg, self.penalty.field)
+        return self.penalty.default if value is None else float(value)
+
+    @classmethod
+    def saelens_architecture(cls, meta: DictionaryMeta) -> str:
+        """The SAELens 6 architecture name that runs this dictionary at inference."""
+        inference = cls.saelens_name or cls.architecture
+        if not (meta.is_transcoder or meta.skip):
+            return inference
+        if inference in ("standard", "jumprelu"):
+            base = "transcoder" if inference == "standard" else "jumprelu_transcoder"
+            return base.replace("transcoder", "skip_transcoder") if meta.skip else base
+        return f"{inference}_skip_transcoder" if meta.skip else f"{inference}_transcoder"
+
+    @classmethod
+    def saelens_fields(cls, meta: DictionaryMeta) -> dict[str, Any]:
+        """Extra top-level cfg.json keys SAELens needs for this architecture (TopK: `k`)."""
+        return {}
 
     # ---- shapes and dtypes ------------------------------------------------------------------
     @property
@@ -216,13 +318,14 @@ class Dictionary(nn.Module, abc.ABC):
     def reset_parameters(self) -> None:
         """Random unit directions scaled to `decoder_init_norm`; W_enc = W_dec^T when shapes allow."""
         w = torch.randn(self.d_sae, self.d_out)
-        w *= self.cfg.decoder_init_norm / w.norm(dim=1, keepdim=True)
+        init_norm = self.cfg.decoder_init_norm or self.default_decoder_init_norm(self.cfg)
+        w *= init_norm / w.norm(dim=1, keepdim=True)
         self.W_dec.copy_(w)
         if self.d_in == self.d_out:
             self.W_enc.copy_(w.T)
         else:
             e = torch.randn(self.d_in, self.d_sae)
-            self.W_enc.copy_(e * (self.cfg.decoder_init_norm / e.norm(dim=0, keepdim=True)))
+            self.W_enc.copy_(e * (init_norm / e.norm(dim=0, keepdim=True)))
 
     def _check_input(self, x: Tensor, width: int, what: str = "input") -> Tensor:
         if x.shape[-1] != width:
@@ -363,6 +466,26 @@ class Dictionary(nn.Module, abc.ABC):
 
     def _fold_extra(self, scale_in: float, scale_out: float) -> None:
         """Architecture-specific weights that depend on the scale (none by default)."""
+
+    # ---- dead latents and circuits -----------------------------------------------------------
+    def latent_parameters(self) -> dict[str, int]:
+        """Trainable tensors indexed by latent, with the axis that indexes latents (for resampling
+        and resetting optimiser moments)."""
+        axes = {"W_enc": 1, "W_dec": 0, "b_enc": 0}
+        return {n: a for n, a in axes.items() if isinstance(getattr(self, n, None), nn.Parameter)}
+
+    @torch.no_grad()
+    def reset_latents(self, idx: Tensor, enc: Tensor, dec: Tensor) -> None:
+        """Re-point latents `idx` (resampling): encoder columns `enc` [n, d_in], decoder rows
+        `dec` [n, d_out], biases zero. Architectures with more per-latent tensors extend this."""
+        self.W_dec[idx] = dec.to(self.W_dec.dtype)
+        self.W_enc[:, idx] = enc.T.to(self.W_enc.dtype)
+        self.b_enc[idx] = 0.0
+
+    def encoder_dirs(self, idx: Tensor) -> Tensor:
+        """[n, d_in]: the linear map from the encoder input to latents `idx`'s pre-activations
+        (what attribution differentiates through)."""
+        return self.W_enc[:, idx].T
 
     # ---- serialisation (SAELens tensor names) -----------------------------------------------
     def weights_for_saving(self) -> dict[str, Tensor]:

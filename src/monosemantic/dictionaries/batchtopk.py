@@ -22,6 +22,12 @@ THRESHOLD_RATE = 0.01
 
 @register_dictionary("batchtopk")
 class BatchTopKDictionary(TopKDictionary):
+    saelens_name = "jumprelu"  # saved in its inference form, a JumpReLU with the learned threshold
+
+    @classmethod
+    def saelens_fields(cls, meta: DictionaryMeta) -> dict[str, object]:
+        return {}
+
     def __init__(self, cfg: DictionaryMeta) -> None:
         super().__init__(cfg)
         # One scalar threshold for every latent; saved as a [d_sae] vector like JumpReLU's.

@@ -18,10 +18,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Dictionary, DictionaryMeta, LossOutput, TrainStepState, register_dictionary
+from .relu import L1
 
 
 @register_dictionary("gated")
 class GatedDictionary(Dictionary):
+    penalty = L1
+
+    @classmethod
+    def default_decoder_init_norm(cls, meta: DictionaryMeta) -> float:
+        return 0.1 if meta.l1_decoder_norm else 1.0
+
     def __init__(self, cfg: DictionaryMeta) -> None:
         super().__init__(cfg)
         del self.b_enc  # gated SAEs have b_gate and b_mag instead (the SAELens layout)
@@ -43,6 +50,20 @@ class GatedDictionary(Dictionary):
         self.b_gate *= norms
         self.b_mag *= norms
         self.W_dec /= norms[:, None]
+
+    def latent_parameters(self) -> dict[str, int]:
+        return {"W_enc": 1, "W_dec": 0, "b_gate": 0, "b_mag": 0, "r_mag": 0}
+
+    @torch.no_grad()
+    def reset_latents(self, idx: Tensor, enc: Tensor, dec: Tensor) -> None:
+        self.W_dec[idx] = dec.to(self.W_dec.dtype)
+        self.W_enc[:, idx] = enc.T.to(self.W_enc.dtype)
+        for p in (self.b_gate, self.b_mag, self.r_mag):
+            p[idx] = 0.0
+
+    def encoder_dirs(self, idx: Tensor) -> Tensor:
+        """The magnitude path, W_enc * exp(r_mag): what a firing latent's value depends on."""
+        return self.W_enc[:, idx].T * self.r_mag[idx].exp()[:, None]
 
     def pre_acts(self, x: Tensor) -> Tensor:
         """The magnitude path's pre-activation (what the latent's value is when it fires)."""
@@ -68,6 +89,6 @@ class GatedDictionary(Dictionary):
         if self.W_skip is not None:
             aux_hat = aux_hat + self._check_input(x, self.d_in) @ self.W_skip.detach()
         aux = self.mse(aux_hat, y)
-        loss = mse + self.sparsity_coefficient(state, self.cfg.l1_coefficient) * l1 + aux
+        loss = mse + self.sparsity_coefficient(state, self.penalty_coefficient()) * l1 + aux
         terms = {"mse": mse.detach(), "l1": l1.detach(), "gate_aux": aux.detach()}
         return LossOutput(loss, x_hat, f=f, terms=terms)

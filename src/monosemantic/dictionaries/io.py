@@ -25,23 +25,11 @@ from monosemantic.utils.progress import console
 from monosemantic.utils.torch_utils import dtype_name, resolve_device, torch_dtype
 
 from .base import Dictionary, DictionaryMeta, dictionary_class
-from .registry import ARCHITECTURES  # noqa: F401  (registers every architecture)
+from .registry import architectures  # noqa: F401  (importing it registers every architecture)
 
 CFG = "cfg.json"
 WEIGHTS = "sae_weights.safetensors"
 SPARSITY = "sparsity.safetensors"
-
-
-def saelens_architecture(meta: DictionaryMeta) -> str:
-    """The SAELens 6 architecture name that runs this dictionary at inference."""
-    arch = meta.architecture
-    inference = "jumprelu" if arch in ("batchtopk", "matryoshka", "jumprelu") else arch
-    if meta.is_transcoder or meta.skip:
-        if inference in ("relu", "jumprelu"):
-            base = "transcoder" if inference == "relu" else "jumprelu_transcoder"
-            return base.replace("transcoder", "skip_transcoder") if meta.skip else base
-        return f"{inference}_skip_transcoder" if meta.skip else f"{inference}_transcoder"
-    return {"relu": "standard"}.get(inference, inference)
 
 
 def _cfg_dict(dic: Dictionary, metadata: dict[str, Any] | None) -> dict[str, Any]:
@@ -52,7 +40,7 @@ def _cfg_dict(dic: Dictionary, metadata: dict[str, Any] | None) -> dict[str, Any
         md.setdefault("hook_name_out", meta.hook_name_out)
     md["monosemantic"] = {**meta.to_dict(), "metadata": None}
     cfg = {
-        "architecture": saelens_architecture(meta),
+        "architecture": dictionary_class(meta.architecture).saelens_architecture(meta),
         "d_in": meta.d_in,
         "d_sae": meta.d_sae,
         "dtype": dtype_name(dic.dtype),
@@ -64,9 +52,7 @@ def _cfg_dict(dic: Dictionary, metadata: dict[str, Any] | None) -> dict[str, Any
     }
     if meta.is_transcoder or meta.skip:
         cfg["d_out"] = meta.d_out
-    if meta.architecture == "topk":
-        cfg["k"] = meta.k
-        cfg["rescale_acts_by_decoder_norm"] = False
+    cfg.update(dictionary_class(meta.architecture).saelens_fields(meta))
     return cfg
 
 

@@ -21,7 +21,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .base import Dictionary, DictionaryMeta, LossOutput, TrainStepState, register_dictionary
+from .base import Dictionary, DictionaryMeta, LossOutput, Penalty, TrainStepState, register_dictionary
 
 
 def _rectangle(u: Tensor) -> Tensor:
@@ -75,6 +75,14 @@ class JumpReLUDictionary(Dictionary):
     # at step 0 do not swamp the reconstruction, and grow as features are learned. Export folds
     # the norms back into the encoder and thresholds (`fold_decoder_norm`).
     unit_norm_decoder = False
+    penalty = Penalty("l0_coefficient", "l0c", 1.0)
+
+    @classmethod
+    def default_decoder_init_norm(cls, meta: DictionaryMeta) -> float:
+        return 0.1
+
+    def latent_parameters(self) -> dict[str, int]:
+        return {**super().latent_parameters(), "log_threshold": 0}
 
     def __init__(self, cfg: DictionaryMeta) -> None:
         super().__init__(cfg)
@@ -134,7 +142,7 @@ class JumpReLUDictionary(Dictionary):
         x_hat = self.decode(f, x)
         mse = self.mse(x_hat, self._check_input(y, self.d_out, "target"))
         l0 = step(z, theta, self.cfg.jumprelu_bandwidth).float().sum(-1).mean()
-        loss = mse + self.sparsity_coefficient(state, self.cfg.l0_coefficient) * l0
+        loss = mse + self.sparsity_coefficient(state, self.penalty_coefficient()) * l0
         return LossOutput(loss, x_hat, f=f, terms={"mse": mse.detach(), "l0": l0.detach()})
 
     def weights_for_saving(self) -> dict[str, Tensor]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from monosemantic.utils.errors import ConfigError
+
 from .base import DictionaryMeta, SparseCodes, register_dictionary
 from .batchtopk import BatchTopKDictionary
 from .sparse_encoder import sparse_decode
@@ -23,6 +25,20 @@ def default_widths(d_sae: int) -> list[int]:
 
 @register_dictionary("matryoshka")
 class MatryoshkaDictionary(BatchTopKDictionary):
+    @classmethod
+    def configure(cls, meta: DictionaryMeta) -> None:
+        super().configure(meta)
+        widths = list(meta.matryoshka_widths or default_widths(meta.d_sae))
+        if (
+            widths[-1] != meta.d_sae
+            or any(a >= b for a, b in zip(widths[:-1], widths[1:], strict=True))
+            or widths[0] <= 0
+        ):
+            raise ConfigError(
+                f"matryoshka_widths {widths} must be increasing positive widths ending at d_sae={meta.d_sae}"
+            )
+        meta.matryoshka_widths = widths
+
     def __init__(self, cfg: DictionaryMeta) -> None:
         if cfg.matryoshka_widths is None:
             cfg.matryoshka_widths = default_widths(cfg.d_sae)

@@ -1,4 +1,8 @@
-"""Build a dictionary from its config section; importing this registers every architecture."""
+"""Build a dictionary from its config section; importing this registers every architecture.
+
+Adding an architecture: write one module with a `Dictionary` subclass decorated by
+`@register_dictionary("name")` (see `topk.py`), and import it below (or anywhere before use).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,23 @@ from monosemantic.utils.errors import ConfigError
 
 from . import batchtopk, gated, jumprelu, matryoshka, relu, topk  # noqa: F401  (registration)
 from .base import _REGISTRY, Dictionary, DictionaryMeta, dictionary_class
-from .matryoshka import default_widths
 
-ARCHITECTURES = tuple(sorted(_REGISTRY))
+
+def architectures() -> tuple[str, ...]:
+    """Every registered architecture name (including ones registered after import)."""
+    return tuple(sorted(_REGISTRY))
+
+
+ARCHITECTURES = architectures()
 
 
 def meta_from_config(dict_cfg: DictionaryConfig, d_in: int, d_out: int | None = None) -> DictionaryMeta:
-    """Resolve defaults (d_sae from expansion, aux_k, widths, init scale) and check consistency."""
-    arch = dict_cfg.architecture
+    """Resolve the shared fields (d_sae from expansion, transcoder or SAE), then let the
+    architecture fill its defaults and check its own settings (`Dictionary.configure`)."""
+    try:
+        cls = dictionary_class(dict_cfg.architecture)
+    except Exception as e:
+        raise ConfigError(str(e)) from None
     if dict_cfg.d_sae is not None:
         d_sae = dict_cfg.d_sae
     elif dict_cfg.expansion is not None:
@@ -22,50 +35,31 @@ def meta_from_config(dict_cfg: DictionaryConfig, d_in: int, d_out: int | None = 
     else:
         raise ConfigError("[dictionary] needs d_sae or expansion (d_sae = expansion x d_in); set one of them")
     d_out = d_in if d_out is None else d_out
-    k = dict_cfg.k
-    if arch in ("topk", "batchtopk", "matryoshka"):
-        if k is None:
-            raise ConfigError(f"architecture {arch!r} needs k (active latents per token); set dictionary.k")
-        if k > d_sae:
-            raise ConfigError(f"k={k} is larger than d_sae={d_sae}; choose k <= d_sae")
-    widths = None
-    if arch == "matryoshka":
-        widths = list(dict_cfg.matryoshka_widths or default_widths(d_sae))
-        if (
-            widths[-1] != d_sae
-            or any(a >= b for a, b in zip(widths[:-1], widths[1:], strict=True))
-            or widths[0] <= 0
-        ):
-            raise ConfigError(
-                f"matryoshka_widths {widths} must be increasing positive widths ending at d_sae={d_sae}"
-            )
-    l1_decoder_norm = dict_cfg.l1_decoder_norm
-    init_norm = dict_cfg.decoder_init_norm
-    if init_norm is None:
-        free_decoder = arch == "jumprelu" or (arch in ("relu", "gated") and l1_decoder_norm)
-        init_norm = 0.1 if free_decoder else 1.0
     is_transcoder = d_out != d_in or (dict_cfg.site_out is not None and dict_cfg.site_out != dict_cfg.site)
-    return DictionaryMeta(
-        architecture=arch,
+    meta = DictionaryMeta(
+        architecture=dict_cfg.architecture,
         d_in=d_in,
         d_sae=d_sae,
         d_out=d_out,
-        k=k,
+        k=dict_cfg.k,
         hook_name=dict_cfg.site,
         hook_name_out=dict_cfg.site_out if is_transcoder else None,
         skip=dict_cfg.skip,
         apply_b_dec_to_input=not is_transcoder,
-        l1_coefficient=5.0 if dict_cfg.l1_coefficient is None else dict_cfg.l1_coefficient,
-        l1_decoder_norm=l1_decoder_norm,
-        l0_coefficient=1.0 if dict_cfg.l0_coefficient is None else dict_cfg.l0_coefficient,
+        l1_coefficient=dict_cfg.l1_coefficient,
+        l1_decoder_norm=dict_cfg.l1_decoder_norm,
+        l0_coefficient=dict_cfg.l0_coefficient,
         jumprelu_bandwidth=dict_cfg.jumprelu_bandwidth,
         jumprelu_init_threshold=dict_cfg.jumprelu_init_threshold,
         jumprelu_init_density=dict_cfg.jumprelu_init_density,
-        matryoshka_widths=widths,
-        aux_k=min(dict_cfg.aux_k or max(d_in // 2, 1), d_sae),
+        matryoshka_widths=dict_cfg.matryoshka_widths,
+        aux_k=dict_cfg.aux_k,
         aux_coefficient=dict_cfg.aux_coefficient,
-        decoder_init_norm=init_norm,
+        decoder_init_norm=dict_cfg.decoder_init_norm,
+        options=dict(dict_cfg.options),
     )
+    cls.configure(meta)
+    return meta
 
 
 def build_dictionary(dict_cfg: DictionaryConfig, d_in: int, d_out: int | None = None) -> Dictionary:

@@ -11,11 +11,20 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Dictionary, DictionaryMeta, LossOutput, TrainStepState, register_dictionary
+from .base import Dictionary, DictionaryMeta, LossOutput, Penalty, TrainStepState, register_dictionary
+
+L1 = Penalty("l1_coefficient", "l1c", 5.0)
 
 
 @register_dictionary("relu")
 class ReLUDictionary(Dictionary):
+    penalty = L1
+    saelens_name = "standard"
+
+    @classmethod
+    def default_decoder_init_norm(cls, meta: DictionaryMeta) -> float:
+        return 0.1 if meta.l1_decoder_norm else 1.0
+
     def __init__(self, cfg: DictionaryMeta) -> None:
         super().__init__(cfg)
         # Per instance: a free decoder when the penalty is decoder-norm weighted.
@@ -36,5 +45,5 @@ class ReLUDictionary(Dictionary):
         x_hat = self.decode(f, x)
         mse = self.mse(x_hat, self._check_input(y, self.d_out, "target"))
         l1 = self.sparsity_penalty(f)
-        loss = mse + self.sparsity_coefficient(state, self.cfg.l1_coefficient) * l1
+        loss = mse + self.sparsity_coefficient(state, self.penalty_coefficient()) * l1
         return LossOutput(loss, x_hat, f=f, terms={"mse": mse.detach(), "l1": l1.detach()})

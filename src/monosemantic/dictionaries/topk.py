@@ -20,6 +20,11 @@ from .sparse_encoder import sparse_encode, topk_dead, topk_rows
 @register_dictionary("topk")
 class TopKDictionary(Dictionary):
     unit_norm_decoder = True
+    uses_k = True
+
+    @classmethod
+    def saelens_fields(cls, meta: DictionaryMeta) -> dict[str, object]:
+        return {"k": meta.k, "rescale_acts_by_decoder_norm": False}
 
     def __init__(self, cfg: DictionaryMeta) -> None:
         super().__init__(cfg)

@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-# Per-latent parameters and the axis that indexes latents in each.
-LATENT_AXES = {"W_enc": 1, "W_dec": 0, "b_enc": 0, "b_gate": 0, "b_mag": 0, "r_mag": 0, "threshold": 0}
+from monosemantic.dictionaries.base import Dictionary
 
 
 class DeadLatentTracker:
@@ -55,7 +54,7 @@ class DeadLatentTracker:
 
 @torch.no_grad()
 def resample_dead(
-    dic: torch.nn.Module,
+    dic: Dictionary,
     optimizer: torch.optim.Optimizer,
     dead: Tensor,
     x: Tensor,
@@ -78,20 +77,13 @@ def resample_dead(
         weights = torch.ones_like(weights)
     pick = torch.multinomial(weights, idx.numel(), replacement=idx.numel() > weights.numel())
     x_in, y_out = x[pick].float(), y[pick].float()
-    params = dict(dic.named_parameters())
-    W_enc, W_dec = params["W_enc"], params["W_dec"]
     alive = ~dead
-    enc_norm = W_enc[:, alive].norm(dim=0).mean() if alive.any() else torch.tensor(1.0)
-    W_dec[idx] = (y_out / y_out.norm(dim=-1, keepdim=True).clamp_min(1e-8)).to(W_dec.dtype)
+    enc_norm = dic.W_enc[:, alive].norm(dim=0).mean() if alive.any() else torch.tensor(1.0)
+    dec = y_out / y_out.norm(dim=-1, keepdim=True).clamp_min(1e-8)
     enc = x_in / x_in.norm(dim=-1, keepdim=True).clamp_min(1e-8) * (0.2 * enc_norm)
-    W_enc[:, idx] = enc.T.to(W_enc.dtype)
-    for name in ("b_enc", "b_gate", "b_mag", "r_mag"):
-        if name in params:
-            params[name][idx] = 0.0
-    for name, axis in LATENT_AXES.items():
-        param = params.get(name)
-        if param is None:
-            continue
+    dic.reset_latents(idx, enc, dec)
+    for name, axis in dic.latent_parameters().items():
+        param = getattr(dic, name)
         for moment in optimizer.state.get(param, {}).values():
             if isinstance(moment, Tensor) and moment.shape == param.shape:
                 moment.index_fill_(axis, idx, 0.0)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from monosemantic.config.dictionary import DictionaryConfig
+from monosemantic.dictionaries.base import dictionary_class
 
-COEFFICIENT = {"relu": ("l1_coefficient", "l1c"), "gated": ("l1_coefficient", "l1c"),
-               "jumprelu": ("l0_coefficient", "l0c")}  # fmt: skip
-TOPK_FAMILY = ("topk", "batchtopk", "matryoshka")
 # Optional fields worth naming when they differ across the sweep: (field, short prefix).
 DIFFERING = (("aux_k", "auxk"), ("aux_coefficient", "auxc"), ("target_l0", "l0t"),
              ("jumprelu_bandwidth", "bw"), ("matryoshka_widths", "mw"))  # fmt: skip
@@ -36,10 +34,11 @@ def dictionary_name(
     if len({o.site_out for o in others}) > 1 and cfg.site_out is not None:
         parts.append(str(cfg.site_out))
     parts.append(cfg.architecture)
-    if cfg.architecture in TOPK_FAMILY and cfg.k is not None:
+    arch = dictionary_class(cfg.architecture)
+    if arch.uses_k and cfg.k is not None:
         parts.append(f"k{cfg.k}")
-    if cfg.architecture in COEFFICIENT and coefficient is not None:
-        parts.append(f"{COEFFICIENT[cfg.architecture][1]}{float(coefficient)}")
+    if arch.penalty is not None and coefficient is not None:
+        parts.append(f"{arch.penalty.short}{float(coefficient)}")
     for field, short in DIFFERING:
         values = {repr(getattr(o, field)) for o in others}
         if len(values) > 1 and getattr(cfg, field) is not None:

@@ -19,9 +19,7 @@ from monosemantic.utils.errors import ConfigError
 from .dead import DeadLatentTracker
 from .l0_control import L0Controller
 from .logging import MetricsLog
-from .naming import COEFFICIENT, dictionary_name, unique_names
-
-DEFAULT_COEFFICIENT = {"l1_coefficient": 5.0, "l0_coefficient": 1.0}
+from .naming import dictionary_name, unique_names
 
 
 @dataclass
@@ -82,17 +80,9 @@ def build_slots(cfg: Config, widths: dict[str, int], device: torch.device) -> li
     dics, coefficients = [], []
     for dict_cfg, (site, site_out) in zip(dict_cfgs, sites, strict=True):
         d_in, d_out = widths[site], widths[site_out]
-        d_sae = dict_cfg.d_sae or (dict_cfg.expansion or 16) * d_in
-        if dict_cfg.k is not None and dict_cfg.k > d_sae:
-            raise ConfigError(f"k={dict_cfg.k} is larger than d_sae={d_sae}; choose k <= d_sae")
-        if dict_cfg.aux_k is not None and dict_cfg.aux_k > d_sae:
-            raise ConfigError(f"aux_k={dict_cfg.aux_k} is larger than d_sae={d_sae}; choose aux_k <= d_sae")
         dic = build_dictionary(dict_cfg.model_copy(update={"site": site}), d_in, d_out).to(device)
         dics.append(dic)
-        field = COEFFICIENT.get(dict_cfg.architecture, (None,))[0]
-        coefficients.append(
-            None if field is None else (getattr(dict_cfg, field) or DEFAULT_COEFFICIENT[field])
-        )
+        coefficients.append(dic.penalty_coefficient() if dic.penalty is not None else None)
     names = [
         dictionary_name(d, dict_cfgs, dic.cfg.d_sae, c)
         for d, dic, c in zip(dict_cfgs, dics, coefficients, strict=True)
@@ -106,8 +96,8 @@ def build_slots(cfg: Config, widths: dict[str, int], device: torch.device) -> li
         if dict_cfg.target_l0 is not None:
             if coefficients[i] is None:
                 raise ConfigError(
-                    f"target_l0 needs a penalty-based architecture (relu, jumprelu, gated), not "
-                    f"{dict_cfg.architecture!r}; for {dict_cfg.architecture} set k instead"
+                    f"target_l0 needs an architecture with a sparsity penalty (e.g. relu, jumprelu, "
+                    f"gated), not {dict_cfg.architecture!r}; for {dict_cfg.architecture} set k instead"
                 )
             controller = L0Controller(dict_cfg.target_l0, device=device)
         slots.append(
