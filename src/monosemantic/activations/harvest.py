@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from itertools import islice
 from pathlib import Path
@@ -25,21 +25,7 @@ from monosemantic.utils.torch_utils import torch_dtype
 
 from .cache import ShardWriter
 from .manifest import FORMAT_VERSION, manifest_path, mismatch, read_manifest
-from .sources import all_finite
-
-
-def stop_layer(model: Any, sites: Sequence[str]) -> int | None:
-    """Blocks to run: one past the deepest site's block; None when a site needs the whole model."""
-    return model.stop_layer(sites)
-
-
-def capture(
-    model: Any, tokens: torch.Tensor, sites: Sequence[str], stop_at: int | None
-) -> dict[str, torch.Tensor]:
-    """Activations `[B, T, d]` of `sites` for a batch of token windows, from one forward pass."""
-    mask = torch.ones_like(tokens)  # windows are never padded; saying so silences HF's padding warning
-    with torch.inference_mode():
-        return dict(model.run(tokens, mask, capture=list(sites), stop_at_layer=stop_at).activations)
+from .sources import all_finite, capture
 
 
 def model_location(name: str) -> str:
@@ -239,7 +225,7 @@ def harvest(cfg: Any) -> Path:
     model = load_model(m.name, dtype=m.dtype, device=m.device, revision=m.revision)
     sites = list(planned["sites"])
     model.check_sites(sites)  # before anything is written: lists the valid sites
-    stop_at = stop_layer(model, sites)
+    stop_at = model.stop_layer(sites)
     manifest = existing or planned
     manifest["sites"] = {s: int(model.site_width(s)) for s in sites}
     manifest["special_token_ids"] = special_token_ids(model.tokenizer)

@@ -16,9 +16,20 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
+from monosemantic.corpus.windows import special_token_ids
 from monosemantic.utils.errors import DataError
 
 from .cache import ActivationCache
+
+
+def capture(
+    model: Any, tokens: torch.Tensor, sites: Sequence[str], stop_at: int | None
+) -> dict[str, torch.Tensor]:
+    """Activations `[B, T, d]` of `sites` for a batch of token windows, from one forward pass
+    (harvest and the live source share it)."""
+    mask = torch.ones_like(tokens)  # windows are never padded; saying so silences HF's padding warning
+    with torch.inference_mode():
+        return dict(model.run(tokens, mask, capture=list(sites), stop_at_layer=stop_at).activations)
 
 
 def all_finite(x: torch.Tensor) -> bool:
@@ -190,14 +201,12 @@ class LiveSource(Source):
         batch_sequences: int,
         exclude_special: bool = True,
     ) -> None:
-        from .harvest import capture, special_token_ids, stop_layer
-
         self.model, self.data_cfg = model, data_cfg
         self.sites = list(dict.fromkeys(sites))
         model.check_sites(self.sites)
         self.widths = {s: int(model.site_width(s)) for s in self.sites}
         self.batch_sequences = batch_sequences
-        self.stop_at_layer = stop_layer(model, self.sites)
+        self.stop_at_layer = model.stop_layer(self.sites)
         self._capture = capture
         self._special = torch.tensor(special_token_ids(model.tokenizer), dtype=torch.int64)
         self.exclude_special = exclude_special

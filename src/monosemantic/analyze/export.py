@@ -10,13 +10,13 @@ The whole site is written into a temporary folder and renamed over the target at
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from monosemantic.config import Config
 from monosemantic.utils.errors import MonosemanticError
+from monosemantic.utils.files import atomic_dir, check_replaceable
 from monosemantic.utils.progress import console, progress_bar
 
 from .dashboard import ASSETS, index_row, payload_from, site_summary
@@ -46,34 +46,11 @@ def _js(call: str, *args: Any) -> str:
     return call + "(" + body.replace("</", "<\\/") + ");\n"
 
 
-def check_target(out: Path, flag: str, marker: str) -> None:
-    """`out` will be replaced wholesale, so it must be absent, empty, or an earlier export
-    (recognised by `marker`): never a folder of the user's own files."""
-    if out.exists() and not out.is_dir():
-        raise MonosemanticError(f"{out} exists and is not a folder; give {flag} a folder path")
-    if out.is_dir() and any(out.iterdir()) and not (out / marker).exists():
-        raise MonosemanticError(
-            f"{out} is a non-empty folder that is not an earlier export; give {flag} a new or empty folder"
-        )
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished `tmp` onto `out`; an existing `out` is swapped aside, then removed."""
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def write_site(store: FeatureStore, out: str | Path) -> Path:
     """Write the static dashboard of every dictionary in `store` to `out` (atomically)."""
     out = Path(out)
-    check_target(out, "--html", "data/site.js")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    check_replaceable(out, "--html", "data/site.js")
+    with atomic_dir(out) as tmp:
         (tmp / "data").mkdir(parents=True)
         for name in ASSET_FILES:
             shutil.copyfile(ASSETS / name, tmp / name)
@@ -85,9 +62,6 @@ def write_site(store: FeatureStore, out: str | Path) -> Path:
             task = bar.add_task("export", total=total, info="", unit="feat")
             for d in site["dictionaries"]:
                 _write_dictionary(store, d["id"], tmp / "data" / f"d{d['id']}", bar, task)
-        _replace_dir(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -23,13 +23,12 @@ batches Neuronpedia's upload scripts read, and `DIR/neuronpedia.json` naming the
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
-from .export import _replace_dir, check_target
+from monosemantic.utils.files import atomic_dir, check_replaceable
+
 from .store import FeatureStore
 
 BATCH = 128
@@ -126,14 +125,11 @@ def write_neuronpedia(
 ) -> Path:
     """Write every dictionary of `store` as Neuronpedia feature batches under `out` (atomically)."""
     out = Path(out)
-    check_target(out, "--neuronpedia", MARKER)
+    check_replaceable(out, "--neuronpedia", MARKER)
     dicts = store.dictionaries()
     ids = layer_ids(dicts, source_set)
     model = model_id or Path(str(store.meta().get("model") or "model")).name
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with atomic_dir(out) as tmp:
         for d in dicts:
             folder = tmp / ids[d["id"]]
             folder.mkdir(parents=True)
@@ -144,10 +140,6 @@ def write_neuronpedia(
             ]
             for n, lo in enumerate(range(0, len(feats), BATCH)):
                 (folder / f"batch-{n}.json").write_text(json.dumps(feats[lo : lo + BATCH]), encoding="utf-8")
-        tmp.mkdir(exist_ok=True)
         summary = {"modelId": model, "layers": {ids[d["id"]]: d["name"] for d in dicts}, "batch_size": BATCH}
         (tmp / MARKER).write_text(json.dumps(summary, indent=2), encoding="utf-8")
-        _replace_dir(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 from monosemantic.utils.errors import DataError, MonosemanticError
 
 from .base import Dictionary, DictionaryMeta
-from .io import CFG, WEIGHTS, build_from_weights
+from .weights import CFG, WEIGHTS, build_from_weights
 
 
 def detect_format(path: Path) -> str:

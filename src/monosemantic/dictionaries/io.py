@@ -11,25 +11,20 @@ Other libraries' layouts (sparsify, dictionary_learning) are read by `foreign.py
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from monosemantic.utils.errors import DataError, MonosemanticError
+from monosemantic.utils.errors import MonosemanticError
+from monosemantic.utils.files import atomic_dir
 from monosemantic.utils.progress import console
-from monosemantic.utils.torch_utils import dtype_name, resolve_device, torch_dtype
+from monosemantic.utils.torch_utils import dtype_name, resolve_device
 
 from .base import Dictionary, DictionaryMeta, dictionary_class
-from .registry import architectures  # noqa: F401  (importing it registers every architecture)
-
-CFG = "cfg.json"
-WEIGHTS = "sae_weights.safetensors"
-SPARSITY = "sparsity.safetensors"
+from .foreign import detect_format, load_dictionary_learning, load_sparsify
+from .weights import CFG, SPARSITY, WEIGHTS, build_from_weights, read_cfg
 
 
 def _cfg_dict(dic: Dictionary, metadata: dict[str, Any] | None) -> dict[str, Any]:
@@ -69,10 +64,7 @@ def save_dictionary(
     becomes `sparsity.safetensors`. Fold any activation scaling first (`fold_activation_scale`).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    try:
+    with atomic_dir(path, keep_extra=True) as tmp:  # a resumable run keeps trainer_state/ beside it
         weights = {k: v.detach().contiguous().cpu() for k, v in dic.weights_for_saving().items()}
         if "W_skip" in weights:
             weights["W_skip"] = weights["W_skip"].T.contiguous()
@@ -84,27 +76,7 @@ def save_dictionary(
                     f"log10_density must have shape [{dic.d_sae}], got {list(log10_density.shape)}"
                 )
             save_file({"sparsity": log10_density.detach().float().contiguous().cpu()}, str(tmp / SPARSITY))
-        _replace_dir(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return path
-
-
-def _replace_dir(tmp: Path, path: Path) -> None:
-    """Swap `tmp` into place; an existing checkpoint folder keeps any extra entries (trainer_state/)."""
-    if not path.exists():
-        os.replace(tmp, path)
-        return
-    for f in tmp.iterdir():
-        os.replace(f, path / f.name)
-
-
-def read_cfg(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads((path / CFG).read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path / CFG} is not valid JSON ({e}); re-save the checkpoint") from e
 
 
 # SAELens architecture name -> (our architecture, is a transcoder, has a skip connection)
@@ -178,30 +150,6 @@ def _load_saelens(path: Path, device: torch.device) -> Dictionary:
     return build_from_weights(meta, weights, cfg.get("dtype"), device, str(path))
 
 
-def build_from_weights(
-    meta: DictionaryMeta,
-    weights: dict[str, torch.Tensor],
-    dtype: str | None,
-    device: torch.device,
-    where: str,
-) -> Dictionary:
-    """Instantiate the class for `meta` and load `weights`, with one-line errors on mismatch."""
-    W_dec = weights.get("W_dec")
-    if W_dec is None or tuple(W_dec.shape) != (meta.d_sae, meta.d_out):
-        got = None if W_dec is None else list(W_dec.shape)
-        raise DataError(
-            f"{where}: W_dec has shape {got}, config says [{meta.d_sae}, {meta.d_out}]; the checkpoint is inconsistent"
-        )
-    dic = dictionary_class(meta.architecture)(meta)
-    dt = torch_dtype(dtype) if dtype else W_dec.dtype
-    dic.to(dtype=dt)
-    try:
-        dic.load_saved_weights({k: v.to(dt) for k, v in weights.items()})
-    except RuntimeError as e:
-        raise DataError(f"{where}: weights do not match the config ({str(e).splitlines()[0]})") from e
-    return dic.to(device).eval()
-
-
 def _resolve(path_or_hub_id: str | Path) -> Path:
     path = Path(path_or_hub_id).expanduser()
     if path.exists():
@@ -240,8 +188,6 @@ def _resolve(path_or_hub_id: str | Path) -> Path:
 
 def load_dictionary(path_or_hub_id: str | Path, device: str | torch.device | None = None) -> Dictionary:
     """Load ours, SAELens', sparsify's or dictionary_learning's checkpoint (folder or hub id)."""
-    from .foreign import detect_format, load_dictionary_learning, load_sparsify
-
     path = _resolve(path_or_hub_id)
     dev = resolve_device(str(device) if device is not None else "cpu")
     fmt = detect_format(path)
@@ -259,8 +205,6 @@ def load_sparsity(path: str | Path) -> torch.Tensor | None:
 
 
 def is_checkpoint(path: Path) -> bool:
-    from .foreign import detect_format
-
     try:
         detect_format(path)
         return True
