@@ -34,6 +34,24 @@ def test_replacement_reproduces_logits(request, family):
     assert torch.allclose(decoded, ref, atol=1e-10, rtol=0)
 
 
+def test_zero_bos_moves_position_0_into_the_errors(gpt2):
+    dics = make_dicts(gpt2.d_model, gpt2.n_layers)
+    ids = ReplacementModel(gpt2, dics).tokenize(PROMPT)
+    kept, zeroed = (
+        ReplacementModel(gpt2, dics).setup(ids),
+        ReplacementModel(gpt2, dics, zero_bos=True).setup(ids),
+    )
+    assert any(bool((a.pos == 0).any()) for a in kept.active)  # random TopK latents fire at BOS
+    assert all(not bool((a.pos == 0).any()) for a in zeroed.active)
+    assert torch.equal(zeroed.logits, kept.logits)
+    for d, e0, e1, r1 in zip(dics, kept.errors, zeroed.errors, zeroed.recon, strict=True):
+        assert torch.allclose(e1[1:], e0[1:], atol=1e-12, rtol=0)
+        assert torch.allclose(r1[0], d.b_dec, atol=1e-12, rtol=0)  # nothing decoded at BOS
+    rm = ReplacementModel(gpt2, dics, zero_bos=True)
+    with torch.no_grad():
+        assert torch.allclose(rm.free(ids)[0], kept.logits, atol=1e-10, rtol=0)
+
+
 def test_without_errors_logits_change(gpt2):
     rm = ReplacementModel(gpt2, make_dicts(gpt2.d_model, gpt2.n_layers))
     setup = rm.setup(rm.tokenize(PROMPT))

@@ -10,6 +10,17 @@ from monosemantic.dictionaries.io import save_dictionary
 from .conftest import PROMPT, make_dicts
 
 
+def assert_features_unique(graph: dict) -> None:
+    """`feature` identifies (layer, index) across the whole graph, as circuit-tracer's viewers assume."""
+    seen: dict[int, tuple[str, int]] = {}
+    for n in graph["nodes"]:
+        if n["feature_type"] in ("cross layer transcoder", "sparse autoencoder"):
+            key = (n["layer"], int(n["node_id"].split("_")[1]))
+            assert seen.setdefault(n["feature"], key) == key, (n["feature"], key, seen[n["feature"]])
+    layers = {k[0] for k in seen.values()}
+    assert len(seen) > 1 and len(layers) > 1
+
+
 def test_circuit_writes_graph_scores_viewer_and_store(tiny_paths, tmp_path):
     from monosemantic.lm.model import load_model
 
@@ -68,6 +79,8 @@ def test_circuit_writes_graph_scores_viewer_and_store(tiny_paths, tmp_path):
     scores = json.loads((out / "scores.json").read_text())
     for key in ("replacement_score", "completeness_score", "ablation_faithfulness"):
         assert isinstance(scores[key], float)
+    assert "exceeds 1" in scores["notes"]["ablation_faithfulness"] and scores["zero_bos"] is False
+    assert_features_unique(g)
     assert scores["ablation"] == "zero"  # no activation cache: mean ablation falls back to zero
     html = (out / "index.html").read_text()
     assert "<script src" not in html and "http" not in html.split("<script")[1][:200]

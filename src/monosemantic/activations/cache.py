@@ -132,6 +132,18 @@ class ActivationCache:
         """True where a token is one of the special ids (BOS/EOS/PAD) recorded at harvest time."""
         return torch.isin(tokens.long(), self._special)
 
+    @property
+    def excludes_special(self) -> bool:
+        """The special-token policy recorded at harvest time (`data.special_tokens`)."""
+        return self.manifest.get("special_tokens", "exclude") == "exclude"
+
+    def keep_mask(self, tokens: torch.Tensor) -> torch.Tensor:
+        """True at the positions statistics should count under that policy: every position, or
+        every non-special one. Every consumer of a cache's statistics asks here."""
+        if not self.excludes_special:
+            return torch.ones(tokens.shape, dtype=torch.bool, device=tokens.device)
+        return ~self.special_mask(tokens)
+
 
 class ShardWriter:
     """Appends shards to a cache: write to a temporary name, rename, then record in the manifest."""

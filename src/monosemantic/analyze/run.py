@@ -156,7 +156,7 @@ def analyze(cfg: Config) -> Path:
         raise DataError(
             f"activation cache {cache.path} holds no sequences; run `monosemantic harvest CONFIG`"
         )
-    exclude = cache.manifest.get("special_tokens", "exclude") == "exclude"
+    exclude = cache.excludes_special
     concept_names = list(cache.concepts) if cache.concepts else None
     collectors = [
         FeatureCollector(d.d_sae, a.top_k, a.quantiles, a.per_quantile, a.negatives, a.window,

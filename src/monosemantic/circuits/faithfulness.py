@@ -19,6 +19,15 @@ from .attribution import Graph
 from .pruning import compute_influence, normalize_matrix
 from .replacement import ReplacementModel
 
+ABLATION_FAITHFULNESS = (
+    "(m(circuit) - m(empty)) / (m(full) - m(empty)) for the target metric m (target logit minus the mean "
+    "logit, or the logit difference), with every feature and error node outside the circuit ablated "
+    "(zero or mean) in a free run of the replacement model. 1 means the circuit alone moves the metric as "
+    "much as the whole model; it exceeds 1 when the ablated nodes, taken together, pushed the metric the "
+    "other way (e.g. features that suppress the target token), and is below 0 when the circuit alone moves "
+    "it the wrong way."
+)
+
 
 def graph_scores(graph: Graph, node_mask: Tensor | None = None) -> tuple[float, float]:
     """(replacement_score, completeness_score); with `node_mask`, on the pruned graph."""
@@ -72,7 +81,7 @@ def feature_means(
     n = 0
     with torch.no_grad():
         for batch in cache.iter_sequences(sites, 16):
-            keep = ~cache.special_mask(batch["tokens"])
+            keep = cache.keep_mask(batch["tokens"])
             for i, s in enumerate(rm.spliced):
                 x_in = batch[s.site_in][keep].to(rm.device, rm.dtype)
                 x_out = batch[s.site_out][keep].to(rm.device, rm.dtype)

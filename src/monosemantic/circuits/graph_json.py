@@ -5,6 +5,13 @@ Top level: `metadata`, `qParams`, `nodes`, `links`. Node ids follow circuit-trac
 `{n_layers + 1}_{token_id}_{pos}`. When one layer holds several dictionaries (an SAE and a
 transcoder, say) their feature indices are offset by the earlier dictionaries' widths and their
 error nodes use -2, -3, ..., so ids stay unique and parse as three integers.
+
+A feature node's `feature` field is the Cantor pairing of (layer, index), as circuit-tracer
+writes it, so it is unique across layers (viewers key features on it); the raw latent index is
+`feature_index`, its dictionary `dictionary`. Two deliberate differences from circuit-tracer:
+embedding nodes carry the whole residual entering block 0 (token plus position embedding, for
+models that have one), and features at the BOS position are kept as nodes unless
+`circuit.zero_bos` is set.
 """
 
 from __future__ import annotations
@@ -19,6 +26,11 @@ from .pruning import PruneResult
 
 def feature_node_id(layer: int, feature: int, pos: int) -> str:
     return f"{layer}_{feature}_{pos}"
+
+
+def feature_key(layer: int, index: int) -> int:
+    """circuit-tracer's `feature` value: the Cantor pairing, one integer per (layer, index)."""
+    return (layer + index) * (layer + index + 1) // 2 + index
 
 
 def _clean(tok: str) -> str:
@@ -57,7 +69,7 @@ def graph_to_json(
             node = {
                 **base,
                 "node_id": feature_node_id(layer, feat, pos),
-                "feature": feat,
+                "feature": feature_key(layer, feat),
                 "layer": str(layer),
                 "ctx_idx": pos,
                 "feature_type": "cross layer transcoder" if info["transcoder"] else "sparse autoencoder",

@@ -93,9 +93,14 @@ class _Capture(NoHooks):
 class ReplacementModel:
     """A subject model (SubjectModel or HF model) with transcoders and/or SAEs spliced in."""
 
-    def __init__(self, model, dictionaries: Sequence, names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, model, dictionaries: Sequence, names: Sequence[str] | None = None, zero_bos: bool = False
+    ) -> None:
         hf = getattr(model, "hf", model)
         self.subject = model
+        # circuit-tracer's convention: no latent is active at position 0 (the BOS token), whose
+        # dictionaries' output then goes to the error terms. Off by default: BOS features are kept.
+        self.zero_bos = zero_bos
         self.tokenizer = getattr(model, "tokenizer", None)
         self.lm = FunctionalLM(hf)
         p = next(hf.parameters())
@@ -181,9 +186,9 @@ class ReplacementModel:
         cap, freeze = _Capture(sites), Freeze()
         logits = self.lm(ids[None], hooks=cap, mode="record", freeze=freeze)[0]
         inputs, active, errors, recons = [], [], [], []
-        for s in self.spliced:
+        for i, s in enumerate(self.spliced):
             x_in, x_out = cap.acts[s.site_in][0], cap.acts[s.site_out][0]
-            f = s.dic.encode(x_in)
+            f = self.encode(i, x_in)
             recon = s.dic.decode(f, x_in)
             pos, idx = (f != 0).nonzero(as_tuple=True)
             inputs.append(x_in)
@@ -192,6 +197,14 @@ class ReplacementModel:
             recons.append(recon)
         embed = cap.acts["blocks.0.hook_resid_pre"][0]
         return Setup(ids, logits, freeze, embed, inputs, active, errors, recons)
+
+    def encode(self, i: int, x_in: Tensor) -> Tensor:
+        """Latents of dictionary i on inputs [..., T, d_in], with position 0 zeroed if `zero_bos`."""
+        f = self.spliced[i].dic.encode(x_in)
+        if self.zero_bos:
+            f = f.clone()
+            f[..., 0, :] = 0
+        return f
 
     def plain_logits(self, input_ids: Tensor) -> Tensor:
         with torch.no_grad():
@@ -313,7 +326,7 @@ class _FreeHooks(NoHooks):
             return x
         s = self.rm.spliced[i]
         x_in = self.inputs[s.site_in]
-        f = s.dic.encode(x_in)
+        f = self.rm.encode(i, x_in)
         err = x - s.dic.decode(f, x_in)
         if self.edit is not None:
             f = self.edit(i, f)

@@ -18,7 +18,7 @@ from monosemantic.utils.progress import console
 from .ablation_graph import ablation_graph
 from .attribution import Graph, attribute
 from .contrastive_graph import contrastive_graph
-from .faithfulness import ablation_faithfulness, feature_means, graph_scores
+from .faithfulness import ABLATION_FAITHFULNESS, ablation_faithfulness, feature_means, graph_scores
 from .graph_json import graph_to_json
 from .pruning import PruneResult, prune, prune_by_effect
 from .replacement import ReplacementModel
@@ -243,7 +243,7 @@ def circuit(cfg: Config) -> Path:
     model = load_model(cfg.model.name, dtype=cfg.model.dtype, device=c.device, revision=cfg.model.revision)
     dics = [load_dictionary(p, device=str(model.device)) for p in paths]
     names = [Path(p).name for p in paths]
-    rm = ReplacementModel(model, dics, names)
+    rm = ReplacementModel(model, dics, names, zero_bos=c.zero_bos)
     graph, pruned, scores, values = METHODS[c.method](cfg, rm)
     scores.update(
         n_nodes=int(pruned.node_mask.sum()),
@@ -261,6 +261,8 @@ def circuit(cfg: Config) -> Path:
         describe=describe,
         node_values=values,
     )
+    scores["zero_bos"] = c.zero_bos
+    scores["notes"] = {"ablation_faithfulness": ABLATION_FAITHFULNESS}
     gj["metadata"]["scores"] = scores
     out = Path(c.out)
     write_json_atomic(out / "graph.json", gj, indent=None)

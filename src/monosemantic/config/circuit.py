@@ -52,5 +52,10 @@ class CircuitConfig(Section):
         gt=0,
         description="Cached sequences averaged for mean ablation ([analyze].cache or [harvest].out).",
     )
+    zero_bos: bool = Field(
+        False,
+        description="Drop every latent at position 0 (BOS) into the error terms, as circuit-tracer does; "
+        "default false keeps BOS-position features as graph nodes.",
+    )
     device: str | None = None
     seed: int | None = None

@@ -120,12 +120,6 @@ def _site_acts(
     return acts
 
 
-def _keep_mask(cache: ActivationCache, tokens: Tensor) -> Tensor:
-    if cache.manifest.get("special_tokens", "exclude") == "include":
-        return torch.ones(tokens.shape, dtype=torch.bool)
-    return ~cache.special_mask(tokens)
-
-
 def evaluate(cfg: Config) -> list[dict[str, Any]]:
     """Evaluate `evaluate.dictionary` (default train.out) on `evaluate.cache` (default harvest.out)."""
     ecfg = cfg.evaluate
@@ -169,7 +163,7 @@ def evaluate(cfg: Config) -> list[dict[str, Any]]:
             batch = {k: v[: n_seq - done] for k, v in batch.items()}
             done += len(batch["tokens"])
             tokens = batch["tokens"]
-            keep = _keep_mask(cache, tokens)
+            keep = cache.keep_mask(tokens)
             acts = _site_acts(batch, sites, live, model)
             for s, a in acts.items():
                 kept = a[keep.to(a.device)].double().sum(0).cpu()
