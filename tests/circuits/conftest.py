@@ -1,4 +1,7 @@
-"""Tiny random GPT-2 / Llama / GPT-NeoX models with random transcoders and SAEs, in float64."""
+"""Tiny random models of every family circuits support, with random transcoders and SAEs, in float64.
+
+Mistral and Gemma 2 get a 4-token sliding window, shorter than PROMPT, so the windowed mask matters.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +14,17 @@ from monosemantic.lm.model import load_model
 from monosemantic.lm.tiny import save_tiny_model
 
 PROMPT = "Lily the cat went to the beach. She"
+FAMILIES = ["gpt2", "llama", "gpt_neox", "mistral", "qwen2", "gemma", "gemma2"]
+WINDOW = {"mistral": 4, "gemma2": 4}
 
 
 @pytest.fixture(scope="session")
 def tiny_paths(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
-    return {fam: save_tiny_model(fam, root / fam) for fam in ("gpt2", "llama", "gpt_neox")}
+    return {
+        fam: save_tiny_model(fam, root / fam, **({"sliding_window": WINDOW[fam]} if fam in WINDOW else {}))
+        for fam in FAMILIES
+    }
 
 
 def load64(path):
@@ -68,6 +76,27 @@ def gpt2(tiny_paths):
 @pytest.fixture()
 def llama(tiny_paths):
     return load64(tiny_paths["llama"])
+
+
+@pytest.fixture()
+def mistral(tiny_paths):
+    return load64(tiny_paths["mistral"])
+
+
+@pytest.fixture()
+def qwen2(tiny_paths):
+    return load64(tiny_paths["qwen2"])
+
+
+@pytest.fixture()
+def gemma(tiny_paths):
+    return load64(tiny_paths["gemma"])
+
+
+@pytest.fixture()
+def gemma2(tiny_paths):
+    """Soft-capped attention and logits, post-norms, (1 + w) RMSNorm, scaled embeddings, local layers."""
+    return load64(tiny_paths["gemma2"])
 
 
 @pytest.fixture()

@@ -8,7 +8,7 @@ from monosemantic.circuits.pruning import prune
 from monosemantic.circuits.replacement import ReplacementModel
 from monosemantic.utils.errors import MonosemanticError
 
-from .conftest import PROMPT, make_dicts
+from .conftest import FAMILIES, PROMPT, make_dicts
 
 
 def intervention_matrix(rm, graph):
@@ -63,7 +63,7 @@ def check_edges(rm, graph, tol=1e-4):
     assert float(rel[kept].max()) < tol
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama", "gpt_neox"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_edges_equal_interventions_transcoders(request, family):
     m = request.getfixturevalue(family)
     rm = ReplacementModel(m, make_dicts(m.d_model, m.n_layers, skip=True))

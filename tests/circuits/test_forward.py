@@ -7,10 +7,12 @@ from monosemantic.circuits.forward import Freeze, FunctionalLM
 from monosemantic.lm.model import load_model
 from monosemantic.utils.errors import MonosemanticError
 
-from .conftest import PROMPT, load64
+from .conftest import FAMILIES, PROMPT, WINDOW, load64
+
+RMS = ("llama", "mistral", "qwen2", "gemma", "gemma2")  # HF's RMSNorms round through float32
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama", "gpt_neox"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_functional_forward_equals_hf_logits(tiny_paths, family):
     m = load64(tiny_paths[family])
     ids = m.tokenizer(PROMPT, return_tensors="pt").input_ids
@@ -21,11 +23,23 @@ def test_functional_forward_equals_hf_logits(tiny_paths, family):
     assert torch.equal(f(ids, mode="record", freeze=fz), ref)
     assert len(fz.patterns) == f.n_layers and len(fz.gates) == f.n_layers
     # HF's RMSNorm rounds through float32 even for float64 models; the (linear) frozen norm does not
-    atol = 1e-6 if family == "llama" else 1e-10
+    atol = 1e-6 if family in RMS else 1e-10
     assert torch.allclose(f(ids, mode="frozen", freeze=fz), ref, atol=atol, rtol=0)
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama", "gpt_neox"])
+@pytest.mark.parametrize("family", list(WINDOW))
+def test_sliding_window_is_applied(tiny_paths, family):
+    """The window is shorter than the prompt: without it the logits differ from HF's."""
+    m = load64(tiny_paths[family])
+    ids = m.tokenizer(PROMPT, return_tensors="pt").input_ids
+    f = FunctionalLM(m.hf)
+    assert ids.shape[1] > WINDOW[family] and f.sliding_window(0) == WINDOW[family]
+    ref = m.hf(ids).logits
+    f.sliding_window = lambda layer: None
+    assert not torch.allclose(f(ids), ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_functional_forward_float32_matches_default_attention(tiny_paths, family):
     m = load_model(str(tiny_paths[family]))  # float32, HF's default (sdpa) attention
     ids = m.tokenizer(PROMPT, return_tensors="pt").input_ids
@@ -57,6 +71,6 @@ def test_serial_gpt_neox_equals_hf_logits(tmp_path):
 def test_unsupported_family_is_a_clear_error(tmp_path):
     from monosemantic.lm.tiny import save_tiny_model
 
-    m = load_model(str(save_tiny_model("gemma", tmp_path / "gemma")))
+    m = load_model(str(save_tiny_model("bert", tmp_path / "bert")))
     with pytest.raises(MonosemanticError, match="circuits support"):
         FunctionalLM(m.hf)

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from monosemantic.analyze.store import FeatureStore
 from monosemantic.circuits.run import circuit
 from monosemantic.config import Config
@@ -200,3 +202,33 @@ def test_circuit_dispatches_each_method(tiny_paths, tmp_path):
         circuit(cfg("contrastive"))
     with pytest.raises(MonosemanticError, match="same number of tokens"):
         circuit(cfg("contrastive", corrupted_prompt="Tom the cat went to the beach. She"))
+
+
+@pytest.mark.parametrize("family", ["gemma2", "mistral"])
+def test_circuit_runs_on_gemma2_and_mistral(tiny_paths, tmp_path, family):
+    """`monosemantic circuit` end to end on the soft-capped, post-normed Gemma 2 and on Mistral's
+    sliding window; every feature value in the graph names one (layer, index)."""
+    from monosemantic.lm.model import load_model
+
+    d_model = load_model(str(tiny_paths[family])).d_model
+    for i, d in enumerate(make_dicts(d_model, 2, seed=1)):
+        save_dictionary(d.float(), tmp_path / "train" / f"transcoder-L{i}")
+    cfg = Config.model_validate(
+        {
+            "device": "cpu",
+            "model": {"name": str(tiny_paths[family])},
+            "train": {"out": str(tmp_path / "train")},
+            "analyze": {"out": str(tmp_path / "no-store"), "cache": str(tmp_path / "no-cache")},
+            "circuit": {
+                "out": str(tmp_path / "c"),
+                "prompt": PROMPT,
+                "batch_size": 16,
+                "node_threshold": 0.95,
+            },
+        }
+    )
+    out = circuit(cfg)
+    g = json.loads((out / "graph.json").read_text())
+    assert_features_unique(g)
+    scores = json.loads((out / "scores.json").read_text())
+    assert 0.0 < scores["replacement_score"] <= 1.0 and scores["n_edges"] > 0

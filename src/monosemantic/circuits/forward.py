@@ -1,5 +1,6 @@
-"""A small functional forward pass over a `transformers` model's own weights (GPT-2, GPT-NeoX/Pythia,
-Llama family).
+"""A small functional forward pass over a `transformers` model's own weights, for every family whose
+`lm.families.Family` entry says `circuits=True` (GPT-2, GPT-NeoX/Pythia, Llama/Mistral/Qwen2, Gemma,
+Gemma 2).
 
 Attribution needs to hold attention patterns and norm scales at their clean values, which HF code
 cannot do from the outside (the softmax lives inside its attention function). So we re-run the
@@ -10,6 +11,11 @@ its residual stream), otherwise it is the plain model. Tests check the logits eq
 Every TransformerLens site is routed through `hooks.site(name, x)`, and each MLP through
 `hooks.mlp(layer, x)` (which may return a replacement output, e.g. a transcoder's), so the
 replacement model needs no monkey-patching.
+
+What differs between families (norm type, sublayer post-norms, fused q/k/v layout, gated MLP,
+learned positions) comes from the family table; what a model configures (attention scaling,
+soft-capping of attention and final logits, sliding windows) from its own modules and config.
+Attribution reads the final normalised residual, i.e. the logits before any final soft-capping.
 """
 
 from __future__ import annotations
@@ -20,11 +26,11 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers.activations import ACT2FN
 
+from monosemantic.lm.families import FAMILY, MODEL_TYPES, family_of
 from monosemantic.utils.errors import MonosemanticError
 
-SUPPORTED = {"gpt2": "gpt2", "gpt_neox": "neox", "llama": "llama", "mistral": "llama", "qwen2": "llama"}
+SUPPORTED = tuple(t for t, f in MODEL_TYPES.items() if FAMILY[f].circuits)
 
 
 class Hooks(Protocol):
@@ -70,16 +76,16 @@ class FunctionalLM(nn.Module):
         if model_type not in SUPPORTED:
             raise MonosemanticError(
                 f"circuits support model types {', '.join(SUPPORTED)}, not {model_type!r}; "
-                "use a GPT-2, GPT-NeoX (Pythia) or Llama-style model"
+                "use a GPT-2, GPT-NeoX (Pythia), Llama, Mistral, Qwen2 or Gemma model"
             )
         self.hf = hf
-        self.kind = SUPPORTED[model_type]
+        self.family = family_of(model_type)
         self.config = hf.config
         self.base = hf.base_model
-        self.blocks = self.base.h if self.kind == "gpt2" else self.base.layers
+        self.blocks = self.base.get_submodule(self.family.layout.blocks)
         # Pythia: attention and MLP both read resid_pre and add to it (no resid_mid)
-        self.parallel = self.kind == "neox" and bool(getattr(hf.config, "use_parallel_residual", True))
-        if self.kind != "gpt2" and not hasattr(self.base, "rotary_emb"):
+        self.parallel = self.family.parallel_residual(hf.config)
+        if self.family.rotary and not hasattr(self.base, "rotary_emb"):
             raise MonosemanticError(
                 "this transformers version keeps rotary embeddings inside attention; upgrade transformers"
             )
@@ -88,18 +94,28 @@ class FunctionalLM(nn.Module):
         self.n_heads = int(hf.config.num_attention_heads)
         self.head_dim = int(getattr(hf.config, "head_dim", None) or self.d_model // self.n_heads)
         self.n_kv = int(getattr(hf.config, "num_key_value_heads", None) or self.n_heads)
-        self.act = ACT2FN[hf.config.activation_function if self.kind == "gpt2" else hf.config.hidden_act]
+        self.attn_softcap = getattr(hf.config, "attn_logit_softcapping", None)
+        self.final_softcap = getattr(hf.config, "final_logit_softcapping", None)
         self.lm_head = hf.get_output_embeddings()
 
     @property
     def W_U(self) -> Tensor:  # noqa: N802 (TransformerLens name) [d_model, vocab]
         return self.lm_head.weight.T
 
+    def sliding_window(self, layer: int) -> int | None:
+        """Keys further back than this many positions are masked (Mistral; Gemma 2's local layers)."""
+        window = getattr(self.config, "sliding_window", None)
+        types = getattr(self.config, "layer_types", None)
+        if types is not None and types[layer] != "sliding_attention":
+            return None
+        return int(window) if window else None
+
     # ---- pieces --------------------------------------------------------------------------------
     def _norm(self, key: str, mod: nn.Module, x: Tensor, mode: str, freeze: Freeze | None) -> Tensor:
         """LayerNorm / RMSNorm whose scale (1/sigma) can be recorded and then held fixed."""
         frozen = mode == "frozen" and freeze is not None and not freeze.patterns_only
-        if self.kind in ("gpt2", "neox"):  # LayerNorm
+        kind = self.family.norm
+        if kind == "layer":
             eps = mod.eps
             if frozen:
                 centred = x - x.mean(-1, keepdim=True)
@@ -108,44 +124,45 @@ class FunctionalLM(nn.Module):
                 var = x.var(-1, keepdim=True, unbiased=False)
                 freeze.scales[key] = torch.rsqrt(var + eps).detach()
             return F.layer_norm(x, (x.shape[-1],), mod.weight, mod.bias, eps)
-        eps = mod.variance_epsilon
+        eps = getattr(mod, "variance_epsilon", None) or mod.eps
         if frozen:  # linear, so no float32 round trip (which would make float64 checks inexact)
-            return mod.weight * (x * freeze.scales[key].to(x.dtype))
+            w = 1.0 + mod.weight if kind == "rms1p" else mod.weight
+            return w * (x * freeze.scales[key].to(x.dtype))
         xf = x.float()
         scale = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
         if mode == "record":
             freeze.scales[key] = scale.detach()
+        if kind == "rms1p":  # Gemma: (x_hat * (1 + w)) in float32, then cast
+            return ((xf * scale) * (1.0 + mod.weight.float())).type_as(x)
         return mod.weight * (xf * scale).to(x.dtype)
 
-    def _attention(self, layer: int, x: Tensor, mode: str, freeze: Freeze | None) -> Tensor:
-        blk = self.blocks[layer]
+    def _qkv(self, attn: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor, nn.Module]:
+        """q, k, v [B, H, T, head_dim] (k, v repeated over grouped heads) and the output projection."""
         B, T, _ = x.shape
-        if self.kind == "gpt2":
-            attn = blk.attn
+        layout = self.family.qkv
+        if layout == "gpt2":
             q, k, v = attn.c_attn(x).split(self.d_model, dim=2)
             q, k, v = (t.view(B, T, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
-            scaling = attn.scaling
-            out_proj = attn.c_proj
-        elif self.kind == "neox":  # fused q,k,v laid out per head
-            attn = blk.attention
+            return q, k, v, attn.c_proj
+        if layout == "neox":  # fused q,k,v laid out per head
             qkv = attn.query_key_value(x).view(B, T, self.n_heads, 3 * self.head_dim).transpose(1, 2)
             q, k, v = qkv.chunk(3, dim=-1)
-            scaling = getattr(attn, "scaling", self.head_dim**-0.5)
-            out_proj = attn.dense
-        else:
-            attn = blk.self_attn
-            q = attn.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-            k = attn.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
-            v = attn.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
-            rep = self.n_heads // self.n_kv
-            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-            scaling = attn.scaling
-            out_proj = attn.o_proj
+            return q, k, v, attn.dense
+        q = attn.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = attn.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        v = attn.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        rep = self.n_heads // self.n_kv
+        return q, k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1), attn.o_proj
+
+    def _attention(self, layer: int, x: Tensor, mode: str, freeze: Freeze | None) -> Tensor:
+        attn = self.blocks[layer].get_submodule(self.family.attn)
+        B, T, _ = x.shape
+        q, k, v, out_proj = self._qkv(attn, x)
         if mode in ("frozen",) and freeze is not None and layer in freeze.patterns:
             pattern = freeze.patterns[layer]
         else:
-            if self.kind != "gpt2":
-                if self.kind == "neox":  # rotates only the first rotary_pct of each head
+            if self.family.rotary:
+                if self.family.qkv == "neox":  # rotates only the first rotary_pct of each head
                     from transformers.models.gpt_neox.modeling_gpt_neox import apply_rotary_pos_emb
                 else:
                     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
@@ -153,11 +170,18 @@ class FunctionalLM(nn.Module):
                 pos = torch.arange(T, device=x.device)[None].expand(B, T)
                 cos, sin = self.base.rotary_emb(x, pos)
                 q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            scaling = getattr(attn, "scaling", self.head_dim**-0.5)
             scores = (q @ k.transpose(-1, -2)) * scaling
-            mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            if self.attn_softcap is not None:  # Gemma 2, before the mask as in HF
+                scores = torch.tanh(scores / self.attn_softcap) * self.attn_softcap
+            i = torch.arange(T, device=x.device)
+            mask = i[None, :] <= i[:, None]
+            window = self.sliding_window(layer)
+            if window is not None:
+                mask &= i[None, :] > i[:, None] - window
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
             # GPT-2's softmax runs in the activation dtype, the others' in float32 (as in HF's eager code).
-            soft_dtype = scores.dtype if self.kind == "gpt2" else torch.float32
+            soft_dtype = scores.dtype if self.family.qkv == "gpt2" else torch.float32
             pattern = torch.softmax(scores.to(soft_dtype), dim=-1).to(v.dtype)
             if mode == "record":
                 freeze.patterns[layer] = pattern.detach()
@@ -174,34 +198,38 @@ class FunctionalLM(nn.Module):
         """The MLP; `frozen` holds its activation gates at their clean values (so it is linear)."""
         mlp = self.blocks[layer].mlp
         frozen = mode == "frozen" and freeze is not None and not freeze.patterns_only
-        if self.kind in ("gpt2", "neox"):
+        if self.family.mlp == "fc":
             fc, proj = (
-                (mlp.c_fc, mlp.c_proj) if self.kind == "gpt2" else (mlp.dense_h_to_4h, mlp.dense_4h_to_h)
+                (mlp.c_fc, mlp.c_proj) if hasattr(mlp, "c_fc") else (mlp.dense_h_to_4h, mlp.dense_4h_to_h)
             )
             pre = fc(x)
             if frozen:
                 return proj(pre * freeze.gates[layer])
-            post = self.act(pre)
+            post = mlp.act(pre)
             if mode == "record":
                 freeze.gates[layer] = _gate(pre, post).detach()
             return proj(post)
         up = mlp.up_proj(x)
         if frozen:
             return mlp.down_proj(freeze.gates[layer] * up)
-        gate = self.act(mlp.gate_proj(x))
+        gate = mlp.act_fn(mlp.gate_proj(x))
         if mode == "record":
             freeze.gates[layer] = gate.detach()
         return mlp.down_proj(gate * up)
 
+    def _post_norm(self, name: str | None, key: str, blk: nn.Module, x: Tensor, mode: str, freeze) -> Tensor:
+        """Gemma 2's normalisation of a sublayer's output before the residual add (else identity)."""
+        return x if name is None else self._norm(key, blk.get_submodule(name), x, mode, freeze)
+
     # ---- the pass ------------------------------------------------------------------------------
     def embed(self, input_ids: Tensor, hooks: Hooks) -> Tensor:
-        """hook_embed (token embeddings), plus learned positions for GPT-2: the residual at layer 0."""
-        if self.kind == "gpt2":
-            tok = hooks.site("hook_embed", self.base.wte(input_ids))
-            pos = torch.arange(input_ids.shape[-1], device=input_ids.device)
-            return tok + self.base.wpe(pos)
-        embed = self.base.embed_in if self.kind == "neox" else self.base.embed_tokens
-        return hooks.site("hook_embed", embed(input_ids))
+        """hook_embed (token embeddings, scaled in Gemma's embedding module), plus learned positions
+        for GPT-2: the residual at layer 0."""
+        tok = hooks.site("hook_embed", self.base.get_submodule(self.family.embed)(input_ids))
+        if self.family.pos_embed is None:
+            return tok
+        pos = torch.arange(input_ids.shape[-1], device=input_ids.device)
+        return tok + self.base.get_submodule(self.family.pos_embed)(pos)
 
     def forward(
         self,
@@ -222,31 +250,34 @@ class FunctionalLM(nn.Module):
         hooks = hooks or NoHooks()
         if input_ids.ndim == 1:
             input_ids = input_ids[None]
+        fam = self.family
         h = self.embed(input_ids, hooks)
         for L, blk in enumerate(self.blocks):
-            ln1, ln2 = (
-                (blk.ln_1, blk.ln_2)
-                if self.kind == "gpt2"
-                else (
-                    blk.input_layernorm,
-                    blk.post_attention_layernorm,
-                )
-            )
+            ln1, ln2 = blk.get_submodule(fam.ln1), blk.get_submodule(fam.ln2)
             h = hooks.site(f"blocks.{L}.hook_resid_pre", h)
             a = self._attention(L, self._norm(f"ln1.{L}", ln1, h, mode, freeze), mode, freeze)
+            a = self._post_norm(fam.attn_post_norm, f"attn_post.{L}", blk, a, mode, freeze)
             a = hooks.site(f"blocks.{L}.hook_attn_out", a)
             if not self.parallel:
                 h = hooks.site(f"blocks.{L}.hook_resid_mid", h + a)
             m_in = hooks.site(f"blocks.{L}.hook_mlp_in", self._norm(f"ln2.{L}", ln2, h, mode, freeze))
-            m = hooks.mlp(L, m_in)
+            m = hooks.mlp(L, m_in)  # a transcoder replaces the MLP and its post-norm (mlp_in -> mlp_out)
             if m is None:
                 m = self._mlp(L, m_in, mode, freeze)
+                m = self._post_norm(fam.mlp_post_norm, f"mlp_post.{L}", blk, m, mode, freeze)
             m = hooks.site(f"blocks.{L}.hook_mlp_out", m)
             # HF's parallel block sums mlp + attn + residual in that order (bitwise equal logits)
             h = hooks.site(f"blocks.{L}.hook_resid_post", m + a + h if self.parallel else h + m)
-        if self.kind == "gpt2":
-            ln_f = self.base.ln_f
-        else:
-            ln_f = self.base.final_layer_norm if self.kind == "neox" else self.base.norm
+        ln_f = self.hf.get_submodule(
+            self.family.layout.final_norm.replace("{base}", self.hf.base_model_prefix)
+        )
         h = hooks.site("ln_final.hook_normalized", self._norm("ln_f", ln_f, h, mode, freeze))
-        return self.lm_head(h) if unembed else h
+        return self.unembed(h) if unembed else h
+
+    def unembed(self, h: Tensor) -> Tensor:
+        """Logits from the final normalised residual, soft-capped where the model does (Gemma 2;
+        the cap is monotone, and attribution targets the logits before it)."""
+        logits = self.lm_head(h)
+        if self.final_softcap is not None:
+            logits = torch.tanh(logits / self.final_softcap) * self.final_softcap
+        return logits

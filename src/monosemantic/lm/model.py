@@ -29,9 +29,10 @@ from transformers import logging as hf_logging
 from monosemantic.utils.errors import MonosemanticError
 from monosemantic.utils.torch_utils import resolve_device, torch_dtype
 
+from .families import family_of
 from .hooks import StopForward, hooked
 from .shipped import shipped_model_path
-from .sites import LAYOUTS, MODEL_TYPES, final_norm_path, parse_site, site_names, unknown_site_error
+from .sites import final_norm_path, parse_site, site_names, unknown_site_error
 
 
 @dataclass
@@ -55,14 +56,6 @@ def resolve_model_path(name_or_path: str) -> str:
     return str(Path(name_or_path).expanduser()) if name_or_path.startswith("~") else name_or_path
 
 
-def family_of(model_type: str) -> str:
-    if model_type not in MODEL_TYPES:
-        raise MonosemanticError(
-            f"unsupported model type {model_type!r}; supported: {', '.join(sorted(MODEL_TYPES))}"
-        )
-    return MODEL_TYPES[model_type]
-
-
 class SubjectModel:
     """A frozen HF model plus its hook sites (see `monosemantic.lm.sites`)."""
 
@@ -71,12 +64,13 @@ class SubjectModel:
         self.tokenizer = tokenizer
         self.name = name
         self.revision = revision
-        self.family = family_of(hf.config.model_type)
-        self.layout = LAYOUTS[self.family]
+        family = family_of(hf.config.model_type)
+        self.family = family.name
+        self.layout = family.layout
         self.base: nn.Module = hf.base_model
         self.n_layers = len(self.base.get_submodule(self.layout.blocks))
         self.d_model = int(hf.config.hidden_size)
-        self.parallel_residual = bool(getattr(hf.config, "use_parallel_residual", False))
+        self.parallel_residual = family.parallel_residual(hf.config)
         self.has_head = hf.get_output_embeddings() is not None
         self._sites = site_names(self.n_layers, self.parallel_residual, self.has_head)
         self._site_set = set(self._sites)
@@ -207,7 +201,7 @@ class SubjectModel:
         """Final norm + LM head on a residual-stream vector (the logit lens)."""
         logits = self.lm_head(self.final_norm(resid.to(self.device, self.dtype)))
         cap = getattr(self.hf.config, "final_logit_softcapping", None)
-        if self.family == "gemma2" and cap is not None:
+        if cap is not None:  # Gemma 2's final soft-capping
             logits = torch.tanh(logits / cap) * cap
         return logits
 
@@ -242,7 +236,7 @@ def load_model(
     dev = resolve_device(str(device) if device is not None else None)
     try:
         config = AutoConfig.from_pretrained(path, revision=revision)
-        family = family_of(config.model_type)
+        family = family_of(config.model_type).name
         kwargs: dict = {"revision": revision, "dtype": torch_dt}
         if family == "gemma2":
             kwargs["attn_implementation"] = "eager"  # sdpa has no attention-logit softcapping
