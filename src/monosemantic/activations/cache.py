@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import safe_open
@@ -20,6 +20,9 @@ from monosemantic.utils.errors import DataError
 from monosemantic.utils.files import atomic_path, sha256_file
 
 from .manifest import read_manifest, shard_name, write_manifest
+
+if TYPE_CHECKING:
+    from monosemantic.lm.model import SubjectModel
 
 
 class ActivationCache:
@@ -143,6 +146,20 @@ class ActivationCache:
         if not self.excludes_special:
             return torch.ones(tokens.shape, dtype=torch.bool, device=tokens.device)
         return ~self.special_mask(tokens)
+
+    def load_model(
+        self, device: torch.device | str | None = None, fallback: str | None = None
+    ) -> SubjectModel:
+        """The subject model that produced this cache, as it was harvested: the manifest's model,
+        revision and dtype (`fallback` names the model if an old manifest lacks it)."""
+        from monosemantic.lm.model import load_model
+
+        m = self.manifest
+        name = m.get("model") or fallback
+        if name is None:
+            raise DataError(f"{self.path}'s manifest names no model; set model.name")
+        dtype = (m.get("harvest") or {}).get("model_dtype") or "float32"
+        return load_model(str(name), dtype=dtype, device=device, revision=m.get("revision"))
 
 
 class ShardWriter:

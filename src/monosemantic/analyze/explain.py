@@ -22,7 +22,7 @@ from monosemantic.utils.progress import console, progress_bar
 from . import scoring
 from .llm_client import ChatClient, estimate_tokens
 from .offline import KeywordJudge, base_counts, offline_explanation
-from .store import FeatureStore
+from .store import FeatureStore, feature_store_path
 
 
 def _explain_prompt(examples: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -168,7 +168,7 @@ def _llm(store: FeatureStore, cfg: Config, work: list, endpoint: str) -> None:
 
 def explain(cfg: Config) -> Path:
     """Explain and score every feature that fired; returns the store path."""
-    db = Path(cfg.explain.db or Path(cfg.analyze.out) / "features.db")
+    db = feature_store_path(cfg.analyze.out, cfg.explain.db)
     endpoint = cfg.explain.endpoint or os.environ.get("MONOSEMANTIC_ENDPOINT")
     with FeatureStore(db) as store:
         work = _work(store, cfg.explain.max_features)

@@ -20,7 +20,7 @@ from monosemantic.utils.files import atomic_dir, check_replaceable
 from monosemantic.utils.progress import console, progress_bar
 
 from .dashboard import ASSETS, index_row, payload_from, site_summary
-from .store import FeatureStore
+from .store import FeatureStore, feature_store_path
 
 CHUNK = 64  # features per data file
 ASSET_FILES = ("index.html", "app.js", "style.css")
@@ -28,7 +28,7 @@ ASSET_FILES = ("index.html", "app.js", "style.css")
 
 def store_path(cfg: Config) -> Path:
     """The store `export` reads: `[export].db`, else `[analyze].out/features.db`."""
-    return Path(cfg.export.db or Path(cfg.analyze.out) / "features.db")
+    return feature_store_path(cfg.analyze.out, cfg.export.db)
 
 
 def open_store(path: Path) -> FeatureStore:

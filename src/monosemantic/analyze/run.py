@@ -18,8 +18,9 @@ import torch
 from monosemantic.activations.cache import ActivationCache
 from monosemantic.config import Config
 from monosemantic.dictionaries.base import Dictionary
-from monosemantic.dictionaries.io import find_dictionaries, load_dictionary
+from monosemantic.dictionaries.io import dictionary_names, find_dictionaries, load_dictionary
 from monosemantic.dictionaries.topk import TopKDictionary
+from monosemantic.lm.model import SubjectModel
 from monosemantic.utils.errors import DataError, MonosemanticError
 from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.torch_utils import resolve_device
@@ -27,15 +28,14 @@ from monosemantic.utils.torch_utils import resolve_device
 from .collect import FeatureCollector
 from .logit_lens import input_tokens, logit_lens, nearest_features, norm_scale
 from .records import TokenText, all_examples, feature_rows, vocab_of
-from .store import FeatureStore
+from .store import FeatureStore, feature_store_path
 
 
-def _load_model(name: str, device: torch.device) -> Any | None:
-    """The subject model named by the cache, or None (with a warning) when it cannot be loaded."""
-    from monosemantic.lm.model import load_model
-
+def _load_model(cache: ActivationCache, fallback: str, device: torch.device) -> SubjectModel | None:
+    """The subject model of the cache (its revision and dtype, as evaluate loads it), or None
+    (with a warning) when it cannot be loaded."""
     try:
-        return load_model(name, device=device)
+        return cache.load_model(device, fallback=fallback)
     except MonosemanticError as e:
         console.print(f"[yellow]warning:[/] {e}; logit lens and live sites are skipped", highlight=False)
         return None
@@ -48,16 +48,6 @@ def _site_of(dic: Dictionary, cache: ActivationCache, path: Path) -> str:
             return next(iter(cache.sites))
         raise DataError(f"dictionary {path} names no hook_name; add metadata.hook_name to its cfg.json")
     return site
-
-
-def _names(paths: list[Path]) -> list[str]:
-    names: list[str] = []
-    for p in paths:
-        name = p.name
-        while name in names:
-            name = f"{p.parent.name}/{name}"
-        names.append(name)
-    return names
 
 
 def sparse_codes(dic: Dictionary, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
@@ -146,11 +136,12 @@ def analyze(cfg: Config) -> Path:
     of the new `features.db` (written atomically: an interrupted run leaves the old one)."""
     a = cfg.analyze
     cache = ActivationCache(a.cache or cfg.harvest.out)
-    paths = find_dictionaries(a.dictionary or cfg.train.out)
+    root = a.dictionary or cfg.train.out
+    paths = find_dictionaries(root)
     device = resolve_device(a.device)
     dicts = [load_dictionary(p, device=device).eval() for p in paths]
     sites = [_site_of(d, cache, p) for d, p in zip(dicts, paths, strict=True)]
-    model = _load_model(str(cache.manifest.get("model", cfg.model.name)), device)
+    model = _load_model(cache, cfg.model.name, device)
     n_seq = min(cache.n_sequences, a.max_sequences or cache.n_sequences)
     if n_seq == 0:
         raise DataError(
@@ -180,7 +171,7 @@ def analyze(cfg: Config) -> Path:
         c.flush()  # the last, partial block
     pass_s = time.perf_counter() - t0
     text = TokenText(model.tokenizer if model is not None else None)
-    db = Path(a.out) / "features.db"
+    db = feature_store_path(a.out)
     with FeatureStore.fresh(db) as store:
         store.set_meta(
             cache=str(cache.path), model=cache.manifest.get("model"), n_sequences=n_seq,
@@ -190,7 +181,9 @@ def analyze(cfg: Config) -> Path:
         )  # fmt: skip
         with progress_bar() as bar:
             task = bar.add_task("write store", total=sum(d.d_sae for d in dicts), info="", unit="feat")
-            for dic, path, name, site, c in zip(dicts, paths, _names(paths), sites, collectors, strict=True):
+            for dic, path, name, site, c in zip(
+                dicts, paths, dictionary_names(paths, root), sites, collectors, strict=True
+            ):
                 meta = dic.cfg.metadata or {}
                 did = store.add_dictionary(
                     name, path=path.resolve(), architecture=dic.cfg.architecture, hook_name=site,

@@ -53,6 +53,15 @@ from .store_schema import (
 __all__ = ["ORDERABLE", "SCHEMA_VERSION", "FeatureStore", "example_record"]
 
 
+STORE_FILE = "features.db"
+
+
+def feature_store_path(analysis_out: str | Path, override: str | Path | None = None) -> Path:
+    """Where a verb finds the feature store: its own `db` setting if given, else `features.db`
+    in `[analyze].out`. Every reader (explain, export, circuit, serve) and analyze itself ask here."""
+    return Path(override) if override is not None else Path(analysis_out) / STORE_FILE
+
+
 class FeatureStore:
     """Typed access to `features.db`. Thread-safe (one connection guarded by a lock)."""
 

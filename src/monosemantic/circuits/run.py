@@ -57,11 +57,11 @@ def _store_describer(
     cfg: Config, paths: list[Path], names: list[str], dics: list, n_examples: int = 3
 ) -> tuple[object | None, Callable | None]:
     """A FeatureStore on `analyze.out/features.db` and a (dictionary, latent) -> node fields lookup."""
-    db = Path(cfg.analyze.out) / "features.db"
+    from monosemantic.analyze.store import FeatureStore, feature_store_path
+
+    db = feature_store_path(cfg.analyze.out)
     if not db.is_file():
         return None, None
-    from monosemantic.analyze.store import FeatureStore
-
     store = FeatureStore(db)
     rows = store.dictionaries()
     by_path = {str(Path(r["path"]).resolve()): r for r in rows if r.get("path")}
@@ -233,7 +233,7 @@ METHODS = {"attribution": _attribution, "contrastive": _contrastive, "ablation":
 
 def circuit(cfg: Config) -> Path:
     """Build the graph with `circuit.method`, prune, score, and write graph.json, scores.json, index.html."""
-    from monosemantic.dictionaries.io import load_dictionary
+    from monosemantic.dictionaries.io import dictionary_names, load_dictionary
     from monosemantic.lm.model import load_model
 
     c = cfg.circuit
@@ -242,7 +242,7 @@ def circuit(cfg: Config) -> Path:
     paths = resolve_dictionaries(cfg)
     model = load_model(cfg.model.name, dtype=cfg.model.dtype, device=c.device, revision=cfg.model.revision)
     dics = [load_dictionary(p, device=str(model.device)) for p in paths]
-    names = [Path(p).name for p in paths]
+    names = dictionary_names(paths, cfg.train.out if not c.dictionaries else None)
     rm = ReplacementModel(model, dics, names, zero_bos=c.zero_bos)
     graph, pruned, scores, values = METHODS[c.method](cfg, rm)
     scores.update(

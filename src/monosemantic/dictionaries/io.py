@@ -212,6 +212,25 @@ def is_checkpoint(path: Path) -> bool:
         return False
 
 
+def dictionary_names(paths: list[Path], root: str | Path | None = None) -> list[str]:
+    """Each checkpoint's name in reports, the feature store and graphs (one rule for every stage):
+    its path relative to `root` (the folder the user gave), else its folder name; a name that
+    repeats is prefixed with parent folders until it is unique."""
+    names: list[str] = []
+    for p in map(Path, paths):
+        inside = (
+            root is not None
+            and p.resolve() != Path(root).resolve()
+            and p.resolve().is_relative_to(Path(root).resolve())
+        )
+        name = p.resolve().relative_to(Path(root).resolve()).as_posix() if inside else p.name
+        parent = p.parent
+        while name in names and parent.name:
+            name, parent = f"{parent.name}/{name}", parent.parent
+        names.append(name)
+    return names
+
+
 def find_dictionaries(path: str | Path) -> list[Path]:
     """`path` itself if it is a checkpoint, else every checkpoint folder below it, sorted."""
     path = Path(path)

@@ -22,7 +22,7 @@ from monosemantic.activations.cache import ActivationCache
 from monosemantic.config import Config
 from monosemantic.corpus.concepts import CONCEPTS
 from monosemantic.dictionaries.base import Dictionary
-from monosemantic.lm.model import SubjectModel, load_model
+from monosemantic.lm.model import SubjectModel
 from monosemantic.utils.errors import ConfigError, DataError
 from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.torch_utils import resolve_device
@@ -49,7 +49,7 @@ class _Entry:
 
 
 def _load_dictionaries(root: Path, device: torch.device) -> list[tuple[str, Path, Dictionary]]:
-    from monosemantic.dictionaries.io import find_dictionaries, load_dictionary
+    from monosemantic.dictionaries.io import dictionary_names, find_dictionaries, load_dictionary
 
     if not root.exists():
         raise ConfigError(
@@ -60,12 +60,10 @@ def _load_dictionaries(root: Path, device: torch.device) -> list[tuple[str, Path
         raise ConfigError(
             f"no dictionary checkpoint (cfg.json) found in {str(root)!r}; set evaluate.dictionary"
         )
-    out = []
-    for p in paths:
-        p = Path(p)
-        name = p.name if p.resolve() == root.resolve() else p.relative_to(root).as_posix()
-        out.append((name, p, load_dictionary(p, device=device).eval().requires_grad_(False)))
-    return out
+    return [
+        (name, Path(p), load_dictionary(p, device=device).eval().requires_grad_(False))
+        for name, p in zip(dictionary_names(paths, root), paths, strict=True)
+    ]
 
 
 def _sites(name: str, dic: Dictionary, cache: ActivationCache) -> tuple[str, str]:
@@ -102,9 +100,7 @@ class _Model:
 
     def get(self) -> SubjectModel:
         if self._model is None:
-            m = self.cache.manifest
-            dtype = (m.get("harvest") or {}).get("model_dtype") or "float32"
-            self._model = load_model(m["model"], dtype=dtype, device=self.device, revision=m.get("revision"))
+            self._model = self.cache.load_model(self.device)
         return self._model
 
 

@@ -22,7 +22,7 @@ from monosemantic.analyze.dashboard import (
     index_rows,
     site_summary,
 )
-from monosemantic.analyze.store import ORDERABLE, FeatureStore
+from monosemantic.analyze.store import ORDERABLE, FeatureStore, feature_store_path
 from monosemantic.config import Config
 from monosemantic.utils.errors import MonosemanticError
 
@@ -32,7 +32,7 @@ ORDER_ALIASES = {"max": "max_activation", "score": "score_detection"}
 
 def db_path(cfg: Config) -> Path:
     """The store `serve` reads: `[serve].db`, else `[analyze].out/features.db`."""
-    return Path(cfg.serve.db or Path(cfg.analyze.out) / "features.db")
+    return feature_store_path(cfg.analyze.out, cfg.serve.db)
 
 
 def create_app(db_path: str | Path) -> FastAPI:
