@@ -153,8 +153,8 @@ def steer(
     config: ConfigArg,
     feature: Annotated[int, typer.Option(help="Feature index to steer with.")],
     prompt: Annotated[str, typer.Option(help="Text to continue.")],
-    value: Annotated[float, typer.Option(help="Steering value (added, or clamped to).")] = 10.0,
-    mode: Annotated[str | None, typer.Option(help="add | clamp | ablate (default [steer].mode).")] = None,
+    value: Annotated[float, typer.Option(help="Steering value (added, set to, or the scale).")] = 10.0,
+    mode: Annotated[str | None, typer.Option(help="add | set (or clamp) | scale | ablate (default [steer].mode).")] = None,
     set_: SetOpt = None,
 ) -> None:
     """Generate with a feature clamped, added or ablated, side by side with the unsteered text."""

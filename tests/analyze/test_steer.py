@@ -122,7 +122,7 @@ def test_bad_feature_and_ambiguous_dictionary_are_one_line(world):
     assert "\n" not in str(err.value)
     with pytest.raises(MonosemanticError, match="steer.dictionary"):
         steer(_cfg(world, None), feature=0, value=1.0, prompt=PROMPT)
-    with pytest.raises(MonosemanticError, match="steering mode"):
+    with pytest.raises(MonosemanticError, match="intervention mode"):
         steering_edits(load_dictionary(Path(world["dicts"]) / "sae"), 0, "double")
 
 
@@ -166,3 +166,18 @@ def test_steering_the_shipped_storyworld_lm(tmp_path):
     plain = lm.run(ids.unsqueeze(0)).logits
     clamped = lm.run(ids.unsqueeze(0), edits=steering_edits(dic, f, "clamp", codes[:, f].unsqueeze(0))).logits
     assert torch.equal(plain, clamped)
+
+
+def test_one_vocabulary_for_steer_and_circuit_interventions():
+    from monosemantic.dictionaries.interventions import MODES, canonical_mode, edit_latent
+    from monosemantic.utils.errors import MonosemanticError
+
+    f = torch.tensor([[0.0, 1.5, 3.0]])
+    assert MODES == ("add", "set", "scale", "ablate") and canonical_mode("clamp") == "set"
+    assert torch.allclose(edit_latent(f, "add", 2.0), f + 2.0)
+    assert torch.allclose(edit_latent(f, "clamp", 2.0), torch.full_like(f, 2.0))
+    assert torch.allclose(edit_latent(f, "set", torch.tensor([[1.0, 2.0, 3.0]])), torch.tensor([[1.0, 2.0, 3.0]]))
+    assert torch.allclose(edit_latent(f, "scale", 2.0), 2 * f)
+    assert float(edit_latent(f, "ablate").abs().sum()) < 1e-12
+    with pytest.raises(MonosemanticError, match="unknown intervention mode 'clmap'"):
+        canonical_mode("clmap")

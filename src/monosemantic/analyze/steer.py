@@ -1,13 +1,12 @@
-"""`monosemantic steer`: generate with one feature added, clamped or ablated, beside the plain text.
+"""`monosemantic steer`: generate with one feature edited (added to, set, scaled or ablated),
+beside the plain text. The modes are the ones circuit interventions use
+(`dictionaries/interventions.py`); `clamp` is accepted as the older name of `set`.
 
 A dictionary decodes linearly (`y = f W_dec + b_dec (+ x W_skip)`), so changing feature `i` by
 `d` changes its reconstruction by exactly `d * W_dec[i]`. Editing the activation itself by that
 amount (instead of replacing it with the reconstruction) keeps the dictionary's error term, so
-the edit changes nothing but the feature (`clamp` to the current value is the identity):
-
-- add:    `x + value * W_dec[i]`
-- clamp:  `x + (value - f_i) * W_dec[i]`    (feature i set to `value`)
-- ablate: `x - f_i * W_dec[i]`              (feature i set to 0; `value` is unused)
+the edit changes nothing but the feature (`set` to the current value is the identity):
+`x + (f_i' - f_i) * W_dec[i]` with `f_i'` the edited value (for `add`, just `x + value * W_dec[i]`).
 
 A transcoder reads `hook_name` and writes `hook_name_out`: `f_i` is computed from the input
 site in the same forward pass and the edit lands on the output site. Every position is edited
@@ -25,11 +24,12 @@ from torch import Tensor
 
 from monosemantic.config import Config
 from monosemantic.dictionaries.base import Dictionary
+from monosemantic.dictionaries.interventions import MODES, canonical_mode, edit_latent, next_token
 from monosemantic.dictionaries.io import find_dictionaries, load_dictionary
 from monosemantic.utils.errors import MonosemanticError
 from monosemantic.utils.torch_utils import resolve_device
 
-MODES = ("add", "clamp", "ablate")
+__all__ = ["MODES", "steering_edits", "generate", "steer"]
 Edits = dict[str, Callable[[Tensor], Tensor]]
 
 
@@ -51,8 +51,7 @@ def steering_edits(
     """`model.run` edits that steer `feature` of `dic` (see the module docstring for the maths).
 
     `value` may be a tensor broadcastable to the positions `[B, T]` (clamp to per-token values)."""
-    if mode not in MODES:
-        raise MonosemanticError(f"unknown steering mode {mode!r}; use one of {', '.join(MODES)}")
+    mode = canonical_mode(mode)
     if not 0 <= feature < dic.d_sae:
         raise MonosemanticError(
             f"feature {feature} is out of range; this dictionary has features 0..{dic.d_sae - 1}"
@@ -74,8 +73,7 @@ def steering_edits(
             delta = delta.expand(y.shape[:-1]) if delta.dim() == 0 else delta
         else:
             f = activation(seen.pop("x") if dic.is_transcoder else y).to(y.device, torch.float32)
-            target = torch.as_tensor(value, dtype=torch.float32, device=y.device) if mode == "clamp" else 0.0
-            delta = target - f
+            delta = edit_latent(f, mode, value) - f
         delta = delta.clone()
         if skip_first:
             delta[..., 0] = 0.0
@@ -131,11 +129,7 @@ def generate(
         else:
             start = max(seq.numel() - ctx, 0)
             out = model.run(seq[start:].unsqueeze(0), edits=edits_at(start))
-        logits = out.logits[0, -1].float().cpu()
-        if temperature > 0:
-            nxt = int(torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=gen))
-        else:
-            nxt = int(logits.argmax())
+        nxt = next_token(out.logits[0, -1], temperature, gen)
         if eos is not None and nxt == eos:
             break
         new.append(nxt)

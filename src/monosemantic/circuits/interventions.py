@@ -1,4 +1,5 @@
-"""Interventions on features: set, scale or ablate latents at chosen positions, then re-run or generate.
+"""Interventions on features: add to, set, scale or ablate latents at chosen positions, then re-run
+or generate. The modes are the ones `steer` uses (`dictionaries/interventions.py`).
 
 The replacement model runs freely (downstream latents respond), with the error terms computed live,
 so without interventions it is the subject model. `freeze_attention` holds the clean prompt's
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from monosemantic.dictionaries.interventions import canonical_mode, edit_latent, next_token
 from monosemantic.utils.errors import MonosemanticError
 
 from .replacement import ReplacementModel
@@ -20,7 +22,8 @@ from .replacement import ReplacementModel
 
 @dataclass
 class Intervention:
-    """`mode` "set" (latent := value), "scale" (latent *= value) or "ablate" (latent := 0).
+    """`mode` "add" (latent += value), "set" (latent := value), "scale" (latent *= value) or
+    "ablate" (latent := 0).
 
     `dictionary` is the index in `rm.spliced` or the dictionary's name; `positions` None means every
     position (including generated ones).
@@ -47,8 +50,7 @@ def _resolve(rm: ReplacementModel, iv: Intervention) -> int:
 def _editor(rm: ReplacementModel, interventions: Sequence[Intervention]):
     plan: dict[int, list[Intervention]] = {}
     for iv in interventions:
-        if iv.mode not in ("set", "scale", "ablate"):
-            raise MonosemanticError(f"intervention mode {iv.mode!r}: use set, scale or ablate")
+        canonical_mode(iv.mode)
         i = _resolve(rm, iv)
         if not 0 <= iv.feature < int(rm.spliced[i].dic.cfg.d_sae):
             raise MonosemanticError(f"feature {iv.feature} out of range for {rm.spliced[i].name}")
@@ -62,15 +64,7 @@ def _editor(rm: ReplacementModel, interventions: Sequence[Intervention]):
             pos = (
                 slice(None) if iv.positions is None else torch.as_tensor(list(iv.positions), device=f.device)
             )
-            col = f[:, pos, iv.feature]
-            new = (
-                torch.zeros_like(col)
-                if iv.mode == "ablate"
-                else col * iv.value
-                if iv.mode == "scale"
-                else torch.full_like(col, iv.value)
-            )
-            f[:, pos, iv.feature] = new
+            f[:, pos, iv.feature] = edit_latent(f[:, pos, iv.feature], iv.mode, iv.value)
         return f
 
     return edit
@@ -109,13 +103,9 @@ def generate(
     gen = torch.Generator(device="cpu").manual_seed(seed)
     eos = getattr(rm.tokenizer, "eos_token_id", None)
     for _ in range(max_new_tokens):
-        logits = rm.free(ids[None], edit=edit)[0, -1].double()
-        if temperature > 0:
-            nxt = torch.multinomial(torch.softmax(logits / temperature, -1).cpu(), 1, generator=gen).to(
-                ids.device
-            )
-        else:
-            nxt = logits.argmax()[None]
+        nxt = torch.tensor(
+            [next_token(rm.free(ids[None], edit=edit)[0, -1], temperature, gen)], device=ids.device
+        )
         ids = torch.cat([ids, nxt])
         if eos is not None and int(nxt) == eos:
             break
