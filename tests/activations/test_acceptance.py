@@ -1,7 +1,7 @@
 """The Foundation acceptance: `monosemantic harvest` on the shipped storyworld LM with the demo sites.
 
 `.venv/bin/monosemantic harvest configs/demo.toml --set data.max_tokens=16384 --set harvest.out=OUT`
-must write a DESIGN.md §2 cache whose `model` names the shipped LM, and whose first shard holds
+must write a docs/design.md cache whose `model` names the shipped LM, and whose first shard holds
 `tokens` and `blocks.1.hook_resid_post` equal to block 1's output of the model loaded with plain
 `AutoModelForCausalLM.from_pretrained`. The config here repeats demo.toml's harvest sections.
 """

@@ -1,4 +1,4 @@
-"""The cache format of DESIGN.md §2 and its reader's checks."""
+"""The cache format of docs/design.md and its reader's checks."""
 
 from __future__ import annotations
 

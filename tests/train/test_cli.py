@@ -1,4 +1,4 @@
-"""The contract: `monosemantic train CONFIG` on the minimal DESIGN.md config and a tensor file."""
+"""The contract: `monosemantic train CONFIG` on the minimal config of docs/design.md and a tensor file."""
 
 from __future__ import annotations
 

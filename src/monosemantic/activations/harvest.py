@@ -207,7 +207,7 @@ def _next_shard(
 
 
 def harvest(cfg: Any) -> Path:
-    """Write (or finish) the activation cache of DESIGN.md §2 at `cfg.harvest.out`."""
+    """Write (or finish) the activation cache of docs/design.md (activation cache) at `cfg.harvest.out`."""
     out = Path(cfg.harvest.out)
     planned = planned_manifest(cfg)
     existing = _existing(out, planned)
