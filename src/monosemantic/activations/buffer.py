@@ -17,14 +17,18 @@ uninterrupted stream would have produced, for every kind of source.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from monosemantic.config import Config
 from monosemantic.utils.errors import DataError
 from monosemantic.utils.progress import console
 
 from .sources import CacheSource, LiveSource, Source, TensorFileSource
+
+if TYPE_CHECKING:
+    from monosemantic.lm.model import SubjectModel
 
 Batch = dict[str, torch.Tensor]
 
@@ -132,7 +136,7 @@ class ActivationStream:
         self._announced_epoch = int(state.get("announced_epoch", 0))
 
 
-def _source(cfg: Any, sites: list[str], batch_size: int, model: Any) -> Source:
+def _source(cfg: Config, sites: list[str], batch_size: int, model: SubjectModel | None) -> Source:
     """A cache dir or tensor file from data.activations; else the harvest cache; else live."""
     chunk_tokens = max(batch_size, cfg.train.buffer_tokens // 8)
     exclude = cfg.data.special_tokens == "exclude"
@@ -168,7 +172,7 @@ def _source(cfg: Any, sites: list[str], batch_size: int, model: Any) -> Source:
 
 
 def activation_batches(
-    cfg: Any, sites: list[str], batch_size: int, model: Any = None, seed: int | None = None
+    cfg: Config, sites: list[str], batch_size: int, model: SubjectModel | None = None, seed: int | None = None
 ) -> ActivationStream:
     """The shuffled float32 training stream for `sites` (see the module docstring for sources)."""
     if not sites:

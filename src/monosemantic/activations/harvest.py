@@ -14,10 +14,11 @@ from collections.abc import Callable, Iterator
 from contextlib import closing
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from monosemantic.config import Config
 from monosemantic.corpus.windows import special_token_ids
 from monosemantic.utils.errors import ConfigError, DataError
 from monosemantic.utils.progress import console, progress_bar
@@ -26,6 +27,9 @@ from monosemantic.utils.torch_utils import torch_dtype
 from .cache import ShardWriter
 from .manifest import FORMAT_VERSION, manifest_path, mismatch, read_manifest
 from .sources import all_finite, capture
+
+if TYPE_CHECKING:
+    from monosemantic.lm.model import SubjectModel
 
 
 def model_location(name: str) -> str:
@@ -52,7 +56,7 @@ def _data_description(data: Any) -> dict[str, Any]:
     }
 
 
-def target_sequences(cfg: Any) -> int | None:
+def target_sequences(cfg: Config) -> int | None:
     """Windows to harvest: ceil(data.max_tokens / context_size), as TokenWindows counts them
     (None: the whole finite source)."""
     if cfg.data.max_tokens is None:
@@ -64,7 +68,7 @@ def target_sequences(cfg: Any) -> int | None:
     return -(-cfg.data.max_tokens // cfg.data.context_size)
 
 
-def planned_manifest(cfg: Any) -> dict[str, Any]:
+def planned_manifest(cfg: Config) -> dict[str, Any]:
     """The manifest this config would write, before the model is loaded (site widths unknown)."""
     location = model_location(cfg.model.name)
     manifest: dict[str, Any] = {
@@ -169,11 +173,11 @@ class Prefetch:
 
 
 def _next_shard(
-    model: Any,
+    model: SubjectModel,
     windows: Iterator[Any],
     first: int,
     n_shard: int,
-    cfg: Any,
+    cfg: Config,
     stop_at: int | None,
     with_concepts: bool,
     advance: Callable[[int], None],
@@ -206,7 +210,7 @@ def _next_shard(
     return {k: torch.cat(v) for k, v in parts.items() if v} if taken else None
 
 
-def harvest(cfg: Any) -> Path:
+def harvest(cfg: Config) -> Path:
     """Write (or finish) the activation cache of docs/design.md (activation cache) at `cfg.harvest.out`."""
     out = Path(cfg.harvest.out)
     planned = planned_manifest(cfg)

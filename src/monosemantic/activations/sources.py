@@ -11,19 +11,23 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import safe_open
 
+from monosemantic.config.data import DataConfig
 from monosemantic.corpus.windows import special_token_ids
 from monosemantic.utils.errors import DataError
 
 from .cache import ActivationCache
 
+if TYPE_CHECKING:
+    from monosemantic.lm.model import SubjectModel
+
 
 def capture(
-    model: Any, tokens: torch.Tensor, sites: Sequence[str], stop_at: int | None
+    model: SubjectModel, tokens: torch.Tensor, sites: Sequence[str], stop_at: int | None
 ) -> dict[str, torch.Tensor]:
     """Activations `[B, T, d]` of `sites` for a batch of token windows, from one forward pass
     (harvest and the live source share it)."""
@@ -195,8 +199,8 @@ class LiveSource(Source):
 
     def __init__(
         self,
-        model: Any,
-        data_cfg: Any,
+        model: SubjectModel,
+        data_cfg: DataConfig,
         sites: Sequence[str],
         batch_sequences: int,
         exclude_special: bool = True,

@@ -66,7 +66,7 @@ def encode_pass(
     cache: ActivationCache,
     dicts: list[Dictionary],
     sites: list[str],
-    model: Any | None,
+    model: SubjectModel | None,
     n_sequences: int,
     batch_sequences: int,
     device: torch.device,
@@ -115,7 +115,7 @@ def encode_pass(
     return encode_s
 
 
-def _weights_views(dic: Dictionary, model: Any | None, k: int) -> dict[str, Any]:
+def _weights_views(dic: Dictionary, model: SubjectModel | None, k: int) -> dict[str, Any]:
     """Logit lens (when the decoder writes into the residual width), input tokens (transcoders),
     and decoder-cosine neighbours."""
     out: dict[str, Any] = {"neighbours": nearest_features(dic.W_dec.detach().cpu())}

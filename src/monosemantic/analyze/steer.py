@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -28,6 +28,9 @@ from monosemantic.dictionaries.interventions import MODES, canonical_mode, edit_
 from monosemantic.dictionaries.io import find_dictionaries, load_dictionary
 from monosemantic.utils.errors import MonosemanticError
 from monosemantic.utils.torch_utils import resolve_device
+
+if TYPE_CHECKING:
+    from monosemantic.lm.model import SubjectModel
 
 __all__ = ["MODES", "steering_edits", "generate", "steer"]
 Edits = dict[str, Callable[[Tensor], Tensor]]
@@ -89,14 +92,14 @@ def steering_edits(
     return {site_in: record_in, site_out: edit_out}
 
 
-def _max_context(model: Any) -> int:
+def _max_context(model: SubjectModel) -> int:
     c = model.hf.config
     return int(getattr(c, "n_positions", None) or getattr(c, "max_position_embeddings", None) or 1024)
 
 
 @torch.no_grad()
 def generate(
-    model: Any,
+    model: SubjectModel,
     ids: Tensor,
     max_new_tokens: int,
     edits: Edits | Callable[[int], Edits | None] | None = None,
@@ -137,7 +140,7 @@ def generate(
     return torch.tensor(new, dtype=torch.long)
 
 
-def prompt_ids(model: Any, prompt: str, prepend_bos: bool = True) -> Tensor:
+def prompt_ids(model: SubjectModel, prompt: str, prepend_bos: bool = True) -> Tensor:
     tok = model.tokenizer
     ids = tok(prompt, add_special_tokens=False)["input_ids"]
     bos = tok.bos_token_id
