@@ -40,6 +40,11 @@ class FamilyLayout:
     # output. The head is `get_output_embeddings()`.
     final_norm: str
 
+    @property
+    def block_kinds(self) -> tuple[str, ...]:
+        """The per-block site kinds, in forward order (the table's order)."""
+        return tuple(k for k in self.sites if k != "hook_embed")
+
 
 @dataclass(frozen=True)
 class Family:
@@ -172,6 +177,26 @@ FAMILY: dict[str, Family] = {
             norm="layer",
             circuits=False,
         ),
+        # Mamba (a state-space model, no attention and no MLP): each block is
+        # resid_post = resid_pre + mixer(norm(resid_pre)). Sites in the same style: the mixer's
+        # normalised input `mixer_in` (as mlp_in) and its output `mixer_out` (as mlp_out).
+        # Harvest, train, evaluate and analyze work on it; circuits do not (no functional pass).
+        Family(
+            "mamba",
+            FamilyLayout(
+                "layers",
+                {
+                    "hook_embed": SiteSpec("embeddings", "out"),
+                    "resid_pre": SiteSpec("layers.{L}", "in"),
+                    "mixer_in": SiteSpec("layers.{L}.norm", "out"),
+                    "mixer_out": SiteSpec("layers.{L}.mixer", "out"),
+                    "resid_post": SiteSpec("layers.{L}", "out"),
+                },
+                "{base}.norm_f",
+            ),
+            embed="embeddings",
+            circuits=False,
+        ),
     )
 }
 
@@ -186,6 +211,7 @@ MODEL_TYPES: dict[str, str] = {
     "gemma": "gemma",
     "gemma2": "gemma2",
     "bert": "bert",
+    "mamba": "mamba",
 }
 
 FAMILIES = tuple(FAMILY)

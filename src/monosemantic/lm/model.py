@@ -72,7 +72,9 @@ class SubjectModel:
         self.d_model = int(hf.config.hidden_size)
         self.parallel_residual = family.parallel_residual(hf.config)
         self.has_head = hf.get_output_embeddings() is not None
-        self._sites = site_names(self.n_layers, self.parallel_residual, self.has_head)
+        self._sites = site_names(
+            self.n_layers, self.parallel_residual, self.has_head, self.layout.block_kinds
+        )
         self._site_set = set(self._sites)
 
     @property

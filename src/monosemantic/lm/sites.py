@@ -20,9 +20,15 @@ BLOCK_KINDS = ("resid_pre", "attn_out", "resid_mid", "mlp_in", "mlp_out", "resid
 _BLOCK_SITE = re.compile(r"^blocks\.(\d+)\.hook_(\w+)$")
 
 
-def site_names(n_layers: int, parallel_residual: bool = False, has_head: bool = True) -> list[str]:
-    """All sites in forward order: hook_embed, each block's sites, ln_final.hook_normalized."""
-    kinds = [k for k in BLOCK_KINDS if not (parallel_residual and k == "resid_mid")]
+def site_names(
+    n_layers: int,
+    parallel_residual: bool = False,
+    has_head: bool = True,
+    kinds: tuple[str, ...] = BLOCK_KINDS,
+) -> list[str]:
+    """All sites in forward order: hook_embed, each block's sites (`kinds`: the family's, a
+    transformer's by default), ln_final.hook_normalized."""
+    kinds = tuple(k for k in kinds if not (parallel_residual and k == "resid_mid"))
     names = ["hook_embed"]
     names += [f"blocks.{layer}.hook_{kind}" for layer in range(n_layers) for kind in kinds]
     if has_head:

@@ -20,6 +20,7 @@ from transformers import (
     GPT2Config,
     GPTNeoXConfig,
     LlamaConfig,
+    MambaConfig,
     MistralConfig,
     PretrainedConfig,
     Qwen2Config,
@@ -33,7 +34,7 @@ from monosemantic.utils.errors import MonosemanticError
 
 from .tokenizer import train_tokenizer
 
-TINY_FAMILIES = ("gpt2", "gpt_neox", "llama", "mistral", "qwen2", "gemma", "gemma2", "bert")
+TINY_FAMILIES = ("gpt2", "gpt_neox", "llama", "mistral", "qwen2", "gemma", "gemma2", "bert", "mamba")
 
 _TEXT = (
     "Lily the cat went to the beach. She found a red shell and gave it to her friend Tom. "
@@ -97,6 +98,15 @@ def tiny_config(
             query_pre_attn_scalar=head_dim,
             attn_logit_softcapping=50.0,
             final_logit_softcapping=30.0,
+        )
+    elif family == "mamba":
+        cfg = MambaConfig(
+            vocab_size=vocab_size,
+            hidden_size=d_model,
+            num_hidden_layers=2,
+            state_size=8,
+            expand=2,
+            conv_kernel=4,
         )
     elif family == "bert":
         cfg = BertConfig(
