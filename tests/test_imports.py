@@ -7,6 +7,7 @@ which only postpone a dependency; `if TYPE_CHECKING:` blocks are skipped as they
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,7 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
     return {m for m in found if m in modules}
 
 
+@functools.cache
 def import_graph() -> dict[str, set[str]]:
     files = sorted(SRC.rglob("*.py"))
     modules = {module_name(f) for f in files}
