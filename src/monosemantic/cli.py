@@ -154,7 +154,9 @@ def steer(
     feature: Annotated[int, typer.Option(help="Feature index to steer with.")],
     prompt: Annotated[str, typer.Option(help="Text to continue.")],
     value: Annotated[float, typer.Option(help="Steering value (added, set to, or the scale).")] = 10.0,
-    mode: Annotated[str | None, typer.Option(help="add | set (or clamp) | scale | ablate (default [steer].mode).")] = None,
+    mode: Annotated[
+        str | None, typer.Option(help="add | set (or clamp) | scale | ablate (default [steer].mode).")
+    ] = None,
     set_: SetOpt = None,
 ) -> None:
     """Generate with a feature clamped, added or ablated, side by side with the unsteered text."""

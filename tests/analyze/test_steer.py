@@ -176,7 +176,9 @@ def test_one_vocabulary_for_steer_and_circuit_interventions():
     assert MODES == ("add", "set", "scale", "ablate") and canonical_mode("clamp") == "set"
     assert torch.allclose(edit_latent(f, "add", 2.0), f + 2.0)
     assert torch.allclose(edit_latent(f, "clamp", 2.0), torch.full_like(f, 2.0))
-    assert torch.allclose(edit_latent(f, "set", torch.tensor([[1.0, 2.0, 3.0]])), torch.tensor([[1.0, 2.0, 3.0]]))
+    assert torch.allclose(
+        edit_latent(f, "set", torch.tensor([[1.0, 2.0, 3.0]])), torch.tensor([[1.0, 2.0, 3.0]])
+    )
     assert torch.allclose(edit_latent(f, "scale", 2.0), 2 * f)
     assert float(edit_latent(f, "ablate").abs().sum()) < 1e-12
     with pytest.raises(MonosemanticError, match="unknown intervention mode 'clmap'"):
