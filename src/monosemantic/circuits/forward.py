@@ -141,16 +141,18 @@ class FunctionalLM(nn.Module):
         B, T, _ = x.shape
         layout = self.family.qkv
         if layout == "gpt2":
-            q, k, v = attn.c_attn(x).split(self.d_model, dim=2)
-            q, k, v = (t.view(B, T, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
+            q, k, v = attn.c_attn(x).split(self.d_model, dim=2)  # 3 x (B, T, d)
+            q, k, v = (
+                t.view(B, T, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v)
+            )  # (B, H, T, hd)
             return q, k, v, attn.c_proj
         if layout == "neox":  # fused q,k,v laid out per head
             qkv = attn.query_key_value(x).view(B, T, self.n_heads, 3 * self.head_dim).transpose(1, 2)
-            q, k, v = qkv.chunk(3, dim=-1)
+            q, k, v = qkv.chunk(3, dim=-1)  # (B, H, T, hd)
             return q, k, v, attn.dense
-        q = attn.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        k = attn.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
-        v = attn.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        q = attn.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        k = attn.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)  # (B, H_kv, T, hd)
+        v = attn.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)  # (B, H_kv, T, hd)
         rep = self.n_heads // self.n_kv
         return q, k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1), attn.o_proj
 
@@ -171,11 +173,11 @@ class FunctionalLM(nn.Module):
                 cos, sin = self.base.rotary_emb(x, pos)
                 q, k = apply_rotary_pos_emb(q, k, cos, sin)
             scaling = getattr(attn, "scaling", self.head_dim**-0.5)
-            scores = (q @ k.transpose(-1, -2)) * scaling
+            scores = (q @ k.transpose(-1, -2)) * scaling  # (B, H, T, T)
             if self.attn_softcap is not None:  # Gemma 2, before the mask as in HF
                 scores = torch.tanh(scores / self.attn_softcap) * self.attn_softcap
             i = torch.arange(T, device=x.device)
-            mask = i[None, :] <= i[:, None]
+            mask = i[None, :] <= i[:, None]  # (T, T): key position <= query position
             window = self.sliding_window(layer)
             if window is not None:
                 mask &= i[None, :] > i[:, None] - window
@@ -190,8 +192,8 @@ class FunctionalLM(nn.Module):
             z = pattern[0] @ v.permute(1, 2, 0, 3).reshape(H, T, B * hd)
             z = z.reshape(H, T, B, hd).permute(2, 0, 1, 3)
         else:
-            z = pattern @ v
-        z = z.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
+            z = pattern @ v  # (B, H, T, hd)
+        z = z.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, H * hd)
         return out_proj(z)
 
     def _mlp(self, layer: int, x: Tensor, mode: str, freeze: Freeze | None) -> Tensor:
