@@ -27,7 +27,6 @@ scores, graphs) are transactions on the live file.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from monosemantic.utils.errors import DataError, MonosemanticError
+from monosemantic.utils.files import atomic_path
 
 from .store_schema import (
     EXAMPLE_COLUMNS,
@@ -94,22 +94,17 @@ class FeatureStore:
     @contextmanager
     def fresh(cls, path: str | Path) -> Iterator[FeatureStore]:
         """A new, empty store built at a temporary name and renamed onto `path` only on success."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.unlink(missing_ok=True)
-        store = cls(tmp, create=True)
-        # the file is private until renamed: no rollback journal or fsyncs are needed (a crash
-        # leaves only the temporary, which the next run removes)
-        store._db.execute("PRAGMA journal_mode = OFF")
-        store._db.execute("PRAGMA synchronous = OFF")
-        try:
-            yield store
-            store.close()
-            os.replace(tmp, path)
-        finally:
-            store.close()
+        with atomic_path(path) as tmp:
             tmp.unlink(missing_ok=True)
+            store = cls(tmp, create=True)
+            # the file is private until renamed: no rollback journal or fsyncs are needed (a crash
+            # leaves only the temporary, which the next run removes)
+            store._db.execute("PRAGMA journal_mode = OFF")
+            store._db.execute("PRAGMA synchronous = OFF")
+            try:
+                yield store
+            finally:
+                store.close()  # before the rename
 
     def close(self) -> None:
         with self._lock:
