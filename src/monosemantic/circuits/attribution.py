@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -25,6 +26,12 @@ from monosemantic.utils.progress import progress_bar
 from .pruning import influence_from_rows
 from .replacement import ReplacementModel, Setup
 from .targets import Target, select_targets
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from monosemantic.dictionaries.base import Dictionary
+    from monosemantic.lm.model import SubjectModel
 
 
 @dataclass
@@ -156,8 +163,8 @@ class _Rows:
 
 
 def attribute(
-    model,
-    dictionaries: Sequence | None = None,
+    model: ReplacementModel | SubjectModel | PreTrainedModel,
+    dictionaries: Sequence[Dictionary] | None = None,
     prompt: str | Tensor | Sequence[int] = "",
     *,
     names: Sequence[str] | None = None,

@@ -13,13 +13,20 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+from monosemantic.dictionaries.base import Dictionary
 from monosemantic.utils.errors import MonosemanticError
 
 from .forward import Freeze, FunctionalLM, NoHooks
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from monosemantic.lm.model import SubjectModel
 
 _SITE = re.compile(r"^blocks\.(\d+)\.hook_(resid_pre|attn_out|resid_mid|mlp_in|mlp_out|resid_post)$")
 _ORDER = {"resid_pre": 0, "attn_out": 1, "resid_mid": 2, "mlp_in": 3, "mlp_out": 4, "resid_post": 5}
@@ -40,7 +47,7 @@ class Spliced:
     """One dictionary in the replacement model, with where it reads and writes."""
 
     name: str
-    dic: torch.nn.Module
+    dic: Dictionary
     site_in: str
     site_out: str
     layer: int
@@ -94,7 +101,11 @@ class ReplacementModel:
     """A subject model (SubjectModel or HF model) with transcoders and/or SAEs spliced in."""
 
     def __init__(
-        self, model, dictionaries: Sequence, names: Sequence[str] | None = None, zero_bos: bool = False
+        self,
+        model: SubjectModel | PreTrainedModel,
+        dictionaries: Sequence[Dictionary],
+        names: Sequence[str] | None = None,
+        zero_bos: bool = False,
     ) -> None:
         hf = getattr(model, "hf", model)
         self.subject = model
@@ -129,7 +140,7 @@ class ReplacementModel:
         self.by_out = {s.site_out: i for i, s in enumerate(spliced)}
         self.transcoder_at = {s.layer: i for i, s in enumerate(spliced) if s.transcoder}
 
-    def _splice(self, name: str, dic) -> Spliced:
+    def _splice(self, name: str, dic: Dictionary) -> Spliced:
         dic.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
         cfg = dic.cfg
         layer, kind = _parse(cfg.hook_name)
