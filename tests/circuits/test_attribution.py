@@ -135,3 +135,38 @@ def test_max_feature_nodes_keeps_most_influential_rows(gpt2):
     key = {tuple(r): i for i, r in enumerate(full.features.tolist())}
     chosen = torch.tensor([key[tuple(r)] for r in part.features.tolist()])
     assert infl[chosen].mean() > infl.mean()
+
+
+@pytest.mark.parametrize("arch", ["relu", "jumprelu", "gated", "toy_gain"])
+def test_edges_equal_interventions_other_architectures(gpt2, arch):
+    """Circuits read each architecture's encoder through `encoder_dirs` (gated: the magnitude path;
+    the toy architecture of tests/architecture: its per-latent gain), so edges stay exact."""
+    import sys
+    from pathlib import Path
+
+    from monosemantic.config import DictionaryConfig
+    from monosemantic.dictionaries import build_dictionary
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "architecture"))
+    import toy_architecture  # noqa: F401  (registers toy_gain once, whichever test imports it first)
+
+    torch.manual_seed(0)
+    dics = []
+    for L in range(gpt2.n_layers):
+        c = DictionaryConfig(architecture=arch, d_sae=24, site=f"blocks.{L}.hook_mlp_in",
+                             site_out=f"blocks.{L}.hook_mlp_out", jumprelu_init_threshold=0.05)  # fmt: skip
+        dic = build_dictionary(c, gpt2.d_model, gpt2.d_model)
+        with torch.no_grad():
+            for name, p in dic.named_parameters():
+                if name not in ("W_enc", "W_dec", "log_threshold"):
+                    p.normal_(0, 0.1)  # biases, gates, gains: every parameter matters
+        dics.append(dic.double())
+    # encoder_dirs is the exact linear part of the pre-activation attribution differentiates
+    x1, x2 = torch.randn(2, 5, gpt2.d_model, dtype=torch.float64)
+    for dic in dics:
+        dirs = dic.encoder_dirs(torch.arange(dic.d_sae))
+        assert torch.allclose(dic.pre_acts(x1) - dic.pre_acts(x2), (x1 - x2) @ dirs.T, atol=1e-10, rtol=0)
+    rm = ReplacementModel(gpt2, dics)
+    graph = attribute(rm, prompt=PROMPT, batch_size=32, show_progress=False)
+    assert graph.n_features > 0
+    check_edges(rm, graph)
