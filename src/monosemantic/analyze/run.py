@@ -19,7 +19,6 @@ from monosemantic.activations.cache import ActivationCache
 from monosemantic.config import Config
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.io import dictionary_names, find_dictionaries, load_dictionary
-from monosemantic.dictionaries.topk import TopKDictionary
 from monosemantic.lm.model import SubjectModel
 from monosemantic.utils.errors import DataError, MonosemanticError
 from monosemantic.utils.progress import console, progress_bar
@@ -51,15 +50,8 @@ def _site_of(dic: Dictionary, cache: ActivationCache, path: Path) -> str:
 
 
 def sparse_codes(dic: Dictionary, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """The codes of a TopK dictionary as int32 (row, feature) coordinates and values, grouped by
-    row (features within a row in top-k order: the collector needs no finer order), computed as
-    `TopKDictionary.encode` does but without its dense `[n, d_sae]` output (whose non-zero scan
-    would cost about as much as encoding); None for any other encode rule."""
-    if type(dic).encode is not TopKDictionary.encode:
-        return None
-    top = dic.pre_acts(x).topk(dic.k, dim=-1, sorted=False)
-    rows = torch.arange(x.shape[0], device=x.device, dtype=torch.int32).repeat_interleave(dic.k)
-    return rows, top.indices.to(torch.int32).reshape(-1), torch.relu(top.values).reshape(-1)
+    """The architecture's sparse inference codes (`Dictionary.encode_sparse`), or None."""
+    return dic.encode_sparse(x)
 
 
 def encode_pass(

@@ -217,6 +217,11 @@ class Dictionary(nn.Module, abc.ABC):
     def encode(self, x: Tensor) -> Tensor:
         """Latent activations f [..., d_sae] (the inference-time activation function)."""
 
+    def encode_sparse(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+        """`encode(x)` [n, d_in] as int32 (row, feature) coordinates and values grouped by row,
+        without the dense [n, d_sae] output, where the rule allows it cheaply (TopK); else None."""
+        return None
+
     def decode(self, f: Tensor, x: Tensor | None = None) -> Tensor:
         """y_hat = f W_dec + b_dec (+ x W_skip for skip transcoders, which need x)."""
         if f.shape[-1] != self.d_sae:

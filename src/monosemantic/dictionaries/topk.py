@@ -44,6 +44,15 @@ class TopKDictionary(Dictionary):
         top = pre.topk(self.k, dim=-1, sorted=False)
         return torch.zeros_like(pre).scatter_(-1, top.indices, F.relu(top.values))
 
+    def encode_sparse(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+        """Features within a row come in top-k order (analysis needs no finer one); None for
+        subclasses with another inference rule (BatchTopK's threshold)."""
+        if type(self).encode is not TopKDictionary.encode:
+            return None
+        top = self.pre_acts(x).topk(self.k, dim=-1, sorted=False)
+        rows = torch.arange(x.shape[0], device=x.device, dtype=torch.int32).repeat_interleave(self.k)
+        return rows, top.indices.to(torch.int32).reshape(-1), F.relu(top.values).reshape(-1)
+
     # The main selection; BatchTopK overrides it.
     def _select(self, pre: Tensor) -> tuple[Tensor, Tensor]:
         return topk_rows(pre, self.k)
