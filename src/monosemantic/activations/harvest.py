@@ -18,8 +18,9 @@ from typing import Any
 
 import torch
 
-from monosemantic.corpus.windows import special_token_ids
+from monosemantic.corpus.windows import apply_special_tokens, bos_eos_ids, special_token_ids
 from monosemantic.utils.errors import ConfigError, DataError
+from monosemantic.utils.files import check_output
 from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.torch_utils import torch_dtype
 
@@ -56,7 +57,7 @@ def _data_description(data: Any) -> dict[str, Any]:
     text = data.text
     if text != "storyworld" and Path(text).exists():
         text = str(Path(text).resolve())
-    return {
+    described = {
         "text": text,
         "text_column": data.text_column,
         "dataset_config": data.dataset_config,
@@ -64,6 +65,9 @@ def _data_description(data: Any) -> dict[str, Any]:
         "seed": data.seed,
         "max_tokens": data.max_tokens,
     }
+    # recorded only when set, so caches harvested before these fields existed still resume
+    described.update({k: getattr(data, k) for k in ("bos_token", "eos_token") if getattr(data, k, None)})
+    return described
 
 
 def target_sequences(cfg: Any) -> int | None:
@@ -119,6 +123,8 @@ def _existing(out: Path, planned: dict[str, Any]) -> dict[str, Any] | None:
             )
         return None
     existing = read_manifest(out)
+    if not existing.get("shards") and not existing.get("complete"):
+        return None  # a run that died before its first shard: nothing to resume or protect
     why = mismatch(existing, planned)
     if why is not None:
         raise DataError(
@@ -223,6 +229,7 @@ def _next_shard(
 def harvest(cfg: Any) -> Path:
     """Write (or finish) the activation cache of DESIGN.md §2 at `cfg.harvest.out`."""
     out = Path(cfg.harvest.out)
+    check_output(out, "harvest.out")
     planned = planned_manifest(cfg)
     existing = _existing(out, planned)
     if existing is not None and existing.get("complete"):
@@ -232,7 +239,6 @@ def harvest(cfg: Any) -> Path:
         )
         return out
 
-    from monosemantic.corpus.windows import TokenWindows
     from monosemantic.lm.model import load_model
 
     m = cfg.model
@@ -242,8 +248,25 @@ def harvest(cfg: Any) -> Path:
     stop_at = stop_layer(model, sites)
     manifest = existing or planned
     manifest["sites"] = {s: int(model.site_width(s)) for s in sites}
+    apply_special_tokens(model.tokenizer, cfg.data)
+    bos_eos_ids(model.tokenizer)  # a tokenizer that cannot separate documents fails before any write
     manifest["special_token_ids"] = special_token_ids(model.tokenizer)
+    fresh = existing is None
+    new_folder = not out.exists()
     writer = ShardWriter(out, manifest)
+    try:
+        return _fill(cfg, model, writer, manifest, stop_at, out)
+    except BaseException:
+        if fresh and writer.n_sequences == 0:  # leave nothing that blocks the corrected rerun
+            manifest_path(out).unlink(missing_ok=True)
+            if new_folder and not any(out.iterdir()):
+                out.rmdir()
+        raise
+
+
+def _fill(cfg: Any, model: Any, writer: ShardWriter, manifest: dict[str, Any], stop_at: int | None, out: Path) -> Path:
+    """Write shards until the target (or the text) is exhausted, then mark the cache complete."""
+    from monosemantic.corpus.windows import TokenWindows
 
     ctx, per_shard = cfg.data.context_size, cfg.harvest.shard_sequences
     total = manifest["harvest"]["target_sequences"]

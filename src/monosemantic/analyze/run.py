@@ -21,6 +21,7 @@ from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.io import find_dictionaries, load_dictionary
 from monosemantic.dictionaries.topk import TopKDictionary
 from monosemantic.utils.errors import DataError, MonosemanticError
+from monosemantic.utils.files import check_output
 from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.torch_utils import resolve_device
 
@@ -145,6 +146,7 @@ def analyze(cfg: Config) -> Path:
     """Analyse every dictionary under `[analyze].dictionary` on `[analyze].cache`; returns the path
     of the new `features.db` (written atomically: an interrupted run leaves the old one)."""
     a = cfg.analyze
+    check_output(a.out, "analyze.out")
     cache = ActivationCache(a.cache or cfg.harvest.out)
     paths = find_dictionaries(a.dictionary or cfg.train.out)
     device = resolve_device(a.device)

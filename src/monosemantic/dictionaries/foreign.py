@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
+from monosemantic.utils.readers import load_safetensors, read_json
 from monosemantic.utils.errors import DataError, MonosemanticError
 
 from .base import Dictionary, DictionaryMeta
@@ -42,10 +42,10 @@ def detect_format(path: Path) -> str:
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path} is not valid JSON ({e})") from e
+    cfg = read_json(path, "dictionary config")
+    if not isinstance(cfg, dict):
+        raise DataError(f"{path} is not a JSON object")
+    return cfg
 
 
 def _need(sd: dict[str, torch.Tensor], keys: list[str], where: Path) -> None:
@@ -56,7 +56,7 @@ def _need(sd: dict[str, torch.Tensor], keys: list[str], where: Path) -> None:
 
 def load_sparsify(path: Path, device: torch.device) -> Dictionary:
     cfg = _read_json(path / "cfg.json")
-    sd = load_file(str(path / "sae.safetensors"))
+    sd = load_safetensors(path / "sae.safetensors", what="sparsify weights")
     _need(sd, ["encoder.weight", "encoder.bias", "W_dec", "b_dec"], path / "sae.safetensors")
     d_sae, d_in = sd["encoder.weight"].shape
     d_out = sd["W_dec"].shape[1]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import Tensor, nn
 from transformers import (
     AutoConfig,
@@ -78,6 +79,8 @@ class SubjectModel:
         self.d_model = int(hf.config.hidden_size)
         self.parallel_residual = bool(getattr(hf.config, "use_parallel_residual", False))
         self.has_head = hf.get_output_embeddings() is not None
+        # an encoder (BERT) sees the whole sequence: no next-token loss, no generation
+        self.is_encoder = self.family == "bert"
         self._sites = site_names(self.n_layers, self.parallel_residual, self.has_head)
         self._site_set = set(self._sites)
 
@@ -253,7 +256,7 @@ def load_model(
             auto = AutoModelForCausalLM
         hf = auto.from_pretrained(path, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, SafetensorError, UnicodeDecodeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise MonosemanticError(
             f"could not load model {name_or_path!r} ({first}); give a local save_pretrained folder, "
