@@ -71,7 +71,7 @@ def load_safetensors(
             missing = [k for k in wanted if k not in names]
             if missing:
                 raise DataError(
-                    f"{what} {str(path)!r} has no tensor {missing[0]!r} (it has {', '.join(names) or 'none'}){suffix}"
+                    f"{what} {str(path)!r} has no tensor named {missing[0]!r} (it has {', '.join(names) or 'none'}){suffix}"
                 )
             return {k: f.get_tensor(k) for k in wanted}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
