@@ -187,6 +187,12 @@ def _save_acts(path: Path) -> None:
     save_file({"activations": torch.randn(256, 8)}, str(path))
 
 
+def _no_shards(cache: Path) -> None:
+    manifest = json.loads((cache / "manifest.json").read_text())
+    manifest.update(shards=[], sequences=0, tokens=0)
+    (cache / "manifest.json").write_text(json.dumps(manifest))
+
+
 def _narrow_sae(path: Path) -> None:
     """A SAE that claims the resid site but reads width 16 (the model's is 32)."""
     from monosemantic.config.dictionary import DictionaryConfig
@@ -369,6 +375,15 @@ C("lm-text-empty", "lm train", "corpus.txt", edit=add('text = "{case}/corpus.txt
 C("evaluate-width", "evaluate", "width", "--set", 'evaluate.dictionary="{case}/d"', setup=lambda c, w: _narrow_sae(c / "d"))
 C("analyze-width", "analyze", "width", "--set", 'analyze.dictionary="{case}/d"', setup=lambda c, w: _narrow_sae(c / "d"))
 C("export-db-folder", "export", "db", "--set", 'export.db="{case}"')
+
+C("cache-shard-truncated-analyze", "analyze", "shard-00000", "--set", 'analyze.cache="{case}/badacts"',
+  setup=copy_cache(lambda p: _truncate(p / "shard-00000.safetensors")))
+C("cache-shard-truncated-train", "train", "shard-00000", edit=add('activations = "{case}/badacts"', "data"),
+  setup=copy_cache(lambda p: _truncate(p / "shard-00000.safetensors")))
+C("cache-no-shards", "evaluate", "no shards", "--set", 'evaluate.cache="{case}/badacts"', setup=copy_cache(_no_shards))
+C("circuit-prompt-too-long", "circuit", "tokens", "--prompt", "Lily the cat went to the beach. " * 40)
+C("circuit-target-feature", "circuit", "target feature 'nonsense'", edit=add('target = "feature"\ntarget_feature = "nonsense"', "circuit"))
+C("circuit-corrupted-length", "circuit", "same number of tokens", "--corrupted", "Lily the cat went to the big sunny beach")
 
 
 def _snapshot(*roots: Path) -> dict[str, tuple[int, int] | str]:
