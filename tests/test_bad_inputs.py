@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -384,6 +382,10 @@ C("cache-no-shards", "evaluate", "no shards", "--set", 'evaluate.cache="{case}/b
 C("circuit-prompt-too-long", "circuit", "tokens", "--prompt", "Lily the cat went to the beach. " * 40)
 C("circuit-target-feature", "circuit", "target feature 'nonsense'", edit=add('target = "feature"\ntarget_feature = "nonsense"', "circuit"))
 C("circuit-corrupted-length", "circuit", "same number of tokens", "--corrupted", "Lily the cat went to the big sunny beach")
+
+C("explain-cache-file", "explain", "explain.cache", edit=add('cache = "{case}/answers"', "explain"),
+  setup=lambda c, w: (shutil.copy(w["db"], c / "copy.db"), (c / "answers").write_text("x")))
+C("explain-db-proc", "explain", "explain.db", "--set", 'explain.db="/proc/monosemantic/features.db"')
 
 
 def _snapshot(*roots: Path) -> dict[str, tuple[int, int] | str]:

@@ -14,14 +14,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from monosemantic.utils.readers import load_safetensors, read_json
 from monosemantic.utils.errors import DataError, MonosemanticError
+from monosemantic.utils.readers import load_safetensors, load_torch, read_json
 
 from .base import Dictionary, DictionaryMeta
 from .io import CFG, WEIGHTS, build_from_weights
@@ -108,10 +107,7 @@ def _dl_class(sd: dict[str, torch.Tensor], trainer: dict[str, Any]) -> str:
 def load_dictionary_learning(path: Path, device: torch.device) -> Dictionary:
     config = _read_json(path / "config.json")
     trainer = config.get("trainer", {})
-    try:
-        sd = torch.load(path / "ae.pt", map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise DataError(f"{path / 'ae.pt'} could not be read as a state dict: {e}") from e
+    sd = load_torch(path / "ae.pt", "dictionary_learning weights")
     cls = _dl_class(sd, trainer)
     md = {"source": "dictionary_learning", "dict_class": cls}
     for ours, theirs in (("model_name", "lm_name"), ("hook_name", "submodule_name"), ("layer", "layer")):

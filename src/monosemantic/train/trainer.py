@@ -19,8 +19,8 @@ import torch
 from monosemantic.config import Config
 from monosemantic.dictionaries.base import TrainStepState
 from monosemantic.utils.errors import ConfigError, DataError, MonosemanticError
-from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.files import check_output
+from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.torch_utils import resolve_device, seed_everything, torch_dtype
 
 from . import checkpoint

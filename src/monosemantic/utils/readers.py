@@ -109,3 +109,17 @@ def sqlite_error(path: str | Path, err: sqlite3.Error, what: str = "database", f
     """The one-line error for a SQLite failure on a damaged file."""
     suffix = f"; {fix}" if fix else ""
     return DataError(f"{what} {str(path)!r} is damaged ({first_line(err)}){suffix}")
+
+
+def load_torch(
+    path: str | Path, what: str = "checkpoint", fix: str = "", map_location: Any = "cpu", weights_only: bool = True
+) -> Any:
+    """`torch.load` whose failures (truncated zip, garbage pickle, missing file) are one line."""
+    path = Path(path)
+    suffix = f"; {fix}" if fix else ""
+    if not path.is_file():
+        raise DataError(f"{what} {str(path)!r} does not exist{suffix}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=weights_only)
+    except Exception as e:  # torch raises many types for a bad zip or pickle
+        raise DataError(f"{what} {str(path)!r} cannot be read ({first_line(e)}){suffix}") from None
