@@ -46,8 +46,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     torch.manual_seed(0)
     sae = build_dictionary(DictionaryConfig(architecture="topk", d_sae=64, k=4, site=RESID), 32, 32)
     save_dictionary(sae, root / "sae", {"model_name": str(model), "hook_name": RESID})
-    tc = build_dictionary(DictionaryConfig(architecture="topk", d_sae=32, k=4, site=MLP_IN, site_out=MLP_OUT), 32, 32)
-    save_dictionary(tc, root / "tc", {"model_name": str(model), "hook_name": MLP_IN, "hook_name_out": MLP_OUT})
+    tc = build_dictionary(
+        DictionaryConfig(architecture="topk", d_sae=32, k=4, site=MLP_IN, site_out=MLP_OUT), 32, 32
+    )
+    save_dictionary(
+        tc, root / "tc", {"model_name": str(model), "hook_name": MLP_IN, "hook_name_out": MLP_OUT}
+    )
     analyze(load_config(None, [
         'device="cpu"', f'analyze.cache="{root / "acts"}"', f'analyze.dictionary="{root / "sae"}"',
         f'analyze.out="{root / "analysis"}"', "analyze.top_k=4",
@@ -238,6 +242,7 @@ def _minilm(t: str) -> str:
     return f'{head}[model]\nname = "{gt.get_model_path()}"{rest}'
 
 
+# fmt: off
 # -- the config file itself ----------------------------------------------------------------------
 C("config-missing", "harvest", "not found", setup=lambda c, w: None, extra=["missing"])
 C("config-is-folder", "train", "not a file", extra=["folder"])
@@ -386,6 +391,10 @@ C("circuit-corrupted-length", "circuit", "same number of tokens", "--corrupted",
 C("explain-cache-file", "explain", "explain.cache", edit=add('cache = "{case}/answers"', "explain"),
   setup=lambda c, w: (shutil.copy(w["db"], c / "copy.db"), (c / "answers").write_text("x")))
 C("explain-db-proc", "explain", "explain.db", "--set", 'explain.db="/proc/monosemantic/features.db"')
+C("train-state-garbage", "train", "training state", edit=add('activations = "{acts}"', "data"),
+  setup=write("train/trainer_state/run.pt", GARBAGE))
+
+# fmt: on
 
 
 def _snapshot(*roots: Path) -> dict[str, tuple[int, int] | str]:

@@ -131,7 +131,9 @@ def test_encoder_harvest_honours_bos_and_eos_tokens(minilm: Path, tmp_path: Path
     from transformers import AutoTokenizer
 
     out = tmp_path / "acts"
-    harvest(_harvest_cfg(minilm, out, 'data.bos_token="[CLS]"', 'data.eos_token="[SEP]"', "data.max_tokens=1024"))
+    harvest(
+        _harvest_cfg(minilm, out, 'data.bos_token="[CLS]"', 'data.eos_token="[SEP]"', "data.max_tokens=1024")
+    )
     from monosemantic.activations.cache import ActivationCache
 
     cache = ActivationCache(out)

@@ -264,7 +264,9 @@ def harvest(cfg: Any) -> Path:
         raise
 
 
-def _fill(cfg: Any, model: Any, writer: ShardWriter, manifest: dict[str, Any], stop_at: int | None, out: Path) -> Path:
+def _fill(
+    cfg: Any, model: Any, writer: ShardWriter, manifest: dict[str, Any], stop_at: int | None, out: Path
+) -> Path:
     """Write shards until the target (or the text) is exhausted, then mark the cache complete."""
     from monosemantic.corpus.windows import TokenWindows
 

@@ -75,7 +75,9 @@ def apply_special_tokens(tokenizer: Any, data_cfg: DataConfig) -> None:
 def _suggestion(tokenizer: Any) -> str:
     cls, sep = getattr(tokenizer, "cls_token", None), getattr(tokenizer, "sep_token", None)
     if cls is not None and sep is not None:
-        return f" (this tokenizer has {cls!r} and {sep!r}: data.bos_token = {cls!r}, data.eos_token = {sep!r})"
+        return (
+            f" (this tokenizer has {cls!r} and {sep!r}: data.bos_token = {cls!r}, data.eos_token = {sep!r})"
+        )
     return ""
 
 
@@ -83,7 +85,7 @@ def bos_eos_ids(tokenizer: Any) -> tuple[int, int]:
     """(BOS, EOS) ids; a tokenizer with only one of them uses it for both (gpt2: <|endoftext|>)."""
     bos, eos = getattr(tokenizer, "bos_token_id", None), getattr(tokenizer, "eos_token_id", None)
     if bos is None and eos is None:
-        hint = _suggestion(tokenizer) or " (e.g. data.eos_token = \"<|endoftext|>\" if the vocabulary has it)"
+        hint = _suggestion(tokenizer) or ' (e.g. data.eos_token = "<|endoftext|>" if the vocabulary has it)'
         raise DataError(
             "the tokenizer has neither a BOS nor an EOS token, which separate documents in the "
             f"windows; set data.bos_token and/or data.eos_token to tokens of its vocabulary{hint}"

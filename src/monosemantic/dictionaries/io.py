@@ -178,10 +178,16 @@ def _load_saelens(path: Path, device: torch.device) -> Dictionary:
     try:
         meta = _meta_from_saelens(cfg)
     except KeyError as e:
-        raise DataError(f"dictionary config {str(path / CFG)!r} lacks the field {e.args[0]!r}; re-save the checkpoint") from None
+        raise DataError(
+            f"dictionary config {str(path / CFG)!r} lacks the field {e.args[0]!r}; re-save the checkpoint"
+        ) from None
     except (TypeError, ValueError, AttributeError) as e:
-        raise DataError(f"dictionary config {str(path / CFG)!r} is not valid ({e}); re-save the checkpoint") from None
-    weights = load_safetensors(path / WEIGHTS, what="dictionary weights", fix="re-save or re-train the checkpoint")
+        raise DataError(
+            f"dictionary config {str(path / CFG)!r} is not valid ({e}); re-save the checkpoint"
+        ) from None
+    weights = load_safetensors(
+        path / WEIGHTS, what="dictionary weights", fix="re-save or re-train the checkpoint"
+    )
     if "W_skip" in weights:
         weights["W_skip"] = weights["W_skip"].T.contiguous()
     if cfg.get("rescale_acts_by_decoder_norm"):

@@ -91,9 +91,7 @@ def check_output(path: str | Path | None, key: str, kind: str = "folder") -> Non
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise ConfigError(
-            f"{key} {str(path)!r} cannot be created: {str(parent)!r} is a file, not a folder"
-        )
+        raise ConfigError(f"{key} {str(path)!r} cannot be created: {str(parent)!r} is a file, not a folder")
     probe = parent / f".monosemantic-write-test-{os.getpid()}"
     try:
         probe.touch()

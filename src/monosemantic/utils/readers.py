@@ -43,7 +43,9 @@ def read_text(path: str | Path, what: str = "file", fix: str = "") -> str:
             f"{what} {str(path)!r} is not UTF-8 text (byte {e.start}: {e.reason}){suffix}"
         ) from None
     except OSError as e:
-        raise DataError(f"{what} {str(path)!r} cannot be read ({e.strerror or first_line(e)}){suffix}") from None
+        raise DataError(
+            f"{what} {str(path)!r} cannot be read ({e.strerror or first_line(e)}){suffix}"
+        ) from None
 
 
 def read_json(path: str | Path, what: str = "JSON file", fix: str = "") -> Any:
@@ -93,16 +95,16 @@ def check_sqlite(path: str | Path, what: str = "database", fix: str = "") -> Non
             header = f.read(100)
         size = path.stat().st_size
     except OSError as e:
-        raise DataError(f"{what} {str(path)!r} cannot be read ({e.strerror or first_line(e)}){suffix}") from None
+        raise DataError(
+            f"{what} {str(path)!r} cannot be read ({e.strerror or first_line(e)}){suffix}"
+        ) from None
     if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
         raise DataError(f"{what} {str(path)!r} is not a SQLite database{suffix}")
     page_size = int.from_bytes(header[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(header[28:32], "big")
     if pages and size < pages * page_size:
-        raise DataError(
-            f"{what} {str(path)!r} is truncated ({size} of {pages * page_size} bytes){suffix}"
-        )
+        raise DataError(f"{what} {str(path)!r} is truncated ({size} of {pages * page_size} bytes){suffix}")
 
 
 def sqlite_error(path: str | Path, err: sqlite3.Error, what: str = "database", fix: str = "") -> DataError:
@@ -112,7 +114,11 @@ def sqlite_error(path: str | Path, err: sqlite3.Error, what: str = "database", f
 
 
 def load_torch(
-    path: str | Path, what: str = "checkpoint", fix: str = "", map_location: Any = "cpu", weights_only: bool = True
+    path: str | Path,
+    what: str = "checkpoint",
+    fix: str = "",
+    map_location: Any = "cpu",
+    weights_only: bool = True,
 ) -> Any:
     """`torch.load` whose failures (truncated zip, garbage pickle, missing file) are one line."""
     path = Path(path)

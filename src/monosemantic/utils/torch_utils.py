@@ -72,7 +72,7 @@ def resolve_device(device: str | None) -> torch.device:
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(
-                f"device {device!r}: CUDA is not available on this machine; use device = \"cpu\" (or \"auto\")"
+                f'device {device!r}: CUDA is not available on this machine; use device = "cpu" (or "auto")'
             )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ConfigError(
@@ -80,7 +80,7 @@ def resolve_device(device: str | None) -> torch.device:
                 "use cuda:0 or another present one"
             )
     if dev.type == "mps" and not _mps_available():
-        raise ConfigError(f"device {device!r}: MPS is not available on this machine; use device = \"cpu\"")
+        raise ConfigError(f'device {device!r}: MPS is not available on this machine; use device = "cpu"')
     return dev
 
 
