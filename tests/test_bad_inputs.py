@@ -393,6 +393,7 @@ C("explain-cache-file", "explain", "explain.cache", edit=add('cache = "{case}/an
 C("explain-db-proc", "explain", "explain.db", "--set", 'explain.db="/proc/monosemantic/features.db"')
 C("train-state-garbage", "train", "training state", edit=add('activations = "{acts}"', "data"),
   setup=write("train/trainer_state/run.pt", GARBAGE))
+C("encoder-circuit", "circuit", "bert", edit=_minilm)
 
 # fmt: on
 
