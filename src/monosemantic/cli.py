@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -65,7 +65,7 @@ def friendly_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _error(message: str) -> None:
+def _error(message: str) -> NoReturn:
     """Print `message` as one red line (inner newlines folded) and exit with status 2."""
     line = " ".join(part.strip() for part in message.splitlines() if part.strip())
     console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
