@@ -180,3 +180,39 @@ def _metric_rows(obj: object):
     elif isinstance(obj, list):
         for v in obj:
             yield from _metric_rows(v)
+
+
+def test_sigterm_during_analyze_leaves_no_temporary(tiny: Path, tmp_path: Path) -> None:
+    """A real `monosemantic analyze` process gets SIGTERM while it writes the store (the signal is
+    sent from inside the write, so the timing is exact): it exits 143 and leaves no `.tmp-PID`."""
+    from monosemantic.config.dictionary import DictionaryConfig
+    from monosemantic.dictionaries import build_dictionary
+    from monosemantic.dictionaries.io import save_dictionary
+
+    harvest(_harvest_cfg(tiny, tmp_path / "acts"))
+    sae = build_dictionary(DictionaryConfig(architecture="topk", d_sae=16, k=2, site=SITE), 32, 32)
+    save_dictionary(sae, tmp_path / "sae", {"hook_name": SITE})
+    cfg = tmp_path / "c.toml"
+    out = tmp_path / "analysis"
+    cfg.write_text(
+        f'device = "cpu"\n[analyze]\ncache = "{tmp_path / "acts"}"\ndictionary = "{tmp_path / "sae"}"\n'
+        f'out = "{out}"\ntop_k = 2\n'
+    )
+    script = (
+        "import os, signal, sys\n"
+        "from monosemantic.analyze.store import FeatureStore\n"
+        "def killed(self, *a, **k):\n"
+        "    assert any(p.name.startswith('.features.db.tmp-') for p in self.path.parent.iterdir())\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    for _ in range(10**6): pass\n"
+        "FeatureStore.add_example_records = killed\n"
+        "from monosemantic.cli import app\n"
+        f"app(['analyze', {str(cfg)!r}])\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert list(out.iterdir()) == []  # no features.db, no temporary

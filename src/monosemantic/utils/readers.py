@@ -103,7 +103,8 @@ def check_sqlite(path: str | Path, what: str = "database", fix: str = "") -> Non
     page_size = int.from_bytes(header[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(header[28:32], "big")
-    if pages and size < pages * page_size:
+    valid = header[24:28] == header[92:96]  # SQLite trusts the recorded size only when these agree
+    if valid and pages and size < pages * page_size:
         raise DataError(f"{what} {str(path)!r} is truncated ({size} of {pages * page_size} bytes){suffix}")
 
 
