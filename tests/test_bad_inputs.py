@@ -394,6 +394,10 @@ C("explain-db-proc", "explain", "explain.db", "--set", 'explain.db="/proc/monose
 C("train-state-garbage", "train", "training state", edit=add('activations = "{acts}"', "data"),
   setup=write("train/trainer_state/run.pt", GARBAGE))
 C("encoder-circuit", "circuit", "bert", edit=_minilm)
+C("text-parquet-garbage", "harvest", "not a readable parquet file", edit=add('text = "{case}/c.parquet"', "data"), setup=write("c.parquet", GARBAGE))
+C("text-jsonl-broken", "harvest", "not valid JSON", edit=add('text = "{case}/c.jsonl"', "data"), setup=write("c.jsonl", '{"text": "a"}\n{broken\n'))
+C("context-too-long", "harvest", "data.context_size=1000 is longer", "--set", "data.context_size=1000", "--set", "data.max_tokens=2000")
+C("context-too-long-train", "train", "data.context_size=1000 is longer", "--set", "data.context_size=1000")
 
 # fmt: on
 

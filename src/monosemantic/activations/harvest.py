@@ -245,6 +245,7 @@ def harvest(cfg: Any) -> Path:
     model = load_model(m.name, dtype=m.dtype, device=m.device, revision=m.revision)
     sites = list(planned["sites"])
     model.check_sites(sites)  # before anything is written: lists the valid sites
+    model.check_context(cfg.data.context_size)
     stop_at = stop_layer(model, sites)
     manifest = existing or planned
     manifest["sites"] = {s: int(model.site_width(s)) for s in sites}

@@ -191,6 +191,7 @@ class LiveSource(Source):
         self.model, self.data_cfg = model, data_cfg
         self.sites = list(dict.fromkeys(sites))
         model.check_sites(self.sites)
+        model.check_context(int(data_cfg.context_size))
         self.widths = {s: int(model.site_width(s)) for s in self.sites}
         self.batch_sequences = batch_sequences
         self.stop_at_layer = stop_layer(model, self.sites)

@@ -128,7 +128,11 @@ def _iter_jsonl(path: Path, column: str) -> Iterator[str]:
 def _iter_parquet(path: Path, column: str) -> Iterator[str]:
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow.ArrowInvalid / OSError: not a parquet file, or truncated
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"data.text: {str(path)!r} is not a readable parquet file ({msg})") from None
     names = pf.schema_arrow.names
     if column not in names:
         raise DataError(f"{path}: no column {column!r} (columns: {', '.join(names)}); set data.text_column")

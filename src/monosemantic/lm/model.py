@@ -121,6 +121,23 @@ class SubjectModel:
             return None
         return max((parse_site(s)[1] + 1 if parse_site(s)[1] is not None else 0) for s in sites)
 
+    @property
+    def max_context(self) -> int | None:
+        """Longest sequence the model's learned absolute position embeddings cover (gpt2, bert);
+        None for rotary models, which have no hard limit."""
+        if self.family not in ("gpt2", "bert"):
+            return None
+        c = self.hf.config
+        return int(getattr(c, "n_positions", None) or c.max_position_embeddings)
+
+    def check_context(self, n_tokens: int, key: str = "data.context_size") -> None:
+        """One clear error, before any forward pass, instead of an IndexError deep in the embedding."""
+        ctx = self.max_context
+        if ctx is not None and n_tokens > ctx:
+            raise MonosemanticError(
+                f"{key}={n_tokens} is longer than {self.name}'s {ctx} learned positions; use {key} <= {ctx}"
+            )
+
     # -- forward -------------------------------------------------------------------------------
     def run(
         self,
