@@ -10,7 +10,6 @@ CliRunner, and most fail in config validation or the checks a verb makes before 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -180,7 +179,7 @@ def _truncate(path: Path, keep: float = 0.5) -> None:
 
 
 def _garbage(path: Path) -> None:
-    path.write_bytes(os.urandom(2048))
+    path.write_bytes(GARBAGE)
 
 
 def _save_acts(path: Path) -> None:
@@ -244,7 +243,7 @@ def _minilm(t: str) -> str:
 
 # fmt: off
 # -- the config file itself ----------------------------------------------------------------------
-C("config-missing", "harvest", "not found", setup=lambda c, w: None, extra=["missing"])
+C("config-missing", "harvest", "not found", extra=["missing"])
 C("config-is-folder", "train", "not a file", extra=["folder"])
 C("config-binary", "evaluate", "not UTF-8", setup=write("c.toml", GARBAGE))
 C("config-latin1", "analyze", "not UTF-8", setup=write("c.toml", '[train]\nout = "caf\xe9"\n'.encode("latin-1")))
@@ -398,6 +397,8 @@ C("text-parquet-garbage", "harvest", "not a readable parquet file", edit=add('te
 C("text-jsonl-broken", "harvest", "not valid JSON", edit=add('text = "{case}/c.jsonl"', "data"), setup=write("c.jsonl", '{"text": "a"}\n{broken\n'))
 C("context-too-long", "harvest", "data.context_size=1000 is longer", "--set", "data.context_size=1000", "--set", "data.max_tokens=2000")
 C("context-too-long-train", "train", "data.context_size=1000 is longer", "--set", "data.context_size=1000")
+C("text-hf-unreachable", "harvest", "could not load Hugging Face dataset", edit=add('text = "no_such_dataset_xyz"', "data"))
+C("out-lm-state-file", "lm train", "lm.state_dir", "--set", 'lm.state_dir="{case}/sf"', setup=write("sf", "x"))
 
 # fmt: on
 
