@@ -5,14 +5,18 @@ Every verb takes a TOML config path and `--set section.key=value` overrides.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
+from rich.markup import escape
 
 from monosemantic.config import Config, load_config
 from monosemantic.config.loading import validation_message
@@ -45,18 +49,45 @@ def friendly_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with _sigterm_unwinds():
+                return fn(*args, **kwargs)
         except MonosemanticError as e:
-            console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            _error(str(e))
         except ValidationError as e:  # e.g. an invalid --mode assigned onto a config section
-            console.print(f"[bold red]error:[/] {validation_message(e)}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            _error(validation_message(e))
+        except OSError as e:  # the file system refused (disk full, permissions): not a bug to trace
+            where = f" ({e.filename})" if e.filename else ""
+            _error(f"{e.strerror or e}{where}")
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]: run the same command again to resume.")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _error(message: str) -> NoReturn:
+    """Print `message` as one red line (inner newlines folded) and exit with status 2."""
+    line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2) from None
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit(143) while a verb runs, so `finally` blocks remove temporaries
+    (a killed `analyze` would otherwise leave `.features.db.tmp-PID` behind)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _config(path: Path, overrides: list[str] | None) -> Config:

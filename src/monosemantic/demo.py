@@ -27,6 +27,15 @@ def _step(name: str, fn: Callable[[], Any], timings: list[tuple[str, float]]) ->
     return result
 
 
+def outputs_writable(cfg: Config) -> None:
+    """Every folder the demo writes, checked before its first minute of work."""
+    from monosemantic.utils.files import check_output
+
+    for key in ("harvest.out", "train.out", "evaluate.out", "analyze.out", "export.html"):
+        section, field = key.split(".")
+        check_output(getattr(getattr(cfg, section), field), key)
+
+
 def run_demo(cfg: Config) -> dict[str, Path]:
     """Run every stage of the pipeline on `cfg` and return where each output landed."""
     from monosemantic.activations.harvest import harvest
@@ -36,6 +45,7 @@ def run_demo(cfg: Config) -> dict[str, Path]:
     from monosemantic.evaluate.run import evaluate
     from monosemantic.train.trainer import train
 
+    outputs_writable(cfg)
     timings: list[tuple[str, float]] = []
     cache = _step("harvest", lambda: harvest(cfg), timings)
     dictionaries = _step("train", lambda: train(cfg), timings)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from monosemantic.utils.errors import DataError
@@ -100,7 +100,7 @@ class ActivationCache:
             with safe_open(str(path), framework="pt") as f:
                 for key in keys:
                     out[key] = f.get_slice(key)[start:stop]
-        except (OSError, KeyError, ValueError, RuntimeError) as e:
+        except (OSError, KeyError, ValueError, RuntimeError, SafetensorError) as e:
             raise DataError(f"shard {path.name} of cache {self.path} cannot be read ({e})") from None
         n_seq = out["tokens"].shape[0]
         for site in sites:

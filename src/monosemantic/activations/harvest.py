@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from monosemantic.config import Config
-from monosemantic.corpus.windows import special_token_ids
+from monosemantic.corpus.windows import apply_special_tokens, bos_eos_ids, special_token_ids
 from monosemantic.utils.errors import ConfigError, DataError
+from monosemantic.utils.files import check_output
 from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.torch_utils import torch_dtype
 
@@ -46,7 +47,7 @@ def _data_description(data: Any) -> dict[str, Any]:
     text = data.text
     if text != "storyworld" and Path(text).exists():
         text = str(Path(text).resolve())
-    return {
+    described = {
         "text": text,
         "text_column": data.text_column,
         "dataset_config": data.dataset_config,
@@ -54,6 +55,9 @@ def _data_description(data: Any) -> dict[str, Any]:
         "seed": data.seed,
         "max_tokens": data.max_tokens,
     }
+    # recorded only when set, so caches harvested before these fields existed still resume
+    described.update({k: getattr(data, k) for k in ("bos_token", "eos_token") if getattr(data, k, None)})
+    return described
 
 
 def target_sequences(cfg: Config) -> int | None:
@@ -109,6 +113,8 @@ def _existing(out: Path, planned: dict[str, Any]) -> dict[str, Any] | None:
             )
         return None
     existing = read_manifest(out)
+    if not existing.get("shards") and not existing.get("complete"):
+        return None  # a run that died before its first shard: nothing to resume or protect
     why = mismatch(existing, planned)
     if why is not None:
         raise DataError(
@@ -213,6 +219,7 @@ def _next_shard(
 def harvest(cfg: Config) -> Path:
     """Write (or finish) the activation cache of docs/design.md (activation cache) at `cfg.harvest.out`."""
     out = Path(cfg.harvest.out)
+    check_output(out, "harvest.out")
     planned = planned_manifest(cfg)
     existing = _existing(out, planned)
     if existing is not None and existing.get("complete"):
@@ -222,18 +229,37 @@ def harvest(cfg: Config) -> Path:
         )
         return out
 
-    from monosemantic.corpus.windows import TokenWindows
     from monosemantic.lm.model import load_model
 
     m = cfg.model
     model = load_model(m.name, dtype=m.dtype, device=m.device, revision=m.revision)
     sites = list(planned["sites"])
     model.check_sites(sites)  # before anything is written: lists the valid sites
+    model.check_context(cfg.data.context_size)
     stop_at = model.stop_layer(sites)
     manifest = existing or planned
     manifest["sites"] = {s: int(model.site_width(s)) for s in sites}
+    apply_special_tokens(model.tokenizer, cfg.data)
+    bos_eos_ids(model.tokenizer)  # a tokenizer that cannot separate documents fails before any write
     manifest["special_token_ids"] = special_token_ids(model.tokenizer)
+    fresh = existing is None
+    new_folder = not out.exists()
     writer = ShardWriter(out, manifest)
+    try:
+        return _fill(cfg, model, writer, manifest, stop_at, out)
+    except BaseException:
+        if fresh and writer.n_sequences == 0:  # leave nothing that blocks the corrected rerun
+            manifest_path(out).unlink(missing_ok=True)
+            if new_folder and not any(out.iterdir()):
+                out.rmdir()
+        raise
+
+
+def _fill(
+    cfg: Any, model: Any, writer: ShardWriter, manifest: dict[str, Any], stop_at: int | None, out: Path
+) -> Path:
+    """Write shards until the target (or the text) is exhausted, then mark the cache complete."""
+    from monosemantic.corpus.windows import TokenWindows
 
     ctx, per_shard = cfg.data.context_size, cfg.harvest.shard_sequences
     total = manifest["harvest"]["target_sequences"]

@@ -8,12 +8,12 @@ after the last listed one. Fields that decide the cache's contents are compared 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from monosemantic.utils.errors import DataError
 from monosemantic.utils.files import write_json_atomic
+from monosemantic.utils.readers import read_json
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -48,10 +48,7 @@ def read_manifest(cache_dir: str | Path) -> dict[str, Any]:
             f"{str(cache_dir)!r} has no {MANIFEST}, so it is not an activation cache; "
             "run `monosemantic harvest CONFIG` with harvest.out pointing at it"
         )
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path} is not valid JSON ({e}); delete the cache and harvest again") from None
+    manifest = read_json(path, "cache manifest", "delete the cache and harvest again")
     version = manifest.get("format_version") if isinstance(manifest, dict) else None
     if version != FORMAT_VERSION:
         raise DataError(

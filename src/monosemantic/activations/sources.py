@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors import safe_open
 
 from monosemantic.config.data import DataConfig
 from monosemantic.corpus.windows import special_token_ids
 from monosemantic.utils.errors import DataError
+from monosemantic.utils.readers import first_line, load_safetensors
 
 from .cache import ActivationCache
 
@@ -133,11 +133,7 @@ def _read_tensor_file(path: Path) -> torch.Tensor:
             "file or a cache directory"
         )
     if path.suffix == ".safetensors":
-        with safe_open(str(path), framework="pt") as f:
-            keys = list(f.keys())
-            if "activations" not in keys:
-                raise DataError(f"{path} has no tensor named 'activations' (it has {', '.join(keys)})")
-            x = f.get_tensor("activations")
+        x = load_safetensors(path, ["activations"], what="activation file")["activations"]
     elif path.suffix in (".pt", ".pth"):
         try:
             try:
@@ -145,7 +141,7 @@ def _read_tensor_file(path: Path) -> torch.Tensor:
             except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
                 obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises many types for a bad pickle/zip
-            raise DataError(f"{path} cannot be read as a torch file ({e})") from None
+            raise DataError(f"{path} cannot be read as a torch file ({first_line(e)})") from None
         x = obj.get("activations") if isinstance(obj, dict) else obj
         if not isinstance(x, torch.Tensor):
             raise DataError(f"{path} holds no tensor under the key 'activations'")
@@ -208,10 +204,14 @@ class LiveSource(Source):
         self.model, self.data_cfg = model, data_cfg
         self.sites = list(dict.fromkeys(sites))
         model.check_sites(self.sites)
+        model.check_context(int(data_cfg.context_size))
         self.widths = {s: int(model.site_width(s)) for s in self.sites}
         self.batch_sequences = batch_sequences
         self.stop_at_layer = model.stop_layer(self.sites)
         self._capture = capture
+        from monosemantic.corpus.windows import apply_special_tokens
+
+        apply_special_tokens(model.tokenizer, data_cfg)
         self._special = torch.tensor(special_token_ids(model.tokenizer), dtype=torch.int64)
         self.exclude_special = exclude_special
         ctx = int(data_cfg.context_size)

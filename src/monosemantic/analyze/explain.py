@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from monosemantic.config import Config
+from monosemantic.utils.files import check_output
 from monosemantic.utils.progress import console, progress_bar
 
 from . import scoring
@@ -170,6 +171,8 @@ def explain(cfg: Config) -> Path:
     """Explain and score every feature that fired; returns the store path."""
     db = feature_store_path(cfg.analyze.out, cfg.explain.db)
     endpoint = cfg.explain.endpoint or os.environ.get("MONOSEMANTIC_ENDPOINT")
+    check_output(db, "explain.db", kind="file")  # explanations are written into the store
+    check_output(cfg.explain.cache, "explain.cache")
     with FeatureStore(db) as store:
         work = _work(store, cfg.explain.max_features)
         if endpoint:

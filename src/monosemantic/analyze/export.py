@@ -16,7 +16,7 @@ from typing import Any
 
 from monosemantic.config import Config
 from monosemantic.utils.errors import MonosemanticError
-from monosemantic.utils.files import atomic_dir, check_replaceable
+from monosemantic.utils.files import atomic_dir, check_output, check_replaceable, remove_stale_temps
 from monosemantic.utils.progress import console, progress_bar
 
 from .dashboard import ASSETS, index_row, payload_from, site_summary
@@ -93,6 +93,10 @@ def export(cfg: Config) -> list[Path]:
     e = cfg.export
     if e.html is None and e.neuronpedia is None:
         raise MonosemanticError("nothing to export; pass --html DIR and/or --neuronpedia DIR")
+    for target, key in ((e.html, "export.html"), (e.neuronpedia, "export.neuronpedia")):
+        check_output(target, key)
+        if target is not None:
+            remove_stale_temps(target)  # a killed export's half-written folder
     path = store_path(cfg)
     store = open_store(path)
     written = []

@@ -21,6 +21,7 @@ from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.io import dictionary_names, find_dictionaries, load_dictionary
 from monosemantic.lm.model import SubjectModel
 from monosemantic.utils.errors import DataError, MonosemanticError
+from monosemantic.utils.files import check_output
 from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.torch_utils import resolve_device
 
@@ -127,6 +128,7 @@ def analyze(cfg: Config) -> Path:
     """Analyse every dictionary under `[analyze].dictionary` on `[analyze].cache`; returns the path
     of the new `features.db` (written atomically: an interrupted run leaves the old one)."""
     a = cfg.analyze
+    check_output(a.out, "analyze.out")
     cache = ActivationCache(a.cache or cfg.harvest.out)
     root = a.dictionary or cfg.train.out
     paths = find_dictionaries(root)

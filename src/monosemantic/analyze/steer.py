@@ -92,6 +92,22 @@ def steering_edits(
     return {site_in: record_in, site_out: edit_out}
 
 
+def check_widths(dic: Dictionary, model: SubjectModel, path: Path) -> None:
+    """The dictionary must read and write the widths the model has at its sites."""
+    site_in = dic.cfg.hook_name
+    if site_in is None:
+        raise MonosemanticError(f"{path} names no hook_name; add metadata.hook_name to its cfg.json")
+    site_out = dic.cfg.hook_name_out if dic.is_transcoder else site_in
+    model.check_sites([site_in, site_out])
+    for site, width in ((site_in, dic.d_in), (site_out, dic.d_out)):
+        have = int(model.site_width(site))
+        if have != width:
+            raise MonosemanticError(
+                f"{path} has width {width} at {site}, but {model.name} has width {have} there; "
+                "steer with a dictionary trained on this model (or set model.name to its model)"
+            )
+
+
 def _max_context(model: SubjectModel) -> int:
     c = model.hf.config
     return int(getattr(c, "n_positions", None) or getattr(c, "max_position_embeddings", None) or 1024)
@@ -164,6 +180,12 @@ def steer(cfg: Config, feature: int, value: float, prompt: str) -> dict[str, Any
             f"feature {feature} is out of range; {path.name} has features 0..{dic.d_sae - 1}"
         )
     model = load_model(cfg.model.name, dtype=cfg.model.dtype, device=device, revision=cfg.model.revision)
+    if model.is_encoder or not model.has_head:
+        raise MonosemanticError(
+            f"steer generates text, but {cfg.model.name} is an encoder ({model.family}) without a causal "
+            "language-model head; set model.name to a causal LM (gpt2, pythia, llama, 'storyworld', ...)"
+        )
+    check_widths(dic, model, path)
     prepend = bool((dic.cfg.metadata or {}).get("prepend_bos", True))
     ids = prompt_ids(model, prompt, prepend)
     skip_first = prepend and ids[0].item() == model.tokenizer.bos_token_id

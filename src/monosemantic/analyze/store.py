@@ -36,6 +36,7 @@ from typing import Any
 
 from monosemantic.utils.errors import DataError, MonosemanticError
 from monosemantic.utils.files import atomic_path
+from monosemantic.utils.readers import check_sqlite, sqlite_error
 
 from .store_schema import (
     EXAMPLE_COLUMNS,
@@ -71,17 +72,24 @@ class FeatureStore:
             raise DataError(
                 f"feature store {str(self.path)!r} does not exist; run `monosemantic analyze CONFIG` first"
             )
+        fix = "run `monosemantic analyze CONFIG` to rebuild it"
+        if self.path.exists() and self.path.stat().st_size > 0:
+            check_sqlite(self.path, "feature store", fix)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._vocab: dict[int, str] | None = None  # loaded on first use
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
         self._db.row_factory = sqlite3.Row
-        with self._db:
-            self._db.executescript(SCHEMA)
-            row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                self._db.execute("INSERT INTO meta VALUES ('created', ?)", (json.dumps(now()),))
+        try:
+            with self._db:
+                self._db.executescript(SCHEMA)
+                row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                if row is None:
+                    self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                    self._db.execute("INSERT INTO meta VALUES ('created', ?)", (json.dumps(now()),))
+        except sqlite3.DatabaseError as e:
+            self._db.close()
+            raise sqlite_error(self.path, e, "feature store", fix) from None
         if row is not None and int(row[0]) != SCHEMA_VERSION:
             self._db.close()
             raise DataError(

@@ -168,7 +168,8 @@ class ReplacementModel:
         if isinstance(prompt, str):
             if self.tokenizer is None:
                 raise MonosemanticError("this model has no tokenizer; pass token ids instead of text")
-            ids = self.tokenizer(prompt, return_tensors="pt").input_ids[0]
+            # verbose=False: the length is checked below, in one line, not warned about by transformers
+            ids = self.tokenizer(prompt, return_tensors="pt", verbose=False).input_ids[0]
             bos = self.tokenizer.bos_token_id
             if bos is not None and (len(ids) == 0 or int(ids[0]) != bos):
                 ids = torch.cat([torch.tensor([bos]), ids])

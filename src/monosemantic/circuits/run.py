@@ -12,7 +12,7 @@ import torch
 
 from monosemantic.config import Config
 from monosemantic.utils.errors import ConfigError, MonosemanticError
-from monosemantic.utils.files import write_json_atomic
+from monosemantic.utils.files import check_output, write_json_atomic
 from monosemantic.utils.progress import console
 
 from .ablation_graph import ablation_graph
@@ -239,6 +239,7 @@ def circuit(cfg: Config) -> Path:
     c = cfg.circuit
     if not c.prompt:
         raise ConfigError("no prompt: pass --prompt TEXT or set circuit.prompt")
+    check_output(c.out, "circuit.out")
     paths = resolve_dictionaries(cfg)
     model = load_model(cfg.model.name, dtype=cfg.model.dtype, device=c.device, revision=cfg.model.revision)
     dics = [load_dictionary(p, device=str(model.device)) for p in paths]

@@ -34,4 +34,14 @@ class DataConfig(Section):
         description="BOS/EOS/PAD stay in context; 'exclude' drops their positions from training data "
         "and statistics.",
     )
+    bos_token: str | None = Field(
+        None,
+        description="Token (a string in the tokenizer's vocabulary) used as BOS when the tokenizer "
+        'defines none or another; for a BERT encoder use "[CLS]".',
+    )
+    eos_token: str | None = Field(
+        None,
+        description="Token used as EOS (the document separator) when the tokenizer defines none or "
+        'another; for a BERT encoder use "[SEP]".',
+    )
     seed: int | None = Field(None, description="Seed for storyworld generation and shuffling.")

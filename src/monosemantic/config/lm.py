@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .base import Dtype, Section
 
@@ -45,3 +45,12 @@ class LMConfig(Section):
     device: str | None = None
     dtype: Dtype | None = None
     seed: int | None = None
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> LMConfig:
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"lm.d_model={self.d_model} is not divisible by lm.n_heads={self.n_heads}; "
+                "choose n_heads that divides d_model (e.g. d_model=128, n_heads=4)"
+            )
+        return self

@@ -87,6 +87,8 @@ def _describe(err: dict[str, Any]) -> str:
         )
         return f"unknown key '{where}'{hint}"
     msg = err["msg"].removeprefix("Value error, ")
+    if not loc:  # a whole-config check names its keys itself
+        return msg
     return (
         f"{where}: {msg} (got {err.get('input')!r})"
         if "input" in err and not isinstance(err["input"], dict)
@@ -108,12 +110,20 @@ def validate_config(data: dict[str, Any]) -> Config:
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(
+            f"config {str(path)!r} is a folder, not a file; pass a TOML file such as configs/demo.toml"
+        )
     if not path.is_file():
         raise ConfigError(
             f"config file {str(path)!r} not found; pass the path of a TOML file such as configs/demo.toml"
         )
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"config file {str(path)!r} is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8 TOML"
+        ) from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
 

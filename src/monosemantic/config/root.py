@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from monosemantic.utils.torch_utils import check_device_name
+
 from .analyze import AnalyzeConfig, ExplainConfig, ExportConfig, SteerConfig
 from .base import Dtype, Section
 from .circuit import CircuitConfig
@@ -65,6 +67,23 @@ class Config(Section):
                 for key in section.INHERITED:
                     if getattr(section, key) is None:
                         object.__setattr__(section, key, getattr(self, key))
+        return self
+
+    @model_validator(mode="after")
+    def _devices(self) -> Config:
+        """A typo in any device (`cdua`, `tpu`) fails at load time, naming the section."""
+        try:
+            check_device_name(self.device)
+        except ValueError as e:
+            raise ValueError(f"device: {e}") from None
+        for name in type(self).model_fields:
+            section = getattr(self, name)
+            device = getattr(section, "device", None) if isinstance(section, Section) else None
+            if device is not None:
+                try:
+                    check_device_name(device)
+                except ValueError as e:
+                    raise ValueError(f"{name}.device: {e}") from None
         return self
 
     def all_dictionaries(self) -> list[DictionaryConfig]:

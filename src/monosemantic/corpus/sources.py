@@ -84,39 +84,55 @@ def _iter_file(path: Path, column: str) -> Iterator[str]:
     raise DataError(f"data.text: {str(path)!r} is not a .txt, .jsonl or .parquet file")
 
 
+def _utf8_lines(path: Path) -> Iterator[str]:
+    """Lines of a UTF-8 file; a binary or other-encoding file is one DataError naming it."""
+    with open(path, encoding="utf-8") as f:
+        lineno = 0
+        try:
+            for lineno, line in enumerate(f, 1):  # noqa: B007 (reported on failure)
+                yield line
+        except UnicodeDecodeError as e:
+            raise DataError(
+                f"data.text: {str(path)!r} is not UTF-8 text (line {lineno + 1}: {e.reason}); "
+                "convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+            ) from None
+
+
 def _iter_txt(path: Path) -> Iterator[str]:
     para: list[str] = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                para.append(line)
-            elif para:
-                yield "".join(para).strip()
-                para = []
+    for line in _utf8_lines(path):
+        if line.strip():
+            para.append(line)
+        elif para:
+            yield "".join(para).strip()
+            para = []
     if para:
         yield "".join(para).strip()
 
 
 def _iter_jsonl(path: Path, column: str) -> Iterator[str]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(
-                    f"{path}:{lineno}: not valid JSON ({e.msg}); each line must be one object"
-                ) from None
-            text = _column(row, column, f"{path}:{lineno}")
-            if text.strip():
-                yield text
+    for lineno, line in enumerate(_utf8_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(
+                f"{path}:{lineno}: not valid JSON ({e.msg}); each line must be one object"
+            ) from None
+        text = _column(row, column, f"{path}:{lineno}")
+        if text.strip():
+            yield text
 
 
 def _iter_parquet(path: Path, column: str) -> Iterator[str]:
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow.ArrowInvalid / OSError: not a parquet file, or truncated
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"data.text: {str(path)!r} is not a readable parquet file ({msg})") from None
     names = pf.schema_arrow.names
     if column not in names:
         raise DataError(f"{path}: no column {column!r} (columns: {', '.join(names)}); set data.text_column")

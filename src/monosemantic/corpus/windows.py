@@ -55,12 +55,40 @@ def special_token_mask(tokens: torch.Tensor, tokenizer: Any) -> torch.Tensor:
     return torch.isin(tokens, ids)
 
 
+def apply_special_tokens(tokenizer: Any, data_cfg: DataConfig) -> None:
+    """Make `data.bos_token` / `data.eos_token` the tokenizer's BOS/EOS (when set); each must be a
+    single token of its vocabulary. Idempotent, so every reader of the config can call it."""
+    vocab = None
+    for key in ("bos_token", "eos_token"):
+        token = getattr(data_cfg, key, None)
+        if token is None or getattr(tokenizer, key, None) == token:
+            continue
+        vocab = tokenizer.get_vocab() if vocab is None else vocab
+        if token not in vocab:
+            raise DataError(
+                f"data.{key} {token!r} is not a token of the tokenizer's vocabulary; give one of its "
+                f"tokens{_suggestion(tokenizer)}"
+            )
+        setattr(tokenizer, key, token)
+
+
+def _suggestion(tokenizer: Any) -> str:
+    cls, sep = getattr(tokenizer, "cls_token", None), getattr(tokenizer, "sep_token", None)
+    if cls is not None and sep is not None:
+        return (
+            f" (this tokenizer has {cls!r} and {sep!r}: data.bos_token = {cls!r}, data.eos_token = {sep!r})"
+        )
+    return ""
+
+
 def bos_eos_ids(tokenizer: Any) -> tuple[int, int]:
     """(BOS, EOS) ids; a tokenizer with only one of them uses it for both (gpt2: <|endoftext|>)."""
     bos, eos = getattr(tokenizer, "bos_token_id", None), getattr(tokenizer, "eos_token_id", None)
     if bos is None and eos is None:
+        hint = _suggestion(tokenizer) or ' (e.g. data.eos_token = "<|endoftext|>" if the vocabulary has it)'
         raise DataError(
-            "the tokenizer has neither a BOS nor an EOS token; give it one (e.g. eos_token='<|endoftext|>')"
+            "the tokenizer has neither a BOS nor an EOS token, which separate documents in the "
+            f"windows; set data.bos_token and/or data.eos_token to tokens of its vocabulary{hint}"
         )
     return (eos if bos is None else bos), (bos if eos is None else eos)
 
@@ -83,6 +111,7 @@ class TokenWindows:
         self.data_cfg = data_cfg
         self.tokenizer = tokenizer
         self.backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+        apply_special_tokens(tokenizer, data_cfg)
         self.bos_id, self.eos_id = bos_eos_ids(tokenizer)
         self.context_size = data_cfg.context_size
         self.skip_windows = skip_windows

@@ -14,14 +14,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 from monosemantic.utils.errors import DataError, MonosemanticError
+from monosemantic.utils.readers import load_safetensors, load_torch, read_json
 
 from .base import Dictionary, DictionaryMeta
 from .weights import CFG, WEIGHTS, build_from_weights
@@ -42,10 +41,10 @@ def detect_format(path: Path) -> str:
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path} is not valid JSON ({e})") from e
+    cfg = read_json(path, "dictionary config")
+    if not isinstance(cfg, dict):
+        raise DataError(f"{path} is not a JSON object")
+    return cfg
 
 
 def _need(sd: dict[str, torch.Tensor], keys: list[str], where: Path) -> None:
@@ -56,7 +55,7 @@ def _need(sd: dict[str, torch.Tensor], keys: list[str], where: Path) -> None:
 
 def load_sparsify(path: Path, device: torch.device) -> Dictionary:
     cfg = _read_json(path / "cfg.json")
-    sd = load_file(str(path / "sae.safetensors"))
+    sd = load_safetensors(path / "sae.safetensors", what="sparsify weights")
     _need(sd, ["encoder.weight", "encoder.bias", "W_dec", "b_dec"], path / "sae.safetensors")
     d_sae, d_in = sd["encoder.weight"].shape
     d_out = sd["W_dec"].shape[1]
@@ -108,10 +107,7 @@ def _dl_class(sd: dict[str, torch.Tensor], trainer: dict[str, Any]) -> str:
 def load_dictionary_learning(path: Path, device: torch.device) -> Dictionary:
     config = _read_json(path / "config.json")
     trainer = config.get("trainer", {})
-    try:
-        sd = torch.load(path / "ae.pt", map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise DataError(f"{path / 'ae.pt'} could not be read as a state dict: {e}") from e
+    sd = load_torch(path / "ae.pt", "dictionary_learning weights")
     cls = _dl_class(sd, trainer)
     md = {"source": "dictionary_learning", "dict_class": cls}
     for ours, theirs in (("model_name", "lm_name"), ("hook_name", "submodule_name"), ("layer", "layer")):

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from monosemantic.utils.errors import MonosemanticError
+from monosemantic.utils.errors import DataError, MonosemanticError
 from monosemantic.utils.files import atomic_dir
 from monosemantic.utils.progress import console
+from monosemantic.utils.readers import load_safetensors
 from monosemantic.utils.torch_utils import dtype_name, resolve_device
 
 from .base import Dictionary, DictionaryMeta, dictionary_class
@@ -132,8 +133,19 @@ def _meta_from_saelens(cfg: dict[str, Any]) -> DictionaryMeta:
 
 def _load_saelens(path: Path, device: torch.device) -> Dictionary:
     cfg = read_cfg(path)
-    meta = _meta_from_saelens(cfg)
-    weights = load_file(str(path / WEIGHTS))
+    try:
+        meta = _meta_from_saelens(cfg)
+    except KeyError as e:
+        raise DataError(
+            f"dictionary config {str(path / CFG)!r} lacks the field {e.args[0]!r}; re-save the checkpoint"
+        ) from None
+    except (TypeError, ValueError, AttributeError) as e:
+        raise DataError(
+            f"dictionary config {str(path / CFG)!r} is not valid ({e}); re-save the checkpoint"
+        ) from None
+    weights = load_safetensors(
+        path / WEIGHTS, what="dictionary weights", fix="re-save or re-train the checkpoint"
+    )
     if "W_skip" in weights:
         weights["W_skip"] = weights["W_skip"].T.contiguous()
     if cfg.get("rescale_acts_by_decoder_norm"):
@@ -201,7 +213,7 @@ def load_dictionary(path_or_hub_id: str | Path, device: str | torch.device | Non
 def load_sparsity(path: str | Path) -> torch.Tensor | None:
     """log10 feature densities [d_sae] saved beside a checkpoint, or None."""
     f = Path(path) / SPARSITY
-    return load_file(str(f))["sparsity"] if f.exists() else None
+    return load_safetensors(f, ["sparsity"], what="feature densities")["sparsity"] if f.exists() else None
 
 
 def is_checkpoint(path: Path) -> bool:

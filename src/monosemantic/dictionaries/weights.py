@@ -6,13 +6,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from monosemantic.utils.errors import DataError
+from monosemantic.utils.readers import read_json
 from monosemantic.utils.torch_utils import torch_dtype
 
 from .base import Dictionary, DictionaryMeta, dictionary_class
@@ -24,10 +24,10 @@ SPARSITY = "sparsity.safetensors"
 
 
 def read_cfg(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads((path / CFG).read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path / CFG} is not valid JSON ({e}); re-save the checkpoint") from e
+    cfg = read_json(path / CFG, "dictionary config", "re-save the checkpoint")
+    if not isinstance(cfg, dict):
+        raise DataError(f"{path / CFG} is not a JSON object; re-save the checkpoint")
+    return cfg
 
 
 def build_from_weights(

@@ -24,6 +24,7 @@ from monosemantic.corpus.concepts import CONCEPTS
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.lm.model import SubjectModel
 from monosemantic.utils.errors import ConfigError, DataError
+from monosemantic.utils.files import check_output
 from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.torch_utils import resolve_device
 
@@ -116,15 +117,31 @@ def _site_acts(
     return acts
 
 
+def _causal(model: _Model) -> bool:
+    """Spliced CE/KL need next-token logits: for an encoder (BERT) say so once, up front, and skip them."""
+    sm = model.get()
+    if sm.is_encoder or not sm.has_head:
+        console.print(
+            f"[yellow]note:[/] {sm.name} is an encoder ({sm.family}) without next-token logits: spliced "
+            "CE/KL are skipped (set evaluate.spliced = false to silence this note)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return False
+    return True
+
+
 def evaluate(cfg: Config) -> list[dict[str, Any]]:
     """Evaluate `evaluate.dictionary` (default train.out) on `evaluate.cache` (default harvest.out)."""
     ecfg = cfg.evaluate
+    check_output(ecfg.out, "evaluate.out")
     device = resolve_device(ecfg.device)
     root = Path(ecfg.dictionary if ecfg.dictionary is not None else cfg.train.out)
     cache = ActivationCache(ecfg.cache if ecfg.cache is not None else cfg.harvest.out)
     if cache.num_shards == 0:
         raise DataError(f"activation cache {cache.path} has no shards yet; run `monosemantic harvest` first")
     model = _Model(cache, device)
+    spliced_on = ecfg.spliced and _causal(model)
 
     with_concepts = ecfg.concepts and cache.concepts is not None
     entries: list[_Entry] = []
@@ -185,7 +202,7 @@ def evaluate(cfg: Config) -> list[dict[str, Any]]:
         raise DataError(f"activation cache {cache.path} holds no sequences to evaluate")
     means = {s: (v / max(site_n, 1)).float() for s, v in site_sum.items()}
     spliced: list[dict[str, float]] = [{} for _ in entries]
-    if ecfg.spliced:
+    if spliced_on:
         specs = [SpliceSpec(e.dic, e.in_site, e.out_site, means[e.out_site]) for e in entries]
         evaluator = SplicedEvaluator(model.get(), token_batches, keeps, ecfg.error_check_batches)
         spliced = evaluator.evaluate_many(specs)

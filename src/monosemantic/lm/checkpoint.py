@@ -14,6 +14,7 @@ import torch
 
 from monosemantic.utils.errors import ConfigError
 from monosemantic.utils.files import atomic_path
+from monosemantic.utils.readers import load_torch
 
 STATE_FILE = "state.pt"
 # [lm] fields that must match for a resume to make sense.
@@ -41,7 +42,7 @@ def load_state(state_dir: Path, shape: dict[str, Any]) -> dict[str, Any] | None:
     path = Path(state_dir) / STATE_FILE
     if not path.exists():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_torch(path, "LM checkpoint", f"delete {state_dir} to start over", weights_only=False)
     saved = state.get("shape", {})
     diff = [k for k in SHAPE_KEYS if saved.get(k) != shape.get(k)]
     if diff:

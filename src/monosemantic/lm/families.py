@@ -71,6 +71,7 @@ class Family:
     # Whether attention and MLP both read resid_pre, when the config does not say (HF's default).
     parallel_residual_default: bool = False
     circuits: bool = True  # the functional forward pass re-implements it
+    causal: bool = True  # False for encoders (BERT): no next-token loss, no generation
 
     def parallel_residual(self, config: Any) -> bool:
         return bool(getattr(config, "use_parallel_residual", self.parallel_residual_default))
@@ -176,6 +177,7 @@ FAMILY: dict[str, Family] = {
             embed="embeddings.word_embeddings",
             norm="layer",
             circuits=False,
+            causal=False,
         ),
         # Mamba (a state-space model, no attention and no MLP): each block is
         # resid_post = resid_pre + mixer(norm(resid_pre)). Sites in the same style: the mixer's

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import Tensor, nn
 from transformers import (
     AutoConfig,
@@ -72,6 +73,8 @@ class SubjectModel:
         self.d_model = int(hf.config.hidden_size)
         self.parallel_residual = family.parallel_residual(hf.config)
         self.has_head = hf.get_output_embeddings() is not None
+        # an encoder (BERT) sees the whole sequence: no next-token loss, no generation
+        self.is_encoder = not family.causal
         self._sites = site_names(
             self.n_layers, self.parallel_residual, self.has_head, self.layout.block_kinds
         )
@@ -113,6 +116,23 @@ class SubjectModel:
         if not sites or "ln_final.hook_normalized" in sites:
             return None
         return max((parse_site(s)[1] + 1 if parse_site(s)[1] is not None else 0) for s in sites)
+
+    @property
+    def max_context(self) -> int | None:
+        """Longest sequence the model's learned absolute position embeddings cover (gpt2, bert);
+        None for rotary models, which have no hard limit."""
+        if self.family not in ("gpt2", "bert"):
+            return None
+        c = self.hf.config
+        return int(getattr(c, "n_positions", None) or c.max_position_embeddings)
+
+    def check_context(self, n_tokens: int, key: str = "data.context_size") -> None:
+        """One clear error, before any forward pass, instead of an IndexError deep in the embedding."""
+        ctx = self.max_context
+        if ctx is not None and n_tokens > ctx:
+            raise MonosemanticError(
+                f"{key}={n_tokens} is longer than {self.name}'s {ctx} learned positions; use {key} <= {ctx}"
+            )
 
     # -- forward -------------------------------------------------------------------------------
     def run(
@@ -249,7 +269,7 @@ def load_model(
             auto = AutoModelForCausalLM
         hf = auto.from_pretrained(path, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, SafetensorError, UnicodeDecodeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise MonosemanticError(
             f"could not load model {name_or_path!r} ({first}); give a local save_pretrained folder, "

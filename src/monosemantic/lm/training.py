@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,7 +30,7 @@ from monosemantic.config.lm import LMConfig
 from monosemantic.corpus.sources import iter_texts
 from monosemantic.corpus.windows import TokenWindows
 from monosemantic.utils.errors import DataError
-from monosemantic.utils.files import write_text_atomic
+from monosemantic.utils.files import check_output, write_text_atomic
 from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.torch_utils import resolve_device, torch_dtype
 
@@ -170,7 +171,22 @@ def train_lm(cfg: Config, callback: Callable[[int, float], None] | None = None) 
     """Train tokenizer + LM per [lm] on [data]; resume from lm.state_dir; save into lm.out.
 
     `callback(step, loss)` runs after every optimizer step (notebooks, tests, early stops).
+    A run that fails before its first checkpoint removes the folders it created (a tokenizer
+    trained for a config that failed must not meet the corrected rerun).
     """
+    check_output(cfg.lm.out, "lm.out")
+    check_output(cfg.lm.state_dir, "lm.state_dir")
+    made = [Path(p) for p in (cfg.lm.out, cfg.lm.state_dir) if p is not None and not Path(p).exists()]
+    try:
+        return _train_lm(cfg, callback)
+    except BaseException:
+        for folder in made:
+            if folder.is_dir() and not any(folder.rglob("*.pt")):  # no checkpoint to resume from
+                shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _train_lm(cfg: Config, callback: Callable[[int, float], None] | None = None) -> Path:
     hf_logging.disable_progress_bar()
     lm = cfg.lm
     out = Path(lm.out)

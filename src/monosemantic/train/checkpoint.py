@@ -24,6 +24,7 @@ from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.io import save_dictionary
 from monosemantic.utils.errors import MonosemanticError
 from monosemantic.utils.files import atomic_path
+from monosemantic.utils.readers import load_torch
 
 STATE_DIR = "trainer_state"
 RUN_STATE = "run.pt"
@@ -71,7 +72,8 @@ def load_state(run_dir: Path, folders: list[Path], device: torch.device) -> tupl
     path = run_dir / STATE_DIR / RUN_STATE
     if not path.exists():
         return None
-    shared = torch.load(path, map_location="cpu", weights_only=False)
+    fix = f"delete {run_dir} to start over"
+    shared = load_torch(path, "training state", fix, weights_only=False)
     step = shared["step"]
     per_dict = []
     for folder in folders:
@@ -80,7 +82,7 @@ def load_state(run_dir: Path, folders: list[Path], device: torch.device) -> tupl
             raise MonosemanticError(
                 f"{file} is missing, so the run in {run_dir} cannot resume; delete {run_dir} to start over"
             )
-        per_dict.append(torch.load(file, map_location=device, weights_only=False))
+        per_dict.append(load_torch(file, "training state", fix, map_location=device, weights_only=False))
     return shared, per_dict
 
 

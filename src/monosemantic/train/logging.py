@@ -17,8 +17,7 @@ from monosemantic.utils.files import atomic_path
 
 class MetricsLog:
     def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = Path(path)  # its folder is made at the first row: a run that fails first leaves none
 
     def truncate_after(self, step: int) -> None:
         """Keep rows with `step <= step` (the checkpoint we resumed from); drop the rest."""
@@ -40,6 +39,7 @@ class MetricsLog:
             self.path.unlink()
 
     def write(self, row: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
             f.flush()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from monosemantic.activations.buffer import activation_batches
 from monosemantic.config import Config
+from monosemantic.utils.readers import read_json
 
 
 def open_stream(cfg: Config, sites: list[str], model: Any = None) -> Any:
@@ -18,7 +18,7 @@ def open_stream(cfg: Config, sites: list[str], model: Any = None) -> Any:
 def _manifest(cfg: Config) -> dict[str, Any]:
     path = cfg.data.activations
     if path is not None and Path(path, "manifest.json").exists():
-        return json.loads(Path(path, "manifest.json").read_text())
+        return read_json(Path(path, "manifest.json"), "cache manifest", "harvest the cache again")
     return {}
 
 

@@ -19,6 +19,7 @@ import torch
 from monosemantic.config import Config
 from monosemantic.dictionaries.base import TrainStepState
 from monosemantic.utils.errors import ConfigError, DataError, MonosemanticError
+from monosemantic.utils.files import check_output
 from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.torch_utils import resolve_device, seed_everything, torch_dtype
 
@@ -38,6 +39,7 @@ COSMETIC = {"out", "log_every", "checkpoint_every", "wandb", "wandb_project", "d
 class Trainer:
     def __init__(self, cfg: Config, stream: Any = None, model: Any = None) -> None:
         self.cfg, self.tcfg = cfg, cfg.train
+        check_output(self.tcfg.out, "train.out")
         self.device = resolve_device(self.tcfg.device)
         self.compute_dtype = torch_dtype(self.tcfg.dtype or "float32")
         self.out = Path(self.tcfg.out)

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import MonosemanticError
+from .errors import ConfigError, MonosemanticError
 
 
 @contextmanager
@@ -20,6 +20,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling path; rename it onto `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp
@@ -39,7 +40,8 @@ def atomic_dir(path: str | Path, keep_extra: bool = False) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    remove_stale_temps(path)  # left by a killed run
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     try:
         yield tmp
@@ -87,3 +89,58 @@ def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Delete `.NAME.tmp-PID` siblings of `path` left by processes that no longer run (a killed
+    run cannot clean up after itself); a live process's temporary is left alone."""
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = tmp.name[len(f".{path.name}.tmp-") :].split("-")[0]  # .NAME.tmp-PID or .NAME.tmp-PID-TAG
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def check_output(path: str | Path | None, key: str, kind: str = "folder") -> None:
+    """Fail before any work if `path` (the value of config `key`) cannot be written as a `kind`
+    ("folder" or "file"): an existing entry of the other kind, a file where a parent folder must
+    go, or a place this process may not create files in. Nothing is left behind."""
+    if path is None:
+        return
+    path = Path(path).expanduser()
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise ConfigError(f"{key} {str(path)!r} is an existing file, not a folder; give a folder path")
+    if kind == "file" and path.is_dir():
+        raise ConfigError(f"{key} {str(path)!r} is an existing folder, not a file; give a file path")
+    parent = path if kind == "folder" and path.is_dir() else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{key} {str(path)!r} cannot be created: {str(parent)!r} is a file, not a folder")
+    probe = parent / f".monosemantic-write-test-{os.getpid()}"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(
+            f"{key} {str(path)!r} is not writable ({e.strerror or e} in {str(parent)!r}); "
+            "choose a folder you can write to"
+        ) from None

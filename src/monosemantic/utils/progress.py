@@ -33,9 +33,19 @@ class RateColumn(TextColumn):
         return f"{speed:.1f} {unit}/s"
 
 
+class _Progress(Progress):
+    """A run that fails takes its bar with it, so the error is the only line left on stderr."""
+
+    def __exit__(self, exc_type, exc_val, exc_tb) -> None:  # type: ignore[no-untyped-def]
+        if exc_type is not None and not issubclass(exc_type, KeyboardInterrupt):
+            self.live.transient = True
+            self.disable = True
+        super().__exit__(exc_type, exc_val, exc_tb)
+
+
 def progress_bar(transient: bool = False) -> Progress:
     """A bar showing description, completion, count, rate, elapsed and ETA, plus a free `info` field."""
-    return Progress(
+    return _Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         TaskProgressColumn(),
