@@ -36,7 +36,7 @@ def test_registration_and_owned_settings():
         build_dictionary(DictionaryConfig(architecture="toy_gain", d_sae=8, options={"shfit": 1}), 4)
     with pytest.raises(ConfigError, match="toy_gain needs d_sae >= 2"):
         build_dictionary(DictionaryConfig(architecture="toy_gain", d_sae=1), 4)
-    with pytest.raises(ConfigError, match="unknown dictionary architecture 'toy_gian'"):
+    with pytest.raises(ConfigError, match="dictionary.architecture 'toy_gian' is unknown"):
         build_dictionary(DictionaryConfig(architecture="toy_gian", d_sae=8), 4)
 
 

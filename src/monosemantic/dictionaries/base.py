@@ -48,7 +48,7 @@ def register_dictionary(name: str):
 def dictionary_class(name: str) -> type[Dictionary]:
     if name not in _REGISTRY:
         raise MonosemanticError(
-            f"unknown dictionary architecture {name!r}; use one of {', '.join(sorted(_REGISTRY))}"
+            f"dictionary.architecture {name!r} is unknown; use one of {', '.join(sorted(_REGISTRY))}"
         )
     return _REGISTRY[name]
 
