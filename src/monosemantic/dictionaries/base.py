@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +19,9 @@ from torch import Tensor, nn
 from monosemantic.utils.errors import DataError, MonosemanticError
 
 from .sparse_encoder import sparse_decode
+
+if TYPE_CHECKING:
+    from .sharding import Sharding
 
 _REGISTRY: dict[str, type[Dictionary]] = {}
 
@@ -175,6 +178,8 @@ class Dictionary(nn.Module, abc.ABC):
     # `remove_gradient_parallel_to_decoder_directions` before and `set_decoder_norm_to_unit_norm`
     # after each optimiser step).
     unit_norm_decoder: ClassVar[bool] = True
+    # Set by the distributed trainer when rows or latents are split over ranks (TopK family).
+    sharding: Sharding | None = None
 
     def __init__(self, cfg: DictionaryMeta) -> None:
         super().__init__()
@@ -265,6 +270,8 @@ class Dictionary(nn.Module, abc.ABC):
             dt = torch.get_autocast_dtype(W.device.type)
             W, vals = W.to(dt), vals.to(dt)
         out = sparse_decode(vals, W, codes.rows, codes.cols, codes.n_rows)
+        if self.sharding is not None:  # this rank decoded its slice of the latents: sum them
+            out = self.sharding.sum_partials(out)
         if not bias:
             return out
         return self._add_skip(out + self.b_dec, x)
