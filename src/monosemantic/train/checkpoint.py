@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,13 +82,20 @@ def save_state(
 
 
 def load_state(
-    run_dir: Path, folders: list[Path], device: torch.device, suffix: str = ""
+    run_dir: Path,
+    folders: list[Path],
+    device: torch.device,
+    suffix: str = "",
+    check: Callable[[dict], None] | None = None,
 ) -> tuple[dict, list[dict]] | None:
-    """The last committed resume point, or None for a fresh run."""
+    """The last committed resume point, or None for a fresh run; `check` vets the shared state
+    before any per-dictionary file is opened."""
     path = run_dir / STATE_DIR / RUN_STATE
     if not path.exists():
         return None
     shared = torch.load(path, map_location="cpu", weights_only=False)
+    if check is not None:
+        check(shared)
     step = shared["step"]
     per_dict = []
     for folder in folders:

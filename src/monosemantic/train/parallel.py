@@ -73,6 +73,8 @@ class Parallel:
                 f"train.feature_shards={shards} does not divide the world size {world}; "
                 f"choose a divisor of {world}"
             )
+        if tcfg.parallel == "dictionaries":  # each rank trains whole dictionaries on whole batches
+            return cls(tcfg.parallel, world, rank, 1, 0, 1, 0)
         par = cls(tcfg.parallel, world, rank, world // shards, rank // shards, shards, rank % shards)
         if world > 1 and tcfg.parallel == "features":
             from torch.distributed.device_mesh import init_device_mesh
@@ -193,7 +195,7 @@ class Parallel:
             D.all_reduce(parts, "sum", self.data_group)
             x_hat = torch.cat(D.all_gather_varlen(out.x_hat.detach(), self.data_group))
             terms = dict(zip(out.terms, parts[1:], strict=True))
-            out = LossOutput(parts[0], x_hat, terms=terms, codes=out.codes)
+            out = LossOutput(parts[0], x_hat, f=out._f, terms=terms, codes=out.codes)
         return batch_metrics(out, y, self.all_latents(counts), self.all_latents(dead))
 
     def full_x_hat(self, out: LossOutput) -> Tensor:

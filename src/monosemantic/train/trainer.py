@@ -53,7 +53,9 @@ class Trainer:
         self.widths = {s: self.stream.d_in(s) for s in self.sites}
         seed_everything(self.tcfg.seed if self.tcfg.seed is not None else cfg.seed)
         self.par = Parallel.from_config(self.tcfg, self.device)
-        self.slots: list[Slot] = self.par.place(build_slots(cfg, self.widths, self.device), self.tcfg)
+        every = build_slots(cfg, self.widths, self.device)
+        self.folders = [s.folder for s in every]  # of the whole run, whichever rank trains them
+        self.slots: list[Slot] = self.par.place(every, self.tcfg)
         self.total_steps = math.ceil(self.tcfg.tokens / self.tcfg.batch_size)
         self.step = 0
         self.scales: dict[str, float] = {s: 1.0 for s in self.sites}
@@ -87,11 +89,21 @@ class Trainer:
     def restore(self) -> bool:
         """Load the last resume point; True when there was one."""
         loaded = checkpoint.load_state(
-            self.out, [s.folder for s in self.slots], self.device, self.par.state_suffix
+            self.out, [s.folder for s in self.slots], self.device, self.par.state_suffix, self._check_resume
         )
         if loaded is None:
             return False
         shared, per_dict = loaded
+        self.step, self.scales, self.pending = shared["step"], shared["scales"], shared["pending"]
+        self.wall_time, self.complete, self.last = shared["wall_time"], shared["complete"], shared["last"]
+        self.stream.load_state_dict(shared["stream"])
+        checkpoint.set_rng_state(shared["rng"])
+        for slot, state in zip(self.slots, per_dict, strict=True):
+            slot.load_state_dict(state)
+            slot.log.truncate_after(self.step)
+        return True
+
+    def _check_resume(self, shared: dict[str, Any]) -> None:
         if shared["fingerprint"] != self.fingerprint():
             raise ConfigError(
                 f"{self.out} holds a run with a different config (dictionaries, train settings or "
@@ -104,14 +116,6 @@ class Trainer:
                 f"(parallel={saved['mode']!r}, world size {saved['world']}); resume with the same "
                 f"torchrun --nproc-per-node and train.feature_shards, or set a new train.out"
             )
-        self.step, self.scales, self.pending = shared["step"], shared["scales"], shared["pending"]
-        self.wall_time, self.complete, self.last = shared["wall_time"], shared["complete"], shared["last"]
-        self.stream.load_state_dict(shared["stream"])
-        checkpoint.set_rng_state(shared["rng"])
-        for slot, state in zip(self.slots, per_dict, strict=True):
-            slot.load_state_dict(state)
-            slot.log.truncate_after(self.step)
-        return True
 
     # ---- data -------------------------------------------------------------------------------
     def next_batch(self) -> dict[str, torch.Tensor]:
@@ -243,7 +247,7 @@ class Trainer:
 
     # ---- the loop ---------------------------------------------------------------------------
     def run(self) -> list[Path]:
-        folders = [s.folder for s in self.slots]
+        folders = self.folders
         if self.restore():
             if self.complete:
                 console.print(f"training in {self.out} is already complete ({self.step} steps)")
