@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from monosemantic.corpus.windows import special_token_ids
+from monosemantic.utils import distributed as D
 from monosemantic.utils.errors import ConfigError, DataError
 from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.torch_utils import torch_dtype
@@ -221,7 +222,13 @@ def _next_shard(
 
 
 def harvest(cfg: Any) -> Path:
-    """Write (or finish) the activation cache of DESIGN.md §2 at `cfg.harvest.out`."""
+    """Write (or finish) the activation cache of DESIGN.md §2 at `cfg.harvest.out` (under torchrun,
+    every rank writes a share of the shards)."""
+    with D.session(cfg.model.device):
+        return _harvest(cfg)
+
+
+def _harvest(cfg: Any) -> Path:
     out = Path(cfg.harvest.out)
     planned = planned_manifest(cfg)
     existing = _existing(out, planned)
@@ -243,6 +250,13 @@ def harvest(cfg: Any) -> Path:
     manifest = existing or planned
     manifest["sites"] = {s: int(model.site_width(s)) for s in sites}
     manifest["special_token_ids"] = special_token_ids(model.tokenizer)
+    if D.world_size() > 1:  # ranks write disjoint shards of the same cache (distributed_harvest.py)
+        from .distributed_harvest import harvest_shards
+
+        def capture_shard(windows: Iterator[Any], first: int, n: int, advance: Callable[[int], None]) -> Any:
+            return _next_shard(model, windows, first, n, cfg, stop_at, "concepts" in manifest, advance)
+
+        return harvest_shards(cfg, model, manifest, capture_shard)
     writer = ShardWriter(out, manifest)
 
     ctx, per_shard = cfg.data.context_size, cfg.harvest.shard_sequences
