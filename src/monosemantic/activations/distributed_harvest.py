@@ -79,7 +79,9 @@ def harvest_shards(cfg: Any, model: Any, manifest: dict[str, Any], capture_shard
     journal = _journal(out, D.rank())
     written = json.loads(journal.read_text()) if journal.exists() else []
     with progress_bar() as bar:
-        task = bar.add_task("harvest", total=len(mine) * per * ctx, unit="tok", info=f"{D.world_size()} ranks")
+        task = bar.add_task(
+            "harvest", total=len(mine) * per * ctx, unit="tok", info=f"{D.world_size()} ranks"
+        )
         for run in runs(mine):
             source = TokenWindows(cfg.data, model.tokenizer, skip_windows=run[0] * per)
             with closing(Prefetch(iter(source))) as windows:
@@ -110,7 +112,9 @@ def _merge(out: Path, manifest: dict[str, Any], n_shards: int) -> None:
         if i + 1 < n_shards and shards[-1]["sequences"] < manifest["harvest"]["shard_sequences"]:
             break
     if not shards:
-        raise DataError(f"data.text {manifest['data']['text']!r} produced no token windows; check the text source")
+        raise DataError(
+            f"data.text {manifest['data']['text']!r} produced no token windows; check the text source"
+        )
     manifest["shards"] = shards
     manifest["sequences"] = sum(int(s["sequences"]) for s in shards)
     manifest["tokens"] = manifest["sequences"] * int(manifest["context_size"])

@@ -79,7 +79,9 @@ class Parallel:
         if world > 1 and tcfg.parallel == "features":
             from torch.distributed.device_mesh import init_device_mesh
 
-            mesh = init_device_mesh(device.type, (world // shards, shards), mesh_dim_names=("data", "features"))
+            mesh = init_device_mesh(
+                device.type, (world // shards, shards), mesh_dim_names=("data", "features")
+            )
             par.data_group, par.feature_group = mesh.get_group("data"), mesh.get_group("features")
         return par
 
@@ -137,7 +139,9 @@ class Parallel:
                 f"{full.architecture!r} ({slot.name}); use parallel='data' or 'dictionaries'"
             )
         if tcfg.dead_latents == "resample":
-            raise ConfigError("train.parallel='features' supports dead_latents='auxk' or 'none', not 'resample'")
+            raise ConfigError(
+                "train.parallel='features' supports dead_latents='auxk' or 'none', not 'resample'"
+            )
         lo, hi = D.split_range(full.d_sae, self.feature_size, self.feature_rank)
         if hi <= lo:
             raise ConfigError(f"d_sae={full.d_sae} of {slot.name} is smaller than train.feature_shards")
@@ -187,11 +191,16 @@ class Parallel:
             return t
         return torch.cat(D.all_gather_varlen(t, self.feature_group))
 
-    def metrics(self, out: LossOutput, y: Tensor, counts: Tensor, dead: Tensor, n_local: int) -> dict[str, float]:
+    def metrics(
+        self, out: LossOutput, y: Tensor, counts: Tensor, dead: Tensor, n_local: int
+    ) -> dict[str, float]:
         """`batch_metrics` of the global batch and the whole dictionary, on every rank."""
         if self.data_size > 1:
             w = n_local / y.shape[0]
-            parts = torch.stack([out.loss.detach().float(), *(v.detach().float() for v in out.terms.values())]) * w
+            parts = (
+                torch.stack([out.loss.detach().float(), *(v.detach().float() for v in out.terms.values())])
+                * w
+            )
             D.all_reduce(parts, "sum", self.data_group)
             x_hat = torch.cat(D.all_gather_varlen(out.x_hat.detach(), self.data_group))
             terms = dict(zip(out.terms, parts[1:], strict=True))
@@ -213,7 +222,9 @@ class Parallel:
         if self.data_rank != 0:
             return None
         state = {
-            name: torch.cat(D.all_gather_varlen(t.movedim(LATENT_AXES[name], 0).contiguous(), self.feature_group)).movedim(0, LATENT_AXES[name])
+            name: torch.cat(
+                D.all_gather_varlen(t.movedim(LATENT_AXES[name], 0).contiguous(), self.feature_group)
+            ).movedim(0, LATENT_AXES[name])
             if name in LATENT_AXES and t.ndim > LATENT_AXES[name]
             else t
             for name, t in slot.dic.state_dict().items()

@@ -37,7 +37,14 @@ from .stream import metadata_for, open_stream
 # The parallel layout is checked on its own (`restore`): data-parallel state is the same on any
 # number of ranks, so only the latent sharding must match.
 COSMETIC = {
-    "out", "log_every", "checkpoint_every", "wandb", "wandb_project", "device", "parallel", "feature_shards"
+    "out",
+    "log_every",
+    "checkpoint_every",
+    "wandb",
+    "wandb_project",
+    "device",
+    "parallel",
+    "feature_shards",
 }
 
 

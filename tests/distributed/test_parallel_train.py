@@ -1,0 +1,85 @@
+"""Every `[train].parallel` mode on 2 gloo processes equals the single-process run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from distributed_helpers import decoder_agreement, torchrun, train_config
+
+from monosemantic.config import load_config
+from monosemantic.train.trainer import train
+from monosemantic.utils.errors import ConfigError
+
+TOPK = '[dictionary]\narchitecture = "topk"\nd_sae = 256\nk = 8\n'
+BATCHTOPK = '[dictionary]\narchitecture = "batchtopk"\nd_sae = 256\nk = 8\n'
+SWEEP = (
+    "[dictionary]\nd_sae = 128\n"
+    '[[dictionaries]]\narchitecture = "topk"\nk = 8\n'
+    '[[dictionaries]]\narchitecture = "relu"\n'
+    '[[dictionaries]]\narchitecture = "jumprelu"\n'
+)
+
+
+def single(config: Path) -> None:
+    train(load_config(config, []))
+
+
+def test_data_parallel_equals_one_process(tmp_path: Path, planted: Path) -> None:
+    config = train_config(tmp_path, planted, TOPK)
+    single(config)
+    torchrun(["train", str(config), "--set", "train.parallel=data", "--set", "train.out=data"], tmp_path)
+    assert decoder_agreement(tmp_path / "single", tmp_path / "data") >= 0.99
+    # the logged global metrics match too (loss, L0, FVU of the global batch)
+    a = [json.loads(r) for r in (tmp_path / "single/metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(r) for r in (tmp_path / "data/metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    assert abs(a[-1]["fvu"] - b[-1]["fvu"]) < 1e-4 and a[-1]["l0"] == b[-1]["l0"]
+
+
+def test_feature_sharding_equals_one_process_and_refuses_another_layout(
+    tmp_path: Path, planted: Path
+) -> None:
+    config = train_config(tmp_path, planted, TOPK)
+    single(config)
+    torchrun(["train", str(config), "--set", "train.parallel=features", "--set", "train.out=feat"], tmp_path)
+    assert decoder_agreement(tmp_path / "single", tmp_path / "feat") >= 0.99
+    state = sorted(p.name for p in (tmp_path / "feat/trainer_state").iterdir())
+    assert state == ["run.pt", "step-000000016-shard0of2.pt", "step-000000016-shard1of2.pt"]
+    cfg = load_config(config, ["train.out=" + str(tmp_path / "feat"), "train.parallel=features"])
+    with pytest.raises(ConfigError, match="split over 2 ranks"):
+        train(cfg)  # one process cannot resume a run whose latents were split over 2
+
+
+def test_dictionaries_spread_over_ranks_equal_one_process(tmp_path: Path, planted: Path) -> None:
+    config = train_config(tmp_path, planted, SWEEP)
+    single(config)
+    torchrun(
+        ["train", str(config), "--set", "train.parallel=dictionaries", "--set", "train.out=dicts"], tmp_path
+    )
+    names = sorted(
+        p.name for p in (tmp_path / "single").iterdir() if p.is_dir() and p.name != "trainer_state"
+    )
+    assert len(names) == 3
+    for name in names:
+        assert decoder_agreement(tmp_path / "single" / name, tmp_path / "dicts" / name) >= 0.99
+
+
+@pytest.mark.slow
+def test_batchtopk_on_a_data_x_features_mesh(tmp_path: Path, planted: Path) -> None:
+    config = train_config(tmp_path, planted, BATCHTOPK)
+    single(config)
+    args = ["train", str(config), "--set", "train.parallel=features", "--set", "train.feature_shards=2"]
+    torchrun([*args, "--set", "train.out=mesh"], tmp_path, nproc=4)
+    assert decoder_agreement(tmp_path / "single", tmp_path / "mesh") >= 0.99
+
+
+@pytest.mark.slow
+def test_sweep_data_parallel_every_architecture(tmp_path: Path, planted: Path) -> None:
+    config = train_config(tmp_path, planted, SWEEP)
+    single(config)
+    torchrun(["train", str(config), "--set", "train.parallel=data", "--set", "train.out=data"], tmp_path)
+    for folder in (tmp_path / "single").iterdir():
+        if folder.is_dir() and folder.name != "trainer_state":
+            assert decoder_agreement(folder, tmp_path / "data" / folder.name) >= 0.99
