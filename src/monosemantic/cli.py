@@ -99,6 +99,21 @@ def train(config: ConfigArg, set_: SetOpt = None) -> None:
 
 @app.command()
 @friendly_errors
+def plan(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    world_size: Annotated[int, typer.Option(help="Ranks to plan for (torchrun --nproc-per-node x nodes).")] = 1,
+) -> None:
+    """Memory per rank, cache disk and FLOPs per token of each stage, before starting a job."""
+    cfg = _config(config, set_)
+    from monosemantic.train.plan import plan as run
+
+    for line in run(cfg, world_size=world_size):
+        print(line)
+
+
+@app.command()
+@friendly_errors
 def evaluate(config: ConfigArg, set_: SetOpt = None) -> None:
     """Reconstruction, sparsity and spliced-model metrics for a checkpoint or sweep folder."""
     cfg = _config(config, set_)

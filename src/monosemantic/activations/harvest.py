@@ -240,10 +240,13 @@ def _harvest(cfg: Any) -> Path:
         return out
 
     from monosemantic.corpus.windows import TokenWindows
+    from monosemantic.lm.big import BigModel
     from monosemantic.lm.model import load_model
 
     m = cfg.model
-    model = load_model(m.name, dtype=m.dtype, device=m.device, revision=m.revision)
+    model = load_model(
+        m.name, dtype=m.dtype, device=m.device, revision=m.revision, big=BigModel.from_config(m)
+    )
     sites = list(planned["sites"])
     model.check_sites(sites)  # before anything is written: lists the valid sites
     stop_at = stop_layer(model, sites)
