@@ -9,8 +9,9 @@ they are estimates of the dominant terms, stated with their formulas in the READ
   the heads x ctx attention scores, in the model dtype.
 - dictionaries: fp32 weights + gradients + two Adam moments = 16 bytes per parameter,
   divided by the feature shards (parallel='features') or spread by dictionary ('dictionaries').
-- training activations: the shuffle buffer (every rank holds it) and the [B, d_sae] pre-activation
-  workspace of the local batch rows.
+- training activations: the shuffle buffer (every rank holds it, in the model dtype on the model
+  device for a live source) and the [B, d_sae] pre-activation workspace of the local batch rows;
+  a live source adds the model and its forward pass to the total.
 - FLOPs per token: 2 per model parameter used (forward); TopK training 2 d_in d_sae (encoder)
   + 6 k (d_in + d_out) (sparse backward and decoder); dense training 6 d_sae (d_in + d_out).
 """
@@ -174,18 +175,21 @@ def plan(cfg: Config, world_size: int = 1) -> list[str]:
     lines.append(f"train ({len(dicts)} dictionaries, {per_rank} on each rank, latents split over {shards})")
     lines.append(f"  dictionary weights   {_gib(4 * params)}")
     lines.append(f"  gradients + Adam     {_gib(12 * params)}")
-    buffer = (
-        t.buffer_tokens * 4 * sum(width[s] for s in dict.fromkeys(sites))
-        if sites
-        else t.buffer_tokens * 4 * dims.d
-    )
-    lines.append(f"  shuffle buffer       {_gib(buffer)}  ({t.buffer_tokens:,} tokens)")
+    live = cfg.data.activations is None  # a live stream buffers on the model's device, in its dtype
+    bbytes = abytes if live else BYTES[cfg.harvest.dtype or "float32"]
+    buffer = t.buffer_tokens * bbytes * (sum(width.values()) if sites else dims.d)
+    where = "model device, live source: every rank runs the LM forward" if live else "CPU, from the cache"
+    lines.append(f"  shuffle buffer       {_gib(buffer)}  ({t.buffer_tokens:,} tokens; {where})")
     rows = math.ceil(t.batch_size / data_ranks)
     lines.append(
         f"  step workspace       {_gib(rows * math.ceil(widest / shards) * 4)}  ({rows} rows x {math.ceil(widest / shards)} latents)"
     )
     total = 16 * params + buffer + rows * math.ceil(widest / shards) * 4
-    lines.append(f"  total per rank       {_gib(total)}")
+    if live:  # the model and its forward pass share the device with the dictionaries
+        total += dims.params * wbytes + act
+    lines.append(
+        f"  total per rank       {_gib(total)}" + ("  (with the model: live source)" if live else "")
+    )
     lines.append(f"  FLOPs per token      {_flops(flops)} (all dictionaries; / {world_size} ranks)")
     lines.append(f"  training tokens      {t.tokens:,} -> {_flops(flops * t.tokens / world_size)} per rank")
     return lines
