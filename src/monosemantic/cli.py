@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from monosemantic.config import Config, load_config
 from monosemantic.config.loading import validation_message
+from monosemantic.utils.distributed import launched
 from monosemantic.utils.errors import MonosemanticError
 from monosemantic.utils.progress import console
 
@@ -37,6 +38,8 @@ SetOpt = Annotated[
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+# Verbs that split their work over the ranks torchrun starts (README "Scaling out").
+DISTRIBUTED_VERBS = {"harvest", "train"}
 
 
 def friendly_errors(fn: F) -> F:
@@ -44,6 +47,14 @@ def friendly_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if launched() and fn.__name__ not in DISTRIBUTED_VERBS:
+            console.print(
+                f"[bold red]error:[/] `{fn.__name__}` runs in one process; launch it without torchrun "
+                f"(torchrun runs {', '.join(sorted(DISTRIBUTED_VERBS))})",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(2)
         try:
             return fn(*args, **kwargs)
         except MonosemanticError as e:

@@ -103,15 +103,6 @@ def all_gather_varlen(x: Tensor, group: dist.ProcessGroup | None = None) -> list
     return [p[:s] for p, s in zip(all_gather(padded, group), sizes, strict=True)]
 
 
-def broadcast_object(obj: object, src: int = 0) -> object:
-    """Rank `src`'s Python object on every rank."""
-    if not active():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 def split_range(n: int, parts: int, index: int) -> tuple[int, int]:
     """[lo, hi) of part `index` when n items are cut into `parts` contiguous near-equal parts."""
     base, extra = divmod(n, parts)
