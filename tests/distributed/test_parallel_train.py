@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 from distributed_helpers import decoder_agreement, torchrun, train_config
+from safetensors.torch import load_file
 
 from monosemantic.config import load_config
 from monosemantic.train.trainer import train
@@ -83,3 +90,32 @@ def test_sweep_data_parallel_every_architecture(tmp_path: Path, planted: Path) -
     for folder in (tmp_path / "single").iterdir():
         if folder.is_dir() and folder.name != "trainer_state":
             assert decoder_agreement(folder, tmp_path / "data" / folder.name) >= 0.99
+
+
+@pytest.mark.slow
+def test_feature_sharded_run_killed_mid_way_resumes_exactly(tmp_path: Path, planted: Path) -> None:
+    config = train_config(tmp_path, planted, TOPK)
+    args = ["train", str(config), "--set", "train.parallel=features", "--set", "train.tokens=262144"]
+    torchrun([*args, "--set", "train.out=whole"], tmp_path)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [*launch, "-m", "monosemantic", *args, "--set", "train.out=killed"],
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    run_state = tmp_path / "killed/trainer_state/run.pt"
+    deadline = time.monotonic() + 120
+    while not run_state.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks, mid-run
+    proc.wait()
+    assert not torch.load(run_state, weights_only=False)["complete"]  # really stopped mid-way
+    torchrun([*args, "--set", "train.out=killed"], tmp_path)
+    a = load_file(str(tmp_path / "whole/sae_weights.safetensors"))
+    b = load_file(str(tmp_path / "killed/sae_weights.safetensors"))
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=0)

@@ -146,7 +146,8 @@ class Parallel:
         if hi <= lo:
             raise ConfigError(f"d_sae={full.d_sae} of {slot.name} is smaller than train.feature_shards")
         meta = dataclasses.replace(full.cfg, d_sae=hi - lo)
-        dic = type(full)(meta).to(full.device)
+        with torch.random.fork_rng(devices=[]):  # its random init is overwritten: leave the RNG as is
+            dic = type(full)(meta).to(full.device)
         dic.load_state_dict(self._slice(full.state_dict(), lo, hi))
         dic.sharding = self._sharding(dic, lo, full.d_sae)
         self.full_meta[slot.name] = full.cfg
@@ -232,6 +233,7 @@ class Parallel:
         density = self.all_latents(slot.tracker.density())
         if self.rank != 0:
             return None
-        full = type(slot.dic)(self.full_meta[slot.name]).to(slot.dic.device)
+        with torch.random.fork_rng(devices=[]):
+            full = type(slot.dic)(self.full_meta[slot.name]).to(slot.dic.device)
         full.load_state_dict(state)
         return full, density
