@@ -119,3 +119,18 @@ def test_feature_sharded_run_killed_mid_way_resumes_exactly(tmp_path: Path, plan
     b = load_file(str(tmp_path / "killed/sae_weights.safetensors"))
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_live_source_splits_the_forward_and_equals_one_process(tmp_path: Path) -> None:
+    """Training live from the shipped LM: each rank runs the model on half of every chunk's windows."""
+    config = tmp_path / "live.toml"
+    config.write_text(
+        'device = "cpu"\n[data]\ntext = "storyworld"\ncontext_size = 64\nmax_tokens = 65536\n'
+        '[sites]\nnames = ["blocks.1.hook_resid_post"]\n[harvest]\nbatch_size = 16\n' + TOPK + "[train]\n"
+        "tokens = 8192\nbatch_size = 512\nlr = 1e-3\nbuffer_tokens = 4096\ninit_tokens = 1024\n"
+        f'out = "{tmp_path}/single"\n'
+    )
+    single(config)
+    torchrun(["train", str(config), "--set", "train.parallel=data", "--set", "train.out=data"], tmp_path)
+    assert decoder_agreement(tmp_path / "single", tmp_path / "data") >= 0.99

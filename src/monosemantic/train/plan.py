@@ -178,7 +178,7 @@ def plan(cfg: Config, world_size: int = 1) -> list[str]:
     live = cfg.data.activations is None  # a live stream buffers on the model's device, in its dtype
     bbytes = abytes if live else BYTES[cfg.harvest.dtype or "float32"]
     buffer = t.buffer_tokens * bbytes * (sum(width.values()) if sites else dims.d)
-    where = "model device, live source: every rank runs the LM forward" if live else "CPU, from the cache"
+    where = "on the model device: live source" if live else "on the CPU: cache source"
     lines.append(f"  shuffle buffer       {_gib(buffer)}  ({t.buffer_tokens:,} tokens; {where})")
     rows = math.ceil(t.batch_size / data_ranks)
     lines.append(
