@@ -39,7 +39,7 @@ SetOpt = Annotated[
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Verbs that split their work over the ranks torchrun starts (README "Scaling out").
-DISTRIBUTED_VERBS = {"harvest", "train"}
+DISTRIBUTED_VERBS = {"harvest", "train", "evaluate"}
 
 
 def friendly_errors(fn: F) -> F:
