@@ -113,7 +113,9 @@ def train(config: ConfigArg, set_: SetOpt = None) -> None:
 def plan(
     config: ConfigArg,
     set_: SetOpt = None,
-    world_size: Annotated[int, typer.Option(help="Ranks to plan for (torchrun --nproc-per-node x nodes).")] = 1,
+    world_size: Annotated[
+        int, typer.Option(help="Ranks to plan for (torchrun --nproc-per-node x nodes).")
+    ] = 1,
 ) -> None:
     """Memory per rank, cache disk and FLOPs per token of each stage, before starting a job."""
     cfg = _config(config, set_)
