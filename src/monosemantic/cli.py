@@ -20,6 +20,7 @@ from rich.markup import escape
 
 from monosemantic.config import Config, load_config
 from monosemantic.config.loading import validation_message
+from monosemantic.utils.distributed import launched
 from monosemantic.utils.errors import MonosemanticError
 from monosemantic.utils.progress import console
 
@@ -41,6 +42,8 @@ SetOpt = Annotated[
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+# Verbs that split their work over the ranks torchrun starts (README "Scaling out").
+DISTRIBUTED_VERBS = {"harvest", "train", "evaluate"}
 
 
 def friendly_errors(fn: F) -> F:
@@ -48,6 +51,14 @@ def friendly_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if launched() and fn.__name__ not in DISTRIBUTED_VERBS:
+            console.print(
+                f"[bold red]error:[/] `{fn.__name__}` runs in one process; launch it without torchrun "
+                f"(torchrun runs {', '.join(sorted(DISTRIBUTED_VERBS))})",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(2)
         try:
             with _sigterm_unwinds():
                 return fn(*args, **kwargs)
@@ -126,6 +137,23 @@ def train(config: ConfigArg, set_: SetOpt = None) -> None:
     outs = run(cfg)
     for out in outs:
         console.print(f"dictionary saved to [bold]{out}[/]")
+
+
+@app.command()
+@friendly_errors
+def plan(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    world_size: Annotated[
+        int, typer.Option(help="Ranks to plan for (torchrun --nproc-per-node x nodes).")
+    ] = 1,
+) -> None:
+    """Memory per rank, cache disk and FLOPs per token of each stage, before starting a job."""
+    cfg = _config(config, set_)
+    from monosemantic.train.plan import plan as run
+
+    for line in run(cfg, world_size=world_size):
+        print(line)
 
 
 @app.command()

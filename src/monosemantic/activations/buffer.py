@@ -164,10 +164,13 @@ def _source(cfg: Config, sites: list[str], batch_size: int, model: SubjectModel 
             )
         return cache
     if model is None:
+        from monosemantic.lm.big import BigModel
         from monosemantic.lm.model import load_model
 
         m = cfg.model
-        model = load_model(m.name, dtype=m.dtype, device=m.device, revision=m.revision)
+        model = load_model(
+            m.name, dtype=m.dtype, device=m.device, revision=m.revision, big=BigModel.from_config(m)
+        )
     return LiveSource(model, cfg.data, sites, cfg.harvest.batch_size, exclude)
 
 

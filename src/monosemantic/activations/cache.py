@@ -179,17 +179,8 @@ class ShardWriter:
         return sum(int(s["sequences"]) for s in self.manifest["shards"])
 
     def write(self, tensors: dict[str, torch.Tensor]) -> Path:
-        index = len(self.manifest["shards"])
-        target = self.path / shard_name(index)
-        contiguous = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-        with atomic_path(target) as tmp:
-            save_file(contiguous, str(tmp))
-            tmp.chmod(0o644)  # the writer may create it private; caches are shared read-only data
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            digest = sha256_file(tmp)
-        n_seq = int(contiguous["tokens"].shape[0])
-        self.manifest["shards"].append({"file": target.name, "sequences": n_seq, "sha256": digest})
+        target = self.path / shard_name(len(self.manifest["shards"]))
+        self.manifest["shards"].append(save_shard(target, tensors))
         self.manifest["sequences"] = self.n_sequences
         self.manifest["tokens"] = self.n_sequences * int(self.manifest["context_size"])
         write_manifest(self.path, self.manifest)
@@ -198,3 +189,15 @@ class ShardWriter:
     def finish(self) -> None:
         self.manifest["complete"] = True
         write_manifest(self.path, self.manifest)
+
+
+def save_shard(target: Path, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Write one shard whole (temporary name, fsync, rename); its manifest record."""
+    contiguous = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    with atomic_path(target) as tmp:
+        save_file(contiguous, str(tmp))
+        tmp.chmod(0o644)  # the writer may create it private; caches are shared read-only data
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        digest = sha256_file(tmp)
+    return {"file": target.name, "sequences": int(contiguous["tokens"].shape[0]), "sha256": digest}

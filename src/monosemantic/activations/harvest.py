@@ -20,6 +20,7 @@ import torch
 
 from monosemantic.config import Config
 from monosemantic.corpus.windows import apply_special_tokens, bos_eos_ids, special_token_ids
+from monosemantic.utils import distributed as D
 from monosemantic.utils.errors import ConfigError, DataError
 from monosemantic.utils.files import check_output
 from monosemantic.utils.progress import console, progress_bar
@@ -217,7 +218,13 @@ def _next_shard(
 
 
 def harvest(cfg: Config) -> Path:
-    """Write (or finish) the activation cache of docs/design.md (activation cache) at `cfg.harvest.out`."""
+    """Write (or finish) the activation cache of docs/design.md (activation cache) at `cfg.harvest.out`
+    (under torchrun, every rank writes a share of the shards)."""
+    with D.session(cfg.model.device):
+        return _harvest(cfg)
+
+
+def _harvest(cfg: Config) -> Path:
     out = Path(cfg.harvest.out)
     check_output(out, "harvest.out")
     planned = planned_manifest(cfg)
@@ -229,10 +236,13 @@ def harvest(cfg: Config) -> Path:
         )
         return out
 
+    from monosemantic.lm.big import BigModel
     from monosemantic.lm.model import load_model
 
     m = cfg.model
-    model = load_model(m.name, dtype=m.dtype, device=m.device, revision=m.revision)
+    model = load_model(
+        m.name, dtype=m.dtype, device=m.device, revision=m.revision, big=BigModel.from_config(m)
+    )
     sites = list(planned["sites"])
     model.check_sites(sites)  # before anything is written: lists the valid sites
     model.check_context(cfg.data.context_size)
@@ -244,6 +254,13 @@ def harvest(cfg: Config) -> Path:
     manifest["special_token_ids"] = special_token_ids(model.tokenizer)
     fresh = existing is None
     new_folder = not out.exists()
+    if D.world_size() > 1:  # ranks write disjoint shards of the same cache (distributed_harvest.py)
+        from .distributed_harvest import harvest_shards
+
+        def capture_shard(windows: Iterator[Any], first: int, n: int, advance: Callable[[int], None]) -> Any:
+            return _next_shard(model, windows, first, n, cfg, stop_at, "concepts" in manifest, advance)
+
+        return harvest_shards(cfg, model, manifest, capture_shard)
     writer = ShardWriter(out, manifest)
     try:
         return _fill(cfg, model, writer, manifest, stop_at, out)

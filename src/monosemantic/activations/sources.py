@@ -17,6 +17,7 @@ import torch
 
 from monosemantic.config.data import DataConfig
 from monosemantic.corpus.windows import special_token_ids
+from monosemantic.utils import distributed as D
 from monosemantic.utils.errors import DataError
 from monosemantic.utils.readers import first_line, load_safetensors
 
@@ -246,7 +247,7 @@ class LiveSource(Source):
             self.epoch, self.window, self._iter = self.epoch + 1, 0, None
             return self.next_chunk()
         tokens = torch.stack([w.tokens for w in windows]).long()
-        acts = self._capture(self.model, tokens, self.sites, self.stop_at_layer)
+        acts = self._capture_shared(tokens)
         keep = ~torch.isin(tokens, self._special).reshape(-1) if self.exclude_special else None
         chunk = {}
         for site in self.sites:
@@ -257,6 +258,20 @@ class LiveSource(Source):
         self.window += len(windows)
         self.batch_index += 1
         return chunk
+
+    def _capture_shared(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Activations of every window; under torchrun each rank runs the model on a disjoint slice
+        of the windows and the slices are gathered, so every rank holds the same chunk (all ranks
+        draw the same stream in lock-step) for 1/N of the forward cost."""
+        lo, hi = D.split_range(len(tokens), D.world_size(), D.rank())
+        if hi > lo:
+            acts = self._capture(self.model, tokens[lo:hi], self.sites, self.stop_at_layer)
+        else:  # fewer windows than ranks: this rank contributes none
+            empty = torch.empty(0, tokens.shape[1], device=self.model.device, dtype=self.model.dtype)
+            acts = {s: empty.new_empty(0, tokens.shape[1], self.widths[s]) for s in self.sites}
+        if D.world_size() == 1:
+            return acts
+        return {s: torch.cat(D.all_gather_varlen(acts[s].contiguous())) for s in self.sites}
 
     def state_dict(self) -> dict[str, Any]:
         return {"kind": "live", "epoch": self.epoch, "window": self.window, "batch": self.batch_index}

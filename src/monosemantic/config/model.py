@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -21,4 +22,23 @@ class ModelConfig(Section):
     dtype: Dtype | None = Field(None, description="Compute dtype of the model; defaults to the root dtype.")
     device: str | None = Field(
         None, description="cpu, cuda, cuda:1, mps or auto; defaults to the root device."
+    )
+    device_map: str | dict[str, Any] | None = Field(
+        None,
+        description="Split the model over devices with accelerate: auto, balanced, balanced_low_0, "
+        "sequential, or a {module: device} table. Overrides device.",
+    )
+    max_memory: dict[str, str] | None = Field(
+        None, description='Memory per device for device_map, e.g. {"0" = "20GiB", "cpu" = "60GiB"}.'
+    )
+    offload_folder: Path | None = Field(
+        None, description="Where accelerate puts weights that fit on no device (disk offload)."
+    )
+    quantization: Literal["8bit", "4bit"] | None = Field(
+        None, description="Load the weights in 8 or 4 bits with bitsandbytes (CUDA only)."
+    )
+    token_env: str | None = Field(
+        None,
+        description="Environment variable holding the hub token for gated models (default HF_TOKEN); "
+        "the token itself is never written anywhere.",
     )

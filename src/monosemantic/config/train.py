@@ -36,6 +36,17 @@ class TrainConfig(Section):
     out: Path = Field(Path("runs/train"))
     wandb: bool = Field(False, description="Log to Weights & Biases (needs `pip install wandb`).")
     wandb_project: str = "monosemantic"
+    parallel: Literal["data", "features", "dictionaries"] = Field(
+        "data",
+        description="Under torchrun: split batch rows (data), each dictionary's latents (features) or "
+        "the sweep's dictionaries (dictionaries) over the ranks. One process is world size 1.",
+    )
+    feature_shards: int | None = Field(
+        None,
+        gt=0,
+        description="Ranks sharing one dictionary's latents with parallel='features' (default: all); "
+        "fewer composes data x features on a 2-D DeviceMesh.",
+    )
     device: str | None = None
     dtype: Dtype | None = Field(None, description="Compute dtype: float32 or bfloat16.")
     seed: int | None = None

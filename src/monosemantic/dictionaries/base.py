@@ -9,7 +9,7 @@ output site equal to the input site; a transcoder maps `hook_name` to `hook_name
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ValidationError
@@ -22,6 +22,9 @@ from .types import DictionaryMeta, LossOutput, Penalty, SparseCodes, TrainStepSt
 
 __all__ = ["Dictionary", "DictionaryMeta", "LossOutput", "Penalty", "SparseCodes", "TrainStepState",
            "dictionary_class", "register_dictionary"]  # fmt: skip
+
+if TYPE_CHECKING:
+    from .sharding import Sharding
 
 _REGISTRY: dict[str, type[Dictionary]] = {}
 
@@ -76,6 +79,8 @@ class Dictionary(nn.Module, abc.ABC):
     saelens_name: ClassVar[str | None] = None
     # Architecture-owned config fields, given in `[dictionary.options]` (a pydantic model).
     Options: ClassVar[type[BaseModel] | None] = None
+    # Set by the distributed trainer when rows or latents are split over ranks (TopK family).
+    sharding: Sharding | None = None
 
     def __init__(self, cfg: DictionaryMeta) -> None:
         super().__init__()
@@ -240,6 +245,8 @@ class Dictionary(nn.Module, abc.ABC):
             dt = torch.get_autocast_dtype(W.device.type)
             W, vals = W.to(dt), vals.to(dt)
         out = sparse_decode(vals, W, codes.rows, codes.cols, codes.n_rows)
+        if self.sharding is not None:  # this rank decoded its slice of the latents: sum them
+            out = self.sharding.sum_partials(out)
         if not bias:
             return out
         return self._add_skip(out + self.b_dec, x)

@@ -35,6 +35,8 @@ class BatchTopKDictionary(TopKDictionary):
         self.register_buffer("threshold_updates", torch.zeros((), dtype=torch.long))
 
     def _select(self, pre: Tensor) -> tuple[Tensor, Tensor]:
+        if self.sharding is not None:
+            return self.sharding.topk_batch(pre, self.k)
         return topk_batch(pre, self.k * pre.shape[0])
 
     @torch.no_grad()
@@ -42,10 +44,13 @@ class BatchTopKDictionary(TopKDictionary):
         if not self.training:
             return
         positive = codes.vals[codes.vals > 0]
-        if positive.numel() == 0:
+        smallest = positive.min().float() if positive.numel() else codes.vals.new_tensor(torch.inf).float()
+        if self.sharding is not None:  # the smallest selected value of the whole mesh
+            smallest = self.sharding.global_min(smallest.reshape(1))[0]
+        if not torch.isfinite(smallest):
             return
         rate = max(1.0 / float(self.threshold_updates + 1), THRESHOLD_RATE)
-        self.threshold.mul_(1 - rate).add_(rate * positive.min().float())
+        self.threshold.mul_(1 - rate).add_(rate * smallest)
         self.threshold_updates += 1
 
     def encode(self, x: Tensor) -> Tensor:

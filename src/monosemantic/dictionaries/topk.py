@@ -55,6 +55,8 @@ class TopKDictionary(Dictionary):
 
     # The main selection; BatchTopK overrides it.
     def _select(self, pre: Tensor) -> tuple[Tensor, Tensor]:
+        if self.sharding is not None:
+            return self.sharding.topk_rows(pre, self.k)
         return topk_rows(pre, self.k)
 
     def _after_select(self, codes: SparseCodes) -> None:
@@ -67,10 +69,14 @@ class TopKDictionary(Dictionary):
         def select(pre: Tensor) -> list[tuple[Tensor, Tensor]]:
             groups = [self._select(pre)]
             if dead is not None:
-                groups.append(topk_dead(pre, dead, aux_k))
+                pick = topk_dead if self.sharding is None else self.sharding.topk_dead
+                groups.append(pick(pre, dead, aux_k))
             return groups
 
-        groups = sparse_encode(self._input(x), self.W_enc, self.b_enc, select)
+        x_in = self._input(x)
+        if self.sharding is not None:
+            x_in = self.sharding.enter(x_in)
+        groups = sparse_encode(x_in, self.W_enc, self.b_enc, select)
         n = x.shape[0]
         rows, cols, vals = groups[0]
         codes = SparseCodes(rows, cols, F.relu(vals), n, self.d_sae)
@@ -82,13 +88,17 @@ class TopKDictionary(Dictionary):
 
     def _dead_for_aux(self, state: TrainStepState) -> Tensor | None:
         dead = state.dead_mask
-        if dead is None or self.cfg.aux_coefficient <= 0 or not bool(dead.any()):
+        if dead is None or self.cfg.aux_coefficient <= 0 or self._n_dead(dead) == 0:
             return None
         return dead.to(self.device)
 
+    def _n_dead(self, dead: Tensor) -> int:
+        n = dead.sum()
+        return int(n if self.sharding is None else self.sharding.latent_sum(n.reshape(1))[0])
+
     def _aux_loss(self, aux: SparseCodes, residual: Tensor, dead: Tensor) -> Tensor:
         aux_k = self.cfg.aux_k or max(self.d_in // 2, 1)
-        scale = min(float(dead.sum()) / aux_k, 1.0)
+        scale = min(self._n_dead(dead) / aux_k, 1.0)
         return scale * self.mse(self.decode_codes(aux, bias=False), residual)
 
     def _reconstruction_loss(

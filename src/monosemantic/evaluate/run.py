@@ -23,12 +23,21 @@ from monosemantic.config import Config
 from monosemantic.corpus.concepts import CONCEPTS
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.lm.model import SubjectModel
+from monosemantic.utils import distributed as D
 from monosemantic.utils.errors import ConfigError, DataError
 from monosemantic.utils.files import check_output
 from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.torch_utils import resolve_device
 
 from .concepts import ConceptMetrics
+from .distributed import (
+    batch_range,
+    local_error_checks,
+    merge_concepts,
+    merge_reconstruction,
+    merge_site_sums,
+    merge_spliced,
+)
 from .metrics import ReconstructionMetrics
 from .report import print_table, write_outputs
 from .spliced import SplicedEvaluator, SpliceSpec
@@ -132,7 +141,13 @@ def _causal(model: _Model) -> bool:
 
 
 def evaluate(cfg: Config) -> list[dict[str, Any]]:
-    """Evaluate `evaluate.dictionary` (default train.out) on `evaluate.cache` (default harvest.out)."""
+    """Evaluate `evaluate.dictionary` (default train.out) on `evaluate.cache` (default harvest.out);
+    under torchrun the ranks split the batches and rank 0 writes the merged results."""
+    with D.session(cfg.evaluate.device):
+        return _evaluate(cfg)
+
+
+def _evaluate(cfg: Config) -> list[dict[str, Any]]:
     ecfg = cfg.evaluate
     check_output(ecfg.out, "evaluate.out")
     device = resolve_device(ecfg.device)
@@ -164,17 +179,20 @@ def evaluate(cfg: Config) -> list[dict[str, Any]]:
 
     limit = ecfg.max_sequences or cache.n_sequences
     n_seq = min(limit, cache.n_sequences)
+    lo, hi = batch_range(n_seq, ecfg.batch_size)  # this rank's batches (all of them in one process)
     token_batches: list[Tensor] = []
     keeps: list[Tensor] = []
     site_sum = {s: torch.zeros(0, dtype=torch.float64) for s in sites}
     site_n = done = 0
     with progress_bar() as bar:
         task = bar.add_task("evaluate", total=n_seq * cache.context_size, unit="tok", info="")
-        for batch in cache.iter_sequences(stored, batch_sequences=ecfg.batch_size):
+        for index, batch in enumerate(cache.iter_sequences(stored, batch_sequences=ecfg.batch_size)):
             if done >= n_seq:
                 break
             batch = {k: v[: n_seq - done] for k, v in batch.items()}
             done += len(batch["tokens"])
+            if not lo <= index < hi:
+                continue
             tokens = batch["tokens"]
             keep = cache.keep_mask(tokens)
             acts = _site_acts(batch, sites, live, model)
@@ -200,12 +218,17 @@ def evaluate(cfg: Config) -> list[dict[str, Any]]:
 
     if not token_batches:
         raise DataError(f"activation cache {cache.path} holds no sequences to evaluate")
+    site_sum, site_n = merge_site_sums(site_sum, site_n)
+    for e in entries:
+        merge_reconstruction(e.metrics)
+        merge_concepts(e.concepts)
     means = {s: (v / max(site_n, 1)).float() for s, v in site_sum.items()}
     spliced: list[dict[str, float]] = [{} for _ in entries]
     if spliced_on:
         specs = [SpliceSpec(e.dic, e.in_site, e.out_site, means[e.out_site]) for e in entries]
-        evaluator = SplicedEvaluator(model.get(), token_batches, keeps, ecfg.error_check_batches)
-        spliced = evaluator.evaluate_many(specs)
+        checks = local_error_checks(ecfg.error_check_batches, lo, hi)
+        evaluator = SplicedEvaluator(model.get(), token_batches, keeps, checks)
+        spliced = merge_spliced(evaluator.evaluate_many(specs), evaluator)
 
     results: list[dict[str, Any]] = []
     concept_reports: dict[str, dict[str, Any]] = {}
@@ -234,6 +257,8 @@ def evaluate(cfg: Config) -> list[dict[str, Any]]:
         results.append(r)
 
     out = Path(ecfg.out)
+    if not D.is_main():
+        return results
     write_outputs(out, results, concept_reports, plots=ecfg.plots)
     stdout = Console()
     print_table(results, stdout)

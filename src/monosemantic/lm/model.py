@@ -30,6 +30,7 @@ from transformers import logging as hf_logging
 from monosemantic.utils.errors import MonosemanticError
 from monosemantic.utils.torch_utils import resolve_device, torch_dtype
 
+from .big import BigModel, input_device
 from .families import family_of
 from .hooks import StopForward, hooked
 from .shipped import shipped_model_path
@@ -82,7 +83,7 @@ class SubjectModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.hf.parameters()).device
+        return input_device(self.hf)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -246,20 +247,25 @@ def load_model(
     dtype: str | torch.dtype | None = None,
     device: str | torch.device | None = None,
     revision: str | None = None,
+    big: BigModel | None = None,
 ) -> SubjectModel:
     """Load a hub id, a local save_pretrained folder, or 'storyworld' (the LM shipped here).
 
     dtype defaults to float32 (the shipped fp16 weights are upcast); device None means auto.
+    `big` (from `[model]`) splits or offloads the model with accelerate, quantizes it, and reads
+    the hub token; then `device` is ignored.
     """
+    big = big or BigModel()
     name_or_path = str(name_or_path)
     path = resolve_model_path(name_or_path)
     hf_logging.disable_progress_bar()  # our own bars report progress; one load needs none
     torch_dt = torch_dtype(dtype) if dtype is not None else torch.float32
     dev = resolve_device(str(device) if device is not None else None)
     try:
-        config = AutoConfig.from_pretrained(path, revision=revision)
+        token = big.token()
+        config = AutoConfig.from_pretrained(path, revision=revision, token=token)
         family = family_of(config.model_type).name
-        kwargs: dict = {"revision": revision, "dtype": torch_dt}
+        kwargs: dict = {"revision": revision, "dtype": torch_dt, "token": token, **big.kwargs(torch_dt)}
         if family == "gemma2":
             kwargs["attn_implementation"] = "eager"  # sdpa has no attention-logit softcapping
         if family == "bert":
@@ -268,7 +274,7 @@ def load_model(
         else:
             auto = AutoModelForCausalLM
         hf = auto.from_pretrained(path, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, token=token)
     except (OSError, ValueError, SafetensorError, UnicodeDecodeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise MonosemanticError(
@@ -277,4 +283,5 @@ def load_model(
         ) from err
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
-    return SubjectModel(hf.to(dev), tokenizer, name=name_or_path, revision=revision)
+    hf = hf if big.dispatched else hf.to(dev)
+    return SubjectModel(hf, tokenizer, name=name_or_path, revision=revision)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import torch
 
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.io import save_dictionary
+from monosemantic.utils import distributed as D
 from monosemantic.utils.errors import MonosemanticError
 from monosemantic.utils.files import atomic_path
 from monosemantic.utils.readers import load_torch
@@ -30,8 +32,9 @@ STATE_DIR = "trainer_state"
 RUN_STATE = "run.pt"
 
 
-def _step_file(folder: Path, step: int) -> Path:
-    return folder / STATE_DIR / f"step-{step:09d}.pt"
+def _step_file(folder: Path, step: int, suffix: str = "") -> Path:
+    """`suffix` names a rank's latent slice when a dictionary is split over ranks."""
+    return folder / STATE_DIR / f"step-{step:09d}{suffix}.pt"
 
 
 def _save(obj: Any, path: Path) -> None:
@@ -55,29 +58,50 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_state(
-    run_dir: Path, step: int, shared: dict[str, Any], per_dict: list[tuple[Path, dict[str, Any]]]
+    run_dir: Path,
+    step: int,
+    shared: dict[str, Any],
+    per_dict: list[tuple[Path, dict[str, Any]]],
+    suffix: str = "",
+    write_shared: bool = True,
 ) -> None:
-    """Write one consistent resume point for every dictionary of the run (see module docstring)."""
+    """Write one consistent resume point for every dictionary of the run (see module docstring).
+
+    Under torchrun each rank passes the dictionaries (or latent slices) it writes; `run.pt` is
+    written by one rank only after every rank's files are in place."""
     for folder, state in per_dict:
-        _save(state, _step_file(folder, step))
-    _save({**shared, "step": step}, run_dir / STATE_DIR / RUN_STATE)
+        _save(state, _step_file(folder, step, suffix))
+    D.barrier()
+    if write_shared:
+        _save({**shared, "step": step}, run_dir / STATE_DIR / RUN_STATE)
+    D.barrier()
+    current = f"step-{step:09d}"
     for folder, _ in per_dict:
-        for old in (folder / STATE_DIR).glob("step-*.pt"):
-            if old != _step_file(folder, step):
+        for old in (folder / STATE_DIR).glob(f"step-*{suffix}.pt"):
+            if not old.name.startswith(current):
                 old.unlink(missing_ok=True)
 
 
-def load_state(run_dir: Path, folders: list[Path], device: torch.device) -> tuple[dict, list[dict]] | None:
-    """The last committed resume point, or None for a fresh run."""
+def load_state(
+    run_dir: Path,
+    folders: list[Path],
+    device: torch.device,
+    suffix: str = "",
+    check: Callable[[dict], None] | None = None,
+) -> tuple[dict, list[dict]] | None:
+    """The last committed resume point, or None for a fresh run; `check` vets the shared state
+    before any per-dictionary file is opened."""
     path = run_dir / STATE_DIR / RUN_STATE
     if not path.exists():
         return None
     fix = f"delete {run_dir} to start over"
     shared = load_torch(path, "training state", fix, weights_only=False)
+    if check is not None:
+        check(shared)
     step = shared["step"]
     per_dict = []
     for folder in folders:
-        file = _step_file(folder, step)
+        file = _step_file(folder, step, suffix)
         if not file.exists():
             raise MonosemanticError(
                 f"{file} is missing, so the run in {run_dir} cannot resume; delete {run_dir} to start over"

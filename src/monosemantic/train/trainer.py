@@ -1,8 +1,8 @@
 """The trainer: one activation stream feeds every dictionary of a run, with exact resume.
 
 `train(cfg)` is the whole public surface. All mutable state lives in one `Trainer` object (no
-globals), so a torch.distributed mode can later wrap it: data-parallel would all-reduce grads
-after `backward`, feature-sharded would split slots' latents across ranks.
+globals). Under torchrun, `self.par` (train/parallel.py) splits rows, latents or dictionaries over
+the ranks; in one process it is world size 1 and every hook is the identity.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 
 from monosemantic.config import Config
 from monosemantic.dictionaries.base import TrainStepState
+from monosemantic.utils import distributed as D
 from monosemantic.utils.errors import ConfigError, DataError, MonosemanticError
 from monosemantic.utils.files import check_output
 from monosemantic.utils.progress import console, progress_bar
@@ -27,13 +28,25 @@ from . import checkpoint
 from .dead import resample_dead
 from .init import decoder_bias_init, norm_scale
 from .logging import WandbLogger
-from .metrics import batch_metrics, latent_counts
+from .metrics import latent_counts
+from .parallel import Parallel
 from .schedules import lr_factor, sparsity_factor
 from .slots import Slot, build_slots, resolve_sites
 from .stream import metadata_for, open_stream
 
 # Train-config fields that do not change the trained weights, so they may differ on resume.
-COSMETIC = {"out", "log_every", "checkpoint_every", "wandb", "wandb_project", "device"}
+# The parallel layout is checked on its own (`restore`): data-parallel state is the same on any
+# number of ranks, so only the latent sharding must match.
+COSMETIC = {
+    "out",
+    "log_every",
+    "checkpoint_every",
+    "wandb",
+    "wandb_project",
+    "device",
+    "parallel",
+    "feature_shards",
+}
 
 
 class Trainer:
@@ -48,7 +61,10 @@ class Trainer:
         self.stream = stream if stream is not None else open_stream(cfg, self.sites, model)
         self.widths = {s: self.stream.d_in(s) for s in self.sites}
         seed_everything(self.tcfg.seed if self.tcfg.seed is not None else cfg.seed)
-        self.slots: list[Slot] = build_slots(cfg, self.widths, self.device)
+        self.par = Parallel.from_config(self.tcfg, self.device)
+        every = build_slots(cfg, self.widths, self.device)
+        self.folders = [s.folder for s in every]  # of the whole run, whichever rank trains them
+        self.slots: list[Slot] = self.par.place(every, self.tcfg)
         self.total_steps = math.ceil(self.tcfg.tokens / self.tcfg.batch_size)
         self.step = 0
         self.scales: dict[str, float] = {s: 1.0 for s in self.sites}
@@ -74,20 +90,19 @@ class Trainer:
             "wall_time": self.wall_time,
             "complete": self.complete,
             "last": self.last,
+            "layout": self.par.layout(),
         }
-        checkpoint.save_state(self.out, self.step, shared, [(s.folder, s.state_dict()) for s in self.slots])
+        per_dict = [(s.folder, s.state_dict()) for s in self.slots] if self.par.writes_slot_state() else []
+        checkpoint.save_state(self.out, self.step, shared, per_dict, self.par.state_suffix, D.is_main())
 
     def restore(self) -> bool:
         """Load the last resume point; True when there was one."""
-        loaded = checkpoint.load_state(self.out, [s.folder for s in self.slots], self.device)
+        loaded = checkpoint.load_state(
+            self.out, [s.folder for s in self.slots], self.device, self.par.state_suffix, self._check_resume
+        )
         if loaded is None:
             return False
         shared, per_dict = loaded
-        if shared["fingerprint"] != self.fingerprint():
-            raise ConfigError(
-                f"{self.out} holds a run with a different config (dictionaries, train settings or "
-                f"activation widths); set train.out to a new folder or delete {self.out} to start over"
-            )
         self.step, self.scales, self.pending = shared["step"], shared["scales"], shared["pending"]
         self.wall_time, self.complete, self.last = shared["wall_time"], shared["complete"], shared["last"]
         self.stream.load_state_dict(shared["stream"])
@@ -96,6 +111,20 @@ class Trainer:
             slot.load_state_dict(state)
             slot.log.truncate_after(self.step)
         return True
+
+    def _check_resume(self, shared: dict[str, Any]) -> None:
+        if shared["fingerprint"] != self.fingerprint():
+            raise ConfigError(
+                f"{self.out} holds a run with a different config (dictionaries, train settings or "
+                f"activation widths); set train.out to a new folder or delete {self.out} to start over"
+            )
+        saved = shared.get("layout", {"mode": "data", "world": 1, "feature_shards": 1})
+        if saved["feature_shards"] != self.par.feature_size:
+            raise ConfigError(
+                f"{self.out} was trained with each dictionary split over {saved['feature_shards']} ranks "
+                f"(parallel={saved['mode']!r}, world size {saved['world']}); resume with the same "
+                f"torchrun --nproc-per-node and train.feature_shards, or set a new train.out"
+            )
 
     # ---- data -------------------------------------------------------------------------------
     def next_batch(self) -> dict[str, torch.Tensor]:
@@ -164,8 +193,10 @@ class Trainer:
         warm = sparsity_factor(self.step, self.tcfg.sparsity_warmup_steps)
         log_now = (self.step + 1) % self.tcfg.log_every == 0 or self.step + 1 == self.total_steps
         for i, slot in enumerate(self.slots):
-            x = batch[slot.site] * self.scales[slot.site]
-            y = x if slot.site_out == slot.site else batch[slot.site_out] * self.scales[slot.site_out]
+            x_all = batch[slot.site] * self.scales[slot.site]
+            y_all = x_all if slot.site_out == slot.site else batch[slot.site_out] * self.scales[slot.site_out]
+            x, y = self.par.rows(x_all), self.par.rows(y_all)  # this rank's rows of the global batch
+            n_all = x_all.shape[0]
             coefficient = None
             if slot.coefficient is not None:
                 coefficient = slot.coefficient
@@ -177,6 +208,7 @@ class Trainer:
                 out = slot.dic.training_loss(x, y, state)
             slot.optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
+            self.par.sync_grads(slot.dic, x.shape[0], n_all)
             if slot.dic.unit_norm_decoder:  # rows are unit: `initialize` and every step renormalise
                 slot.dic.remove_gradient_parallel_to_decoder_directions(rows_are_unit=True)
             for group in slot.optimizer.param_groups:
@@ -184,17 +216,18 @@ class Trainer:
             slot.optimizer.step()
             if slot.dic.unit_norm_decoder:
                 slot.dic.set_decoder_norm_to_unit_norm()
-            counts = latent_counts(out)
-            slot.tracker.update(counts, x.shape[0])
+            counts = self.par.global_counts(latent_counts(out))
+            slot.tracker.update(counts, n_all)
             if slot.controller is not None:
-                slot.controller.update(counts.sum() / x.shape[0])
+                slot.controller.update(self.par.all_latents(counts).sum() / n_all)
             if self._resample_now():
                 dead_now = slot.tracker.dead_mask()
-                slot.resampled += resample_dead(slot.dic, slot.optimizer, dead_now, x, y, out.x_hat.detach())
+                x_hat_all = self.par.full_x_hat(out)
+                slot.resampled += resample_dead(slot.dic, slot.optimizer, dead_now, x_all, y_all, x_hat_all)
                 slot.tracker.since_fired[dead_now] = 0  # give the new directions a full window
             if log_now:
                 row = {"step": self.step + 1, "tokens": (self.step + 1) * self.tcfg.batch_size, "lr": lr}
-                row |= batch_metrics(out, y, counts, slot.tracker.dead_mask())
+                row |= self.par.metrics(out, y_all, counts, slot.tracker.dead_mask(), x.shape[0])
                 if not math.isfinite(row["loss"]):
                     raise MonosemanticError(
                         f"dictionary {slot.name} diverged at step {self.step + 1} (loss {row['loss']}); "
@@ -206,7 +239,7 @@ class Trainer:
                     row["coefficient"] = float(coefficient) * warm
                 slot.log.write(row)
                 self.last[i] = row
-                if self.wandb is not None:
+                if self.wandb is not None and D.is_main():
                     self.wandb.log(i, row)
             del out  # free this dictionary's activations before the next one's forward pass
         self.step += 1
@@ -223,7 +256,7 @@ class Trainer:
 
     # ---- the loop ---------------------------------------------------------------------------
     def run(self) -> list[Path]:
-        folders = [s.folder for s in self.slots]
+        folders = self.folders
         if self.restore():
             if self.complete:
                 console.print(f"training in {self.out} is already complete ({self.step} steps)")
@@ -231,7 +264,7 @@ class Trainer:
             console.print(f"resuming {self.out} at step {self.step} of {self.total_steps}")
         else:
             self.initialize()
-        if self.tcfg.wandb:
+        if self.tcfg.wandb and D.is_main():
             configs = [
                 {**self.tcfg.model_dump(mode="json"), **s.cfg.model_dump(mode="json")} for s in self.slots
             ]
@@ -281,14 +314,12 @@ class Trainer:
             }
             meta = metadata_for(self.cfg, slot.site, slot.site_out if slot.site_out != slot.site else None)
             meta["training"] = summary
-            checkpoint.export_dictionary(
-                slot.dic,
-                slot.folder,
-                meta,
-                self.scales[slot.site],
-                self.scales[slot.site_out],
-                slot.tracker.density(),
-            )
+            view = self.par.export_view(slot)  # gathers latent slices: every rank calls it
+            if view is not None:
+                dic, density = view
+                checkpoint.export_dictionary(
+                    dic, slot.folder, meta, self.scales[slot.site], self.scales[slot.site_out], density
+                )
 
 
 def train(cfg: Config, stream: Any = None, model: Any = None) -> list[Path]:
@@ -297,4 +328,5 @@ def train(cfg: Config, stream: Any = None, model: Any = None) -> list[Path]:
     `stream` (optional) is any iterator of `{site: Tensor[B, d]}` with `d_in(site)`,
     `state_dict()` and `load_state_dict()`; by default it is built from `[data]`.
     """
-    return Trainer(cfg, stream=stream, model=model).run()
+    with D.session(cfg.train.device):
+        return Trainer(cfg, stream=stream, model=model).run()

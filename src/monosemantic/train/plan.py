@@ -1,0 +1,195 @@
+"""`monosemantic plan CONFIG`: memory per rank, cache disk and FLOPs per token, before starting.
+
+Numbers come from the model's `config.json` (no weights are read) and the config's sections;
+they are estimates of the dominant terms, stated with their formulas in the README:
+
+- model: parameters x bytes per parameter (dtype or quantization); a harvest of layer L runs
+  blocks 0..L only, but the whole model is loaded (accelerate offloads what does not fit).
+- harvest activations: one forward batch, about 12 x d_model values per token per block plus
+  the heads x ctx attention scores, in the model dtype.
+- dictionaries: fp32 weights + gradients + two Adam moments = 16 bytes per parameter,
+  divided by the feature shards (parallel='features') or spread by dictionary ('dictionaries').
+- training activations: the shuffle buffer (every rank holds it, in the model dtype on the model
+  device for a live source) and the [B, d_sae] pre-activation workspace of the local batch rows;
+  a live source adds the model and its forward pass to the total.
+- FLOPs per token: 2 per model parameter used (forward); TopK training 2 d_in d_sae (encoder)
+  + 6 k (d_in + d_out) (sparse backward and decoder); dense training 6 d_sae (d_in + d_out).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from monosemantic.config import Config
+from monosemantic.lm.sites import parse_site
+from monosemantic.utils.errors import ConfigError
+
+# Public config.json values of models people plan for, so a plan works without the hub.
+KNOWN: dict[str, dict[str, Any]] = {
+    "meta-llama/Llama-3.1-8B": dict(
+        d=4096, layers=32, heads=32, kv=8, ff=14336, vocab=128256, tied=False, gated=True
+    ),
+    "meta-llama/Meta-Llama-3-8B": dict(
+        d=4096, layers=32, heads=32, kv=8, ff=14336, vocab=128256, tied=False, gated=True
+    ),
+    "google/gemma-2-2b": dict(
+        d=2304, layers=26, heads=8, kv=4, ff=9216, vocab=256000, tied=True, gated=True, head_dim=256
+    ),
+    "gpt2": dict(d=768, layers=12, heads=12, kv=12, ff=3072, vocab=50257, tied=True, gated=False),
+    "EleutherAI/pythia-70m": dict(
+        d=512, layers=6, heads=8, kv=8, ff=2048, vocab=50304, tied=False, gated=False
+    ),
+}
+GATED = {"llama", "mistral", "qwen2", "gemma", "gemma2", "gemma3_text", "qwen3"}
+BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "8bit": 1, "4bit": 0.5}
+GiB = 2**30
+
+
+@dataclass
+class Dims:
+    d: int
+    layers: int
+    heads: int
+    kv: int
+    ff: int
+    vocab: int
+    tied: bool
+    gated: bool
+    head_dim: int | None = None
+
+    @property
+    def block_params(self) -> int:
+        hd = self.head_dim or self.d // self.heads
+        attn = 2 * self.d * self.heads * hd + 2 * self.d * self.kv * hd
+        return attn + (3 if self.gated else 2) * self.d * self.ff
+
+    @property
+    def params(self) -> int:
+        return self.layers * self.block_params + self.vocab * self.d * (1 if self.tied else 2)
+
+
+def model_dims(name: str, revision: str | None = None) -> Dims:
+    """Dimensions from the model's config.json (local first), else the table of known models."""
+    from transformers import AutoConfig
+
+    from monosemantic.lm.model import resolve_model_path
+
+    try:
+        c = AutoConfig.from_pretrained(resolve_model_path(name), revision=revision, local_files_only=True)
+    except (OSError, ValueError):
+        if name in KNOWN:
+            return Dims(**KNOWN[name])
+        raise ConfigError(
+            f"cannot read the config of model {name!r} offline; download it once (huggingface-cli "
+            f"download {name} config.json) or plan with one of {', '.join(KNOWN)}"
+        ) from None
+    c = getattr(c, "text_config", c)
+    d = c.hidden_size
+    heads = c.num_attention_heads
+    return Dims(
+        d=d,
+        layers=c.num_hidden_layers,
+        heads=heads,
+        kv=getattr(c, "num_key_value_heads", None) or heads,
+        ff=getattr(c, "intermediate_size", None) or getattr(c, "n_inner", None) or 4 * d,
+        vocab=c.vocab_size,
+        tied=bool(getattr(c, "tie_word_embeddings", True)),
+        gated=c.model_type in GATED,
+        head_dim=getattr(c, "head_dim", None),
+    )
+
+
+def _gib(n: float) -> str:
+    return f"{n / GiB:,.2f} GiB" if n >= GiB else f"{n / 2**20:,.2f} MiB"
+
+
+def _flops(n: float) -> str:
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:,.2f} {suffix}FLOP"
+    return f"{n:,.0f} FLOP"
+
+
+def plan(cfg: Config, world_size: int = 1) -> list[str]:
+    """The plan as lines of text (what `monosemantic plan` prints)."""
+    m, t = cfg.model, cfg.train
+    dims = model_dims(m.name, m.revision)
+    wbytes = BYTES[getattr(m, "quantization", None) or m.dtype or "float32"]
+    abytes = BYTES[m.dtype or "float32"]
+    sites = list(dict.fromkeys(cfg.sites.names))
+    blocks = dims.layers
+    if sites and "ln_final.hook_normalized" not in sites:
+        blocks = max((parse_site(s)[1] or 0) + 1 for s in sites)
+    ctx, hb = cfg.data.context_size, cfg.harvest.batch_size
+    width = {s: dims.d for s in sites}
+
+    lines = [
+        f"plan for {m.name} ({dims.params / 1e9:,.3f} B parameters, d_model {dims.d}, {dims.layers} layers)"
+    ]
+    lines.append(
+        f"world size {world_size}, train.parallel={t.parallel!r}"
+        + (f", train.feature_shards={t.feature_shards}" if t.feature_shards else "")
+    )
+    lines.append("")
+    lines.append("harvest (per rank; every rank holds the model)")
+    lines.append(
+        f"  model weights        {_gib(dims.params * wbytes)}  ({m.dtype}{', ' + m.quantization if getattr(m, 'quantization', None) else ''})"
+    )
+    act = hb * ctx * (12 * dims.d + dims.heads * ctx) * abytes
+    lines.append(f"  forward activations  {_gib(act)}  (batch {hb} x ctx {ctx})")
+    used = blocks * dims.block_params + dims.vocab * dims.d * (blocks == dims.layers)
+    lines.append(f"  FLOPs per token      {_flops(2 * used)}  (blocks 0..{blocks - 1} of {dims.layers})")
+    if cfg.data.max_tokens is not None:
+        n_tok = math.ceil(cfg.data.max_tokens / ctx) * ctx
+        sbytes = BYTES[cfg.harvest.dtype or "float32"]
+        disk = n_tok * (4 + sbytes * sum(width.values()))
+        lines.append(
+            f"  cache on disk        {_gib(disk)}  ({n_tok:,} tokens x {len(sites)} sites, {cfg.harvest.dtype})"
+        )
+    else:
+        lines.append("  cache on disk        unknown (set data.max_tokens)")
+
+    dicts = cfg.all_dictionaries()
+    lines.append("")
+    if not dicts:
+        lines.append("train: no [dictionary] in this config")
+        return lines
+    shards = t.feature_shards or (world_size if t.parallel == "features" else 1)
+    data_ranks = 1 if t.parallel == "dictionaries" else max(world_size // shards, 1)
+    per_rank = math.ceil(len(dicts) / world_size) if t.parallel == "dictionaries" else len(dicts)
+    default_site = sites[0] if sites else None
+    sizes, flops, widest = [], 0.0, 0
+    for d in dicts:
+        d_in = width.get(d.site or default_site, dims.d)
+        d_out = width.get(d.site_out or d.site or default_site, dims.d)
+        d_sae = d.d_sae or (d.expansion or 16) * d_in
+        sizes.append((d_in + d_out) * d_sae + d_sae + d_out)
+        widest = max(widest, d_sae)
+        if d.architecture in ("topk", "batchtopk", "matryoshka"):
+            flops += 2 * d_in * d_sae + 6 * (d.k or 32) * (d_in + d_out)
+        else:
+            flops += 6 * d_sae * (d_in + d_out)
+    params = max(sizes) * per_rank / shards if t.parallel == "dictionaries" else sum(sizes) / shards
+    lines.append(f"train ({len(dicts)} dictionaries, {per_rank} on each rank, latents split over {shards})")
+    lines.append(f"  dictionary weights   {_gib(4 * params)}")
+    lines.append(f"  gradients + Adam     {_gib(12 * params)}")
+    live = cfg.data.activations is None  # a live stream buffers on the model's device, in its dtype
+    bbytes = abytes if live else BYTES[cfg.harvest.dtype or "float32"]
+    buffer = t.buffer_tokens * bbytes * (sum(width.values()) if sites else dims.d)
+    where = "on the model device: live source" if live else "on the CPU: cache source"
+    lines.append(f"  shuffle buffer       {_gib(buffer)}  ({t.buffer_tokens:,} tokens; {where})")
+    rows = math.ceil(t.batch_size / data_ranks)
+    lines.append(
+        f"  step workspace       {_gib(rows * math.ceil(widest / shards) * 4)}  ({rows} rows x {math.ceil(widest / shards)} latents)"
+    )
+    total = 16 * params + buffer + rows * math.ceil(widest / shards) * 4
+    if live:  # the model and its forward pass share the device with the dictionaries
+        total += dims.params * wbytes + act
+    lines.append(
+        f"  total per rank       {_gib(total)}" + ("  (with the model: live source)" if live else "")
+    )
+    lines.append(f"  FLOPs per token      {_flops(flops)} (all dictionaries; / {world_size} ranks)")
+    lines.append(f"  training tokens      {t.tokens:,} -> {_flops(flops * t.tokens / world_size)} per rank")
+    return lines

@@ -1,0 +1,39 @@
+"""Launch `python -m monosemantic` under torchrun with 2 CPU processes (gloo), as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+
+def torchrun(args: list[str], cwd: Path, nproc: int = 2) -> subprocess.CompletedProcess:
+    """Run `torchrun --standalone --nproc-per-node N -m monosemantic ARGS`; fail with its output."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
+    done = subprocess.run(
+        [*cmd, "-m", "monosemantic", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def decoder_agreement(a: Path, b: Path) -> float:
+    """Fraction of latents whose decoder rows in checkpoints a and b have cosine > 0.999."""
+    wa, wb = load_file(str(a / "sae_weights.safetensors")), load_file(str(b / "sae_weights.safetensors"))
+    cos = torch.nn.functional.cosine_similarity(wa["W_dec"], wb["W_dec"], dim=1)
+    return float((cos > 0.999).float().mean())
+
+
+def train_config(folder: Path, acts: Path, body: str) -> Path:
+    path = folder / "config.toml"
+    path.write_text(
+        f'device = "cpu"\n[data]\nactivations = "{acts}"\n{body}\n'
+        "[train]\ntokens = 8192\nbatch_size = 512\nlr = 1e-3\nbuffer_tokens = 4096\ninit_tokens = 1024\n"
+        f'dead_after_tokens = 2048\nlog_every = 4\ncheckpoint_every = 8\nout = "{folder}/single"\n'
+    )
+    return path
