@@ -23,6 +23,7 @@ from monosemantic.utils.progress import console, progress_bar
 
 from .cache import ShardWriter, save_shard
 from .manifest import shard_name, write_manifest
+from .prefetch import Prefetch
 
 JOURNAL_GLOB = ".harvest-rank-*.json"
 
@@ -60,8 +61,6 @@ CaptureShard = Callable[[Iterator[Any], int, int, Callable[[int], None]], "dict[
 def harvest_shards(cfg: Any, model: Any, manifest: dict[str, Any], capture_shard: CaptureShard) -> Path:
     """Write this rank's share of the missing shards, then (rank 0) the merged manifest."""
     from monosemantic.corpus.windows import TokenWindows
-
-    from .harvest import Prefetch
 
     out = Path(cfg.harvest.out)
     total = manifest["harvest"]["target_sequences"]

@@ -31,7 +31,7 @@ from monosemantic.dictionaries.sharding import Sharding
 from monosemantic.utils import distributed as D
 from monosemantic.utils.errors import ConfigError
 
-from .dead import LATENT_AXES, DeadLatentTracker
+from .dead import DeadLatentTracker
 from .metrics import batch_metrics
 from .slots import Slot, make_optimizer
 
@@ -148,7 +148,7 @@ class Parallel:
         meta = dataclasses.replace(full.cfg, d_sae=hi - lo)
         with torch.random.fork_rng(devices=[]):  # its random init is overwritten: leave the RNG as is
             dic = type(full)(meta).to(full.device)
-        dic.load_state_dict(self._slice(full.state_dict(), lo, hi))
+        dic.load_state_dict(self._slice(full.state_dict(), full.latent_parameters(), lo, hi))
         dic.sharding = self._sharding(dic, lo, full.d_sae)
         self.full_meta[slot.name] = full.cfg
         return dataclasses.replace(
@@ -159,10 +159,11 @@ class Parallel:
         )
 
     @staticmethod
-    def _slice(state: dict[str, Tensor], lo: int, hi: int) -> dict[str, Tensor]:
+    def _slice(state: dict[str, Tensor], axes: dict[str, int], lo: int, hi: int) -> dict[str, Tensor]:
+        """Latents lo:hi of every tensor indexed by latent (`axes`: the architecture's own)."""
         out = {}
         for name, t in state.items():
-            axis = LATENT_AXES.get(name)
+            axis = axes.get(name)
             out[name] = t.narrow(axis, lo, hi - lo).clone() if axis is not None and t.ndim > axis else t
         return out
 
@@ -222,11 +223,12 @@ class Parallel:
             return (slot.dic, slot.tracker.density()) if self.writes_exports() else None
         if self.data_rank != 0:
             return None
+        axes = slot.dic.latent_parameters()
         state = {
             name: torch.cat(
-                D.all_gather_varlen(t.movedim(LATENT_AXES[name], 0).contiguous(), self.feature_group)
-            ).movedim(0, LATENT_AXES[name])
-            if name in LATENT_AXES and t.ndim > LATENT_AXES[name]
+                D.all_gather_varlen(t.movedim(axes[name], 0).contiguous(), self.feature_group)
+            ).movedim(0, axes[name])
+            if name in axes and t.ndim > axes[name]
             else t
             for name, t in slot.dic.state_dict().items()
         }
