@@ -141,7 +141,7 @@ def serve(cfg: Config) -> None:
     check_bind(s.host, s.token)
     app = create_app(db_path(cfg), cfg)
     _check_port(s.host, s.port)
-    server = uvicorn.Server(uvicorn.Config(app, host=s.host, port=s.port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host=s.host, port=s.port, log_level="warning", timeout_keep_alive=75))
 
     def announce() -> None:  # uvicorn sets `started` once its sockets listen
         while not server.started and not server.should_exit:
