@@ -8,6 +8,7 @@ and the graph list. Meanwhile live jobs keep the worker busy back to back: `trac
 (attribution, polled to the end) alternating with a 32-token steering request. Reported: errors
 (any non-200 or transport error; the target is 0), browsing latency p50/p99/max, requests/s, how
 many live jobs finished and the share of the browsing window a live job was running.
+`--no-live` browses alone (the baseline the live jobs are compared with).
 
     .venv/bin/python -m benchmarks.bench_serve [--clients 200] [--rounds 5] [--db runs/demo/features.db]
 """
@@ -43,7 +44,9 @@ def start_server(db: Path, workdir: Path, extra: str = "") -> tuple[subprocess.P
     """`monosemantic serve` on a free port; returns once it printed that it is listening."""
     port = _free_port()
     cfg = workdir / "serve.toml"
-    cfg.write_text(f'device = "cpu"\n[serve]\ndb = "{db}"\nport = {port}\nqueue_size = 8\n[circuit]\nablation = "zero"\n{extra}')
+    cfg.write_text(
+        f'device = "cpu"\n[serve]\ndb = "{db}"\nport = {port}\nqueue_size = 8\n[circuit]\nablation = "zero"\n{extra}'
+    )
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     proc = subprocess.Popen([sys.executable, "-m", "monosemantic.cli", "serve", str(cfg)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env)  # fmt: skip
@@ -82,7 +85,9 @@ async def _live(client: httpx.AsyncClient, stop: asyncio.Event, sae: int, busy: 
     while not stop.is_set():
         t0 = time.perf_counter()
         if n % 2 == 0:
-            r = await client.post("/api/circuits", json={"prompt": "Tom the dog found a red ball in the park. He"})
+            r = await client.post(
+                "/api/circuits", json={"prompt": "Tom the dog found a red ball in the park. He"}
+            )
             if r.status_code != 202:
                 errors.append(f"circuits: {r.status_code} {r.text[:200]}")
                 return
@@ -102,7 +107,7 @@ async def _live(client: httpx.AsyncClient, stop: asyncio.Event, sae: int, busy: 
         n += 1
 
 
-async def load(url: str, clients: int, rounds: int) -> dict[str, Any]:
+async def load(url: str, clients: int, rounds: int, live_jobs: bool = True) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
         dicts = (await client.get("/api/dictionaries")).json()
@@ -114,8 +119,12 @@ async def load(url: str, clients: int, rounds: int) -> dict[str, Any]:
         live_errors: list[str] = []
         busy: list[tuple[float, float]] = []
         stop = asyncio.Event()
+        if not live_jobs:
+            stop.set()
         live = asyncio.create_task(_live(client, stop, sae, busy, live_errors))
-        while not busy and not live.done():  # the first live job is under way before browsing starts
+        while (
+            live_jobs and not busy and not live.done()
+        ):  # the first live job is under way before browsing starts
             await asyncio.sleep(0.05)
             if (await client.get("/api/jobs")).json():
                 break
@@ -142,14 +151,15 @@ async def load(url: str, clients: int, rounds: int) -> dict[str, Any]:
     }
 
 
-def run(clients: int = 200, rounds: int = 5, db: str | Path = "runs/demo/features.db") -> list[dict[str, Any]]:
+def run(clients: int = 200, rounds: int = 5, db: str | Path = "runs/demo/features.db", live_jobs: bool = True
+        ) -> list[dict[str, Any]]:  # fmt: skip
     db = Path(db).resolve()
     if not db.is_file():
         raise SystemExit(f"no feature store at {db}; run `make demo` first or pass --db")
     with tempfile.TemporaryDirectory() as tmp:
         proc, url = start_server(db, Path(tmp))
         try:
-            return [asyncio.run(load(url, clients, rounds))]
+            return [asyncio.run(load(url, clients, rounds, live_jobs))]
         finally:
             proc.terminate()
             proc.wait(timeout=20)
@@ -160,8 +170,9 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--db", default="runs/demo/features.db")
+    ap.add_argument("--no-live", action="store_true", help="browse only (the baseline)")
     args = ap.parse_args()
-    print(json.dumps(run(args.clients, args.rounds, args.db)[0], indent=1))
+    print(json.dumps(run(args.clients, args.rounds, args.db, not args.no_live)[0], indent=1))
 
 
 if __name__ == "__main__":

@@ -160,15 +160,36 @@ def test_annotations_are_stored_in_the_store(store_path, tmp_path):
         gid = c.get("/api/graphs").json()[0]["id"]
         did = c.get("/api/dictionaries").json()[0]["id"]
         assert c.get("/api/annotations").json() == []
-        assert c.post("/api/annotations", json={"target": "graph", "key": str(gid), "text": "induction"}).status_code == 200
-        assert c.post("/api/annotations", json={"target": "feature", "key": f"{did}/3", "text": "dogs"}).status_code == 200
-        assert c.post("/api/annotations", json={"target": "feature", "key": f"{did}/999", "text": "x"}).status_code == 404
-        assert c.post("/api/annotations", json={"target": "feature", "key": "a/b/c", "text": "x"}).status_code == 422
+        assert (
+            c.post(
+                "/api/annotations", json={"target": "graph", "key": str(gid), "text": "induction"}
+            ).status_code
+            == 200
+        )
+        assert (
+            c.post(
+                "/api/annotations", json={"target": "feature", "key": f"{did}/3", "text": "dogs"}
+            ).status_code
+            == 200
+        )
+        assert (
+            c.post(
+                "/api/annotations", json={"target": "feature", "key": f"{did}/999", "text": "x"}
+            ).status_code
+            == 404
+        )
+        assert (
+            c.post("/api/annotations", json={"target": "feature", "key": "a/b/c", "text": "x"}).status_code
+            == 422
+        )
         assert c.post("/api/annotations", json={"target": "node", "key": "1", "text": "x"}).status_code == 422
         notes = c.get("/api/annotations", params={"target": "feature"}).json()
         assert [(n["key"], n["text"]) for n in notes] == [(f"{did}/3", "dogs")]
     with FeatureStore(db) as s:  # the note is in the file, the rest untouched
-        assert [r["text"] for r in s._rows("SELECT text FROM annotations ORDER BY id")] == ["induction", "dogs"]
+        assert [r["text"] for r in s._rows("SELECT text FROM annotations ORDER BY id")] == [
+            "induction",
+            "dogs",
+        ]
         assert len(s.graphs()) == 1
 
 
@@ -226,8 +247,13 @@ def test_token_required_off_localhost(store_path):
     cfg.serve.token = "correct-horse-battery"
     with TestClient(create_app(store_path, cfg)) as c:
         assert c.get("/api/dictionaries").status_code == 401
-        assert c.get("/api/dictionaries", headers={"Authorization": "Bearer wrong-horse-battery"}).status_code == 401
+        assert (
+            c.get("/api/dictionaries", headers={"Authorization": "Bearer wrong-horse-battery"}).status_code
+            == 401
+        )
         ok = c.get("/api/dictionaries", headers={"Authorization": "Bearer correct-horse-battery"})
         assert ok.status_code == 200 and len(ok.json()) == 2
-        page = c.get("/", params={"token": "correct-horse-battery"})  # a browser: once in the URL, then a cookie
+        page = c.get(
+            "/", params={"token": "correct-horse-battery"}
+        )  # a browser: once in the URL, then a cookie
         assert page.status_code == 200 and c.get("/api/dictionaries").status_code == 200

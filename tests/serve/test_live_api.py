@@ -122,7 +122,9 @@ def test_trace_a_prompt_as_a_job(live, ids):
     assert {g["id"] for g in graphs} - before == {gid}
     g = live.get(f"/api/graphs/{gid}").json()
     assert g["metadata"]["prompt"].endswith("He") or g["metadata"]["slug"].startswith("tom-the-dog")
-    assert any(n.get("feature_type") == "cross layer transcoder" or n["node_id"].startswith("1_") for n in g["nodes"])
+    assert any(
+        n.get("feature_type") == "cross layer transcoder" or n["node_id"].startswith("1_") for n in g["nodes"]
+    )
     assert live.get(f"/graphs/{gid}").status_code == 200
     bad = live.post("/api/circuits", json={"prompt": "hi", "dictionaries": [ids[LIVE_SAE][0], 12345]})
     assert _wait(live, bad.json()["job"])["status"] == "failed"
@@ -143,12 +145,16 @@ def test_full_queue_answers_429_with_retry_after(live, ids):
     finally:
         release.set()
     time.sleep(0.2)
-    assert live.post("/api/activations", json={"dictionary": ids[LIVE_SAE][0], "text": "hi"}).status_code == 200
+    assert (
+        live.post("/api/activations", json={"dictionary": ids[LIVE_SAE][0], "text": "hi"}).status_code == 200
+    )
 
 
 def test_search_every_dictionary(live, ids):
     hits = live.get("/api/search", params={"q": "dragons"}).json()["results"]
-    assert {(h["dictionary"], h["idx"]) for h in hits} == {(n, i) for n in (LIVE_SAE, LIVE_TC) for i in range(0, 256, 50)}
+    assert {(h["dictionary"], h["idx"]) for h in hits} == {
+        (n, i) for n in (LIVE_SAE, LIVE_TC) for i in range(0, 256, 50)
+    }
     assert [h["idx"] for h in live.get("/api/search", params={"q": "tok170"}).json()["results"]] == [170, 170]
     assert live.get("/api/search", params={"q": 'feature NEAR( "AND *'}).status_code == 200
     assert live.get("/api/search", params={"q": "x" * 50_000}).status_code == 422

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import weakref
 from typing import Any
 
 from .store import FeatureStore
@@ -24,10 +25,15 @@ def _tokens(text: str | None) -> str:
     return " ".join(str(t.get("token", "")) for t in json.loads(text)) if text else ""
 
 
-def _ensure_index(store: FeatureStore) -> None:
+_built: weakref.WeakKeyDictionary[FeatureStore, object] = weakref.WeakKeyDictionary()
+
+
+def _ensure_index(store: FeatureStore, version: object) -> None:
     with store.transaction() as db:
-        if db.execute("SELECT 1 FROM sqlite_temp_master WHERE name = ?", (_TABLE,)).fetchone():
+        exists = db.execute("SELECT 1 FROM sqlite_temp_master WHERE name = ?", (_TABLE,)).fetchone()
+        if exists and _built.get(store) == version:
             return
+        db.execute(f"DROP TABLE IF EXISTS temp.{_TABLE}")
         rows = db.execute(
             "SELECT dictionary_id, idx, explanation, concept, logit_top, input_top FROM features"
         ).fetchall()
@@ -39,6 +45,7 @@ def _ensure_index(store: FeatureStore) -> None:
             f"INSERT INTO temp.{_TABLE} VALUES (?, ?, ?, ?, ?)",
             [(r[2] or "", r[3] or "", f"{_tokens(r[4])} {_tokens(r[5])}", r[0], r[1]) for r in rows],
         )
+    _built[store] = version
 
 
 def fts_query(query: str) -> str | None:
@@ -48,13 +55,16 @@ def fts_query(query: str) -> str | None:
     return " ".join(f'"{w}"*' for w in words) if words else None
 
 
-def search_features(store: FeatureStore, query: str, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+def search_features(
+    store: FeatureStore, query: str, limit: int = 50, offset: int = 0, version: object = None
+) -> list[dict[str, Any]]:
     """Features of every dictionary matching `query`, best BM25 match first, as
-    `{dictionary_id, dictionary, idx, explanation, concept, density}`."""
+    `{dictionary_id, dictionary, idx, explanation, concept, density}`. The index is rebuilt when
+    `version` differs from the one it was built for (a caller that knows the store changed)."""
     match = fts_query(query)
     if match is None:
         return []
-    _ensure_index(store)
+    _ensure_index(store, version)
     with store.transaction() as db:
         rows = db.execute(
             f"SELECT s.dictionary_id, d.name AS dictionary, s.idx, f.explanation, f.concept, f.density "

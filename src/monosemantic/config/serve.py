@@ -19,11 +19,24 @@ class ServeConfig(Section):
     token: str | None = Field(
         None, min_length=16, description="Bearer token every request must carry (required off localhost)."
     )
-    device: str | None = Field(None, description="Device of the live model and dictionaries (default: root device).")
-    queue_size: int = Field(4, ge=1, le=1000, description="Live jobs waiting beyond the running one; more get 429.")
-    max_text_chars: int = Field(2000, ge=1, le=100_000, description="Longest text or prompt a live request may send.")
-    max_new_tokens: int = Field(64, ge=1, le=4096, description="Most tokens one steering request may generate.")
-    job_timeout_s: float = Field(120.0, gt=0, description="How long a request waits for its activations or steering.")
+    device: str | None = Field(
+        None, description="Device of the live model and dictionaries (default: root device)."
+    )
+    queue_size: int = Field(
+        4, ge=1, le=1000, description="Live jobs waiting beyond the running one; more get 429."
+    )
+    max_text_chars: int = Field(
+        2000, ge=1, le=100_000, description="Longest text or prompt a live request may send."
+    )
+    max_new_tokens: int = Field(
+        64, ge=1, le=4096, description="Most tokens one steering request may generate."
+    )
+    job_timeout_s: float = Field(
+        120.0, gt=0, description="How long a request waits for its activations or steering."
+    )
     busy_timeout_s: float = Field(
-        0.5, gt=0, le=60, description="How long a read waits on a store another process locks before answering 503."
+        0.5,
+        gt=0,
+        le=60,
+        description="How long a read waits on a store another process locks before answering 503.",
     )

@@ -29,7 +29,9 @@ def add_annotation(store: FeatureStore, target: str, key: str, text: str) -> int
     return int(cur.lastrowid)
 
 
-def annotations(store: FeatureStore, target: str | None = None, key: str | None = None) -> list[dict[str, Any]]:
+def annotations(
+    store: FeatureStore, target: str | None = None, key: str | None = None
+) -> list[dict[str, Any]]:
     """Notes, oldest first; only those of `target` (and `key`) when given."""
     with store.transaction() as db:
         if not db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='annotations'").fetchone():

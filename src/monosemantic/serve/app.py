@@ -50,8 +50,12 @@ def db_path(cfg: Config) -> Path:
 async def _sqlite_error(_: Request, err: Exception) -> JSONResponse:
     """A store another process locks (or cannot be read) is a 503 the client may retry."""
     msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-    what = "is locked by another process" if "locked" in msg or "busy" in msg else f"could not be read ({msg})"
-    return JSONResponse({"detail": f"the feature store {what}; retry shortly"}, status_code=503, headers={"Retry-After": "1"})
+    what = (
+        "is locked by another process" if "locked" in msg or "busy" in msg else f"could not be read ({msg})"
+    )
+    return JSONResponse(
+        {"detail": f"the feature store {what}; retry shortly"}, status_code=503, headers={"Retry-After": "1"}
+    )
 
 
 async def _limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -72,7 +76,9 @@ def create_app(db_path: str | Path, cfg: Config | None = None) -> FastAPI:
     try:
         store = LiveStore(path, cfg.serve.busy_timeout_s)
     except sqlite3.DatabaseError as e:
-        raise MonosemanticError(f"{path} is not a readable feature store ({e}); rerun `monosemantic analyze`") from None
+        raise MonosemanticError(
+            f"{path} is not a readable feature store ({e}); rerun `monosemantic analyze`"
+        ) from None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -85,6 +91,7 @@ def create_app(db_path: str | Path, cfg: Config | None = None) -> FastAPI:
     app.state.cfg = cfg
     app.state.store = store
     app.state.index_cache = {}
+    app.state.index_lock = threading.Lock()
     app.state.worker = Worker(cfg.serve.queue_size)
     app.state.live = LiveModels(cfg, store)
     app.add_exception_handler(sqlite3.OperationalError, _sqlite_error)
@@ -99,7 +106,10 @@ def create_app(db_path: str | Path, cfg: Config | None = None) -> FastAPI:
     def graph_page(request: Request, gid: routes_store.Id) -> str:
         from monosemantic.circuits.viewer import render_viewer
 
-        return render_viewer(routes_store.graph(request, gid))
+        try:
+            return render_viewer(store.get().graph(gid))
+        except MonosemanticError as e:
+            raise HTTPException(404, str(e)) from None
 
     @app.get("/data/site.js")
     def site_js() -> Response:
@@ -141,7 +151,9 @@ def serve(cfg: Config) -> None:
     check_bind(s.host, s.token)
     app = create_app(db_path(cfg), cfg)
     _check_port(s.host, s.port)
-    server = uvicorn.Server(uvicorn.Config(app, host=s.host, port=s.port, log_level="warning", timeout_keep_alive=75))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=s.host, port=s.port, log_level="warning", timeout_keep_alive=75)
+    )
 
     def announce() -> None:  # uvicorn sets `started` once its sockets listen
         while not server.started and not server.should_exit:

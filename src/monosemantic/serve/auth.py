@@ -44,7 +44,9 @@ def _given(request: Request) -> str | None:
     return request.query_params.get("token") or request.cookies.get(COOKIE)
 
 
-def token_middleware(token: str) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
+def token_middleware(
+    token: str,
+) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
     """An HTTP middleware answering 401 to any request without `token`."""
 
     async def check(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -77,7 +77,10 @@ class LiveModels:
         model = self.model()
         prepend = bool((dic.cfg.metadata or {}).get("prepend_bos", True))
         ids = prompt_ids(model, text, prepend)
-        ctx = int(getattr(model.hf.config, "n_positions", 0) or getattr(model.hf.config, "max_position_embeddings", 0))
+        ctx = int(
+            getattr(model.hf.config, "n_positions", 0)
+            or getattr(model.hf.config, "max_position_embeddings", 0)
+        )
         if ctx and ids.numel() > ctx:
             raise MonosemanticError(f"the text has {ids.numel()} tokens; this model reads at most {ctx}")
         return ids
@@ -89,14 +92,20 @@ class LiveModels:
         dic, row = self.dictionary(did)
         model = self.model()
         if feature is not None and not 0 <= feature < dic.d_sae:
-            raise MonosemanticError(f"feature {feature} is out of range; {row['name']} has 0..{dic.d_sae - 1}")
+            raise MonosemanticError(
+                f"feature {feature} is out of range; {row['name']} has 0..{dic.d_sae - 1}"
+            )
         ids = self._ids(text, dic)
         site = dic.cfg.hook_name
         job.report("running", 0.5)
         out = model.run(ids[None], capture=[site], stop_at_layer=model.stop_layer([site]))
         codes = dic.encode(out.activations[site][0].to(dic.device, dic.dtype)).float().cpu()  # [T, F]
         bos = model.tokenizer.bos_token_id
-        skip = 1 if bos is not None and int(ids[0]) == bos and (dic.cfg.metadata or {}).get("prepend_bos", True) else 0
+        skip = (
+            1
+            if bos is not None and int(ids[0]) == bos and (dic.cfg.metadata or {}).get("prepend_bos", True)
+            else 0
+        )
         codes[:skip] = 0.0  # dictionaries are not trained on the BOS position (its activations are outliers)
         vals, idx = codes.topk(min(top, codes.shape[1]), dim=1)
         per_token = [
@@ -125,7 +134,10 @@ class LiveModels:
         dic, row = self.dictionary(did)
         model = self.model()
         ids = self._ids(prompt, dic)
-        skip_first = bool((dic.cfg.metadata or {}).get("prepend_bos", True)) and int(ids[0]) == model.tokenizer.bos_token_id
+        skip_first = (
+            bool((dic.cfg.metadata or {}).get("prepend_bos", True))
+            and int(ids[0]) == model.tokenizer.bos_token_id
+        )
         model.check_sites(list(steering_edits(dic, feature, mode, value)))
 
         def edits(start: int) -> dict:
@@ -137,7 +149,7 @@ class LiveModels:
             job.report(which, 0.1 + 0.45 * n)
             made: list[int] = []
 
-            def on_token(t: int, which: str = which, made: list[int] = made) -> None:
+            def on_token(t: int, which: str = which, made: list[int] = made, n: int = n) -> None:
                 made.append(t)
                 job.emit({"which": which, "text": self._text(t)})
                 job.report(which, 0.1 + 0.45 * n + 0.45 * len(made) / max_new_tokens)
@@ -154,12 +166,18 @@ class LiveModels:
 
         store = self.store.get()
         rows = store.dictionaries()
-        chosen = [r for r in rows if r["id"] in dictionaries] if dictionaries else [r for r in rows if r.get("hook_name_out")]
+        chosen = (
+            [r for r in rows if r["id"] in dictionaries]
+            if dictionaries
+            else [r for r in rows if r.get("hook_name_out")]
+        )
         if dictionaries and len(chosen) != len(set(dictionaries)):
             missing = sorted(set(dictionaries) - {r["id"] for r in chosen})
             raise MonosemanticError(f"no dictionary {missing} in the store (ids: {[r['id'] for r in rows]})")
         if not chosen:
-            raise MonosemanticError("the store holds no transcoders to trace with; train per-layer transcoders")
+            raise MonosemanticError(
+                "the store holds no transcoders to trace with; train per-layer transcoders"
+            )
         job.report("loading model and dictionaries", 0.05)
         loaded = [self.dictionary(r["id"])[0] for r in chosen]
         model = self.model()
@@ -173,11 +191,10 @@ class LiveModels:
         describe_store, describe = store_describer(self.store.path, paths, names, loaded)
         try:
             gj = trace(cfg, rm, describe)
-            job.report("storing the graph", 0.95)
-            if describe_store is None:
-                raise MonosemanticError(f"the store {self.store.path} disappeared during the trace")
-            gid = describe_store.add_graph(gj["metadata"]["slug"], gj, prompt=prompt)
         finally:
             if describe_store is not None:
                 describe_store.close()
+        job.report("storing the graph", 0.95)
+        with self.store.own_write() as store:
+            gid = store.add_graph(gj["metadata"]["slug"], gj, prompt=prompt)
         return {"graph_id": gid, "url": f"graphs/{gid}", "scores": gj["metadata"]["scores"]}

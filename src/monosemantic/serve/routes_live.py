@@ -63,12 +63,18 @@ class CircuitIn(BaseModel):
 def _limits(request: Request, text: str, new_tokens: int = 0) -> None:
     s = request.app.state.cfg.serve
     if len(text) > s.max_text_chars:
-        raise HTTPException(422, f"text has {len(text)} characters; at most {s.max_text_chars} (serve.max_text_chars)")
+        raise HTTPException(
+            422, f"text has {len(text)} characters; at most {s.max_text_chars} (serve.max_text_chars)"
+        )
     if new_tokens > s.max_new_tokens:
-        raise HTTPException(422, f"max_new_tokens={new_tokens}; at most {s.max_new_tokens} (serve.max_new_tokens)")
+        raise HTTPException(
+            422, f"max_new_tokens={new_tokens}; at most {s.max_new_tokens} (serve.max_new_tokens)"
+        )
 
 
-def _submit(request: Request, kind: str, fn: Callable[[Job], Any], listen: bool) -> tuple[Job, asyncio.Queue | None]:
+def _submit(
+    request: Request, kind: str, fn: Callable[[Job], Any], listen: bool
+) -> tuple[Job, asyncio.Queue | None]:
     try:
         return request.app.state.worker.submit(kind, fn, asyncio.get_running_loop() if listen else None)
     except QueueFull as e:
@@ -90,7 +96,9 @@ async def _result(request: Request, kind: str, fn: Callable[[Job], Any]) -> Any:
     try:
         await asyncio.wait_for(finished(), request.app.state.cfg.serve.job_timeout_s)
     except asyncio.TimeoutError:
-        raise HTTPException(504, f"job {job.id} ({kind}) is still {job.stage}; see /api/jobs/{job.id}") from None
+        raise HTTPException(
+            504, f"job {job.id} ({kind}) is still {job.stage}; see /api/jobs/{job.id}"
+        ) from None
     if job.status == "failed":
         raise _failure(job)
     return job.result
@@ -102,7 +110,9 @@ async def activations(request: Request, body: ActivationsIn) -> dict[str, Any]:
     _limits(request, body.text)
     live = request.app.state.live
     return await _result(
-        request, "activations", lambda job: live.activations(job, body.dictionary, body.text, body.feature, body.top)
+        request,
+        "activations",
+        lambda job: live.activations(job, body.dictionary, body.text, body.feature, body.top),
     )
 
 
@@ -137,7 +147,9 @@ async def circuits(request: Request, body: CircuitIn) -> dict[str, Any]:
     """Start tracing `prompt`; poll `/api/jobs/{job}` until done, then open `/graphs/{graph_id}`."""
     _limits(request, body.prompt)
     live = request.app.state.live
-    job, _ = _submit(request, "circuit", lambda job: live.trace(job, body.prompt, body.dictionaries), listen=False)
+    job, _ = _submit(
+        request, "circuit", lambda job: live.trace(job, body.prompt, body.dictionaries), listen=False
+    )
     return {"job": job.id, "status": job.status, "url": f"api/jobs/{job.id}"}
 
 
