@@ -208,6 +208,13 @@ def test_follows_a_replaced_store(store_path, tmp_path):
         assert rows["total"] == 2 and rows["features"][0]["explanation"] == "new analysis"
         assert c.get("/api/graphs").json() == []
         assert c.get("/api/search", params={"q": "analysis"}).json()["results"][0]["dictionary"] == "rebuilt"
+        broken = tmp_path / "broken.db"
+        broken.write_bytes(b"not a database" * 100)
+        broken.replace(db)  # a broken file renamed over the store: 503, then recovery when fixed
+        assert c.get("/api/dictionaries").status_code == 503
+        shutil.copyfile(store_path, tmp_path / "again.db")
+        (tmp_path / "again.db").replace(db)
+        assert len(c.get("/api/dictionaries").json()) == 2
 
 
 def test_locked_store_answers_503_quickly(store_path, tmp_path):

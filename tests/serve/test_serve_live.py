@@ -143,3 +143,21 @@ def test_view_trace_opens_the_graph(live_page, live_server):
     live_page.click("#trace-link")
     live_page.wait_for_load_state()
     assert live_page.url.endswith(f"/graphs/{gid}") and "tom-the-dog" in live_page.content()
+
+
+@pytest.mark.parametrize("case", ["busy port", "open host without token"])
+def test_serve_refuses_in_one_line(store_path, tmp_path, case):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        host = "127.0.0.1" if case == "busy port" else "0.0.0.0"
+        cfg = tmp_path / "serve.toml"
+        cfg.write_text(f'[serve]\ndb = "{store_path}"\nhost = "{host}"\nport = {port}\n')
+        out = subprocess.run([sys.executable, "-m", "monosemantic.cli", "serve", str(cfg)],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and (
+        "cannot listen" in lines[0] if case == "busy port" else "serve.token" in lines[0]
+    )

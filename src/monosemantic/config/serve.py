@@ -15,7 +15,7 @@ class ServeConfig(Section):
 
     db: Path | None = Field(None, description="Feature store; default [analyze].out/features.db.")
     host: str = Field("127.0.0.1", description="Bind address; any non-loopback host needs serve.token.")
-    port: int = Field(8765, gt=0, lt=65536)
+    port: int = Field(8765, gt=0, lt=65536, description="Port to listen on.")
     token: str | None = Field(
         None, min_length=16, description="Bearer token every request must carry (required off localhost)."
     )

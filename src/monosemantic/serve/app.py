@@ -22,7 +22,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from monosemantic.analyze.dashboard import ASSETS
 from monosemantic.config import Config
-from monosemantic.utils.errors import MonosemanticError
+from monosemantic.utils.errors import DataError, MonosemanticError
 
 from . import routes_live, routes_store
 from .auth import check_bind, token_middleware
@@ -56,6 +56,11 @@ async def _sqlite_error(_: Request, err: Exception) -> JSONResponse:
     return JSONResponse(
         {"detail": f"the feature store {what}; retry shortly"}, status_code=503, headers={"Retry-After": "1"}
     )
+
+
+async def _store_error(_: Request, err: Exception) -> JSONResponse:
+    """A store replaced by something unreadable (a schema from another version, a broken file)."""
+    return JSONResponse({"detail": str(err).splitlines()[0]}, status_code=503, headers={"Retry-After": "5"})
 
 
 async def _limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -96,6 +101,7 @@ def create_app(db_path: str | Path, cfg: Config | None = None) -> FastAPI:
     app.state.live = LiveModels(cfg, store)
     app.add_exception_handler(sqlite3.OperationalError, _sqlite_error)
     app.add_exception_handler(sqlite3.DatabaseError, _sqlite_error)
+    app.add_exception_handler(DataError, _store_error)
     app.middleware("http")(_limit_body)
     if cfg.serve.token:
         app.middleware("http")(token_middleware(cfg.serve.token))
