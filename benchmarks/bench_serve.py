@@ -4,7 +4,7 @@ A real server (`monosemantic serve` in a subprocess, uvicorn on 127.0.0.1) reads
 with real checkpoints (default: the demo's `runs/demo/features.db`; run `make demo` first). Each
 of `clients` httpx clients (one asyncio task each, all at once) browses `rounds` times: the
 dictionary list, a page of 50 features, one feature's dashboard data, a cross-dictionary search
-and the graph list. Meanwhile live jobs keep the worker busy back to back: `trace this prompt`
+and the graph list, after the server built its caches (it does once it listens). Meanwhile live jobs keep the worker busy back to back: `trace this prompt`
 (attribution, polled to the end) alternating with a 32-token steering request. Reported: errors
 (any non-200 or transport error; the target is 0), browsing latency p50/p99/max, requests/s, how
 many live jobs finished and the share of the browsing window a live job was running.
@@ -113,6 +113,9 @@ async def load(url: str, clients: int, rounds: int, live_jobs: bool = True) -> d
         dicts = (await client.get("/api/dictionaries")).json()
         dids = [d["id"] for d in dicts]
         sae = next((d["id"] for d in dicts if not d["transcoder"]), dids[0])
+        for did in dids:  # the server builds these caches once it listens; measure after that
+            await client.get(f"/api/dictionaries/{did}/features?limit=1")
+        await client.get("/api/search?q=the")
         word = "the"
         lat: list[float] = []
         errors: list[str] = []

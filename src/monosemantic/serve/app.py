@@ -63,6 +63,13 @@ async def _store_error(_: Request, err: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(err).splitlines()[0]}, status_code=503, headers={"Retry-After": "5"})
 
 
+def _warm(state: object) -> None:
+    try:
+        routes_store.warm(state)
+    except Exception as e:  # a store unreadable now answers 503 per request; say why once here
+        print(f"warning: could not prepare the viewer's indexes ({type(e).__name__}: {e})", file=sys.stderr)
+
+
 async def _limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
     size = request.headers.get("content-length")
     if size is not None and (not size.isdigit() or int(size) > MAX_BODY):
@@ -86,7 +93,8 @@ def create_app(db_path: str | Path, cfg: Config | None = None) -> FastAPI:
         ) from None
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        threading.Thread(target=_warm, args=(app.state,), name="monosemantic-warm", daemon=True).start()
         yield
         store.close()
 

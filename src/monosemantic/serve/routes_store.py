@@ -50,16 +50,31 @@ def _dictionary(store: FeatureStore, did: int) -> dict[str, Any]:
         raise HTTPException(404, str(e)) from None
 
 
-def _index_of(request: Request, store: FeatureStore, did: int) -> dict[int, dict[str, Any]]:
+def _index_of(state: Any, store: FeatureStore, did: int) -> dict[int, dict[str, Any]]:
     """Index rows of a dictionary, rebuilt when the store changed (`LiveStore.version`). One
     request builds them while the others wait, instead of every request building its own."""
-    cache, stamp = request.app.state.index_cache, (request.app.state.store.version, id(store))
+    cache, stamp = state.index_cache, (state.store.version, id(store))
     if did in cache and cache[did][0] == stamp:
         return cache[did][1]
-    with request.app.state.index_lock:
+    with state.index_lock:
         if did not in cache or cache[did][0] != stamp:
             cache[did] = (stamp, {r["idx"]: r for r in index_rows(store, did)})
         return cache[did][1]
+
+
+def _search(state: Any, query: str, limit: int, offset: int) -> list[dict[str, Any]]:
+    store = state.store.get()
+    with state.index_lock:  # one build of the search index per store version
+        return search_features(store, query, limit, offset, version=(state.store.version, id(store)))
+
+
+def warm(state: Any) -> None:
+    """Build the index rows of every dictionary and the search index (a server does this once it
+    listens, so the first readers do not wait for them)."""
+    store = state.store.get()
+    for d in store.dictionaries():
+        _index_of(state, store, d["id"])
+    _search(state, "warm", 1, 0)
 
 
 @router.get("/api/site")
@@ -100,7 +115,7 @@ def features(
             400, f"cannot order by {order!r}; use one of {', '.join([*ORDER_ALIASES, *ORDERABLE])}"
         )
     rows = store.list_features(did, column, descending, search or None, min_density, limit, offset)
-    rows_by_idx = _index_of(request, store, did)
+    rows_by_idx = _index_of(request.app.state, store, did)
     return _json(
         {
             "total": store.count_features(did, search or None, min_density),
@@ -134,11 +149,7 @@ def search(
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> JSONResponse:
     """Features of every dictionary whose explanation, concept or top tokens match `q` (FTS5)."""
-    live = request.app.state.store
-    store = live.get()
-    with request.app.state.index_lock:  # one build of the search index per store version
-        results = search_features(store, q, limit, offset, version=(live.version, id(store)))
-    return _json({"query": q, "results": results})
+    return _json({"query": q, "results": _search(request.app.state, q, limit, offset)})
 
 
 @router.get("/api/graphs")
