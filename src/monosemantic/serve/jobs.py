@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import queue
 import threading
 import time
@@ -25,6 +26,7 @@ from monosemantic.utils.errors import MonosemanticError
 __all__ = ["Job", "QueueFull", "Worker"]
 
 KEEP_FINISHED = 200  # finished jobs remembered for GET /api/jobs/{id}
+WORKER_NICE = 10
 
 
 class QueueFull(Exception):
@@ -113,6 +115,10 @@ class Worker:
             return list(self._jobs.values())
 
     def _loop(self) -> None:
+        try:  # Linux: a thread's own nice value. Browsing requests get the CPU first; jobs use the rest.
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICE)
+        except (AttributeError, OSError):
+            pass
         while True:
             job = self._queue.get()
             job.status, job.stage, job.started = "running", "running", time.time()
