@@ -35,7 +35,7 @@ class LiveModels:
         self.store = store
         self._model: Any = None
         self._text: TokenText | None = None
-        self._dics: dict[tuple[int, str], Dictionary] = {}
+        self._dics: dict[tuple[int, str, int, int], Dictionary] = {}
 
     @property
     def device(self) -> torch.device:
@@ -62,13 +62,15 @@ class LiveModels:
         path = Path(row["path"])
         if not path.is_absolute():  # analyze records the path as its config gave it
             path = (Path.cwd() / path).resolve()
-        key = (did, str(path))
+        if not path.exists():
+            raise MonosemanticError(
+                f"the checkpoint of dictionary {row['name']} is not at {path} any more; run `serve` "
+                "from the folder `analyze` ran in, or rerun `analyze`"
+            )
+        st = path.stat()  # a retrained checkpoint is a new folder (saved under a temporary name, renamed)
+        key = (did, str(path), st.st_ino, st.st_mtime_ns)
         if key not in self._dics:
-            if not path.exists():
-                raise MonosemanticError(
-                    f"the checkpoint of dictionary {row['name']} is not at {path} any more; run `serve` "
-                    "from the folder `analyze` ran in, or rerun `analyze`"
-                )
+            self._dics = {k: v for k, v in self._dics.items() if k[:2] != key[:2]}
             self._dics[key] = load_dictionary(path, device=self.device).eval().requires_grad_(False)
         return self._dics[key], row
 
