@@ -32,6 +32,7 @@ def test_dictionaries(client, store):
     assert client.get(f"/api/dictionaries/{got[1]['id']}").json()["hook_name_out"] == "blocks.0.hook_mlp_out"
     site = client.get("/api/site").json()
     assert site["meta"]["n_tokens"] == 480 and site["graphs"][0]["url"] == f"graphs/{site['graphs'][0]['id']}"
+    assert site["n_graphs"] == 1
 
 
 def test_feature_list_sorts_filters_and_pages(client, store):

@@ -140,6 +140,7 @@ def test_view_trace_opens_the_graph(live_page, live_server):
     href = live_page.get_attribute("#trace-link", "href")
     gid = int(href.rsplit("/", 1)[1])
     assert gid in [g["id"] for g in httpx.get(live_server + "/api/graphs").json()]
+    live_page.wait_for_selector(f"#graph-list a[href='graphs/{gid}']")
     live_page.click("#trace-link")
     live_page.wait_for_load_state()
     assert live_page.url.endswith(f"/graphs/{gid}") and "tom-the-dog" in live_page.content()

@@ -36,7 +36,7 @@ MEDIA = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
 # a link to the live views, added to the dashboard's header by the served site.js
 SITE_JS = """MONO.live("api");
 document.addEventListener("DOMContentLoaded", () => {
-  const a = document.createElement("a"); a.href = "live"; a.id = "live-link"; a.textContent = "live: test, steer, trace, search";
+  const a = document.createElement("a"); a.href = "live"; a.id = "live-link"; a.textContent = "live"; a.title = "search, activations, steering, tracing";
   document.getElementById("graphs").prepend(a);
 });
 """

@@ -27,6 +27,7 @@ MAX_ID = 2**31 - 1
 MAX_LIMIT = 10_000
 MAX_QUERY = 200
 MAX_NOTE = 10_000
+SITE_GRAPHS = 5
 
 Id = Annotated[int, Path(ge=0, le=MAX_ID)]
 
@@ -81,7 +82,10 @@ def warm(state: Any) -> None:
 def site(request: Request) -> JSONResponse:
     store = _store(request)
     out = site_summary(store)
-    out["graphs"] = [{**g, "url": f"graphs/{g['id']}"} for g in store.graphs()]
+    graphs = store.graphs()
+    # the header links the newest few; /api/graphs and the live page list them all
+    out["graphs"] = [{**g, "url": f"graphs/{g['id']}"} for g in graphs[:SITE_GRAPHS]]
+    out["n_graphs"] = len(graphs)
     return _json(out)
 
 

@@ -98,6 +98,11 @@
   });
 
   // -- trace this prompt ----------------------------------------------------------------------------
+  async function listGraphs() {
+    const gs = await api("graphs");
+    $("graph-list").innerHTML = gs.map((g) =>
+      `<li><a href="graphs/${g.id}">${esc(g.prompt || g.name)}</a> <span class=muted>${esc(g.created || "")}</span></li>`).join("");
+  }
   $("trace-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     busy($("trace-run"), async () => {
@@ -112,6 +117,7 @@
           if (j.status === "failed") throw new Error(j.error);
           if (j.status === "done") {
             status.innerHTML = `done in ${j.seconds.toFixed(1)} s: <a id="trace-link" href="${j.result.url}">open the graph</a>`;
+            listGraphs();
             break;
           }
           await new Promise((res) => setTimeout(res, 400));
@@ -126,5 +132,6 @@
     document.querySelectorAll("select.dicts").forEach((s) => { s.innerHTML = opts; });
     $("meta").textContent = `${ds.length} dictionaries`;
     document.body.dataset.ready = "1";
+    listGraphs();
   }).catch((err) => fail($("meta"), err));
 })();
