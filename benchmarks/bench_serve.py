@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -160,7 +161,11 @@ def run(clients: int = 200, rounds: int = 5, db: str | Path = "runs/demo/feature
     if not db.is_file():
         raise SystemExit(f"no feature store at {db}; run `make demo` first or pass --db")
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url = start_server(db, Path(tmp))
+        # serve a copy: every trace stores its graph, and the store given must stay as it was
+        # (checkpoint paths in it are relative to the working folder, not to the store)
+        copy = Path(tmp) / "features.db"
+        shutil.copyfile(db, copy)
+        proc, url = start_server(copy, Path(tmp))
         try:
             return [asyncio.run(load(url, clients, rounds, live_jobs))]
         finally:
