@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from monosemantic.analyze.store import FeatureStore
+from monosemantic.config import Config
 from monosemantic.config.dictionary import DictionaryConfig
 from monosemantic.dictionaries import build_dictionary
 
@@ -90,3 +91,40 @@ def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
             store.add_examples(did, examples)
         store.add_graph("toy", GRAPH, prompt="the cat sat")
     return path
+
+
+LIVE_SAE, LIVE_TC = "live-sae", "live-transcoder"
+
+
+@pytest.fixture(scope="session")
+def live_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Config]:
+    """A store whose dictionaries are real checkpoints on the shipped storyworld LM (random
+    weights, saved with `save_dictionary`): an SAE on the layer-1 residual stream and a layer-1
+    transcoder, each with rows for every feature, plus the config `serve` gets."""
+    from monosemantic.dictionaries.io import save_dictionary
+
+    torch.manual_seed(1)
+    root = tmp_path_factory.mktemp("live")
+    path = root / "features.db"
+    with FeatureStore.fresh(path) as store:
+        store.set_meta(model="storyworld")
+        for name, site, site_out in (
+            (LIVE_SAE, "blocks.1.hook_resid_post", None),
+            (LIVE_TC, "blocks.1.hook_mlp_in", "blocks.1.hook_mlp_out"),
+        ):
+            cfg = DictionaryConfig(architecture="topk", d_sae=256, k=8, site=site, site_out=site_out)
+            dic = build_dictionary(cfg, 128, 128)
+            ckpt = save_dictionary(dic, root / name, metadata={"hook_name": site, "hook_name_out": site_out,
+                                                               "model_name": "storyworld", "prepend_bos": True})  # fmt: skip
+            did = store.add_dictionary(name, path=ckpt, architecture="topk", hook_name=site, hook_name_out=site_out,
+                                       d_in=128, d_sae=256, model="storyworld", cfg={"k": 8})  # fmt: skip
+            store.upsert_features(
+                did,
+                [{"idx": i, "density": 0.01 * (i % 7), "max_activation": 1.0 + i % 5,
+                  "logit_top": [{"id": i, "token": f" tok{i}", "value": 1.0}],
+                  **({"explanation": f"{name} feature {i} about dragons"} if i % 50 == 0 else {})}
+                 for i in range(256)],
+            )  # fmt: skip
+    cfg = Config(device="cpu")
+    cfg.circuit.ablation = "zero"
+    return path, cfg

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import httpx
@@ -22,31 +22,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(store_path, tmp_path_factory):
+def start(db: Path, workdir: Path) -> tuple[subprocess.Popen, str]:
+    """`monosemantic serve` on a free port, returned once it says it is serving (no polling)."""
     port = _free_port()
-    cfg = tmp_path_factory.mktemp("cfg") / "serve.toml"
-    cfg.write_text(f'[serve]\ndb = "{store_path}"\nport = {port}\n')
+    cfg = workdir / "serve.toml"
+    cfg.write_text(f'device = "cpu"\n[serve]\ndb = "{db}"\nport = {port}\n[circuit]\nablation = "zero"\n')
     proc = subprocess.Popen([sys.executable, "-m", "monosemantic.cli", "serve", str(cfg)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            if proc.poll() is not None:
-                pytest.fail(f"serve exited: {proc.stdout.read()}")
-            try:
-                httpx.get(url + "/api/dictionaries", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("serving "):
+            threading.Thread(target=proc.stdout.read, daemon=True).start()  # never let the pipe fill
+            return proc, f"http://127.0.0.1:{port}"
+    pytest.fail(f"serve exited: {''.join(seen)}")
+
+
+@pytest.fixture(scope="module")
+def server(store_path, tmp_path_factory):
+    proc, url = start(store_path, tmp_path_factory.mktemp("cfg"))
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
 
 
 def test_serve_answers(server):
-    got = httpx.get(server + "/api/dictionaries").json()
+    got = httpx.get(server + "/api/dictionaries").json()  # at once: "serving at" means listening
     assert [d["name"] for d in got] == ["toy-sae", "toy-transcoder"]
 
 
@@ -64,9 +65,100 @@ def test_live_viewer_renders(server):
         page.goto(server + "/")
         page.wait_for_selector("#feature .ex .tok.on", timeout=15_000)
         assert page.locator("#list li").count() == 24
-        assert page.locator("#graphs a").count() == 1
+        assert page.locator("#graphs a:not(#live-link)").count() == 1
+        assert page.locator("#live-link").get_attribute("href") == "live"
         page.fill("#search", "zzzz-none")
         page.wait_for_timeout(100)
         assert page.locator("#list li").count() == 0
         browser.close()
     assert errors == []
+
+
+@pytest.fixture(scope="module")
+def live_server(live_store, tmp_path_factory):
+    proc, url = start(live_store[0], tmp_path_factory.mktemp("live-cfg"))
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def live_page(live_server):
+    if not CHROMIUM.exists():
+        pytest.skip("chromium is not installed at /usr/bin/chromium (`make setup` installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(live_server + "/live")
+        page.wait_for_selector("body[data-ready='1']", timeout=15_000)
+        yield page
+        browser.close()
+    assert errors == []
+
+
+def test_view_search(live_page):
+    live_page.fill("#q", "dragons")
+    live_page.click("#search-form button")
+    live_page.wait_for_selector("#search-results li a")
+    links = live_page.locator("#search-results li a")
+    assert links.count() == 12  # 6 explained features in each of the 2 dictionaries
+    assert links.first.get_attribute("href").startswith("./#/")
+
+
+def test_view_activation_tester(live_page):
+    live_page.select_option("#act-dict", label="live-sae (SAE, 256)")
+    live_page.fill("#act-text", "Tom the dog")
+    live_page.fill("#act-feature", "")
+    live_page.click("#act-run")
+    live_page.wait_for_selector("#act-tokens span")
+    toks = live_page.locator("#act-tokens span")
+    assert "".join(toks.all_inner_texts()[1:]) == "Tom the dog"
+    assert live_page.locator("#act-detail li a").count() == 8  # the last token's k=8 active features
+    toks.nth(1).click()
+    assert live_page.locator("#act-tokens span.sel").get_attribute("data-i") == "1"
+
+
+def test_view_steering_side_by_side(live_page):
+    live_page.fill("#steer-n", "6")
+    live_page.fill("#steer-value", "60")
+    live_page.fill("#steer-feature", "7")
+    live_page.click("#steer-run")
+    live_page.wait_for_function("document.getElementById('steer-run').disabled === false && "
+                                "document.getElementById('steer-plain').textContent.length > 0", timeout=30_000)  # fmt: skip
+    plain, steered = live_page.inner_text("#steer-plain"), live_page.inner_text("#steer-steered")
+    assert plain and steered and plain != steered
+
+
+def test_view_trace_opens_the_graph(live_page, live_server):
+    live_page.fill("#trace-prompt", "Tom the dog found a ball. He")
+    live_page.click("#trace-run")
+    live_page.wait_for_selector("#trace-link", timeout=60_000)
+    assert live_page.evaluate("document.getElementById('trace-bar').style.width") == "100%"
+    href = live_page.get_attribute("#trace-link", "href")
+    gid = int(href.rsplit("/", 1)[1])
+    assert gid in [g["id"] for g in httpx.get(live_server + "/api/graphs").json()]
+    live_page.wait_for_selector(f"#graph-list a[href='graphs/{gid}']")
+    live_page.click("#trace-link")
+    live_page.wait_for_load_state()
+    assert live_page.url.endswith(f"/graphs/{gid}") and "tom-the-dog" in live_page.content()
+
+
+@pytest.mark.parametrize("case", ["busy port", "open host without token"])
+def test_serve_refuses_in_one_line(store_path, tmp_path, case):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        host = "127.0.0.1" if case == "busy port" else "0.0.0.0"
+        cfg = tmp_path / "serve.toml"
+        cfg.write_text(f'[serve]\ndb = "{store_path}"\nhost = "{host}"\nport = {port}\n')
+        out = subprocess.run([sys.executable, "-m", "monosemantic.cli", "serve", str(cfg)],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and (
+        "cannot listen" in lines[0] if case == "busy port" else "serve.token" in lines[0]
+    )

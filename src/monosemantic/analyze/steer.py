@@ -122,6 +122,7 @@ def generate(
     temperature: float = 0.0,
     seed: int = 0,
     use_cache: bool = True,
+    on_token: Callable[[int], None] | None = None,
 ) -> Tensor:
     """Continue `ids` [T] token by token (greedy, or sampled at `temperature` with a seeded
     generator), applying `edits` on every forward; stops at EOS. Returns the new tokens.
@@ -130,7 +131,8 @@ def generate(
     step costs one position, not the whole sequence; the steered positions are the same, because
     an edit at position t only changes what t and later positions compute. `edits` may be a
     function of the first position a forward covers (`steer` uses it to leave a leading BOS
-    alone). Past the model's context, the window slides and is recomputed each step."""
+    alone). Past the model's context, the window slides and is recomputed each step.
+    `on_token` sees each new token id as it is chosen (the server streams them)."""
     edits_at = edits if callable(edits) else (lambda start: edits)
     gen = torch.Generator().manual_seed(int(seed))
     eos = model.tokenizer.eos_token_id
@@ -152,6 +154,8 @@ def generate(
         if eos is not None and nxt == eos:
             break
         new.append(nxt)
+        if on_token is not None:
+            on_token(nxt)
         seq = torch.cat([seq, torch.tensor([nxt], dtype=seq.dtype)])
     return torch.tensor(new, dtype=torch.long)
 

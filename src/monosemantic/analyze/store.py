@@ -18,6 +18,10 @@ API below is the contract. Tables (schema `SCHEMA_VERSION`, recorded in `meta`):
   is filled only for examples given as strings without ids.
 - `vocab(id, token)`: display string of each token id the examples use.
 - `graphs(id, name, prompt, json, created)`: attribution graphs (Neuronpedia/circuit-tracer JSON).
+- `annotations(id, target, key, text, created)`: notes a reader attached to a graph or feature
+  (the only table `serve` writes; created on its first note, see `serve/annotations.py`).
+
+Search across every dictionary (SQLite FTS5) is in `store_search.py`.
 
 A fresh analysis is built in a temporary file that is renamed into place only when complete
 (`FeatureStore.fresh`), so readers never see half an analysis; later updates (explanations,
@@ -66,7 +70,7 @@ def feature_store_path(analysis_out: str | Path, override: str | Path | None = N
 class FeatureStore:
     """Typed access to `features.db`. Thread-safe (one connection guarded by a lock)."""
 
-    def __init__(self, path: str | Path, create: bool = False) -> None:
+    def __init__(self, path: str | Path, create: bool = False, timeout: float = 30.0) -> None:
         self.path = Path(path)
         if not create and not self.path.is_file():
             raise DataError(
@@ -78,7 +82,9 @@ class FeatureStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._vocab: dict[int, str] | None = None  # loaded on first use
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
+        # `timeout`: how long a statement waits for another process's lock before raising
+        # sqlite3.OperationalError('database is locked'); a server wants to fail fast
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=timeout)
         self._db.row_factory = sqlite3.Row
         try:
             with self._db:
@@ -252,9 +258,11 @@ class FeatureStore:
     def _where(self, dictionary_id: int, search: str | None, min_density: float | None) -> tuple[str, list]:
         clauses, params = ["dictionary_id = ?"], [dictionary_id]
         if search:
-            like = f"%{search}%"
+            # a literal substring: % and _ in the query are not wildcards
+            like = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             clauses.append(
-                "(explanation LIKE ? OR concept LIKE ? OR logit_top LIKE ? OR input_top LIKE ? OR CAST(idx AS TEXT) = ?)"
+                "(explanation LIKE ? ESCAPE '\\' OR concept LIKE ? ESCAPE '\\' OR logit_top LIKE ? ESCAPE '\\' "
+                "OR input_top LIKE ? ESCAPE '\\' OR CAST(idx AS TEXT) = ?)"
             )
             params += [like, like, like, like, search.strip()]
         if min_density is not None:

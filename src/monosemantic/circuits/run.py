@@ -53,13 +53,12 @@ def resolve_dictionaries(cfg: Config) -> list[Path]:
     return paths
 
 
-def _store_describer(
-    cfg: Config, paths: list[Path], names: list[str], dics: list, n_examples: int = 3
+def store_describer(
+    db: Path, paths: list[Path], names: list[str], dics: list, n_examples: int = 3
 ) -> tuple[object | None, Callable | None]:
-    """A FeatureStore on `analyze.out/features.db` and a (dictionary, latent) -> node fields lookup."""
-    from monosemantic.analyze.store import FeatureStore, feature_store_path
+    """A FeatureStore on `db` (`analyze.out/features.db`) and a (dictionary, latent) -> node fields lookup."""
+    from monosemantic.analyze.store import FeatureStore
 
-    db = feature_store_path(cfg.analyze.out)
     if not db.is_file():
         return None, None
     store = FeatureStore(db)
@@ -231,8 +230,35 @@ def _ablation(cfg: Config, rm: ReplacementModel) -> tuple[Graph, PruneResult, di
 METHODS = {"attribution": _attribution, "contrastive": _contrastive, "ablation": _ablation}
 
 
+def trace(cfg: Config, rm: ReplacementModel, describe: Callable | None = None) -> dict:
+    """The graph JSON (its scores under `metadata.scores`) of `circuit.prompt` by `circuit.method`,
+    on a replacement model already built (the live server keeps one loaded)."""
+    c = cfg.circuit
+    graph, pruned, scores, values = METHODS[c.method](cfg, rm)
+    scores.update(
+        n_nodes=int(pruned.node_mask.sum()),
+        n_edges=int(pruned.edge_mask.sum()),
+        target=graph.targets[0].label,
+        zero_bos=rm.zero_bos,
+        notes={"ablation_faithfulness": ABLATION_FAITHFULNESS},
+    )
+    slug = _slug(c.prompt if c.method == "attribution" else f"{c.method} {c.prompt}")
+    gj = graph_to_json(
+        graph,
+        pruned,
+        slug=slug,
+        scan=str(cfg.model.name),
+        node_threshold=c.node_threshold,
+        describe=describe,
+        node_values=values,
+    )
+    gj["metadata"]["scores"] = scores
+    return gj
+
+
 def circuit(cfg: Config) -> Path:
     """Build the graph with `circuit.method`, prune, score, and write graph.json, scores.json, index.html."""
+    from monosemantic.analyze.store import feature_store_path
     from monosemantic.dictionaries.io import dictionary_names, load_dictionary
     from monosemantic.lm.model import load_model
 
@@ -245,26 +271,10 @@ def circuit(cfg: Config) -> Path:
     dics = [load_dictionary(p, device=str(model.device)) for p in paths]
     names = dictionary_names(paths, cfg.train.out if not c.dictionaries else None)
     rm = ReplacementModel(model, dics, names, zero_bos=c.zero_bos)
-    graph, pruned, scores, values = METHODS[c.method](cfg, rm)
-    scores.update(
-        n_nodes=int(pruned.node_mask.sum()),
-        n_edges=int(pruned.edge_mask.sum()),
-        target=graph.targets[0].label,
-    )
-    store, describe = _store_describer(cfg, paths, names, dics)
-    slug = _slug(c.prompt if c.method == "attribution" else f"{c.method} {c.prompt}")
-    gj = graph_to_json(
-        graph,
-        pruned,
-        slug=slug,
-        scan=str(cfg.model.name),
-        node_threshold=c.node_threshold,
-        describe=describe,
-        node_values=values,
-    )
-    scores["zero_bos"] = c.zero_bos
-    scores["notes"] = {"ablation_faithfulness": ABLATION_FAITHFULNESS}
-    gj["metadata"]["scores"] = scores
+    store, describe = store_describer(feature_store_path(cfg.analyze.out), paths, names, dics)
+    gj = trace(cfg, rm, describe)
+    scores = gj["metadata"]["scores"]
+    slug = gj["metadata"]["slug"]
     out = Path(c.out)
     write_json_atomic(out / "graph.json", gj, indent=None)
     write_json_atomic(out / "scores.json", scores)

@@ -1,33 +1,46 @@
-"""`monosemantic serve`: the feature store over HTTP, with the dashboard viewer at `/`.
+"""`monosemantic serve`: the feature store over HTTP, the dashboard viewer at `/`, live views at `/live`.
 
 The viewer is the one the static export writes (`analyze/templates/dashboard/`); here its
 `data/site.js` tells it to read the JSON API instead of data files, so both show the same thing.
-Attribution graphs stored by `monosemantic circuit` open in the circuits viewer at `/graphs/{id}`.
+Attribution graphs open in the circuits viewer at `/graphs/{id}`. Browsing routes are in
+`routes_store`, live ones (activations, steering, tracing) in `routes_live`, run by one worker.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import socket
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
-from fastapi import FastAPI, HTTPException, Query
-from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
-from monosemantic.analyze.dashboard import (
-    ASSETS,
-    dictionary_summary,
-    feature_payload,
-    index_rows,
-    site_summary,
-)
-from monosemantic.analyze.store import ORDERABLE, FeatureStore, feature_store_path
+from monosemantic.analyze.dashboard import ASSETS
+from monosemantic.analyze.store import feature_store_path
 from monosemantic.config import Config
-from monosemantic.utils.errors import MonosemanticError
+from monosemantic.utils.errors import DataError, MonosemanticError
 
-# Friendly sort names the viewer uses, mapped onto the store's sortable columns.
-ORDER_ALIASES = {"max": "max_activation", "score": "score_detection"}
+from . import routes_live, routes_store
+from .auth import check_bind, token_middleware
+from .jobs import Worker
+from .live import LiveModels
+from .store_access import LiveStore
+
+MAX_BODY = 1 << 20  # bytes; live requests carry a text of at most serve.max_text_chars
+LIVE_ASSETS = ("live.html", "live.js")
+MEDIA = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+# a link to the live views, added to the dashboard's header by the served site.js
+SITE_JS = """MONO.live("api");
+document.addEventListener("DOMContentLoaded", () => {
+  const a = document.createElement("a"); a.href = "live"; a.id = "live-link"; a.textContent = "live"; a.title = "search, activations, steering, tracing";
+  document.getElementById("graphs").prepend(a);
+});
+"""
 
 
 def db_path(cfg: Config) -> Path:
@@ -35,133 +48,135 @@ def db_path(cfg: Config) -> Path:
     return feature_store_path(cfg.analyze.out, cfg.serve.db)
 
 
-def create_app(db_path: str | Path) -> FastAPI:
-    """A FastAPI app serving the store at `db_path` (JSON under `/api`, the viewer at `/`)."""
+async def _sqlite_error(_: Request, err: Exception) -> JSONResponse:
+    """A store another process locks (or cannot be read) is a 503 the client may retry."""
+    msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+    what = (
+        "is locked by another process" if "locked" in msg or "busy" in msg else f"could not be read ({msg})"
+    )
+    return JSONResponse(
+        {"detail": f"the feature store {what}; retry shortly"}, status_code=503, headers={"Retry-After": "1"}
+    )
+
+
+async def _store_error(_: Request, err: Exception) -> JSONResponse:
+    """A store replaced by something unreadable (a schema from another version, a broken file)."""
+    return JSONResponse({"detail": str(err).splitlines()[0]}, status_code=503, headers={"Retry-After": "5"})
+
+
+def _warm(state: object) -> None:
+    try:
+        routes_store.warm(state)
+    except Exception as e:  # a store unreadable now answers 503 per request; say why once here
+        print(f"warning: could not prepare the viewer's indexes ({type(e).__name__}: {e})", file=sys.stderr)
+
+
+async def _limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    size = request.headers.get("content-length")
+    if size is not None and (not size.isdigit() or int(size) > MAX_BODY):
+        return JSONResponse({"detail": f"request body over {MAX_BODY} bytes"}, status_code=413)
+    return await call_next(request)
+
+
+def create_app(db_path: str | Path, cfg: Config | None = None) -> FastAPI:
+    """A FastAPI app serving the store at `db_path`; `cfg` gives the model, limits and token."""
+    cfg = cfg if cfg is not None else Config()
     path = Path(db_path)
     if not path.is_file():
         raise MonosemanticError(
             f"no feature store at {path}; run `monosemantic analyze CONFIG` first (or set serve.db)"
         )
-    store = FeatureStore(path)
+    try:
+        store = LiveStore(path, cfg.serve.busy_timeout_s)
+    except sqlite3.DatabaseError as e:
+        raise MonosemanticError(
+            f"{path} is not a readable feature store ({e}); rerun `monosemantic analyze`"
+        ) from None
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        threading.Thread(target=_warm, args=(app.state,), name="monosemantic-warm", daemon=True).start()
         yield
         store.close()
 
     app = FastAPI(
         title="monosemantic", summary="Sparse-dictionary features and attribution graphs", lifespan=lifespan
     )
+    app.state.cfg = cfg
     app.state.store = store
-
-    cache: dict[int, tuple[int, dict[int, dict[str, Any]]]] = {}
-
-    def index_of(did: int) -> dict[int, dict[str, Any]]:
-        """Index rows of a dictionary, rebuilt when the store file changes (e.g. `explain` ran)."""
-        stamp = path.stat().st_mtime_ns
-        if did not in cache or cache[did][0] != stamp:
-            cache[did] = (stamp, {r["idx"]: r for r in index_rows(store, did)})
-        return cache[did][1]
-
-    def dictionary(did: int) -> dict[str, Any]:
-        try:
-            return store.dictionary(did)
-        except MonosemanticError as e:
-            raise HTTPException(404, str(e)) from None
-
-    @app.get("/api/site")
-    def site() -> dict[str, Any]:
-        out = site_summary(store)
-        out["graphs"] = [{**g, "url": f"graphs/{g['id']}"} for g in store.graphs()]
-        return out
-
-    @app.get("/api/dictionaries")
-    def dictionaries() -> list[dict[str, Any]]:
-        return [dictionary_summary(d) for d in store.dictionaries()]
-
-    @app.get("/api/dictionaries/{did}")
-    def one_dictionary(did: int) -> dict[str, Any]:
-        return dictionary_summary(dictionary(did))
-
-    @app.get("/api/dictionaries/{did}/features")
-    def features(
-        did: int,
-        search: str | None = None,
-        order: str = "idx",
-        descending: bool | None = None,
-        min_density: float | None = None,
-        offset: int = Query(0, ge=0),
-        limit: int | None = Query(None, ge=1),
-    ) -> dict[str, Any]:
-        """Index rows (what the viewer's list shows), filtered and sorted by the store."""
-        dictionary(did)
-        column = ORDER_ALIASES.get(order, order)
-        if column not in ORDERABLE:
-            raise HTTPException(
-                400, f"cannot order by {order!r}; use one of {', '.join([*ORDER_ALIASES, *ORDERABLE])}"
-            )
-        rows = store.list_features(did, column, descending, search or None, min_density, limit, offset)
-        rows_by_idx = index_of(did)
-        return {
-            "total": store.count_features(did, search or None, min_density),
-            "offset": offset,
-            "features": [rows_by_idx[f["idx"]] for f in rows],
-        }
-
-    @app.get("/api/dictionaries/{did}/features/{idx}")
-    def feature(did: int, idx: int, negatives: bool = False) -> dict[str, Any]:
-        """One feature's dashboard data; `negatives=true` adds the silent contexts kept for scoring."""
-        dictionary(did)
-        try:
-            out = feature_payload(store, did, idx)
-        except MonosemanticError as e:
-            raise HTTPException(404, str(e)) from None
-        if negatives:
-            out["negatives"] = [
-                {"t": e["tokens"], "a": e["activations"]} for e in store.examples(did, idx, kind="negative")
-            ]
-        return out
-
-    @app.get("/api/graphs")
-    def graphs() -> list[dict[str, Any]]:
-        return store.graphs()
-
-    @app.get("/api/graphs/{gid}")
-    def graph(gid: int) -> dict[str, Any]:
-        try:
-            return store.graph(gid)
-        except MonosemanticError as e:
-            raise HTTPException(404, str(e)) from None
+    app.state.index_cache = {}
+    app.state.index_lock = threading.Lock()
+    app.state.worker = Worker(cfg.serve.queue_size)
+    app.state.live = LiveModels(cfg, store)
+    app.add_exception_handler(sqlite3.OperationalError, _sqlite_error)
+    app.add_exception_handler(sqlite3.DatabaseError, _sqlite_error)
+    app.add_exception_handler(DataError, _store_error)
+    app.middleware("http")(_limit_body)
+    if cfg.serve.token:
+        app.middleware("http")(token_middleware(cfg.serve.token))
+    app.include_router(routes_store.router)
+    app.include_router(routes_live.router)
 
     @app.get("/graphs/{gid}", response_class=HTMLResponse)
-    def graph_page(gid: int) -> str:
+    def graph_page(request: Request, gid: routes_store.Id) -> str:
         from monosemantic.circuits.viewer import render_viewer
 
-        return render_viewer(graph(gid))
+        try:
+            return render_viewer(store.get().graph(gid))
+        except MonosemanticError as e:
+            raise HTTPException(404, str(e)) from None
 
     @app.get("/data/site.js")
     def site_js() -> Response:
-        return Response('MONO.live("api");\n', media_type="text/javascript")
+        return Response(SITE_JS, media_type="text/javascript")
 
     @app.get("/")
     def index() -> FileResponse:
         return FileResponse(ASSETS / "index.html", media_type="text/html")
 
-    @app.get("/app.js")
-    def app_js() -> FileResponse:
-        return FileResponse(ASSETS / "app.js", media_type="text/javascript")
+    @app.get("/live")
+    def live_page() -> FileResponse:
+        return FileResponse(ASSETS / "live.html", media_type="text/html")
 
-    @app.get("/style.css")
-    def style() -> FileResponse:
-        return FileResponse(ASSETS / "style.css", media_type="text/css")
+    @app.get("/{name}")
+    def asset(name: str) -> FileResponse:
+        if name not in ("app.js", "style.css", *LIVE_ASSETS):
+            raise HTTPException(404, f"no page {name!r}")
+        return FileResponse(ASSETS / name, media_type=MEDIA[Path(name).suffix])
 
     return app
 
 
+def _check_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise MonosemanticError(
+                f"cannot listen on {host}:{port} ({e.strerror}); pick another with --set serve.port=N"
+            ) from None
+
+
 def serve(cfg: Config) -> None:
-    """Run the viewer on `[serve].host:[serve].port` until interrupted."""
+    """Run the viewer on `[serve].host:[serve].port` until interrupted; says so once listening."""
     import uvicorn
 
-    app = create_app(db_path(cfg))
-    print(f"serving {db_path(cfg)} at http://{cfg.serve.host}:{cfg.serve.port}/", flush=True)
-    uvicorn.run(app, host=cfg.serve.host, port=cfg.serve.port, log_level="warning")
+    s = cfg.serve
+    check_bind(s.host, s.token)
+    app = create_app(db_path(cfg), cfg)
+    _check_port(s.host, s.port)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=s.host, port=s.port, log_level="warning", timeout_keep_alive=75)
+    )
+
+    def announce() -> None:  # uvicorn sets `started` once its sockets listen
+        while not server.started and not server.should_exit:
+            time.sleep(0.02)
+        if server.started:
+            print(f"serving {db_path(cfg)} at http://{s.host}:{s.port}/", flush=True)
+
+    threading.Thread(target=announce, daemon=True).start()
+    server.run()
+    if not server.started:
+        sys.exit(1)

@@ -1,0 +1,137 @@
+// monosemantic live views (served only): search every dictionary, test activations on typed text,
+// steer with plain and steered generations side by side (streamed), trace a prompt as a job.
+"use strict";
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
+  const fmt = (v) => (Math.abs(v) >= 100 ? v.toFixed(0) : v.toPrecision(3));
+
+  async function api(path, body) {
+    const r = await fetch("api/" + path, body === undefined ? {} : {
+      method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body),
+    });
+    const data = await r.json().catch(() => ({}));
+    if (!r.ok) {
+      const d = data.detail;
+      throw new Error(Array.isArray(d) ? d.map((e) => `${e.loc.slice(-1)[0]}: ${e.msg}`).join("; ") : d || r.statusText);
+    }
+    return data;
+  }
+  function fail(el, err) { el.innerHTML = `<span class="err">${esc(err.message || err)}</span>`; }
+  async function busy(button, fn) {
+    button.disabled = true;
+    try { await fn(); } finally { button.disabled = false; }
+  }
+
+  // -- search ---------------------------------------------------------------------------------
+  $("search-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const out = $("search-results");
+    try {
+      const { results } = await api("search?q=" + encodeURIComponent($("q").value));
+      out.innerHTML = results.length ? results.map((r) =>
+        `<li><a href="./#/${r.dictionary_id}/${r.idx}">${esc(r.dictionary)} #${r.idx}</a> ${esc(r.explanation || r.concept || "")}</li>`).join("")
+        : "<li class=muted>no match</li>";
+    } catch (err) { fail(out, err); }
+  });
+
+  // -- activation tester ------------------------------------------------------------------------
+  function showToken(res, t) {
+    document.querySelectorAll("#act-tokens span").forEach((s, i) => s.classList.toggle("sel", i === t));
+    const feats = res.features[t];
+    $("act-detail").innerHTML = feats.length ? feats.map((f) =>
+      `<li><a href="./#/${res.dictionary}/${f.feature}">#${f.feature}</a> ${fmt(f.value)}</li>`).join("")
+      : `<li class=muted>${t === 0 && res.bos ? "BOS: dictionaries are not run on it" : "no active feature"}</li>`;
+  }
+  $("act-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    busy($("act-run"), async () => {
+      const f = $("act-feature").value;
+      const body = { dictionary: +$("act-dict").value, text: $("act-text").value };
+      if (f !== "") body.feature = +f;
+      try {
+        const res = await api("activations", body);
+        const vals = res.activations || res.features.map((fs) => (fs.length ? fs[0].value : 0));
+        const max = Math.max(1e-9, ...vals);
+        $("act-tokens").innerHTML = res.tokens.map((tok, i) => {
+          const a = Math.max(0, vals[i]) / max;
+          const tip = res.activations ? `#${res.feature}: ${fmt(vals[i])}` : res.features[i].map((x) => `#${x.feature} ${fmt(x.value)}`).join(", ");
+          return `<span data-i="${i}" style="background: rgba(217,100,30,${(0.75 * a).toFixed(3)})" title="${esc(tip)}">${esc(tok)}</span>`;
+        }).join("");
+        document.querySelectorAll("#act-tokens span").forEach((s) => s.addEventListener("click", () => showToken(res, +s.dataset.i)));
+        showToken(res, res.tokens.length - 1);
+      } catch (err) { fail($("act-tokens"), err); $("act-detail").innerHTML = ""; }
+    });
+  });
+
+  // -- steering (server-sent events over a POST: read the body stream) --------------------------------
+  $("steer-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    busy($("steer-run"), async () => {
+      const out = { plain: $("steer-plain"), steered: $("steer-steered") };
+      out.plain.textContent = out.steered.textContent = "";
+      const body = {
+        dictionary: +$("steer-dict").value, feature: +$("steer-feature").value, mode: $("steer-mode").value,
+        value: +$("steer-value").value, max_new_tokens: +$("steer-n").value, prompt: $("steer-prompt").value, stream: true,
+      };
+      try {
+        const r = await fetch("api/steer", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+        if (!r.ok) { const d = await r.json().catch(() => ({})); throw new Error(typeof d.detail === "string" ? d.detail : JSON.stringify(d.detail || r.statusText)); }
+        const reader = r.body.getReader(), dec = new TextDecoder();
+        let buf = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buf += dec.decode(value, { stream: true });
+          let cut;
+          while ((cut = buf.indexOf("\n\n")) >= 0) {
+            const block = buf.slice(0, cut); buf = buf.slice(cut + 2);
+            const kind = (block.match(/^event: (.*)$/m) || [])[1] || "message";
+            const data = JSON.parse((block.match(/^data: (.*)$/m) || [])[1] || "null");
+            if (kind === "message") out[data.which].textContent += data.text;
+            else if (kind === "done") { out.plain.textContent = data.plain; out.steered.textContent = data.steered; }
+            else if (kind === "error") throw new Error(data.detail);
+          }
+        }
+      } catch (err) { fail(out.steered, err); }
+    });
+  });
+
+  // -- trace this prompt ----------------------------------------------------------------------------
+  async function listGraphs() {
+    const gs = await api("graphs");
+    $("graph-list").innerHTML = gs.map((g) =>
+      `<li><a href="graphs/${g.id}">${esc(g.prompt || g.name)}</a> <span class=muted>${esc(g.created || "")}</span></li>`).join("");
+  }
+  $("trace-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    busy($("trace-run"), async () => {
+      const status = $("trace-status"), bar = $("trace-bar");
+      bar.style.width = "0";
+      try {
+        const { job } = await api("circuits", { prompt: $("trace-prompt").value });
+        for (;;) {
+          const j = await api("jobs/" + job);
+          bar.style.width = `${Math.round(100 * j.progress)}%`;
+          status.textContent = `job ${j.id}: ${j.stage} (${j.seconds.toFixed(1)} s)`;
+          if (j.status === "failed") throw new Error(j.error);
+          if (j.status === "done") {
+            status.innerHTML = `done in ${j.seconds.toFixed(1)} s: <a id="trace-link" href="${j.result.url}">open the graph</a>`;
+            listGraphs();
+            break;
+          }
+          await new Promise((res) => setTimeout(res, 400));
+        }
+      } catch (err) { fail(status, err); }
+    });
+  });
+
+  // -- dictionaries -----------------------------------------------------------------------------------
+  api("dictionaries").then((ds) => {
+    const opts = ds.map((d) => `<option value="${d.id}">${esc(d.name)} (${d.transcoder ? "transcoder" : "SAE"}, ${d.d_sae})</option>`).join("");
+    document.querySelectorAll("select.dicts").forEach((s) => { s.innerHTML = opts; });
+    $("meta").textContent = `${ds.length} dictionaries`;
+    document.body.dataset.ready = "1";
+    listGraphs();
+  }).catch((err) => fail($("meta"), err));
+})();

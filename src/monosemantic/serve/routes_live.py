@@ -1,0 +1,166 @@
+"""Live routes: activations of typed text, steering side by side (optionally streamed), tracing a
+prompt as a background job, and the jobs' progress.
+
+Each request becomes a job for the one live worker (`jobs.Worker`); the handler awaits it without
+holding a thread, so browsing is never starved. A full queue answers 429 with Retry-After.
+Inputs are bounded: text by `serve.max_text_chars`, generation by `serve.max_new_tokens`, steering
+values to finite magnitudes; dictionaries are store ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field, field_validator
+
+from .jobs import Job, QueueFull
+
+MAX_ID = 2**31 - 1
+MAX_VALUE = 1e4  # steering beyond this is numerically meaningless (activations are O(1..100))
+
+router = APIRouter()
+
+
+class ActivationsIn(BaseModel):
+    dictionary: int = Field(ge=0, le=MAX_ID, description="store id of the dictionary")
+    text: str = Field(min_length=1)
+    feature: int | None = Field(None, ge=0, le=MAX_ID, description="also this feature's value per token")
+    top: int = Field(10, ge=1, le=100, description="strongest features listed per token")
+
+
+class SteerIn(BaseModel):
+    dictionary: int = Field(ge=0, le=MAX_ID)
+    feature: int = Field(ge=0, le=MAX_ID)
+    prompt: str = Field(min_length=1)
+    mode: Literal["add", "clamp", "ablate"] = "add"
+    value: float = Field(10.0, ge=-MAX_VALUE, le=MAX_VALUE)
+    max_new_tokens: int = Field(24, ge=1, le=4096)
+    temperature: float = Field(0.0, ge=0.0, le=5.0)
+    seed: int = Field(0, ge=0, le=MAX_ID)
+    stream: bool = False
+
+    @field_validator("value", "temperature")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+
+class CircuitIn(BaseModel):
+    prompt: str = Field(min_length=1)
+    dictionaries: list[Annotated[int, Field(ge=0, le=MAX_ID)]] | None = Field(
+        None, max_length=256, description="store ids of the transcoders (default: every transcoder)"
+    )
+
+
+def _limits(request: Request, text: str, new_tokens: int = 0) -> None:
+    s = request.app.state.cfg.serve
+    if len(text) > s.max_text_chars:
+        raise HTTPException(
+            422, f"text has {len(text)} characters; at most {s.max_text_chars} (serve.max_text_chars)"
+        )
+    if new_tokens > s.max_new_tokens:
+        raise HTTPException(
+            422, f"max_new_tokens={new_tokens}; at most {s.max_new_tokens} (serve.max_new_tokens)"
+        )
+
+
+def _submit(
+    request: Request, kind: str, fn: Callable[[Job], Any], listen: bool
+) -> tuple[Job, asyncio.Queue | None]:
+    try:
+        return request.app.state.worker.submit(kind, fn, asyncio.get_running_loop() if listen else None)
+    except QueueFull as e:
+        raise HTTPException(429, str(e), headers={"Retry-After": str(e.retry_after)}) from None
+
+
+def _failure(job: Job) -> HTTPException:
+    return HTTPException(500 if job.internal else 422, job.error)
+
+
+async def _result(request: Request, kind: str, fn: Callable[[Job], Any]) -> Any:
+    """Run `fn` as a live job and await its result (504 past `serve.job_timeout_s`)."""
+    job, events = _submit(request, kind, fn, listen=True)
+
+    async def finished() -> None:
+        while await events.get() is not None:
+            pass
+
+    try:
+        await asyncio.wait_for(finished(), request.app.state.cfg.serve.job_timeout_s)
+    except asyncio.TimeoutError:
+        raise HTTPException(
+            504, f"job {job.id} ({kind}) is still {job.stage}; see /api/jobs/{job.id}"
+        ) from None
+    if job.status == "failed":
+        raise _failure(job)
+    return job.result
+
+
+@router.post("/api/activations")
+async def activations(request: Request, body: ActivationsIn) -> dict[str, Any]:
+    """Tokens of `text` and, per token, the active features with their values."""
+    _limits(request, body.text)
+    live = request.app.state.live
+    return await _result(
+        request,
+        "activations",
+        lambda job: live.activations(job, body.dictionary, body.text, body.feature, body.top),
+    )
+
+
+@router.post("/api/steer", response_model=None)
+async def steer(request: Request, body: SteerIn) -> dict[str, Any] | StreamingResponse:
+    """Plain and steered generations of `prompt`; `stream: true` sends server-sent events."""
+    _limits(request, body.prompt, body.max_new_tokens)
+    live = request.app.state.live
+
+    def fn(job: Job) -> dict[str, Any]:
+        return live.steer(job, body.dictionary, body.feature, body.mode, body.value, body.prompt,
+                          body.max_new_tokens, body.temperature, body.seed)  # fmt: skip
+
+    if not body.stream:
+        return await _result(request, "steer", fn)
+    job, events = _submit(request, "steer", fn, listen=True)
+
+    async def sse() -> AsyncIterator[str]:
+        yield f"event: job\ndata: {json.dumps({'job': job.id})}\n\n"
+        while (ev := await events.get()) is not None:
+            yield f"data: {json.dumps(ev)}\n\n"
+        if job.status == "failed":
+            yield f"event: error\ndata: {json.dumps({'detail': job.error})}\n\n"
+        else:
+            yield f"event: done\ndata: {json.dumps(job.result)}\n\n"
+
+    return StreamingResponse(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@router.post("/api/circuits", status_code=202)
+async def circuits(request: Request, body: CircuitIn) -> dict[str, Any]:
+    """Start tracing `prompt`; poll `/api/jobs/{job}` until done, then open `/graphs/{graph_id}`."""
+    _limits(request, body.prompt)
+    live = request.app.state.live
+    job, _ = _submit(
+        request, "circuit", lambda job: live.trace(job, body.prompt, body.dictionaries), listen=False
+    )
+    return {"job": job.id, "status": job.status, "url": f"api/jobs/{job.id}"}
+
+
+@router.get("/api/jobs")
+def jobs(request: Request) -> list[dict[str, Any]]:
+    return [j.summary() for j in request.app.state.worker.jobs()]
+
+
+@router.get("/api/jobs/{job_id}")
+def job(request: Request, job_id: Annotated[int, Path(ge=0, le=MAX_ID)]) -> dict[str, Any]:
+    found = request.app.state.worker.job(job_id)
+    if found is None:
+        raise HTTPException(404, f"no job {job_id} (finished jobs are kept for a while, then forgotten)")
+    return found.summary()
