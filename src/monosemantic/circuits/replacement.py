@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from monosemantic.lm.token_display import TokenDisplay
 from monosemantic.utils.errors import MonosemanticError
 
 from .forward import Freeze, FunctionalLM, NoHooks
@@ -99,6 +100,7 @@ class ReplacementModel:
         hf = getattr(model, "hf", model)
         self.subject = model
         self.tokenizer = getattr(model, "tokenizer", None)
+        self._display: TokenDisplay | None = None
         self.lm = FunctionalLM(hf)
         p = next(hf.parameters())
         self.dtype, self.device = p.dtype, p.device
@@ -171,7 +173,12 @@ class ReplacementModel:
         return ids.to(self.device)
 
     def token_str(self, token_id: int) -> str:
-        return self.tokenizer.decode([int(token_id)]) if self.tokenizer is not None else str(int(token_id))
+        """Display string with the tokenizer family's spacing (see `monosemantic.lm.token_display`)."""
+        if self.tokenizer is None:
+            return str(int(token_id))
+        if self._display is None:
+            self._display = TokenDisplay(self.tokenizer)
+        return self._display(token_id)
 
     # ---- the clean run ---------------------------------------------------------------------------
     @torch.no_grad()
