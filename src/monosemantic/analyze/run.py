@@ -50,7 +50,8 @@ def _site_of(dic: Dictionary, cache: ActivationCache, path: Path) -> str:
     return site
 
 
-def _names(paths: list[Path]) -> list[str]:
+def dictionary_names(paths: list[Path]) -> list[str]:
+    """Store names of checkpoints: the folder name, with parents prefixed until unique."""
     names: list[str] = []
     for p in paths:
         name = p.name
@@ -190,7 +191,7 @@ def analyze(cfg: Config) -> Path:
         )  # fmt: skip
         with progress_bar() as bar:
             task = bar.add_task("write store", total=sum(d.d_sae for d in dicts), info="", unit="feat")
-            for dic, path, name, site, c in zip(dicts, paths, _names(paths), sites, collectors, strict=True):
+            for dic, path, name, site, c in zip(dicts, paths, dictionary_names(paths), sites, collectors, strict=True):
                 meta = dic.cfg.metadata or {}
                 did = store.add_dictionary(
                     name, path=path.resolve(), architecture=dic.cfg.architecture, hook_name=site,
