@@ -94,7 +94,11 @@
       list.forEach((n, i) => {
         n.x = colX[p] + each * (i + 0.5);
         n.y = M.top + (nRows - 1 - r) * rowH + rowH * 0.2;
-        n.labelW = Math.min(each * tiers, 160) - 4;
+        // a label spans at most its share of the tier, shrunk (never shifted) to stay in the column
+        const half = (Math.min(each * tiers, 160) - 4) / 2;
+        const lo = Math.max(n.x - half, colX[p] + 2), hi = Math.min(n.x + half, colX[p] + widths[p] - 2);
+        n.labelX = lo;
+        n.labelW = Math.max(0, hi - lo);
         n.labelY = n.y + 11 + (i % tiers) * 42;
       });
     }
@@ -162,8 +166,7 @@
       n.el.addEventListener("mouseenter", (ev) => hover(n, ev));
       n.el.addEventListener("mouseleave", () => hover(null));
       n.el.addEventListener("click", (ev) => (ev.shiftKey ? togglePin(n.node_id) : select(n)));
-      const left = Math.max(2, Math.min(n.x - n.labelW / 2, geo.W - n.labelW - 2));
-      n.lbl = div("lbl", shortLabel(n), { left: left + "px", top: n.labelY + "px", width: n.labelW + "px" }, labels);
+      n.lbl = div("lbl", shortLabel(n), { left: n.labelX + "px", top: n.labelY + "px", width: n.labelW + "px" }, labels);
     }
     render();
     if (selected) select(selected);
@@ -306,7 +309,7 @@
   function graphJSON() {
     const s = state();
     Object.assign(G.qParams, { pinnedIds: s.pinnedIds, supernodes: s.supernodes });
-    const skip = new Set(["el", "lbl", "x", "y", "labelW", "labelY"]);
+    const skip = new Set(["el", "lbl", "x", "y", "labelX", "labelW", "labelY"]);
     return JSON.stringify(G, (k, v) => (skip.has(k) ? undefined : v));
   }
   function download() {
