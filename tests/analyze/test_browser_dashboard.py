@@ -112,3 +112,20 @@ def test_dictionary_selector_and_navigation(browser, site):
     page.click("#feature .nbrs a >> nth=0")
     page.wait_for_function("document.querySelector('#feature h1').textContent !== 'Feature 3'")
     assert errors == []
+
+
+def test_show_inlines_one_feature_for_notebooks(browser, site, tmp_path):
+    """`monosemantic.show(db, dictionary, feature)`: the same dashboard, every asset inlined."""
+    import monosemantic
+
+    _, db = site
+    store = FeatureStore(db)
+    sae = store.dictionary("sae")
+    idx = store.list_features(sae["id"], order_by="density", limit=1)[0]["idx"]
+    view = monosemantic.show(db, "sae", idx)
+    assert "<script src" not in view.html and "<link" not in view.html
+    assert view._repr_html_().startswith("<iframe srcdoc=")
+    page, errors = _open(browser, view.save(tmp_path / "feature.html").as_uri())
+    assert page.inner_text("#feature h1") == f"Feature {idx}"
+    assert page.locator("#list li").count() == sae["n_features"]
+    assert errors == []

@@ -254,3 +254,17 @@ def test_served_viewer_saves_and_restores_through_the_annotations_api(browser, t
     assert sorted(state["pinnedIds"]) == sorted([ids[0], ids[2]])
     assert state["annotations"] == {ids[1]: "restored label"}
     assert errors == []
+
+
+def test_show_renders_a_graph_inline(tmp_path):
+    import monosemantic
+    from monosemantic.utils.errors import MonosemanticError
+
+    g = demo_like_graph()
+    (tmp_path / "graph.json").write_text(json.dumps(g))
+    for obj in (g, tmp_path, tmp_path / "graph.json", str(tmp_path)):
+        view = monosemantic.show(obj)
+        assert view.html == render_viewer(g)
+    assert 'srcdoc="&lt;!doctype html&gt;' in view._repr_html_()  # escaped into the attribute
+    with pytest.raises(MonosemanticError, match="dictionary= and feature="):
+        monosemantic.show(tmp_path / "features.db")

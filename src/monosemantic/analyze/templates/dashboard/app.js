@@ -38,7 +38,7 @@ const MONO = (() => {
   async function getFeature(did, idx) {
     if (live) return getJSON(`${live}/dictionaries/${did}/features/${idx}`);
     const c = Math.floor(idx / site.chunk);
-    await loadScript(`data/d${did}/c${c}.js`);
+    if (!chunks[did + ":" + c]) await loadScript(`data/d${did}/c${c}.js`);  // inline pages preload it
     return (chunks[did + ":" + c] || {})[idx];
   }
 
