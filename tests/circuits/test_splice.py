@@ -95,8 +95,11 @@ def test_run_with_cache_codes_and_plain_logits(sm):
 
 
 def test_bos_warning(sm):
-    with pytest.warns(UserWarning, match="start with BOS"):
+    with pytest.warns(UserWarning, match="start with BOS") as record:
         sm.run_with_dictionaries(sm.to_tokens(TEXT, prepend_bos=False))
+    assert record[0].filename == __file__  # points at the caller's line
+    with pytest.warns(UserWarning, match="start with BOS"):
+        sm.run_with_cache(sm.to_tokens(TEXT, prepend_bos=False), splice=False, sites=())
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         sm.run_with_dictionaries(TEXT)

@@ -133,7 +133,7 @@ class SpliceModel:
             warnings.warn(
                 f"{trained[0]} was trained on windows that start with BOS, but these tokens do not; "
                 "its reconstructions will be much worse. Use to_tokens(text) or put the BOS id first.",
-                stacklevel=3,
+                stacklevel=4,  # the caller of run_with_dictionaries / run_with_cache
             )
 
     def _edits(self, tokens: Tensor, dics: Mapping[str, Dictionary], splice: bool) -> tuple[dict, dict]:
@@ -165,8 +165,7 @@ class SpliceModel:
     ) -> tuple[Tensor, SpliceCache]:
         tokens = self._tokens(x)
         dics = self._pick(dictionaries)
-        if splice:
-            self._check_bos(tokens, dics)
+        self._check_bos(tokens, dics)
         edits, records = self._edits(tokens, dics, splice)
         with torch.no_grad():  # not inference_mode: users edit and reuse what the cache holds
             out = self.model.run(tokens, capture=capture, edits=edits)
