@@ -46,7 +46,7 @@ def _outputs(nb) -> str:
 
 
 def test_walkthrough_notebook_executes(tmp_path):
-    nb, seconds = _execute("walkthrough.ipynb", tmp_path, timeout=120)
+    nb, seconds = _execute("walkthrough.ipynb", tmp_path, timeout=240)
     assert seconds < 120, f"the walkthrough took {seconds:.0f}s; keep it under two minutes on CPU"
     graph = json.loads((tmp_path / "circuit" / "graph.json").read_text())
     assert any(n["feature_type"] == "cross layer transcoder" for n in graph["nodes"])
@@ -55,3 +55,12 @@ def test_walkthrough_notebook_executes(tmp_path):
     assert "with the SAE spliced in" in out
     assert out.count("<iframe srcdoc=") == 2  # the feature dashboard and the graph viewer, inline
     assert "Traceback" not in out
+
+
+@pytest.mark.slow
+def test_your_model_notebook_executes(tmp_path):
+    """examples/your_model.ipynb, on its local stand-ins for a user's model and text."""
+    nb, _ = _execute("your_model.ipynb", tmp_path, timeout=300)
+    out = _outputs(nb)
+    assert "L0 per token" in out and "<iframe srcdoc=" in out and "Traceback" not in out
+    assert (tmp_path / "features.db").is_file()

@@ -175,7 +175,6 @@
   // -- interaction ---------------------------------------------------------------------------------
   function hover(n, ev) {
     const box = $("hover");
-    for (const e of edgeEls) e.classList.toggle("dim", false);
     if (!n) { box.hidden = true; if (!selected) edgeEls.forEach((e) => (e.style.display = "")); return; }
     box.innerHTML = `<b>${esc(kind(n))}</b> · ${esc(rowName(rowOf(n)))} · “${esc(tokenOf(n))}” (pos ${n.ctx_idx})<br>${esc(fullLabel(n))}` +
       (n.activation != null ? `<br>activation ${fmt(n.activation)}` : "") + (n.influence != null ? ` · influence ${fmt(n.influence)}` : "");
@@ -322,7 +321,8 @@
     $("status").textContent = "Downloaded " + a.download + " with your pins, supernodes and labels.";
   }
   const served = location.protocol.startsWith("http") ? location.pathname.match(/\/graphs\/(\d+)\/?$/) : null;
-  const api = served ? new URL("../api/annotations", location.href).href : null;
+  // the API sits beside graphs/ (so a server mounted under a prefix works too)
+  const api = served ? location.origin + location.pathname.replace(/graphs\/\d+\/?$/, "") + "api/annotations" : null;
   async function save() {
     if (!api) return download();
     try {
