@@ -191,7 +191,9 @@ def analyze(cfg: Config) -> Path:
         )  # fmt: skip
         with progress_bar() as bar:
             task = bar.add_task("write store", total=sum(d.d_sae for d in dicts), info="", unit="feat")
-            for dic, path, name, site, c in zip(dicts, paths, dictionary_names(paths), sites, collectors, strict=True):
+            for dic, path, name, site, c in zip(
+                dicts, paths, dictionary_names(paths), sites, collectors, strict=True
+            ):
                 meta = dic.cfg.metadata or {}
                 did = store.add_dictionary(
                     name, path=path.resolve(), architecture=dic.cfg.architecture, hook_name=site,
