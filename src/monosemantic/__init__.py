@@ -27,6 +27,9 @@ _EXPORTS = {
     "steer": "monosemantic.analyze.steer",
     "attribute": "monosemantic.circuits.attribution",
     "circuit": "monosemantic.circuits.run",
+    "SpliceModel": "monosemantic.circuits.splice",
+    "SpliceCache": "monosemantic.circuits.splice",
+    "show": "monosemantic.circuits.show",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -56,9 +56,18 @@ def test_dashboard_renders_and_search_filters(browser, site, tmp_path):
     sae = store.dictionary("sae")
     page, errors = _open(browser, (out / "index.html").as_uri())
     page.screenshot(path=str(tmp_path / "dashboard.png"))
-    # the densest feature opens first, with highlighted examples
-    densest = store.list_features(sae["id"], order_by="density", limit=1)[0]
-    assert page.inner_text("#feature h1") == f"Feature {densest['idx']}"
+    # the best-scored explanation opens first (not the densest feature), with highlighted examples
+    assert page.input_value("#order") == "score"
+    rows = [store.feature(sae["id"], i) for i in range(sae["n_features"])]
+    scored = [
+        (max(v for k, v in f.items() if k.startswith("score_") and v is not None), f)
+        for f in rows
+        if any(k.startswith("score_") and v is not None for k, v in f.items())
+    ]
+    best = max(s for s, _ in scored)
+    opened = int(page.inner_text("#feature h1").removeprefix("Feature "))
+    assert any(f["idx"] == opened and abs(s - best) < 1e-3 for s, f in scored)  # the index rounds to 3 digits
+    densest = store.list_features(sae["id"], order_by="density", limit=1)[0]  # for the search below
     lit = page.eval_on_selector_all(
         "#feature .tok",
         "els => els.filter(e => getComputedStyle(e).backgroundColor !== 'rgba(0, 0, 0, 0)').length",
@@ -102,4 +111,21 @@ def test_dictionary_selector_and_navigation(browser, site):
     assert page.evaluate("location.hash") == f"#/{tc['id']}/3"
     page.click("#feature .nbrs a >> nth=0")
     page.wait_for_function("document.querySelector('#feature h1').textContent !== 'Feature 3'")
+    assert errors == []
+
+
+def test_show_inlines_one_feature_for_notebooks(browser, site, tmp_path):
+    """`monosemantic.show(db, dictionary, feature)`: the same dashboard, every asset inlined."""
+    import monosemantic
+
+    _, db = site
+    store = FeatureStore(db)
+    sae = store.dictionary("sae")
+    idx = store.list_features(sae["id"], order_by="density", limit=1)[0]["idx"]
+    view = monosemantic.show(db, "sae", idx)
+    assert "<script src" not in view.html and "<link" not in view.html
+    assert view._repr_html_().startswith("<iframe srcdoc=")
+    page, errors = _open(browser, view.save(tmp_path / "feature.html").as_uri())
+    assert page.inner_text("#feature h1") == f"Feature {idx}"
+    assert page.locator("#list li").count() == sae["n_features"]
     assert errors == []

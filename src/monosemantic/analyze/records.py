@@ -8,22 +8,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from monosemantic.lm.token_display import TokenDisplay
+
 from .collect import HIST_BINS, Examples, FeatureCollector
 
 
-class TokenText:
-    """Token id -> display string, decoded one id at a time and memoised (' the', not 'Ġthe')."""
-
-    def __init__(self, tokenizer: Any | None) -> None:
-        self.tokenizer = tokenizer
-        self._memo: dict[int, str] = {}
-
-    def __call__(self, i: int) -> str:
-        s = self._memo.get(i)
-        if s is None:
-            s = self.tokenizer.decode([i]) if self.tokenizer is not None else f"<{i}>"
-            self._memo[i] = s
-        return s
+class TokenText(TokenDisplay):
+    """Token id -> display string, memoised, with each tokenizer family's spacing (' the', not
+    'Ġthe'; 'lt' after 'sha', not '##lt'): see `monosemantic.lm.token_display`."""
 
 
 def round_each(x: Tensor, digits: int = 4) -> list[Any]:

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from monosemantic.dictionaries.base import Dictionary
+from monosemantic.lm.token_display import TokenDisplay
 from monosemantic.utils.errors import MonosemanticError
 
 from .forward import Freeze, FunctionalLM, NoHooks
@@ -113,6 +114,7 @@ class ReplacementModel:
         # dictionaries' output then goes to the error terms. Off by default: BOS features are kept.
         self.zero_bos = zero_bos
         self.tokenizer = getattr(model, "tokenizer", None)
+        self._display: TokenDisplay | None = None
         self.lm = FunctionalLM(hf)
         p = next(hf.parameters())
         self.dtype, self.device = p.dtype, p.device
@@ -186,7 +188,12 @@ class ReplacementModel:
         return ids.to(self.device)
 
     def token_str(self, token_id: int) -> str:
-        return self.tokenizer.decode([int(token_id)]) if self.tokenizer is not None else str(int(token_id))
+        """Display string with the tokenizer family's spacing (see `monosemantic.lm.token_display`)."""
+        if self.tokenizer is None:
+            return str(int(token_id))
+        if self._display is None:
+            self._display = TokenDisplay(self.tokenizer)
+        return self._display(token_id)
 
     # ---- the clean run ---------------------------------------------------------------------------
     @torch.no_grad()

@@ -1,4 +1,5 @@
-"""A static, self-contained HTML viewer for graph.json (inline JS/CSS, opens from file://)."""
+"""A self-contained HTML viewer for graph.json: the page, its CSS and JS inlined, no network, so
+the same file opens from file://, is served at /graphs/{id}, and shows inline in a notebook."""
 
 from __future__ import annotations
 
@@ -10,12 +11,18 @@ from pathlib import Path
 from monosemantic.utils.files import write_text_atomic
 
 
+def _template(name: str) -> str:
+    return files("monosemantic.circuits").joinpath(f"templates/{name}").read_text(encoding="utf-8")
+
+
 def render_viewer(graph_json: dict) -> str:
     """The viewer page with the graph embedded (script-safe: `</` is escaped inside the JSON)."""
-    template = files("monosemantic.circuits").joinpath("templates/viewer.html").read_text()
     data = json.dumps(graph_json).replace("</", "<\\/")
     title = html.escape(str(graph_json.get("metadata", {}).get("slug", "graph")))
-    return template.replace("__TITLE__", title).replace("__GRAPH__", data)
+    js = _template("viewer.js").replace("</script", "<\\/script")
+    page = _template("viewer.html").replace("__TITLE__", title).replace("__CSS__", _template("viewer.css"))
+    # the graph last: its text may contain the other placeholders
+    return page.replace("__JS__", js).replace("__GRAPH__", data)
 
 
 def write_viewer(graph_json: dict, path: str | Path) -> Path:

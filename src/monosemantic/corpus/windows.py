@@ -93,6 +93,17 @@ def bos_eos_ids(tokenizer: Any) -> tuple[int, int]:
     return (eos if bos is None else bos), (bos if eos is None else eos)
 
 
+def text_tokens(tokenizer: Any, text: str, prepend_bos: bool = True) -> torch.Tensor:
+    """One text as harvest tokenizes it (LongTensor[T]): the fast tokenizer without its own special
+    tokens, then the window's BOS (`bos_eos_ids`) in front when `prepend_bos`, so a prompt matches
+    what the dictionaries were trained on."""
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    ids = list(backend.encode(text, add_special_tokens=False).ids)
+    if prepend_bos:
+        ids = [bos_eos_ids(tokenizer)[0], *ids]
+    return torch.tensor(ids, dtype=torch.long)
+
+
 class TokenWindows:
     """Iterable of `Window`s over `data.text`; see the module docstring for the packing rules."""
 

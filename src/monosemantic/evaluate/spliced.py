@@ -55,20 +55,31 @@ def _where(keep: Tensor, new: Tensor, act: Tensor) -> Tensor:
     return torch.where(keep[..., None].to(act.device), new.to(act.dtype), act)
 
 
-def reconstruct(dic: Dictionary, x: Tensor) -> Tensor:
-    """The dictionary's output for activations x [..., d_in], in the dictionary's dtype."""
+def reconstruct(dic: Dictionary, x: Tensor, record: dict[str, Tensor] | None = None) -> Tensor:
+    """The dictionary's output for activations x [..., d_in], in the dictionary's dtype; `record`,
+    if given, receives the `input`, its `codes` and the `output` (for `SpliceModel.run_with_cache`)."""
     x = x.to(dic.dtype)
-    return dic.decode(dic.encode(x), x)
+    f = dic.encode(x)
+    y = dic.decode(f, x)
+    if record is not None:
+        record.update(input=x, codes=f, output=y)
+    return y
 
 
 def splice_edits(
-    dic: Dictionary, in_site: str, out_site: str, keep: Tensor, with_error: bool = False
+    dic: Dictionary,
+    in_site: str,
+    out_site: str,
+    keep: Tensor,
+    with_error: bool = False,
+    record: dict[str, Tensor] | None = None,
 ) -> dict[str, Edit]:
-    """`SubjectModel.run` edits that put the dictionary's output at `out_site` (positions in `keep`)."""
+    """`SubjectModel.run` edits that put the dictionary's output at `out_site` (positions in `keep`);
+    `record` receives the dictionary's input, codes and output (see `reconstruct`)."""
     if in_site == out_site:
 
         def sae(act: Tensor) -> Tensor:
-            x_hat = reconstruct(dic, act)
+            x_hat = reconstruct(dic, act, record)
             if with_error:  # x_hat + (x - x_hat) in float64 == x exactly
                 x64 = x_hat.double()
                 x_hat = x64 + (act.double() - x64)
@@ -78,20 +89,20 @@ def splice_edits(
 
     recorded: dict[str, Tensor] = {}
 
-    def record(act: Tensor) -> Tensor:
+    def remember(act: Tensor) -> Tensor:
         recorded["x"] = act
         return act
 
     def transcoder(out: Tensor) -> Tensor:
         if "x" not in recorded:
             raise RuntimeError(f"{in_site} was not computed before {out_site}; cannot splice the transcoder")
-        y_hat = reconstruct(dic, recorded["x"])
+        y_hat = reconstruct(dic, recorded["x"], record)
         if with_error:
             y64 = y_hat.double()
             y_hat = y64 + (out.double() - y64)
         return _where(keep, y_hat, out)
 
-    return {in_site: record, out_site: transcoder}
+    return {in_site: remember, out_site: transcoder}
 
 
 @dataclass

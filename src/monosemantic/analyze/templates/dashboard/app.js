@@ -38,7 +38,7 @@ const MONO = (() => {
   async function getFeature(did, idx) {
     if (live) return getJSON(`${live}/dictionaries/${did}/features/${idx}`);
     const c = Math.floor(idx / site.chunk);
-    await loadScript(`data/d${did}/c${c}.js`);
+    if (!chunks[did + ":" + c]) await loadScript(`data/d${did}/c${c}.js`);  // inline pages preload it
     return (chunks[did + ":" + c] || {})[idx];
   }
 
@@ -86,6 +86,10 @@ const MONO = (() => {
     return hay.some((s) => s.toLowerCase().includes(q));
   }
   function sorted(rows, order) {
+    if (order === "random") {  // live features in a per-page-load shuffle, dead ones last
+      for (const r of rows) if (r.rand === undefined) r.rand = Math.random();
+      return rows.slice().sort((a, b) => (!b.density - !a.density) || a.rand - b.rand);
+    }
     const key = { density: "density", max: "max", score: "score", idx: "idx" }[order] || "idx";
     const desc = key !== "idx";
     return rows.slice().sort((a, b) => {
@@ -220,6 +224,8 @@ const MONO = (() => {
       $("dictionary").value = String(did);
       state.rows = await getIndex(did);
       state.idx = null;
+      // open on something worth reading: the best explanation score, else a random live feature
+      if (!state.userOrder) $("order").value = state.rows.some((r) => r.score !== null && r.score !== undefined) ? "score" : "random";
     }
     let idx = m && m[2] !== undefined ? +m[2] : null;
     if (idx === null) {
@@ -251,7 +257,7 @@ const MONO = (() => {
     for (const g of site.graphs || []) $("graphs").appendChild(h("a", { href: g.url, title: g.prompt || "" }, "graph: " + (g.name || g.id)));
     sel.addEventListener("change", () => go(+sel.value, ""));
     $("search").addEventListener("input", renderList);
-    $("order").addEventListener("change", renderList);
+    $("order").addEventListener("change", () => { state.userOrder = true; renderList(); });
     window.addEventListener("hashchange", route);
     if (!site.dictionaries.length) { $("feature").replaceChildren(h("div", { class: "empty" }, "The feature store holds no dictionaries.")); return; }
     route();

@@ -1,0 +1,87 @@
+"""The README's Python examples run as written, against a tiny demo-shaped run built in tmp."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+CONFIG = """
+seed = 0
+device = "cpu"
+[model]
+name = "storyworld"
+[data]
+text = "storyworld"
+context_size = 32
+max_tokens = 4096
+[sites]
+names = ["blocks.1.hook_resid_post", "blocks.0.hook_mlp_in", "blocks.0.hook_mlp_out",
+         "blocks.1.hook_mlp_in", "blocks.1.hook_mlp_out"]
+[harvest]
+out = "runs/demo/activations"
+[dictionary]
+architecture = "topk"
+d_sae = 64
+k = 8
+[[dictionaries]]
+name = "topk-k16"
+site = "blocks.1.hook_resid_post"
+[[dictionaries]]
+name = "transcoder-L0"
+site = "blocks.0.hook_mlp_in"
+site_out = "blocks.0.hook_mlp_out"
+[[dictionaries]]
+name = "transcoder-L1"
+site = "blocks.1.hook_mlp_in"
+site_out = "blocks.1.hook_mlp_out"
+[train]
+tokens = 4096
+batch_size = 512
+buffer_tokens = 2048
+init_tokens = 1024
+out = "runs/demo/dictionaries"
+[analyze]
+out = "runs/demo"
+top_k = 4
+quantiles = 2
+per_quantile = 2
+negatives = 2
+[explain]
+db = "runs/demo/features.db"
+[circuit]
+out = "runs/demo/circuit"
+prompt = "Tom the dog found a red ball in the park. He"
+mean_sequences = 8
+"""
+
+
+def python_blocks(section: str) -> list[str]:
+    text = README.read_text()
+    start = text.index(f"## {section}")
+    end = text.index("\n## ", start + 1)
+    return re.findall(r"```python\n(.*?)```", text[start:end], flags=re.S)
+
+
+@pytest.mark.slow
+def test_readme_python_examples_run(tmp_path, monkeypatch):
+    import monosemantic
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "demo.toml").write_text(CONFIG)
+    cfg = monosemantic.load_config("configs/demo.toml")
+    monosemantic.harvest(cfg)
+    monosemantic.train(cfg)
+    monosemantic.analyze(cfg)
+    monosemantic.explain(cfg)
+    monosemantic.circuit(cfg)
+    blocks = python_blocks("In Python and notebooks")
+    assert len(blocks) == 2
+    scope: dict = {}
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), scope)  # noqa: S102 (the README's own examples)
+    assert scope["cache"].codes["topk-k16"].shape[-1] == 64
