@@ -17,6 +17,7 @@ from monosemantic.utils.progress import console
 
 from .ablation_graph import ablation_graph
 from .attribution import Graph, attribute
+from .clt_layers import feature_offset
 from .contrastive_graph import contrastive_graph
 from .faithfulness import ablation_faithfulness, feature_means, graph_scores
 from .graph_json import graph_to_json
@@ -250,7 +251,14 @@ def circuit(cfg: Config) -> Path:
         n_edges=int(pruned.edge_mask.sum()),
         target=graph.targets[0].label,
     )
-    store, describe = _store_describer(cfg, paths, names, dics)
+    store, by_source = _store_describer(cfg, paths, names, dics)
+    describe = None
+    if by_source is not None:  # graph dictionaries are spliced views: map back to the checkpoint's latent
+
+        def describe(d: int, idx: int) -> dict:
+            s = rm.spliced[d]
+            return by_source(s.source, idx + feature_offset(s.dic))
+
     slug = _slug(c.prompt if c.method == "attribution" else f"{c.method} {c.prompt}")
     gj = graph_to_json(
         graph,

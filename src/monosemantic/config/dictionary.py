@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -57,6 +58,12 @@ class DictionaryConfig(Section):
     )
     site: str | None = Field(None, description="Input hook site; default the first of [sites].names.")
     site_out: str | None = Field(None, description="Output hook site: set it to make a transcoder.")
+    layers: list[int] | None = Field(
+        None,
+        description="Layers a `blocks.*` site expands over (default every layer the cache holds); "
+        "`site = \"blocks.*.hook_mlp_in\"` with `site_out = \"blocks.*.hook_mlp_out\"` is one "
+        "cross-layer transcoder (d_sae and k per layer).",
+    )
     skip: bool = Field(False, description="Skip transcoder: add a linear W_skip path from input to output.")
     target_l0: float | None = Field(None, gt=0, description="Tune the sparsity coefficient to reach this L0.")
     name: str | None = Field(None, description="Sub-folder name in a sweep; default built from what differs.")
@@ -69,6 +76,21 @@ class DictionaryConfig(Section):
             raise ValueError(f"k={self.k} is larger than d_sae={self.d_sae}; choose k <= d_sae")
         if self.architecture in ("topk", "batchtopk", "matryoshka") and self.k is None:
             raise ValueError(f"architecture {self.architecture!r} needs k (active latents per token)")
+        if self.site is not None and "*" in self.site:
+            glob = re.compile(r"^blocks\.\*\.hook_\w+$")
+            if not glob.match(self.site) or self.site_out is None or not glob.match(self.site_out):
+                raise ValueError(
+                    f"site {self.site!r}: a layer glob needs the form blocks.*.hook_NAME and a matching "
+                    "site_out glob (blocks.*.hook_mlp_in -> blocks.*.hook_mlp_out makes a cross-layer "
+                    "transcoder; crosscoders without site_out are not supported yet)"
+                )
+            if self.architecture not in ("relu", "topk", "batchtopk", "jumprelu") or self.skip:
+                raise ValueError(
+                    f"a cross-layer transcoder takes architecture relu | topk | batchtopk | jumprelu "
+                    f"without skip, not {self.architecture!r}{' with skip' if self.skip else ''}"
+                )
+        elif self.layers is not None:
+            raise ValueError("layers only applies to a layer-glob site like blocks.*.hook_mlp_in")
         if self.skip and self.site_out is None:
             raise ValueError("skip = true needs site_out (a skip transcoder maps site -> site_out)")
         return self

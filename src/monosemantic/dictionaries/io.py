@@ -67,6 +67,8 @@ def _cfg_dict(dic: Dictionary, metadata: dict[str, Any] | None) -> dict[str, Any
     if meta.architecture == "topk":
         cfg["k"] = meta.k
         cfg["rescale_acts_by_decoder_norm"] = False
+    if hasattr(dic, "saved_cfg"):  # a multi-site dictionary (CLT) names its own layout
+        cfg |= dic.saved_cfg()
     return cfg
 
 
@@ -139,7 +141,8 @@ def _meta_from_saelens(cfg: dict[str, Any]) -> DictionaryMeta:
     md = dict(cfg.get("metadata") or {})
     ours = md.pop("monosemantic", None)
     if ours:
-        meta = DictionaryMeta.from_dict(ours)
+        cls = getattr(dictionary_class(ours.get("architecture", "relu")), "meta_class", DictionaryMeta)
+        meta = cls.from_dict(ours)
         meta.metadata = md
         return meta
     name = cfg.get("architecture", "standard")
@@ -201,13 +204,14 @@ def build_from_weights(
 ) -> Dictionary:
     """Instantiate the class for `meta` and load `weights`, with one-line errors on mismatch."""
     W_dec = weights.get("W_dec")
-    if W_dec is None or tuple(W_dec.shape) != (meta.d_sae, meta.d_out):
+    multi_site = getattr(dictionary_class(meta.architecture), "multi_site", False)  # CLT: its loader checks
+    if not multi_site and (W_dec is None or tuple(W_dec.shape) != (meta.d_sae, meta.d_out)):
         got = None if W_dec is None else list(W_dec.shape)
         raise DataError(
             f"{where}: W_dec has shape {got}, config says [{meta.d_sae}, {meta.d_out}]; the checkpoint is inconsistent"
         )
     dic = dictionary_class(meta.architecture)(meta)
-    dt = torch_dtype(dtype) if dtype else W_dec.dtype
+    dt = torch_dtype(dtype) if dtype else weights["b_dec"].dtype
     dic.to(dtype=dt)
     try:
         dic.load_saved_weights({k: v.to(dt) for k, v in weights.items()})

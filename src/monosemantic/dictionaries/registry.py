@@ -5,8 +5,9 @@ from __future__ import annotations
 from monosemantic.config.dictionary import DictionaryConfig
 from monosemantic.utils.errors import ConfigError
 
-from . import batchtopk, gated, jumprelu, matryoshka, relu, topk  # noqa: F401  (registration)
+from . import batchtopk, clt, gated, jumprelu, matryoshka, relu, topk  # noqa: F401  (registration)
 from .base import _REGISTRY, Dictionary, DictionaryMeta, dictionary_class
+from .layer_sites import is_layer_glob
 from .matryoshka import default_widths
 
 ARCHITECTURES = tuple(sorted(_REGISTRY))
@@ -14,6 +15,8 @@ ARCHITECTURES = tuple(sorted(_REGISTRY))
 
 def meta_from_config(dict_cfg: DictionaryConfig, d_in: int, d_out: int | None = None) -> DictionaryMeta:
     """Resolve defaults (d_sae from expansion, aux_k, widths, init scale) and check consistency."""
+    if is_layer_glob(dict_cfg.site):
+        return clt.meta_from_config(dict_cfg, d_in, d_out)
     arch = dict_cfg.architecture
     if dict_cfg.d_sae is not None:
         d_sae = dict_cfg.d_sae

@@ -6,13 +6,61 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from monosemantic.activations.buffer import activation_batches
 from monosemantic.config import Config
+from monosemantic.dictionaries.layer_sites import expand, is_layer_glob
 
 
 def open_stream(cfg: Config, sites: list[str], model: Any = None) -> Any:
-    """The shuffled batch iterator of `[data]`: a cache, a tensor file, or live from `[model]`."""
-    return activation_batches(cfg, sites, cfg.train.batch_size, model=model)
+    """The shuffled batch iterator of `[data]`: a cache, a tensor file, or live from `[model]`.
+
+    Layer-glob keys (`blocks.{0,1}.hook_mlp_in`, see `dictionaries/layer_sites.py`) are served as
+    the per-token concatenation of their sites, for dictionaries that read several sites at once.
+    """
+    groups = {s: expand(s) for s in sites if is_layer_glob(s)}
+    concrete = list(dict.fromkeys(c for s in sites for c in groups.get(s, [s])))
+    stream = activation_batches(cfg, concrete, cfg.train.batch_size, model=model)
+    return StackedStream(stream, groups) if groups else stream
+
+
+class StackedStream:
+    """Wraps a stream of `{site: [B, d]}` batches and adds `{key: [B, sum d]}` for each group of sites."""
+
+    def __init__(self, stream: Any, groups: dict[str, list[str]]) -> None:
+        self.stream, self.groups = stream, groups
+
+    def d_in(self, site: str) -> int:
+        if site in self.groups:
+            return sum(self.stream.d_in(s) for s in self.groups[site])
+        return self.stream.d_in(site)
+
+    def __iter__(self) -> StackedStream:
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        batch = dict(next(self.stream))
+        for key, sites in self.groups.items():
+            batch[key] = torch.cat([batch[s] for s in sites], -1)
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.stream.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stream.load_state_dict(state)
+
+    def __getattr__(self, name: str) -> Any:  # epoch, tokens_per_epoch, ... of the wrapped stream
+        return getattr(self.stream, name)
+
+
+def available_sites(cfg: Config) -> list[str]:
+    """Sites a layer glob may expand over: the cache's (data.activations or harvest.out), else [sites].names."""
+    for path in (cfg.data.activations, cfg.harvest.out):
+        if path is not None and Path(path, "manifest.json").is_file():
+            return list(json.loads(Path(path, "manifest.json").read_text()).get("sites", {}))
+    return list(cfg.sites.names)
 
 
 def _manifest(cfg: Config) -> dict[str, Any]:

@@ -41,12 +41,12 @@ class Trainer:
         self.device = resolve_device(self.tcfg.device)
         self.compute_dtype = torch_dtype(self.tcfg.dtype or "float32")
         self.out = Path(self.tcfg.out)
-        pairs = resolve_sites(cfg)
+        pairs = resolve_sites(cfg, available=list(stream.sites) if hasattr(stream, "sites") else None)
         self.sites = list(dict.fromkeys(s for pair in pairs for s in pair))
         self.stream = stream if stream is not None else open_stream(cfg, self.sites, model)
         self.widths = {s: self.stream.d_in(s) for s in self.sites}
         seed_everything(self.tcfg.seed if self.tcfg.seed is not None else cfg.seed)
-        self.slots: list[Slot] = build_slots(cfg, self.widths, self.device)
+        self.slots: list[Slot] = build_slots(cfg, self.widths, self.device, pairs)
         self.total_steps = math.ceil(self.tcfg.tokens / self.tcfg.batch_size)
         self.step = 0
         self.scales: dict[str, float] = {s: 1.0 for s in self.sites}
