@@ -32,10 +32,10 @@ from torch import Tensor, nn
 
 from monosemantic.utils.errors import DataError, MonosemanticError
 
-from .base import Dictionary, DictionaryMeta, LossOutput, TrainStepState, register_dictionary
+from .base import Dictionary, DictionaryMeta, LossOutput, SparseCodes, TrainStepState, register_dictionary
 from .batchtopk import THRESHOLD_RATE
 from .jumprelu import jumprelu, step
-from .sparse_encoder import topk_batch
+from .sparse_encoder import _sort_order, sparse_decode, sparse_encode, topk_batch, topk_rows
 
 ACTIVATIONS = ("relu", "jumprelu", "topk", "batchtopk")
 
@@ -199,49 +199,68 @@ class CrossLayerTranscoder(Dictionary):
         return self.decode(self.encode(x))
 
     # ---- training -----------------------------------------------------------------------------
-    def _train_acts(self, z: Tensor) -> tuple[Tensor, Tensor | None]:
-        """(f [B, L, n], the differentiable L0 count for jumprelu) with training-time rules."""
-        act, eps = self.cfg.activation, self.cfg.jumprelu_bandwidth
-        if act == "relu":
-            return F.relu(z), None
-        if act == "jumprelu":
-            theta = self.log_threshold.exp().flatten()
-            flat = z.reshape(z.shape[0], -1)
-            f = jumprelu(flat, theta, eps).view_as(z)
-            return f, step(flat, theta, eps).float().sum(-1).mean()
-        if act == "topk":
-            top = z.topk(int(self.cfg.k), dim=-1, sorted=False)
-            return torch.zeros_like(z).scatter(-1, top.indices, F.relu(top.values)), None
-        mask = torch.zeros_like(z, dtype=torch.bool)
-        for i in range(self.n_layers):  # batchtopk: k*B winners per layer over the batch
-            rows, cols = topk_batch(z[:, i].detach(), int(self.cfg.k) * z.shape[0])
-            mask[rows, i, cols] = True
-        f = F.relu(z) * mask
-        self._update_threshold(f.detach())
-        return f, None
-
     @torch.no_grad()
-    def _update_threshold(self, f: Tensor) -> None:
+    def _update_threshold(self, i: int, vals: Tensor) -> None:
+        """BatchTopK: running mean of layer i's smallest selected positive activation."""
         if not self.training:
             return
         rate = max(1.0 / float(self.threshold_updates + 1), THRESHOLD_RATE)
-        for i in range(self.n_layers):
-            pos = f[:, i][f[:, i] > 0]
-            if pos.numel():
-                self.threshold[i].mul_(1 - rate).add_(rate * pos.min().float())
-        self.threshold_updates += 1
+        pos = vals[vals > 0]
+        if pos.numel():
+            self.threshold[i].mul_(1 - rate).add_(rate * pos.min().float())
+        if i == self.n_layers - 1:
+            self.threshold_updates += 1
+
+    def _sparse_loss(self, xs: Tensor, y: Tensor) -> LossOutput:
+        """TopK / BatchTopK: per layer, the fused sparse encoder of `sparse_encoder.py` and a gather
+        decoder into all later layers; the dense [B, L, n] activations are never built."""
+        B, L, n, d = xs.shape[0], self.n_layers, self.n_per_layer, self.d_layer_out
+        k = int(self.cfg.k)
+        batch = self.cfg.activation == "batchtopk"
+        parts, rows_all, cols_all, vals_all = [], [], [], []
+        for s in range(L):
+
+            def select(pre: Tensor) -> list[tuple[Tensor, Tensor]]:
+                return [topk_batch(pre, k * pre.shape[0]) if batch else topk_rows(pre, k)]
+
+            ((rows, cols, vals),) = sparse_encode(xs[:, s].contiguous(), self.W_enc[s], self.b_enc[s], select)
+            vals = F.relu(vals)
+            if batch:
+                self._update_threshold(s, vals.detach())
+            out = sparse_decode(vals, self.W_dec[s].reshape(n, -1), rows, cols, B)  # [B, (L - s) * d]
+            parts.append(F.pad(out.view(B, L - s, d), (0, 0, s, 0)))
+            rows_all.append(rows)
+            cols_all.append(cols + s * n)
+            vals_all.append(vals)
+        y_hat = (torch.stack(parts).sum(0) + self.b_dec).flatten(1)
+        rows, cols, vals = torch.cat(rows_all), torch.cat(cols_all), torch.cat(vals_all)
+        order = _sort_order(rows)
+        codes = SparseCodes(rows[order], cols[order], vals[order].detach(), B, self.d_sae)
+        mse = self.mse(y_hat, y)
+        return LossOutput(mse, y_hat, terms={"mse": mse.detach()}, codes=codes)
 
     def training_loss(self, x: Tensor, y: Tensor, state: TrainStepState | None = None) -> LossOutput:
         state = state or TrainStepState()
         xs = self._split(x, self.d_layer_in, "input")
+        y = self._check_input(y, self.d_out, "target")
+        act, eps = self.cfg.activation, self.cfg.jumprelu_bandwidth
+        if act in ("topk", "batchtopk"):
+            return self._sparse_loss(xs.to(self.dtype), y)
         z = torch.einsum("bld,ldn->bln", xs.to(self.dtype), self.W_enc) + self.b_enc  # [B, L, n]
-        f, l0 = self._train_acts(z)
+        l0 = None
+        if act == "jumprelu":
+            theta = self.log_threshold.exp().flatten()
+            flat = z.reshape(z.shape[0], -1)
+            f = jumprelu(flat, theta, eps).view_as(z)
+            l0 = step(flat, theta, eps).float().sum(-1).mean()
+        else:
+            f = F.relu(z)
         f_flat = f.flatten(1)
         y_hat = self.decode(f_flat)
-        mse = self.mse(y_hat, self._check_input(y, self.d_out, "target"))
+        mse = self.mse(y_hat, y)
         terms = {"mse": mse.detach()}
         loss = mse
-        if self.cfg.activation == "relu":
+        if act == "relu":
             l1 = (f * self.concat_decoder_norms()).sum((-1, -2)).mean()
             loss = loss + self.sparsity_coefficient(state, self.cfg.l1_coefficient) * l1
             terms["l1"] = l1.detach()

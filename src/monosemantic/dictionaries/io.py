@@ -262,12 +262,26 @@ def load_dictionary(path_or_hub_id: str | Path, device: str | torch.device | Non
 
     path = _resolve(path_or_hub_id)
     dev = resolve_device(str(device) if device is not None else "cpu")
+    foreign = _load_circuit_tracer_or_npz(path, dev)
+    if foreign is not None:
+        return foreign
     fmt = detect_format(path)
     if fmt == "saelens":
         return _load_saelens(path, dev)
     if fmt == "sparsify":
         return load_sparsify(path, dev)
     return load_dictionary_learning(path, dev)
+
+
+def _load_circuit_tracer_or_npz(path: Path, device: torch.device) -> Dictionary | None:
+    """circuit-tracer's CLT folder, or a Gemma Scope params.npz (file or folder); else None."""
+    from .circuit_tracer import is_circuit_tracer_clt, load_circuit_tracer_clt, load_gemma_scope_npz
+
+    if path.is_dir() and is_circuit_tracer_clt(path):
+        return load_circuit_tracer_clt(path, device)
+    if path.name.endswith(".npz") or (path.is_dir() and (path / "params.npz").is_file() and not (path / CFG).exists()):
+        return load_gemma_scope_npz(path, device)
+    return None
 
 
 def load_sparsity(path: str | Path) -> torch.Tensor | None:
@@ -277,8 +291,11 @@ def load_sparsity(path: str | Path) -> torch.Tensor | None:
 
 
 def is_checkpoint(path: Path) -> bool:
+    from .circuit_tracer import is_circuit_tracer_clt
     from .foreign import detect_format
 
+    if is_circuit_tracer_clt(path) or (path / "params.npz").is_file():
+        return True
     try:
         detect_format(path)
         return True

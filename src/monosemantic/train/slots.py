@@ -106,7 +106,8 @@ def build_slots(
             raise ConfigError(f"k={dict_cfg.k} is larger than d_sae={d_sae}; choose k <= d_sae")
         if dict_cfg.aux_k is not None and dict_cfg.aux_k > d_sae:
             raise ConfigError(f"aux_k={dict_cfg.aux_k} is larger than d_sae={d_sae}; choose aux_k <= d_sae")
-        dic = build_dictionary(dict_cfg.model_copy(update={"site": site}), d_in, d_out).to(device)
+        update = {"site": site} | ({"site_out": site_out} if dict_cfg.site_out is not None else {})
+        dic = build_dictionary(dict_cfg.model_copy(update=update), d_in, d_out).to(device)
         dics.append(dic)
         field = COEFFICIENT.get(dict_cfg.architecture, (None,))[0]
         coefficients.append(
