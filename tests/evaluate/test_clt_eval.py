@@ -41,10 +41,10 @@ def _config(tmp_path: Path, cache: Path, tiny_gpt2: Path, extra: list[str]):
     return load_config(
         REPO / "configs" / "clt.toml",
         [f"model.name={tiny_gpt2}", "device=cpu", f"data.activations={cache}", f"harvest.out={cache}",
-         "dictionary.d_sae=64", "dictionary.k=4", "train.tokens=4096", "train.batch_size=256",
-         "train.buffer_tokens=1024", "train.log_every=4", f"train.out={tmp_path / 'clt'}",
+         "dictionary.d_sae=64", "dictionary.k=4", "train.tokens=8192", "train.batch_size=128", "train.lr=0.005",
+         "train.buffer_tokens=512", "train.log_every=8", "train.lr_warmup_steps=0", f"train.out={tmp_path / 'clt'}",
          f"evaluate.dictionary={tmp_path / 'clt'}", f"evaluate.cache={cache}", f"evaluate.out={tmp_path / 'eval'}",
-         "evaluate.max_sequences=16", "evaluate.plots=false", "evaluate.compare_transcoders=null",
+         "evaluate.max_sequences=16", "evaluate.plots=false", "evaluate.compare_transcoders=[]",
          f"circuit.dictionaries=[\"{tmp_path / 'clt'}\"]", f"circuit.out={tmp_path / 'circuit'}",
          "circuit.ablation=zero", *extra],
     )  # fmt: skip
