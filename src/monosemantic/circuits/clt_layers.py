@@ -12,6 +12,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from monosemantic.dictionaries.base import DictionaryMeta
+from monosemantic.utils.errors import MonosemanticError
 
 
 class CLTLayer(nn.Module):
@@ -53,6 +54,11 @@ def layer_views(dic: nn.Module) -> list[CLTLayer] | None:
     """One view per layer for a cross-layer transcoder; None for a single-site dictionary."""
     if not getattr(dic, "multi_site", False):
         return None
+    if dic.cfg.architecture != "clt":
+        raise MonosemanticError(
+            f"a {dic.cfg.architecture} reads later layers to encode earlier ones, so it cannot be spliced "
+            "into a causal replacement model; trace circuits with transcoders or a cross-layer transcoder"
+        )
     return [CLTLayer(dic, i) for i in range(dic.n_layers)]
 
 

@@ -78,15 +78,15 @@ class DictionaryConfig(Section):
             raise ValueError(f"architecture {self.architecture!r} needs k (active latents per token)")
         if self.site is not None and "*" in self.site:
             glob = re.compile(r"^blocks\.\*\.hook_\w+$")
-            if not glob.match(self.site) or self.site_out is None or not glob.match(self.site_out):
+            if not glob.match(self.site) or (self.site_out is not None and not glob.match(self.site_out)):
                 raise ValueError(
-                    f"site {self.site!r}: a layer glob needs the form blocks.*.hook_NAME and a matching "
-                    "site_out glob (blocks.*.hook_mlp_in -> blocks.*.hook_mlp_out makes a cross-layer "
-                    "transcoder; crosscoders without site_out are not supported yet)"
+                    f"site {self.site!r}: a layer glob needs the form blocks.*.hook_NAME, and site_out too "
+                    "(blocks.*.hook_mlp_in -> blocks.*.hook_mlp_out makes a cross-layer transcoder; "
+                    "no site_out, an acausal crosscoder)"
                 )
             if self.architecture not in ("relu", "topk", "batchtopk", "jumprelu") or self.skip:
                 raise ValueError(
-                    f"a cross-layer transcoder takes architecture relu | topk | batchtopk | jumprelu "
+                    f"a cross-layer transcoder or crosscoder takes architecture relu | topk | batchtopk | jumprelu "
                     f"without skip, not {self.architecture!r}{' with skip' if self.skip else ''}"
                 )
         elif self.layers is not None:

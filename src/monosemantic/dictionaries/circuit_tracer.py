@@ -92,6 +92,8 @@ def write_circuit_tracer(dics: list[Dictionary] | Dictionary, out: str | Path) -
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if isinstance(dics, Dictionary) and getattr(dics, "multi_site", False):
+        if dics.cfg.architecture != "clt":
+            raise MonosemanticError(f"circuit-tracer has no {dics.cfg.architecture} format; only CLTs and transcoders")
         return _write_clt(dics, out)
     dics = [dics] if isinstance(dics, Dictionary) else list(dics)
     layers = []

@@ -363,7 +363,8 @@ class CrossLayerTranscoder(Dictionary):
 
 def meta_from_config(dict_cfg, d_in: int, d_out: int | None) -> CLTMeta:
     """A CLTMeta from a `[dictionary]` whose site is a stream key like `blocks.{0,1}.hook_mlp_in`
-    (d_in, d_out: concatenated widths; d_sae, expansion and k count per layer)."""
+    (d_in, d_out: concatenated widths; for a CLT d_sae, expansion and k count per layer). Without a
+    distinct site_out it is an acausal crosscoder (`crosscoder.py`): one latent space of d_sae."""
     from monosemantic.utils.errors import ConfigError
 
     from .layer_sites import expand, glob_layers
@@ -382,12 +383,13 @@ def meta_from_config(dict_cfg, d_in: int, d_out: int | None) -> CLTMeta:
     else:
         raise ConfigError("[dictionary] needs d_sae or expansion (per layer for a CLT); set one of them")
     act = dict_cfg.architecture
+    crosscoder = sites_out == sites_in
     if act in ("topk", "batchtopk") and (dict_cfg.k is None or dict_cfg.k > n):
         raise ConfigError(f"a {act} CLT needs 1 <= k <= d_sae per layer ({n}); set dictionary.k")
     return CLTMeta(
-        architecture="clt",
+        architecture="crosscoder" if crosscoder else "clt",
         d_in=d_in,
-        d_sae=n * L,
+        d_sae=n if crosscoder else n * L,
         d_out=d_out or d_in,
         k=dict_cfg.k,
         hook_name=dict_cfg.site,

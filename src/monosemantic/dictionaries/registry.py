@@ -5,7 +5,7 @@ from __future__ import annotations
 from monosemantic.config.dictionary import DictionaryConfig
 from monosemantic.utils.errors import ConfigError
 
-from . import batchtopk, clt, gated, jumprelu, matryoshka, relu, topk  # noqa: F401  (registration)
+from . import batchtopk, clt, crosscoder, gated, jumprelu, matryoshka, relu, topk  # noqa: F401  (registration)
 from .base import _REGISTRY, Dictionary, DictionaryMeta, dictionary_class
 from .layer_sites import is_layer_glob
 from .matryoshka import default_widths

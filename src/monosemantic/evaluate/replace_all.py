@@ -108,11 +108,17 @@ def all_mlps_replaced(
 
 
 def is_clt(dic: Dictionary) -> bool:
+    return dic.cfg.architecture == "clt"
+
+
+def is_multi_site(dic: Dictionary) -> bool:
+    """A CLT or a crosscoder: one dictionary over several sites, read and written concatenated."""
     return bool(getattr(dic, "multi_site", False))
 
 
 class PerLayerMetrics:
-    """FVU and L0 of a CLT per layer: output layer l's reconstruction, home layer l's latents."""
+    """FVU and L0 per layer: output layer l's reconstruction; for a CLT the latents of home layer l,
+    for a crosscoder its one shared latent space."""
 
     def __init__(self, clt: Dictionary) -> None:
         from .metrics import ReconstructionMetrics
@@ -124,9 +130,10 @@ class PerLayerMetrics:
 
     def update(self, y: Tensor, y_hat: Tensor, f: Tensor, keep: Tensor) -> None:
         L = self.clt.n_layers
-        ys, yh, fs = (t.reshape(*t.shape[:-1], L, -1) for t in (y, y_hat, f))
+        ys, yh = (t.reshape(*t.shape[:-1], L, -1) for t in (y, y_hat))
+        fs = f.reshape(*f.shape[:-1], L, -1) if is_clt(self.clt) else None
         for i, m in enumerate(self.metrics):
-            m.update(ys[..., i, :], yh[..., i, :], fs[..., i, :], keep)
+            m.update(ys[..., i, :], yh[..., i, :], f if fs is None else fs[..., i, :], keep)
 
     def compute(self) -> list[dict[str, float]]:
         out = []
@@ -146,7 +153,7 @@ def mlp_transcoders(folders: Sequence, device: torch.device) -> dict[int, Dictio
         for path in find_dictionaries(folder):
             dic = load_dictionary(path, device=device).eval().requires_grad_(False)
             c = dic.cfg
-            if is_clt(dic) or not c.is_transcoder or not str(c.hook_name).endswith("hook_mlp_in"):
+            if is_multi_site(dic) or not c.is_transcoder or not str(c.hook_name).endswith("hook_mlp_in"):
                 continue
             layer = int(str(c.hook_name).split(".")[1])
             if c.hook_name_out != f"blocks.{layer}.hook_mlp_out":

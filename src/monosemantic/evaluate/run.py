@@ -31,7 +31,14 @@ from monosemantic.utils.torch_utils import resolve_device
 from .concepts import ConceptMetrics
 from .metrics import ReconstructionMetrics
 from .report import print_table, write_outputs
-from .replace_all import MLPReplacement, PerLayerMetrics, all_mlps_replaced, is_clt, mlp_transcoders
+from .replace_all import (
+    MLPReplacement,
+    PerLayerMetrics,
+    all_mlps_replaced,
+    is_clt,
+    is_multi_site,
+    mlp_transcoders,
+)
 from .spliced import SplicedEvaluator, SpliceSpec
 
 _KIND = {c.name: c.kind for c in CONCEPTS}
@@ -144,7 +151,7 @@ def evaluate(cfg: Config) -> list[dict[str, Any]]:
     for name, path, dic in _load_dictionaries(root, device):
         in_site, out_site = _sites(name, dic, cache)
         entry = _Entry(name, path, dic, in_site, out_site, ReconstructionMetrics(dic.d_sae, dic.d_out))
-        if is_clt(dic):
+        if is_multi_site(dic):
             entry.per_layer = PerLayerMetrics(dic)
         if with_concepts:
             entry.concepts = ConceptMetrics(dic.d_sae, len(cache.concepts), top_n=ecfg.purity_top_n)
@@ -212,8 +219,8 @@ def evaluate(cfg: Config) -> list[dict[str, Any]]:
             evaluator = SplicedEvaluator(model.get(), token_batches, keeps, ecfg.error_check_batches)
             for i, r in zip(single, evaluator.evaluate_many(specs), strict=True):
                 spliced[i] = r
-        for i, e in enumerate(entries):
-            if e.per_layer is not None:
+        for i, e in enumerate(entries):  # a crosscoder is acausal: it has no spliced model
+            if is_clt(e.dic):
                 spliced[i] = _clt_spliced(e.dic, model.get(), token_batches, keeps, ecfg.compare_transcoders)
 
     results: list[dict[str, Any]] = []
