@@ -131,8 +131,9 @@ def test_fold_activation_scale_keeps_outputs():
 
 
 def test_config_errors_are_one_line():
-    with pytest.raises(ValidationError, match="site_out"):
-        DictionaryConfig(architecture="topk", k=4, d_sae=8, site="blocks.*.hook_resid_post")
+    with pytest.raises(ValidationError, match="site_out too"):
+        DictionaryConfig(architecture="topk", k=4, d_sae=8, site="blocks.*.hook_mlp_in", site_out="blocks.3.hook_mlp_out")
+    DictionaryConfig(architecture="topk", k=4, d_sae=8, site="blocks.*.hook_resid_post")  # a crosscoder
     with pytest.raises(ValidationError, match=r"relu \| topk \| batchtopk"):
         DictionaryConfig(architecture="gated", d_sae=8, site="blocks.*.hook_mlp_in", site_out="blocks.*.hook_mlp_out")
     with pytest.raises(ValidationError, match="layers only applies"):
