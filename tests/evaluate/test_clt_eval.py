@@ -74,6 +74,21 @@ def test_train_evaluate_circuit(cache, tiny_gpt2, tmp_path):
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert "all_mlps_replaced" in json.dumps(metrics)
 
+    from monosemantic.analyze.dashboard.data import feature_payload
+    from monosemantic.analyze.run import analyze
+    from monosemantic.analyze.store import FeatureStore
+
+    acfg = cfg.model_copy(update={"analyze": cfg.analyze.model_copy(update={
+        "dictionary": folder, "cache": cache, "out": tmp_path / "an", "max_sequences": 16})})  # fmt: skip
+    with FeatureStore(analyze(acfg)) as store:
+        (d,) = store.dictionaries()
+        clt = load_dictionary(folder)
+        p = feature_payload(store, d["id"], 64 + 3)  # layer 1's latent 3
+        assert p["layers"]["home_layer"] == 1 and p["layers"]["layers"] == [0, 1]
+        norms = p["layers"]["decoder_norms"]
+        assert norms[0] == 0.0  # a layer-1 latent never writes to layer 0
+        assert abs(norms[1] - clt.W_dec[1][3, 0].detach().norm().item()) < 1e-3
+
     out = circuit(cfg.model_copy(update={"circuit": cfg.circuit.model_copy(update={"prompt": "Lily went"})}))
     graph = json.loads((out / "graph.json").read_text())
     kinds = {n["feature_type"] for n in graph["nodes"]}
