@@ -62,7 +62,8 @@ class DictionaryConfig(Section):
         None,
         description="Layers a `blocks.*` site expands over (default every layer the cache holds); "
         "`site = \"blocks.*.hook_mlp_in\"` with `site_out = \"blocks.*.hook_mlp_out\"` is one "
-        "cross-layer transcoder (d_sae and k per layer).",
+        "cross-layer transcoder (d_sae and k per layer); a glob site without site_out, one acausal "
+        "crosscoder (one latent space over the layers).",
     )
     skip: bool = Field(False, description="Skip transcoder: add a linear W_skip path from input to output.")
     target_l0: float | None = Field(None, gt=0, description="Tune the sparsity coefficient to reach this L0.")
