@@ -69,7 +69,9 @@ def test_gemma_scope_npz_round_trip(tmp_path):
     out = write_circuit_tracer(tcs, tmp_path / "gs")
     arrays = np.load(out / "layer_0" / "params.npz")
     assert arrays["W_enc"].shape == (D, N) and arrays["threshold"].shape == (N,)
-    back = load_gemma_scope_npz(out / "layer_0", hook_name="blocks.0.hook_mlp_in", hook_name_out="blocks.0.hook_mlp_out")
+    back = load_gemma_scope_npz(
+        out / "layer_0", hook_name="blocks.0.hook_mlp_in", hook_name_out="blocks.0.hook_mlp_out"
+    )
     assert back.is_transcoder and back.cfg.architecture == "jumprelu"
     x = torch.randn(6, D)
     assert torch.allclose(back(x), tcs[0](x), atol=1e-5)

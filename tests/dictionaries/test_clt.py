@@ -33,7 +33,10 @@ def make(activation: str, seed: int = 0):
 def test_layer_globs_expand_over_layers():
     assert expand("blocks.*.hook_mlp_in", available=["blocks.2.hook_mlp_in", "blocks.0.hook_mlp_in",
                   "blocks.0.hook_mlp_out"]) == ["blocks.0.hook_mlp_in", "blocks.2.hook_mlp_in"]  # fmt: skip
-    assert expand("blocks.*.hook_mlp_out", layers=[1, 3]) == ["blocks.1.hook_mlp_out", "blocks.3.hook_mlp_out"]
+    assert expand("blocks.*.hook_mlp_out", layers=[1, 3]) == [
+        "blocks.1.hook_mlp_out",
+        "blocks.3.hook_mlp_out",
+    ]
     assert stream_key("blocks.*.hook_mlp_in", [0, 1]) == "blocks.{0,1}.hook_mlp_in"
     assert expand("blocks.{0,1}.hook_mlp_in") == ["blocks.0.hook_mlp_in", "blocks.1.hook_mlp_in"]
     assert expand("blocks.3.hook_resid_post") == ["blocks.3.hook_resid_post"]
@@ -69,7 +72,8 @@ def test_sparse_topk_training_matches_dense_reference():
     top = z.topk(3, dim=-1)
     f = torch.zeros_like(z).scatter(-1, top.indices, torch.relu(top.values))
     y_hat = clt.b_dec.expand(16, L, D) + sum(
-        torch.nn.functional.pad(torch.einsum("bn,nld->bld", f[:, s], clt.W_dec[s]), (0, 0, s, 0)) for s in range(L)
+        torch.nn.functional.pad(torch.einsum("bn,nld->bld", f[:, s], clt.W_dec[s]), (0, 0, s, 0))
+        for s in range(L)
     )
     ref = (y_hat.flatten(1) - y).pow(2).sum(-1).mean()
     ref.backward()
@@ -132,9 +136,13 @@ def test_fold_activation_scale_keeps_outputs():
 
 def test_config_errors_are_one_line():
     with pytest.raises(ValidationError, match="site_out too"):
-        DictionaryConfig(architecture="topk", k=4, d_sae=8, site="blocks.*.hook_mlp_in", site_out="blocks.3.hook_mlp_out")
+        DictionaryConfig(
+            architecture="topk", k=4, d_sae=8, site="blocks.*.hook_mlp_in", site_out="blocks.3.hook_mlp_out"
+        )
     DictionaryConfig(architecture="topk", k=4, d_sae=8, site="blocks.*.hook_resid_post")  # a crosscoder
     with pytest.raises(ValidationError, match=r"relu \| topk \| batchtopk"):
-        DictionaryConfig(architecture="gated", d_sae=8, site="blocks.*.hook_mlp_in", site_out="blocks.*.hook_mlp_out")
+        DictionaryConfig(
+            architecture="gated", d_sae=8, site="blocks.*.hook_mlp_in", site_out="blocks.*.hook_mlp_out"
+        )
     with pytest.raises(ValidationError, match="layers only applies"):
         DictionaryConfig(architecture="relu", d_sae=8, site="blocks.0.hook_mlp_in", layers=[0])

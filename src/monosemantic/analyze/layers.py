@@ -53,4 +53,8 @@ def feature_layers(cfg: dict[str, Any], idx: int) -> dict[str, Any] | None:
     if not norms or idx >= len(norms):
         return None
     home = cfg.get("home_layer")
-    return {"layers": cfg["site_layers"], "decoder_norms": norms[idx], "home_layer": home[idx] if home else None}
+    return {
+        "layers": cfg["site_layers"],
+        "decoder_norms": norms[idx],
+        "home_layer": home[idx] if home else None,
+    }

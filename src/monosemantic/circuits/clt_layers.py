@@ -69,4 +69,3 @@ def feature_offset(view: nn.Module) -> int:
 
 def same_clt(a: nn.Module, b: nn.Module) -> bool:
     return isinstance(a, CLTLayer) and isinstance(b, CLTLayer) and a.clt is b.clt
-

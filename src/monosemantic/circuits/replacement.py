@@ -231,7 +231,9 @@ class ReplacementModel:
             out = out + fs[j].to(W.dtype) @ W
         return out
 
-    def reconstruct(self, i: int, active: Sequence[Active], vals: Sequence[Tensor], x_in: Tensor, n_pos: int) -> Tensor:
+    def reconstruct(
+        self, i: int, active: Sequence[Active], vals: Sequence[Tensor], x_in: Tensor, n_pos: int
+    ) -> Tensor:
         """b_dec + sum over sources j of vals[j][..., k] W_j[idx_k] at pos_k (+ skip): [T, d], or
         [B, T, d] for [B, n] vals. `active[j]`, `vals[j]` are indexed by spliced dictionary."""
         dic = self.spliced[i].dic

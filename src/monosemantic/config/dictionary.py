@@ -61,7 +61,7 @@ class DictionaryConfig(Section):
     layers: list[int] | None = Field(
         None,
         description="Layers a `blocks.*` site expands over (default every layer the cache holds); "
-        "`site = \"blocks.*.hook_mlp_in\"` with `site_out = \"blocks.*.hook_mlp_out\"` is one "
+        '`site = "blocks.*.hook_mlp_in"` with `site_out = "blocks.*.hook_mlp_out"` is one '
         "cross-layer transcoder (d_sae and k per layer); a glob site without site_out, one acausal "
         "crosscoder (one latent space over the layers).",
     )

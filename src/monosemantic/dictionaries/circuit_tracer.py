@@ -93,22 +93,33 @@ def write_circuit_tracer(dics: list[Dictionary] | Dictionary, out: str | Path) -
     out.mkdir(parents=True, exist_ok=True)
     if isinstance(dics, Dictionary) and getattr(dics, "multi_site", False):
         if dics.cfg.architecture != "clt":
-            raise MonosemanticError(f"circuit-tracer has no {dics.cfg.architecture} format; only CLTs and transcoders")
+            raise MonosemanticError(
+                f"circuit-tracer has no {dics.cfg.architecture} format; only CLTs and transcoders"
+            )
         return _write_clt(dics, out)
     dics = [dics] if isinstance(dics, Dictionary) else list(dics)
     layers = []
     for dic in dics:
         m = re.match(r"^blocks\.(\d+)\.", str(dic.cfg.hook_name))
         if m is None or not dic.is_transcoder:
-            raise MonosemanticError(f"{dic.cfg.hook_name}: circuit-tracer takes per-layer transcoders on blocks.L")
+            raise MonosemanticError(
+                f"{dic.cfg.hook_name}: circuit-tracer takes per-layer transcoders on blocks.L"
+            )
         layers.append(int(m.group(1)))
     if sorted(layers) != list(range(len(layers))):
-        raise MonosemanticError(f"circuit-tracer needs one transcoder per layer 0..L-1, got layers {sorted(layers)}")
+        raise MonosemanticError(
+            f"circuit-tracer needs one transcoder per layer 0..L-1, got layers {sorted(layers)}"
+        )
     for layer, dic in zip(layers, dics, strict=True):
         w = {k: v.detach().float().cpu().contiguous() for k, v in dic.weights_for_saving().items()}
         arch = dic.cfg.architecture
         if arch == "relu":
-            t = {"W_enc": w["W_enc"].T.contiguous(), "W_dec": w["W_dec"], "b_enc": w["b_enc"], "b_dec": w["b_dec"]}
+            t = {
+                "W_enc": w["W_enc"].T.contiguous(),
+                "W_dec": w["W_dec"],
+                "b_enc": w["b_enc"],
+                "b_dec": w["b_dec"],
+            }
             if "W_skip" in w:
                 t["W_skip"] = w["W_skip"].T.contiguous()
             with atomic_path(out / f"layer_{layer}.safetensors") as tmp:

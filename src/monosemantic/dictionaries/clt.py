@@ -42,7 +42,8 @@ ACTIVATIONS = ("relu", "jumprelu", "topk", "batchtopk")
 
 @dataclass
 class CLTMeta(DictionaryMeta):
-    """A DictionaryMeta whose d_in/d_out/d_sae are the concatenated widths, plus the layer layout."""
+    """A DictionaryMeta whose d_in/d_out/d_sae are the concatenated widths (a CLT's d_sae counts
+    every layer's latents), plus the layer layout; shared by CLTs and crosscoders."""
 
     activation: str = "relu"
     layers: list[int] = field(default_factory=list)
@@ -51,7 +52,7 @@ class CLTMeta(DictionaryMeta):
 
     @property
     def is_transcoder(self) -> bool:
-        return True
+        return self.architecture == "clt"  # a crosscoder reconstructs the sites it reads
 
 
 @register_dictionary("clt")
@@ -329,7 +330,9 @@ class CrossLayerTranscoder(Dictionary):
         for s in range(self.n_layers):
             state[f"W_dec.{s}"] = t.pop(f"W_dec_{s}")
         if self.cfg.activation == "jumprelu":
-            state["log_threshold"] = t.pop("threshold").float().clamp_min(1e-30).log().to(state["b_enc"].dtype)
+            state["log_threshold"] = (
+                t.pop("threshold").float().clamp_min(1e-30).log().to(state["b_enc"].dtype)
+            )
         if self.cfg.activation == "batchtopk":
             state["threshold"] = t.pop("threshold")
             state["threshold_updates"] = torch.tensor(1, dtype=torch.long)

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from monosemantic.utils.errors import MonosemanticError
+
 from .base import LossOutput, TrainStepState, register_dictionary
 from .batchtopk import THRESHOLD_RATE
 from .clt import CLTMeta, CrossLayerTranscoder
@@ -31,8 +33,9 @@ from .sparse_encoder import topk_batch
 
 @register_dictionary("crosscoder")
 class Crosscoder(CrossLayerTranscoder):
-    """Shares the CLT's layer bookkeeping (`n_layers`, `d_layer_in`, trainer hooks, save format
-    helpers); its weights are W_enc [L, d, n], b_enc [n], W_dec [n, L, d], b_dec [L, d]."""
+    """Shares the CLT's layer bookkeeping (`n_layers`, `d_layer_in`, `_split`, `initialize_b_dec`,
+    the unit-norm hook); its weights are W_enc [L, d, n], b_enc [n], W_dec [n, L, d], b_dec [L, d].
+    The CLT's per-layer methods (`encode_layer`, `decode_layer`, `decoder`) do not apply to it."""
 
     multi_site = True
     meta_class = CLTMeta
@@ -41,7 +44,9 @@ class Crosscoder(CrossLayerTranscoder):
         nn.Module.__init__(self)
         L = len(cfg.layers)
         if L == 0 or cfg.d_in % L or cfg.d_out != cfg.d_in:
-            raise ValueError(f"crosscoder widths d_in={cfg.d_in}, d_out={cfg.d_out} must split over {L} layers")
+            raise MonosemanticError(
+                f"crosscoder widths d_in={cfg.d_in}, d_out={cfg.d_out} must split over {L} layers"
+            )
         self.cfg = cfg
         n, d = cfg.d_sae, cfg.d_in // L
         self.W_enc = nn.Parameter(torch.empty(L, d, n))

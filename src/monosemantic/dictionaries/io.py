@@ -279,7 +279,9 @@ def _load_circuit_tracer_or_npz(path: Path, device: torch.device) -> Dictionary 
 
     if path.is_dir() and is_circuit_tracer_clt(path):
         return load_circuit_tracer_clt(path, device)
-    if path.name.endswith(".npz") or (path.is_dir() and (path / "params.npz").is_file() and not (path / CFG).exists()):
+    if path.name.endswith(".npz") or (
+        path.is_dir() and (path / "params.npz").is_file() and not (path / CFG).exists()
+    ):
         return load_gemma_scope_npz(path, device)
     return None
 

@@ -42,9 +42,7 @@ class MLPReplacement:
     def from_transcoders(cls, dics: Sequence[Dictionary]) -> MLPReplacement:
         order = sorted(range(len(dics)), key=lambda i: int(str(dics[i].cfg.hook_name).split(".")[1]))
         dics = [dics[i] for i in order]
-        return cls(
-            [d.cfg.hook_name for d in dics], [d.cfg.hook_name_out for d in dics], transcoders=dics
-        )
+        return cls([d.cfg.hook_name for d in dics], [d.cfg.hook_name_out for d in dics], transcoders=dics)
 
     def edits(self, keep: Tensor) -> dict[str, Edit]:
         """`SubjectModel.run` edits: record each MLP input, replace each MLP output (kept positions)."""
@@ -124,9 +122,7 @@ class PerLayerMetrics:
         from .metrics import ReconstructionMetrics
 
         self.clt = clt
-        self.metrics = [
-            ReconstructionMetrics(clt.n_per_layer, clt.d_layer_out) for _ in range(clt.n_layers)
-        ]
+        self.metrics = [ReconstructionMetrics(clt.n_per_layer, clt.d_layer_out) for _ in range(clt.n_layers)]
 
     def update(self, y: Tensor, y_hat: Tensor, f: Tensor, keep: Tensor) -> None:
         L = self.clt.n_layers
@@ -139,7 +135,9 @@ class PerLayerMetrics:
         out = []
         for layer, m in zip(self.clt.cfg.layers, self.metrics, strict=True):
             r = m.compute()
-            out.append({"layer": int(layer), "fvu": r["fvu"], "l0": r["l0"], "dead_fraction": r["dead_fraction"]})
+            out.append(
+                {"layer": int(layer), "fvu": r["fvu"], "l0": r["l0"], "dead_fraction": r["dead_fraction"]}
+            )
         return out
 
 

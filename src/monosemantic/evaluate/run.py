@@ -30,7 +30,6 @@ from monosemantic.utils.torch_utils import resolve_device
 
 from .concepts import ConceptMetrics
 from .metrics import ReconstructionMetrics
-from .report import print_table, write_outputs
 from .replace_all import (
     MLPReplacement,
     PerLayerMetrics,
@@ -39,6 +38,7 @@ from .replace_all import (
     is_multi_site,
     mlp_transcoders,
 )
+from .report import print_table, write_outputs
 from .spliced import SplicedEvaluator, SpliceSpec
 
 _KIND = {c.name: c.kind for c in CONCEPTS}
@@ -215,7 +215,10 @@ def evaluate(cfg: Config) -> list[dict[str, Any]]:
     if ecfg.spliced:
         single = [i for i, e in enumerate(entries) if e.per_layer is None]
         if single:
-            specs = [SpliceSpec(e.dic, e.in_site, e.out_site, means[e.out_site]) for e in map(entries.__getitem__, single)]
+            specs = [
+                SpliceSpec(e.dic, e.in_site, e.out_site, means[e.out_site])
+                for e in map(entries.__getitem__, single)
+            ]
             evaluator = SplicedEvaluator(model.get(), token_batches, keeps, ecfg.error_check_batches)
             for i, r in zip(single, evaluator.evaluate_many(specs), strict=True):
                 spliced[i] = r

@@ -14,9 +14,8 @@ import torch
 from monosemantic.config import Config
 from monosemantic.config.dictionary import DictionaryConfig
 from monosemantic.dictionaries import Dictionary, build_dictionary
-from monosemantic.utils.errors import ConfigError
-
 from monosemantic.dictionaries.layer_sites import expand, is_layer_glob, stream_key
+from monosemantic.utils.errors import ConfigError
 
 from .dead import DeadLatentTracker
 from .l0_control import L0Controller
