@@ -7,7 +7,11 @@ from safetensors.torch import load_file
 
 from monosemantic.config import DictionaryConfig
 from monosemantic.dictionaries import build_dictionary
-from monosemantic.dictionaries.circuit_tracer import load_gemma_scope_npz, write_circuit_tracer
+from monosemantic.dictionaries.circuit_tracer import (
+    load_circuit_tracer_set,
+    load_gemma_scope_npz,
+    write_circuit_tracer,
+)
 from monosemantic.dictionaries.io import load_dictionary
 from monosemantic.utils.errors import MonosemanticError
 
@@ -60,6 +64,30 @@ def test_per_layer_relu_transcoders_as_circuit_tracer_files(tmp_path):
         # circuit-tracer's SingleLayerTranscoder: relu(F.linear(x, W_enc, b_enc)) @ W_dec + b_dec
         y = torch.relu(torch.nn.functional.linear(x, t["W_enc"], t["b_enc"])) @ t["W_dec"] + t["b_dec"]
         assert torch.allclose(y, tc(x), atol=1e-5)
+    back = load_circuit_tracer_set(out)
+    assert [d.cfg.hook_name for d in back] == ["blocks.0.hook_mlp_in", "blocks.1.hook_mlp_in"]
+    for tc, b in zip(tcs, back, strict=True):
+        assert b.is_transcoder and torch.allclose(b(x), tc(x), atol=1e-5)
+
+
+def test_skip_transcoder_round_trip_through_circuit_tracer_files(tmp_path):
+    c = DictionaryConfig(
+        architecture="relu", d_sae=N, site="blocks.0.hook_mlp_in", site_out="blocks.0.hook_mlp_out", skip=True
+    )
+    tc = build_dictionary(c, D, D).eval()
+    with torch.no_grad():
+        tc.W_skip.normal_(0, 0.2)
+    out = write_circuit_tracer([tc], tmp_path / "skip")
+    t = load_file(str(out / "layer_0.safetensors"))
+    x = torch.randn(4, D)
+    y = (
+        torch.relu(torch.nn.functional.linear(x, t["W_enc"], t["b_enc"])) @ t["W_dec"]
+        + t["b_dec"]
+        + x @ t["W_skip"].T
+    )
+    assert torch.allclose(y, tc(x), atol=1e-5)
+    (back,) = load_circuit_tracer_set(out)
+    assert back.cfg.skip and torch.allclose(back(x), tc(x), atol=1e-5)
 
 
 def test_gemma_scope_npz_round_trip(tmp_path):

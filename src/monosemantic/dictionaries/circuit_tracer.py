@@ -86,6 +86,66 @@ def load_circuit_tracer_clt(
     return build_from_weights(meta, weights, "float32", torch.device(device), str(path))
 
 
+def load_circuit_tracer_transcoder(
+    file: str | Path,
+    layer: int | None = None,
+    device: torch.device | str = "cpu",
+    hook_in: str = "hook_mlp_in",
+    hook_out: str = "hook_mlp_out",
+) -> Dictionary:
+    """One circuit-tracer per-layer ReLU transcoder file as our (skip) transcoder of `layer`
+    (default: the number in a `layer_{i}.safetensors` name)."""
+    file = Path(file)
+    if layer is None:
+        m = re.search(r"(\d+)", file.stem)
+        if m is None:
+            raise MonosemanticError(f"{file}: give the layer (the file name carries no layer number)")
+        layer = int(m.group(1))
+    t = load_file(str(file))
+    missing = [k for k in ("W_enc", "W_dec", "b_enc", "b_dec") if k not in t]
+    if missing:
+        raise DataError(f"{file}: missing tensors {missing}; not a circuit-tracer transcoder")
+    if "log_thresholds" in t or "threshold" in t:
+        raise MonosemanticError(
+            f"{file}: thresholded transcoders come as Gemma Scope params.npz in circuit-tracer"
+        )
+    n, d_in = t["W_enc"].shape
+    meta = DictionaryMeta(
+        architecture="relu",
+        d_in=d_in,
+        d_sae=n,
+        d_out=t["W_dec"].shape[1],
+        hook_name=f"blocks.{layer}.{hook_in}",
+        hook_name_out=f"blocks.{layer}.{hook_out}",
+        skip="W_skip" in t,
+        apply_b_dec_to_input=False,
+        metadata={"source": f"circuit-tracer transcoder {file}"},
+    )
+    w = {"W_enc": t["W_enc"].float().T.contiguous(), "W_dec": t["W_dec"].float(), "b_enc": t["b_enc"].float(),
+         "b_dec": t["b_dec"].float()}  # fmt: skip
+    if "W_skip" in t:
+        w["W_skip"] = t["W_skip"].float().T.contiguous()  # circuit-tracer applies x W_skip^T
+    return build_from_weights(meta, w, "float32", torch.device(device), str(file))
+
+
+def load_circuit_tracer_set(folder: str | Path, device: torch.device | str = "cpu") -> list[Dictionary]:
+    """A folder of per-layer transcoders as `write_circuit_tracer` lays them out (`layer_{i}.safetensors`
+    or `layer_{i}/params.npz`), in layer order."""
+    folder = Path(folder)
+    out: dict[int, Dictionary] = {}
+    for f in folder.glob("layer_*.safetensors"):
+        dic = load_circuit_tracer_transcoder(f, device=device)
+        out[int(str(dic.cfg.hook_name).split(".")[1])] = dic
+    for f in folder.glob("layer_*/params.npz"):
+        layer = int(f.parent.name.split("_")[1])
+        out[layer] = load_gemma_scope_npz(
+            f, device, f"blocks.{layer}.hook_mlp_in", f"blocks.{layer}.hook_mlp_out"
+        )
+    if not out:
+        raise DataError(f"{folder}: no layer_{{i}}.safetensors or layer_{{i}}/params.npz transcoders")
+    return [out[k] for k in sorted(out)]
+
+
 def write_circuit_tracer(dics: list[Dictionary] | Dictionary, out: str | Path) -> Path:
     """Write a CLT as circuit-tracer's CLT folder, or per-layer transcoders as its per-layer files
     (`layer_{i}.safetensors`, ReLU) or Gemma Scope `layer_{i}/params.npz` (JumpReLU/BatchTopK)."""
