@@ -134,6 +134,17 @@ def test_fold_activation_scale_keeps_outputs():
     assert torch.allclose(clt(x / s_in), ref / s_out, atol=1e-4)
 
 
+def test_fold_per_layer_scales_keeps_outputs():
+    """The trainer normalises each layer of a glob key on its own: [L*d] scale vectors."""
+    clt = make("relu").eval()
+    x = torch.randn(6, L * D)
+    ref = clt(x)
+    s_in = torch.tensor([2.0, 0.5, 4.0]).repeat_interleave(D)
+    s_out = torch.tensor([0.25, 3.0, 1.5]).repeat_interleave(D)
+    clt.fold_activation_scale(s_in, s_out)
+    assert torch.allclose(clt(x / s_in), ref / s_out, atol=1e-4)
+
+
 def test_config_errors_are_one_line():
     with pytest.raises(ValidationError, match="site_out too"):
         DictionaryConfig(

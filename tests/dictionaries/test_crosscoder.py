@@ -68,8 +68,9 @@ def test_crosscoder_trains_and_decoder_shares_separate_site_specific_features(tm
         share = cc.decoder_norm_share([0])
         dec0 = torch.nn.functional.normalize(cc.W_dec[:, 0], dim=1)
         best = (stream.dirs[0] @ dec0.T).argmax(1)
-    assert float(share[best[N_SHARED:]].min()) > 0.9
-    assert float(share[best[:N_SHARED]].max()) < 0.6  # ~0.5: same-norm writes at both
+    only, shared = share[best[N_SHARED:]], share[best[:N_SHARED]]
+    assert float(only.mean()) > 0.85 and float(only.min()) > float(shared.max()) + 0.1
+    assert float(shared.max()) < 0.6  # ~0.5: same-norm writes at both (each site normalised alone)
 
 
 @pytest.mark.parametrize("activation", ["topk", "jumprelu", "batchtopk"])

@@ -298,13 +298,23 @@ class CrossLayerTranscoder(Dictionary):
             self.threshold *= norms.to(self.threshold.dtype)
         self._scale_decoders(1.0 / norms)
 
+    def _layer_scales(self, scale: float | Tensor, width: int) -> Tensor:
+        """[L]: one scale per layer, from a float or the trainer's per-layer [L*width] vector."""
+        if torch.is_tensor(scale):
+            return scale.detach().float().cpu().view(self.n_layers, width)[:, 0].to(self.device, self.dtype)
+        return torch.full((self.n_layers,), float(scale), device=self.device, dtype=self.dtype)
+
     @torch.no_grad()
-    def fold_activation_scale(self, scale_in: float, scale_out: float | None = None) -> None:
-        s_out = scale_in if scale_out is None else scale_out
-        self.W_enc *= scale_in
-        for W in self.W_dec:
-            W /= s_out
-        self.b_dec /= s_out
+    def fold_activation_scale(
+        self, scale_in: float | Tensor, scale_out: float | Tensor | None = None
+    ) -> None:
+        """Trained on (s_in,l x_l, s_out,l y_l) per layer l: make it work on raw activations."""
+        s_in = self._layer_scales(scale_in, self.d_layer_in)
+        s_out = s_in if scale_out is None else self._layer_scales(scale_out, self.d_layer_out)
+        self.W_enc *= s_in[:, None, None]
+        for s, W in enumerate(self.W_dec):
+            W /= s_out[s:][None, :, None]
+        self.b_dec /= s_out[:, None]
 
     def initialize_from_data(self, x: Tensor) -> None:
         """No data-dependent init (jumprelu_init_density is not used by CLTs)."""

@@ -79,7 +79,9 @@ class Crosscoder(CrossLayerTranscoder):
 
     def decoder_norm_share(self, layers_a: list[int]) -> Tensor:
         """[n]: the fraction of each latent's decoder norm on the layer-indices `layers_a` (model
-        diffing: 1 = only model A, 0 = only model B, 0.5 = shared)."""
+        diffing: 1 = only model A, 0 = only model B, 0.5 = shared). Norms are those of the saved,
+        raw-scale decoders; when the sites' activation norms differ a lot, multiply each layer's
+        block by its training scale (`metadata.training.activation_scale`) first."""
         norms = self.decoder_norms()
         return norms[:, layers_a].sum(1) / norms.sum(1).clamp_min(1e-12)
 
@@ -175,10 +177,13 @@ class Crosscoder(CrossLayerTranscoder):
         self._scale_decoders(1.0 / norms)
 
     @torch.no_grad()
-    def fold_activation_scale(self, scale_in: float, scale_out: float | None = None) -> None:
-        self.W_enc *= scale_in
-        self.W_dec /= scale_in
-        self.b_dec /= scale_in
+    def fold_activation_scale(
+        self, scale_in: float | Tensor, scale_out: float | Tensor | None = None
+    ) -> None:
+        s = self._layer_scales(scale_in, self.d_layer_in)  # the sites it reads are the ones it writes
+        self.W_enc *= s[:, None, None]
+        self.W_dec /= s[None, :, None]
+        self.b_dec /= s[:, None]
 
     # ---- serialisation ------------------------------------------------------------------------
     def weights_for_saving(self) -> dict[str, Tensor]:

@@ -55,6 +55,28 @@ class StackedStream:
         return getattr(self.stream, name)
 
 
+@torch.no_grad()
+def site_scale(site: str, x: torch.Tensor) -> float | torch.Tensor:
+    """The input-normalisation scale of a stream key: a float (`norm_scale`) for one site; for a
+    layer glob a [L*d] vector scaling each layer's block to mean norm sqrt(d) on its own (MLP
+    outputs of different layers differ in norm by orders of magnitude on real models)."""
+    from .init import norm_scale
+
+    if not is_layer_glob(site):
+        return norm_scale(x)
+    L = len(expand(site))
+    blocks = x.reshape(x.shape[0], L, -1)
+    per_layer = [norm_scale(blocks[:, i]) for i in range(L)]
+    return torch.tensor(per_layer, dtype=torch.float32, device=x.device).repeat_interleave(blocks.shape[-1])
+
+
+def scale_summary(scale: float | torch.Tensor, site: str) -> float | list[float]:
+    """What cfg.json records: the float, or one float per layer of a glob key."""
+    if not torch.is_tensor(scale):
+        return scale
+    return [round(float(v), 6) for v in scale.reshape(len(expand(site)), -1)[:, 0]]
+
+
 def available_sites(cfg: Config) -> list[str]:
     """Sites a layer glob may expand over: the cache's (data.activations or harvest.out), else [sites].names."""
     for path in (cfg.data.activations, cfg.harvest.out):

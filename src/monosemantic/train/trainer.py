@@ -24,12 +24,12 @@ from monosemantic.utils.torch_utils import resolve_device, seed_everything, torc
 
 from . import checkpoint
 from .dead import resample_dead
-from .init import decoder_bias_init, norm_scale
+from .init import decoder_bias_init
 from .logging import WandbLogger
 from .metrics import batch_metrics, latent_counts
 from .schedules import lr_factor, sparsity_factor
 from .slots import Slot, build_slots, resolve_sites
-from .stream import metadata_for, open_stream
+from .stream import metadata_for, open_stream, scale_summary, site_scale
 
 # Train-config fields that do not change the trained weights, so they may differ on resume.
 COSMETIC = {"out", "log_every", "checkpoint_every", "wandb", "wandb_project", "device"}
@@ -49,7 +49,7 @@ class Trainer:
         self.slots: list[Slot] = build_slots(cfg, self.widths, self.device, pairs)
         self.total_steps = math.ceil(self.tcfg.tokens / self.tcfg.batch_size)
         self.step = 0
-        self.scales: dict[str, float] = {s: 1.0 for s in self.sites}
+        self.scales: dict[str, float | torch.Tensor] = {s: 1.0 for s in self.sites}  # tensor: per layer
         self.pending: list[dict[str, torch.Tensor]] = []  # drawn for init, not yet trained on
         self.wall_time = 0.0
         self.complete = False
@@ -87,6 +87,7 @@ class Trainer:
                 f"activation widths); set train.out to a new folder or delete {self.out} to start over"
             )
         self.step, self.scales, self.pending = shared["step"], shared["scales"], shared["pending"]
+        self.scales = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in self.scales.items()}
         self.wall_time, self.complete, self.last = shared["wall_time"], shared["complete"], shared["last"]
         self.stream.load_state_dict(shared["stream"])
         checkpoint.set_rng_state(shared["rng"])
@@ -136,7 +137,7 @@ class Trainer:
         self.pending = [self.next_batch() for _ in range(n)]
         stacked = {s: torch.cat([b[s] for b in self.pending]).float() for s in self.sites}
         if self.tcfg.normalize_activations:
-            self.scales = {s: norm_scale(stacked[s]) for s in self.sites}
+            self.scales = {s: site_scale(s, stacked[s]) for s in self.sites}
         for slot in self.slots:
             y = stacked[slot.site_out] * self.scales[slot.site_out]
             slot.dic.initialize_b_dec(decoder_bias_init(y, self.tcfg.b_dec_init).to(self.device))
@@ -272,7 +273,7 @@ class Trainer:
                 "steps": self.step,
                 "complete": self.step == self.total_steps,
                 "wall_time_s": round(self.wall_time, 3),
-                "activation_scale": self.scales[slot.site],
+                "activation_scale": scale_summary(self.scales[slot.site], slot.site),
                 "final_metrics": self.last[i],
                 "train": self.tcfg.model_dump(mode="json"),
                 "dictionary": slot.cfg.model_dump(mode="json"),
