@@ -26,7 +26,8 @@ from monosemantic.utils.errors import DataError, MonosemanticError
 from monosemantic.utils.files import atomic_path
 
 from .base import Dictionary, DictionaryMeta
-from .clt import CLTMeta, CrossLayerTranscoder
+from .clt import CrossLayerTranscoder
+from .clt_meta import CLTMeta
 from .io import build_from_weights
 
 SITES_FILE = "monosemantic_sites.json"  # our sidecar: which hook sites a written CLT reads and writes

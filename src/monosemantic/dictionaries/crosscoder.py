@@ -26,7 +26,8 @@ from monosemantic.utils.errors import MonosemanticError
 
 from .base import LossOutput, TrainStepState, register_dictionary
 from .batchtopk import THRESHOLD_RATE
-from .clt import CLTMeta, CrossLayerTranscoder
+from .clt import CrossLayerTranscoder
+from .clt_meta import CLTMeta
 from .jumprelu import jumprelu, step
 from .sparse_encoder import topk_batch
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from monosemantic.config.dictionary import DictionaryConfig
 from monosemantic.utils.errors import ConfigError
 
-from . import batchtopk, clt, crosscoder, gated, jumprelu, matryoshka, relu, topk  # noqa: F401  (registration)
+# importing each architecture registers it
+from . import batchtopk, clt, clt_meta, crosscoder, gated, jumprelu, matryoshka, relu, topk  # noqa: F401
 from .base import _REGISTRY, Dictionary, DictionaryMeta, dictionary_class
 from .layer_sites import is_layer_glob
 from .matryoshka import default_widths
@@ -16,7 +17,7 @@ ARCHITECTURES = tuple(sorted(_REGISTRY))
 def meta_from_config(dict_cfg: DictionaryConfig, d_in: int, d_out: int | None = None) -> DictionaryMeta:
     """Resolve defaults (d_sae from expansion, aux_k, widths, init scale) and check consistency."""
     if is_layer_glob(dict_cfg.site):
-        return clt.meta_from_config(dict_cfg, d_in, d_out)
+        return clt_meta.meta_from_config(dict_cfg, d_in, d_out)
     arch = dict_cfg.architecture
     if dict_cfg.d_sae is not None:
         d_sae = dict_cfg.d_sae
