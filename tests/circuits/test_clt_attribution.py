@@ -83,3 +83,19 @@ def _inputs(rm, ids):
     with torch.no_grad():
         rm.lm(ids[None], hooks=cap)
     return [cap.acts[s.site_in][0] for s in rm.spliced]
+
+
+def test_clt_contrastive_graph_matches_finite_differences(tiny_paths):
+    """The contrastive checks of test_contrastive_graph, with a CLT: a layer-0 latent's edge sums
+    its writes to both layers."""
+    from monosemantic.circuits.contrastive_graph import contrastive_graph
+
+    from . import test_contrastive_graph as tc
+    from .conftest import load64
+
+    gpt2 = load64(tiny_paths["gpt2"])
+    rm = ReplacementModel(gpt2, [make_clt(gpt2.d_model, gpt2.n_layers, seed=1)], names=["clt"])
+    graph, effect, res = contrastive_graph(rm, PROMPT, tc.CORRUPTED, steps=32, batch_size=8)
+    built = (rm, graph, effect, res)
+    tc.test_edges_match_finite_differences(built)
+    tc.test_integrated_gradients_completeness(built)
