@@ -20,6 +20,7 @@ from monosemantic.utils.files import atomic_dir, check_output, check_replaceable
 from monosemantic.utils.progress import console, progress_bar
 
 from .dashboard import ASSETS, index_row, payload_from, site_summary
+from .layers import feature_layers
 from .store import FeatureStore, feature_store_path
 
 CHUNK = 64  # features per data file
@@ -75,13 +76,14 @@ def _write_dictionary(store: FeatureStore, did: int, folder: Path, bar: Any, tas
         chunk.clear()
 
     current = None
+    cfg = store.dictionary(did).get("cfg") or {}  # CLT/crosscoder: per-latent layer norms
     for f, examples in store.features_with_examples(did):
         c = f["idx"] // CHUNK
         if current is not None and c != current and chunk:
             flush(current)
         current = c
         rows.append(index_row(f, [e for e in examples if e["kind"] == "top"]))
-        chunk[f["idx"]] = payload_from(f, examples)
+        chunk[f["idx"]] = payload_from(f, examples, feature_layers(cfg, f["idx"]))
         bar.update(task, advance=1)
     if chunk and current is not None:
         flush(current)

@@ -19,6 +19,7 @@ from monosemantic.activations.cache import ActivationCache
 from monosemantic.config import Config
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.io import dictionary_names, find_dictionaries, load_dictionary
+from monosemantic.dictionaries.layer_sites import expand, is_layer_glob
 from monosemantic.lm.model import SubjectModel
 from monosemantic.utils.errors import DataError, MonosemanticError
 from monosemantic.utils.files import check_output
@@ -26,6 +27,7 @@ from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.torch_utils import resolve_device
 
 from .collect import FeatureCollector
+from .layers import layer_summary, layer_weights
 from .logit_lens import input_tokens, logit_lens, nearest_features, norm_scale
 from .records import TokenText, all_examples, feature_rows, vocab_of
 from .store import FeatureStore, feature_store_path
@@ -70,8 +72,10 @@ def encode_pass(
     (`on_batch(i, codes, batch)`); returns the seconds spent encoding. `codes` is `[B, T, F]`,
     or with `sparse` and a TopK dictionary the `sparse_codes` triple (rows index `B * T` flat
     tokens). The benchmark calls it without `on_batch` to time plain `encode` alone."""
-    cached = [s for s in dict.fromkeys(sites) if s in cache.sites]
-    live = [s for s in dict.fromkeys(sites) if s not in cache.sites]
+    groups = {s: expand(s) for s in sites if is_layer_glob(s)}  # CLTs/crosscoders: concatenated sites
+    concrete = list(dict.fromkeys(c for s in sites for c in groups.get(s, [s])))
+    cached = [s for s in concrete if s in cache.sites]
+    live = [s for s in concrete if s not in cache.sites]
     if live and model is None:
         raise DataError(
             f"site(s) {', '.join(live)} are not in the cache {cache.path} and the subject model could not be "
@@ -88,6 +92,7 @@ def encode_pass(
                 with torch.inference_mode():
                     out = model.run(tokens.long(), capture=live, stop_at_layer=model.stop_layer(live))
                 acts.update({s: out.activations[s] for s in live})
+            acts |= {k: torch.cat([acts[c] for c in group], -1) for k, group in groups.items()}
             batch = {**batch, "tokens": tokens, "seq_ids": torch.arange(done, done + B)}
             if "concepts" in batch:
                 batch["concepts"] = batch["concepts"][:B]
@@ -110,7 +115,11 @@ def encode_pass(
 
 def _weights_views(dic: Dictionary, model: SubjectModel | None, k: int) -> dict[str, Any]:
     """Logit lens (when the decoder writes into the residual width), input tokens (transcoders),
-    and decoder-cosine neighbours."""
+    and decoder-cosine neighbours. A CLT or crosscoder is read through `layer_weights`: its latents'
+    decoders concatenated over output layers (neighbours), summed over them (what a latent adds to
+    the residual stream: the lens), and its encoders as [d_in, d_sae]."""
+    if getattr(dic, "multi_site", False):
+        return _multi_site_views(dic, model, k)
     out: dict[str, Any] = {"neighbours": nearest_features(dic.W_dec.detach().cpu())}
     if model is None or not getattr(model, "has_head", True):
         return out
@@ -121,6 +130,21 @@ def _weights_views(dic: Dictionary, model: SubjectModel | None, k: int) -> dict[
     W_E = model.hf.get_input_embeddings().weight.detach().float().cpu()
     if dic.is_transcoder and dic.d_in == W_E.shape[1]:
         out["inputs"] = input_tokens(dic.W_enc.detach().cpu(), W_E, k)
+    return out
+
+
+def _multi_site_views(dic: Dictionary, model: Any | None, k: int) -> dict[str, Any]:
+    w = layer_weights(dic)
+    out: dict[str, Any] = {"neighbours": nearest_features(w["decoders"])}
+    if model is None or not getattr(model, "has_head", True):
+        return out
+    W_U = model.W_U.detach().float().cpu()
+    if w["residual_write"].shape[1] == W_U.shape[0]:
+        scale, centre = norm_scale(model.final_norm, W_U.shape[0])
+        out["lens"] = logit_lens(w["residual_write"], W_U, k, scale=scale, centre=centre)
+    W_E = model.hf.get_input_embeddings().weight.detach().float().cpu()
+    if dic.cfg.architecture == "clt" and w["encoders"].shape[0] == W_E.shape[1]:
+        out["inputs"] = input_tokens(w["encoders"], W_E, k)
     return out
 
 
@@ -183,7 +207,7 @@ def analyze(cfg: Config) -> Path:
                     name, path=path.resolve(), architecture=dic.cfg.architecture, hook_name=site,
                     hook_name_out=dic.cfg.hook_name_out if dic.is_transcoder else None, d_in=dic.d_in,
                     d_sae=dic.d_sae, model=meta.get("model_name", cache.manifest.get("model")),
-                    cfg=dic.cfg.to_dict(),
+                    cfg=dic.cfg.to_dict() | layer_summary(dic),
                 )  # fmt: skip
                 views = _weights_views(dic, model, a.logit_lens_k)
                 concept = c.concepts.best(c.hist, c.n_tokens)[:3] if c.concepts is not None else None

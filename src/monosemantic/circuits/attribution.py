@@ -103,8 +103,13 @@ class _Rows:
             self.resid, self.inputs = rm.frozen(setup, batch=batch, inject=self.inj)
         W_U = rm.lm.W_U
         self.W_U, self.W_U_mean = W_U, W_U.mean(-1)
-        act = setup.active
-        self.decvecs = [a.act[:, None] * s.dic.W_dec[a.idx] for a, s in zip(act, rm.spliced, strict=False)]
+        # writes[j]: (output dictionary i, activation x decoder row [n_j, d_out]) for each output the
+        # latents of dictionary j write to (one for single-site dictionaries, every later layer for a CLT)
+        self.writes: list[list[tuple[int, Tensor]]] = [[] for _ in rm.spliced]
+        for i, s in enumerate(rm.spliced):
+            for j, W in s.sources:
+                a = setup.active[j]
+                self.writes[j].append((i, a.act[:, None] * W[a.idx]))
 
     def target_vec(self, t: Target) -> Tensor:
         if t.kind == "logit_diff":
@@ -148,14 +153,19 @@ class _Rows:
         n = len(specs)
         G = self.grads(specs)
         parts = []
-        for i, s in enumerate(rm.spliced):  # feature columns, chunked to bound memory
-            a, dv, Gi = st.active[i], self.decvecs[i], G[s.site_out][:n]
-            chunk = max(1, (1 << 24) // max(1, n * dv.shape[1]))
-            cols = [
-                torch.einsum("bnd,nd->bn", Gi[:, a.pos[c : c + chunk]], dv[c : c + chunk])
-                for c in range(0, len(a.pos), chunk)
-            ]
-            parts.append(torch.cat(cols, 1) if cols else Gi.new_zeros(n, 0))
+        for j in range(len(rm.spliced)):  # feature columns, chunked to bound memory
+            a = st.active[j]
+            total = None
+            for i, dv in self.writes[j]:
+                Gi = G[rm.spliced[i].site_out][:n]
+                chunk = max(1, (1 << 24) // max(1, n * dv.shape[1]))
+                cols = [
+                    torch.einsum("bnd,nd->bn", Gi[:, a.pos[c : c + chunk]], dv[c : c + chunk])
+                    for c in range(0, len(a.pos), chunk)
+                ]
+                part = torch.cat(cols, 1) if cols else Gi.new_zeros(n, 0)
+                total = part if total is None else total + part
+            parts.append(total)
         for i, s in enumerate(rm.spliced):  # error columns
             parts.append(torch.einsum("btd,td->bt", G[s.site_out][:n], st.errors[i]))
         parts.append(torch.einsum("btd,td->bt", G["embed"][:n], st.embed))
@@ -330,6 +340,7 @@ def dictionary_info(rm: ReplacementModel) -> list[dict]:
             offset=s.offset,
             transcoder=s.transcoder,
             d_sae=int(s.dic.cfg.d_sae),
+            cross_layer=len(s.sources) > 1 or s.dic.cfg.architecture == "clt",
         )
         for s in rm.spliced
     ]

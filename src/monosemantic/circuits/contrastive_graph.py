@@ -102,10 +102,11 @@ def contrastive_graph(
         G = rows.grads(chunk)
         cols = torch.zeros(n, N - 1, dtype=rm.dtype, device=rm.device)
         for i, s in enumerate(rm.spliced):
-            sel = (d_i == i).nonzero().flatten()
-            if len(sel):
-                g = G[s.site_out][:n][:, pos[sel]]  # [n, m, d]
-                cols[:, sel] = torch.einsum("bmd,md->bm", g, s.dic.W_dec[idx[sel]]) * delta[sel]
+            for j, W in s.sources:  # latents of dictionary j writing to this output (a CLT: several)
+                sel = (d_i == j).nonzero().flatten()
+                if len(sel):
+                    g = G[s.site_out][:n][:, pos[sel]]  # [n, m, d]
+                    cols[:, sel] += torch.einsum("bmd,md->bm", g, W[idx[sel]]) * delta[sel]
             off = n_feat + i * T
             cols[:, off : off + T] = torch.einsum("btd,td->bt", G[s.site_out][:n], res.delta_error[i])
         cols[:, N - 1 - T :] = torch.einsum("btd,td->bt", G["embed"][:n], res.delta_embed)

@@ -82,12 +82,12 @@ def feature_means(
     with torch.no_grad():
         for batch in cache.iter_sequences(sites, 16):
             keep = cache.keep_mask(batch["tokens"])
+            x_in = [batch[s.site_in][keep].to(rm.device, rm.dtype) for s in rm.spliced]
+            fs = [s.dic.encode(x) for s, x in zip(rm.spliced, x_in, strict=True)]
             for i, s in enumerate(rm.spliced):
-                x_in = batch[s.site_in][keep].to(rm.device, rm.dtype)
                 x_out = batch[s.site_out][keep].to(rm.device, rm.dtype)
-                f = s.dic.encode(x_in)
-                sums_f[i] += f.double().sum(0).cpu()
-                sums_e[i] += (x_out - s.dic.decode(f, x_in)).double().sum(0).cpu()
+                sums_f[i] += fs[i].double().sum(0).cpu()
+                sums_e[i] += (x_out - rm.decode(i, fs, x_in[i])).double().sum(0).cpu()
             n += int(keep.sum())
             if n >= max_sequences * batch["tokens"].shape[1]:
                 break

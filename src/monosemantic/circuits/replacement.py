@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -22,6 +22,7 @@ from monosemantic.dictionaries.base import Dictionary
 from monosemantic.lm.token_display import TokenDisplay
 from monosemantic.utils.errors import MonosemanticError
 
+from .clt_layers import CLTLayer, layer_views, same_clt
 from .forward import Freeze, FunctionalLM, NoHooks
 
 if TYPE_CHECKING:
@@ -55,6 +56,10 @@ class Spliced:
     transcoder: bool
     slot: int = 0  # index among the dictionaries of the same layer (keeps node ids unique)
     offset: int = 0  # feature-index offset of this dictionary in its layer's node ids
+    source: int = 0  # index of the dictionary it comes from (a CLT gives one Spliced per layer)
+    # (spliced index j, decoder [d_sae_j, d_out]) for every dictionary whose latents write to this
+    # output: itself for single-site dictionaries, every earlier layer's view for a CLT.
+    sources: list[tuple[int, Tensor]] = field(default_factory=list)
 
     def encoder_dirs(self, idx: Tensor) -> Tensor:
         """[n, d_in]: the linear part of each latent's pre-activation (the architecture decides)."""
@@ -123,7 +128,14 @@ class ReplacementModel:
                 "no dictionaries to splice in; train transcoders first or set circuit.dictionaries"
             )
         names = list(names) if names is not None else [f"dict{i}" for i in range(len(dictionaries))]
-        spliced = [self._splice(n, d) for n, d in zip(names, dictionaries, strict=False)]
+        items = []
+        for k, (n, d) in enumerate(zip(names, dictionaries, strict=False)):
+            views = layer_views(d)
+            if views is None:
+                items.append((n, d, k))
+            else:
+                items += [(f"{n}/L{v.cfg.hook_name.split('.')[1]}", v, k) for v in views]
+        spliced = [self._splice(n, d, k) for n, d, k in items]
         spliced.sort(key=lambda s: (s.layer, _ORDER[s.site_out.rsplit("hook_", 1)[1]]))
         outs = [s.site_out for s in spliced]
         if len(set(outs)) != len(outs):
@@ -138,11 +150,20 @@ class ReplacementModel:
             raise MonosemanticError(
                 f"{clash[0]} reads a site another dictionary replaces; splice the SAE at a different site"
             )
+        for i, s in enumerate(spliced):
+            if isinstance(s.dic, CLTLayer):
+                s.sources = [
+                    (j, s.dic.decoder_from(t.dic.i))
+                    for j, t in enumerate(spliced)
+                    if same_clt(t.dic, s.dic) and t.dic.i <= s.dic.i
+                ]
+            else:
+                s.sources = [(i, s.dic.W_dec)]
         self.spliced = spliced
         self.by_out = {s.site_out: i for i, s in enumerate(spliced)}
         self.transcoder_at = {s.layer: i for i, s in enumerate(spliced) if s.transcoder}
 
-    def _splice(self, name: str, dic: Dictionary) -> Spliced:
+    def _splice(self, name: str, dic: Dictionary | CLTLayer, source: int = 0) -> Spliced:
         dic.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
         cfg = dic.cfg
         layer, kind = _parse(cfg.hook_name)
@@ -156,14 +177,14 @@ class ReplacementModel:
                 raise MonosemanticError(
                     f"{name}: site {cfg.hook_name} is past the model's {self.lm.n_layers} layers"
                 )
-            return Spliced(name, dic, cfg.hook_name, cfg.hook_name, layer, False)
+            return Spliced(name, dic, cfg.hook_name, cfg.hook_name, layer, False, source=source)
         out_layer, out_kind = _parse(cfg.hook_name_out)
         if out_kind != "mlp_out" or out_layer != layer or kind not in ("mlp_in", "resid_mid"):
             raise MonosemanticError(
                 f"{name}: a transcoder must map blocks.L.hook_mlp_in (or resid_mid) to blocks.L.hook_mlp_out "
                 f"of the same layer, not {cfg.hook_name} -> {cfg.hook_name_out}"
             )
-        return Spliced(name, dic, cfg.hook_name, cfg.hook_name_out, layer, True)
+        return Spliced(name, dic, cfg.hook_name, cfg.hook_name_out, layer, True, source=source)
 
     # ---- tokens ----------------------------------------------------------------------------------
     def tokenize(self, prompt: str | Tensor | Sequence[int]) -> Tensor:
@@ -204,15 +225,14 @@ class ReplacementModel:
         sites.add("blocks.0.hook_resid_pre")
         cap, freeze = _Capture(sites), Freeze()
         logits = self.lm(ids[None], hooks=cap, mode="record", freeze=freeze)[0]
-        inputs, active, errors, recons = [], [], [], []
-        for i, s in enumerate(self.spliced):
-            x_in, x_out = cap.acts[s.site_in][0], cap.acts[s.site_out][0]
-            f = self.encode(i, x_in)
-            recon = s.dic.decode(f, x_in)
+        inputs = [cap.acts[s.site_in][0] for s in self.spliced]
+        fs = [self.encode(i, x) for i, x in enumerate(inputs)]
+        active, errors, recons = [], [], []
+        for i, (s, f) in enumerate(zip(self.spliced, fs, strict=True)):
+            recon = self.decode(i, fs, inputs[i])
             pos, idx = (f != 0).nonzero(as_tuple=True)
-            inputs.append(x_in)
             active.append(Active(pos, idx, f[pos, idx]))
-            errors.append(x_out - recon)
+            errors.append(cap.acts[s.site_out][0] - recon)
             recons.append(recon)
         embed = cap.acts["blocks.0.hook_resid_pre"][0]
         return Setup(ids, logits, freeze, embed, inputs, active, errors, recons)
@@ -229,14 +249,32 @@ class ReplacementModel:
         with torch.no_grad():
             return self.lm(input_ids.reshape(-1, input_ids.shape[-1]).to(self.device))
 
-    # ---- sparse reconstruction ------------------------------------------------------------------
-    def reconstruct(self, i: int, pos: Tensor, idx: Tensor, vals: Tensor, x_in: Tensor, n_pos: int) -> Tensor:
-        """b_dec + sum_j vals[..., j] W_dec[idx_j] at pos_j (+ skip): [T, d] or [B, T, d] for [B, n] vals."""
+    # ---- reconstruction ---------------------------------------------------------------------------
+    def decode(self, i: int, fs: Sequence[Tensor], x_in: Tensor) -> Tensor:
+        """Dictionary i's output from dense latents fs[j] of every spliced dictionary (a CLT layer
+        sums its sources; others decode their own fs[i])."""
+        s = self.spliced[i]
+        if not isinstance(s.dic, CLTLayer):
+            return s.dic.decode(fs[i], x_in)
+        out = s.dic.b_dec
+        for j, W in s.sources:
+            out = out + fs[j].to(W.dtype) @ W
+        return out
+
+    def reconstruct(
+        self, i: int, active: Sequence[Active], vals: Sequence[Tensor], x_in: Tensor, n_pos: int
+    ) -> Tensor:
+        """b_dec + sum over sources j of vals[j][..., k] W_j[idx_k] at pos_k (+ skip): [T, d], or
+        [B, T, d] for [B, n] vals. `active[j]`, `vals[j]` are indexed by spliced dictionary."""
         dic = self.spliced[i].dic
-        rows = vals[..., None] * dic.W_dec[idx]
-        lead = vals.shape[:-1]
-        out = rows.new_zeros(*lead, n_pos, dic.W_dec.shape[1])
-        out = out.index_add(len(lead), pos, rows) + dic.b_dec
+        out = None
+        for j, W in self.spliced[i].sources:
+            a, v = active[j], vals[j]
+            rows = v[..., None] * W[a.idx]
+            lead = v.shape[:-1]
+            part = rows.new_zeros(*lead, n_pos, W.shape[1]).index_add(len(lead), a.pos, rows)
+            out = part if out is None else out + part
+        out = out + dic.b_dec
         if dic.W_skip is not None:
             out = out + x_in @ dic.W_skip
         return out
@@ -298,13 +336,12 @@ class _FrozenHooks(NoHooks):
 
     def _out(self, i: int) -> Tensor:
         s, st = self.rm.spliced[i], self.setup
-        a = st.active[i]
-        vals = a.act if self.values is None else self.values[i]
         x_in = self.inputs[s.site_in]
         if self.values is None and s.dic.W_skip is None:
             out = st.recon[i]  # the clean reconstruction: it carries no gradient, so reuse it
         else:
-            out = self.rm.reconstruct(i, a.pos, a.idx, vals, x_in, st.n_pos)
+            vals = [a.act for a in st.active] if self.values is None else self.values
+            out = self.rm.reconstruct(i, st.active, vals, x_in, st.n_pos)
         out = out + (st.errors[i] if self.errors is None else self.errors[i])
         if s.site_out in self.inject:
             out = out + self.inject[s.site_out]
@@ -336,6 +373,9 @@ class _FreeHooks(NoHooks):
         self.rm, self.edit, self.edit_error = rm, edit, edit_error
         self.ins = {s.site_in for s in rm.spliced}
         self.inputs: dict[str, Tensor] = {}
+        n = len(rm.spliced)
+        self.clean: list[Tensor | None] = [None] * n  # latents as encoded
+        self.edited: list[Tensor | None] = [None] * n  # latents after `edit`
 
     def site(self, name: str, x: Tensor) -> Tensor:
         if name in self.ins:
@@ -345,12 +385,11 @@ class _FreeHooks(NoHooks):
             return x
         s = self.rm.spliced[i]
         x_in = self.inputs[s.site_in]
-        f = self.rm.encode(i, x_in)
-        err = x - s.dic.decode(f, x_in)
-        if self.edit is not None:
-            f = self.edit(i, f)
+        self.clean[i] = f = self.rm.encode(i, x_in)
+        self.edited[i] = self.edit(i, f) if self.edit is not None else f
+        err = x - self.rm.decode(i, self.clean, x_in)
         if self.edit_error is not None:
             err = self.edit_error(i, err)
         if self.edit is None and self.edit_error is None:
             return x
-        return s.dic.decode(f, x_in) + err
+        return self.rm.decode(i, self.edited, x_in) + err

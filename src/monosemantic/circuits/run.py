@@ -17,6 +17,7 @@ from monosemantic.utils.progress import console
 
 from .ablation_graph import ablation_graph
 from .attribution import Graph, attribute
+from .clt_layers import feature_offset
 from .contrastive_graph import contrastive_graph
 from .faithfulness import ABLATION_FAITHFULNESS, ablation_faithfulness, feature_means, graph_scores
 from .graph_json import graph_to_json
@@ -242,6 +243,13 @@ def trace(cfg: Config, rm: ReplacementModel, describe: Callable | None = None) -
         zero_bos=rm.zero_bos,
         notes={"ablation_faithfulness": ABLATION_FAITHFULNESS},
     )
+    view_describe = None
+    if describe is not None:  # graph dictionaries are spliced views: map back to the checkpoint's latent
+
+        def view_describe(d: int, idx: int) -> dict:
+            s = rm.spliced[d]
+            return describe(s.source, idx + feature_offset(s.dic))
+
     slug = _slug(c.prompt if c.method == "attribution" else f"{c.method} {c.prompt}")
     gj = graph_to_json(
         graph,
@@ -249,7 +257,7 @@ def trace(cfg: Config, rm: ReplacementModel, describe: Callable | None = None) -
         slug=slug,
         scan=str(cfg.model.name),
         node_threshold=c.node_threshold,
-        describe=describe,
+        describe=view_describe,
         node_values=values,
     )
     gj["metadata"]["scores"] = scores

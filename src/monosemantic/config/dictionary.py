@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import Field, model_validator
@@ -62,6 +63,13 @@ class DictionaryConfig(Section):
     )
     site: str | None = Field(None, description="Input hook site; default the first of [sites].names.")
     site_out: str | None = Field(None, description="Output hook site: set it to make a transcoder.")
+    layers: list[int] | None = Field(
+        None,
+        description="Layers a `blocks.*` site expands over (default every layer the cache holds); "
+        '`site = "blocks.*.hook_mlp_in"` with `site_out = "blocks.*.hook_mlp_out"` is one '
+        "cross-layer transcoder (d_sae and k per layer); a glob site without site_out, one acausal "
+        "crosscoder (one latent space over the layers).",
+    )
     skip: bool = Field(False, description="Skip transcoder: add a linear W_skip path from input to output.")
     target_l0: float | None = Field(None, gt=0, description="Tune the sparsity coefficient to reach this L0.")
     name: str | None = Field(None, description="Sub-folder name in a sweep; default built from what differs.")
@@ -74,6 +82,16 @@ class DictionaryConfig(Section):
     def _check(self) -> DictionaryConfig:
         if self.d_sae is not None and self.expansion is not None:
             raise ValueError("give either d_sae or expansion, not both")
+        if self.site is not None and "*" in self.site:
+            glob = re.compile(r"^blocks\.\*\.hook_\w+$")
+            if not glob.match(self.site) or (self.site_out is not None and not glob.match(self.site_out)):
+                raise ValueError(
+                    f"site {self.site!r}: a layer glob needs the form blocks.*.hook_NAME, and site_out too "
+                    "(blocks.*.hook_mlp_in -> blocks.*.hook_mlp_out makes a cross-layer transcoder; "
+                    "no site_out, an acausal crosscoder)"
+                )
+        elif self.layers is not None:
+            raise ValueError("layers only applies to a layer-glob site like blocks.*.hook_mlp_in")
         if self.skip and self.site_out is None:
             raise ValueError("skip = true needs site_out (a skip transcoder maps site -> site_out)")
         return self

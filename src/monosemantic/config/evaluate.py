@@ -26,6 +26,11 @@ class EvaluateConfig(Section):
         True, description="Score planted-concept detection when the cache has concept labels."
     )
     purity_top_n: int = Field(20, gt=0, description="Top activations per feature used for concept purity.")
+    compare_transcoders: list[Path] | None = Field(
+        None,
+        description="Folders of per-layer MLP transcoders; each cross-layer transcoder's entry also "
+        "reports their CE/KL with every MLP of its layers replaced at once, for comparison.",
+    )
     plots: bool = Field(True, description="Write PNG plots (density histograms, sweep frontiers).")
     device: str | None = None
     seed: int | None = None

@@ -24,6 +24,7 @@ from monosemantic.utils.readers import load_safetensors
 from monosemantic.utils.torch_utils import dtype_name, resolve_device
 
 from .base import Dictionary, DictionaryMeta, dictionary_class
+from .circuit_tracer import is_circuit_tracer_clt, load_circuit_tracer_clt, load_gemma_scope_npz
 from .foreign import detect_format, load_dictionary_learning, load_sparsify
 from .weights import CFG, SPARSITY, WEIGHTS, build_from_weights, read_cfg
 
@@ -49,6 +50,8 @@ def _cfg_dict(dic: Dictionary, metadata: dict[str, Any] | None) -> dict[str, Any
     if meta.is_transcoder or meta.skip:
         cfg["d_out"] = meta.d_out
     cfg.update(dictionary_class(meta.architecture).saelens_fields(meta))
+    if hasattr(dic, "saved_cfg"):  # a multi-site dictionary (CLT) names its own layout
+        cfg |= dic.saved_cfg()
     return cfg
 
 
@@ -98,7 +101,8 @@ def _meta_from_saelens(cfg: dict[str, Any]) -> DictionaryMeta:
     md = dict(cfg.get("metadata") or {})
     ours = md.pop("monosemantic", None)
     if ours:
-        meta = DictionaryMeta.from_dict(ours)
+        cls = getattr(dictionary_class(ours.get("architecture", "relu")), "meta_class", DictionaryMeta)
+        meta = cls.from_dict(ours)
         meta.metadata = md
         return meta
     name = cfg.get("architecture", "standard")
@@ -202,12 +206,26 @@ def load_dictionary(path_or_hub_id: str | Path, device: str | torch.device | Non
     """Load ours, SAELens', sparsify's or dictionary_learning's checkpoint (folder or hub id)."""
     path = _resolve(path_or_hub_id)
     dev = resolve_device(str(device) if device is not None else "cpu")
+    foreign = _load_circuit_tracer_or_npz(path, dev)
+    if foreign is not None:
+        return foreign
     fmt = detect_format(path)
     if fmt == "saelens":
         return _load_saelens(path, dev)
     if fmt == "sparsify":
         return load_sparsify(path, dev)
     return load_dictionary_learning(path, dev)
+
+
+def _load_circuit_tracer_or_npz(path: Path, device: torch.device) -> Dictionary | None:
+    """circuit-tracer's CLT folder, or a Gemma Scope params.npz (file or folder); else None."""
+    if path.is_dir() and is_circuit_tracer_clt(path):
+        return load_circuit_tracer_clt(path, device)
+    if path.name.endswith(".npz") or (
+        path.is_dir() and (path / "params.npz").is_file() and not (path / CFG).exists()
+    ):
+        return load_gemma_scope_npz(path, device)
+    return None
 
 
 def load_sparsity(path: str | Path) -> torch.Tensor | None:
@@ -217,6 +235,8 @@ def load_sparsity(path: str | Path) -> torch.Tensor | None:
 
 
 def is_checkpoint(path: Path) -> bool:
+    if is_circuit_tracer_clt(path) or (path / "params.npz").is_file():
+        return True
     try:
         detect_format(path)
         return True

@@ -9,8 +9,10 @@ from __future__ import annotations
 from monosemantic.config.dictionary import DictionaryConfig
 from monosemantic.utils.errors import ConfigError
 
-from . import batchtopk, gated, jumprelu, matryoshka, relu, topk  # noqa: F401  (registration)
+# importing each architecture registers it
+from . import batchtopk, clt, clt_meta, crosscoder, gated, jumprelu, matryoshka, relu, topk  # noqa: F401
 from .base import _REGISTRY, Dictionary, DictionaryMeta, dictionary_class
+from .layer_sites import is_layer_glob
 
 
 def architectures() -> tuple[str, ...]:
@@ -24,6 +26,8 @@ ARCHITECTURES = architectures()
 def meta_from_config(dict_cfg: DictionaryConfig, d_in: int, d_out: int | None = None) -> DictionaryMeta:
     """Resolve the shared fields (d_sae from expansion, transcoder or SAE), then let the
     architecture fill its defaults and check its own settings (`Dictionary.configure`)."""
+    if is_layer_glob(dict_cfg.site):
+        return clt_meta.meta_from_config(dict_cfg, d_in, d_out)
     try:
         cls = dictionary_class(dict_cfg.architecture)
     except Exception as e:

@@ -39,13 +39,14 @@ def build_from_weights(
 ) -> Dictionary:
     """Instantiate the class for `meta` and load `weights`, with one-line errors on mismatch."""
     W_dec = weights.get("W_dec")
-    if W_dec is None or tuple(W_dec.shape) != (meta.d_sae, meta.d_out):
+    multi_site = getattr(dictionary_class(meta.architecture), "multi_site", False)  # CLT: its loader checks
+    if not multi_site and (W_dec is None or tuple(W_dec.shape) != (meta.d_sae, meta.d_out)):
         got = None if W_dec is None else list(W_dec.shape)
         raise DataError(
             f"{where}: W_dec has shape {got}, config says [{meta.d_sae}, {meta.d_out}]; the checkpoint is inconsistent"
         )
     dic = dictionary_class(meta.architecture)(meta)
-    dt = torch_dtype(dtype) if dtype else W_dec.dtype
+    dt = torch_dtype(dtype) if dtype else (W_dec if W_dec is not None else weights["b_dec"]).dtype
     dic.to(dtype=dt)
     try:
         dic.load_saved_weights({k: v.to(dt) for k, v in weights.items()})

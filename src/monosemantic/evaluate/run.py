@@ -22,6 +22,7 @@ from monosemantic.activations.cache import ActivationCache
 from monosemantic.config import Config
 from monosemantic.corpus.concepts import CONCEPTS
 from monosemantic.dictionaries.base import Dictionary
+from monosemantic.dictionaries.layer_sites import expand, is_layer_glob
 from monosemantic.lm.model import SubjectModel
 from monosemantic.utils import distributed as D
 from monosemantic.utils.errors import ConfigError, DataError
@@ -39,6 +40,14 @@ from .distributed import (
     merge_spliced,
 )
 from .metrics import ReconstructionMetrics
+from .replace_all import (
+    MLPReplacement,
+    PerLayerMetrics,
+    all_mlps_replaced,
+    is_clt,
+    is_multi_site,
+    mlp_transcoders,
+)
 from .report import print_table, write_outputs
 from .spliced import SplicedEvaluator, SpliceSpec
 
@@ -56,6 +65,7 @@ class _Entry:
     out_site: str
     metrics: ReconstructionMetrics
     concepts: ConceptMetrics | None = None
+    per_layer: PerLayerMetrics | None = None  # cross-layer transcoders
 
 
 def _load_dictionaries(root: Path, device: torch.device) -> list[tuple[str, Path, Dictionary]]:
@@ -163,11 +173,20 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
     for name, path, dic in _load_dictionaries(root, device):
         in_site, out_site = _sites(name, dic, cache)
         entry = _Entry(name, path, dic, in_site, out_site, ReconstructionMetrics(dic.d_sae, dic.d_out))
+        if is_multi_site(dic):
+            if D.world_size() > 1:
+                raise ConfigError(
+                    f"{name} spans several layers: its per-layer and all-MLPs-replaced metrics are not "
+                    "merged across ranks yet; evaluate it in one process (without torchrun)"
+                )
+            entry.per_layer = PerLayerMetrics(dic)
         if with_concepts:
             entry.concepts = ConceptMetrics(dic.d_sae, len(cache.concepts), top_n=ecfg.purity_top_n)
         entries.append(entry)
 
-    sites = list(dict.fromkeys(s for e in entries for s in (e.in_site, e.out_site)))
+    keys = list(dict.fromkeys(s for e in entries for s in (e.in_site, e.out_site)))
+    groups = {k: expand(k) for k in keys if is_layer_glob(k)}  # a CLT reads its sites concatenated
+    sites = list(dict.fromkeys(c for k in keys for c in groups.get(k, [k])))
     live = [s for s in sites if s not in cache.sites]
     if live:
         model.get().check_sites(live)
@@ -196,10 +215,11 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
             tokens = batch["tokens"]
             keep = cache.keep_mask(tokens)
             acts = _site_acts(batch, sites, live, model)
-            for s, a in acts.items():
+            for s, a in list(acts.items()):
                 kept = a[keep.to(a.device)].double().sum(0).cpu()
                 site_sum[s] = kept if site_sum[s].numel() == 0 else site_sum[s] + kept
             site_n += int(keep.sum())
+            acts |= {k: torch.cat([acts[c] for c in group], -1) for k, group in groups.items()}
             for e in entries:
                 x = acts[e.in_site].to(device)
                 y = acts[e.out_site].to(device)
@@ -210,6 +230,8 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
                     f = e.dic.encode(xd)
                     y_hat = e.dic.decode(f, xd)
                 e.metrics.update(y, y_hat, f, keep)
+                if e.per_layer is not None:
+                    e.per_layer.update(y, y_hat, f, keep)
                 if e.concepts is not None:
                     e.concepts.update(f, batch["concepts"], keep)
             token_batches.append(tokens)
@@ -225,10 +247,20 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
     means = {s: (v / max(site_n, 1)).float() for s, v in site_sum.items()}
     spliced: list[dict[str, float]] = [{} for _ in entries]
     if spliced_on:
-        specs = [SpliceSpec(e.dic, e.in_site, e.out_site, means[e.out_site]) for e in entries]
-        checks = local_error_checks(ecfg.error_check_batches, lo, hi)
-        evaluator = SplicedEvaluator(model.get(), token_batches, keeps, checks)
-        spliced = merge_spliced(evaluator.evaluate_many(specs), evaluator)
+        single = [i for i, e in enumerate(entries) if e.per_layer is None]
+        if single:
+            specs = [
+                SpliceSpec(e.dic, e.in_site, e.out_site, means[e.out_site])
+                for e in map(entries.__getitem__, single)
+            ]
+            checks = local_error_checks(ecfg.error_check_batches, lo, hi)
+            evaluator = SplicedEvaluator(model.get(), token_batches, keeps, checks)
+            merged = merge_spliced(evaluator.evaluate_many(specs), evaluator)
+            for i, r in zip(single, merged, strict=True):
+                spliced[i] = r
+        for i, e in enumerate(entries):  # a crosscoder is acausal: it has no spliced model
+            if is_clt(e.dic):
+                spliced[i] = _clt_spliced(e.dic, model.get(), token_batches, keeps, ecfg.compare_transcoders)
 
     results: list[dict[str, Any]] = []
     concept_reports: dict[str, dict[str, Any]] = {}
@@ -247,6 +279,8 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
         }
         r.update(e.metrics.compute())
         r.update(spliced_metrics)
+        if e.per_layer is not None:
+            r["per_layer"] = e.per_layer.compute()
         if e.concepts is not None:
             report = e.concepts.compute(cache.concepts)
             for row in report["concepts"]:
@@ -264,6 +298,32 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
     print_table(results, stdout)
     stdout.print(f"metrics written to [bold]{out / 'metrics.json'}[/]")
     return results
+
+
+def _clt_spliced(clt, model, batches, keeps, compare: list[Path] | None) -> dict[str, Any]:
+    """A CLT's spliced metrics: every MLP it covers replaced at once; the same for per-layer
+    transcoders of those layers from `evaluate.compare_transcoders`, under their folder names."""
+    own = all_mlps_replaced(model, batches, keeps, MLPReplacement.from_clt(clt))
+    out: dict[str, Any] = {
+        "ce_loss_clean": own["ce_loss_clean"],
+        "ce_loss_spliced": own["ce_loss_replaced"],
+        "ce_loss_recovered": own["ce_loss_recovered"],
+        "kl_spliced": own["kl_replaced"],
+        "all_mlps_replaced": own,
+    }
+    if compare:
+        sets = mlp_transcoders(compare, clt.device)
+        layers = [int(v) for v in clt.cfg.layers]
+        missing = [v for v in layers if v not in sets]
+        if missing:
+            raise ConfigError(
+                f"evaluate.compare_transcoders has no transcoder for layer(s) {missing}; the CLT covers {layers}"
+            )
+        rep = MLPReplacement.from_transcoders([sets[v] for v in layers])
+        res = all_mlps_replaced(model, batches, keeps, rep)
+        res["folders"] = [str(p) for p in compare]
+        out["all_mlps_replaced_transcoders"] = res
+    return out
 
 
 def _coverage_by_kind(rows: list[dict[str, Any]]) -> dict[str, float]:

@@ -30,9 +30,9 @@ def dictionary_name(
     if cfg.site_out is not None:
         parts.append("skiptc" if cfg.skip else "tc")
     if len({o.site for o in others}) > 1 or cfg.site_out is not None:
-        parts.append(str(cfg.site))
+        parts.append(str(cfg.site).replace("*", "all"))  # layer globs: no `*` in folder names
     if len({o.site_out for o in others}) > 1 and cfg.site_out is not None:
-        parts.append(str(cfg.site_out))
+        parts.append(str(cfg.site_out).replace("*", "all"))
     parts.append(cfg.architecture)
     arch = dictionary_class(cfg.architecture)
     if arch.uses_k and cfg.k is not None:

@@ -14,12 +14,14 @@ import torch
 from monosemantic.config import Config
 from monosemantic.config.dictionary import DictionaryConfig
 from monosemantic.dictionaries import Dictionary, build_dictionary
+from monosemantic.dictionaries.layer_sites import expand, is_layer_glob, stream_key
 from monosemantic.utils.errors import ConfigError
 
 from .dead import DeadLatentTracker
 from .l0_control import L0Controller
 from .logging import MetricsLog
 from .naming import dictionary_name, unique_names
+from .stream import available_sites
 
 
 @dataclass
@@ -57,12 +59,26 @@ class Slot:
             self.controller.load_state_dict(state["controller"])
 
 
-def resolve_sites(cfg: Config) -> list[tuple[str, str]]:
-    """(input site, output site) per dictionary; output = input for plain SAEs."""
+def resolve_sites(cfg: Config, available: list[str] | None = None) -> list[tuple[str, str]]:
+    """(input site, output site) per dictionary; output = input for plain SAEs.
+
+    A layer glob (`blocks.*.hook_mlp_in`) becomes the stream key of its layers (`dictionary.layers`,
+    else every layer among `available`, by default the cache's sites).
+    """
     if not cfg.all_dictionaries():
         raise ConfigError("the config has no [dictionary] (or [[dictionaries]]) section; add one to train")
     default = cfg.sites.names[0] if cfg.sites.names else "activations"
-    return [(d.site or default, d.site_out or d.site or default) for d in cfg.all_dictionaries()]
+    pairs = []
+    for d in cfg.all_dictionaries():
+        site = d.site or default
+        site_out = d.site_out or site
+        if is_layer_glob(site):
+            if available is None and d.layers is None:
+                available = available_sites(cfg)
+            layers = [int(s.split(".")[1]) for s in expand(site, d.layers, available or [])]
+            site, site_out = stream_key(site, layers), stream_key(site_out, layers)
+        pairs.append((site, site_out))
+    return pairs
 
 
 def make_optimizer(dic: torch.nn.Module, lr: float, betas: tuple[float, float]) -> torch.optim.Optimizer:
@@ -73,14 +89,17 @@ def make_optimizer(dic: torch.nn.Module, lr: float, betas: tuple[float, float]) 
         return torch.optim.Adam(params, lr=lr, betas=betas, foreach=True)
 
 
-def build_slots(cfg: Config, widths: dict[str, int], device: torch.device) -> list[Slot]:
+def build_slots(
+    cfg: Config, widths: dict[str, int], device: torch.device, sites: list[tuple[str, str]] | None = None
+) -> list[Slot]:
     """Build every dictionary (seeded, so a rerun builds identical weights) with its trainer state."""
     dict_cfgs = cfg.all_dictionaries()
-    sites = resolve_sites(cfg)
+    sites = sites if sites is not None else resolve_sites(cfg)
     dics, coefficients = [], []
     for dict_cfg, (site, site_out) in zip(dict_cfgs, sites, strict=True):
         d_in, d_out = widths[site], widths[site_out]
-        dic = build_dictionary(dict_cfg.model_copy(update={"site": site}), d_in, d_out).to(device)
+        update = {"site": site} | ({"site_out": site_out} if dict_cfg.site_out is not None else {})
+        dic = build_dictionary(dict_cfg.model_copy(update=update), d_in, d_out).to(device)
         dics.append(dic)
         coefficients.append(dic.penalty_coefficient() if dic.penalty is not None else None)
     names = [

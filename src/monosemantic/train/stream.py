@@ -5,14 +5,85 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from monosemantic.activations.buffer import activation_batches
 from monosemantic.config import Config
+from monosemantic.dictionaries.layer_sites import expand, is_layer_glob
 from monosemantic.utils.readers import read_json
 
 
 def open_stream(cfg: Config, sites: list[str], model: Any = None) -> Any:
-    """The shuffled batch iterator of `[data]`: a cache, a tensor file, or live from `[model]`."""
-    return activation_batches(cfg, sites, cfg.train.batch_size, model=model)
+    """The shuffled batch iterator of `[data]`: a cache, a tensor file, or live from `[model]`.
+
+    Layer-glob keys (`blocks.{0,1}.hook_mlp_in`, see `dictionaries/layer_sites.py`) are served as
+    the per-token concatenation of their sites, for dictionaries that read several sites at once.
+    """
+    groups = {s: expand(s) for s in sites if is_layer_glob(s)}
+    concrete = list(dict.fromkeys(c for s in sites for c in groups.get(s, [s])))
+    stream = activation_batches(cfg, concrete, cfg.train.batch_size, model=model)
+    return StackedStream(stream, groups) if groups else stream
+
+
+class StackedStream:
+    """Wraps a stream of `{site: [B, d]}` batches and adds `{key: [B, sum d]}` for each group of sites."""
+
+    def __init__(self, stream: Any, groups: dict[str, list[str]]) -> None:
+        self.stream, self.groups = stream, groups
+
+    def d_in(self, site: str) -> int:
+        if site in self.groups:
+            return sum(self.stream.d_in(s) for s in self.groups[site])
+        return self.stream.d_in(site)
+
+    def __iter__(self) -> StackedStream:
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        batch = dict(next(self.stream))
+        for key, sites in self.groups.items():
+            batch[key] = torch.cat([batch[s] for s in sites], -1)
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.stream.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stream.load_state_dict(state)
+
+    def __getattr__(self, name: str) -> Any:  # epoch, tokens_per_epoch, ... of the wrapped stream
+        return getattr(self.stream, name)
+
+
+@torch.no_grad()
+def site_scale(site: str, x: torch.Tensor) -> float | torch.Tensor:
+    """The input-normalisation scale of a stream key: a float (`norm_scale`) for one site; for a
+    layer glob a [L*d] vector scaling each layer's block to mean norm sqrt(d) on its own (MLP
+    outputs of different layers differ in norm by orders of magnitude on real models)."""
+    from .init import norm_scale
+
+    if not is_layer_glob(site):
+        return norm_scale(x)
+    L = len(expand(site))
+    blocks = x.reshape(x.shape[0], L, -1)
+    per_layer = [norm_scale(blocks[:, i]) for i in range(L)]
+    return torch.tensor(per_layer, dtype=torch.float32, device=x.device).repeat_interleave(blocks.shape[-1])
+
+
+def scale_summary(scale: float | torch.Tensor, site: str) -> float | list[float]:
+    """What cfg.json records: the float, or one float per layer of a glob key."""
+    if not torch.is_tensor(scale):
+        return scale
+    return [round(float(v), 6) for v in scale.reshape(len(expand(site)), -1)[:, 0]]
+
+
+def available_sites(cfg: Config) -> list[str]:
+    """Sites a layer glob may expand over: the cache's (data.activations or harvest.out), else [sites].names."""
+    for path in (cfg.data.activations, cfg.harvest.out):
+        if path is not None and Path(path, "manifest.json").is_file():
+            manifest = read_json(Path(path, "manifest.json"), "cache manifest", "harvest the cache again")
+            return list(manifest.get("sites", {}))
+    return list(cfg.sites.names)
 
 
 def _manifest(cfg: Config) -> dict[str, Any]:

@@ -26,13 +26,13 @@ from monosemantic.utils.torch_utils import resolve_device, seed_everything, torc
 
 from . import checkpoint
 from .dead import resample_dead
-from .init import decoder_bias_init, norm_scale
+from .init import decoder_bias_init
 from .logging import WandbLogger
 from .metrics import latent_counts
 from .parallel import Parallel
 from .schedules import lr_factor, sparsity_factor
 from .slots import Slot, build_slots, resolve_sites
-from .stream import metadata_for, open_stream
+from .stream import metadata_for, open_stream, scale_summary, site_scale
 
 # Train-config fields that do not change the trained weights, so they may differ on resume.
 # The parallel layout is checked on its own (`restore`): data-parallel state is the same on any
@@ -56,18 +56,18 @@ class Trainer:
         self.device = resolve_device(self.tcfg.device)
         self.compute_dtype = torch_dtype(self.tcfg.dtype or "float32")
         self.out = Path(self.tcfg.out)
-        pairs = resolve_sites(cfg)
+        pairs = resolve_sites(cfg, available=list(stream.sites) if hasattr(stream, "sites") else None)
         self.sites = list(dict.fromkeys(s for pair in pairs for s in pair))
         self.stream = stream if stream is not None else open_stream(cfg, self.sites, model)
         self.widths = {s: self.stream.d_in(s) for s in self.sites}
         seed_everything(self.tcfg.seed if self.tcfg.seed is not None else cfg.seed)
         self.par = Parallel.from_config(self.tcfg, self.device)
-        every = build_slots(cfg, self.widths, self.device)
+        every = build_slots(cfg, self.widths, self.device, pairs)
         self.folders = [s.folder for s in every]  # of the whole run, whichever rank trains them
         self.slots: list[Slot] = self.par.place(every, self.tcfg)
         self.total_steps = math.ceil(self.tcfg.tokens / self.tcfg.batch_size)
         self.step = 0
-        self.scales: dict[str, float] = {s: 1.0 for s in self.sites}
+        self.scales: dict[str, float | torch.Tensor] = {s: 1.0 for s in self.sites}  # tensor: per layer
         self.pending: list[dict[str, torch.Tensor]] = []  # drawn for init, not yet trained on
         self.wall_time = 0.0
         self.complete = False
@@ -104,6 +104,7 @@ class Trainer:
             return False
         shared, per_dict = loaded
         self.step, self.scales, self.pending = shared["step"], shared["scales"], shared["pending"]
+        self.scales = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in self.scales.items()}
         self.wall_time, self.complete, self.last = shared["wall_time"], shared["complete"], shared["last"]
         self.stream.load_state_dict(shared["stream"])
         checkpoint.set_rng_state(shared["rng"])
@@ -167,7 +168,7 @@ class Trainer:
         self.pending = [self.next_batch() for _ in range(n)]
         stacked = {s: torch.cat([b[s] for b in self.pending]).float() for s in self.sites}
         if self.tcfg.normalize_activations:
-            self.scales = {s: norm_scale(stacked[s]) for s in self.sites}
+            self.scales = {s: site_scale(s, stacked[s]) for s in self.sites}
         for slot in self.slots:
             y = stacked[slot.site_out] * self.scales[slot.site_out]
             slot.dic.initialize_b_dec(decoder_bias_init(y, self.tcfg.b_dec_init).to(self.device))
@@ -307,7 +308,7 @@ class Trainer:
                 "steps": self.step,
                 "complete": self.step == self.total_steps,
                 "wall_time_s": round(self.wall_time, 3),
-                "activation_scale": self.scales[slot.site],
+                "activation_scale": scale_summary(self.scales[slot.site], slot.site),
                 "final_metrics": self.last[i],
                 "train": self.tcfg.model_dump(mode="json"),
                 "dictionary": slot.cfg.model_dump(mode="json"),

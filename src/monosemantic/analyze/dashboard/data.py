@@ -12,6 +12,7 @@ import re
 from collections import Counter
 from typing import Any
 
+from monosemantic.analyze.layers import feature_layers
 from monosemantic.analyze.store import FeatureStore
 
 HIST_BARS = 40  # histogram bars shown; the store keeps finer bins
@@ -138,10 +139,14 @@ def index_rows(store: FeatureStore, dictionary_id: int) -> list[dict[str, Any]]:
 
 def feature_payload(store: FeatureStore, dictionary_id: int, idx: int) -> dict[str, Any]:
     """Everything one feature's dashboard shows."""
-    return payload_from(store.feature(dictionary_id, idx), store.examples(dictionary_id, idx))
+    layers = feature_layers(store.dictionary(dictionary_id).get("cfg") or {}, idx)
+    return payload_from(store.feature(dictionary_id, idx), store.examples(dictionary_id, idx), layers)
 
 
-def payload_from(f: dict[str, Any], examples: list[dict[str, Any]]) -> dict[str, Any]:
+def payload_from(
+    f: dict[str, Any], examples: list[dict[str, Any]], layers: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """`layers`: a CLT/crosscoder latent's home layer and decoder norm per layer (`feature_layers`)."""
     quantiles: dict[int, list[dict[str, Any]]] = {}
     for e in examples:
         if e["kind"] == "quantile":
@@ -177,4 +182,5 @@ def payload_from(f: dict[str, Any], examples: list[dict[str, Any]]) -> dict[str,
         "concept_f1": _num(f.get("concept_f1"), 3),
         "top": [_example(e) for e in examples if e["kind"] == "top"],
         "quantiles": bins,
+        "layers": layers,
     }

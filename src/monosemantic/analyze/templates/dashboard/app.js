@@ -176,6 +176,29 @@ const MONO = (() => {
         h("span", { class: "muted" }, r ? r.explanation || r.tokens.map(show).join(" · ") : ""));
     }));
   }
+  function layerNorms(L) {
+    // CLT / crosscoder latent: decoder norm per output layer, the home layer outlined
+    const W = 420, H = 90, pad = 18, n = L.layers.length, top = Math.max(...L.decoder_norms, 1e-9);
+    const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+    svg.setAttribute("viewBox", `0 0 ${W} ${H + pad}`);
+    svg.setAttribute("class", "hist");
+    const bw = W / n;
+    L.layers.forEach((layer, i) => {
+      const v = L.decoder_norms[i], bh = (v / top) * (H - 4);
+      const r = document.createElementNS(svg.namespaceURI, "rect");
+      r.setAttribute("x", (i * bw + 4).toFixed(1)); r.setAttribute("y", (H - bh).toFixed(1));
+      r.setAttribute("width", Math.max(1, bw - 8).toFixed(1)); r.setAttribute("height", bh.toFixed(1));
+      r.setAttribute("fill", layer === L.home_layer ? "#d9480f" : "#4c6ef5");
+      r.addEventListener("mouseenter", (ev) => tipOn(ev, `layer ${layer}: decoder norm ${fmt(v, 3)}`));
+      r.addEventListener("mouseleave", tipOff);
+      svg.appendChild(r);
+      const t = document.createElementNS(svg.namespaceURI, "text");
+      t.setAttribute("x", i * bw + bw / 2); t.setAttribute("y", H + 14); t.setAttribute("text-anchor", "middle");
+      t.textContent = `L${layer}`; svg.appendChild(t);
+    });
+    const home = L.home_layer === null || L.home_layer === undefined ? "" : `home layer ${L.home_layer} (reads its input there) · `;
+    return h("div", {}, svg, h("p", { class: "muted small" }, `${home}norm of its decoder into each layer's output`));
+  }
   function renderFeature(f) {
     const d = dict(), main = $("feature");
     main.replaceChildren();
@@ -197,6 +220,7 @@ const MONO = (() => {
     );
     const left = h("div", { class: "col" },
       card("Activation density", histogram(f.histogram, f.quantile_edges)),
+      f.layers ? card("Decoder norm per layer", layerNorms(f.layers)) : null,
       f.logit_top ? card("Logit lens · promoted", chips(f.logit_top, "pos")) : null,
       f.logit_bottom ? card("Logit lens · suppressed", chips(f.logit_bottom, "neg")) : null,
       f.input_top ? card("Input tokens (transcoder encoder)", chips(f.input_top, "inp")) : null,

@@ -1,0 +1,255 @@
+"""circuit-tracer's transcoder layouts and Gemma Scope's `params.npz`, read and written.
+
+- circuit-tracer CLT (`load_clt`): a folder with, per layer i, `W_enc_{i}.safetensors` holding
+  `W_enc_{i} [n, d]`, `b_enc_{i} [n]`, `b_dec_{i} [d]` (and `threshold_{i} [n]` for JumpReLU) and
+  `W_dec_{i}.safetensors` holding `W_dec_{i} [n, L - i, d]` (layer i's latents to layers i..L-1).
+  Layers are 0..L-1; activation ReLU, or JumpReLU when thresholds are present.
+- circuit-tracer per-layer ReLU transcoders (`load_relu_transcoder`): one safetensors file per
+  layer with `W_enc [n, d]` (an `F.linear` weight), `W_dec [n, d]`, `b_enc`, `b_dec`, optional
+  `W_skip [d_out, d_in]` (applied as x W_skip^T).
+- Gemma Scope (`params.npz`, also circuit-tracer's `load_gemma_scope_transcoder`): `W_enc [d, n]`,
+  `W_dec [n, d]`, `b_enc`, `b_dec`, `threshold`: a JumpReLU SAE or transcoder.
+Neither format names hook sites, so readers take them as arguments (default MLP in -> MLP out).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from monosemantic.utils.errors import DataError, MonosemanticError
+from monosemantic.utils.files import atomic_path
+
+from .base import Dictionary, DictionaryMeta
+from .clt import CrossLayerTranscoder
+from .clt_meta import CLTMeta
+from .weights import build_from_weights
+
+SITES_FILE = "monosemantic_sites.json"  # our sidecar: which hook sites a written CLT reads and writes
+
+
+def is_circuit_tracer_clt(path: Path) -> bool:
+    return (path / "W_enc_0.safetensors").is_file() and (path / "W_dec_0.safetensors").is_file()
+
+
+def load_circuit_tracer_clt(
+    path: str | Path,
+    device: torch.device | str = "cpu",
+    hook_in: str = "hook_mlp_in",
+    hook_out: str = "hook_mlp_out",
+) -> CrossLayerTranscoder:
+    """A circuit-tracer CLT folder as our CrossLayerTranscoder (sites from our sidecar if present)."""
+    path = Path(path)
+    L = 0
+    while (path / f"W_enc_{L}.safetensors").is_file():
+        L += 1
+    if L == 0 or not is_circuit_tracer_clt(path):
+        raise DataError(f"{path}: no W_enc_0.safetensors / W_dec_0.safetensors; not a circuit-tracer CLT")
+    enc = [load_file(str(path / f"W_enc_{i}.safetensors")) for i in range(L)]
+    dec = [load_file(str(path / f"W_dec_{i}.safetensors")) for i in range(L)]
+    try:
+        W_enc = torch.stack([e[f"W_enc_{i}"].float().T for i, e in enumerate(enc)])  # [L, d, n]
+        b_enc = torch.stack([e[f"b_enc_{i}"].float() for i, e in enumerate(enc)])
+        b_dec = torch.stack([e[f"b_dec_{i}"].float() for i, e in enumerate(enc)])
+        W_dec = {f"W_dec_{i}": d[f"W_dec_{i}"].float() for i, d in enumerate(dec)}
+    except KeyError as e:
+        raise DataError(f"{path}: missing tensor {e}; not a circuit-tracer CLT") from e
+    if any(f"W_skip_{i}" in e for i, e in enumerate(enc)):
+        raise MonosemanticError(f"{path}: CLTs with skip connections (W_skip_i) are not supported")
+    jump = all(f"threshold_{i}" in e for i, e in enumerate(enc))
+    n, d = W_enc.shape[2], W_enc.shape[1]
+    sites = {"hook_names": [f"blocks.{i}.{hook_in}" for i in range(L)],
+             "hook_names_out": [f"blocks.{i}.{hook_out}" for i in range(L)]}  # fmt: skip
+    if (path / SITES_FILE).is_file():
+        sites |= json.loads((path / SITES_FILE).read_text())
+    meta = CLTMeta(
+        architecture="clt",
+        d_in=L * d,
+        d_sae=L * n,
+        d_out=L * b_dec.shape[1],
+        hook_name=f"blocks.{{{','.join(map(str, range(L)))}}}.{hook_in}",
+        hook_name_out=f"blocks.{{{','.join(map(str, range(L)))}}}.{hook_out}",
+        apply_b_dec_to_input=False,
+        activation="jumprelu" if jump else "relu",
+        layers=list(range(L)),
+        hook_names=sites["hook_names"],
+        hook_names_out=sites["hook_names_out"],
+        metadata={"source": f"circuit-tracer CLT at {path}"},
+    )
+    weights = {"W_enc": W_enc, "b_enc": b_enc, "b_dec": b_dec, **W_dec}
+    if jump:
+        weights["threshold"] = torch.stack([e[f"threshold_{i}"].float().flatten() for i, e in enumerate(enc)])
+    return build_from_weights(meta, weights, "float32", torch.device(device), str(path))
+
+
+def load_circuit_tracer_transcoder(
+    file: str | Path,
+    layer: int | None = None,
+    device: torch.device | str = "cpu",
+    hook_in: str = "hook_mlp_in",
+    hook_out: str = "hook_mlp_out",
+) -> Dictionary:
+    """One circuit-tracer per-layer ReLU transcoder file as our (skip) transcoder of `layer`
+    (default: the number in a `layer_{i}.safetensors` name)."""
+    file = Path(file)
+    if layer is None:
+        m = re.search(r"(\d+)", file.stem)
+        if m is None:
+            raise MonosemanticError(f"{file}: give the layer (the file name carries no layer number)")
+        layer = int(m.group(1))
+    t = load_file(str(file))
+    missing = [k for k in ("W_enc", "W_dec", "b_enc", "b_dec") if k not in t]
+    if missing:
+        raise DataError(f"{file}: missing tensors {missing}; not a circuit-tracer transcoder")
+    if "log_thresholds" in t or "threshold" in t:
+        raise MonosemanticError(
+            f"{file}: thresholded transcoders come as Gemma Scope params.npz in circuit-tracer"
+        )
+    n, d_in = t["W_enc"].shape
+    meta = DictionaryMeta(
+        architecture="relu",
+        d_in=d_in,
+        d_sae=n,
+        d_out=t["W_dec"].shape[1],
+        hook_name=f"blocks.{layer}.{hook_in}",
+        hook_name_out=f"blocks.{layer}.{hook_out}",
+        skip="W_skip" in t,
+        apply_b_dec_to_input=False,
+        metadata={"source": f"circuit-tracer transcoder {file}"},
+    )
+    w = {"W_enc": t["W_enc"].float().T.contiguous(), "W_dec": t["W_dec"].float(), "b_enc": t["b_enc"].float(),
+         "b_dec": t["b_dec"].float()}  # fmt: skip
+    if "W_skip" in t:
+        w["W_skip"] = t["W_skip"].float().T.contiguous()  # circuit-tracer applies x W_skip^T
+    return build_from_weights(meta, w, "float32", torch.device(device), str(file))
+
+
+def load_circuit_tracer_set(folder: str | Path, device: torch.device | str = "cpu") -> list[Dictionary]:
+    """A folder of per-layer transcoders as `write_circuit_tracer` lays them out (`layer_{i}.safetensors`
+    or `layer_{i}/params.npz`), in layer order."""
+    folder = Path(folder)
+    out: dict[int, Dictionary] = {}
+    for f in folder.glob("layer_*.safetensors"):
+        dic = load_circuit_tracer_transcoder(f, device=device)
+        out[int(str(dic.cfg.hook_name).split(".")[1])] = dic
+    for f in folder.glob("layer_*/params.npz"):
+        layer = int(f.parent.name.split("_")[1])
+        out[layer] = load_gemma_scope_npz(
+            f, device, f"blocks.{layer}.hook_mlp_in", f"blocks.{layer}.hook_mlp_out"
+        )
+    if not out:
+        raise DataError(f"{folder}: no layer_{{i}}.safetensors or layer_{{i}}/params.npz transcoders")
+    return [out[k] for k in sorted(out)]
+
+
+def write_circuit_tracer(dics: list[Dictionary] | Dictionary, out: str | Path) -> Path:
+    """Write a CLT as circuit-tracer's CLT folder, or per-layer transcoders as its per-layer files
+    (`layer_{i}.safetensors`, ReLU) or Gemma Scope `layer_{i}/params.npz` (JumpReLU/BatchTopK)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if isinstance(dics, Dictionary) and getattr(dics, "multi_site", False):
+        if dics.cfg.architecture != "clt":
+            raise MonosemanticError(
+                f"circuit-tracer has no {dics.cfg.architecture} format; only CLTs and transcoders"
+            )
+        return _write_clt(dics, out)
+    dics = [dics] if isinstance(dics, Dictionary) else list(dics)
+    layers = []
+    for dic in dics:
+        m = re.match(r"^blocks\.(\d+)\.", str(dic.cfg.hook_name))
+        if m is None or not dic.is_transcoder:
+            raise MonosemanticError(
+                f"{dic.cfg.hook_name}: circuit-tracer takes per-layer transcoders on blocks.L"
+            )
+        layers.append(int(m.group(1)))
+    if sorted(layers) != list(range(len(layers))):
+        raise MonosemanticError(
+            f"circuit-tracer needs one transcoder per layer 0..L-1, got layers {sorted(layers)}"
+        )
+    for layer, dic in zip(layers, dics, strict=True):
+        w = {k: v.detach().float().cpu().contiguous() for k, v in dic.weights_for_saving().items()}
+        arch = dic.cfg.architecture
+        if arch == "relu":
+            t = {
+                "W_enc": w["W_enc"].T.contiguous(),
+                "W_dec": w["W_dec"],
+                "b_enc": w["b_enc"],
+                "b_dec": w["b_dec"],
+            }
+            if "W_skip" in w:
+                t["W_skip"] = w["W_skip"].T.contiguous()
+            with atomic_path(out / f"layer_{layer}.safetensors") as tmp:
+                save_file(t, str(tmp))
+        elif arch in ("jumprelu", "batchtopk") and "W_skip" not in w:
+            (out / f"layer_{layer}").mkdir(exist_ok=True)
+            arrays = {k: w[k].numpy() for k in ("W_enc", "W_dec", "b_enc", "b_dec", "threshold")}
+            with atomic_path(out / f"layer_{layer}" / "params.npz") as tmp, open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+        else:
+            raise MonosemanticError(
+                f"circuit-tracer reads ReLU or JumpReLU transcoders; {arch}{' with skip' if 'W_skip' in w else ''} "
+                "has no equivalent there (train relu, jumprelu or batchtopk transcoders to export)"
+            )
+    return out
+
+
+def _write_clt(clt: CrossLayerTranscoder, out: Path) -> Path:
+    c = clt.cfg
+    if c.activation == "topk" or list(c.layers) != list(range(clt.n_layers)):
+        raise MonosemanticError(
+            "circuit-tracer CLTs are ReLU or JumpReLU over layers 0..L-1; this one is "
+            f"{c.activation} over {c.layers} (train relu, jumprelu or batchtopk over every layer to export)"
+        )
+    w = {k: v.detach().float().cpu() for k, v in clt.weights_for_saving().items()}
+    for i in range(clt.n_layers):
+        enc = {f"W_enc_{i}": w["W_enc"][i].T.contiguous(), f"b_enc_{i}": w["b_enc"][i].contiguous(),
+               f"b_dec_{i}": w["b_dec"][i].contiguous()}  # fmt: skip
+        if "threshold" in w:
+            enc[f"threshold_{i}"] = w["threshold"][i].contiguous()
+        with atomic_path(out / f"W_enc_{i}.safetensors") as tmp:
+            save_file(enc, str(tmp))
+        with atomic_path(out / f"W_dec_{i}.safetensors") as tmp:
+            save_file({f"W_dec_{i}": w[f"W_dec_{i}"].contiguous()}, str(tmp))
+    sites = {"hook_names": list(c.hook_names), "hook_names_out": list(c.hook_names_out)}
+    (out / SITES_FILE).write_text(json.dumps(sites, indent=2) + "\n")
+    return out
+
+
+def load_gemma_scope_npz(
+    path: str | Path,
+    device: torch.device | str = "cpu",
+    hook_name: str | None = None,
+    hook_name_out: str | None = None,
+) -> Dictionary:
+    """A Gemma Scope `params.npz` (file or folder holding one) as a JumpReLU SAE, or a transcoder when
+    `hook_name_out` differs from `hook_name`."""
+    path = Path(path)
+    file = path / "params.npz" if path.is_dir() else path
+    try:
+        arrays = dict(np.load(file))
+    except (OSError, ValueError) as e:
+        raise DataError(f"{file}: not a readable params.npz ({e})") from e
+    missing = [k for k in ("W_enc", "W_dec", "b_enc", "b_dec", "threshold") if k not in arrays]
+    if missing:
+        raise DataError(f"{file}: missing arrays {missing}; not a Gemma Scope checkpoint")
+    w = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in arrays.items()}
+    d_in, d_sae = w["W_enc"].shape
+    d_out = w["W_dec"].shape[1]
+    transcoder = hook_name_out is not None and hook_name_out != hook_name
+    meta = DictionaryMeta(
+        architecture="jumprelu",
+        d_in=d_in,
+        d_sae=d_sae,
+        d_out=d_out,
+        hook_name=hook_name,
+        hook_name_out=hook_name_out if transcoder else None,
+        apply_b_dec_to_input=False,  # Gemma Scope encodes x directly
+        metadata={"source": f"Gemma Scope params.npz at {file}"},
+    )
+    weights = {k: w[k] for k in ("W_enc", "W_dec", "b_enc", "b_dec", "threshold")}
+    return build_from_weights(meta, weights, "float32", torch.device(device), str(file))

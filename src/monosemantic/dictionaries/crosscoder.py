@@ -1,0 +1,223 @@
+"""Acausal crosscoder (Anthropic, "Sparse Crosscoders", 2024): one latent space over several layers.
+
+Every latent reads all L layers and reconstructs all of them:
+
+    f = act(sum_l x_l W_enc[l] + b_enc),     x_hat_l = f W_dec[:, l] + b_dec[l]
+
+It is what `site = "blocks.*.hook_resid_post"` without `site_out` trains. To the trainer it is an
+SAE on the concatenated sites (x = y = [x_0 | ... | x_{L-1}]); the loss is the squared error
+summed over layers. A latent's decoder norm per layer (`decoder_norms`) says where it lives: a
+feature present in one layer only has norm there alone, and over two models' sites (model diffing)
+the per-model norm ratio finds model-specific features (`decoder_norm_share`).
+
+Activation families as in `clt.py`: relu (L1 weighted by the concatenated decoder norm), jumprelu
+(L0), topk / batchtopk (k latents per token over the one latent space; unit concatenated norms).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from monosemantic.utils.errors import MonosemanticError
+
+from .base import LossOutput, TrainStepState, register_dictionary
+from .batchtopk import THRESHOLD_RATE
+from .clt import CrossLayerTranscoder
+from .clt_meta import CLTMeta
+from .jumprelu import jumprelu, step
+from .sparse_encoder import topk_batch
+
+
+@register_dictionary("crosscoder")
+class Crosscoder(CrossLayerTranscoder):
+    """Shares the CLT's layer bookkeeping (`n_layers`, `d_layer_in`, `_split`, `initialize_b_dec`,
+    the unit-norm hook); its weights are W_enc [L, d, n], b_enc [n], W_dec [n, L, d], b_dec [L, d].
+    The CLT's per-layer methods (`encode_layer`, `decode_layer`, `decoder`) do not apply to it."""
+
+    multi_site = True
+    meta_class = CLTMeta
+
+    def __init__(self, cfg: CLTMeta) -> None:
+        nn.Module.__init__(self)
+        L = len(cfg.layers)
+        if L == 0 or cfg.d_in % L or cfg.d_out != cfg.d_in:
+            raise MonosemanticError(
+                f"crosscoder widths d_in={cfg.d_in}, d_out={cfg.d_out} must split over {L} layers"
+            )
+        self.cfg = cfg
+        n, d = cfg.d_sae, cfg.d_in // L
+        self.W_enc = nn.Parameter(torch.empty(L, d, n))
+        self.b_enc = nn.Parameter(torch.zeros(n))
+        self.W_dec = nn.Parameter(torch.empty(n, L, d))
+        self.b_dec = nn.Parameter(torch.zeros(L, d))
+        self.W_skip = None
+        self.unit_norm_decoder = cfg.activation in ("topk", "batchtopk")
+        if cfg.activation == "jumprelu":
+            self.log_threshold = nn.Parameter(torch.full((n,), math.log(cfg.jumprelu_init_threshold)))
+        if cfg.activation == "batchtopk":
+            self.register_buffer("threshold", torch.zeros(n))
+            self.register_buffer("threshold_updates", torch.zeros((), dtype=torch.long))
+        self.reset_parameters()
+
+    @property
+    def n_per_layer(self) -> int:  # one shared latent space
+        return self.cfg.d_sae
+
+    @property
+    def d_layer_out(self) -> int:
+        return self.cfg.d_out // self.n_layers
+
+    def concat_decoder_norms(self) -> Tensor:
+        return self.W_dec.flatten(1).norm(dim=1)  # [n]
+
+    def decoder_norms(self) -> Tensor:
+        """[n, L]: each latent's decoder norm per layer."""
+        return self.W_dec.norm(dim=-1)
+
+    def decoder_norm_share(self, layers_a: list[int]) -> Tensor:
+        """[n]: the fraction of each latent's decoder norm on the layer-indices `layers_a` (model
+        diffing: 1 = only model A, 0 = only model B, 0.5 = shared). Norms are those of the saved,
+        raw-scale decoders; when the sites' activation norms differ a lot, multiply each layer's
+        block by its training scale (`metadata.training.activation_scale`) first."""
+        norms = self.decoder_norms()
+        return norms[:, layers_a].sum(1) / norms.sum(1).clamp_min(1e-12)
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.W_enc)
+        self.W_enc /= self.W_enc.flatten(0, 1).norm(dim=0).clamp_min(1e-8)
+        nn.init.normal_(self.W_dec)
+        self._scale_decoders(self.cfg.decoder_init_norm / self.concat_decoder_norms().clamp_min(1e-8))
+
+    def _scale_decoders(self, factor: Tensor) -> None:
+        self.W_dec.mul_(factor.to(self.W_dec.dtype)[:, None, None])
+
+    # ---- the model ----------------------------------------------------------------------------
+    def pre_acts(self, x: Tensor) -> Tensor:
+        xs = self._split(x, self.d_layer_in, "input").to(self.dtype)
+        return torch.einsum("...ld,ldn->...n", xs, self.W_enc) + self.b_enc
+
+    def encode(self, x: Tensor) -> Tensor:
+        z = self.pre_acts(x)
+        act = self.cfg.activation
+        if act == "relu":
+            return F.relu(z)
+        if act == "jumprelu":
+            return z * ((z > self.log_threshold.exp().to(z.dtype)) & (z > 0)).to(z.dtype)
+        if act == "batchtopk":
+            return F.relu(z) * (z > self.threshold.to(z.dtype))
+        top = z.topk(int(self.cfg.k), dim=-1, sorted=False)
+        return torch.zeros_like(z).scatter_(-1, top.indices, F.relu(top.values))
+
+    def decode(self, f: Tensor, x: Tensor | None = None) -> Tensor:
+        out = torch.einsum("...n,nld->...ld", f.to(self.dtype), self.W_dec) + self.b_dec
+        return out.flatten(-2)
+
+    def training_loss(self, x: Tensor, y: Tensor, state: TrainStepState | None = None) -> LossOutput:
+        state = state or TrainStepState()
+        act, eps = self.cfg.activation, self.cfg.jumprelu_bandwidth
+        z = self.pre_acts(x)  # [B, n]
+        l0 = None
+        if act == "relu":
+            f = F.relu(z)
+        elif act == "jumprelu":
+            f = jumprelu(z, self.log_threshold.exp(), eps)
+            l0 = step(z, self.log_threshold.exp(), eps).float().sum(-1).mean()
+        elif act == "topk":
+            top = z.topk(int(self.cfg.k), dim=-1, sorted=False)
+            f = torch.zeros_like(z).scatter(-1, top.indices, F.relu(top.values))
+        else:
+            rows, cols = topk_batch(z.detach(), int(self.cfg.k) * z.shape[0])
+            mask = torch.zeros_like(z, dtype=torch.bool)
+            mask[rows, cols] = True
+            f = F.relu(z) * mask
+            self._track_threshold(f.detach())
+        y_hat = self.decode(f)
+        mse = self.mse(y_hat, self._check_input(y, self.d_out, "target"))
+        loss, terms = mse, {"mse": mse.detach()}
+        if act == "relu":
+            l1 = (f * self.concat_decoder_norms()).sum(-1).mean()
+            loss = loss + self.sparsity_coefficient(state, self.cfg.l1_coefficient) * l1
+            terms["l1"] = l1.detach()
+        elif l0 is not None:
+            loss = loss + self.sparsity_coefficient(state, self.cfg.l0_coefficient) * l0
+            terms["l0"] = l0.detach()
+        return LossOutput(loss, y_hat, f=f, terms=terms)
+
+    @torch.no_grad()
+    def _track_threshold(self, f: Tensor) -> None:
+        if not self.training:
+            return
+        pos = f[f > 0]
+        if pos.numel():
+            rate = max(1.0 / float(self.threshold_updates + 1), THRESHOLD_RATE)
+            self.threshold.mul_(1 - rate).add_(rate * pos.min().float())
+        self.threshold_updates += 1
+
+    # ---- trainer hooks ------------------------------------------------------------------------
+    @torch.no_grad()
+    def remove_gradient_parallel_to_decoder_directions(self, rows_are_unit: bool = False) -> None:
+        if self.W_dec.grad is None:
+            return
+        unit = self.W_dec / self.concat_decoder_norms().clamp_min(1e-8)[:, None, None]
+        self.W_dec.grad -= (self.W_dec.grad * unit).sum((1, 2), keepdim=True) * unit
+
+    @torch.no_grad()
+    def fold_decoder_norm(self) -> None:
+        norms = self.concat_decoder_norms().clamp_min(1e-8)
+        self.W_enc *= norms
+        self.b_enc *= norms
+        if self.cfg.activation == "jumprelu":
+            self.log_threshold += norms.log().to(self.log_threshold.dtype)
+        if self.cfg.activation == "batchtopk":
+            self.threshold *= norms.to(self.threshold.dtype)
+        self._scale_decoders(1.0 / norms)
+
+    @torch.no_grad()
+    def fold_activation_scale(
+        self, scale_in: float | Tensor, scale_out: float | Tensor | None = None
+    ) -> None:
+        s = self._layer_scales(scale_in, self.d_layer_in)  # the sites it reads are the ones it writes
+        self.W_enc *= s[:, None, None]
+        self.W_dec /= s[None, :, None]
+        self.b_dec /= s[:, None]
+
+    # ---- serialisation ------------------------------------------------------------------------
+    def weights_for_saving(self) -> dict[str, Tensor]:
+        """W_enc [L, d, n], b_enc [n], W_dec [n, L, d], b_dec [L, d] (+ threshold [n])."""
+        w = {k: getattr(self, k).detach().contiguous() for k in ("W_enc", "b_enc", "W_dec", "b_dec")}
+        if self.cfg.activation == "jumprelu":
+            w["threshold"] = self.log_threshold.detach().exp()
+        if self.cfg.activation == "batchtopk":
+            w["threshold"] = self.threshold.detach().clone()
+        return w
+
+    def load_saved_weights(self, tensors: dict[str, Tensor]) -> None:
+        t = dict(tensors)
+        if self.cfg.activation == "jumprelu":
+            t["log_threshold"] = t.pop("threshold").float().clamp_min(1e-30).log().to(t["b_enc"].dtype)
+        if self.cfg.activation == "batchtopk":
+            t["threshold_updates"] = torch.tensor(1, dtype=torch.long)
+        self.load_state_dict(t, strict=True)
+
+    def saved_cfg(self) -> dict:
+        c = self.cfg
+        return {
+            "architecture": "crosscoder",
+            "activation_function": c.activation,
+            "n_layers": self.n_layers,
+            "layers": list(c.layers),
+            "d_in": self.d_layer_in,
+            "d_out": self.d_layer_out,
+            "d_sae": c.d_sae,
+            "hook_names": list(c.hook_names),
+            "hook_names_out": list(c.hook_names_out),
+        }
+
+    def extra_repr(self) -> str:
+        c = self.cfg
+        return f"crosscoder[{c.activation}]: layers={c.layers}, d={self.d_layer_in}, n={c.d_sae}"

@@ -1,0 +1,165 @@
+"""CE/KL with every MLP replaced at once: a cross-layer transcoder, or a set of per-layer transcoders.
+
+A per-layer splice (`spliced.py`) replaces one MLP and keeps the others clean. A replacement model
+for circuits replaces them all, so errors compound through the layers: layer l's transcoder reads
+an MLP input that already carries the reconstruction errors of layers < l. This is the number
+that says how faithful the replacement model is, and the one that compares a CLT with per-layer
+transcoders (CLTs are reported to leave smaller errors because a feature can write to several
+layers at once).
+
+Per token batch: the clean model, the model with every replaced MLP's output zeroed (baseline),
+and the model with all replacements. Only non-special positions are replaced, as in `spliced.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from monosemantic.dictionaries.base import Dictionary
+from monosemantic.lm.model import SubjectModel
+
+from .spliced import Edit, _recovered, _where, next_token_ce, next_token_kl
+
+
+@dataclass
+class MLPReplacement:
+    """Which MLPs a replacement covers: in_sites[i] -> out_sites[i], by a CLT or one transcoder each."""
+
+    in_sites: list[str]
+    out_sites: list[str]
+    clt: Dictionary | None = None
+    transcoders: Sequence[Dictionary] = ()
+
+    @classmethod
+    def from_clt(cls, clt: Dictionary) -> MLPReplacement:
+        return cls(list(clt.cfg.hook_names), list(clt.cfg.hook_names_out), clt=clt)
+
+    @classmethod
+    def from_transcoders(cls, dics: Sequence[Dictionary]) -> MLPReplacement:
+        order = sorted(range(len(dics)), key=lambda i: int(str(dics[i].cfg.hook_name).split(".")[1]))
+        dics = [dics[i] for i in order]
+        return cls([d.cfg.hook_name for d in dics], [d.cfg.hook_name_out for d in dics], transcoders=dics)
+
+    def edits(self, keep: Tensor) -> dict[str, Edit]:
+        """`SubjectModel.run` edits: record each MLP input, replace each MLP output (kept positions)."""
+        inputs: dict[int, Tensor] = {}
+        latents: dict[int, Tensor] = {}
+        edits: dict[str, Edit] = {}
+        for i, (site_in, site_out) in enumerate(zip(self.in_sites, self.out_sites, strict=True)):
+
+            def record(act: Tensor, i: int = i) -> Tensor:
+                inputs[i] = act
+                if self.clt is not None:
+                    latents[i] = self.clt.encode_layer(i, act.to(self.clt.dtype))
+                return act
+
+            def replace(out: Tensor, i: int = i) -> Tensor:
+                if self.clt is not None:
+                    y_hat = self.clt.decode_layer(i, [latents[s] for s in range(i + 1)])
+                else:
+                    dic = self.transcoders[i]
+                    x = inputs[i].to(dic.dtype)
+                    y_hat = dic.decode(dic.encode(x), x)
+                return _where(keep, y_hat, out)
+
+            edits[site_in] = record
+            edits[site_out] = replace
+        return edits
+
+    def zero_edits(self, keep: Tensor) -> dict[str, Edit]:
+        return {s: (lambda a: _where(keep, torch.zeros_like(a), a)) for s in self.out_sites}
+
+
+def all_mlps_replaced(
+    model: SubjectModel, batches: Sequence[Tensor], keeps: Sequence[Tensor], rep: MLPReplacement
+) -> dict[str, float]:
+    """ce_loss_clean / _zero_ablated / _replaced (nats per prediction), KL(clean || replaced), recovered."""
+    ce = {"clean": 0.0, "zero": 0.0, "replaced": 0.0}
+    kl, n = 0.0, 0
+    with torch.inference_mode():
+        for tokens, keep in zip(batches, keeps, strict=True):
+            tokens = tokens.to(model.device).long()
+            clean = model.run(tokens).logits
+            zero = model.run(tokens, edits=rep.zero_edits(keep)).logits
+            replaced = model.run(tokens, edits=rep.edits(keep)).logits
+            ce["clean"] += next_token_ce(clean, tokens).item()
+            ce["zero"] += next_token_ce(zero, tokens).item()
+            ce["replaced"] += next_token_ce(replaced, tokens).item()
+            kl += next_token_kl(clean, replaced).item()
+            n += tokens.shape[0] * (tokens.shape[1] - 1)
+    n = max(n, 1)
+    c = {k: v / n for k, v in ce.items()}
+    return {
+        "layers_replaced": [int(s.split(".")[1]) for s in rep.out_sites],
+        "ce_loss_clean": c["clean"],
+        "ce_loss_zero_ablated": c["zero"],
+        "ce_loss_replaced": c["replaced"],
+        "ce_loss_increase": c["replaced"] - c["clean"],
+        "ce_loss_recovered": _recovered(c["zero"], c["replaced"], c["clean"]),
+        "kl_replaced": kl / n,
+        "n_predictions": n,
+    }
+
+
+def is_clt(dic: Dictionary) -> bool:
+    return dic.cfg.architecture == "clt"
+
+
+def is_multi_site(dic: Dictionary) -> bool:
+    """A CLT or a crosscoder: one dictionary over several sites, read and written concatenated."""
+    return bool(getattr(dic, "multi_site", False))
+
+
+class PerLayerMetrics:
+    """FVU and L0 per layer: output layer l's reconstruction; for a CLT the latents of home layer l,
+    for a crosscoder its one shared latent space."""
+
+    def __init__(self, clt: Dictionary) -> None:
+        from .metrics import ReconstructionMetrics
+
+        self.clt = clt
+        self.metrics = [ReconstructionMetrics(clt.n_per_layer, clt.d_layer_out) for _ in range(clt.n_layers)]
+
+    def update(self, y: Tensor, y_hat: Tensor, f: Tensor, keep: Tensor) -> None:
+        L = self.clt.n_layers
+        ys, yh = (t.reshape(*t.shape[:-1], L, -1) for t in (y, y_hat))
+        fs = f.reshape(*f.shape[:-1], L, -1) if is_clt(self.clt) else None
+        for i, m in enumerate(self.metrics):
+            m.update(ys[..., i, :], yh[..., i, :], f if fs is None else fs[..., i, :], keep)
+
+    def compute(self) -> list[dict[str, float]]:
+        out = []
+        for layer, m in zip(self.clt.cfg.layers, self.metrics, strict=True):
+            r = m.compute()
+            out.append(
+                {"layer": int(layer), "fvu": r["fvu"], "l0": r["l0"], "dead_fraction": r["dead_fraction"]}
+            )
+        return out
+
+
+def mlp_transcoders(folders: Sequence, device: torch.device) -> dict[int, Dictionary]:
+    """Per-layer MLP transcoders (blocks.L.hook_mlp_in -> blocks.L.hook_mlp_out) under `folders`, by layer."""
+    from monosemantic.dictionaries.io import find_dictionaries, load_dictionary
+    from monosemantic.utils.errors import ConfigError
+
+    found: dict[int, Dictionary] = {}
+    for folder in folders:
+        for path in find_dictionaries(folder):
+            dic = load_dictionary(path, device=device).eval().requires_grad_(False)
+            c = dic.cfg
+            if is_multi_site(dic) or not c.is_transcoder or not str(c.hook_name).endswith("hook_mlp_in"):
+                continue
+            layer = int(str(c.hook_name).split(".")[1])
+            if c.hook_name_out != f"blocks.{layer}.hook_mlp_out":
+                continue
+            if layer in found:
+                raise ConfigError(
+                    f"evaluate.compare_transcoders: two transcoders for layer {layer} under {folder}; "
+                    "point at folders with one transcoder per MLP"
+                )
+            found[layer] = dic
+    return found
