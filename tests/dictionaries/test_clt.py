@@ -10,6 +10,8 @@ from monosemantic.config import DictionaryConfig
 from monosemantic.dictionaries import build_dictionary
 from monosemantic.dictionaries.io import load_dictionary, save_dictionary
 from monosemantic.dictionaries.layer_sites import expand, stream_key
+from monosemantic.dictionaries.registry import meta_from_config
+from monosemantic.utils.errors import ConfigError
 
 L, D, N = 3, 8, 12
 
@@ -151,9 +153,14 @@ def test_config_errors_are_one_line():
             architecture="topk", k=4, d_sae=8, site="blocks.*.hook_mlp_in", site_out="blocks.3.hook_mlp_out"
         )
     DictionaryConfig(architecture="topk", k=4, d_sae=8, site="blocks.*.hook_resid_post")  # a crosscoder
-    with pytest.raises(ValidationError, match=r"relu \| topk \| batchtopk"):
-        DictionaryConfig(
-            architecture="gated", d_sae=8, site="blocks.*.hook_mlp_in", site_out="blocks.*.hook_mlp_out"
-        )
+    # the activation family is the CLT's to check (when it is built from the expanded sites)
+    gated = DictionaryConfig(
+        architecture="gated", d_sae=8, site="blocks.*.hook_mlp_in", site_out="blocks.*.hook_mlp_out"
+    )
+    expanded = gated.model_copy(
+        update={"site": "blocks.{0,1}.hook_mlp_in", "site_out": "blocks.{0,1}.hook_mlp_out"}
+    )
+    with pytest.raises(ConfigError, match=r"relu \| jumprelu \| topk \| batchtopk without skip, not 'gated'"):
+        meta_from_config(expanded, 8, 8)
     with pytest.raises(ValidationError, match="layers only applies"):
         DictionaryConfig(architecture="relu", d_sae=8, site="blocks.0.hook_mlp_in", layers=[0])

@@ -34,7 +34,8 @@ from monosemantic.utils.errors import DataError, MonosemanticError
 from .base import Dictionary, LossOutput, SparseCodes, TrainStepState, register_dictionary
 from .batchtopk import THRESHOLD_RATE
 from .clt_meta import ACTIVATIONS, CLTMeta
-from .jumprelu import jumprelu, step
+from .jumprelu import JumpReLUDictionary, jumprelu, step
+from .relu import L1
 from .sparse_encoder import _sort_order, sparse_decode, sparse_encode, topk_batch, topk_rows
 
 
@@ -63,6 +64,8 @@ class CrossLayerTranscoder(Dictionary):
         self.b_dec = nn.Parameter(torch.zeros(L, d_o))
         self.W_skip = None
         self.unit_norm_decoder = cfg.activation in ("topk", "batchtopk")
+        # the activation family's penalty (what the target-L0 controller tunes), per instance
+        self.penalty = {"relu": L1, "jumprelu": JumpReLUDictionary.penalty}.get(cfg.activation)
         if cfg.activation == "jumprelu":
             self.log_threshold = nn.Parameter(torch.full((L, n), math.log(cfg.jumprelu_init_threshold)))
         if cfg.activation == "batchtopk":

@@ -24,6 +24,16 @@ class CLTMeta(DictionaryMeta):
     hook_names: list[str] = field(default_factory=list)
     hook_names_out: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        # The activation's defaults, also for a CLT read from another layout (circuit-tracer,
+        # Gemma Scope) that carries no training settings. TopK-style rules hold unit decoders.
+        if self.l1_coefficient is None:
+            self.l1_coefficient = 5.0
+        if self.l0_coefficient is None:
+            self.l0_coefficient = 1.0
+        if self.decoder_init_norm is None:
+            self.decoder_init_norm = 1.0 if self.activation in ("topk", "batchtopk") else 0.1
+
     @property
     def is_transcoder(self) -> bool:
         return self.architecture == "clt"  # a crosscoder reconstructs the sites it reads
@@ -64,11 +74,11 @@ def meta_from_config(dict_cfg: DictionaryConfig, d_in: int, d_out: int | None) -
         hook_name=dict_cfg.site,
         hook_name_out=dict_cfg.site_out or dict_cfg.site,
         apply_b_dec_to_input=False,
-        l1_coefficient=5.0 if dict_cfg.l1_coefficient is None else dict_cfg.l1_coefficient,
-        l0_coefficient=1.0 if dict_cfg.l0_coefficient is None else dict_cfg.l0_coefficient,
+        l1_coefficient=dict_cfg.l1_coefficient,
+        l0_coefficient=dict_cfg.l0_coefficient,
         jumprelu_bandwidth=dict_cfg.jumprelu_bandwidth,
         jumprelu_init_threshold=dict_cfg.jumprelu_init_threshold,
-        decoder_init_norm=dict_cfg.decoder_init_norm or (1.0 if act in ("topk", "batchtopk") else 0.1),
+        decoder_init_norm=dict_cfg.decoder_init_norm,
         activation=act,
         layers=layers,
         hook_names=sites_in,
