@@ -53,6 +53,18 @@ from .store_schema import (
 __all__ = ["ORDERABLE", "SCHEMA_VERSION", "FeatureStore", "example_record"]
 
 
+def _check_sqlite_header(path: Path) -> None:
+    """Refuse before connecting: sqlite3 would silently turn an empty file into a new database."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head != b"SQLite format 3\x00":
+        what = "an empty file" if not head else "not an SQLite file"
+        raise DataError(
+            f"{path} is not a feature store ({what}); point at the features.db that `monosemantic analyze` "
+            "wrote, or run analyze again"
+        )
+
+
 class FeatureStore:
     """Typed access to `features.db`. Thread-safe (one connection guarded by a lock)."""
 
@@ -65,8 +77,12 @@ class FeatureStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._vocab: dict[int, str] | None = None  # loaded on first use
+        if not create:
+            _check_sqlite_header(self.path)
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
         self._db.row_factory = sqlite3.Row
+        if not create:
+            self._check_is_store()
         with self._db:
             self._db.executescript(SCHEMA)
             row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
@@ -78,6 +94,24 @@ class FeatureStore:
             raise DataError(
                 f"feature store {self.path} has schema version {row[0]}, this version reads "
                 f"{SCHEMA_VERSION}; run `monosemantic analyze CONFIG` again to rebuild it"
+            )
+
+    def _check_is_store(self) -> None:
+        """An SQLite file without our `meta` table is someone else's database: never add tables to it."""
+        try:
+            found = self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
+            ).fetchone()
+        except sqlite3.DatabaseError as e:
+            self._db.close()
+            raise DataError(
+                f"{self.path} is not a readable feature store ({e}); run `monosemantic analyze` again"
+            ) from None
+        if found is None:
+            self._db.close()
+            raise DataError(
+                f"{self.path} is an SQLite file but not a feature store (no meta table); point at the "
+                "features.db that `monosemantic analyze` wrote"
             )
 
     # -- lifecycle -------------------------------------------------------------------------------
