@@ -17,7 +17,6 @@ except a leading BOS, on which dictionaries are not trained (its activations are
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
