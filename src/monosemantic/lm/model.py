@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 from torch import Tensor, nn
 from transformers import (
     AutoConfig,
@@ -225,6 +226,11 @@ class SubjectModel:
         )
 
 
+# transformers 4.56 renamed from_pretrained's `torch_dtype` to `dtype` (the old name warns since).
+_TF_VERSION = tuple(int(p) for p in transformers.__version__.split(".")[:2])
+DTYPE_KWARG = "dtype" if _TF_VERSION >= (4, 56) else "torch_dtype"
+
+
 def load_model(
     name_or_path: str | Path = "storyworld",
     dtype: str | torch.dtype | None = None,
@@ -243,7 +249,7 @@ def load_model(
     try:
         config = AutoConfig.from_pretrained(path, revision=revision)
         family = family_of(config.model_type)
-        kwargs: dict = {"revision": revision, "dtype": torch_dt}
+        kwargs: dict = {"revision": revision, DTYPE_KWARG: torch_dt}
         if family == "gemma2":
             kwargs["attn_implementation"] = "eager"  # sdpa has no attention-logit softcapping
         if family == "bert":
