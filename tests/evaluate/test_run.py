@@ -130,7 +130,10 @@ def test_sweep_live_site_and_independent_metrics(cache, tiny_gpt2, tmp_path):
     assert sample["selection"] == "random" and sample["seed"] == 0 and sample["n_sequences"] == 20
     ids = sample["sequences"]
     assert len(set(ids)) == 20 and ids == sorted(ids) and ids != list(range(20))
-    assert sample["cache_sequences"] == ActivationCache(cache).n_sequences and sample["n_tokens"] == results["topk"]["n_tokens"]
+    assert (
+        sample["cache_sequences"] == ActivationCache(cache).n_sequences
+        and sample["n_tokens"] == results["topk"]["n_tokens"]
+    )
     # reconstruction metrics of the topk SAE, recomputed directly from those cached sequences
     c = ActivationCache(cache)
     seqs = next(c.iter_sample(torch.tensor(ids), [SAE_SITE], batch_sequences=20))
@@ -192,3 +195,48 @@ def test_bad_inputs_raise_one_line_errors(cache, tiny_gpt2, tmp_path):
     with pytest.raises(MonosemanticError, match="blocks.7.hook_resid_post"):
         run(wrong)
     assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_nan_cache_nan_dictionary_and_unfinished_checkpoint(cache, tiny_gpt2, tmp_path, capsys):
+    """NaN activations stop evaluate naming shard and sequence; a NaN dictionary is an error, not FVU null;
+    a checkpoint of an unfinished training run is evaluated with a warning."""
+    from safetensors.torch import load_file, save_file
+
+    from monosemantic.utils.errors import DataError
+    from monosemantic.utils.files import sha256_file
+
+    def run(dictionary: Path, cache_dir: Path, out: str) -> list:
+        return evaluate(load_config(DEMO, [f"evaluate.dictionary={dictionary}", f"evaluate.cache={cache_dir}",
+                                           f"evaluate.out={tmp_path / out}", "device=cpu", "evaluate.spliced=false",
+                                           "evaluate.plots=false"]))  # fmt: skip
+
+    bad = tmp_path / "nan-cache"
+    shutil.copytree(cache, bad)
+    shard = bad / "shard-00001.safetensors"
+    tensors = load_file(str(shard))
+    tensors[SAE_SITE][4, 2, 0] = float("nan")
+    save_file(tensors, str(shard))
+    manifest = json.loads((bad / "manifest.json").read_text())
+    manifest["shards"][1]["sha256"] = sha256_file(shard)
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    ckpt = _save(make_topk(32, 64, 4, SAE_SITE), tmp_path / "sae", tiny_gpt2)
+    with pytest.raises(
+        DataError, match=rf"shard-00001.safetensors .*{SAE_SITE} holds NaN or inf in sequence\(s\) 4;"
+    ):
+        run(ckpt, bad, "a")
+
+    broken = make_topk(32, 64, 4, SAE_SITE)
+    with torch.no_grad():
+        broken.W_dec[3, 0] = float("nan")
+    with pytest.raises(DataError, match="non-finite .*fvu"):
+        run(_save(broken, tmp_path / "broken", tiny_gpt2), cache, "b")
+    assert not (tmp_path / "a" / "metrics.json").exists() and not (tmp_path / "b" / "metrics.json").exists()
+
+    meta = json.loads((ckpt / "cfg.json").read_text())
+    meta["metadata"]["training"] = {"complete": False, "steps": 7}
+    (ckpt / "cfg.json").write_text(json.dumps(meta))
+    capsys.readouterr()
+    run(ckpt, cache, "c")
+    seen = capsys.readouterr()
+    text = " ".join((seen.out + seen.err).split())
+    assert "sae is a checkpoint of an unfinished training run (7 steps)" in text
