@@ -65,6 +65,20 @@ def bos_eos_ids(tokenizer: Any) -> tuple[int, int]:
     return (eos if bos is None else bos), (bos if eos is None else eos)
 
 
+def _plain_backend(backend: Any) -> Any:
+    """The tokenizer without the padding/truncation its tokenizer.json may fix (all-MiniLM-L6-v2 pads
+    and cuts every input to 128 tokens, for sentence embeddings): documents are packed whole and
+    unpadded whatever the file says. A copy, so the model's own tokenizer is left as it was."""
+    if getattr(backend, "truncation", None) is None and getattr(backend, "padding", None) is None:
+        return backend
+    from tokenizers import Tokenizer
+
+    plain = Tokenizer.from_str(backend.to_str())
+    plain.no_truncation()
+    plain.no_padding()
+    return plain
+
+
 class TokenWindows:
     """Iterable of `Window`s over `data.text`; see the module docstring for the packing rules."""
 
@@ -82,7 +96,7 @@ class TokenWindows:
         self.split = split
         self.data_cfg = data_cfg
         self.tokenizer = tokenizer
-        self.backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+        self.backend = _plain_backend(getattr(tokenizer, "backend_tokenizer", tokenizer))
         self.bos_id, self.eos_id = bos_eos_ids(tokenizer)
         self.context_size = data_cfg.context_size
         self.skip_windows = skip_windows
