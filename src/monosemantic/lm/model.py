@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import transformers
 from torch import Tensor, nn
 from transformers import (
     AutoConfig,
@@ -168,7 +167,9 @@ class SubjectModel:
             attention_mask = torch.ones(input_ids.shape[0], past + input_ids.shape[1], dtype=torch.long)
         attention_mask = attention_mask.to(self.device)
         logits, cache = None, None
-        kwargs: dict[str, Any] = {"use_cache": use_cache}
+        params = inspect.signature(self.hf.forward).parameters
+        # encoders take no `use_cache` before transformers 4.50 (and no **kwargs to swallow it)
+        kwargs: dict[str, Any] = {"use_cache": use_cache} if "use_cache" in params or use_cache else {}
         if past_key_values is not None:
             kwargs[self._cache_argument()] = past_key_values
         with hooked(self.base, self.hf, self.layout, self._sites, set(capture), edits, stop_at_layer) as h:
@@ -226,10 +227,6 @@ class SubjectModel:
         )
 
 
-# transformers 4.56 renamed from_pretrained's `torch_dtype` to `dtype` (the old name warns since).
-_TF_VERSION = tuple(int(p) for p in transformers.__version__.split(".")[:2])
-DTYPE_KWARG = "dtype" if _TF_VERSION >= (4, 56) else "torch_dtype"
-
 
 def load_model(
     name_or_path: str | Path = "storyworld",
@@ -249,7 +246,7 @@ def load_model(
     try:
         config = AutoConfig.from_pretrained(path, revision=revision)
         family = family_of(config.model_type)
-        kwargs: dict = {"revision": revision, DTYPE_KWARG: torch_dt}
+        kwargs: dict = {"revision": revision, "dtype": torch_dt}
         if family == "gemma2":
             kwargs["attn_implementation"] = "eager"  # sdpa has no attention-logit softcapping
         if family == "bert":
