@@ -71,7 +71,7 @@ def run_rest(m: SubjectModel, resid: torch.Tensor, start: int) -> torch.Tensor:
 def test_logits_exact_with_all_sites_captured(tiny_model, ids, name):
     m = tiny_model(name)
     with torch.no_grad():
-        ref = m.hf(input_ids=ids).logits
+        ref = m.hf(input_ids=ids, use_cache=False).logits
         out = m.run(ids, capture=m.site_names())
     assert torch.equal(out.logits, ref)
     assert set(out.activations) == set(m.site_names())

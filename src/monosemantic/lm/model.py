@@ -167,9 +167,7 @@ class SubjectModel:
             attention_mask = torch.ones(input_ids.shape[0], past + input_ids.shape[1], dtype=torch.long)
         attention_mask = attention_mask.to(self.device)
         logits, cache = None, None
-        params = inspect.signature(self.hf.forward).parameters
-        # encoders take no `use_cache` before transformers 4.50 (and no **kwargs to swallow it)
-        kwargs: dict[str, Any] = {"use_cache": use_cache} if "use_cache" in params or use_cache else {}
+        kwargs: dict[str, Any] = {"use_cache": use_cache}
         if past_key_values is not None:
             kwargs[self._cache_argument()] = past_key_values
         with hooked(self.base, self.hf, self.layout, self._sites, set(capture), edits, stop_at_layer) as h:
@@ -225,7 +223,6 @@ class SubjectModel:
             f"SubjectModel({self.name!r}, family={self.family}, n_layers={self.n_layers}, "
             f"d_model={self.d_model}, dtype={self.dtype}, device={self.device})"
         )
-
 
 
 def load_model(
