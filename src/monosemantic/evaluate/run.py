@@ -166,9 +166,8 @@ def evaluate(cfg: Config) -> list[dict[str, Any]]:
         )
     stored = [s for s in sites if s not in live]
 
-    sample = _sample(cache, ecfg.max_sequences, int(ecfg.seed or 0))
+    indices, sample = _sample(cache, ecfg.max_sequences, int(ecfg.seed or 0))
     n_seq = sample["n_sequences"]
-    indices = sample["sequences"]
     token_batches: list[Tensor] = []
     keeps: list[Tensor] = []
     site_sum = {s: torch.zeros(0, dtype=torch.float64) for s in sites}
@@ -203,8 +202,8 @@ def evaluate(cfg: Config) -> list[dict[str, Any]]:
     if not token_batches:
         raise DataError(f"activation cache {cache.path} holds no sequences to evaluate")
     sample["n_tokens"] = site_n
+    sample["sequences"] = None if indices is None else indices.tolist()  # sorted; None: all
     sample["note"] += f"; 'dead' latents are those that never fired on its {site_n:,} tokens"
-    sample["sequences"] = None if indices is None else indices.tolist()
     means = {s: (v / max(site_n, 1)).float() for s, v in site_sum.items()}
     spliced: list[dict[str, float]] = [{} for _ in entries]
     if ecfg.spliced:
@@ -258,8 +257,11 @@ def _coverage_by_kind(rows: list[dict[str, Any]]) -> dict[str, float]:
     return {k: sum(v) / len(v) for k, v in kinds.items()}
 
 
-def _sample(cache: ActivationCache, max_sequences: int | None, seed: int) -> dict[str, Any]:
-    """Which sequences to evaluate: all, or a seeded uniform sample of `max_sequences` (sorted).
+def _sample(
+    cache: ActivationCache, max_sequences: int | None, seed: int
+) -> tuple[Tensor | None, dict[str, Any]]:
+    """Which sequences to evaluate (sorted; None: all) and their description for metrics.json:
+    all of them, or a seeded uniform sample of `max_sequences`.
 
     The cache does not record which sequences training consumed, so the sample is not held out.
     """
@@ -271,13 +273,12 @@ def _sample(cache: ActivationCache, max_sequences: int | None, seed: int) -> dic
         g = torch.Generator().manual_seed(seed)
         indices, selection = torch.randperm(total, generator=g)[:n].sort().values, "random"
     what = "all" if indices is None else f"a random sample (seed {seed}) of {n:,} of the"
-    return {
+    return indices, {
         "selection": selection,
         "seed": None if indices is None else seed,
         "n_sequences": n,
         "cache_sequences": total,
         "held_out": False,
-        "sequences": indices,  # sorted sequence numbers; None: all
         "note": (
             f"evaluated on {what} {total:,} sequences of {cache.path} (not held out: the cache does not "
             "record which sequences training used)"
