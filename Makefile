@@ -47,7 +47,7 @@ $(MIN_VENV)/.stamp: pyproject.toml Makefile
 	@touch $@
 
 test-min: $(MIN_VENV)/.stamp
-	$(MIN_VENV)/bin/python -m pip list --format=freeze | grep -iE '^($(shell $(PY) -c "import re, tomllib; print('|'.join(re.split(r'[<>=; ]', d)[0] for d in tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))"))=='
+	@$(MIN_VENV)/bin/python -c "import importlib.metadata as m; print('installed:', *(f'{d}=={m.version(d)}' for d in (l.split('==')[0] for l in open('$(MIN_VENV)/floors.txt').read().split())))"
 	$(MIN_VENV)/bin/python -m pytest -p no:cacheprovider
 
 # SAELens is a bench-only peer: it lives in its own venv so its pins never touch the package's.
