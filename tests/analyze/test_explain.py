@@ -101,7 +101,9 @@ def test_explain_through_endpoint_with_retries_and_cache(world, tmp_path, server
     with FeatureStore(db) as store:
         f = store.feature(1, 0)
         assert f["explanation"] == "the colour word pink" and f["explanation_source"] == "llm:judge-1"
-        assert f["scorer"] == "llm:judge-1" and f["score_fuzzing"] == 1.0 and f["score_detection"] > 0.6
+        # fuzzing marks the probe's top tokens: a neighbour of 'pink' may be among them (torch-version
+        # dependent), which the judge rightly rejects
+        assert f["scorer"] == "llm:judge-1" and f["score_fuzzing"] > 0.8 and f["score_detection"] > 0.6
         assert set(f["scores"]) == {"detection", "fuzzing"}
     # a rerun is answered entirely from the on-disk cache
     explain(cfg)

@@ -184,3 +184,30 @@ def test_cli_export(explained: Path, tmp_path: Path):
     assert res.exit_code == 0, res.output
     assert (tmp_path / "site" / "index.html").is_file()
     assert (tmp_path / "np" / "0-res-mono" / "batch-0.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "content, why",
+    [
+        (b"", "not a SQLite database"),
+        (b"not a database, just notes\n" * 10, "not a SQLite database"),
+        (None, "no meta table"),
+    ],
+)
+def test_export_of_a_file_that_is_not_a_store_leaves_it_untouched(tmp_path: Path, content, why):
+    """sqlite3 would turn these into an empty feature store (and export an empty site) without a word."""
+    import sqlite3
+
+    db = tmp_path / "features.db"
+    if content is None:  # someone else's SQLite database
+        with sqlite3.connect(db) as con:
+            con.execute("CREATE TABLE notes (t TEXT)")
+        con.close()
+    else:
+        db.write_bytes(content)
+    before = db.read_bytes()
+    cfg = load_config(None, [f'export.db="{db}"', f'export.html="{tmp_path / "site"}"'])
+    with pytest.raises(MonosemanticError, match=why) as err:
+        export(cfg)
+    assert "\n" not in str(err.value)
+    assert db.read_bytes() == before and not (tmp_path / "site").exists()

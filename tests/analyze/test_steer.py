@@ -126,6 +126,14 @@ def test_bad_feature_and_ambiguous_dictionary_are_one_line(world):
         steering_edits(load_dictionary(Path(world["dicts"]) / "sae"), 0, "double")
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), 1e38, -2e6])
+def test_non_finite_or_absurd_steering_values_are_refused(world, value):
+    """These printed an empty "steered" text with exit 0; now one line before any model is loaded."""
+    with pytest.raises(MonosemanticError, match="--value") as err:
+        steer(_cfg(world, "sae", 'steer.mode="add"'), feature=1, value=value, prompt=PROMPT)
+    assert "\n" not in str(err.value)
+
+
 def test_steering_the_shipped_storyworld_lm(tmp_path):
     """On the real shipped LM: a feature whose decoder row is a direction that raises the ' red'
     logit over other colours, added at the last residual stream, makes the model say ' red'; adding 0 or clamping to the current value

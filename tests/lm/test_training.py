@@ -81,6 +81,31 @@ def test_resume_refuses_a_different_model_shape(tmp_path):
         train_lm(tiny_cfg(tmp_path / "c", d_model=64))
 
 
+def test_a_stale_tokenizer_from_a_failed_run_with_other_settings_is_not_reused(tmp_path, capsys):
+    """A run that dies before its first checkpoint leaves its tokenizer; the corrected rerun must not use it."""
+    from transformers import PreTrainedTokenizerFast
+
+    def crash(step: int, loss: float) -> None:
+        raise RuntimeError("stop")
+
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError):
+        train_lm(tiny_cfg(out, vocab_size=300, checkpoint_every=100), callback=crash)
+    saved = out / "trainer_state" / "tokenizer"
+    assert len(PreTrainedTokenizerFast.from_pretrained(saved)) <= 300
+    capsys.readouterr()
+    train_lm(tiny_cfg(out, vocab_size=400, steps=2, checkpoint_every=1))
+    seen = capsys.readouterr()
+    assert "retraining the tokenizer" in " ".join((seen.out + seen.err).split())
+    assert 300 < len(PreTrainedTokenizerFast.from_pretrained(saved)) <= 400
+    assert json.loads((out / "config.json").read_text())["vocab_size"] == len(
+        PreTrainedTokenizerFast.from_pretrained(out)
+    )
+    # with a checkpoint that depends on it, another tokenizer setting is refused, not silently retrained
+    with pytest.raises(ConfigError, match="tokenizer made with tokenizer_texts=200, not 150"):
+        train_lm(tiny_cfg(out, steps=4, checkpoint_every=1, tokenizer_texts=150))
+
+
 def test_lr_schedule_warms_up_then_decays():
     lm = tiny_cfg("x", steps=100, warmup_steps=10, min_lr_ratio=0.1).lm
     f = lr_lambda(lm)

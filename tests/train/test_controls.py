@@ -166,3 +166,14 @@ def test_jumprelu_density_init_sets_the_starting_l0(tmp_path):
         )
         rows[name] = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert rows["density"]["l0"] < 30 < 80 < rows["fixed"]["l0"], rows
+
+
+def test_a_huge_learning_rate_fails_as_divergence_and_saves_no_final_dictionary(tmp_path):
+    """lr = 1e6 gives a finite but astronomical loss (5.6e29 seen): an error, not a saved garbage checkpoint."""
+    from monosemantic.utils.errors import MonosemanticError
+
+    cfg = make_config(tmp_path, dictionary={"architecture": "relu", "d_sae": 64}, tokens=256 * 20, lr=1e6)
+    with pytest.raises(MonosemanticError, match="diverged at step 10 .*FVU"):
+        train(cfg, stream=PlantedStream())
+    cfg_json = tmp_path / "cfg.json"
+    assert not cfg_json.exists() or not json.loads(cfg_json.read_text())["metadata"]["training"]["complete"]

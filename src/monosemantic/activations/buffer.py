@@ -136,6 +136,13 @@ class ActivationStream:
         self._announced_epoch = int(state.get("announced_epoch", 0))
 
 
+def _noted(source: CacheSource) -> CacheSource:
+    """Training on an unfinished harvest is allowed (it may still be running), never silently."""
+    if (note := source.cache.incomplete_note()) is not None:
+        console.print(f"[yellow]warning:[/] {note}", highlight=False)
+    return source
+
+
 def _source(cfg: Config, sites: list[str], batch_size: int, model: SubjectModel | None) -> Source:
     """A cache dir or tensor file from data.activations; else the harvest cache; else live."""
     chunk_tokens = max(batch_size, cfg.train.buffer_tokens // 8)
@@ -144,7 +151,7 @@ def _source(cfg: Config, sites: list[str], batch_size: int, model: SubjectModel 
     if path is not None:
         path = Path(path)
         if path.is_dir():
-            return CacheSource(path, sites, chunk_tokens, exclude)
+            return _noted(CacheSource(path, sites, chunk_tokens, exclude))
         source: Source = TensorFileSource(path, sites, chunk_tokens)
         if model is not None:
             for site in source.sites:
@@ -156,13 +163,7 @@ def _source(cfg: Config, sites: list[str], batch_size: int, model: SubjectModel 
         return source
     harvested = Path(cfg.harvest.out)
     if (harvested / "manifest.json").is_file():
-        cache = CacheSource(harvested, sites, chunk_tokens, exclude)
-        if not cache.cache.complete:
-            console.print(
-                f"[yellow]note:[/] the harvest at {harvested} is unfinished; training on its "
-                f"{cache.cache.num_shards} complete shards (rerun `monosemantic harvest` to finish it)"
-            )
-        return cache
+        return _noted(CacheSource(harvested, sites, chunk_tokens, exclude))
     if model is None:
         from monosemantic.lm.big import BigModel
         from monosemantic.lm.model import load_model

@@ -36,6 +36,7 @@ class ActivationCache:
         self.shards: list[dict[str, Any]] = list(self.manifest["shards"])
         self.concepts: list[str] | None = self.manifest.get("concepts")
         self._special = torch.tensor(self.manifest.get("special_token_ids", []), dtype=torch.int64)
+        self._verified: set[int] = set()  # shards whose sha256 matched: hashed once per reader
 
     @property
     def n_sequences(self) -> int:
@@ -53,6 +54,16 @@ class ActivationCache:
     def complete(self) -> bool:
         return bool(self.manifest.get("complete", False))
 
+    def incomplete_note(self) -> str | None:
+        """A one-line warning when the harvest that wrote this cache did not finish (else None)."""
+        if self.complete:
+            return None
+        return (
+            f"the harvest at {self.path} is unfinished (killed or still running); using its "
+            f"{self.num_shards} complete shards ({self.n_sequences:,} sequences). Rerun `monosemantic "
+            "harvest` with the same config to finish it"
+        )
+
     def shard_path(self, i: int) -> Path:
         return self.path / self.shards[i]["file"]
 
@@ -65,7 +76,9 @@ class ActivationCache:
             )
 
     def verify_shard(self, i: int) -> None:
-        """Compare the shard's sha256 with the one recorded when it was written."""
+        """Compare the shard's sha256 with the one recorded when it was written (once per reader)."""
+        if i in self._verified:
+            return
         path = self.shard_path(i)
         if not path.is_file():
             raise DataError(f"shard {path.name} of cache {self.path} is missing; harvest the cache again")
@@ -74,6 +87,22 @@ class ActivationCache:
                 f"shard {path.name} of cache {self.path} is corrupted (sha256 mismatch); "
                 "delete it and the cache's manifest entry, or harvest the cache again"
             )
+        self._verified.add(i)
+
+    def check_finite(
+        self, i: int, tensors: dict[str, torch.Tensor], sites: Sequence[str], rows: torch.Tensor
+    ) -> None:
+        """Refuse NaN/inf activations in shard `i` (`rows`: the tensors' sequence numbers within it),
+        naming the shard, the site and the sequences."""
+        for site in sites:
+            bad = ~torch.isfinite(tensors[site]).flatten(1).all(1)
+            if bad.any():
+                rows = rows[bad].tolist()
+                more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+                raise DataError(
+                    f"shard {self.shards[i]['file']} of cache {self.path}: {site} holds NaN or inf in "
+                    f"sequence(s) {', '.join(map(str, rows[:5]))}{more}; harvest the cache again"
+                )
 
     def load_shard(
         self,
@@ -115,11 +144,36 @@ class ActivationCache:
     def iter_sequences(
         self, sites: Sequence[str] | None = None, batch_sequences: int = 32, verify: bool = True
     ) -> Iterator[dict[str, torch.Tensor]]:
-        """Batches of exactly `batch_sequences` sequences (the last may be shorter), across shards."""
+        """Batches of exactly `batch_sequences` sequences (the last may be shorter), across shards;
+        every shard is checked for NaN/inf (and with `verify`, its sha256) before it is used."""
+        return self.iter_sample(None, sites, batch_sequences, verify)
+
+    def iter_sample(
+        self,
+        indices: torch.Tensor | None,
+        sites: Sequence[str] | None = None,
+        batch_sequences: int = 32,
+        verify: bool = True,
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Like `iter_sequences`, over the sequences `indices` only (sorted global sequence
+        numbers; None: all), plus `seq_ids` giving each row's sequence number."""
+        sites = list(self.sites) if sites is None else list(sites)
         pending: list[dict[str, torch.Tensor]] = []
-        have = 0
+        have = first = 0
         for i in range(self.num_shards):
-            shard = self.load_shard(i, sites, verify=verify)
+            n = int(self.shards[i]["sequences"])
+            ids = torch.arange(first, first + n)
+            if indices is not None:
+                ids = indices[(indices >= first) & (indices < first + n)]
+            if len(ids) == 0:
+                first += n
+                continue
+            lo, hi = int(ids[0]) - first, int(ids[-1]) - first + 1
+            shard = self.load_shard(i, sites, verify=verify, start=lo, stop=hi)
+            shard = {k: v[ids - first - lo] for k, v in shard.items()} if indices is not None else shard
+            self.check_finite(i, shard, sites, rows=ids - first)
+            shard["seq_ids"] = ids
+            first += n
             pending.append(shard)
             have += shard["tokens"].shape[0]
             while have >= batch_sequences:

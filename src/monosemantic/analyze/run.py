@@ -84,7 +84,7 @@ def encode_pass(
     encode_s, done = 0.0, 0
     with progress_bar() as bar:
         task = bar.add_task("analyze", total=n_sequences * cache.context_size, info="", unit="tok")
-        for batch in cache.iter_sequences(cached, batch_sequences=batch_sequences, verify=False):
+        for batch in cache.iter_sequences(cached, batch_sequences=batch_sequences):
             tokens = batch["tokens"][: n_sequences - done]
             B, T = tokens.shape
             acts = {s: batch[s][:B] for s in cached}
@@ -155,6 +155,8 @@ def analyze(cfg: Config) -> Path:
     check_output(a.out, "analyze.out")
     cache = ActivationCache(a.cache or cfg.harvest.out)
     root = a.dictionary or cfg.train.out
+    if (note := cache.incomplete_note()) is not None:
+        console.print(f"[yellow]warning:[/] {note}", highlight=False)
     paths = find_dictionaries(root)
     device = resolve_device(a.device)
     dicts = [load_dictionary(p, device=device).eval() for p in paths]

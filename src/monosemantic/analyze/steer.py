@@ -15,6 +15,7 @@ except a leading BOS, on which dictionaries are not trained (its activations are
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -171,11 +172,30 @@ def prompt_ids(model: SubjectModel, prompt: str, prepend_bos: bool = True) -> Te
     return torch.tensor(ids, dtype=torch.long)
 
 
+# Steering values are in units of the feature's activation (tens at most in practice); beyond this the
+# edit only overflows the residual stream and the "steered" text is empty or garbage.
+MAX_STEERING_VALUE = 1e6
+
+
+def check_steering_value(value: float, mode: str) -> None:
+    """Refuse a value that cannot steer: NaN/inf, or a magnitude that overflows the model."""
+    if mode == "ablate":
+        return
+    if not math.isfinite(value):
+        raise MonosemanticError(f"--value {value} is not a finite number; give a value such as 10 or -5")
+    if abs(value) > MAX_STEERING_VALUE:
+        raise MonosemanticError(
+            f"--value {value:g} is absurdly large (|value| > {MAX_STEERING_VALUE:g}); steering values are "
+            "in units of the feature's activation, typically 1 to 100"
+        )
+
+
 def steer(cfg: Config, feature: int, value: float, prompt: str) -> dict[str, Any]:
     """Generate from `prompt` with and without steering `feature`; print both side by side."""
     from monosemantic.lm.model import load_model
 
     s = cfg.steer
+    check_steering_value(value, s.mode)
     device = resolve_device(s.device)
     path = dictionary_path(cfg)
     dic = load_dictionary(path, device=device).eval()

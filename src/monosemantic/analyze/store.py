@@ -77,7 +77,7 @@ class FeatureStore:
                 f"feature store {str(self.path)!r} does not exist; run `monosemantic analyze CONFIG` first"
             )
         fix = "run `monosemantic analyze CONFIG` to rebuild it"
-        if self.path.exists() and self.path.stat().st_size > 0:
+        if not create:  # sqlite3 would silently turn an empty or foreign file into a new database
             check_sqlite(self.path, "feature store", fix)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
@@ -86,6 +86,8 @@ class FeatureStore:
         # sqlite3.OperationalError('database is locked'); a server wants to fail fast
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=timeout)
         self._db.row_factory = sqlite3.Row
+        if not create:
+            self._check_is_store()
         try:
             with self._db:
                 self._db.executescript(SCHEMA)
@@ -101,6 +103,24 @@ class FeatureStore:
             raise DataError(
                 f"feature store {self.path} has schema version {row[0]}, this version reads "
                 f"{SCHEMA_VERSION}; run `monosemantic analyze CONFIG` again to rebuild it"
+            )
+
+    def _check_is_store(self) -> None:
+        """An SQLite file without our `meta` table is someone else's database: never add tables to it."""
+        try:
+            found = self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
+            ).fetchone()
+        except sqlite3.DatabaseError as e:
+            self._db.close()
+            raise DataError(
+                f"{self.path} is not a readable feature store ({e}); run `monosemantic analyze` again"
+            ) from None
+        if found is None:
+            self._db.close()
+            raise DataError(
+                f"{self.path} is an SQLite file but not a feature store (no meta table); point at the "
+                "features.db that `monosemantic analyze` wrote"
             )
 
     # -- lifecycle -------------------------------------------------------------------------------

@@ -113,6 +113,23 @@ def circuit_masks(rm: ReplacementModel, graph: Graph, node_mask: Tensor) -> tupl
     return feats, errs
 
 
+# (m(C) - m(empty)) / (m(full) - m(empty)) is only a score when the full and empty circuits really
+# differ: with a gap under this fraction of |m| (seen: -275.7) the ratio amplifies noise.
+ILL_CONDITIONED_GAP = 0.05
+
+
+def faithfulness_ratio(m_full: float, m_circ: float, m_empty: float) -> tuple[float | None, str | None]:
+    """(ratio, None), or (None, why) when the ratio is ill-conditioned."""
+    gap = m_full - m_empty
+    scale = max(abs(m_full), abs(m_circ), abs(m_empty))
+    if abs(gap) <= max(ILL_CONDITIONED_GAP * scale, 1e-12):
+        return None, (
+            f"ill-conditioned: m(full) - m(empty) = {gap:.3g} is under {ILL_CONDITIONED_GAP:.0%} of "
+            f"|m| = {scale:.3g}, so the ratio would amplify noise (m(circuit) = {m_circ:.4g})"
+        )
+    return (m_circ - m_empty) / gap, None
+
+
 @torch.no_grad()
 def ablation_faithfulness(
     rm: ReplacementModel,
@@ -147,10 +164,11 @@ def ablation_faithfulness(
     ids = graph.input_ids.to(rm.device)[None].expand(3, -1)
     logits = rm.free(ids, edit=edit, edit_error=edit_error)[:, -1].double()
     m_full, m_circ, m_empty = metric(graph, logits).tolist()
-    denom = m_full - m_empty
-    frac = (m_circ - m_empty) / denom if abs(denom) > 1e-12 else float("nan")
+    frac, note = faithfulness_ratio(m_full, m_circ, m_empty)
     return {
         "ablation_faithfulness": frac,
+        "ablation_faithfulness_ill_conditioned": frac is None,
+        **({"ablation_faithfulness_note": note} if note else {}),
         "metric_full": m_full,
         "metric_circuit": m_circ,
         "metric_empty": m_empty,

@@ -295,8 +295,12 @@ def circuit(cfg: Config) -> Path:
         if c.method == "attribution"
         else f"{c.method}: m {scores.get('metric_full', float('nan')):.3f}  "
     )
+    faith = scores["ablation_faithfulness"]
     console.print(
-        f"{head}ablation faithfulness {scores['ablation_faithfulness']:.3f} ({scores['ablation']})  "
-        f"{scores['n_nodes']} nodes, {scores['n_edges']} edges"
+        f"{head}ablation faithfulness {'n/a' if faith is None else f'{faith:.3f}'} ({scores['ablation']})  "
+        f"{scores['n_nodes']} nodes, {scores['n_edges']} edges",
+        highlight=False,
     )
+    if faith is None:
+        console.print(f"[yellow]warning:[/] ablation faithfulness {scores['ablation_faithfulness_note']}")
     return out

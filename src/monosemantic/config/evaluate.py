@@ -16,7 +16,9 @@ class EvaluateConfig(Section):
     dictionary: Path | None = Field(None, description="A checkpoint or sweep folder; default [train].out.")
     cache: Path | None = Field(None, description="Activation cache to evaluate on; default [harvest].out.")
     out: Path = Field(Path("runs/evaluate"))
-    max_sequences: int | None = Field(256, gt=0, description="Sequences of the cache used (None: all).")
+    max_sequences: int | None = Field(
+        256, gt=0, description="Sequences of the cache used: a random sample seeded by `seed` (None: all)."
+    )
     batch_size: int = Field(16, gt=0, description="Sequences per model forward in spliced metrics.")
     spliced: bool = Field(True, description="Also compute CE/KL with the reconstruction spliced in.")
     error_check_batches: int | None = Field(

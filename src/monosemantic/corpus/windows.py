@@ -97,11 +97,25 @@ def text_tokens(tokenizer: Any, text: str, prepend_bos: bool = True) -> torch.Te
     """One text as harvest tokenizes it (LongTensor[T]): the fast tokenizer without its own special
     tokens, then the window's BOS (`bos_eos_ids`) in front when `prepend_bos`, so a prompt matches
     what the dictionaries were trained on."""
-    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    backend = _plain_backend(getattr(tokenizer, "backend_tokenizer", tokenizer))
     ids = list(backend.encode(text, add_special_tokens=False).ids)
     if prepend_bos:
         ids = [bos_eos_ids(tokenizer)[0], *ids]
     return torch.tensor(ids, dtype=torch.long)
+
+
+def _plain_backend(backend: Any) -> Any:
+    """The tokenizer without the padding/truncation its tokenizer.json may fix (all-MiniLM-L6-v2 pads
+    and cuts every input to 128 tokens, for sentence embeddings): documents are packed whole and
+    unpadded whatever the file says. A copy, so the model's own tokenizer is left as it was."""
+    if getattr(backend, "truncation", None) is None and getattr(backend, "padding", None) is None:
+        return backend
+    from tokenizers import Tokenizer
+
+    plain = Tokenizer.from_str(backend.to_str())
+    plain.no_truncation()
+    plain.no_padding()
+    return plain
 
 
 class TokenWindows:
@@ -121,7 +135,7 @@ class TokenWindows:
         self.split = split
         self.data_cfg = data_cfg
         self.tokenizer = tokenizer
-        self.backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+        self.backend = _plain_backend(getattr(tokenizer, "backend_tokenizer", tokenizer))
         apply_special_tokens(tokenizer, data_cfg)
         self.bos_id, self.eos_id = bos_eos_ids(tokenizer)
         self.context_size = data_cfg.context_size

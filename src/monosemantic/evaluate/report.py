@@ -1,15 +1,17 @@
 """Writing evaluation results: metrics.json, metrics.csv, concepts.json, plots, and a terminal table.
 
-Layout of `evaluate.out`:
+Layout of `evaluate.out` (one shape whether one dictionary or a sweep was evaluated):
 
-- one dictionary: `metrics.json` is a flat dict of that dictionary's metrics (`l0`, `fvu`, `mse`,
-  `dead_fraction`, `ce_loss_*`, `kl_spliced`, concept summary, ...); `concepts.json` holds the
-  per-concept and per-feature scores; `metrics.csv` has one row; `density.png`.
-- a sweep: `metrics.json` is `{"dictionaries": {name: metrics, ...}, name: metrics, ...}`, i.e.
-  each dictionary's flat metrics both under `"dictionaries"` (iterate it) and at the top level
-  (index it by name); each dictionary also gets `NAME/metrics.json` (flat) and
-  `NAME/concepts.json`; `metrics.csv` has one row per dictionary; `density.png` overlays all
-  histograms and `frontier_l0_fvu.png`, `frontier_l0_ce_recovered.png` show the trade-off.
+- `metrics.json`: `{"sample": {...}, "dictionaries": {name: metrics, ...}}`. `sample` says which
+  sequences were used (`selection` "all" or "random", `seed`, `n_sequences`, `n_tokens`,
+  `cache_sequences`, `held_out`, `sequences` (their numbers; null: all), `note`); each dictionary's `metrics` is a flat dict (`name`,
+  `path`, `hook_name`, `l0`, `fvu`, `mse`, `dead_fraction`, `ce_loss_*`, `kl_spliced`, concept
+  summary, `density_histogram`, ...) to which other metric families add their own keys.
+- `metrics.csv`: one row per dictionary (the scalar metrics).
+- `concepts.json` per-concept and per-feature scores: at the top for one dictionary, else
+  `NAME/concepts.json`.
+- `density.png` (histograms of every dictionary); for a sweep also `frontier_l0_fvu.png` and
+  `frontier_l0_ce_recovered.png`.
 Every file is written atomically.
 """
 
@@ -79,30 +81,20 @@ def write_outputs(
     results: Sequence[dict[str, Any]],
     concepts: dict[str, dict[str, Any]],
     plots: bool = True,
+    sample: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Write every output file of the layout above; returns the paths written."""
     out = Path(out)
     written: list[Path] = []
     sweep = len(results) > 1
-    if sweep:
-        by_name = {r["name"]: _json_safe(r) for r in results}
-        if "dictionaries" in by_name:
-            raise ValueError(
-                "a dictionary named 'dictionaries' would collide with the sweep layout; rename it"
-            )
-        write_json_atomic(out / "metrics.json", {"dictionaries": by_name, **by_name})
-        for name, m in by_name.items():
-            write_json_atomic(out / name / "metrics.json", m)
-            written.append(out / name / "metrics.json")
-            if name in concepts:
-                write_json_atomic(out / name / "concepts.json", _json_safe(concepts[name]))
-                written.append(out / name / "concepts.json")
-    else:
-        write_json_atomic(out / "metrics.json", _json_safe(results[0]))
-        name = results[0]["name"]
-        if name in concepts:
-            write_json_atomic(out / "concepts.json", _json_safe(concepts[name]))
-            written.append(out / "concepts.json")
+    by_name = {r["name"]: _json_safe(r) for r in results}
+    write_json_atomic(
+        out / "metrics.json", {"sample": _json_safe(dict(sample or {})), "dictionaries": by_name}
+    )
+    for name, report in concepts.items():
+        path = out / name / "concepts.json" if sweep else out / "concepts.json"
+        write_json_atomic(path, _json_safe(report))
+        written.append(path)
     written.append(out / "metrics.json")
     write_text_atomic(out / "metrics.csv", metrics_csv(results))
     written.append(out / "metrics.csv")

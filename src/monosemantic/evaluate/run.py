@@ -1,6 +1,7 @@
 """`evaluate(cfg)`: every metric for one checkpoint or a sweep folder, on an activation cache.
 
-Two passes over the first `evaluate.max_sequences` sequences of the cache:
+Two passes over a seeded random sample of `evaluate.max_sequences` sequences of the cache (the
+first sequences are one slice of the corpus, not a sample of it):
 1. reconstruction and sparsity metrics (`metrics.py`) and concept detection (`concepts.py`) for
    every dictionary at once, from the cached activations (sites the cache lacks are computed live
    from the model on the cache's tokens), plus each output site's mean for mean-ablation;
@@ -10,6 +11,7 @@ Outputs are described in `report.py`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,9 +170,18 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
     model = _Model(cache, device)
     spliced_on = ecfg.spliced and _causal(model)
 
+    if (note := cache.incomplete_note()) is not None:
+        console.print(f"[yellow]warning:[/] {note}", highlight=False)
     with_concepts = ecfg.concepts and cache.concepts is not None
     entries: list[_Entry] = []
     for name, path, dic in _load_dictionaries(root, device):
+        training = (dic.cfg.metadata or {}).get("training") or {}
+        if training.get("complete") is False:
+            console.print(
+                f"[yellow]warning:[/] {name} is a checkpoint of an unfinished training run "
+                f"({training.get('steps', '?')} steps); resume `monosemantic train` to finish it",
+                highlight=False,
+            )
         in_site, out_site = _sites(name, dic, cache)
         entry = _Entry(name, path, dic, in_site, out_site, ReconstructionMetrics(dic.d_sae, dic.d_out))
         if is_multi_site(dic):
@@ -196,8 +207,8 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
         )
     stored = [s for s in sites if s not in live]
 
-    limit = ecfg.max_sequences or cache.n_sequences
-    n_seq = min(limit, cache.n_sequences)
+    indices, sample = _sample(cache, ecfg.max_sequences, int(ecfg.seed or 0))
+    n_seq = sample["n_sequences"]
     lo, hi = batch_range(n_seq, ecfg.batch_size)  # this rank's batches (all of them in one process)
     token_batches: list[Tensor] = []
     keeps: list[Tensor] = []
@@ -205,10 +216,7 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
     site_n = done = 0
     with progress_bar() as bar:
         task = bar.add_task("evaluate", total=n_seq * cache.context_size, unit="tok", info="")
-        for index, batch in enumerate(cache.iter_sequences(stored, batch_sequences=ecfg.batch_size)):
-            if done >= n_seq:
-                break
-            batch = {k: v[: n_seq - done] for k, v in batch.items()}
+        for index, batch in enumerate(cache.iter_sample(indices, stored, batch_sequences=ecfg.batch_size)):
             done += len(batch["tokens"])
             if not lo <= index < hi:
                 continue
@@ -244,6 +252,9 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
     for e in entries:
         merge_reconstruction(e.metrics)
         merge_concepts(e.concepts)
+    sample["n_tokens"] = site_n
+    sample["sequences"] = None if indices is None else indices.tolist()  # sorted; None: all
+    sample["note"] += f"; 'dead' latents are those that never fired on its {site_n:,} tokens"
     means = {s: (v / max(site_n, 1)).float() for s, v in site_sum.items()}
     spliced: list[dict[str, float]] = [{} for _ in entries]
     if spliced_on:
@@ -278,6 +289,7 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
             "live_sites": [s for s in live if s in (e.in_site, e.out_site)],
         }
         r.update(e.metrics.compute())
+        _check_finite_metrics(e.name, r)
         r.update(spliced_metrics)
         if e.per_layer is not None:
             r["per_layer"] = e.per_layer.compute()
@@ -293,9 +305,10 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
     out = Path(ecfg.out)
     if not D.is_main():
         return results
-    write_outputs(out, results, concept_reports, plots=ecfg.plots)
+    write_outputs(out, results, concept_reports, plots=ecfg.plots, sample=sample)
     stdout = Console()
     print_table(results, stdout)
+    stdout.print(sample["note"], highlight=False)
     stdout.print(f"metrics written to [bold]{out / 'metrics.json'}[/]")
     return results
 
@@ -334,3 +347,42 @@ def _coverage_by_kind(rows: list[dict[str, Any]]) -> dict[str, float]:
         if "auroc" in row and row.get("kind"):
             kinds.setdefault(row["kind"], []).append(row["auroc"] >= COVERAGE_AUROC)
     return {k: sum(v) / len(v) for k, v in kinds.items()}
+
+
+def _sample(
+    cache: ActivationCache, max_sequences: int | None, seed: int
+) -> tuple[Tensor | None, dict[str, Any]]:
+    """Which sequences to evaluate (sorted; None: all) and their description for metrics.json:
+    all of them, or a seeded uniform sample of `max_sequences`.
+
+    The cache does not record which sequences training consumed, so the sample is not held out.
+    """
+    total = cache.n_sequences
+    n = min(max_sequences or total, total)
+    if n == total:
+        indices, selection = None, "all"
+    else:
+        g = torch.Generator().manual_seed(seed)
+        indices, selection = torch.randperm(total, generator=g)[:n].sort().values, "random"
+    what = "all" if indices is None else f"a random sample (seed {seed}) of {n:,} of the"
+    return indices, {
+        "selection": selection,
+        "seed": None if indices is None else seed,
+        "n_sequences": n,
+        "cache_sequences": total,
+        "held_out": False,
+        "note": (
+            f"evaluated on {what} {total:,} sequences of {cache.path} (not held out: the cache does not "
+            "record which sequences training used)"
+        ),
+    }
+
+
+def _check_finite_metrics(name: str, r: dict[str, Any]) -> None:
+    """NaN reconstructions would be written as null metrics; they are a broken dictionary instead."""
+    bad = [k for k in ("l0", "fvu", "mse") if not (isinstance(r.get(k), float) and math.isfinite(r[k]))]
+    if bad:
+        raise DataError(
+            f"dictionary {name} gives non-finite {', '.join(bad)} on {r['cache']}; its weights hold NaN/inf "
+            "(check train's log for divergence) or its checkpoint is damaged"
+        )

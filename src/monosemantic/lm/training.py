@@ -18,6 +18,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedModel
@@ -29,15 +30,16 @@ from monosemantic.config.data import DataConfig
 from monosemantic.config.lm import LMConfig
 from monosemantic.corpus.sources import iter_texts
 from monosemantic.corpus.windows import TokenWindows
-from monosemantic.utils.errors import DataError
-from monosemantic.utils.files import check_output, write_text_atomic
+from monosemantic.utils.errors import ConfigError, DataError
+from monosemantic.utils.files import check_output, write_json_atomic, write_text_atomic
 from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.torch_utils import resolve_device, torch_dtype
 
 from .card import write_model_card
-from .checkpoint import SHAPE_KEYS, load_state, save_state
+from .checkpoint import SHAPE_KEYS, STATE_FILE, load_state, save_state
 from .tokenizer import train_tokenizer
 
+RECIPE = "recipe.json"  # beside the run's tokenizer: the settings that made it
 VAL_SEED_OFFSET = 1_000_003  # validation windows come from a disjoint storyworld seed
 
 
@@ -113,16 +115,50 @@ def next_batch(stream: Iterator[torch.Tensor], batch_size: int) -> torch.Tensor:
     return torch.stack([next(stream) for _ in range(batch_size)]).long()
 
 
+def tokenizer_recipe(cfg: Config) -> dict[str, Any]:
+    """Every setting that shapes the trained tokenizer (its vocabulary and the texts it saw)."""
+    d, lm = cfg.data, cfg.lm
+    return {
+        "vocab_size": lm.vocab_size,
+        "tokenizer_texts": lm.tokenizer_texts,
+        "context_size": lm.context_size,
+        "data.text": d.text,
+        "data.text_column": d.text_column,
+        "data.dataset_config": d.dataset_config,
+        "data.split": d.split,
+        "data.seed": d.seed,
+    }
+
+
 def _tokenizer(cfg: Config, state_dir: Path) -> Tokenizer:
-    """Train the tokenizer once per run; a resumed run reuses the saved one."""
+    """Train the tokenizer once per run; a resumed run reuses the saved one if the same settings
+    made it (`recipe.json`). One left by a failed run with other settings is retrained; one that a
+    checkpoint depends on is refused."""
     saved = state_dir / "tokenizer"
+    recipe = tokenizer_recipe(cfg)
     if (saved / "tokenizer.json").exists():
-        return Tokenizer.from_pretrained(saved)
+        made = json.loads((saved / RECIPE).read_text()) if (saved / RECIPE).is_file() else None
+        has_state = (state_dir / STATE_FILE).exists()
+        if made == recipe or (made is None and has_state):
+            return Tokenizer.from_pretrained(saved)
+        key = next((k for k in recipe if made is None or made.get(k) != recipe[k]), "vocab_size")
+        was = "unknown" if made is None else repr(made.get(key))
+        if has_state:
+            raise ConfigError(
+                f"the checkpoint in {state_dir} was trained with a tokenizer made with {key}={was}, not "
+                f"{recipe[key]!r}; delete that folder or choose another lm.out / lm.state_dir"
+            )
+        console.print(
+            f"[yellow]note:[/] retraining the tokenizer in {saved}: an earlier run made it with {key}={was}, "
+            f"not {recipe[key]!r}",
+            highlight=False,
+        )
     lm = cfg.lm
     texts = itertools.islice(iter_texts(cfg.data), lm.tokenizer_texts)
     with console.status(f"training a {lm.vocab_size}-token BPE tokenizer on {lm.tokenizer_texts} documents"):
         tokenizer = train_tokenizer(texts, lm.vocab_size, model_max_length=lm.context_size)
     tokenizer.save_pretrained(saved)
+    write_json_atomic(saved / RECIPE, recipe)
     return tokenizer
 
 

@@ -49,6 +49,11 @@ COSMETIC = {
 }
 
 
+# A reconstruction this many times worse than predicting the mean is divergence, not slow training
+# (a fresh dictionary starts near FVU 1; lr = 1e6 reaches 1e20 and more within a few steps).
+DIVERGED_FVU = 1e3
+
+
 class Trainer:
     def __init__(self, cfg: Config, stream: Any = None, model: Any = None) -> None:
         self.cfg, self.tcfg = cfg, cfg.train
@@ -229,9 +234,10 @@ class Trainer:
             if log_now:
                 row = {"step": self.step + 1, "tokens": (self.step + 1) * self.tcfg.batch_size, "lr": lr}
                 row |= self.par.metrics(out, y_all, counts, slot.tracker.dead_mask(), x.shape[0])
-                if not math.isfinite(row["loss"]):
+                if not math.isfinite(row["loss"]) or not row["fvu"] <= DIVERGED_FVU:
                     raise MonosemanticError(
-                        f"dictionary {slot.name} diverged at step {self.step + 1} (loss {row['loss']}); "
+                        f"dictionary {slot.name} diverged at step {self.step + 1} (loss {row['loss']:.4g}, "
+                        f"FVU {row['fvu']:.4g}); "
                         f"lower train.lr or add train.lr_warmup_steps, then delete {self.out} and rerun"
                     )
                 if self.tcfg.dead_latents == "resample":
