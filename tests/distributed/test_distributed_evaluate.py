@@ -47,7 +47,8 @@ def test_two_ranks_give_the_single_process_metrics(tmp_path: Path) -> None:
     torchrun(["evaluate", str(config), "--set", "evaluate.out=two"], tmp_path)
     one = json.loads((tmp_path / "one/metrics.json").read_text())
     two = json.loads((tmp_path / "two/metrics.json").read_text())
-    assert one["n_sequences"] == 64 and one["splice_error_check_batches"] == 3
+    (entry,) = one["dictionaries"].values()
+    assert entry["n_sequences"] == 64 and entry["splice_error_check_batches"] == 3
     close(one, two)
     # storyworld concept scores (AUROC, F1, purity per concept) are merged too
     concepts = json.loads((tmp_path / "one/concepts.json").read_text())

@@ -69,7 +69,8 @@ def test_train_evaluate_circuit(cache, tiny_gpt2, tmp_path):
     assert all(0 < row["fvu"] < 1 and abs(row["l0"] - 4) < 1e-6 for row in r["per_layer"])
     rep = r["all_mlps_replaced"]
     assert rep["layers_replaced"] == [0, 1]
-    assert rep["ce_loss_replaced"] > rep["ce_loss_clean"] and rep["kl_replaced"] > 0
+    # splicing changes the prediction (the CE may move either way on this random tiny model)
+    assert rep["kl_replaced"] > 1e-6 and abs(rep["ce_loss_replaced"] - rep["ce_loss_clean"]) < 1.0
     assert r["ce_loss_spliced"] == rep["ce_loss_replaced"]
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert "all_mlps_replaced" in json.dumps(metrics)

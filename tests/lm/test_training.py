@@ -89,6 +89,9 @@ def test_a_stale_tokenizer_from_a_failed_run_with_other_settings_is_not_reused(t
         raise RuntimeError("stop")
 
     out = tmp_path / "run"
+    # a failed run removes only folders it created: one that existed before (like a run killed
+    # with -9, which cleans up nothing) keeps the tokenizer it left
+    out.mkdir()
     with pytest.raises(RuntimeError):
         train_lm(tiny_cfg(out, vocab_size=300, checkpoint_every=100), callback=crash)
     saved = out / "trainer_state" / "tokenizer"
