@@ -8,12 +8,14 @@ from pydantic import Field, model_validator
 
 from .base import Section
 
-Architecture = Literal["relu", "topk", "batchtopk", "jumprelu", "gated", "matryoshka"]
+Architecture = Literal["relu", "topk", "batchtopk", "jumprelu", "gated", "matryoshka", "pca", "ica", "random"]
 
 
 class DictionaryConfig(Section):
     architecture: Architecture = Field(
-        "topk", description="relu | topk | batchtopk | jumprelu | gated | matryoshka"
+        "topk",
+        description="relu | topk | batchtopk | jumprelu | gated | matryoshka; fitted baselines pca | ica | "
+        "random (d_sae/2 directions, k optional: keep the k largest coefficients)",
     )
     d_sae: int | None = Field(None, gt=0, description="Number of latents; or give `expansion`.")
     expansion: int | None = Field(None, gt=0, description="d_sae = expansion x d_in.")

@@ -6,6 +6,7 @@ from monosemantic.config.dictionary import DictionaryConfig
 from monosemantic.utils.errors import ConfigError
 
 from . import batchtopk, gated, jumprelu, matryoshka, relu, topk  # noqa: F401  (registration)
+from . import ica, pca, random_basis  # noqa: F401  (baselines, fitted: see fitted.py)
 from .base import _REGISTRY, Dictionary, DictionaryMeta, dictionary_class
 from .matryoshka import default_widths
 

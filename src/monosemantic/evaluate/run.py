@@ -135,6 +135,10 @@ def evaluate(cfg: Config) -> list[dict[str, Any]]:
     if cache.num_shards == 0:
         raise DataError(f"activation cache {cache.path} has no shards yet; run `monosemantic harvest` first")
     model = _Model(cache, device)
+    if ecfg.benchmarks:
+        from .benchmarks.runner import check_benchmarks
+
+        check_benchmarks(ecfg.benchmarks)
 
     with_concepts = ecfg.concepts and cache.concepts is not None
     entries: list[_Entry] = []
@@ -154,6 +158,11 @@ def evaluate(cfg: Config) -> list[dict[str, Any]]:
             f"{cache.manifest['model']} on the cache's tokens"
         )
     stored = [s for s in sites if s not in live]
+    bench_store = None
+    if ecfg.benchmarks:
+        from .benchmarks.runner import SiteStore
+
+        bench_store = SiteStore(sites)
 
     limit = ecfg.max_sequences or cache.n_sequences
     n_seq = min(limit, cache.n_sequences)
@@ -189,6 +198,8 @@ def evaluate(cfg: Config) -> list[dict[str, Any]]:
                     e.concepts.update(f, batch["concepts"], keep)
             token_batches.append(tokens)
             keeps.append(keep)
+            if bench_store is not None:
+                bench_store.add(tokens, keep, acts, batch.get("concepts"))
             bar.advance(task, tokens.numel())
 
     if not token_batches:
@@ -227,6 +238,16 @@ def evaluate(cfg: Config) -> list[dict[str, Any]]:
         results.append(r)
 
     out = Path(ecfg.out)
+    if bench_store is not None:
+        from .benchmarks.runner import run_benchmarks
+
+        seed = ecfg.seed if ecfg.seed is not None else cfg.seed
+        dics = [(e.name, e.dic, e.in_site, e.out_site) for e in entries]
+        run_benchmarks(ecfg.benchmarks, dics, results, bench_store, model.get, ecfg, seed, cache.concepts)
+        if ecfg.saebench:
+            from .benchmarks.saebench import write_saebench
+
+            write_saebench(out / "saebench", results, ecfg.benchmarks)
     write_outputs(out, results, concept_reports, plots=ecfg.plots)
     stdout = Console()
     print_table(results, stdout)

@@ -143,6 +143,8 @@ class Trainer:
             if slot.dic.unit_norm_decoder:
                 slot.dic.set_decoder_norm_to_unit_norm()
             slot.dic.initialize_from_data(stacked[slot.site] * self.scales[slot.site])
+            if getattr(slot.dic, "fitted", False):  # baselines: one fit on these tokens, no SGD
+                slot.dic.fit(stacked[slot.site] * self.scales[slot.site], y)
             slot.log.reset()
 
     # ---- the step ---------------------------------------------------------------------------
@@ -173,20 +175,22 @@ class Trainer:
             state = TrainStepState(sparsity_scale=warm, sparsity_coefficient=coefficient, dead_mask=dead)
             with self.autocast():
                 out = slot.dic.training_loss(x, y, state)
-            slot.optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            if slot.dic.unit_norm_decoder:  # rows are unit: `initialize` and every step renormalise
-                slot.dic.remove_gradient_parallel_to_decoder_directions(rows_are_unit=True)
-            for group in slot.optimizer.param_groups:
-                group["lr"] = lr
-            slot.optimizer.step()
-            if slot.dic.unit_norm_decoder:
-                slot.dic.set_decoder_norm_to_unit_norm()
+            fitted = getattr(slot.dic, "fitted", False)  # a fitted baseline only observes the stream
+            if not fitted:
+                slot.optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                if slot.dic.unit_norm_decoder:  # rows are unit: `initialize` and every step renormalise
+                    slot.dic.remove_gradient_parallel_to_decoder_directions(rows_are_unit=True)
+                for group in slot.optimizer.param_groups:
+                    group["lr"] = lr
+                slot.optimizer.step()
+                if slot.dic.unit_norm_decoder:
+                    slot.dic.set_decoder_norm_to_unit_norm()
             counts = latent_counts(out)
             slot.tracker.update(counts, x.shape[0])
             if slot.controller is not None:
                 slot.controller.update(counts.sum() / x.shape[0])
-            if self._resample_now():
+            if self._resample_now() and not fitted:
                 dead_now = slot.tracker.dead_mask()
                 slot.resampled += resample_dead(slot.dic, slot.optimizer, dead_now, x, y, out.x_hat.detach())
                 slot.tracker.since_fired[dead_now] = 0  # give the new directions a full window
