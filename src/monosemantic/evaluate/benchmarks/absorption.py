@@ -140,7 +140,10 @@ def absorption_scores(
     first = np.array([w[0].lower() for w in words])
     letters = [c for c in sorted(set(first)) if (first[train] == c).sum() >= MIN_WORDS and (first[test] == c).sum() > 0]
     if len(letters) < 2:
-        return {"n_letters": len(letters), "note": "fewer than two letters with enough vocabulary words"}
+        nan = float("nan")
+        return {"mean_absorption_rate": nan, "mean_full_absorption_score": nan, "mean_absorption_fraction_score": nan,
+                "mean_num_split_features": nan, "n_letters": len(letters),
+                "note": "fewer than two letters with enough vocabulary words"}  # fmt: skip
     rows = np.isin(first, letters)
     train, test = train[rows[train]], test[rows[test]]
     probe = LogisticRegression(max_iter=3000, random_state=seed).fit(y[train], first[train])

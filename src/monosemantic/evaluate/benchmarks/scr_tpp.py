@@ -30,8 +30,7 @@ from .sparse_probing import fit_probe
 from .story_tasks import ONE_VS_REST, correlated_split, labelled_stories
 
 THRESHOLDS = (2, 5, 10, 20, 50, 100, 500)
-N_EACH = 250  # stories per (A, B) cell: 40 test, 100 (agreeing cells) biased train, the rest balanced
-N_TRAIN, N_TEST = 200, 160
+N_TRAIN, N_TEST, N_BALANCED = 200, 160, 240  # biased train, balanced test, balanced probe-training sets
 TPP_STORIES = 800
 CORRELATION = 1.0
 
@@ -57,6 +56,8 @@ def raw_weight(probe) -> np.ndarray:
 
 def attribution(f: np.ndarray, labels: np.ndarray, W_dec: np.ndarray, w: np.ndarray) -> np.ndarray:
     """[d_sae]: how much each latent moves the probe's logit between positives and negatives."""
+    if (labels == 1).sum() == 0 or (labels == 0).sum() == 0:
+        return np.zeros(f.shape[1])
     diff = f[labels == 1].mean(0) - f[labels == 0].mean(0)
     return diff * (W_dec @ w)
 
@@ -73,7 +74,9 @@ def scr_scores(f: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray, W_dec
     train, test = correlated_split(a, b, CORRELATION, N_TRAIN, N_TEST, seed)
     rest = np.setdiff1d(np.arange(len(a)), np.concatenate([train, test]))
     cells = [rest[(a[rest] == i) & (b[rest] == j)] for i in (0, 1) for j in (0, 1)]
-    n_cell = min(len(c) for c in cells)
+    n_cell = min(min(len(c) for c in cells), N_BALANCED // 4)
+    if n_cell < 5:
+        return {"note": f"too few stories per (A, B) cell outside the train/test sets ({n_cell})"}
     balanced = np.concatenate([c[:n_cell] for c in cells])
     out: dict[str, Any] = {}
     for direction, (target, spurious) in {"dir1": (a, b), "dir2": (b, a)}.items():
@@ -98,7 +101,8 @@ def scr_scores(f: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray, W_dec
 @register_benchmark("scr")
 def scr(inp: BenchmarkInputs) -> dict[str, Any]:
     if "scr_data" not in inp.shared:
-        inp.shared["scr_data"] = labelled_stories(N_EACH)
+        # stories per (A, B) cell: enough for the biased train set's agreeing cells, test and balanced sets
+        inp.shared["scr_data"] = labelled_stories(N_TRAIN // 2 + N_TEST // 4 + N_BALANCED // 4)
     data = inp.shared["scr_data"]
     f, y = _pooled(inp, data.texts, "scr")
     W_dec = inp.dic.W_dec.detach().float().cpu().numpy()

@@ -68,7 +68,7 @@ def per_text_activations(
     bos, _ = bos_eos_ids(model.tokenizer)
     cfg = model.hf.config
     limit = int(getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", 512))
-    encoded = [[bos, *model.tokenizer(t, add_special_tokens=False)["input_ids"][: limit - 1]] for t in texts]
+    encoded = [[bos, *model.tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"][: limit - 1]] for t in texts]
     out: dict[str, list[Tensor]] = {s: [] for s in sites}
     for i in range(0, len(encoded), batch):
         chunk = encoded[i : i + batch]
