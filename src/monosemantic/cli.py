@@ -116,7 +116,9 @@ def compare(
         tuple[str, str] | None,
         typer.Option("--blind", help="Blind-rate features of two dictionaries: --blind A B."),
     ] = None,
-    unblind: Annotated[bool, typer.Option("--unblind", help="Score the blind ratings against the key.")] = False,
+    unblind: Annotated[
+        bool, typer.Option("--unblind", help="Score the blind ratings against the key.")
+    ] = False,
     judge: Annotated[str, typer.Option(help="Blind ratings by: human | offline | endpoint.")] = "human",
     features: Annotated[int, typer.Option(help="Features per dictionary in a blind comparison.")] = 20,
 ) -> None:
@@ -129,11 +131,15 @@ def compare(
     if unblind:
         result = blind_mode.unblind(folder)
         for name, r in result["dictionaries"].items():
-            console.print(f"{name}: mean rating {r['mean']} (95% CI {r['ci95']}, n={r['n']})", highlight=False)
+            console.print(
+                f"{name}: mean rating {r['mean']} (95% CI {r['ci95']}, n={r['n']})", highlight=False
+            )
         console.print(f"result written to [bold]{folder / 'result.json'}[/]")
     elif blind is not None:
         blind_mode.blind_prepare(cfg, blind[0], blind[1], folder, n=features, judge=judge)
-        console.print(f"blind items in [bold]{folder / 'items.md'}[/]; rate them in ratings.csv, then --unblind")
+        console.print(
+            f"blind items in [bold]{folder / 'items.md'}[/]; rate them in ratings.csv, then --unblind"
+        )
     else:
         console.print(f"comparison written to [bold]{run(cfg)}[/]")
 

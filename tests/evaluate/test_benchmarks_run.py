@@ -74,7 +74,9 @@ def test_benchmarks_land_in_each_entry_and_compare_writes_tables(setup, monkeypa
         assert set(auto) >= {"mean", "ci95"} and auto["n_features"] > 0
         assert 0 <= auto["mean"] <= 1 and auto["ci95"][0] <= auto["mean"] <= auto["ci95"][1]
         for eval_type in ("sparse_probing", "absorption_first_letter", "scr", "tpp", "autointerp"):
-            rec = json.loads((root / "eval" / "saebench" / eval_type / f"{name}_eval_results.json").read_text())
+            rec = json.loads(
+                (root / "eval" / "saebench" / eval_type / f"{name}_eval_results.json").read_text()
+            )
             assert rec["eval_type_id"] == eval_type and rec["sae_lens_id"] == name
     assert len(metrics["dictionaries"]["a"]["sparse_probing"]) > 0  # storyworld concepts became tasks
     assert results[0]["name"] == "a"
@@ -100,7 +102,10 @@ def test_blind_mode_hides_labels_then_unblinds(setup):
     assert len(rows) == len(key["items"]) and all(1 <= float(r["rating"]) <= 5 for r in rows if r["rating"])
     # a human's ratings: every item of "a" rated 5, of "b" rated 1 -> the key must recover that
     with (folder / "ratings.csv").open("w") as fh:
-        fh.write("id,rating\n" + "".join(f"{i},{5 if v['dictionary'] == 'a' else 1}\n" for i, v in key["items"].items()))
+        fh.write(
+            "id,rating\n"
+            + "".join(f"{i},{5 if v['dictionary'] == 'a' else 1}\n" for i, v in key["items"].items())
+        )
     result = unblind(folder)
     assert result["dictionaries"]["a"]["mean"] == 5 and result["dictionaries"]["b"]["mean"] == 1
     assert result["difference_a_minus_b"] == 4

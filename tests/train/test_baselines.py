@@ -87,7 +87,9 @@ def test_train_fits_baselines_in_a_sweep_and_saves_them(tmp_path):
         {"architecture": "ica", "d_sae": 32, "k": 4, "name": "ica"},
         {"architecture": "topk", "k": 4, "name": "topk"},
     ]
-    cfg = make_config(tmp_path, dictionary={"expansion": 2}, dictionaries=dicts, tokens=256 * 8, init_tokens=2048)
+    cfg = make_config(
+        tmp_path, dictionary={"expansion": 2}, dictionaries=dicts, tokens=256 * 8, init_tokens=2048
+    )
     stream = PlantedStream(d=32, n_features=64)
     folders = train(cfg, stream=stream)
     assert [f.name for f in folders] == ["pca", "ica", "topk"]

@@ -8,14 +8,17 @@ from pydantic import Field, model_validator
 
 from .base import Section
 
-Architecture = Literal["relu", "topk", "batchtopk", "jumprelu", "gated", "matryoshka", "pca", "ica", "random"]
+Architecture = Literal[
+    "relu", "topk", "batchtopk", "jumprelu", "gated", "matryoshka", "pca", "ica", "random", "neurons"
+]
 
 
 class DictionaryConfig(Section):
     architecture: Architecture = Field(
         "topk",
         description="relu | topk | batchtopk | jumprelu | gated | matryoshka; fitted baselines pca | ica | "
-        "random (d_sae/2 directions, k optional: keep the k largest coefficients)",
+        "random (d_sae/2 directions) | neurons (an MLP's own units, mlp_in -> mlp_out); k optional for "
+        "baselines: keep each token's k largest",
     )
     d_sae: int | None = Field(None, gt=0, description="Number of latents; or give `expansion`.")
     expansion: int | None = Field(None, gt=0, description="d_sae = expansion x d_in.")

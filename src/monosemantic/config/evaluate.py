@@ -47,7 +47,9 @@ class EvaluateConfig(Section):
     probe_datasets: list[ProbeDataset] = Field(
         default_factory=list, description="Text+label datasets added to sparse_probing's tasks."
     )
-    autointerp_features: int = Field(64, gt=0, description="Live features sampled per dictionary by autointerp.")
+    autointerp_features: int = Field(
+        64, gt=0, description="Live features sampled per dictionary by autointerp."
+    )
     saebench: bool = Field(True, description="Also write each benchmark in SAEBench's per-eval JSON layout.")
     device: str | None = None
     seed: int | None = None

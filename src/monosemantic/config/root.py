@@ -53,7 +53,10 @@ class Config(Section):
             base = data.get("dictionary") or {}
             if not isinstance(base, dict):
                 base = base.model_dump(exclude_unset=True)
-            entries = [e if not isinstance(e, dict) else {**_width_default(base, e), **e} for e in data["dictionaries"]]
+            entries = [
+                e if not isinstance(e, dict) else {**_width_default(base, e), **e}
+                for e in data["dictionaries"]
+            ]
             data = {**data, "dictionaries": entries, "dictionary": None}
         return data
 

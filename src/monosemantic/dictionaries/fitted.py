@@ -64,8 +64,16 @@ class FittedDictionary(Dictionary):
         """(E [n, d_in], D [n, d_in] or None) from centred inputs x [N, d_in]; D=None means D=E."""
 
     @torch.no_grad()
-    def fit(self, x: Tensor, y: Tensor) -> None:
-        """Fit the basis to inputs x [N, d_in] and targets y [N, d_out] (y is x for an SAE)."""
+    def fit(
+        self,
+        x: Tensor,
+        y: Tensor,
+        scale_in: float = 1.0,
+        scale_out: float = 1.0,
+        model_name: str | None = None,
+    ) -> None:
+        """Fit the basis to inputs x [N, d_in] and targets y [N, d_out] (y is x for an SAE), as the
+        trainer gives them (already scaled; a basis fitted from data needs neither scale nor model)."""
         x, y = x.double().cpu(), y.double().cpu()
         n = self.n_directions
         if not self.is_transcoder and n > self.d_in:
@@ -73,7 +81,9 @@ class FittedDictionary(Dictionary):
                 f"{self.cfg.architecture} has at most d_in={self.d_in} directions; use d_sae <= {2 * self.d_in}"
             )
         if len(x) < n:
-            raise ConfigError(f"fitting {n} directions needs more than {len(x)} tokens; raise train.init_tokens")
+            raise ConfigError(
+                f"fitting {n} directions needs more than {len(x)} tokens; raise train.init_tokens"
+            )
         mean_x, mean_y = x.mean(0), y.mean(0)
         E, D = self.directions(x - mean_x)
         E = E.double()

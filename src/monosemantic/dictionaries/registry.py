@@ -5,8 +5,8 @@ from __future__ import annotations
 from monosemantic.config.dictionary import DictionaryConfig
 from monosemantic.utils.errors import ConfigError
 
-from . import batchtopk, gated, jumprelu, matryoshka, relu, topk  # noqa: F401  (registration)
-from . import ica, pca, random_basis  # noqa: F401  (baselines, fitted: see fitted.py)
+# registration; ica, neurons, pca, random_basis are the fitted baselines (see fitted.py)
+from . import batchtopk, gated, ica, jumprelu, matryoshka, neurons, pca, random_basis, relu, topk  # noqa: F401
 from .base import _REGISTRY, Dictionary, DictionaryMeta, dictionary_class
 from .matryoshka import default_widths
 

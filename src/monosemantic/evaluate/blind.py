@@ -82,7 +82,11 @@ def _contexts(cfg: Config, names: list[str]) -> tuple[dict[str, np.ndarray], lis
 
 def _render(example: dict[str, Any]) -> str:
     p = example["peak"]
-    return "".join(f"<<{t}>>" if i == p else t for i, t in enumerate(example["tokens"])).replace("\n", " ").strip()
+    return (
+        "".join(f"<<{t}>>" if i == p else t for i, t in enumerate(example["tokens"]))
+        .replace("\n", " ")
+        .strip()
+    )
 
 
 _RATE_PROMPT = (
@@ -118,7 +122,10 @@ def blind_prepare(cfg: Config, a: str, b: str, folder: Path, n: int = 20, judge:
             ratings[i] = None if s is None else round(1 + 4 * s["score"], 3)
     elif judge == "endpoint":
         ratings = _llm_ratings(cfg, items)
-    md = [f"# Blind comparison: {len(items)} features\n", "Rate each 1 (no pattern) .. 5 (one clear pattern) in ratings.csv.\n"]
+    md = [
+        f"# Blind comparison: {len(items)} features\n",
+        "Rate each 1 (no pattern) .. 5 (one clear pattern) in ratings.csv.\n",
+    ]
     for i, it in enumerate(items, 1):
         md.append(f"\n## Item {i}\n")
         md += [f"{k}. {_render(e)}\n" for k, e in enumerate(it["top"][:SHOWN], 1)]
@@ -141,7 +148,12 @@ def _llm_ratings(cfg: Config, items: list[dict[str, Any]]) -> list[float | None]
     client = ChatClient(endpoint, e.model, api_key=os.environ.get(e.api_key_env), concurrency=e.concurrency,
                         max_retries=e.max_retries, timeout=e.timeout)  # fmt: skip
     prompts = [
-        [{"role": "user", "content": _RATE_PROMPT + "\n\n" + "\n".join(_render(x) for x in it["top"][:SHOWN])}]
+        [
+            {
+                "role": "user",
+                "content": _RATE_PROMPT + "\n\n" + "\n".join(_render(x) for x in it["top"][:SHOWN]),
+            }
+        ]
         for it in items
     ]
     out: list[float | None] = []
@@ -155,7 +167,9 @@ def unblind(folder: Path) -> dict[str, Any]:
     """Join ratings.csv with key.json; per dictionary mean rating, 95% interval, n; A - B."""
     key_path, ratings_path = folder / "key.json", folder / "ratings.csv"
     if not key_path.exists() or not ratings_path.exists():
-        raise DataError(f"{folder} has no key.json/ratings.csv; run `monosemantic compare CONFIG --blind A B` first")
+        raise DataError(
+            f"{folder} has no key.json/ratings.csv; run `monosemantic compare CONFIG --blind A B` first"
+        )
     key = json.loads(key_path.read_text())
     per: dict[str, list[float]] = {key["a"]: [], key["b"]: []}
     with ratings_path.open() as fh:
@@ -174,7 +188,11 @@ def unblind(folder: Path) -> dict[str, Any]:
     for name, vals in per.items():
         mean, ci = mean_ci95(vals)
         ci = [c if np.isfinite(c) else None for c in ci]
-        result["dictionaries"][name] = {"mean": mean if np.isfinite(mean) else None, "ci95": ci, "n": len(vals)}
+        result["dictionaries"][name] = {
+            "mean": mean if np.isfinite(mean) else None,
+            "ci95": ci,
+            "n": len(vals),
+        }
     ma, mb = (result["dictionaries"][key[x]]["mean"] for x in ("a", "b"))
     result["difference_a_minus_b"] = ma - mb if ma is not None and mb is not None else None
     write_json_atomic(folder / "result.json", result)

@@ -70,7 +70,9 @@ def row(m: dict[str, Any]) -> dict[str, Any]:
     site = m.get("hook_name") or ""
     if m.get("hook_name_out") and m["hook_name_out"] != site:
         site = f"{site} -> {m['hook_name_out']}"
-    out: dict[str, Any] = {k: m.get(k) for k in ("name", "architecture", "l0", "fvu", "ce_loss_recovered", "concept_coverage")}
+    out: dict[str, Any] = {
+        k: m.get(k) for k in ("name", "architecture", "l0", "fvu", "ce_loss_recovered", "concept_coverage")
+    }
     out["site"] = site
     probing = m.get("sparse_probing") or {}
     for k in ("1", "5", "20"):
@@ -161,7 +163,9 @@ def _probing(metrics: dict[str, dict[str, Any]], path: Path) -> Path | None:
 
 def _bars(rows: list[dict[str, Any]], key: str, label: str, path: Path, ci_key: str | None = None,
           metrics: dict[str, dict[str, Any]] | None = None) -> Path | None:  # fmt: skip
-    pts = [(r["name"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+    pts = [
+        (r["name"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])
+    ]
     if not pts:
         return None
     fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(pts) + 2), 4))
@@ -188,6 +192,8 @@ def compare(cfg: Config, out: str | Path | None = None) -> Path:
     _frontier(metrics, "ce_loss_recovered", "CE loss recovered", folder / "frontier_ce_recovered.png")
     _probing(metrics, folder / "probing_vs_k.png")
     _bars(rows, "absorption_rate", "absorption rate (first letter)", folder / "absorption.png")
-    _bars(rows, "autointerp", "autointerp score (95% CI)", folder / "autointerp.png", "autointerp_ci95", metrics)
+    _bars(
+        rows, "autointerp", "autointerp score (95% CI)", folder / "autointerp.png", "autointerp_ci95", metrics
+    )
     _bars(rows, "concept_coverage", "storyworld concept coverage", folder / "coverage.png")
     return folder

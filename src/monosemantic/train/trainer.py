@@ -144,7 +144,9 @@ class Trainer:
                 slot.dic.set_decoder_norm_to_unit_norm()
             slot.dic.initialize_from_data(stacked[slot.site] * self.scales[slot.site])
             if getattr(slot.dic, "fitted", False):  # baselines: one fit on these tokens, no SGD
-                slot.dic.fit(stacked[slot.site] * self.scales[slot.site], y)
+                model_name = metadata_for(self.cfg, slot.site, None).get("model_name")
+                x = stacked[slot.site] * self.scales[slot.site]
+                slot.dic.fit(x, y, self.scales[slot.site], self.scales[slot.site_out], model_name)
             slot.log.reset()
 
     # ---- the step ---------------------------------------------------------------------------

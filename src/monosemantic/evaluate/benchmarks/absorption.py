@@ -97,9 +97,7 @@ def split_latents(f: np.ndarray, y: np.ndarray, seed: int) -> list[int]:
     return [int(c) for c in best]
 
 
-def word_absorption(
-    a: np.ndarray, y_proj: float, cos: np.ndarray, main: list[int]
-) -> tuple[float, bool]:
+def word_absorption(a: np.ndarray, y_proj: float, cos: np.ndarray, main: list[int]) -> tuple[float, bool]:
     """(absorption fraction, full absorption) of one word: latents a [d_sae], y . p = y_proj, cos [d_sae]."""
     proj = a * cos
     main_proj = float(proj[main].sum())
@@ -138,7 +136,11 @@ def absorption_scores(
     from sklearn.linear_model import LogisticRegression
 
     first = np.array([w[0].lower() for w in words])
-    letters = [c for c in sorted(set(first)) if (first[train] == c).sum() >= MIN_WORDS and (first[test] == c).sum() > 0]
+    letters = [
+        c
+        for c in sorted(set(first))
+        if (first[train] == c).sum() >= MIN_WORDS and (first[test] == c).sum() > 0
+    ]
     if len(letters) < 2:
         nan = float("nan")
         return {"mean_absorption_rate": nan, "mean_full_absorption_score": nan, "mean_absorption_fraction_score": nan,
@@ -168,7 +170,9 @@ def absorption_scores(
     return {
         "mean_absorption_rate": mean_full,
         "mean_full_absorption_score": mean_full,
-        "mean_absorption_fraction_score": float(np.mean([v["absorption_fraction"] for v in scored])) if scored else float("nan"),
+        "mean_absorption_fraction_score": float(np.mean([v["absorption_fraction"] for v in scored]))
+        if scored
+        else float("nan"),
         "mean_num_split_features": float(np.mean([v["num_split_features"] for v in per_letter.values()])),
         "probe_test_accuracy": float((pred == first[test]).mean()),
         "n_words": int(rows.sum()),

@@ -120,11 +120,13 @@ def autointerp(inp: BenchmarkInputs) -> dict[str, Any]:
         if s is not None:
             scores[j] = s
     mean, ci = mean_ci95([s["score"] for s in scores.values()])
+    detection = [s["detection"] for s in scores.values() if "detection" in s]
+    fuzzing = [s["fuzzing"] for s in scores.values()]
     return {
         "mean": mean,
         "ci95": ci,
-        "detection": float(np.mean([s["detection"] for s in scores.values() if "detection" in s])) if scores else float("nan"),
-        "fuzzing": float(np.mean([s["fuzzing"] for s in scores.values()])) if scores else float("nan"),
+        "detection": float(np.mean(detection)) if detection else float("nan"),
+        "fuzzing": float(np.mean(fuzzing)) if fuzzing else float("nan"),
         "n_features": len(scores),
         "n_live": int(len(live)),
         "scorer": "offline-keyword",

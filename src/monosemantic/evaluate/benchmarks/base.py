@@ -52,9 +52,13 @@ class BenchmarkInputs:
     def encode(self, x: Tensor, batch: int = 4096) -> Tensor:
         """Latent activations of rows x [N, d_in], float32 on the CPU."""
         dev, dt = self.dic.device, self.dic.dtype
-        return torch.cat(
-            [self.dic.encode(x[i : i + batch].to(dev, dt)).float().cpu() for i in range(0, len(x), batch)]
-        ) if len(x) else torch.zeros(0, self.dic.d_sae)
+        return (
+            torch.cat(
+                [self.dic.encode(x[i : i + batch].to(dev, dt)).float().cpu() for i in range(0, len(x), batch)]
+            )
+            if len(x)
+            else torch.zeros(0, self.dic.d_sae)
+        )
 
 
 Benchmark = Callable[[BenchmarkInputs], dict[str, Any]]

@@ -104,7 +104,9 @@ CONVERT = {
 }
 
 
-def saebench_record(bench: str, entry: dict[str, Any], sae_cfg: dict[str, Any] | None = None) -> dict[str, Any]:
+def saebench_record(
+    bench: str, entry: dict[str, Any], sae_cfg: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """One SAEBench eval-output object for benchmark `bench` of one dictionary's metrics entry."""
     metrics, details = CONVERT[bench](entry[bench])
     return _clean(

@@ -70,7 +70,9 @@ def _thresholds(d_sae: int) -> list[int]:
     return [n for n in THRESHOLDS if n <= d_sae]
 
 
-def scr_scores(f: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray, W_dec: np.ndarray, seed: int) -> dict[str, Any]:
+def scr_scores(
+    f: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray, W_dec: np.ndarray, seed: int
+) -> dict[str, Any]:
     train, test = correlated_split(a, b, CORRELATION, N_TRAIN, N_TEST, seed)
     rest = np.setdiff1d(np.arange(len(a)), np.concatenate([train, test]))
     cells = [rest[(a[rest] == i) & (b[rest] == j)] for i in (0, 1) for j in (0, 1)]
@@ -109,7 +111,9 @@ def scr(inp: BenchmarkInputs) -> dict[str, Any]:
     return scr_scores(f, y, data.a, data.b, W_dec, inp.seed)
 
 
-def tpp_scores(f: np.ndarray, y: np.ndarray, concepts: dict[str, np.ndarray], W_dec: np.ndarray, seed: int) -> dict[str, Any]:
+def tpp_scores(
+    f: np.ndarray, y: np.ndarray, concepts: dict[str, np.ndarray], W_dec: np.ndarray, seed: int
+) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     probes, splits, orders = {}, {}, {}
     for c, lab in concepts.items():

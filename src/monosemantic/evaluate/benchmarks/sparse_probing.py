@@ -38,7 +38,9 @@ def fit_probe(X: np.ndarray, y: np.ndarray, seed: int = 0):
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed)).fit(X, y)
 
 
-def probe_accuracy(X_tr: np.ndarray, y_tr: np.ndarray, X_te: np.ndarray, y_te: np.ndarray, seed: int = 0) -> float:
+def probe_accuracy(
+    X_tr: np.ndarray, y_tr: np.ndarray, X_te: np.ndarray, y_te: np.ndarray, seed: int = 0
+) -> float:
     if len(np.unique(y_tr)) < 2:
         return float("nan")
     return float(fit_probe(X_tr, y_tr, seed).score(X_te, y_te))
@@ -50,7 +52,9 @@ def top_latents_by_mean_diff(f: np.ndarray, y: np.ndarray, k: int) -> np.ndarray
     return np.argsort(-diff, kind="stable")[:k]
 
 
-def balanced_split(pos: np.ndarray, neg: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def balanced_split(
+    pos: np.ndarray, neg: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(train rows, train labels, test rows, test labels) from positive/negative row ids, balanced."""
     rng = np.random.default_rng(seed)
     n = min(len(pos), len(neg), MAX_PER_CLASS)
@@ -64,7 +68,12 @@ def balanced_split(pos: np.ndarray, neg: np.ndarray, seed: int) -> tuple[np.ndar
 
 
 def sparse_probe_task(
-    f: np.ndarray, x: np.ndarray, labels: np.ndarray, seed: int, ks: tuple[int, ...] = KS, dense: float | None = None
+    f: np.ndarray,
+    x: np.ndarray,
+    labels: np.ndarray,
+    seed: int,
+    ks: tuple[int, ...] = KS,
+    dense: float | None = None,
 ) -> dict[str, Any] | None:
     """Accuracy per k on latents f [N, d_sae] and of the dense probe on x [N, d] for 0/1 labels [N]."""
     pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
@@ -162,7 +171,9 @@ def summary(tasks: dict[str, dict[str, Any]]) -> dict[str, float]:
         return out
     ks = sorted({int(k) for t in tasks.values() for k in t["k"]})
     for k in ks:
-        vals = [t["k"][str(k)] for t in tasks.values() if str(k) in t["k"] and t["k"][str(k)] == t["k"][str(k)]]
+        vals = [
+            t["k"][str(k)] for t in tasks.values() if str(k) in t["k"] and t["k"][str(k)] == t["k"][str(k)]
+        ]
         out[f"top_{k}"] = float(np.mean(vals)) if vals else float("nan")
     dense = [t["dense"] for t in tasks.values() if t["dense"] == t["dense"]]
     out["dense"] = float(np.mean(dense)) if dense else float("nan")

@@ -18,7 +18,14 @@ from monosemantic.corpus.storyworld import make_story
 
 STORY_SEED = 7_919  # a storyworld seed of its own, so the stories differ from the training corpus
 PAIRS = {"A": ("entity_type:cat", "entity_type:dog"), "B": ("place:beach", "place:park")}
-ONE_VS_REST = ["entity_type:cat", "entity_type:dog", "entity_type:fox", "place:beach", "place:park", "place:farm"]
+ONE_VS_REST = [
+    "entity_type:cat",
+    "entity_type:dog",
+    "entity_type:fox",
+    "place:beach",
+    "place:park",
+    "place:farm",
+]
 
 
 @dataclass

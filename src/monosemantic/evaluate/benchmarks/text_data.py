@@ -51,7 +51,9 @@ def load_labelled_texts(spec: ProbeDataset) -> tuple[list[str], list[Any], str]:
     texts = [str(t) for t in rows[spec.text_column]]
     labels = list(rows[spec.label_column])
     if len(set(labels)) < 2:
-        raise DataError(f"probe dataset {spec.path!r} has one label value in its first {n} rows; it needs two")
+        raise DataError(
+            f"probe dataset {spec.path!r} has one label value in its first {n} rows; it needs two"
+        )
     return texts, labels, name
 
 
@@ -68,7 +70,10 @@ def per_text_activations(
     bos, _ = bos_eos_ids(model.tokenizer)
     cfg = model.hf.config
     limit = int(getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", 512))
-    encoded = [[bos, *model.tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"][: limit - 1]] for t in texts]
+    encoded = [
+        [bos, *model.tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"][: limit - 1]]
+        for t in texts
+    ]
     out: dict[str, list[Tensor]] = {s: [] for s in sites}
     for i in range(0, len(encoded), batch):
         chunk = encoded[i : i + batch]
