@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -49,6 +49,9 @@ class EvaluateConfig(Section):
     )
     autointerp_features: int = Field(
         64, gt=0, description="Live features sampled per dictionary by autointerp."
+    )
+    autointerp_judge: Literal["offline", "endpoint"] = Field(
+        "offline", description="autointerp's explainer and judge: offline, or the LLM at [explain].endpoint."
     )
     saebench: bool = Field(True, description="Also write each benchmark in SAEBench's per-eval JSON layout.")
     device: str | None = None

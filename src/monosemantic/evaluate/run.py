@@ -243,7 +243,9 @@ def evaluate(cfg: Config) -> list[dict[str, Any]]:
 
         seed = ecfg.seed if ecfg.seed is not None else cfg.seed
         dics = [(e.name, e.dic, e.in_site, e.out_site) for e in entries]
-        run_benchmarks(ecfg.benchmarks, dics, results, bench_store, model.get, ecfg, seed, cache.concepts)
+        run_benchmarks(
+            ecfg.benchmarks, dics, results, bench_store, model.get, ecfg, seed, cache.concepts, cfg.explain
+        )
         if ecfg.saebench:
             from .benchmarks.saebench import write_saebench
 

@@ -10,9 +10,10 @@ For each sampled feature (one that fired on the evaluated tokens), from the eval
 - the feature's score is the mean of its detection and fuzzing scores.
 `mean` is the mean over features and `ci95` the normal-approximation interval mean +/- 1.96 s/sqrt(n).
 
-The explainer and judge are explain's offline ones (`analyze/offline.py`: characteristic-token
-explanation, keyword judge), so the number is deterministic and needs no network; with an LLM
-the same items and scorers apply. The scorers are pure functions of example dicts, which is why
+By default the explainer and judge are explain's offline ones (`analyze/offline.py`:
+characteristic-token explanation, keyword judge), so the number is deterministic and needs no
+network. With `[evaluate].autointerp_judge = "endpoint"` the LLM at `[explain].endpoint` (or env
+MONOSEMANTIC_ENDPOINT) explains and judges instead, with explain's own prompts, on the same items. The scorers are pure functions of example dicts, which is why
 this evaluation-stage module may use them (a lazy import; nothing of the feature store is touched).
 """
 
@@ -102,6 +103,48 @@ def mean_ci95(values: list[float]) -> tuple[float, list[float]]:
     return m, [m - half, m + half]
 
 
+def llm_scores(
+    work: dict[int, tuple[list, list, list]], explain_cfg: Any, seed: int
+) -> dict[int, dict[str, float]]:
+    """Explanations and detection/fuzzing scores of each feature's (top, held, neg) by the endpoint."""
+    import os
+
+    from monosemantic.analyze import scoring
+    from monosemantic.analyze.explain import _explain_prompt, parse_explanation
+    from monosemantic.analyze.llm_client import ChatClient
+    from monosemantic.utils.errors import ConfigError
+
+    e = explain_cfg
+    endpoint = (e.endpoint if e is not None else None) or os.environ.get("MONOSEMANTIC_ENDPOINT")
+    if not endpoint:
+        raise ConfigError(
+            "evaluate.autointerp_judge = 'endpoint' needs [explain].endpoint or MONOSEMANTIC_ENDPOINT"
+        )
+    client = ChatClient(endpoint, e.model, api_key=os.environ.get(e.api_key_env), concurrency=e.concurrency,
+                        max_retries=e.max_retries, timeout=e.timeout, cache_dir=e.cache)  # fmt: skip
+    ids = [j for j, (top, held, _) in work.items() if top and held]
+    answers = client.complete_all([_explain_prompt(work[j][0]) for j in ids])
+    prompts, owners = [], []
+    for j, answer in zip(ids, answers, strict=True):
+        explanation = parse_explanation(answer)
+        _, held, neg = work[j]
+        rng = random.Random(f"{seed}:{j}")
+        if neg:
+            items = scoring.detection_items(held, neg, SCORE_EXAMPLES, rng)
+            prompts.append(scoring.detection_prompt(explanation, items))
+            owners.append((j, "detection", items))
+        items = scoring.fuzzing_items(held, SCORE_EXAMPLES, rng)
+        prompts.append(scoring.fuzzing_prompt(explanation, items))
+        owners.append((j, "fuzzing", items))
+    out: dict[int, dict[str, float]] = {}
+    for (j, method, items), answer in zip(owners, client.complete_all(prompts), strict=True):
+        preds = scoring.parse_labels(answer, len(items)) or [0] * len(items)
+        out.setdefault(j, {})[method] = scoring.metrics([i.label for i in items], preds)["score"]
+    for s in out.values():
+        s["score"] = float(np.mean(list(s.values())))
+    return out
+
+
 @register_benchmark("autointerp")
 def autointerp(inp: BenchmarkInputs) -> dict[str, Any]:
     S, T, d = inp.x_seq.shape
@@ -113,12 +156,16 @@ def autointerp(inp: BenchmarkInputs) -> dict[str, Any]:
     sample = sorted(rng.sample(live.tolist(), min(inp.cfg.autointerp_features, len(live))))
     table = _decoder(inp)
     strings = [[table[int(t)] for t in row] for row in inp.tokens.tolist()]
-    scores: dict[int, dict[str, float]] = {}
-    for j in sample:
-        top, held, neg = feature_examples(f[:, :, j], strings, random.Random(f"{inp.seed}:{j}"))
-        s = score_feature(top, held, neg, f"{inp.seed}:{j}")
-        if s is not None:
-            scores[j] = s
+    work = {j: feature_examples(f[:, :, j], strings, random.Random(f"{inp.seed}:{j}")) for j in sample}
+    endpoint = inp.cfg.autointerp_judge == "endpoint"
+    if endpoint:
+        scores = llm_scores(work, inp.explain, inp.seed)
+    else:
+        scores = {}
+        for j, (top, held, neg) in work.items():
+            s = score_feature(top, held, neg, f"{inp.seed}:{j}")
+            if s is not None:
+                scores[j] = s
     mean, ci = mean_ci95([s["score"] for s in scores.values()])
     detection = [s["detection"] for s in scores.values() if "detection" in s]
     fuzzing = [s["fuzzing"] for s in scores.values()]
@@ -129,6 +176,6 @@ def autointerp(inp: BenchmarkInputs) -> dict[str, Any]:
         "fuzzing": float(np.mean(fuzzing)) if fuzzing else float("nan"),
         "n_features": len(scores),
         "n_live": int(len(live)),
-        "scorer": "offline-keyword",
+        "scorer": f"llm:{inp.explain.model}" if endpoint else "offline-keyword",
         "features": {str(j): round(s["score"], 4) for j, s in scores.items()},
     }

@@ -47,6 +47,7 @@ class BenchmarkInputs:
     cfg: EvaluateConfig
     seed: int
     shared: dict[str, Any] = field(default_factory=dict)
+    explain: Any = None  # the [explain] section: the endpoint an LLM judge uses (autointerp)
 
     @torch.no_grad()
     def encode(self, x: Tensor, batch: int = 4096) -> Tensor:

@@ -61,6 +61,7 @@ def run_benchmarks(
     cfg: EvaluateConfig,
     seed: int,
     concept_names: list[str] | None = None,
+    explain: Any = None,
 ) -> None:
     """Add each benchmark's result to each dictionary's entry in `results` (same order as `dictionaries`)."""
     tokens, keep = torch.cat(store.tokens), torch.cat(store.keep)
@@ -82,6 +83,7 @@ def run_benchmarks(
             cfg=cfg,
             seed=seed,
             shared=shared,
+            explain=explain,
         )
         for bench in names:
             t0 = time.perf_counter()
