@@ -118,3 +118,22 @@ def test_blind_mode_hides_labels_then_unblinds(setup):
 def test_unknown_benchmark_fails_before_any_work(setup):
     with pytest.raises(ConfigError, match="unknown benchmark"):
         evaluate(_cfg(setup, 'evaluate.benchmarks=["probing"]'))
+
+
+def test_probe_dataset_from_a_local_csv(setup, monkeypatch, tmp_path):
+    from monosemantic.evaluate.benchmarks import sparse_probing
+
+    monkeypatch.setattr(sparse_probing, "MIN_PER_CLASS", 20)
+    rows = ["text,label"]
+    for i in range(120):
+        animal, label = ("cat", "yes") if i % 2 else ("dog", "no")
+        rows.append(f'"the {animal} saw {i % 7} birds and the {animal} ran",{label}')
+    (tmp_path / "pets.csv").write_text("\n".join(rows) + "\n")
+    spec = f'evaluate.probe_datasets=[{{path = "{tmp_path / "pets.csv"}"}}]'
+    results = evaluate(_cfg(setup, 'evaluate.benchmarks=["sparse_probing"]', spec, "evaluate.concepts=false"))
+    task = results[0]["sparse_probing"]["pets"]
+    assert task["dense"] >= 0.9 and set(task["k"]) == {"1", "2", "5", "10", "20"}
+    assert task["n_train"] + task["n_test"] == 120
+    bad = f'evaluate.probe_datasets=[{{path = "{tmp_path / "pets.csv"}", label_column = "y"}}]'
+    with pytest.raises(ConfigError, match="no column 'y'"):
+        evaluate(_cfg(setup, 'evaluate.benchmarks=["sparse_probing"]', bad))

@@ -199,7 +199,7 @@ def evaluate(cfg: Config) -> list[dict[str, Any]]:
             token_batches.append(tokens)
             keeps.append(keep)
             if bench_store is not None:
-                bench_store.add(tokens, keep, acts, batch.get("concepts"))
+                bench_store.add(tokens, keep, acts, batch.get("concepts") if with_concepts else None)
             bar.advance(task, tokens.numel())
 
     if not token_batches:
