@@ -1,6 +1,6 @@
 """Spurious correlation removal (SCR) and targeted probe perturbation (TPP), as defined in SAEBench
 (Karvonen et al. 2025; the methods of "Evaluating Sparse Autoencoders on Targeted Concept Removal
-Tasks", Karvonen et al. 2024), on storyworld stories (`story_tasks.py`).
+Tasks", Karvonen et al. 2024), on storyworld story openings (`story_tasks.py`).
 
 Everything is linear in the dictionary's output space: a story's activation y is the mean over its
 tokens of the output site, its latents the mean of the per-token latents, and ablating a set L of
@@ -12,7 +12,8 @@ A latent's attribution to a probe with raw-space weight w is
   spurious cue for A, the animal) reaches accuracy A_base on a balanced test set; a probe trained
   on balanced data reaches A_oracle. Ablating the top-N latents attributed to B (by a probe for B
   trained on balanced data) moves the biased probe to A_abl.
-  `scr_dir1_threshold_N` = (A_abl - A_base) / (A_oracle - A_base); dir2 swaps A and B;
+  `scr_dir1_threshold_N` = (A_abl - A_base) / (A_oracle - A_base) (NaN when the gap
+  A_oracle - A_base is under 0.05: nothing to remove); dir2 swaps A and B;
   `scr_metric_threshold_N` is dir1. N in (2, 5, 10, 20, 50, 100, 500), up to d_sae.
 - **TPP**: for each concept i of several (species and places, one vs rest, balanced), ablate the
   top-N latents attributed to probe i; the accuracy drop of probe i is "intended", the mean drop
@@ -33,6 +34,7 @@ THRESHOLDS = (2, 5, 10, 20, 50, 100, 500)
 N_TRAIN, N_TEST, N_BALANCED = 200, 160, 240  # biased train, balanced test, balanced probe-training sets
 TPP_STORIES = 800
 CORRELATION = 1.0
+MIN_GAP = 0.05  # below this oracle - base accuracy gap the SCR ratio is noise: reported as NaN
 
 
 def _pooled(inp: BenchmarkInputs, texts: list[str], tag: str) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +95,7 @@ def scr_scores(
         for n in _thresholds(f.shape[1]):
             acc = float(biased.score(ablate(y[test], f[test], W_dec, order[:n]), target[test]))
             gap = top - base
-            out[f"scr_{direction}_threshold_{n}"] = (acc - base) / gap if abs(gap) > 1e-9 else float("nan")
+            out[f"scr_{direction}_threshold_{n}"] = (acc - base) / gap if gap >= MIN_GAP else float("nan")
     for n in _thresholds(f.shape[1]):
         out[f"scr_metric_threshold_{n}"] = out[f"scr_dir1_threshold_{n}"]
     out["n_train"], out["n_test"], out["correlation"] = len(train), len(test), CORRELATION
@@ -149,14 +151,14 @@ def tpp_scores(
 def tpp(inp: BenchmarkInputs) -> dict[str, Any]:
     from monosemantic.corpus.storyworld import make_story
 
-    from .story_tasks import STORY_SEED
+    from .story_tasks import STORY_SEED, opening
 
     if "tpp_data" not in inp.shared:
-        stories = [make_story(STORY_SEED + 1, i) for i in range(TPP_STORIES)]
-        kinds = [{s.concept for s in st.spans} for st in stories]
+        openings = [o for i in range(3 * TPP_STORIES) if (o := opening(make_story(STORY_SEED + 1, i)))]
+        openings = openings[:TPP_STORIES]
         inp.shared["tpp_data"] = (
-            [s.text for s in stories],
-            {c: np.array([int(c in k) for k in kinds]) for c in ONE_VS_REST},
+            [text for text, _ in openings],
+            {c: np.array([int(c in kinds) for _, kinds in openings]) for c in ONE_VS_REST},
         )
     texts, concepts = inp.shared["tpp_data"]
     f, y = _pooled(inp, texts, "tpp")
