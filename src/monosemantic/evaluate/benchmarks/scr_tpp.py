@@ -31,7 +31,7 @@ from .sparse_probing import fit_probe
 from .story_tasks import ONE_VS_REST, correlated_split, labelled_stories
 
 THRESHOLDS = (2, 5, 10, 20, 50, 100, 500)
-N_TRAIN, N_TEST, N_BALANCED = 200, 160, 240  # biased train, balanced test, balanced probe-training sets
+N_TRAIN, N_TEST, N_BALANCED = 200, 400, 800  # biased train, balanced test, balanced probe-training sets
 TPP_STORIES = 800
 CORRELATION = 1.0
 MIN_GAP = 0.05  # below this oracle - base accuracy gap the SCR ratio is noise: reported as NaN
