@@ -137,3 +137,16 @@ def test_probe_dataset_from_a_local_csv(setup, monkeypatch, tmp_path):
     bad = f'evaluate.probe_datasets=[{{path = "{tmp_path / "pets.csv"}", label_column = "y"}}]'
     with pytest.raises(ConfigError, match="no column 'y'"):
         evaluate(_cfg(setup, 'evaluate.benchmarks=["sparse_probing"]', bad))
+
+
+def test_text_activations_of_one_site_named_twice_stay_aligned(tiny_gpt2):
+    from monosemantic.evaluate.benchmarks.text_data import per_text_activations
+    from monosemantic.lm.model import load_model
+
+    model = load_model(str(tiny_gpt2), dtype="float32", device="cpu")
+    texts = ["the cat sat", "a dog ran to the park today", "hi"]
+    both = per_text_activations(model, texts, [SITE, SITE])
+    alone = [per_text_activations(model, [t], SITE)[0] for t in texts]
+    assert len(both[SITE]) == 3
+    for a, b in zip(both[SITE], alone, strict=True):
+        assert a.shape == b.shape and float((a - b).abs().max()) < 1e-5

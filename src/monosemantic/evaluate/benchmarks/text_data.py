@@ -66,7 +66,7 @@ def per_text_activations(
     Texts run in right-padded batches (a causal model's outputs at real positions do not see the
     padding). With a list of sites, a dict site -> list.
     """
-    sites = [site] if isinstance(site, str) else list(site)
+    sites = [site] if isinstance(site, str) else list(dict.fromkeys(site))  # an SAE reads and writes one site
     bos, _ = bos_eos_ids(model.tokenizer)
     cfg = model.hf.config
     limit = int(getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", 512))
