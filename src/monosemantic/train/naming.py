@@ -7,6 +7,7 @@ from monosemantic.config.dictionary import DictionaryConfig
 COEFFICIENT = {"relu": ("l1_coefficient", "l1c"), "gated": ("l1_coefficient", "l1c"),
                "jumprelu": ("l0_coefficient", "l0c")}  # fmt: skip
 TOPK_FAMILY = ("topk", "batchtopk", "matryoshka")
+BASELINES = ("pca", "ica", "random", "neurons")  # fitted bases; k (optional) keeps the k largest
 # Optional fields worth naming when they differ across the sweep: (field, short prefix).
 DIFFERING = (("aux_k", "auxk"), ("aux_coefficient", "auxc"), ("target_l0", "l0t"),
              ("jumprelu_bandwidth", "bw"), ("matryoshka_widths", "mw"))  # fmt: skip
@@ -36,7 +37,7 @@ def dictionary_name(
     if len({o.site_out for o in others}) > 1 and cfg.site_out is not None:
         parts.append(str(cfg.site_out))
     parts.append(cfg.architecture)
-    if cfg.architecture in TOPK_FAMILY and cfg.k is not None:
+    if cfg.architecture in TOPK_FAMILY + BASELINES and cfg.k is not None:
         parts.append(f"k{cfg.k}")
     if cfg.architecture in COEFFICIENT and coefficient is not None:
         parts.append(f"{COEFFICIENT[cfg.architecture][1]}{float(coefficient)}")
