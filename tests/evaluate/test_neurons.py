@@ -7,13 +7,14 @@ import torch
 
 from monosemantic.config.dictionary import DictionaryConfig
 from monosemantic.dictionaries import build_dictionary
+from monosemantic.dictionaries.io import load_dictionary, save_dictionary
 from monosemantic.lm.model import load_model
 from monosemantic.utils.errors import ConfigError
 
 SITE, SITE_OUT = "blocks.1.hook_mlp_in", "blocks.1.hook_mlp_out"
 
 
-def test_neurons_reproduce_the_mlp_and_keep_top_k(tiny_gpt2):
+def test_neurons_reproduce_the_mlp_and_keep_top_k(tiny_gpt2, tmp_path):
     model = load_model(str(tiny_gpt2), dtype="float32", device="cpu")
     tokens = torch.randint(0, 100, (2, 12))
     with torch.inference_mode():
@@ -32,5 +33,13 @@ def test_neurons_reproduce_the_mlp_and_keep_top_k(tiny_gpt2):
         assert int((f > 0).sum(-1).max()) <= 4
         dense = dic.encode(x)
         assert torch.allclose(f.max(-1).values, dense.max(-1).values, atol=1e-6)
+    # trainer state (resume) and a saved checkpoint both bring back the activation function
+    fresh = build_dictionary(cfg, 32, 32)
+    fresh.load_state_dict(dic.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(fresh(x), y, atol=1e-5)
+    loaded = load_dictionary(save_dictionary(dic, tmp_path / "neurons"))
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), y, atol=1e-5)
     with pytest.raises(ConfigError, match="d_sae"):
         build_dictionary(cfg.model_copy(update={"d_sae": 8}), 32, 32).fit(x, y, model_name=str(tiny_gpt2))

@@ -105,6 +105,22 @@ class NeuronDictionary(Dictionary):
         self.cfg.metadata["activation_function"] = act
         self._act = None
 
+    # The activation's name travels with the weights in trainer state (resume), and in cfg.json's
+    # metadata in a saved checkpoint (not in the safetensors file, which holds tensors only).
+    def get_extra_state(self) -> dict[str, str | None]:
+        return {"activation_function": self.cfg.metadata.get("activation_function")}
+
+    def set_extra_state(self, state: dict[str, str | None]) -> None:
+        if state and state.get("activation_function"):
+            self.cfg.metadata["activation_function"] = state["activation_function"]
+            self._act = None
+
+    def weights_for_saving(self) -> dict[str, Tensor]:
+        return {k: v.detach().contiguous() for k, v in self.state_dict().items() if k != "_extra_state"}
+
+    def load_saved_weights(self, tensors: dict[str, Tensor]) -> None:
+        self.load_state_dict({**tensors, "_extra_state": self.get_extra_state()}, strict=True)
+
     # a copied MLP is not moved or renormalised by the trainer's hooks
     def set_decoder_norm_to_unit_norm(self) -> None:
         pass
