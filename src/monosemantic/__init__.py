@@ -21,6 +21,7 @@ _EXPORTS = {
     "load_dictionary": "monosemantic.dictionaries.io",
     "train": "monosemantic.train.trainer",
     "evaluate": "monosemantic.evaluate.run",
+    "compare": "monosemantic.evaluate.compare",
     "analyze": "monosemantic.analyze.run",
     "explain": "monosemantic.analyze.explain",
     "export": "monosemantic.analyze.export",

@@ -168,6 +168,43 @@ def evaluate(config: ConfigArg, set_: SetOpt = None) -> None:
 
 @app.command()
 @friendly_errors
+def compare(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    blind: Annotated[
+        tuple[str, str] | None,
+        typer.Option("--blind", help="Blind-rate features of two dictionaries: --blind A B."),
+    ] = None,
+    unblind: Annotated[
+        bool, typer.Option("--unblind", help="Score the blind ratings against the key.")
+    ] = False,
+    judge: Annotated[str, typer.Option(help="Blind ratings by: human | offline | endpoint.")] = "human",
+    features: Annotated[int, typer.Option(help="Features per dictionary in a blind comparison.")] = 20,
+) -> None:
+    """A table and plots across the dictionaries of a run (after evaluate); or a blind comparison."""
+    cfg = _config(config, set_)
+    from monosemantic.evaluate import blind as blind_mode
+    from monosemantic.evaluate.compare import compare as run
+
+    folder = Path(cfg.evaluate.out).parent / "compare" / "blind"
+    if unblind:
+        result = blind_mode.unblind(folder)
+        for name, r in result["dictionaries"].items():
+            console.print(
+                f"{name}: mean rating {r['mean']} (95% CI {r['ci95']}, n={r['n']})", highlight=False
+            )
+        console.print(f"result written to [bold]{folder / 'result.json'}[/]")
+    elif blind is not None:
+        blind_mode.blind_prepare(cfg, blind[0], blind[1], folder, n=features, judge=judge)
+        console.print(
+            f"blind items in [bold]{folder / 'items.md'}[/]; rate them in ratings.csv, then --unblind"
+        )
+    else:
+        console.print(f"comparison written to [bold]{run(cfg)}[/]")
+
+
+@app.command()
+@friendly_errors
 def analyze(config: ConfigArg, set_: SetOpt = None) -> None:
     """One pass over the cache: top examples, quantiles, densities, logit lens -> features.db."""
     cfg = _config(config, set_)

@@ -15,7 +15,9 @@ class DictionaryConfig(Section):
     # the architecture's own settings: k, widths, options) when the dictionary is built.
     architecture: str = Field(
         "topk",
-        description="A registered architecture: relu | topk | batchtopk | jumprelu | gated | matryoshka",
+        description="A registered architecture: relu | topk | batchtopk | jumprelu | gated | matryoshka; fitted "
+        "baselines pca | ica | random (d_sae/2 directions) | neurons (an MLP's own units, mlp_in -> mlp_out), "
+        "where k is optional: keep each token's k largest",
     )
     d_sae: int | None = Field(None, gt=0, description="Number of latents; or give `expansion`.")
     expansion: int | None = Field(None, gt=0, description="d_sae = expansion x d_in.")

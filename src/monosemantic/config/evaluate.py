@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from .base import Section
+
+
+class ProbeDataset(BaseModel):
+    """A labelled text dataset for sparse probing: a local file (csv, json, jsonl, parquet) or an HF id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="Local file, or a Hugging Face dataset id ('hf:' prefix optional).")
+    text_column: str = "text"
+    label_column: str = "label"
+    split: str = "train"
+    max_rows: int = Field(1000, gt=0, description="Rows used (the first ones).")
+    name: str | None = Field(None, description="Task name in metrics.json; default the path's stem.")
 
 
 class EvaluateConfig(Section):
@@ -34,5 +47,19 @@ class EvaluateConfig(Section):
         "reports their CE/KL with every MLP of its layers replaced at once, for comparison.",
     )
     plots: bool = Field(True, description="Write PNG plots (density histograms, sweep frontiers).")
+    benchmarks: list[str] = Field(
+        default_factory=list,
+        description="Extra metric families: sparse_probing, absorption, scr, tpp, autointerp.",
+    )
+    probe_datasets: list[ProbeDataset] = Field(
+        default_factory=list, description="Text+label datasets added to sparse_probing's tasks."
+    )
+    autointerp_features: int = Field(
+        64, gt=0, description="Live features sampled per dictionary by autointerp."
+    )
+    autointerp_judge: Literal["offline", "endpoint"] = Field(
+        "offline", description="autointerp's explainer and judge: offline, or the LLM at [explain].endpoint."
+    )
+    saebench: bool = Field(True, description="Also write each benchmark in SAEBench's per-eval JSON layout.")
     device: str | None = None
     seed: int | None = None

@@ -55,7 +55,10 @@ class Config(Section):
             base = data.get("dictionary") or {}
             if not isinstance(base, dict):
                 base = base.model_dump(exclude_unset=True)
-            entries = [e if not isinstance(e, dict) else {**base, **e} for e in data["dictionaries"]]
+            entries = [
+                e if not isinstance(e, dict) else {**_width_default(base, e), **e}
+                for e in data["dictionaries"]
+            ]
             data = {**data, "dictionaries": entries, "dictionary": None}
         return data
 
@@ -94,3 +97,11 @@ class Config(Section):
 
     def is_sweep(self) -> bool:
         return bool(self.dictionaries)
+
+
+def _width_default(base: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry that sizes itself (d_sae or expansion) drops the default's width, so a sweep with
+    `[dictionary] expansion = 8` can hold a `d_sae = 64` entry."""
+    if "d_sae" in entry or "expansion" in entry:
+        return {k: v for k, v in base.items() if k not in ("d_sae", "expansion")}
+    return base

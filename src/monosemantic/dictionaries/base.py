@@ -73,6 +73,8 @@ class Dictionary(nn.Module, abc.ABC):
     unit_norm_decoder: ClassVar[bool] = True
     # Exactly `k` latents per token (TopK family): `k` is required and named in sweep folders.
     uses_k: ClassVar[bool] = False
+    # Fitted from the first batches in one pass (baselines): the trainer takes no gradient step.
+    fitted: ClassVar[bool] = False
     # The penalty whose coefficient the target-L0 controller tunes; None for TopK-style rules.
     penalty: ClassVar[Penalty | None] = None
     # The SAELens 6 architecture that runs this dictionary at inference (default: our name).

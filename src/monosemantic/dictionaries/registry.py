@@ -9,8 +9,23 @@ from __future__ import annotations
 from monosemantic.config.dictionary import DictionaryConfig
 from monosemantic.utils.errors import ConfigError
 
-# importing each architecture registers it
-from . import batchtopk, clt, clt_meta, crosscoder, gated, jumprelu, matryoshka, relu, topk  # noqa: F401
+# importing each architecture registers it; ica, neurons, pca, random_basis are the fitted
+# baselines (see fitted.py), clt and crosscoder the multi-layer dictionaries (clt_meta.py)
+from . import (  # noqa: F401
+    batchtopk,
+    clt,
+    clt_meta,
+    crosscoder,
+    gated,
+    ica,
+    jumprelu,
+    matryoshka,
+    neurons,
+    pca,
+    random_basis,
+    relu,
+    topk,
+)
 from .base import _REGISTRY, Dictionary, DictionaryMeta, dictionary_class
 from .layer_sites import is_layer_glob
 

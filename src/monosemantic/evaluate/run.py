@@ -169,6 +169,15 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
         raise DataError(f"activation cache {cache.path} has no shards yet; run `monosemantic harvest` first")
     model = _Model(cache, device)
     spliced_on = ecfg.spliced and _causal(model)
+    if ecfg.benchmarks:
+        from .benchmarks.runner import check_benchmarks
+
+        check_benchmarks(ecfg.benchmarks)
+        if D.world_size() > 1:
+            raise ConfigError(
+                "evaluate.benchmarks run in one process (their probes read every sampled token); "
+                "run them without torchrun"
+            )
 
     if (note := cache.incomplete_note()) is not None:
         console.print(f"[yellow]warning:[/] {note}", highlight=False)
@@ -206,6 +215,11 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
             f"{cache.manifest['model']} on the cache's tokens"
         )
     stored = [s for s in sites if s not in live]
+    bench_store = None
+    if ecfg.benchmarks:
+        from .benchmarks.runner import SiteStore
+
+        bench_store = SiteStore(sites)
 
     indices, sample = _sample(cache, ecfg.max_sequences, int(ecfg.seed or 0))
     n_seq = sample["n_sequences"]
@@ -244,6 +258,8 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
                     e.concepts.update(f, batch["concepts"], keep)
             token_batches.append(tokens)
             keeps.append(keep)
+            if bench_store is not None:
+                bench_store.add(tokens, keep, acts, batch.get("concepts") if with_concepts else None)
             bar.advance(task, tokens.numel())
 
     if not token_batches:
@@ -305,6 +321,18 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
     out = Path(ecfg.out)
     if not D.is_main():
         return results
+    if bench_store is not None:
+        from .benchmarks.runner import run_benchmarks
+
+        seed = ecfg.seed if ecfg.seed is not None else cfg.seed
+        dics = [(e.name, e.dic, e.in_site, e.out_site) for e in entries]
+        run_benchmarks(
+            ecfg.benchmarks, dics, results, bench_store, model.get, ecfg, seed, cache.concepts, cfg.explain
+        )
+        if ecfg.saebench:
+            from .benchmarks.saebench import write_saebench
+
+            write_saebench(out / "saebench", results, ecfg.benchmarks)
     write_outputs(out, results, concept_reports, plots=ecfg.plots, sample=sample)
     stdout = Console()
     print_table(results, stdout)

@@ -35,7 +35,7 @@ def dictionary_name(
         parts.append(str(cfg.site_out).replace("*", "all"))
     parts.append(cfg.architecture)
     arch = dictionary_class(cfg.architecture)
-    if arch.uses_k and cfg.k is not None:
+    if (arch.uses_k or arch.fitted) and cfg.k is not None:  # a fitted baseline's k keeps the k largest
         parts.append(f"k{cfg.k}")
     if arch.penalty is not None and coefficient is not None:
         parts.append(f"{arch.penalty.short}{float(coefficient)}")

@@ -180,6 +180,10 @@ class Trainer:
             if slot.dic.unit_norm_decoder:
                 slot.dic.set_decoder_norm_to_unit_norm()
             slot.dic.initialize_from_data(stacked[slot.site] * self.scales[slot.site])
+            if slot.dic.fitted:  # baselines: one fit on these tokens, no SGD
+                model_name = metadata_for(self.cfg, slot.site, None).get("model_name")
+                x = stacked[slot.site] * self.scales[slot.site]
+                slot.dic.fit(x, y, self.scales[slot.site], self.scales[slot.site_out], model_name)
             slot.log.reset()
 
     # ---- the step ---------------------------------------------------------------------------
@@ -212,21 +216,23 @@ class Trainer:
             state = TrainStepState(sparsity_scale=warm, sparsity_coefficient=coefficient, dead_mask=dead)
             with self.autocast():
                 out = slot.dic.training_loss(x, y, state)
-            slot.optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            self.par.sync_grads(slot.dic, x.shape[0], n_all)
-            if slot.dic.unit_norm_decoder:  # rows are unit: `initialize` and every step renormalise
-                slot.dic.remove_gradient_parallel_to_decoder_directions(rows_are_unit=True)
-            for group in slot.optimizer.param_groups:
-                group["lr"] = lr
-            slot.optimizer.step()
-            if slot.dic.unit_norm_decoder:
-                slot.dic.set_decoder_norm_to_unit_norm()
+            fitted = slot.dic.fitted  # a fitted baseline only observes the stream
+            if not fitted:
+                slot.optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                self.par.sync_grads(slot.dic, x.shape[0], n_all)
+                if slot.dic.unit_norm_decoder:  # rows are unit: `initialize` and every step renormalise
+                    slot.dic.remove_gradient_parallel_to_decoder_directions(rows_are_unit=True)
+                for group in slot.optimizer.param_groups:
+                    group["lr"] = lr
+                slot.optimizer.step()
+                if slot.dic.unit_norm_decoder:
+                    slot.dic.set_decoder_norm_to_unit_norm()
             counts = self.par.global_counts(latent_counts(out))
             slot.tracker.update(counts, n_all)
             if slot.controller is not None:
                 slot.controller.update(self.par.all_latents(counts).sum() / n_all)
-            if self._resample_now():
+            if self._resample_now() and not fitted:
                 dead_now = slot.tracker.dead_mask()
                 x_hat_all = self.par.full_x_hat(out)
                 slot.resampled += resample_dead(slot.dic, slot.optimizer, dead_now, x_all, y_all, x_hat_all)
