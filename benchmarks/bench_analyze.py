@@ -53,10 +53,10 @@ def run(
     from monosemantic.activations.cache import ActivationCache
     from monosemantic.activations.harvest import harvest
     from monosemantic.analyze.run import analyze, encode_pass
-    from monosemantic.analyze.store import FeatureStore
     from monosemantic.config import DictionaryConfig, load_config
     from monosemantic.dictionaries import build_dictionary
     from monosemantic.dictionaries.io import load_dictionary, save_dictionary
+    from monosemantic.store.feature_store import FeatureStore
 
     if threads is not None:
         torch.set_num_threads(threads)

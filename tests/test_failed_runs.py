@@ -20,9 +20,9 @@ import torch
 from typer.testing import CliRunner
 
 from monosemantic.activations.harvest import harvest
-from monosemantic.analyze.store import FeatureStore
 from monosemantic.cli import _sigterm_unwinds, app
 from monosemantic.config import load_config
+from monosemantic.store.feature_store import FeatureStore
 from monosemantic.utils.errors import ConfigError, DataError
 from monosemantic.utils.files import check_output, remove_stale_temps
 
@@ -200,7 +200,7 @@ def test_sigterm_during_analyze_leaves_no_temporary(tiny: Path, tmp_path: Path) 
     )
     script = (
         "import os, signal, sys\n"
-        "from monosemantic.analyze.store import FeatureStore\n"
+        "from monosemantic.store.feature_store import FeatureStore\n"
         "def killed(self, *a, **k):\n"
         "    assert any(p.name.startswith('.features.db.tmp-') for p in self.path.parent.iterdir())\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"

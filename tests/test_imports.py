@@ -14,8 +14,10 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "monosemantic"
 # The pipeline order; a module may import from its own stage, earlier stages, config and utils.
-STAGES = ["config", "corpus", "lm", "activations", "dictionaries", "train", "evaluate", "analyze", "circuits",
-          "serve"]  # fmt: skip
+# The feature store and the explainers (LLM client, scorers) come before evaluate, whose autointerp
+# benchmark scores explanations.
+STAGES = ["config", "corpus", "lm", "activations", "dictionaries", "train", "store", "explain", "evaluate",
+          "analyze", "export", "steer", "circuits", "serve"]  # fmt: skip
 ANYWHERE = {"utils", "config"}
 
 

@@ -7,6 +7,8 @@ notebooks and shells run the same code. Imports are lazy: `import monosemantic` 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -23,14 +25,15 @@ _EXPORTS = {
     "evaluate": "monosemantic.evaluate.run",
     "compare": "monosemantic.evaluate.compare",
     "analyze": "monosemantic.analyze.run",
-    "explain": "monosemantic.analyze.explain",
-    "export": "monosemantic.analyze.export",
-    "steer": "monosemantic.analyze.steer",
+    "explain": "monosemantic.explain.run",
+    "export": "monosemantic.export.run",
+    "steer": "monosemantic.steer.run",
     "attribute": "monosemantic.circuits.attribution",
     "circuit": "monosemantic.circuits.run",
     "SpliceModel": "monosemantic.circuits.splice",
     "SpliceCache": "monosemantic.circuits.splice",
     "show": "monosemantic.circuits.show",
+    "plan": "monosemantic.train.plan",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -40,3 +43,17 @@ def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'monosemantic' has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """The verbs win over stages of the same name: importing `monosemantic.train.trainer` binds the
+    subpackage `train` on this module, which would hide the function `monosemantic.train` after
+    its first use. (Stages stay importable by their dotted names: `from monosemantic.train import ...`.)"""
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in _EXPORTS:
+            return getattr(importlib.import_module(_EXPORTS[name]), name)
+        return super().__getattribute__(name)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -219,7 +219,7 @@ def analyze(config: ConfigArg, set_: SetOpt = None) -> None:
 def explain(config: ConfigArg, set_: SetOpt = None) -> None:
     """Explain and score features (an OpenAI-compatible endpoint, or the offline explainer)."""
     cfg = _config(config, set_)
-    from monosemantic.analyze.explain import explain as run
+    from monosemantic.explain.run import explain as run
 
     run(cfg)
 
@@ -234,7 +234,7 @@ def export(
 ) -> None:
     """Export the feature store as a static HTML dashboard and/or Neuronpedia JSON."""
     cfg = _config(config, set_)
-    from monosemantic.analyze.export import export as run
+    from monosemantic.export.run import export as run
 
     if html is not None:
         cfg.export.html = html
@@ -257,7 +257,7 @@ def steer(
 ) -> None:
     """Generate with a feature clamped, added or ablated, side by side with the unsteered text."""
     cfg = _config(config, set_)
-    from monosemantic.analyze.steer import steer as run
+    from monosemantic.steer.run import steer as run
 
     if mode is not None:
         cfg.steer.mode = mode  # type: ignore[assignment]

@@ -39,10 +39,10 @@ def outputs_writable(cfg: Config) -> None:
 def run_demo(cfg: Config) -> dict[str, Path]:
     """Run every stage of the pipeline on `cfg` and return where each output landed."""
     from monosemantic.activations.harvest import harvest
-    from monosemantic.analyze.explain import explain
-    from monosemantic.analyze.export import export
     from monosemantic.analyze.run import analyze
     from monosemantic.evaluate.run import evaluate
+    from monosemantic.explain.run import explain
+    from monosemantic.export.run import export
     from monosemantic.train.trainer import train
 
     outputs_writable(cfg)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from monosemantic.analyze.store import FeatureStore
 from monosemantic.dictionaries.io import load_dictionary
+from monosemantic.store.feature_store import FeatureStore
 
 from .conftest import MLP_IN, RESID, cache_tensors
 
@@ -139,8 +139,8 @@ def test_transcoder_input_site_is_computed_live(analysis, world):
 
 
 def test_probe_feature_finds_planted_concept(world, tmp_path):
-    from monosemantic.analyze.explain import explain
     from monosemantic.analyze.run import analyze
+    from monosemantic.explain.run import explain
 
     from .conftest import PROBE_CONCEPT, analyze_config
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from monosemantic.analyze.export import write_site
-from monosemantic.analyze.store import FeatureStore
 from monosemantic.config import load_config
+from monosemantic.export.run import write_site
+from monosemantic.store.feature_store import FeatureStore
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -31,7 +31,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def site(analysis: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from monosemantic.analyze.explain import explain
+    from monosemantic.explain.run import explain
 
     root = tmp_path_factory.mktemp("browser")
     db = root / "features.db"

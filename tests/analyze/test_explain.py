@@ -11,11 +11,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from monosemantic.analyze import scoring
-from monosemantic.analyze.explain import explain, parse_explanation
-from monosemantic.analyze.llm_client import ChatClient
 from monosemantic.analyze.run import analyze
-from monosemantic.analyze.store import FeatureStore
+from monosemantic.explain import scoring
+from monosemantic.explain.llm_client import ChatClient
+from monosemantic.explain.run import explain, parse_explanation
+from monosemantic.store.feature_store import FeatureStore
 from monosemantic.utils.errors import MonosemanticError
 
 from .conftest import analyze_config

@@ -13,17 +13,17 @@ import pytest
 from typer.testing import CliRunner
 
 from monosemantic.analyze import export as export_mod
-from monosemantic.analyze.export import export, write_site
-from monosemantic.analyze.neuronpedia import write_neuronpedia
-from monosemantic.analyze.store import FeatureStore
 from monosemantic.config import load_config
+from monosemantic.export.neuronpedia import write_neuronpedia
+from monosemantic.export.run import export, write_site
+from monosemantic.store.feature_store import FeatureStore
 from monosemantic.utils.errors import MonosemanticError
 
 
 @pytest.fixture(scope="module")
 def explained(analysis: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the analysis with offline explanations and scores."""
-    from monosemantic.analyze.explain import explain
+    from monosemantic.explain.run import explain
 
     db = tmp_path_factory.mktemp("export") / "features.db"
     shutil.copyfile(analysis, db)

@@ -8,9 +8,9 @@ from transformers.models.gemma.modeling_gemma import GemmaRMSNorm
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 from monosemantic.analyze.logit_lens import logit_lens, nearest_features, norm_scale
-from monosemantic.analyze.store import FeatureStore
 from monosemantic.dictionaries.io import load_dictionary
 from monosemantic.lm.model import load_model
+from monosemantic.store.feature_store import FeatureStore
 
 
 def test_norm_scale_of_layernorm_rmsnorm_and_gemma():

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from monosemantic.analyze.steer import generate, prompt_ids, steer, steering_edits
 from monosemantic.config import load_config
 from monosemantic.dictionaries.io import load_dictionary
 from monosemantic.lm.model import load_model
+from monosemantic.steer.run import generate, prompt_ids, steer, steering_edits
 from monosemantic.utils.errors import MonosemanticError
 
 PROMPT = "Once upon a time, Lily saw a red ball in the park."

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from monosemantic.analyze.store import SCHEMA_VERSION, FeatureStore
+from monosemantic.store.feature_store import SCHEMA_VERSION, FeatureStore
 from monosemantic.utils.errors import DataError, MonosemanticError
 
 

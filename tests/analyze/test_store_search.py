@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from monosemantic.analyze.store import FeatureStore
-from monosemantic.analyze.store_search import fts_query, search_features
+from monosemantic.store.feature_store import FeatureStore
+from monosemantic.store.search import fts_query, search_features
 
 
 def _store(path):

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from monosemantic.analyze.store import FeatureStore
 from monosemantic.circuits.run import circuit
 from monosemantic.config import Config
 from monosemantic.dictionaries.io import save_dictionary
+from monosemantic.store.feature_store import FeatureStore
 
 from .conftest import PROMPT, make_dicts
 

@@ -75,9 +75,9 @@ def test_train_evaluate_circuit(cache, tiny_gpt2, tmp_path):
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert "all_mlps_replaced" in json.dumps(metrics)
 
-    from monosemantic.analyze.dashboard.data import feature_payload
     from monosemantic.analyze.run import analyze
-    from monosemantic.analyze.store import FeatureStore
+    from monosemantic.export.dashboard.data import feature_payload
+    from monosemantic.store.feature_store import FeatureStore
 
     acfg = cfg.model_copy(update={"analyze": cfg.analyze.model_copy(update={
         "dictionary": folder, "cache": cache, "out": tmp_path / "an", "max_sequences": 16})})  # fmt: skip

@@ -55,8 +55,8 @@ def test_circuits_refuse_mamba_in_one_line(mamba_path):
 def test_mamba_harvest_train_evaluate_analyze(mamba_path, tmp_path):
     from monosemantic.activations.harvest import harvest
     from monosemantic.analyze.run import analyze
-    from monosemantic.analyze.store import FeatureStore
     from monosemantic.evaluate.run import evaluate
+    from monosemantic.store.feature_store import FeatureStore
     from monosemantic.train.trainer import train
 
     sites = ["blocks.0.hook_mixer_out", "blocks.1.hook_resid_post"]

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from monosemantic.analyze.store import FeatureStore
 from monosemantic.config import Config
 from monosemantic.config.dictionary import DictionaryConfig
 from monosemantic.dictionaries import build_dictionary
+from monosemantic.store.feature_store import FeatureStore
 
 WORDS = [" the", " cat", " dog", " sat", " on", " mat", " red", " blue", ".", " a", " ran", " happy",
          " Lily", " Tom", " park", " ball", " saw", " big", " small", " sun", " rain", " said", ' "', " and"]  # fmt: skip

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from monosemantic.analyze.dashboard import ASSETS
-from monosemantic.analyze.store import FeatureStore
+from monosemantic.export.dashboard import ASSETS
 from monosemantic.serve.app import create_app
+from monosemantic.store.feature_store import FeatureStore
 from monosemantic.utils.errors import MonosemanticError
 
 from .conftest import GRAPH

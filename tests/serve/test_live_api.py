@@ -11,11 +11,11 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from monosemantic.analyze.steer import generate, prompt_ids, steering_edits
-from monosemantic.analyze.store import FeatureStore
 from monosemantic.dictionaries.io import load_dictionary
 from monosemantic.lm.model import load_model
 from monosemantic.serve.app import create_app
+from monosemantic.steer.run import generate, prompt_ids, steering_edits
+from monosemantic.store.feature_store import FeatureStore
 
 from .conftest import LIVE_SAE, LIVE_TC
 

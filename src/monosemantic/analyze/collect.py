@@ -33,9 +33,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .concept_stats import ConceptStats
-from .context_windows import ContextWindows
-from .reservoir import reservoir_candidates
+from monosemantic.analyze.concept_stats import ConceptStats
+from monosemantic.analyze.context_windows import ContextWindows
+from monosemantic.analyze.reservoir import reservoir_candidates
 
 HIST_BINS = 128  # linear bins over [0, scale); scale is a power of two above the running max
 BLOCK_TOKENS = 16_384  # tokens folded in at once (see `update_sparse`)

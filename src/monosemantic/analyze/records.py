@@ -8,9 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from monosemantic.analyze.collect import HIST_BINS, Examples, FeatureCollector
 from monosemantic.lm.token_display import TokenDisplay
-
-from .collect import HIST_BINS, Examples, FeatureCollector
 
 
 class TokenText(TokenDisplay):

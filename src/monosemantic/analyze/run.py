@@ -16,21 +16,20 @@ from typing import Any
 import torch
 
 from monosemantic.activations.cache import ActivationCache
+from monosemantic.analyze.collect import FeatureCollector
+from monosemantic.analyze.layers import layer_summary, layer_weights
+from monosemantic.analyze.logit_lens import input_tokens, logit_lens, nearest_features, norm_scale
+from monosemantic.analyze.records import TokenText, all_examples, feature_rows, vocab_of
 from monosemantic.config import Config
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.io import dictionary_names, find_dictionaries, load_dictionary
 from monosemantic.dictionaries.layer_sites import expand, is_layer_glob
 from monosemantic.lm.model import SubjectModel
+from monosemantic.store.feature_store import FeatureStore, feature_store_path
 from monosemantic.utils.errors import DataError, MonosemanticError
 from monosemantic.utils.files import check_output
 from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.torch_utils import resolve_device
-
-from .collect import FeatureCollector
-from .layers import layer_summary, layer_weights
-from .logit_lens import input_tokens, logit_lens, nearest_features, norm_scale
-from .records import TokenText, all_examples, feature_rows, vocab_of
-from .store import FeatureStore, feature_store_path
 
 
 def _load_model(cache: ActivationCache, fallback: str, device: torch.device) -> SubjectModel | None:

@@ -58,7 +58,7 @@ def store_describer(
     db: Path, paths: list[Path], names: list[str], dics: list, n_examples: int = 3
 ) -> tuple[object | None, Callable | None]:
     """A FeatureStore on `db` (`analyze.out/features.db`) and a (dictionary, latent) -> node fields lookup."""
-    from monosemantic.analyze.store import FeatureStore
+    from monosemantic.store.feature_store import FeatureStore
 
     if not db.is_file():
         return None, None
@@ -266,9 +266,9 @@ def trace(cfg: Config, rm: ReplacementModel, describe: Callable | None = None) -
 
 def circuit(cfg: Config) -> Path:
     """Build the graph with `circuit.method`, prune, score, and write graph.json, scores.json, index.html."""
-    from monosemantic.analyze.store import feature_store_path
     from monosemantic.dictionaries.io import dictionary_names, load_dictionary
     from monosemantic.lm.model import load_model
+    from monosemantic.store.feature_store import feature_store_path
 
     c = cfg.circuit
     if not c.prompt:

@@ -15,9 +15,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from monosemantic.analyze.dashboard import ASSETS, feature_payload, index_rows, site_summary
-from monosemantic.analyze.export import CHUNK
-from monosemantic.analyze.store import FeatureStore
+from monosemantic.export.dashboard import ASSETS, feature_payload, index_rows, site_summary
+from monosemantic.export.run import CHUNK
+from monosemantic.store.feature_store import FeatureStore
 from monosemantic.utils.errors import MonosemanticError
 
 from .viewer import render_viewer

@@ -23,7 +23,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from monosemantic.analyze.store import FeatureStore, feature_store_path
 from monosemantic.config import Config, load_config
 from monosemantic.corpus.windows import bos_eos_ids, special_token_mask, text_tokens
 from monosemantic.dictionaries.base import Dictionary
@@ -31,6 +30,7 @@ from monosemantic.dictionaries.io import dictionary_names, find_dictionaries, lo
 from monosemantic.evaluate.spliced import splice_edits
 from monosemantic.lm.model import SubjectModel, load_model
 from monosemantic.lm.token_display import TokenDisplay
+from monosemantic.store.feature_store import FeatureStore, feature_store_path
 from monosemantic.utils.errors import MonosemanticError
 
 Tokens = str | Tensor | Sequence[int]

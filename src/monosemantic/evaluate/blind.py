@@ -139,7 +139,7 @@ def blind_prepare(cfg: Config, a: str, b: str, folder: Path, n: int = 20, judge:
 
 
 def _llm_ratings(cfg: Config, items: list[dict[str, Any]]) -> list[float | None]:
-    from monosemantic.analyze.llm_client import ChatClient
+    from monosemantic.explain.llm_client import ChatClient
 
     e = cfg.explain
     endpoint = e.endpoint or os.environ.get("MONOSEMANTIC_ENDPOINT")

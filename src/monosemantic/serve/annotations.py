@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from monosemantic.analyze.store import FeatureStore
+from monosemantic.store.feature_store import FeatureStore
 
 _CREATE = (
     "CREATE TABLE IF NOT EXISTS annotations (id INTEGER PRIMARY KEY, target TEXT NOT NULL, "

@@ -1,6 +1,6 @@
 """`monosemantic serve`: the feature store over HTTP, the dashboard viewer at `/`, live views at `/live`.
 
-The viewer is the one the static export writes (`analyze/templates/dashboard/`); here its
+The viewer is the one the static export writes (`export/templates/dashboard/`); here its
 `data/site.js` tells it to read the JSON API instead of data files, so both show the same thing.
 Attribution graphs open in the circuits viewer at `/graphs/{id}`. Browsing routes are in
 `routes_store`, live ones (activations, steering, tracing) in `routes_live`, run by one worker.
@@ -20,9 +20,9 @@ from pathlib import Path
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
-from monosemantic.analyze.dashboard import ASSETS
-from monosemantic.analyze.store import feature_store_path
 from monosemantic.config import Config
+from monosemantic.export.dashboard import ASSETS
+from monosemantic.store.feature_store import feature_store_path
 from monosemantic.utils.errors import DataError, MonosemanticError
 
 from . import routes_live, routes_store

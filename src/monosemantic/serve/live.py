@@ -15,9 +15,9 @@ from typing import Any
 import torch
 
 from monosemantic.analyze.records import TokenText
-from monosemantic.analyze.steer import generate, prompt_ids, steering_edits
 from monosemantic.config import Config
 from monosemantic.dictionaries.base import Dictionary
+from monosemantic.steer.run import generate, prompt_ids, steering_edits
 from monosemantic.utils.errors import MonosemanticError
 from monosemantic.utils.torch_utils import resolve_device
 

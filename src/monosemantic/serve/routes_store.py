@@ -14,9 +14,9 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from monosemantic.analyze.dashboard import dictionary_summary, feature_payload, index_rows, site_summary
-from monosemantic.analyze.store import ORDERABLE, FeatureStore
-from monosemantic.analyze.store_search import search_features
+from monosemantic.export.dashboard import dictionary_summary, feature_payload, index_rows, site_summary
+from monosemantic.store.feature_store import ORDERABLE, FeatureStore
+from monosemantic.store.search import search_features
 from monosemantic.utils.errors import MonosemanticError
 
 from .annotations import add_annotation, annotations

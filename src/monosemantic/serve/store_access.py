@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from monosemantic.analyze.store import FeatureStore
+from monosemantic.store.feature_store import FeatureStore
 
 __all__ = ["LiveStore"]
 

@@ -76,8 +76,8 @@ def feature_examples(
 
 def score_feature(top: list[dict], held: list[dict], neg: list[dict], seed: str) -> dict[str, float] | None:
     """Offline explanation from `top`, then detection and fuzzing balanced accuracy on held/neg."""
-    from monosemantic.analyze import scoring
-    from monosemantic.analyze.offline import KeywordJudge, base_counts, offline_explanation
+    from monosemantic.explain import scoring
+    from monosemantic.explain.offline import KeywordJudge, base_counts, offline_explanation
 
     if not top or not held:
         return None
@@ -109,9 +109,9 @@ def llm_scores(
     """Explanations and detection/fuzzing scores of each feature's (top, held, neg) by the endpoint."""
     import os
 
-    from monosemantic.analyze import scoring
-    from monosemantic.analyze.explain import _explain_prompt, parse_explanation
-    from monosemantic.analyze.llm_client import ChatClient
+    from monosemantic.explain import scoring
+    from monosemantic.explain.llm_client import ChatClient
+    from monosemantic.explain.run import _explain_prompt, parse_explanation
     from monosemantic.utils.errors import ConfigError
 
     e = explain_cfg

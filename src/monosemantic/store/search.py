@@ -14,7 +14,7 @@ import re
 import weakref
 from typing import Any
 
-from .store import FeatureStore
+from monosemantic.store.feature_store import FeatureStore
 
 __all__ = ["search_features"]
 

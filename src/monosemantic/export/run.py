@@ -14,14 +14,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from monosemantic.analyze.layers import feature_layers
 from monosemantic.config import Config
+from monosemantic.export.dashboard import ASSETS, index_row, payload_from, site_summary
+from monosemantic.store.feature_store import FeatureStore, feature_store_path
 from monosemantic.utils.errors import MonosemanticError
 from monosemantic.utils.files import atomic_dir, check_output, check_replaceable, remove_stale_temps
 from monosemantic.utils.progress import console, progress_bar
-
-from .dashboard import ASSETS, index_row, payload_from, site_summary
-from .layers import feature_layers
-from .store import FeatureStore, feature_store_path
 
 CHUNK = 64  # features per data file
 ASSET_FILES = ("index.html", "app.js", "style.css")
@@ -107,7 +106,7 @@ def export(cfg: Config) -> list[Path]:
             written.append(write_site(store, e.html))
             console.print(f"dashboard written to [bold]{e.html}[/] (open {Path(e.html) / 'index.html'})")
         if e.neuronpedia is not None:
-            from .neuronpedia import write_neuronpedia
+            from monosemantic.export.neuronpedia import write_neuronpedia
 
             written.append(
                 write_neuronpedia(store, e.neuronpedia, model_id=e.model_id, source_set=e.source_set)

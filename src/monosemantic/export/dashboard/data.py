@@ -1,7 +1,7 @@
 """What the feature viewer shows, shaped from the feature store's read API.
 
 The static export (`analyze/export.py`) and the live server (`serve/app.py`) both call these, so
-one viewer (`analyze/templates/dashboard/`) renders the same JSON whether it came from
+one viewer (`export/templates/dashboard/`) renders the same JSON whether it came from
 `data/*.js` files or from `/api/...`.
 """
 
@@ -13,7 +13,7 @@ from collections import Counter
 from typing import Any
 
 from monosemantic.analyze.layers import feature_layers
-from monosemantic.analyze.store import FeatureStore
+from monosemantic.store.feature_store import FeatureStore
 
 HIST_BARS = 40  # histogram bars shown; the store keeps finer bins
 INDEX_TOKENS = 6  # activating tokens listed per feature in the index

@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from .scoring import Item
+from monosemantic.explain.scoring import Item
 
 GOOD_AUROC, GOOD_F1 = 0.8, 0.3
 _STOP = set("the a an and or of to in on at for with is are was were it its this that by as be from".split())

@@ -2,7 +2,14 @@
 
 from pathlib import Path
 
-from .data import dictionary_summary, feature_payload, index_row, index_rows, payload_from, site_summary
+from monosemantic.export.dashboard.data import (
+    dictionary_summary,
+    feature_payload,
+    index_row,
+    index_rows,
+    payload_from,
+    site_summary,
+)
 
 ASSETS = Path(__file__).resolve().parent.parent / "templates" / "dashboard"
 

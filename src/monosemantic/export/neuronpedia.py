@@ -27,9 +27,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from monosemantic.store.feature_store import FeatureStore
 from monosemantic.utils.files import atomic_dir, check_replaceable
-
-from .store import FeatureStore
 
 BATCH = 128
 MARKER = "neuronpedia.json"  # what this export is, so a re-export may replace the folder

@@ -38,11 +38,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from monosemantic.utils.errors import DataError, MonosemanticError
-from monosemantic.utils.files import atomic_path
-from monosemantic.utils.readers import check_sqlite, sqlite_error
-
-from .store_schema import (
+from monosemantic.store.schema import (
     EXAMPLE_COLUMNS,
     FEATURE_COLUMNS,
     JSON_FEATURE,
@@ -54,6 +50,9 @@ from .store_schema import (
     example_record,
     now,
 )
+from monosemantic.utils.errors import DataError, MonosemanticError
+from monosemantic.utils.files import atomic_path
+from monosemantic.utils.readers import check_sqlite, sqlite_error
 
 __all__ = ["ORDERABLE", "SCHEMA_VERSION", "FeatureStore", "example_record"]
 

@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from monosemantic.config import Config
+from monosemantic.explain import scoring
+from monosemantic.explain.llm_client import ChatClient, estimate_tokens
+from monosemantic.explain.offline import KeywordJudge, base_counts, offline_explanation
+from monosemantic.store.feature_store import FeatureStore, feature_store_path
 from monosemantic.utils.files import check_output
 from monosemantic.utils.progress import console, progress_bar
-
-from . import scoring
-from .llm_client import ChatClient, estimate_tokens
-from .offline import KeywordJudge, base_counts, offline_explanation
-from .store import FeatureStore, feature_store_path
 
 
 def _explain_prompt(examples: list[dict[str, Any]]) -> list[dict[str, str]]:

@@ -1,0 +1,1 @@
+"""Steering: generation with a feature added, set, scaled or ablated, beside the plain text."""
