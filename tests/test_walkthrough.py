@@ -47,7 +47,9 @@ def _outputs(nb) -> str:
 
 def test_walkthrough_notebook_executes(tmp_path):
     nb, seconds = _execute("walkthrough.ipynb", tmp_path, timeout=240)
-    assert seconds < 120, f"the walkthrough took {seconds:.0f}s; keep it under two minutes on CPU"
+    # its speed (about 100 s on 2 CPU cores) is stated in the README, not asserted: a loaded
+    # machine must not fail a correct notebook
+    print(f"walkthrough executed in {seconds:.0f}s")
     graph = json.loads((tmp_path / "circuit" / "graph.json").read_text())
     assert any(n["feature_type"] == "cross layer transcoder" for n in graph["nodes"])
     assert (tmp_path / "features.db").is_file()
