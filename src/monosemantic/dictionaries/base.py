@@ -75,6 +75,8 @@ class Dictionary(nn.Module, abc.ABC):
     uses_k: ClassVar[bool] = False
     # Fitted from the first batches in one pass (baselines): the trainer takes no gradient step.
     fitted: ClassVar[bool] = False
+    # Its latents can be split over ranks (`train.parallel = "features"`, dictionaries/sharding.py).
+    shardable: ClassVar[bool] = False
     # The penalty whose coefficient the target-L0 controller tunes; None for TopK-style rules.
     penalty: ClassVar[Penalty | None] = None
     # The SAELens 6 architecture that runs this dictionary at inference (default: our name).

@@ -25,6 +25,8 @@ def default_widths(d_sae: int) -> list[int]:
 
 @register_dictionary("matryoshka")
 class MatryoshkaDictionary(BatchTopKDictionary):
+    shardable = False  # nested prefix losses read every latent of a row
+
     @classmethod
     def configure(cls, meta: DictionaryMeta) -> None:
         super().configure(meta)

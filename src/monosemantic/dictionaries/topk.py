@@ -21,6 +21,7 @@ from .sparse_encoder import sparse_encode, topk_dead, topk_rows
 class TopKDictionary(Dictionary):
     unit_norm_decoder = True
     uses_k = True
+    shardable = True  # the global top-k is chosen from every slice's candidates (sharding.py)
 
     @classmethod
     def saelens_fields(cls, meta: DictionaryMeta) -> dict[str, object]:

@@ -35,8 +35,6 @@ from .dead import DeadLatentTracker
 from .metrics import batch_metrics
 from .slots import Slot, make_optimizer
 
-SHARDABLE = ("topk", "batchtopk")
-
 
 class NullLog:
     """The metrics log of a rank that does not write it (another rank writes the same rows)."""
@@ -133,9 +131,9 @@ class Parallel:
 
     def _shard(self, slot: Slot, tcfg: TrainConfig) -> Slot:
         full = slot.dic
-        if full.architecture not in SHARDABLE:
+        if not full.shardable:
             raise ConfigError(
-                f"train.parallel='features' shards TopK-family dictionaries ({', '.join(SHARDABLE)}), not "
+                f"train.parallel='features' shards TopK and BatchTopK dictionaries, not "
                 f"{full.architecture!r} ({slot.name}); use parallel='data' or 'dictionaries'"
             )
         if tcfg.dead_latents == "resample":
