@@ -42,7 +42,7 @@ def _contexts(cfg: Config, names: list[str]) -> tuple[dict[str, np.ndarray], lis
     """Each named dictionary's latent activations [S, T, d_sae] on the evaluated sequences, and their tokens."""
     from monosemantic.activations.cache import ActivationCache
 
-    from .run import _keep_mask, _load_dictionaries, _Model, _site_acts, _sites
+    from .run import _load_dictionaries, _Model, _site_acts, _sites
 
     ecfg = cfg.evaluate
     device = resolve_device(ecfg.device)
@@ -65,7 +65,7 @@ def _contexts(cfg: Config, names: list[str]) -> tuple[dict[str, np.ndarray], lis
             break
         batch = {k: v[: n_seq - done] for k, v in batch.items()}
         done += len(batch["tokens"])
-        keep = _keep_mask(cache, batch["tokens"])
+        keep = cache.keep_mask(batch["tokens"])
         acts = _site_acts(batch, list(set(sites.values())), live, model)
         for n in names:
             dic = found[n][1]
