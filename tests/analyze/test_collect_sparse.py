@@ -85,8 +85,8 @@ def test_update_sparse_equals_dense_update():
 
 
 def test_block_size_changes_no_statistic():
-    """Blocks only batch the work: top examples, histograms and concept counts do not depend on
-    them (the random samples do, through the generator's draws)."""
+    """Blocks only batch the work: no kept set or count depends on them. The random samples do
+    not either: each key is hashed from the activation's global coordinates, not drawn in order."""
     dic = _topk(d_sae=32, k=3)
     B, T = 4, 20
     kw = dict(
@@ -117,6 +117,13 @@ def test_block_size_changes_no_statistic():
     assert torch.equal(small.hist, big.hist) and torch.equal(small.nnz, big.nnz)
     assert torch.equal(small.concepts.positives(), big.concepts.positives())
     assert small.n_tokens == big.n_tokens == 5 * B * T
+    (qa, bins_a), (qb, bins_b) = small.quantile_examples(), big.quantile_examples()
+    assert torch.equal(bins_a, bins_b) and (bins_a >= 0).sum() > 20
+    for x, y in ((qa, qb), (small.negative_examples(), big.negative_examples())):
+        filled = ~x.value.isnan()  # what reaches the store (empty slots hold stale coordinates)
+        assert torch.equal(filled, ~y.value.isnan()) and filled.sum() > 20
+        for field in ("value", "seq", "pos", "tokens", "acts"):
+            assert torch.equal(getattr(x, field)[filled], getattr(y, field)[filled]), field
 
 
 def test_reservoir_samples_every_block_alike():
