@@ -148,3 +148,25 @@ def test_reservoir_samples_every_block_alike():
     assert ((per_block - expected).abs() / expected).max() < 0.12, per_block.tolist()
     # and no activation is kept twice
     assert all(len(set(row)) == c.R for row in token.tolist())
+
+
+def test_tied_peaks_keep_the_lowest_sequences_whatever_the_blocks():
+    """Equal peaks (repeated text gives them) go to the lower global sequence, in every block
+    size and order of arrival, so a split run keeps the same top examples."""
+    B, T, F = 6, 5, 4
+    tok = torch.arange(B * T, dtype=torch.int32).repeat_interleave(F)
+    feat = torch.arange(F, dtype=torch.int32).repeat(B * T)
+    vals = torch.ones(B * T * F).index_fill_(0, torch.arange(7, B * T * F, 13), 0.5)  # ties at 1.0
+    tops = []
+    for block, order in ((B * T, range(4)), (10**6, range(4)), (B * T, reversed(range(4)))):
+        c = FeatureCollector(
+            F, top_k=3, quantiles=2, per_quantile=2, n_negative=0, window=1, block_tokens=block
+        )
+        for i in order:
+            c.update_sparse(
+                tok, feat, vals, torch.zeros(B, T, dtype=torch.long), torch.arange(i * B, (i + 1) * B)
+            )
+        tops.append(c.top_examples())
+    assert tops[0].seq.tolist() == [[0, 1, 2]] * F and bool((tops[0].value == 1.0).all())
+    for other in tops[1:]:
+        assert torch.equal(other.seq, tops[0].seq) and torch.equal(other.pos, tops[0].pos)

@@ -33,7 +33,6 @@ best keys of their union and summing the counts.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -41,7 +40,18 @@ from torch import Tensor
 
 from monosemantic.analyze.concept_stats import ConceptStats
 from monosemantic.analyze.context_windows import ContextWindows
-from monosemantic.analyze.keys import CENTRE, EMPTY, NEGATIVE, RESERVOIR, keys, salt, top_keys
+from monosemantic.analyze.kept_sets import merge_kept, new_slots
+from monosemantic.analyze.keys import (
+    CENTRE,
+    EMPTY,
+    NEGATIVE,
+    RESERVOIR,
+    SEQUENCE,
+    keys,
+    pair_keys,
+    salt,
+    top_keys,
+)
 from monosemantic.analyze.reservoir import reservoir_candidates
 
 HIST_BINS = 128  # linear bins over [0, scale); scale is a power of two above the running max
@@ -82,25 +92,15 @@ class FeatureCollector:
         self.NN, self.w = n_negative, window
         W = 2 * window + 1
         self.res_salt, self.neg_salt = salt(seed, RESERVOIR, d_sae), salt(seed, NEGATIVE, d_sae)
-        self.centre_salt = salt(seed, CENTRE, 1)
+        self.centre_salt, self.seq_salt = salt(seed, CENTRE, 1), salt(seed, SEQUENCE, 1)
         self.n_tokens = 0
         self.nnz = torch.zeros(d_sae, dtype=torch.int64)
         self.sum = torch.zeros(d_sae, dtype=torch.float64)
         self.scale = torch.zeros(d_sae)  # 0 until the feature first fires
         self.hist = torch.zeros(d_sae, HIST_BINS, dtype=torch.int64)
 
-        def slots(n: int) -> dict[str, Tensor]:
-            return {
-                "key": torch.full((d_sae, n), EMPTY, dtype=torch.int64),
-                "value": torch.full((d_sae, n), float("nan")),
-                "seq": torch.zeros(d_sae, n, dtype=torch.int64),
-                "pos": torch.zeros(d_sae, n, dtype=torch.int64),
-                "tokens": torch.full((d_sae, n, W), -1, dtype=torch.int32),
-                "acts": torch.zeros(d_sae, n, W),
-            }
-
-        self.top, self.res, self.neg = slots(top_k), slots(self.R), slots(n_negative)
-        self.top["key"].fill_(-1)  # the top set keeps the largest keys (`top_keys`)
+        self.top = new_slots(d_sae, top_k, W, -1)  # the top set keeps the largest keys (`top_keys`)
+        self.res, self.neg = new_slots(d_sae, self.R, W, EMPTY), new_slots(d_sae, n_negative, W, EMPTY)
         self.concepts = ConceptStats(d_sae, concept_names) if concept_names else None
         self.block_tokens = block_tokens
         self._pending: list[tuple[tuple[Tensor, ...], tuple[Tensor | None, ...]]] = []
@@ -239,60 +239,29 @@ class FeatureCollector:
         if self.concepts is not None and concepts is not None:
             self.concepts.update(concepts, mask, tok, fine)
 
-    def _merge(
-        self,
-        state: dict[str, Tensor],
-        key: Tensor,
-        meta: dict[str, Tensor],
-        largest: bool,
-        window: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
-    ) -> None:
-        """Keep, per feature, the `n` best keys of the running slots and the candidates `key [F, m]`.
-
-        Slots are not kept sorted: each admitted candidate overwrites an evicted slot in place,
-        and its context window is gathered only then (`window(rows, cols)`), so the cost per batch
-        follows the number of admissions, which falls fast as the pass goes on."""
-        n = state["key"].shape[1]
-        # only rows whose best candidate beats their worst slot can change (most, late in a pass)
-        if largest:
-            rows = (key.amax(1) > state["key"].amin(1)).nonzero().squeeze(1)
-        else:
-            rows = (key.amin(1) < state["key"].amax(1)).nonzero().squeeze(1)
-        if rows.numel() == 0:
-            return
-        both = torch.cat([state["key"][rows], key[rows]], dim=1)
-        sel = torch.topk(both, n, dim=1, largest=largest, sorted=False).indices
-        chosen = torch.zeros(both.shape, dtype=torch.bool).scatter_(1, sel, True)
-        new_r, new_c = chosen[:, n:].nonzero(as_tuple=True)
-        if new_r.numel() == 0:
-            return
-        # per row, as many slots are freed as candidates admitted; both lists are row-major
-        free_r, free_c = (~chosen[:, :n]).nonzero(as_tuple=True)
-        new_r, free_r = rows[new_r], rows[free_r]
-        # flat linear indices: much cheaper than 2-D advanced indexing on CPU
-        dst, src = free_r * n + free_c, new_r * key.shape[1] + new_c
-        state["key"].view(-1).index_copy_(0, dst, key.reshape(-1).index_select(0, src))
-        for k, v in meta.items():
-            state[k].view(-1).index_copy_(0, dst, v.reshape(-1).index_select(0, src))
-        win_act, win_tok = window(new_r, new_c)
-        state["acts"].view(-1, win_act.shape[1]).index_copy_(0, dst, win_act)
-        state["tokens"].view(-1, win_tok.shape[1]).index_copy_(0, dst, win_tok)
-
     def _update_top(self, win: ContextWindows, seq_ids: Tensor, seq_max: Tensor, seq_arg: Tensor) -> None:
-        k = min(self.K, seq_max.shape[0])
-        order = top_keys(seq_max.T.contiguous(), seq_ids.unsqueeze(0))  # [F, B]: value, then sequence
-        key, bidx = torch.topk(order, k, dim=1)  # [F, k] (topk along a contiguous dim)
+        B = seq_max.shape[0]
+        k = min(self.K, B)
+        peaks = seq_max.T.contiguous()  # [F, B] (topk along a contiguous dim)
+        val, bidx = torch.topk(peaks, min(k + 1, B), dim=1)
+        if k < B:  # a tie across the k-th place: rank those rows by value, then lower sequence
+            tied = ((val[:, k - 1] == val[:, k]) & (val[:, k] > 0)).nonzero().squeeze(1)
+            val, bidx = val[:, :k].contiguous(), bidx[:, :k].contiguous()
+            if tied.numel():
+                fix = torch.topk(top_keys(peaks[tied], seq_ids.unsqueeze(0)), k, dim=1).indices
+                bidx[tied], val[tied] = fix, peaks[tied].gather(1, fix)
+        key = top_keys(val, seq_ids[bidx])  # value, then lower sequence: a total order
         pos = seq_arg.T.gather(1, bidx)
-        val = seq_max.T.gather(1, bidx).masked_fill(key < 0, float("nan"))
+        val = val.masked_fill(key < 0, float("nan"))
         meta = {"value": val, "seq": seq_ids[bidx], "pos": pos}
-        self._merge(self.top, key, meta, True, lambda r, c: win(bidx[r, c], pos[r, c], r))
+        merge_kept(self.top, key, meta, True, lambda r, c: win(bidx[r, c], pos[r, c], r))
 
     def _update_negatives(
         self, win: ContextWindows, B: int, T: int, seq_ids: Tensor, seq_max: Tensor, mask: Tensor | None
     ) -> None:
         if self.NN == 0:
             return
-        key = keys(seq_ids.unsqueeze(0), self.neg_salt.unsqueeze(1))  # [F, B]
+        key = pair_keys(keys(seq_ids, self.seq_salt), self.neg_salt)  # [F, B]
         key = key.masked_fill(seq_max.T > 0, EMPTY)
         k = min(self.NN, B)
         key, bidx = torch.topk(key, k, dim=1, largest=False)  # [F, k]
@@ -305,7 +274,7 @@ class FeatureCollector:
         pos = centre[bidx]
         value = torch.zeros(key.shape).masked_fill(key == EMPTY, float("nan"))
         meta = {"value": value, "seq": seq_ids[bidx], "pos": pos}
-        self._merge(self.neg, key, meta, False, lambda r, c: win.silent(bidx[r, c], pos[r, c]))
+        merge_kept(self.neg, key, meta, False, lambda r, c: win.silent(bidx[r, c], pos[r, c]))
 
     def _update_reservoir(
         self,
@@ -326,7 +295,7 @@ class FeatureCollector:
             return
         ckey, cval, cb, ct = cand
         meta = {"value": cval, "seq": seq_ids[cb], "pos": ct}
-        self._merge(self.res, ckey, meta, False, lambda r, c: win(cb[r, c], ct[r, c], r))
+        merge_kept(self.res, ckey, meta, False, lambda r, c: win(cb[r, c], ct[r, c], r))
 
     def _rescale(self, batch_max: Tensor) -> None:
         """Grow each feature's histogram range to a power of two above its max, merging bins."""

@@ -24,7 +24,7 @@ _M2 = 0x94D049BB133111EB & MASK
 _GOLDEN = 0x9E3779B97F4A7C15 & MASK
 
 # streams: the same coordinates give independent keys for different uses
-RESERVOIR, NEGATIVE, CENTRE = 1, 2, 3
+RESERVOIR, NEGATIVE, CENTRE, SEQUENCE = 1, 2, 3, 4
 
 
 def mix(x: Tensor) -> Tensor:
@@ -48,6 +48,15 @@ def keys(counter: Tensor, offset: Tensor) -> Tensor:
     """Keys in [0, 2^62) of `counter` (a global token or sequence number) under `offset` (the
     feature's salt): for one offset, distinct counters below 2^62 give distinct keys."""
     return mix(counter.long() + offset)
+
+
+def pair_keys(row: Tensor, offset: Tensor) -> Tensor:
+    """Keys of every (feature, sequence) pair, `[F, B]`, from `row = keys(seq, ...)` `[B]` and
+    the features' salts `offset` `[F]`: one xor and one odd multiply per pair instead of a
+    whole `mix` (the pairs are F x B, the costliest keys of a block). For a fixed feature it is
+    a bijection of the already mixed `row`, so keys stay distinct and uniform; the multiply
+    spreads the salt over the high bits, so features do not share their smallest keys."""
+    return ((row.unsqueeze(0) ^ offset.unsqueeze(1)) * _M2) & MASK
 
 
 def top_keys(value: Tensor, seq: Tensor) -> Tensor:

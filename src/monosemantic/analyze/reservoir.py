@@ -20,8 +20,8 @@ def _segment_rank(segment: Tensor, key: Tensor, n_segments: int) -> tuple[Tensor
     The 62-bit keys leave no room for the segment in one int64, so: a sort by key, then a stable
     sort by segment (on 16 or 32 bits, which torch's integer sort does in a few passes)."""
     by_key = torch.argsort(key)
-    seg = segment.index_select(0, by_key)
-    order = by_key.index_select(0, torch.argsort(seg.to(torch.int16 if n_segments <= 2**15 else torch.int32), stable=True))
+    seg = segment.index_select(0, by_key).to(torch.int16 if n_segments <= 2**15 else torch.int32)
+    order = by_key.index_select(0, torch.argsort(seg, stable=True))
     seg_sorted = segment[order]
     counts = torch.bincount(seg_sorted, minlength=n_segments)
     starts = torch.cumsum(counts, 0) - counts

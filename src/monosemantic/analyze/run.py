@@ -74,8 +74,9 @@ def encode_pass(
     sparse: bool = False,
     start: int = 0,
 ) -> float:
-    """Stream `n_sequences` of the cache from sequence `start`, encode every dictionary, hand each batch to `on_batch`
-    (`on_batch(i, codes, batch)`); returns the seconds spent encoding. `codes` is `[B, T, F]`,
+    """Stream `n_sequences` of the cache from sequence `start` (a rank's run under torchrun),
+    encode every dictionary, hand each batch to `on_batch` (`on_batch(i, codes, batch)`, with
+    global `seq_ids`); returns the seconds spent encoding. `codes` is `[B, T, F]`,
     or with `sparse` and a TopK dictionary the `sparse_codes` triple (rows index `B * T` flat
     tokens). The benchmark calls it without `on_batch` to time plain `encode` alone."""
     groups = {s: expand(s) for s in sites if is_layer_glob(s)}  # CLTs/crosscoders: concatenated sites
