@@ -38,20 +38,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from monosemantic.analyze import keys as K
 from monosemantic.analyze.concept_stats import ConceptStats
 from monosemantic.analyze.context_windows import ContextWindows
 from monosemantic.analyze.kept_sets import merge_kept, new_slots
-from monosemantic.analyze.keys import (
-    CENTRE,
-    EMPTY,
-    NEGATIVE,
-    RESERVOIR,
-    SEQUENCE,
-    keys,
-    pair_keys,
-    salt,
-    top_keys,
-)
 from monosemantic.analyze.reservoir import reservoir_candidates
 
 HIST_BINS = 128  # linear bins over [0, scale); scale is a power of two above the running max
@@ -91,8 +81,8 @@ class FeatureCollector:
         self.R = quantiles * per_quantile * oversample
         self.NN, self.w = n_negative, window
         W = 2 * window + 1
-        self.res_salt, self.neg_salt = salt(seed, RESERVOIR, d_sae), salt(seed, NEGATIVE, d_sae)
-        self.centre_salt, self.seq_salt = salt(seed, CENTRE, 1), salt(seed, SEQUENCE, 1)
+        self.res_salt, self.neg_salt = K.salt(seed, K.RESERVOIR, d_sae), K.salt(seed, K.NEGATIVE, d_sae)
+        self.centre_salt, self.seq_salt = K.salt(seed, K.CENTRE, 1), K.salt(seed, K.SEQUENCE, 1)
         self.n_tokens = 0
         self.nnz = torch.zeros(d_sae, dtype=torch.int64)
         self.sum = torch.zeros(d_sae, dtype=torch.float64)
@@ -100,7 +90,7 @@ class FeatureCollector:
         self.hist = torch.zeros(d_sae, HIST_BINS, dtype=torch.int64)
 
         self.top = new_slots(d_sae, top_k, W, -1)  # the top set keeps the largest keys (`top_keys`)
-        self.res, self.neg = new_slots(d_sae, self.R, W, EMPTY), new_slots(d_sae, n_negative, W, EMPTY)
+        self.res, self.neg = new_slots(d_sae, self.R, W, K.EMPTY), new_slots(d_sae, n_negative, W, K.EMPTY)
         self.concepts = ConceptStats(d_sae, concept_names) if concept_names else None
         self.block_tokens = block_tokens
         self._pending: list[tuple[tuple[Tensor, ...], tuple[Tensor | None, ...]]] = []
@@ -248,9 +238,9 @@ class FeatureCollector:
             tied = ((val[:, k - 1] == val[:, k]) & (val[:, k] > 0)).nonzero().squeeze(1)
             val, bidx = val[:, :k].contiguous(), bidx[:, :k].contiguous()
             if tied.numel():
-                fix = torch.topk(top_keys(peaks[tied], seq_ids.unsqueeze(0)), k, dim=1).indices
+                fix = torch.topk(K.top_keys(peaks[tied], seq_ids.unsqueeze(0)), k, dim=1).indices
                 bidx[tied], val[tied] = fix, peaks[tied].gather(1, fix)
-        key = top_keys(val, seq_ids[bidx])  # value, then lower sequence: a total order
+        key = K.top_keys(val, seq_ids[bidx])  # value, then lower sequence: a total order
         pos = seq_arg.T.gather(1, bidx)
         val = val.masked_fill(key < 0, float("nan"))
         meta = {"value": val, "seq": seq_ids[bidx], "pos": pos}
@@ -261,18 +251,18 @@ class FeatureCollector:
     ) -> None:
         if self.NN == 0:
             return
-        key = pair_keys(keys(seq_ids, self.seq_salt), self.neg_salt)  # [F, B]
-        key = key.masked_fill(seq_max.T > 0, EMPTY)
+        key = K.pair_keys(K.keys(seq_ids, self.seq_salt), self.neg_salt)  # [F, B]
+        key = key.masked_fill(seq_max.T > 0, K.EMPTY)
         k = min(self.NN, B)
         key, bidx = torch.topk(key, k, dim=1, largest=False)  # [F, k]
         # one random counted position per sequence (hashed from the sequence) centres its context
         counted = mask.long() if mask is not None else torch.ones(B, T, dtype=torch.int64)
         counted = counted + (counted.sum(1, keepdim=True) == 0)  # all-special sequence: any position
         cum = torch.cumsum(counted, 1)
-        target = keys(seq_ids, self.centre_salt) % cum[:, -1]  # the target-th counted position
+        target = K.keys(seq_ids, self.centre_salt) % cum[:, -1]  # the target-th counted position
         centre = (cum <= target.unsqueeze(1)).sum(1)
         pos = centre[bidx]
-        value = torch.zeros(key.shape).masked_fill(key == EMPTY, float("nan"))
+        value = torch.zeros(key.shape).masked_fill(key == K.EMPTY, float("nan"))
         meta = {"value": value, "seq": seq_ids[bidx], "pos": pos}
         merge_kept(self.neg, key, meta, False, lambda r, c: win.silent(bidx[r, c], pos[r, c]))
 
@@ -289,7 +279,7 @@ class FeatureCollector:
     ) -> None:
         if f.numel() == 0:
             return
-        key = keys(seq_ids.index_select(0, b) * T + t, self.res_salt.index_select(0, f))
+        key = K.keys(seq_ids.index_select(0, b) * T + t, self.res_salt.index_select(0, f))
         cand = reservoir_candidates(key, self.res["key"].amax(1), self.R, counts, b, t, f, v)
         if cand is None:
             return
