@@ -43,7 +43,7 @@ SetOpt = Annotated[
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Verbs that split their work over the ranks torchrun starts (README "Scaling out").
-DISTRIBUTED_VERBS = {"harvest", "train", "evaluate"}
+DISTRIBUTED_VERBS = {"harvest", "train", "evaluate", "analyze"}
 
 
 def friendly_errors(fn: F) -> F:

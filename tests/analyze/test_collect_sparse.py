@@ -85,8 +85,8 @@ def test_update_sparse_equals_dense_update():
 
 
 def test_block_size_changes_no_statistic():
-    """Blocks only batch the work: top examples, histograms and concept counts do not depend on
-    them (the random samples do, through the generator's draws)."""
+    """Blocks only batch the work: no kept set or count depends on them. The random samples do
+    not either: each key is hashed from the activation's global coordinates, not drawn in order."""
     dic = _topk(d_sae=32, k=3)
     B, T = 4, 20
     kw = dict(
@@ -117,6 +117,13 @@ def test_block_size_changes_no_statistic():
     assert torch.equal(small.hist, big.hist) and torch.equal(small.nnz, big.nnz)
     assert torch.equal(small.concepts.positives(), big.concepts.positives())
     assert small.n_tokens == big.n_tokens == 5 * B * T
+    (qa, bins_a), (qb, bins_b) = small.quantile_examples(), big.quantile_examples()
+    assert torch.equal(bins_a, bins_b) and (bins_a >= 0).sum() > 20
+    for x, y in ((qa, qb), (small.negative_examples(), big.negative_examples())):
+        filled = ~x.value.isnan()  # what reaches the store (empty slots hold stale coordinates)
+        assert torch.equal(filled, ~y.value.isnan()) and filled.sum() > 20
+        for field in ("value", "seq", "pos", "tokens", "acts"):
+            assert torch.equal(getattr(x, field)[filled], getattr(y, field)[filled]), field
 
 
 def test_reservoir_samples_every_block_alike():
@@ -141,3 +148,25 @@ def test_reservoir_samples_every_block_alike():
     assert ((per_block - expected).abs() / expected).max() < 0.12, per_block.tolist()
     # and no activation is kept twice
     assert all(len(set(row)) == c.R for row in token.tolist())
+
+
+def test_tied_peaks_keep_the_lowest_sequences_whatever_the_blocks():
+    """Equal peaks (repeated text gives them) go to the lower global sequence, in every block
+    size and order of arrival, so a split run keeps the same top examples."""
+    B, T, F = 6, 5, 4
+    tok = torch.arange(B * T, dtype=torch.int32).repeat_interleave(F)
+    feat = torch.arange(F, dtype=torch.int32).repeat(B * T)
+    vals = torch.ones(B * T * F).index_fill_(0, torch.arange(7, B * T * F, 13), 0.5)  # ties at 1.0
+    tops = []
+    for block, order in ((B * T, range(4)), (10**6, range(4)), (B * T, reversed(range(4)))):
+        c = FeatureCollector(
+            F, top_k=3, quantiles=2, per_quantile=2, n_negative=0, window=1, block_tokens=block
+        )
+        for i in order:
+            c.update_sparse(
+                tok, feat, vals, torch.zeros(B, T, dtype=torch.long), torch.arange(i * B, (i + 1) * B)
+            )
+        tops.append(c.top_examples())
+    assert tops[0].seq.tolist() == [[0, 1, 2]] * F and bool((tops[0].value == 1.0).all())
+    for other in tops[1:]:
+        assert torch.equal(other.seq, tops[0].seq) and torch.equal(other.pos, tops[0].pos)

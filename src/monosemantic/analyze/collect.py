@@ -7,10 +7,11 @@ about `block_tokens` tokens and folded into running state whose size is O(featur
 - **top examples**: per feature the `top_k` sequences with the highest peak (one example per
   sequence), kept by merging each block's `torch.topk` with the running one;
 - **quantile samples**: a uniform reservoir of activating tokens per feature (each activation
-  draws a seeded random key, the smallest keys survive: a uniform sample without replacement;
-  see `reservoir.py`); after the pass it is split by the activation-quantile edges,
-  `per_quantile` each;
-- **negatives**: a uniform sample of sequences where the feature never fires;
+  has a random key hashed from its global (token, feature) coordinates and the seed, the
+  smallest keys survive: a uniform sample without replacement; see `keys.py`, `reservoir.py`);
+  after the pass it is split by the activation-quantile edges, `per_quantile` each;
+- **negatives**: a uniform sample of sequences where the feature never fires (keys hashed
+  from (sequence, feature));
 - **histogram, density, mean**: a per-feature linear histogram whose range doubles when a larger
   activation arrives (bins are merged pairwise), so one pass suffices without knowing the max;
 - **concept statistics** (storyworld): activation histograms on tokens of each planted concept,
@@ -23,18 +24,24 @@ gathered when it enters the running set (`context_windows.py`), so the data is n
 twice. Only features whose candidates beat their worst kept slot are merged, so the merge cost
 falls as the pass goes on. Positions where `mask` is False (special tokens) count as silent and
 never become peaks.
+
+Every kept set is "the n best keys", and every key is a function of global coordinates (top
+examples: peak value, then lower sequence), so the state after a pass does not depend on how the
+sequences were cut into batches, blocks or ranks: `distributed.py` merges ranks by keeping the
+best keys of their union and summing the counts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from monosemantic.analyze import keys as K
 from monosemantic.analyze.concept_stats import ConceptStats
 from monosemantic.analyze.context_windows import ContextWindows
+from monosemantic.analyze.kept_sets import merge_kept, new_slots
 from monosemantic.analyze.reservoir import reservoir_candidates
 
 HIST_BINS = 128  # linear bins over [0, scale); scale is a power of two above the running max
@@ -74,25 +81,16 @@ class FeatureCollector:
         self.R = quantiles * per_quantile * oversample
         self.NN, self.w = n_negative, window
         W = 2 * window + 1
-        self.gen = torch.Generator().manual_seed(seed)
+        self.res_salt, self.neg_salt = K.salt(seed, K.RESERVOIR, d_sae), K.salt(seed, K.NEGATIVE, d_sae)
+        self.centre_salt, self.seq_salt = K.salt(seed, K.CENTRE, 1), K.salt(seed, K.SEQUENCE, 1)
         self.n_tokens = 0
         self.nnz = torch.zeros(d_sae, dtype=torch.int64)
         self.sum = torch.zeros(d_sae, dtype=torch.float64)
         self.scale = torch.zeros(d_sae)  # 0 until the feature first fires
         self.hist = torch.zeros(d_sae, HIST_BINS, dtype=torch.int64)
 
-        def slots(n: int) -> dict[str, Tensor]:
-            return {
-                "key": torch.full((d_sae, n), float("inf")),
-                "value": torch.full((d_sae, n), float("nan")),
-                "seq": torch.zeros(d_sae, n, dtype=torch.int64),
-                "pos": torch.zeros(d_sae, n, dtype=torch.int64),
-                "tokens": torch.full((d_sae, n, W), -1, dtype=torch.int32),
-                "acts": torch.zeros(d_sae, n, W),
-            }
-
-        self.top, self.res, self.neg = slots(top_k), slots(self.R), slots(n_negative)
-        self.top["key"].fill_(float("-inf"))  # the top set keeps the largest keys
+        self.top = new_slots(d_sae, top_k, W, -1)  # the top set keeps the largest keys (`top_keys`)
+        self.res, self.neg = new_slots(d_sae, self.R, W, K.EMPTY), new_slots(d_sae, n_negative, W, K.EMPTY)
         self.concepts = ConceptStats(d_sae, concept_names) if concept_names else None
         self.block_tokens = block_tokens
         self._pending: list[tuple[tuple[Tensor, ...], tuple[Tensor | None, ...]]] = []
@@ -227,87 +225,67 @@ class FeatureCollector:
         bins = (v / self.scale[f] * HIST_BINS).to(torch.int32).clamp_(0, HIST_BINS - 1)
         fine = f * HIST_BINS + bins
         self.hist.view(-1).index_add_(0, fine, torch.ones_like(bins, dtype=torch.int64))
-        self._update_reservoir(win, seq_ids, b, t, f, v, counts)
+        self._update_reservoir(win, seq_ids, T, b, t, f, v, counts)
         if self.concepts is not None and concepts is not None:
             self.concepts.update(concepts, mask, tok, fine)
 
-    def _merge(
-        self,
-        state: dict[str, Tensor],
-        key: Tensor,
-        meta: dict[str, Tensor],
-        largest: bool,
-        window: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
-    ) -> None:
-        """Keep, per feature, the `n` best keys of the running slots and the candidates `key [F, m]`.
-
-        Slots are not kept sorted: each admitted candidate overwrites an evicted slot in place,
-        and its context window is gathered only then (`window(rows, cols)`), so the cost per batch
-        follows the number of admissions, which falls fast as the pass goes on."""
-        n = state["key"].shape[1]
-        # only rows whose best candidate beats their worst slot can change (most, late in a pass)
-        if largest:
-            rows = (key.amax(1) > state["key"].amin(1)).nonzero().squeeze(1)
-        else:
-            rows = (key.amin(1) < state["key"].amax(1)).nonzero().squeeze(1)
-        if rows.numel() == 0:
-            return
-        both = torch.cat([state["key"][rows], key[rows]], dim=1)
-        sel = torch.topk(both, n, dim=1, largest=largest, sorted=False).indices
-        chosen = torch.zeros(both.shape, dtype=torch.bool).scatter_(1, sel, True)
-        new_r, new_c = chosen[:, n:].nonzero(as_tuple=True)
-        if new_r.numel() == 0:
-            return
-        # per row, as many slots are freed as candidates admitted; both lists are row-major
-        free_r, free_c = (~chosen[:, :n]).nonzero(as_tuple=True)
-        new_r, free_r = rows[new_r], rows[free_r]
-        # flat linear indices: much cheaper than 2-D advanced indexing on CPU
-        dst, src = free_r * n + free_c, new_r * key.shape[1] + new_c
-        state["key"].view(-1).index_copy_(0, dst, key.reshape(-1).index_select(0, src))
-        for k, v in meta.items():
-            state[k].view(-1).index_copy_(0, dst, v.reshape(-1).index_select(0, src))
-        win_act, win_tok = window(new_r, new_c)
-        state["acts"].view(-1, win_act.shape[1]).index_copy_(0, dst, win_act)
-        state["tokens"].view(-1, win_tok.shape[1]).index_copy_(0, dst, win_tok)
-
     def _update_top(self, win: ContextWindows, seq_ids: Tensor, seq_max: Tensor, seq_arg: Tensor) -> None:
-        k = min(self.K, seq_max.shape[0])
-        val, bidx = torch.topk(seq_max.T.contiguous(), k, dim=1)  # [F, k] (topk along a contiguous dim)
+        B = seq_max.shape[0]
+        k = min(self.K, B)
+        peaks = seq_max.T.contiguous()  # [F, B] (topk along a contiguous dim)
+        val, bidx = torch.topk(peaks, min(k + 1, B), dim=1)
+        if k < B:  # a tie across the k-th place: rank those rows by value, then lower sequence
+            tied = ((val[:, k - 1] == val[:, k]) & (val[:, k] > 0)).nonzero().squeeze(1)
+            val, bidx = val[:, :k].contiguous(), bidx[:, :k].contiguous()
+            if tied.numel():
+                fix = torch.topk(K.top_keys(peaks[tied], seq_ids.unsqueeze(0)), k, dim=1).indices
+                bidx[tied], val[tied] = fix, peaks[tied].gather(1, fix)
+        key = K.top_keys(val, seq_ids[bidx])  # value, then lower sequence: a total order
         pos = seq_arg.T.gather(1, bidx)
-        silent = val <= 0
-        key, val = val.masked_fill(silent, float("-inf")), val.masked_fill(silent, float("nan"))
+        val = val.masked_fill(key < 0, float("nan"))
         meta = {"value": val, "seq": seq_ids[bidx], "pos": pos}
-        self._merge(self.top, key, meta, True, lambda r, c: win(bidx[r, c], pos[r, c], r))
+        merge_kept(self.top, key, meta, True, lambda r, c: win(bidx[r, c], pos[r, c], r))
 
     def _update_negatives(
         self, win: ContextWindows, B: int, T: int, seq_ids: Tensor, seq_max: Tensor, mask: Tensor | None
     ) -> None:
         if self.NN == 0:
             return
-        key = torch.rand(seq_max.shape, generator=self.gen).masked_fill(seq_max > 0, float("inf"))
+        key = K.pair_keys(K.keys(seq_ids, self.seq_salt), self.neg_salt)  # [F, B]
+        key = key.masked_fill(seq_max.T > 0, K.EMPTY)
         k = min(self.NN, B)
-        key, bidx = torch.topk(key.T.contiguous(), k, dim=1, largest=False)  # [F, k]
-        # one random counted position per sequence is the centre of its negative context
-        weights = mask.float() if mask is not None else torch.ones(B, T)
-        weights = weights + (weights.sum(1, keepdim=True) == 0)  # all-special sequence: any position
-        centre = torch.multinomial(weights, 1, generator=self.gen).squeeze(1)
+        key, bidx = torch.topk(key, k, dim=1, largest=False)  # [F, k]
+        # one random counted position per sequence (hashed from the sequence) centres its context
+        counted = mask.long() if mask is not None else torch.ones(B, T, dtype=torch.int64)
+        counted = counted + (counted.sum(1, keepdim=True) == 0)  # all-special sequence: any position
+        cum = torch.cumsum(counted, 1)
+        target = K.keys(seq_ids, self.centre_salt) % cum[:, -1]  # the target-th counted position
+        centre = (cum <= target.unsqueeze(1)).sum(1)
         pos = centre[bidx]
-        value = torch.zeros_like(key).masked_fill(key.isinf(), float("nan"))
+        value = torch.zeros(key.shape).masked_fill(key == K.EMPTY, float("nan"))
         meta = {"value": value, "seq": seq_ids[bidx], "pos": pos}
-        self._merge(self.neg, key, meta, False, lambda r, c: win.silent(bidx[r, c], pos[r, c]))
+        merge_kept(self.neg, key, meta, False, lambda r, c: win.silent(bidx[r, c], pos[r, c]))
 
     def _update_reservoir(
-        self, win: ContextWindows, seq_ids: Tensor, b: Tensor, t: Tensor, f: Tensor, v: Tensor, counts: Tensor
+        self,
+        win: ContextWindows,
+        seq_ids: Tensor,
+        T: int,
+        b: Tensor,
+        t: Tensor,
+        f: Tensor,
+        v: Tensor,
+        counts: Tensor,
     ) -> None:
         if f.numel() == 0:
             return
-        key = torch.rand(f.shape, generator=self.gen)
+        key = K.keys(seq_ids.index_select(0, b) * T + t, self.res_salt.index_select(0, f))
         cand = reservoir_candidates(key, self.res["key"].amax(1), self.R, counts, b, t, f, v)
         if cand is None:
             return
         ckey, cval, cb, ct = cand
         meta = {"value": cval, "seq": seq_ids[cb], "pos": ct}
-        self._merge(self.res, ckey, meta, False, lambda r, c: win(cb[r, c], ct[r, c], r))
+        merge_kept(self.res, ckey, meta, False, lambda r, c: win(cb[r, c], ct[r, c], r))
 
     def _rescale(self, batch_max: Tensor) -> None:
         """Grow each feature's histogram range to a power of two above its max, merging bins."""
@@ -319,6 +297,11 @@ class FeatureCollector:
             torch.exp2(torch.floor(torch.log2(batch_max.clamp_min(1e-30))) + 1),
             self.scale,
         )
+        self.grow_scale(new)
+
+    def grow_scale(self, new: Tensor) -> None:
+        """Raise each feature's histogram range to `new` (powers of two), where larger, merging
+        bins: a value's bin depends only on the final range, not on when the range grew."""
         grow = new > self.scale
         old_set = grow & (self.scale > 0)
         if bool(old_set.any()):
@@ -376,22 +359,26 @@ class FeatureCollector:
         return x.gather(1, order if x.dim() == 2 else order.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
     def negative_examples(self) -> Examples:
+        """Negatives in key order (empty slots last)."""
         self.flush()
-        return Examples(**{k: self.neg[k] for k in ("value", "seq", "pos", "tokens", "acts")})
+        order = torch.argsort(self.neg["key"], dim=1)
+        return Examples(
+            **{k: self._take(self.neg[k], order) for k in ("value", "seq", "pos", "tokens", "acts")}
+        )
 
     def quantile_examples(self, edges: Tensor | None = None) -> tuple[Examples, Tensor]:
         """Reservoir samples split into quantile bins: `[F, Q, per_quantile]` examples and their
-        bin index per sample (-1 marks an empty slot). Within a bin, samples keep reservoir order,
-        which is random, so the first `per_quantile` are a uniform sample of that bin."""
+        bin index per sample (-1 marks an empty slot). Within a bin, samples are ordered
+        by key, which is random, so the first `per_quantile` are a uniform sample of that bin."""
         self.flush()
         edges = self.quantile_edges() if edges is None else edges
         val = self.res["value"]
         valid = ~val.isnan()
         bins = (val.unsqueeze(-1) >= edges[:, 1:-1].unsqueeze(1)).sum(-1)  # [F, R] in 0..Q-1
         bins = bins.masked_fill(~valid, self.Q)  # invalid sorts after every real bin
-        # order by (bin, reservoir order); the first P of each bin survive
-        key = bins.double() * self.R + torch.arange(self.R, dtype=torch.float64)
-        order = torch.argsort(key, dim=1)
+        # order by (bin, key); the first P of each bin survive
+        by_key = torch.argsort(self.res["key"], dim=1)
+        order = by_key.gather(1, torch.argsort(bins.gather(1, by_key), dim=1, stable=True))
         sorted_bins = bins.gather(1, order)
         first = torch.searchsorted(
             sorted_bins.contiguous(), torch.arange(self.Q).expand(self.F, -1).contiguous()

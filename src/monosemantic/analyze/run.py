@@ -5,6 +5,10 @@ Every dictionary of a checkpoint or sweep folder is encoded on the same batches 
 only `hook_mlp_out` was harvested) are computed live with the subject model from the cached
 tokens. Each dictionary's `FeatureCollector` gathers all per-feature statistics at once; the
 weight-based views (logit lens, input tokens, neighbours) come from the weights afterwards.
+
+Under torchrun each rank analyses a contiguous run of the sequences; the collectors are merged
+onto rank 0 (`distributed.py`), which computes the weight-based views and writes the store, the
+same `features.db` as one process writes.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch
 
 from monosemantic.activations.cache import ActivationCache
 from monosemantic.analyze.collect import FeatureCollector
+from monosemantic.analyze.distributed import merge_collector, sequence_range
 from monosemantic.analyze.layers import layer_summary, layer_weights
 from monosemantic.analyze.logit_lens import input_tokens, logit_lens, nearest_features, norm_scale
 from monosemantic.analyze.records import TokenText, all_examples, feature_rows, vocab_of
@@ -26,6 +31,7 @@ from monosemantic.dictionaries.io import dictionary_names, find_dictionaries, lo
 from monosemantic.dictionaries.layer_sites import expand, is_layer_glob
 from monosemantic.lm.model import SubjectModel
 from monosemantic.store.feature_store import FeatureStore, feature_store_path
+from monosemantic.utils import distributed as D
 from monosemantic.utils.errors import DataError, MonosemanticError
 from monosemantic.utils.files import check_output
 from monosemantic.utils.progress import console, progress_bar
@@ -66,9 +72,11 @@ def encode_pass(
     device: torch.device,
     on_batch: Any | None = None,
     sparse: bool = False,
+    start: int = 0,
 ) -> float:
-    """Stream `n_sequences` of the cache, encode every dictionary, hand each batch to `on_batch`
-    (`on_batch(i, codes, batch)`); returns the seconds spent encoding. `codes` is `[B, T, F]`,
+    """Stream `n_sequences` of the cache from sequence `start` (a rank's run under torchrun),
+    encode every dictionary, hand each batch to `on_batch` (`on_batch(i, codes, batch)`, with
+    global `seq_ids`); returns the seconds spent encoding. `codes` is `[B, T, F]`,
     or with `sparse` and a TopK dictionary the `sparse_codes` triple (rows index `B * T` flat
     tokens). The benchmark calls it without `on_batch` to time plain `encode` alone."""
     groups = {s: expand(s) for s in sites if is_layer_glob(s)}  # CLTs/crosscoders: concatenated sites
@@ -83,7 +91,8 @@ def encode_pass(
     encode_s, done = 0.0, 0
     with progress_bar() as bar:
         task = bar.add_task("analyze", total=n_sequences * cache.context_size, info="", unit="tok")
-        for batch in cache.iter_sequences(cached, batch_sequences=batch_sequences):
+        indices = torch.arange(start, start + n_sequences) if start else None
+        for batch in cache.iter_sample(indices, cached, batch_sequences=batch_sequences):
             tokens = batch["tokens"][: n_sequences - done]
             B, T = tokens.shape
             acts = {s: batch[s][:B] for s in cached}
@@ -92,7 +101,7 @@ def encode_pass(
                     out = model.run(tokens.long(), capture=live, stop_at_layer=model.stop_layer(live))
                 acts.update({s: out.activations[s] for s in live})
             acts |= {k: torch.cat([acts[c] for c in group], -1) for k, group in groups.items()}
-            batch = {**batch, "tokens": tokens, "seq_ids": torch.arange(done, done + B)}
+            batch = {**batch, "tokens": tokens, "seq_ids": batch["seq_ids"][:B]}
             if "concepts" in batch:
                 batch["concepts"] = batch["concepts"][:B]
             for i, (dic, site) in enumerate(zip(dicts, sites, strict=True)):
@@ -149,7 +158,13 @@ def _multi_site_views(dic: Dictionary, model: Any | None, k: int) -> dict[str, A
 
 def analyze(cfg: Config) -> Path:
     """Analyse every dictionary under `[analyze].dictionary` on `[analyze].cache`; returns the path
-    of the new `features.db` (written atomically: an interrupted run leaves the old one)."""
+    of the new `features.db` (written atomically: an interrupted run leaves the old one). Under
+    torchrun the ranks split the sequences and rank 0 writes the merged store."""
+    with D.session(cfg.analyze.device):
+        return _analyze(cfg)
+
+
+def _analyze(cfg: Config) -> Path:
     a = cfg.analyze
     check_output(a.out, "analyze.out")
     cache = ActivationCache(a.cache or cfg.harvest.out)
@@ -183,14 +198,17 @@ def analyze(cfg: Config) -> Path:
             collectors[i].update(codes, *args)
 
     t0 = time.perf_counter()
+    lo, hi = sequence_range(n_seq)  # this rank's sequences (all of them in one process)
     encode_s = encode_pass(
-        cache, dicts, sites, model, n_seq, a.batch_sequences, device, on_batch, sparse=True
+        cache, dicts, sites, model, hi - lo, a.batch_sequences, device, on_batch, sparse=True, start=lo
     )
     for c in collectors:
-        c.flush()  # the last, partial block
+        merge_collector(c)  # flushes the last, partial block; under torchrun, merges onto rank 0
     pass_s = time.perf_counter() - t0
-    text = TokenText(model.tokenizer if model is not None else None)
     db = feature_store_path(a.out)
+    if not D.is_main():
+        return db
+    text = TokenText(model.tokenizer if model is not None else None)
     with FeatureStore.fresh(db) as store:
         store.set_meta(
             cache=str(cache.path), model=cache.manifest.get("model"), n_sequences=n_seq,
