@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from monosemantic.export import run as export_mod
 from monosemantic.config import load_config
+from monosemantic.export import run as export_mod
 from monosemantic.export.neuronpedia import write_neuronpedia
 from monosemantic.export.run import export, write_site
 from monosemantic.store.feature_store import FeatureStore
