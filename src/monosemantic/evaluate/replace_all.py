@@ -153,6 +153,8 @@ def mlp_transcoders(folders: Sequence, device: torch.device) -> dict[int, Dictio
             c = dic.cfg
             if is_multi_site(dic) or not c.is_transcoder or not str(c.hook_name).endswith("hook_mlp_in"):
                 continue
+            if dic.fitted:  # a baseline (the MLP's own neurons) is not a trained transcoder to compare
+                continue
             layer = int(str(c.hook_name).split(".")[1])
             if c.hook_name_out != f"blocks.{layer}.hook_mlp_out":
                 continue
