@@ -90,3 +90,22 @@ def test_paired_site_without_a_second_cache_says_what_to_set(tmp_path):
     cfg.data.activations_b = None
     with pytest.raises(DataError, match="data.activations_b"):
         train(cfg)
+
+
+def test_paired_source_resumes_both_caches_at_the_same_position(tmp_path):
+    from monosemantic.activations.paired import PairedSource
+
+    a = write_model_cache(tmp_path / "a", "A")
+    b = write_model_cache(tmp_path / "b", "B")
+    sites = [SITE, "b:" + SITE]
+    src = PairedSource(a, b, sites, chunk_tokens=CTX * 40, exclude_special=True)
+    for _ in range(3):
+        src.next_chunk()
+    state = src.state_dict()
+    expected = src.next_chunk()
+    again = PairedSource(a, b, sites, chunk_tokens=CTX * 40, exclude_special=True)
+    again.load_state_dict(state)
+    got = again.next_chunk()
+    assert set(got) == set(sites) and got[SITE].shape[0] == got["b:" + SITE].shape[0] > 0
+    assert all(torch.equal(got[s], expected[s]) for s in sites)
+    assert not torch.allclose(got[SITE], got["b:" + SITE], atol=1e-3)  # two models, not one twice
