@@ -27,21 +27,27 @@ def _manifest(model: str) -> dict:
     }  # fmt: skip
 
 
+def token_directions(model: str) -> torch.Tensor:
+    """[VOCAB, D]: each token writes its own direction (A and B: different random bases, as two
+    models' do); model B adds a concept direction u on the planted tokens."""
+    seed = 1 if model == "A" else 2
+    directions = torch.randn(VOCAB, D, generator=torch.Generator().manual_seed(seed))
+    directions = torch.nn.functional.normalize(directions, dim=1)
+    if model == "B":
+        u = torch.randn(D, generator=torch.Generator().manual_seed(3))
+        directions[list(PLANTED)] += 2.0 * torch.nn.functional.normalize(u, dim=0)
+    return directions
+
+
 def write_model_cache(path: Path, model: str, token_seed: int = 0) -> Path:
-    """Each token writes its own direction (model A and B: different random directions, as two
-    models' bases differ); model B adds a concept direction u on the planted tokens."""
-    directions = torch.nn.functional.normalize(
-        torch.randn(VOCAB, D, generator=torch.Generator().manual_seed(1 if model == "A" else 2)), dim=1
-    )
-    u = torch.nn.functional.normalize(torch.randn(D, generator=torch.Generator().manual_seed(3)), dim=0)
+    """Token windows (the same for the same `token_seed`) and each token's direction, jittered."""
+    directions = token_directions(model)
     g = torch.Generator().manual_seed(token_seed)
     writer = ShardWriter(path, _manifest(model))
     for n in (96, 96, 64):
         tokens = torch.randint(1, VOCAB, (n, CTX), generator=g, dtype=torch.int32)
         tokens[:, 0] = 0  # BOS, excluded from training
         x = directions[tokens.long()] * (1 + 0.2 * torch.rand(n, CTX, 1, generator=g))
-        if model == "B":
-            x = x + 2.0 * torch.isin(tokens, torch.tensor(PLANTED))[..., None] * u
         writer.write({"tokens": tokens, SITE: x})
     writer.finish()
     return path
@@ -64,11 +70,8 @@ def test_crosscoder_across_two_models_finds_the_concept_only_model_b_has(tmp_pat
     assert cc.cfg.hook_names == [SITE, "b:" + SITE] and cc.cfg.metadata["model_name_b"] == "B"
     share_a = cc.decoder_norm_share([0]).detach()  # 1: only model A, 0: only model B
     with torch.no_grad():  # each token's most active latent, on both models' activations of it
-        xa = torch.nn.functional.normalize(torch.randn(VOCAB, D, generator=torch.Generator().manual_seed(1)), dim=1)
-        xb = torch.nn.functional.normalize(torch.randn(VOCAB, D, generator=torch.Generator().manual_seed(2)), dim=1)
-        u = torch.nn.functional.normalize(torch.randn(D, generator=torch.Generator().manual_seed(3)), dim=0)
-        xb[list(PLANTED)] += 2.0 * u
-        top = cc.encode(torch.cat([xa, xb], -1)[1:]).argmax(-1)  # tokens 1..VOCAB-1
+        x = torch.cat([token_directions("A"), token_directions("B")], -1)
+        top = cc.encode(x[1:]).argmax(-1)  # tokens 1..VOCAB-1
     planted = share_a[top[[t - 1 for t in PLANTED]]]
     ordinary = share_a[top[[t - 1 for t in range(1, VOCAB) if t not in PLANTED]]]
     # ordinary tokens: same-size writes in both models (~0.5); planted: mostly model B's (the
