@@ -149,7 +149,7 @@ def _source(cfg: Config, sites: list[str], batch_size: int, model: SubjectModel 
     chunk_tokens = max(batch_size, cfg.train.buffer_tokens // 8)
     exclude = cfg.data.special_tokens == "exclude"
     path = cfg.data.activations
-    if any(s.startswith(MODEL_B) for s in sites) or cfg.data.activations_b is not None:
+    if any(s.startswith(MODEL_B) for s in sites):  # model B's sites: the data.activations_b cache
         return _paired(cfg, sites, chunk_tokens, exclude)
     if path is not None:
         path = Path(path)
