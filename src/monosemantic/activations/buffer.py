@@ -25,6 +25,7 @@ from monosemantic.config import Config
 from monosemantic.utils.errors import DataError
 from monosemantic.utils.progress import console
 
+from .paired import MODEL_B, PairedSource
 from .sources import CacheSource, LiveSource, Source, TensorFileSource
 
 if TYPE_CHECKING:
@@ -148,6 +149,8 @@ def _source(cfg: Config, sites: list[str], batch_size: int, model: SubjectModel 
     chunk_tokens = max(batch_size, cfg.train.buffer_tokens // 8)
     exclude = cfg.data.special_tokens == "exclude"
     path = cfg.data.activations
+    if any(s.startswith(MODEL_B) for s in sites):  # model B's sites: the data.activations_b cache
+        return _paired(cfg, sites, chunk_tokens, exclude)
     if path is not None:
         path = Path(path)
         if path.is_dir():
@@ -173,6 +176,20 @@ def _source(cfg: Config, sites: list[str], batch_size: int, model: SubjectModel 
             m.name, dtype=m.dtype, device=m.device, revision=m.revision, big=BigModel.from_config(m)
         )
     return LiveSource(model, cfg.data, sites, cfg.harvest.batch_size, exclude)
+
+
+def _paired(cfg: Config, sites: list[str], chunk_tokens: int, exclude: bool) -> Source:
+    """Model diffing: model A's cache (data.activations, else harvest.out) beside model B's."""
+    path_a = cfg.data.activations if cfg.data.activations is not None else cfg.harvest.out
+    path_b = cfg.data.activations_b
+    if path_b is None or not Path(path_b, "manifest.json").is_file() or not Path(path_a).is_dir():
+        raise DataError(
+            f"sites {', '.join(sites)} pair two models: set data.activations (model A) and "
+            "data.activations_b (model B) to activation caches harvested on the same tokens"
+        )
+    source = PairedSource(Path(path_a), Path(path_b), sites, chunk_tokens, exclude)
+    _noted(source.b)
+    return _noted(source)  # type: ignore[arg-type]
 
 
 def activation_batches(

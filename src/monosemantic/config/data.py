@@ -18,6 +18,12 @@ class DataConfig(Section):
         description="A tensor file (.safetensors/.pt with key 'activations', shape [N, d]) or an "
         "activation cache directory. Omit to harvest live from [model] on [data].text.",
     )
+    activations_b: Path | None = Field(
+        None,
+        description="Model diffing: a second activation cache, of another model on the same token "
+        "windows as data.activations; its sites are named b:<site>, and a dictionary with site "
+        '"{a,b}:blocks.N.hook_X" reads that site of both models.',
+    )
     text: str = Field(
         "storyworld",
         description="'storyworld', a local .txt (one document per paragraph)/.jsonl/.parquet file or "

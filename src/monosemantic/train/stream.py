@@ -96,7 +96,12 @@ def _manifest(cfg: Config) -> dict[str, Any]:
 def metadata_for(cfg: Config, site: str, site_out: str | None) -> dict[str, Any]:
     """cfg.json `metadata`: which model, site and data produced the training activations."""
     manifest = _manifest(cfg)
+    paired = {}
+    if cfg.data.activations_b is not None:  # model diffing: which model the b: sites come from
+        other = read_json(Path(cfg.data.activations_b, "manifest.json"), "cache manifest", "harvest it again")
+        paired = {"model_name_b": other.get("model"), "dataset_path_b": str(cfg.data.activations_b)}
     return {
+        **paired,
         "model_name": manifest.get("model", cfg.model.name),
         "model_revision": manifest.get("revision", cfg.model.revision),
         "hook_name": site,

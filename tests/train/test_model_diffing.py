@@ -1,0 +1,114 @@
+"""Model diffing: a crosscoder over one site of two models, read from two caches of the same tokens
+(`data.activations` + `data.activations_b`, site `{a,b}:blocks.0.hook_resid_post`). A concept only
+model B represents is found by a latent whose decoder norm is mostly on model B."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from monosemantic.activations.cache import ShardWriter
+from monosemantic.activations.manifest import FORMAT_VERSION
+from monosemantic.config import Config
+from monosemantic.dictionaries.io import load_dictionary
+from monosemantic.train.trainer import train
+from monosemantic.utils.errors import DataError
+
+SITE, D, VOCAB, CTX = "blocks.0.hook_resid_post", 48, 40, 16
+PLANTED = (7, 8, 9, 10)  # four tokens of one new concept that only model B represents
+
+
+def _manifest(model: str) -> dict:
+    return {
+        "format_version": FORMAT_VERSION, "model": model, "revision": None, "tokenizer": "synthetic",
+        "sites": {SITE: D}, "dtype": "float32", "context_size": CTX, "special_tokens": "exclude",
+        "special_token_ids": [0], "prepend_bos": True, "data": {"text": "synthetic"}, "harvest": {},
+        "sequences": 0, "tokens": 0, "complete": False, "shards": [],
+    }  # fmt: skip
+
+
+def token_directions(model: str) -> torch.Tensor:
+    """[VOCAB, D]: each token writes its own direction (A and B: different random bases, as two
+    models' do); model B adds a concept direction u on the planted tokens."""
+    seed = 1 if model == "A" else 2
+    directions = torch.randn(VOCAB, D, generator=torch.Generator().manual_seed(seed))
+    directions = torch.nn.functional.normalize(directions, dim=1)
+    if model == "B":
+        u = torch.randn(D, generator=torch.Generator().manual_seed(3))
+        directions[list(PLANTED)] += 2.0 * torch.nn.functional.normalize(u, dim=0)
+    return directions
+
+
+def write_model_cache(path: Path, model: str, token_seed: int = 0) -> Path:
+    """Token windows (the same for the same `token_seed`) and each token's direction, jittered."""
+    directions = token_directions(model)
+    g = torch.Generator().manual_seed(token_seed)
+    writer = ShardWriter(path, _manifest(model))
+    for n in (96, 96, 64):
+        tokens = torch.randint(1, VOCAB, (n, CTX), generator=g, dtype=torch.int32)
+        tokens[:, 0] = 0  # BOS, excluded from training
+        x = directions[tokens.long()] * (1 + 0.2 * torch.rand(n, CTX, 1, generator=g))
+        writer.write({"tokens": tokens, SITE: x})
+    writer.finish()
+    return path
+
+
+def _config(tmp_path: Path, a: Path, b: Path) -> Config:
+    return Config.model_validate({
+        "data": {"activations": str(a), "activations_b": str(b)},
+        "dictionary": {"architecture": "relu", "d_sae": 64, "site": "{a,b}:" + SITE, "l1_coefficient": 1.0},
+        "train": {"tokens": 256 * 300, "batch_size": 256, "lr": 3e-3, "out": str(tmp_path / "cc"),
+                  "log_every": 50, "init_tokens": 1024, "buffer_tokens": 2048},
+    })  # fmt: skip
+
+
+def test_crosscoder_across_two_models_finds_the_concept_only_model_b_has(tmp_path):
+    a = write_model_cache(tmp_path / "a", "A")
+    b = write_model_cache(tmp_path / "b", "B")
+    (folder,) = train(_config(tmp_path, a, b))
+    cc = load_dictionary(folder)
+    assert cc.cfg.hook_names == [SITE, "b:" + SITE] and cc.cfg.metadata["model_name_b"] == "B"
+    share_a = cc.decoder_norm_share([0]).detach()  # 1: only model A, 0: only model B
+    with torch.no_grad():  # each token's most active latent, on both models' activations of it
+        x = torch.cat([token_directions("A"), token_directions("B")], -1)
+        top = cc.encode(x[1:]).argmax(-1)  # tokens 1..VOCAB-1
+    planted = share_a[top[[t - 1 for t in PLANTED]]]
+    ordinary = share_a[top[[t - 1 for t in range(1, VOCAB) if t not in PLANTED]]]
+    # ordinary tokens: same-size writes in both models (~0.5); planted: mostly model B's (the
+    # concept is partly absorbed into the planted tokens' own latents, so their share stays above 0)
+    assert 0.45 < float(ordinary.median()) < 0.55 and float(ordinary.quantile(0.1)) > 0.45, ordinary
+    assert float(planted.max()) < 0.44, planted
+
+
+def test_caches_of_different_tokens_are_refused_before_training(tmp_path):
+    a = write_model_cache(tmp_path / "a", "A", token_seed=0)
+    b = write_model_cache(tmp_path / "b", "B", token_seed=1)
+    with pytest.raises(DataError, match="hold different tokens.*same \\[data\\]"):
+        train(_config(tmp_path, a, b))
+
+
+def test_paired_site_without_a_second_cache_says_what_to_set(tmp_path):
+    a = write_model_cache(tmp_path / "a", "A")
+    cfg = _config(tmp_path, a, a).model_copy(deep=True)
+    cfg.data.activations_b = None
+    with pytest.raises(DataError, match="data.activations_b"):
+        train(cfg)
+
+
+def test_paired_source_resumes_both_caches_at_the_same_position(tmp_path):
+    from monosemantic.activations.paired import PairedSource
+
+    a = write_model_cache(tmp_path / "a", "A")
+    b = write_model_cache(tmp_path / "b", "B")
+    sites = [SITE, "b:" + SITE]
+    src = PairedSource(a, b, sites, chunk_tokens=CTX * 40, exclude_special=True)
+    for _ in range(3):
+        src.next_chunk()
+    state = src.state_dict()
+    expected = src.next_chunk()
+    again = PairedSource(a, b, sites, chunk_tokens=CTX * 40, exclude_special=True)
+    again.load_state_dict(state)
+    got = again.next_chunk()
+    assert set(got) == set(sites) and got[SITE].shape[0] == got["b:" + SITE].shape[0] > 0
+    assert all(torch.equal(got[s], expected[s]) for s in sites)
+    assert not torch.allclose(got[SITE], got["b:" + SITE], atol=1e-3)  # two models, not one twice
