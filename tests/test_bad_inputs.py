@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from monosemantic.cli import app
 
@@ -419,7 +418,7 @@ def _fill(text: str, case: Path, w: dict[str, Path]) -> str:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input_is_one_clear_line(case: Case, world: dict[str, Path], tmp_path: Path) -> None:
+def test_bad_input_is_one_clear_line(case: Case, world: dict[str, Path], tmp_path: Path, cli_runner) -> None:
     here = tmp_path / "case"
     here.mkdir()
     cfg = here / "c.toml"
@@ -434,7 +433,7 @@ def test_bad_input_is_one_clear_line(case: Case, world: dict[str, Path], tmp_pat
         cfg.mkdir()
     args = [_fill(a, here, world).replace("{cfg}", str(cfg)) for a in case.args]
     before = _snapshot(here, world["root"])
-    result = CliRunner().invoke(app, args)
+    result = cli_runner.invoke(app, args)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), (
         f"{case.id}: raised {result.exception!r}\n{result.stderr}"

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from monosemantic.activations.harvest import harvest
 from monosemantic.cli import _sigterm_unwinds, app
@@ -147,7 +146,7 @@ def test_encoder_harvest_honours_bos_and_eos_tokens(minilm: Path, tmp_path: Path
     assert int(cache.special_mask(tokens).sum()) >= tokens.shape[0]
 
 
-def test_encoder_evaluate_skips_spliced_ce_with_a_note(minilm: Path, tmp_path: Path) -> None:
+def test_encoder_evaluate_skips_spliced_ce_with_a_note(minilm: Path, tmp_path: Path, cli_runner) -> None:
     from monosemantic.config.dictionary import DictionaryConfig
     from monosemantic.dictionaries import build_dictionary
     from monosemantic.dictionaries.io import save_dictionary
@@ -162,7 +161,7 @@ def test_encoder_evaluate_skips_spliced_ce_with_a_note(minilm: Path, tmp_path: P
         f'device = "cpu"\n[evaluate]\ndictionary = "{tmp_path / "sae"}"\ncache = "{acts}"\n'
         f'out = "{tmp_path / "eval"}"\nplots = false\n'
     )
-    result = CliRunner().invoke(app, ["evaluate", str(cfg)])
+    result = cli_runner.invoke(app, ["evaluate", str(cfg)])
     assert result.exit_code == 0, result.output
     assert "encoder (bert)" in result.stderr and "spliced CE/KL are skipped" in result.stderr
     row = next(_metric_rows(json.loads((tmp_path / "eval" / "metrics.json").read_text())))
