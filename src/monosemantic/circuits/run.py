@@ -45,7 +45,8 @@ def resolve_dictionaries(cfg: Config) -> list[Path]:
         found = find_dictionaries(root)
     except MonosemanticError:
         found = []
-    paths = [p for p in found if load_dictionary(p).cfg.is_transcoder]
+    # trained transcoders only: a fitted baseline (the MLP's own neurons) also maps mlp_in -> mlp_out
+    paths = [p for p in found if (d := load_dictionary(p)).cfg.is_transcoder and not d.fitted]
     if not paths:
         raise ConfigError(
             f"no transcoders under train.out={root}; train per-layer transcoders (dictionary.site_out) "

@@ -182,6 +182,11 @@ class LiveModels:
             )
         job.report("loading model and dictionaries", 0.05)
         loaded = [self.dictionary(r["id"])[0] for r in chosen]
+        if not dictionaries:  # by default trained transcoders only, not a fitted baseline (neurons)
+            chosen, loaded = (
+                [r for r, d in zip(chosen, loaded, strict=True) if not d.fitted],
+                [d for d in loaded if not d.fitted],
+            )
         model = self.model()
         names = [r["name"] for r in chosen]
         cfg = self.cfg.model_copy(deep=True)
