@@ -109,11 +109,10 @@ def _tensors(toy: ToyFeatures, batch: int, seed: int) -> Iterator[torch.Tensor]:
 
 # One default of ours switched at a time (`BENCH_TOY_ABLATIONS=1`): how the culprit was found.
 ABLATIONS: dict[str, dict[str, Any]] = {
-    "no activation normalisation": {"train": {"normalize_activations": False}},
+    "inputs normalised (the old default)": {"train": {"normalize_activations": True}},
     "no AuxK": {"train": {"dead_latents": "none"}},
     "no LR decay": {"train": {"lr_decay": "none"}},
     "b_dec init: mean": {"train": {"b_dec_init": "mean"}},
-    "b_dec init: geometric median": {"train": {"b_dec_init": "geometric_median"}},
 }
 
 
