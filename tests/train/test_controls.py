@@ -180,7 +180,7 @@ def test_a_huge_learning_rate_fails_as_divergence_and_saves_no_final_dictionary(
 
 
 def test_activation_normalisation_defaults_on_only_for_scale_dependent_dictionaries(tmp_path):
-    """Unset, TopK-family runs keep raw inputs (scale 1); an L1 dictionary in the run, or an explicit
+    """Unset, TopK/BatchTopK-only runs keep raw inputs (scale 1); an L1 dictionary in the run, or an explicit
     `normalize_activations = true`, scales them to mean norm sqrt(d_in)."""
     topk = {"architecture": "topk", "d_sae": 32, "k": 4}
     relu = {"architecture": "relu", "d_sae": 32}

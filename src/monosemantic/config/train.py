@@ -25,8 +25,8 @@ class TrainConfig(Section):
     normalize_activations: bool | None = Field(
         None,
         description="Scale inputs to mean norm sqrt(d_in); folded into weights at save. Unset: only "
-        "when some dictionary is not k-sparse (an L1 coefficient or JumpReLU bandwidth assumes the "
-        "scale); TopK-family runs train on raw inputs, which recovers more toy features.",
+        "when some dictionary is not TopK or BatchTopK (an L1 coefficient or JumpReLU bandwidth "
+        "assumes the scale); TopK/BatchTopK-only runs train on raw inputs, which recovers more toy features.",
     )
     dead_latents: Literal["auxk", "resample", "none"] = Field("auxk", description="Dead-latent handling.")
     dead_after_tokens: int = Field(1_000_000, gt=0, description="A latent silent this long counts as dead.")

@@ -18,7 +18,6 @@ import torch
 
 from monosemantic.config import Config
 from monosemantic.dictionaries.base import TrainStepState
-from monosemantic.dictionaries.registry import dictionary_class
 from monosemantic.utils import distributed as D
 from monosemantic.utils.errors import ConfigError, DataError, MonosemanticError
 from monosemantic.utils.files import check_output
@@ -49,6 +48,13 @@ COSMETIC = {
     "feature_shards",
 }
 
+
+# Trained on raw inputs unless `train.normalize_activations` says otherwise: plain k-sparse
+# dictionaries have no scale-dependent hyper-parameter and recover more toy features unscaled
+# (benchmarks/bench_toy_recovery.py). Matryoshka stays normalised: unscaled it converges slower
+# (tests/train/test_recovery.py, 0.875 vs >= 0.9 at 1,200 steps); L1 coefficients and JumpReLU
+# bandwidths are calibrated on inputs of norm sqrt(d_in).
+RAW_INPUT_ARCHITECTURES = frozenset({"topk", "batchtopk"})
 
 # A reconstruction this many times worse than predicting the mean is divergence, not slow training
 # (a fresh dictionary starts near FVU 1; lr = 1e6 reaches 1e20 and more within a few steps).
@@ -188,7 +194,7 @@ class Trainer:
             slot.log.reset()
 
     def normalizes(self) -> bool:
-        """`train.normalize_activations`, or when unset: unless every dictionary of the run is k-sparse.
+        """`train.normalize_activations`, or when unset: unless every dictionary is TopK or BatchTopK.
 
         TopK-family dictionaries have no scale-dependent hyper-parameter, and on raw inputs their
         biases are not slowed by the scale (Adam moves them by ~lr whatever the input norm): on the
@@ -197,7 +203,7 @@ class Trainer:
         """
         if self.tcfg.normalize_activations is not None:
             return self.tcfg.normalize_activations
-        return not all(dictionary_class(d.architecture).uses_k for d in self.cfg.all_dictionaries())
+        return not all(d.architecture in RAW_INPUT_ARCHITECTURES for d in self.cfg.all_dictionaries())
 
     # ---- the step ---------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:
