@@ -18,6 +18,7 @@ import torch
 
 from monosemantic.config import Config
 from monosemantic.dictionaries.base import TrainStepState
+from monosemantic.dictionaries.layer_sites import is_layer_glob
 from monosemantic.utils import distributed as D
 from monosemantic.utils.errors import ConfigError, DataError, MonosemanticError
 from monosemantic.utils.files import check_output
@@ -194,7 +195,8 @@ class Trainer:
             slot.log.reset()
 
     def normalizes(self) -> bool:
-        """`train.normalize_activations`, or when unset: unless every dictionary is TopK or BatchTopK.
+        """`train.normalize_activations`, or when unset: unless every dictionary is a one-site TopK or
+        BatchTopK (a multi-layer dictionary needs the per-layer scales to balance its layers).
 
         TopK-family dictionaries have no scale-dependent hyper-parameter, and on raw inputs their
         biases are not slowed by the scale (Adam moves them by ~lr whatever the input norm): on the
@@ -203,7 +205,11 @@ class Trainer:
         """
         if self.tcfg.normalize_activations is not None:
             return self.tcfg.normalize_activations
-        return not all(d.architecture in RAW_INPUT_ARCHITECTURES for d in self.cfg.all_dictionaries())
+        default_site = self.cfg.sites.names[0] if self.cfg.sites.names else ""
+        return not all(
+            d.architecture in RAW_INPUT_ARCHITECTURES and not is_layer_glob(d.site or default_site)
+            for d in self.cfg.all_dictionaries()
+        )
 
     # ---- the step ---------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:
