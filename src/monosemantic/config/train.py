@@ -25,8 +25,10 @@ class TrainConfig(Section):
     normalize_activations: bool | None = Field(
         None,
         description="Scale inputs to mean norm sqrt(d_in); folded into weights at save. Unset: only "
-        "when some dictionary is not TopK or BatchTopK (an L1 coefficient or JumpReLU bandwidth "
-        "assumes the scale); TopK/BatchTopK-only runs train on raw inputs, which recovers more toy features.",
+        "when some dictionary is not a one-site TopK or BatchTopK (L1 coefficients and JumpReLU "
+        "bandwidths assume the scale; multi-layer dictionaries need per-layer scales); TopK/BatchTopK-only "
+        "runs train on raw inputs, which recovers more toy features (README: Toy recovery). true: the "
+        "old default.",
     )
     dead_latents: Literal["auxk", "resample", "none"] = Field("auxk", description="Dead-latent handling.")
     dead_after_tokens: int = Field(1_000_000, gt=0, description="A latent silent this long counts as dead.")
