@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from monosemantic.evaluate.toy import (
+    ToyFeatures,
     feature_probabilities,
     make_toy_data,
     mmcs,
@@ -68,3 +69,24 @@ def test_scores_planted_vs_random():
     rn = rand / rand.norm(dim=1, keepdim=True)
     ref = np.mean([max(float(a @ b) for b in rn) for a in un])
     assert mmcs(rand, u) == pytest.approx(ref, abs=1e-6)
+
+
+def test_streamed_toy_features_match_the_planted_model():
+    """ToyFeatures streams fresh batches from the same directions; its mean L0 is the empirical one."""
+    toy = ToyFeatures.planted(
+        64, 16, avg_active=4.0, decay=0.5, n_correlated_pairs=3, pair_strength=0.9, seed=3
+    )
+    _, u = make_toy_data(64, 16, 10, avg_active=4.0, decay=0.5, n_correlated_pairs=3, seed=3)
+    assert torch.equal(toy.directions, u)
+    a = toy.sample(4000, torch.Generator().manual_seed(1))
+    b = toy.sample(4000, torch.Generator().manual_seed(1))
+    c = toy.sample(4000, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    # codes through an orthonormal basis (d = n_features) give the firing counts directly
+    ortho = ToyFeatures.planted(32, 32, avg_active=4.0, decay=0.5, n_correlated_pairs=3, seed=0)
+    ortho.directions = torch.eye(32)
+    codes = ortho.sample(40_000, torch.Generator().manual_seed(0))
+    assert (codes >= 0).all()
+    empirical = (codes > 0).sum(-1).double().mean().item()
+    assert empirical == pytest.approx(ortho.mean_l0(), rel=0.02)
+    assert ortho.mean_l0() > 4.0  # the pair followers add to the independent firings

@@ -12,7 +12,7 @@ from train_helpers import PlantedStream, make_config
 from monosemantic.train.init import geometric_median, norm_scale
 from monosemantic.train.naming import dictionary_name
 from monosemantic.train.schedules import lr_factor, sparsity_factor
-from monosemantic.train.trainer import train
+from monosemantic.train.trainer import Trainer, train
 from monosemantic.utils.errors import ConfigError, DataError
 
 
@@ -177,3 +177,19 @@ def test_a_huge_learning_rate_fails_as_divergence_and_saves_no_final_dictionary(
         train(cfg, stream=PlantedStream())
     cfg_json = tmp_path / "cfg.json"
     assert not cfg_json.exists() or not json.loads(cfg_json.read_text())["metadata"]["training"]["complete"]
+
+
+def test_activation_normalisation_defaults_on_only_for_scale_dependent_dictionaries(tmp_path):
+    """Unset, TopK/BatchTopK-only runs keep raw inputs (scale 1); an L1 dictionary in the run, or an explicit
+    `normalize_activations = true`, scales them to mean norm sqrt(d_in)."""
+    topk = {"architecture": "topk", "d_sae": 32, "k": 4}
+    relu = {"architecture": "relu", "d_sae": 32}
+    cases = [([topk], None, False), ([topk, relu], None, True), ([topk], True, True), ([relu], False, False)]
+    for i, (dicts, flag, normalised) in enumerate(cases):
+        extra = {} if flag is None else {"normalize_activations": flag}
+        cfg = make_config(tmp_path / str(i), dictionaries=dicts, tokens=256 * 2, **extra)
+        trainer = Trainer(cfg, stream=PlantedStream())
+        trainer.initialize()
+        (scale,) = trainer.scales.values()
+        assert trainer.normalizes() is normalised
+        assert (abs(scale - 1.0) > 0.05) is normalised, (dicts, flag, scale)

@@ -22,8 +22,13 @@ class TrainConfig(Section):
     lr_decay_start: float = Field(0.8, ge=0, le=1, description="Fraction of training after which LR decays.")
     sparsity_warmup_steps: int = Field(0, ge=0, description="Steps over which the sparsity penalty ramps up.")
     b_dec_init: Literal["geometric_median", "mean", "zeros"] = "geometric_median"
-    normalize_activations: bool = Field(
-        True, description="Scale inputs to mean norm sqrt(d_in); folded into weights at save."
+    normalize_activations: bool | None = Field(
+        None,
+        description="Scale inputs to mean norm sqrt(d_in); folded into weights at save. Unset: only "
+        "when some dictionary is not a one-site TopK or BatchTopK (L1 coefficients and JumpReLU "
+        "bandwidths assume the scale; multi-layer dictionaries need per-layer scales); TopK/BatchTopK-only "
+        "runs train on raw inputs, which recovers more toy features (README: Toy recovery). true: the "
+        "old default.",
     )
     dead_latents: Literal["auxk", "resample", "none"] = Field("auxk", description="Dead-latent handling.")
     dead_after_tokens: int = Field(1_000_000, gt=0, description="A latent silent this long counts as dead.")

@@ -42,32 +42,75 @@ def make_toy_data(
     """
     if n_features < 1 or d < 1 or n_samples < 1:
         raise ValueError("make_toy_data needs n_features, d and n_samples >= 1")
-    if 2 * n_correlated_pairs > n_features:
-        raise ValueError(
-            f"{n_correlated_pairs} disjoint pairs need at least {2 * n_correlated_pairs} features"
-        )
-    if not 0 <= min_magnitude <= max_magnitude:
-        raise ValueError("need 0 <= min_magnitude <= max_magnitude")
-    gen = torch.Generator().manual_seed(seed)
-    directions = torch.randn(n_features, d, generator=gen, dtype=torch.float64)
-    directions = directions / directions.norm(dim=1, keepdim=True)
-    directions_f = directions.float()
-    probs = feature_probabilities(n_features, avg_active, decay).float()
-    pairs = torch.randperm(n_features, generator=gen)[: 2 * n_correlated_pairs].view(-1, 2)
-
+    toy = ToyFeatures.planted(
+        n_features, d, avg_active=avg_active, decay=decay, n_correlated_pairs=n_correlated_pairs,
+        pair_strength=pair_strength, min_magnitude=min_magnitude, max_magnitude=max_magnitude, seed=seed,
+    )  # fmt: skip
     out = torch.empty(n_samples, d, dtype=torch.float32)
     for start in range(0, n_samples, _CHUNK):
         n = min(_CHUNK, n_samples - start)
-        fires = torch.rand(n, n_features, generator=gen) < probs
-        if len(pairs):
-            follow = torch.rand(n, len(pairs), generator=gen) < pair_strength
-            fires[:, pairs[:, 1]] |= fires[:, pairs[:, 0]] & follow
+        out[start : start + n] = toy.sample(n, toy.generator)
+    return out, toy.directions
+
+
+class ToyFeatures:
+    """The planted model behind `make_toy_data`, kept so that samples can be streamed batch by batch.
+
+    A training benchmark of millions of tokens need not hold them in memory: `sample(n, gen)`
+    draws fresh i.i.d. rows from the same directions, probabilities and pairs.
+    """
+
+    def __init__(
+        self, directions: Tensor, probs: Tensor, pairs: Tensor, pair_strength: float,
+        min_magnitude: float, max_magnitude: float, generator: torch.Generator,
+    ) -> None:  # fmt: skip
+        self.directions, self.probs, self.pairs = directions, probs, pairs
+        self.pair_strength = pair_strength
+        self.min_magnitude, self.max_magnitude = min_magnitude, max_magnitude
+        self.generator = generator  # the seeded generator that drew the directions, for `make_toy_data`
+
+    @classmethod
+    def planted(
+        cls, n_features: int, d: int, *, avg_active: float = 5.0, decay: float = 1.0,
+        n_correlated_pairs: int = 0, pair_strength: float = 0.9, min_magnitude: float = 0.0,
+        max_magnitude: float = 1.0, seed: int = 0,
+    ) -> ToyFeatures:  # fmt: skip
+        """Random unit directions, power-law probabilities and random disjoint pairs (see `make_toy_data`)."""
+        if n_features < 1 or d < 1:
+            raise ValueError("toy features need n_features and d >= 1")
+        if 2 * n_correlated_pairs > n_features:
+            raise ValueError(
+                f"{n_correlated_pairs} disjoint pairs need at least {2 * n_correlated_pairs} features"
+            )
+        if not 0 <= min_magnitude <= max_magnitude:
+            raise ValueError("need 0 <= min_magnitude <= max_magnitude")
+        gen = torch.Generator().manual_seed(seed)
+        directions = torch.randn(n_features, d, generator=gen, dtype=torch.float64)
+        directions = (directions / directions.norm(dim=1, keepdim=True)).float()
+        probs = feature_probabilities(n_features, avg_active, decay).float()
+        pairs = torch.randperm(n_features, generator=gen)[: 2 * n_correlated_pairs].view(-1, 2)
+        return cls(directions, probs, pairs, pair_strength, min_magnitude, max_magnitude, gen)
+
+    def mean_l0(self) -> float:
+        """Expected active features per sample: the independent firings plus the pair followers'."""
+        extra = 0.0
+        if len(self.pairs):
+            a, b = self.probs[self.pairs[:, 0]].double(), self.probs[self.pairs[:, 1]].double()
+            extra = (a * self.pair_strength * (1 - b)).sum().item()
+        return self.probs.double().sum().item() + extra
+
+    def sample(self, n: int, gen: torch.Generator) -> Tensor:
+        """`n` fresh rows `sum_i a_i u_i` [n, d] float32, drawn with `gen`."""
+        fires = torch.rand(n, len(self.probs), generator=gen) < self.probs
+        if len(self.pairs):
+            follow = torch.rand(n, len(self.pairs), generator=gen) < self.pair_strength
+            fires[:, self.pairs[:, 1]] |= fires[:, self.pairs[:, 0]] & follow
         rows, cols = fires.nonzero(as_tuple=True)
-        mags = min_magnitude + (max_magnitude - min_magnitude) * torch.rand(len(rows), generator=gen)
-        chunk = torch.zeros(n, d, dtype=torch.float32)
-        chunk.index_add_(0, rows, mags[:, None] * directions_f[cols])
-        out[start : start + n] = chunk
-    return out, directions_f
+        span = self.max_magnitude - self.min_magnitude
+        mags = self.min_magnitude + span * torch.rand(len(rows), generator=gen)
+        out = torch.zeros(n, self.directions.shape[1], dtype=torch.float32)
+        out.index_add_(0, rows, mags[:, None] * self.directions[cols])
+        return out
 
 
 def feature_probabilities(n_features: int, avg_active: float, decay: float) -> Tensor:
