@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -37,3 +38,20 @@ def train_config(folder: Path, acts: Path, body: str) -> Path:
         f'dead_after_tokens = 2048\nlog_every = 4\ncheckpoint_every = 8\nout = "{folder}/single"\n'
     )
     return path
+
+
+def assert_close(a: object, b: object, rel: float, floor: float, path: str = "") -> None:
+    """Equal structure and values; floats to `rel` relative to max(|a|, floor) (float64 sums in
+    another order), NaN equal to NaN."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), path
+        for k in a:
+            assert_close(a[k], b[k], rel, floor, f"{path}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_close(x, y, rel, floor, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert (math.isnan(a) and math.isnan(b)) or abs(a - b) <= rel * max(abs(a), floor), (path, a, b)
+    else:
+        assert a == b, (path, a, b)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 from pathlib import Path
 
 import torch
-from distributed_helpers import torchrun
+from distributed_helpers import assert_close, torchrun
 
 from monosemantic.activations.cache import ActivationCache
 from monosemantic.activations.harvest import harvest
@@ -21,20 +20,9 @@ SITE = "blocks.1.hook_resid_post"
 TIMINGS = {"pass_seconds", "encode_seconds", "created"}  # when and how fast, not what
 
 
-def close(a: object, b: object, path: str) -> None:
+def close(a: object, b: object, path: str = "") -> None:
     """Equal structure and values; floats to 1e-9 relative (float64 sums in another order)."""
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and set(a) == set(b), path
-        for k in a:
-            close(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, list):
-        assert isinstance(b, list) and len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            close(x, y, f"{path}[{i}]")
-    elif isinstance(a, float) and isinstance(b, float) and not (math.isnan(a) and math.isnan(b)):
-        assert abs(a - b) <= 1e-9 * max(abs(a), 1e-30), (path, a, b)
-    else:
-        assert a == b, (path, a, b)
+    assert_close(a, b, 1e-9, 1e-30, path)
 
 
 def rows(db: Path, sql: str) -> list[tuple]:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-from distributed_helpers import torchrun
+from distributed_helpers import assert_close, torchrun
 
 from monosemantic.activations.harvest import harvest
 from monosemantic.config import load_config
@@ -16,18 +15,7 @@ from monosemantic.train.trainer import train
 
 def close(a: object, b: object, path: str = "") -> None:
     """Equal structure and values; floats to 1e-12 relative (float64 sums in another order)."""
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and set(a) == set(b), path
-        for k in a:
-            close(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, list):
-        assert isinstance(b, list) and len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            close(x, y, f"{path}[{i}]")
-    elif isinstance(a, float) and isinstance(b, float) and not (math.isnan(a) and math.isnan(b)):
-        assert abs(a - b) <= 1e-12 * max(abs(a), 1.0), (path, a, b)
-    elif not isinstance(a, float):
-        assert a == b, (path, a, b)
+    assert_close(a, b, 1e-12, 1.0, path)
 
 
 def test_two_ranks_give_the_single_process_metrics(tmp_path: Path) -> None:
