@@ -205,18 +205,10 @@ class Crosscoder(CrossLayerTranscoder):
         self.load_state_dict(t, strict=True)
 
     def saved_cfg(self) -> dict:
-        c = self.cfg
-        return {
-            "architecture": "crosscoder",
-            "activation_function": c.activation,
-            "n_layers": self.n_layers,
-            "layers": list(c.layers),
-            "d_in": self.d_layer_in,
-            "d_out": self.d_layer_out,
-            "d_sae": c.d_sae,
-            "hook_names": list(c.hook_names),
-            "hook_names_out": list(c.hook_names_out),
-        }
+        """The CLT's layout keys, named a crosscoder (one latent space: no per-layer transcoder width)."""
+        cfg = super().saved_cfg() | {"architecture": "crosscoder"}
+        del cfg["d_transcoder"]
+        return cfg
 
     def extra_repr(self) -> str:
         c = self.cfg
