@@ -15,12 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.lm.model import SubjectModel
+from monosemantic.utils.errors import ConfigError
 
 from .spliced import Edit, _recovered, _where, next_token_ce, next_token_kl
 
@@ -144,7 +147,6 @@ class PerLayerMetrics:
 def mlp_transcoders(folders: Sequence, device: torch.device) -> dict[int, Dictionary]:
     """Per-layer MLP transcoders (blocks.L.hook_mlp_in -> blocks.L.hook_mlp_out) under `folders`, by layer."""
     from monosemantic.dictionaries.io import find_dictionaries, load_dictionary
-    from monosemantic.utils.errors import ConfigError
 
     found: dict[int, Dictionary] = {}
     for folder in folders:
@@ -165,3 +167,29 @@ def mlp_transcoders(folders: Sequence, device: torch.device) -> dict[int, Dictio
                 )
             found[layer] = dic
     return found
+
+
+def clt_spliced_metrics(clt, model, batches, keeps, compare: list[Path] | None) -> dict[str, Any]:
+    """A CLT's spliced metrics: every MLP it covers replaced at once; the same for per-layer
+    transcoders of those layers from `evaluate.compare_transcoders`, under their folder names."""
+    own = all_mlps_replaced(model, batches, keeps, MLPReplacement.from_clt(clt))
+    out: dict[str, Any] = {
+        "ce_loss_clean": own["ce_loss_clean"],
+        "ce_loss_spliced": own["ce_loss_replaced"],
+        "ce_loss_recovered": own["ce_loss_recovered"],
+        "kl_spliced": own["kl_replaced"],
+        "all_mlps_replaced": own,
+    }
+    if compare:
+        sets = mlp_transcoders(compare, clt.device)
+        layers = [int(v) for v in clt.cfg.layers]
+        missing = [v for v in layers if v not in sets]
+        if missing:
+            raise ConfigError(
+                f"evaluate.compare_transcoders has no transcoder for layer(s) {missing}; the CLT covers {layers}"
+            )
+        rep = MLPReplacement.from_transcoders([sets[v] for v in layers])
+        res = all_mlps_replaced(model, batches, keeps, rep)
+        res["folders"] = [str(p) for p in compare]
+        out["all_mlps_replaced_transcoders"] = res
+    return out

@@ -42,14 +42,7 @@ from .distributed import (
     merge_spliced,
 )
 from .metrics import ReconstructionMetrics
-from .replace_all import (
-    MLPReplacement,
-    PerLayerMetrics,
-    all_mlps_replaced,
-    is_clt,
-    is_multi_site,
-    mlp_transcoders,
-)
+from .replace_all import PerLayerMetrics, clt_spliced_metrics, is_clt, is_multi_site
 from .report import print_table, write_outputs
 from .spliced import SplicedEvaluator, SpliceSpec
 
@@ -287,7 +280,9 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
                 spliced[i] = r
         for i, e in enumerate(entries):  # a crosscoder is acausal: it has no spliced model
             if is_clt(e.dic):
-                spliced[i] = _clt_spliced(e.dic, model.get(), token_batches, keeps, ecfg.compare_transcoders)
+                spliced[i] = clt_spliced_metrics(
+                    e.dic, model.get(), token_batches, keeps, ecfg.compare_transcoders
+                )
 
     results: list[dict[str, Any]] = []
     concept_reports: dict[str, dict[str, Any]] = {}
@@ -339,32 +334,6 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
     stdout.print(sample["note"], highlight=False)
     stdout.print(f"metrics written to [bold]{out / 'metrics.json'}[/]")
     return results
-
-
-def _clt_spliced(clt, model, batches, keeps, compare: list[Path] | None) -> dict[str, Any]:
-    """A CLT's spliced metrics: every MLP it covers replaced at once; the same for per-layer
-    transcoders of those layers from `evaluate.compare_transcoders`, under their folder names."""
-    own = all_mlps_replaced(model, batches, keeps, MLPReplacement.from_clt(clt))
-    out: dict[str, Any] = {
-        "ce_loss_clean": own["ce_loss_clean"],
-        "ce_loss_spliced": own["ce_loss_replaced"],
-        "ce_loss_recovered": own["ce_loss_recovered"],
-        "kl_spliced": own["kl_replaced"],
-        "all_mlps_replaced": own,
-    }
-    if compare:
-        sets = mlp_transcoders(compare, clt.device)
-        layers = [int(v) for v in clt.cfg.layers]
-        missing = [v for v in layers if v not in sets]
-        if missing:
-            raise ConfigError(
-                f"evaluate.compare_transcoders has no transcoder for layer(s) {missing}; the CLT covers {layers}"
-            )
-        rep = MLPReplacement.from_transcoders([sets[v] for v in layers])
-        res = all_mlps_replaced(model, batches, keeps, rep)
-        res["folders"] = [str(p) for p in compare]
-        out["all_mlps_replaced_transcoders"] = res
-    return out
 
 
 def _coverage_by_kind(rows: list[dict[str, Any]]) -> dict[str, float]:
