@@ -245,16 +245,23 @@ class CrossLayerTranscoder(Dictionary):
         f_flat = f.flatten(1)
         y_hat = self.decode(f_flat)
         mse = self.mse(y_hat, y)
-        terms = {"mse": mse.detach()}
-        loss = mse
-        if act == "relu":
-            l1 = (f * self.concat_decoder_norms()).sum((-1, -2)).mean()
+        l1 = (f * self.concat_decoder_norms()).sum((-1, -2)).mean() if act == "relu" else None
+        loss, terms = self._penalised(mse, l1, l0, state)
+        return LossOutput(loss, y_hat, f=f_flat, terms=terms)
+
+    def _penalised(
+        self, mse: Tensor, l1: Tensor | None, l0: Tensor | None, state: TrainStepState
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss and its logged terms: mse plus the activation family's penalty (decoder-norm
+        weighted L1 for relu, the L0 count for jumprelu, none for the TopK rules)."""
+        loss, terms = mse, {"mse": mse.detach()}
+        if l1 is not None:
             loss = loss + self.sparsity_coefficient(state, self.cfg.l1_coefficient) * l1
             terms["l1"] = l1.detach()
         elif l0 is not None:
             loss = loss + self.sparsity_coefficient(state, self.cfg.l0_coefficient) * l0
             terms["l0"] = l0.detach()
-        return LossOutput(loss, y_hat, f=f_flat, terms=terms)
+        return loss, terms
 
     # ---- trainer hooks ------------------------------------------------------------------------
     @torch.no_grad()

@@ -138,14 +138,8 @@ class Crosscoder(CrossLayerTranscoder):
             self._track_threshold(f.detach())
         y_hat = self.decode(f)
         mse = self.mse(y_hat, self._check_input(y, self.d_out, "target"))
-        loss, terms = mse, {"mse": mse.detach()}
-        if act == "relu":
-            l1 = (f * self.concat_decoder_norms()).sum(-1).mean()
-            loss = loss + self.sparsity_coefficient(state, self.cfg.l1_coefficient) * l1
-            terms["l1"] = l1.detach()
-        elif l0 is not None:
-            loss = loss + self.sparsity_coefficient(state, self.cfg.l0_coefficient) * l0
-            terms["l0"] = l0.detach()
+        l1 = (f * self.concat_decoder_norms()).sum(-1).mean() if act == "relu" else None
+        loss, terms = self._penalised(mse, l1, l0, state)
         return LossOutput(loss, y_hat, f=f, terms=terms)
 
     @torch.no_grad()
