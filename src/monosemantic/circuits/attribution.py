@@ -23,6 +23,7 @@ from torch import Tensor
 
 from monosemantic.utils.progress import progress_bar
 
+from .position_blocks import PositionBlocks
 from .pruning import influence_from_rows
 from .replacement import ReplacementModel, Setup
 from .targets import Target, select_targets
@@ -105,11 +106,12 @@ class _Rows:
         self.W_U, self.W_U_mean = W_U, W_U.mean(-1)
         # writes[j]: (output dictionary i, activation x decoder row [n_j, d_out]) for each output the
         # latents of dictionary j write to (one for single-site dictionaries, every later layer for a CLT)
-        self.writes: list[list[tuple[int, Tensor]]] = [[] for _ in rm.spliced]
+        self.blocks = [PositionBlocks(a.pos, T) for a in setup.active]
+        self.writes: list[list[tuple[int, tuple[Tensor, Tensor]]]] = [[] for _ in rm.spliced]
         for i, s in enumerate(rm.spliced):
             for j, W in s.sources:
                 a = setup.active[j]
-                self.writes[j].append((i, a.act[:, None] * W[a.idx]))
+                self.writes[j].append((i, self.blocks[j].layout(a.act[:, None] * W[a.idx])))
 
     def target_vec(self, t: Target) -> Tensor:
         if t.kind == "logit_diff":
@@ -153,18 +155,10 @@ class _Rows:
         n = len(specs)
         G = self.grads(specs)
         parts = []
-        for j in range(len(rm.spliced)):  # feature columns, chunked to bound memory
-            a = st.active[j]
-            total = None
-            for i, dv in self.writes[j]:
-                Gi = G[rm.spliced[i].site_out][:n]
-                chunk = max(1, (1 << 24) // max(1, n * dv.shape[1]))
-                cols = [
-                    torch.einsum("bnd,nd->bn", Gi[:, a.pos[c : c + chunk]], dv[c : c + chunk])
-                    for c in range(0, len(a.pos), chunk)
-                ]
-                part = torch.cat(cols, 1) if cols else Gi.new_zeros(n, 0)
-                total = part if total is None else total + part
+        for j in range(len(rm.spliced)):  # feature columns: gradient at each feature's output(s) . vector
+            total = G["embed"].new_zeros(n, len(st.active[j].pos))
+            for i, laid_out in self.writes[j]:
+                total += self.blocks[j].contract(G[rm.spliced[i].site_out][:n], laid_out)
             parts.append(total)
         for i, s in enumerate(rm.spliced):  # error columns
             parts.append(torch.einsum("btd,td->bt", G[s.site_out][:n], st.errors[i]))

@@ -156,13 +156,31 @@ class FunctionalLM(nn.Module):
         rep = self.n_heads // self.n_kv
         return q, k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1), attn.o_proj
 
+    def _values(self, attn: nn.Module, x: Tensor) -> tuple[Tensor, nn.Module]:
+        """v [B, H, T, hd] alone, for a frozen pattern: q and k would be computed and back-propagated
+        through (zeros, for the fused layouts) for nothing; attribution's backward passes are mostly this."""
+        B, T, _ = x.shape
+        layout, H, hd = self.family.qkv, self.n_heads, self.head_dim
+        if layout == "gpt2":  # Conv1D: weight [d, 3d], columns q | k | v
+            d = self.d_model
+            v = torch.addmm(attn.c_attn.bias[2 * d :], x.reshape(B * T, -1), attn.c_attn.weight[:, 2 * d :])
+            return v.view(B, T, H, hd).transpose(1, 2), attn.c_proj
+        if layout == "neox":  # Linear rows laid out per head as (q, k, v)
+            lin = attn.query_key_value
+            W = lin.weight.view(H, 3, hd, -1)[:, 2].reshape(H * hd, -1)
+            b = lin.bias.view(H, 3, hd)[:, 2].reshape(H * hd) if lin.bias is not None else None
+            return F.linear(x, W, b).view(B, T, H, hd).transpose(1, 2), attn.dense
+        v = attn.v_proj(x).view(B, T, self.n_kv, hd).transpose(1, 2)
+        return v.repeat_interleave(H // self.n_kv, dim=1), attn.o_proj
+
     def _attention(self, layer: int, x: Tensor, mode: str, freeze: Freeze | None) -> Tensor:
         attn = self.blocks[layer].get_submodule(self.family.attn)
         B, T, _ = x.shape
-        q, k, v, out_proj = self._qkv(attn, x)
-        if mode in ("frozen",) and freeze is not None and layer in freeze.patterns:
+        if mode == "frozen" and freeze is not None and layer in freeze.patterns:
             pattern = freeze.patterns[layer]
+            v, out_proj = self._values(attn, x)
         else:
+            q, k, v, out_proj = self._qkv(attn, x)
             if self.family.rotary:
                 if self.family.qkv == "neox":  # rotates only the first rotary_pct of each head
                     from transformers.models.gpt_neox.modeling_gpt_neox import apply_rotary_pos_emb
