@@ -102,17 +102,22 @@ def _setup(n: int):
     return ReplacementModel(model, dics), label
 
 
-def _prompt_ids(rm, n: int):
+def story_ids(tokenizer, n: int):
+    """The first n tokens of storyworld's stories (seed 0), joined by spaces."""
     import torch
 
     from monosemantic.corpus.storyworld import generate_stories
 
     ids: list[int] = []
     for story in generate_stories(0):
-        ids += rm.tokenizer(story.text + " ", add_special_tokens=False).input_ids
+        ids += tokenizer(story.text + " ", add_special_tokens=False).input_ids
         if len(ids) >= n:
             break
     return torch.tensor(ids[:n])
+
+
+def _prompt_ids(rm, n: int):
+    return story_ids(rm.tokenizer, n)
 
 
 def one(n: int, max_feature_nodes: int, batch_size: int) -> dict:

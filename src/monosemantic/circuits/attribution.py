@@ -107,7 +107,7 @@ class _Rows:
         # writes[j]: (output dictionary i, activation x decoder row [n_j, d_out]) for each output the
         # latents of dictionary j write to (one for single-site dictionaries, every later layer for a CLT)
         self.blocks = [PositionBlocks(a.pos, T) for a in setup.active]
-        self.writes: list[list[tuple[int, tuple[Tensor, Tensor]]]] = [[] for _ in rm.spliced]
+        self.writes: list[list[tuple[int, Tensor]]] = [[] for _ in rm.spliced]
         for i, s in enumerate(rm.spliced):
             for j, W in s.sources:
                 a = setup.active[j]
@@ -155,11 +155,9 @@ class _Rows:
         n = len(specs)
         G = self.grads(specs)
         parts = []
-        for j in range(len(rm.spliced)):  # feature columns: gradient at each feature's output(s) . vector
-            total = G["embed"].new_zeros(n, len(st.active[j].pos))
-            for i, laid_out in self.writes[j]:
-                total += self.blocks[j].contract(G[rm.spliced[i].site_out][:n], laid_out)
-            parts.append(total)
+        for j, writes in enumerate(self.writes):  # feature columns: gradient at each output . vector
+            grads = [G[rm.spliced[i].site_out][:n] for i, _ in writes]
+            parts.append(self.blocks[j].contract(grads, [v for _, v in writes]))
         for i, s in enumerate(rm.spliced):  # error columns
             parts.append(torch.einsum("btd,td->bt", G[s.site_out][:n], st.errors[i]))
         parts.append(torch.einsum("btd,td->bt", G["embed"][:n], st.embed))
