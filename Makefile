@@ -58,8 +58,17 @@ $(SAELENS_VENV)/.stamp:
 	$(SAELENS_VENV)/bin/pip install -q 'sae-lens>=6' || echo "warning: sae-lens could not be installed; the bench reports ours only"
 	@touch $@
 
-bench: setup $(SAELENS_VENV)/.stamp
-	SAELENS_PYTHON=$(CURDIR)/$(SAELENS_VENV)/bin/python $(BIN)/python -m benchmarks.run_all
+# circuit-tracer likewise (the attribution side-by-side); its transformers pin differs from ours.
+CT_VENV := .venv-circuit-tracer
+$(CT_VENV)/.stamp:
+	@test -x $(CT_VENV)/bin/python || $(PY) -m venv $(CT_VENV)
+	@if ! command -v nvidia-smi >/dev/null 2>&1; then $(CT_VENV)/bin/pip install -q $(TORCH_CPU); fi
+	$(CT_VENV)/bin/pip install -q 'circuit-tracer>=0.5' || echo "warning: circuit-tracer could not be installed; the bench reports ours only"
+	@touch $@
+
+bench: setup $(SAELENS_VENV)/.stamp $(CT_VENV)/.stamp
+	SAELENS_PYTHON=$(CURDIR)/$(SAELENS_VENV)/bin/python CIRCUIT_TRACER_PYTHON=$(CURDIR)/$(CT_VENV)/bin/python \
+		$(BIN)/python -m benchmarks.run_all
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

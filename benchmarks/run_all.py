@@ -22,7 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 RESULTS = ROOT / "benchmarks" / "results"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
-MODULES = ["bench_harvest", "bench_train", "bench_analyze", "bench_circuits", "bench_toy_recovery"]
+MODULES = [
+    "bench_harvest",
+    "bench_train",
+    "bench_analyze",
+    "bench_circuits",
+    "bench_circuit_tracer",
+    "bench_toy_recovery",
+]
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
