@@ -1,10 +1,11 @@
-"""Attribution time and peak memory against prompt length (16..512 tokens).
+"""Attribution time and peak memory against prompt length (32..2048 tokens).
 
 Each length runs in a fresh subprocess so its peak RSS (`resource.getrusage` max RSS, minus the
 RSS after loading the model and dictionaries) is its own. Transcoders on every MLP: the demo's
 trained ones under runs/demo/dictionaries when present, else random TopK transcoders of the same
 shape (attribution cost does not depend on training). The model is the shipped storyworld LM up
-to its 128-token context, beyond that a random GPT-2 of the same shape with 1024 positions. `growth` is the log-log slope from the previous length
+to its 128-token context; beyond that the same weights with the 128 learned position embeddings
+tiled to 2048 (`long_context_copy`). `growth` is the log-log slope from the previous length
 (1 = linear, 2 = quadratic).
 """
 
@@ -18,8 +19,10 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 TITLE = "Circuits: attribution time and memory vs prompt length"
-LENGTHS = (16, 32, 64, 128, 256, 512)
+LENGTHS = (32, 64, 128, 256, 512, 1024, 2048)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -48,6 +51,32 @@ def _rss_mb() -> float:
     return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def long_context_copy(n_positions: int) -> Path:
+    """The shipped LM with its 128 learned position embeddings repeated up to `n_positions`, saved
+    to a temporary folder: the same weights and activation statistics (so the demo's transcoders
+    fire as usual) on prompts longer than its context. Position p reads embedding p mod 128."""
+    import shutil
+    import tempfile
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from monosemantic.lm.shipped import SHIPPED_DIR
+
+    short = GPT2LMHeadModel.from_pretrained(SHIPPED_DIR, dtype=torch.float32)
+    cfg = GPT2Config.from_pretrained(SHIPPED_DIR)
+    cfg.n_positions = n_positions
+    long = GPT2LMHeadModel(cfg).to(torch.float32)
+    state = short.state_dict()
+    wpe = state.pop("transformer.wpe.weight")
+    state["transformer.wpe.weight"] = wpe.repeat(-(-n_positions // len(wpe)), 1)[:n_positions]
+    long.load_state_dict(state)
+    out = Path(tempfile.mkdtemp()) / "storyworld-long"
+    long.save_pretrained(out)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(SHIPPED_DIR / f, out / f)
+    return out
+
+
 def _setup(n: int):
     import torch
 
@@ -56,24 +85,13 @@ def _setup(n: int):
     from monosemantic.dictionaries import build_dictionary
     from monosemantic.dictionaries.io import find_dictionaries, load_dictionary
     from monosemantic.lm.model import load_model
-    from monosemantic.lm.shipped import SHIPPED_DIR
 
     torch.set_num_threads(2)
-    if (SHIPPED_DIR / "config.json").exists() and n <= 128:
+    if n <= 128:
         model, label = load_model("storyworld"), "shipped storyworld LM"
     else:
-        # the shipped LM's context is 128 tokens: longer prompts run on a random GPT-2 of the same
-        # shape with 1024 positions (attribution cost depends on shapes and active-feature counts only)
-        import tempfile
-
-        from monosemantic.lm.tiny import save_tiny_model
-
-        shape = {"n_layer": 4, "n_embd": 128, "n_head": 4}
-        if (SHIPPED_DIR / "config.json").exists():
-            c = json.loads((SHIPPED_DIR / "config.json").read_text())
-            shape = {k: c[k] for k in shape}
-        path = save_tiny_model("gpt2", Path(tempfile.mkdtemp()) / "gpt2", n_positions=1024, **shape)
-        model, label = load_model(str(path)), f"random GPT-2 ({shape['n_layer']} layers, d={shape['n_embd']})"
+        model = load_model(str(long_context_copy(max(LENGTHS))))
+        label = f"shipped storyworld LM, its 128 positions tiled to {max(LENGTHS)}"
     trained = ROOT / "runs" / "demo" / "dictionaries"
     dics = []
     if trained.is_dir():
@@ -142,7 +160,7 @@ def one(n: int, max_feature_nodes: int, batch_size: int) -> dict:
     }
 
 
-def run(lengths=LENGTHS, max_feature_nodes: int = 4096, batch_size: int = 64) -> list[dict]:
+def run(lengths=LENGTHS, max_feature_nodes: int = 1024, batch_size: int = 64) -> list[dict]:
     rows = []
     for n in lengths:
         cmd = [
