@@ -200,6 +200,8 @@ def attribute(
     feat_pos = torch.cat([a.pos.cpu() for a in setup.active]) if n_feat else torch.zeros(0, dtype=torch.long)
     feat_idx = torch.cat([a.idx.cpu() for a in setup.active]) if n_feat else torch.zeros(0, dtype=torch.long)
 
+    feat_depth = torch.tensor([s.layer for s in rm.spliced], dtype=torch.long)[feat_dict]
+
     def feature_spec(j: int) -> tuple:
         i = int(feat_dict[j])
         s = rm.spliced[i]
@@ -244,6 +246,9 @@ def attribute(
                 infl = influence_from_rows(edge[:st], row_node[:st], target_w, n_targets, n_cols)
                 order = infl[:n_feat].argsort(descending=True)
                 pending = order[~visited[order]][: min(update_interval * batch_size, max_nodes - n_done)]
+            # the same rows, grouped by layer: a batch's backward pass only runs below its deepest
+            # row's layer, so layer-sorted batches skip the upper layers (about half the work)
+            pending = pending[torch.argsort(feat_depth[pending], stable=True)]
             for c in range(0, len(pending), batch_size):
                 idx = pending[c : c + batch_size]
                 block = rows.compute([feature_spec(int(j)) for j in idx])
