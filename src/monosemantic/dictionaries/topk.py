@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .auxk import auxk_loss
 from .base import Dictionary, DictionaryMeta, LossOutput, SparseCodes, TrainStepState, register_dictionary
 from .sparse_encoder import sparse_encode, topk_dead, topk_rows
 
@@ -99,8 +100,7 @@ class TopKDictionary(Dictionary):
 
     def _aux_loss(self, aux: SparseCodes, residual: Tensor, dead: Tensor) -> Tensor:
         aux_k = self.cfg.aux_k or max(self.d_in // 2, 1)
-        scale = min(self._n_dead(dead) / aux_k, 1.0)
-        return scale * self.mse(self.decode_codes(aux, bias=False), residual)
+        return auxk_loss(self.decode_codes(aux, bias=False), residual, self._n_dead(dead), aux_k)
 
     def _reconstruction_loss(
         self, codes: SparseCodes, x: Tensor, y: Tensor
