@@ -27,11 +27,11 @@ from monosemantic.utils.errors import MonosemanticError
 
 from .auxk import auxk_loss, dead_for_aux, default_aux_k
 from .base import LossOutput, TrainStepState, register_dictionary
-from .batchtopk import THRESHOLD_RATE
+from .batchtopk import THRESHOLD_RATE, smallest_selected
 from .clt import CrossLayerTranscoder
 from .clt_meta import CLTMeta
 from .jumprelu import jumprelu, step
-from .sparse_encoder import sparse_decode, topk_batch, topk_dead
+from .sparse_encoder import sparse_decode, topk_dead
 
 
 @register_dictionary("crosscoder")
@@ -133,7 +133,7 @@ class Crosscoder(CrossLayerTranscoder):
             top = z.topk(int(self.cfg.k), dim=-1, sorted=False)
             f = torch.zeros_like(z).scatter(-1, top.indices, F.relu(top.values))
         else:
-            rows, cols = topk_batch(z.detach(), int(self.cfg.k) * z.shape[0])
+            rows, cols = self._topk_batch(z.detach(), int(self.cfg.k))
             mask = torch.zeros_like(z, dtype=torch.bool)
             mask[rows, cols] = True
             f = F.relu(z) * mask
@@ -163,10 +163,10 @@ class Crosscoder(CrossLayerTranscoder):
     def _track_threshold(self, f: Tensor) -> None:
         if not self.training:
             return
-        pos = f[f > 0]
-        if pos.numel():
+        smallest = smallest_selected(f, self.sharding)  # over every rank's rows (parallel='data')
+        if torch.isfinite(smallest):
             rate = max(1.0 / float(self.threshold_updates + 1), THRESHOLD_RATE)
-            self.threshold.mul_(1 - rate).add_(rate * pos.min().float())
+            self.threshold.mul_(1 - rate).add_(rate * smallest)
         self.threshold_updates += 1
 
     # ---- trainer hooks ------------------------------------------------------------------------
