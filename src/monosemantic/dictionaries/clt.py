@@ -214,10 +214,10 @@ class CrossLayerTranscoder(Dictionary):
         k, aux_k = int(self.cfg.k), self.cfg.aux_k or default_aux_k(self.d_layer_in, n)
         batch = self.cfg.activation == "batchtopk"
         dead_l = None if dead is None else dead.view(L, n)
-        has_dead = [False] * L if dead_l is None else dead_l.any(1).tolist()
+        n_dead = [0] * L if dead_l is None else dead_l.sum(1).tolist()  # one host sync
         parts, aux_parts, rows_all, cols_all, vals_all = [], [], [], [], []
         for s in range(L):
-            layer_dead = dead_l[s] if has_dead[s] else None
+            layer_dead = dead_l[s] if n_dead[s] else None
 
             def select(pre: Tensor, layer_dead: Tensor | None = layer_dead) -> list[tuple[Tensor, Tensor]]:
                 groups = [self._topk_batch(pre, k) if batch else topk_rows(pre, k)]
@@ -245,7 +245,7 @@ class CrossLayerTranscoder(Dictionary):
         loss, terms = mse, {"mse": mse.detach()}
         if aux_parts:  # dead latents of layer s reconstruct the residual of every layer >= s
             aux_recon = torch.stack(aux_parts).sum(0).flatten(1)
-            auxk = auxk_loss(aux_recon, y - y_hat, int(dead.sum()), L * aux_k)
+            auxk = auxk_loss(aux_recon, y - y_hat, sum(n_dead), L * aux_k)
             loss = loss + self.cfg.aux_coefficient * auxk
             terms["auxk"] = auxk.detach()
         return LossOutput(loss, y_hat, terms=terms, codes=codes)
