@@ -69,7 +69,7 @@ def test_clt_auxk_matches_dense_reference():
     for s in range(L):
         m = min(2, int(dead.view(L, N)[s].sum()))
         t = masked[:, s].topk(m, dim=-1)
-        aux_f[:, s] = torch.zeros_like(z[:, s]).scatter(-1, t.indices, F.relu(t.values))
+        aux_f[:, s] = torch.zeros_like(z[:, s]).scatter(-1, t.indices, t.values)  # raw, no ReLU
 
     def decode(acts: torch.Tensor) -> torch.Tensor:
         return sum(
@@ -89,15 +89,15 @@ def test_clt_auxk_matches_dense_reference():
 
 @pytest.mark.parametrize("activation", ["topk", "batchtopk"])
 def test_clt_dead_latents_get_gradient_only_from_auxk(activation):
-    """Latents the main rule never selects (K others per layer always win) get no gradient unless
-    the dead mask names them; then their encoder column, bias and decoder rows to every later
-    layer move. (Their pre-activations stay positive: AuxK, like TopK, keeps ReLU(z).)"""
+    """Latents the main rule never selects (K others per layer always win; their own
+    pre-activations are negative, as a dead latent's are) get no gradient unless the dead mask
+    names them; then their encoder column, bias and decoder rows to every later layer move."""
     clt = make(activation)
     silent = {0: [2, 4], 1: [0]}  # layer -> latents forced silent
     with torch.no_grad():
         clt.b_enc[:, N - K :] = 50.0  # the main selection, every token
         for s, idx in silent.items():
-            clt.b_enc[s, idx] = 5.0
+            clt.b_enc[s, idx] = -20.0
     x, y = batch()
     dead = dead_mask(L * N, [s * N + j for s, idx in silent.items() for j in idx])
     for mask in (None, dead):
@@ -132,7 +132,7 @@ def test_crosscoder_auxk_reaches_dead_latents_in_every_layer(activation):
     cc = make(activation, crosscoder=True, aux_k=2)
     with torch.no_grad():
         cc.b_enc[N - K :] = 50.0
-        cc.b_enc[[3, 8]] = 5.0
+        cc.b_enc[[3, 8]] = -20.0  # never selected, negative pre-activations
     x, _ = batch()
     dead = dead_mask(N, [3, 8, 10])
     for mask in (None, dead):
@@ -148,7 +148,7 @@ def test_crosscoder_auxk_reaches_dead_latents_in_every_layer(activation):
     # the value: the 2 largest dead pre-activations per token decode (no bias) against the residual
     z = cc.pre_acts(x).detach()
     t = z.masked_fill(~dead, -torch.inf).topk(2, dim=-1)
-    aux_f = torch.zeros_like(z).scatter(-1, t.indices, F.relu(t.values))
+    aux_f = torch.zeros_like(z).scatter(-1, t.indices, t.values)
     resid = x - out.x_hat.detach()
     want = (torch.einsum("bn,nld->bld", aux_f, cc.W_dec.detach()).flatten(1) - resid).pow(2).sum(-1).mean()
     assert abs(out.terms["auxk"].item() - want.item()) < 1e-4 * want.item()

@@ -8,6 +8,13 @@ loss has the main loss's normalisation (squared error summed over features, whic
 crosscoder is summed over its output layers, averaged over rows) and is scaled by
 min(n_dead / budget, 1): with few dead latents their reconstruction is weak by construction, so
 the term should not dominate. The caller weights it by `aux_coefficient`.
+
+The dead latents enter with their raw pre-activations, as in SAELens, not ReLU(pre): a dead
+latent's pre-activations are mostly negative, and under a ReLU the aux gradient that pushes them
+further down leaves it with no gradient at all, a trap. Measured on the demo cache (524k tokens,
+latents dead after 20k silent tokens): with ReLU, AuxK raised the dead fraction of the 4 TopK
+transcoders from 5% to 8-23% and of the CLT from 3.4% to 5.2%; with raw pre-activations it fell
+below 1% for both, at the same FVU.
 """
 
 from __future__ import annotations

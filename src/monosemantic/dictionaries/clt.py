@@ -232,7 +232,7 @@ class CrossLayerTranscoder(Dictionary):
             parts.append(F.pad(sparse_decode(vals, W, rows, cols, B).view(B, L - s, d), (0, 0, s, 0)))
             if len(groups) > 1:
                 a_rows, a_cols, a_vals = groups[1]
-                aux = sparse_decode(F.relu(a_vals), W, a_rows, a_cols, B).view(B, L - s, d)
+                aux = sparse_decode(a_vals, W, a_rows, a_cols, B).view(B, L - s, d)  # raw: auxk.py
                 aux_parts.append(F.pad(aux, (0, 0, s, 0)))
             rows_all.append(rows)
             cols_all.append(cols + s * n)

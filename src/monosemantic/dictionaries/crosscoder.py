@@ -152,11 +152,11 @@ class Crosscoder(CrossLayerTranscoder):
         return LossOutput(loss, y_hat, f=f, terms=terms)
 
     def _aux_loss(self, z: Tensor, residual: Tensor, dead: Tensor) -> Tensor:
-        """AuxK: the aux_k largest dead pre-activations z [B, n] per token, decoded into every
-        layer without bias (a gather over W_dec's [n, L*d] rows), against the residual."""
+        """AuxK: the aux_k largest dead pre-activations z [B, n] per token (raw, see `auxk.py`),
+        decoded into every layer without bias (a gather over W_dec's [n, L*d] rows)."""
         aux_k = self.cfg.aux_k or default_aux_k(self.d_in, self.d_sae)
         rows, cols = topk_dead(z.detach(), dead, aux_k)
-        aux = sparse_decode(F.relu(z[rows, cols]), self.W_dec.flatten(1), rows, cols, z.shape[0])
+        aux = sparse_decode(z[rows, cols], self.W_dec.flatten(1), rows, cols, z.shape[0])
         return auxk_loss(aux, residual, int(dead.sum()), aux_k)
 
     @torch.no_grad()
