@@ -1,9 +1,9 @@
 """TopK SAE (Gao et al. 2024, "Scaling and evaluating sparse autoencoders").
 
 f = ReLU(TopK(W_enc^T (x - b_dec) + b_enc)): exactly k latents per token, so no sparsity penalty.
-Dead latents are revived by the AuxK loss: the top `aux_k` dead latents reconstruct the
-residual error y - y_hat, weighted by `aux_coefficient` (scaled down while fewer than aux_k
-latents are dead, as SAELens does). Training never builds the dense [B, d_sae] activation
+Dead latents are revived by the AuxK loss (`auxk.py`): the top `aux_k` dead latents, with their
+raw pre-activations, reconstruct the residual error y - y_hat, weighted by `aux_coefficient`
+(scaled down while fewer than aux_k latents are dead, as SAELens does). Training never builds the dense [B, d_sae] activation
 matrix: the encoder backward and the decoder are gathers (see `sparse_encoder.py`).
 """
 
@@ -85,7 +85,7 @@ class TopKDictionary(Dictionary):
         aux = None
         if dead is not None:
             rows, cols, vals = groups[1]
-            aux = SparseCodes(rows, cols, F.relu(vals), n, self.d_sae)
+            aux = SparseCodes(rows, cols, vals, n, self.d_sae)  # raw pre-activations: see auxk.py
         return codes, aux
 
     def _dead_for_aux(self, state: TrainStepState) -> Tensor | None:
