@@ -7,7 +7,7 @@ reports: parameters, the memory of weights + gradients + Adam moments (16 bytes 
 parameter), and one training step (loss, backward, decoder-norm hooks, Adam) at batch 2,048, for
 the CLT without and with AuxK (10% of latents marked dead) and for L TopK transcoders.
 
-Run: `.venv/bin/python -m benchmarks.bench_clt_scaling` (about 30 s on 2 CPU cores); not part of
+Run: `.venv/bin/python -m benchmarks.bench_clt_scaling` (about 15 s on 2 CPU cores); not part of
 `make bench`.
 """
 
