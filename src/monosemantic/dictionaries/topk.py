@@ -3,8 +3,9 @@
 f = ReLU(TopK(W_enc^T (x - b_dec) + b_enc)): exactly k latents per token, so no sparsity penalty.
 Dead latents are revived by the AuxK loss (`auxk.py`): the top `aux_k` dead latents, with their
 raw pre-activations, reconstruct the residual error y - y_hat, weighted by `aux_coefficient`
-(scaled down while fewer than aux_k latents are dead, as SAELens does). Training never builds the dense [B, d_sae] activation
-matrix: the encoder backward and the decoder are gathers (see `sparse_encoder.py`).
+(scaled down while fewer than aux_k latents are dead, as SAELens does). Training never builds the
+dense [B, d_sae] activation matrix: the encoder backward and the decoder are gathers (see
+`sparse_encoder.py`).
 """
 
 from __future__ import annotations
