@@ -54,7 +54,7 @@ def aux_term(dic, p, pre, y, y_hat, dead):
     aux_k = dic.cfg.aux_k
     n = min(aux_k, int(dead.sum()))
     masked = torch.where(dead, pre, torch.full_like(pre, -1e9))
-    f_aux = torch.clamp(pre, min=0) * row_topk_mask(masked, n)
+    f_aux = pre * row_topk_mask(masked, n)  # raw pre-activations (SAELens), not ReLU
     residual = (y - y_hat).detach()
     scale = min(int(dead.sum()) / aux_k, 1.0)
     return dic.cfg.aux_coefficient * scale * sq_err(f_aux @ p["W_dec"], residual)

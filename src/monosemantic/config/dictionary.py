@@ -50,8 +50,13 @@ class DictionaryConfig(Section):
     matryoshka_widths: list[int] | None = Field(
         None, description="Nested prefix widths; the last equals d_sae. Default: d_sae/16, /4, /1."
     )
-    aux_k: int | None = Field(None, gt=0, description="Dead latents used by the AuxK loss (default d_in/2).")
-    aux_coefficient: float = Field(1 / 32, ge=0)
+    aux_k: int | None = Field(
+        None,
+        gt=0,
+        description="Dead latents per token used by the AuxK loss (TopK family; default d_in/2; for a "
+        "cross-layer transcoder per layer, like k, default half a layer's width).",
+    )
+    aux_coefficient: float = Field(1 / 32, ge=0, description="Weight of the AuxK loss (0 turns it off).")
     l1_decoder_norm: bool = Field(
         True,
         description="relu/gated: weight each latent's L1 by its decoder row norm (Anthropic, April 2024); "

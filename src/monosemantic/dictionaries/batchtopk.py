@@ -8,6 +8,8 @@ selected positive activation; at inference `encode` is a JumpReLU with that thre
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -16,8 +18,20 @@ from .base import DictionaryMeta, SparseCodes, register_dictionary
 from .sparse_encoder import topk_batch
 from .topk import TopKDictionary
 
+if TYPE_CHECKING:
+    from .sharding import Sharding
+
 # The running mean becomes an exponential moving average with this rate after 1/rate steps.
 THRESHOLD_RATE = 0.01
+
+
+@torch.no_grad()
+def smallest_selected(vals: Tensor, sharding: Sharding | None) -> Tensor:
+    """The running threshold's sample: the smallest positive selected activation of the whole
+    batch, every rank's rows and latents included (one process: this batch); inf if none."""
+    positive = vals[vals > 0]
+    smallest = positive.min().float() if positive.numel() else vals.new_tensor(torch.inf).float()
+    return smallest if sharding is None else sharding.global_min(smallest.reshape(1))[0]
 
 
 @register_dictionary("batchtopk")
@@ -43,10 +57,7 @@ class BatchTopKDictionary(TopKDictionary):
     def _after_select(self, codes: SparseCodes) -> None:
         if not self.training:
             return
-        positive = codes.vals[codes.vals > 0]
-        smallest = positive.min().float() if positive.numel() else codes.vals.new_tensor(torch.inf).float()
-        if self.sharding is not None:  # the smallest selected value of the whole mesh
-            smallest = self.sharding.global_min(smallest.reshape(1))[0]
+        smallest = smallest_selected(codes.vals, self.sharding)
         if not torch.isfinite(smallest):
             return
         rate = max(1.0 / float(self.threshold_updates + 1), THRESHOLD_RATE)

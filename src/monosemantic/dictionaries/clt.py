@@ -18,7 +18,8 @@ depend on a later layer, which a full replacement run needs):
   scale); decoder rows free and folded to unit concatenated norm at export;
 - topk: k latents per layer per token; batchtopk: k*B per layer over the batch, a per-layer
   JumpReLU threshold at inference. Both hold concatenated decoder norms at 1, so selecting on
-  f_i equals selecting on f_i ||W_dec_i||.
+  f_i equals selecting on f_i ||W_dec_i||. Dead latents get the AuxK loss (`auxk.py`): each
+  layer's aux_k largest dead latents reconstruct the residual of every layer they write to.
 """
 
 from __future__ import annotations
@@ -31,12 +32,13 @@ from torch import Tensor, nn
 
 from monosemantic.utils.errors import DataError, MonosemanticError
 
+from .auxk import auxk_loss, dead_for_aux, default_aux_k
 from .base import Dictionary, LossOutput, SparseCodes, TrainStepState, register_dictionary
-from .batchtopk import THRESHOLD_RATE
+from .batchtopk import THRESHOLD_RATE, smallest_selected
 from .clt_meta import ACTIVATIONS, CLTMeta
 from .jumprelu import JumpReLUDictionary, jumprelu, step
 from .relu import L1
-from .sparse_encoder import _sort_order, sparse_decode, sparse_encode, topk_batch, topk_rows
+from .sparse_encoder import _sort_order, sparse_decode, sparse_encode, topk_batch, topk_dead, topk_rows
 
 
 @register_dictionary("clt")
@@ -192,30 +194,46 @@ class CrossLayerTranscoder(Dictionary):
         if not self.training:
             return
         rate = max(1.0 / float(self.threshold_updates + 1), THRESHOLD_RATE)
-        pos = vals[vals > 0]
-        if pos.numel():
-            self.threshold[i].mul_(1 - rate).add_(rate * pos.min().float())
+        smallest = smallest_selected(vals, self.sharding)  # over every rank's rows (parallel='data')
+        if torch.isfinite(smallest):
+            self.threshold[i].mul_(1 - rate).add_(rate * smallest)
         if i == self.n_layers - 1:
             self.threshold_updates += 1
 
-    def _sparse_loss(self, xs: Tensor, y: Tensor) -> LossOutput:
+    def _topk_batch(self, pre: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """BatchTopK's k * B largest entries; with rows split over ranks, of the global batch."""
+        if self.sharding is None:
+            return topk_batch(pre, k * pre.shape[0])
+        return self.sharding.topk_batch(pre, k)
+
+    def _sparse_loss(self, xs: Tensor, y: Tensor, dead: Tensor | None) -> LossOutput:
         """TopK / BatchTopK: per layer, the fused sparse encoder of `sparse_encoder.py` and a gather
-        decoder into all later layers; the dense [B, L, n] activations are never built."""
+        decoder into all later layers; the dense [B, L, n] activations are never built. With a dead
+        mask [L*n], each layer's encoder also picks its aux_k largest dead latents for AuxK."""
         B, L, n, d = xs.shape[0], self.n_layers, self.n_per_layer, self.d_layer_out
-        k = int(self.cfg.k)
+        k, aux_k = int(self.cfg.k), self.cfg.aux_k or default_aux_k(self.d_layer_in, n)
         batch = self.cfg.activation == "batchtopk"
-        parts, rows_all, cols_all, vals_all = [], [], [], []
+        dead_l = None if dead is None else dead.view(L, n)
+        n_dead = [0] * L if dead_l is None else dead_l.sum(1).tolist()  # one host sync
+        parts, aux_parts, rows_all, cols_all, vals_all = [], [], [], [], []
         for s in range(L):
+            layer_dead = dead_l[s] if n_dead[s] else None
 
-            def select(pre: Tensor) -> list[tuple[Tensor, Tensor]]:
-                return [topk_batch(pre, k * pre.shape[0]) if batch else topk_rows(pre, k)]
+            def select(pre: Tensor, layer_dead: Tensor | None = layer_dead) -> list[tuple[Tensor, Tensor]]:
+                groups = [self._topk_batch(pre, k) if batch else topk_rows(pre, k)]
+                return groups if layer_dead is None else groups + [topk_dead(pre, layer_dead, aux_k)]
 
-            ((rows, cols, vals),) = sparse_encode(xs[:, s].contiguous(), self.W_enc[s], self.b_enc[s], select)
+            groups = sparse_encode(xs[:, s].contiguous(), self.W_enc[s], self.b_enc[s], select)
+            rows, cols, vals = groups[0]
             vals = F.relu(vals)
             if batch:
                 self._update_threshold(s, vals.detach())
-            out = sparse_decode(vals, self.W_dec[s].reshape(n, -1), rows, cols, B)  # [B, (L - s) * d]
-            parts.append(F.pad(out.view(B, L - s, d), (0, 0, s, 0)))
+            W = self.W_dec[s].reshape(n, -1)  # [n, (L - s) * d]: this layer's writes to layers >= s
+            parts.append(F.pad(sparse_decode(vals, W, rows, cols, B).view(B, L - s, d), (0, 0, s, 0)))
+            if len(groups) > 1:
+                a_rows, a_cols, a_vals = groups[1]
+                aux = sparse_decode(a_vals, W, a_rows, a_cols, B).view(B, L - s, d)  # raw: auxk.py
+                aux_parts.append(F.pad(aux, (0, 0, s, 0)))
             rows_all.append(rows)
             cols_all.append(cols + s * n)
             vals_all.append(vals)
@@ -224,7 +242,13 @@ class CrossLayerTranscoder(Dictionary):
         order = _sort_order(rows)
         codes = SparseCodes(rows[order], cols[order], vals[order].detach(), B, self.d_sae)
         mse = self.mse(y_hat, y)
-        return LossOutput(mse, y_hat, terms={"mse": mse.detach()}, codes=codes)
+        loss, terms = mse, {"mse": mse.detach()}
+        if aux_parts:  # dead latents of layer s reconstruct the residual of every layer >= s
+            aux_recon = torch.stack(aux_parts).sum(0).flatten(1)
+            auxk = auxk_loss(aux_recon, y - y_hat, sum(n_dead), L * aux_k)
+            loss = loss + self.cfg.aux_coefficient * auxk
+            terms["auxk"] = auxk.detach()
+        return LossOutput(loss, y_hat, terms=terms, codes=codes)
 
     def training_loss(self, x: Tensor, y: Tensor, state: TrainStepState | None = None) -> LossOutput:
         state = state or TrainStepState()
@@ -232,7 +256,8 @@ class CrossLayerTranscoder(Dictionary):
         y = self._check_input(y, self.d_out, "target")
         act, eps = self.cfg.activation, self.cfg.jumprelu_bandwidth
         if act in ("topk", "batchtopk"):
-            return self._sparse_loss(xs.to(self.dtype), y)
+            dead = dead_for_aux(state.dead_mask, self.cfg.aux_coefficient, self.device)
+            return self._sparse_loss(xs.to(self.dtype), y, dead)
         z = torch.einsum("bld,ldn->bln", xs.to(self.dtype), self.W_enc) + self.b_enc  # [B, L, n]
         l0 = None
         if act == "jumprelu":

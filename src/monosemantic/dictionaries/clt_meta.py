@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from monosemantic.config.dictionary import DictionaryConfig
 from monosemantic.utils.errors import ConfigError
 
+from .auxk import default_aux_k
 from .base import DictionaryMeta
 from .layer_sites import expand, glob_layers
 
@@ -65,6 +66,12 @@ def meta_from_config(dict_cfg: DictionaryConfig, d_in: int, d_out: int | None) -
     crosscoder = sites_out == sites_in
     if act in ("topk", "batchtopk") and (dict_cfg.k is None or dict_cfg.k > n):
         raise ConfigError(f"a {act} CLT needs 1 <= k <= d_sae per layer ({n}); set dictionary.k")
+    if dict_cfg.aux_k is not None and dict_cfg.aux_k > n:
+        raise ConfigError(
+            f"aux_k={dict_cfg.aux_k} is larger than d_sae ({n}, per layer for a CLT); choose aux_k <= {n}"
+        )
+    # AuxK picks aux_k dead latents per encoder: per layer for a CLT, over the one space for a crosscoder
+    aux_k = dict_cfg.aux_k or default_aux_k(d_in if crosscoder else d_layer, n)
     return CLTMeta(
         architecture="crosscoder" if crosscoder else "clt",
         d_in=d_in,
@@ -78,6 +85,8 @@ def meta_from_config(dict_cfg: DictionaryConfig, d_in: int, d_out: int | None) -
         l0_coefficient=dict_cfg.l0_coefficient,
         jumprelu_bandwidth=dict_cfg.jumprelu_bandwidth,
         jumprelu_init_threshold=dict_cfg.jumprelu_init_threshold,
+        aux_k=aux_k,
+        aux_coefficient=dict_cfg.aux_coefficient,
         decoder_init_norm=dict_cfg.decoder_init_norm,
         activation=act,
         layers=layers,

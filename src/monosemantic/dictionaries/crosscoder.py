@@ -11,7 +11,8 @@ feature present in one layer only has norm there alone, and over two models' sit
 the per-model norm ratio finds model-specific features (`decoder_norm_share`).
 
 Activation families as in `clt.py`: relu (L1 weighted by the concatenated decoder norm), jumprelu
-(L0), topk / batchtopk (k latents per token over the one latent space; unit concatenated norms).
+(L0), topk / batchtopk (k latents per token over the one latent space; unit concatenated norms;
+dead latents get AuxK, `auxk.py`, reconstructing the residual of every layer).
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from torch import Tensor, nn
 
 from monosemantic.utils.errors import MonosemanticError
 
+from .auxk import auxk_loss, dead_for_aux, default_aux_k
 from .base import LossOutput, TrainStepState, register_dictionary
-from .batchtopk import THRESHOLD_RATE
+from .batchtopk import THRESHOLD_RATE, smallest_selected
 from .clt import CrossLayerTranscoder
 from .clt_meta import CLTMeta
 from .jumprelu import jumprelu, step
-from .sparse_encoder import topk_batch
+from .sparse_encoder import sparse_decode, topk_dead
 
 
 @register_dictionary("crosscoder")
@@ -131,25 +133,40 @@ class Crosscoder(CrossLayerTranscoder):
             top = z.topk(int(self.cfg.k), dim=-1, sorted=False)
             f = torch.zeros_like(z).scatter(-1, top.indices, F.relu(top.values))
         else:
-            rows, cols = topk_batch(z.detach(), int(self.cfg.k) * z.shape[0])
+            rows, cols = self._topk_batch(z.detach(), int(self.cfg.k))
             mask = torch.zeros_like(z, dtype=torch.bool)
             mask[rows, cols] = True
             f = F.relu(z) * mask
             self._track_threshold(f.detach())
         y_hat = self.decode(f)
-        mse = self.mse(y_hat, self._check_input(y, self.d_out, "target"))
+        y = self._check_input(y, self.d_out, "target")
+        mse = self.mse(y_hat, y)
         l1 = (f * self.concat_decoder_norms()).sum(-1).mean() if act == "relu" else None
         loss, terms = self._penalised(mse, l1, l0, state)
+        sparse = act in ("topk", "batchtopk")
+        dead = dead_for_aux(state.dead_mask, self.cfg.aux_coefficient, self.device) if sparse else None
+        if dead is not None:
+            auxk = self._aux_loss(z, y - y_hat, dead)
+            loss = loss + self.cfg.aux_coefficient * auxk
+            terms["auxk"] = auxk.detach()
         return LossOutput(loss, y_hat, f=f, terms=terms)
+
+    def _aux_loss(self, z: Tensor, residual: Tensor, dead: Tensor) -> Tensor:
+        """AuxK: the aux_k largest dead pre-activations z [B, n] per token (raw, see `auxk.py`),
+        decoded into every layer without bias (a gather over W_dec's [n, L*d] rows)."""
+        aux_k = self.cfg.aux_k or default_aux_k(self.d_in, self.d_sae)
+        rows, cols = topk_dead(z.detach(), dead, aux_k)
+        aux = sparse_decode(z[rows, cols], self.W_dec.flatten(1), rows, cols, z.shape[0])
+        return auxk_loss(aux, residual, int(dead.sum()), aux_k)
 
     @torch.no_grad()
     def _track_threshold(self, f: Tensor) -> None:
         if not self.training:
             return
-        pos = f[f > 0]
-        if pos.numel():
+        smallest = smallest_selected(f, self.sharding)  # over every rank's rows (parallel='data')
+        if torch.isfinite(smallest):
             rate = max(1.0 / float(self.threshold_updates + 1), THRESHOLD_RATE)
-            self.threshold.mul_(1 - rate).add_(rate * pos.min().float())
+            self.threshold.mul_(1 - rate).add_(rate * smallest)
         self.threshold_updates += 1
 
     # ---- trainer hooks ------------------------------------------------------------------------

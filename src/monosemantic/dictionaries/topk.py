@@ -1,10 +1,11 @@
 """TopK SAE (Gao et al. 2024, "Scaling and evaluating sparse autoencoders").
 
 f = ReLU(TopK(W_enc^T (x - b_dec) + b_enc)): exactly k latents per token, so no sparsity penalty.
-Dead latents are revived by the AuxK loss: the top `aux_k` dead latents reconstruct the
-residual error y - y_hat, weighted by `aux_coefficient` (scaled down while fewer than aux_k
-latents are dead, as SAELens does). Training never builds the dense [B, d_sae] activation
-matrix: the encoder backward and the decoder are gathers (see `sparse_encoder.py`).
+Dead latents are revived by the AuxK loss (`auxk.py`): the top `aux_k` dead latents, with their
+raw pre-activations, reconstruct the residual error y - y_hat, weighted by `aux_coefficient`
+(scaled down while fewer than aux_k latents are dead, as SAELens does). Training never builds the
+dense [B, d_sae] activation matrix: the encoder backward and the decoder are gathers (see
+`sparse_encoder.py`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .auxk import auxk_loss
 from .base import Dictionary, DictionaryMeta, LossOutput, SparseCodes, TrainStepState, register_dictionary
 from .sparse_encoder import sparse_encode, topk_dead, topk_rows
 
@@ -84,7 +86,7 @@ class TopKDictionary(Dictionary):
         aux = None
         if dead is not None:
             rows, cols, vals = groups[1]
-            aux = SparseCodes(rows, cols, F.relu(vals), n, self.d_sae)
+            aux = SparseCodes(rows, cols, vals, n, self.d_sae)  # raw pre-activations: see auxk.py
         return codes, aux
 
     def _dead_for_aux(self, state: TrainStepState) -> Tensor | None:
@@ -99,8 +101,7 @@ class TopKDictionary(Dictionary):
 
     def _aux_loss(self, aux: SparseCodes, residual: Tensor, dead: Tensor) -> Tensor:
         aux_k = self.cfg.aux_k or max(self.d_in // 2, 1)
-        scale = min(self._n_dead(dead) / aux_k, 1.0)
-        return scale * self.mse(self.decode_codes(aux, bias=False), residual)
+        return auxk_loss(self.decode_codes(aux, bias=False), residual, self._n_dead(dead), aux_k)
 
     def _reconstruction_loss(
         self, codes: SparseCodes, x: Tensor, y: Tensor
