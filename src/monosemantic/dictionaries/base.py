@@ -63,7 +63,8 @@ class Dictionary(nn.Module, abc.ABC):
     Besides `encode` and `training_loss` it declares, as class attributes, what the rest of the
     pipeline must know about it: whether it needs `k`, its sparsity `penalty`, its SAELens name,
     its own config fields (`Options`), and it may override `configure` (defaults and checks),
-    `latent_parameters`/`reset_latents` (dead-latent resampling) and `encoder_dirs` (circuits).
+    `latent_parameters`/`reset_latents` (dead-latent resampling), `latent_state` (what feature-sharded
+    training splits, buffers included) and `encoder_dirs` (circuits).
     """
 
     architecture: ClassVar[str] = ""
@@ -356,6 +357,11 @@ class Dictionary(nn.Module, abc.ABC):
         and resetting optimiser moments)."""
         axes = {"W_enc": 1, "W_dec": 0, "b_enc": 0}
         return {n: a for n, a in axes.items() if isinstance(getattr(self, n, None), nn.Parameter)}
+
+    def latent_state(self) -> dict[str, int]:
+        """Every state tensor indexed by latent (parameters and buffers such as a running
+        threshold), with its latent axis: what feature-sharded training splits and gathers."""
+        return self.latent_parameters()
 
     @torch.no_grad()
     def reset_latents(self, idx: Tensor, enc: Tensor, dec: Tensor) -> None:

@@ -48,6 +48,9 @@ class BatchTopKDictionary(TopKDictionary):
         self.register_buffer("threshold", torch.zeros(cfg.d_sae))
         self.register_buffer("threshold_updates", torch.zeros((), dtype=torch.long))
 
+    def latent_state(self) -> dict[str, int]:
+        return {**super().latent_state(), "threshold": 0}
+
     def _select(self, pre: Tensor) -> tuple[Tensor, Tensor]:
         if self.sharding is not None:
             return self.sharding.topk_batch(pre, self.k)

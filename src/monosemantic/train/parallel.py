@@ -146,7 +146,7 @@ class Parallel:
         meta = dataclasses.replace(full.cfg, d_sae=hi - lo)
         with torch.random.fork_rng(devices=[]):  # its random init is overwritten: leave the RNG as is
             dic = type(full)(meta).to(full.device)
-        dic.load_state_dict(self._slice(full.state_dict(), full.latent_parameters(), lo, hi))
+        dic.load_state_dict(self._slice(full.state_dict(), full.latent_state(), lo, hi))
         dic.sharding = self._sharding(dic, lo, full.d_sae)
         self.full_meta[slot.name] = full.cfg
         return dataclasses.replace(
@@ -221,7 +221,7 @@ class Parallel:
             return (slot.dic, slot.tracker.density()) if self.writes_exports() else None
         if self.data_rank != 0:
             return None
-        axes = slot.dic.latent_parameters()
+        axes = slot.dic.latent_state()
         state = {
             name: torch.cat(
                 D.all_gather_varlen(t.movedim(axes[name], 0).contiguous(), self.feature_group)
