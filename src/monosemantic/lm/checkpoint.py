@@ -27,6 +27,7 @@ SHAPE_KEYS = (
     "d_mlp",
     "context_size",
     "batch_size",
+    "init_from",
 )
 
 
