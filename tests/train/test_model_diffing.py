@@ -112,3 +112,27 @@ def test_paired_source_resumes_both_caches_at_the_same_position(tmp_path):
     assert set(got) == set(sites) and got[SITE].shape[0] == got["b:" + SITE].shape[0] > 0
     assert all(torch.equal(got[s], expected[s]) for s in sites)
     assert not torch.allclose(got[SITE], got["b:" + SITE], atol=1e-3)  # two models, not one twice
+
+
+@pytest.mark.parametrize("verb", ["evaluate", "analyze"])
+def test_evaluate_and_analyze_refuse_a_model_pair_crosscoder_in_one_line(tmp_path, verb, cli_runner):
+    """They read one model's cache; a two-model crosscoder gets a purpose-written line (exit 2)."""
+    from monosemantic.cli import app
+
+    a = write_model_cache(tmp_path / "a", "A")
+    b = write_model_cache(tmp_path / "b", "B")
+    cfg = _config(tmp_path, a, b).model_copy(deep=True)
+    cfg.train.tokens = 256 * 4
+    (folder,) = train(cfg)
+    toml = tmp_path / "c.toml"
+    toml.write_text(
+        f'[data]\nactivations = "{a}"\nactivations_b = "{b}"\n[harvest]\nout = "{a}"\n'
+        f'[train]\nout = "{tmp_path / "cc"}"\n[evaluate]\nout = "{tmp_path / "ev"}"\n'
+        f'[analyze]\nout = "{tmp_path / "an"}"\n'
+    )
+    result = cli_runner.invoke(app, [verb, str(toml)])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.stderr
+    assert "model-diffing crosscoder over {a,b}:" + SITE in lines[0] and f"`{verb}` reads one cache" in lines[0]
+    assert "bench_model_diff.py" in lines[0] and "Traceback" not in result.output
+    assert not (tmp_path / "ev").exists() and not (tmp_path / "an").exists()

@@ -24,7 +24,7 @@ from monosemantic.activations.cache import ActivationCache
 from monosemantic.config import Config
 from monosemantic.corpus.concepts import CONCEPTS
 from monosemantic.dictionaries.base import Dictionary
-from monosemantic.dictionaries.layer_sites import expand, is_layer_glob
+from monosemantic.dictionaries.layer_sites import expand, is_layer_glob, refuse_model_pair
 from monosemantic.lm.model import SubjectModel
 from monosemantic.utils import distributed as D
 from monosemantic.utils.errors import ConfigError, DataError
@@ -61,6 +61,12 @@ class _Entry:
     metrics: ReconstructionMetrics
     concepts: ConceptMetrics | None = None
     per_layer: PerLayerMetrics | None = None  # cross-layer transcoders
+
+
+_PAIR_INSTEAD = (
+    "its FVU and L0 over both models are in its training run's metrics.jsonl; for one model's side, "
+    "encode both caches' rows with load_dictionary (benchmarks/bench_model_diff.py)"
+)
 
 
 def _load_dictionaries(root: Path, device: torch.device) -> list[tuple[str, Path, Dictionary]]:
@@ -161,7 +167,6 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
     if cache.num_shards == 0:
         raise DataError(f"activation cache {cache.path} has no shards yet; run `monosemantic harvest` first")
     model = _Model(cache, device)
-    spliced_on = ecfg.spliced and _causal(model)
     if ecfg.benchmarks:
         from .benchmarks.runner import check_benchmarks
 
@@ -185,6 +190,7 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
                 highlight=False,
             )
         in_site, out_site = _sites(name, dic, cache)
+        refuse_model_pair(in_site, name, "evaluate", _PAIR_INSTEAD)
         entry = _Entry(name, path, dic, in_site, out_site, ReconstructionMetrics(dic.d_sae, dic.d_out))
         if is_multi_site(dic):
             if D.world_size() > 1:
@@ -197,6 +203,7 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
             entry.concepts = ConceptMetrics(dic.d_sae, len(cache.concepts), top_n=ecfg.purity_top_n)
         entries.append(entry)
 
+    spliced_on = ecfg.spliced and _causal(model)  # (loads the model: after the dictionaries' checks)
     keys = list(dict.fromkeys(s for e in entries for s in (e.in_site, e.out_site)))
     groups = {k: expand(k) for k in keys if is_layer_glob(k)}  # a CLT reads its sites concatenated
     sites = list(dict.fromkeys(c for k in keys for c in groups.get(k, [k])))
