@@ -249,10 +249,8 @@ def main(quick: bool) -> dict:
 if __name__ == "__main__":
     torch.manual_seed(0)
     random.seed(0)
-    torch.manual_seed(0)
-    random.seed(0)
-    res = main(quick)
     quick = "--quick" in sys.argv
+    res = main(quick)
     out = Path(__file__).parent / "results" / f"model_diff_layer{LAYER}{'' if quick else '_full'}.json"
     out.write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))
