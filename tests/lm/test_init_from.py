@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -23,6 +25,7 @@ PLANTED = "\n\n".join(
 
 
 def fine_tune_cfg(tmp_path, **lm) -> Config:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     text = tmp_path / "planted.txt"
     text.write_text(PLANTED)
     base = dict(
@@ -44,7 +47,7 @@ def fine_tune_cfg(tmp_path, **lm) -> Config:
 
 def mean_loss(model, cfg: Config, tokenizer) -> float:
     data = cfg.data.model_copy(update={"context_size": cfg.lm.context_size})
-    windows = [w.tokens for _, w in zip(range(64), TokenWindows(data, tokenizer, split="train"))]
+    windows = [w.tokens for w in itertools.islice(TokenWindows(data, tokenizer, split="train"), 64)]
     batch = torch.stack(windows).long()
     with torch.no_grad():
         return float(model.eval()(input_ids=batch, labels=batch).loss)
@@ -81,7 +84,10 @@ def test_fine_tuning_lowers_the_loss_on_the_new_text(tmp_path):
 @pytest.mark.parametrize(
     ("lm", "message"),
     [
-        ({"vocab_size": 400}, "lm.vocab_size=400 contradicts lm.init_from='storyworld', which has vocab_size=684"),
+        (
+            {"vocab_size": 400},
+            "lm.vocab_size=400 contradicts lm.init_from='storyworld', which has vocab_size=684",
+        ),
         ({"d_model": 64}, "lm.d_model=64 contradicts"),
         ({"tokenizer_texts": 100}, "reuses that model's tokenizer; remove lm.tokenizer_texts"),
         ({"context_size": 256}, "lm.context_size=256 exceeds the 128 positions"),
@@ -96,3 +102,27 @@ def test_options_that_contradict_the_checkpoint_are_refused(tmp_path, lm, messag
 def test_options_equal_to_the_checkpoints_are_accepted(tmp_path):
     model, _, _ = load_init(fine_tune_cfg(tmp_path, vocab_size=684, d_model=128, n_layers=4).lm)
     assert model.config.n_embd == 128
+
+
+def test_an_interrupted_fine_tune_resumes_to_the_identical_result(tmp_path):
+    from safetensors.torch import load_file
+
+    straight = train_lm(fine_tune_cfg(tmp_path / "a", steps=8, checkpoint_every=4))
+
+    def crash(step: int, loss: float) -> None:
+        if step == 6:
+            raise RuntimeError("simulated crash")
+
+    cfg = fine_tune_cfg(tmp_path / "b", steps=8, checkpoint_every=4)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_lm(cfg, callback=crash)
+    # the checkpoint belongs to a fine-tune of storyworld: a from-scratch rerun into it is refused
+    scratch = cfg.model_copy(deep=True)
+    scratch.lm.init_from = None
+    with pytest.raises(ConfigError, match="lm.init_from='storyworld', not None"):
+        train_lm(scratch)
+    steps: list[int] = []
+    resumed = train_lm(cfg, callback=lambda step, loss: steps.append(step))
+    assert steps == [5, 6, 7, 8]
+    a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
