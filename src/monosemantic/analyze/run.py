@@ -37,7 +37,6 @@ from monosemantic.utils.files import check_output
 from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.torch_utils import resolve_device
 
-
 _PAIR_INSTEAD = (
     "find its model-specific latents with load_dictionary(...).decoder_norm_share([0]) and their top "
     "tokens by encoding both caches' rows side by side (benchmarks/bench_model_diff.py)"
