@@ -133,6 +133,8 @@ def test_evaluate_and_analyze_refuse_a_model_pair_crosscoder_in_one_line(tmp_pat
     result = cli_runner.invoke(app, [verb, str(toml)])
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1, result.stderr
-    assert "model-diffing crosscoder over {a,b}:" + SITE in lines[0] and f"`{verb}` reads one cache" in lines[0]
+    assert (
+        "model-diffing crosscoder over {a,b}:" + SITE in lines[0] and f"`{verb}` reads one cache" in lines[0]
+    )
     assert "bench_model_diff.py" in lines[0] and "Traceback" not in result.output
     assert not (tmp_path / "ev").exists() and not (tmp_path / "an").exists()
