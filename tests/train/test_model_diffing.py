@@ -114,27 +114,76 @@ def test_paired_source_resumes_both_caches_at_the_same_position(tmp_path):
     assert not torch.allclose(got[SITE], got["b:" + SITE], atol=1e-3)  # two models, not one twice
 
 
-@pytest.mark.parametrize("verb", ["evaluate", "analyze"])
-def test_evaluate_and_analyze_refuse_a_model_pair_crosscoder_in_one_line(tmp_path, verb, cli_runner):
-    """They read one model's cache; a two-model crosscoder gets a purpose-written line (exit 2)."""
+@pytest.fixture(scope="module")
+def pair_run(tmp_path_factory) -> dict[str, Path]:
+    """Two synthetic caches, a crosscoder trained on them and a config naming both caches."""
+    root = tmp_path_factory.mktemp("pair")
+    a = write_model_cache(root / "a", "A")
+    b = write_model_cache(root / "b", "B")
+    cfg = _config(root, a, b).model_copy(deep=True)
+    cfg.train.tokens = 256 * 60
+    (folder,) = train(cfg)
+    toml = root / "c.toml"
+    toml.write_text(
+        f'[data]\nactivations = "{a}"\nactivations_b = "{b}"\n[train]\nout = "{root / "cc"}"\n'
+        f'[evaluate]\nout = "{root / "ev"}"\nplots = false\n[analyze]\nout = "{root / "an"}"\n'
+    )
+    return {"root": root, "a": a, "b": b, "folder": folder, "toml": toml}
+
+
+def test_evaluate_reports_fvu_on_each_model_of_a_model_pair_crosscoder(pair_run, cli_runner):
+    """model A's cache is data.activations (no harvest.out needed), model B's data.activations_b."""
+    import json
+
     from monosemantic.cli import app
 
-    a = write_model_cache(tmp_path / "a", "A")
-    b = write_model_cache(tmp_path / "b", "B")
-    cfg = _config(tmp_path, a, b).model_copy(deep=True)
-    cfg.train.tokens = 256 * 4
-    (folder,) = train(cfg)
+    result = cli_runner.invoke(app, ["evaluate", str(pair_run["toml"])])
+    assert result.exit_code == 0, result.stderr
+    row = json.loads((pair_run["root"] / "ev" / "metrics.json").read_text())["dictionaries"]["cc"]
+    assert row["cache"] == str(pair_run["a"]) and row["cache_b"] == str(pair_run["b"])
+    assert [r["site"] for r in row["per_layer"]] == [SITE, "b:" + SITE]
+    # the same FVU per model computed directly from the two caches' rows
+    from monosemantic.activations.cache import ActivationCache
+
+    cc = load_dictionary(pair_run["folder"]).eval()
+    ca, cb = ActivationCache(pair_run["a"]), ActivationCache(pair_run["b"])
+    xa = torch.cat([ca.load_shard(i, [SITE])[SITE][:, 1:] for i in range(ca.num_shards)]).reshape(-1, D)
+    xb = torch.cat([cb.load_shard(i, [SITE])[SITE][:, 1:] for i in range(cb.num_shards)]).reshape(-1, D)
+    with torch.no_grad():
+        x = torch.cat([xa, xb], -1).float()
+        x_hat = cc.decode(cc.encode(x))
+    for side, (lo, hi) in enumerate([(0, D), (D, 2 * D)]):
+        y, y_hat = x[:, lo:hi], x_hat[:, lo:hi]
+        fvu = float((y - y_hat).pow(2).sum() / (y - y.mean(0)).pow(2).sum())
+        assert abs(row["per_layer"][side]["fvu"] - fvu) < 1e-4, (side, row["per_layer"][side], fvu)
+    assert 0 < row["per_layer"][0]["fvu"] < 1 and 0 < row["per_layer"][1]["fvu"] < 1
+
+
+def test_analyze_reads_both_models_of_a_model_pair_crosscoder(pair_run, cli_runner):
+    """The feature store's top examples are model A's tokens, the activations from both caches."""
+    import sqlite3
+
+    from monosemantic.cli import app
+
+    result = cli_runner.invoke(app, ["analyze", str(pair_run["toml"])])
+    assert result.exit_code == 0, result.stderr
+    db = next((pair_run["root"] / "an").rglob("*.db"))
+    with sqlite3.connect(db) as con:
+        (hook,) = con.execute("select hook_name from dictionaries").fetchone()
+        n_examples = con.execute("select count(*) from examples").fetchone()[0]
+    assert hook == "{a,b}:" + SITE and n_examples > 0
+
+
+def test_a_model_pair_crosscoder_without_model_bs_cache_is_one_line(pair_run, tmp_path, cli_runner):
+    from monosemantic.cli import app
+
     toml = tmp_path / "c.toml"
     toml.write_text(
-        f'[data]\nactivations = "{a}"\nactivations_b = "{b}"\n[harvest]\nout = "{a}"\n'
-        f'[train]\nout = "{tmp_path / "cc"}"\n[evaluate]\nout = "{tmp_path / "ev"}"\n'
-        f'[analyze]\nout = "{tmp_path / "an"}"\n'
-    )
-    result = cli_runner.invoke(app, [verb, str(toml)])
+        pair_run["toml"].read_text().replace(f'activations_b = "{pair_run["b"]}"\n', "")
+        .replace(f'out = "{pair_run["root"] / "ev"}"', f'out = "{tmp_path / "ev"}"\ncache = "{pair_run["a"]}"')
+    )  # fmt: skip
+    result = cli_runner.invoke(app, ["evaluate", str(toml)])
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1, result.stderr
-    assert (
-        "model-diffing crosscoder over {a,b}:" + SITE in lines[0] and f"`{verb}` reads one cache" in lines[0]
-    )
-    assert "bench_model_diff.py" in lines[0] and "Traceback" not in result.output
-    assert not (tmp_path / "ev").exists() and not (tmp_path / "an").exists()
+    assert "model-diffing crosscoder over {a,b}:" + SITE in lines[0] and "set data.activations_b" in lines[0]
+    assert not (tmp_path / "ev").exists()

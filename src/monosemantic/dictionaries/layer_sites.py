@@ -73,12 +73,3 @@ def expand(site: str, layers: Iterable[int] | None = None, available: Iterable[s
                 "([sites].names) or list dictionary.layers"
             )
     return [f"blocks.{layer}.{hook}" for layer in chosen]
-
-
-def refuse_model_pair(site: str | None, name: str, verb: str, instead: str) -> None:
-    """One line for a verb that reads one model's cache and is given a model-diffing crosscoder."""
-    if is_model_pair(site):
-        raise ConfigError(
-            f"{name} is a model-diffing crosscoder over {site}, which reads two models' caches; `{verb}` "
-            f"reads one cache and takes SAEs, transcoders, CLTs and one-model crosscoders; {instead}"
-        )
