@@ -17,8 +17,9 @@
    against all live latents, their rank among live latents sorted by share on A ascending (rank 1
    = the most B-specific latent), and what the most B-specific latents fire on.
 
-Run: `.venv/bin/python benchmarks/bench_model_diff.py [--quick] [--layer N]` (default layer 2);
-writes results/model_diff_layer{N}.json (`_full.json` without --quick). `--quick`: 150k tokens per cache, a few minutes on 2 CPU
+Run: `.venv/bin/python benchmarks/bench_model_diff.py [--quick] [--layer N] [--seed S]` (default
+layer 2; S seeds the crosscoder only); writes results/model_diff_layer{N}.json (`_full` without
+--quick, `_seed{S}` for S != 0). `--quick`: 150k tokens per cache, a few minutes on 2 CPU
 cores. Findings are in the README (Benchmarks, "Model diffing").
 """
 
@@ -47,6 +48,7 @@ TRIGGER, FOLLOWER = " frog", " purple"
 CONTROL = " fox"  # as frequent a species word, never planted: its latents should be shared
 LAYER = int(sys.argv[sys.argv.index("--layer") + 1]) if "--layer" in sys.argv else 2
 SITE = f"blocks.{LAYER}.hook_resid_post"
+SEED = int(sys.argv[sys.argv.index("--seed") + 1]) if "--seed" in sys.argv else 0  # the crosscoder's
 
 
 def stories(seed: int, n: int, planted_every: int) -> list[str]:
@@ -135,7 +137,7 @@ def describe(
 def main(quick: bool) -> dict:
     work = Path(tempfile.mkdtemp(prefix="model-diff-"))
     t0 = time.time()
-    result: dict = {"machine": "2-core CPU (shared), torch CPU", "layer": LAYER, "quick": quick,
+    result: dict = {"machine": "2-core CPU (shared), torch CPU", "layer": LAYER, "quick": quick, "crosscoder_seed": SEED,
                     "planted": f"every{TRIGGER!r} followed by{FOLLOWER!r} (both known tokens)"}  # fmt: skip
     tune = work / "tune.txt"
     tune.write_text("\n\n".join(stories(seed=11, n=4000 if quick else 8000, planted_every=1)))
@@ -151,6 +153,7 @@ def main(quick: bool) -> dict:
     a = harvest_cache("storyworld", data, work / "acts-a", tokens)
     b = harvest_cache(str(work / "lm-b"), data, work / "acts-b", tokens)
     cfg = Config.model_validate({
+        "seed": SEED,
         "data": {"activations": str(a), "activations_b": str(b)},
         "dictionary": {"architecture": "relu", "d_sae": 1024, "site": "{a,b}:" + SITE, "l1_coefficient": 3.0},
         "train": {"tokens": 2 * tokens, "batch_size": 1024, "lr": 2e-3, "out": str(work / "cc"),
@@ -251,6 +254,7 @@ if __name__ == "__main__":
     random.seed(0)
     quick = "--quick" in sys.argv
     res = main(quick)
-    out = Path(__file__).parent / "results" / f"model_diff_layer{LAYER}{'' if quick else '_full'}.json"
+    name = f"model_diff_layer{LAYER}{'' if quick else '_full'}{f'_seed{SEED}' if SEED else ''}.json"
+    out = Path(__file__).parent / "results" / name
     out.write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))
