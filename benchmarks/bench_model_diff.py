@@ -198,11 +198,8 @@ def main(quick: bool) -> dict:
             count["all"] += int(keep.sum())
     count["other"] = count["all"] - count["trigger"] - count["follower"]
     top_tokens = by_token / total.clamp_min(1e-12)  # [vocab, d]: each latent's activation share per token
-    norms = cc.decoder_norms()  # [n, 2], raw scale
-    raw_share = norms[:, 0] / norms.sum(1).clamp_min(1e-12)
-    s = torch.tensor(scale, dtype=torch.float32) if isinstance(scale, list) else torch.ones(2)
-    normed = norms * s  # the decoders in the training (per-model normalised) scale
-    share = normed[:, 0] / normed.sum(1).clamp_min(1e-12)
+    raw_share = cc.decoder_norm_share([0]).detach()
+    share = cc.decoder_norm_share([0], training_scale=True).detach()  # per-model normalised scale
     live = total > 0
     order = torch.where(live, share, torch.full_like(share, 2.0)).argsort()
     rank = torch.empty(d, dtype=torch.long)

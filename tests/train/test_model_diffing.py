@@ -69,6 +69,12 @@ def test_crosscoder_across_two_models_finds_the_concept_only_model_b_has(tmp_pat
     cc = load_dictionary(folder)
     assert cc.cfg.hook_names == [SITE, "b:" + SITE] and cc.cfg.metadata["model_name_b"] == "B"
     share_a = cc.decoder_norm_share([0]).detach()  # 1: only model A, 0: only model B
+    # in training's scale: each model's block times its recorded activation scale
+    scales = torch.tensor(cc.cfg.metadata["training"]["activation_scale"])
+    assert scales.shape == (2,) and float((scales[0] - scales[1]).abs()) > 1e-3  # B's norms are larger
+    normed = cc.decoder_norms().detach() * scales
+    expected = normed[:, 0] / normed.sum(1)
+    assert torch.allclose(cc.decoder_norm_share([0], training_scale=True).detach(), expected, atol=1e-6)
     with torch.no_grad():  # each token's most active latent, on both models' activations of it
         x = torch.cat([token_directions("A"), token_directions("B")], -1)
         top = cc.encode(x[1:]).argmax(-1)  # tokens 1..VOCAB-1
