@@ -108,7 +108,8 @@ def _config(path: Path, overrides: list[str] | None) -> Config:
 @lm_app.command("train")
 @friendly_errors
 def lm_train(config: ConfigArg, set_: SetOpt = None) -> None:
-    """Train a BPE tokenizer and a small transformers causal LM on [data].text ([lm] section)."""
+    """Train a BPE tokenizer and a small transformers causal LM on [data].text ([lm] section), or
+    fine-tune an existing one (lm.init_from)."""
     cfg = _config(config, set_)
     from monosemantic.lm.training import train_lm
 

@@ -69,6 +69,12 @@ def test_crosscoder_across_two_models_finds_the_concept_only_model_b_has(tmp_pat
     cc = load_dictionary(folder)
     assert cc.cfg.hook_names == [SITE, "b:" + SITE] and cc.cfg.metadata["model_name_b"] == "B"
     share_a = cc.decoder_norm_share([0]).detach()  # 1: only model A, 0: only model B
+    # in training's scale: each model's block times its recorded activation scale
+    scales = torch.tensor(cc.cfg.metadata["training"]["activation_scale"])
+    assert scales.shape == (2,) and float((scales[0] - scales[1]).abs()) > 1e-3  # B's norms are larger
+    normed = cc.decoder_norms().detach() * scales
+    expected = normed[:, 0] / normed.sum(1)
+    assert torch.allclose(cc.decoder_norm_share([0], training_scale=True).detach(), expected, atol=1e-6)
     with torch.no_grad():  # each token's most active latent, on both models' activations of it
         x = torch.cat([token_directions("A"), token_directions("B")], -1)
         top = cc.encode(x[1:]).argmax(-1)  # tokens 1..VOCAB-1
@@ -112,3 +118,78 @@ def test_paired_source_resumes_both_caches_at_the_same_position(tmp_path):
     assert set(got) == set(sites) and got[SITE].shape[0] == got["b:" + SITE].shape[0] > 0
     assert all(torch.equal(got[s], expected[s]) for s in sites)
     assert not torch.allclose(got[SITE], got["b:" + SITE], atol=1e-3)  # two models, not one twice
+
+
+@pytest.fixture(scope="module")
+def pair_run(tmp_path_factory) -> dict[str, Path]:
+    """Two synthetic caches, a crosscoder trained on them and a config naming both caches."""
+    root = tmp_path_factory.mktemp("pair")
+    a = write_model_cache(root / "a", "A")
+    b = write_model_cache(root / "b", "B")
+    cfg = _config(root, a, b).model_copy(deep=True)
+    cfg.train.tokens = 256 * 60
+    (folder,) = train(cfg)
+    toml = root / "c.toml"
+    toml.write_text(
+        f'[data]\nactivations = "{a}"\nactivations_b = "{b}"\n[train]\nout = "{root / "cc"}"\n'
+        f'[evaluate]\nout = "{root / "ev"}"\nplots = false\n[analyze]\nout = "{root / "an"}"\n'
+    )
+    return {"root": root, "a": a, "b": b, "folder": folder, "toml": toml}
+
+
+def test_evaluate_reports_fvu_on_each_model_of_a_model_pair_crosscoder(pair_run, cli_runner):
+    """model A's cache is data.activations (no harvest.out needed), model B's data.activations_b."""
+    import json
+
+    from monosemantic.cli import app
+
+    result = cli_runner.invoke(app, ["evaluate", str(pair_run["toml"])])
+    assert result.exit_code == 0, result.stderr
+    row = json.loads((pair_run["root"] / "ev" / "metrics.json").read_text())["dictionaries"]["cc"]
+    assert row["cache"] == str(pair_run["a"]) and row["cache_b"] == str(pair_run["b"])
+    assert [r["site"] for r in row["per_layer"]] == [SITE, "b:" + SITE]
+    # the same FVU per model computed directly from the two caches' rows
+    from monosemantic.activations.cache import ActivationCache
+
+    cc = load_dictionary(pair_run["folder"]).eval()
+    ca, cb = ActivationCache(pair_run["a"]), ActivationCache(pair_run["b"])
+    xa = torch.cat([ca.load_shard(i, [SITE])[SITE][:, 1:] for i in range(ca.num_shards)]).reshape(-1, D)
+    xb = torch.cat([cb.load_shard(i, [SITE])[SITE][:, 1:] for i in range(cb.num_shards)]).reshape(-1, D)
+    with torch.no_grad():
+        x = torch.cat([xa, xb], -1).float()
+        x_hat = cc.decode(cc.encode(x))
+    for side, (lo, hi) in enumerate([(0, D), (D, 2 * D)]):
+        y, y_hat = x[:, lo:hi], x_hat[:, lo:hi]
+        fvu = float((y - y_hat).pow(2).sum() / (y - y.mean(0)).pow(2).sum())
+        assert abs(row["per_layer"][side]["fvu"] - fvu) < 1e-4, (side, row["per_layer"][side], fvu)
+    assert 0 < row["per_layer"][0]["fvu"] < 1 and 0 < row["per_layer"][1]["fvu"] < 1
+
+
+def test_analyze_reads_both_models_of_a_model_pair_crosscoder(pair_run, cli_runner):
+    """The feature store's top examples are model A's tokens, the activations from both caches."""
+    import sqlite3
+
+    from monosemantic.cli import app
+
+    result = cli_runner.invoke(app, ["analyze", str(pair_run["toml"])])
+    assert result.exit_code == 0, result.stderr
+    db = next((pair_run["root"] / "an").rglob("*.db"))
+    with sqlite3.connect(db) as con:
+        (hook,) = con.execute("select hook_name from dictionaries").fetchone()
+        n_examples = con.execute("select count(*) from examples").fetchone()[0]
+    assert hook == "{a,b}:" + SITE and n_examples > 0
+
+
+def test_a_model_pair_crosscoder_without_model_bs_cache_is_one_line(pair_run, tmp_path, cli_runner):
+    from monosemantic.cli import app
+
+    toml = tmp_path / "c.toml"
+    toml.write_text(
+        pair_run["toml"].read_text().replace(f'activations_b = "{pair_run["b"]}"\n', "")
+        .replace(f'out = "{pair_run["root"] / "ev"}"', f'out = "{tmp_path / "ev"}"\ncache = "{pair_run["a"]}"')
+    )  # fmt: skip
+    result = cli_runner.invoke(app, ["evaluate", str(toml)])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.stderr
+    assert "model-diffing crosscoder over {a,b}:" + SITE in lines[0] and "set data.activations_b" in lines[0]
+    assert not (tmp_path / "ev").exists()

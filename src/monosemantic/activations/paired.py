@@ -9,22 +9,23 @@ token, before training starts, so a crosscoder never pairs rows of different tok
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from monosemantic.utils.errors import DataError
+from monosemantic.config import Config
+from monosemantic.utils.errors import ConfigError, DataError
 
+from .cache import ActivationCache
 from .sources import CacheSource, Source
 
 MODEL_B = "b:"  # prefix of model B's sites in a paired stream
 
 
-def check_same_tokens(a: CacheSource, b: CacheSource) -> None:
+def check_same_tokens(ca: ActivationCache, cb: ActivationCache) -> None:
     """Refuse two caches whose shards or tokens differ (one clear line naming the first difference)."""
-    ca, cb = a.cache, b.cache
     fix = (
         "harvest both models with the same [data] (text, seed, max_tokens, context_size), "
         "harvest.shard_sequences and tokenizer"
@@ -62,7 +63,7 @@ class PairedSource(Source):
             )
         self.a = CacheSource(path_a, sites_a, chunk_tokens, exclude_special)
         self.b = CacheSource(path_b, sites_b, chunk_tokens, exclude_special)
-        check_same_tokens(self.a, self.b)
+        check_same_tokens(self.a.cache, self.b.cache)
         self.widths = {**self.a.widths, **{MODEL_B + s: w for s, w in self.b.widths.items()}}
 
     @property
@@ -87,3 +88,57 @@ class PairedSource(Source):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.a.load_state_dict(state["a"])
         self.b.load_state_dict(state["b"])
+
+
+class PairedCache:
+    """Model A's cache with model B's sites beside it as `b:<site>`, read in lockstep: what
+    `evaluate` and `analyze` read for a model-diffing crosscoder. Everything else (tokens, concept
+    labels, manifest, special tokens) is model A's; the tokens are checked equal up front."""
+
+    def __init__(self, a: ActivationCache, b: ActivationCache) -> None:
+        check_same_tokens(a, b)
+        self.a, self.b = a, b
+        self.sites = {**a.sites, **{MODEL_B + s: w for s, w in b.sites.items()}}
+
+    def __getattr__(self, name: str) -> Any:  # only for what this class does not define
+        return getattr(self.a, name)
+
+    def iter_sample(
+        self,
+        indices: torch.Tensor | None,
+        sites: Sequence[str] | None = None,
+        batch_sequences: int = 32,
+        verify: bool = True,
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        sites = list(self.sites) if sites is None else list(sites)
+        sites_a = [s for s in sites if not s.startswith(MODEL_B)]
+        sites_b = [s[len(MODEL_B) :] for s in sites if s.startswith(MODEL_B)]
+        batches_a = self.a.iter_sample(indices, sites_a, batch_sequences, verify)
+        batches_b = self.b.iter_sample(indices, sites_b, batch_sequences, verify)
+        for ba, bb in zip(batches_a, batches_b, strict=True):
+            yield {**ba, **{MODEL_B + s: bb[s] for s in sites_b}}
+
+    def iter_sequences(
+        self, sites: Sequence[str] | None = None, batch_sequences: int = 32, verify: bool = True
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        return self.iter_sample(None, sites, batch_sequences, verify)
+
+
+def model_a_cache(cfg: Config, explicit: Path | None) -> Path:
+    """The cache `evaluate`/`analyze` read: their own setting, else in a model-diffing config (one
+    with data.activations_b) model A's data.activations, else [harvest].out."""
+    if explicit is not None:
+        return Path(explicit)
+    if cfg.data.activations_b is not None and cfg.data.activations is not None:
+        return Path(cfg.data.activations)
+    return Path(cfg.harvest.out)
+
+
+def with_model_b(cfg: Config, cache: ActivationCache, name: str, site: str) -> PairedCache:
+    """Model A's `cache` with model B's (data.activations_b) beside it, for a model-pair dictionary."""
+    if cfg.data.activations_b is None:
+        raise ConfigError(
+            f"{name} is a model-diffing crosscoder over {site}: set data.activations_b to model B's "
+            "activation cache (the same token windows as model A's)"
+        )
+    return PairedCache(cache, ActivationCache(cfg.data.activations_b))

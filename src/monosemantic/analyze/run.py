@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from monosemantic.activations.cache import ActivationCache
+from monosemantic.activations.paired import model_a_cache, with_model_b
 from monosemantic.analyze.collect import FeatureCollector
 from monosemantic.analyze.distributed import merge_collector, sequence_range
 from monosemantic.analyze.layers import layer_summary, layer_weights
@@ -28,7 +29,7 @@ from monosemantic.analyze.records import TokenText, all_examples, feature_rows, 
 from monosemantic.config import Config
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.io import dictionary_names, find_dictionaries, load_dictionary
-from monosemantic.dictionaries.layer_sites import expand, is_layer_glob
+from monosemantic.dictionaries.layer_sites import expand, is_layer_glob, is_model_pair
 from monosemantic.lm.model import SubjectModel
 from monosemantic.store.feature_store import FeatureStore, feature_store_path
 from monosemantic.utils import distributed as D
@@ -167,7 +168,7 @@ def analyze(cfg: Config) -> Path:
 def _analyze(cfg: Config) -> Path:
     a = cfg.analyze
     check_output(a.out, "analyze.out")
-    cache = ActivationCache(a.cache or cfg.harvest.out)
+    cache = ActivationCache(model_a_cache(cfg, a.cache))
     root = a.dictionary or cfg.train.out
     if (note := cache.incomplete_note()) is not None:
         console.print(f"[yellow]warning:[/] {note}", highlight=False)
@@ -175,6 +176,10 @@ def _analyze(cfg: Config) -> Path:
     device = resolve_device(a.device)
     dicts = [load_dictionary(p, device=device).eval() for p in paths]
     sites = [_site_of(d, cache, p) for d, p in zip(dicts, paths, strict=True)]
+    if (
+        pair := next((i for i, s in enumerate(sites) if is_model_pair(s)), None)
+    ) is not None:  # model diffing
+        cache = with_model_b(cfg, cache, str(paths[pair]), sites[pair])
     model = _load_model(cache, cfg.model.name, device)
     n_seq = min(cache.n_sequences, a.max_sequences or cache.n_sequences)
     if n_seq == 0:

@@ -14,7 +14,10 @@ class AnalyzeConfig(Section):
     INHERITED: ClassVar[tuple[str, ...]] = ("device", "seed")
 
     dictionary: Path | None = Field(None, description="A checkpoint or sweep folder; default [train].out.")
-    cache: Path | None = Field(None, description="Activation cache; default [harvest].out.")
+    cache: Path | None = Field(
+        None,
+        description="Activation cache; default [harvest].out (data.activations, model A's, when data.activations_b is set).",
+    )
     out: Path = Field(Path("runs/analysis"), description="Folder holding features.db.")
     max_sequences: int | None = Field(None, gt=0)
     top_k: int = Field(20, gt=0, description="Top activating examples kept per feature.")

@@ -27,7 +27,10 @@ class EvaluateConfig(Section):
     INHERITED: ClassVar[tuple[str, ...]] = ("device", "seed")
 
     dictionary: Path | None = Field(None, description="A checkpoint or sweep folder; default [train].out.")
-    cache: Path | None = Field(None, description="Activation cache to evaluate on; default [harvest].out.")
+    cache: Path | None = Field(
+        None,
+        description="Activation cache to evaluate on; default [harvest].out (data.activations, model A's, when data.activations_b is set).",
+    )
     out: Path = Field(Path("runs/evaluate"))
     max_sequences: int | None = Field(
         256, gt=0, description="Sequences of the cache used: a random sample seeded by `seed` (None: all)."

@@ -13,6 +13,12 @@ from .base import Dtype, Section
 class LMConfig(Section):
     INHERITED: ClassVar[tuple[str, ...]] = ("device", "dtype", "seed")
 
+    init_from: str | None = Field(
+        None,
+        description="Fine-tune this causal LM (local save_pretrained folder, hub id or 'storyworld') instead of "
+        "training from scratch; its tokenizer and shape are kept, so vocab_size/tokenizer_texts/architecture/"
+        "n_layers/d_model/n_heads/d_mlp must be left unset (or equal its own).",
+    )
     architecture: Literal["gpt2", "llama"] = Field("gpt2", description="transformers architecture to train.")
     vocab_size: int = Field(2048, gt=16, description="BPE vocabulary size (incl. special tokens).")
     tokenizer_texts: int = Field(20_000, gt=0, description="Documents used to train the tokenizer.")

@@ -80,13 +80,21 @@ class Crosscoder(CrossLayerTranscoder):
         """[n, L]: each latent's decoder norm per layer."""
         return self.W_dec.norm(dim=-1)
 
-    def decoder_norm_share(self, layers_a: list[int]) -> Tensor:
+    def decoder_norm_share(self, layers_a: list[int], training_scale: bool = False) -> Tensor:
         """[n]: the fraction of each latent's decoder norm on the layer-indices `layers_a` (model
         diffing: 1 = only model A, 0 = only model B, 0.5 = shared). Norms are those of the saved,
-        raw-scale decoders; when the sites' activation norms differ a lot, multiply each layer's
-        block by its training scale (`metadata.training.activation_scale`) first."""
+        raw-scale decoders, or with `training_scale` of the decoders in the scale training saw
+        (each layer's block times its `metadata.training.activation_scale`, which puts every layer
+        or model at the same mean input norm): use that when the sites' norms differ."""
         norms = self.decoder_norms()
+        if training_scale:
+            norms = norms * self.training_scales().to(norms)
         return norms[:, layers_a].sum(1) / norms.sum(1).clamp_min(1e-12)
+
+    def training_scales(self) -> Tensor:
+        """[L]: the input scale each layer had in training (1 where none was recorded)."""
+        scale = ((self.cfg.metadata or {}).get("training") or {}).get("activation_scale", 1.0)
+        return torch.as_tensor(scale, dtype=torch.float32).expand(self.n_layers).clone()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:

@@ -136,11 +136,11 @@ class PerLayerMetrics:
 
     def compute(self) -> list[dict[str, float]]:
         out = []
-        for layer, m in zip(self.clt.cfg.layers, self.metrics, strict=True):
+        sites = self.clt.cfg.hook_names_out or self.clt.cfg.hook_names  # b:<site>: model B's (model diffing)
+        for i, (layer, m) in enumerate(zip(self.clt.cfg.layers, self.metrics, strict=True)):
             r = m.compute()
-            out.append(
-                {"layer": int(layer), "fvu": r["fvu"], "l0": r["l0"], "dead_fraction": r["dead_fraction"]}
-            )
+            row = {"layer": int(layer), "fvu": r["fvu"], "l0": r["l0"], "dead_fraction": r["dead_fraction"]}
+            out.append(row | ({"site": sites[i]} if len(sites) == len(self.metrics) else {}))
         return out
 
 

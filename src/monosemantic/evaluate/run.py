@@ -21,10 +21,11 @@ from rich.console import Console
 from torch import Tensor
 
 from monosemantic.activations.cache import ActivationCache
+from monosemantic.activations.paired import model_a_cache, with_model_b
 from monosemantic.config import Config
 from monosemantic.corpus.concepts import CONCEPTS
 from monosemantic.dictionaries.base import Dictionary
-from monosemantic.dictionaries.layer_sites import expand, is_layer_glob
+from monosemantic.dictionaries.layer_sites import expand, is_layer_glob, is_model_pair
 from monosemantic.lm.model import SubjectModel
 from monosemantic.utils import distributed as D
 from monosemantic.utils.errors import ConfigError, DataError
@@ -157,11 +158,10 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
     check_output(ecfg.out, "evaluate.out")
     device = resolve_device(ecfg.device)
     root = Path(ecfg.dictionary if ecfg.dictionary is not None else cfg.train.out)
-    cache = ActivationCache(ecfg.cache if ecfg.cache is not None else cfg.harvest.out)
+    cache = ActivationCache(model_a_cache(cfg, ecfg.cache))
     if cache.num_shards == 0:
         raise DataError(f"activation cache {cache.path} has no shards yet; run `monosemantic harvest` first")
     model = _Model(cache, device)
-    spliced_on = ecfg.spliced and _causal(model)
     if ecfg.benchmarks:
         from .benchmarks.runner import check_benchmarks
 
@@ -197,6 +197,15 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
             entry.concepts = ConceptMetrics(dic.d_sae, len(cache.concepts), top_n=ecfg.purity_top_n)
         entries.append(entry)
 
+    if pair := next((e for e in entries if is_model_pair(e.in_site)), None):  # model diffing
+        if ecfg.benchmarks:
+            raise ConfigError(
+                f"{pair.name} is a model-diffing crosscoder: evaluate it without evaluate.benchmarks"
+            )
+        cache = with_model_b(cfg, cache, pair.name, pair.in_site)
+    # spliced CE/KL: for SAEs, transcoders and CLTs (a crosscoder is acausal); loads the model
+    splices = any(e.per_layer is None or is_clt(e.dic) for e in entries)
+    spliced_on = ecfg.spliced and splices and _causal(model)
     keys = list(dict.fromkeys(s for e in entries for s in (e.in_site, e.out_site)))
     groups = {k: expand(k) for k in keys if is_layer_glob(k)}  # a CLT reads its sites concatenated
     sites = list(dict.fromkeys(c for k in keys for c in groups.get(k, [k])))
@@ -296,6 +305,7 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
             "is_transcoder": e.dic.is_transcoder,
             "k": e.dic.cfg.k,
             "cache": str(cache.path),
+            **({"cache_b": str(cache.b.path)} if is_model_pair(e.in_site) else {}),
             "n_sequences": done,
             "live_sites": [s for s in live if s in (e.in_site, e.out_site)],
         }

@@ -19,10 +19,31 @@ def _command() -> str:
 
 
 def write_model_card(
-    out: Path, cfg: Config, rows: list[dict], n_params: int, vocab: int, command: str | None = None
+    out: Path,
+    cfg: Config,
+    rows: list[dict],
+    n_params: int,
+    vocab: int,
+    command: str | None = None,
+    shape: dict | None = None,
 ) -> Path:
-    """Command, data, size, steps, tokens, final train/val loss, date, and the resolved config."""
+    """Command, data, size, steps, tokens, final train/val loss, date, and the resolved config.
+
+    `shape`: the model's architecture/n_layers/d_model/n_heads/d_mlp when they are not [lm]'s own
+    (a fine-tune of lm.init_from)."""
     lm = cfg.lm
+    s = shape or {k: getattr(lm, k) for k in ("architecture", "n_layers", "d_model", "n_heads", "d_mlp")}
+    origin = (
+        f"fine-tuned from `{lm.init_from}` by monosemantic's `lm train` (lm.init_from)"
+        if lm.init_from
+        else "trained by monosemantic's own `lm train`"
+    )
+    tokenizer = (
+        f"the tokenizer of `{lm.init_from}`, {vocab} tokens"
+        if lm.init_from
+        else f"byte-level BPE, {vocab} tokens (lm.vocab_size {lm.vocab_size} is the upper bound); "
+        "`<\\|endoftext\\|>` (id 0) is BOS, EOS, PAD and UNK"
+    )
     train = [r["loss"] for r in rows if "loss" in r]
     tail = train[-max(1, len(train) // 20) :] if train else []
     final_train = sum(tail) / len(tail) if tail else float("nan")
@@ -30,17 +51,20 @@ def write_model_card(
     final_val = vals[-1]["val_loss"] if vals else float("nan")
     samples = vals[-1].get("samples", []) if vals else []
     tokens = lm.steps * lm.batch_size * lm.context_size
-    sections = {"lm": lm.model_dump(mode="json"), "data": cfg.data.model_dump(mode="json")}
+    # a fine-tune's shape and tokenizer are the checkpoint's: [lm]'s unset defaults for them would mislead
+    fixed = {"architecture", "vocab_size", "tokenizer_texts", "n_layers", "d_model", "n_heads", "d_mlp"}
+    hide = fixed - lm.model_fields_set if lm.init_from else set()
+    sections = {"lm": lm.model_dump(mode="json", exclude=hide), "data": cfg.data.model_dump(mode="json")}
     card = f"""# {Path(out).name}
 
-A small `transformers` {lm.architecture} causal LM trained by monosemantic's own `lm train`.
+A small `transformers` {s["architecture"]} causal LM {origin}.
 
 | | |
 |---|---|
 | command | `{command or _command()}` |
 | data | `{cfg.data.text}` (seed {cfg.data.seed}), windows of {lm.context_size} tokens, BOS-prefixed, documents joined by `<\\|endoftext\\|>` |
-| architecture | {lm.architecture}, {lm.n_layers} layers, d_model {lm.d_model}, {lm.n_heads} heads, d_mlp {lm.d_mlp or 4 * lm.d_model}, {n_params:,} parameters |
-| tokenizer | byte-level BPE, {vocab} tokens (lm.vocab_size {lm.vocab_size} is the upper bound); `<\\|endoftext\\|>` (id 0) is BOS, EOS, PAD and UNK |
+| architecture | {s["architecture"]}, {s["n_layers"]} layers, d_model {s["d_model"]}, {s["n_heads"]} heads, d_mlp {s["d_mlp"] or 4 * s["d_model"]}, {n_params:,} parameters |
+| tokenizer | {tokenizer} |
 | training | {lm.steps} steps x {lm.batch_size} x {lm.context_size} = {tokens:,} tokens; AdamW lr {lm.lr}, warmup {lm.warmup_steps}, cosine to {lm.min_lr_ratio} x lr, clip {lm.grad_clip} |
 | final train loss | {final_train:.4f} nats/token (mean of the last 5% of logged steps) |
 | final val loss | {final_val:.4f} nats/token (held-out windows, data seed + 1000003) |

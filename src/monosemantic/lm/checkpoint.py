@@ -19,6 +19,7 @@ from monosemantic.utils.readers import load_torch
 STATE_FILE = "state.pt"
 # [lm] fields that must match for a resume to make sense.
 SHAPE_KEYS = (
+    "init_from",  # first: a fine-tune and a from-scratch run differ in it before anything else
     "architecture",
     "vocab_size",
     "n_layers",

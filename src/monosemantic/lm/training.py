@@ -6,7 +6,8 @@ in `HOLDOUT_EVERY` of a file or dataset, which training skips), sample continuat
 `metrics.jsonl`, and an atomic checkpoint (model, optimizer, scheduler, step, RNG, data
 position) every `checkpoint_every` steps. Rerunning the same command resumes from it, and the
 result is bit-identical to an uninterrupted run on the same device. Dropout is off: the data
-are (practically) unlimited, so every step sees fresh windows.
+are (practically) unlimited, so every step sees fresh windows. With `lm.init_from` the loop
+fine-tunes an existing causal LM instead (`init_from.py`: its weights, shape and tokenizer).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from monosemantic.config import Config
 from monosemantic.config.data import DataConfig
 from monosemantic.config.lm import LMConfig
 from monosemantic.corpus.sources import iter_texts
-from monosemantic.corpus.windows import TokenWindows
+from monosemantic.corpus.windows import TokenWindows, bos_eos_ids
 from monosemantic.utils.errors import ConfigError, DataError
 from monosemantic.utils.files import check_output, write_json_atomic, write_text_atomic
 from monosemantic.utils.progress import console, progress_bar
@@ -37,6 +38,7 @@ from monosemantic.utils.torch_utils import resolve_device, torch_dtype
 
 from .card import write_model_card
 from .checkpoint import SHAPE_KEYS, STATE_FILE, load_state, save_state
+from .init_from import load_init
 from .tokenizer import train_tokenizer
 
 RECIPE = "recipe.json"  # beside the run's tokenizer: the settings that made it
@@ -180,7 +182,7 @@ def samples(model: PreTrainedModel, tokenizer: Tokenizer, lm: LMConfig, device: 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(lm.seed or 0)
         for prompt in lm.sample_prompts:
-            ids = torch.tensor([[tokenizer.bos_token_id, *tokenizer.encode(prompt)]], device=device)
+            ids = torch.tensor([[bos_eos_ids(tokenizer)[0], *tokenizer.encode(prompt)]], device=device)
             gen = model.generate(
                 ids,
                 attention_mask=torch.ones_like(ids),
@@ -204,7 +206,8 @@ def _read_metrics(path: Path, upto: int) -> list[dict]:
 
 
 def train_lm(cfg: Config, callback: Callable[[int, float], None] | None = None) -> Path:
-    """Train tokenizer + LM per [lm] on [data]; resume from lm.state_dir; save into lm.out.
+    """Train tokenizer + LM per [lm] on [data] (or fine-tune lm.init_from, keeping its tokenizer);
+    resume from lm.state_dir; save into lm.out.
 
     `callback(step, loss)` runs after every optimizer step (notebooks, tests, early stops).
     A run that fails before its first checkpoint removes the folders it created (a tokenizer
@@ -229,10 +232,13 @@ def _train_lm(cfg: Config, callback: Callable[[int, float], None] | None = None)
     state_dir = Path(lm.state_dir) if lm.state_dir is not None else out / "trainer_state"
     device = resolve_device(lm.device)
     torch.manual_seed(lm.seed or 0)
-    shape = {k: getattr(lm, k) for k in SHAPE_KEYS}
-
-    tokenizer = _tokenizer(cfg, state_dir)
-    model = build_lm(lm, tokenizer).to(device)
+    if lm.init_from is None:
+        shape = {k: getattr(lm, k) for k in SHAPE_KEYS}
+        tokenizer = _tokenizer(cfg, state_dir)
+        model = build_lm(lm, tokenizer).to(device)
+    else:  # fine-tune: the checkpoint's weights, shape and tokenizer
+        model, tokenizer, shape = load_init(lm)
+        model, shape = model.to(device), {**shape, "init_from": lm.init_from}
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
@@ -341,6 +347,6 @@ def _train_lm(cfg: Config, callback: Callable[[int, float], None] | None = None)
     tokenizer.save_pretrained(out)
     write_text_atomic(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
     write_model_card(
-        out, cfg, rows, n_params=sum(p.numel() for p in model.parameters()), vocab=len(tokenizer)
+        out, cfg, rows, n_params=sum(p.numel() for p in model.parameters()), vocab=len(tokenizer), shape=shape
     )
     return out
