@@ -167,6 +167,7 @@ def test_evaluate_reports_fvu_on_each_model_of_a_model_pair_crosscoder(pair_run,
 
 def test_analyze_reads_both_models_of_a_model_pair_crosscoder(pair_run, cli_runner):
     """The feature store's top examples are model A's tokens, the activations from both caches."""
+    import json
     import sqlite3
 
     from monosemantic.cli import app
@@ -175,9 +176,17 @@ def test_analyze_reads_both_models_of_a_model_pair_crosscoder(pair_run, cli_runn
     assert result.exit_code == 0, result.stderr
     db = next((pair_run["root"] / "an").rglob("*.db"))
     with sqlite3.connect(db) as con:
-        (hook,) = con.execute("select hook_name from dictionaries").fetchone()
+        hook, cfg = con.execute("select hook_name, cfg from dictionaries").fetchone()
         n_examples = con.execute("select count(*) from examples").fetchone()[0]
     assert hook == "{a,b}:" + SITE and n_examples > 0
+    # the feature page's decoder-norm plot names the two models and gives each latent's share on A
+    from monosemantic.analyze.layers import feature_layers
+
+    view = feature_layers(json.loads(cfg), 0)
+    assert view["labels"] == ["A L0", "B L0"]
+    cc = load_dictionary(pair_run["folder"])
+    share = cc.decoder_norm_share([0], training_scale=True)
+    assert abs(view["share_a"] - float(share[0])) < 1e-3
 
 
 def test_a_model_pair_crosscoder_without_model_bs_cache_is_one_line(pair_run, tmp_path, cli_runner):

@@ -1,5 +1,6 @@
 """Where a multi-site dictionary's latents live: a CLT latent's home layer and its decoder norm per
-output layer, a crosscoder latent's decoder norm per layer (per model, for model diffing).
+output layer, a crosscoder latent's decoder norm per layer (per model, for model diffing, with its
+share of decoder norm on model A, in the scale training saw).
 
 `layer_weights` gives the weight-based views flat matrices: decoders concatenated over output
 layers ([d_sae, L*d_out], for decoder-cosine neighbours), summed over them ([d_sae, d_out]: what the
@@ -40,11 +41,25 @@ def layer_summary(dic: Dictionary) -> dict[str, Any]:
     norms = dic.decoder_norms().detach().float().cpu()  # [d_sae, L]
     out: dict[str, Any] = {
         "site_layers": [int(v) for v in dic.cfg.layers],
+        "site_labels": site_labels(list(dic.cfg.hook_names_out or dic.cfg.hook_names), dic.cfg.layers),
         "decoder_norms": [[round(v, 4) for v in row] for row in norms.tolist()],
     }
+    labels = out["site_labels"]
+    if any(label.startswith("B ") for label in labels):  # model diffing: the bench's share on model A
+        a_sites = [i for i, label in enumerate(labels) if label.startswith("A ")]
+        share = dic.decoder_norm_share(a_sites, training_scale=True)
+        out["share_a"] = [round(float(v), 4) for v in share]
     if dic.cfg.architecture == "clt":
         out["home_layer"] = [int(dic.cfg.layers[i // dic.n_per_layer]) for i in range(dic.d_sae)]
     return out
+
+
+def site_labels(hook_names: list[str], layers: list[int]) -> list[str]:
+    """A short label per site for the plot: "L2", or "A L2" / "B L2" for a model-diffing
+    crosscoder, whose sites are the same layer of two models (model B's named `b:...`)."""
+    paired = any(name.startswith("b:") for name in hook_names)
+    model = lambda name: ("B " if name.startswith("b:") else "A ") if paired else ""  # noqa: E731
+    return [f"{model(name)}L{int(layer)}" for name, layer in zip(hook_names, layers, strict=True)]
 
 
 def feature_layers(cfg: dict[str, Any], idx: int) -> dict[str, Any] | None:
@@ -55,6 +70,8 @@ def feature_layers(cfg: dict[str, Any], idx: int) -> dict[str, Any] | None:
     home = cfg.get("home_layer")
     return {
         "layers": cfg["site_layers"],
+        "labels": cfg.get("site_labels") or [f"L{v}" for v in cfg["site_layers"]],
         "decoder_norms": norms[idx],
         "home_layer": home[idx] if home else None,
+        "share_a": cfg["share_a"][idx] if cfg.get("share_a") else None,
     }

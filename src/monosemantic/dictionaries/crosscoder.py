@@ -80,6 +80,7 @@ class Crosscoder(CrossLayerTranscoder):
         """[n, L]: each latent's decoder norm per layer."""
         return self.W_dec.norm(dim=-1)
 
+    @torch.no_grad()
     def decoder_norm_share(self, layers_a: list[int], training_scale: bool = False) -> Tensor:
         """[n]: the fraction of each latent's decoder norm on the layer-indices `layers_a` (model
         diffing: 1 = only model A, 0 = only model B, 0.5 = shared). Norms are those of the saved,

@@ -189,15 +189,18 @@ const MONO = (() => {
       r.setAttribute("x", (i * bw + 4).toFixed(1)); r.setAttribute("y", (H - bh).toFixed(1));
       r.setAttribute("width", Math.max(1, bw - 8).toFixed(1)); r.setAttribute("height", bh.toFixed(1));
       r.setAttribute("fill", layer === L.home_layer ? "#d9480f" : "#4c6ef5");
-      r.addEventListener("mouseenter", (ev) => tipOn(ev, `layer ${layer}: decoder norm ${fmt(v, 3)}`));
+      const label = (L.labels || [])[i] || `L${layer}`;
+      r.addEventListener("mouseenter", (ev) => tipOn(ev, `${label}: decoder norm ${fmt(v, 3)}`));
       r.addEventListener("mouseleave", tipOff);
       svg.appendChild(r);
       const t = document.createElementNS(svg.namespaceURI, "text");
       t.setAttribute("x", i * bw + bw / 2); t.setAttribute("y", H + 14); t.setAttribute("text-anchor", "middle");
-      t.textContent = `L${layer}`; svg.appendChild(t);
+      t.textContent = label; svg.appendChild(t);
     });
     const home = L.home_layer === null || L.home_layer === undefined ? "" : `home layer ${L.home_layer} (reads its input there) · `;
-    return h("div", {}, svg, h("p", { class: "muted small" }, `${home}norm of its decoder into each layer's output`));
+    // model diffing: the share of decoder norm on model A (decoders in training scale)
+    const share = L.share_a === null || L.share_a === undefined ? "" : ` · share on model A ${fmt(L.share_a, 2)} (1: A only, 0: B only)`;
+    return h("div", {}, svg, h("p", { class: "muted small" }, `${home}norm of its decoder into each site${share}`));
   }
   function renderFeature(f) {
     const d = dict(), main = $("feature");
