@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,23 @@ def torchrun(args: list[str], cwd: Path, nproc: int = 2) -> subprocess.Completed
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a launcher and every process under it. torchrun starts each rank in a session of its
+    own, so killing the launcher's process group alone leaves the ranks running (and writing)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    for child in children:
+        kill_tree(child)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def decoder_agreement(a: Path, b: Path) -> float:

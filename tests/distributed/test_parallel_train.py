@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from distributed_helpers import decoder_agreement, torchrun, train_config
+from distributed_helpers import decoder_agreement, kill_tree, torchrun, train_config
 from safetensors.torch import load_file
 
 from monosemantic.config import load_config
@@ -111,7 +110,7 @@ def test_feature_sharded_run_killed_mid_way_resumes_exactly(tmp_path: Path, plan
     deadline = time.monotonic() + 120
     while not run_state.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks, mid-run
+    kill_tree(proc.pid)  # the launcher and both ranks, mid-run
     proc.wait()
     assert not torch.load(run_state, weights_only=False)["complete"]  # really stopped mid-way
     torchrun([*args, "--set", "train.out=killed"], tmp_path)
