@@ -10,7 +10,7 @@ them with its own loaders (`load_clt`, `load_gemma_scope_transcoder`), in its ow
 `max_feature_nodes` / `batch_size`; ours runs with `zero_bos` (circuit-tracer's BOS convention).
 Each run is a fresh subprocess: seconds and peak RSS over the loaded model (VmHWM reset after setup).
 
-`max |edge diff|` compares the two graphs where their conventions agree: every feature -> feature
+`max edge diff` compares the two graphs where their conventions agree: every feature -> feature
 and feature -> logit edge, features matched by (layer, position, index), relative to the largest
 edge (embedding and error nodes differ by design: ours carries position embeddings and BOS output).
 """
@@ -33,6 +33,13 @@ PEER_VENV = ROOT / ".venv-circuit-tracer"
 # (dictionaries, prompt tokens, max_feature_nodes): the first two compare whole graphs
 CASES = (("per-layer", 32, 8192), ("clt", 32, 8192), ("per-layer", 128, 2048), ("clt", 128, 2048))
 BATCH = 64
+NOTE = (
+    "Shipped storyworld LM; JumpReLU transcoders (x8) or one JumpReLU CLT with random directions and thresholds "
+    "calibrated to ~16 active latents per layer per token, written by `write_circuit_tracer` and loaded by "
+    "circuit-tracer 0.5.0 in `.venv-circuit-tracer`; batch 64; all features at 32 tokens, 2,048 rows at 128. "
+    "`max edge diff`: largest |ours - theirs| over feature-to-feature and feature-to-logit edges, relative to "
+    "the largest edge (whole graphs only)."
+)
 DENSITY = 16 / 1024  # each latent fires on ~1.6% of tokens: ~16 active per layer per token
 
 
@@ -177,6 +184,7 @@ def _subprocess(python: Path | str, args: list[str]) -> dict:
 
 def run(cases=CASES) -> list[dict]:
     from benchmarks.bench_circuits import story_ids
+    from benchmarks.run_all import markdown_table
     from monosemantic.dictionaries.circuit_tracer import write_circuit_tracer
     from monosemantic.dictionaries.io import save_dictionary
     from monosemantic.lm.model import load_model
@@ -220,18 +228,17 @@ def run(cases=CASES) -> list[dict]:
             if theirs["active features"] != mine["active features"]:
                 row["note"] = f"circuit-tracer found {theirs['active features']} active features"
             if full:
-                row["max |edge diff| (rel.)"] = (
+                row["max edge diff (rel.)"] = (
                     f"{edge_difference(tmp / f'{kind}-{n_tok}-ours.pt', Path(job['graph'])):.1e}"
                 )
         rows.append(row)
     if peer is None:
         print("circuit-tracer is not installed in .venv-circuit-tracer; the table has our side only")
-    return rows
+    return markdown_table(rows) + "\n\n" + NOTE
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--ours":
         print(json.dumps(ours(json.loads(Path(sys.argv[2]).read_text()))))
     else:
-        for r in run():
-            print(r)
+        print(run())

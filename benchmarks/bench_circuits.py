@@ -96,7 +96,9 @@ def _setup(n: int):
     dics = []
     if trained.is_dir():
         dics = [load_dictionary(p) for p in find_dictionaries(trained)]
-        dics = [d for d in dics if d.cfg.is_transcoder and d.cfg.architecture != "neurons"]  # transcoder-L0..3
+        dics = [
+            d for d in dics if d.cfg.is_transcoder and d.cfg.architecture != "neurons"
+        ]  # transcoder-L0..3
     if len(dics) == model.n_layers:
         label += ", trained demo transcoders"
     else:
