@@ -25,6 +25,12 @@ if TYPE_CHECKING:
 THRESHOLD_RATE = 0.01
 
 
+def select_batch(pre: Tensor, k: int, sharding: Sharding | None) -> tuple[Tensor, Tensor]:
+    """BatchTopK's selection: the k * B largest entries of the batch; with rows or latents split
+    over ranks, of the whole mesh's batch (shared by BatchTopK SAEs, CLTs and crosscoders)."""
+    return topk_batch(pre, k * pre.shape[0]) if sharding is None else sharding.topk_batch(pre, k)
+
+
 @torch.no_grad()
 def smallest_selected(vals: Tensor, sharding: Sharding | None) -> Tensor:
     """The running threshold's sample: the smallest positive selected activation of the whole
@@ -52,9 +58,7 @@ class BatchTopKDictionary(TopKDictionary):
         return {**super().latent_state(), "threshold": 0}
 
     def _select(self, pre: Tensor) -> tuple[Tensor, Tensor]:
-        if self.sharding is not None:
-            return self.sharding.topk_batch(pre, self.k)
-        return topk_batch(pre, self.k * pre.shape[0])
+        return select_batch(pre, self.k, self.sharding)
 
     @torch.no_grad()
     def _after_select(self, codes: SparseCodes) -> None:

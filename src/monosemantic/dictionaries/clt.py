@@ -34,11 +34,11 @@ from monosemantic.utils.errors import DataError, MonosemanticError
 
 from .auxk import auxk_loss, dead_for_aux, default_aux_k
 from .base import Dictionary, LossOutput, SparseCodes, TrainStepState, register_dictionary
-from .batchtopk import THRESHOLD_RATE, smallest_selected
+from .batchtopk import THRESHOLD_RATE, select_batch, smallest_selected
 from .clt_meta import ACTIVATIONS, CLTMeta
 from .jumprelu import JumpReLUDictionary, jumprelu, step
 from .relu import L1
-from .sparse_encoder import _sort_order, sparse_decode, sparse_encode, topk_batch, topk_dead, topk_rows
+from .sparse_encoder import _sort_order, sparse_decode, sparse_encode, topk_dead, topk_rows
 
 
 @register_dictionary("clt")
@@ -200,12 +200,6 @@ class CrossLayerTranscoder(Dictionary):
         if i == self.n_layers - 1:
             self.threshold_updates += 1
 
-    def _topk_batch(self, pre: Tensor, k: int) -> tuple[Tensor, Tensor]:
-        """BatchTopK's k * B largest entries; with rows split over ranks, of the global batch."""
-        if self.sharding is None:
-            return topk_batch(pre, k * pre.shape[0])
-        return self.sharding.topk_batch(pre, k)
-
     def _sparse_loss(self, xs: Tensor, y: Tensor, dead: Tensor | None) -> LossOutput:
         """TopK / BatchTopK: per layer, the fused sparse encoder of `sparse_encoder.py` and a gather
         decoder into all later layers; the dense [B, L, n] activations are never built. With a dead
@@ -220,7 +214,7 @@ class CrossLayerTranscoder(Dictionary):
             layer_dead = dead_l[s] if n_dead[s] else None
 
             def select(pre: Tensor, layer_dead: Tensor | None = layer_dead) -> list[tuple[Tensor, Tensor]]:
-                groups = [self._topk_batch(pre, k) if batch else topk_rows(pre, k)]
+                groups = [select_batch(pre, k, self.sharding) if batch else topk_rows(pre, k)]
                 return groups if layer_dead is None else groups + [topk_dead(pre, layer_dead, aux_k)]
 
             groups = sparse_encode(xs[:, s].contiguous(), self.W_enc[s], self.b_enc[s], select)

@@ -27,7 +27,7 @@ from monosemantic.utils.errors import MonosemanticError
 
 from .auxk import auxk_loss, dead_for_aux, default_aux_k
 from .base import LossOutput, TrainStepState, register_dictionary
-from .batchtopk import THRESHOLD_RATE, smallest_selected
+from .batchtopk import THRESHOLD_RATE, select_batch, smallest_selected
 from .clt import CrossLayerTranscoder
 from .clt_meta import CLTMeta
 from .jumprelu import jumprelu, step
@@ -142,7 +142,7 @@ class Crosscoder(CrossLayerTranscoder):
             top = z.topk(int(self.cfg.k), dim=-1, sorted=False)
             f = torch.zeros_like(z).scatter(-1, top.indices, F.relu(top.values))
         else:
-            rows, cols = self._topk_batch(z.detach(), int(self.cfg.k))
+            rows, cols = select_batch(z.detach(), int(self.cfg.k), self.sharding)
             mask = torch.zeros_like(z, dtype=torch.bool)
             mask[rows, cols] = True
             f = F.relu(z) * mask
