@@ -25,11 +25,6 @@ from torch import Tensor
 from .base import Dictionary
 
 
-def default_aux_k(d_in: int, n_latents: int) -> int:
-    """Half the width an encoder reads (Gao et al.: about d_model / 2), at most its latents."""
-    return min(max(d_in // 2, 1), n_latents)
-
-
 def dead_for_aux(dead: Tensor | None, aux_coefficient: float, device: torch.device) -> Tensor | None:
     """The dead mask on the dictionary's device, or None when AuxK has nothing to do."""
     if dead is None or aux_coefficient <= 0 or not bool(dead.any()):

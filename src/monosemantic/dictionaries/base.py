@@ -56,6 +56,12 @@ def dictionary_class(name: str) -> type[Dictionary]:
     return _REGISTRY[name]
 
 
+def default_aux_k(d_in: int, n_latents: int) -> int:
+    """AuxK's dead latents per token: half the width an encoder reads (Gao et al.: about
+    d_model / 2), at most its latents."""
+    return min(max(d_in // 2, 1), n_latents)
+
+
 class Dictionary(nn.Module, abc.ABC):
     """A sparse dictionary: `encode(x) -> f`, `decode(f, x) -> y_hat`, and its training loss.
 
@@ -119,7 +125,7 @@ class Dictionary(nn.Module, abc.ABC):
         if meta.aux_k is not None and meta.aux_k > meta.d_sae:
             raise ConfigError(f"aux_k={meta.aux_k} is larger than d_sae={meta.d_sae}; choose aux_k <= d_sae")
         if meta.aux_k is None:
-            meta.aux_k = min(max(meta.d_in // 2, 1), meta.d_sae)
+            meta.aux_k = default_aux_k(meta.d_in, meta.d_sae)
         if cls.penalty is not None and getattr(meta, cls.penalty.field) is None:
             setattr(meta, cls.penalty.field, cls.penalty.default)
         if meta.decoder_init_norm is None:

@@ -32,8 +32,8 @@ from torch import Tensor, nn
 
 from monosemantic.utils.errors import DataError, MonosemanticError
 
-from .auxk import auxk_loss, dead_for_aux, default_aux_k
-from .base import Dictionary, LossOutput, SparseCodes, TrainStepState, register_dictionary
+from .auxk import auxk_loss, dead_for_aux
+from .base import Dictionary, LossOutput, SparseCodes, TrainStepState, default_aux_k, register_dictionary
 from .batchtopk import THRESHOLD_RATE, select_batch, smallest_selected
 from .clt_meta import ACTIVATIONS, CLTMeta
 from .jumprelu import JumpReLUDictionary, jumprelu, step

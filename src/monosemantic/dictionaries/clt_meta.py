@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from monosemantic.config.dictionary import DictionaryConfig
 from monosemantic.utils.errors import ConfigError
 
-from .auxk import default_aux_k
-from .base import DictionaryMeta
+from .base import DictionaryMeta, default_aux_k
 from .layer_sites import expand, glob_layers
 
 ACTIVATIONS = ("relu", "jumprelu", "topk", "batchtopk")

@@ -25,8 +25,8 @@ from torch import Tensor, nn
 
 from monosemantic.utils.errors import MonosemanticError
 
-from .auxk import auxk_loss, dead_for_aux, default_aux_k
-from .base import LossOutput, TrainStepState, register_dictionary
+from .auxk import auxk_loss, dead_for_aux
+from .base import LossOutput, TrainStepState, default_aux_k, register_dictionary
 from .batchtopk import THRESHOLD_RATE, select_batch, smallest_selected
 from .clt import CrossLayerTranscoder
 from .clt_meta import CLTMeta

@@ -15,7 +15,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .auxk import auxk_loss
-from .base import Dictionary, DictionaryMeta, LossOutput, SparseCodes, TrainStepState, register_dictionary
+from .base import (
+    Dictionary,
+    DictionaryMeta,
+    LossOutput,
+    SparseCodes,
+    TrainStepState,
+    default_aux_k,
+    register_dictionary,
+)
 from .sparse_encoder import sparse_encode, topk_dead, topk_rows
 
 
@@ -67,7 +75,7 @@ class TopKDictionary(Dictionary):
 
     def _encode_codes(self, x: Tensor, dead: Tensor | None) -> tuple[SparseCodes, SparseCodes | None]:
         """Training-time sparse codes, plus the AuxK codes of dead latents when asked for."""
-        aux_k = self.cfg.aux_k or max(self.d_in // 2, 1)
+        aux_k = self.cfg.aux_k or default_aux_k(self.d_in, self.d_sae)
 
         def select(pre: Tensor) -> list[tuple[Tensor, Tensor]]:
             groups = [self._select(pre)]
@@ -100,7 +108,7 @@ class TopKDictionary(Dictionary):
         return int(n if self.sharding is None else self.sharding.latent_sum(n.reshape(1))[0])
 
     def _aux_loss(self, aux: SparseCodes, residual: Tensor, dead: Tensor) -> Tensor:
-        aux_k = self.cfg.aux_k or max(self.d_in // 2, 1)
+        aux_k = self.cfg.aux_k or default_aux_k(self.d_in, self.d_sae)
         return auxk_loss(self.decode_codes(aux, bias=False), residual, self._n_dead(dead), aux_k)
 
     def _reconstruction_loss(
