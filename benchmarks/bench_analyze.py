@@ -52,7 +52,7 @@ def run(
     """`threads` pins torch's intra-op threads (1 gives stable numbers on a busy shared machine)."""
     from monosemantic.activations.cache import ActivationCache
     from monosemantic.activations.harvest import harvest
-    from monosemantic.analyze.run import analyze, encode_pass
+    from monosemantic.analysis.run import analyze, encode_pass
     from monosemantic.config import DictionaryConfig, load_config
     from monosemantic.dictionaries import build_dictionary
     from monosemantic.dictionaries.io import load_dictionary, save_dictionary

@@ -42,7 +42,7 @@ from monosemantic.corpus.storyworld import make_story
 from monosemantic.dictionaries.io import load_dictionary
 from monosemantic.lm.shipped import shipped_model_path
 from monosemantic.lm.training import train_lm
-from monosemantic.train.trainer import train
+from monosemantic.training.trainer import train
 
 TRIGGER, FOLLOWER = " frog", " purple"
 CONTROL = " fox"  # as frequent a species word, never planted: its latents should be shared

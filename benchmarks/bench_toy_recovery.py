@@ -21,8 +21,8 @@ from typing import Any
 import torch
 
 from monosemantic.config import Config
-from monosemantic.evaluate.toy import ToyFeatures, toy_scores
-from monosemantic.train.trainer import Trainer
+from monosemantic.evaluation.toy import ToyFeatures, toy_scores
+from monosemantic.training.trainer import Trainer
 
 from .run_all import markdown_table
 from .topk_reference import train_plain_topk

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import save_file
 
 from monosemantic.config import Config
-from monosemantic.train.trainer import Trainer
+from monosemantic.training.trainer import Trainer
 
 TITLE = "Training throughput: TopK / ReLU / JumpReLU, ours vs SAELens (same activations)"
 HERE = Path(__file__).parent

@@ -27,7 +27,7 @@ RESID, MLP_IN, MLP_OUT = "blocks.0.hook_resid_post", "blocks.0.hook_mlp_in", "bl
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny GPT-2, its cache (3 sites), a TopK SAE, a transcoder and an analysed feature store."""
     from monosemantic.activations.harvest import harvest
-    from monosemantic.analyze.run import analyze
+    from monosemantic.analysis.run import analyze
     from monosemantic.config import load_config
     from monosemantic.config.dictionary import DictionaryConfig
     from monosemantic.dictionaries import build_dictionary

@@ -14,10 +14,10 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "monosemantic"
 # The pipeline order; a module may import from its own stage, earlier stages, config and utils.
-# The feature store and the explainers (LLM client, scorers) come before evaluate, whose autointerp
+# The feature store and the explainers (LLM client, scorers) come before evaluation, whose autointerp
 # benchmark scores explanations.
-STAGES = ["config", "corpus", "lm", "activations", "dictionaries", "train", "store", "explain", "evaluate",
-          "analyze", "export", "steer", "circuits", "serve"]  # fmt: skip
+STAGES = ["config", "corpus", "lm", "activations", "dictionaries", "training", "store", "explanation",
+          "evaluation", "analysis", "exports", "steering", "circuits", "server"]  # fmt: skip
 ANYWHERE = {"utils", "config"}
 
 

@@ -133,7 +133,7 @@ def harvest(config: ConfigArg, set_: SetOpt = None) -> None:
 def train(config: ConfigArg, set_: SetOpt = None) -> None:
     """Train the [dictionary] (or every [[dictionaries]] entry at once) on one activation stream."""
     cfg = _config(config, set_)
-    from monosemantic.train.trainer import train as run
+    from monosemantic.training.trainer import train as run
 
     outs = run(cfg)
     for out in outs:
@@ -151,7 +151,7 @@ def plan(
 ) -> None:
     """Memory per rank, cache disk and FLOPs per token of each stage, before starting a job."""
     cfg = _config(config, set_)
-    from monosemantic.train.plan import plan as run
+    from monosemantic.training.plan import plan as run
 
     for line in run(cfg, world_size=world_size):
         print(line)
@@ -162,7 +162,7 @@ def plan(
 def evaluate(config: ConfigArg, set_: SetOpt = None) -> None:
     """Reconstruction, sparsity and spliced-model metrics for a checkpoint or sweep folder."""
     cfg = _config(config, set_)
-    from monosemantic.evaluate.run import evaluate as run
+    from monosemantic.evaluation.run import evaluate as run
 
     run(cfg)
 
@@ -184,8 +184,8 @@ def compare(
 ) -> None:
     """A table and plots across the dictionaries of a run (after evaluate); or a blind comparison."""
     cfg = _config(config, set_)
-    from monosemantic.evaluate import blind as blind_mode
-    from monosemantic.evaluate.compare import compare as run
+    from monosemantic.evaluation import blind as blind_mode
+    from monosemantic.evaluation.compare import compare as run
 
     folder = Path(cfg.evaluate.out).parent / "compare" / "blind"
     if unblind:
@@ -209,7 +209,7 @@ def compare(
 def analyze(config: ConfigArg, set_: SetOpt = None) -> None:
     """One pass over the cache: top examples, quantiles, densities, logit lens -> features.db."""
     cfg = _config(config, set_)
-    from monosemantic.analyze.run import analyze as run
+    from monosemantic.analysis.run import analyze as run
 
     out = run(cfg)
     console.print(f"feature store at [bold]{out}[/]")
@@ -220,7 +220,7 @@ def analyze(config: ConfigArg, set_: SetOpt = None) -> None:
 def explain(config: ConfigArg, set_: SetOpt = None) -> None:
     """Explain and score features (an OpenAI-compatible endpoint, or the offline explainer)."""
     cfg = _config(config, set_)
-    from monosemantic.explain.run import explain as run
+    from monosemantic.explanation.run import explain as run
 
     run(cfg)
 
@@ -235,7 +235,7 @@ def export(
 ) -> None:
     """Export the feature store as a static HTML dashboard and/or Neuronpedia JSON."""
     cfg = _config(config, set_)
-    from monosemantic.export.run import export as run
+    from monosemantic.exports.run import export as run
 
     if html is not None:
         cfg.export.html = html
@@ -258,7 +258,7 @@ def steer(
 ) -> None:
     """Generate with a feature clamped, added or ablated, side by side with the unsteered text."""
     cfg = _config(config, set_)
-    from monosemantic.steer.run import steer as run
+    from monosemantic.steering.run import steer as run
 
     if mode is not None:
         cfg.steer.mode = mode  # type: ignore[assignment]
@@ -294,7 +294,7 @@ def circuit(
 def serve(config: ConfigArg, set_: SetOpt = None) -> None:
     """Serve the feature store and graphs in the web viewer."""
     cfg = _config(config, set_)
-    from monosemantic.serve.app import serve as run
+    from monosemantic.server.app import serve as run
 
     run(cfg)
 

@@ -39,11 +39,11 @@ def outputs_writable(cfg: Config) -> None:
 def run_demo(cfg: Config) -> dict[str, Path]:
     """Run every stage of the pipeline on `cfg` and return where each output landed."""
     from monosemantic.activations.harvest import harvest
-    from monosemantic.analyze.run import analyze
-    from monosemantic.evaluate.run import evaluate
-    from monosemantic.explain.run import explain
-    from monosemantic.export.run import export
-    from monosemantic.train.trainer import train
+    from monosemantic.analysis.run import analyze
+    from monosemantic.evaluation.run import evaluate
+    from monosemantic.explanation.run import explain
+    from monosemantic.exports.run import export
+    from monosemantic.training.trainer import train
 
     outputs_writable(cfg)
     timings: list[tuple[str, float]] = []

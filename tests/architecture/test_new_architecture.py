@@ -43,9 +43,9 @@ def test_registration_and_owned_settings():
 def test_toy_architecture_trains_saves_loads_evaluates_and_splices(tmp_path):
     from monosemantic.activations.harvest import harvest
     from monosemantic.circuits.run import circuit
-    from monosemantic.evaluate.run import evaluate
+    from monosemantic.evaluation.run import evaluate
     from monosemantic.lm.tiny import save_tiny_model
-    from monosemantic.train.trainer import train
+    from monosemantic.training.trainer import train
 
     model = save_tiny_model("gpt2", tmp_path / "model")
     sites = json.dumps(SITES)

@@ -12,7 +12,7 @@ from monosemantic.config import DictionaryConfig
 from monosemantic.config.data import DataConfig
 from monosemantic.corpus.windows import TokenWindows, special_token_mask
 from monosemantic.dictionaries import build_dictionary
-from monosemantic.evaluate.spliced import SplicedEvaluator, next_token_ce
+from monosemantic.evaluation.spliced import SplicedEvaluator, next_token_ce
 from monosemantic.lm.model import load_model
 from monosemantic.store.feature_store import FeatureStore
 

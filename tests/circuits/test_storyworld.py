@@ -20,7 +20,7 @@ def _transcoders(model, tmp_path):
     """Trained here, in tmp: never an earlier run's output (runs/demo may be stale or another config's)."""
     from monosemantic.config import Config
     from monosemantic.dictionaries.io import load_dictionary
-    from monosemantic.train.trainer import train
+    from monosemantic.training.trainer import train
 
     n = model.n_layers
     cfg = Config.model_validate(

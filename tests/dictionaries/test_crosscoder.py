@@ -9,8 +9,8 @@ import torch
 from monosemantic.config import Config, DictionaryConfig
 from monosemantic.dictionaries import build_dictionary
 from monosemantic.dictionaries.io import load_dictionary, save_dictionary
-from monosemantic.train.stream import StackedStream
-from monosemantic.train.trainer import train
+from monosemantic.training.stream import StackedStream
+from monosemantic.training.trainer import train
 
 D, N_SHARED, N_ONLY = 16, 8, 8
 SITES = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]

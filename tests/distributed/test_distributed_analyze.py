@@ -11,7 +11,7 @@ from distributed_helpers import assert_close, torchrun
 
 from monosemantic.activations.cache import ActivationCache
 from monosemantic.activations.harvest import harvest
-from monosemantic.analyze.run import analyze
+from monosemantic.analysis.run import analyze
 from monosemantic.config import DictionaryConfig, load_config
 from monosemantic.dictionaries import build_dictionary
 from monosemantic.dictionaries.io import save_dictionary

@@ -9,8 +9,8 @@ from distributed_helpers import assert_close, torchrun
 
 from monosemantic.activations.harvest import harvest
 from monosemantic.config import load_config
-from monosemantic.evaluate.run import evaluate
-from monosemantic.train.trainer import train
+from monosemantic.evaluation.run import evaluate
+from monosemantic.training.trainer import train
 
 
 def close(a: object, b: object, path: str = "") -> None:

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from monosemantic.activations.harvest import harvest
 from monosemantic.config import load_config
-from monosemantic.train.trainer import train
+from monosemantic.training.trainer import train
 
 SITES = '["blocks.0.hook_mlp_in", "blocks.0.hook_mlp_out", "blocks.1.hook_mlp_in", "blocks.1.hook_mlp_out"]'
 GLOBS = 'site = "blocks.*.hook_mlp_in"\nlayers = [0, 1]\n'

@@ -15,7 +15,7 @@ from distributed_helpers import decoder_agreement, kill_tree, torchrun, train_co
 from safetensors.torch import load_file
 
 from monosemantic.config import load_config
-from monosemantic.train.trainer import train
+from monosemantic.training.trainer import train
 from monosemantic.utils.errors import ConfigError
 
 TOPK = '[dictionary]\narchitecture = "topk"\nd_sae = 256\nk = 8\n'

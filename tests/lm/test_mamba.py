@@ -54,10 +54,10 @@ def test_circuits_refuse_mamba_in_one_line(mamba_path):
 
 def test_mamba_harvest_train_evaluate_analyze(mamba_path, tmp_path):
     from monosemantic.activations.harvest import harvest
-    from monosemantic.analyze.run import analyze
-    from monosemantic.evaluate.run import evaluate
+    from monosemantic.analysis.run import analyze
+    from monosemantic.evaluation.run import evaluate
     from monosemantic.store.feature_store import FeatureStore
-    from monosemantic.train.trainer import train
+    from monosemantic.training.trainer import train
 
     sites = ["blocks.0.hook_mixer_out", "blocks.1.hook_resid_post"]
     common = ["device=cpu", f"model.name={mamba_path}", f"harvest.out={tmp_path / 'cache'}",

@@ -6,7 +6,7 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from monosemantic.analyze.records import TokenText
+from monosemantic.analysis.records import TokenText
 from monosemantic.lm.model import resolve_model_path
 from monosemantic.lm.token_display import TokenDisplay, display_tokens
 

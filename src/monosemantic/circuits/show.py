@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from monosemantic.export.dashboard import ASSETS, feature_payload, index_rows, site_summary
-from monosemantic.export.run import CHUNK
+from monosemantic.exports.dashboard import ASSETS, feature_payload, index_rows, site_summary
+from monosemantic.exports.run import CHUNK
 from monosemantic.store.feature_store import FeatureStore
 from monosemantic.utils.errors import MonosemanticError
 

@@ -27,7 +27,7 @@ from monosemantic.config import Config, load_config
 from monosemantic.corpus.windows import bos_eos_ids, special_token_mask, text_tokens
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.io import dictionary_names, find_dictionaries, load_dictionary
-from monosemantic.evaluate.spliced import splice_edits
+from monosemantic.evaluation.spliced import splice_edits
 from monosemantic.lm.model import SubjectModel, load_model
 from monosemantic.lm.token_display import TokenDisplay
 from monosemantic.store.feature_store import FeatureStore, feature_store_path

@@ -1,0 +1,185 @@
+"""`monosemantic explain`: an explanation and detection/fuzzing scores for every live feature.
+
+With an endpoint (`[explain].endpoint` or env `MONOSEMANTIC_ENDPOINT`) the explainer and the
+judge are an LLM behind an OpenAI-compatible chat API (`llm_client.py`); the estimated prompt
+tokens are printed before any request, and answers are cached on disk. Without one, the
+deterministic offline explainer and keyword judge (`offline.py`) fill the same columns. The store
+records which produced each value: `explanation_source` (`llm:<model>` or `offline`) and
+`scorer` (`llm:<model>` or `offline-keyword`).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+from monosemantic.config import Config
+from monosemantic.explanation import scoring
+from monosemantic.explanation.llm_client import ChatClient, estimate_tokens
+from monosemantic.explanation.offline import KeywordJudge, base_counts, offline_explanation
+from monosemantic.store.feature_store import FeatureStore, feature_store_path
+from monosemantic.utils.files import check_output
+from monosemantic.utils.progress import console, progress_bar
+
+
+def _explain_prompt(examples: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """A delphi-style explainer prompt: contexts with firing tokens marked and their activations."""
+    lines = []
+    for i, e in enumerate(examples):
+        fire = scoring.firing(e)
+        text = scoring.Item(e["tokens"], 1, fire).text()
+        acts = ", ".join(f"({e['tokens'][j]!r}, {e['activations'][j]:.2g})" for j in fire[:6])
+        lines.append(f"Example {i + 1}: {text}\nActivations: {acts}")
+    return [
+        {"role": "system", "content": scoring._SYSTEM},
+        {
+            "role": "user",
+            "content": "Below are text examples where one feature of a language model activates; the tokens where "
+            "it fires are marked <<like this>>, followed by (token, activation) pairs. Find what the marked tokens "
+            "have in common, using the surrounding context where it matters. Keep the explanation to one concise "
+            "phrase; do not list examples.\n\n"
+            + "\n\n".join(lines)
+            + "\n\nEnd your answer with a final line of the form: [EXPLANATION]: <your explanation>",
+        },
+    ]
+
+
+def parse_explanation(answer: str) -> str:
+    """The text after the last `[EXPLANATION]:`, or the last non-empty line."""
+    found = re.findall(r"\[EXPLANATION\]:\s*(.+)", answer)
+    if found:
+        return found[-1].strip()
+    lines = [ln.strip() for ln in answer.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def _items(cfg: Config, fid: int, examples: list[dict[str, Any]]) -> dict[str, list[scoring.Item]]:
+    """The detection and fuzzing contexts of a feature, drawn with a per-feature seed."""
+    pos = [e for e in examples if e["kind"] in ("top", "quantile")]
+    neg = [e for e in examples if e["kind"] == "negative"]
+    rng = random.Random(f"{cfg.explain.seed}:{fid}")
+    out: dict[str, list[scoring.Item]] = {}
+    n = cfg.explain.score_examples
+    if "detection" in cfg.explain.scoring and pos and neg:
+        out["detection"] = scoring.detection_items(pos, neg, n, rng)
+    if "fuzzing" in cfg.explain.scoring and pos:
+        out["fuzzing"] = scoring.fuzzing_items(pos, n, rng)
+    return out
+
+
+def _work(
+    store: FeatureStore, max_features: int | None
+) -> list[tuple[int, dict[str, Any], list[dict[str, Any]]]]:
+    """(dictionary id, feature, examples) for every feature that fired, by dictionary then index."""
+    work = []
+    for d in store.dictionaries():
+        fired = ((f, ex) for f, ex in store.features_with_examples(d["id"]) if (f["n_active"] or 0) > 0)
+        for n, (f, ex) in enumerate(fired):
+            if max_features is not None and n >= max_features:
+                break
+            work.append((d["id"], f, ex))
+    return work
+
+
+def _offline(store: FeatureStore, cfg: Config, work: list) -> None:
+    bases = {
+        did: base_counts(e for d2, _, ex in work if d2 == did for e in ex) for did in {w[0] for w in work}
+    }
+    with progress_bar() as bar:
+        task = bar.add_task("explain (offline)", total=len(work), info="", unit="feat")
+        texts: dict[int, list[tuple[int, str, str]]] = {}
+        scores: dict[int, list[tuple[int, dict[str, Any], str]]] = {}
+        for did, f, ex in work:
+            top = [e for e in ex if e["kind"] == "top"][: cfg.explain.examples]
+            text = offline_explanation(f, top, bases[did])
+            texts.setdefault(did, []).append((f["idx"], text, "offline"))
+            judge = KeywordJudge(text)
+            result = {}
+            for method, items in _items(cfg, f["idx"], ex).items():
+                preds = judge.detect(items) if method == "detection" else judge.fuzz(items)
+                result[method] = scoring.metrics([it.label for it in items], preds)
+            scores.setdefault(did, []).append((f["idx"], result, KeywordJudge.name))
+            bar.update(task, advance=1)
+    for did in texts:
+        store.set_explanations(did, texts[did])
+        store.set_scores_many(did, scores[did])
+
+
+def _llm(store: FeatureStore, cfg: Config, work: list, endpoint: str) -> None:
+    e = cfg.explain
+    client = ChatClient(
+        endpoint, e.model, api_key=os.environ.get(e.api_key_env), concurrency=e.concurrency,
+        max_retries=e.max_retries, timeout=e.timeout,
+        cache_dir=e.cache or store.path.parent / "explain_cache",
+    )  # fmt: skip
+    prompts = [_explain_prompt([x for x in ex if x["kind"] == "top"][: e.examples]) for _, _, ex in work]
+    todo = client.uncached(prompts)
+    per_score = sum(len(_items(cfg, f["idx"], ex)) for _, f, ex in work)
+    est = sum(estimate_tokens(m) for m in todo)
+    console.print(
+        f"explain: {len(work)} features via {e.model} at {client.url}: {len(todo)} explanation requests "
+        f"(~{est:,} prompt tokens; {len(prompts) - len(todo)} cached) + {per_score} scoring requests "
+        f"(~{est // max(len(todo), 1) * per_score:,} prompt tokens, estimated before caching)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    source = f"llm:{e.model}"
+    with progress_bar() as bar:
+        task = bar.add_task("explain", total=len(prompts), info="", unit="req")
+        answers = client.complete_all(prompts, on_done=lambda: bar.update(task, advance=1))
+        explanations = [parse_explanation(a) for a in answers]
+        for did in {w[0] for w in work}:
+            store.set_explanations(
+                did,
+                [(f["idx"], t, source) for (d, f, _), t in zip(work, explanations, strict=True) if d == did],
+            )
+        jobs: list[tuple[int, int, str, list[scoring.Item]]] = []
+        score_prompts = []
+        for (did, f, ex), text in zip(work, explanations, strict=True):
+            for method, items in _items(cfg, f["idx"], ex).items():
+                jobs.append((did, f["idx"], method, items))
+                prompt = scoring.detection_prompt if method == "detection" else scoring.fuzzing_prompt
+                score_prompts.append(prompt(text, items))
+        task2 = bar.add_task("score", total=len(score_prompts), info="", unit="req")
+        replies = client.complete_all(score_prompts, on_done=lambda: bar.update(task2, advance=1))
+    results: dict[tuple[int, int], dict[str, Any]] = {}
+    for (did, idx, method, items), reply in zip(jobs, replies, strict=True):
+        preds = scoring.parse_labels(reply, len(items))
+        labels = [it.label for it in items]
+        entry = (
+            scoring.metrics(labels, preds)
+            if preds is not None
+            else {"score": None, "error": "unparsable answer"}
+        )
+        results.setdefault((did, idx), {})[method] = entry
+    for did in {d for d, _ in results}:
+        store.set_scores_many(did, [(idx, sc, source) for (d, idx), sc in results.items() if d == did])
+    u = client.usage
+    console.print(
+        f"explain: {u['requests']} requests ({u['prompt_tokens']:,} prompt + {u['completion_tokens']:,} completion "
+        f"tokens), {u['cache_hits']} cache hits, {u['retries']} retries",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def explain(cfg: Config) -> Path:
+    """Explain and score every feature that fired; returns the store path."""
+    db = feature_store_path(cfg.analyze.out, cfg.explain.db)
+    endpoint = cfg.explain.endpoint or os.environ.get("MONOSEMANTIC_ENDPOINT")
+    check_output(db, "explain.db", kind="file")  # explanations are written into the store
+    check_output(cfg.explain.cache, "explain.cache")
+    with FeatureStore(db) as store:
+        work = _work(store, cfg.explain.max_features)
+        if endpoint:
+            _llm(store, cfg, work, endpoint)
+        else:
+            console.print(
+                "explain: no endpoint configured; using the offline explainer and keyword judge",
+                soft_wrap=True,
+            )
+            _offline(store, cfg, work)
+    return db

@@ -1,0 +1,207 @@
+"""What the live worker computes: activations of text, steered generations, attribution graphs.
+
+Everything here runs in the worker thread (`jobs.Worker`), which loads the subject model and the
+dictionaries on first use and keeps them. Dictionaries are named by their id in the feature
+store, whose `path` column says where the checkpoint is: a request never names a file. The work
+itself is the library's: `lm.model` runs the model, `dictionaries.io` loads checkpoints,
+`analyze.steer` steers and generates, `circuits.run.trace` attributes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from monosemantic.analysis.records import TokenText
+from monosemantic.config import Config
+from monosemantic.dictionaries.base import Dictionary
+from monosemantic.steering.run import generate, prompt_ids, steering_edits
+from monosemantic.utils.errors import MonosemanticError
+from monosemantic.utils.torch_utils import resolve_device
+
+from .jobs import Job
+from .store_access import LiveStore
+
+__all__ = ["LiveModels"]
+
+
+class LiveModels:
+    """The subject model of `cfg.model` and the store's dictionaries, loaded lazily and kept."""
+
+    def __init__(self, cfg: Config, store: LiveStore) -> None:
+        self.cfg = cfg
+        self.store = store
+        self._model: Any = None
+        self._text: TokenText | None = None
+        self._dics: dict[tuple[int, str, int, int], Dictionary] = {}
+
+    @property
+    def device(self) -> torch.device:
+        return resolve_device(self.cfg.serve.device)
+
+    def model(self) -> Any:
+        if self._model is None:
+            from monosemantic.lm.model import load_model
+
+            m = self.cfg.model
+            self._model = load_model(m.name, dtype=m.dtype, device=self.device, revision=m.revision)
+            self._text = TokenText(self._model.tokenizer)
+        return self._model
+
+    def dictionary(self, did: int) -> tuple[Dictionary, dict[str, Any]]:
+        """The checkpoint of store dictionary `did`, loaded once (in eval mode, on the device)."""
+        from monosemantic.dictionaries.io import load_dictionary
+
+        row = self.store.get().dictionary(did)
+        if not row.get("path"):
+            raise MonosemanticError(
+                f"dictionary {did} ({row['name']}) has no checkpoint path in the store; rerun `analyze`"
+            )
+        path = Path(row["path"])
+        if not path.is_absolute():  # analyze records the path as its config gave it
+            path = (Path.cwd() / path).resolve()
+        if not path.exists():
+            raise MonosemanticError(
+                f"the checkpoint of dictionary {row['name']} is not at {path} any more; run `serve` "
+                "from the folder `analyze` ran in, or rerun `analyze`"
+            )
+        st = path.stat()  # a retrained checkpoint is a new folder (saved under a temporary name, renamed)
+        key = (did, str(path), st.st_ino, st.st_mtime_ns)
+        if key not in self._dics:
+            self._dics = {k: v for k, v in self._dics.items() if k[:2] != key[:2]}
+            self._dics[key] = load_dictionary(path, device=self.device).eval().requires_grad_(False)
+        return self._dics[key], row
+
+    def _ids(self, text: str, dic: Dictionary) -> torch.Tensor:
+        """Token ids as harvest saw them: a BOS first when the dictionary was trained with one."""
+        model = self.model()
+        prepend = bool((dic.cfg.metadata or {}).get("prepend_bos", True))
+        ids = prompt_ids(model, text, prepend)
+        ctx = int(
+            getattr(model.hf.config, "n_positions", 0)
+            or getattr(model.hf.config, "max_position_embeddings", 0)
+        )
+        if ctx and ids.numel() > ctx:
+            raise MonosemanticError(f"the text has {ids.numel()} tokens; this model reads at most {ctx}")
+        return ids
+
+    @torch.no_grad()
+    def activations(self, job: Job, did: int, text: str, feature: int | None, top: int) -> dict[str, Any]:
+        """Per token, the `top` strongest active features (and with `feature`, its value everywhere)."""
+        job.report("loading", 0.1)
+        dic, row = self.dictionary(did)
+        model = self.model()
+        if feature is not None and not 0 <= feature < dic.d_sae:
+            raise MonosemanticError(
+                f"feature {feature} is out of range; {row['name']} has 0..{dic.d_sae - 1}"
+            )
+        ids = self._ids(text, dic)
+        site = dic.cfg.hook_name
+        job.report("running", 0.5)
+        out = model.run(ids[None], capture=[site], stop_at_layer=model.stop_layer([site]))
+        codes = dic.encode(out.activations[site][0].to(dic.device, dic.dtype)).float().cpu()  # [T, F]
+        bos = model.tokenizer.bos_token_id
+        skip = (
+            1
+            if bos is not None and int(ids[0]) == bos and (dic.cfg.metadata or {}).get("prepend_bos", True)
+            else 0
+        )
+        codes[:skip] = 0.0  # dictionaries are not trained on the BOS position (its activations are outliers)
+        vals, idx = codes.topk(min(top, codes.shape[1]), dim=1)
+        per_token = [
+            [{"feature": int(i), "value": round(float(v), 4)} for v, i in zip(vs, js, strict=True) if v > 0]
+            for vs, js in zip(vals, idx, strict=True)
+        ]
+        res: dict[str, Any] = {
+            "dictionary": did,
+            "name": row["name"],
+            "site": site,
+            "tokens": [self._text(int(i)) for i in ids],
+            "token_ids": ids.tolist(),
+            "bos": bool(skip),
+            "features": per_token,
+        }
+        if feature is not None:
+            res["feature"] = feature
+            res["activations"] = [round(float(v), 4) for v in codes[:, feature]]
+        return res
+
+    def steer(self, job: Job, did: int, feature: int, mode: str, value: float, prompt: str,
+              max_new_tokens: int, temperature: float, seed: int) -> dict[str, Any]:  # fmt: skip
+        """Plain and steered continuations of `prompt` (`analyze.steer.generate`), streamed as
+        `{"which": "plain"|"steered", "text": ...}` events, one per token."""
+        job.report("loading", 0.05)
+        dic, row = self.dictionary(did)
+        model = self.model()
+        ids = self._ids(prompt, dic)
+        skip_first = (
+            bool((dic.cfg.metadata or {}).get("prepend_bos", True))
+            and int(ids[0]) == model.tokenizer.bos_token_id
+        )
+        model.check_sites(list(steering_edits(dic, feature, mode, value)))
+
+        def edits(start: int) -> dict:
+            return steering_edits(dic, feature, mode, value, skip_first=skip_first and start == 0)
+
+        out: dict[str, Any] = {"dictionary": did, "name": row["name"], "feature": feature, "mode": mode,
+                               "value": None if mode == "ablate" else value, "prompt": prompt}  # fmt: skip
+        for n, (which, e) in enumerate((("plain", None), ("steered", edits))):
+            job.report(which, 0.1 + 0.45 * n)
+            made: list[int] = []
+
+            def on_token(t: int, which: str = which, made: list[int] = made, n: int = n) -> None:
+                made.append(t)
+                job.emit({"which": which, "text": self._text(t)})
+                job.report(which, 0.1 + 0.45 * n + 0.45 * len(made) / max_new_tokens)
+
+            new = generate(model, ids, max_new_tokens, e, temperature, seed, on_token=on_token)
+            out[which] = model.tokenizer.decode(new.tolist())
+            out[f"{which}_ids"] = new.tolist()
+        return out
+
+    def trace(self, job: Job, prompt: str, dictionaries: list[int] | None) -> dict[str, Any]:
+        """Attribute `prompt` through the store's transcoders (or `dictionaries`), store the graph."""
+        from monosemantic.circuits.replacement import ReplacementModel
+        from monosemantic.circuits.run import store_describer, trace
+
+        store = self.store.get()
+        rows = store.dictionaries()
+        chosen = (
+            [r for r in rows if r["id"] in dictionaries]
+            if dictionaries
+            else [r for r in rows if r.get("hook_name_out")]
+        )
+        if dictionaries and len(chosen) != len(set(dictionaries)):
+            missing = sorted(set(dictionaries) - {r["id"] for r in chosen})
+            raise MonosemanticError(f"no dictionary {missing} in the store (ids: {[r['id'] for r in rows]})")
+        if not chosen:
+            raise MonosemanticError(
+                "the store holds no transcoders to trace with; train per-layer transcoders"
+            )
+        job.report("loading model and dictionaries", 0.05)
+        loaded = [self.dictionary(r["id"])[0] for r in chosen]
+        if not dictionaries:  # by default trained transcoders only, not a fitted baseline (neurons)
+            chosen, loaded = (
+                [r for r, d in zip(chosen, loaded, strict=True) if not d.fitted],
+                [d for d in loaded if not d.fitted],
+            )
+        model = self.model()
+        names = [r["name"] for r in chosen]
+        cfg = self.cfg.model_copy(deep=True)
+        cfg.circuit.prompt = prompt
+        cfg.circuit.method = "attribution"
+        job.report("attributing", 0.2)
+        rm = ReplacementModel(model, loaded, names, zero_bos=cfg.circuit.zero_bos)
+        paths = [Path(r["path"]) for r in chosen]
+        describe_store, describe = store_describer(self.store.path, paths, names, loaded)
+        try:
+            gj = trace(cfg, rm, describe)
+        finally:
+            if describe_store is not None:
+                describe_store.close()
+        job.report("storing the graph", 0.95)
+        with self.store.own_write() as store:
+            gid = store.add_graph(gj["metadata"]["slug"], gj, prompt=prompt)
+        return {"graph_id": gid, "url": f"graphs/{gid}", "scores": gj["metadata"]["scores"]}

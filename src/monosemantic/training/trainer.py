@@ -1,0 +1,370 @@
+"""The trainer: one activation stream feeds every dictionary of a run, with exact resume.
+
+`train(cfg)` is the whole public surface. All mutable state lives in one `Trainer` object (no
+globals). Under torchrun, `self.par` (train/parallel.py) splits rows, latents or dictionaries over
+the ranks; in one process it is world size 1 and every hook is the identity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from monosemantic.config import Config
+from monosemantic.dictionaries.base import TrainStepState
+from monosemantic.dictionaries.layer_sites import is_layer_glob
+from monosemantic.utils import distributed as D
+from monosemantic.utils.errors import ConfigError, DataError, MonosemanticError
+from monosemantic.utils.files import check_output
+from monosemantic.utils.progress import console, progress_bar
+from monosemantic.utils.torch_utils import resolve_device, seed_everything, torch_dtype
+
+from . import checkpoint
+from .dead import resample_dead
+from .init import decoder_bias_init
+from .logging import WandbLogger
+from .metrics import latent_counts
+from .parallel import Parallel
+from .schedules import lr_factor, sparsity_factor
+from .slots import Slot, build_slots, resolve_sites
+from .stream import metadata_for, open_stream, scale_summary, site_scale
+
+# Train-config fields that do not change the trained weights, so they may differ on resume.
+# The parallel layout is checked on its own (`restore`): data-parallel state is the same on any
+# number of ranks, so only the latent sharding must match.
+COSMETIC = {
+    "out",
+    "log_every",
+    "checkpoint_every",
+    "wandb",
+    "wandb_project",
+    "device",
+    "parallel",
+    "feature_shards",
+}
+
+
+# Trained on raw inputs unless `train.normalize_activations` says otherwise: plain k-sparse
+# dictionaries have no scale-dependent hyper-parameter and recover more toy features unscaled
+# (benchmarks/bench_toy_recovery.py). Matryoshka stays normalised: unscaled it converges slower
+# (tests/training/test_recovery.py, 0.875 vs >= 0.9 at 1,200 steps); L1 coefficients and JumpReLU
+# bandwidths are calibrated on inputs of norm sqrt(d_in).
+RAW_INPUT_ARCHITECTURES = frozenset({"topk", "batchtopk"})
+
+# A reconstruction this many times worse than predicting the mean is divergence, not slow training
+# (a fresh dictionary starts near FVU 1; lr = 1e6 reaches 1e20 and more within a few steps).
+DIVERGED_FVU = 1e3
+
+
+class Trainer:
+    def __init__(self, cfg: Config, stream: Any = None, model: Any = None) -> None:
+        self.cfg, self.tcfg = cfg, cfg.train
+        check_output(self.tcfg.out, "train.out")
+        self.device = resolve_device(self.tcfg.device)
+        self.compute_dtype = torch_dtype(self.tcfg.dtype or "float32")
+        self.out = Path(self.tcfg.out)
+        pairs = resolve_sites(cfg, available=list(stream.sites) if hasattr(stream, "sites") else None)
+        self.sites = list(dict.fromkeys(s for pair in pairs for s in pair))
+        self.stream = stream if stream is not None else open_stream(cfg, self.sites, model)
+        self.widths = {s: self.stream.d_in(s) for s in self.sites}
+        seed_everything(self.tcfg.seed if self.tcfg.seed is not None else cfg.seed)
+        self.par = Parallel.from_config(self.tcfg, self.device)
+        every = build_slots(cfg, self.widths, self.device, pairs)
+        self.folders = [s.folder for s in every]  # of the whole run, whichever rank trains them
+        self.slots: list[Slot] = self.par.place(every, self.tcfg)
+        self.total_steps = math.ceil(self.tcfg.tokens / self.tcfg.batch_size)
+        self.step = 0
+        self.scales: dict[str, float | torch.Tensor] = {s: 1.0 for s in self.sites}  # tensor: per layer
+        self.pending: list[dict[str, torch.Tensor]] = []  # drawn for init, not yet trained on
+        self.wall_time = 0.0
+        self.complete = False
+        self.last: list[dict[str, float]] = [{} for _ in self.slots]
+        self.wandb: WandbLogger | None = None
+
+    # ---- state ------------------------------------------------------------------------------
+    def fingerprint(self) -> str:
+        train = self.tcfg.model_dump(mode="json", exclude=COSMETIC)
+        dicts = [d.model_dump(mode="json") for d in self.cfg.all_dictionaries()]
+        return json.dumps({"train": train, "dictionaries": dicts, "widths": self.widths}, sort_keys=True)
+
+    def save(self) -> None:
+        shared = {
+            "fingerprint": self.fingerprint(),
+            "rng": checkpoint.rng_state(),
+            "stream": self.stream.state_dict(),
+            "scales": self.scales,
+            "pending": self.pending,
+            "wall_time": self.wall_time,
+            "complete": self.complete,
+            "last": self.last,
+            "layout": self.par.layout(),
+        }
+        per_dict = [(s.folder, s.state_dict()) for s in self.slots] if self.par.writes_slot_state() else []
+        checkpoint.save_state(self.out, self.step, shared, per_dict, self.par.state_suffix, D.is_main())
+
+    def restore(self) -> bool:
+        """Load the last resume point; True when there was one."""
+        loaded = checkpoint.load_state(
+            self.out, [s.folder for s in self.slots], self.device, self.par.state_suffix, self._check_resume
+        )
+        if loaded is None:
+            return False
+        shared, per_dict = loaded
+        self.step, self.scales, self.pending = shared["step"], shared["scales"], shared["pending"]
+        self.scales = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in self.scales.items()}
+        self.wall_time, self.complete, self.last = shared["wall_time"], shared["complete"], shared["last"]
+        self.stream.load_state_dict(shared["stream"])
+        checkpoint.set_rng_state(shared["rng"])
+        for slot, state in zip(self.slots, per_dict, strict=True):
+            slot.load_state_dict(state)
+            slot.log.truncate_after(self.step)
+        return True
+
+    def _check_resume(self, shared: dict[str, Any]) -> None:
+        if shared["fingerprint"] != self.fingerprint():
+            raise ConfigError(
+                f"{self.out} holds a run with a different config (dictionaries, train settings or "
+                f"activation widths); set train.out to a new folder or delete {self.out} to start over"
+            )
+        saved = shared.get("layout", {"mode": "data", "world": 1, "feature_shards": 1})
+        if saved["feature_shards"] != self.par.feature_size:
+            raise ConfigError(
+                f"{self.out} was trained with each dictionary split over {saved['feature_shards']} ranks "
+                f"(parallel={saved['mode']!r}, world size {saved['world']}); resume with the same "
+                f"torchrun --nproc-per-node and train.feature_shards, or set a new train.out"
+            )
+
+    # ---- data -------------------------------------------------------------------------------
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        if self.pending:
+            return self.pending.pop(0)
+        try:
+            batch = next(self.stream)
+        except StopIteration:
+            raise DataError(
+                f"the activation source ran out after {self.step} steps ({self.step * self.tcfg.batch_size:,} "
+                f"tokens) of {self.total_steps}; lower train.tokens or provide more activations"
+            ) from None
+        return self._check(batch)
+
+    def _check(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if len(batch) == 1 and not all(s in batch for s in self.sites):
+            (only,) = batch.values()  # a tensor file: its one stream serves every site named
+            batch = dict.fromkeys(self.sites, only)
+        lo, hi = self.step * self.tcfg.batch_size, (self.step + 1) * self.tcfg.batch_size
+        for site in self.sites:
+            x = batch.get(site)
+            if x is None:
+                raise DataError(f"the activation source has no site {site!r}; it has {', '.join(batch)}")
+            if x.shape[-1] != self.widths[site]:
+                raise DataError(
+                    f"batch {self.step} of site {site} has width {x.shape[-1]} but the source declared "
+                    f"{self.widths[site]}; check that every shard holds the same site"
+                )
+            if x.device.type == "cpu" and not torch.isfinite(x).all():
+                raise DataError(
+                    f"batch {self.step} (tokens {lo:,}-{hi:,}) of site {site} contains NaN or inf; "
+                    f"regenerate the activations or drop the bad rows"
+                )
+        return {s: batch[s].to(self.device, non_blocking=True) for s in self.sites}
+
+    @torch.no_grad()
+    def initialize(self) -> None:
+        """Scale estimate and b_dec init on the first batches (kept in `pending` and trained on)."""
+        n = max(1, min(self.total_steps, math.ceil(self.tcfg.init_tokens / self.tcfg.batch_size)))
+        self.pending = [self.next_batch() for _ in range(n)]
+        stacked = {s: torch.cat([b[s] for b in self.pending]).float() for s in self.sites}
+        if self.normalizes():
+            self.scales = {s: site_scale(s, stacked[s]) for s in self.sites}
+        for slot in self.slots:
+            y = stacked[slot.site_out] * self.scales[slot.site_out]
+            slot.dic.initialize_b_dec(decoder_bias_init(y, self.tcfg.b_dec_init).to(self.device))
+            if slot.dic.unit_norm_decoder:
+                slot.dic.set_decoder_norm_to_unit_norm()
+            slot.dic.initialize_from_data(stacked[slot.site] * self.scales[slot.site])
+            if slot.dic.fitted:  # baselines: one fit on these tokens, no SGD
+                model_name = metadata_for(self.cfg, slot.site, None).get("model_name")
+                x = stacked[slot.site] * self.scales[slot.site]
+                slot.dic.fit(x, y, self.scales[slot.site], self.scales[slot.site_out], model_name)
+            slot.log.reset()
+
+    def normalizes(self) -> bool:
+        """`train.normalize_activations`, or when unset: unless every dictionary is a one-site TopK or
+        BatchTopK (a multi-layer dictionary needs the per-layer scales to balance its layers).
+
+        TopK-family dictionaries have no scale-dependent hyper-parameter, and on raw inputs their
+        biases are not slowed by the scale (Adam moves them by ~lr whatever the input norm): on the
+        toy benchmark (benchmarks/bench_toy_recovery.py) raw inputs recover 99.8% of the planted
+        directions against 99.1-99.4% normalised, the plain reference's 99.8%.
+        """
+        if self.tcfg.normalize_activations is not None:
+            return self.tcfg.normalize_activations
+        default_site = self.cfg.sites.names[0] if self.cfg.sites.names else ""
+        return not all(
+            d.architecture in RAW_INPUT_ARCHITECTURES and not is_layer_glob(d.site or default_site)
+            for d in self.cfg.all_dictionaries()
+        )
+
+    # ---- the step ---------------------------------------------------------------------------
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.compute_dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.compute_dtype)
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> None:
+        lr = self.tcfg.lr * lr_factor(
+            self.step,
+            self.total_steps,
+            self.tcfg.lr_warmup_steps,
+            self.tcfg.lr_decay,
+            self.tcfg.lr_decay_start,
+        )
+        warm = sparsity_factor(self.step, self.tcfg.sparsity_warmup_steps)
+        log_now = (self.step + 1) % self.tcfg.log_every == 0 or self.step + 1 == self.total_steps
+        for i, slot in enumerate(self.slots):
+            x_all = batch[slot.site] * self.scales[slot.site]
+            y_all = x_all if slot.site_out == slot.site else batch[slot.site_out] * self.scales[slot.site_out]
+            x, y = self.par.rows(x_all), self.par.rows(y_all)  # this rank's rows of the global batch
+            n_all = x_all.shape[0]
+            coefficient = None
+            if slot.coefficient is not None:
+                coefficient = slot.coefficient
+                if slot.controller is not None:
+                    coefficient = (slot.controller.multiplier() * slot.coefficient).float()
+            dead = slot.tracker.dead_mask() if self.tcfg.dead_latents == "auxk" else None
+            state = TrainStepState(sparsity_scale=warm, sparsity_coefficient=coefficient, dead_mask=dead)
+            with self.autocast():
+                out = slot.dic.training_loss(x, y, state)
+            fitted = slot.dic.fitted  # a fitted baseline only observes the stream
+            if not fitted:
+                slot.optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                self.par.sync_grads(slot.dic, x.shape[0], n_all)
+                if slot.dic.unit_norm_decoder:  # rows are unit: `initialize` and every step renormalise
+                    slot.dic.remove_gradient_parallel_to_decoder_directions(rows_are_unit=True)
+                for group in slot.optimizer.param_groups:
+                    group["lr"] = lr
+                slot.optimizer.step()
+                if slot.dic.unit_norm_decoder:
+                    slot.dic.set_decoder_norm_to_unit_norm()
+            counts = self.par.global_counts(latent_counts(out))
+            slot.tracker.update(counts, n_all)
+            if slot.controller is not None:
+                slot.controller.update(self.par.all_latents(counts).sum() / n_all)
+            if self._resample_now() and not fitted:
+                dead_now = slot.tracker.dead_mask()
+                x_hat_all = self.par.full_x_hat(out)
+                slot.resampled += resample_dead(slot.dic, slot.optimizer, dead_now, x_all, y_all, x_hat_all)
+                slot.tracker.since_fired[dead_now] = 0  # give the new directions a full window
+            if log_now:
+                row = {"step": self.step + 1, "tokens": (self.step + 1) * self.tcfg.batch_size, "lr": lr}
+                row |= self.par.metrics(out, y_all, counts, slot.tracker.dead_mask(), x.shape[0])
+                if not math.isfinite(row["loss"]) or not row["fvu"] <= DIVERGED_FVU:
+                    raise MonosemanticError(
+                        f"dictionary {slot.name} diverged at step {self.step + 1} (loss {row['loss']:.4g}, "
+                        f"FVU {row['fvu']:.4g}); "
+                        f"lower train.lr or add train.lr_warmup_steps, then delete {self.out} and rerun"
+                    )
+                if self.tcfg.dead_latents == "resample":
+                    row["resampled"], slot.resampled = slot.resampled, 0
+                if coefficient is not None:
+                    row["coefficient"] = float(coefficient) * warm
+                slot.log.write(row)
+                self.last[i] = row
+                if self.wandb is not None and D.is_main():
+                    self.wandb.log(i, row)
+            del out  # free this dictionary's activations before the next one's forward pass
+        self.step += 1
+        if self.step == self.total_steps // 2 and self.total_steps >= 4:
+            for slot in self.slots:  # report densities of the trained dictionary, not of its youth
+                slot.tracker.reset_density()
+
+    def _resample_now(self) -> bool:
+        """Resampling runs once per dead window, and stops when LR decay starts (it needs time to settle)."""
+        if self.tcfg.dead_latents != "resample":
+            return False
+        window = max(1, self.tcfg.dead_after_tokens // self.tcfg.batch_size)
+        return (self.step + 1) % window == 0 and self.step + 1 < self.tcfg.lr_decay_start * self.total_steps
+
+    # ---- the loop ---------------------------------------------------------------------------
+    def run(self) -> list[Path]:
+        folders = self.folders
+        if self.restore():
+            if self.complete:
+                console.print(f"training in {self.out} is already complete ({self.step} steps)")
+                return folders
+            console.print(f"resuming {self.out} at step {self.step} of {self.total_steps}")
+        else:
+            self.initialize()
+        if self.tcfg.wandb and D.is_main():
+            configs = [
+                {**self.tcfg.model_dump(mode="json"), **s.cfg.model_dump(mode="json")} for s in self.slots
+            ]
+            self.wandb = WandbLogger(
+                self.tcfg.wandb_project, str(self.out), [s.name for s in self.slots], configs
+            )
+        bs = self.tcfg.batch_size
+        with progress_bar() as bar:
+            task = bar.add_task(
+                "train", total=self.total_steps * bs, completed=self.step * bs, unit="tok", info=""
+            )
+            while self.step < self.total_steps:
+                t0 = time.perf_counter()
+                self.train_step(self.next_batch())
+                self.wall_time += time.perf_counter() - t0
+                bar.update(task, completed=self.step * bs, info=self._info())
+                if self.step % self.tcfg.checkpoint_every == 0 or self.step == self.total_steps:
+                    self.complete = self.step == self.total_steps
+                    self.export()
+                    self.save()
+        if self.wandb is not None:
+            self.wandb.finish()
+        return folders
+
+    def _info(self) -> str:
+        row = self.last[0]
+        if not row:
+            return ""
+        more = f" ({len(self.slots)} dicts)" if len(self.slots) > 1 else ""
+        return (
+            f"loss {row['loss']:.4g} L0 {row['l0']:.1f} FVU {row['fvu']:.3f} "
+            f"dead {row['dead_fraction']:.1%}{more}"
+        )
+
+    def export(self) -> None:
+        """Write every dictionary in the SAELens layout (scale folded in), with run metadata."""
+        for i, slot in enumerate(self.slots):
+            summary = {
+                "tokens": self.step * self.tcfg.batch_size,
+                "steps": self.step,
+                "complete": self.step == self.total_steps,
+                "wall_time_s": round(self.wall_time, 3),
+                "activation_scale": scale_summary(self.scales[slot.site], slot.site),
+                "final_metrics": self.last[i],
+                "train": self.tcfg.model_dump(mode="json"),
+                "dictionary": slot.cfg.model_dump(mode="json"),
+            }
+            meta = metadata_for(self.cfg, slot.site, slot.site_out if slot.site_out != slot.site else None)
+            meta["training"] = summary
+            view = self.par.export_view(slot)  # gathers latent slices: every rank calls it
+            if view is not None:
+                dic, density = view
+                checkpoint.export_dictionary(
+                    dic, slot.folder, meta, self.scales[slot.site], self.scales[slot.site_out], density
+                )
+
+
+def train(cfg: Config, stream: Any = None, model: Any = None) -> list[Path]:
+    """Train every dictionary of `cfg` on one activation stream; returns their checkpoint folders.
+
+    `stream` (optional) is any iterator of `{site: Tensor[B, d]}` with `d_in(site)`,
+    `state_dict()` and `load_state_dict()`; by default it is built from `[data]`.
+    """
+    with D.session(cfg.train.device):
+        return Trainer(cfg, stream=stream, model=model).run()

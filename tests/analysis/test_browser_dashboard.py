@@ -1,0 +1,131 @@
+"""The exported dashboard in a real browser (Debian's chromium driven by Playwright), from file://."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from monosemantic.config import load_config
+from monosemantic.exports.run import write_site
+from monosemantic.store.feature_store import FeatureStore
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip("chromium is not installed at /usr/bin/chromium (`make setup` installs it)")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+    )
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def site(analysis: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from monosemantic.explanation.run import explain
+
+    root = tmp_path_factory.mktemp("browser")
+    db = root / "features.db"
+    shutil.copyfile(analysis, db)
+    explain(load_config(None, [f'explain.db="{db}"']))
+    return write_site(FeatureStore(db), root / "site"), db
+
+
+def _open(browser, url: str):
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("requestfailed", lambda r: errors.append("request failed: " + r.url))
+    page.goto(url)
+    page.wait_for_selector("#feature .ex .tok", timeout=15_000)
+    return page, errors
+
+
+def test_dashboard_renders_and_search_filters(browser, site, tmp_path):
+    out, db = site
+    store = FeatureStore(db)
+    sae = store.dictionary("sae")
+    page, errors = _open(browser, (out / "index.html").as_uri())
+    page.screenshot(path=str(tmp_path / "dashboard.png"))
+    # the best-scored explanation opens first (not the densest feature), with highlighted examples
+    assert page.input_value("#order") == "score"
+    rows = [store.feature(sae["id"], i) for i in range(sae["n_features"])]
+    scored = [
+        (max(v for k, v in f.items() if k.startswith("score_") and v is not None), f)
+        for f in rows
+        if any(k.startswith("score_") and v is not None for k, v in f.items())
+    ]
+    best = max(s for s, _ in scored)
+    opened = int(page.inner_text("#feature h1").removeprefix("Feature "))
+    assert any(f["idx"] == opened and abs(s - best) < 1e-3 for s, f in scored)  # the index rounds to 3 digits
+    densest = store.list_features(sae["id"], order_by="density", limit=1)[0]  # for the search below
+    lit = page.eval_on_selector_all(
+        "#feature .tok",
+        "els => els.filter(e => getComputedStyle(e).backgroundColor !== 'rgba(0, 0, 0, 0)').length",
+    )
+    assert lit > 0
+    assert page.locator("#feature svg.hist rect").count() > 0
+    titles = page.eval_on_selector_all("#feature .tok.on", "els => els.map(e => e.getAttribute('title'))")
+    assert titles and all(": " in t for t in titles)  # per-token values on hover
+    n_all = page.locator("#list li").count()
+    assert n_all == sae["n_features"]
+    # typing filters the list to what the store's explanations and top tokens match
+    top = store.examples(sae["id"], densest["idx"], kind="top")
+    word = next(t.strip() for t in (e["tokens"][e["peak"]] for e in top) if len(t.strip()) > 1)
+    page.fill("#search", word)
+    page.wait_for_timeout(100)
+    shown = [int(i) for i in page.eval_on_selector_all("#list li", "els => els.map(e => e.dataset.idx)")]
+    assert 0 < len(shown) < n_all and densest["idx"] in shown
+    for idx in shown:
+        f = store.feature(sae["id"], idx)
+        tops = [e["tokens"][e["peak"]] for e in store.examples(sae["id"], idx, kind="top")]
+        hay = [f["explanation"] or "", f["concept"] or "", *tops, *[t["token"] for t in f["logit_top"][:5]]]
+        assert any(word.lower() in s.lower() for s in hay)
+    page.fill("#search", "zzzz-no-such-feature")
+    page.wait_for_timeout(100)
+    assert page.locator("#list li").count() == 0
+    assert errors == []
+
+
+def test_dictionary_selector_and_navigation(browser, site):
+    out, db = site
+    store = FeatureStore(db)
+    tc = store.dictionary("transcoder")
+    page, errors = _open(browser, (out / "index.html").as_uri())
+    page.select_option("#dictionary", str(tc["id"]))
+    page.wait_for_function("document.querySelector('#feature .crumbs').textContent.startsWith('transcoder')")
+    assert page.locator("#list li").count() == tc["n_features"]
+    assert "input tokens" in page.inner_text("#feature").lower()  # transcoders show their input side
+    page.select_option("#order", "idx")
+    page.click("#list li >> nth=3")
+    page.wait_for_function("document.querySelector('#feature h1').textContent === 'Feature 3'")
+    assert page.evaluate("location.hash") == f"#/{tc['id']}/3"
+    page.click("#feature .nbrs a >> nth=0")
+    page.wait_for_function("document.querySelector('#feature h1').textContent !== 'Feature 3'")
+    assert errors == []
+
+
+def test_show_inlines_one_feature_for_notebooks(browser, site, tmp_path):
+    """`monosemantic.show(db, dictionary, feature)`: the same dashboard, every asset inlined."""
+    import monosemantic
+
+    _, db = site
+    store = FeatureStore(db)
+    sae = store.dictionary("sae")
+    idx = store.list_features(sae["id"], order_by="density", limit=1)[0]["idx"]
+    view = monosemantic.show(db, "sae", idx)
+    assert "<script src" not in view.html and "<link" not in view.html
+    assert view._repr_html_().startswith("<iframe srcdoc=")
+    page, errors = _open(browser, view.save(tmp_path / "feature.html").as_uri())
+    assert page.inner_text("#feature h1") == f"Feature {idx}"
+    assert page.locator("#list li").count() == sae["n_features"]
+    assert errors == []

@@ -1,0 +1,193 @@
+"""Steering on a real (tiny, storyworld-tokenised) GPT-2 with the fixture's SAE and transcoder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from monosemantic.config import load_config
+from monosemantic.dictionaries.io import load_dictionary
+from monosemantic.lm.model import load_model
+from monosemantic.steering.run import generate, prompt_ids, steer, steering_edits
+from monosemantic.utils.errors import MonosemanticError
+
+PROMPT = "Once upon a time, Lily saw a red ball in the park."
+
+
+@pytest.fixture(scope="module")
+def lm(world):
+    return load_model(str(world["model"]), device="cpu")
+
+
+def _codes(lm, dic, ids):
+    site = dic.cfg.hook_name
+    x = lm.run(ids.unsqueeze(0), capture=[site]).activations[site]
+    with torch.no_grad():
+        return dic.encode(x)[0]  # [T, F]
+
+
+@pytest.mark.parametrize("name", ["sae", "transcoder"])
+def test_clamp_to_current_value_is_exact_identity(world, lm, name):
+    dic = load_dictionary(world["dicts"] / name)
+    ids = prompt_ids(lm, PROMPT)
+    codes = _codes(lm, dic, ids)
+    f = int(codes[1:].abs().sum(0).argmax())  # a feature that fires on this prompt
+    assert codes[1:, f].abs().sum() > 0
+    plain = lm.run(ids.unsqueeze(0)).logits
+    same = lm.run(ids.unsqueeze(0), edits=steering_edits(dic, f, "clamp", codes[:, f].unsqueeze(0))).logits
+    assert torch.equal(plain, same)
+    # clamping that live feature to 0 (= ablating it) does change the logits, identically both ways
+    zero = lm.run(ids.unsqueeze(0), edits=steering_edits(dic, f, "clamp", 0.0)).logits
+    ablated = lm.run(ids.unsqueeze(0), edits=steering_edits(dic, f, "ablate")).logits
+    assert not torch.allclose(plain, zero) and torch.allclose(zero, ablated, atol=1e-6)
+
+
+def test_ablating_a_silent_feature_changes_nothing(world, lm):
+    dic = load_dictionary(world["dicts"] / "sae")
+    ids = prompt_ids(lm, PROMPT)
+    silent = (_codes(lm, dic, ids) == 0).all(0).nonzero().flatten()
+    assert silent.numel() > 0
+    f = int(silent[0])
+    plain = generate(lm, ids, 8)
+    assert torch.equal(generate(lm, ids, 8, steering_edits(dic, f, "ablate")), plain)
+    assert torch.equal(generate(lm, ids, 8, steering_edits(dic, f, "add", 0.0)), plain)
+
+
+def test_large_add_changes_generation_and_moves_the_logit_lens(world, lm):
+    dic = load_dictionary(world["dicts"] / "sae")
+    ids = prompt_ids(lm, PROMPT)
+    f = 3
+    plain = lm.run(ids.unsqueeze(0)).logits[0, -1]
+    steered = lm.run(ids.unsqueeze(0), edits=steering_edits(dic, f, "add", 50.0)).logits[0, -1]
+    # adding a residual direction pushes the output towards that direction's unembedding
+    lens = lm.unembed(dic.W_dec[f].detach() * 50.0)
+    assert torch.corrcoef(torch.stack([steered - plain, lens]))[0, 1] > 0.5
+    assert not torch.equal(generate(lm, ids, 8), generate(lm, ids, 8, steering_edits(dic, f, "add", 50.0)))
+
+
+def test_cached_generation_equals_full_recompute(world, lm):
+    """The key/value cache runs one new position per step; the tokens equal recomputing the
+    whole sequence every step, steered or not (an edit at t only changes positions >= t)."""
+    ids = prompt_ids(lm, PROMPT)
+    sae, tc = load_dictionary(world["dicts"] / "sae"), load_dictionary(world["dicts"] / "transcoder")
+
+    def skip_bos(dic, f, mode, value):
+        return lambda start: steering_edits(dic, f, mode, value, skip_first=start == 0)
+
+    for edits in (
+        None,
+        skip_bos(sae, 3, "add", 20.0),
+        skip_bos(tc, 2, "clamp", 30.0),
+        skip_bos(sae, 1, "ablate", 0),
+    ):
+        cached = generate(lm, ids, 10, edits)
+        assert torch.equal(cached, generate(lm, ids, 10, edits, use_cache=False)) and cached.numel() > 0
+    assert not torch.equal(generate(lm, ids, 10), generate(lm, ids, 10, skip_bos(sae, 3, "add", 20.0)))
+
+
+def test_bos_position_is_left_alone(world, lm):
+    dic = load_dictionary(world["dicts"] / "sae")
+    ids = prompt_ids(lm, PROMPT)
+    site = dic.cfg.hook_name
+    x = lm.run(ids.unsqueeze(0), capture=[site]).activations[site][0]
+    edits = steering_edits(dic, 3, "add", 5.0, skip_first=True)
+    y = edits[site](x.unsqueeze(0).clone())[0]
+    assert torch.equal(y[0], x[0])
+    assert torch.allclose(y[1:] - x[1:], 5.0 * dic.W_dec[3].detach().expand_as(x[1:]), atol=1e-5)
+
+
+def _cfg(world, name: str | None, *extra: str):
+    dic = world["dicts"] / name if name else world["dicts"]
+    return load_config(None, [f'model.name="{world["model"]}"', f'steer.dictionary="{dic}"', 'device="cpu"',
+                              "steer.max_new_tokens=6", *extra])  # fmt: skip
+
+
+def test_steer_verb_returns_both_texts(world, lm, capsys):
+    out = steer(_cfg(world, "transcoder", 'steer.mode="add"'), feature=2, value=40.0, prompt=PROMPT)
+    ids = prompt_ids(lm, PROMPT)
+    assert out["unsteered_ids"] == generate(lm, ids, 6).tolist()
+    assert out["unsteered"] == lm.tokenizer.decode(out["unsteered_ids"])
+    assert out["site"] == "blocks.0.hook_mlp_out" and out["steered"] != out["unsteered"]
+    assert "unsteered" in capsys.readouterr().out
+    sampled = steer(_cfg(world, "sae", "steer.temperature=1.0", "steer.seed=3"), 1, 0.0, PROMPT)
+    again = steer(_cfg(world, "sae", "steer.temperature=1.0", "steer.seed=3"), 1, 0.0, PROMPT)
+    assert sampled["unsteered"] == again["unsteered"] == sampled["steered"]  # seeded; add 0 is a no-op
+
+
+def test_bad_feature_and_ambiguous_dictionary_are_one_line(world):
+    with pytest.raises(MonosemanticError, match="out of range") as err:
+        steer(_cfg(world, "sae"), feature=64, value=1.0, prompt=PROMPT)
+    assert "\n" not in str(err.value)
+    with pytest.raises(MonosemanticError, match="steer.dictionary"):
+        steer(_cfg(world, None), feature=0, value=1.0, prompt=PROMPT)
+    with pytest.raises(MonosemanticError, match="intervention mode"):
+        steering_edits(load_dictionary(Path(world["dicts"]) / "sae"), 0, "double")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), 1e38, -2e6])
+def test_non_finite_or_absurd_steering_values_are_refused(world, value):
+    """These printed an empty "steered" text with exit 0; now one line before any model is loaded."""
+    with pytest.raises(MonosemanticError, match="--value") as err:
+        steer(_cfg(world, "sae", 'steer.mode="add"'), feature=1, value=value, prompt=PROMPT)
+    assert "\n" not in str(err.value)
+
+
+def test_steering_the_shipped_storyworld_lm(tmp_path):
+    """On the real shipped LM: a feature whose decoder row is a direction that raises the ' red'
+    logit over other colours, added at the last residual stream, makes the model say ' red'; adding 0 or clamping to the current value
+    changes nothing."""
+    from monosemantic.config.dictionary import DictionaryConfig
+    from monosemantic.dictionaries import build_dictionary
+    from monosemantic.dictionaries.io import save_dictionary
+
+    lm = load_model("storyworld", device="cpu")
+    site = f"blocks.{lm.n_layers - 1}.hook_resid_post"
+    (red,) = lm.tokenizer(" red", add_special_tokens=False)["input_ids"]
+    torch.manual_seed(0)
+    dic = build_dictionary(
+        DictionaryConfig(architecture="topk", d_sae=16, k=2, site=site), lm.d_model, lm.d_model
+    )
+    with torch.no_grad():
+        # ' red' against the other colours (their tied embeddings are close), through the final
+        # LayerNorm's gain, centred because LayerNorm removes the mean
+        W = lm.W_U.float()
+        others = [
+            lm.tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in (" blue", " green", " purple")
+        ]
+        u = lm.final_norm.weight.float() * (W[:, red] - W[:, others].mean(1))
+        u = u - u.mean()
+        dic.W_dec[5] = u / u.norm()
+    save_dictionary(dic, tmp_path / "d", {"hook_name": site, "model_name": "storyworld"})
+    cfg = load_config(None, ['model.name="storyworld"', f'steer.dictionary="{tmp_path / "d"}"', 'device="cpu"',
+                             "steer.max_new_tokens=8"])  # fmt: skip
+    prompt = "Lily the cat went to the beach. She found a"
+    same = steer(cfg, 5, 0.0, prompt)
+    assert same["steered_ids"] == same["unsteered_ids"]
+    out = steer(cfg, 5, 40.0, prompt)
+    assert out["steered_ids"].count(red) > out["unsteered_ids"].count(red)
+    dic = load_dictionary(tmp_path / "d")
+    ids = prompt_ids(lm, prompt)
+    codes = _codes(lm, dic, ids)
+    f = int(codes[1:].sum(0).argmax())
+    plain = lm.run(ids.unsqueeze(0)).logits
+    clamped = lm.run(ids.unsqueeze(0), edits=steering_edits(dic, f, "clamp", codes[:, f].unsqueeze(0))).logits
+    assert torch.equal(plain, clamped)
+
+
+def test_one_vocabulary_for_steer_and_circuit_interventions():
+    from monosemantic.dictionaries.interventions import MODES, canonical_mode, edit_latent
+    from monosemantic.utils.errors import MonosemanticError
+
+    f = torch.tensor([[0.0, 1.5, 3.0]])
+    assert MODES == ("add", "set", "scale", "ablate") and canonical_mode("clamp") == "set"
+    assert torch.allclose(edit_latent(f, "add", 2.0), f + 2.0)
+    assert torch.allclose(edit_latent(f, "clamp", 2.0), torch.full_like(f, 2.0))
+    assert torch.allclose(
+        edit_latent(f, "set", torch.tensor([[1.0, 2.0, 3.0]])), torch.tensor([[1.0, 2.0, 3.0]])
+    )
+    assert torch.allclose(edit_latent(f, "scale", 2.0), 2 * f)
+    assert float(edit_latent(f, "ablate").abs().sum()) < 1e-12
+    with pytest.raises(MonosemanticError, match="unknown intervention mode 'clmap'"):
+        canonical_mode("clmap")
