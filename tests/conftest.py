@@ -1,6 +1,12 @@
-"""Suite-wide settings: no model hub, quiet tokenizers, deterministic CPU math."""
+"""Suite-wide settings (no model hub, quiet tokenizers, one CPU thread) and the shared helpers.
+
+Non-test helper modules live in `tests/support/` (importable by name: pytest runs with
+--import-mode=importlib); a test module never imports another test module.
+"""
 
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -9,6 +15,15 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent / "support"))
+
+from analysis_world import analysis, world  # noqa: E402, F401  (session fixtures: analysis, explanation, exports, steering, store)
+
+# Tiny matrices on a shared 2-core machine: one intra-op thread avoids oversubscription stalls
+# (10x slower otherwise when other processes compete for the cores).
+torch.set_num_threads(1)
 
 
 @pytest.fixture

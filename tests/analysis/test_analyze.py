@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from analysis_world import MLP_IN, RESID, cache_tensors
 
 from monosemantic.dictionaries.io import load_dictionary
 from monosemantic.store.feature_store import FeatureStore
-
-from .conftest import MLP_IN, RESID, cache_tensors
 
 W = 3  # analyze.window in the fixture config
 K = 5  # analyze.top_k
@@ -139,10 +138,10 @@ def test_transcoder_input_site_is_computed_live(analysis, world):
 
 
 def test_probe_feature_finds_planted_concept(world, tmp_path):
+    from analysis_world import PROBE_CONCEPT, analyze_config
+
     from monosemantic.analysis.run import analyze
     from monosemantic.explanation.run import explain
-
-    from .conftest import PROBE_CONCEPT, analyze_config
 
     cfg = analyze_config(world, world["probe"], tmp_path)
     db = analyze(cfg)
@@ -199,13 +198,12 @@ def _copy_cache(world: dict, dst: Path) -> Path:
 
 def test_damaged_or_non_finite_cache_is_refused_naming_shard_and_sequences(world, tmp_path):
     """A flipped byte (sha256) and NaN rows that a re-recorded sha256 would let through both stop analyze."""
+    from analysis_world import RESID, analyze_config
     from safetensors.torch import load_file, save_file
 
     from monosemantic.analysis.run import analyze
     from monosemantic.utils.errors import DataError
     from monosemantic.utils.files import sha256_file
-
-    from .conftest import RESID, analyze_config
 
     flipped = _copy_cache(world, tmp_path / "flipped")
     shard = flipped / "shard-00002.safetensors"
@@ -234,9 +232,9 @@ def test_damaged_or_non_finite_cache_is_refused_naming_shard_and_sequences(world
 
 
 def test_unfinished_harvest_is_analysed_with_a_warning(world, tmp_path, capsys):
-    from monosemantic.analysis.run import analyze
+    from analysis_world import analyze_config
 
-    from .conftest import analyze_config
+    from monosemantic.analysis.run import analyze
 
     cache = _copy_cache(world, tmp_path / "acts")
     manifest = json.loads((cache / "manifest.json").read_text())

@@ -48,3 +48,23 @@ def x16() -> torch.Tensor:
 @pytest.fixture
 def make_dic():
     return make_dictionary
+
+
+CLT_L, CLT_D, CLT_N = 3, 8, 12  # layers, width per layer, latents per layer
+
+
+def make_clt(activation: str, seed: int = 0):
+    """A 3-layer CLT over blocks.{0,1,2} with random biases."""
+    torch.manual_seed(seed)
+    c = DictionaryConfig(
+        architecture=activation,
+        d_sae=CLT_N,
+        k=3 if "topk" in activation else None,
+        site="blocks.{0,1,2}.hook_mlp_in",
+        site_out="blocks.{0,1,2}.hook_mlp_out",
+    )
+    clt = build_dictionary(c, CLT_L * CLT_D, CLT_L * CLT_D)
+    with torch.no_grad():
+        clt.b_enc.normal_(0, 0.3)
+        clt.b_dec.normal_(0, 0.3)
+    return clt

@@ -15,7 +15,10 @@ from monosemantic.dictionaries.circuit_tracer import (
 from monosemantic.dictionaries.io import load_dictionary
 from monosemantic.utils.errors import MonosemanticError
 
-from .test_clt import D, L, N, make
+from .conftest import CLT_D as D
+from .conftest import CLT_L as L
+from .conftest import CLT_N as N
+from .conftest import make_clt as make
 
 
 @pytest.mark.parametrize("activation", ["relu", "jumprelu", "batchtopk"])

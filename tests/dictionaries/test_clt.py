@@ -7,29 +7,15 @@ import torch
 from pydantic import ValidationError
 
 from monosemantic.config import DictionaryConfig
-from monosemantic.dictionaries import build_dictionary
 from monosemantic.dictionaries.io import load_dictionary, save_dictionary
 from monosemantic.dictionaries.layer_sites import expand, stream_key
 from monosemantic.dictionaries.registry import meta_from_config
 from monosemantic.utils.errors import ConfigError
 
-L, D, N = 3, 8, 12
-
-
-def make(activation: str, seed: int = 0):
-    torch.manual_seed(seed)
-    c = DictionaryConfig(
-        architecture=activation,
-        d_sae=N,
-        k=3 if "topk" in activation else None,
-        site="blocks.{0,1,2}.hook_mlp_in",
-        site_out="blocks.{0,1,2}.hook_mlp_out",
-    )
-    clt = build_dictionary(c, L * D, L * D)
-    with torch.no_grad():
-        clt.b_enc.normal_(0, 0.3)
-        clt.b_dec.normal_(0, 0.3)
-    return clt
+from .conftest import CLT_D as D
+from .conftest import CLT_L as L
+from .conftest import CLT_N as N
+from .conftest import make_clt as make
 
 
 def test_layer_globs_expand_over_layers():

@@ -1,17 +1,12 @@
-"""Make the shared helpers of this folder importable (pytest runs with --import-mode=importlib)."""
+"""The planted tensor file the distributed training tests share."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-
-torch.set_num_threads(1)
+import pytest
+import torch
+from safetensors.torch import save_file
 
 
 @pytest.fixture(scope="session")

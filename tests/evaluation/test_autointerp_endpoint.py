@@ -7,12 +7,11 @@ import random
 
 import numpy as np
 import pytest
+from chat_server import ChatServer
 
 from monosemantic.config.analyze import ExplainConfig
 from monosemantic.evaluation.benchmarks.autointerp import feature_examples, llm_scores
 from monosemantic.utils.errors import ConfigError
-
-from ..analysis.test_explain import ChatServer
 
 
 def test_llm_judge_scores_a_pink_feature_perfectly_and_needs_an_endpoint(tmp_path, monkeypatch):

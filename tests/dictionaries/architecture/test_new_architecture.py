@@ -16,7 +16,7 @@ from monosemantic.dictionaries.base import register_dictionary
 from monosemantic.dictionaries.registry import architectures
 from monosemantic.utils.errors import ConfigError, MonosemanticError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DEMO = REPO / "configs" / "demo.toml"
 SITES = [f"blocks.{L}.hook_mlp_{io}" for L in (0, 1) for io in ("in", "out")]
 

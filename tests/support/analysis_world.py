@@ -1,4 +1,5 @@
-"""Real small data for the analyze tests: a tiny random GPT-2 with a BPE trained on storyworld, a storyworld
+"""Real small data shared by the analysis, explanation, exports, steering and store tests (its
+session fixtures `world` and `analysis` are registered in tests/conftest.py): a tiny random GPT-2 with a BPE trained on storyworld, a storyworld
 harvest with concept labels, and three saved dictionaries (a TopK SAE, a transcoder whose input
 site is *not* in the cache, and a ReLU dictionary whose feature 0 is a trained concept probe)."""
 
@@ -137,9 +138,3 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    with one_thread():
-        yield
