@@ -23,6 +23,7 @@ from torch import Tensor
 
 from monosemantic.utils.progress import progress_bar
 
+from .clt_layers import CLTLayer
 from .position_blocks import PositionBlocks
 from .pruning import influence_from_rows
 from .replacement import ReplacementModel, Setup
@@ -337,7 +338,7 @@ def dictionary_info(rm: ReplacementModel) -> list[dict]:
             offset=s.offset,
             transcoder=s.transcoder,
             d_sae=int(s.dic.cfg.d_sae),
-            cross_layer=len(s.sources) > 1 or s.dic.cfg.architecture == "clt",
+            cross_layer=len(s.sources) > 1 or isinstance(s.dic, CLTLayer),
         )
         for s in rm.spliced
     ]

@@ -17,7 +17,7 @@ from .analyze import AnalyzeConfig, ExplainConfig, ExportConfig, SteerConfig
 from .base import Dtype, Section
 from .circuit import CircuitConfig
 from .data import DataConfig
-from .dictionary import DictionaryConfig
+from .dictionary import DictionaryConfig, DictionarySection, sweep_entry
 from .evaluate import EvaluateConfig
 from .harvest import HarvestConfig, SitesConfig
 from .lm import LMConfig
@@ -36,8 +36,8 @@ class Config(Section):
     sites: SitesConfig = Field(default_factory=SitesConfig)
     harvest: HarvestConfig = Field(default_factory=HarvestConfig)
     lm: LMConfig = Field(default_factory=LMConfig)
-    dictionary: DictionaryConfig | None = None
-    dictionaries: list[DictionaryConfig] = Field(default_factory=list)
+    dictionary: DictionarySection | None = None
+    dictionaries: list[DictionarySection] = Field(default_factory=list)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     analyze: AnalyzeConfig = Field(default_factory=AnalyzeConfig)
@@ -56,7 +56,7 @@ class Config(Section):
             if not isinstance(base, dict):
                 base = base.model_dump(exclude_unset=True)
             entries = [
-                e if not isinstance(e, dict) else {**_width_default(base, e), **e}
+                e if not isinstance(e, dict) else sweep_entry(_width_default(base, e), e)
                 for e in data["dictionaries"]
             ]
             data = {**data, "dictionaries": entries, "dictionary": None}

@@ -17,17 +17,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Dictionary, DictionaryMeta, LossOutput, TrainStepState, register_dictionary
-from .relu import L1
+from .activations import L1
+from .base import DictionaryMeta, LossOutput, TrainStepState, register_dictionary
+from .relu import ReLUConfig
+from .single_site import SingleSiteDictionary
 
 
-@register_dictionary("gated")
-class GatedDictionary(Dictionary):
+class GatedConfig(ReLUConfig):
+    """The ReLU SAE's keys: the L1 coefficient on the gate and whether it is decoder-norm weighted."""
+
+
+@register_dictionary("gated", GatedConfig)
+class GatedDictionary(SingleSiteDictionary):
     penalty = L1
 
     @classmethod
     def default_decoder_init_norm(cls, meta: DictionaryMeta) -> float:
-        return 0.1 if meta.l1_decoder_norm else 1.0
+        return 0.1 if meta.settings.l1_decoder_norm else 1.0
 
     def __init__(self, cfg: DictionaryMeta) -> None:
         super().__init__(cfg)
@@ -35,7 +41,7 @@ class GatedDictionary(Dictionary):
         self.b_gate = nn.Parameter(torch.zeros(cfg.d_sae))
         self.b_mag = nn.Parameter(torch.zeros(cfg.d_sae))
         self.r_mag = nn.Parameter(torch.zeros(cfg.d_sae))
-        self.unit_norm_decoder = not cfg.l1_decoder_norm
+        self.unit_norm_decoder = not cfg.settings.l1_decoder_norm
 
     def gate_and_magnitude(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h = self._input(x) @ self.W_enc
@@ -81,7 +87,7 @@ class GatedDictionary(Dictionary):
         x_hat = self.decode(f, x)
         mse = self.mse(x_hat, y)
         gate_acts = F.relu(gate)
-        if self.cfg.l1_decoder_norm:
+        if self.settings.l1_decoder_norm:
             l1 = (gate_acts.float() @ self.W_dec.float().norm(dim=1)).mean()
         else:
             l1 = gate_acts.float().sum(-1).mean()

@@ -39,7 +39,7 @@ class MLPReplacement:
 
     @classmethod
     def from_clt(cls, clt: Dictionary) -> MLPReplacement:
-        return cls(list(clt.cfg.hook_names), list(clt.cfg.hook_names_out), clt=clt)
+        return cls([str(s) for s in clt.sites_in], [str(s) for s in clt.sites_out], clt=clt)
 
     @classmethod
     def from_transcoders(cls, dics: Sequence[Dictionary]) -> MLPReplacement:
@@ -108,15 +108,6 @@ def all_mlps_replaced(
     }
 
 
-def is_clt(dic: Dictionary) -> bool:
-    return dic.cfg.architecture == "clt"
-
-
-def is_multi_site(dic: Dictionary) -> bool:
-    """A CLT or a crosscoder: one dictionary over several sites, read and written concatenated."""
-    return bool(getattr(dic, "multi_site", False))
-
-
 class PerLayerMetrics:
     """FVU and L0 per layer: output layer l's reconstruction; for a CLT the latents of home layer l,
     for a crosscoder its one shared latent space."""
@@ -130,14 +121,15 @@ class PerLayerMetrics:
     def update(self, y: Tensor, y_hat: Tensor, f: Tensor, keep: Tensor) -> None:
         L = self.clt.n_layers
         ys, yh = (t.reshape(*t.shape[:-1], L, -1) for t in (y, y_hat))
-        fs = f.reshape(*f.shape[:-1], L, -1) if is_clt(self.clt) else None
+        shared = self.clt.home_sites() is None  # a crosscoder's latents read every site
+        fs = None if shared else f.reshape(*f.shape[:-1], L, -1)
         for i, m in enumerate(self.metrics):
             m.update(ys[..., i, :], yh[..., i, :], f if fs is None else fs[..., i, :], keep)
 
     def compute(self) -> list[dict[str, float]]:
         out = []
-        sites = self.clt.cfg.hook_names_out or self.clt.cfg.hook_names  # b:<site>: model B's (model diffing)
-        for i, (layer, m) in enumerate(zip(self.clt.cfg.layers, self.metrics, strict=True)):
+        sites = [str(s) for s in self.clt.sites_out]  # b:<site>: model B's (model diffing)
+        for i, (layer, m) in enumerate(zip(self.clt.layers, self.metrics, strict=True)):
             r = m.compute()
             row = {"layer": int(layer), "fvu": r["fvu"], "l0": r["l0"], "dead_fraction": r["dead_fraction"]}
             out.append(row | ({"site": sites[i]} if len(sites) == len(self.metrics) else {}))
@@ -152,13 +144,13 @@ def mlp_transcoders(folders: Sequence, device: torch.device) -> dict[int, Dictio
     for folder in folders:
         for path in find_dictionaries(folder):
             dic = load_dictionary(path, device=device).eval().requires_grad_(False)
-            c = dic.cfg
-            if is_multi_site(dic) or not c.is_transcoder or not str(c.hook_name).endswith("hook_mlp_in"):
+            site, out = dic.cfg.site, dic.cfg.site_out
+            if dic.multi_site or not dic.is_transcoder or site is None or site.hook != "hook_mlp_in":
                 continue
             if dic.fitted:  # a baseline (the MLP's own neurons) is not a trained transcoder to compare
                 continue
-            layer = int(str(c.hook_name).split(".")[1])
-            if c.hook_name_out != f"blocks.{layer}.hook_mlp_out":
+            layer = site.layer
+            if out.hook != "hook_mlp_out" or out.layer != layer:
                 continue
             if layer in found:
                 raise ConfigError(
@@ -182,7 +174,7 @@ def clt_spliced_metrics(clt, model, batches, keeps, compare: list[Path] | None) 
     }
     if compare:
         sets = mlp_transcoders(compare, clt.device)
-        layers = [int(v) for v in clt.cfg.layers]
+        layers = clt.layers
         missing = [v for v in layers if v not in sets]
         if missing:
             raise ConfigError(

@@ -23,9 +23,9 @@ from torch import Tensor
 from monosemantic.activations.cache import ActivationCache
 from monosemantic.activations.paired import model_a_cache, with_model_b
 from monosemantic.config import Config
+from monosemantic.config.site import Site, concrete_sites, site_groups
 from monosemantic.corpus.concepts import CONCEPTS
 from monosemantic.dictionaries.base import Dictionary
-from monosemantic.dictionaries.layer_sites import expand, is_layer_glob, is_model_pair
 from monosemantic.lm.model import SubjectModel
 from monosemantic.utils import distributed as D
 from monosemantic.utils.errors import ConfigError, DataError
@@ -43,7 +43,7 @@ from .distributed import (
     merge_spliced,
 )
 from .metrics import ReconstructionMetrics
-from .replace_all import PerLayerMetrics, clt_spliced_metrics, is_clt, is_multi_site
+from .replace_all import PerLayerMetrics, clt_spliced_metrics
 from .report import print_table, write_outputs
 from .spliced import SplicedEvaluator, SpliceSpec
 
@@ -186,7 +186,7 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
             )
         in_site, out_site = _sites(name, dic, cache)
         entry = _Entry(name, path, dic, in_site, out_site, ReconstructionMetrics(dic.d_sae, dic.d_out))
-        if is_multi_site(dic):
+        if dic.multi_site:
             if D.world_size() > 1:
                 raise ConfigError(
                     f"{name} spans several layers: its per-layer and all-MLPs-replaced metrics are not "
@@ -197,18 +197,18 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
             entry.concepts = ConceptMetrics(dic.d_sae, len(cache.concepts), top_n=ecfg.purity_top_n)
         entries.append(entry)
 
-    if pair := next((e for e in entries if is_model_pair(e.in_site)), None):  # model diffing
+    if pair := next((e for e in entries if Site.parse(e.in_site).is_pair), None):  # model diffing
         if ecfg.benchmarks:
             raise ConfigError(
                 f"{pair.name} is a model-diffing crosscoder: evaluate it without evaluate.benchmarks"
             )
         cache = with_model_b(cfg, cache, pair.name, pair.in_site)
     # spliced CE/KL: for SAEs, transcoders and CLTs (a crosscoder is acausal); loads the model
-    splices = any(e.per_layer is None or is_clt(e.dic) for e in entries)
+    splices = any(e.dic.causal for e in entries)
     spliced_on = ecfg.spliced and splices and _causal(model)
+    # a multi-site dictionary reads its sites concatenated: every concrete site is read once
     keys = list(dict.fromkeys(s for e in entries for s in (e.in_site, e.out_site)))
-    groups = {k: expand(k) for k in keys if is_layer_glob(k)}  # a CLT reads its sites concatenated
-    sites = list(dict.fromkeys(c for k in keys for c in groups.get(k, [k])))
+    groups, sites = site_groups(keys), concrete_sites(keys)
     live = [s for s in sites if s not in cache.sites]
     if live:
         model.get().check_sites(live)
@@ -288,7 +288,7 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
             for i, r in zip(single, merged, strict=True):
                 spliced[i] = r
         for i, e in enumerate(entries):  # a crosscoder is acausal: it has no spliced model
-            if is_clt(e.dic):
+            if e.dic.multi_site and e.dic.causal:
                 spliced[i] = clt_spliced_metrics(
                     e.dic, model.get(), token_batches, keeps, ecfg.compare_transcoders
                 )
@@ -303,9 +303,9 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
             "hook_name": e.in_site,
             "hook_name_out": e.out_site,
             "is_transcoder": e.dic.is_transcoder,
-            "k": e.dic.cfg.k,
+            "k": e.dic.k,
             "cache": str(cache.path),
-            **({"cache_b": str(cache.b.path)} if is_model_pair(e.in_site) else {}),
+            **({"cache_b": str(cache.b.path)} if Site.parse(e.in_site).is_pair else {}),
             "n_sequences": done,
             "live_sites": [s for s in live if s in (e.in_site, e.out_site)],
         }

@@ -17,8 +17,7 @@ from typing import Any
 import torch
 
 from monosemantic.config import Config
-from monosemantic.dictionaries.base import TrainStepState
-from monosemantic.dictionaries.layer_sites import is_layer_glob
+from monosemantic.dictionaries.base import TrainStepState, dictionary_class
 from monosemantic.utils import distributed as D
 from monosemantic.utils.errors import ConfigError, DataError, MonosemanticError
 from monosemantic.utils.files import check_output
@@ -49,13 +48,6 @@ COSMETIC = {
     "feature_shards",
 }
 
-
-# Trained on raw inputs unless `train.normalize_activations` says otherwise: plain k-sparse
-# dictionaries have no scale-dependent hyper-parameter and recover more toy features unscaled
-# (benchmarks/bench_toy_recovery.py). Matryoshka stays normalised: unscaled it converges slower
-# (tests/training/test_recovery.py, 0.875 vs >= 0.9 at 1,200 steps); L1 coefficients and JumpReLU
-# bandwidths are calibrated on inputs of norm sqrt(d_in).
-RAW_INPUT_ARCHITECTURES = frozenset({"topk", "batchtopk"})
 
 # A reconstruction this many times worse than predicting the mean is divergence, not slow training
 # (a fresh dictionary starts near FVU 1; lr = 1e6 reaches 1e20 and more within a few steps).
@@ -196,7 +188,8 @@ class Trainer:
 
     def normalizes(self) -> bool:
         """`train.normalize_activations`, or when unset: unless every dictionary is a one-site TopK or
-        BatchTopK (a multi-layer dictionary needs the per-layer scales to balance its layers).
+        BatchTopK (`Dictionary.raw_inputs`; a multi-site dictionary needs the per-site scales to
+        balance its sites, and Matryoshka converges slower unscaled: tests/training/test_recovery.py).
 
         TopK-family dictionaries have no scale-dependent hyper-parameter, and on raw inputs their
         biases are not slowed by the scale (Adam moves them by ~lr whatever the input norm): on the
@@ -205,11 +198,7 @@ class Trainer:
         """
         if self.tcfg.normalize_activations is not None:
             return self.tcfg.normalize_activations
-        default_site = self.cfg.sites.names[0] if self.cfg.sites.names else ""
-        return not all(
-            d.architecture in RAW_INPUT_ARCHITECTURES and not is_layer_glob(d.site or default_site)
-            for d in self.cfg.all_dictionaries()
-        )
+        return not all(dictionary_class(d.architecture).raw_inputs for d in self.cfg.all_dictionaries())
 
     # ---- the step ---------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:
