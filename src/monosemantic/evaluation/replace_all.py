@@ -21,60 +21,41 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from monosemantic.config.site import Site
 from monosemantic.dictionaries.base import Dictionary
+from monosemantic.dictionaries.splice import Edit, compose, splice_edits, where_kept
 from monosemantic.lm.model import SubjectModel
 from monosemantic.utils.errors import ConfigError
 
-from .spliced import Edit, _recovered, _where, next_token_ce, next_token_kl
+from .spliced import next_token_ce, next_token_kl, recovered
 
 
 @dataclass
 class MLPReplacement:
-    """Which MLPs a replacement covers: in_sites[i] -> out_sites[i], by a CLT or one transcoder each."""
+    """The dictionaries that replace every MLP at once: one CLT, or one transcoder per layer (in
+    layer order). Each is spliced by `dictionaries/splice.py`, as everywhere else."""
 
-    in_sites: list[str]
-    out_sites: list[str]
-    clt: Dictionary | None = None
-    transcoders: Sequence[Dictionary] = ()
+    dics: list[Dictionary]
 
     @classmethod
     def from_clt(cls, clt: Dictionary) -> MLPReplacement:
-        return cls([str(s) for s in clt.sites_in], [str(s) for s in clt.sites_out], clt=clt)
+        return cls([clt])
 
     @classmethod
     def from_transcoders(cls, dics: Sequence[Dictionary]) -> MLPReplacement:
-        order = sorted(range(len(dics)), key=lambda i: int(str(dics[i].cfg.hook_name).split(".")[1]))
-        dics = [dics[i] for i in order]
-        return cls([d.cfg.hook_name for d in dics], [d.cfg.hook_name_out for d in dics], transcoders=dics)
+        return cls(sorted(dics, key=lambda d: d.cfg.site.layer))
+
+    @property
+    def out_sites(self) -> list[Site]:
+        return [s for d in self.dics for s in d.sites_out]
 
     def edits(self, keep: Tensor) -> dict[str, Edit]:
-        """`SubjectModel.run` edits: record each MLP input, replace each MLP output (kept positions)."""
-        inputs: dict[int, Tensor] = {}
-        latents: dict[int, Tensor] = {}
-        edits: dict[str, Edit] = {}
-        for i, (site_in, site_out) in enumerate(zip(self.in_sites, self.out_sites, strict=True)):
-
-            def record(act: Tensor, i: int = i) -> Tensor:
-                inputs[i] = act
-                if self.clt is not None:
-                    latents[i] = self.clt.encode_layer(i, act.to(self.clt.dtype))
-                return act
-
-            def replace(out: Tensor, i: int = i) -> Tensor:
-                if self.clt is not None:
-                    y_hat = self.clt.decode_layer(i, [latents[s] for s in range(i + 1)])
-                else:
-                    dic = self.transcoders[i]
-                    x = inputs[i].to(dic.dtype)
-                    y_hat = dic.decode(dic.encode(x), x)
-                return _where(keep, y_hat, out)
-
-            edits[site_in] = record
-            edits[site_out] = replace
-        return edits
+        """`SubjectModel.run` edits: every MLP output replaced (kept positions), each layer's
+        dictionary reading the MLP input its forward pass computes."""
+        return compose(splice_edits(d, keep) for d in self.dics)
 
     def zero_edits(self, keep: Tensor) -> dict[str, Edit]:
-        return {s: (lambda a: _where(keep, torch.zeros_like(a), a)) for s in self.out_sites}
+        return {str(s): (lambda a: where_kept(keep, torch.zeros_like(a), a)) for s in self.out_sites}
 
 
 def all_mlps_replaced(
@@ -97,12 +78,12 @@ def all_mlps_replaced(
     n = max(n, 1)
     c = {k: v / n for k, v in ce.items()}
     return {
-        "layers_replaced": [int(s.split(".")[1]) for s in rep.out_sites],
+        "layers_replaced": [s.layer for s in rep.out_sites],
         "ce_loss_clean": c["clean"],
         "ce_loss_zero_ablated": c["zero"],
         "ce_loss_replaced": c["replaced"],
         "ce_loss_increase": c["replaced"] - c["clean"],
-        "ce_loss_recovered": _recovered(c["zero"], c["replaced"], c["clean"]),
+        "ce_loss_recovered": recovered(c["zero"], c["replaced"], c["clean"]),
         "kl_replaced": kl / n,
         "n_predictions": n,
     }
