@@ -88,7 +88,7 @@ def test_clt_auxk_matches_dense_reference():
     auxk = scale * (decode(aux_f) - (y - y_hat).detach()).pow(2).sum(-1).mean()
     (mse + clt.settings.aux_coefficient * auxk).backward()
     assert abs(out.terms["auxk"].item() - auxk.item()) < 1e-4 * auxk.item()
-    assert abs(out.terms["mse"].item() - mse.item()) < 1e-4 * mse.item()
+    assert abs(out.terms["mse_per_token"].item() - mse.item()) < 1e-4 * mse.item()
     for n, p in clt.named_parameters():
         assert torch.allclose(sparse_grads[n], p.grad, atol=1e-5, rtol=1e-4), n
 

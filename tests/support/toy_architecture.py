@@ -61,7 +61,7 @@ class ToyGainDictionary(SingleSiteDictionary):
         state = state or TrainStepState()
         f = self.encode(x)
         x_hat = self.decode(f, x)
-        mse = self.mse(x_hat, self._check_input(y, self.d_out, "target"))
+        mse = self.mse_per_token(x_hat, self._check_input(y, self.d_out, "target"))
         l1 = (f.float() @ self.W_dec.float().norm(dim=1)).mean()
         loss = mse + self.sparsity_coefficient(state, self.penalty_coefficient()) * l1
-        return LossOutput(loss, x_hat, f=f, terms={"mse": mse.detach(), "l1": l1.detach()})
+        return LossOutput(loss, x_hat, f=f, terms={"mse_per_token": mse.detach(), "l1": l1.detach()})

@@ -306,9 +306,10 @@ class Dictionary(nn.Module, abc.ABC):
 
     # ---- helpers shared by the losses -------------------------------------------------------
     @staticmethod
-    def mse(y_hat: Tensor, y: Tensor) -> Tensor:
-        """Squared error summed over features, averaged over rows (the SAELens convention); logged
-        as `sse_per_token` (metrics.json's `mse` is per element)."""
+    def mse_per_token(y_hat: Tensor, y: Tensor) -> Tensor:
+        """Squared error summed over features, averaged over rows: the training loss's term (the SAELens
+        convention), logged as `mse_per_token`, the name metrics.json gives the same quantity; `mse`
+        is per element everywhere (metrics.json)."""
         return (y_hat.float() - y.float()).pow(2).sum(-1).mean()
 
     def sparsity_coefficient(self, state: TrainStepState, default: float) -> float:

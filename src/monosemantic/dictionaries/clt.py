@@ -198,8 +198,8 @@ class CrossLayerTranscoder(MultiSiteDictionary):
         rows, cols, vals = torch.cat(rows_all), torch.cat(cols_all), torch.cat(vals_all)
         order = _sort_order(rows)
         codes = SparseCodes(rows[order], cols[order], vals[order].detach(), B, self.d_sae)
-        mse = self.mse(y_hat, y)
-        loss, terms = mse, {"mse": mse.detach()}
+        mse = self.mse_per_token(y_hat, y)
+        loss, terms = mse, {"mse_per_token": mse.detach()}
         if aux_parts:  # dead latents of layer s reconstruct the residual of every layer >= s
             aux_recon = torch.stack(aux_parts).sum(0).flatten(1)
             auxk = auxk_loss(aux_recon, y - y_hat, sum(n_dead), L * aux_k)
@@ -222,7 +222,7 @@ class CrossLayerTranscoder(MultiSiteDictionary):
         f = flat.view_as(z)
         f_flat = f.flatten(1)
         y_hat = self.decode(f_flat)
-        mse = self.mse(y_hat, y)
+        mse = self.mse_per_token(y_hat, y)
         l1 = (f * self.concat_decoder_norms()).sum((-1, -2)).mean() if self.penalty is ReLU.penalty else None
         loss, terms = self._penalised(mse, l1, l0, state)
         return LossOutput(loss, y_hat, f=f_flat, terms=terms)

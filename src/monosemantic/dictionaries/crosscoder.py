@@ -135,7 +135,7 @@ class Crosscoder(MultiSiteDictionary):
             f, l0 = self.activation.train(z, self)
         y_hat = self.decode(f)
         y = self._check_input(y, self.d_out, "target")
-        mse = self.mse(y_hat, y)
+        mse = self.mse_per_token(y_hat, y)
         l1 = (f * self.concat_decoder_norms()).sum(-1).mean() if self.penalty is ReLU.penalty else None
         loss, terms = self._penalised(mse, l1, l0, state)
         dead = (

@@ -73,8 +73,8 @@ class FittedDictionary(SingleSiteDictionary):
         with torch.no_grad():
             f = self.encode(x)
             x_hat = self.decode(f, x)
-            mse = self.mse(x_hat, self._check_input(y, self.d_out, "target"))
-        return LossOutput(mse, x_hat, f=f, terms={"mse": mse})
+            mse = self.mse_per_token(x_hat, self._check_input(y, self.d_out, "target"))
+        return LossOutput(mse, x_hat, f=f, terms={"mse_per_token": mse})
 
     @abc.abstractmethod
     def directions(self, x: Tensor) -> tuple[Tensor, Tensor | None]:

@@ -85,7 +85,7 @@ class GatedDictionary(SingleSiteDictionary):
         gate, mag = self.gate_and_magnitude(x)
         f = (gate > 0).to(mag.dtype) * F.relu(mag)
         x_hat = self.decode(f, x)
-        mse = self.mse(x_hat, y)
+        mse = self.mse_per_token(x_hat, y)
         gate_acts = F.relu(gate)
         if self.settings.l1_decoder_norm:
             l1 = (gate_acts.float() @ self.W_dec.float().norm(dim=1)).mean()
@@ -94,7 +94,7 @@ class GatedDictionary(SingleSiteDictionary):
         aux_hat = gate_acts @ self.W_dec.detach() + self.b_dec.detach()
         if self.W_skip is not None:
             aux_hat = aux_hat + self._check_input(x, self.d_in) @ self.W_skip.detach()
-        aux = self.mse(aux_hat, y)
+        aux = self.mse_per_token(aux_hat, y)
         loss = mse + self.sparsity_coefficient(state, self.penalty_coefficient()) * l1 + aux
-        terms = {"mse": mse.detach(), "l1": l1.detach(), "gate_aux": aux.detach()}
+        terms = {"mse_per_token": mse.detach(), "l1": l1.detach(), "gate_aux": aux.detach()}
         return LossOutput(loss, x_hat, f=f, terms=terms)

@@ -113,9 +113,9 @@ class JumpReLUDictionary(SingleSiteDictionary):
         z = self.pre_acts(x)
         f, l0 = self.activation.train(z, self)
         x_hat = self.decode(f, x)
-        mse = self.mse(x_hat, self._check_input(y, self.d_out, "target"))
+        mse = self.mse_per_token(x_hat, self._check_input(y, self.d_out, "target"))
         loss = mse + self.sparsity_coefficient(state, self.penalty_coefficient()) * l0
-        return LossOutput(loss, x_hat, f=f, terms={"mse": mse.detach(), "l0": l0.detach()})
+        return LossOutput(loss, x_hat, f=f, terms={"mse_per_token": mse.detach(), "l0": l0.detach()})
 
     def weights_for_saving(self) -> dict[str, Tensor]:
         w = super().weights_for_saving()

@@ -72,8 +72,8 @@ class MatryoshkaDictionary(BatchTopKDictionary):
         for g, width in enumerate(self.settings.matryoshka_widths):
             weights = vals.to(W.dtype) * (group == g).to(W.dtype)
             x_hat = x_hat + sparse_decode(weights, W, codes.rows, codes.cols, codes.n_rows)
-            mse = self.mse(x_hat, y)
+            mse = self.mse_per_token(x_hat, y)
             loss = loss + mse
-            terms[f"mse_{width}"] = mse.detach()
-        terms["mse"] = terms[f"mse_{self.settings.matryoshka_widths[-1]}"]
+            terms[f"mse_per_token_{width}"] = mse.detach()
+        terms["mse_per_token"] = terms[f"mse_per_token_{self.settings.matryoshka_widths[-1]}"]
         return loss, x_hat, terms

@@ -221,7 +221,7 @@ class MultiSiteDictionary(Dictionary):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """The loss and its logged terms: mse plus the rule's penalty (decoder-norm weighted L1 for
         relu, the L0 count for jumprelu, none for the TopK rules)."""
-        loss, terms = mse, {"mse": mse.detach()}
+        loss, terms = mse, {"mse_per_token": mse.detach()}
         if l1 is not None:
             loss = loss + self.sparsity_coefficient(state, self.settings.l1_coefficient) * l1
             terms["l1"] = l1.detach()

@@ -56,8 +56,8 @@ class NeuronDictionary(SingleSiteDictionary):
         with torch.no_grad():
             f = self.encode(x)
             y_hat = self.decode(f, x)
-            mse = self.mse(y_hat, self._check_input(y, self.d_out, "target"))
-        return LossOutput(mse, y_hat, f=f, terms={"mse": mse})
+            mse = self.mse_per_token(y_hat, self._check_input(y, self.d_out, "target"))
+        return LossOutput(mse, y_hat, f=f, terms={"mse_per_token": mse})
 
     @torch.no_grad()
     def fit(

@@ -54,7 +54,7 @@ class ReLUDictionary(SingleSiteDictionary):
         state = state or TrainStepState()
         f = self.encode(x)
         x_hat = self.decode(f, x)
-        mse = self.mse(x_hat, self._check_input(y, self.d_out, "target"))
+        mse = self.mse_per_token(x_hat, self._check_input(y, self.d_out, "target"))
         l1 = self.sparsity_penalty(f)
         loss = mse + self.sparsity_coefficient(state, self.penalty_coefficient()) * l1
-        return LossOutput(loss, x_hat, f=f, terms={"mse": mse.detach(), "l1": l1.detach()})
+        return LossOutput(loss, x_hat, f=f, terms={"mse_per_token": mse.detach(), "l1": l1.detach()})

@@ -149,8 +149,8 @@ class TopKDictionary(SingleSiteDictionary):
         self, codes: SparseCodes, x: Tensor, y: Tensor
     ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         x_hat = self.decode_codes(codes, x)
-        mse = self.mse(x_hat, y)
-        return mse, x_hat, {"mse": mse.detach()}
+        mse = self.mse_per_token(x_hat, y)
+        return mse, x_hat, {"mse_per_token": mse.detach()}
 
     def training_loss(self, x: Tensor, y: Tensor, state: TrainStepState | None = None) -> LossOutput:
         state = state or TrainStepState()
