@@ -22,15 +22,15 @@ def test_layer_globs_expand_over_layers():
     def names(site: Site) -> list[str]:
         return [str(s) for s in site.sites()]
 
-    glob = Site.parse("blocks.*.hook_mlp_in")
-    available = ["blocks.2.hook_mlp_in", "blocks.0.hook_mlp_in", "blocks.0.hook_mlp_out"]
-    assert names(glob.expand(available)) == ["blocks.0.hook_mlp_in", "blocks.2.hook_mlp_in"]
+    glob = Site.parse("blocks.*.mlp.hook_in")
+    available = ["blocks.2.mlp.hook_in", "blocks.0.mlp.hook_in", "blocks.0.hook_mlp_out"]
+    assert names(glob.expand(available)) == ["blocks.0.mlp.hook_in", "blocks.2.mlp.hook_in"]
     assert names(Site.parse("blocks.*.hook_mlp_out").with_layers([1, 3])) == [
         "blocks.1.hook_mlp_out",
         "blocks.3.hook_mlp_out",
     ]
-    assert str(glob.with_layers([0, 1])) == "blocks.{0,1}.hook_mlp_in"
-    assert names(Site.parse("blocks.{0,1}.hook_mlp_in")) == ["blocks.0.hook_mlp_in", "blocks.1.hook_mlp_in"]
+    assert str(glob.with_layers([0, 1])) == "blocks.{0,1}.mlp.hook_in"
+    assert names(Site.parse("blocks.{0,1}.mlp.hook_in")) == ["blocks.0.mlp.hook_in", "blocks.1.mlp.hook_in"]
     assert names(Site.parse("blocks.3.hook_resid_post")) == ["blocks.3.hook_resid_post"]
 
 
@@ -108,7 +108,7 @@ def test_save_load_round_trip_lists_sites(tmp_path, activation):
     save_dictionary(clt, tmp_path / "clt", {"model_name": "m"})
     cfg = json.loads((tmp_path / "clt" / "cfg.json").read_text())
     assert cfg["architecture"] == "cross_layer_transcoder" and cfg["n_layers"] == L
-    assert cfg["hook_names"] == [f"blocks.{i}.hook_mlp_in" for i in range(L)]
+    assert cfg["hook_names"] == [f"blocks.{i}.mlp.hook_in" for i in range(L)]
     assert cfg["hook_names_out"] == [f"blocks.{i}.hook_mlp_out" for i in range(L)]
     assert (cfg["d_in"], cfg["d_out"], cfg["d_transcoder"]) == (D, D, N)
     back = load_dictionary(tmp_path / "clt")
@@ -142,7 +142,7 @@ def test_config_errors_are_one_line():
         ValidationError, match="not one hook over several layers|names several sites|reads several"
     ):
         DictionaryConfig(
-            architecture="clt", activation="topk", k=4, d_sae=8, site="blocks.3.hook_mlp_in",
+            architecture="clt", activation="topk", k=4, d_sae=8, site="blocks.3.mlp.hook_in",
             site_out="blocks.3.hook_mlp_out",
         )  # fmt: skip
     cc = DictionaryConfig(
@@ -150,7 +150,7 @@ def test_config_errors_are_one_line():
     )
     assert type(cc).__name__ == "CrosscoderConfig"
     with pytest.raises(ValidationError, match="layers only applies"):
-        DictionaryConfig(architecture="relu", d_sae=8, site="blocks.0.hook_mlp_in", layers=[0])
+        DictionaryConfig(architecture="relu", d_sae=8, site="blocks.0.mlp.hook_in", layers=[0])
 
 
 @pytest.mark.parametrize(
@@ -179,7 +179,7 @@ def test_clt_settings_are_checked_at_config_load(section, message):
     spec = {
         "architecture": "clt",
         "d_sae": 8,
-        "site": "blocks.*.hook_mlp_in",
+        "site": "blocks.*.mlp.hook_in",
         "site_out": "blocks.*.hook_mlp_out",
     }
     with pytest.raises(ConfigError) as e:
@@ -190,7 +190,7 @@ def test_clt_settings_are_checked_at_config_load(section, message):
 def test_the_old_spelling_still_loads_with_a_note(capsys, monkeypatch):
     """`architecture = "jumprelu"` with a layer-glob site was a CLT before `architecture = "clt"` existed."""
     monkeypatch.setattr(dictionary_config, "_noted", set())  # the note is said once per process
-    old = {"architecture": "jumprelu", "d_sae": 8, "site": "blocks.*.hook_mlp_in", "site_out": "blocks.*.hook_mlp_out",
+    old = {"architecture": "jumprelu", "d_sae": 8, "site": "blocks.*.mlp.hook_in", "site_out": "blocks.*.hook_mlp_out",
            "l0_coefficient": 0.5}  # fmt: skip
     d = validate_config({"dictionary": old}).dictionary
     assert (d.architecture, d.activation, d.l0_coefficient) == ("clt", "jumprelu", 0.5)

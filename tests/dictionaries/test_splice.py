@@ -31,8 +31,8 @@ def _kinds(model):
     d = model.d_model
     return {
         "sae": _dic((d, d), architecture="relu", site="blocks.1.hook_resid_post"),
-        "transcoder": _dic((d, d), architecture="topk", k=4, site="blocks.0.hook_mlp_in", site_out="blocks.0.hook_mlp_out"),
-        "clt": _dic((2 * d, 2 * d), architecture="clt", activation="jumprelu", site="blocks.{0,1}.hook_mlp_in",
+        "transcoder": _dic((d, d), architecture="topk", k=4, site="blocks.0.mlp.hook_in", site_out="blocks.0.hook_mlp_out"),
+        "clt": _dic((2 * d, 2 * d), architecture="clt", activation="jumprelu", site="blocks.{0,1}.mlp.hook_in",
                     site_out="blocks.{0,1}.hook_mlp_out"),
     }  # fmt: skip
 
@@ -56,7 +56,7 @@ def test_clt_splice_replaces_each_layer_from_its_own_forward_pass(model):
     tokens = torch.randint(0, len(model.tokenizer), (1, 7))
     keep = torch.ones(1, 7, dtype=torch.bool)
     record: dict = {}
-    sites = ["blocks.0.hook_mlp_in", "blocks.1.hook_mlp_in", "blocks.0.hook_mlp_out", "blocks.1.hook_mlp_out"]
+    sites = ["blocks.0.mlp.hook_in", "blocks.1.mlp.hook_in", "blocks.0.hook_mlp_out", "blocks.1.hook_mlp_out"]
     with torch.no_grad():
         run = model.run(tokens, capture=sites, edits=splice_edits(clt, keep, record=record))
         x = torch.cat([run.activations[s] for s in sites[:2]], -1)
@@ -64,7 +64,7 @@ def test_clt_splice_replaces_each_layer_from_its_own_forward_pass(model):
         out = torch.cat([run.activations[s] for s in sites[2:]], -1)
         assert torch.allclose(out, clt.decode(clt.encode(x)), atol=1e-5)  # both MLP outputs replaced
         clean = model.run(tokens, capture=sites[:2]).activations
-        assert not torch.allclose(clean["blocks.1.hook_mlp_in"], run.activations["blocks.1.hook_mlp_in"])
+        assert not torch.allclose(clean["blocks.1.mlp.hook_in"], run.activations["blocks.1.mlp.hook_in"])
 
 
 def test_compose_runs_edits_of_one_site_in_order():

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from monosemantic.dictionaries import load_dictionary, save_dictionary
+from monosemantic.lm.sites import migrate_site
 
 V0 = Path(__file__).parent / "fixtures" / "v0"
 KINDS = sorted(p.name for p in V0.iterdir() if p.is_dir())
@@ -38,7 +39,9 @@ def test_v0_checkpoint_loads_and_reproduces_its_outputs(kind):
 
 def test_v0_settings_and_sites_are_read_back():
     topk = load_dictionary(V0 / "topk")
-    assert topk.k == 3 and topk.settings.aux_k == 4 and topk.cfg.hook_name == "blocks.1.hook_mlp_in"
+    assert (
+        topk.k == 3 and topk.settings.aux_k == 4 and topk.cfg.hook_name == "blocks.1.mlp.hook_in"
+    )  # its old name, read as today's
     skip = load_dictionary(V0 / "jumprelu_skip_transcoder")
     assert skip.cfg.skip and skip.is_transcoder and skip.cfg.hook_name_out == "blocks.1.hook_mlp_out"
     clt = load_dictionary(V0 / "clt_jumprelu")
@@ -52,13 +55,23 @@ def test_v0_settings_and_sites_are_read_back():
 
 @pytest.mark.parametrize("kind", ["clt_topk", "jumprelu_skip_transcoder", "matryoshka"])
 def test_v0_checkpoint_resaves_to_the_same_cfg_keys(tmp_path, kind):
-    """Re-saving writes the layout it was read from: the SAELens keys and our flat record."""
+    """Re-saving writes the layout it was read from (the SAELens keys and our flat record), its sites
+    under today's hook names."""
     old = json.loads((V0 / kind / "cfg.json").read_text())
     save_dictionary(load_dictionary(V0 / kind), tmp_path / kind)
     new = json.loads((tmp_path / kind / "cfg.json").read_text())
-    assert {k: v for k, v in new.items() if k != "metadata"} == {
-        k: v for k, v in old.items() if k != "metadata"
-    }
-    ours_old, ours_new = old["metadata"]["monosemantic"], new["metadata"]["monosemantic"]
+
+    def today(record: dict) -> dict:
+        return {k: _migrated(v) if k in SITE_KEYS else v for k, v in record.items() if k != "metadata"}
+
+    assert today(new) == today(old)
+    ours_old, ours_new = today(old["metadata"]["monosemantic"]), today(new["metadata"]["monosemantic"])
     for key, value in ours_new.items():
         assert ours_old[key] == value, key
+
+
+SITE_KEYS = ("hook_name", "hook_name_out", "hook_names", "hook_names_out")
+
+
+def _migrated(value):
+    return [migrate_site(v) for v in value] if isinstance(value, list) else value and migrate_site(value)

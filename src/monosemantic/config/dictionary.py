@@ -60,7 +60,7 @@ class DictionaryConfig(Section):
     layers: list[int] | None = Field(
         None,
         description="Layers a `blocks.*` site expands over (default every layer the cache holds): "
-        '`architecture = "clt"` with `site = "blocks.*.hook_mlp_in"` and `site_out = "blocks.*.hook_mlp_out"`, '
+        '`architecture = "clt"` with `site = "blocks.*.mlp.hook_in"` and `site_out = "blocks.*.hook_mlp_out"`, '
         '`architecture = "crosscoder"` with `site = "blocks.*.hook_resid_post"`.',
     )
     skip: bool = Field(False, description="Skip transcoder: add a linear W_skip path from input to output.")
@@ -126,7 +126,7 @@ class DictionaryConfig(Section):
         except SiteError as e:
             raise ValueError(str(e)) from None
         if self.layers is not None and not any(s.is_glob for s in sites):
-            raise ValueError("layers only applies to a layer-glob site like blocks.*.hook_mlp_in")
+            raise ValueError("layers only applies to a layer-glob site like blocks.*.mlp.hook_in")
         if self.skip and self.site_out is None:
             raise ValueError("skip = true needs site_out (a skip transcoder maps site -> site_out)")
         self.check_sites(*sites)

@@ -5,8 +5,8 @@ The site mini-language, everywhere a site is named (configs, cfg.json, the activ
 - `blocks.3.hook_resid_post`, `blocks.0.ln2.hook_normalized`, `blocks.1.attn.hook_z`: one block
   site (layer 3, hook `hook_resid_post`); `hook_embed`, `ln_final.hook_normalized`, or any other
   name without a `blocks.N.` prefix (a tensor file's stream name): one site outside the blocks.
-- `blocks.*.hook_mlp_in`: that hook in every layer (expanded against the cache or `layers`);
-  `blocks.{0,1,3}.hook_mlp_in`: those layers, read concatenated (the stream key of a multi-site
+- `blocks.*.mlp.hook_in`: that hook in every layer (expanded against the cache or `layers`);
+  `blocks.{0,1,3}.mlp.hook_in`: those layers, read concatenated (the stream key of a multi-site
   dictionary).
 - `b:blocks.2.hook_resid_post`: model B's site in a model-diffing pair (`a:` is model A, the
   default); `{a,b}:blocks.2.hook_resid_post`: that site of both models, concatenated A then B.
@@ -175,7 +175,7 @@ class Site:
 
     @property
     def label(self) -> str:
-        """A folder-safe spelling (`blocks.all.hook_mlp_in` for a glob)."""
+        """A folder-safe spelling (`blocks.all.mlp.hook_in` for a glob)."""
         return str(self).replace("*", "all")
 
 

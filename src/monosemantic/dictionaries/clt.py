@@ -44,7 +44,7 @@ class CLTConfig(MultiSiteConfig):
         super().check_sites(*sites)
         if self.site is not None and (self.site_out is None or self.site_out == self.site):
             raise ValueError(
-                "a clt maps site to a distinct site_out (blocks.*.hook_mlp_in -> blocks.*.hook_mlp_out); "
+                "a clt maps site to a distinct site_out (blocks.*.mlp.hook_in -> blocks.*.hook_mlp_out); "
                 'without site_out use architecture = "crosscoder"'
             )
 

@@ -1,7 +1,7 @@
 """`MultiSiteDictionary`: one dictionary over several sites, read and written concatenated.
 
 A multi-site kind (a cross-layer transcoder, an acausal crosscoder) reads the sites its
-`hook_name` lists (`blocks.{0,1,2}.hook_mlp_in`: one per layer, or `{a,b}:blocks.2.hook_X`: one
+`hook_name` lists (`blocks.{0,1,2}.mlp.hook_in`: one per layer, or `{a,b}:blocks.2.hook_X`: one
 per model) as one input x = [x_0 | ... | x_{L-1}] and writes those of `hook_name_out` the same
 way. Its config names the kind (`architecture = "clt"`) and the activation rule it applies
 (`activation = "jumprelu"`, a shared object from `activations.py`), whose keys it then takes and
@@ -84,7 +84,7 @@ class MultiSiteConfig(ReLUSettings, JumpReLUSettings, TopKSettings, DictionaryCo
             )
 
     def name_parts(self) -> list[str]:
-        """Named by its rule, as before `architecture = "clt"` existed (`tc-blocks.all.hook_mlp_in-topk-k16`)."""
+        """Named by its rule, as before `architecture = "clt"` existed (`tc-blocks.all.mlp.hook_in-topk-k16`)."""
         return [self.activation] + ([f"k{self.k}"] if self.rule.selects else [])
 
 
@@ -113,7 +113,7 @@ class MultiSiteDictionary(Dictionary):
         glob with `layers`); d_sae, expansion, k and aux_k count per layer for a CLT."""
         site, site_out = cfg.input_site, cfg.output_site
         if site is None:
-            raise ConfigError(f"architecture {cfg.architecture!r} needs site, like blocks.*.hook_mlp_in")
+            raise ConfigError(f"architecture {cfg.architecture!r} needs site, like blocks.*.mlp.hook_in")
         if site.is_glob and cfg.layers:
             site, site_out = site.with_layers(cfg.layers), site_out and site_out.with_layers(cfg.layers)
         if site.is_glob:

@@ -1,4 +1,4 @@
-"""Neuron baseline: the MLP's own hidden units as a transcoder from `blocks.L.hook_mlp_in` to
+"""Neuron baseline: the MLP's own hidden units as a transcoder from `blocks.L.mlp.hook_in` to
 `blocks.L.hook_mlp_out` (the comparison of Cunningham et al. 2023 and transcoder_circuits).
 
 Nothing is learnt: `fit` copies layer L's MLP from the subject model, so W_enc/b_enc are its input
@@ -74,9 +74,9 @@ class NeuronDictionary(SingleSiteDictionary):
         site, site_out = self.cfg.site, self.cfg.site_out
         hooks = (site.hook, site_out.hook) if site is not None and not site.is_group else None
         layer = site.layer if hooks else None
-        if hooks != ("hook_mlp_in", "hook_mlp_out") or site_out.is_group or site_out.layer != layer:
+        if hooks != ("mlp.hook_in", "hook_mlp_out") or site_out.is_group or site_out.layer != layer:
             raise ConfigError(
-                "architecture 'neurons' maps blocks.L.hook_mlp_in to blocks.L.hook_mlp_out of one layer; "
+                "architecture 'neurons' maps blocks.L.mlp.hook_in to blocks.L.hook_mlp_out of one layer; "
                 f"got site={self.cfg.hook_name!r}, site_out={self.cfg.hook_name_out!r}"
             )
         if model_name is None:

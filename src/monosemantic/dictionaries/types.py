@@ -42,7 +42,7 @@ class DictionaryMeta:
     writes (`hook_name_out`, None for an SAE), and its architecture's settings (`settings`, the
     architecture's config with every default resolved). Saved flat in cfg.json's
     `metadata.monosemantic`. A multi-site dictionary's widths are its sites' concatenated widths
-    and its hook_name a site group (`blocks.{0,1}.hook_mlp_in`)."""
+    and its hook_name a site group (`blocks.{0,1}.mlp.hook_in`)."""
 
     architecture: str
     d_in: int

@@ -118,7 +118,7 @@ class PerLayerMetrics:
 
 
 def mlp_transcoders(folders: Sequence, device: torch.device) -> dict[int, Dictionary]:
-    """Per-layer MLP transcoders (blocks.L.hook_mlp_in -> blocks.L.hook_mlp_out) under `folders`, by layer."""
+    """Per-layer MLP transcoders (blocks.L.mlp.hook_in -> blocks.L.hook_mlp_out) under `folders`, by layer."""
     from monosemantic.dictionaries.io import find_dictionaries, load_dictionary
 
     found: dict[int, Dictionary] = {}
@@ -126,7 +126,7 @@ def mlp_transcoders(folders: Sequence, device: torch.device) -> dict[int, Dictio
         for path in find_dictionaries(folder):
             dic = load_dictionary(path, device=device).eval().requires_grad_(False)
             site, out = dic.cfg.site, dic.cfg.site_out
-            if dic.multi_site or not dic.is_transcoder or site is None or site.hook != "hook_mlp_in":
+            if dic.multi_site or not dic.is_transcoder or site is None or site.hook != "mlp.hook_in":
                 continue
             if dic.fitted:  # a baseline (the MLP's own neurons) is not a trained transcoder to compare
                 continue

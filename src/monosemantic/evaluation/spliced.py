@@ -1,7 +1,7 @@
 """Spliced-model metrics: how much next-token loss survives replacing a site by its reconstruction.
 
 For a dictionary reading `hook_name` and writing `hook_name_out` (the same site for an SAE;
-`hook_mlp_in` -> `hook_mlp_out` for a transcoder, which then replaces the MLP), each token batch is
+`mlp.hook_in` -> `hook_mlp_out` for a transcoder, which then replaces the MLP), each token batch is
 run (the splice is `dictionaries/splice.py`'s):
 - clean;
 - **spliced**: the activation at `hook_name_out` replaced by the reconstruction (for a transcoder,

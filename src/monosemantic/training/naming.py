@@ -33,7 +33,7 @@ def dictionary_name(
     coefficient: float | None,
     penalty: Penalty | None = None,
 ) -> str:
-    """E.g. `topk-k32-16k`, `jumprelu-l0c1.0-4k`, `tc-blocks.0.hook_mlp_in-topk-k16-2k`; `penalty`
+    """E.g. `topk-k32-16k`, `jumprelu-l0c1.0-4k`, `tc-blocks.0.mlp.hook_in-topk-k16-2k`; `penalty`
     (the built dictionary's, else its class's) and its `coefficient` name the sparsity coefficient."""
     if cfg.name:
         return cfg.name

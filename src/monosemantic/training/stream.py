@@ -16,7 +16,7 @@ from monosemantic.utils.readers import read_json
 def open_stream(cfg: Config, sites: list[str], model: Any = None) -> Any:
     """The shuffled batch iterator of `[data]`: a cache, a tensor file, or live from `[model]`.
 
-    Site groups (`blocks.{0,1}.hook_mlp_in`, `{a,b}:blocks.2.hook_X`, see `config/site.py`) are
+    Site groups (`blocks.{0,1}.mlp.hook_in`, `{a,b}:blocks.2.hook_X`, see `config/site.py`) are
     served as the per-token concatenation of their sites, for dictionaries that read several at once.
     """
     groups = site_groups(sites)

@@ -18,7 +18,7 @@ from monosemantic.utils.errors import ConfigError, MonosemanticError
 
 REPO = Path(__file__).resolve().parents[3]
 DEMO = REPO / "configs" / "demo.toml"
-SITES = [f"blocks.{L}.hook_mlp_{io}" for L in (0, 1) for io in ("in", "out")]
+SITES = [f"blocks.{L}.{io}" for L in (0, 1) for io in ("mlp.hook_in", "hook_mlp_out")]
 
 
 def test_registration_and_owned_settings():
@@ -94,7 +94,7 @@ def test_toy_architecture_trains_saves_loads_evaluates_and_splices(tmp_path):
     toml = tmp_path / "toy.toml"
     toml.write_text("".join(
         f'[[dictionaries]]\narchitecture = "toy_gain"\nd_sae = 48\nshift = 0.05\n'
-        f'site = "blocks.{L}.hook_mlp_in"\nsite_out = "blocks.{L}.hook_mlp_out"\n'
+        f'site = "blocks.{L}.mlp.hook_in"\nsite_out = "blocks.{L}.hook_mlp_out"\n'
         for L in (0, 1)
     ))  # fmt: skip
     dicts = load_config(toml).dictionaries
