@@ -29,8 +29,8 @@ class Slot:
     cfg: DictionaryConfig
     name: str
     folder: Path
-    site: str
-    site_out: str
+    hook_name: str  # the stream key it reads (a site group for a multi-site dictionary)
+    hook_name_out: str
     dic: Dictionary
     optimizer: torch.optim.Optimizer
     tracker: DeadLatentTracker
@@ -132,8 +132,8 @@ def build_slots(
                 cfg=dict_cfg,
                 name=names[i],
                 folder=folder,
-                site=sites[i][0],
-                site_out=sites[i][1],
+                hook_name=sites[i][0],
+                hook_name_out=sites[i][1],
                 dic=dics[i],
                 optimizer=make_optimizer(dics[i], cfg.train.lr, tuple(cfg.train.adam_betas)),
                 tracker=DeadLatentTracker(dics[i].cfg.d_sae, cfg.train.dead_after_tokens, device),

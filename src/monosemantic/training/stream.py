@@ -94,7 +94,7 @@ def _manifest(cfg: Config) -> dict[str, Any]:
     return {}
 
 
-def metadata_for(cfg: Config, site: str, site_out: str | None) -> dict[str, Any]:
+def metadata_for(cfg: Config, hook_name: str, hook_name_out: str | None) -> dict[str, Any]:
     """cfg.json `metadata`: which model, site and data produced the training activations."""
     manifest = _manifest(cfg)
     paired = {}
@@ -105,8 +105,8 @@ def metadata_for(cfg: Config, site: str, site_out: str | None) -> dict[str, Any]
         **paired,
         "model_name": manifest.get("model", cfg.model.name),
         "model_revision": manifest.get("revision", cfg.model.revision),
-        "hook_name": site,
-        "hook_name_out": site_out,
+        "hook_name": hook_name,
+        "hook_name_out": hook_name_out,
         "context_size": manifest.get("context_size", cfg.data.context_size),
         "prepend_bos": manifest.get("prepend_bos", cfg.data.prepend_bos),
         "special_tokens": manifest.get("special_tokens", cfg.data.special_tokens),

@@ -175,15 +175,15 @@ class Trainer:
         if self.normalizes():
             self.scales = {s: site_scale(s, stacked[s]) for s in self.sites}
         for slot in self.slots:
-            y = stacked[slot.site_out] * self.scales[slot.site_out]
+            y = stacked[slot.hook_name_out] * self.scales[slot.hook_name_out]
             slot.dic.initialize_b_dec(decoder_bias_init(y, self.tcfg.b_dec_init).to(self.device))
             if slot.dic.unit_norm_decoder:
                 slot.dic.set_decoder_norm_to_unit_norm()
-            slot.dic.initialize_from_data(stacked[slot.site] * self.scales[slot.site])
+            slot.dic.initialize_from_data(stacked[slot.hook_name] * self.scales[slot.hook_name])
             if slot.dic.fitted:  # baselines: one fit on these tokens, no SGD
-                model_name = metadata_for(self.cfg, slot.site, None).get("model_name")
-                x = stacked[slot.site] * self.scales[slot.site]
-                slot.dic.fit(x, y, self.scales[slot.site], self.scales[slot.site_out], model_name)
+                model_name = metadata_for(self.cfg, slot.hook_name, None).get("model_name")
+                x = stacked[slot.hook_name] * self.scales[slot.hook_name]
+                slot.dic.fit(x, y, self.scales[slot.hook_name], self.scales[slot.hook_name_out], model_name)
             slot.log.reset()
 
     def normalizes(self) -> bool:
@@ -217,8 +217,12 @@ class Trainer:
         warm = sparsity_factor(self.step, self.tcfg.sparsity_warmup_steps)
         log_now = (self.step + 1) % self.tcfg.log_every == 0 or self.step + 1 == self.total_steps
         for i, slot in enumerate(self.slots):
-            x_all = batch[slot.site] * self.scales[slot.site]
-            y_all = x_all if slot.site_out == slot.site else batch[slot.site_out] * self.scales[slot.site_out]
+            x_all = batch[slot.hook_name] * self.scales[slot.hook_name]
+            y_all = (
+                x_all
+                if slot.hook_name_out == slot.hook_name
+                else batch[slot.hook_name_out] * self.scales[slot.hook_name_out]
+            )
             x, y = self.par.rows(x_all), self.par.rows(y_all)  # this rank's rows of the global batch
             n_all = x_all.shape[0]
             coefficient = None
@@ -334,18 +338,25 @@ class Trainer:
                 "steps": self.step,
                 "complete": self.step == self.total_steps,
                 "wall_time_s": round(self.wall_time, 3),
-                "activation_scale": scale_summary(self.scales[slot.site], slot.site),
+                "activation_scale": scale_summary(self.scales[slot.hook_name], slot.hook_name),
                 "final_metrics": self.last[i],
                 "train": self.tcfg.model_dump(mode="json"),
                 "dictionary": slot.cfg.model_dump(mode="json"),
             }
-            meta = metadata_for(self.cfg, slot.site, slot.site_out if slot.site_out != slot.site else None)
+            meta = metadata_for(
+                self.cfg, slot.hook_name, slot.hook_name_out if slot.hook_name_out != slot.hook_name else None
+            )
             meta["training"] = summary
             view = self.par.export_view(slot)  # gathers latent slices: every rank calls it
             if view is not None:
                 dic, density = view
                 checkpoint.export_dictionary(
-                    dic, slot.folder, meta, self.scales[slot.site], self.scales[slot.site_out], density
+                    dic,
+                    slot.folder,
+                    meta,
+                    self.scales[slot.hook_name],
+                    self.scales[slot.hook_name_out],
+                    density,
                 )
 
 
