@@ -11,13 +11,13 @@ The site mini-language, everywhere a site is named (configs, cfg.json, the activ
 - `b:blocks.2.hook_resid_post`: model B's site in a model-diffing pair (`a:` is model A, the
   default); `{a,b}:blocks.2.hook_resid_post`: that site of both models, concatenated A then B.
 
-Which hook names exist is the model's business (`lm/families.py`): a `Site` parses structure only,
-and `check_available` validates concrete names against the sites a cache or model has.
+Which hook names exist is the model's business (`lm/families.py`): a `Site` parses structure only;
+the cache (`ActivationCache.check_sites`) and the model (`SubjectModel.check_sites`) refuse a
+concrete name they lack, naming the nearest ones, before any long computation.
 """
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -143,7 +143,11 @@ class Site:
         if self.layers is not None:
             return self
         found = sorted(
-            {s.layers[0] for s in map(Site.parse, available) if s.block and s.hook == self.hook and s.layers}
+            {
+                s.layers[0]
+                for s in map(Site.parse, available)
+                if s.block and s.hook == self.hook and s.models == self.models and s.layers and not s.is_group
+            }
         )
         if not found:
             raise SiteError(
@@ -216,15 +220,3 @@ def parse_site(text: str | Site) -> Site:
 def site_key(layers: Sequence[int], hook: str) -> str:
     """The stream key of `hook` over `layers`: `blocks.{0,1}.hook_X`, braces even for one layer."""
     return "blocks.{" + ",".join(map(str, layers)) + "}." + hook
-
-
-def check_available(sites: Iterable[str | Site], available: Sequence[str], where: str = "") -> None:
-    """Every concrete site among `available`, else one line naming the first missing one and the
-    nearest valid names (`where`: what holds the sites, e.g. the cache path)."""
-    have = set(available)
-    for site in sites:
-        for s in Site.parse(site).sites():
-            if str(s) not in have:
-                near = difflib.get_close_matches(str(s), list(available), n=3, cutoff=0.0)
-                place = f" in {where}" if where else ""
-                raise SiteError(f"no site {str(s)!r}{place}; nearest: {', '.join(near) or 'none'}")
