@@ -112,8 +112,10 @@ def _flops(n: float) -> str:
     return f"{n:,.0f} FLOP"
 
 
-def plan(cfg: Config, world_size: int = 1) -> list[str]:
-    """The plan as lines of text (what `monosemantic plan` prints)."""
+def plan(cfg: Config, world_size: int | None = None) -> list[str]:
+    """The plan as lines of text (what `monosemantic plan` prints), for `world_size` ranks
+    (default `[plan].world_size`)."""
+    world_size = cfg.plan.world_size if world_size is None else world_size
     m, t = cfg.model, cfg.train
     dims = model_dims(m.name, m.revision)
     wbytes = BYTES[getattr(m, "quantization", None) or m.dtype or "float32"]
