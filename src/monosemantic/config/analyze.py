@@ -19,12 +19,16 @@ class AnalyzeConfig(Section):
         description="Activation cache; default [harvest].out (data.activations, model A's, when data.activations_b is set).",
     )
     out: Path = Field(Path("runs/analysis"), description="Folder holding features.db.")
-    max_sequences: int | None = Field(None, gt=0)
+    max_sequences: int | None = Field(
+        None, gt=0, description="Sequences of the cache analysed (the first ones); unset: all."
+    )
     top_k: int = Field(20, gt=0, description="Top activating examples kept per feature.")
     quantiles: int = Field(5, gt=0, description="Activation quantile bins sampled.")
-    per_quantile: int = Field(5, gt=0)
+    per_quantile: int = Field(5, gt=0, description="Examples kept per quantile bin.")
     window: int = Field(16, gt=0, description="Tokens of context each side of the peak.")
-    logit_lens_k: int = Field(10, gt=0)
+    logit_lens_k: int = Field(
+        10, gt=0, description="Tokens kept at each end of a feature's logit lens (promoted and suppressed)."
+    )
     negatives: int = Field(10, ge=0, description="Non-activating contexts kept per feature (for scoring).")
     batch_sequences: int = Field(16, gt=0, description="Sequences encoded per batch.")
     block_tokens: int = Field(
