@@ -38,11 +38,13 @@ app.add_typer(lm_app, name="lm")
 ConfigArg = Annotated[Path, typer.Argument(help="TOML config file (e.g. configs/demo.toml).")]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", "-s", help="Override a config value: section.key=value (repeatable)."),
+    typer.Option(
+        "--set", "-s", metavar="KEY=VALUE", help="Override a config value: section.key=value (repeatable)."
+    ),
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
-# Verbs that split their work over the ranks torchrun starts (README "Scaling out").
+# Verbs that split their work over the ranks torchrun starts (docs/scaling.md).
 DISTRIBUTED_VERBS = {"harvest", "train", "evaluate", "analyze"}
 
 

@@ -31,7 +31,7 @@ class TrainConfig(Section):
         description="Scale inputs to mean norm sqrt(d_in); folded into weights at save. Unset: only "
         "when some dictionary is not a one-site TopK or BatchTopK (L1 coefficients and JumpReLU "
         "bandwidths assume the scale; multi-layer dictionaries need per-layer scales); TopK/BatchTopK-only "
-        "runs train on raw inputs, which recovers more toy features (README: Toy recovery). true: the "
+        "runs train on raw inputs, which recovers more toy features (docs: Benchmarks, toy recovery). true: the "
         "old default.",
     )
     dead_latents: Literal["auxk", "resample", "none"] = Field("auxk", description="Dead-latent handling.")

@@ -1,7 +1,7 @@
 """`monosemantic plan CONFIG`: memory per rank, cache disk and FLOPs per token, before starting.
 
 Numbers come from the model's `config.json` (no weights are read) and the config's sections;
-they are estimates of the dominant terms, stated with their formulas in the README:
+they are estimates of the dominant terms, stated with their formulas in docs/scaling.md:
 
 - model: parameters x bytes per parameter (dtype or quantization); a harvest of layer L runs
   blocks 0..L only, but the whole model is loaded (accelerate offloads what does not fit).
