@@ -202,7 +202,9 @@ def blind(
     dictionaries: Annotated[
         list[str] | None,
         typer.Argument(
-            help="The two dictionaries to rate, A B (default [compare].blind).", show_default=False
+            help="The two dictionaries to rate, A B (default [compare].blind).",
+            show_default=False,
+            metavar="A B",
         ),
     ] = None,
     set_: SetOpt = None,

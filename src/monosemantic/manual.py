@@ -46,8 +46,8 @@ def _usage(verb: str, command: Any) -> str:
     for p in command.params:
         if p.param_type_name != "argument":
             continue
-        name = p.name.upper()
-        name = f"{name}..." if p.nargs == -1 else name
+        name = p.metavar or p.name.upper()
+        name = f"{name}..." if p.nargs == -1 and not p.metavar else name
         parts.append(name if p.required else f"[{name}]")
     if any(p.param_type_name == "option" and not p.hidden for p in command.params):
         parts.append("[OPTIONS]")
@@ -56,7 +56,7 @@ def _usage(verb: str, command: Any) -> str:
 
 def _param_row(p: Any) -> str:
     if p.param_type_name == "argument":
-        name = f"`{p.name.upper()}`"
+        name = f"`{p.metavar or p.name.upper()}`"
     else:
         name = ", ".join(f"`{o}`" for o in [*p.opts, *p.secondary_opts])
         if not getattr(p, "is_flag", False):
