@@ -23,12 +23,15 @@ from monosemantic.config.reference import config_reference, model_table
 
 
 def architecture_options() -> str:
-    """One table per registered architecture that declares its own settings (an `Options` model)."""
+    """One table per built-in architecture that declares its own settings (an `Options` model).
+
+    `ARCHITECTURES` is the registry as the package fills it, so one registered later in the same
+    process (a user's, or a test's toy architecture) does not change the manual."""
     from monosemantic.dictionaries.base import dictionary_class
-    from monosemantic.dictionaries.registry import architectures
+    from monosemantic.dictionaries.registry import ARCHITECTURES
 
     out: list[str] = []
-    for name in architectures():
+    for name in ARCHITECTURES:
         options = getattr(dictionary_class(name), "Options", None)
         if isinstance(options, type) and issubclass(options, BaseModel) and options.model_fields:
             out += [f'### architecture = "{name}"', "", *model_table(options), ""]
