@@ -69,7 +69,7 @@ class Freeze:
 
     patterns: dict[int, Tensor] = field(default_factory=dict)
     scales: dict[str, Tensor] = field(default_factory=dict)
-    gates: dict[int, Tensor] = field(default_factory=dict)
+    gates: dict[int, Tensor | dict[int, Tensor]] = field(default_factory=dict)  # MoE: per selected expert
     # mixtures of experts: per layer the router's top-k (weights [N, k], indices [N, k]), held like patterns
     routes: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
     patterns_only: bool = False

@@ -5,9 +5,6 @@ router's weights. `record` stores the choices (top-k indices and weights) and ea
 activation gates; `frozen` reuses them, so the block is linear in its input: the selection and the
 weights are constants, and each selected expert is a linear map (gate held). The plain and record
 passes call HF's own router and experts modules, so their output is the model's exactly.
-
-Each selected expert's weighted output can also be returned separately (`expert_outputs`), which
-the replacement model uses to make experts graph nodes.
 """
 
 from __future__ import annotations
@@ -59,57 +56,41 @@ def _held_gpt_oss(gate: Tensor, x: Tensor, experts: nn.Module, e: int) -> Tensor
 
 
 def moe_forward(
-    lm: FunctionalLM,
-    layer: int,
-    mlp: nn.Module,
-    x: Tensor,
-    mode: str,
-    freeze: Freeze | None,
-    split: bool = False,
+    lm: FunctionalLM, layer: int, mlp: nn.Module, x: Tensor, mode: str, freeze: Freeze | None
 ) -> Tensor:
-    """The MoE block's output [B, T, d] (with `split`: [B, T, k, d], each selected expert's weighted
-    output in the order of the router's top-k)."""
+    """The MoE block's output [B, T, d]: HF's own modules in `plain` and `record` (which also stores
+    the routes and gates), the held routes and gates in `frozen` (linear in x)."""
     B, T, d = x.shape
-    frozen = mode == "frozen" and freeze is not None and layer in freeze.routes
     experts = mlp.get_submodule(lm.family.moe.experts)
     flat = x.reshape(-1, d)  # (B*T, d); a frozen route of one prompt serves every batch row
-    if frozen:
-        weights, indices = freeze.routes[layer]
-    else:
+    frozen = mode == "frozen" and freeze is not None and layer in freeze.routes
+    if not frozen:
         weights, indices = route(lm, mlp, flat)
-    if not frozen and not split and mode == "plain":
-        return _plain(lm, mlp, experts, flat, weights, indices).view(B, T, d)
-    k = indices.shape[-1]
-    n = weights.shape[0]
+        if mode == "record" and freeze is not None:
+            freeze.routes[layer] = (weights.detach(), indices.detach())
+            freeze.gates[layer] = _gates(lm, experts, flat, indices)
+        return experts(flat, indices, weights).view(B, T, d)  # HF's experts: the model's output exactly
+    weights, indices = freeze.routes[layer]
+    n, k = indices.shape
     rows = flat.view(-1, n, d)  # (batch copies, N, d)
-    held = freeze.gates.get(layer) if frozen and not freeze.patterns_only else None
+    held = None if freeze.patterns_only else freeze.gates[layer]  # interventions recompute the gates
     out = flat.new_zeros(rows.shape[0], n, k, d)
-    gates = {}
     for e in indices.unique().tolist():
         tok, slot = (indices == e).nonzero(as_tuple=True)
-        g = None if held is None else held[e]
-        y, gate = _expert(lm, experts, e, rows[:, tok], g)
+        y, _ = _expert(lm, experts, e, rows[:, tok], None if held is None else held[e])
         out[:, tok, slot] = y * weights[tok, slot, None].to(y.dtype)
-        if mode == "record":
-            gpt_oss = lm.family.moe.expert == "gpt_oss"
-            gates[e] = _held_gpt_oss(gate, rows[:, tok], experts, e) if gpt_oss else gate
-    if mode == "record" and freeze is not None:
-        freeze.routes[layer] = (weights.detach(), indices.detach())
-        freeze.gates[layer] = {e: g.detach() for e, g in gates.items()}
-    if split:
-        return out.view(B, T, k, d)
-    return (
-        out.sum(2).view(B, T, d)
-        if mode != "record"
-        else _plain(lm, mlp, experts, flat, weights, indices).view(B, T, d)
-    )
+    return out.sum(2).view(B, T, d)
 
 
-def _plain(
-    lm: FunctionalLM, mlp: nn.Module, experts: nn.Module, flat: Tensor, weights: Tensor, indices: Tensor
-) -> Tensor:
-    """HF's own experts module on HF's own routing: the model's output bit for bit."""
-    return experts(flat, indices, weights)
+def _gates(lm: FunctionalLM, experts: nn.Module, flat: Tensor, indices: Tensor) -> dict[int, Tensor]:
+    """Each selected expert's activation gates on its tokens (GPT-OSS: with its clamped up values)."""
+    gates = {}
+    for e in indices.unique().tolist():
+        tok, _ = (indices == e).nonzero(as_tuple=True)
+        _, gate = _expert(lm, experts, e, flat[tok], None)
+        gates[e] = _held_gpt_oss(gate, flat[tok], experts, e) if lm.family.moe.expert == "gpt_oss" else gate
+        gates[e] = gates[e].detach()
+    return gates
 
 
 def routes_meta(freeze: Freeze) -> dict:
