@@ -6,7 +6,7 @@ STAMP := $(VENV)/.setup-stamp
 TORCH_CPU := torch==2.13.0
 TL_VENV := .venv-transformer-lens
 
-.PHONY: setup demo test test-min test-slow bench lint browser clean
+.PHONY: setup demo test test-min test-slow bench lint docs browser clean
 
 setup: $(STAMP)
 
@@ -81,9 +81,17 @@ bench: setup $(SAELENS_VENV)/.stamp $(CT_VENV)/.stamp
 	SAELENS_PYTHON=$(CURDIR)/$(SAELENS_VENV)/bin/python CIRCUIT_TRACER_PYTHON=$(CURDIR)/$(CT_VENV)/bin/python \
 		$(BIN)/python -m benchmarks.run_all
 
+# The manual (docs/, mkdocs with the material theme): regenerate the reference blocks from the code,
+# then build site/ with --strict, so a broken link, anchor or nav entry fails the build.
+# (NO_MKDOCS_2_WARNING silences the theme's end-of-life notice, printed on every build; not a build warning.)
+docs: setup
+	$(BIN)/python -m monosemantic.manual docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	@echo "docs built in site/ (open site/index.html)"
+
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
 clean:
-	rm -rf runs .pytest_cache .ruff_cache
+	rm -rf runs site .pytest_cache .ruff_cache

@@ -79,7 +79,7 @@ def test_malformed_sites_are_one_line_config_errors(text, message):
 def test_a_single_site_has_one_layer_and_a_group_has_none():
     assert Site.parse("blocks.4.hook_x").layer == 4 and Site.parse("hook_embed").layer is None
     with pytest.raises(SiteError, match="names several sites"):
-        Site.parse("blocks.{0,1}.hook_x").layer
+        _ = Site.parse("blocks.{0,1}.hook_x").layer
     with pytest.raises(SiteError, match="expand it over layers first"):
         Site.parse("blocks.*.hook_x").sites()
     with pytest.raises(SiteError, match="no blocks.N.hook_y among the available sites"):
