@@ -90,7 +90,8 @@ class Lorsa(Dictionary):
     """Low-rank sparse attention: d_sae rank-1 OV heads over n_qk_heads shared QK heads."""
 
     unit_norm_decoder = True
-    raw_inputs = True  # TopK over heads: no scale-dependent hyper-parameter
+    # Trains on normalised activations (the default): attention outputs range over orders of
+    # magnitude between models and layers, and a fixed learning rate must suit them all.
     # Attention mixes positions: the trainer serves whole sequence windows (rows in order).
     sequence_level: ClassVar[bool] = True
     saelens_name = "lorsa"
