@@ -201,7 +201,7 @@ def compare(
             f"blind items in [bold]{folder / 'items.md'}[/]; rate them in ratings.csv, then --unblind"
         )
     else:
-        console.print(f"comparison written to [bold]{run(cfg)}[/]")
+        console.print(f"comparison written to [bold]{run(cfg, console=console)}[/]")
 
 
 @app.command()
