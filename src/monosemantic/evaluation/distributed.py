@@ -102,7 +102,7 @@ def merge_spliced(results: list[dict[str, Any]], evaluator: SplicedEvaluator) ->
             ce_loss_zero_ablation_increase=b["zero"] - b["clean"],
             ce_loss_recovered=_recovered(b["zero"], ce, b["clean"]),
             ce_loss_recovered_mean_ablation=_recovered(b["mean"], ce, b["clean"]),
-            kl_spliced=float(per_seq["kl"].sum()) / n,
+            kl_spliced=float(per_seq["kl"].sum()) / float(per_seq["n_kl"].sum()),
             splice_error_check_max_logit_diff=max(r["splice_error_check_max_logit_diff"] for r, _ in rows),
             splice_error_check_batches=sum(r["splice_error_check_batches"] for r, _ in rows),
             n_predictions=int(n),

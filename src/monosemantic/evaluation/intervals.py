@@ -138,7 +138,7 @@ def spliced_intervals(per_sequence: dict[str, Tensor], seed: int = 0) -> dict[st
             "ce_loss_spliced": ce,
             "ce_loss_increase": ce - clean,
             "ce_loss_recovered": (zero - ce) / (zero - clean),
-            "kl_spliced": t["kl"] / n,
+            "kl_spliced": t["kl"] / t["n_kl"].clamp_min(1),
         }
 
     return bootstrap(per_sequence, statistic, seed)

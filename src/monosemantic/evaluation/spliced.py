@@ -20,8 +20,9 @@ result as `ce_convention`):
 - "monosemantic" (default): every prediction of the stored sequences counts (position t predicts
   token t+1, T-1 per sequence, special tokens included), and the splice and both ablations replace
   only non-special positions;
-- "saelens" (SAELens `run_evals`): only predictions made at non-special positions count, and the
-  ablations replace every position (the splice still replaces the non-special ones).
+- "saelens" (SAELens 6 `run_evals`, `get_recons_loss`): only predictions made at non-special
+  positions count (KL also at the last position, which predicts nothing CE can score), and the
+  zero/mean ablations replace every position (the splice still replaces the non-special ones).
 CE loss recovered = (CE_zero - CE_spliced) / (CE_zero - CE_clean) (and the same against mean
 ablation): 1 means the splice costs nothing, 0 means it is as bad as deleting the site.
 """
@@ -53,9 +54,11 @@ def ce_per_sequence(logits: Tensor, tokens: Tensor, counted: Tensor | None = Non
 
 
 def kl_per_sequence(clean_logits: Tensor, logits: Tensor, counted: Tensor | None = None) -> Tensor:
-    """Summed KL(clean || other) over the predicting positions [:, :-1], per sequence [B]."""
-    p = F.log_softmax(clean_logits[:, :-1].float(), dim=-1)
-    q = F.log_softmax(logits[:, :-1].float(), dim=-1)
+    """Summed KL(clean || other) per sequence [B]: over the predicting positions [:, :-1], or with
+    `counted` [B, T] over every position it marks (SAELens counts the last position's KL too)."""
+    upto = logits.shape[1] if counted is not None and counted.shape[1] == logits.shape[1] else -1
+    p = F.log_softmax(clean_logits[:, :upto].float(), dim=-1)
+    q = F.log_softmax(logits[:, :upto].float(), dim=-1)
     kl = (p.exp() * (p - q)).sum(-1)
     return (kl if counted is None else kl * counted.to(kl.device)).sum(-1)
 
@@ -183,16 +186,17 @@ class SplicedEvaluator:
         bootstrap intervals, popped before metrics.json is written."""
         sites = {s.out_site: s.mean for s in specs}
         base: dict[str, dict[str, list[Tensor]]] = {s: {"zero": [], "mean": []} for s in sites}
-        rows: dict[str, list[Tensor]] = {"clean": [], "n": []}
+        rows: dict[str, list[Tensor]] = {"clean": [], "n": [], "n_kl": []}
         sums = [{"ce": [], "kl": [], "ce_err": 0.0, "kl_err": 0.0, "diff": 0.0} for _ in specs]
         with torch.no_grad(), progress_bar(transient=True) as bar:
             task = bar.add_task("spliced CE/KL", total=len(self.batches), unit="batch", info="")
             for i, (tokens, keep) in enumerate(zip(self.batches, self.keeps, strict=True)):
                 tokens = tokens.to(self.model.device)
-                counted, ablated = self.conventions(tokens, keep)
+                counted, counted_kl, ablated = self.conventions(tokens, keep)
                 clean = self._run(tokens)
                 rows["clean"].append(ce_per_sequence(clean, tokens, counted).double().cpu())
                 rows["n"].append(self._counted(tokens, counted))
+                rows["n_kl"].append(self._counted(tokens, counted_kl))
                 for site, mean in sites.items():
                     zero = {site: lambda a, k=ablated: _where(k, torch.zeros_like(a), a)}
                     ablate = {site: lambda a, k=ablated, m=mean: _where(k, m.to(a.device).expand_as(a), a)}
@@ -200,15 +204,17 @@ class SplicedEvaluator:
                         ce = ce_per_sequence(self._run(tokens, edit), tokens, counted)
                         base[site][name].append(ce.double().cpu())
                 for spec, acc in zip(specs, sums, strict=True):
-                    self._splice(spec, acc, tokens, keep, clean, counted, check=i < self.n_check)
+                    self._splice(spec, acc, tokens, keep, clean, (counted, counted_kl), check=i < self.n_check)
                 bar.advance(task)
-        n_seq = torch.cat(rows["n"])
+        n_seq, n_kl = torch.cat(rows["n"]), torch.cat(rows["n_kl"])
         n, n_check = float(n_seq.sum()), max(float(n_seq[: self._check_rows()].sum()), 1.0)
+        n_check_kl = max(float(n_kl[: self._check_rows()].sum()), 1.0)
         clean = torch.cat(rows["clean"])
         results = []
         for spec, acc in zip(specs, sums, strict=True):
             per_seq = {
                 "n": n_seq,
+                "n_kl": n_kl,
                 "clean": clean,
                 "zero": torch.cat(base[spec.out_site]["zero"]),
                 "mean": torch.cat(base[spec.out_site]["mean"]),
@@ -227,9 +233,9 @@ class SplicedEvaluator:
                     "ce_loss_zero_ablation_increase": b["zero"] - b["clean"],
                     "ce_loss_recovered": _recovered(b["zero"], ce, b["clean"]),
                     "ce_loss_recovered_mean_ablation": _recovered(b["mean"], ce, b["clean"]),
-                    "kl_spliced": float(per_seq["kl"].sum()) / n,
+                    "kl_spliced": float(per_seq["kl"].sum()) / float(n_kl.sum()),
                     "ce_loss_spliced_with_error": acc["ce_err"] / n_check,
-                    "kl_spliced_with_error": acc["kl_err"] / n_check,
+                    "kl_spliced_with_error": acc["kl_err"] / n_check_kl,
                     "splice_error_check_max_logit_diff": acc["diff"],
                     "splice_error_check_batches": self.n_check,
                     "n_predictions": int(n),
@@ -241,14 +247,14 @@ class SplicedEvaluator:
 
     def _splice(
         self, spec: SpliceSpec, acc: dict, tokens: Tensor, keep: Tensor, clean: Tensor,
-        counted: Tensor | None, check: bool,
+        counted: tuple[Tensor | None, Tensor | None], check: bool,
     ) -> None:  # fmt: skip
         """One dictionary on one batch: spliced CE/KL per sequence, and the spliced+error check."""
         for with_error in (False, True)[: 2 if check else 1]:
             edits = splice_edits(spec.dic, spec.in_site, spec.out_site, keep, with_error)
             logits = self._run(tokens, edits)
-            ce = ce_per_sequence(logits, tokens, counted).double().cpu()
-            kl = kl_per_sequence(clean, logits, counted).double().cpu()
+            ce = ce_per_sequence(logits, tokens, counted[0]).double().cpu()
+            kl = kl_per_sequence(clean, logits, counted[1]).double().cpu()
             if with_error:
                 acc["ce_err"] += float(ce.sum())
                 acc["kl_err"] += float(kl.sum())
@@ -257,13 +263,13 @@ class SplicedEvaluator:
                 acc["ce"].append(ce)
                 acc["kl"].append(kl)
 
-    def conventions(self, tokens: Tensor, keep: Tensor) -> tuple[Tensor | None, Tensor]:
-        """(which next-token predictions count, which positions the ablations replace) under
-        `self.convention` (see the module docstring)."""
-        if self.convention == "saelens":
-            counted = keep[:, :-1].to(tokens.device)  # predictions made at non-special positions
-            return counted, torch.ones_like(keep, dtype=torch.bool)
-        return None, keep
+    def conventions(self, tokens: Tensor, keep: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor]:
+        """(which next-token predictions count for CE [B, T-1], which positions count for KL, which
+        positions the ablations replace) under `self.convention` (see the module docstring)."""
+        if self.convention == "saelens":  # SAELens evals.py: mask[:, :-1] for CE, mask for KL
+            keep = keep.to(tokens.device)
+            return keep[:, :-1], keep, torch.ones_like(keep, dtype=torch.bool)
+        return None, None, keep
 
     @staticmethod
     def _counted(tokens: Tensor, counted: Tensor | None) -> Tensor:
