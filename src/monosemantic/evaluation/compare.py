@@ -103,8 +103,12 @@ def row(m: dict[str, Any]) -> dict[str, Any]:
         out[f"probe_top_{k}"] = _mean([t["k"].get(k) for t in probing.values()])
     out["probe_dense"] = _mean([t.get("dense") for t in probing.values()])
     absorption = m.get("absorption") or {}
-    out["absorption_rate"] = "refused" if absorption.get("refused") else absorption.get("mean_absorption_rate")
-    out["absorption_fraction"] = "refused" if absorption.get("refused") else absorption.get("mean_absorption_fraction_score")
+    out["absorption_rate"] = (
+        "refused" if absorption.get("refused") else absorption.get("mean_absorption_rate")
+    )
+    out["absorption_fraction"] = (
+        "refused" if absorption.get("refused") else absorption.get("mean_absorption_fraction_score")
+    )
     out["scr_10"] = (m.get("scr") or {}).get("scr_metric_threshold_10")
     out["tpp_10"] = (m.get("tpp") or {}).get("tpp_threshold_10_total_metric")
     auto = m.get("autointerp") or {}

@@ -204,7 +204,9 @@ class SplicedEvaluator:
                         ce = ce_per_sequence(self._run(tokens, edit), tokens, counted)
                         base[site][name].append(ce.double().cpu())
                 for spec, acc in zip(specs, sums, strict=True):
-                    self._splice(spec, acc, tokens, keep, clean, (counted, counted_kl), check=i < self.n_check)
+                    self._splice(
+                        spec, acc, tokens, keep, clean, (counted, counted_kl), check=i < self.n_check
+                    )
                 bar.advance(task)
         n_seq, n_kl = torch.cat(rows["n"]), torch.cat(rows["n_kl"])
         n, n_check = float(n_seq.sum()), max(float(n_seq[: self._check_rows()].sum()), 1.0)
