@@ -18,7 +18,14 @@ def test_seeds_train_one_copy_per_seed_from_one_stream(tmp_path):
                       tokens=256 * 20, seeds=[0, 1, 2])  # fmt: skip
     folders = train(cfg, stream=stream)
     names = sorted(p.name for p in folders)
-    assert names == ["r-seed0", "r-seed1", "r-seed2", "topk-k4-64-seed0", "topk-k4-64-seed1", "topk-k4-64-seed2"]
+    assert names == [
+        "r-seed0",
+        "r-seed1",
+        "r-seed2",
+        "topk-k4-64-seed0",
+        "topk-k4-64-seed1",
+        "topk-k4-64-seed2",
+    ]
     assert stream.index == 20  # one pass: every copy saw the same 20 batches
     metas = {p.name: json.loads((p / "cfg.json").read_text())["metadata"] for p in folders}
     assert metas["r-seed1"]["seed"] == 1 and metas["r-seed1"]["seed_group"] == "r"

@@ -17,8 +17,8 @@ the k kept values, as SAELens's TopK SAE), decode = f W_dec + b_dec (+ x W_skip^
 `benchmarks/bench_conformance.py` checks the outputs against ours to 1e-5.
 """
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: SAELens builds these dataclasses in a module that
+# runpy may have loaded outside sys.modules, where string annotations cannot be resolved
 from typing import Any
 
 NAMES = ("topk_transcoder", "topk_skip_transcoder")
@@ -53,7 +53,7 @@ def register_topk_transcoder() -> None:
             return "topk_transcoder"
 
         @classmethod
-        def from_dict(cls, config_dict: dict[str, Any]) -> TopKTranscoderConfig:
+        def from_dict(cls, config_dict: dict[str, Any]) -> Any:
             return from_dict(cls, config_dict)
 
         def to_dict(self) -> dict[str, Any]:
@@ -66,7 +66,7 @@ def register_topk_transcoder() -> None:
             return TopK(self.cfg.k)
 
         @classmethod
-        def from_dict(cls, config_dict: dict[str, Any]) -> TopKTranscoder:
+        def from_dict(cls, config_dict: dict[str, Any]) -> Any:
             return cls(TopKTranscoderConfig.from_dict(config_dict))
 
     @dataclass
@@ -78,7 +78,7 @@ def register_topk_transcoder() -> None:
             return "topk_skip_transcoder"
 
         @classmethod
-        def from_dict(cls, config_dict: dict[str, Any]) -> TopKSkipTranscoderConfig:
+        def from_dict(cls, config_dict: dict[str, Any]) -> Any:
             return from_dict(cls, config_dict)
 
         def to_dict(self) -> dict[str, Any]:
@@ -91,7 +91,7 @@ def register_topk_transcoder() -> None:
             return TopK(self.cfg.k)
 
         @classmethod
-        def from_dict(cls, config_dict: dict[str, Any]) -> TopKSkipTranscoder:
+        def from_dict(cls, config_dict: dict[str, Any]) -> Any:
             return cls(TopKSkipTranscoderConfig.from_dict(config_dict))
 
     for name, cls, config in (
