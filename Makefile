@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-stamp
 TORCH_CPU := torch==2.13.0
+TL_VENV := .venv-transformer-lens
 
 .PHONY: setup demo test test-min test-slow bench reference lint browser clean
 
@@ -30,7 +31,7 @@ browser:
 demo: setup
 	$(BIN)/monosemantic demo configs/demo.toml
 
-test: setup
+test: setup $(TL_VENV)/.stamp
 	$(BIN)/python -m pytest
 
 test-slow: setup
@@ -56,6 +57,16 @@ $(SAELENS_VENV)/.stamp:
 	@test -x $(SAELENS_VENV)/bin/python || $(PY) -m venv $(SAELENS_VENV)
 	@if ! command -v nvidia-smi >/dev/null 2>&1; then $(SAELENS_VENV)/bin/pip install -q $(TORCH_CPU); fi
 	$(SAELENS_VENV)/bin/pip install -q 'sae-lens>=6' || echo "warning: sae-lens could not be installed; the bench reports ours only"
+	@touch $@
+
+# TransformerLens 4 (its TransformerBridge over the same HF modules, pinned to our transformers): the
+# reference the family tests compare every hook site with (tests/lm/test_families_sites.py); they
+# skip without it.
+$(TL_VENV)/.stamp: $(STAMP)
+	@test -x $(TL_VENV)/bin/python || $(PY) -m venv $(TL_VENV)
+	@if ! command -v nvidia-smi >/dev/null 2>&1; then $(TL_VENV)/bin/pip install -q $(TORCH_CPU); fi
+	$(TL_VENV)/bin/pip install -q 'transformer-lens==4.3.0' "transformers==$$($(BIN)/python -c 'import transformers; print(transformers.__version__)')" \
+		|| echo "warning: transformer-lens could not be installed; the TransformerLens comparisons will be skipped"
 	@touch $@
 
 # circuit-tracer likewise (the attribution side-by-side); its transformers pin differs from ours.

@@ -19,8 +19,8 @@ text = "storyworld"
 context_size = 32
 max_tokens = 4096
 [sites]
-names = ["blocks.1.hook_resid_post", "blocks.0.hook_mlp_in", "blocks.0.hook_mlp_out",
-         "blocks.1.hook_mlp_in", "blocks.1.hook_mlp_out"]
+names = ["blocks.1.hook_resid_post", "blocks.0.mlp.hook_in", "blocks.0.hook_mlp_out",
+         "blocks.1.mlp.hook_in", "blocks.1.hook_mlp_out"]
 [harvest]
 out = "runs/demo/activations"
 [dictionary]
@@ -32,11 +32,11 @@ name = "topk-k16"
 site = "blocks.1.hook_resid_post"
 [[dictionaries]]
 name = "transcoder-L0"
-site = "blocks.0.hook_mlp_in"
+site = "blocks.0.mlp.hook_in"
 site_out = "blocks.0.hook_mlp_out"
 [[dictionaries]]
 name = "transcoder-L1"
-site = "blocks.1.hook_mlp_in"
+site = "blocks.1.mlp.hook_in"
 site_out = "blocks.1.hook_mlp_out"
 [train]
 tokens = 4096
