@@ -22,14 +22,12 @@ import torch
 from rich.console import Console
 from torch import Tensor
 
-from monosemantic.activations import split
 from monosemantic.activations.cache import ActivationCache
 from monosemantic.activations.paired import model_a_cache, with_model_b
 from monosemantic.config import Config
 from monosemantic.corpus.concepts import CONCEPTS
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.layer_sites import expand, is_layer_glob, is_model_pair
-from monosemantic.lm.model import SubjectModel
 from monosemantic.utils import distributed as D
 from monosemantic.utils.errors import ConfigError, DataError
 from monosemantic.utils.files import check_output
@@ -46,10 +44,12 @@ from .distributed import (
     merge_site_sums,
     merge_spliced,
 )
+from .inputs import LazyModel, check_width, dictionary_sites, is_causal, load_dictionaries, site_activations
 from .intervals import N_BOOT, spliced_intervals
 from .metrics import ReconstructionMetrics
 from .replace_all import PerLayerMetrics, clt_spliced_metrics, is_clt, is_multi_site
 from .report import print_table, write_outputs
+from .sample import check_held_out, sample_sequences
 from .seeds import seed_groups, table_rows
 from .spliced import SplicedEvaluator, SpliceSpec
 
@@ -68,88 +68,6 @@ class _Entry:
     metrics: ReconstructionMetrics
     concepts: ConceptMetrics | None = None
     per_layer: PerLayerMetrics | None = None  # cross-layer transcoders
-
-
-def _load_dictionaries(root: Path, device: torch.device) -> list[tuple[str, Path, Dictionary]]:
-    from monosemantic.dictionaries.io import dictionary_names, find_dictionaries, load_dictionary
-
-    if not root.exists():
-        raise ConfigError(
-            f"evaluate.dictionary {str(root)!r} does not exist; train one or point at a checkpoint"
-        )
-    paths = find_dictionaries(root)
-    if not paths:
-        raise ConfigError(
-            f"no dictionary checkpoint (cfg.json) found in {str(root)!r}; set evaluate.dictionary"
-        )
-    return [
-        (name, Path(p), load_dictionary(p, device=device).eval().requires_grad_(False))
-        for name, p in zip(dictionary_names(paths, root), paths, strict=True)
-    ]
-
-
-def _sites(name: str, dic: Dictionary, cache: ActivationCache) -> tuple[str, str]:
-    """(input site, output site) of a dictionary; an SAE without a recorded site uses the cache's only one."""
-    in_site = dic.cfg.hook_name
-    if in_site is None:
-        fits = [s for s, w in cache.sites.items() if w == dic.d_in]
-        if dic.is_transcoder or len(fits) != 1:
-            raise ConfigError(
-                f"dictionary {name} records no hook_name; add metadata.hook_name to its cfg.json"
-            )
-        in_site = fits[0]
-        console.print(
-            f"[yellow]{name}: no hook_name recorded; evaluating it at {in_site}, the cache's only site of width {dic.d_in}"
-        )
-    out_site = dic.cfg.hook_name_out or in_site
-    return in_site, out_site
-
-
-def _check_width(name: str, site: str, width: int, expected: int) -> None:
-    if width != expected:
-        raise DataError(
-            f"{name} expects width {expected} at {site} but the activations there have width {width}; "
-            "evaluate it on a cache of the model it was trained on"
-        )
-
-
-class _Model:
-    """The subject model named by the cache's manifest, loaded on first use."""
-
-    def __init__(self, cache: ActivationCache, device: torch.device) -> None:
-        self.cache, self.device = cache, device
-        self._model: SubjectModel | None = None
-
-    def get(self) -> SubjectModel:
-        if self._model is None:
-            self._model = self.cache.load_model(self.device)
-        return self._model
-
-
-def _site_acts(
-    batch: dict[str, Tensor], sites: list[str], live: list[str], model: _Model
-) -> dict[str, Tensor]:
-    acts = {s: batch[s] for s in sites if s not in live}
-    if live:
-        sm = model.get()
-        with torch.inference_mode():
-            run = sm.run(batch["tokens"].long(), capture=live, stop_at_layer=sm.stop_layer(live))
-        acts.update({s: run.activations[s].clone() for s in live})
-    return acts
-
-
-def _causal(model: _Model) -> bool:
-    """Spliced CE/KL need next-token logits: for an encoder (BERT) say so once, up front, and skip them."""
-    sm = model.get()
-    if sm.is_encoder or not sm.has_head:
-        console.print(
-            f"[yellow]note:[/] {sm.name} is an encoder ({sm.family}) without next-token logits: spliced "
-            "CE/KL are skipped (set evaluate.spliced = false to silence this note)",
-            highlight=False,
-            soft_wrap=True,
-        )
-        return False
-    return True
 
 
 def evaluate(cfg: Config) -> list[dict[str, Any]]:
@@ -176,7 +94,7 @@ class _Run:
     ecfg: Any
     device: torch.device
     cache: Any  # ActivationCache, or PairedCache for a model-diffing crosscoder
-    model: _Model
+    model: LazyModel
     entries: list[_Entry]
     sites: list[str]
     groups: dict[str, list[str]]
@@ -223,9 +141,9 @@ def _setup(cfg: Config) -> _Run:
     with_concepts = ecfg.concepts and cache.concepts is not None
     entries = [
         _entry(name, path, dic, cache, ecfg, with_concepts)
-        for name, path, dic in _load_dictionaries(root, device)
+        for name, path, dic in load_dictionaries(root, device)
     ]
-    model = _Model(cache, device)
+    model = LazyModel(cache, device)
     if pair := next((e for e in entries if is_model_pair(e.in_site)), None):  # model diffing
         if ecfg.benchmarks:
             raise ConfigError(
@@ -234,7 +152,7 @@ def _setup(cfg: Config) -> _Run:
         cache = with_model_b(cfg, cache, pair.name, pair.in_site)
     # spliced CE/KL: for SAEs, transcoders and CLTs (a crosscoder is acausal); loads the model
     splices = any(e.per_layer is None or is_clt(e.dic) for e in entries)
-    spliced_on = ecfg.spliced and splices and _causal(model)
+    spliced_on = ecfg.spliced and splices and is_causal(model)
     keys = list(dict.fromkeys(s for e in entries for s in (e.in_site, e.out_site)))
     groups = {k: expand(k) for k in keys if is_layer_glob(k)}  # a CLT reads its sites concatenated
     sites = list(dict.fromkeys(c for k in keys for c in groups.get(k, [k])))
@@ -250,8 +168,8 @@ def _setup(cfg: Config) -> _Run:
         from .benchmarks.runner import SiteStore
 
         bench_store = SiteStore(sites)
-    indices, sample = _sample(cache, ecfg.max_sequences, int(ecfg.seed or 0), ecfg.held_out)
-    _check_held_out(entries, cache, sample)
+    indices, sample = sample_sequences(cache, ecfg.max_sequences, int(ecfg.seed or 0), ecfg.held_out)
+    check_held_out(entries, cache, sample)
     return _Run(ecfg, device, cache, model, entries, sites, groups, live, spliced_on, indices, sample,
                 with_concepts, bench_store)  # fmt: skip
 
@@ -266,7 +184,7 @@ def _entry(
             f"({training.get('steps', '?')} steps); resume `monosemantic train` to finish it",
             highlight=False,
         )
-    in_site, out_site = _sites(name, dic, cache)
+    in_site, out_site = dictionary_sites(name, dic, cache)
     entry = _Entry(name, path, dic, in_site, out_site, ReconstructionMetrics(dic.d_sae, dic.d_out))
     if is_multi_site(dic):
         if D.world_size() > 1:
@@ -299,7 +217,7 @@ def _accumulate(run: _Run) -> _Batches:
                 continue
             tokens = batch["tokens"]
             keep = cache.keep_mask(tokens)
-            acts = _site_acts(batch, sites, live, run.model)
+            acts = site_activations(batch, sites, live, run.model)
             for s, a in list(acts.items()):
                 kept = a[keep.to(a.device)].double().sum(0).cpu()
                 site_sum[s] = kept if site_sum[s].numel() == 0 else site_sum[s] + kept
@@ -332,8 +250,8 @@ def _update(
     """Encode and decode one batch with one dictionary; add it to its accumulators."""
     x = acts[e.in_site].to(device)
     y = acts[e.out_site].to(device)
-    _check_width(e.name, e.in_site, x.shape[-1], e.dic.d_in)
-    _check_width(e.name, e.out_site, y.shape[-1], e.dic.d_out)
+    check_width(e.name, e.in_site, x.shape[-1], e.dic.d_in)
+    check_width(e.name, e.out_site, y.shape[-1], e.dic.d_out)
     with torch.no_grad():
         xd = x.to(e.dic.dtype)
         f = e.dic.encode(xd)
@@ -450,73 +368,6 @@ def _coverage_by_kind(rows: list[dict[str, Any]]) -> dict[str, float]:
         if "auroc" in row and row.get("kind"):
             kinds.setdefault(row["kind"], []).append(row["auroc"] >= COVERAGE_AUROC)
     return {k: sum(v) / len(v) for k, v in kinds.items()}
-
-
-def _sample(
-    cache: ActivationCache, max_sequences: int | None, seed: int, held_out: bool = True
-) -> tuple[Tensor | None, dict[str, Any]]:
-    """Which sequences to evaluate (sorted; None: all) and their description for metrics.json:
-    the cache's held-out sequences (or, with `held_out` false or a cache without a split, all of
-    them), or a seeded uniform sample of `max_sequences` of those."""
-    total = cache.n_sequences
-    pool = split.held_out(cache.manifest) if held_out else None
-    if held_out and pool is None:
-        console.print(f"[yellow]warning:[/] {split.NO_SPLIT_FIX}", highlight=False, soft_wrap=True)
-    if pool is not None and len(pool) == 0:
-        raise DataError(
-            f"the activation cache {cache.path} holds out no sequence (it has {total} sequences at "
-            f"harvest.eval_fraction {cache.manifest[split.KEY]['fraction']}); harvest more data or a larger "
-            "eval_fraction, or set evaluate.held_out = false to evaluate on training sequences"
-        )
-    n_pool = total if pool is None else len(pool)
-    n = min(max_sequences or n_pool, n_pool)
-    if n == n_pool:
-        indices, selection = pool, "held_out" if pool is not None else "all"
-    else:
-        g = torch.Generator().manual_seed(seed)
-        chosen = torch.randperm(n_pool, generator=g)[:n]
-        indices = (chosen if pool is None else pool[chosen]).sort().values
-        selection = "random"
-    if pool is not None:
-        what = "all" if n == n_pool else f"a random sample (seed {seed}) of {n:,} of the"
-        note = (
-            f"evaluated on {what} {split.describe(cache.manifest)} of {cache.path}: sequences training "
-            "never read"
-        )
-    else:
-        what = "all" if indices is None else f"a random sample (seed {seed}) of {n:,} of the"
-        why = "evaluate.held_out = false" if not held_out else "the cache records no held-out sequences"
-        note = f"evaluated on {what} {total:,} sequences of {cache.path} (NOT held out: {why})"
-    return indices, {
-        "selection": selection,
-        "seed": None if n == n_pool else seed,
-        "n_sequences": n,
-        "cache_sequences": total,
-        "held_out": pool is not None,
-        "eval_sequences": {k: v for k, v in cache.manifest[split.KEY].items() if k != "sequences"}
-        | {"n": n_pool}
-        if pool is not None
-        else None,
-        "note": note,
-    }
-
-
-def _check_held_out(entries: list[_Entry], cache: ActivationCache, sample: dict[str, Any]) -> None:
-    """Warn about a dictionary trained on this very cache without skipping its held-out split."""
-    if not sample["held_out"]:
-        return
-    for e in entries:
-        meta = e.dic.cfg.metadata or {}
-        trained_on = meta.get("dataset_path")
-        if trained_on is None or not Path(str(trained_on)).exists():
-            continue
-        if Path(str(trained_on)).resolve() == cache.path.resolve() and not meta.get("held_out"):
-            console.print(
-                f"[yellow]warning:[/] {e.name} was trained on {cache.path} by a version that did not skip "
-                "its held-out sequences; retrain it for held-out numbers",
-                highlight=False,
-                soft_wrap=True,
-            )
 
 
 def _check_finite_metrics(name: str, r: dict[str, Any]) -> None:
