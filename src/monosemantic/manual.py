@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from monosemantic.config.reference import config_reference, model_table
+from monosemantic.config.reference import config_reference
 
 
 def _usage(verb: str, command: Any) -> str:
