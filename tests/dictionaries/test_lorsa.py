@@ -89,6 +89,9 @@ def test_causal_and_grouped_patterns():
     assert A.shape == (3, 8, 8)
     assert A.triu(1).abs().max() < 1e-12
     torch.testing.assert_close(A.sum(-1), torch.ones(3, 8))
+    keys, weights = dic.top_keys(x, head=13, position=6, n=3)  # head 13 is in group 13 // 8 = 1
+    torch.testing.assert_close(weights, A[1, 6].sort(descending=True).values[:3])
+    assert keys.tolist() == A[1, 6].argsort(descending=True)[:3].tolist() and (keys <= 6).all()
     y = dic(x)
     x2 = x.clone()
     x2[5:] = torch.randn(3, 12)  # later positions never change earlier outputs
@@ -191,6 +194,10 @@ def test_sequence_stream_serves_whole_windows_in_order(tiny_cache):
     stored = torch.cat([c.load_shard(i, [SITE])[SITE] for i in range(c.num_shards)]).float()
     for window in batch[SITE].reshape(-1, 16, stored.shape[-1]):
         assert (stored - window).abs().amax((1, 2)).min() < 1e-6  # one stored sequence, whole
+    resumed = open_stream(cfg, [SITE, SITE_OUT], sequences=True)
+    resumed.load_state_dict(stream.state_dict())  # kill -9 and resume: the same next windows
+    after, again = next(stream), next(resumed)
+    torch.testing.assert_close(after[SITE], again[SITE])
     with pytest.raises(ConfigError, match="multiple of the window length 16"):
         open_stream(lorsa_config(root, cache, "train.batch_size=100"), [SITE, SITE_OUT], sequences=True)
 
