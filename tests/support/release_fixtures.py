@@ -15,6 +15,8 @@ import json
 import sys
 import types
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,7 +67,13 @@ def write_gemma_scope_2(
 
 
 def write_gemma_scope_2_clt(
-    root: Path, suffix: str, n_layers: int, d: int, n: int, model_name: str = "google/gemma-3-270m", seed: int = 0
+    root: Path,
+    suffix: str,
+    n_layers: int,
+    d: int,
+    n: int,
+    model_name: str = "google/gemma-3-270m",
+    seed: int = 0,
 ) -> list[Path]:
     """`<root>/layer_{i}_{suffix}/params.safetensors` with w_dec [n, n_layers, d] (to every layer)."""
     g, folders = _gen(seed), []
@@ -81,6 +89,20 @@ def write_gemma_scope_2_clt(
         (f / "config.json").write_text(json.dumps(cfg))
         folders.append(f)
     return folders
+
+
+def write_gemma_scope_npz(folder: Path, d: int, n: int, seed: int = 0) -> Path:
+    """Gemma Scope (1)'s `params.npz` (google/gemma-scope-2b-pt-transcoders/layer_L/width_16k/average_l0_N):
+    W_enc [d, n], W_dec [n, d], b_enc, b_dec, threshold (float32)."""
+    import numpy as np
+
+    g = _gen(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    t = {"W_enc": _w(g, d, n), "W_dec": _w(g, n, d), "b_enc": _w(g, n, scale=0.2) + 0.1, "b_dec": _w(g, d, scale=0.2),
+         "threshold": _thr(g, n)}  # fmt: skip
+    with open(folder / "params.npz", "wb") as f:
+        np.savez(f, **{k: v.numpy() for k, v in t.items()})
+    return folder / "params.npz"
 
 
 # ---- circuit-tracer (config.yaml + per-layer files) -------------------------------------------
@@ -101,12 +123,19 @@ def write_circuit_tracer_layer(
     return file
 
 
-def write_circuit_tracer_config(folder: Path, kind: str, model_name: str, hook_in: str, hook_out: str, **extra) -> Path:
+def write_circuit_tracer_config(
+    folder: Path, kind: str, model_name: str, hook_in: str, hook_out: str, **extra
+) -> Path:
     """circuit-tracer's config.yaml (model_kind, model_name, feature hooks; `transcoders`, `activation`, `k`)."""
     import yaml
 
     folder.mkdir(parents=True, exist_ok=True)
-    cfg = {"model_kind": kind, "model_name": model_name, "feature_input_hook": hook_in, "feature_output_hook": hook_out}
+    cfg = {
+        "model_kind": kind,
+        "model_name": model_name,
+        "feature_input_hook": hook_in,
+        "feature_output_hook": hook_out,
+    }
     (folder / "config.yaml").write_text(yaml.safe_dump(cfg | extra, sort_keys=False))
     return folder
 
@@ -119,7 +148,9 @@ def write_circuit_tracer_clt(folder: Path, n_layers: int, d: int, n: int, seed: 
     for i in range(n_layers):
         save_file({f"W_enc_{i}": _w(g, n, d, scale=d**-0.5), f"b_enc_{i}": _w(g, n, scale=0.2) + 0.1,
                    f"b_dec_{i}": _w(g, d, scale=0.2), f"threshold_{i}": _thr(g, n)}, str(folder / f"W_enc_{i}.safetensors"))  # fmt: skip
-        save_file({f"W_dec_{i}": _w(g, n, n_layers - i, d, scale=n**-0.5)}, str(folder / f"W_dec_{i}.safetensors"))
+        save_file(
+            {f"W_dec_{i}": _w(g, n, n_layers - i, d, scale=n**-0.5)}, str(folder / f"W_dec_{i}.safetensors")
+        )
     return folder
 
 
@@ -135,7 +166,9 @@ def write_qwen_scope(repo: Path, layer: int, d_in: int, d_sae: int, seed: int = 
 
 
 # ---- Llama Scope (fnlp/Llama3_1-8B-Base-*) and Llamascopium -------------------------------------
-def write_llama_scope_v1(folder: Path, d: int, d_sae: int, hook_in: str, hook_out: str | None = None, seed: int = 0) -> Path:
+def write_llama_scope_v1(
+    folder: Path, d: int, d_sae: int, hook_in: str, hook_out: str | None = None, seed: int = 0
+) -> Path:
     """hyperparams.json + checkpoints/final.safetensors (encoder.weight [d_sae, d], decoder.weight
     [d, d_sae], biases; bfloat16 as released)."""
     g = _gen(seed)
@@ -145,7 +178,9 @@ def write_llama_scope_v1(folder: Path, d: int, d_sae: int, hook_in: str, hook_ou
     (folder / "hyperparams.json").write_text(json.dumps(hp))
     t = {"encoder.weight": _w(g, d_sae, d, scale=d**-0.5), "encoder.bias": _w(g, d_sae, scale=0.1),
          "decoder.weight": _w(g, d, d_sae, scale=d_sae**-0.5), "decoder.bias": _w(g, d, scale=0.1)}  # fmt: skip
-    save_file({k: v.to(torch.bfloat16) for k, v in t.items()}, str(folder / "checkpoints" / "final.safetensors"))
+    save_file(
+        {k: v.to(torch.bfloat16) for k, v in t.items()}, str(folder / "checkpoints" / "final.safetensors")
+    )
     return folder
 
 
@@ -163,7 +198,12 @@ def write_llamascopium(
            "use_triton_kernel": False, "sparsity_threshold_for_triton_spmm_kernel": 0.996,
            "jumprelu_threshold_window": 2.0, "hook_point_in": hook_in, "hook_point_out": hook_out, "use_glu_encoder": False}  # fmt: skip
     (folder / "config.json").write_text(json.dumps(cfg, indent=4))
-    sd = {"W_E": _w(g, d, n), "b_E": _w(g, n, scale=0.2), "W_D": _w(g, n, d, scale=0.5), "b_D": _w(g, d, scale=0.2)}
+    sd = {
+        "W_E": _w(g, d, n),
+        "b_E": _w(g, n, scale=0.2),
+        "W_D": _w(g, n, d, scale=0.5),
+        "b_D": _w(g, d, scale=0.2),
+    }
     if act_fn == "jumprelu":
         sd["activation_function.log_jumprelu_threshold"] = (_thr(g, n) * 0.5).log()
     for hook, norm in ((hook_in, 4.5), (hook_out, 2.5)):
@@ -209,25 +249,35 @@ def write_transcoder_circuits(folder: Path, layer: int, d: int, d_sae: int, seed
                                        d_in=d, d_out=d, d_sae=d_sae, expansion_factor=d_sae // d)  # fmt: skip
     sd = OrderedDict(W_enc=_w(g, d, d_sae), b_enc=_w(g, d_sae, scale=0.2), W_dec=_w(g, d_sae, d, scale=d_sae**-0.5),
                      b_dec=_w(g, d, scale=0.3), b_dec_out=_w(g, d, scale=0.2))  # fmt: skip
-    module = types.ModuleType("sae_training.config")
-    cls = type("LanguageModelSAERunnerConfig", (LanguageModelSAERunnerConfig,), {"__module__": "sae_training.config"})
-    module.LanguageModelSAERunnerConfig = cls
-    saved = {k: sys.modules.get(k) for k in ("sae_training", "sae_training.config")}
-    sys.modules["sae_training"] = types.ModuleType("sae_training")
-    sys.modules["sae_training.config"] = module
-    try:
+    with sae_training_installed() as cls:
         obj = cls.__new__(cls)
         obj.__dict__.update(vars(cfg))
         folder.mkdir(parents=True, exist_ok=True)
         file = folder / f"final_sparse_autoencoder_gpt2-small_blocks.{layer}.ln2.hook_normalized_{d_sae}.pt"
         torch.save({"cfg": obj, "state_dict": sd}, file)
+    return file
+
+
+@contextmanager
+def sae_training_installed() -> Iterator[type]:
+    """A stand-in `sae_training.config` module while the block runs (what transcoder_circuits'
+    own code has installed when it saves and loads), so its pickles are written and read as by it."""
+    module = types.ModuleType("sae_training.config")
+    cls = type(
+        "LanguageModelSAERunnerConfig", (LanguageModelSAERunnerConfig,), {"__module__": "sae_training.config"}
+    )
+    module.LanguageModelSAERunnerConfig = cls
+    saved = {k: sys.modules.get(k) for k in ("sae_training", "sae_training.config")}
+    sys.modules["sae_training"] = types.ModuleType("sae_training")
+    sys.modules["sae_training.config"] = module
+    try:
+        yield cls
     finally:
         for k, v in saved.items():
             if v is None:
                 sys.modules.pop(k, None)
             else:
                 sys.modules[k] = v
-    return file
 
 
 # ---- a local Hugging Face hub cache, so release names resolve offline ---------------------------
@@ -243,17 +293,23 @@ def hub_cache_repo(cache: Path, repo_id: str, commit: str = "0" * 40) -> Path:
 
 
 def main(out: Path) -> None:
-    write_gemma_scope_2(out / "gemma-scope-2/resid_post/layer_1_width_1k_l0_small", 32, 64, "model.layers.1.output")
+    write_gemma_scope_2(
+        out / "gemma-scope-2/resid_post/layer_1_width_1k_l0_small", 32, 64, "model.layers.1.output"
+    )
     write_gemma_scope_2(out / "gemma-scope-2/transcoder_all/layer_0_width_1k_l0_small_affine", 32, 64,
                         "model.layers.0.pre_feedforward_layernorm.output",
                         "model.layers.0.post_feedforward_layernorm.output", affine=True)  # fmt: skip
     write_gemma_scope_2_clt(out / "gemma-scope-2/clt", "width_1k_l0_medium", 2, 32, 64)
-    write_circuit_tracer_config(out / "circuit-tracer-set", "transcoder_set", "Qwen/Qwen3-0.6B", "mlp.hook_in", "mlp.hook_out")
+    write_circuit_tracer_config(
+        out / "circuit-tracer-set", "transcoder_set", "Qwen/Qwen3-0.6B", "mlp.hook_in", "mlp.hook_out"
+    )
     for i in range(2):
         write_circuit_tracer_layer(out / "circuit-tracer-set" / f"layer_{i}.safetensors", 32, 64, seed=i)
     write_qwen_scope(out / "SAE-Res-Qwen3-1.7B-Base-W1K-L0_8", 1, 32, 1024)
     write_llama_scope_v1(out / "Llama3_1-8B-Base-L1R-8x", 32, 256, "blocks.1.hook_resid_post")
-    write_llamascopium(out / "layer1_transcoder_8x_k4", 32, 8, "blocks.1.ln2.hook_normalized", "blocks.1.hook_mlp_out")
+    write_llamascopium(
+        out / "layer1_transcoder_8x_k4", 32, 8, "blocks.1.ln2.hook_normalized", "blocks.1.hook_mlp_out"
+    )
     write_transcoder_circuits(out / "gpt2-transcoders", 0, 32, 128)
 
 

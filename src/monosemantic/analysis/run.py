@@ -30,6 +30,7 @@ from monosemantic.config import Config
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.io import dictionary_names, find_dictionaries, load_dictionary
 from monosemantic.dictionaries.layer_sites import expand, is_layer_glob, is_model_pair
+from monosemantic.dictionaries.releases import check_family, manifest_family
 from monosemantic.lm.model import SubjectModel
 from monosemantic.store.feature_store import FeatureStore, feature_store_path
 from monosemantic.utils import distributed as D
@@ -175,6 +176,10 @@ def _analyze(cfg: Config) -> Path:
     paths = find_dictionaries(root)
     device = resolve_device(a.device)
     dicts = [load_dictionary(p, device=device).eval() for p in paths]
+    for p, d in zip(
+        paths, dicts, strict=True
+    ):  # a release of another model family: its sites are other tensors
+        check_family(d.cfg.metadata, manifest_family(cache.manifest), cache.manifest.get("model"), str(p))
     sites = [_site_of(d, cache, p) for d, p in zip(dicts, paths, strict=True)]
     if (
         pair := next((i for i, s in enumerate(sites) if is_model_pair(s)), None)

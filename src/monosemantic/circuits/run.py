@@ -277,7 +277,7 @@ def circuit(cfg: Config) -> Path:
     check_output(c.out, "circuit.out")
     paths = resolve_dictionaries(cfg)
     model = load_model(cfg.model.name, dtype=cfg.model.dtype, device=c.device, revision=cfg.model.revision)
-    dics = [load_dictionary(p, device=str(model.device)) for p in paths]
+    dics = [load_dictionary(p, device=str(model.device), model=model) for p in paths]
     names = dictionary_names(paths, cfg.train.out if not c.dictionaries else None)
     rm = ReplacementModel(model, dics, names, zero_bos=c.zero_bos)
     store, describe = store_describer(feature_store_path(cfg.analyze.out), paths, names, dics)

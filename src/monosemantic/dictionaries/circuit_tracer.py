@@ -121,7 +121,9 @@ def load_circuit_tracer_clt(
     if jump:
         weights["threshold"] = torch.stack([e[f"threshold_{i}"].float().flatten() for i, e in enumerate(enc)])
     md = {"source": f"circuit-tracer CLT at {path}"}
-    return clt_from_tensors(weights, sites["hook_names"], sites["hook_names_out"], md, torch.device(device), str(path))
+    return clt_from_tensors(
+        weights, sites["hook_names"], sites["hook_names_out"], md, torch.device(device), str(path)
+    )
 
 
 def clt_from_tensors(

@@ -211,7 +211,12 @@ def load_dictionary(
     if where.ref is not None and "release" not in dic.cfg.metadata:
         dic.cfg.metadata["release"] = where.ref.spec
     if model is not None:
-        check_family(dic.cfg.metadata, getattr(model, "family", None), getattr(model, "name", None), str(path_or_hub_id))
+        check_family(
+            dic.cfg.metadata,
+            getattr(model, "family", None),
+            getattr(model, "name", None),
+            str(path_or_hub_id),
+        )
     return dic
 
 

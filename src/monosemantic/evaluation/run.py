@@ -64,10 +64,13 @@ class _Entry:
     per_layer: PerLayerMetrics | None = None  # cross-layer transcoders
 
 
-def _load_dictionaries(root: Path, device: torch.device) -> list[tuple[str, Path, Dictionary]]:
+def _load_dictionaries(
+    root: Path, device: torch.device, manifest: dict[str, Any] | None = None
+) -> list[tuple[str, Path, Dictionary]]:
     from monosemantic.dictionaries.io import dictionary_names, find_dictionaries, load_dictionary
+    from monosemantic.dictionaries.releases import check_family, is_remote, manifest_family
 
-    if not root.exists():
+    if not root.exists() and not is_remote(str(root)):
         raise ConfigError(
             f"evaluate.dictionary {str(root)!r} does not exist; train one or point at a checkpoint"
         )
@@ -76,10 +79,13 @@ def _load_dictionaries(root: Path, device: torch.device) -> list[tuple[str, Path
         raise ConfigError(
             f"no dictionary checkpoint (cfg.json) found in {str(root)!r}; set evaluate.dictionary"
         )
-    return [
+    out = [
         (name, Path(p), load_dictionary(p, device=device).eval().requires_grad_(False))
         for name, p in zip(dictionary_names(paths, root), paths, strict=True)
     ]
+    for name, _, dic in out:  # a release of another model family: its sites are other tensors
+        check_family(dic.cfg.metadata, manifest_family(manifest or {}), (manifest or {}).get("model"), name)
+    return out
 
 
 def _sites(name: str, dic: Dictionary, cache: ActivationCache) -> tuple[str, str]:
@@ -176,7 +182,7 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
         console.print(f"[yellow]warning:[/] {note}", highlight=False)
     with_concepts = ecfg.concepts and cache.concepts is not None
     entries: list[_Entry] = []
-    for name, path, dic in _load_dictionaries(root, device):
+    for name, path, dic in _load_dictionaries(root, device, cache.manifest):
         training = (dic.cfg.metadata or {}).get("training") or {}
         if training.get("complete") is False:
             console.print(

@@ -9,10 +9,10 @@ family. `docs/releases.md` has the table of releases with the test that reads ea
 """
 
 from .build import ReleaseRef
-from .family import check_family, family_of_model
+from .family import check_family, family_of_model, manifest_family
 from .read import entries, is_release, read_release
 from .resolve import Located, is_remote, locate, split_layer
 from .saelens_directory import directory_file, resolve_release
 
 __all__ = ["Located", "ReleaseRef", "check_family", "directory_file", "entries", "family_of_model",
-           "is_release", "is_remote", "locate", "read_release", "resolve_release", "split_layer"]  # fmt: skip
+           "is_release", "is_remote", "locate", "manifest_family", "read_release", "resolve_release", "split_layer"]  # fmt: skip

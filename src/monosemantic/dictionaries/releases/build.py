@@ -37,7 +37,9 @@ class ReleaseRef:
         return f"{self.repo_id}/{self.path}".rstrip("/") if self.repo_id else self.spec
 
 
-def release_metadata(ref: ReleaseRef | None, source: str, model_name: str | None, **extra: Any) -> dict[str, Any]:
+def release_metadata(
+    ref: ReleaseRef | None, source: str, model_name: str | None, **extra: Any
+) -> dict[str, Any]:
     """cfg.json-style metadata of a release: its model and family, where it came from, and the note
     that its sites are TransformerLens' names (every reader maps the release's hooks to them)."""
     model = model_name or (ref.model_name if ref else None)

@@ -20,7 +20,13 @@ from .build import ReleaseRef
 _GEMMA_SCOPE_2 = re.compile(
     r"^gemma-scope-2-(?P<size>\d+[mb])-(?P<variant>pt|it)-(?P<kind>res|mlp|att|transcoders|clt)(?P<all>-all)?$"
 )
-_FOLDERS = {"res": "resid_post", "mlp": "mlp_out", "att": "attn_out", "transcoders": "transcoder", "clt": "clt"}
+_FOLDERS = {
+    "res": "resid_post",
+    "mlp": "mlp_out",
+    "att": "attn_out",
+    "transcoders": "transcoder",
+    "clt": "clt",
+}
 
 
 def gemma_scope_2(release: str, sae_id: str, spec: str) -> ReleaseRef | None:
@@ -31,8 +37,16 @@ def gemma_scope_2(release: str, sae_id: str, spec: str) -> ReleaseRef | None:
     folder = _FOLDERS[m["kind"]] + ("_all" if m["all"] else "")
     model = f"google/gemma-3-{size}" + ("" if variant == "pt" and size.endswith("m") else f"-{variant}")
     if m["kind"] == "clt":  # the layer folders clt/layer_{i}_{ID}: fetch the folder, pick by suffix
-        return ReleaseRef(spec, f"google/gemma-scope-2-{size}-{variant}", folder, model, layout=f"gemma_scope_2_clt:{sae_id}")
-    return ReleaseRef(spec, f"google/gemma-scope-2-{size}-{variant}", f"{folder}/{sae_id}", model, layout="gemma_scope_2")
+        return ReleaseRef(
+            spec,
+            f"google/gemma-scope-2-{size}-{variant}",
+            folder,
+            model,
+            layout=f"gemma_scope_2_clt:{sae_id}",
+        )
+    return ReleaseRef(
+        spec, f"google/gemma-scope-2-{size}-{variant}", f"{folder}/{sae_id}", model, layout="gemma_scope_2"
+    )
 
 
 def lookup(release: str, sae_id: str, spec: str) -> ReleaseRef | None:

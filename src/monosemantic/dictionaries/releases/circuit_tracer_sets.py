@@ -56,7 +56,9 @@ def read_config(folder: Path) -> dict[str, Any] | None:
     if not isinstance(cfg, dict) or "model_kind" not in cfg:
         return None
     if cfg["model_kind"] not in KINDS:
-        raise MonosemanticError(f"{file}: model_kind {cfg['model_kind']!r}; circuit-tracer's are {', '.join(KINDS)}")
+        raise MonosemanticError(
+            f"{file}: model_kind {cfg['model_kind']!r}; circuit-tracer's are {', '.join(KINDS)}"
+        )
     return cfg
 
 
@@ -83,7 +85,9 @@ def layer_files(folder: Path, cfg: dict[str, Any], spec: str, fetch: bool = True
     n = len(list(folder.glob("layer_*.safetensors")))
     files = [folder / f"layer_{i}.safetensors" for i in range(n)]
     if not files or not all(f.is_file() for f in files):
-        raise DataError(f"{folder}: no layer_0..layer_{max(n - 1, 0)}.safetensors and no transcoders list in config.yaml")
+        raise DataError(
+            f"{folder}: no layer_0..layer_{max(n - 1, 0)}.safetensors and no transcoders list in config.yaml"
+        )
     return [str(f) for f in files]
 
 
@@ -91,7 +95,9 @@ def n_layers(folder: Path, cfg: dict[str, Any], spec: str) -> int:
     return len(layer_files(folder, cfg, spec, fetch=False))
 
 
-def read_layer(folder: Path, cfg: dict[str, Any], layer: int, ref: ReleaseRef | None, device: torch.device) -> Dictionary:
+def read_layer(
+    folder: Path, cfg: dict[str, Any], layer: int, ref: ReleaseRef | None, device: torch.device
+) -> Dictionary:
     """Layer `layer` of a circuit-tracer transcoder set."""
     spec = ref.spec if ref else str(folder)
     files = layer_files(folder, cfg, spec, fetch=False)
@@ -118,7 +124,13 @@ def read_layer_file(
         return dic
     t = load_safetensors(file, what="circuit-tracer transcoder")
     if "w_enc" in t:  # Gemma Scope 2's params.safetensors
-        w = {"W_enc": t["w_enc"], "W_dec": t["w_dec"], "b_enc": t["b_enc"], "b_dec": t["b_dec"], "threshold": t["threshold"]}
+        w = {
+            "W_enc": t["w_enc"],
+            "W_dec": t["w_dec"],
+            "b_enc": t["b_enc"],
+            "b_dec": t["b_dec"],
+            "threshold": t["threshold"],
+        }
         if "affine_skip_connection" in t:
             w["W_skip"] = t["affine_skip_connection"]
         return single_site("jumprelu", w, site_in, site_out, md, device, str(file))
@@ -126,7 +138,13 @@ def read_layer_file(
 
 
 def _circuit_tracer_file(
-    t: dict[str, torch.Tensor], cfg: dict[str, Any], site_in: str, site_out: str, md: dict, device: torch.device, file: Path
+    t: dict[str, torch.Tensor],
+    cfg: dict[str, Any],
+    site_in: str,
+    site_out: str,
+    md: dict,
+    device: torch.device,
+    file: Path,
 ) -> Dictionary:
     extra = sorted(set(t) - _FILE_KEYS)
     missing = sorted({"W_enc", "W_dec", "b_enc", "b_dec"} - set(t))
@@ -142,7 +160,9 @@ def _circuit_tracer_file(
             raise DataError(f"{file.parent / CONFIG}: activation topk needs k")
         return single_site("topk", w, site_in, site_out, md, device, str(file), k=int(k))
     if activation not in (None, "relu"):
-        raise MonosemanticError(f"{file.parent / CONFIG}: activation {activation!r}; circuit-tracer's are relu and topk")
+        raise MonosemanticError(
+            f"{file.parent / CONFIG}: activation {activation!r}; circuit-tracer's are relu and topk"
+        )
     if activation is None and "activation_function.threshold" in t:
         w["threshold"] = t["activation_function.threshold"].flatten()
         return single_site("jumprelu", w, site_in, site_out, md, device, str(file))

@@ -65,3 +65,10 @@ def check_family(metadata: Mapping[str, Any], family: str | None, model: str | N
         f"is family {family}; its sites are other tensors there. Load it with a {theirs} model "
         "(model.allow_foreign_model does not lift this)"
     )
+
+
+def manifest_family(manifest: Mapping[str, Any]) -> str | None:
+    """The family of the model an activation cache was harvested from (its `model_type`)."""
+    from monosemantic.lm.families import MODEL_TYPES
+
+    return MODEL_TYPES.get(str(manifest.get("model_type") or ""))

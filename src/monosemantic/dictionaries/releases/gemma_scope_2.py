@@ -82,7 +82,9 @@ def _config(folder: Path) -> dict[str, Any]:
             raise DataError(f"{folder / CONFIG} is not a JSON object")
         return cfg
     m = re.search(r"layer_(\d+)", folder.name)
-    kind = next((k for k in _INFERRED if any(p.startswith(k) for p in (folder.parent.name, folder.name))), None)
+    kind = next(
+        (k for k in _INFERRED if any(p.startswith(k) for p in (folder.parent.name, folder.name))), None
+    )
     if m is None or kind is None:
         raise DataError(
             f"{folder}: no config.json, and the folder name says no layer and hook "
@@ -105,7 +107,9 @@ def _params(folder: Path) -> dict[str, torch.Tensor]:
 
 def _sites(cfg: dict[str, Any], where: str) -> tuple[str, str | None]:
     if cfg.get("architecture", "jump_relu") != "jump_relu":
-        raise MonosemanticError(f"{where}: architecture {cfg['architecture']!r}; Gemma Scope 2 readers take jump_relu")
+        raise MonosemanticError(
+            f"{where}: architecture {cfg['architecture']!r}; Gemma Scope 2 readers take jump_relu"
+        )
     if "hf_hook_point_in" not in cfg:
         raise DataError(f"{where}/config.json names no hf_hook_point_in")
     out = cfg.get("hf_hook_point_out")
@@ -138,7 +142,9 @@ def clt_layer_folders(folder: Path, suffix: str | None = None) -> list[Path]:
         if m and (p / PARAMS).is_file() and (suffix is None or m.group(2) == suffix):
             found.setdefault(int(m.group(1)), []).append(p)
     if not found:
-        raise DataError(f"{folder}: no layer_*{'_' + suffix if suffix else ''}/params.safetensors (a Gemma Scope 2 CLT)")
+        raise DataError(
+            f"{folder}: no layer_*{'_' + suffix if suffix else ''}/params.safetensors (a Gemma Scope 2 CLT)"
+        )
     if any(len(v) > 1 for v in found.values()):
         raise MonosemanticError(
             f"{folder} holds several CLTs ({sorted({p.name.split('_', 2)[2] for v in found.values() for p in v})}); "

@@ -20,17 +20,19 @@ _MISSING = ("RepositoryNotFoundError", "RevisionNotFoundError", "EntryNotFoundEr
 
 def _error(spec: str, repo_id: str, what: str, err: Exception) -> MonosemanticError:
     names = {c.__name__ for c in type(err).__mro__}
-    if names & set(_MISSING):
+    if names & set(_MISSING) and "LocalEntryNotFoundError" not in names:
         return MonosemanticError(
             f"{spec}: {repo_id} has no {what} on the Hugging Face hub, or it is gated ({first_line(err)}); "
             "check the name (and log in with `hf auth login` for a gated repository)"
         )
-    if names & set(_UNREACHABLE) or isinstance(err, OSError):
+    if names & set(_UNREACHABLE) or isinstance(err, OSError):  # offline mode, no network, DNS
         return MonosemanticError(
             f"{spec}: the Hugging Face hub is not reachable from here ({first_line(err)}); download "
             f"{repo_id}/{what} on a machine with network access and give its local folder instead"
         )
-    return MonosemanticError(f"{spec}: fetching {repo_id}/{what} from the Hugging Face hub failed ({first_line(err)})")
+    return MonosemanticError(
+        f"{spec}: fetching {repo_id}/{what} from the Hugging Face hub failed ({first_line(err)})"
+    )
 
 
 def fetch(

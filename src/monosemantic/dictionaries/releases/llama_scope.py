@@ -48,7 +48,11 @@ _LMS_WEIGHTS = ("sae_weights.safetensors", "sae_weights.pt", "checkpoints/pruned
 
 
 def is_llama_scope_v1(path: Path) -> bool:
-    return path.is_dir() and (path / HYPERPARAMS).is_file() and (path / "checkpoints" / "final.safetensors").is_file()
+    return (
+        path.is_dir()
+        and (path / HYPERPARAMS).is_file()
+        and (path / "checkpoints" / "final.safetensors").is_file()
+    )
 
 
 def _json(path: Path, what: str) -> dict[str, Any]:
@@ -81,7 +85,10 @@ def _model_from_name(path: Path, ref: ReleaseRef | None, default: str | None) ->
 def read_llama_scope_v1(folder: Path, ref: ReleaseRef | None, device: torch.device) -> Dictionary:
     hp = _json(folder / HYPERPARAMS, "Llama Scope hyperparams")
     try:
-        d, s = int(hp["d_model"]), math.sqrt(int(hp["d_model"])) / float(hp["dataset_average_activation_norm"]["in"])
+        d, s = (
+            int(hp["d_model"]),
+            math.sqrt(int(hp["d_model"])) / float(hp["dataset_average_activation_norm"]["in"]),
+        )
         threshold, hook_in = float(hp["jump_relu_threshold"]), str(hp["hook_point_in"])
     except (KeyError, TypeError, ValueError) as e:
         raise DataError(f"{folder / HYPERPARAMS}: lacks or garbles {e}; not a Llama Scope folder") from None
@@ -96,7 +103,9 @@ def read_llama_scope_v1(folder: Path, ref: ReleaseRef | None, device: torch.devi
         raise DataError(f"{folder}: encoder reads {W_enc.shape[0]} values, hyperparams say d_model={d}")
     hook_out = hp.get("hook_point_out")
     md = release_metadata(ref, f"Llama Scope {folder.name}", "meta-llama/Llama-3.1-8B", norm_scaling_factor=s)
-    return single_site("jumprelu", w, hook_in, hook_out if hook_out != hook_in else None, md, device, str(folder))
+    return single_site(
+        "jumprelu", w, hook_in, hook_out if hook_out != hook_in else None, md, device, str(folder)
+    )
 
 
 def _lms_state(folder: Path) -> dict[str, torch.Tensor]:
@@ -138,11 +147,19 @@ def read_llamascopium(folder: Path, ref: ReleaseRef | None, device: torch.device
         theta = sd["activation_function.log_jumprelu_threshold"].float().exp()
         w["threshold"] = theta / norms if gated else theta
     elif act == "topk" and gated:
-        w["W_enc"], w["b_enc"], w["W_dec"] = w["W_enc"] * norms, w["b_enc"] * norms, w["W_dec"] / norms[:, None]
+        w["W_enc"], w["b_enc"], w["W_dec"] = (
+            w["W_enc"] * norms,
+            w["b_enc"] * norms,
+            w["W_dec"] / norms[:, None],
+        )
     model = _model_from_name(folder, ref, ref.model_name if ref else None)
-    md = release_metadata(ref, f"Llamascopium {folder.name}", model, norm_activation=cfg.get("norm_activation"))
+    md = release_metadata(
+        ref, f"Llamascopium {folder.name}", model, norm_activation=cfg.get("norm_activation")
+    )
     k = int(cfg.get("top_k", 50)) if act == "topk" else None
-    return single_site(arch, w, hook_in, hook_out if hook_out != hook_in else None, md, device, str(folder), k=k)
+    return single_site(
+        arch, w, hook_in, hook_out if hook_out != hook_in else None, md, device, str(folder), k=k
+    )
 
 
 def _norm_factors(
@@ -154,7 +171,9 @@ def _norm_factors(
     if mode == "inference":
         return 1.0, 1.0
     if mode != "dataset-wise":
-        raise MonosemanticError(f"{folder}: norm_activation {mode!r} scales each input differently; not readable")
+        raise MonosemanticError(
+            f"{folder}: norm_activation {mode!r} scales each input differently; not readable"
+        )
     d = math.sqrt(int(cfg["d_model"]))
     try:
         norm_in = float(sd[f"dataset_average_activation_norm.{hook_in}"])

@@ -50,7 +50,9 @@ def entries(path: Path, spec: str | None = None) -> list[str] | None:
         base = spec or str(path)
         return [f"{base}#layer_{i}" for i in range(ct.n_layers(path, cfg, base))]
     if path.is_dir():
-        files = sorted((p for p in path.iterdir() if is_qwen_scope(p) or is_transcoder_circuits(p)), key=_layer_key)
+        files = sorted(
+            (p for p in path.iterdir() if is_qwen_scope(p) or is_transcoder_circuits(p)), key=_layer_key
+        )
         if files:
             return [str(f) for f in files]
     return None
@@ -63,7 +65,9 @@ def _layer_key(p: Path) -> tuple[int, str]:
     return (int(m.group(1)) if m else -1, p.name)
 
 
-def read_release(path: Path, ref: ReleaseRef | None, device: torch.device, layer: int | None = None) -> Dictionary | None:
+def read_release(
+    path: Path, ref: ReleaseRef | None, device: torch.device, layer: int | None = None
+) -> Dictionary | None:
     """The dictionary at `path` when it is in a release layout, else None."""
     spec = ref.spec if ref else str(path)
     layout = ref.layout if ref else None
@@ -83,7 +87,9 @@ def read_release(path: Path, ref: ReleaseRef | None, device: torch.device, layer
     if layout == "circuit_tracer_file" and path.is_file():  # SAELens' mwhanna_transcoder entries
         cfg = ct.read_config(path.parent)
         if cfg is None:
-            raise MonosemanticError(f"{spec}: no circuit-tracer config.yaml beside {path.name} to name its hooks")
+            raise MonosemanticError(
+                f"{spec}: no circuit-tracer config.yaml beside {path.name} to name its hooks"
+            )
         return ct.read_layer_file(path, cfg, _layer_key(path)[0], ref, device, path.parent)
     if layout == "gemma_2_transcoder":
         return _gemma_scope_transcoder(path, ref, device)

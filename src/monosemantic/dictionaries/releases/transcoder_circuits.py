@@ -50,7 +50,9 @@ def _load(file: Path) -> dict[str, Any]:
         with torch.serialization.safe_globals(_stand_ins()):
             return torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise DataError(f"{file} cannot be read as a transcoder_circuits checkpoint ({first_line(e)})") from None
+        raise DataError(
+            f"{file} cannot be read as a transcoder_circuits checkpoint ({first_line(e)})"
+        ) from None
 
 
 def is_transcoder_circuits(path: Path) -> bool:
