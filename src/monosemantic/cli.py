@@ -24,6 +24,11 @@ from monosemantic.utils.distributed import launched
 from monosemantic.utils.errors import MonosemanticError
 from monosemantic.utils.progress import console
 
+CHAT_HELP = (
+    "A chat prompt instead of --prompt: a JSON list of {role, content}, lines 'user: ...' / 'assistant: ...', "
+    "or a .json/.jsonl/.txt file of either; rendered with the model's chat template (docs/chat.md)."
+)
+
 app = typer.Typer(
     name="monosemantic",
     help="Sparse dictionary learning on language models, and circuit discovery with it.",
@@ -314,6 +319,7 @@ def steer(
 def circuit(
     config: ConfigArg,
     prompt: Annotated[str | None, typer.Option(help="Prompt to explain (default [circuit].prompt).")] = None,
+    chat: Annotated[str | None, typer.Option(help=CHAT_HELP)] = None,
     corrupted: Annotated[
         str | None,
         typer.Option(help="Corrupted prompt for contrastive mode (sets circuit.method=contrastive)."),
@@ -328,7 +334,9 @@ def circuit(
     from monosemantic.circuits.run import circuit as run
 
     if prompt is not None:
-        cfg.circuit.prompt = prompt
+        cfg.circuit.prompt, cfg.circuit.chat = prompt, None
+    if chat is not None:
+        cfg.circuit.chat = chat
     out = run(cfg)
     console.print(f"graph written to [bold]{out}[/]")
 

@@ -191,7 +191,7 @@ def _analyze(cfg: Config) -> Path:
         raise DataError(
             f"activation cache {cache.path} holds no sequences; run `monosemantic harvest CONFIG`"
         )
-    exclude = cache.excludes_special
+    restrict = cache.excludes_special or cache.train_on != "all"  # else every position counts
     concept_names = list(cache.concepts) if cache.concepts else None
     collectors = [
         FeatureCollector(d.d_sae, a.top_k, a.quantiles, a.per_quantile, a.negatives, a.window,
@@ -200,7 +200,7 @@ def _analyze(cfg: Config) -> Path:
     ]  # fmt: skip
 
     def on_batch(i: int, codes: Any, batch: dict[str, torch.Tensor]) -> None:
-        mask = ~cache.special_mask(batch["tokens"]) if exclude else None
+        mask = cache.keep_mask(batch["tokens"], batch.get("roles")) if restrict else None
         args = (batch["tokens"], batch["seq_ids"], mask, batch.get("concepts"))
         if isinstance(codes, tuple):
             collectors[i].update_sparse(*codes, *args)

@@ -20,6 +20,12 @@ class CircuitConfig(Section):
     prompt: str | None = Field(
         None, description="Text whose next-token prediction the graph explains; --prompt sets it."
     )
+    chat: str | None = Field(
+        None,
+        description="A chat prompt instead (--chat): a JSON list of {role, content}, lines 'role: text', or "
+        "a .json/.jsonl/.txt file of either; rendered with the chat template and the generation prompt "
+        "(docs/chat.md). The graph marks its turns.",
+    )
     method: Literal["attribution", "contrastive", "ablation"] = Field(
         "attribution",
         description="attribution: exact attribution graph; contrastive: clean vs corrupted_prompt "

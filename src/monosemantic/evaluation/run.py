@@ -243,7 +243,7 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
             if not lo <= index < hi:
                 continue
             tokens = batch["tokens"]
-            keep = cache.keep_mask(tokens)
+            keep = cache.keep_mask(tokens, batch.get("roles"))
             acts = _site_acts(batch, sites, live, model)
             for s, a in list(acts.items()):
                 kept = a[keep.to(a.device)].double().sum(0).cpu()
@@ -384,6 +384,9 @@ def _sample(
         "n_sequences": n,
         "cache_sequences": total,
         "held_out": False,
+        # which positions count (recorded at harvest): special tokens, and for chat data one role's
+        "special_tokens": cache.manifest.get("special_tokens", "exclude"),
+        "train_on": cache.train_on,
         "note": (
             f"evaluated on {what} {total:,} sequences of {cache.path} (not held out: the cache does not "
             "record which sequences training used)"
