@@ -50,7 +50,10 @@ def write_gemma_scope_2(
     config: bool = True,
 ) -> Path:
     """`<folder>/params.safetensors` (w_enc [d_in, d_sae], w_dec [d_sae, d_out], b_enc, b_dec,
-    threshold, affine_skip_connection [d_in, d_out]) + `config.json` naming HF module hooks."""
+    threshold, affine_skip_connection [d_in, d_out]) + `config.json` naming HF module hooks.
+    Layout from: SAELens (decoderesearch/SAELens) `sae_lens/loading/pretrained_sae_loaders.py` `gemma_3_sae_huggingface_loader`, `_infer_gemma_3_raw_cfg_dict`;
+    circuit-tracer (decoderesearch/circuit-tracer) `circuit_tracer/transcoder/single_layer_transcoder.py` `load_gemma_scope_2_transcoder`.
+    """
     g, d_out = _gen(seed), d_out or d_in
     folder.mkdir(parents=True, exist_ok=True)
     t = {"w_enc": _w(g, d_in, d_sae), "b_enc": _w(g, d_sae, scale=0.2) + 0.1, "w_dec": _w(g, d_sae, d_out),
@@ -75,7 +78,9 @@ def write_gemma_scope_2_clt(
     model_name: str = "google/gemma-3-270m",
     seed: int = 0,
 ) -> list[Path]:
-    """`<root>/layer_{i}_{suffix}/params.safetensors` with w_dec [n, n_layers, d] (to every layer)."""
+    """`<root>/layer_{i}_{suffix}/params.safetensors` with w_dec [n, n_layers, d] (to every layer).
+    Layout from: circuit-tracer (decoderesearch/circuit-tracer) `circuit_tracer/transcoder/cross_layer_transcoder.py` `load_gemma_scope_2_clt`.
+    """
     g, folders = _gen(seed), []
     for i in range(n_layers):
         f = root / f"layer_{i}_{suffix}"
@@ -93,7 +98,10 @@ def write_gemma_scope_2_clt(
 
 def write_gemma_scope_npz(folder: Path, d: int, n: int, seed: int = 0) -> Path:
     """Gemma Scope (1)'s `params.npz` (google/gemma-scope-2b-pt-transcoders/layer_L/width_16k/average_l0_N):
-    W_enc [d, n], W_dec [n, d], b_enc, b_dec, threshold (float32)."""
+    W_enc [d, n], W_dec [n, d], b_enc, b_dec, threshold (float32).
+    Layout from: circuit-tracer (decoderesearch/circuit-tracer) `circuit_tracer/transcoder/single_layer_transcoder.py` `load_gemma_scope_transcoder`;
+    SAELens (decoderesearch/SAELens) `sae_lens/loading/pretrained_sae_loaders.py` `get_gemma_2_transcoder_config_from_hf`.
+    """
     import numpy as np
 
     g = _gen(seed)
@@ -110,7 +118,9 @@ def write_circuit_tracer_layer(
     file: Path, d: int, n: int, seed: int = 0, threshold: bool = False, skip: bool = False
 ) -> Path:
     """`load_transcoder`'s file: W_enc [n, d] (an F.linear weight), W_dec [n, d], b_enc, b_dec,
-    optional activation_function.threshold [n] and W_skip [d, d] (applied x W_skip^T)."""
+    optional activation_function.threshold [n] and W_skip [d, d] (applied x W_skip^T).
+    Layout from: circuit-tracer (decoderesearch/circuit-tracer) `circuit_tracer/transcoder/single_layer_transcoder.py` `load_transcoder`.
+    """
     g = _gen(seed)
     t = {"W_enc": _w(g, n, d, scale=d**-0.5), "W_dec": _w(g, n, d), "b_enc": _w(g, n, scale=0.2) + 0.1,
          "b_dec": _w(g, d, scale=0.2)}  # fmt: skip
@@ -126,7 +136,9 @@ def write_circuit_tracer_layer(
 def write_circuit_tracer_config(
     folder: Path, kind: str, model_name: str, hook_in: str, hook_out: str, **extra
 ) -> Path:
-    """circuit-tracer's config.yaml (model_kind, model_name, feature hooks; `transcoders`, `activation`, `k`)."""
+    """circuit-tracer's config.yaml (model_kind, model_name, feature hooks; `transcoders`, `activation`, `k`).
+    Layout from: circuit-tracer (decoderesearch/circuit-tracer) `circuit_tracer/utils/hf_utils.py` `load_transcoders`, `resolve_transcoder_paths`, `load_transcoder_from_hub`.
+    """
     import yaml
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -142,7 +154,9 @@ def write_circuit_tracer_config(
 
 def write_circuit_tracer_clt(folder: Path, n_layers: int, d: int, n: int, seed: int = 0) -> Path:
     """`load_clt`'s folder: W_enc_{i}.safetensors (W_enc_i [n, d], b_enc_i, b_dec_i, threshold_i)
-    and W_dec_{i}.safetensors (W_dec_i [n, n_layers - i, d])."""
+    and W_dec_{i}.safetensors (W_dec_i [n, n_layers - i, d]).
+    Layout from: circuit-tracer (decoderesearch/circuit-tracer) `circuit_tracer/transcoder/cross_layer_transcoder.py` `load_clt`.
+    """
     g = _gen(seed)
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n_layers):
@@ -156,7 +170,9 @@ def write_circuit_tracer_clt(folder: Path, n_layers: int, d: int, n: int, seed: 
 
 # ---- Qwen Scope (Qwen/SAE-Res-*) -----------------------------------------------------------------
 def write_qwen_scope(repo: Path, layer: int, d_in: int, d_sae: int, seed: int = 0) -> Path:
-    """`<repo>/layer{L}.sae.pt`: torch.save of {W_enc [d_sae, d_in], W_dec [d_in, d_sae], b_enc, b_dec}."""
+    """`<repo>/layer{L}.sae.pt`: torch.save of {W_enc [d_sae, d_in], W_dec [d_in, d_sae], b_enc, b_dec}.
+    Layout from: SAELens (decoderesearch/SAELens) `sae_lens/loading/pretrained_sae_loaders.py` `qwen_scope_sae_huggingface_loader` (and the release's model cards).
+    """
     g = _gen(seed)
     repo.mkdir(parents=True, exist_ok=True)
     sd = {"W_enc": _w(g, d_sae, d_in, scale=d_in**-0.5), "W_dec": _w(g, d_in, d_sae, scale=d_sae**-0.5),
@@ -170,7 +186,9 @@ def write_llama_scope_v1(
     folder: Path, d: int, d_sae: int, hook_in: str, hook_out: str | None = None, seed: int = 0
 ) -> Path:
     """hyperparams.json + checkpoints/final.safetensors (encoder.weight [d_sae, d], decoder.weight
-    [d, d_sae], biases; bfloat16 as released)."""
+    [d, d_sae], biases; bfloat16 as released).
+    Layout from: SAELens (decoderesearch/SAELens) `sae_lens/loading/pretrained_sae_loaders.py` `llama_scope_sae_huggingface_loader`.
+    """
     g = _gen(seed)
     (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
     hp = {"d_model": d, "d_sae": d_sae, "hook_point_in": hook_in, "hook_point_out": hook_out or hook_in,
@@ -190,7 +208,10 @@ def write_llamascopium(
 ) -> Path:  # fmt: skip
     """config.json (SAEConfig.save_hyperparameters) + sae_weights.safetensors (full_state_dict:
     W_E [d, d_sae], b_E, W_D [d_sae, d], b_D, activation_function.log_jumprelu_threshold,
-    dataset_average_activation_norm.<hook>)."""
+    dataset_average_activation_norm.<hook>).
+    Layout from: Language-Model-SAEs (OpenMOSS/Language-Model-SAEs) `src/llamascopium/models/sparse_dictionary.py`
+    (`from_local`, `compute_norm_factor`) and `src/llamascopium/models/sae.py` (`encode`).
+    """
     g, n = _gen(seed), d * expansion
     folder.mkdir(parents=True, exist_ok=True)
     cfg = {"sae_type": "sae", "d_model": d, "expansion_factor": expansion, "use_decoder_bias": True, "act_fn": act_fn,
@@ -242,7 +263,10 @@ class LanguageModelSAERunnerConfig:
 
 def write_transcoder_circuits(folder: Path, layer: int, d: int, d_sae: int, seed: int = 0) -> Path:
     """`final_sparse_autoencoder_gpt2-small_blocks.{L}.ln2.hook_normalized_{d_sae}.pt`:
-    torch.save({"cfg": LanguageModelSAERunnerConfig, "state_dict": {W_enc, b_enc, W_dec, b_dec, b_dec_out}})."""
+    torch.save({"cfg": LanguageModelSAERunnerConfig, "state_dict": {W_enc, b_enc, W_dec, b_dec, b_dec_out}}).
+    Layout from: transcoder_circuits (jacobdunefsky/transcoder_circuits) `sae_training/sparse_autoencoder.py`
+    (`save_model`, `forward`) and `sae_training/config.py` (`LanguageModelSAERunnerConfig`).
+    """
     g = _gen(seed)
     cfg = LanguageModelSAERunnerConfig(hook_point=f"blocks.{layer}.ln2.hook_normalized", hook_point_layer=layer,
                                        out_hook_point=f"blocks.{layer}.hook_mlp_out", out_hook_point_layer=layer,
