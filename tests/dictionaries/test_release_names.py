@@ -131,5 +131,9 @@ def test_a_release_of_another_family_is_refused_by_load_dictionary(hub, tiny_fam
     assert (
         "family gemma3" in str(err.value) and "family llama" in str(err.value) and "\n" not in str(err.value)
     )
+    for other in (llama.hf, str(tiny_family("llama")), "meta-llama/Llama-3.2-1B"):  # any form of model
+        with pytest.raises(ConfigError, match="family gemma3.*family llama"):
+            load_dictionary(spec, model=other)
     gemma = load_model(str(tiny_family("gemma3")))
-    assert load_dictionary(spec, model=gemma).cfg.hook_name == "blocks.1.hook_resid_post"
+    for same in (gemma, gemma.hf, str(tiny_family("gemma3")), "google/gemma-3-1b-it"):
+        assert load_dictionary(spec, model=same).cfg.hook_name == "blocks.1.hook_resid_post"

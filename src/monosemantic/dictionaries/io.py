@@ -201,9 +201,11 @@ def load_dictionary(
 ) -> Dictionary:
     """Load ours, SAELens', sparsify's or dictionary_learning's checkpoint, or a released dictionary
     (`releases/`): a folder, a hub folder `org/repo[/sub/folder]`, a release `RELEASE:ID`, with
-    `#layer_N` for one layer of a transcoder set. With `model` (the loaded `SubjectModel`), a release
-    of another model family is refused in one line (`releases.check_family`)."""
-    from .releases import check_family, locate, read_release
+    `#layer_N` for one layer of a transcoder set. With `model` (the loaded `SubjectModel`, a
+    `transformers` model, or a hub id / folder), a release of another model family is refused in
+    one line (`releases.check_family`), before any weights are used."""
+    from .releases import locate, read_release
+    from .releases.family import check_model_family
 
     where = locate(path_or_hub_id)
     dev = resolve_device(str(device) if device is not None else "cpu")
@@ -211,12 +213,7 @@ def load_dictionary(
     if where.ref is not None and "release" not in dic.cfg.metadata:
         dic.cfg.metadata["release"] = where.ref.spec
     if model is not None:
-        check_family(
-            dic.cfg.metadata,
-            getattr(model, "family", None),
-            getattr(model, "name", None),
-            str(path_or_hub_id),
-        )
+        check_model_family(dic.cfg.metadata, model, str(path_or_hub_id))
     return dic
 
 

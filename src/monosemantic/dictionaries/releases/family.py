@@ -10,8 +10,10 @@ difference, e.g. a base model's release on its instruction-tuned sibling) does n
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from monosemantic.utils.errors import ConfigError
@@ -65,6 +67,39 @@ def check_family(metadata: Mapping[str, Any], family: str | None, model: str | N
         f"is family {family}; its sites are other tensors there. Load it with a {theirs} model "
         "(model.allow_foreign_model does not lift this)"
     )
+
+
+def loaded_model_family(model: Any) -> tuple[str | None, str | None]:
+    """(family, name) of the model a dictionary is about to be used with: our `SubjectModel`, a
+    `transformers` model (its `config.model_type`), or a hub id / local folder (its `config.json`'s
+    `model_type` when the folder has one, else the name's family)."""
+    from monosemantic.lm.families import MODEL_TYPES
+
+    if isinstance(getattr(model, "family", None), str):
+        return model.family, getattr(model, "name", None)
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "model_type", None):
+        return MODEL_TYPES.get(config.model_type), getattr(config, "_name_or_path", None)
+    if isinstance(model, str | Path):
+        cfg_file = Path(model).expanduser() / "config.json"
+        if cfg_file.is_file():
+            try:
+                model_type = json.loads(cfg_file.read_text(encoding="utf-8")).get("model_type")
+            except (OSError, ValueError):
+                model_type = None
+            if model_type:
+                return MODEL_TYPES.get(str(model_type)), str(model)
+        return family_of_model(str(model)), str(model)
+    raise ConfigError(
+        f"model={type(model).__name__}: give the loaded model (monosemantic's or a transformers model) "
+        "or its hub id / local folder"
+    )
+
+
+def check_model_family(metadata: Mapping[str, Any], model: Any, where: str) -> None:
+    """`check_family` against a loaded model in any form `loaded_model_family` takes."""
+    family, name = loaded_model_family(model)
+    check_family(metadata, family, name, where)
 
 
 def manifest_family(manifest: Mapping[str, Any]) -> str | None:
