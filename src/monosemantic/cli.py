@@ -298,7 +298,8 @@ def export(
 def steer(
     config: ConfigArg,
     feature: Annotated[int, typer.Option(help="Feature index to steer with.")],
-    prompt: Annotated[str, typer.Option(help="Text to continue.")],
+    prompt: Annotated[str | None, typer.Option(help="Text to continue.")] = None,
+    chat: Annotated[str | None, typer.Option(help=CHAT_HELP)] = None,
     value: Annotated[float, typer.Option(help="Steering value (added, set to, or the scale).")] = 10.0,
     mode: Annotated[
         str | None, typer.Option(help="add | set (or clamp) | scale | ablate (default [steer].mode).")
@@ -311,7 +312,7 @@ def steer(
 
     if mode is not None:
         cfg.steer.mode = mode  # type: ignore[assignment]
-    run(cfg, feature=feature, value=value, prompt=prompt)
+    run(cfg, feature=feature, value=value, prompt=prompt, chat=chat)
 
 
 @app.command()

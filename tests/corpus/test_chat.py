@@ -13,7 +13,8 @@ from chat_world import GENERATION_TEMPLATE, TEMPLATE, conversations, save_chat_m
 from transformers import AutoTokenizer
 
 from monosemantic.config import Config, load_config
-from monosemantic.corpus.chat import ROLE_CODE, ROLES, ChatRenderer, chat_prompt, parse_chat, role_mask, turns
+from monosemantic.corpus.chat import ROLE_CODE, ROLES, ChatRenderer, role_mask
+from monosemantic.corpus.chat_prompt import chat_prompt, parse_chat, turns
 from monosemantic.corpus.windows import TokenWindows
 from monosemantic.lm.shipped import shipped_model_path
 from monosemantic.utils.errors import ConfigError, DataError

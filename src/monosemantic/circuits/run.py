@@ -120,7 +120,7 @@ def _means(cfg: Config, rm: ReplacementModel):
 
 def prompt_input(cfg: Config, rm: ReplacementModel) -> str | torch.Tensor:
     """What the graph explains: circuit.prompt's text, or circuit.chat rendered to token ids
-    (`corpus.chat.chat_prompt`, the one rendering steer and the live viewer share)."""
+    (`corpus.chat_prompt.chat_prompt`, the one rendering steer and the live viewer share)."""
     c = cfg.circuit
     if not c.chat:
         return str(c.prompt)
@@ -128,7 +128,7 @@ def prompt_input(cfg: Config, rm: ReplacementModel) -> str | torch.Tensor:
 
 
 def chat_prompt_for(tokenizer: Any, chat: str, cfg: Config) -> tuple[list[int], Any]:
-    from monosemantic.corpus.chat import chat_prompt, parse_chat
+    from monosemantic.corpus.chat_prompt import chat_prompt, parse_chat
 
     return chat_prompt(tokenizer, parse_chat(chat), cfg.data.chat_template, cfg.data.prepend_bos)
 
@@ -279,7 +279,7 @@ def trace(cfg: Config, rm: ReplacementModel, describe: Callable | None = None) -
     )
     gj["metadata"]["scores"] = scores
     if c.chat:  # the viewers draw turn boundaries on the token axis
-        from monosemantic.corpus.chat import parse_chat, turns
+        from monosemantic.corpus.chat_prompt import parse_chat, turns
 
         gj["metadata"]["turns"] = turns(chat_prompt_for(rm.tokenizer, c.chat, cfg)[1])
         gj["metadata"]["chat"] = parse_chat(c.chat)
@@ -298,7 +298,7 @@ def circuit(cfg: Config) -> Path:
             "circuit.chat works with method attribution or ablation; contrastive mode takes text prompts"
         )
     if c.chat:  # what the store and slug name it by: the conversation as role lines
-        from monosemantic.corpus.chat import parse_chat
+        from monosemantic.corpus.chat_prompt import parse_chat
 
         c.prompt = "\n".join(f"{m['role']}: {m['content']}" for m in parse_chat(c.chat))
     if not c.prompt:
