@@ -11,6 +11,7 @@ import pytest
 import torch
 from chat_world import save_chat_model, write_chat_jsonl
 
+from monosemantic.activations import split
 from monosemantic.activations.cache import ActivationCache
 from monosemantic.activations.harvest import harvest
 from monosemantic.analysis.run import analyze
@@ -86,7 +87,12 @@ def test_training_reads_only_assistant_tokens_and_records_it(chat_run):
     chunk = src.next_chunk()[SITE]
     cache = ActivationCache(root / "cache")
     shard = cache.load_shard(0, [SITE])
-    want = shard[SITE][(shard["roles"] == ROLE_CODE["assistant"]) & ~cache.special_mask(shard["tokens"])]
+    held = split.held_out(cache.manifest)  # evaluation sequences: training never reads them
+    rows = torch.ones(len(shard["tokens"]), dtype=torch.bool)
+    if held is not None:
+        rows = ~torch.isin(torch.arange(len(rows)), held)
+    keep = (shard["roles"] == ROLE_CODE["assistant"]) & ~cache.special_mask(shard["tokens"]) & rows[:, None]
+    want = shard[SITE][keep]
     torch.testing.assert_close(chunk, want.float(), rtol=0, atol=0)
 
 
@@ -96,15 +102,16 @@ def test_evaluate_and_analyze_count_assistant_tokens_only(chat_run):
     metrics = json.loads((root / "eval" / "metrics.json").read_text())
     assert metrics["sample"]["train_on"] == "assistant"
     cache = ActivationCache(root / "cache")
-    n = sum(
-        int(cache.keep_mask(b["tokens"], b["roles"]).sum()) for b in cache.iter_sequences(batch_sequences=16)
-    )
-    assert metrics["dictionaries"]["sae"]["n_tokens"] == n < cache.n_tokens
+    tokens = torch.cat([b["tokens"] for b in cache.iter_sequences(batch_sequences=16)])
+    roles = torch.cat([b["roles"] for b in cache.iter_sequences(batch_sequences=16)])
+    held = split.held_out(cache.manifest)  # evaluate reads the held-out sequences
+    rows = held if held is not None else torch.arange(len(tokens))
+    n = int(cache.keep_mask(tokens[rows], roles[rows]).sum())
+    assert metrics["dictionaries"]["sae"]["n_tokens"] == n < int((~cache.special_mask(tokens[rows])).sum())
     db = analyze(cfg)
     with FeatureStore(db) as store:
         (d,) = store.dictionaries()
         examples = [ex for f in range(64) for ex in store.examples(d["id"], f, kind="top")]
-    roles = torch.cat([b["roles"] for b in cache.iter_sequences(batch_sequences=16)])
     seen_other = 0
     for ex in examples:  # an example's activations run over its sequence from position - peak
         start = ex["position"] - ex["peak"]
