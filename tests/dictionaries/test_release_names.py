@@ -87,7 +87,7 @@ def test_qwen_scope_file_from_the_hub(hub):
     snap = hub_cache_repo(hub, "Qwen/SAE-Res-Qwen3-1.7B-Base-W1K-L0_8")
     write_qwen_scope(snap, 3, D, 1024)
     dic = load_dictionary("Qwen/SAE-Res-Qwen3-1.7B-Base-W1K-L0_8/layer3.sae.pt")
-    assert (dic.cfg.hook_name, dic.cfg.k, dic.cfg.metadata["model_family"]) == (
+    assert (dic.cfg.hook_name, dic.cfg.settings.k, dic.cfg.metadata["model_family"]) == (
         "blocks.3.hook_resid_post",
         8,
         "qwen3",

@@ -26,6 +26,7 @@ from release_fixtures import (
 )
 from safetensors.torch import load_file
 
+from monosemantic.config.site import Site
 from monosemantic.dictionaries.io import find_dictionaries, load_dictionary
 from monosemantic.utils.errors import MonosemanticError
 
@@ -96,7 +97,9 @@ def test_gemma_scope_2_clt_equals_circuit_tracer_loader(tmp_path):
         f.append(pre * (pre > t[i]["threshold"]))
     y = [sum(f[i] @ t[i]["w_dec"][:, j] for i in range(j + 1)) + t[j]["b_dec"] for j in range(L)]
     clt = load_dictionary(tmp_path / "clt")
-    assert clt.cfg.hook_names == [f"blocks.{i}.mlp.hook_in" for i in range(L)]
+    assert [str(s) for s in Site.parse(clt.cfg.hook_name).sites()] == [
+        f"blocks.{i}.mlp.hook_in" for i in range(L)
+    ]
     codes = clt.encode(x.reshape(len(x), -1))
     torch.testing.assert_close(codes, torch.cat(f, dim=-1), **TOL)
     torch.testing.assert_close(clt.decode(codes), torch.cat(y, dim=-1), **TOL)
@@ -161,7 +164,10 @@ def test_circuit_tracer_clt_config_with_gemma_scope_2_list_drops_the_last_entry(
     folder = write_circuit_tracer_config(tmp_path / "ct", "cross_layer_transcoder", "google/gemma-3-270m",
                                          "hook_resid_mid", "hook_mlp_out", transcoders=listed)  # fmt: skip
     clt = load_dictionary(folder)
-    assert clt.cfg.hook_names == ["blocks.0.hook_resid_mid", "blocks.1.hook_resid_mid"]
+    assert [str(s) for s in Site.parse(clt.cfg.hook_name).sites()] == [
+        "blocks.0.hook_resid_mid",
+        "blocks.1.hook_resid_mid",
+    ]
     assert clt.cfg.metadata["model_family"] == "gemma3"
 
 
@@ -180,7 +186,7 @@ def test_circuit_tracer_clt_folder_for_gpt_oss(tmp_path):
         f.append(pre * (pre > enc[i][f"threshold_{i}"]))
     y1 = f[0] @ dec[0]["W_dec_0"][:, 1] + f[1] @ dec[1]["W_dec_1"][:, 0] + enc[1]["b_dec_1"]
     clt = load_dictionary(folder)
-    assert clt.cfg.hook_names_out == ["blocks.0.hook_mlp_out", "blocks.1.hook_mlp_out"]
+    assert [str(s) for s in Site.parse(clt.cfg.hook_name_out).sites()] == ["blocks.0.hook_mlp_out", "blocks.1.hook_mlp_out"]
     assert clt.cfg.metadata["model_family"] == "gpt_oss"
     torch.testing.assert_close(clt.decode(clt.encode(x.reshape(len(x), -1)))[:, D:], y1, **TOL)
 
@@ -194,7 +200,7 @@ def test_qwen_scope_equals_saelens_qwen_scope_loader(tmp_path):
     top = pre.topk(8, dim=-1)
     f = torch.zeros_like(pre).scatter_(-1, top.indices, F.relu(top.values))
     dic = load_dictionary(file)
-    assert (dic.cfg.hook_name, dic.cfg.k) == ("blocks.5.hook_resid_post", 8)
+    assert (dic.cfg.hook_name, dic.cfg.settings.k) == ("blocks.5.hook_resid_post", 8)
     assert (
         dic.cfg.metadata["model_name"] == "Qwen/Qwen3-1.7B-Base"
         and dic.cfg.metadata["model_family"] == "qwen3"
