@@ -186,7 +186,10 @@ def test_circuit_tracer_clt_folder_for_gpt_oss(tmp_path):
         f.append(pre * (pre > enc[i][f"threshold_{i}"]))
     y1 = f[0] @ dec[0]["W_dec_0"][:, 1] + f[1] @ dec[1]["W_dec_1"][:, 0] + enc[1]["b_dec_1"]
     clt = load_dictionary(folder)
-    assert [str(s) for s in Site.parse(clt.cfg.hook_name_out).sites()] == ["blocks.0.hook_mlp_out", "blocks.1.hook_mlp_out"]
+    assert [str(s) for s in Site.parse(clt.cfg.hook_name_out).sites()] == [
+        "blocks.0.hook_mlp_out",
+        "blocks.1.hook_mlp_out",
+    ]
     assert clt.cfg.metadata["model_family"] == "gpt_oss"
     torch.testing.assert_close(clt.decode(clt.encode(x.reshape(len(x), -1)))[:, D:], y1, **TOL)
 
