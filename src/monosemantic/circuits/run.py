@@ -131,6 +131,7 @@ def _attribution(cfg: Config, rm: ReplacementModel) -> tuple[Graph, PruneResult,
         max_n_logits=c.max_n_logits,
         max_feature_nodes=c.max_feature_nodes,
         batch_size=c.batch_size,
+        expert_nodes=c.expert_nodes,
     )
     seconds = time.perf_counter() - t0
     pruned = prune(graph, c.node_threshold, c.edge_threshold)
@@ -236,6 +237,11 @@ def trace(cfg: Config, rm: ReplacementModel, describe: Callable | None = None) -
     """The graph JSON (its scores under `metadata.scores`) of `circuit.prompt` by `circuit.method`,
     on a replacement model already built (the live server keeps one loaded)."""
     c = cfg.circuit
+    if c.expert_nodes and c.method != "attribution":
+        raise ConfigError(
+            f"circuit.expert_nodes splits attribution graphs' error nodes; method {c.method!r} has none "
+            "to split: use method = 'attribution' or drop expert_nodes"
+        )
     graph, pruned, scores, values = METHODS[c.method](cfg, rm)
     scores.update(
         n_nodes=int(pruned.node_mask.sum()),
