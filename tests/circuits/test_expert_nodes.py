@@ -128,3 +128,47 @@ def test_expert_nodes_refused_without_moe_transcoder(tiny_family):
     rm = ReplacementModel(m, make_dicts(m.d_model, 0, sae_site="blocks.0.hook_resid_post"))
     with pytest.raises(MonosemanticError, match="no transcoder replaces one"):
         attribute(rm, prompt=PROMPT, expert_nodes=True, show_progress=False)
+
+
+def test_circuit_verb_writes_expert_nodes(tiny_family, tmp_path):
+    """`monosemantic circuit` with circuit.expert_nodes on a saved tiny Qwen3-MoE: graph.json has the
+    experts' nodes and the scores of the graph without them; other methods refuse the option."""
+    import json
+
+    from monosemantic.circuits.run import circuit
+    from monosemantic.config import Config
+    from monosemantic.dictionaries.io import save_dictionary
+    from monosemantic.lm.model import load_model
+    from monosemantic.utils.errors import ConfigError
+
+    path = tiny_family("qwen3_moe")
+    m = load_model(str(path))
+    for i, d in enumerate(make_dicts(m.d_model, m.n_layers, seed=2)):
+        save_dictionary(d.float(), tmp_path / "train" / f"transcoder-L{i}")
+
+    def cfg(name: str, **extra) -> Config:
+        circ = {"out": str(tmp_path / name), "prompt": PROMPT, "batch_size": 16, "ablation": "zero", **extra}
+        return Config.model_validate(
+            {
+                "device": "cpu",
+                "model": {"name": str(path)},
+                "train": {"out": str(tmp_path / "train")},
+                "analyze": {"out": str(tmp_path / "no-store")},
+                "circuit": circ,
+            }
+        )
+
+    graphs = {}
+    for name, extra in (("plain", {}), ("experts", {"expert_nodes": True})):
+        out = circuit(cfg(name, **extra))
+        graphs[name] = json.loads((out / "graph.json").read_text())
+    g, plain = graphs["experts"], graphs["plain"]
+    experts = [n for n in g["nodes"] if n["feature_type"] == "mlp expert error"]
+    assert experts and g["metadata"]["expert_nodes"] is True
+    assert {n["expert"] for n in experts} <= set(range(m.hf.config.num_experts))
+    ids = {n["node_id"] for n in g["nodes"]}
+    assert all(link["source"] in ids and link["target"] in ids for link in g["links"])
+    for key in ("replacement_score", "completeness_score", "n_nodes", "n_edges"):
+        assert g["metadata"]["scores"][key] == pytest.approx(plain["metadata"]["scores"][key], rel=1e-5)
+    with pytest.raises(ConfigError, match="expert_nodes"):
+        circuit(cfg("ablation", method="ablation", expert_nodes=True))

@@ -233,15 +233,20 @@ def _ablation(cfg: Config, rm: ReplacementModel) -> tuple[Graph, PruneResult, di
 METHODS = {"attribution": _attribution, "contrastive": _contrastive, "ablation": _ablation}
 
 
+def _check_method(c) -> None:
+    """Options only one method honours, refused before any model is loaded."""
+    if c.expert_nodes and c.method != "attribution":
+        raise ConfigError(
+            f"circuit.expert_nodes splits the error nodes of attribution graphs, not of method {c.method!r}: "
+            "set circuit.method = 'attribution' or drop expert_nodes"
+        )
+
+
 def trace(cfg: Config, rm: ReplacementModel, describe: Callable | None = None) -> dict:
     """The graph JSON (its scores under `metadata.scores`) of `circuit.prompt` by `circuit.method`,
     on a replacement model already built (the live server keeps one loaded)."""
     c = cfg.circuit
-    if c.expert_nodes and c.method != "attribution":
-        raise ConfigError(
-            f"circuit.expert_nodes splits attribution graphs' error nodes; method {c.method!r} has none "
-            "to split: use method = 'attribution' or drop expert_nodes"
-        )
+    _check_method(c)
     graph, pruned, scores, values = METHODS[c.method](cfg, rm)
     scores.update(
         n_nodes=int(pruned.node_mask.sum()),
@@ -280,6 +285,7 @@ def circuit(cfg: Config) -> Path:
     c = cfg.circuit
     if not c.prompt:
         raise ConfigError("no prompt: pass --prompt TEXT or set circuit.prompt")
+    _check_method(c)
     check_output(c.out, "circuit.out")
     paths = resolve_dictionaries(cfg)
     model = load_model(cfg.model.name, dtype=cfg.model.dtype, device=c.device, revision=cfg.model.revision)
