@@ -143,7 +143,7 @@ def plan(cfg: Config, world_size: int | None = None) -> list[str]:
     else:
         lines.append("  cache on disk        unknown (set data.max_tokens)")
 
-    dicts = cfg.all_dictionaries()
+    dicts = [d for d in cfg.all_dictionaries() for _ in (t.seeds or [None])]  # one per train.seeds entry
     lines.append("")
     if not dicts:
         lines.append("train: no [dictionary] in this config")

@@ -352,6 +352,8 @@ class Trainer:
             }
             meta = metadata_for(self.cfg, slot.site, slot.site_out if slot.site_out != slot.site else None)
             meta["training"] = summary
+            if slot.seed is not None:  # train.seeds: evaluate and compare aggregate over the group
+                meta["seed"], meta["seed_group"] = slot.seed, slot.group
             view = self.par.export_view(slot)  # gathers latent slices: every rank calls it
             if view is not None:
                 dic, density = view
