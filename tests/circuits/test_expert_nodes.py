@@ -1,4 +1,4 @@
-"""Expert-level error nodes (circuit.expert_nodes) on tiny random float64 Qwen3-MoE and Mixtral models:
+"""Expert-level error nodes (circuit.expert_nodes) on tiny random float64 Qwen3-MoE, Mixtral and GPT-OSS:
 each part is the expert's gated output (HF's own experts module) minus its routing share of the
 reconstruction, the parts sum to the error node, every part's edge equals removing it, and the
 graph with the option equals the graph without it once the expert nodes are merged."""
@@ -21,7 +21,7 @@ from monosemantic.utils.errors import MonosemanticError
 
 from .conftest import PROMPT, make_dicts
 
-VARIANTS = ["qwen3_moe", "mixtral"]
+VARIANTS = ["qwen3_moe", "mixtral", "gpt_oss"]
 TOL = 1e-9  # float64 throughout; sums of a few hundred products
 
 
