@@ -38,8 +38,8 @@ def mlp(m: SubjectModel, layer: int, x: torch.Tensor) -> torch.Tensor:
 
 
 def per_token(m: SubjectModel) -> list[str]:
-    """Every site but attention patterns (forming those switches the pass to eager attention)."""
-    return [s for s in m.site_names() if not s.endswith("attn.hook_pattern")]
+    """Every site but attention scores and patterns (forming those switches the pass to eager attention)."""
+    return [s for s in m.site_names() if not s.endswith(("attn.hook_pattern", "attn.hook_attn_scores"))]
 
 
 def manual_embed(m: SubjectModel, ids: torch.Tensor) -> torch.Tensor:
