@@ -250,6 +250,9 @@ class SubjectModel:
             yield
         finally:
             self.hf.set_attn_implementation(before)
+            if want == attn_scores.IMPLEMENTATION:  # layers whose scores no site took
+                for mod in self.hf.modules():
+                    attn_scores.take_scores(mod)
 
     def _cache_argument(self) -> str:
         """The forward argument taking a key/value cache: `cache` (transformers 5.x, where
