@@ -90,7 +90,9 @@ def expert_columns(
     """Direct effects [n, n_expert_nodes] of every expert node: the gradient at its dictionary's output
     site dotted with its part, in (split, position, slot) order."""
     cols = [
-        torch.einsum("btd,tkd->btk", grads[rm.spliced[x.dictionary].site_out][:n], x.parts).reshape(n, -1)
+        torch.einsum("btd,tkd->btk", grads[rm.spliced[x.dictionary].hook_name_out][:n], x.parts).reshape(
+            n, -1
+        )
         for x in splits
     ]
     return torch.cat(cols, 1)

@@ -18,7 +18,7 @@ from monosemantic.utils.errors import ConfigError
 
 from .concepts import ConceptMetrics
 from .metrics import ReconstructionMetrics
-from .spliced import SplicedEvaluator, _recovered
+from .spliced import SplicedEvaluator, recovered
 
 
 def _gather(obj: Any) -> list[Any]:
@@ -100,8 +100,8 @@ def merge_spliced(results: list[dict[str, Any]], evaluator: SplicedEvaluator) ->
             ce_loss_spliced=ce,
             ce_loss_increase=ce - b["clean"],
             ce_loss_zero_ablation_increase=b["zero"] - b["clean"],
-            ce_loss_recovered=_recovered(b["zero"], ce, b["clean"]),
-            ce_loss_recovered_mean_ablation=_recovered(b["mean"], ce, b["clean"]),
+            ce_loss_recovered=recovered(b["zero"], ce, b["clean"]),
+            ce_loss_recovered_mean_ablation=recovered(b["mean"], ce, b["clean"]),
             kl_spliced=float(per_seq["kl"].sum()) / float(per_seq["n_kl"].sum()),
             splice_error_check_max_logit_diff=max(r["splice_error_check_max_logit_diff"] for r, _ in rows),
             splice_error_check_batches=sum(r["splice_error_check_batches"] for r, _ in rows),

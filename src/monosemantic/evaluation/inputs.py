@@ -34,19 +34,20 @@ def load_dictionaries(root: Path, device: torch.device) -> list[tuple[str, Path,
 
 def dictionary_sites(name: str, dic: Dictionary, cache: ActivationCache) -> tuple[str, str]:
     """(input site, output site) of a dictionary; an SAE without a recorded site uses the cache's only one."""
-    in_site = dic.cfg.hook_name
-    if in_site is None:
+    hook_name = dic.cfg.hook_name
+    if hook_name is None:
         fits = [s for s, w in cache.sites.items() if w == dic.d_in]
         if dic.is_transcoder or len(fits) != 1:
             raise ConfigError(
                 f"dictionary {name} records no hook_name; add metadata.hook_name to its cfg.json"
             )
-        in_site = fits[0]
+        hook_name = fits[0]
         console.print(
-            f"[yellow]{name}: no hook_name recorded; evaluating it at {in_site}, the cache's only site of width {dic.d_in}"
+            f"[yellow]{name}: no hook_name recorded; evaluating it at {hook_name}, the cache's only site of width {dic.d_in}"
         )
-    out_site = dic.cfg.hook_name_out or in_site
-    return in_site, out_site
+        dic.cfg.hook_name = hook_name  # where it is read and spliced from now on
+    hook_name_out = dic.cfg.hook_name_out or hook_name
+    return hook_name, hook_name_out
 
 
 def check_width(name: str, site: str, width: int, expected: int) -> None:

@@ -25,9 +25,9 @@ from torch import Tensor
 from monosemantic.activations.cache import ActivationCache
 from monosemantic.activations.paired import model_a_cache, with_model_b
 from monosemantic.config import Config
+from monosemantic.config.site import Site, concrete_sites, site_groups
 from monosemantic.corpus.concepts import CONCEPTS
 from monosemantic.dictionaries.base import Dictionary
-from monosemantic.dictionaries.layer_sites import expand, is_layer_glob, is_model_pair
 from monosemantic.utils import distributed as D
 from monosemantic.utils.errors import ConfigError, DataError
 from monosemantic.utils.files import check_output
@@ -47,7 +47,7 @@ from .distributed import (
 from .inputs import LazyModel, check_width, dictionary_sites, is_causal, load_dictionaries, site_activations
 from .intervals import N_BOOT, spliced_intervals
 from .metrics import ReconstructionMetrics
-from .replace_all import PerLayerMetrics, clt_spliced_metrics, is_clt, is_multi_site
+from .replace_all import PerLayerMetrics, clt_spliced_metrics
 from .report import print_table, write_outputs
 from .sample import check_held_out, sample_sequences
 from .seeds import seed_groups, table_rows
@@ -63,8 +63,8 @@ class _Entry:
     name: str
     path: Path
     dic: Dictionary
-    in_site: str
-    out_site: str
+    hook_name: str
+    hook_name_out: str
     metrics: ReconstructionMetrics
     concepts: ConceptMetrics | None = None
     per_layer: PerLayerMetrics | None = None  # cross-layer transcoders
@@ -144,18 +144,18 @@ def _setup(cfg: Config) -> _Run:
         for name, path, dic in load_dictionaries(root, device)
     ]
     model = LazyModel(cache, device)
-    if pair := next((e for e in entries if is_model_pair(e.in_site)), None):  # model diffing
+    if pair := next((e for e in entries if Site.parse(e.hook_name).is_pair), None):  # model diffing
         if ecfg.benchmarks:
             raise ConfigError(
                 f"{pair.name} is a model-diffing crosscoder: evaluate it without evaluate.benchmarks"
             )
-        cache = with_model_b(cfg, cache, pair.name, pair.in_site)
+        cache = with_model_b(cfg, cache, pair.name, pair.hook_name)
     # spliced CE/KL: for SAEs, transcoders and CLTs (a crosscoder is acausal); loads the model
-    splices = any(e.per_layer is None or is_clt(e.dic) for e in entries)
+    splices = any(e.dic.causal for e in entries)
     spliced_on = ecfg.spliced and splices and is_causal(model)
-    keys = list(dict.fromkeys(s for e in entries for s in (e.in_site, e.out_site)))
-    groups = {k: expand(k) for k in keys if is_layer_glob(k)}  # a CLT reads its sites concatenated
-    sites = list(dict.fromkeys(c for k in keys for c in groups.get(k, [k])))
+    # a multi-site dictionary reads its sites concatenated: every concrete site is read once
+    keys = list(dict.fromkeys(s for e in entries for s in (e.hook_name, e.hook_name_out)))
+    groups, sites = site_groups(keys), concrete_sites(keys)
     live = [s for s in sites if s not in cache.sites]
     if live:
         model.get().check_sites(live)
@@ -184,9 +184,9 @@ def _entry(
             f"({training.get('steps', '?')} steps); resume `monosemantic train` to finish it",
             highlight=False,
         )
-    in_site, out_site = dictionary_sites(name, dic, cache)
-    entry = _Entry(name, path, dic, in_site, out_site, ReconstructionMetrics(dic.d_sae, dic.d_out))
-    if is_multi_site(dic):
+    hook_name, hook_name_out = dictionary_sites(name, dic, cache)
+    entry = _Entry(name, path, dic, hook_name, hook_name_out, ReconstructionMetrics(dic.d_sae, dic.d_out))
+    if dic.multi_site:
         if D.world_size() > 1:
             raise ConfigError(
                 f"{name} spans several layers: its per-layer and all-MLPs-replaced metrics are not "
@@ -248,10 +248,10 @@ def _update(
     e: _Entry, acts: dict[str, Tensor], keep: Tensor, batch: dict[str, Tensor], device: torch.device
 ) -> None:
     """Encode and decode one batch with one dictionary; add it to its accumulators."""
-    x = acts[e.in_site].to(device)
-    y = acts[e.out_site].to(device)
-    check_width(e.name, e.in_site, x.shape[-1], e.dic.d_in)
-    check_width(e.name, e.out_site, y.shape[-1], e.dic.d_out)
+    x = acts[e.hook_name].to(device)
+    y = acts[e.hook_name_out].to(device)
+    check_width(e.name, e.hook_name, x.shape[-1], e.dic.d_in)
+    check_width(e.name, e.hook_name_out, y.shape[-1], e.dic.d_out)
     with torch.no_grad():
         xd = x.to(e.dic.dtype)
         f = e.dic.encode(xd)
@@ -271,17 +271,14 @@ def _spliced(run: _Run, b: _Batches) -> list[dict[str, Any]]:
         return spliced
     single = [i for i, e in enumerate(entries) if e.per_layer is None]
     if single:
-        specs = [
-            SpliceSpec(e.dic, e.in_site, e.out_site, b.means[e.out_site])
-            for e in map(entries.__getitem__, single)
-        ]
+        specs = [SpliceSpec(e.dic, b.means[e.hook_name_out]) for e in map(entries.__getitem__, single)]
         checks = local_error_checks(ecfg.error_check_batches, b.lo, b.hi)
         evaluator = SplicedEvaluator(run.model.get(), b.tokens, b.keeps, checks, ecfg.ce_convention)
         merged = merge_spliced(evaluator.evaluate_many(specs), evaluator)
         for i, r in zip(single, merged, strict=True):
             spliced[i] = r
     for i, e in enumerate(entries):  # a crosscoder is acausal: it has no spliced model
-        if is_clt(e.dic):
+        if e.dic.multi_site and e.dic.causal:
             spliced[i] = clt_spliced_metrics(
                 e.dic, run.model.get(), b.tokens, b.keeps, ecfg.compare_transcoders
             )
@@ -301,15 +298,15 @@ def _results(
             "name": e.name,
             "path": str(e.path),
             "architecture": e.dic.cfg.architecture,
-            "hook_name": e.in_site,
-            "hook_name_out": e.out_site,
+            "hook_name": e.hook_name,
+            "hook_name_out": e.hook_name_out,
             "is_transcoder": e.dic.is_transcoder,
-            "k": e.dic.cfg.k,
+            "k": e.dic.k,
             "cache": str(run.cache.path),
-            **({"cache_b": str(run.cache.b.path)} if is_model_pair(e.in_site) else {}),
+            **({"cache_b": str(run.cache.b.path)} if Site.parse(e.hook_name).is_pair else {}),
             "n_sequences": b.n_sequences,
             "held_out": run.sample["held_out"],
-            "live_sites": [s for s in run.live if s in (e.in_site, e.out_site)],
+            "live_sites": [s for s in run.live if s in (e.hook_name, e.hook_name_out)],
             **{k: meta[k] for k in ("seed", "seed_group") if meta.get(k) is not None},
         }
         r.update(e.metrics.compute())
@@ -343,7 +340,7 @@ def _report(
         from .benchmarks.runner import run_benchmarks
 
         seed = ecfg.seed if ecfg.seed is not None else cfg.seed
-        dics = [(e.name, e.dic, e.in_site, e.out_site) for e in run.entries]
+        dics = [(e.name, e.dic, e.hook_name, e.hook_name_out) for e in run.entries]
         run_benchmarks(ecfg.benchmarks, dics, results, run.bench_store, run.model.get, ecfg, seed,
                        run.cache.concepts, cfg.explain)  # fmt: skip
         if ecfg.saebench:

@@ -1,14 +1,15 @@
 """Spliced-model metrics: how much next-token loss survives replacing a site by its reconstruction.
 
-For a dictionary reading `in_site` and writing `out_site` (the same site for an SAE; `mlp.hook_in`
--> `hook_mlp_out` for a transcoder, which then replaces the MLP), each token batch is run:
+For a dictionary reading `hook_name` and writing `hook_name_out` (the same site for an SAE;
+`mlp.hook_in` -> `hook_mlp_out` for a transcoder, which then replaces the MLP), each token batch is
+run (the splice is `dictionaries/splice.py`'s):
 - clean;
-- **spliced**: the activation at `out_site` replaced by the reconstruction (for a transcoder,
+- **spliced**: the activation at `hook_name_out` replaced by the reconstruction (for a transcoder,
   `transcoder(mlp_in)` of the same forward pass);
 - **spliced + error**: the reconstruction plus the error term (x - x_hat) added back, which must
   give the clean logits exactly (computed in float64, so exact in float32: a wiring check; run
   on every batch, or on the first `error_check_batches`, in which case its CE/KL cover those);
-- **zero-ablated** and **mean-ablated**: `out_site` set to 0 or to its mean over the evaluated
+- **zero-ablated** and **mean-ablated**: `hook_name_out` set to 0 or to its mean over the evaluated
   tokens (baselines, computed once per site and shared across a sweep).
 Only non-special positions are replaced (BOS/EOS/PAD keep their clean activation when the
 cache's policy excludes them, since the dictionary never saw them); the ablations replace the
@@ -30,7 +31,7 @@ ablation): 1 means the splice costs nothing, 0 means it is as bad as deleting th
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -38,10 +39,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from monosemantic.dictionaries.base import Dictionary
+from monosemantic.dictionaries.splice import Edit, splice_edits, where_kept
 from monosemantic.lm.model import SubjectModel
 from monosemantic.utils.progress import progress_bar
 
-Edit = Callable[[Tensor], Tensor]
+__all__ = [
+    "CONVENTIONS", "Edit", "SplicedEvaluator", "SpliceSpec", "ce_per_sequence", "kl_per_sequence",
+    "next_token_ce", "next_token_kl", "recovered",
+]  # fmt: skip
 CONVENTIONS = ("monosemantic", "saelens")
 
 
@@ -73,68 +78,17 @@ def next_token_kl(clean_logits: Tensor, logits: Tensor) -> Tensor:
     return kl_per_sequence(clean_logits, logits).sum()
 
 
-def _where(keep: Tensor, new: Tensor, act: Tensor) -> Tensor:
-    return torch.where(keep[..., None].to(act.device), new.to(act.dtype), act)
-
-
-def reconstruct(dic: Dictionary, x: Tensor, record: dict[str, Tensor] | None = None) -> Tensor:
-    """The dictionary's output for activations x [..., d_in], in the dictionary's dtype; `record`,
-    if given, receives the `input`, its `codes` and the `output` (for `SpliceModel.run_with_cache`)."""
-    x = x.to(dic.dtype)
-    f = dic.encode(x)
-    y = dic.decode(f, x)
-    if record is not None:
-        record.update(input=x, codes=f, output=y)
-    return y
-
-
-def splice_edits(
-    dic: Dictionary,
-    in_site: str,
-    out_site: str,
-    keep: Tensor,
-    with_error: bool = False,
-    record: dict[str, Tensor] | None = None,
-) -> dict[str, Edit]:
-    """`SubjectModel.run` edits that put the dictionary's output at `out_site` (positions in `keep`);
-    `record` receives the dictionary's input, codes and output (see `reconstruct`)."""
-    if in_site == out_site:
-
-        def sae(act: Tensor) -> Tensor:
-            x_hat = reconstruct(dic, act, record)
-            if with_error:  # x_hat + (x - x_hat) in float64 == x exactly
-                x64 = x_hat.double()
-                x_hat = x64 + (act.double() - x64)
-            return _where(keep, x_hat, act)
-
-        return {in_site: sae}
-
-    recorded: dict[str, Tensor] = {}
-
-    def remember(act: Tensor) -> Tensor:
-        recorded["x"] = act
-        return act
-
-    def transcoder(out: Tensor) -> Tensor:
-        if "x" not in recorded:
-            raise RuntimeError(f"{in_site} was not computed before {out_site}; cannot splice the transcoder")
-        y_hat = reconstruct(dic, recorded["x"], record)
-        if with_error:
-            y64 = y_hat.double()
-            y_hat = y64 + (out.double() - y64)
-        return _where(keep, y_hat, out)
-
-    return {in_site: remember, out_site: transcoder}
-
-
 @dataclass
 class SpliceSpec:
-    """One dictionary to splice: it reads `in_site`, writes `out_site`; `mean` is out_site's mean."""
+    """One dictionary to splice (it reads and writes the sites its cfg names); `mean` is the mean
+    activation at the site it writes, `hook_name_out` (for the mean ablation)."""
 
     dic: Dictionary
-    in_site: str
-    out_site: str
     mean: Tensor
+
+    @property
+    def hook_name_out(self) -> str:
+        return str(self.dic.cfg.site_out)
 
 
 class SplicedEvaluator:
@@ -176,15 +130,15 @@ class SplicedEvaluator:
             )
         return logits
 
-    def evaluate(self, dic: Dictionary, in_site: str, out_site: str, mean: Tensor) -> dict[str, float]:
+    def evaluate(self, dic: Dictionary, mean: Tensor) -> dict[str, float]:
         """All spliced metrics of one dictionary (see the module docstring)."""
-        return self.evaluate_many([SpliceSpec(dic, in_site, out_site, mean)])[0]
+        return self.evaluate_many([SpliceSpec(dic, mean)])[0]
 
     def evaluate_many(self, specs: Sequence[SpliceSpec]) -> list[dict[str, float]]:
         """All spliced metrics of each dictionary in `specs`, in order; each result also carries
         `per_sequence` sums (clean, zero, mean, spliced CE and spliced KL, predictions counted) for
         bootstrap intervals, popped before metrics.json is written."""
-        sites = {s.out_site: s.mean for s in specs}
+        sites = {s.hook_name_out: s.mean for s in specs}
         base: dict[str, dict[str, list[Tensor]]] = {s: {"zero": [], "mean": []} for s in sites}
         rows: dict[str, list[Tensor]] = {"clean": [], "n": [], "n_kl": []}
         sums = [{"ce": [], "kl": [], "ce_err": 0.0, "kl_err": 0.0, "diff": 0.0} for _ in specs]
@@ -198,8 +152,10 @@ class SplicedEvaluator:
                 rows["n"].append(self._counted(tokens, counted))
                 rows["n_kl"].append(self._counted(tokens, counted_kl))
                 for site, mean in sites.items():
-                    zero = {site: lambda a, k=ablated: _where(k, torch.zeros_like(a), a)}
-                    ablate = {site: lambda a, k=ablated, m=mean: _where(k, m.to(a.device).expand_as(a), a)}
+                    zero = {site: lambda a, k=ablated: where_kept(k, torch.zeros_like(a), a)}
+                    ablate = {
+                        site: lambda a, k=ablated, m=mean: where_kept(k, m.to(a.device).expand_as(a), a)
+                    }
                     for name, edit in (("zero", zero), ("mean", ablate)):
                         ce = ce_per_sequence(self._run(tokens, edit), tokens, counted)
                         base[site][name].append(ce.double().cpu())
@@ -218,8 +174,8 @@ class SplicedEvaluator:
                 "n": n_seq,
                 "n_kl": n_kl,
                 "clean": clean,
-                "zero": torch.cat(base[spec.out_site]["zero"]),
-                "mean": torch.cat(base[spec.out_site]["mean"]),
+                "zero": torch.cat(base[spec.hook_name_out]["zero"]),
+                "mean": torch.cat(base[spec.hook_name_out]["mean"]),
                 "spliced": torch.cat(acc["ce"]),
                 "kl": torch.cat(acc["kl"]),
             }
@@ -233,8 +189,8 @@ class SplicedEvaluator:
                     "ce_loss_spliced": ce,
                     "ce_loss_increase": ce - b["clean"],
                     "ce_loss_zero_ablation_increase": b["zero"] - b["clean"],
-                    "ce_loss_recovered": _recovered(b["zero"], ce, b["clean"]),
-                    "ce_loss_recovered_mean_ablation": _recovered(b["mean"], ce, b["clean"]),
+                    "ce_loss_recovered": recovered(b["zero"], ce, b["clean"]),
+                    "ce_loss_recovered_mean_ablation": recovered(b["mean"], ce, b["clean"]),
                     "kl_spliced": float(per_seq["kl"].sum()) / float(n_kl.sum()),
                     "ce_loss_spliced_with_error": acc["ce_err"] / n_check,
                     "kl_spliced_with_error": acc["kl_err"] / n_check_kl,
@@ -253,7 +209,7 @@ class SplicedEvaluator:
     ) -> None:  # fmt: skip
         """One dictionary on one batch: spliced CE/KL per sequence, and the spliced+error check."""
         for with_error in (False, True)[: 2 if check else 1]:
-            edits = splice_edits(spec.dic, spec.in_site, spec.out_site, keep, with_error)
+            edits = splice_edits(spec.dic, keep, add_error=with_error)
             logits = self._run(tokens, edits)
             ce = ce_per_sequence(logits, tokens, counted[0]).double().cpu()
             kl = kl_per_sequence(clean, logits, counted[1]).double().cpu()
@@ -283,6 +239,7 @@ class SplicedEvaluator:
         return sum(b.shape[0] for b in self.batches[: self.n_check])
 
 
-def _recovered(ablated: float, spliced: float, clean: float) -> float:
+def recovered(ablated: float, spliced: float, clean: float) -> float:
+    """CE loss recovered against an ablation: 1 when the splice costs nothing, 0 when it is as bad."""
     gap = ablated - clean
     return (ablated - spliced) / gap if gap != 0 else math.nan
