@@ -156,6 +156,16 @@ def _noted(source: CacheSource) -> CacheSource:
     return source
 
 
+def train_on(cfg: Config, cache: Path | None) -> str:
+    """The chat-role policy training follows (`data.train_on`): the config's when it sets one, else
+    the one the cache was harvested with (so a cache of assistant tokens trains on them)."""
+    if "train_on" in cfg.data.model_fields_set or cache is None or not (cache / "manifest.json").is_file():
+        return cfg.data.train_on
+    from .manifest import read_manifest
+
+    return str(read_manifest(cache).get("train_on", "all"))
+
+
 def _source(
     cfg: Config, sites: list[str], batch_size: int, model: SubjectModel | None, keep_all: bool = False
 ) -> Source:
@@ -163,13 +173,17 @@ def _source(
     keep_all: every position, special tokens included (whole windows for sequence-level kinds)."""
     chunk_tokens = max(batch_size, cfg.train.buffer_tokens // 8)
     exclude = cfg.data.special_tokens == "exclude" and not keep_all
+
+    def roles(cache: Path | None) -> str:  # whole windows keep every chat role's positions too
+        return "all" if keep_all else train_on(cfg, cache)
+
     path = cfg.data.activations
     if any(Site.parse(s).model == "b" for s in sites):  # model B's sites: the data.activations_b cache
         return _paired(cfg, sites, chunk_tokens, exclude)
     if path is not None:
         path = Path(path)
         if path.is_dir():
-            return _noted(CacheSource(path, sites, chunk_tokens, exclude))
+            return _noted(CacheSource(path, sites, chunk_tokens, exclude, roles(path)))
         source: Source = TensorFileSource(path, sites, chunk_tokens)
         if model is not None:
             for site in source.sites:
@@ -181,7 +195,7 @@ def _source(
         return source
     harvested = Path(cfg.harvest.out)
     if (harvested / "manifest.json").is_file():
-        return _noted(CacheSource(harvested, sites, chunk_tokens, exclude))
+        return _noted(CacheSource(harvested, sites, chunk_tokens, exclude, roles(harvested)))
     if model is None:
         from monosemantic.lm.big import BigModel
         from monosemantic.lm.model import load_model
@@ -190,7 +204,7 @@ def _source(
         model = load_model(
             m.name, dtype=m.dtype, device=m.device, revision=m.revision, big=BigModel.from_config(m)
         )
-    return LiveSource(model, cfg.data, sites, cfg.harvest.batch_size, exclude)
+    return LiveSource(model, cfg.data, sites, cfg.harvest.batch_size, exclude, roles(None))
 
 
 def _paired(cfg: Config, sites: list[str], chunk_tokens: int, exclude: bool) -> Source:
