@@ -27,6 +27,7 @@ from monosemantic.corpus.concepts import CONCEPTS
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.layer_sites import expand, is_layer_glob, is_model_pair
 from monosemantic.lm.model import SubjectModel
+from monosemantic.training.dead import NEAR_DEAD_DENSITY
 from monosemantic.utils import distributed as D
 from monosemantic.utils.errors import ConfigError, DataError
 from monosemantic.utils.files import check_output
@@ -272,7 +273,10 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
         merge_concepts(e.concepts)
     sample["n_tokens"] = site_n
     sample["sequences"] = None if indices is None else indices.tolist()  # sorted; None: all
-    sample["note"] += f"; 'dead' latents are those that never fired on its {site_n:,} tokens"
+    sample["note"] += (
+        f"; 'dead' latents never fired on its {site_n:,} tokens, 'near dead' ones fired on fewer than 1 in "
+        f"{1 / NEAR_DEAD_DENSITY:,.0f} (training counts over train.dead_after_tokens = {cfg.train.dead_after_tokens:,}: compare at the same count)"
+    )
     means = {s: (v / max(site_n, 1)).float() for s, v in site_sum.items()}
     spliced: list[dict[str, float]] = [{} for _ in entries]
     if spliced_on:
