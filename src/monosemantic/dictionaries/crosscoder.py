@@ -26,7 +26,14 @@ from torch import Tensor, nn
 from monosemantic.utils.errors import MonosemanticError
 
 from .auxk import auxk_loss, dead_for_aux
-from .base import LossOutput, TrainStepState, default_aux_k, register_dictionary
+from .base import (
+    LossOutput,
+    TrainStepState,
+    default_aux_k,
+    firing_quantile,
+    register_dictionary,
+    start_density,
+)
 from .batchtopk import THRESHOLD_RATE, select_batch, smallest_selected
 from .clt import CrossLayerTranscoder
 from .clt_meta import CLTMeta
@@ -106,6 +113,20 @@ class Crosscoder(CrossLayerTranscoder):
 
     def _scale_decoders(self, factor: Tensor) -> None:
         self.W_dec.mul_(factor.to(self.W_dec.dtype)[:, None, None])
+
+    @torch.no_grad()
+    def initialize_from_data(self, x: Tensor, target_l0: float | None = None, max_rows: int = 4096) -> None:
+        """With a target L0, latents start firing on target_l0 / d_sae of the first tokens (the
+        CLT's rule, over the one latent space)."""
+        p = start_density(target_l0, self.d_sae)
+        if p is None or self.cfg.activation not in ("relu", "jumprelu"):
+            return
+        q = firing_quantile(self.pre_acts(x[:max_rows]), p)
+        if self.cfg.activation == "relu":
+            self.b_enc -= q
+        else:
+            keep = torch.full_like(q, self.cfg.jumprelu_init_threshold)
+            self.log_threshold.copy_(torch.where(q > 0, q, keep).log())
 
     # ---- the model ----------------------------------------------------------------------------
     def pre_acts(self, x: Tensor) -> Tensor:

@@ -8,10 +8,20 @@ latent's L1 term is weighted by its decoder row norm and the rows are left free.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Dictionary, DictionaryMeta, LossOutput, Penalty, TrainStepState, register_dictionary
+from .base import (
+    Dictionary,
+    DictionaryMeta,
+    LossOutput,
+    Penalty,
+    TrainStepState,
+    firing_quantile,
+    register_dictionary,
+    start_density,
+)
 
 L1 = Penalty("l1_coefficient", "l1c", 5.0)
 
@@ -29,6 +39,15 @@ class ReLUDictionary(Dictionary):
         super().__init__(cfg)
         # Per instance: a free decoder when the penalty is decoder-norm weighted.
         self.unit_norm_decoder = not cfg.l1_decoder_norm
+
+    @torch.no_grad()
+    def initialize_from_data(self, x: Tensor, target_l0: float | None = None, max_rows: int = 4096) -> None:
+        """With a target L0, shift each encoder bias so that its latent starts firing on
+        target_l0 / d_sae of the first tokens: L0 starts at the target with every latent alive,
+        instead of at about d_sae / 2 (which the penalty then collapses, killing latents)."""
+        p = start_density(target_l0, self.d_sae)
+        if p is not None:
+            self.b_enc -= firing_quantile(self.pre_acts(x[:max_rows].to(self.W_enc)), p)
 
     def encode(self, x: Tensor) -> Tensor:
         return F.relu(self.pre_acts(x))

@@ -17,14 +17,25 @@ import torch
 from torch import Tensor
 
 
+GAIN = 0.02
+START = 0.01
+
+
 class L0Controller:
     def __init__(
-        self, target_l0: float, gain: float = 0.02, ema: float = 0.9, device: torch.device | None = None
+        self,
+        target_l0: float,
+        gain: float | None = None,
+        ema: float = 0.9,
+        device: torch.device | None = None,
+        start: float | None = None,
     ) -> None:
+        gain = GAIN if gain is None else gain
+        start = START if start is None else start
         self.target = float(target_l0)
         self.gain = gain
         self.ema = ema
-        self.log_mult = torch.zeros((), dtype=torch.float64, device=device)
+        self.log_mult = torch.full((), math.log(start), dtype=torch.float64, device=device)
         self.l0_ema = torch.full((), math.nan, dtype=torch.float64, device=device)
 
     def multiplier(self) -> Tensor:

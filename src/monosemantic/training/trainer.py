@@ -188,7 +188,7 @@ class Trainer:
             slot.dic.initialize_b_dec(decoder_bias_init(y, self.tcfg.b_dec_init).to(self.device))
             if slot.dic.unit_norm_decoder:
                 slot.dic.set_decoder_norm_to_unit_norm()
-            slot.dic.initialize_from_data(stacked[slot.site] * self.scales[slot.site])
+            slot.dic.initialize_from_data(stacked[slot.site] * self.scales[slot.site], slot.cfg.target_l0)
             if slot.dic.fitted:  # baselines: one fit on these tokens, no SGD
                 model_name = metadata_for(self.cfg, slot.site, None).get("model_name")
                 x = stacked[slot.site] * self.scales[slot.site]
