@@ -22,18 +22,22 @@ class LMConfig(Section):
     architecture: Literal["gpt2", "llama"] = Field("gpt2", description="transformers architecture to train.")
     vocab_size: int = Field(2048, gt=16, description="BPE vocabulary size (incl. special tokens).")
     tokenizer_texts: int = Field(20_000, gt=0, description="Documents used to train the tokenizer.")
-    n_layers: int = Field(4, gt=0)
-    d_model: int = Field(128, gt=0)
-    n_heads: int = Field(4, gt=0)
+    n_layers: int = Field(4, gt=0, description="Transformer blocks.")
+    d_model: int = Field(128, gt=0, description="Residual stream width.")
+    n_heads: int = Field(4, gt=0, description="Attention heads per block; must divide d_model.")
     d_mlp: int | None = Field(None, description="MLP width; default 4 x d_model.")
-    context_size: int = Field(128, gt=1)
-    steps: int = Field(3000, gt=0)
-    batch_size: int = Field(32, gt=0)
-    lr: float = Field(3e-3, gt=0)
-    weight_decay: float = Field(0.1, ge=0)
-    warmup_steps: int = Field(100, ge=0)
+    context_size: int = Field(
+        128, gt=1, description="Tokens per training window (and the model's positions)."
+    )
+    steps: int = Field(3000, gt=0, description="Optimiser steps.")
+    batch_size: int = Field(32, gt=0, description="Windows per optimiser step.")
+    lr: float = Field(
+        3e-3, gt=0, description="Peak AdamW learning rate (after warm-up, before cosine decay)."
+    )
+    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay.")
+    warmup_steps: int = Field(100, ge=0, description="Steps of linear learning-rate warm-up.")
     eval_every: int = Field(250, gt=0, description="Steps between validation loss and sample generations.")
-    checkpoint_every: int = Field(500, gt=0)
+    checkpoint_every: int = Field(500, gt=0, description="Steps between resume checkpoints in state_dir.")
     val_batches: int = Field(
         8, gt=0, description="Validation batches of held-out windows (storyworld: of another data seed)."
     )
