@@ -54,3 +54,40 @@ def test_a_missed_target_ends_with_one_line_and_is_recorded(tmp_path, capsys):
     assert "warning:" in err and "from target_l0 1" in err
     summary = json.loads((out / "cfg.json").read_text())["metadata"]["training"]
     assert "(relu): L0 ended at" in summary["landing"]
+
+
+@pytest.mark.parametrize("architecture", ["relu", "gated", "jumprelu"])
+def test_a_target_l0_run_starts_at_the_target_with_every_latent_alive(tmp_path, architecture):
+    """`initialize` places biases, gates or thresholds so L0 on the first tokens is the target and
+    no latent starts dead; the controller starts from 1% of the coefficient (from denser codes)."""
+    from monosemantic.training.trainer import Trainer
+
+    d = {"architecture": architecture, "d_sae": 128, "target_l0": 8.0}
+    trainer = Trainer(make_config(tmp_path, dictionary=d, tokens=256 * 4), stream=PlantedStream())
+    trainer.initialize()
+    slot = trainer.slots[0]
+    x = torch.cat([b["site"] for b in trainer.pending]) * trainer.scales["site"]
+    with torch.no_grad():
+        fires = slot.dic.encode(x) > 0
+    assert float(fires.sum(1).float().mean()) == pytest.approx(8.0, rel=0.15)
+    assert bool(fires.any(0).all())  # every latent fires on some of the first tokens
+    assert float(slot.controller.multiplier()) == pytest.approx(0.01)
+
+
+def test_a_clt_with_a_target_starts_at_it_on_every_layer(tmp_path):
+    from monosemantic.training.trainer import Trainer
+
+    stream = PlantedStream(
+        site="blocks.{0,1}.hook_mlp_in", site_out="blocks.{0,1}.hook_mlp_out", d=32, d_out=32
+    )
+    stream.widths = {"blocks.{0,1}.hook_mlp_in": 32, "blocks.{0,1}.hook_mlp_out": 32}
+    d = {"architecture": "jumprelu", "d_sae": 64, "target_l0": 8.0, "site": "blocks.*.hook_mlp_in",
+         "site_out": "blocks.*.hook_mlp_out", "layers": [0, 1]}  # fmt: skip
+    trainer = Trainer(make_config(tmp_path, dictionary=d, tokens=256 * 4), stream=stream)
+    trainer.initialize()
+    slot = trainer.slots[0]
+    x = torch.cat([b[slot.site] for b in trainer.pending]) * trainer.scales[slot.site]
+    with torch.no_grad():
+        fires = slot.dic.encode(x) > 0  # [n, 2 layers x 64]
+    assert float(fires.sum(1).float().mean()) == pytest.approx(8.0, rel=0.15)
+    assert bool(fires.any(0).all())
