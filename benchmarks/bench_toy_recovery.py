@@ -4,7 +4,7 @@ Toy superposition (Sharkey et al. 2022; the TopK recipe of Gao et al. 2024): pla
 directions in d dimensions, power-law firing, non-negative magnitudes. Besides the plain generator
 ("base": 1,024 directions in d = 128, about 12 active per token, 8 strongly correlated pairs) the
 benchmark plants the difficulties of real activations one at a time (`GENERATORS`): clustered
-directions and many co-firing pairs, per-feature magnitudes spread over 30x, dense noise, a steep
+directions and many co-firing pairs, per-feature magnitudes spread over 10x, dense noise, a steep
 power law, and all of the first two at once ("hard"). Both trainers see the same i.i.d. batches,
 freshly drawn from `ToyFeatures` (so no data set is held in memory, and a shuffling buffer has
 nothing to shuffle), and are scored by the fraction of planted directions some decoder row
@@ -13,7 +13,8 @@ matches at cosine > 0.9.
 `python -m benchmarks.bench_toy_recovery [SIZE]` prints the table `make bench` writes (every
 generator, reference and our defaults, seed 0); `python -m benchmarks.bench_toy_recovery ablate
 SIZE OUT.jsonl [SEEDS]` runs every variant in `ABLATIONS` on every generator and seed, appending
-one JSON line per run to OUT.jsonl (rerunning skips runs already there), then prints the table.
+one JSON line per run to OUT.jsonl (rerunning skips runs already there), then prints the table
+(`BENCH_TOY_VARIANTS="a|b"` and `BENCH_TOY_GENERATORS="a|b"` restrict them).
 `BENCH_TOY_TOKENS` overrides the token budget of the full size.
 """
 
@@ -51,11 +52,11 @@ LR = 2e-3
 GENERATORS: dict[str, dict[str, Any]] = {
     "base": {"decay": 0.5, "n_correlated_pairs": 8, "pair_strength": 0.9},
     "correlated": {"decay": 0.5, "n_correlated_pairs": 64, "pair_strength": 0.9, "direction_correlation": 0.3},
-    "magnitudes": {"decay": 0.5, "n_correlated_pairs": 8, "pair_strength": 0.9, "magnitude_range": 30.0},
+    "magnitudes": {"decay": 0.5, "n_correlated_pairs": 8, "pair_strength": 0.9, "magnitude_range": 10.0},
     "noise": {"decay": 0.5, "n_correlated_pairs": 8, "pair_strength": 0.9, "noise": 0.05},
     "power law": {"decay": 1.0, "n_correlated_pairs": 8, "pair_strength": 0.9},
-    "hard": {"decay": 0.5, "n_correlated_pairs": 64, "pair_strength": 0.9, "direction_correlation": 0.3,
-             "magnitude_range": 30.0},
+    "hard": {"decay": 0.8, "n_correlated_pairs": 64, "pair_strength": 0.9, "direction_correlation": 0.3,
+             "magnitude_range": 10.0},
 }  # fmt: skip
 
 
@@ -178,13 +179,19 @@ def table(results: list[dict[str, Any]], variants: list[str]) -> str:
     return markdown_table(rows)
 
 
-def ablate(size: str, out: Path, seeds: list[int], variants: list[str] | None = None) -> str:
+def ablate(
+    size: str,
+    out: Path,
+    seeds: list[int],
+    variants: list[str] | None = None,
+    generators: list[str] | None = None,
+) -> str:
     """Every variant x generator x seed, one JSON line each in `out` (resumable)."""
     done = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     have = {(r["variant"], r["generator"], r["seed"]) for r in done}
     variants = variants or [REFERENCE, DEFAULTS, *ABLATIONS]
     for seed in seeds:
-        for generator in GENERATORS:
+        for generator in generators or list(GENERATORS):
             for name in variants:
                 if (name, generator, seed) in have:
                     continue
@@ -210,7 +217,8 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     if len(sys.argv) > 1 and sys.argv[1] == "ablate":
         seeds = [int(s) for s in sys.argv[4].split(",")] if len(sys.argv) > 4 else [0, 1]
-        only = os.environ.get("BENCH_TOY_VARIANTS")
-        print(ablate(sys.argv[2], Path(sys.argv[3]), seeds, only.split("|") if only else None))
+        only, gens = os.environ.get("BENCH_TOY_VARIANTS"), os.environ.get("BENCH_TOY_GENERATORS")
+        print(ablate(sys.argv[2], Path(sys.argv[3]), seeds, only.split("|") if only else None,
+                     gens.split("|") if gens else None))  # fmt: skip
     else:
         print(run(sys.argv[1] if len(sys.argv) > 1 else "full"))
