@@ -121,7 +121,9 @@ def test_lr_schedule_warms_up_then_decays():
 
 def _corpus(path, n_docs: int):
     path.write_text(
-        "\n\n".join(f"Document number {i} says hello to {i % 7} friends and {i % 11} cats." for i in range(n_docs))
+        "\n\n".join(
+            f"Document number {i} says hello to {i % 7} friends and {i % 11} cats." for i in range(n_docs)
+        )
     )
     return path
 
@@ -150,11 +152,20 @@ def test_file_corpus_holds_out_documents_and_samples_random_windows(tmp_path):
     data = DataConfig(text=str(corpus), seed=0, context_size=32)
     stored = load_or_build_corpus(data, tokenizer, out / "trainer_state" / CORPUS_DIR, meta["recipe"], True)
     batches = SampledBatches(stored, tokenizer, data, batch_size=4, val_batches=1)
-    def numbers(windows) -> set[int]:
-        return {int(n) for w in windows for n in re.findall(r"Document number (\d+) says", tokenizer.decode(w[1:]))}
 
-    assert len(numbers(batches.batch(3))) >= 3  # windows from documents far apart, not consecutive windows of one
-    assert torch.equal(batches.batch(3), batches.batch(3)) and not torch.equal(batches.batch(3), batches.batch(4))
+    def numbers(windows) -> set[int]:
+        return {
+            int(n)
+            for w in windows
+            for n in re.findall(r"Document number (\d+) says", tokenizer.decode(w[1:]))
+        }
+
+    assert (
+        len(numbers(batches.batch(3))) >= 3
+    )  # windows from documents far apart, not consecutive windows of one
+    assert torch.equal(batches.batch(3), batches.batch(3)) and not torch.equal(
+        batches.batch(3), batches.batch(4)
+    )
     seen = numbers(w for b in batches.validation for w in b)
     assert seen and seen <= held  # validation reads held-out documents only
     trained = numbers(w for step in range(20) for w in batches.batch(step))
@@ -187,4 +198,6 @@ def test_a_corpus_too_small_to_hold_out_is_refused(tmp_path):
     small = _corpus(tmp_path / "small.txt", 40)
     lm = {**tiny_cfg(tmp_path).lm.model_dump(), "out": str(tmp_path / "s"), "tokenizer_texts": 40}
     with pytest.raises(DataError, match="too small to hold out"):
-        train_lm(Config(device="cpu", seed=0, data={"text": str(small)}, lm={**lm, "holdout_fraction": 0.001}))
+        train_lm(
+            Config(device="cpu", seed=0, data={"text": str(small)}, lm={**lm, "holdout_fraction": 0.001})
+        )

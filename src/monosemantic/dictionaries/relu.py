@@ -9,36 +9,45 @@ latent's L1 term is weighted by its decoder row norm and the rows are left free.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor
 
+from monosemantic.config.dictionary import DictionaryConfig
+
+from .activations import ReLU, ReLUSettings
 from .base import (
-    Dictionary,
     DictionaryMeta,
     LossOutput,
-    Penalty,
     TrainStepState,
     firing_quantile,
     register_dictionary,
     start_density,
 )
+from .single_site import SingleSiteDictionary
 
-L1 = Penalty("l1_coefficient", "l1c", 5.0)
+
+class ReLUConfig(ReLUSettings, DictionaryConfig):
+    l1_decoder_norm: bool = Field(
+        True,
+        description="relu/gated: weight each latent's L1 by its decoder row norm (Anthropic, April 2024); "
+        "false holds decoder rows at unit norm instead (Towards Monosemanticity).",
+    )
 
 
-@register_dictionary("relu")
-class ReLUDictionary(Dictionary):
-    penalty = L1
+@register_dictionary("relu", ReLUConfig)
+class ReLUDictionary(SingleSiteDictionary):
+    penalty = ReLU.penalty
     saelens_name = "standard"
 
     @classmethod
     def default_decoder_init_norm(cls, meta: DictionaryMeta) -> float:
-        return 0.1 if meta.l1_decoder_norm else 1.0
+        return 0.1 if meta.settings.l1_decoder_norm else 1.0
 
     def __init__(self, cfg: DictionaryMeta) -> None:
         super().__init__(cfg)
+        self.activation = ReLU(cfg.settings)
         # Per instance: a free decoder when the penalty is decoder-norm weighted.
-        self.unit_norm_decoder = not cfg.l1_decoder_norm
+        self.unit_norm_decoder = not cfg.settings.l1_decoder_norm
 
     @torch.no_grad()
     def initialize_from_data(self, x: Tensor, target_l0: float | None = None, max_rows: int = 4096) -> None:
@@ -50,11 +59,11 @@ class ReLUDictionary(Dictionary):
             self.b_enc -= firing_quantile(self.pre_acts(x[:max_rows].to(self.W_enc)), p)
 
     def encode(self, x: Tensor) -> Tensor:
-        return F.relu(self.pre_acts(x))
+        return self.activation(self.pre_acts(x), self)
 
     def sparsity_penalty(self, f: Tensor) -> Tensor:
         """sum_i f_i (||W_dec,i||) per row, averaged over rows."""
-        if self.cfg.l1_decoder_norm:
+        if self.settings.l1_decoder_norm:
             return (f.float() @ self.W_dec.float().norm(dim=1)).mean()
         return f.float().abs().sum(-1).mean()
 
@@ -62,7 +71,7 @@ class ReLUDictionary(Dictionary):
         state = state or TrainStepState()
         f = self.encode(x)
         x_hat = self.decode(f, x)
-        mse = self.mse(x_hat, self._check_input(y, self.d_out, "target"))
+        mse = self.mse_per_token(x_hat, self._check_input(y, self.d_out, "target"))
         l1 = self.sparsity_penalty(f)
         loss = mse + self.sparsity_coefficient(state, self.penalty_coefficient()) * l1
-        return LossOutput(loss, x_hat, f=f, terms={"mse": mse.detach(), "l1": l1.detach()})
+        return LossOutput(loss, x_hat, f=f, terms={"mse_per_token": mse.detach(), "l1": l1.detach()})

@@ -16,7 +16,6 @@ import math
 import torch
 from torch import Tensor
 
-
 GAIN = 0.02
 START = 0.01
 
