@@ -81,12 +81,12 @@ def test_a_clt_with_a_target_starts_at_it_on_every_layer(tmp_path):
         site="blocks.{0,1}.hook_mlp_in", site_out="blocks.{0,1}.hook_mlp_out", d=32, d_out=32
     )
     stream.widths = {"blocks.{0,1}.hook_mlp_in": 32, "blocks.{0,1}.hook_mlp_out": 32}
-    d = {"architecture": "jumprelu", "d_sae": 64, "target_l0": 8.0, "site": "blocks.*.hook_mlp_in",
+    d = {"architecture": "clt", "activation": "jumprelu", "d_sae": 64, "target_l0": 8.0, "site": "blocks.*.hook_mlp_in",
          "site_out": "blocks.*.hook_mlp_out", "layers": [0, 1]}  # fmt: skip
     trainer = Trainer(make_config(tmp_path, dictionary=d, tokens=256 * 4), stream=stream)
     trainer.initialize()
     slot = trainer.slots[0]
-    x = torch.cat([b[slot.site] for b in trainer.pending]) * trainer.scales[slot.site]
+    x = torch.cat([b[slot.hook_name] for b in trainer.pending]) * trainer.scales[slot.hook_name]
     with torch.no_grad():
         fires = slot.dic.encode(x) > 0  # [n, 2 layers x 64]
     assert float(fires.sum(1).float().mean()) == pytest.approx(8.0, rel=0.15)
