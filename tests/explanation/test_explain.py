@@ -10,8 +10,8 @@ import pytest
 from analysis_world import analyze_config
 from chat_server import ChatServer
 
-from monosemantic.analysis.run import analyze
 from monosemantic.activations import split
+from monosemantic.analysis.run import analyze
 from monosemantic.explanation import score_sets, scoring
 from monosemantic.explanation.llm_client import ChatClient
 from monosemantic.explanation.run import explain, parse_explanation
@@ -44,7 +44,10 @@ def test_explain_through_endpoint_with_retries_and_cache(world, tmp_path, server
         # fuzzing marks the probe's top tokens: a neighbour of 'pink' may be among them (torch-version
         # dependent), which the judge rightly rejects
         assert f["scorer"] == "llm:judge-1" and f["score_fuzzing"] > 0.8 and f["score_detection"] > 0.6
-        assert set(f["scores"]) == {"detection", "fuzzing", "scored_on"} and f["scores"]["scored_on"] == "held_out"
+        assert (
+            set(f["scores"]) == {"detection", "fuzzing", "scored_on"}
+            and f["scores"]["scored_on"] == "held_out"
+        )
     # a rerun is answered entirely from the on-disk cache
     explain(cfg)
     assert len(server.requests) == n

@@ -83,8 +83,10 @@ def _work(
 
 
 def _offline(store: FeatureStore, cfg: Config, work: list, on: str) -> None:
+    seen = score_sets.EXPLAINER_KINDS  # the offline explainer's base rate never reads held-out contexts
     bases = {
-        did: base_counts(e for d2, _, ex in work if d2 == did for e in ex) for did in {w[0] for w in work}
+        did: base_counts(e for d2, _, ex in work if d2 == did for e in ex if e["kind"] in seen)
+        for did in {w[0] for w in work}
     }
     with progress_bar() as bar:
         task = bar.add_task("explain (offline)", total=len(work), info="", unit="feat")

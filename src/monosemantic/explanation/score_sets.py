@@ -21,6 +21,7 @@ from monosemantic.utils.progress import console
 HELD_OUT, ALL = "held_out", "all"
 # (activating kinds, non-activating kinds) of each scoring set
 KINDS = {HELD_OUT: (("held_out",), ("held_out_negative",)), ALL: (("top", "quantile"), ("negative",))}
+EXPLAINER_KINDS = ("top", "quantile", "negative")  # what explanations may be written from
 TOO_FEW = "too few examples"  # the scorer of a feature with too few contexts to score on
 NO_HELD_OUT = (
     "the feature store holds no held-out examples (its cache records no held-out split, or it was "
