@@ -286,12 +286,15 @@ class FeatureCollector:
         )
         if n == 0:
             return
-        key = K.pair_keys(K.keys(seq_ids, self.seq_salt), salt)  # [F, B]
-        key = key.masked_fill(seq_max.T > 0, K.EMPTY)
-        if held is not None:
-            key = key.masked_fill(~held.unsqueeze(0), K.EMPTY)
-        k = min(n, B)
-        key, bidx = torch.topk(key, k, dim=1, largest=False)  # [F, k]
+        if held is None:
+            key = K.pair_keys(K.keys(seq_ids, self.seq_salt), salt)  # [F, B]
+            key = key.masked_fill(seq_max.T > 0, K.EMPTY)
+        else:  # keys of the held-out rows only (a few percent of a block's F x B pairs)
+            rows = held.nonzero().squeeze(1)
+            key = K.pair_keys(K.keys(seq_ids.index_select(0, rows), self.seq_salt), salt)  # [F, b]
+            key = key.masked_fill(seq_max.index_select(0, rows).T > 0, K.EMPTY)
+        key, col = torch.topk(key, min(n, key.shape[1]), dim=1, largest=False)  # [F, k]
+        bidx = col if held is None else rows[col]  # block rows
         # one random counted position per sequence (hashed from the sequence) centres its context
         counted = mask.long() if mask is not None else torch.ones(B, T, dtype=torch.int64)
         counted = counted + (counted.sum(1, keepdim=True) == 0)  # all-special sequence: any position
