@@ -46,3 +46,16 @@ def test_every_release_row_names_fixture_tests_that_exist():
 def test_every_reader_the_table_names_is_a_module():
     readers = {m for row in _rows() for m in re.findall(r"`(dictionaries/[\w/]+\.py)`", row[3])}
     assert readers and all((REPO / "src" / "monosemantic" / m).is_file() for m in readers), readers
+
+
+def test_the_readme_release_table_names_fixture_tests_that_exist():
+    """The README's short table (release, fixture test) names tests that exist, one row per release."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "`test_" in line]
+    assert len(rows) >= 9, rows
+    for line in rows:
+        release, cell = (c.strip() for c in line.strip("|").split("|")[:2])
+        tests = _named_tests(cell)
+        assert tests, f"README: {release} names no fixture test"
+        for name, path in tests:
+            assert name in _defined(path), f"README: {release}: {name} is not defined in {path}"

@@ -111,8 +111,10 @@ def encode_pass(
             for i, (dic, site) in enumerate(zip(dicts, sites, strict=True)):
                 t0 = time.perf_counter()
                 with torch.inference_mode():
-                    x = acts[site].to(device=device, dtype=torch.float32).reshape(B * T, -1)
-                    codes = sparse_codes(dic, x) if sparse else None
+                    x = acts[site].to(device=device, dtype=torch.float32)
+                    if not dic.sequence_level:  # a sequence-level kind (Lorsa) encodes whole windows
+                        x = x.reshape(B * T, -1)
+                    codes = sparse_codes(dic, x) if sparse and not dic.sequence_level else None
                     if codes is None:
                         codes = dic.encode(x).reshape(B, T, -1)
                 encode_s += time.perf_counter() - t0
@@ -141,7 +143,7 @@ def _weights_views(dic: Dictionary, model: SubjectModel | None, k: int) -> dict[
         out["lens"] = logit_lens(dic.W_dec.detach().cpu(), W_U, k, scale=scale, centre=centre)
     W_E = model.hf.get_input_embeddings().weight.detach().float().cpu()
     if dic.is_transcoder and dic.d_in == W_E.shape[1]:
-        out["inputs"] = input_tokens(dic.W_enc.detach().cpu(), W_E, k)
+        out["inputs"] = input_tokens(dic.site_encoders().detach().cpu(), W_E, k)  # Lorsa: value dirs
     return out
 
 
