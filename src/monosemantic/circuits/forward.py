@@ -75,7 +75,14 @@ class _FrozenLayerNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, sw: Tensor, b: Tensor) -> Tensor:
         ctx.save_for_backward(sw)
+        ctx.save_for_forward(sw)
         return (x - x.mean(-1, keepdim=True)) * sw + b
+
+    @staticmethod
+    def jvp(ctx, dx: Tensor, dsw: Tensor | None, db: Tensor | None) -> Tensor:
+        """Forward-mode derivative in x (head loadings and QK terms push components forward)."""
+        (sw,) = ctx.saved_tensors
+        return (dx - dx.mean(-1, keepdim=True)) * sw
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
@@ -189,32 +196,53 @@ class FunctionalLM(nn.Module):
         v = attn.v_proj(x).view(B, T, self.n_kv, hd).transpose(1, 2)
         return v.repeat_interleave(H // self.n_kv, dim=1), attn.o_proj
 
-    def _attention(self, layer: int, x: Tensor, mode: str, freeze: Freeze | None) -> Tensor:
+    def queries_keys(
+        self, layer: int, x: Tensor, mode: str = "plain", freeze: Freeze | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, nn.Module]:
+        """q, k (rotary applied, k repeated over grouped heads) and v [B, H, T, hd], and the output
+        projection, from the normalised attention input x [B, T, d]. Linear in x given the frozen
+        norm scales, which is what QK attribution (`circuits.qk`) pushes its components through."""
+        attn = self.blocks[layer].get_submodule(self.family.attn)
+        B, T, _ = x.shape
+        q, k, v, out_proj = self._qkv(attn, x)
+        if self.family.rotary:
+            if self.family.qkv == "neox":  # rotates only the first rotary_pct of each head
+                from transformers.models.gpt_neox.modeling_gpt_neox import apply_rotary_pos_emb
+            else:
+                from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+            pos = torch.arange(T, device=x.device)[None].expand(B, T)
+            cos, sin = self.base.rotary_emb(x, pos)
+            q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        return q, k, v, out_proj
+
+    def score_scale(self, layer: int) -> float:
+        """The factor on q . k before the softmax (and before any soft-capping)."""
+        attn = self.blocks[layer].get_submodule(self.family.attn)
+        return getattr(attn, "scaling", self.head_dim**-0.5)
+
+    def attention_mask(self, layer: int, T: int, device: torch.device) -> Tensor:
+        """[T, T] bool: which keys (columns) each query (row) may attend to (causal, windowed)."""
+        i = torch.arange(T, device=device)
+        mask = i[None, :] <= i[:, None]  # (T, T): key position <= query position
+        window = self.sliding_window(layer)
+        if window is not None:
+            mask &= i[None, :] > i[:, None] - window
+        return mask
+
+    def _attention(self, layer: int, x: Tensor, mode: str, freeze: Freeze | None) -> tuple[Tensor, nn.Module]:
+        """Each head's mixed values z [B, T, H, hd] (TransformerLens's hook_z) and the output projection."""
         attn = self.blocks[layer].get_submodule(self.family.attn)
         B, T, _ = x.shape
         if mode == "frozen" and freeze is not None and layer in freeze.patterns:
             pattern = freeze.patterns[layer]
             v, out_proj = self._values(attn, x)
         else:
-            q, k, v, out_proj = self._qkv(attn, x)
-            if self.family.rotary:
-                if self.family.qkv == "neox":  # rotates only the first rotary_pct of each head
-                    from transformers.models.gpt_neox.modeling_gpt_neox import apply_rotary_pos_emb
-                else:
-                    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
-                pos = torch.arange(T, device=x.device)[None].expand(B, T)
-                cos, sin = self.base.rotary_emb(x, pos)
-                q, k = apply_rotary_pos_emb(q, k, cos, sin)
-            scaling = getattr(attn, "scaling", self.head_dim**-0.5)
-            scores = (q @ k.transpose(-1, -2)) * scaling  # (B, H, T, T)
+            q, k, v, out_proj = self.queries_keys(layer, x, mode, freeze)
+            scores = (q @ k.transpose(-1, -2)) * self.score_scale(layer)  # (B, H, T, T)
             if self.attn_softcap is not None:  # Gemma 2, before the mask as in HF
                 scores = torch.tanh(scores / self.attn_softcap) * self.attn_softcap
-            i = torch.arange(T, device=x.device)
-            mask = i[None, :] <= i[:, None]  # (T, T): key position <= query position
-            window = self.sliding_window(layer)
-            if window is not None:
-                mask &= i[None, :] > i[:, None] - window
+            mask = self.attention_mask(layer, T, x.device)
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
             # GPT-2's softmax runs in the activation dtype, the others' in float32 (as in HF's eager code).
             soft_dtype = scores.dtype if self.family.qkv == "gpt2" else torch.float32
@@ -227,8 +255,7 @@ class FunctionalLM(nn.Module):
             z = z.reshape(H, T, B, hd).permute(2, 0, 1, 3)
         else:
             z = pattern @ v  # (B, H, T, hd)
-        z = z.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, H * hd)
-        return out_proj(z)
+        return z.transpose(1, 2), out_proj  # (B, T, H, hd)
 
     def _mlp(self, layer: int, x: Tensor, mode: str, freeze: Freeze | None) -> Tensor:
         """The MLP; `frozen` holds its activation gates at their clean values (so it is linear)."""
@@ -291,7 +318,9 @@ class FunctionalLM(nn.Module):
         for L, blk in enumerate(self.blocks):
             ln1, ln2 = blk.get_submodule(fam.ln1), blk.get_submodule(fam.ln2)
             h = hooks.site(f"blocks.{L}.hook_resid_pre", h)
-            a = self._attention(L, self._norm(f"ln1.{L}", ln1, h, mode, freeze), mode, freeze)
+            z, out_proj = self._attention(L, self._norm(f"ln1.{L}", ln1, h, mode, freeze), mode, freeze)
+            z = hooks.site(f"blocks.{L}.attn.hook_z", z)  # head loadings cut and read attention here
+            a = out_proj(z.flatten(2))  # (B, T, H * hd) -> (B, T, d)
             a = self._post_norm(fam.attn_post_norm, f"attn_post.{L}", blk, a, mode, freeze)
             a = hooks.site(f"blocks.{L}.hook_attn_out", a)
             if not self.parallel:
