@@ -288,14 +288,17 @@ class ReplacementModel:
         errors: list[Tensor] | None = None,
         inject: dict[str, Tensor] | None = None,
         embed: Tensor | None = None,
+        observe: Callable[[str, Tensor], Tensor] | None = None,
     ) -> tuple[Tensor, list[Tensor]]:
         """The linearised replacement model: (final normalised residual [B, T, d], inputs per dictionary).
 
         `values` override the active latents' activations ([n] or [B, n] per dictionary), `errors` the
         error terms, `embed` the embedding; `inject` adds tensors at "embed" and each dictionary's output
-        site (gradients there are what attribution reads).
+        site (gradients there are what attribution reads). `observe(name, x)` sees every site's value
+        after the splice and returns what flows on (a residual-direction target reads a site with it,
+        head loadings cut attention at `attn.hook_z`).
         """
-        hooks = _FrozenHooks(self, setup, values, errors, inject or {}, embed)
+        hooks = _FrozenHooks(self, setup, values, errors, inject or {}, embed, observe)
         ids = setup.input_ids[None].expand(batch, -1)
         resid = self.lm(ids, hooks=hooks, mode="frozen", freeze=setup.freeze, unembed=False)
         return resid, [hooks.inputs[s.site_in] for s in self.spliced]
@@ -322,7 +325,7 @@ class ReplacementModel:
 
 
 class _FrozenHooks(NoHooks):
-    def __init__(self, rm: ReplacementModel, setup: Setup, values, errors, inject, embed) -> None:
+    def __init__(self, rm: ReplacementModel, setup: Setup, values, errors, inject, embed, observe=None) -> None:
         self.rm, self.setup, self.values, self.errors, self.inject, self.embed = (
             rm,
             setup,
@@ -331,6 +334,7 @@ class _FrozenHooks(NoHooks):
             inject,
             embed,
         )
+        self.observe = observe
         self.ins = {s.site_in: i for i, s in enumerate(rm.spliced)}
         self.inputs: dict[str, Tensor] = {}
 
@@ -357,8 +361,8 @@ class _FrozenHooks(NoHooks):
             self.inputs[name] = x
         i = self.rm.by_out.get(name)
         if i is not None and not self.rm.spliced[i].transcoder:
-            return self._out(i).expand_as(x) if x.ndim == 3 else self._out(i)
-        return x
+            x = self._out(i).expand_as(x) if x.ndim == 3 else self._out(i)
+        return x if self.observe is None else self.observe(name, x)
 
     def mlp(self, layer: int, x: Tensor) -> Tensor | None:
         i = self.rm.transcoder_at.get(layer)
