@@ -230,6 +230,10 @@ class FunctionalLM(nn.Module):
             mask &= i[None, :] > i[:, None] - window
         return mask
 
+    def attn_in(self, layer: int, h: Tensor, mode: str = "plain", freeze: Freeze | None = None) -> Tensor:
+        """The attention's input: ln1 of the residual h [B, T, d] (scale held in `frozen` mode)."""
+        return self._norm(f"ln1.{layer}", self.blocks[layer].get_submodule(self.family.ln1), h, mode, freeze)
+
     def _attention(self, layer: int, x: Tensor, mode: str, freeze: Freeze | None) -> tuple[Tensor, nn.Module]:
         """Each head's mixed values z [B, T, H, hd] (TransformerLens's hook_z) and the output projection."""
         attn = self.blocks[layer].get_submodule(self.family.attn)
@@ -316,9 +320,9 @@ class FunctionalLM(nn.Module):
         fam = self.family
         h = self.embed(input_ids, hooks)
         for L, blk in enumerate(self.blocks):
-            ln1, ln2 = blk.get_submodule(fam.ln1), blk.get_submodule(fam.ln2)
+            ln2 = blk.get_submodule(fam.ln2)
             h = hooks.site(f"blocks.{L}.hook_resid_pre", h)
-            z, out_proj = self._attention(L, self._norm(f"ln1.{L}", ln1, h, mode, freeze), mode, freeze)
+            z, out_proj = self._attention(L, self.attn_in(L, h, mode, freeze), mode, freeze)
             z = hooks.site(f"blocks.{L}.attn.hook_z", z)  # head loadings cut and read attention here
             a = out_proj(z.flatten(2))  # (B, T, H * hd) -> (B, T, d)
             a = self._post_norm(fam.attn_post_norm, f"attn_post.{L}", blk, a, mode, freeze)
