@@ -309,15 +309,17 @@ class ReplacementModel:
         edit: Callable[[int, Tensor], Tensor] | None = None,
         edit_error: Callable[[int, Tensor], Tensor] | None = None,
         freeze_attention: Freeze | None = None,
+        observe: Callable[[str, Tensor], Tensor] | None = None,
     ) -> Tensor:
         """The replacement model run freely: logits [B, T, vocab].
 
         At each dictionary, f = encode(x_in) is passed through `edit(i, f)` (dense [B, T, d_sae]) and
         the error (true output minus reconstruction, computed live) through `edit_error(i, err)`;
-        the output is decode(f', x_in) + err'. With no edits this is the subject model.
+        the output is decode(f', x_in) + err'. With no edits this is the subject model. `observe(name,
+        x)` sees every site's value after the edits (as in `frozen`).
         """
         ids = input_ids.reshape(-1, input_ids.shape[-1]).to(self.device)
-        hooks = _FreeHooks(self, edit, edit_error)
+        hooks = _FreeHooks(self, edit, edit_error, observe)
         if freeze_attention is not None:
             fz = Freeze(patterns=freeze_attention.patterns, patterns_only=True)
             return self.lm(ids, hooks=hooks, mode="frozen", freeze=fz)
@@ -325,7 +327,9 @@ class ReplacementModel:
 
 
 class _FrozenHooks(NoHooks):
-    def __init__(self, rm: ReplacementModel, setup: Setup, values, errors, inject, embed, observe=None) -> None:
+    def __init__(
+        self, rm: ReplacementModel, setup: Setup, values, errors, inject, embed, observe=None
+    ) -> None:
         self.rm, self.setup, self.values, self.errors, self.inject, self.embed = (
             rm,
             setup,
@@ -373,8 +377,8 @@ class _FrozenHooks(NoHooks):
 
 
 class _FreeHooks(NoHooks):
-    def __init__(self, rm: ReplacementModel, edit, edit_error) -> None:
-        self.rm, self.edit, self.edit_error = rm, edit, edit_error
+    def __init__(self, rm: ReplacementModel, edit, edit_error, observe=None) -> None:
+        self.rm, self.edit, self.edit_error, self.observe = rm, edit, edit_error, observe
         self.ins = {s.site_in for s in rm.spliced}
         self.inputs: dict[str, Tensor] = {}
         n = len(rm.spliced)
@@ -382,6 +386,10 @@ class _FreeHooks(NoHooks):
         self.edited: list[Tensor | None] = [None] * n  # latents after `edit`
 
     def site(self, name: str, x: Tensor) -> Tensor:
+        x = self._site(name, x)
+        return x if self.observe is None else self.observe(name, x)
+
+    def _site(self, name: str, x: Tensor) -> Tensor:
         if name in self.ins:
             self.inputs[name] = x
         i = self.rm.by_out.get(name)
