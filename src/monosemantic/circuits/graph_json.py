@@ -22,6 +22,7 @@ from torch import Tensor
 
 from .attribution import Graph
 from .pruning import PruneResult
+from .targets import Target
 
 
 def feature_node_id(layer: int, feature: int, pos: int) -> str:
@@ -37,6 +38,29 @@ def _clean(tok: str) -> str:
     return tok.replace("\n", "⏎")
 
 
+def _target_node(graph: Graph, t: Target, k: int) -> dict:
+    """A logit, logit-difference or direction target, drawn in the logit row (`feature_type` "logit"
+    so circuit-tracer's viewer draws it). A direction's id uses feature -1: no token has that id."""
+    layer = str(graph.n_layers + 1)
+    if t.kind == "direction":
+        pos, feature, what = t.pos, -1, "Direction"
+    else:
+        pos, feature = graph.n_pos - 1, t.token_id
+        what = "Output" if t.kind == "logit" else "Logit difference"
+    prob = f" (p={t.prob:.3f})" if t.kind != "direction" else ""
+    return {
+        "node_id": f"{layer}_{feature}_{pos}",
+        "feature": feature,
+        "layer": layer,
+        "ctx_idx": pos,
+        "feature_type": "logit",
+        "token_prob": t.prob,
+        "is_target_logit": k == 0,
+        "clerp": f'{what} "{_clean(t.label)}"{prob}',
+        "influence": None,
+    }
+
+
 def graph_to_json(
     graph: Graph,
     pruned: PruneResult,
@@ -45,9 +69,11 @@ def graph_to_json(
     node_threshold: float | None = None,
     describe: Callable[[int, int], dict] | None = None,
     node_values: dict[str, Tensor] | None = None,
+    link_values: dict[tuple[int, int], dict] | None = None,
 ) -> dict:
     """The pruned graph as a JSON-able dict. `describe(dictionary, latent)` supplies clerp/examples;
-    `node_values` adds per-node fields (name -> [N] tensor, e.g. contrastive node effects)."""
+    `node_values` adds per-node fields (name -> [N] tensor, e.g. contrastive node effects);
+    `link_values` per-link fields keyed by (target, source) node (e.g. head loadings)."""
     sl = graph.slices()
     mask, infl = pruned.node_mask, pruned.cumulative
     nodes: dict[int, dict] = {}
@@ -112,21 +138,7 @@ def graph_to_json(
         else:
             k = j - sl["logits"].start
             t = [t for t in graph.targets if t.kind != "feature"][k]
-            pos = graph.n_pos - 1
-            layer = str(graph.n_layers + 1)
-            what = "Output" if t.kind == "logit" else "Logit difference"
-            node = {
-                **base,
-                "node_id": f"{layer}_{t.token_id}_{pos}",
-                "feature": t.token_id,
-                "layer": layer,
-                "ctx_idx": pos,
-                "feature_type": "logit",
-                "token_prob": t.prob,
-                "is_target_logit": k == 0,
-                "clerp": f'{what} "{_clean(t.label)}" (p={t.prob:.3f})',
-                "influence": None,
-            }
+            node = {**base, **_target_node(graph, t, k)}
         for key, vals in (node_values or {}).items():
             node[key] = float(vals[j])
         node["jsNodeId"] = node["node_id"]
@@ -140,6 +152,7 @@ def graph_to_json(
                     "source": nodes[src]["node_id"],
                     "target": nodes[tgt]["node_id"],
                     "weight": float(A[tgt, src]),
+                    **(link_values or {}).get((tgt, src), {}),
                 }
             )
     used = {x for link in links for x in (link["source"], link["target"])}
@@ -165,6 +178,7 @@ def graph_to_json(
                 "contrast_id": t.contrast_id,
                 "prob": t.prob,
                 "weight": t.weight,
+                **({"site": t.site, "pos": t.pos} if t.kind == "direction" else {}),
             }
             for t in graph.targets
         ],
