@@ -21,8 +21,10 @@ from .clt_layers import feature_offset
 from .contrastive_graph import contrastive_graph
 from .faithfulness import ABLATION_FAITHFULNESS, ablation_faithfulness, feature_means, graph_scores
 from .graph_json import graph_to_json
+from .head_annotations import annotate_heads, heads_metadata, link_sum_error
 from .pruning import PruneResult, prune, prune_by_effect
 from .replacement import ReplacementModel
+from .targets import Direction, load_direction
 from .viewer import write_viewer
 
 
@@ -117,6 +119,19 @@ def _means(cfg: Config, rm: ReplacementModel):
     return means
 
 
+def target_direction(cfg: Config) -> Direction | None:
+    """The direction file of `circuit.target = "direction"`, read and checked before any work."""
+    c = cfg.circuit
+    if c.target != "direction":
+        return None
+    if c.target_direction is None:
+        raise ConfigError(
+            "circuit.target = 'direction' needs circuit.target_direction: a safetensors file with a "
+            "tensor 'direction' [d_model]"
+        )
+    return load_direction(c.target_direction, c.target_layer, c.target_position)
+
+
 def _attribution(cfg: Config, rm: ReplacementModel) -> tuple[Graph, PruneResult, dict, dict]:
     c = cfg.circuit
     t0 = time.perf_counter()
@@ -127,6 +142,7 @@ def _attribution(cfg: Config, rm: ReplacementModel) -> tuple[Graph, PruneResult,
         target_token=c.target_token,
         contrast_token=c.contrast_token,
         target_feature=c.target_feature,
+        target_direction=target_direction(cfg),
         max_logit_prob=c.max_logit_prob,
         max_n_logits=c.max_n_logits,
         max_feature_nodes=c.max_feature_nodes,
@@ -149,6 +165,15 @@ def _attribution(cfg: Config, rm: ReplacementModel) -> tuple[Graph, PruneResult,
         "attribution_seconds": round(seconds, 3),
     }
     return graph, pruned, scores, {}
+
+
+def _heads(
+    cfg: Config, rm: ReplacementModel, graph: Graph, pruned: PruneResult, scores: dict
+) -> tuple[dict, list]:
+    """Head loadings of the kept links and QK attributions of the heads carrying them."""
+    per_link, qk, timing = annotate_heads(rm, graph, pruned, cfg.circuit.qk_top, cfg.circuit.batch_size)
+    scores.update(timing, head_loadings_max_error=link_sum_error(per_link, graph.adjacency), qk_pairs=len(qk))
+    return per_link, qk
 
 
 def _contrastive(cfg: Config, rm: ReplacementModel) -> tuple[Graph, PruneResult, dict, dict]:
@@ -236,7 +261,13 @@ def trace(cfg: Config, rm: ReplacementModel, describe: Callable | None = None) -
     """The graph JSON (its scores under `metadata.scores`) of `circuit.prompt` by `circuit.method`,
     on a replacement model already built (the live server keeps one loaded)."""
     c = cfg.circuit
+    if c.heads and c.method != "attribution":
+        raise ConfigError(
+            f"circuit.heads needs circuit.method = 'attribution' (a {c.method} graph's edges are not "
+            "direct effects of the frozen model, so they do not split by head)"
+        )
     graph, pruned, scores, values = METHODS[c.method](cfg, rm)
+    per_link, qk = _heads(cfg, rm, graph, pruned, scores) if c.heads else ({}, None)
     scores.update(
         n_nodes=int(pruned.node_mask.sum()),
         n_edges=int(pruned.edge_mask.sum()),
@@ -260,8 +291,12 @@ def trace(cfg: Config, rm: ReplacementModel, describe: Callable | None = None) -
         node_threshold=c.node_threshold,
         describe=view_describe,
         node_values=values,
+        link_values=per_link,
     )
     gj["metadata"]["scores"] = scores
+    if qk is not None:
+        gj["metadata"]["heads"] = heads_metadata(rm)
+        gj["qk"] = qk
     return gj
 
 
@@ -275,6 +310,7 @@ def circuit(cfg: Config) -> Path:
     if not c.prompt:
         raise ConfigError("no prompt: pass --prompt TEXT or set circuit.prompt")
     check_output(c.out, "circuit.out")
+    target_direction(cfg)  # a bad direction file fails here, before the model loads
     paths = resolve_dictionaries(cfg)
     model = load_model(cfg.model.name, dtype=cfg.model.dtype, device=c.device, revision=cfg.model.revision)
     dics = [load_dictionary(p, device=str(model.device)) for p in paths]
