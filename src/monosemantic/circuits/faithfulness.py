@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from .attribution import Graph
-from .pruning import compute_influence, normalize_matrix
+from .pruning import nonzero_rows, normalize_matrix, row_influence
 from .replacement import ReplacementModel
 
 ABLATION_FAITHFULNESS = (
@@ -31,20 +31,22 @@ ABLATION_FAITHFULNESS = (
 
 def graph_scores(graph: Graph, node_mask: Tensor | None = None) -> tuple[float, float]:
     """(replacement_score, completeness_score); with `node_mask`, on the pruned graph."""
-    A = graph.adjacency
+    A, w = graph.adjacency, graph.target_weights
+    rows = nonzero_rows(A)
+    Ar = A[rows]  # [R, N]: error and embedding rows are zero (see pruning)
     if node_mask is not None:
-        A = A.clone()
-        A[~node_mask] = 0
-        A[:, ~node_mask] = 0
+        Ar[~node_mask[rows]] = 0
+        Ar[:, ~node_mask] = 0
     sl = graph.slices()
-    w = graph.target_weights
-    An = normalize_matrix(A)
-    infl = compute_influence(An, w)
+    has_input_r = Ar.abs().sum(-1) > 0
+    An = normalize_matrix(Ar)
+    infl = row_influence(An, rows, w)
     tok, err = infl[sl["embeddings"]].sum(), infl[sl["errors"]].sum()
     replacement = float(tok / (tok + err)) if tok + err > 0 else 0.0
-    non_error = 1 - An[:, sl["errors"]].sum(-1)
-    has_input = A.abs().sum(-1) > 0
-    non_error = torch.where(has_input, non_error, torch.ones_like(non_error))
+    non_error = torch.ones_like(w)
+    non_error[rows] = torch.where(
+        has_input_r, 1 - An[:, sl["errors"]].sum(-1), torch.ones_like(has_input_r, dtype=w.dtype)
+    )
     out = infl + w
     completeness = float((non_error * out).sum() / out.sum()) if out.sum() > 0 else 0.0
     return replacement, completeness
