@@ -57,6 +57,23 @@ def resolve_dictionaries(cfg: Config) -> list[Path]:
     return paths
 
 
+def store_dictionary_ids(store, paths: list[Path], names: list[str], dics: list) -> list[int | None]:
+    """Each checkpoint's row id in the feature store: the same path, else the same name, site and width."""
+    rows = store.dictionaries()
+    by_path = {str(Path(r["path"]).resolve()): r for r in rows if r.get("path")}
+    by_name = {r["name"]: r for r in rows}
+
+    def lookup(path: Path, name: str, dic) -> int | None:
+        row = by_path.get(str(Path(path).resolve()))
+        if row is None and name in by_name:
+            cand = by_name[name]
+            if cand.get("hook_name") == dic.cfg.hook_name and cand.get("d_sae") == dic.cfg.d_sae:
+                row = cand
+        return None if row is None else row["id"]
+
+    return [lookup(p, n, d) for p, n, d in zip(paths, names, dics, strict=True)]
+
+
 def store_describer(
     db: Path, paths: list[Path], names: list[str], dics: list, n_examples: int = 3
 ) -> tuple[object | None, Callable | None]:
@@ -66,20 +83,7 @@ def store_describer(
     if not db.is_file():
         return None, None
     store = FeatureStore(db)
-    rows = store.dictionaries()
-    by_path = {str(Path(r["path"]).resolve()): r for r in rows if r.get("path")}
-    by_name = {r["name"]: r for r in rows}
-
-    def lookup(path: Path, name: str, dic) -> int | None:
-        """The store row of this checkpoint: same path, else same name, site and width."""
-        row = by_path.get(str(Path(path).resolve()))
-        if row is None and name in by_name:
-            cand = by_name[name]
-            if cand.get("hook_name") == dic.cfg.hook_name and cand.get("d_sae") == dic.cfg.d_sae:
-                row = cand
-        return None if row is None else row["id"]
-
-    ids = [lookup(p, n, d) for p, n, d in zip(paths, names, dics, strict=True)]
+    ids = store_dictionary_ids(store, paths, names, dics)
 
     def describe(d: int, idx: int) -> dict:
         did = ids[d]
@@ -119,6 +123,22 @@ def _means(cfg: Config, rm: ReplacementModel):
     return means
 
 
+def check_options(cfg: Config, direction: Direction | None = None) -> Direction | None:
+    """Options that only go together, checked before any work; returns the direction target if any
+    (`direction` when given, else read from circuit.target_direction)."""
+    c = cfg.circuit
+    if c.target == "direction" and c.method != "attribution":
+        raise ConfigError(
+            f"circuit.target = 'direction' needs circuit.method = 'attribution', not {c.method!r}"
+        )
+    if c.heads and c.method != "attribution":
+        raise ConfigError(
+            f"circuit.heads needs circuit.method = 'attribution' (a {c.method} graph's edges are not "
+            "direct effects of the frozen model, so they do not split by head)"
+        )
+    return direction if direction is not None else target_direction(cfg)
+
+
 def target_direction(cfg: Config) -> Direction | None:
     """The direction file of `circuit.target = "direction"`, read and checked before any work."""
     c = cfg.circuit
@@ -132,7 +152,9 @@ def target_direction(cfg: Config) -> Direction | None:
     return load_direction(c.target_direction, c.target_layer, c.target_position)
 
 
-def _attribution(cfg: Config, rm: ReplacementModel) -> tuple[Graph, PruneResult, dict, dict]:
+def _attribution(
+    cfg: Config, rm: ReplacementModel, direction: Direction | None = None
+) -> tuple[Graph, PruneResult, dict, dict]:
     c = cfg.circuit
     t0 = time.perf_counter()
     graph: Graph = attribute(
@@ -142,7 +164,7 @@ def _attribution(cfg: Config, rm: ReplacementModel) -> tuple[Graph, PruneResult,
         target_token=c.target_token,
         contrast_token=c.contrast_token,
         target_feature=c.target_feature,
-        target_direction=target_direction(cfg),
+        target_direction=direction,
         max_logit_prob=c.max_logit_prob,
         max_n_logits=c.max_n_logits,
         max_feature_nodes=c.max_feature_nodes,
@@ -257,16 +279,22 @@ def _ablation(cfg: Config, rm: ReplacementModel) -> tuple[Graph, PruneResult, di
 METHODS = {"attribution": _attribution, "contrastive": _contrastive, "ablation": _ablation}
 
 
-def trace(cfg: Config, rm: ReplacementModel, describe: Callable | None = None) -> dict:
+def trace(
+    cfg: Config,
+    rm: ReplacementModel,
+    describe: Callable | None = None,
+    direction: Direction | None = None,
+    store_ids: list[int | None] | None = None,
+) -> dict:
     """The graph JSON (its scores under `metadata.scores`) of `circuit.prompt` by `circuit.method`,
-    on a replacement model already built (the live server keeps one loaded)."""
+    on a replacement model already built (the live server keeps one loaded). `direction` is the
+    direction target when it does not come from `circuit.target_direction` (the API sends numbers);
+    `store_ids` are the dictionaries' feature-store ids, recorded so the server can recompute QK terms."""
     c = cfg.circuit
-    if c.heads and c.method != "attribution":
-        raise ConfigError(
-            f"circuit.heads needs circuit.method = 'attribution' (a {c.method} graph's edges are not "
-            "direct effects of the frozen model, so they do not split by head)"
-        )
-    graph, pruned, scores, values = METHODS[c.method](cfg, rm)
+    direction = check_options(cfg, direction)
+    graph, pruned, scores, values = (
+        _attribution(cfg, rm, direction) if c.method == "attribution" else METHODS[c.method](cfg, rm)
+    )
     per_link, qk = _heads(cfg, rm, graph, pruned, scores) if c.heads else ({}, None)
     scores.update(
         n_nodes=int(pruned.node_mask.sum()),
@@ -294,6 +322,8 @@ def trace(cfg: Config, rm: ReplacementModel, describe: Callable | None = None) -
         link_values=per_link,
     )
     gj["metadata"]["scores"] = scores
+    if store_ids is not None and all(i is not None for i in store_ids):
+        gj["metadata"]["store_dictionaries"] = store_ids
     if qk is not None:
         gj["metadata"]["heads"] = heads_metadata(rm)
         gj["qk"] = qk
@@ -310,14 +340,15 @@ def circuit(cfg: Config) -> Path:
     if not c.prompt:
         raise ConfigError("no prompt: pass --prompt TEXT or set circuit.prompt")
     check_output(c.out, "circuit.out")
-    target_direction(cfg)  # a bad direction file fails here, before the model loads
+    check_options(cfg)  # a bad direction file or option mix fails here, before the model loads
     paths = resolve_dictionaries(cfg)
     model = load_model(cfg.model.name, dtype=cfg.model.dtype, device=c.device, revision=cfg.model.revision)
     dics = [load_dictionary(p, device=str(model.device)) for p in paths]
     names = dictionary_names(paths, cfg.train.out if not c.dictionaries else None)
     rm = ReplacementModel(model, dics, names, zero_bos=c.zero_bos)
     store, describe = store_describer(feature_store_path(cfg.analyze.out), paths, names, dics)
-    gj = trace(cfg, rm, describe)
+    ids = store_dictionary_ids(store, paths, names, dics) if store is not None else None
+    gj = trace(cfg, rm, describe, store_ids=ids)
     scores = gj["metadata"]["scores"]
     slug = gj["metadata"]["slug"]
     out = Path(c.out)
