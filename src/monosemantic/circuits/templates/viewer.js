@@ -155,6 +155,7 @@
         stroke: l.weight >= 0 ? "#2c6fbb" : "#c0392b", "stroke-width": 0.4 + 3 * a, "stroke-opacity": 0.06 + 0.35 * a,
       }, edgeLayer);
       e.link = l;
+      e.addEventListener("click", () => document.dispatchEvent(new CustomEvent("graph:link", { detail: l })));
       edgeEls.push(e);
     }
     for (const n of nodes) {
@@ -221,6 +222,7 @@
     $("note").oninput = (ev) => { n.annotation = ev.target.value.trim() || undefined; n.lbl.textContent = shortLabel(n); n.lbl.classList.toggle("annotated", !!n.annotation); };
     for (const tr of $("info").querySelectorAll("tr[data-id]")) tr.onclick = () => { const m = byId.get(tr.dataset.id); if (m) select(m); };
     for (const e of edgeEls) e.style.display = e.link.source === n.node_id || e.link.target === n.node_id ? "" : "none";
+    document.dispatchEvent(new CustomEvent("graph:select", { detail: n }));  // e.g. the attention panel
   }
   function togglePin(id) {
     if (pinned.has(id)) pinned.delete(id); else pinned.add(id);
