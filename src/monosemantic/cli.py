@@ -148,12 +148,16 @@ def plan(
     world_size: Annotated[
         int, typer.Option(help="Ranks to plan for (torchrun --nproc-per-node x nodes).")
     ] = 1,
+    circuit_tokens: Annotated[
+        int | None,
+        typer.Option(min=1, help="Prompt length of the circuit memory estimate (default data.context_size)."),
+    ] = None,
 ) -> None:
     """Memory per rank, cache disk and FLOPs per token of each stage, before starting a job."""
     cfg = _config(config, set_)
     from monosemantic.training.plan import plan as run
 
-    for line in run(cfg, world_size=world_size):
+    for line in run(cfg, world_size=world_size, circuit_tokens=circuit_tokens):
         print(line)
 
 
