@@ -73,3 +73,26 @@ def test_heads_in_graph_json(tiny_paths, tmp_path, family):
     assert "qk" not in plain and all(set(link) == {"source", "target", "weight"} for link in plain["links"])
     with pytest.raises(ConfigError, match="circuit.heads needs"):
         circuit(cfg(heads=True, method="ablation", out=str(tmp_path / "abl")))
+
+
+def test_circuit_refuses_a_prompt_that_does_not_fit(tiny_paths, tmp_path, monkeypatch):
+    import monosemantic.training.attribution_memory as am
+    from monosemantic.lm.model import load_model
+    from monosemantic.utils.errors import MonosemanticError
+
+    d_model = load_model(str(tiny_paths["gpt2"])).d_model
+    for i, d in enumerate(make_dicts(d_model, 2, seed=4)):
+        save_dictionary(d.float(), tmp_path / "train" / f"transcoder-L{i}")
+    cfg = Config.model_validate(
+        {
+            "device": "cpu",
+            "model": {"name": str(tiny_paths["gpt2"])},
+            "train": {"out": str(tmp_path / "train")},
+            "analyze": {"out": str(tmp_path / "no-store")},
+            "circuit": {"out": str(tmp_path / "c"), "prompt": PROMPT},
+        }
+    )
+    monkeypatch.setattr(am, "available_memory", lambda: 2**20)  # a machine with 1 MiB free
+    with pytest.raises(MonosemanticError, match=r"needs about .* GiB .* 0\.0 GiB is available"):
+        circuit(cfg)
+    assert not (tmp_path / "c" / "graph.json").exists()

@@ -22,9 +22,10 @@ from .contrastive_graph import contrastive_graph
 from .faithfulness import ABLATION_FAITHFULNESS, ablation_faithfulness, feature_means, graph_scores
 from .graph_json import graph_to_json
 from .head_annotations import annotate_heads, heads_metadata, link_sum_error
+from .preflight import check_memory, check_options
 from .pruning import PruneResult, prune, prune_by_effect
 from .replacement import ReplacementModel
-from .targets import Direction, load_direction
+from .targets import Direction
 from .viewer import write_viewer
 
 
@@ -121,35 +122,6 @@ def _means(cfg: Config, rm: ReplacementModel):
             f"[yellow]no activation cache with the dictionaries' sites at {cache}: zero ablation[/]"
         )
     return means
-
-
-def check_options(cfg: Config, direction: Direction | None = None) -> Direction | None:
-    """Options that only go together, checked before any work; returns the direction target if any
-    (`direction` when given, else read from circuit.target_direction)."""
-    c = cfg.circuit
-    if c.target == "direction" and c.method != "attribution":
-        raise ConfigError(
-            f"circuit.target = 'direction' needs circuit.method = 'attribution', not {c.method!r}"
-        )
-    if c.heads and c.method != "attribution":
-        raise ConfigError(
-            f"circuit.heads needs circuit.method = 'attribution' (a {c.method} graph's edges are not "
-            "direct effects of the frozen model, so they do not split by head)"
-        )
-    return direction if direction is not None else target_direction(cfg)
-
-
-def target_direction(cfg: Config) -> Direction | None:
-    """The direction file of `circuit.target = "direction"`, read and checked before any work."""
-    c = cfg.circuit
-    if c.target != "direction":
-        return None
-    if c.target_direction is None:
-        raise ConfigError(
-            "circuit.target = 'direction' needs circuit.target_direction: a safetensors file with a "
-            "tensor 'direction' [d_model]"
-        )
-    return load_direction(c.target_direction, c.target_layer, c.target_position)
 
 
 def _attribution(
@@ -346,6 +318,7 @@ def circuit(cfg: Config) -> Path:
     dics = [load_dictionary(p, device=str(model.device)) for p in paths]
     names = dictionary_names(paths, cfg.train.out if not c.dictionaries else None)
     rm = ReplacementModel(model, dics, names, zero_bos=c.zero_bos)
+    check_memory(cfg, rm)
     store, describe = store_describer(feature_store_path(cfg.analyze.out), paths, names, dics)
     ids = store_dictionary_ids(store, paths, names, dics) if store is not None else None
     gj = trace(cfg, rm, describe, store_ids=ids)
