@@ -1,15 +1,16 @@
-"""Head loadings: every edge splits exactly into per-head terms plus a no-hop term, and each term is
-what an intervention on the frozen model says it is."""
+"""Head loadings: each term is what an intervention on the frozen model says it is (the sums on every
+family are in test_families_heads_qk.py)."""
 
 import pytest
 import torch
+from circuit_checks import edges_to_check
 
 from monosemantic.circuits.attribution import attribute
 from monosemantic.circuits.heads import head_loadings, node_position, target_of, writes_of, z_site
 from monosemantic.circuits.pruning import prune
 from monosemantic.circuits.replacement import ReplacementModel
 
-from .conftest import FAMILIES, PROMPT, make_dicts
+from .conftest import PROMPT, make_dicts
 
 
 def _graph(m, **kw):
@@ -17,46 +18,10 @@ def _graph(m, **kw):
     return rm, attribute(rm, prompt=PROMPT, batch_size=32, show_progress=False)
 
 
-def _edges(graph, n_random=400, seed=0):
-    """The pruned graph's links, every edge into one late feature, and random other edges."""
-    sl = graph.slices()
-    n_src = sl["embeddings"].stop
-    rows = torch.cat([torch.arange(graph.n_features), torch.arange(sl["logits"].start, sl["logits"].stop)])
-    g = torch.Generator().manual_seed(seed)
-    rand = torch.stack(
-        [
-            rows[torch.randint(len(rows), (n_random,), generator=g)],
-            torch.randint(n_src, (n_random,), generator=g),
-        ],
-        1,
-    )
-    pr = prune(graph, 0.8, 0.98)
-    kept = pr.edge_mask.nonzero()
-    one = torch.stack([torch.full((n_src,), int(rows[graph.n_features - 1])), torch.arange(n_src)], 1)
-    return torch.cat([kept, one, rand]).unique(dim=0)
-
-
-@pytest.mark.parametrize("family", FAMILIES)
-def test_head_terms_sum_to_every_edge(request, family):
-    m = request.getfixturevalue(family)
-    rm, graph = _graph(m, skip=True)
-    edges = _edges(graph)
-    hl = head_loadings(rm, graph, edges, batch_size=48)
-    w = graph.adjacency[edges[:, 0], edges[:, 1]].double()
-    total = hl.heads.sum((1, 2)) + hl.no_hop
-    scale = float(w.abs().max())
-    assert scale > 0
-    assert float((total - w).abs().max()) < 1e-9 * scale
-    cross = torch.tensor([node_position(graph, int(t)) != node_position(graph, int(s)) for t, s in edges])
-    assert cross.any() and (~cross).any()
-    assert bool((hl.no_hop[cross] == 0).all())  # paths across positions always hop through a head
-    assert float(hl.heads[cross].abs().sum()) > 0 and float(hl.no_hop[~cross].abs().sum()) > 0
-
-
 def test_head_terms_with_an_sae_between_layers(gpt2):
     """An SAE on the residual stream after layer 0 replaces it: paths cross it only through its nodes."""
     rm, graph = _graph(gpt2, sae_site="blocks.0.hook_resid_post")
-    edges = _edges(graph, n_random=200)
+    edges = edges_to_check(graph, n_random=200)
     hl = head_loadings(rm, graph, edges, batch_size=32)
     w = graph.adjacency[edges[:, 0], edges[:, 1]].double()
     assert float((hl.heads.sum((1, 2)) + hl.no_hop - w).abs().max()) < 1e-9 * float(w.abs().max())

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from circuit_checks import frozen_scores, held_attention
 
 from monosemantic.circuits.heads import z_site
 from monosemantic.circuits.qk import qk_terms
@@ -16,24 +17,6 @@ def _setup(m, **kw):
     return rm, rm.setup(rm.tokenize(PROMPT))
 
 
-def _frozen_scores(rm, setup, layer, observe=None, **kw):
-    """Scores [B, H, T, T] of `layer` computed from the frozen model's residual (frozen norm scales)."""
-    seen = {}
-
-    def obs(name, x):
-        x = observe(name, x) if observe is not None else x
-        seen[name] = x
-        return x
-
-    batch = kw.pop("batch", 1)
-    with torch.no_grad():
-        rm.frozen(setup, batch=batch, observe=obs, **kw)
-        lm, fz = rm.lm, setup.freeze
-        x = lm.attn_in(layer, seen[f"blocks.{layer}.hook_resid_pre"], "frozen", fz)
-        q, k, _, _ = lm.queries_keys(layer, x, "frozen", fz)
-    return (q @ k.transpose(-1, -2)) * lm.score_scale(layer), seen
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_terms_sum_to_the_score(request, family):
     m = request.getfixturevalue(family)
@@ -43,7 +26,7 @@ def test_terms_sum_to_the_score(request, family):
     pairs = [(L, 1, T - 1, T - 1 - gap), (L, 3, T - 2, T - 2), (0, 2, 6, 4)]
     res = qk_terms(rm, setup, pairs)
     for r in res:
-        ref, _ = _frozen_scores(rm, setup, r.layer)
+        ref, _ = frozen_scores(rm, setup, r.layer)
         want = float(ref[0, r.head, r.query, r.key])
         assert abs(float(r.terms.sum()) - want) < 1e-10 * (1 + abs(want))
         assert abs(r.score - want) < 1e-10 * (1 + abs(want))
@@ -70,20 +53,15 @@ def test_removing_a_key_feature_changes_the_score_by_its_terms(request, family):
     (r,) = qk_terms(rm, setup, [(L, 2, T - 1, T - 3)])
     feats = [(j, c) for j, c in enumerate(r.key_components) if c.kind == "feature"]
     assert feats
-    _, seen = _frozen_scores(rm, setup, L)
+    _, seen = frozen_scores(rm, setup, L)
     clean_z = [seen[z_site(layer)] for layer in range(rm.lm.n_layers)]
 
-    def hold(name, x):
-        for layer, z in enumerate(clean_z):
-            if name == z_site(layer):
-                return z.expand_as(x)
-        return x
-
+    hold = held_attention(clean_z)
     checked = 0
     for j, c in feats[:4]:
         vals = [a.act.expand(2, -1).clone() for a in setup.active]
         vals[c.dictionary][1, c.entry] = 0
-        s, _ = _frozen_scores(rm, setup, L, observe=hold, batch=2, values=vals)
+        s, _ = frozen_scores(rm, setup, L, observe=hold, batch=2, values=vals)
         change = float(s[0, r.head, r.query, r.key] - s[1, r.head, r.query, r.key])
         mine = float(r.terms[:, j].sum())
         assert abs(change - mine) < 1e-10 * (1 + abs(mine)), (change, mine)
