@@ -93,7 +93,8 @@ def test_edges_equal_interventions_other_architectures(gpt2, arch):
     dics = []
     for L in range(gpt2.n_layers):
         c = DictionaryConfig(architecture=arch, d_sae=24, site=f"blocks.{L}.mlp.hook_in",
-                             site_out=f"blocks.{L}.hook_mlp_out", jumprelu_init_threshold=0.05)  # fmt: skip
+                             site_out=f"blocks.{L}.hook_mlp_out",
+                             **({"jumprelu_init_threshold": 0.05} if arch == "jumprelu" else {}))  # fmt: skip
         dic = build_dictionary(c, gpt2.d_model, gpt2.d_model)
         with torch.no_grad():
             for name, p in dic.named_parameters():

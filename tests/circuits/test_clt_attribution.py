@@ -79,10 +79,10 @@ def test_clt_replacement_is_exact_and_writes_across_layers(gpt2):
 def _inputs(rm, ids):
     from monosemantic.circuits.replacement import _Capture
 
-    cap = _Capture({s.site_in for s in rm.spliced})
+    cap = _Capture({s.hook_name for s in rm.spliced})
     with torch.no_grad():
         rm.lm(ids[None], hooks=cap)
-    return [cap.acts[s.site_in][0] for s in rm.spliced]
+    return [cap.acts[s.hook_name][0] for s in rm.spliced]
 
 
 def test_clt_contrastive_graph_matches_finite_differences(tiny_paths):

@@ -122,7 +122,7 @@ def test_writes_of_every_source_kind(gpt2):
     p, ws = writes_of(rm, graph, setup, sl["embeddings"].start + 2)
     assert p == 2 and ws[0][0] == "embed" and torch.equal(ws[0][1], setup.embed[2])
     p, ws = writes_of(rm, graph, setup, sl["errors"].start)
-    assert ws[0][0] == rm.spliced[0].site_out
+    assert ws[0][0] == rm.spliced[0].hook_name_out
     with pytest.raises(ValueError, match="target"):
         writes_of(rm, graph, setup, sl["logits"].start)
     with pytest.raises(ValueError, match="never a target"):

@@ -33,8 +33,8 @@ def test_clt_written_for_circuit_tracer_reads_back(tmp_path, activation):
     assert tuple(load_file(str(out / "W_dec_1.safetensors"))["W_dec_1"].shape) == (N, L - 1, D)
     assert ("threshold_1" in enc) == (activation != "relu")
     back = load_dictionary(out)
-    assert back.cfg.activation == ("relu" if activation == "relu" else "jumprelu")
-    assert back.cfg.hook_names == clt.cfg.hook_names and back.cfg.hook_names_out == clt.cfg.hook_names_out
+    assert back.settings.activation == ("relu" if activation == "relu" else "jumprelu")
+    assert back.sites_in == clt.sites_in and back.sites_out == clt.sites_out
     x = torch.randn(9, L * D)
     assert torch.allclose(back(x), clt(x), atol=1e-5)
 

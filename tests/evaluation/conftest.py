@@ -20,15 +20,10 @@ def tiny_gpt2(tmp_path_factory) -> Path:
 
 def make_topk(d_in: int, d_sae: int, k: int, hook_name: str, hook_name_out: str | None = None, seed: int = 0):
     torch.manual_seed(seed)
-    meta = DictionaryMeta(
-        architecture="topk",
-        d_in=d_in,
-        d_sae=d_sae,
-        d_out=d_in,
-        k=k,
-        hook_name=hook_name,
-        hook_name_out=hook_name_out or hook_name,
-    )
+    meta = DictionaryMeta.from_dict(
+        {"architecture": "topk", "d_in": d_in, "d_sae": d_sae, "d_out": d_in, "k": k,
+         "hook_name": hook_name, "hook_name_out": hook_name_out or hook_name}
+    )  # fmt: skip
     dic = TopKDictionary(meta)
     with torch.no_grad():
         dic.b_dec.normal_(0, 0.1)

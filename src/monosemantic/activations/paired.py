@@ -16,12 +16,19 @@ from typing import Any
 import torch
 
 from monosemantic.config import Config
+from monosemantic.config.site import MODEL_B, Site
 from monosemantic.utils.errors import ConfigError, DataError
 
 from .cache import ActivationCache
 from .sources import CacheSource, Source
 
-MODEL_B = "b:"  # prefix of model B's sites in a paired stream
+
+def split_models(sites: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Model A's sites, and model B's under their own names (`b:blocks.2.hook_X` -> `blocks.2.hook_X`)."""
+    parsed = [Site.parse(s) for s in sites]
+    return [str(p) for p in parsed if p.models == ("a",)], [
+        str(p.in_model("a")) for p in parsed if p.models == ("b",)
+    ]
 
 
 def check_same_tokens(ca: ActivationCache, cb: ActivationCache) -> None:
@@ -54,8 +61,7 @@ class PairedSource(Source):
         self, path_a: Path, path_b: Path, sites: Sequence[str], chunk_tokens: int, exclude_special: bool
     ) -> None:
         self.sites = list(dict.fromkeys(sites))
-        sites_a = [s for s in self.sites if not s.startswith(MODEL_B)]
-        sites_b = [s[len(MODEL_B) :] for s in self.sites if s.startswith(MODEL_B)]
+        sites_a, sites_b = split_models(self.sites)
         if not sites_a or not sites_b:
             raise DataError(
                 f"a paired stream needs sites of both models (got {', '.join(self.sites)}); name the "
@@ -111,8 +117,7 @@ class PairedCache:
         verify: bool = True,
     ) -> Iterator[dict[str, torch.Tensor]]:
         sites = list(self.sites) if sites is None else list(sites)
-        sites_a = [s for s in sites if not s.startswith(MODEL_B)]
-        sites_b = [s[len(MODEL_B) :] for s in sites if s.startswith(MODEL_B)]
+        sites_a, sites_b = split_models(sites)
         batches_a = self.a.iter_sample(indices, sites_a, batch_sequences, verify)
         batches_b = self.b.iter_sample(indices, sites_b, batch_sequences, verify)
         for ba, bb in zip(batches_a, batches_b, strict=True):

@@ -27,9 +27,9 @@ from monosemantic.analysis.layers import layer_summary, layer_weights
 from monosemantic.analysis.logit_lens import input_tokens, logit_lens, nearest_features, norm_scale
 from monosemantic.analysis.records import TokenText, all_examples, feature_rows, vocab_of
 from monosemantic.config import Config
+from monosemantic.config.site import Site, concrete_sites, site_groups
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.io import dictionary_names, find_dictionaries, load_dictionary
-from monosemantic.dictionaries.layer_sites import expand, is_layer_glob, is_model_pair
 from monosemantic.lm.model import SubjectModel
 from monosemantic.store.feature_store import FeatureStore, feature_store_path
 from monosemantic.utils import distributed as D
@@ -80,8 +80,8 @@ def encode_pass(
     global `seq_ids`); returns the seconds spent encoding. `codes` is `[B, T, F]`,
     or with `sparse` and a TopK dictionary the `sparse_codes` triple (rows index `B * T` flat
     tokens). The benchmark calls it without `on_batch` to time plain `encode` alone."""
-    groups = {s: expand(s) for s in sites if is_layer_glob(s)}  # CLTs/crosscoders: concatenated sites
-    concrete = list(dict.fromkeys(c for s in sites for c in groups.get(s, [s])))
+    groups = site_groups(sites)  # multi-site dictionaries read their sites concatenated
+    concrete = concrete_sites(sites)
     cached = [s for s in concrete if s in cache.sites]
     live = [s for s in concrete if s not in cache.sites]
     if live and model is None:
@@ -127,7 +127,7 @@ def _weights_views(dic: Dictionary, model: SubjectModel | None, k: int) -> dict[
     and decoder-cosine neighbours. A CLT or crosscoder is read through `layer_weights`: its latents'
     decoders concatenated over output layers (neighbours), summed over them (what a latent adds to
     the residual stream: the lens), and its encoders as [d_in, d_sae]."""
-    if getattr(dic, "multi_site", False):
+    if dic.multi_site:
         return _multi_site_views(dic, model, k)
     out: dict[str, Any] = {"neighbours": nearest_features(dic.W_dec.detach().cpu())}
     if model is None or not getattr(model, "has_head", True):
@@ -152,7 +152,7 @@ def _multi_site_views(dic: Dictionary, model: Any | None, k: int) -> dict[str, A
         scale, centre = norm_scale(model.final_norm, W_U.shape[0])
         out["lens"] = logit_lens(w["residual_write"], W_U, k, scale=scale, centre=centre)
     W_E = model.hf.get_input_embeddings().weight.detach().float().cpu()
-    if dic.cfg.architecture == "clt" and w["encoders"].shape[0] == W_E.shape[1]:
+    if w["encoders"] is not None and w["encoders"].shape[0] == W_E.shape[1]:  # each latent reads one site
         out["inputs"] = input_tokens(w["encoders"], W_E, k)
     return out
 
@@ -177,7 +177,7 @@ def _analyze(cfg: Config) -> Path:
     dicts = [load_dictionary(p, device=device).eval() for p in paths]
     sites = [_site_of(d, cache, p) for d, p in zip(dicts, paths, strict=True)]
     if (
-        pair := next((i for i, s in enumerate(sites) if is_model_pair(s)), None)
+        pair := next((i for i, s in enumerate(sites) if Site.parse(s).is_pair), None)
     ) is not None:  # model diffing
         cache = with_model_b(cfg, cache, str(paths[pair]), sites[pair])
     model = _load_model(cache, cfg.model.name, device)

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from monosemantic.utils.progress import progress_bar
 
+from .clt_layers import CLTLayer
 from .moe import routes_meta
 from .position_blocks import PositionBlocks
 from .pruning import influence_from_rows
@@ -53,7 +54,7 @@ class Graph:
     adjacency: Tensor  # [N, N]
     target_weights: Tensor  # [N]: where the graph's influence comes from
     targets: list[Target]
-    dictionaries: list[dict]  # name, site_in, site_out, layer, slot, offset, transcoder
+    dictionaries: list[dict]  # name, hook_name, hook_name_out, layer, slot, offset, transcoder
     n_layers: int
     total_active_features: int
     logits: Tensor  # [vocab], the model's logits at the last position
@@ -108,7 +109,7 @@ class _Rows:
         T = setup.n_pos
         self.inj = {"embed": torch.zeros(batch, T, rm.lm.d_model, dtype=rm.dtype, device=rm.device)}
         for s in rm.spliced:
-            self.inj[s.site_out] = torch.zeros(
+            self.inj[s.hook_name_out] = torch.zeros(
                 batch, T, int(s.dic.cfg.d_out), dtype=rm.dtype, device=rm.device
             )
         for t in self.inj.values():
@@ -144,10 +145,10 @@ class _Rows:
         G = self.grads(specs)
         parts = []
         for j, writes in enumerate(self.writes):  # feature columns: gradient at each output . vector
-            grads = [G[rm.spliced[i].site_out][:n] for i, _ in writes]
+            grads = [G[rm.spliced[i].hook_name_out][:n] for i, _ in writes]
             parts.append(self.blocks[j].contract(grads, [v for _, v in writes]))
         for i, s in enumerate(rm.spliced):  # error columns
-            parts.append(torch.einsum("btd,td->bt", G[s.site_out][:n], st.errors[i]))
+            parts.append(torch.einsum("btd,td->bt", G[s.hook_name_out][:n], st.errors[i]))
         parts.append(torch.einsum("btd,td->bt", G["embed"][:n], st.embed))
         return torch.cat(parts, 1).detach()
 
@@ -355,14 +356,14 @@ def dictionary_info(rm: ReplacementModel) -> list[dict]:
     return [
         dict(
             name=s.name,
-            site_in=s.site_in,
-            site_out=s.site_out,
+            hook_name=s.hook_name,
+            hook_name_out=s.hook_name_out,
             layer=s.layer,
             slot=s.slot,
             offset=s.offset,
             transcoder=s.transcoder,
             d_sae=int(s.dic.cfg.d_sae),
-            cross_layer=len(s.sources) > 1 or s.dic.cfg.architecture == "clt",
+            cross_layer=len(s.sources) > 1 or isinstance(s.dic, CLTLayer),
         )
         for s in rm.spliced
     ]

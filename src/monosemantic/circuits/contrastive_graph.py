@@ -105,10 +105,10 @@ def contrastive_graph(
             for j, W in s.sources:  # latents of dictionary j writing to this output (a CLT: several)
                 sel = (d_i == j).nonzero().flatten()
                 if len(sel):
-                    g = G[s.site_out][:n][:, pos[sel]]  # [n, m, d]
+                    g = G[s.hook_name_out][:n][:, pos[sel]]  # [n, m, d]
                     cols[:, sel] += torch.einsum("bmd,md->bm", g, W[idx[sel]]) * delta[sel]
             off = n_feat + i * T
-            cols[:, off : off + T] = torch.einsum("btd,td->bt", G[s.site_out][:n], res.delta_error[i])
+            cols[:, off : off + T] = torch.einsum("btd,td->bt", G[s.hook_name_out][:n], res.delta_error[i])
         cols[:, N - 1 - T :] = torch.einsum("btd,td->bt", G["embed"][:n], res.delta_embed)
         scale = torch.stack(row_scale[b : b + n])[:, None]
         A[row_nodes[b : b + n], : N - 1] = (cols * scale).double().cpu()

@@ -103,7 +103,7 @@ def graph_to_json(
                 "feature_type": "cross layer transcoder" if info["transcoder"] else "sparse autoencoder",
                 "activation": float(graph.activations[j]),
                 "dictionary": info["name"],
-                "site": info["site_out"],
+                "site": info["hook_name_out"],
                 "feature_index": idx,
             }
             if any(t.kind == "feature" and t.feature == j for t in graph.targets):
@@ -122,7 +122,7 @@ def graph_to_json(
                 "ctx_idx": pos,
                 "feature_type": kind,
                 "dictionary": info["name"],
-                "site": info["site_out"],
+                "site": info["hook_name_out"],
                 "clerp": f"error of {info['name']} at {pos}",
             }
         elif j < sl["embeddings"].stop:
@@ -184,7 +184,7 @@ def graph_to_json(
             }
             for t in graph.targets
         ],
-        "dictionaries": dicts,  # each with the sites it reads and writes (site_in, site_out)
+        "dictionaries": dicts,  # each with the sites it reads and writes (hook_name, hook_name_out)
         "hook_names": HOOK_NAMES,  # those site names mean exactly what TransformerLens means
         "total_active_features": graph.total_active_features,
         "attributed_features": graph.n_features,

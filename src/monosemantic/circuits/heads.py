@@ -87,11 +87,11 @@ def writes_of(
         d, _, pos, idx = graph.features[node].tolist()
         a = setup.active[d]
         act = a.act[((a.pos == pos) & (a.idx == idx)).nonzero().flatten()[0]]
-        out = [(s.site_out, act * W[idx]) for s in rm.spliced for j, W in s.sources if j == d]
+        out = [(s.hook_name_out, act * W[idx]) for s in rm.spliced for j, W in s.sources if j == d]
         return pos, out
     if node < sl["errors"].stop:
         d, _, pos = graph.errors[node - sl["errors"].start].tolist()
-        return pos, [(rm.spliced[d].site_out, setup.errors[d][pos])]
+        return pos, [(rm.spliced[d].hook_name_out, setup.errors[d][pos])]
     if node < sl["embeddings"].stop:
         pos = node - sl["embeddings"].start
         return pos, [("embed", setup.embed[pos])]
@@ -101,7 +101,7 @@ def writes_of(
 def _injection_points(rm: ReplacementModel, batch: int, T: int) -> dict[str, Tensor]:
     inj = {"embed": torch.zeros(batch, T, rm.lm.d_model, dtype=rm.dtype, device=rm.device)}
     for s in rm.spliced:
-        inj[s.site_out] = torch.zeros(batch, T, int(s.dic.cfg.d_out), dtype=rm.dtype, device=rm.device)
+        inj[s.hook_name_out] = torch.zeros(batch, T, int(s.dic.cfg.d_out), dtype=rm.dtype, device=rm.device)
     return inj
 
 

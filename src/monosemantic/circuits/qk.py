@@ -132,7 +132,7 @@ def _components(rm: ReplacementModel, setup: Setup, pos: int, below: int) -> lis
     if lm.family.pos_embed is not None:
         out.append(Component("position", f"position {pos}"))
     for i, s in enumerate(rm.spliced):
-        if not _writes_before(s.site_out, below):
+        if not _writes_before(s.hook_name_out, below):
             continue
         a = setup.active[i]
         for k in (a.pos == pos).nonzero().flatten().tolist():
@@ -158,7 +158,7 @@ def _tangents(rm: ReplacementModel, setup: Setup, rows: _Rows, z_clean: list[Ten
     z = torch.zeros(R, lm.n_layers, T, lm.n_heads, lm.head_dim, dtype=rm.dtype, device=rm.device)
     inj = {"embed": torch.zeros(R, T, lm.d_model, dtype=rm.dtype, device=rm.device)}
     for s in rm.spliced:
-        inj[s.site_out] = torch.zeros(R, T, int(s.dic.cfg.d_out), dtype=rm.dtype, device=rm.device)
+        inj[s.hook_name_out] = torch.zeros(R, T, int(s.dic.cfg.d_out), dtype=rm.dtype, device=rm.device)
     tok = lm.base.get_submodule(lm.family.embed)(setup.input_ids)  # [T, d], as hook_embed reads it
     if lm.family.pos_embed is not None:
         pos_emb = lm.base.get_submodule(lm.family.pos_embed)(torch.arange(T, device=rm.device))
@@ -173,9 +173,9 @@ def _tangents(rm: ReplacementModel, setup: Setup, rows: _Rows, z_clean: list[Ten
                 for t in rm.spliced:  # a CLT latent writes to every later layer
                     for j, W in t.sources:
                         if j == c.dictionary:
-                            inj[t.site_out][r, p] += a.act[c.entry] * W[a.idx[c.entry]]
+                            inj[t.hook_name_out][r, p] += a.act[c.entry] * W[a.idx[c.entry]]
             elif c.kind == "error":
-                inj[rm.spliced[c.dictionary].site_out][r, p] = setup.errors[c.dictionary][p]
+                inj[rm.spliced[c.dictionary].hook_name_out][r, p] = setup.errors[c.dictionary][p]
             else:  # an earlier head's output: its clean mixed values at this position
                 z[r, c.layer, p, c.head] = z_clean[c.layer][0, p, c.head]
     return inj, [z[:, L] for L in range(lm.n_layers)]
@@ -233,7 +233,7 @@ def component_qk(
 
 def _reaching(rm: ReplacementModel, comps: list[Component], layer: int) -> list[int]:
     """Rows of the components written before `layer`'s attention."""
-    site = [None if c.dictionary is None else rm.spliced[c.dictionary].site_out for c in comps]
+    site = [None if c.dictionary is None else rm.spliced[c.dictionary].hook_name_out for c in comps]
     return [i for i, c in enumerate(comps) if c.reaches(layer, site[i])]
 
 

@@ -65,21 +65,23 @@ def load_sparsify(path: Path, device: torch.device) -> Dictionary:
     if expected and int(expected) != d_sae:
         raise DataError(f"{path}: cfg.json implies {expected} latents but encoder.weight has {d_sae}")
     transcode = bool(cfg.get("transcode", False)) or d_out != d_in
-    meta = DictionaryMeta(
-        architecture="topk",
-        d_in=d_in,
-        d_sae=d_sae,
-        d_out=d_out,
-        k=int(cfg.get("k", 32)),
-        skip="W_skip" in sd,
-        apply_b_dec_to_input=not transcode,
-        metadata={
-            "source": "sparsify",
-            "hook_name": path.name,
-            **{f"sparsify_{k}": v for k, v in cfg.items()},
-        },
+    meta = DictionaryMeta.from_dict(
+        {
+            "architecture": "topk",
+            "d_in": d_in,
+            "d_sae": d_sae,
+            "d_out": d_out,
+            "k": int(cfg.get("k", 32)),
+            "hook_name": path.name,  # sparsify names each checkpoint folder after its hook point
+            "skip": "W_skip" in sd,
+            "apply_b_dec_to_input": not transcode,
+        }
     )
-    meta.hook_name = path.name  # sparsify names each checkpoint folder after its hook point
+    meta.metadata = {
+        "source": "sparsify",
+        "hook_name": path.name,
+        **{f"sparsify_{k}": v for k, v in cfg.items()},
+    }
     weights = {
         "W_enc": sd["encoder.weight"].T.contiguous(),
         "b_enc": sd["encoder.bias"],
@@ -150,15 +152,17 @@ def load_dictionary_learning(path: Path, device: torch.device) -> Dictionary:
     weights = {k: v.contiguous() for k, v in weights.items()}
     d_sae, d_in = weights["W_dec"].shape[0], weights["W_enc"].shape[0]
     k = sd.get("k", trainer.get("k"))
-    meta = DictionaryMeta(
-        architecture=arch,
-        d_in=d_in,
-        d_sae=d_sae,
-        d_out=weights["W_dec"].shape[1],
-        k=int(k) if k is not None else None,
-        hook_name=md.get("hook_name"),
-        apply_b_dec_to_input=apply_b_dec,
-        l1_decoder_norm=False,
-        metadata=md,
+    meta = DictionaryMeta.from_dict(
+        {
+            "architecture": arch,
+            "d_in": d_in,
+            "d_sae": d_sae,
+            "d_out": weights["W_dec"].shape[1],
+            "k": int(k) if k is not None else None,
+            "hook_name": md.get("hook_name"),
+            "apply_b_dec_to_input": apply_b_dec,
+            "l1_decoder_norm": False,
+        }
     )
+    meta.metadata = md
     return build_from_weights(meta, weights, None, device, str(path))

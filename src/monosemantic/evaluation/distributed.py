@@ -17,7 +17,7 @@ from monosemantic.utils.errors import ConfigError
 
 from .concepts import ConceptMetrics
 from .metrics import ReconstructionMetrics
-from .spliced import SplicedEvaluator, _recovered
+from .spliced import SplicedEvaluator, recovered
 
 
 def _gather(obj: Any) -> list[Any]:
@@ -94,7 +94,7 @@ def merge_spliced(results: list[dict[str, float]], evaluator: SplicedEvaluator) 
                 out[key] = sum(r[key] * w for r, w, _ in rows) / n
         clean, ce = out["ce_loss_clean"], out["ce_loss_spliced"]
         out["ce_loss_increase"] = ce - clean
-        out["ce_loss_recovered"] = _recovered(out["ce_loss_zero_ablated"], ce, clean)
-        out["ce_loss_recovered_mean_ablation"] = _recovered(out["ce_loss_mean_ablated"], ce, clean)
+        out["ce_loss_recovered"] = recovered(out["ce_loss_zero_ablated"], ce, clean)
+        out["ce_loss_recovered_mean_ablation"] = recovered(out["ce_loss_mean_ablated"], ce, clean)
         merged.append(out)
     return merged

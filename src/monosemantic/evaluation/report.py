@@ -28,6 +28,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from monosemantic.config.site import Site, SiteError
 from monosemantic.utils.files import write_json_atomic, write_text_atomic
 
 from .plots import plot_density_histograms, plot_frontier
@@ -146,7 +147,10 @@ def print_table(results: Sequence[dict[str, Any]], console: Console) -> None:
 
 def _short_site(site: str) -> str:
     """'blocks.1.hook_resid_post' -> 'L1 resid_post', for a narrow table."""
-    parts = site.split(".")
-    if len(parts) == 3 and parts[0] == "blocks":
-        return f"L{parts[1]} {parts[2].removeprefix('hook_')}"
-    return site
+    try:
+        parsed = Site.parse(site)
+    except SiteError:
+        return site
+    if not parsed.block or parsed.is_group or parsed.is_pair:
+        return site
+    return f"{'B ' if parsed.model == 'b' else ''}L{parsed.layer} {parsed.hook.removeprefix('hook_')}"

@@ -23,9 +23,9 @@ from torch import Tensor
 from monosemantic.activations.cache import ActivationCache
 from monosemantic.activations.paired import model_a_cache, with_model_b
 from monosemantic.config import Config
+from monosemantic.config.site import Site, concrete_sites, site_groups
 from monosemantic.corpus.concepts import CONCEPTS
 from monosemantic.dictionaries.base import Dictionary
-from monosemantic.dictionaries.layer_sites import expand, is_layer_glob, is_model_pair
 from monosemantic.lm.model import SubjectModel
 from monosemantic.utils import distributed as D
 from monosemantic.utils.errors import ConfigError, DataError
@@ -43,7 +43,7 @@ from .distributed import (
     merge_spliced,
 )
 from .metrics import ReconstructionMetrics
-from .replace_all import PerLayerMetrics, clt_spliced_metrics, is_clt, is_multi_site
+from .replace_all import PerLayerMetrics, clt_spliced_metrics
 from .report import print_table, write_outputs
 from .spliced import SplicedEvaluator, SpliceSpec
 
@@ -57,8 +57,8 @@ class _Entry:
     name: str
     path: Path
     dic: Dictionary
-    in_site: str
-    out_site: str
+    hook_name: str
+    hook_name_out: str
     metrics: ReconstructionMetrics
     concepts: ConceptMetrics | None = None
     per_layer: PerLayerMetrics | None = None  # cross-layer transcoders
@@ -84,19 +84,20 @@ def _load_dictionaries(root: Path, device: torch.device) -> list[tuple[str, Path
 
 def _sites(name: str, dic: Dictionary, cache: ActivationCache) -> tuple[str, str]:
     """(input site, output site) of a dictionary; an SAE without a recorded site uses the cache's only one."""
-    in_site = dic.cfg.hook_name
-    if in_site is None:
+    hook_name = dic.cfg.hook_name
+    if hook_name is None:
         fits = [s for s, w in cache.sites.items() if w == dic.d_in]
         if dic.is_transcoder or len(fits) != 1:
             raise ConfigError(
                 f"dictionary {name} records no hook_name; add metadata.hook_name to its cfg.json"
             )
-        in_site = fits[0]
+        hook_name = fits[0]
         console.print(
-            f"[yellow]{name}: no hook_name recorded; evaluating it at {in_site}, the cache's only site of width {dic.d_in}"
+            f"[yellow]{name}: no hook_name recorded; evaluating it at {hook_name}, the cache's only site of width {dic.d_in}"
         )
-    out_site = dic.cfg.hook_name_out or in_site
-    return in_site, out_site
+        dic.cfg.hook_name = hook_name  # where it is read and spliced from now on
+    hook_name_out = dic.cfg.hook_name_out or hook_name
+    return hook_name, hook_name_out
 
 
 def _check_width(name: str, site: str, width: int, expected: int) -> None:
@@ -184,9 +185,9 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
                 f"({training.get('steps', '?')} steps); resume `monosemantic train` to finish it",
                 highlight=False,
             )
-        in_site, out_site = _sites(name, dic, cache)
-        entry = _Entry(name, path, dic, in_site, out_site, ReconstructionMetrics(dic.d_sae, dic.d_out))
-        if is_multi_site(dic):
+        hook_name, hook_name_out = _sites(name, dic, cache)
+        entry = _Entry(name, path, dic, hook_name, hook_name_out, ReconstructionMetrics(dic.d_sae, dic.d_out))
+        if dic.multi_site:
             if D.world_size() > 1:
                 raise ConfigError(
                     f"{name} spans several layers: its per-layer and all-MLPs-replaced metrics are not "
@@ -197,18 +198,18 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
             entry.concepts = ConceptMetrics(dic.d_sae, len(cache.concepts), top_n=ecfg.purity_top_n)
         entries.append(entry)
 
-    if pair := next((e for e in entries if is_model_pair(e.in_site)), None):  # model diffing
+    if pair := next((e for e in entries if Site.parse(e.hook_name).is_pair), None):  # model diffing
         if ecfg.benchmarks:
             raise ConfigError(
                 f"{pair.name} is a model-diffing crosscoder: evaluate it without evaluate.benchmarks"
             )
-        cache = with_model_b(cfg, cache, pair.name, pair.in_site)
+        cache = with_model_b(cfg, cache, pair.name, pair.hook_name)
     # spliced CE/KL: for SAEs, transcoders and CLTs (a crosscoder is acausal); loads the model
-    splices = any(e.per_layer is None or is_clt(e.dic) for e in entries)
+    splices = any(e.dic.causal for e in entries)
     spliced_on = ecfg.spliced and splices and _causal(model)
-    keys = list(dict.fromkeys(s for e in entries for s in (e.in_site, e.out_site)))
-    groups = {k: expand(k) for k in keys if is_layer_glob(k)}  # a CLT reads its sites concatenated
-    sites = list(dict.fromkeys(c for k in keys for c in groups.get(k, [k])))
+    # a multi-site dictionary reads its sites concatenated: every concrete site is read once
+    keys = list(dict.fromkeys(s for e in entries for s in (e.hook_name, e.hook_name_out)))
+    groups, sites = site_groups(keys), concrete_sites(keys)
     live = [s for s in sites if s not in cache.sites]
     if live:
         model.get().check_sites(live)
@@ -245,10 +246,10 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
             site_n += int(keep.sum())
             acts |= {k: torch.cat([acts[c] for c in group], -1) for k, group in groups.items()}
             for e in entries:
-                x = acts[e.in_site].to(device)
-                y = acts[e.out_site].to(device)
-                _check_width(e.name, e.in_site, x.shape[-1], e.dic.d_in)
-                _check_width(e.name, e.out_site, y.shape[-1], e.dic.d_out)
+                x = acts[e.hook_name].to(device)
+                y = acts[e.hook_name_out].to(device)
+                _check_width(e.name, e.hook_name, x.shape[-1], e.dic.d_in)
+                _check_width(e.name, e.hook_name_out, y.shape[-1], e.dic.d_out)
                 with torch.no_grad():
                     xd = x.to(e.dic.dtype)
                     f = e.dic.encode(xd)
@@ -278,17 +279,14 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
     if spliced_on:
         single = [i for i, e in enumerate(entries) if e.per_layer is None]
         if single:
-            specs = [
-                SpliceSpec(e.dic, e.in_site, e.out_site, means[e.out_site])
-                for e in map(entries.__getitem__, single)
-            ]
+            specs = [SpliceSpec(e.dic, means[e.hook_name_out]) for e in map(entries.__getitem__, single)]
             checks = local_error_checks(ecfg.error_check_batches, lo, hi)
             evaluator = SplicedEvaluator(model.get(), token_batches, keeps, checks)
             merged = merge_spliced(evaluator.evaluate_many(specs), evaluator)
             for i, r in zip(single, merged, strict=True):
                 spliced[i] = r
         for i, e in enumerate(entries):  # a crosscoder is acausal: it has no spliced model
-            if is_clt(e.dic):
+            if e.dic.multi_site and e.dic.causal:
                 spliced[i] = clt_spliced_metrics(
                     e.dic, model.get(), token_batches, keeps, ecfg.compare_transcoders
                 )
@@ -300,14 +298,14 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
             "name": e.name,
             "path": str(e.path),
             "architecture": e.dic.cfg.architecture,
-            "hook_name": e.in_site,
-            "hook_name_out": e.out_site,
+            "hook_name": e.hook_name,
+            "hook_name_out": e.hook_name_out,
             "is_transcoder": e.dic.is_transcoder,
-            "k": e.dic.cfg.k,
+            "k": e.dic.k,
             "cache": str(cache.path),
-            **({"cache_b": str(cache.b.path)} if is_model_pair(e.in_site) else {}),
+            **({"cache_b": str(cache.b.path)} if Site.parse(e.hook_name).is_pair else {}),
             "n_sequences": done,
-            "live_sites": [s for s in live if s in (e.in_site, e.out_site)],
+            "live_sites": [s for s in live if s in (e.hook_name, e.hook_name_out)],
         }
         r.update(e.metrics.compute())
         _check_finite_metrics(e.name, r)
@@ -330,7 +328,7 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
         from .benchmarks.runner import run_benchmarks
 
         seed = ecfg.seed if ecfg.seed is not None else cfg.seed
-        dics = [(e.name, e.dic, e.in_site, e.out_site) for e in entries]
+        dics = [(e.name, e.dic, e.hook_name, e.hook_name_out) for e in entries]
         run_benchmarks(
             ecfg.benchmarks, dics, results, bench_store, model.get, ecfg, seed, cache.concepts, cfg.explain
         )

@@ -1,14 +1,15 @@
 """Spliced-model metrics: how much next-token loss survives replacing a site by its reconstruction.
 
-For a dictionary reading `in_site` and writing `out_site` (the same site for an SAE; `mlp.hook_in`
--> `hook_mlp_out` for a transcoder, which then replaces the MLP), each token batch is run:
+For a dictionary reading `hook_name` and writing `hook_name_out` (the same site for an SAE;
+`mlp.hook_in` -> `hook_mlp_out` for a transcoder, which then replaces the MLP), each token batch is
+run (the splice is `dictionaries/splice.py`'s):
 - clean;
-- **spliced**: the activation at `out_site` replaced by the reconstruction (for a transcoder,
+- **spliced**: the activation at `hook_name_out` replaced by the reconstruction (for a transcoder,
   `transcoder(mlp_in)` of the same forward pass);
 - **spliced + error**: the reconstruction plus the error term (x - x_hat) added back, which must
   give the clean logits exactly (computed in float64, so exact in float32: a wiring check; run
   on every batch, or on the first `error_check_batches`, in which case its CE/KL cover those);
-- **zero-ablated** and **mean-ablated**: `out_site` set to 0 or to its mean over the evaluated
+- **zero-ablated** and **mean-ablated**: `hook_name_out` set to 0 or to its mean over the evaluated
   tokens (baselines, computed once per site and shared across a sweep).
 Only non-special positions are replaced (BOS/EOS/PAD keep their clean activation when the
 cache's policy excludes them, since the dictionary never saw them); the ablations replace the
@@ -24,7 +25,7 @@ ablation): 1 means the splice costs nothing, 0 means it is as bad as deleting th
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -32,10 +33,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from monosemantic.dictionaries.base import Dictionary
+from monosemantic.dictionaries.splice import Edit, splice_edits, where_kept
 from monosemantic.lm.model import SubjectModel
 from monosemantic.utils.progress import progress_bar
 
-Edit = Callable[[Tensor], Tensor]
+__all__ = ["Edit", "SplicedEvaluator", "SpliceSpec", "next_token_ce", "next_token_kl", "recovered"]
 
 
 def next_token_ce(logits: Tensor, tokens: Tensor) -> Tensor:
@@ -51,68 +53,17 @@ def next_token_kl(clean_logits: Tensor, logits: Tensor) -> Tensor:
     return (p.exp() * (p - q)).sum()
 
 
-def _where(keep: Tensor, new: Tensor, act: Tensor) -> Tensor:
-    return torch.where(keep[..., None].to(act.device), new.to(act.dtype), act)
-
-
-def reconstruct(dic: Dictionary, x: Tensor, record: dict[str, Tensor] | None = None) -> Tensor:
-    """The dictionary's output for activations x [..., d_in], in the dictionary's dtype; `record`,
-    if given, receives the `input`, its `codes` and the `output` (for `SpliceModel.run_with_cache`)."""
-    x = x.to(dic.dtype)
-    f = dic.encode(x)
-    y = dic.decode(f, x)
-    if record is not None:
-        record.update(input=x, codes=f, output=y)
-    return y
-
-
-def splice_edits(
-    dic: Dictionary,
-    in_site: str,
-    out_site: str,
-    keep: Tensor,
-    with_error: bool = False,
-    record: dict[str, Tensor] | None = None,
-) -> dict[str, Edit]:
-    """`SubjectModel.run` edits that put the dictionary's output at `out_site` (positions in `keep`);
-    `record` receives the dictionary's input, codes and output (see `reconstruct`)."""
-    if in_site == out_site:
-
-        def sae(act: Tensor) -> Tensor:
-            x_hat = reconstruct(dic, act, record)
-            if with_error:  # x_hat + (x - x_hat) in float64 == x exactly
-                x64 = x_hat.double()
-                x_hat = x64 + (act.double() - x64)
-            return _where(keep, x_hat, act)
-
-        return {in_site: sae}
-
-    recorded: dict[str, Tensor] = {}
-
-    def remember(act: Tensor) -> Tensor:
-        recorded["x"] = act
-        return act
-
-    def transcoder(out: Tensor) -> Tensor:
-        if "x" not in recorded:
-            raise RuntimeError(f"{in_site} was not computed before {out_site}; cannot splice the transcoder")
-        y_hat = reconstruct(dic, recorded["x"], record)
-        if with_error:
-            y64 = y_hat.double()
-            y_hat = y64 + (out.double() - y64)
-        return _where(keep, y_hat, out)
-
-    return {in_site: remember, out_site: transcoder}
-
-
 @dataclass
 class SpliceSpec:
-    """One dictionary to splice: it reads `in_site`, writes `out_site`; `mean` is out_site's mean."""
+    """One dictionary to splice (it reads and writes the sites its cfg names); `mean` is the mean
+    activation at the site it writes, `hook_name_out` (for the mean ablation)."""
 
     dic: Dictionary
-    in_site: str
-    out_site: str
     mean: Tensor
+
+    @property
+    def hook_name_out(self) -> str:
+        return str(self.dic.cfg.site_out)
 
 
 class SplicedEvaluator:
@@ -149,13 +100,13 @@ class SplicedEvaluator:
             )
         return logits
 
-    def evaluate(self, dic: Dictionary, in_site: str, out_site: str, mean: Tensor) -> dict[str, float]:
+    def evaluate(self, dic: Dictionary, mean: Tensor) -> dict[str, float]:
         """All spliced metrics of one dictionary (see the module docstring)."""
-        return self.evaluate_many([SpliceSpec(dic, in_site, out_site, mean)])[0]
+        return self.evaluate_many([SpliceSpec(dic, mean)])[0]
 
     def evaluate_many(self, specs: Sequence[SpliceSpec]) -> list[dict[str, float]]:
         """All spliced metrics of each dictionary in `specs`, in order."""
-        sites = {s.out_site: s.mean for s in specs}
+        sites = {s.hook_name_out: s.mean for s in specs}
         base = {site: {"clean": 0.0, "zero": 0.0, "mean": 0.0} for site in sites}
         sums = [{"ce": 0.0, "ce_err": 0.0, "kl": 0.0, "kl_err": 0.0, "diff": 0.0} for _ in specs]
         with torch.no_grad(), progress_bar(transient=True) as bar:
@@ -165,14 +116,14 @@ class SplicedEvaluator:
                 clean = self._run(tokens)
                 ce_clean = next_token_ce(clean, tokens).item()
                 for site, mean in sites.items():
-                    zero = {site: lambda a, k=keep: _where(k, torch.zeros_like(a), a)}
-                    ablate = {site: lambda a, k=keep, m=mean: _where(k, m.to(a.device).expand_as(a), a)}
+                    zero = {site: lambda a, k=keep: where_kept(k, torch.zeros_like(a), a)}
+                    ablate = {site: lambda a, k=keep, m=mean: where_kept(k, m.to(a.device).expand_as(a), a)}
                     base[site]["clean"] += ce_clean
                     base[site]["zero"] += next_token_ce(self._run(tokens, zero), tokens).item()
                     base[site]["mean"] += next_token_ce(self._run(tokens, ablate), tokens).item()
                 for spec, acc in zip(specs, sums, strict=True):
                     for suffix, with_error in (("", False), ("_err", True))[: 2 if i < self.n_check else 1]:
-                        edits = splice_edits(spec.dic, spec.in_site, spec.out_site, keep, with_error)
+                        edits = splice_edits(spec.dic, keep, add_error=with_error)
                         logits = self._run(tokens, edits)
                         acc["ce" + suffix] += next_token_ce(logits, tokens).item()
                         acc["kl" + suffix] += next_token_kl(clean, logits).item()
@@ -184,7 +135,7 @@ class SplicedEvaluator:
         n = self.n_predictions
         results = []
         for spec, acc in zip(specs, sums, strict=True):
-            b = {k: v / n for k, v in base[spec.out_site].items()}
+            b = {k: v / n for k, v in base[spec.hook_name_out].items()}
             ce = acc["ce"] / n
             results.append(
                 {
@@ -193,8 +144,8 @@ class SplicedEvaluator:
                     "ce_loss_mean_ablated": b["mean"],
                     "ce_loss_spliced": ce,
                     "ce_loss_increase": ce - b["clean"],
-                    "ce_loss_recovered": _recovered(b["zero"], ce, b["clean"]),
-                    "ce_loss_recovered_mean_ablation": _recovered(b["mean"], ce, b["clean"]),
+                    "ce_loss_recovered": recovered(b["zero"], ce, b["clean"]),
+                    "ce_loss_recovered_mean_ablation": recovered(b["mean"], ce, b["clean"]),
                     "kl_spliced": acc["kl"] / n,
                     "ce_loss_spliced_with_error": acc["ce_err"] / max(self.n_check_predictions, 1),
                     "kl_spliced_with_error": acc["kl_err"] / max(self.n_check_predictions, 1),
@@ -206,6 +157,7 @@ class SplicedEvaluator:
         return results
 
 
-def _recovered(ablated: float, spliced: float, clean: float) -> float:
+def recovered(ablated: float, spliced: float, clean: float) -> float:
+    """(ablated - spliced) / (ablated - clean): 1 when splicing costs nothing, 0 when as bad as ablating."""
     gap = ablated - clean
     return (ablated - spliced) / gap if gap != 0 else math.nan

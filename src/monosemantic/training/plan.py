@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from monosemantic.config import Config
+from monosemantic.dictionaries.base import dictionary_class
 from monosemantic.lm.families import family_of
 from monosemantic.lm.family_sites import site_width
 from monosemantic.lm.known_models import KNOWN, known_config
@@ -201,7 +202,7 @@ def plan(cfg: Config, world_size: int | None = None, circuit_tokens: int | None 
         d_sae = d.d_sae or (d.expansion or 16) * d_in
         sizes.append((d_in + d_out) * d_sae + d_sae + d_out)
         widest = max(widest, d_sae)
-        if d.architecture in ("topk", "batchtopk", "matryoshka"):
+        if dictionary_class(d.architecture).sparse_training(d):
             flops += 2 * d_in * d_sae + 6 * (d.k or 32) * (d_in + d_out)
         else:
             flops += 6 * d_sae * (d_in + d_out)

@@ -13,8 +13,8 @@ import torch
 
 from monosemantic.config import Config
 from monosemantic.config.dictionary import DictionaryConfig
+from monosemantic.config.site import Site
 from monosemantic.dictionaries import Dictionary, build_dictionary
-from monosemantic.dictionaries.layer_sites import expand, is_layer_glob, stream_key
 from monosemantic.utils.errors import ConfigError
 
 from .dead import DeadLatentTracker
@@ -29,8 +29,8 @@ class Slot:
     cfg: DictionaryConfig
     name: str
     folder: Path
-    site: str
-    site_out: str
+    hook_name: str  # the stream key it reads (a site group for a multi-site dictionary)
+    hook_name_out: str
     dic: Dictionary
     optimizer: torch.optim.Optimizer
     tracker: DeadLatentTracker
@@ -70,14 +70,17 @@ def resolve_sites(cfg: Config, available: list[str] | None = None) -> list[tuple
     default = cfg.sites.names[0] if cfg.sites.names else "activations"
     pairs = []
     for d in cfg.all_dictionaries():
-        site = d.site or default
-        site_out = d.site_out or site
-        if is_layer_glob(site):
-            if available is None and d.layers is None:
-                available = available_sites(cfg)
-            layers = [int(s.split(".")[1]) for s in expand(site, d.layers, available or [])]
-            site, site_out = stream_key(site, layers), stream_key(site_out, layers)
-        pairs.append((site, site_out))
+        site = Site.parse(d.site or default)
+        site_out = Site.parse(d.site_out) if d.site_out is not None else site
+        if site.is_glob:
+            if d.layers is not None:
+                site = site.with_layers(d.layers)
+            else:
+                available = available if available is not None else available_sites(cfg)
+                site = site.expand(available)
+        if site_out.is_glob:  # the layers of the site it reads
+            site_out = site_out.with_layers(site.layer_list())
+        pairs.append((str(site), str(site_out)))
     return pairs
 
 
@@ -100,10 +103,15 @@ def build_slots(
         d_in, d_out = widths[site], widths[site_out]
         update = {"site": site} | ({"site_out": site_out} if dict_cfg.site_out is not None else {})
         dic = build_dictionary(dict_cfg.model_copy(update=update), d_in, d_out).to(device)
+        if cfg.train.dead_latents == "resample" and not dic.can_resample:
+            raise ConfigError(
+                f"train.dead_latents='resample' re-points single-site latents; a {dict_cfg.architecture} "
+                "cannot resample: use dead_latents='auxk' or 'none'"
+            )
         dics.append(dic)
         coefficients.append(dic.penalty_coefficient() if dic.penalty is not None else None)
     names = [
-        dictionary_name(d, dict_cfgs, dic.cfg.d_sae, c)
+        dictionary_name(d, dict_cfgs, dic.cfg.d_sae, c, dic.penalty)
         for d, dic, c in zip(dict_cfgs, dics, coefficients, strict=True)
     ]
     names = unique_names(names)
@@ -124,8 +132,8 @@ def build_slots(
                 cfg=dict_cfg,
                 name=names[i],
                 folder=folder,
-                site=sites[i][0],
-                site_out=sites[i][1],
+                hook_name=sites[i][0],
+                hook_name_out=sites[i][1],
                 dic=dics[i],
                 optimizer=make_optimizer(dics[i], cfg.train.lr, tuple(cfg.train.adam_betas)),
                 tracker=DeadLatentTracker(dics[i].cfg.d_sae, cfg.train.dead_after_tokens, device),

@@ -65,18 +65,18 @@ def vocabulary_words(tokenizer: Any) -> tuple[list[int], list[str]]:
 
 @torch.inference_mode()
 def _word_activations(inp: BenchmarkInputs) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-    key = f"absorption:{inp.in_site}:{inp.out_site}"
+    key = f"absorption:{inp.hook_name}:{inp.hook_name_out}"
     if key not in inp.shared:
         model = inp.model()
         ids, words = vocabulary_words(model.tokenizer)
         bos, _ = bos_eos_ids(model.tokenizer)
         tokens = torch.tensor([[bos, i] for i in ids], dtype=torch.long)
-        sites = list(dict.fromkeys([inp.in_site, inp.out_site]))
+        sites = list(dict.fromkeys([inp.hook_name, inp.hook_name_out]))
         xs, ys = [], []
         for b in range(0, len(tokens), 512):
             run = model.run(tokens[b : b + 512], capture=sites, stop_at_layer=model.stop_layer(sites))
-            xs.append(run.activations[inp.in_site][:, 1].float().cpu())
-            ys.append(run.activations[inp.out_site][:, 1].float().cpu())
+            xs.append(run.activations[inp.hook_name][:, 1].float().cpu())
+            ys.append(run.activations[inp.hook_name_out][:, 1].float().cpu())
         inp.shared[key] = (words, torch.cat(xs), torch.cat(ys))
     return inp.shared[key]
 

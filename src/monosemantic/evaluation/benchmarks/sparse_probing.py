@@ -112,7 +112,7 @@ def _concept_tasks(inp: BenchmarkInputs) -> dict[str, dict[str, Any]]:
     where[index] = np.arange(len(index))
     f = inp.encode(x[torch.from_numpy(index)]).numpy()
     xs = x[torch.from_numpy(index)].numpy()
-    dense_cache = inp.shared.setdefault(f"dense:{inp.in_site}", {})
+    dense_cache = inp.shared.setdefault(f"dense:{inp.hook_name}", {})
     out = {}
     for c in tasks:
         tr, y_tr, te, y_te = rows[c]
@@ -138,9 +138,9 @@ def _dataset_tasks(inp: BenchmarkInputs) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for spec in inp.cfg.probe_datasets:
         texts, labels, name = load_labelled_texts(spec)
-        key = f"tokens:{inp.in_site}:{name}"
+        key = f"tokens:{inp.hook_name}:{name}"
         if key not in inp.shared:
-            inp.shared[key] = per_text_activations(inp.model(), texts, inp.in_site)
+            inp.shared[key] = per_text_activations(inp.model(), texts, inp.hook_name)
         acts = inp.shared[key]
         x = np.stack([a.mean(0).numpy() for a in acts])
         # latents of each token, then averaged over the text (SAEBench pools the same way)
