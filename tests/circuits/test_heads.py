@@ -33,7 +33,7 @@ def test_head_terms_with_an_sae_between_layers(gpt2):
 
 
 def _readout(rm, graph, node, resid, inputs):
-    spec, pos = target_of(rm, graph, node)
+    spec, pos = target_of(rm, graph, node, rm.setup(graph.input_ids))
     if spec[0] == "feature":
         return inputs[spec[1]][:, spec[2]] @ spec[3]
     return resid[:, -1] @ spec[1]
@@ -126,4 +126,4 @@ def test_writes_of_every_source_kind(gpt2):
     with pytest.raises(ValueError, match="target"):
         writes_of(rm, graph, setup, sl["logits"].start)
     with pytest.raises(ValueError, match="never a target"):
-        target_of(rm, graph, sl["errors"].start)
+        target_of(rm, graph, sl["errors"].start, setup)

@@ -31,10 +31,11 @@ def intervention_matrix(rm, graph):
     W_U = rm.lm.W_U
     values = []  # [n_targets_rows, B]
     rows = []
-    for j in range(graph.n_features):  # feature targets: encoder direction . input
+    for j in range(graph.n_features):  # feature targets: encoder direction . input (Lorsa: all positions)
         d, _, p, idx = graph.features[j].tolist()
-        enc = rm.spliced[d].encoder_dirs(torch.tensor([idx]))[0]
-        values.append(inputs[d][:, p] @ enc)
+        _, _, where, vec = rm.feature_spec(setup, d, p, idx)
+        x = inputs[d][:, where]
+        values.append(x @ vec if vec.dim() == 1 else (x * vec).sum((-2, -1)))
         rows.append(j)
     for k, t in enumerate([t for t in graph.targets if t.kind != "feature"]):
         vec = W_U[:, t.token_id] - (W_U[:, t.contrast_id] if t.kind == "logit_diff" else W_U.mean(-1))

@@ -169,7 +169,8 @@ def seed_rows(
 ) -> tuple[list[Tensor], list[Tensor]]:
     """(outputs, their gradient seeds) whose backward pass gives row b the gradient of specs[b]:
     ("logit", vector) on the final residual `resid` at the last position, ("feature", dictionary,
-    pos, encoder direction) on that dictionary's input, ("site", name, pos, vector) on `read[name]`."""
+    pos, encoder direction) on that dictionary's input (pos a slice and the direction [T, d_in] for a
+    Lorsa head, which reads every position), ("site", name, pos, vector) on `read[name]`."""
     seeds: dict[int, tuple[Tensor, Tensor]] = {}  # id(output) -> (output, seed)
 
     def seed(out: Tensor, b: int, p: int, vec: Tensor) -> None:
@@ -228,9 +229,7 @@ def attribute(
     feat_depth = torch.tensor([s.layer for s in rm.spliced], dtype=torch.long)[feat_dict]
 
     def feature_spec(j: int) -> tuple:
-        i = int(feat_dict[j])
-        s = rm.spliced[i]
-        return ("feature", i, int(feat_pos[j]), s.encoder_dirs(feat_idx[j : j + 1].to(rm.device))[0])
+        return rm.feature_spec(setup, int(feat_dict[j]), int(feat_pos[j]), int(feat_idx[j]))
 
     rows = _Rows(rm, setup, batch_size, [t.site for t in targets if t.kind == "direction"])
     logit_targets = [t for t in targets if t.kind != "feature"]
@@ -362,6 +361,7 @@ def dictionary_info(rm: ReplacementModel) -> list[dict]:
             slot=s.slot,
             offset=s.offset,
             transcoder=s.transcoder,
+            attention=s.attention,
             d_sae=int(s.dic.cfg.d_sae),
             cross_layer=len(s.sources) > 1 or isinstance(s.dic, CLTLayer),
         )

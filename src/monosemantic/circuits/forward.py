@@ -412,6 +412,11 @@ class FunctionalLM(nn.Module):
         for L, blk in enumerate(self.blocks):
             ln2 = blk.get_submodule(fam.ln2) if fam.ln2 is not None else None
             h = hooks.site(f"blocks.{L}.hook_resid_pre", h)
+            if fam.ln1 is not None and hooks.wants(f"blocks.{L}.ln1.hook_normalized"):  # read-only: x_hat
+                ln1 = blk.get_submodule(fam.ln1)
+                hooks.site(
+                    f"blocks.{L}.ln1.hook_normalized", self._norm_hat(f"ln1.{L}", ln1, h, mode, freeze)
+                )
             z, out_proj = self._attention(L, self.attn_in(L, h, mode, freeze), mode, freeze)
             z = hooks.site(f"blocks.{L}.attn.hook_z", z)  # head loadings cut and read attention here
             a = out_proj(z.flatten(2))  # (B, T, H * hd) -> (B, T, d)

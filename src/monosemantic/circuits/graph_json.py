@@ -100,7 +100,7 @@ def graph_to_json(
                 "feature": feature_key(layer, feat),
                 "layer": str(layer),
                 "ctx_idx": pos,
-                "feature_type": "cross layer transcoder" if info["transcoder"] else "sparse autoencoder",
+                "feature_type": _feature_type(info),
                 "activation": float(graph.activations[j]),
                 "dictionary": info["name"],
                 "site": info["hook_name_out"],
@@ -113,7 +113,7 @@ def graph_to_json(
         elif j < sl["errors"].stop:
             d, layer, pos = graph.errors[j - sl["errors"].start].tolist()
             info = dicts[d]
-            kind = "mlp reconstruction error" if info["transcoder"] else "sae reconstruction error"
+            kind = _error_type(info)
             node = {
                 **base,
                 "node_id": f"{layer}_{-1 - info['slot']}_{pos}",
@@ -192,3 +192,16 @@ def graph_to_json(
     }
     qparams = {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "", "sg_pos": ""}
     return {"metadata": metadata, "qParams": qparams, "nodes": keep, "links": links}
+
+
+def _feature_type(info: dict) -> str:
+    """circuit-tracer's feature_type strings; a Lorsa head (attention replaced) is "lorsa"."""
+    if info.get("attention"):
+        return "lorsa"
+    return "cross layer transcoder" if info["transcoder"] else "sparse autoencoder"
+
+
+def _error_type(info: dict) -> str:
+    if info.get("attention"):
+        return "attention reconstruction error"
+    return "mlp reconstruction error" if info["transcoder"] else "sae reconstruction error"

@@ -63,14 +63,13 @@ def node_position(graph: Graph, node: int) -> int:
     return t.pos if t.kind == "direction" else graph.n_pos - 1
 
 
-def target_of(rm: ReplacementModel, graph: Graph, node: int) -> tuple[tuple, int]:
+def target_of(rm: ReplacementModel, graph: Graph, node: int, setup: Setup) -> tuple[tuple, int]:
     """(row spec for `seed_rows`, position) of a target node: a feature (its pre-activation) or a
     logit / logit difference / direction node."""
     sl = graph.slices()
     if node < sl["features"].stop:
         d, _, pos, idx = graph.features[node].tolist()
-        enc = rm.spliced[d].encoder_dirs(torch.tensor([idx], device=rm.device))[0]
-        return ("feature", d, pos, enc), pos
+        return rm.feature_spec(setup, d, pos, idx), pos
     if not sl["logits"].start <= node < sl["logits"].stop:
         raise ValueError(f"node {node} is an error or embedding node, which is never a target")
     t = [t for t in graph.targets if t.kind != "feature"][node - sl["logits"].start]
@@ -183,7 +182,7 @@ def head_loadings(
     # 1. per target: w_t at its position [L, H, hd] and the cut model's gradient at each injection point
     w_t, g_t, p_t = [], {}, []
     for c in range(0, len(tgt_nodes), batch_size):
-        specs_pos = [target_of(rm, graph, int(n)) for n in tgt_nodes[c : c + batch_size]]
+        specs_pos = [target_of(rm, graph, int(n), setup) for n in tgt_nodes[c : c + batch_size]]
         g_z, g_inj = cut_gradients(rm, setup, [s for s, _ in specs_pos])
         pos = torch.tensor([p for _, p in specs_pos], device=rm.device)
         rows = torch.arange(len(pos), device=rm.device)

@@ -32,11 +32,14 @@ if TYPE_CHECKING:
     from monosemantic.lm.model import SubjectModel
 
 # Hooks a dictionary can read or write in a circuit, in forward order within a block.
-_ORDER = {"hook_resid_pre": 0, "hook_attn_out": 1, "hook_resid_mid": 2, "hook_mlp_in": 3,
-          "ln2.hook_normalized": 4, "mlp.hook_in": 5, "hook_mlp_out": 6, "hook_resid_post": 7}  # fmt: skip
+_ORDER = {"hook_resid_pre": 0, "ln1.hook_normalized": 1, "hook_attn_out": 2, "hook_resid_mid": 3,
+          "hook_mlp_in": 4, "ln2.hook_normalized": 5, "mlp.hook_in": 6, "hook_mlp_out": 7,
+          "hook_resid_post": 8}  # fmt: skip
 # A transcoder replaces the MLP, reading the residual entering it, the norm's x_hat or its output.
 _TRANSCODER_IN = ("hook_resid_mid", "hook_mlp_in", "ln2.hook_normalized", "mlp.hook_in")
-_READ_ONLY = ("ln2.hook_normalized",)  # computed off the main path: transcoders may read it, SAEs not
+_READ_ONLY = ("ln1.hook_normalized", "ln2.hook_normalized")  # off the main path: read, never replaced
+# Lorsa (a dictionary of attention heads) replaces attention, reading the residual entering it or ln1's x_hat.
+_ATTENTION_IN = ("hook_resid_pre", "ln1.hook_normalized")
 
 
 def _parse(site: str | None) -> tuple[int, str]:
@@ -67,6 +70,7 @@ class Spliced:
     hook_name_out: str
     layer: int
     transcoder: bool
+    attention: bool = False  # a Lorsa replacing the layer's attention output (its patterns held)
     slot: int = 0  # index among the dictionaries of the same layer (keeps node ids unique)
     offset: int = 0  # feature-index offset of this dictionary in its layer's node ids
     source: int = 0  # index of the dictionary it comes from (a CLT gives one Spliced per layer)
@@ -77,6 +81,15 @@ class Spliced:
     def encoder_dirs(self, idx: Tensor) -> Tensor:
         """[n, d_in]: the linear part of each latent's pre-activation (the architecture decides)."""
         return self.dic.encoder_dirs(idx)
+
+    def readout(self, idx: int, pos: int, pattern: Tensor | None) -> tuple[int | slice, Tensor]:
+        """Where latent `idx` at `pos` reads its input, and with what: (pos, encoder direction [d_in]),
+        or for a Lorsa head (every position, pattern[pos, s] x its value direction [T, d_in]): its
+        pre-activation, linear in the input once the head's pattern is held at the prompt's."""
+        d = self.encoder_dirs(torch.tensor([idx], device=self.dic.W_dec.device))[0]
+        if not self.attention:
+            return pos, d
+        return slice(None), pattern[idx // self.dic.group_size, pos][:, None] * d[None]
 
 
 @dataclass
@@ -100,6 +113,8 @@ class Setup:
     active: list[Active]
     errors: list[Tensor]  # per dictionary [T, d_out]
     recon: list[Tensor]  # per dictionary [T, d_out] (clean reconstruction, bias and skip included)
+    # per Lorsa (spliced index) its QK heads' patterns on the prompt [G, T, T], held like the model's
+    patterns: dict[int, Tensor] = field(default_factory=dict)
 
     @property
     def n_pos(self) -> int:
@@ -193,6 +208,13 @@ class ReplacementModel:
                 f"{name}: {cfg.hook_name} does not exist in {self.lm.family.name} (no norm before its MLP); "
                 "read blocks.L.hook_mlp_in"
             )
+        if kind == "ln1.hook_normalized" and self.lm.family.ln1 is None:
+            raise MonosemanticError(
+                f"{name}: {cfg.hook_name} does not exist in {self.lm.family.name} (no norm before attention); "
+                "read blocks.L.hook_resid_pre"
+            )
+        if getattr(dic, "sequence_level", False):
+            return self._splice_attention(name, dic, layer, kind, source)
         if not cfg.is_transcoder:
             if kind in _READ_ONLY:
                 raise MonosemanticError(
@@ -212,6 +234,17 @@ class ReplacementModel:
                 f"{cfg.hook_name_out}"
             )
         return Spliced(name, dic, cfg.hook_name, cfg.hook_name_out, layer, True, source=source)
+
+    def _splice_attention(self, name: str, dic: Dictionary, layer: int, kind: str, source: int) -> Spliced:
+        """A Lorsa: it replaces the layer's attention output (the model's own attention is cut off)."""
+        cfg = dic.cfg
+        out_layer, out_kind = _parse(cfg.hook_name_out)
+        if kind not in _ATTENTION_IN or out_kind != "hook_attn_out" or out_layer != layer:
+            raise MonosemanticError(
+                f"{name}: a Lorsa must map blocks.L.ln1.hook_normalized (or hook_resid_pre) to "
+                f"blocks.L.hook_attn_out of the same layer, not {cfg.hook_name} -> {cfg.hook_name_out}"
+            )
+        return Spliced(name, dic, cfg.hook_name, cfg.hook_name_out, layer, False, True, source=source)
 
     # ---- tokens ----------------------------------------------------------------------------------
     def tokenize(self, prompt: str | Tensor | Sequence[int]) -> Tensor:
@@ -262,7 +295,14 @@ class ReplacementModel:
             errors.append(cap.acts[s.hook_name_out][0] - recon)
             recons.append(recon)
         embed = cap.acts["blocks.0.hook_resid_pre"][0]
-        return Setup(ids, logits, freeze, embed, inputs, active, errors, recons)
+        patterns = {i: s.dic.patterns(inputs[i]) for i, s in enumerate(self.spliced) if s.attention}
+        return Setup(ids, logits, freeze, embed, inputs, active, errors, recons, patterns)
+
+    def feature_spec(self, setup: Setup, i: int, pos: int, idx: int) -> tuple:
+        """The row spec (`attribution.seed_rows`) of latent `idx` of dictionary i at `pos`: its
+        pre-activation read from the dictionary's input, linear in the frozen model."""
+        where, vec = self.spliced[i].readout(idx, pos, setup.patterns.get(i))
+        return ("feature", i, where, vec)
 
     def encode(self, i: int, x_in: Tensor) -> Tensor:
         """Latents of dictionary i on inputs [..., T, d_in], with position 0 zeroed if `zero_bos`."""
@@ -302,8 +342,9 @@ class ReplacementModel:
             part = rows.new_zeros(*lead, n_pos, W.shape[1]).index_add(len(lead), a.pos, rows)
             out = part if out is None else out + part
         out = out + dic.b_dec
-        if dic.W_skip is not None:
-            out = out + x_in @ dic.W_skip
+        skip = _skip(dic)
+        if skip is not None:
+            out = out + x_in @ skip
         return out
 
     # ---- passes ----------------------------------------------------------------------------------
@@ -355,6 +396,11 @@ class ReplacementModel:
         return self.lm(ids, hooks=hooks)
 
 
+def _skip(dic: Dictionary | CLTLayer) -> Tensor | None:
+    """A skip transcoder's W_skip [d_in, d_out]; None for kinds without one (Lorsa has no such field)."""
+    return getattr(dic, "W_skip", None)
+
+
 class _FrozenHooks(NoHooks):
     def __init__(
         self, rm: ReplacementModel, setup: Setup, values, errors, inject, embed, observe=None
@@ -377,7 +423,7 @@ class _FrozenHooks(NoHooks):
     def _out(self, i: int) -> Tensor:
         s, st = self.rm.spliced[i], self.setup
         x_in = self.inputs[s.hook_name]
-        if self.values is None and s.dic.W_skip is None:
+        if self.values is None and _skip(s.dic) is None:
             out = st.recon[i]  # the clean reconstruction: it carries no gradient, so reuse it
         else:
             vals = [a.act for a in st.active] if self.values is None else self.values

@@ -25,6 +25,8 @@
     "sparse autoencoder": ["SAE feature", "#b79be0"],
     "mlp reconstruction error": ["transcoder error", "#bbbbbb"],
     "sae reconstruction error": ["SAE error", "#bbbbbb"],
+    "lorsa": ["Lorsa head", "#e39ac0"],
+    "attention reconstruction error": ["Lorsa error", "#bbbbbb"],
     "embedding": ["token embedding", "#99dd99"],
     "logit": ["output logit", "#f0b060"],
   };
