@@ -78,3 +78,44 @@ def test_lorsa_sites_are_checked(gpt2):
     bad.cfg.hook_name_out = "blocks.0.hook_mlp_out"
     with pytest.raises(MonosemanticError, match="a Lorsa must map"):
         ReplacementModel(gpt2, [bad])
+
+
+def test_circuit_reports_the_mlp_only_scores_beside(tiny_paths, tmp_path):
+    """`circuit` on transcoders + Lorsas saved under train.out: a graph with Lorsa nodes, and the
+    replacement / completeness scores of the graph with the model's own attention beside its own."""
+    import json
+
+    from monosemantic.circuits.run import circuit
+    from monosemantic.config import Config
+    from monosemantic.dictionaries.io import save_dictionary
+    from monosemantic.lm.model import load_model
+    from monosemantic.utils.errors import ConfigError
+
+    m = load_model(str(tiny_paths["gpt2"]))
+    for i, d in enumerate(make_dicts(m.d_model, 2, seed=4)):
+        save_dictionary(d.float(), tmp_path / "train" / f"transcoder-L{i}")
+    for i, d in enumerate(lorsas(m.d_model, 2, rotary=False)):
+        save_dictionary(d.float(), tmp_path / "train" / f"lorsa-L{i}")
+
+    def cfg(**extra):
+        return Config.model_validate(
+            {
+                "device": "cpu",
+                "model": {"name": str(tiny_paths["gpt2"])},
+                "train": {"out": str(tmp_path / "train")},
+                "analyze": {"out": str(tmp_path / "no-store"), "cache": str(tmp_path / "no-cache")},
+                "circuit": {"out": str(tmp_path / "c"), "prompt": PROMPT, "batch_size": 16, **extra},
+            }
+        )
+
+    out = circuit(cfg())
+    g = json.loads((out / "graph.json").read_text())
+    scores = json.loads((out / "scores.json").read_text())
+    assert any(n["feature_type"] == "lorsa" for n in g["nodes"])
+    assert scores["attention_replaced"] == [0, 1]
+    mlp = scores["mlp_only"]
+    for key in ("replacement_score", "completeness_score", "pruned_replacement_score"):
+        assert 0.0 <= scores[key] <= 1.0 and 0.0 <= mlp[key] <= 1.0
+    assert mlp["active_features"] < scores["active_features"]  # the Lorsa heads are extra nodes
+    with pytest.raises(ConfigError, match="Lorsa"):
+        circuit(cfg(heads=True, out=str(tmp_path / "c2")))

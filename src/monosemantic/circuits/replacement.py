@@ -159,6 +159,7 @@ class ReplacementModel:
                 "no dictionaries to splice in; train transcoders first or set circuit.dictionaries"
             )
         names = list(names) if names is not None else [f"dict{i}" for i in range(len(dictionaries))]
+        self.dictionaries, self.names = list(dictionaries), names
         items = []
         for k, (n, d) in enumerate(zip(names, dictionaries, strict=False)):
             views = layer_views(d)
@@ -245,6 +246,16 @@ class ReplacementModel:
                 f"blocks.L.hook_attn_out of the same layer, not {cfg.hook_name} -> {cfg.hook_name_out}"
             )
         return Spliced(name, dic, cfg.hook_name, cfg.hook_name_out, layer, False, True, source=source)
+
+    def mlp_only(self) -> ReplacementModel | None:
+        """The same model with its Lorsas left out (attention the model's own, patterns frozen), to
+        compare a complete replacement model's graph with; None when nothing replaces attention."""
+        keep = [k for k, d in enumerate(self.dictionaries) if not getattr(d, "sequence_level", False)]
+        if len(keep) == len(self.dictionaries) or not keep:
+            return None
+        return ReplacementModel(
+            self.subject, [self.dictionaries[k] for k in keep], [self.names[k] for k in keep], self.zero_bos
+        )
 
     # ---- tokens ----------------------------------------------------------------------------------
     def tokenize(self, prompt: str | Tensor | Sequence[int]) -> Tensor:

@@ -124,9 +124,10 @@ def _means(cfg: Config, rm: ReplacementModel):
     return means
 
 
-def _attribution(
-    cfg: Config, rm: ReplacementModel, direction: Direction | None = None
-) -> tuple[Graph, PruneResult, dict, dict]:
+def _attributed(
+    cfg: Config, rm: ReplacementModel, direction: Direction | None
+) -> tuple[Graph, PruneResult, dict, float]:
+    """The pruned attribution graph of circuit.prompt on `rm`, its graph scores and its seconds."""
     c = cfg.circuit
     t0 = time.perf_counter()
     graph: Graph = attribute(
@@ -146,18 +147,32 @@ def _attribution(
     pruned = prune(graph, c.node_threshold, c.edge_threshold)
     replacement, completeness = graph_scores(graph)
     p_repl, p_compl = graph_scores(graph, pruned.node_mask)
-    abl = ablation_faithfulness(rm, graph, pruned.node_mask, _means(cfg, rm))
     scores = {
-        "method": "attribution",
         "replacement_score": replacement,
         "completeness_score": completeness,
         "pruned_replacement_score": p_repl,
         "pruned_completeness_score": p_compl,
-        **abl,
-        "ablation_requested": c.ablation,
         "active_features": graph.total_active_features,
+    }
+    return graph, pruned, scores, seconds
+
+
+def _attribution(
+    cfg: Config, rm: ReplacementModel, direction: Direction | None = None
+) -> tuple[Graph, PruneResult, dict, dict]:
+    graph, pruned, graph_sc, seconds = _attributed(cfg, rm, direction)
+    abl = ablation_faithfulness(rm, graph, pruned.node_mask, _means(cfg, rm))
+    scores = {
+        "method": "attribution",
+        **graph_sc,
+        **abl,
+        "ablation_requested": cfg.circuit.ablation,
         "attribution_seconds": round(seconds, 3),
     }
+    mlp_only = rm.mlp_only()
+    if mlp_only is not None:  # a complete replacement model: the MLP-only graph's scores beside it
+        scores["attention_replaced"] = sorted(s.layer for s in rm.spliced if s.attention)
+        scores["mlp_only"] = _attributed(cfg, mlp_only, direction)[2]
     return graph, pruned, scores, {}
 
 
@@ -264,6 +279,11 @@ def trace(
     `store_ids` are the dictionaries' feature-store ids, recorded so the server can recompute QK terms."""
     c = cfg.circuit
     direction = check_options(cfg, direction)
+    if c.heads and any(s.attention for s in rm.spliced):
+        raise ConfigError(
+            "circuit.heads splits edges by the model's own attention heads, which a Lorsa replaces; in a "
+            "complete replacement model the attention nodes are the Lorsa heads themselves (drop circuit.heads)"
+        )
     graph, pruned, scores, values = (
         _attribution(cfg, rm, direction) if c.method == "attribution" else METHODS[c.method](cfg, rm)
     )
@@ -336,6 +356,9 @@ def circuit(cfg: Config) -> Path:
         if c.method == "attribution"
         else f"{c.method}: m {scores.get('metric_full', float('nan')):.3f}  "
     )
+    if "mlp_only" in scores:
+        m = scores["mlp_only"]
+        head += f"(MLP-only: replacement {m['replacement_score']:.3f}  completeness {m['completeness_score']:.3f})  "
     faith = scores["ablation_faithfulness"]
     console.print(
         f"{head}ablation faithfulness {'n/a' if faith is None else f'{faith:.3f}'} ({scores['ablation']})  "
