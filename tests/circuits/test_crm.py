@@ -119,3 +119,29 @@ def test_circuit_reports_the_mlp_only_scores_beside(tiny_paths, tmp_path):
     assert mlp["active_features"] < scores["active_features"]  # the Lorsa heads are extra nodes
     with pytest.raises(ConfigError, match="Lorsa"):
         circuit(cfg(heads=True, out=str(tmp_path / "c2")))
+
+
+def test_every_layer_replaced_ce_matches_the_replacement_model(gpt2):
+    """evaluate's every-layer replacement (`SubjectModel.run` with splice edits) gives the logits of
+    the circuit replacement model run freely with every error term dropped (two implementations)."""
+    from monosemantic.evaluation.replace_all import all_mlps_replaced, complete_replacement
+
+    dics = [d.float() for d in make_dicts(gpt2.d_model, 2, k=3) + lorsas(gpt2.d_model, 2, rotary=False)]
+    gpt2.hf.float()
+    crm = complete_replacement(dics, 2)
+    assert crm is not None and [str(s) for s in crm.out_sites] == [
+        "blocks.0.hook_attn_out", "blocks.0.hook_mlp_out", "blocks.1.hook_attn_out", "blocks.1.hook_mlp_out",
+    ]  # fmt: skip
+    assert complete_replacement(dics[:3], 2) is None  # layer 1's transcoder missing
+    ids = gpt2.tokenizer(PROMPT, return_tensors="pt").input_ids
+    keep = torch.ones_like(ids, dtype=torch.bool)
+    with torch.no_grad():
+        spliced = gpt2.run(ids, edits=crm.edits(keep)).logits
+        rm = ReplacementModel(gpt2, dics)
+        free = rm.free(ids, edit_error=lambda i, e: torch.zeros_like(e))
+    torch.testing.assert_close(spliced, free, atol=1e-4, rtol=1e-4)
+    clean = gpt2.run(ids).logits
+    assert float((spliced - clean).abs().max()) > 1e-2  # random dictionaries: far from the model
+    res = all_mlps_replaced(gpt2, [ids], [keep], crm)
+    assert res["layers_replaced"] == [0, 1] and len(res["sites_replaced"]) == 4
+    assert res["ce_loss_replaced"] > res["ce_loss_clean"]

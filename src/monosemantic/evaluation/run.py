@@ -43,7 +43,7 @@ from .distributed import (
     merge_spliced,
 )
 from .metrics import ReconstructionMetrics
-from .replace_all import PerLayerMetrics, clt_spliced_metrics
+from .replace_all import PerLayerMetrics, all_mlps_replaced, clt_spliced_metrics, complete_replacement
 from .report import print_table, write_outputs
 from .spliced import SplicedEvaluator, SpliceSpec
 
@@ -290,6 +290,12 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
                 spliced[i] = clt_spliced_metrics(
                     e.dic, model.get(), token_batches, keeps, ecfg.compare_transcoders
                 )
+        crm = complete_replacement([e.dic for e in entries], model.get().n_layers)
+        if crm is not None:  # transcoders + Lorsas on every layer: all of them replaced at once
+            every = all_mlps_replaced(model.get(), token_batches, keeps, crm)
+            for i, e in enumerate(entries):
+                if any(e.dic is d for d in crm.dics):
+                    spliced[i] = spliced[i] | {"all_layers_replaced": every}
 
     results: list[dict[str, Any]] = []
     concept_reports: dict[str, dict[str, Any]] = {}
