@@ -86,7 +86,7 @@ class Spliced:
         """Where latent `idx` at `pos` reads its input, and with what: (pos, encoder direction [d_in]),
         or for a Lorsa head (every position, pattern[pos, s] x its value direction [T, d_in]): its
         pre-activation, linear in the input once the head's pattern is held at the prompt's."""
-        d = self.encoder_dirs(torch.tensor([idx], device=self.dic.W_dec.device))[0]
+        d = self.encoder_dirs(torch.tensor([idx], device=self.dic.b_dec.device))[0]
         if not self.attention:
             return pos, d
         return slice(None), pattern[idx // self.dic.group_size, pos][:, None] * d[None]
