@@ -32,6 +32,7 @@ MODULES = [
     "bench_circuit_tracer",
     "bench_attention_circuits",
     "bench_toy_recovery",
+    "bench_conformance",
 ]
 
 

@@ -348,7 +348,7 @@ def test_the_site_builds_strict(tmp_path):
 
 
 def test_the_reference_ignores_architectures_registered_at_run_time():
-    import toy_architecture  # noqa: F401  (registers "toy_gain", with an Options model, in this process)
+    import toy_architecture  # noqa: F401  (registers "toy_gain", with its own config class, in this process)
 
     from monosemantic.dictionaries.registry import architectures
 

@@ -167,6 +167,12 @@ def test_dictionary_learning_layouts(tmp_path):
 
     btk = load_dictionary(_dl_folder(tmp_path, "btk", topk_state, "BatchTopKSAE"))
     torch.testing.assert_close(btk.encode(x), post * (post > 0.2))
+    # without config.json, `k` + `threshold` fit both classes: refused, never guessed
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    torch.save(topk_state, bare / "ae.pt")
+    with pytest.raises(DataError, match="AutoEncoderTopK and BatchTopKSAE both store"):
+        load_dictionary(bare)
 
     W_enc, W_dec, thr = (
         torch.randn(d, n, generator=gen),

@@ -10,13 +10,12 @@ from monosemantic.config import DictionaryConfig
 from monosemantic.dictionaries import build_dictionary
 from monosemantic.dictionaries.splice import compose, splice_edits
 from monosemantic.lm.model import load_model
-from monosemantic.lm.tiny import save_tiny_model
 from monosemantic.utils.errors import MonosemanticError
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return load_model(str(save_tiny_model("gpt2", tmp_path_factory.mktemp("gpt2"), seed=0)), device="cpu")
+def model(tiny_gpt2):
+    return load_model(str(tiny_gpt2), device="cpu")
 
 
 def _dic(d: int, **spec):

@@ -153,7 +153,14 @@ def test_evaluate_many_equals_one_at_a_time(setup):
     together = SplicedEvaluator(model, batches, keeps).evaluate_many(specs)
     for spec, joint in zip(specs, together, strict=True):
         alone = SplicedEvaluator(model, batches, keeps).evaluate(spec.dic, spec.mean)
+        per_joint, per_alone = joint.pop("per_sequence"), alone.pop("per_sequence")
+        assert joint.pop("ce_convention") == alone.pop("ce_convention") == "monosemantic"
         assert joint == pytest.approx(alone, rel=1e-12)
+        for key, rows in per_joint.items():  # per-sequence sums: one per sequence, summing to the means
+            assert rows.shape == (3,) and torch.allclose(rows, per_alone[key], rtol=1e-12)
+        assert float(per_joint["spliced"].sum()) / float(per_joint["n"].sum()) == pytest.approx(
+            joint["ce_loss_spliced"], rel=1e-12
+        )
     assert together[0]["ce_loss_spliced"] != together[1]["ce_loss_spliced"]
 
 

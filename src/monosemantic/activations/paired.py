@@ -19,6 +19,7 @@ from monosemantic.config import Config
 from monosemantic.config.site import MODEL_B, Site
 from monosemantic.utils.errors import ConfigError, DataError
 
+from . import split
 from .cache import ActivationCache
 from .sources import CacheSource, Source
 
@@ -43,6 +44,12 @@ def check_same_tokens(ca: ActivationCache, cb: ActivationCache) -> None:
         raise DataError(
             f"caches {ca.path} and {cb.path} are not the same token windows (context {ca.context_size} "
             f"vs {cb.context_size}, shard sizes {sizes_a[:4]} vs {sizes_b[:4]}); {fix}"
+        )
+    ha, hb = split.held_out(ca.manifest), split.held_out(cb.manifest)
+    if (ha is None) != (hb is None) or (ha is not None and not torch.equal(ha, hb)):
+        raise DataError(
+            f"caches {ca.path} and {cb.path} hold out different sequences for evaluation; harvest both "
+            "with the same harvest.eval_fraction and harvest.eval_seed"
         )
     for i in range(ca.num_shards):
         ta = ca.load_shard(i, [], verify=False)["tokens"]

@@ -40,6 +40,57 @@ def _clean(tok: str) -> str:
     return tok.replace("\n", "⏎")
 
 
+def _feature_node(graph: Graph, j: int, describe: Callable[[int, int], dict] | None) -> dict:
+    """Latent node j: id and `feature` from its layer and its index among the layer's latents."""
+    d, layer, pos, idx = graph.features[j].tolist()
+    info = graph.dictionaries[d]
+    feat = info["offset"] + idx
+    node = {
+        "node_id": feature_node_id(layer, feat, pos),
+        "feature": feature_key(layer, feat),
+        "layer": str(layer),
+        "ctx_idx": pos,
+        "feature_type": _feature_type(info),
+        "activation": float(graph.activations[j]),
+        "dictionary": info["name"],
+        "site": info["hook_name_out"],
+        "feature_index": idx,
+    }
+    if any(t.kind == "feature" and t.feature == j for t in graph.targets):
+        node["is_target_logit"] = True
+    if describe is not None:
+        node.update(describe(d, idx))
+    return node
+
+
+def _error_node(graph: Graph, e: int) -> dict:
+    """Error node e: a dictionary's reconstruction error at a position (feature -1 - its slot)."""
+    d, layer, pos = graph.errors[e].tolist()
+    info = graph.dictionaries[d]
+    return {
+        "node_id": f"{layer}_{-1 - info['slot']}_{pos}",
+        "feature": -1 - info["slot"],
+        "layer": str(layer),
+        "ctx_idx": pos,
+        "feature_type": _error_type(info),
+        "dictionary": info["name"],
+        "site": info["hook_name_out"],
+        "clerp": f"error of {info['name']} at {pos}",
+    }
+
+
+def _embedding_node(graph: Graph, pos: int) -> dict:
+    tid = int(graph.input_ids[pos])
+    return {
+        "node_id": f"E_{tid}_{pos}",
+        "feature": pos,
+        "layer": "E",
+        "ctx_idx": pos,
+        "feature_type": "embedding",
+        "clerp": f'Embedding "{_clean(graph.tokens[pos])}"',
+    }
+
+
 def _target_node(graph: Graph, t: Target, k: int) -> dict:
     """A logit, logit-difference or direction target, drawn in the logit row (`feature_type` "logit"
     so circuit-tracer's viewer draws it). A direction's id uses feature -1: no token has that id."""
@@ -63,6 +114,50 @@ def _target_node(graph: Graph, t: Target, k: int) -> dict:
     }
 
 
+def _node(graph: Graph, j: int, describe: Callable[[int, int], dict] | None) -> dict:
+    """Node j of the graph's order [features, errors, embeddings, logit targets]."""
+    sl = graph.slices()
+    if j < sl["features"].stop:
+        return _feature_node(graph, j, describe)
+    if j < sl["errors"].stop:
+        return _error_node(graph, j - sl["errors"].start)
+    if j < sl["embeddings"].stop:
+        return _embedding_node(graph, j - sl["embeddings"].start)
+    k = j - sl["logits"].start
+    return _target_node(graph, [t for t in graph.targets if t.kind != "feature"][k], k)
+
+
+def _metadata(graph: Graph, slug: str, scan: str, node_threshold: float | None) -> dict:
+    return {
+        "slug": slug,
+        "scan": scan,
+        "transcoder_list": [d["name"] for d in graph.dictionaries],
+        "prompt_tokens": [_clean(t) for t in graph.tokens],
+        "prompt": graph.prompt,
+        "node_threshold": node_threshold,
+        "schema_version": 1,
+        "n_layers": graph.n_layers,
+        "targets": [
+            {
+                "kind": t.kind,
+                "label": t.label,
+                "token_id": t.token_id,
+                "contrast_id": t.contrast_id,
+                "prob": t.prob,
+                "weight": t.weight,
+                **({"site": t.site, "pos": t.pos} if t.kind == "direction" else {}),
+            }
+            for t in graph.targets
+        ],
+        # each with the sites it reads and writes (hook_name, hook_name_out)
+        "dictionaries": graph.dictionaries,
+        "hook_names": HOOK_NAMES,  # those site names mean exactly what TransformerLens means
+        "total_active_features": graph.total_active_features,
+        "attributed_features": graph.n_features,
+        **graph.meta,
+    }
+
+
 def graph_to_json(
     graph: Graph,
     pruned: PruneResult,
@@ -76,13 +171,10 @@ def graph_to_json(
     """The pruned graph as a JSON-able dict. `describe(dictionary, latent)` supplies clerp/examples;
     `node_values` adds per-node fields (name -> [N] tensor, e.g. contrastive node effects);
     `link_values` per-link fields keyed by (target, source) node (e.g. head loadings)."""
-    sl = graph.slices()
-    mask, infl = pruned.node_mask, pruned.cumulative
     nodes: dict[int, dict] = {}
-    dicts = graph.dictionaries
-    for j in mask.nonzero().flatten().tolist():
+    for j in pruned.node_mask.nonzero().flatten().tolist():
         base = {
-            "influence": float(infl[j]),
+            "influence": float(pruned.cumulative[j]),
             "run_idx": 0,
             "reverse_ctx_idx": 0,
             "clerp": "",
@@ -90,57 +182,7 @@ def graph_to_json(
             "is_target_logit": False,
             "activation": None,
         }
-        if j < sl["features"].stop:
-            d, layer, pos, idx = graph.features[j].tolist()
-            info = dicts[d]
-            feat = info["offset"] + idx
-            node = {
-                **base,
-                "node_id": feature_node_id(layer, feat, pos),
-                "feature": feature_key(layer, feat),
-                "layer": str(layer),
-                "ctx_idx": pos,
-                "feature_type": _feature_type(info),
-                "activation": float(graph.activations[j]),
-                "dictionary": info["name"],
-                "site": info["hook_name_out"],
-                "feature_index": idx,
-            }
-            if any(t.kind == "feature" and t.feature == j for t in graph.targets):
-                node["is_target_logit"] = True
-            if describe is not None:
-                node.update(describe(d, idx))
-        elif j < sl["errors"].stop:
-            d, layer, pos = graph.errors[j - sl["errors"].start].tolist()
-            info = dicts[d]
-            kind = _error_type(info)
-            node = {
-                **base,
-                "node_id": f"{layer}_{-1 - info['slot']}_{pos}",
-                "feature": -1 - info["slot"],
-                "layer": str(layer),
-                "ctx_idx": pos,
-                "feature_type": kind,
-                "dictionary": info["name"],
-                "site": info["hook_name_out"],
-                "clerp": f"error of {info['name']} at {pos}",
-            }
-        elif j < sl["embeddings"].stop:
-            pos = j - sl["embeddings"].start
-            tid = int(graph.input_ids[pos])
-            node = {
-                **base,
-                "node_id": f"E_{tid}_{pos}",
-                "feature": pos,
-                "layer": "E",
-                "ctx_idx": pos,
-                "feature_type": "embedding",
-                "clerp": f'Embedding "{_clean(graph.tokens[pos])}"',
-            }
-        else:
-            k = j - sl["logits"].start
-            t = [t for t in graph.targets if t.kind != "feature"][k]
-            node = {**base, **_target_node(graph, t, k)}
+        node = {**base, **_node(graph, j, describe)}
         for key, vals in (node_values or {}).items():
             node[key] = float(vals[j])
         node["jsNodeId"] = node["node_id"]
@@ -163,33 +205,7 @@ def graph_to_json(
         for n in nodes.values()
         if n["node_id"] in used or n["feature_type"] in ("embedding", "logit") or n["is_target_logit"]
     ]
-    metadata = {
-        "slug": slug,
-        "scan": scan,
-        "transcoder_list": [d["name"] for d in dicts],
-        "prompt_tokens": [_clean(t) for t in graph.tokens],
-        "prompt": graph.prompt,
-        "node_threshold": node_threshold,
-        "schema_version": 1,
-        "n_layers": graph.n_layers,
-        "targets": [
-            {
-                "kind": t.kind,
-                "label": t.label,
-                "token_id": t.token_id,
-                "contrast_id": t.contrast_id,
-                "prob": t.prob,
-                "weight": t.weight,
-                **({"site": t.site, "pos": t.pos} if t.kind == "direction" else {}),
-            }
-            for t in graph.targets
-        ],
-        "dictionaries": dicts,  # each with the sites it reads and writes (hook_name, hook_name_out)
-        "hook_names": HOOK_NAMES,  # those site names mean exactly what TransformerLens means
-        "total_active_features": graph.total_active_features,
-        "attributed_features": graph.n_features,
-        **graph.meta,
-    }
+    metadata = _metadata(graph, slug, scan, node_threshold)
     qparams = {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "", "sg_pos": ""}
     return {"metadata": metadata, "qParams": qparams, "nodes": keep, "links": links}
 

@@ -17,6 +17,7 @@ functions live here too, shared by the JumpReLU SAE, CLTs and crosscoders.
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import TYPE_CHECKING, ClassVar
 
@@ -148,7 +149,7 @@ def _at(t: Tensor, i: int | None) -> Tensor:
 
 
 # ---- the rules ----------------------------------------------------------------------------------
-class Activation:
+class Activation(abc.ABC):
     """An activation rule (see the module docstring). Subclasses set the class attributes."""
 
     name: ClassVar[str] = ""
@@ -159,6 +160,9 @@ class Activation:
     selects: ClassVar[bool] = False
     # The initial decoder norm where the config leaves it unset: small for free rows.
     decoder_init_norm: ClassVar[float] = 0.1
+    # At inference each latent is a function of its own pre-activation (a threshold or none), so a
+    # format without a per-token selection (circuit-tracer's CLTs) can run it; TopK is not.
+    elementwise: ClassVar[bool] = True
 
     def __init__(self, settings: Section) -> None:
         self.settings = settings
@@ -173,9 +177,11 @@ class Activation:
 
     def add_state(self, module: nn.Module, shape: tuple[int, ...]) -> None:
         """Register this rule's per-latent tensors on `module` (shape [n] or [L, n])."""
+        return None  # ReLU and TopK keep none
 
+    @abc.abstractmethod
     def __call__(self, z: Tensor, module: nn.Module, i: int | None = None) -> Tensor:
-        raise NotImplementedError
+        """The inference rule on pre-activations `z` (layer i's state of a CLT when i is given)."""
 
     def train(self, z: Tensor, module: nn.Module) -> tuple[Tensor, Tensor | None]:
         """Latents for the loss of a dense rule, and its L0 term (None where the penalty is not L0)."""
@@ -184,6 +190,7 @@ class Activation:
     @torch.no_grad()
     def fold(self, module: nn.Module, norms: Tensor) -> None:
         """Decoder rows are divided by `norms` and encoder columns multiplied: keep the same outputs."""
+        return None  # nothing to rescale without a threshold
 
     def saved(self, module: nn.Module) -> dict[str, Tensor]:
         return {}
@@ -240,6 +247,7 @@ class TopK(Activation):
     Settings = TopKSettings
     selects = True
     decoder_init_norm = 1.0
+    elementwise = False
 
     @property
     def k(self) -> int:
@@ -267,6 +275,7 @@ class BatchTopK(TopK):
     mean of the smallest selected activation as threshold (Bussmann et al. 2024)."""
 
     name = "batchtopk"
+    elementwise = True  # a JumpReLU with its learned threshold at inference
 
     def add_state(self, module: nn.Module, shape: tuple[int, ...]) -> None:
         module.register_buffer("threshold", torch.zeros(shape))

@@ -163,9 +163,15 @@ class Dictionary(nn.Module, abc.ABC):
         return float(getattr(self.settings, self.penalty.field))
 
     @classmethod
+    def inference_form(cls) -> str:
+        """The SAELens name of the rule that runs it at inference ("standard" for ReLU; BatchTopK and
+        Matryoshka run as "jumprelu" with their learned thresholds)."""
+        return cls.saelens_name or cls.architecture
+
+    @classmethod
     def saelens_architecture(cls, meta: DictionaryMeta) -> str:
         """The SAELens 6 architecture name that runs this dictionary at inference."""
-        inference = cls.saelens_name or cls.architecture
+        inference = cls.inference_form()
         if not (meta.is_transcoder or meta.skip):
             return inference
         if inference in ("standard", "jumprelu"):

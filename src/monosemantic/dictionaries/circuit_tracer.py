@@ -233,8 +233,8 @@ def write_circuit_tracer(dics: list[Dictionary] | Dictionary, out: str | Path) -
     files = []
     for layer, dic in zip(layers, dics, strict=True):
         w = {k: v.detach().float().cpu().contiguous() for k, v in dic.weights_for_saving().items()}
-        arch = dic.cfg.architecture
-        if arch == "relu":
+        form = type(dic).inference_form()
+        if form == "standard":
             t = {
                 "W_enc": w["W_enc"].T.contiguous(),
                 "W_dec": w["W_dec"],
@@ -246,7 +246,7 @@ def write_circuit_tracer(dics: list[Dictionary] | Dictionary, out: str | Path) -
             with atomic_path(out / f"layer_{layer}.safetensors") as tmp:
                 save_file(t, str(tmp))
             files.append((layer, f"layer_{layer}.safetensors"))
-        elif arch in ("jumprelu", "batchtopk") and "W_skip" not in w:
+        elif form == "jumprelu" and "W_skip" not in w:
             (out / f"layer_{layer}").mkdir(exist_ok=True)
             arrays = {k: w[k].numpy() for k in ("W_enc", "W_dec", "b_enc", "b_dec", "threshold")}
             with atomic_path(out / f"layer_{layer}" / "params.npz") as tmp, open(tmp, "wb") as f:
@@ -254,8 +254,9 @@ def write_circuit_tracer(dics: list[Dictionary] | Dictionary, out: str | Path) -
             files.append((layer, f"layer_{layer}/params.npz"))
         else:
             raise MonosemanticError(
-                f"circuit-tracer reads ReLU or JumpReLU transcoders; {arch}{' with skip' if 'W_skip' in w else ''} "
-                "has no equivalent there (train relu, jumprelu or batchtopk transcoders to export)"
+                f"circuit-tracer reads ReLU or JumpReLU transcoders; {dic.cfg.architecture}"
+                f"{' with skip' if 'W_skip' in w else ''} has no equivalent there (train relu, jumprelu, "
+                "batchtopk or matryoshka transcoders to export)"
             )
     (hook_in, hook_out), model = hooks.pop(), dics[0].cfg.metadata.get("model_name")
     _write_config(out, "transcoder_set", hook_in, hook_out, [f for _, f in sorted(files)], model)
@@ -263,11 +264,10 @@ def write_circuit_tracer(dics: list[Dictionary] | Dictionary, out: str | Path) -
 
 
 def _write_clt(clt: CrossLayerTranscoder, out: Path) -> Path:
-    rule = clt.settings.activation
-    if rule == "topk" or clt.layers != list(range(clt.n_layers)):
+    if not clt.activation.elementwise or clt.layers != list(range(clt.n_layers)):
         raise MonosemanticError(
             "circuit-tracer CLTs are ReLU or JumpReLU over layers 0..L-1; this one is "
-            f"{rule} over {clt.layers} (train relu, jumprelu or batchtopk over every layer to export)"
+            f"{clt.activation.name} over {clt.layers} (train relu, jumprelu or batchtopk over every layer to export)"
         )
     w = {k: v.detach().float().cpu() for k, v in clt.weights_for_saving().items()}
     for i in range(clt.n_layers):

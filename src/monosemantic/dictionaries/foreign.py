@@ -5,7 +5,9 @@
   `encoder.bias`, `W_dec [d_sae, d_out]`, `b_dec`, optional `W_skip [d_out, d_in]`. A TopK SAE
   whose input is x - b_dec unless it is a transcoder.
 - dictionary_learning (saprmarks): a folder with `ae.pt` (a state dict) and `config.json`
-  (`trainer.dict_class`, `activation_dim`, `dict_size`, `k`). nn.Linear layouts:
+  (`trainer.dict_class`, `activation_dim`, `dict_size`, `k`). Without config.json the class is
+  read from the weights' names only where they decide it; TopK vs BatchTopK (both store `k` and
+  `threshold`) is refused rather than guessed. nn.Linear layouts:
   `encoder.weight [d_sae, d]`, `decoder.weight [d, d_sae]`; the decoder bias is `bias`
   (AutoEncoder), `b_dec` (TopK/BatchTopK, with `k` and `threshold` buffers) or `decoder_bias`
   (Gated, with `gate_bias`, `mag_bias`, `r_mag`); JumpReLU stores W_enc/W_dec/threshold
@@ -93,7 +95,10 @@ def load_sparsify(path: Path, device: torch.device) -> Dictionary:
     return build_from_weights(meta, weights, None, device, str(path))
 
 
-def _dl_class(sd: dict[str, torch.Tensor], trainer: dict[str, Any]) -> str:
+def _dl_class(sd: dict[str, torch.Tensor], trainer: dict[str, Any], path: Path) -> str:
+    """The dictionary_learning class: config.json's `trainer.dict_class`, else only what the weights'
+    names decide. A `k` buffer is ambiguous (AutoEncoderTopK and BatchTopKSAE both store `k` and
+    `threshold`, and read as the other their L0 differs by orders of magnitude), so it is refused."""
     name = trainer.get("dict_class")
     if name:
         return str(name)
@@ -102,7 +107,12 @@ def _dl_class(sd: dict[str, torch.Tensor], trainer: dict[str, Any]) -> str:
     if "W_enc" in sd and "threshold" in sd and "k" not in sd:
         return "JumpReluAutoEncoder"
     if "k" in sd:
-        return "BatchTopKSAE" if "threshold" in sd else "AutoEncoderTopK"
+        raise DataError(
+            f"{path / 'ae.pt'} holds a `k` buffer, which AutoEncoderTopK and BatchTopKSAE both store; without "
+            "config.json the class cannot be told from the weights. Put dictionary_learning's config.json "
+            'beside it, or one naming the class: {"trainer": {"dict_class": "AutoEncoderTopK"}} (or '
+            '"BatchTopKSAE")'
+        )
     return "AutoEncoder"
 
 
@@ -110,7 +120,7 @@ def load_dictionary_learning(path: Path, device: torch.device) -> Dictionary:
     config = _read_json(path / "config.json")
     trainer = config.get("trainer", {})
     sd = load_torch(path / "ae.pt", "dictionary_learning weights")
-    cls = _dl_class(sd, trainer)
+    cls = _dl_class(sd, trainer, path)
     md = {"source": "dictionary_learning", "dict_class": cls}
     for ours, theirs in (("model_name", "lm_name"), ("hook_name", "submodule_name"), ("layer", "layer")):
         if theirs in trainer:

@@ -1,7 +1,11 @@
 """Dictionary checkpoints in the SAELens layout: `cfg.json` + `sae_weights.safetensors` (+ sparsity).
 
 We write what SAELens 6 reads: architecture names "standard", "topk", "jumprelu", "gated",
-"transcoder", "skip_transcoder", "jumprelu_transcoder", "jumprelu_skip_transcoder".
+"transcoder", "skip_transcoder", "jumprelu_transcoder", "jumprelu_skip_transcoder", and
+`metadata.sae_lens_version` = `SAELENS_FORMAT` (SAELens reads a cfg.json without it as a pre-6.0
+file and drops `hook_name`, `model_name` and `context_size`). TopK transcoders are written as
+"topk_transcoder" / "topk_skip_transcoder", which SAELens 6 does not register:
+`saelens_topk.register_topk_transcoder()` adds them to SAELens's registry.
 BatchTopK and Matryoshka are saved as their JumpReLU inference form (as SAELens does), and
 SAELens stores W_skip as [d_out, d_in], so we transpose it on disk. Our own architecture and
 every hyperparameter go in `metadata.monosemantic`, so a round trip restores the exact class.
@@ -29,11 +33,16 @@ from .circuit_tracer import is_circuit_tracer_clt, load_circuit_tracer_clt, load
 from .foreign import detect_format, load_dictionary_learning, load_sparsify
 from .weights import CFG, SPARSITY, WEIGHTS, build_from_weights, read_cfg
 
+# The SAELens checkpoint format our cfg.json follows (SAELens >= 6.0 reads metadata.hook_name etc.)
+SAELENS_FORMAT = "6.0.0"
+
 
 def _cfg_dict(dic: Dictionary, metadata: dict[str, Any] | None) -> dict[str, Any]:
     meta = dic.cfg
     md = {**meta.metadata, **(metadata or {})}
     md.setdefault("hook_name", meta.hook_name)
+    md.setdefault("sae_lens_version", SAELENS_FORMAT)
+    md.setdefault("sae_lens_training_version", None)  # not trained by SAELens
     if meta.is_transcoder:
         md.setdefault("hook_name_out", meta.hook_name_out)
     md["hook_names"] = HOOK_NAMES  # the sites mean exactly what TransformerLens means

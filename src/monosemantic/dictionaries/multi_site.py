@@ -22,7 +22,7 @@ from monosemantic.config.site import Site
 from monosemantic.utils.errors import ConfigError, MonosemanticError
 
 from .activations import ACTIVATIONS, Activation, JumpReLUSettings, ReLUSettings, TopKSettings
-from .base import Dictionary, DictionaryMeta, LossOutput, TrainStepState, default_aux_k
+from .base import Dictionary, DictionaryMeta, TrainStepState, default_aux_k
 from .topk import check_k
 
 _RULE_KEYS = {name: set(a.Settings.model_fields) for name, a in ACTIVATIONS.items()}
@@ -229,9 +229,6 @@ class MultiSiteDictionary(Dictionary):
             loss = loss + self.sparsity_coefficient(state, self.settings.l0_coefficient) * l0
             terms["l0"] = l0.detach()
         return loss, terms
-
-    def training_loss(self, x: Tensor, y: Tensor, state: TrainStepState | None = None) -> LossOutput:
-        raise NotImplementedError  # each kind defines its loss
 
     @torch.no_grad()
     def set_decoder_norm_to_unit_norm(self) -> None:

@@ -67,3 +67,9 @@ def unique_names(names: list[str]) -> list[str]:
             name = f"{name}-{seen[name]}"
         out.append(name)
     return out
+
+
+def seed_name(name: str, seed: int) -> str:
+    """The folder of one seed's copy of a dictionary (`train.seeds`): `topk-k16-seed0`, ...; the
+    name without the suffix is its `seed_group`."""
+    return f"{name}-seed{seed}"

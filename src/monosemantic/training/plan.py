@@ -185,7 +185,7 @@ def plan(cfg: Config, world_size: int | None = None, circuit_tokens: int | None 
     else:
         lines.append("  cache on disk        unknown (set data.max_tokens)")
 
-    dicts = cfg.all_dictionaries()
+    dicts = [d for d in cfg.all_dictionaries() for _ in (t.seeds or [None])]  # one per train.seeds entry
     circuit = circuit_lines(cfg, dims, circuit_tokens or ctx)
     lines.append("")
     if not dicts:

@@ -111,4 +111,18 @@ def metadata_for(cfg: Config, hook_name: str, hook_name_out: str | None) -> dict
         "prepend_bos": manifest.get("prepend_bos", cfg.data.prepend_bos),
         "special_tokens": manifest.get("special_tokens", cfg.data.special_tokens),
         "dataset_path": str(cfg.data.activations) if cfg.data.activations is not None else cfg.data.text,
+        "held_out": held_out_skipped(cfg),
     }
+
+
+def held_out_skipped(cfg: Config) -> dict[str, Any] | None:
+    """The held-out split (seed, fraction) of the training cache, which training skipped; None when
+    training read no cache (a tensor file, live activations) or one without a split."""
+    for path in (cfg.data.activations, cfg.harvest.out):
+        if path is not None and Path(path, "manifest.json").is_file():
+            manifest = read_json(Path(path, "manifest.json"), "cache manifest", "harvest the cache again")
+            split = manifest.get("eval_sequences")
+            return {k: v for k, v in split.items() if k != "sequences"} if split else None
+        if path is not None and Path(path).exists():
+            return None  # a tensor file: no split
+    return None

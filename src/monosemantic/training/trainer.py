@@ -347,6 +347,8 @@ class Trainer:
                 self.cfg, slot.hook_name, slot.hook_name_out if slot.hook_name_out != slot.hook_name else None
             )
             meta["training"] = summary
+            if slot.seed is not None:  # train.seeds: evaluate and compare aggregate over the group
+                meta["seed"], meta["seed_group"] = slot.seed, slot.group
             view = self.par.export_view(slot)  # gathers latent slices: every rank calls it
             if view is not None:
                 dic, density = view

@@ -72,14 +72,13 @@ def test_sweep_defaults_reach_only_entries_that_take_them():
     assert toy.shift == pytest.approx(0.3) and "k" not in toy.model_dump()
 
 
-def test_toy_architecture_trains_saves_loads_evaluates_and_splices(tmp_path):
+def test_toy_architecture_trains_saves_loads_evaluates_and_splices(tmp_path, tiny_gpt2):
     from monosemantic.activations.harvest import harvest
     from monosemantic.circuits.run import circuit
     from monosemantic.evaluation.run import evaluate
-    from monosemantic.lm.tiny import save_tiny_model
     from monosemantic.training.trainer import train
 
-    model = save_tiny_model("gpt2", tmp_path / "model")
+    model = tiny_gpt2
     sites = json.dumps(SITES)
     cache = harvest(load_config(DEMO, [
         f"model.name={model}", "device=cpu", "data.context_size=16", "data.max_tokens=2048",

@@ -90,4 +90,8 @@ def run_benchmarks(
             with torch.no_grad():
                 result = benchmark(bench)(inp)
             add_benchmark_result(entry, bench, result)
+            if bench == "sparse_probing":  # its result maps task names only: the definition goes beside it
+                from .sparse_probing import DEFINITION
+
+                entry["sparse_probing_definition"] = DEFINITION
             console.print(f"[dim]{name}: {bench} in {time.perf_counter() - t0:.1f}s")

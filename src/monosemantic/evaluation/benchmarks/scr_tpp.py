@@ -51,7 +51,9 @@ def _pooled(inp: BenchmarkInputs, texts: list[str], tag: str) -> tuple[np.ndarra
 
 
 def raw_weight(probe) -> np.ndarray:
-    """The probe's weight on unscaled inputs (StandardScaler then LogisticRegression)."""
+    """The probe's weight on unscaled inputs (a LogisticRegression, or a StandardScaler pipeline)."""
+    if hasattr(probe, "coef_"):
+        return probe.coef_[0]
     scaler, lr = probe[0], probe[-1]
     return lr.coef_[0] / scaler.scale_
 
