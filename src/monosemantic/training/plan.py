@@ -114,7 +114,7 @@ def circuit_lines(cfg: Config, dims: Dims, n_tokens: int) -> list[str]:
         tcs = [
             d for d in cfg.all_dictionaries() if d.site_out and not dictionary_class(d.architecture).fitted
         ]
-        active = [float(d.k or 32) for d in tcs for _ in range(len(d.layers or [0]))]
+        active = [float(getattr(d, "k", None) or 32) for d in tcs for _ in range(len(d.layers or [0]))]
     if not active:
         return []
     abytes = BYTES[cfg.model.dtype or "float32"]
