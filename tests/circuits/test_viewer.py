@@ -313,3 +313,24 @@ def test_attention_panel_shows_heads_and_qk(browser, gpt2, tmp_path):
     if not any((x["layer"], x["head"], x["query"], x["key"]) == (0, 0, 3, 3) for x in qk):
         assert "monosemantic serve" in page.inner_text("#qk")
     assert errors == []
+
+
+def test_viewer_labels_expert_nodes(browser, tiny_family, tmp_path):
+    """circuit.expert_nodes on a tiny Mixtral: each expert's error node is drawn, labelled with its
+    expert and layer, listed in the legend, and shows its routing weight when inspected."""
+    from tiny_families import load64
+
+    m = load64(tiny_family("mixtral"))
+    rm = ReplacementModel(m, make_dicts(m.d_model, m.n_layers))
+    g = attribute(rm, prompt=PROMPT, batch_size=16, show_progress=False, expert_nodes=True)
+    gj = graph_to_json(g, prune(g), slug="experts")
+    experts = [n for n in gj["nodes"] if n["feature_type"] == "mlp expert error"]
+    assert experts
+    page, errors = _open(browser, write_viewer(gj, tmp_path / "index.html").as_uri())
+    assert page.locator(".node").count() == len(gj["nodes"])
+    assert "expert error" in page.inner_text("#legend")
+    n = experts[0]
+    page.locator(f'.node[data-id="{n["node_id"]}"]').click()
+    info = page.inner_text("#info")
+    assert f"expert {n['expert']} L{n['layer']}" in info and "routing weight" in info
+    assert errors == []

@@ -20,6 +20,12 @@ class CircuitConfig(Section):
     prompt: str | None = Field(
         None, description="Text whose next-token prediction the graph explains; --prompt sets it."
     )
+    chat: str | None = Field(
+        None,
+        description="A chat prompt instead (--chat): a JSON list of {role, content}, lines 'role: text', or "
+        "a .json/.jsonl/.txt file of either; rendered with the chat template and the generation prompt "
+        "(docs/chat.md). The graph marks its turns.",
+    )
     prompts: Path | None = Field(
         None,
         description="A prompts file (one per line, `#` comments, `[task]` headers): trace every prompt with "
@@ -103,6 +109,13 @@ class CircuitConfig(Section):
         False,
         description="Drop every latent at position 0 (BOS) into the error terms, as circuit-tracer does; "
         "default false keeps BOS-position features as graph nodes.",
+    )
+    expert_nodes: bool = Field(
+        False,
+        description="Mixtures of experts (method = 'attribution'): split each error node of a transcoder "
+        "over an MoE block into one node per selected expert (its gated output minus its routing share of "
+        "the reconstruction; the parts sum to the error node), so the graph says which expert carried an "
+        "edge. Pruning and scores are those of the merged graph.",
     )
     device: str | None = None
     seed: int | None = None

@@ -90,7 +90,8 @@ class Lorsa(Dictionary):
     """Low-rank sparse attention: d_sae rank-1 OV heads over n_qk_heads shared QK heads."""
 
     unit_norm_decoder = True
-    raw_inputs = True  # TopK over heads: no scale-dependent hyper-parameter
+    # Trains on normalised activations (the default): attention outputs range over orders of
+    # magnitude between models and layers, and a fixed learning rate must suit them all.
     # Attention mixes positions: the trainer serves whole sequence windows (rows in order).
     sequence_level: ClassVar[bool] = True
     saelens_name = "lorsa"
@@ -192,6 +193,18 @@ class Lorsa(Dictionary):
         v = v.unflatten(-1, (self.settings.n_qk_heads, self.group_size)).movedim(-3, -2)  # [..., G, T, g]
         z = A @ v  # [..., G, T, g]
         return z.movedim(-3, -2).flatten(-2)
+
+    def top_keys(self, x: Tensor, head: int, position: int, n: int = 3) -> tuple[Tensor, Tensor]:
+        """The n key positions head `head` attends to most from query `position` of one window
+        x [T, d_in], and their attention weights (what a head's top example shows beside its value)."""
+        if x.dim() != 2 or not 0 <= head < self.d_sae or not 0 <= position < x.shape[0]:
+            raise DataError(
+                f"top_keys takes one window [T, {self.d_in}], a head < {self.d_sae} and a position < T; "
+                f"got x {tuple(x.shape)}, head {head}, position {position}"
+            )
+        row = self.patterns(x)[head // self.group_size, position, : position + 1]
+        weights, keys = row.topk(min(n, position + 1))
+        return keys, weights
 
     def _select(self, z: Tensor) -> Tensor:
         vals, idx = z.topk(self.settings.k, dim=-1)
