@@ -109,3 +109,35 @@ def test_bad_values_are_one_line_errors(tmp_path):
 def test_shipped_configs_are_valid(name):
     cfg = load_config(REPO / "configs" / name)
     assert cfg.model.name
+
+
+def test_crm_config_replaces_every_layer_once():
+    """configs/crm.toml splices one transcoder (configs/demo.toml's) and one Lorsa (configs/lorsa.toml's)
+    into every layer of the shipped LM: each folder it names is one those configs train, read at the
+    sites they train it on."""
+    import json
+
+    from monosemantic.config.site import Site
+
+    crm, lorsa, demo = (load_config(REPO / "configs" / f"{n}.toml") for n in ("crm", "lorsa", "demo"))
+    trained = {
+        Path(c.train.out) / d.name: d
+        for c in (lorsa, demo)
+        for d in c.all_dictionaries()
+        if d.site_out is not None
+    }
+    named = [trained[Path(p)] for p in crm.circuit.dictionaries]  # KeyError: a folder no config trains
+    shipped = REPO / "src/monosemantic/lm/shipped/storyworld-lm/config.json"
+    n_layers = json.loads(shipped.read_text())["n_layer"]
+    attn = sorted(Site.parse(d.site_out).layer for d in named if d.architecture == "lorsa")
+    mlp = sorted(Site.parse(d.site).layer for d in named if Site.parse(d.site_out).hook == "hook_mlp_out")
+    assert attn == mlp == list(range(n_layers)) and len(named) == 2 * n_layers
+    for d in named:
+        assert Site.parse(d.site).layer == Site.parse(d.site_out).layer
+        reads = "ln1.hook_normalized" if d.architecture == "lorsa" else "mlp.hook_in"
+        assert Site.parse(d.site).hook == reads
+    assert crm.model.name == demo.model.name == lorsa.model.name
+    assert crm.harvest.out == demo.harvest.out == lorsa.evaluate.cache
+    transcoders = [p for p in crm.circuit.dictionaries if trained[Path(p)].architecture != "lorsa"]
+    # evaluate's every-layer replacement completes the Lorsas with the same transcoders
+    assert lorsa.evaluate.compare_transcoders == transcoders

@@ -67,7 +67,8 @@ class EvaluateConfig(Section):
     compare_transcoders: list[Path] | None = Field(
         None,
         description="Folders of per-layer MLP transcoders; each cross-layer transcoder's entry also "
-        "reports their CE/KL with every MLP of its layers replaced at once, for comparison.",
+        "reports their CE/KL with every MLP of its layers replaced at once, for comparison; with Lorsas "
+        "covering every attention layer, they complete the replacement (`all_layers_replaced`).",
     )
     plots: bool = Field(True, description="Write PNG plots (density histograms, sweep frontiers).")
     benchmarks: list[str] = Field(

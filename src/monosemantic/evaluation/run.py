@@ -48,7 +48,13 @@ from .distributed import (
 from .inputs import LazyModel, check_width, dictionary_sites, is_causal, load_dictionaries, site_activations
 from .intervals import N_BOOT, spliced_intervals
 from .metrics import ReconstructionMetrics
-from .replace_all import PerLayerMetrics, all_mlps_replaced, clt_spliced_metrics, complete_replacement
+from .replace_all import (
+    PerLayerMetrics,
+    all_mlps_replaced,
+    clt_spliced_metrics,
+    complete_replacement,
+    mlp_transcoders,
+)
 from .report import print_table, write_outputs
 from .sample import check_held_out, sample_sequences
 from .seeds import seed_groups, table_rows
@@ -286,13 +292,26 @@ def _spliced(run: _Run, b: _Batches) -> list[dict[str, Any]]:
             spliced[i] = clt_spliced_metrics(
                 e.dic, run.model.get(), b.tokens, b.keeps, ecfg.compare_transcoders
             )
-    crm = complete_replacement([e.dic for e in entries], run.model.get().n_layers)
-    if crm is not None:  # transcoders + Lorsas on every layer: all of them replaced at once
-        every = all_mlps_replaced(run.model.get(), b.tokens, b.keeps, crm)
-        for i, e in enumerate(entries):
-            if any(e.dic is d for d in crm.dics):
-                spliced[i] = spliced[i] | {"all_layers_replaced": every}
+    _all_layers(run, b, spliced)
     return spliced
+
+
+def _all_layers(run: _Run, b: _Batches, spliced: list[dict[str, Any]]) -> None:
+    """Transcoders + Lorsas on every layer (evaluated here, or Lorsas here and the transcoders of
+    `evaluate.compare_transcoders`): CE/KL with all of them replaced at once, on each one's entry."""
+    dics = [e.dic for e in run.entries]
+    if run.ecfg.compare_transcoders and any(d.sequence_level for d in dics):
+        device = dics[0].device
+        dics = dics + list(mlp_transcoders(run.ecfg.compare_transcoders, device).values())
+    crm = complete_replacement(dics, run.model.get().n_layers)
+    if crm is None:
+        return
+    every = all_mlps_replaced(run.model.get(), b.tokens, b.keeps, crm)
+    if run.ecfg.compare_transcoders:
+        every["folders"] = [str(p) for p in run.ecfg.compare_transcoders]
+    for i, e in enumerate(run.entries):
+        if any(e.dic is d for d in crm.dics):
+            spliced[i] = spliced[i] | {"all_layers_replaced": every}
 
 
 def _results(
