@@ -172,7 +172,8 @@ def tiny_cache(tmp_path_factory):
 
 def lorsa_config(root: Path, cache: Path, *extra: str):
     return load_config(REPO / "configs" / "lorsa.toml", [
-        "device=cpu", f"data.activations={cache}", f"dictionary.site={SITE}", f"dictionary.site_out={SITE_OUT}",
+        "device=cpu", f"data.activations={cache}", "dictionaries=[]", "evaluate.compare_transcoders=[]",
+        f"dictionary.site={SITE}", f"dictionary.site_out={SITE_OUT}",
         "dictionary.d_sae=64", "dictionary.k=4", "dictionary.n_qk_heads=4", "dictionary.d_qk_head=8",
         f"train.out={root / 'train'}", "train.tokens=8192", "train.batch_size=128", "train.buffer_tokens=1024",
         "train.lr=0.01", "train.log_every=8", "train.checkpoint_every=1000", "train.dead_after_tokens=2048",
@@ -230,3 +231,19 @@ def test_a_run_cannot_mix_sequence_and_token_kinds(tiny_cache):
     mixed = cfg.model_copy(update={"dictionaries": [cfg.dictionary, other], "dictionary": None})
     with pytest.raises(ConfigError, match="train them from separate configs"):
         train(mixed)
+
+
+def test_several_lorsas_train_in_one_run(tiny_cache):
+    """A sweep of sequence-level kinds shares one stream of whole windows (configs/lorsa.toml trains
+    one Lorsa per layer so): each entry is its own checkpoint and learns."""
+    from monosemantic.training.trainer import train
+
+    root, _, cache = tiny_cache
+    cfg = lorsa_config(root, cache, f"train.out={root / 'sweep'}", "train.tokens=4096")
+    entries = [cfg.dictionary.model_copy(update={"name": f"lorsa-k{k}", "k": k}) for k in (2, 4)]
+    folders = train(cfg.model_copy(update={"dictionaries": entries, "dictionary": None}))
+    assert [f.name for f in folders] == ["lorsa-k2", "lorsa-k4"]
+    for folder, k in zip(folders, (2, 4), strict=True):
+        rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        assert rows[-1]["l0"] == pytest.approx(k, abs=1e-6) and rows[-1]["fvu"] < rows[0]["fvu"]
+        assert isinstance(load_dictionary(folder), Lorsa)
