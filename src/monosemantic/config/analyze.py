@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from .base import Section
+from .ranges import Count, NonNegativeFloat, NonNegativeInt, Seconds, Seed
 
 
 class AnalyzeConfig(Section):
@@ -19,22 +20,23 @@ class AnalyzeConfig(Section):
         description="Activation cache; default [harvest].out (data.activations, model A's, when data.activations_b is set).",
     )
     out: Path = Field(Path("runs/analysis"), description="Folder holding features.db.")
-    max_sequences: int | None = Field(None, gt=0)
-    top_k: int = Field(20, gt=0, description="Top activating examples kept per feature.")
-    quantiles: int = Field(5, gt=0, description="Activation quantile bins sampled.")
-    per_quantile: int = Field(5, gt=0)
-    window: int = Field(16, gt=0, description="Tokens of context each side of the peak.")
-    logit_lens_k: int = Field(10, gt=0)
-    negatives: int = Field(10, ge=0, description="Non-activating contexts kept per feature (for scoring).")
-    batch_sequences: int = Field(16, gt=0, description="Sequences encoded per batch.")
-    block_tokens: int = Field(
+    max_sequences: Count | None = None
+    top_k: Count = Field(20, description="Top activating examples kept per feature.")
+    quantiles: Count = Field(5, description="Activation quantile bins sampled.")
+    per_quantile: Count = 5
+    window: Count = Field(16, description="Tokens of context each side of the peak.")
+    logit_lens_k: Count = 10
+    negatives: NonNegativeInt = Field(
+        10, description="Non-activating contexts kept per feature (for scoring)."
+    )
+    batch_sequences: Count = Field(16, description="Sequences encoded per batch.")
+    block_tokens: Count = Field(
         16_384,
-        gt=0,
         description="Tokens whose codes are folded into the statistics at once: larger blocks merge "
         "less often (faster) and hold more non-zeros in memory.",
     )
     device: str | None = None
-    seed: int | None = None
+    seed: Seed | None = None
 
 
 class ExplainConfig(Section):
@@ -44,17 +46,17 @@ class ExplainConfig(Section):
     endpoint: str | None = Field(None, description="OpenAI-compatible base URL; env MONOSEMANTIC_ENDPOINT.")
     model: str = Field("gpt-4o-mini", description="Chat model name at the endpoint.")
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
-    concurrency: int = Field(8, gt=0)
-    max_retries: int = Field(5, ge=0)
-    max_features: int | None = Field(None, gt=0)
+    concurrency: Count = 8
+    max_retries: NonNegativeInt = 5
+    max_features: Count | None = None
     scoring: list[Literal["detection", "fuzzing"]] = Field(default_factory=lambda: ["detection", "fuzzing"])
-    examples: int = Field(12, gt=0, description="Activating contexts shown to the explainer.")
-    score_examples: int = Field(6, gt=0, description="Contexts of each kind shown per scoring prompt.")
+    examples: Count = Field(12, description="Activating contexts shown to the explainer.")
+    score_examples: Count = Field(6, description="Contexts of each kind shown per scoring prompt.")
     cache: Path | None = Field(
         None, description="Answer cache folder; default beside the store (explain_cache)."
     )
-    timeout: float = Field(60.0, gt=0, description="Seconds per request before it is retried.")
-    seed: int | None = None
+    timeout: Seconds = Field(60.0, description="Seconds per request before it is retried.")
+    seed: Seed | None = None
 
 
 class ExportConfig(Section):
@@ -76,7 +78,7 @@ class SteerConfig(Section):
     mode: Literal["add", "set", "clamp", "scale", "ablate"] = Field(
         "add", description="add | set (clamp is its older name) | scale | ablate, as circuit interventions."
     )
-    max_new_tokens: int = Field(40, gt=0)
-    temperature: float = Field(0.0, ge=0, description="0 = greedy.")
+    max_new_tokens: Count = 40
+    temperature: NonNegativeFloat = Field(0.0, description="0 = greedy.")
     device: str | None = None
-    seed: int | None = None
+    seed: Seed | None = None

@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from .base import Section
+from .ranges import Count, NonNegativeInt, Probability, Seed
 
 
 class CircuitConfig(Section):
@@ -28,9 +29,8 @@ class CircuitConfig(Section):
     corrupted_prompt: str | None = Field(
         None, description="Contrastive mode: the corrupted prompt (same number of tokens as the prompt)."
     )
-    ig_steps: int = Field(
+    ig_steps: NonNegativeInt = Field(
         0,
-        ge=0,
         description="Contrastive mode: 0 = attribution patching, N > 0 = integrated gradients with N steps.",
     )
     out: Path = Field(Path("runs/circuit"))
@@ -40,16 +40,15 @@ class CircuitConfig(Section):
     target_feature: str | None = Field(
         None, description="Feature target as its graph node id LAYER_FEATURE_POS (target = 'feature')."
     )
-    max_logit_prob: float = Field(0.95, gt=0, le=1, description="Cumulative probability of logits kept.")
-    max_n_logits: int = Field(10, gt=0)
-    node_threshold: float = Field(0.8, gt=0, le=1, description="Keep nodes up to this cumulative influence.")
-    edge_threshold: float = Field(0.98, gt=0, le=1, description="Keep edges up to this cumulative influence.")
-    max_feature_nodes: int = Field(4096, gt=0)
-    batch_size: int = Field(64, gt=0, description="Backward passes batched together.")
+    max_logit_prob: Probability = Field(0.95, description="Cumulative probability of logits kept.")
+    max_n_logits: Count = 10
+    node_threshold: Probability = Field(0.8, description="Keep nodes up to this cumulative influence.")
+    edge_threshold: Probability = Field(0.98, description="Keep edges up to this cumulative influence.")
+    max_feature_nodes: Count = 4096
+    batch_size: Count = Field(64, description="Backward passes batched together.")
     ablation: Literal["zero", "mean"] = "mean"
-    mean_sequences: int = Field(
+    mean_sequences: Count = Field(
         64,
-        gt=0,
         description="Cached sequences averaged for mean ablation ([analyze].cache or [harvest].out).",
     )
     zero_bos: bool = Field(
@@ -58,4 +57,4 @@ class CircuitConfig(Section):
         "default false keeps BOS-position features as graph nodes.",
     )
     device: str | None = None
-    seed: int | None = None
+    seed: Seed | None = None

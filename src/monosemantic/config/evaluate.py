@@ -5,21 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from .base import Section
+from .base import Section, Strict
+from .ranges import Count, Seed
 
 
-class ProbeDataset(BaseModel):
+class ProbeDataset(Strict):
     """A labelled text dataset for sparse probing: a local file (csv, json, jsonl, parquet) or an HF id."""
-
-    model_config = ConfigDict(extra="forbid")
 
     path: str = Field(description="Local file, or a Hugging Face dataset id ('hf:' prefix optional).")
     text_column: str = "text"
     label_column: str = "label"
     split: str = "train"
-    max_rows: int = Field(1000, gt=0, description="Rows used (the first ones).")
+    max_rows: Count = Field(1000, description="Rows used (the first ones).")
     name: str | None = Field(None, description="Task name in metrics.json; default the path's stem.")
 
 
@@ -32,18 +31,18 @@ class EvaluateConfig(Section):
         description="Activation cache to evaluate on; default [harvest].out (data.activations, model A's, when data.activations_b is set).",
     )
     out: Path = Field(Path("runs/evaluate"))
-    max_sequences: int | None = Field(
-        256, gt=0, description="Sequences of the cache used: a random sample seeded by `seed` (None: all)."
+    max_sequences: Count | None = Field(
+        256, description="Sequences of the cache used: a random sample seeded by `seed` (None: all)."
     )
-    batch_size: int = Field(16, gt=0, description="Sequences per model forward in spliced metrics.")
+    batch_size: Count = Field(16, description="Sequences per model forward in spliced metrics.")
     spliced: bool = Field(True, description="Also compute CE/KL with the reconstruction spliced in.")
-    error_check_batches: int | None = Field(
-        None, gt=0, description="Batches on which spliced+error is checked to equal clean (None: all)."
+    error_check_batches: Count | None = Field(
+        None, description="Batches on which spliced+error is checked to equal clean (None: all)."
     )
     concepts: bool = Field(
         True, description="Score planted-concept detection when the cache has concept labels."
     )
-    purity_top_n: int = Field(20, gt=0, description="Top activations per feature used for concept purity.")
+    purity_top_n: Count = Field(20, description="Top activations per feature used for concept purity.")
     compare_transcoders: list[Path] | None = Field(
         None,
         description="Folders of per-layer MLP transcoders; each cross-layer transcoder's entry also "
@@ -57,12 +56,10 @@ class EvaluateConfig(Section):
     probe_datasets: list[ProbeDataset] = Field(
         default_factory=list, description="Text+label datasets added to sparse_probing's tasks."
     )
-    autointerp_features: int = Field(
-        64, gt=0, description="Live features sampled per dictionary by autointerp."
-    )
+    autointerp_features: Count = Field(64, description="Live features sampled per dictionary by autointerp.")
     autointerp_judge: Literal["offline", "endpoint"] = Field(
         "offline", description="autointerp's explainer and judge: offline, or the LLM at [explain].endpoint."
     )
     saebench: bool = Field(True, description="Also write each benchmark in SAEBench's per-eval JSON layout.")
     device: str | None = None
-    seed: int | None = None
+    seed: Seed | None = None

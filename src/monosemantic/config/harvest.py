@@ -8,6 +8,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from .base import Dtype, Section
+from .ranges import Count
 
 
 class SitesConfig(Section):
@@ -24,5 +25,5 @@ class HarvestConfig(Section):
 
     out: Path = Field(Path("runs/activations"), description="Activation cache directory.")
     dtype: Dtype | None = Field(None, description="Storage dtype of activations: float32, float16, bfloat16.")
-    batch_size: int = Field(32, gt=0, description="Sequences per forward pass.")
-    shard_sequences: int = Field(512, gt=0, description="Sequences per shard file.")
+    batch_size: Count = Field(32, description="Sequences per forward pass.")
+    shard_sequences: Count = Field(512, description="Sequences per shard file.")

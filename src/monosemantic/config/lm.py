@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from .base import Dtype, Section
+from .ranges import INT64, Count, Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, Seed
 
 
 class LMConfig(Section):
@@ -20,28 +21,28 @@ class LMConfig(Section):
         "n_layers/d_model/n_heads/d_mlp must be left unset (or equal its own).",
     )
     architecture: Literal["gpt2", "llama"] = Field("gpt2", description="transformers architecture to train.")
-    vocab_size: int = Field(2048, gt=16, description="BPE vocabulary size (incl. special tokens).")
-    tokenizer_texts: int = Field(20_000, gt=0, description="Documents used to train the tokenizer.")
-    n_layers: int = Field(4, gt=0)
-    d_model: int = Field(128, gt=0)
-    n_heads: int = Field(4, gt=0)
-    d_mlp: int | None = Field(None, description="MLP width; default 4 x d_model.")
-    context_size: int = Field(128, gt=1)
-    steps: int = Field(3000, gt=0)
-    batch_size: int = Field(32, gt=0)
-    lr: float = Field(3e-3, gt=0)
-    weight_decay: float = Field(0.1, ge=0)
-    warmup_steps: int = Field(100, ge=0)
-    eval_every: int = Field(250, gt=0, description="Steps between validation loss and sample generations.")
-    checkpoint_every: int = Field(500, gt=0)
-    val_batches: int = Field(8, gt=0, description="Held-out batches (a different data seed) per validation.")
-    grad_clip: float = Field(1.0, gt=0, description="Max global gradient norm.")
-    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine decay ends at lr x this.")
+    vocab_size: int = Field(2048, ge=17, le=INT64, description="BPE vocabulary size (incl. special tokens).")
+    tokenizer_texts: Count = Field(20_000, description="Documents used to train the tokenizer.")
+    n_layers: Count = 4
+    d_model: Count = 128
+    n_heads: Count = 4
+    d_mlp: Count | None = Field(None, description="MLP width; default 4 x d_model.")
+    context_size: int = Field(128, ge=2, le=INT64)
+    steps: Count = 3000
+    batch_size: Count = 32
+    lr: PositiveFloat = 3e-3
+    weight_decay: NonNegativeFloat = 0.1
+    warmup_steps: NonNegativeInt = 100
+    eval_every: Count = Field(250, description="Steps between validation loss and sample generations.")
+    checkpoint_every: Count = 500
+    val_batches: Count = Field(8, description="Held-out batches (a different data seed) per validation.")
+    grad_clip: PositiveFloat = Field(1.0, description="Max global gradient norm.")
+    min_lr_ratio: Fraction = Field(0.1, description="Cosine decay ends at lr x this.")
     sample_prompts: list[str] = Field(
         default_factory=lambda: ["Once upon a time", "Lily the cat went to the beach. She"],
         description="Prompts continued at every validation (printed and logged to metrics.jsonl).",
     )
-    sample_tokens: int = Field(40, ge=0, description="Tokens generated per sample prompt.")
+    sample_tokens: NonNegativeInt = Field(40, description="Tokens generated per sample prompt.")
     save_dtype: Dtype = Field("float32", description="dtype of the saved weights (training runs in float32).")
     out: Path = Field(Path("runs/lm"), description="Output folder (save_pretrained layout + tokenizer).")
     state_dir: Path | None = Field(
@@ -50,7 +51,7 @@ class LMConfig(Section):
     )
     device: str | None = None
     dtype: Dtype | None = None
-    seed: int | None = None
+    seed: Seed | None = None
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> LMConfig:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from .ranges import describe_range, leaf_number
 from .root import Config
 
 SECTION_ORDER = [
@@ -37,11 +38,17 @@ def _default(field) -> str:  # type: ignore[no-untyped-def]
     return f"`{value!s}`" if not isinstance(value, str) else f'`"{value}"`'
 
 
+def _valid(field) -> str:  # type: ignore[no-untyped-def]
+    """The declared range of a number field (`ranges.py`), as the loader's errors state it."""
+    leaf = leaf_number(field.annotation, field.metadata)
+    return describe_range(*leaf).replace("|", "\\|") if leaf is not None else ""
+
+
 def _section_table(model: type[BaseModel]) -> list[str]:
-    lines = ["| key | default | meaning |", "|---|---|---|"]
+    lines = ["| key | default | valid | meaning |", "|---|---|---|---|"]
     for name, field in model.model_fields.items():
         doc = (field.description or "").replace("|", "\\|")
-        lines.append(f"| `{name}` | {_default(field)} | {doc} |")
+        lines.append(f"| `{name}` | {_default(field)} | {_valid(field)} | {doc} |")
     return lines
 
 

@@ -8,6 +8,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from .base import Section
+from .ranges import Seconds
 
 
 class ServeConfig(Section):
@@ -31,8 +32,8 @@ class ServeConfig(Section):
     max_new_tokens: int = Field(
         64, ge=1, le=4096, description="Most tokens one steering request may generate."
     )
-    job_timeout_s: float = Field(
-        120.0, gt=0, description="How long a request waits for its activations or steering."
+    job_timeout_s: Seconds = Field(
+        120.0, description="How long a request waits for its activations or steering."
     )
     busy_timeout_s: float = Field(
         0.5,
