@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from monosemantic.utils.paths import name_problem
 
 from .base import Section
+from .ranges import Count, NonNegativeFloat, NonNegativeInt, OpenFraction, PositiveFloat
 
 
 class DictionaryConfig(Section):
@@ -19,58 +22,52 @@ class DictionaryConfig(Section):
         "baselines pca | ica | random (d_sae/2 directions) | neurons (an MLP's own units, mlp_in -> mlp_out), "
         "where k is optional: keep each token's k largest",
     )
-    d_sae: int | None = Field(None, gt=0, description="Number of latents; or give `expansion`.")
-    expansion: int | None = Field(None, gt=0, description="d_sae = expansion x d_in.")
-    k: int | None = Field(None, gt=0, description="Active latents per token (topk, batchtopk, matryoshka).")
-    l1_coefficient: float | None = Field(
-        None, ge=0, description="L1 penalty (relu, gated); default set by the architecture (5.0)."
+    d_sae: Count | None = Field(None, description="Number of latents; or give `expansion`.")
+    expansion: Count | None = Field(None, description="d_sae = expansion x d_in.")
+    k: Count | None = Field(None, description="Active latents per token (topk, batchtopk, matryoshka).")
+    l1_coefficient: NonNegativeFloat | None = Field(
+        None, description="L1 penalty (relu, gated); default set by the architecture (5.0)."
     )
-    l0_coefficient: float | None = Field(
-        None, ge=0, description="L0 penalty (jumprelu); default set by the architecture (1.0)."
+    l0_coefficient: NonNegativeFloat | None = Field(
+        None, description="L0 penalty (jumprelu); default set by the architecture (1.0)."
     )
-    jumprelu_bandwidth: float = Field(
+    jumprelu_bandwidth: PositiveFloat = Field(
         0.3,
-        gt=0,
         description="Straight-through estimator kernel width, in pre-activation units (order 1 when "
         "train.normalize_activations scales inputs to norm sqrt(d_in)).",
     )
-    jumprelu_init_threshold: float = Field(
+    jumprelu_init_threshold: PositiveFloat = Field(
         1.0,
-        gt=0,
         description="Initial threshold, in the same units (~1 standard deviation of a pre-activation).",
     )
-    jumprelu_init_density: float | None = Field(
+    jumprelu_init_density: OpenFraction | None = Field(
         None,
-        gt=0,
-        lt=1,
         description="If set, each latent's initial threshold is its pre-activation quantile on the first "
         "batches at which it fires on this fraction of tokens (replaces jumprelu_init_threshold); at "
         "large expansion a fixed threshold starts with thousands of latents active per token.",
     )
-    matryoshka_widths: list[int] | None = Field(
+    matryoshka_widths: list[Count] | None = Field(
         None, description="Nested prefix widths; the last equals d_sae. Default: d_sae/16, /4, /1."
     )
-    aux_k: int | None = Field(
+    aux_k: Count | None = Field(
         None,
-        gt=0,
         description="Dead latents per token used by the AuxK loss (TopK family; default d_in/2; for a "
         "cross-layer transcoder per layer, like k, default half a layer's width).",
     )
-    aux_coefficient: float = Field(1 / 32, ge=0, description="Weight of the AuxK loss (0 turns it off).")
+    aux_coefficient: NonNegativeFloat = Field(1 / 32, description="Weight of the AuxK loss (0 turns it off).")
     l1_decoder_norm: bool = Field(
         True,
         description="relu/gated: weight each latent's L1 by its decoder row norm (Anthropic, April 2024); "
         "false holds decoder rows at unit norm instead (Towards Monosemanticity).",
     )
-    decoder_init_norm: float | None = Field(
+    decoder_init_norm: PositiveFloat | None = Field(
         None,
-        gt=0,
         description="Initial decoder row norm. Default 0.1 where rows are free (jumprelu, decoder-norm-weighted "
         "L1), else 1.",
     )
     site: str | None = Field(None, description="Input hook site; default the first of [sites].names.")
     site_out: str | None = Field(None, description="Output hook site: set it to make a transcoder.")
-    layers: list[int] | None = Field(
+    layers: list[NonNegativeInt] | None = Field(
         None,
         description="Layers a `blocks.*` site expands over (default every layer the cache holds); "
         '`site = "blocks.*.hook_mlp_in"` with `site_out = "blocks.*.hook_mlp_out"` is one '
@@ -78,12 +75,22 @@ class DictionaryConfig(Section):
         "crosscoder (one latent space over the layers).",
     )
     skip: bool = Field(False, description="Skip transcoder: add a linear W_skip path from input to output.")
-    target_l0: float | None = Field(None, gt=0, description="Tune the sparsity coefficient to reach this L0.")
+    target_l0: PositiveFloat | None = Field(
+        None, description="Tune the sparsity coefficient to reach this L0."
+    )
     name: str | None = Field(None, description="Sub-folder name in a sweep; default built from what differs.")
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="Settings owned by the architecture ([dictionary.options]); it checks them when built.",
     )
+
+    @field_validator("name")
+    @classmethod
+    def _one_folder(cls, name: str | None) -> str | None:
+        """A sweep entry's folder stays inside train.out: `../victim` is refused."""
+        if name is not None and (problem := name_problem(name)) is not None:
+            raise ValueError(f"{name!r} {problem}")
+        return name
 
     @model_validator(mode="after")
     def _check(self) -> DictionaryConfig:

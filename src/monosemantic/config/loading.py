@@ -136,11 +136,10 @@ def _describe(err: dict[str, Any]) -> str:
         return msg
     if (ranged := _range_message(err, loc, where)) is not None:
         return ranged
-    return (
-        f"{where}: {msg} (got {_shown(err.get('input'))})"
-        if "input" in err and not isinstance(err["input"], dict)
-        else f"{where}: {msg}"
-    )
+    shown = _shown(err.get("input"))
+    if "input" not in err or isinstance(err["input"], dict) or shown in msg:
+        return f"{where}: {msg}"
+    return f"{where}: {msg} (got {shown})"
 
 
 def validation_message(error: ValidationError) -> str:

@@ -16,6 +16,7 @@ from monosemantic.config.dictionary import DictionaryConfig
 from monosemantic.dictionaries import Dictionary, build_dictionary
 from monosemantic.dictionaries.layer_sites import expand, is_layer_glob, stream_key
 from monosemantic.utils.errors import ConfigError
+from monosemantic.utils.paths import name_problem
 
 from .dead import DeadLatentTracker
 from .l0_control import L0Controller
@@ -107,6 +108,9 @@ def build_slots(
         for d, dic, c in zip(dict_cfgs, dics, coefficients, strict=True)
     ]
     names = unique_names(names)
+    for name in names if cfg.is_sweep() else []:
+        if (problem := name_problem(name)) is not None:  # built from sites: keep it inside train.out
+            raise ConfigError(f"sweep folder name {name!r} {problem}; set the entry's name")
     out = Path(cfg.train.out)
     slots = []
     for i, dict_cfg in enumerate(dict_cfgs):

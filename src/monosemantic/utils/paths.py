@@ -37,3 +37,20 @@ def path_problem(path: str | Path) -> str | None:
         if test(st.st_mode):
             return f"is {kind}, not a file or folder"
     return None
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` (a sweep entry's folder, a graph's or an export's file name) is not one plain
+    path component inside its output folder, or None. Dot names are ours (temporaries) and are
+    skipped when checkpoints are listed."""
+    if not name or not name.strip():
+        return "is empty"
+    if "/" in name or "\\" in name:
+        return "contains a path separator; give a single folder name"
+    if "\x00" in name:
+        return "contains a NUL byte"
+    if name.startswith("."):
+        return "starts with '.', which marks hidden and temporary entries"
+    if len(name.encode()) > 255:
+        return "is longer than 255 bytes, more than a file name may be"
+    return None
