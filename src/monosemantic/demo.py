@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.table import Table
 
-from monosemantic.config import Config
+from monosemantic.config import Config, ConfigLike, as_config
 from monosemantic.utils.progress import console
 
 
@@ -36,8 +36,9 @@ def outputs_writable(cfg: Config) -> None:
         check_output(getattr(getattr(cfg, section), field), key)
 
 
-def run_demo(cfg: Config) -> dict[str, Path]:
+def run_demo(cfg: ConfigLike) -> dict[str, Path]:
     """Run every stage of the pipeline on `cfg` and return where each output landed."""
+    cfg = as_config(cfg)
     from monosemantic.activations.harvest import harvest
     from monosemantic.analysis.run import analyze
     from monosemantic.evaluation.run import evaluate

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from monosemantic.config import Config
+from monosemantic.config import Config, ConfigLike, as_config
 from monosemantic.corpus.windows import apply_special_tokens, bos_eos_ids, special_token_ids
 from monosemantic.utils import distributed as D
 from monosemantic.utils.errors import ConfigError, DataError
@@ -162,9 +162,10 @@ def _next_shard(
     return {k: torch.cat(v) for k, v in parts.items() if v} if taken else None
 
 
-def harvest(cfg: Config) -> Path:
+def harvest(cfg: ConfigLike) -> Path:
     """Write (or finish) the activation cache of docs/design.md (activation cache) at `cfg.harvest.out`
     (under torchrun, every rank writes a share of the shards)."""
+    cfg = as_config(cfg)
     with D.session(cfg.model.device):
         return _harvest(cfg)
 

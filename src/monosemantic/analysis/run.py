@@ -26,7 +26,7 @@ from monosemantic.analysis.distributed import merge_collector, sequence_range
 from monosemantic.analysis.layers import layer_summary, layer_weights
 from monosemantic.analysis.logit_lens import input_tokens, logit_lens, nearest_features, norm_scale
 from monosemantic.analysis.records import TokenText, all_examples, feature_rows, vocab_of
-from monosemantic.config import Config
+from monosemantic.config import Config, ConfigLike, as_config
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.io import dictionary_names, find_dictionaries, load_dictionary
 from monosemantic.dictionaries.layer_sites import expand, is_layer_glob, is_model_pair
@@ -157,10 +157,11 @@ def _multi_site_views(dic: Dictionary, model: Any | None, k: int) -> dict[str, A
     return out
 
 
-def analyze(cfg: Config) -> Path:
+def analyze(cfg: ConfigLike) -> Path:
     """Analyse every dictionary under `[analyze].dictionary` on `[analyze].cache`; returns the path
     of the new `features.db` (written atomically: an interrupted run leaves the old one). Under
     torchrun the ranks split the sequences and rank 0 writes the merged store."""
+    cfg = as_config(cfg)
     with D.session(cfg.analyze.device):
         return _analyze(cfg)
 

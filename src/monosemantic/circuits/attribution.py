@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from monosemantic.config.ranges import Count, Probability, check_argument
 from monosemantic.utils.progress import progress_bar
 
 from .position_blocks import PositionBlocks
@@ -183,6 +184,10 @@ def attribute(
 ) -> Graph:
     """Attribution graph of `prompt`. `model` is a ReplacementModel, or a SubjectModel/HF model
     with `dictionaries` (loaded Dictionary objects) to splice in."""
+    max_logit_prob = check_argument("max_logit_prob", max_logit_prob, Probability)
+    for name, value in (("max_n_logits", max_n_logits), ("max_feature_nodes", max_feature_nodes),
+                        ("batch_size", batch_size), ("update_interval", update_interval)):  # fmt: skip
+        check_argument(name, value, Count)
     rm = model if isinstance(model, ReplacementModel) else ReplacementModel(model, dictionaries or [], names)
     ids = rm.tokenize(prompt)
     setup = rm.setup(ids)

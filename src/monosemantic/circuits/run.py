@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from monosemantic.config import Config
+from monosemantic.config import Config, ConfigLike, as_config
 from monosemantic.utils.errors import ConfigError, MonosemanticError
 from monosemantic.utils.files import check_output, write_json_atomic
 from monosemantic.utils.progress import console
@@ -265,8 +265,9 @@ def trace(cfg: Config, rm: ReplacementModel, describe: Callable | None = None) -
     return gj
 
 
-def circuit(cfg: Config) -> Path:
+def circuit(cfg: ConfigLike) -> Path:
     """Build the graph with `circuit.method`, prune, score, and write graph.json, scores.json, index.html."""
+    cfg = as_config(cfg)
     from monosemantic.dictionaries.io import dictionary_names, load_dictionary
     from monosemantic.lm.model import load_model
     from monosemantic.store.feature_store import feature_store_path

@@ -23,7 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from monosemantic.config import Config, load_config
+from monosemantic.config import ConfigLike, as_config
+from monosemantic.config.ranges import Count, check_argument
 from monosemantic.corpus.windows import bos_eos_ids, special_token_mask, text_tokens
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.io import dictionary_names, find_dictionaries, load_dictionary
@@ -81,9 +82,9 @@ class SpliceModel:
         return cls(lm, dics, FeatureStore(store) if store is not None else None)
 
     @classmethod
-    def from_config(cls, cfg: Config | str | Path) -> SpliceModel:
+    def from_config(cls, cfg: ConfigLike) -> SpliceModel:
         """The model of `[model]`, every dictionary under `train.out`, and `analyze.out/features.db`."""
-        cfg = cfg if isinstance(cfg, Config) else load_config(cfg)
+        cfg = as_config(cfg)
         db = feature_store_path(cfg.analyze.out)
         lm = load_model(cfg.model.name, dtype=cfg.model.dtype, revision=cfg.model.revision)
         return cls.load(lm, cfg.train.out, db if db.is_file() else None)
@@ -203,6 +204,7 @@ class SpliceModel:
     def top_features(self, text: Tokens, dictionary: str, k: int = 10) -> list[dict[str, Any]]:
         """The `k` features of `dictionary` with the largest activation anywhere in `text` (plain
         model, BOS excluded): feature, activation, position, token and, with a store, explanation."""
+        k = check_argument("k", k, Count)
         _, cache = self.run_with_cache(text, dictionary, splice=False, sites=())
         codes = cache.codes[dictionary][0].float()
         special = special_token_mask(cache.tokens[0], self.model.tokenizer)

@@ -8,7 +8,7 @@ from .dictionary import DictionaryConfig
 from .evaluate import EvaluateConfig
 from .harvest import HarvestConfig, SitesConfig
 from .lm import LMConfig
-from .loading import apply_override, load_config, parse_value, validate_config
+from .loading import ConfigLike, apply_override, as_config, load_config, parse_value, validate_config
 from .model import ModelConfig
 from .root import Config
 from .serve import ServeConfig
@@ -18,6 +18,7 @@ __all__ = [
     "AnalyzeConfig",
     "CircuitConfig",
     "Config",
+    "ConfigLike",
     "DataConfig",
     "DictionaryConfig",
     "EvaluateConfig",
@@ -32,6 +33,7 @@ __all__ = [
     "SteerConfig",
     "TrainConfig",
     "apply_override",
+    "as_config",
     "load_config",
     "parse_value",
     "validate_config",

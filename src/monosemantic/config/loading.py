@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +184,23 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     for assignment in overrides:
         apply_override(data, assignment)
     return validate_config(data)
+
+
+# What the public verbs take (`monosemantic.train(...)`): see `as_config`.
+ConfigLike = Config | str | Path | Mapping[str, Any]
+
+
+def as_config(cfg: Any) -> Config:
+    """What every public verb does with its first argument: a `Config` as is, a path to a TOML file
+    (str or Path) loaded, a dict of sections validated like a TOML file. Anything else is a
+    TypeError naming what is accepted."""
+    if isinstance(cfg, Config):
+        return cfg
+    if isinstance(cfg, str | Path):
+        return load_config(cfg)
+    if isinstance(cfg, Mapping):
+        return validate_config(copy.deepcopy(dict(cfg)))
+    raise TypeError(
+        f"expected a monosemantic.Config, a path to a TOML config file, or a dict of config sections; "
+        f"got {type(cfg).__name__}"
+    )

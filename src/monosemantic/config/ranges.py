@@ -110,3 +110,21 @@ def submodels(annotation: Any) -> list[type[BaseModel]]:
 
 def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_argument(name: str, value: Any, kind: Any) -> Any:
+    """`value` of the Python API argument `name`, checked against a range type of this module
+    (`check_argument("k", k, Count)`): the value, or an ArgumentError (a ValueError) naming the
+    argument and its range, the same words a config value gets."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from monosemantic.utils.errors import ArgumentError
+
+    leaf = leaf_number(kind, [])
+    if isinstance(value, bool) and leaf is not None:
+        raise ArgumentError(f"{name} must be {describe_range(*leaf)} (got {value})")
+    try:
+        return TypeAdapter(kind, config={"allow_inf_nan": False}).validate_python(value)
+    except ValidationError as e:
+        what = describe_range(*leaf) if leaf is not None else e.errors()[0]["msg"].lower()
+        raise ArgumentError(f"{name} must be {what} (got {value!r})") from None

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from monosemantic.config import Config
+from monosemantic.config.ranges import Count, check_argument
 from monosemantic.utils.errors import ConfigError, DataError
 from monosemantic.utils.files import write_json_atomic, write_text_atomic
 from monosemantic.utils.torch_utils import resolve_device
@@ -98,6 +99,7 @@ _RATE_PROMPT = (
 
 def blind_prepare(cfg: Config, a: str, b: str, folder: Path, n: int = 20, judge: str = "human") -> Path:
     """Write items.md, ratings.csv and key.json for a blind rating of dictionaries `a` and `b`."""
+    n = check_argument("features", n, Count)
     if a == b:
         raise ConfigError("--blind needs two different dictionaries")
     if judge not in ("human", "offline", "endpoint"):

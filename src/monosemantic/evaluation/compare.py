@@ -21,7 +21,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from monosemantic.config import Config
+from monosemantic.config import ConfigLike, as_config
 from monosemantic.utils.errors import DataError
 from monosemantic.utils.files import write_text_atomic
 
@@ -181,8 +181,9 @@ def _bars(rows: list[dict[str, Any]], key: str, label: str, path: Path, ci_key: 
     return _save(fig, path)
 
 
-def compare(cfg: Config, out: str | Path | None = None) -> Path:
+def compare(cfg: ConfigLike, out: str | Path | None = None) -> Path:
     """Write the table and plots for every dictionary in `[evaluate].out/metrics.json`; returns the folder."""
+    cfg = as_config(cfg)
     metrics = load_metrics(Path(cfg.evaluate.out) / "metrics.json")
     folder = Path(out) if out is not None else Path(cfg.evaluate.out).parent / "compare"
     rows = [row(m) for m in metrics.values()]

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from monosemantic.activations.cache import ActivationCache
 from monosemantic.activations.paired import model_a_cache, with_model_b
-from monosemantic.config import Config
+from monosemantic.config import Config, ConfigLike, as_config
 from monosemantic.corpus.concepts import CONCEPTS
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.layer_sites import expand, is_layer_glob, is_model_pair
@@ -146,9 +146,10 @@ def _causal(model: _Model) -> bool:
     return True
 
 
-def evaluate(cfg: Config) -> list[dict[str, Any]]:
+def evaluate(cfg: ConfigLike) -> list[dict[str, Any]]:
     """Evaluate `evaluate.dictionary` (default train.out) on `evaluate.cache` (default harvest.out);
     under torchrun the ranks split the batches and rank 0 writes the merged results."""
+    cfg = as_config(cfg)
     with D.session(cfg.evaluate.device):
         return _evaluate(cfg)
 

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from monosemantic.config import Config
+from monosemantic.config import Config, ConfigLike, as_config
 from monosemantic.explanation import scoring
 from monosemantic.explanation.llm_client import ChatClient, estimate_tokens
 from monosemantic.explanation.offline import KeywordJudge, base_counts, offline_explanation
@@ -166,8 +166,9 @@ def _llm(store: FeatureStore, cfg: Config, work: list, endpoint: str) -> None:
     )
 
 
-def explain(cfg: Config) -> Path:
+def explain(cfg: ConfigLike) -> Path:
     """Explain and score every feature that fired; returns the store path."""
+    cfg = as_config(cfg)
     db = feature_store_path(cfg.analyze.out, cfg.explain.db)
     endpoint = cfg.explain.endpoint or os.environ.get("MONOSEMANTIC_ENDPOINT")
     check_output(db, "explain.db", kind="file")  # explanations are written into the store

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from monosemantic.analysis.layers import feature_layers
-from monosemantic.config import Config
+from monosemantic.config import Config, ConfigLike, as_config
 from monosemantic.exports.dashboard import ASSETS, index_row, payload_from, site_summary
 from monosemantic.store.feature_store import FeatureStore, feature_store_path
 from monosemantic.utils.errors import MonosemanticError
@@ -89,8 +89,9 @@ def _write_dictionary(store: FeatureStore, did: int, folder: Path, bar: Any, tas
     (folder / "index.js").write_text(_js("MONO.index", did, rows), encoding="utf-8")
 
 
-def export(cfg: Config) -> list[Path]:
+def export(cfg: ConfigLike) -> list[Path]:
     """Write what `[export].html` / `[export].neuronpedia` ask for; returns the folders written."""
+    cfg = as_config(cfg)
     e = cfg.export
     if e.html is None and e.neuronpedia is None:
         raise MonosemanticError("nothing to export; pass --html DIR and/or --neuronpedia DIR")

@@ -26,7 +26,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 from transformers import PreTrainedTokenizerFast as Tokenizer
 from transformers import logging as hf_logging
 
-from monosemantic.config import Config
+from monosemantic.config import Config, ConfigLike, as_config
 from monosemantic.config.data import DataConfig
 from monosemantic.config.lm import LMConfig
 from monosemantic.corpus.sources import iter_texts
@@ -205,7 +205,7 @@ def _read_metrics(path: Path, upto: int) -> list[dict]:
     return [r for r in rows if r["step"] <= upto]
 
 
-def train_lm(cfg: Config, callback: Callable[[int, float], None] | None = None) -> Path:
+def train_lm(cfg: ConfigLike, callback: Callable[[int, float], None] | None = None) -> Path:
     """Train tokenizer + LM per [lm] on [data] (or fine-tune lm.init_from, keeping its tokenizer);
     resume from lm.state_dir; save into lm.out.
 
@@ -213,6 +213,7 @@ def train_lm(cfg: Config, callback: Callable[[int, float], None] | None = None) 
     A run that fails before its first checkpoint removes the folders it created (a tokenizer
     trained for a config that failed must not meet the corrected rerun).
     """
+    cfg = as_config(cfg)
     check_output(cfg.lm.out, "lm.out")
     check_output(cfg.lm.state_dir, "lm.state_dir")
     made = [Path(p) for p in (cfg.lm.out, cfg.lm.state_dir) if p is not None and not Path(p).exists()]

@@ -20,7 +20,7 @@ from pathlib import Path
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
-from monosemantic.config import Config
+from monosemantic.config import Config, ConfigLike, as_config
 from monosemantic.exports.dashboard import ASSETS
 from monosemantic.store.feature_store import feature_store_path
 from monosemantic.utils.errors import DataError, MonosemanticError
@@ -158,8 +158,9 @@ def _check_port(host: str, port: int) -> None:
             ) from None
 
 
-def serve(cfg: Config) -> None:
+def serve(cfg: ConfigLike) -> None:
     """Run the viewer on `[serve].host:[serve].port` until interrupted; says so once listening."""
+    cfg = as_config(cfg)
     import uvicorn
 
     s = cfg.serve

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from monosemantic.config import Config
+from monosemantic.config import Config, ConfigLike, as_config
+from monosemantic.config.ranges import NonNegativeInt, check_argument
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.interventions import MODES, canonical_mode, edit_latent, next_token
 from monosemantic.dictionaries.io import find_dictionaries, load_dictionary
@@ -190,8 +191,11 @@ def check_steering_value(value: float, mode: str) -> None:
         )
 
 
-def steer(cfg: Config, feature: int, value: float, prompt: str) -> dict[str, Any]:
+def steer(cfg: ConfigLike, feature: int, value: float, prompt: str) -> dict[str, Any]:
     """Generate from `prompt` with and without steering `feature`; print both side by side."""
+    cfg = as_config(cfg)
+    feature = check_argument("feature", feature, NonNegativeInt)
+    value = check_argument("value", value, float)
     from monosemantic.lm.model import load_model
 
     s = cfg.steer

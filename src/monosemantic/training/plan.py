@@ -22,7 +22,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from monosemantic.config import Config
+from monosemantic.config import ConfigLike, as_config
+from monosemantic.config.ranges import Count, check_argument
 from monosemantic.lm.sites import parse_site
 from monosemantic.utils.errors import ConfigError
 
@@ -112,8 +113,10 @@ def _flops(n: float) -> str:
     return f"{n:,.0f} FLOP"
 
 
-def plan(cfg: Config, world_size: int = 1) -> list[str]:
+def plan(cfg: ConfigLike, world_size: int = 1) -> list[str]:
     """The plan as lines of text (what `monosemantic plan` prints)."""
+    cfg = as_config(cfg)
+    world_size = check_argument("world_size", world_size, Count)
     m, t = cfg.model, cfg.train
     dims = model_dims(m.name, m.revision)
     wbytes = BYTES[getattr(m, "quantization", None) or m.dtype or "float32"]

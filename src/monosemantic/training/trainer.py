@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from monosemantic.config import Config
+from monosemantic.config import Config, ConfigLike, as_config
 from monosemantic.dictionaries.base import TrainStepState
 from monosemantic.dictionaries.layer_sites import is_layer_glob
 from monosemantic.utils import distributed as D
@@ -360,11 +360,12 @@ class Trainer:
                 )
 
 
-def train(cfg: Config, stream: Any = None, model: Any = None) -> list[Path]:
+def train(cfg: ConfigLike, stream: Any = None, model: Any = None) -> list[Path]:
     """Train every dictionary of `cfg` on one activation stream; returns their checkpoint folders.
 
     `stream` (optional) is any iterator of `{site: Tensor[B, d]}` with `d_in(site)`,
     `state_dict()` and `load_state_dict()`; by default it is built from `[data]`.
     """
+    cfg = as_config(cfg)
     with D.session(cfg.train.device):
         return Trainer(cfg, stream=stream, model=model).run()
