@@ -33,8 +33,9 @@ from monosemantic.dictionaries.layer_sites import expand, is_layer_glob, is_mode
 from monosemantic.lm.model import SubjectModel
 from monosemantic.store.feature_store import FeatureStore, feature_store_path
 from monosemantic.utils import distributed as D
+from monosemantic.utils.disk import disk_full_guard
 from monosemantic.utils.errors import DataError, MonosemanticError
-from monosemantic.utils.files import check_output
+from monosemantic.utils.lock import output_lock
 from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.torch_utils import resolve_device
 
@@ -162,13 +163,31 @@ def analyze(cfg: ConfigLike) -> Path:
     of the new `features.db` (written atomically: an interrupted run leaves the old one). Under
     torchrun the ranks split the sequences and rank 0 writes the merged store."""
     cfg = as_config(cfg)
-    with D.session(cfg.analyze.device):
-        return _analyze(cfg)
+    a = cfg.analyze
+    with D.session(a.device), output_lock(a.out, "analyze.out"):  # explain takes the same lock
+        with disk_full_guard(a.out, "analyze.out", needed=lambda: store_bytes(cfg)):
+            return _analyze(cfg)
+
+
+def store_bytes(cfg: Config) -> int | None:
+    """About what the store of this analysis takes at most: every feature with all its examples
+    (ids int32 and activations float64 per token) and its statistics."""
+    from monosemantic.dictionaries.io import find_dictionaries
+    from monosemantic.dictionaries.weights import read_cfg
+
+    a = cfg.analyze
+    try:
+        n_features = sum(
+            int(read_cfg(p).get("d_sae", 0)) for p in find_dictionaries(a.dictionary or cfg.train.out)
+        )
+    except MonosemanticError:
+        return None
+    examples = a.top_k + a.quantiles * a.per_quantile + a.negatives
+    return n_features * (examples * ((2 * a.window + 1) * 12 + 64) + 1024)
 
 
 def _analyze(cfg: Config) -> Path:
     a = cfg.analyze
-    check_output(a.out, "analyze.out")
     cache = ActivationCache(model_a_cache(cfg, a.cache))
     root = a.dictionary or cfg.train.out
     if (note := cache.incomplete_note()) is not None:

@@ -11,8 +11,10 @@ from pathlib import Path
 import torch
 
 from monosemantic.config import Config, ConfigLike, as_config
+from monosemantic.utils.disk import disk_full_guard
 from monosemantic.utils.errors import ConfigError, MonosemanticError
-from monosemantic.utils.files import check_output, write_json_atomic
+from monosemantic.utils.files import write_json_atomic
+from monosemantic.utils.lock import output_lock
 from monosemantic.utils.progress import console
 
 from .ablation_graph import ablation_graph
@@ -268,14 +270,19 @@ def trace(cfg: Config, rm: ReplacementModel, describe: Callable | None = None) -
 def circuit(cfg: ConfigLike) -> Path:
     """Build the graph with `circuit.method`, prune, score, and write graph.json, scores.json, index.html."""
     cfg = as_config(cfg)
+    c = cfg.circuit
+    if not c.prompt:
+        raise ConfigError("no prompt: pass --prompt TEXT or set circuit.prompt")
+    with output_lock(c.out, "circuit.out"), disk_full_guard(c.out, "circuit.out"):
+        return _circuit(cfg)
+
+
+def _circuit(cfg: Config) -> Path:
     from monosemantic.dictionaries.io import dictionary_names, load_dictionary
     from monosemantic.lm.model import load_model
     from monosemantic.store.feature_store import feature_store_path
 
     c = cfg.circuit
-    if not c.prompt:
-        raise ConfigError("no prompt: pass --prompt TEXT or set circuit.prompt")
-    check_output(c.out, "circuit.out")
     paths = resolve_dictionaries(cfg)
     model = load_model(cfg.model.name, dtype=cfg.model.dtype, device=c.device, revision=cfg.model.revision)
     dics = [load_dictionary(p, device=str(model.device)) for p in paths]

@@ -24,6 +24,7 @@ from typing import Any
 from monosemantic.config import ConfigLike, as_config
 from monosemantic.utils.errors import DataError
 from monosemantic.utils.files import write_text_atomic
+from monosemantic.utils.lock import output_lock
 
 from .plots import _save, plt
 
@@ -186,6 +187,12 @@ def compare(cfg: ConfigLike, out: str | Path | None = None) -> Path:
     cfg = as_config(cfg)
     metrics = load_metrics(Path(cfg.evaluate.out) / "metrics.json")
     folder = Path(out) if out is not None else Path(cfg.evaluate.out).parent / "compare"
+    with output_lock(folder, "compare"):
+        _write(metrics, folder)
+    return folder
+
+
+def _write(metrics: dict[str, Any], folder: Path) -> None:
     rows = [row(m) for m in metrics.values()]
     write_text_atomic(folder / "compare.md", markdown_table(rows))
     write_text_atomic(folder / "compare.csv", csv_table(rows))
@@ -197,4 +204,3 @@ def compare(cfg: ConfigLike, out: str | Path | None = None) -> Path:
         rows, "autointerp", "autointerp score (95% CI)", folder / "autointerp.png", "autointerp_ci95", metrics
     )
     _bars(rows, "concept_coverage", "storyworld concept coverage", folder / "coverage.png")
-    return folder

@@ -28,8 +28,10 @@ from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.layer_sites import expand, is_layer_glob, is_model_pair
 from monosemantic.lm.model import SubjectModel
 from monosemantic.utils import distributed as D
+from monosemantic.utils.disk import disk_full_guard
 from monosemantic.utils.errors import ConfigError, DataError
 from monosemantic.utils.files import check_output
+from monosemantic.utils.lock import output_lock
 from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.torch_utils import resolve_device
 
@@ -150,8 +152,9 @@ def evaluate(cfg: ConfigLike) -> list[dict[str, Any]]:
     """Evaluate `evaluate.dictionary` (default train.out) on `evaluate.cache` (default harvest.out);
     under torchrun the ranks split the batches and rank 0 writes the merged results."""
     cfg = as_config(cfg)
-    with D.session(cfg.evaluate.device):
-        return _evaluate(cfg)
+    with D.session(cfg.evaluate.device), output_lock(cfg.evaluate.out, "evaluate.out"):
+        with disk_full_guard(cfg.evaluate.out, "evaluate.out"):
+            return _evaluate(cfg)
 
 
 def _evaluate(cfg: Config) -> list[dict[str, Any]]:

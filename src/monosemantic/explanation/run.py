@@ -21,7 +21,9 @@ from monosemantic.explanation import scoring
 from monosemantic.explanation.llm_client import ChatClient, estimate_tokens
 from monosemantic.explanation.offline import KeywordJudge, base_counts, offline_explanation
 from monosemantic.store.feature_store import FeatureStore, feature_store_path
+from monosemantic.utils.disk import disk_full_guard
 from monosemantic.utils.files import check_output
+from monosemantic.utils.lock import output_lock
 from monosemantic.utils.progress import console, progress_bar
 
 
@@ -172,8 +174,12 @@ def explain(cfg: ConfigLike) -> Path:
     db = feature_store_path(cfg.analyze.out, cfg.explain.db)
     endpoint = cfg.explain.endpoint or os.environ.get("MONOSEMANTIC_ENDPOINT")
     check_output(db, "explain.db", kind="file")  # explanations are written into the store
-    check_output(cfg.explain.cache, "explain.cache")
-    with FeatureStore(db) as store:
+    with (
+        output_lock(db.parent, "explain.db's folder"),  # the lock analyze takes on the same folder
+        output_lock(cfg.explain.cache, "explain.cache"),
+        disk_full_guard(db, "explain.db"),
+        FeatureStore(db) as store,
+    ):
         work = _work(store, cfg.explain.max_features)
         if endpoint:
             _llm(store, cfg, work, endpoint)

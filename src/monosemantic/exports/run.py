@@ -18,8 +18,10 @@ from monosemantic.analysis.layers import feature_layers
 from monosemantic.config import Config, ConfigLike, as_config
 from monosemantic.exports.dashboard import ASSETS, index_row, payload_from, site_summary
 from monosemantic.store.feature_store import FeatureStore, feature_store_path
+from monosemantic.utils.disk import disk_full_guard
 from monosemantic.utils.errors import MonosemanticError
-from monosemantic.utils.files import atomic_dir, check_output, check_replaceable, remove_stale_temps
+from monosemantic.utils.files import atomic_dir, check_replaceable, remove_stale_temps
+from monosemantic.utils.lock import output_lock
 from monosemantic.utils.progress import console, progress_bar
 
 CHUNK = 64  # features per data file
@@ -95,10 +97,16 @@ def export(cfg: ConfigLike) -> list[Path]:
     e = cfg.export
     if e.html is None and e.neuronpedia is None:
         raise MonosemanticError("nothing to export; pass --html DIR and/or --neuronpedia DIR")
-    for target, key in ((e.html, "export.html"), (e.neuronpedia, "export.neuronpedia")):
-        check_output(target, key)
-        if target is not None:
-            remove_stale_temps(target)  # a killed export's half-written folder
+    with output_lock(e.html, "export.html"), output_lock(e.neuronpedia, "export.neuronpedia"):
+        for target in (e.html, e.neuronpedia):
+            if target is not None:
+                remove_stale_temps(target)  # a killed export's half-written folder
+        with disk_full_guard(e.html or e.neuronpedia, "export.html" if e.html else "export.neuronpedia"):
+            return _export(cfg)
+
+
+def _export(cfg: Config) -> list[Path]:
+    e = cfg.export
     path = store_path(cfg)
     store = open_store(path)
     written = []

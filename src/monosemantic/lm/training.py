@@ -31,8 +31,10 @@ from monosemantic.config.data import DataConfig
 from monosemantic.config.lm import LMConfig
 from monosemantic.corpus.sources import iter_texts
 from monosemantic.corpus.windows import TokenWindows, bos_eos_ids
+from monosemantic.utils.disk import disk_full_guard
 from monosemantic.utils.errors import ConfigError, DataError
 from monosemantic.utils.files import check_output, write_json_atomic, write_text_atomic
+from monosemantic.utils.lock import output_lock
 from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.torch_utils import resolve_device, torch_dtype
 
@@ -214,11 +216,12 @@ def train_lm(cfg: ConfigLike, callback: Callable[[int, float], None] | None = No
     trained for a config that failed must not meet the corrected rerun).
     """
     cfg = as_config(cfg)
-    check_output(cfg.lm.out, "lm.out")
     check_output(cfg.lm.state_dir, "lm.state_dir")
     made = [Path(p) for p in (cfg.lm.out, cfg.lm.state_dir) if p is not None and not Path(p).exists()]
     try:
-        return _train_lm(cfg, callback)
+        with output_lock(cfg.lm.out, "lm.out"), output_lock(cfg.lm.state_dir, "lm.state_dir"):
+            with disk_full_guard(cfg.lm.out, "lm.out"):
+                return _train_lm(cfg, callback)
     except BaseException:
         for folder in made:
             if folder.is_dir() and not any(folder.rglob("*.pt")):  # no checkpoint to resume from

@@ -20,8 +20,10 @@ from monosemantic.config import Config, ConfigLike, as_config
 from monosemantic.dictionaries.base import TrainStepState
 from monosemantic.dictionaries.layer_sites import is_layer_glob
 from monosemantic.utils import distributed as D
+from monosemantic.utils.disk import check_free_space, disk_full_guard
 from monosemantic.utils.errors import ConfigError, DataError, MonosemanticError
 from monosemantic.utils.files import check_output
+from monosemantic.utils.lock import output_lock
 from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.torch_utils import resolve_device, seed_everything, torch_dtype
 
@@ -292,9 +294,16 @@ class Trainer:
         window = max(1, self.tcfg.dead_after_tokens // self.tcfg.batch_size)
         return (self.step + 1) % window == 0 and self.step + 1 < self.tcfg.lr_decay_start * self.total_steps
 
+    def checkpoint_bytes(self) -> int:
+        """What one resume point of this rank's dictionaries takes on disk: the exported weights
+        and densities, and the trainer state (weights and two Adam moments)."""
+        params = sum(p.numel() for s in self.slots for p in s.dic.parameters())
+        return 4 * params * 4 + 4 * sum(s.dic.cfg.d_sae for s in self.slots)
+
     # ---- the loop ---------------------------------------------------------------------------
     def run(self) -> list[Path]:
         folders = self.folders
+        check_free_space(self.out, self.checkpoint_bytes(), "train.out")
         if self.restore():
             if self.complete:
                 console.print(f"training in {self.out} is already complete ({self.step} steps)")
@@ -367,5 +376,7 @@ def train(cfg: ConfigLike, stream: Any = None, model: Any = None) -> list[Path]:
     `state_dict()` and `load_state_dict()`; by default it is built from `[data]`.
     """
     cfg = as_config(cfg)
-    with D.session(cfg.train.device):
-        return Trainer(cfg, stream=stream, model=model).run()
+    with D.session(cfg.train.device), output_lock(cfg.train.out, "train.out"):
+        trainer = Trainer(cfg, stream=stream, model=model)
+        with disk_full_guard(trainer.out, "train.out", needed=trainer.checkpoint_bytes):
+            return trainer.run()
