@@ -18,6 +18,7 @@ import torch
 
 from monosemantic.config import Config, ConfigLike, as_config
 from monosemantic.corpus.windows import apply_special_tokens, bos_eos_ids, special_token_ids
+from monosemantic.lm.tokenizer import tokenizer_fingerprint
 from monosemantic.utils import distributed as D
 from monosemantic.utils.disk import check_free_space, disk_full_guard
 from monosemantic.utils.errors import ConfigError, DataError
@@ -217,6 +218,13 @@ def _harvest(cfg: Config) -> Path:
     apply_special_tokens(model.tokenizer, cfg.data)
     bos_eos_ids(model.tokenizer)  # a tokenizer that cannot separate documents fails before any write
     manifest["special_token_ids"] = special_token_ids(model.tokenizer)
+    fingerprint = tokenizer_fingerprint(model.tokenizer)
+    if manifest.get("tokenizer_fingerprint") not in (None, fingerprint):
+        raise DataError(
+            f"harvest.out {str(out)!r} was harvested with another tokenizer than {m.name!r} has now; "
+            "choose a new harvest.out or delete that cache"
+        )
+    manifest["tokenizer_fingerprint"] = fingerprint
     target = manifest["harvest"]["target_sequences"]
     if target is not None:  # a full disk is said before the first shard, not after the tenth
         done = sum(int(s["sequences"]) for s in manifest["shards"])

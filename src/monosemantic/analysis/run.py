@@ -21,7 +21,7 @@ import torch
 
 from monosemantic.activations.cache import ActivationCache
 from monosemantic.activations.paired import model_a_cache, with_model_b
-from monosemantic.analysis.collect import FeatureCollector
+from monosemantic.analysis.collect import FeatureCollector, collector_bytes
 from monosemantic.analysis.distributed import merge_collector, sequence_range
 from monosemantic.analysis.layers import layer_summary, layer_weights
 from monosemantic.analysis.logit_lens import input_tokens, logit_lens, nearest_features, norm_scale
@@ -30,12 +30,15 @@ from monosemantic.config import Config, ConfigLike, as_config
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.io import dictionary_names, find_dictionaries, load_dictionary
 from monosemantic.dictionaries.layer_sites import expand, is_layer_glob, is_model_pair
+from monosemantic.dictionaries.provenance import check_provenance, weights_fingerprint
 from monosemantic.lm.model import SubjectModel
 from monosemantic.store.feature_store import FeatureStore, feature_store_path
+from monosemantic.store.matching import FINGERPRINT
 from monosemantic.utils import distributed as D
 from monosemantic.utils.disk import disk_full_guard
 from monosemantic.utils.errors import DataError, MonosemanticError
 from monosemantic.utils.lock import output_lock
+from monosemantic.utils.memory import check_memory
 from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.torch_utils import resolve_device
 
@@ -169,6 +172,23 @@ def analyze(cfg: ConfigLike) -> Path:
             return _analyze(cfg)
 
 
+def _window(a: Any, context_size: int, dicts: list[Dictionary]) -> int:
+    """`analyze.window`, at most a sequence long (a wider window would hold only padding), after
+    checking that every dictionary's kept examples fit in memory."""
+    window = min(a.window, context_size)
+    needed = sum(
+        collector_bytes(d.d_sae, a.top_k, a.quantiles, a.per_quantile, a.negatives, window) for d in dicts
+    )
+    check_memory(
+        needed,
+        f"the kept examples of {len(dicts)} dictionar{'y' if len(dicts) == 1 else 'ies'} "
+        f"(analyze.window={window}, top_k={a.top_k}, quantiles x per_quantile={a.quantiles}x{a.per_quantile}, "
+        f"negatives={a.negatives})",
+        "lower analyze.window, top_k, quantiles, per_quantile or negatives, or analyze fewer dictionaries at once",
+    )
+    return window
+
+
 def store_bytes(cfg: Config) -> int | None:
     """About what the store of this analysis takes at most: every feature with all its examples
     (ids int32 and activations float64 per token) and its statistics."""
@@ -196,6 +216,9 @@ def _analyze(cfg: Config) -> Path:
     device = resolve_device(a.device)
     dicts = [load_dictionary(p, device=device).eval() for p in paths]
     sites = [_site_of(d, cache, p) for d, p in zip(dicts, paths, strict=True)]
+    for d, p in zip(dicts, paths, strict=True):
+        check_provenance(d, p, cache.manifest.get("model"), cache.manifest.get("tokenizer_fingerprint"),
+                         cache.sites, cfg.model.allow_foreign_model)  # fmt: skip
     if (
         pair := next((i for i, s in enumerate(sites) if is_model_pair(s)), None)
     ) is not None:  # model diffing
@@ -206,10 +229,11 @@ def _analyze(cfg: Config) -> Path:
         raise DataError(
             f"activation cache {cache.path} holds no sequences; run `monosemantic harvest CONFIG`"
         )
+    window = _window(a, cache.context_size, dicts)
     exclude = cache.excludes_special
     concept_names = list(cache.concepts) if cache.concepts else None
     collectors = [
-        FeatureCollector(d.d_sae, a.top_k, a.quantiles, a.per_quantile, a.negatives, a.window,
+        FeatureCollector(d.d_sae, a.top_k, a.quantiles, a.per_quantile, a.negatives, window,
                          seed=int(a.seed or 0) + i, concept_names=concept_names, block_tokens=a.block_tokens)
         for i, d in enumerate(dicts)
     ]  # fmt: skip
@@ -238,7 +262,7 @@ def _analyze(cfg: Config) -> Path:
         store.set_meta(
             cache=str(cache.path), model=cache.manifest.get("model"), n_sequences=n_seq,
             n_tokens=n_seq * cache.context_size, context_size=cache.context_size,
-            window=a.window, top_k=a.top_k, quantiles=a.quantiles, per_quantile=a.per_quantile,
+            window=window, top_k=a.top_k, quantiles=a.quantiles, per_quantile=a.per_quantile,
             concepts=concept_names, pass_seconds=round(pass_s, 3), encode_seconds=round(encode_s, 3),
         )  # fmt: skip
         with progress_bar() as bar:
@@ -251,7 +275,7 @@ def _analyze(cfg: Config) -> Path:
                     name, path=path.resolve(), architecture=dic.cfg.architecture, hook_name=site,
                     hook_name_out=dic.cfg.hook_name_out if dic.is_transcoder else None, d_in=dic.d_in,
                     d_sae=dic.d_sae, model=meta.get("model_name", cache.manifest.get("model")),
-                    cfg=dic.cfg.to_dict() | layer_summary(dic),
+                    cfg=dic.cfg.to_dict() | layer_summary(dic) | {FINGERPRINT: weights_fingerprint(dic)},
                 )  # fmt: skip
                 views = _weights_views(dic, model, a.logit_lens_k)
                 concept = c.concepts.best(c.hist, c.n_tokens)[:3] if c.concepts is not None else None

@@ -22,7 +22,8 @@ import torch
 from torch import Tensor
 
 from monosemantic.config.ranges import Count, Probability, check_argument
-from monosemantic.utils.progress import progress_bar
+from monosemantic.utils.memory import check_memory, fitting
+from monosemantic.utils.progress import console, progress_bar
 
 from .position_blocks import PositionBlocks
 from .pruning import influence_from_rows
@@ -165,6 +166,52 @@ class _Rows:
         return torch.cat(parts, 1).detach()
 
 
+def attribution_memory(rm: ReplacementModel, n_pos: int, n_cols: int, n_rows: int) -> tuple[int, int]:
+    """(bytes of the attribution matrix, on the CPU; bytes per row of a backward batch, on the model's
+    device). The matrix holds `n_rows` rows of `n_cols` sources; a backward batch row keeps the
+    frozen forward's activations (about 24 x d_model values and the attention scores per token and
+    layer) and its gradients. A coarse upper estimate: it only decides between running,
+    smaller batches, and one line."""
+    lm = rm.lm
+    itemsize = torch.empty(0, dtype=rm.dtype).element_size()
+    per_row = itemsize * n_pos * lm.n_layers * (24 * lm.d_model + lm.n_heads * n_pos) + 4 * n_cols
+    return 4 * n_rows * n_cols, per_row
+
+
+def _memory_plan(
+    rm: ReplacementModel,
+    n_feat: int,
+    n_pos: int,
+    n_cols: int,
+    n_targets: int,
+    max_nodes: int,
+    batch_size: int,
+) -> int:
+    """Refuse a graph whose matrix cannot fit; take smaller backward batches when a batch cannot."""
+    rows = n_targets + min(max_nodes, n_feat) + 1
+    matrix, per_row = attribution_memory(rm, n_pos, n_cols, rows)
+    check_memory(
+        matrix,
+        f"the attribution matrix ({rows:,} rows x {n_cols:,} sources: circuit.max_feature_nodes={max_nodes}, "
+        f"{n_feat:,} active features on {n_pos} prompt tokens)",
+        "lower circuit.max_feature_nodes or shorten the prompt",
+    )
+    batch_size = min(batch_size, rows)  # a batch never holds more rows than the graph has
+    fit = fitting(per_row, device=rm.device)
+    if fit is None or fit >= batch_size:
+        return batch_size
+    if fit < 1:
+        check_memory(
+            per_row, f"one backward pass over {n_pos} prompt tokens", "shorten the prompt", rm.device
+        )
+    console.print(
+        f"[yellow]note:[/] circuit.batch_size={batch_size} does not fit in memory on {rm.device}: "
+        f"batches of {fit} rows instead (same graph, more passes)",
+        highlight=False,
+    )
+    return max(1, fit)
+
+
 def attribute(
     model: ReplacementModel | SubjectModel | PreTrainedModel,
     dictionaries: Sequence[Dictionary] | None = None,
@@ -212,6 +259,7 @@ def attribute(
         s = rm.spliced[i]
         return ("feature", i, int(feat_pos[j]), s.encoder_dirs(feat_idx[j : j + 1].to(rm.device))[0])
 
+    batch_size = _memory_plan(rm, n_feat, T, n_cols, len(targets), max_feature_nodes, batch_size)
     rows = _Rows(rm, setup, batch_size)
     logit_targets = [t for t in targets if t.kind != "feature"]
     n_logit = len(logit_targets)

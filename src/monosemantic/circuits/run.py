@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 
 from monosemantic.config import Config, ConfigLike, as_config
+from monosemantic.dictionaries.provenance import check_provenance
+from monosemantic.lm.tokenizer import tokenizer_fingerprint
 from monosemantic.utils.disk import disk_full_guard
 from monosemantic.utils.errors import ConfigError, MonosemanticError
 from monosemantic.utils.files import write_json_atomic
@@ -57,29 +59,28 @@ def resolve_dictionaries(cfg: Config) -> list[Path]:
     return paths
 
 
-def store_describer(
-    db: Path, paths: list[Path], names: list[str], dics: list, n_examples: int = 3
-) -> tuple[object | None, Callable | None]:
-    """A FeatureStore on `db` (`analyze.out/features.db`) and a (dictionary, latent) -> node fields lookup."""
+def store_ids(db: Path, paths: list[Path], names: list[str], dics: list) -> list[int | None]:
+    """The feature-store dictionary describing each of `dics`, matched by weight fingerprint
+    (`store.matching`); call it before a ReplacementModel casts them to the model's dtype."""
     from monosemantic.store.feature_store import FeatureStore
+    from monosemantic.store.matching import match_rows
 
     if not db.is_file():
+        return [None] * len(dics)
+    with FeatureStore(db) as store:
+        return match_rows(store.dictionaries(), dics, paths, names, db)
+
+
+def store_describer(
+    db: Path, ids: list[int | None], n_examples: int = 3
+) -> tuple[object | None, Callable | None]:
+    """A FeatureStore on `db` (`analyze.out/features.db`) and a (dictionary, latent) -> node fields
+    lookup, for the store dictionaries `ids` (one per graph dictionary; None: unlabelled)."""
+    from monosemantic.store.feature_store import FeatureStore
+
+    if not db.is_file() or all(i is None for i in ids):
         return None, None
     store = FeatureStore(db)
-    rows = store.dictionaries()
-    by_path = {str(Path(r["path"]).resolve()): r for r in rows if r.get("path")}
-    by_name = {r["name"]: r for r in rows}
-
-    def lookup(path: Path, name: str, dic) -> int | None:
-        """The store row of this checkpoint: same path, else same name, site and width."""
-        row = by_path.get(str(Path(path).resolve()))
-        if row is None and name in by_name:
-            cand = by_name[name]
-            if cand.get("hook_name") == dic.cfg.hook_name and cand.get("d_sae") == dic.cfg.d_sae:
-                row = cand
-        return None if row is None else row["id"]
-
-    ids = [lookup(p, n, d) for p, n, d in zip(paths, names, dics, strict=True)]
 
     def describe(d: int, idx: int) -> dict:
         did = ids[d]
@@ -286,9 +287,14 @@ def _circuit(cfg: Config) -> Path:
     paths = resolve_dictionaries(cfg)
     model = load_model(cfg.model.name, dtype=cfg.model.dtype, device=c.device, revision=cfg.model.revision)
     dics = [load_dictionary(p, device=str(model.device)) for p in paths]
+    fingerprint = tokenizer_fingerprint(model.tokenizer)
+    for dic, path in zip(dics, paths, strict=True):
+        check_provenance(dic, path, cfg.model.name, fingerprint, None, cfg.model.allow_foreign_model)
     names = dictionary_names(paths, cfg.train.out if not c.dictionaries else None)
+    db = feature_store_path(cfg.analyze.out)
+    ids = store_ids(db, paths, names, dics)  # by weights, before the replacement model casts them
     rm = ReplacementModel(model, dics, names, zero_bos=c.zero_bos)
-    store, describe = store_describer(feature_store_path(cfg.analyze.out), paths, names, dics)
+    store, describe = store_describer(db, ids)
     gj = trace(cfg, rm, describe)
     scores = gj["metadata"]["scores"]
     slug = gj["metadata"]["slug"]

@@ -32,6 +32,7 @@ from monosemantic.evaluation.spliced import splice_edits
 from monosemantic.lm.model import SubjectModel, load_model
 from monosemantic.lm.token_display import TokenDisplay
 from monosemantic.store.feature_store import FeatureStore, feature_store_path
+from monosemantic.store.matching import match_rows
 from monosemantic.utils.errors import MonosemanticError
 
 Tokens = str | Tensor | Sequence[int]
@@ -59,6 +60,7 @@ class SpliceModel:
         self.dictionaries = {name: d.eval().requires_grad_(False) for name, d in dictionaries.items()}
         self.store = store
         self._display = TokenDisplay(model.tokenizer)
+        self._store_ids: dict[str, int | None] = {}
 
     @classmethod
     def load(
@@ -199,7 +201,18 @@ class SpliceModel:
         """The store row of a feature (explanation, density, logit lens, ...), by dictionary name."""
         if self.store is None:
             raise MonosemanticError("no feature store loaded; run `monosemantic analyze` and pass store=")
-        return self.store.feature(self.store.dictionary(dictionary)["id"], idx)
+        if dictionary not in self._store_ids:  # matched by weights, not by name
+            dic = self._pick(dictionary)[dictionary]
+            (self._store_ids[dictionary],) = match_rows(
+                self.store.dictionaries(), [dic], [Path(dictionary)], [dictionary], self.store.path
+            )
+        did = self._store_ids[dictionary]
+        if did is None:
+            raise MonosemanticError(
+                f"the feature store {self.store.path} has no analysis of {dictionary}'s weights; "
+                "run `monosemantic analyze` on it"
+            )
+        return self.store.feature(did, idx)
 
     def top_features(self, text: Tokens, dictionary: str, k: int = 10) -> list[dict[str, Any]]:
         """The `k` features of `dictionary` with the largest activation anywhere in `text` (plain

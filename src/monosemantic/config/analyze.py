@@ -24,7 +24,9 @@ class AnalyzeConfig(Section):
     top_k: Count = Field(20, description="Top activating examples kept per feature.")
     quantiles: Count = Field(5, description="Activation quantile bins sampled.")
     per_quantile: Count = 5
-    window: Count = Field(16, description="Tokens of context each side of the peak.")
+    window: Count = Field(
+        16, description="Tokens of context each side of the peak (at most a sequence's length is used)."
+    )
     logit_lens_k: Count = 10
     negatives: NonNegativeInt = Field(
         10, description="Non-activating contexts kept per feature (for scoring)."

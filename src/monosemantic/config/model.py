@@ -37,6 +37,11 @@ class ModelConfig(Section):
     quantization: Literal["8bit", "4bit"] | None = Field(
         None, description="Load the weights in 8 or 4 bits with bitsandbytes (CUDA only)."
     )
+    allow_foreign_model: bool = Field(
+        False,
+        description="Let evaluate, analyze, steer and circuit use a dictionary whose cfg.json names another "
+        "model or tokenizer than the one they run (refused by default); widths must still match.",
+    )
     token_env: str | None = Field(
         None,
         description="Environment variable holding the hub token for gated models (default HF_TOKEN); "

@@ -26,12 +26,14 @@ from monosemantic.config import Config, ConfigLike, as_config
 from monosemantic.corpus.concepts import CONCEPTS
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.layer_sites import expand, is_layer_glob, is_model_pair
+from monosemantic.dictionaries.provenance import check_provenance
 from monosemantic.lm.model import SubjectModel
 from monosemantic.utils import distributed as D
 from monosemantic.utils.disk import disk_full_guard
 from monosemantic.utils.errors import ConfigError, DataError
 from monosemantic.utils.files import check_output
 from monosemantic.utils.lock import output_lock
+from monosemantic.utils.memory import check_memory, fitting
 from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.torch_utils import resolve_device
 
@@ -134,6 +136,29 @@ def _site_acts(
     return acts
 
 
+def _check_batch_memory(
+    rows: int,
+    batch_size: int,
+    context_size: int,
+    entries: list[_Entry],
+    model: SubjectModel | None,
+    device: torch.device,
+) -> None:
+    """What one batch of `evaluate.batch_size` sequences holds at once: each dictionary's dense codes
+    and reconstructions, and with spliced metrics the clean and spliced logits and log-probabilities."""
+    vocab = int(model.hf.config.vocab_size) if model is not None else 0
+    widths = sum(e.dic.d_sae + 2 * e.dic.d_in + 2 * e.dic.d_out for e in entries)
+    per_sequence = 4 * context_size * (3 * vocab + widths)
+    fit = fitting(per_sequence, device=device)
+    check_memory(
+        per_sequence * rows,
+        f"batches of evaluate.batch_size={batch_size} sequences ({context_size} tokens, {len(entries)} "
+        f"dictionar{'y' if len(entries) == 1 else 'ies'}{f', vocabulary {vocab}' if vocab else ''})",
+        f"lower evaluate.batch_size{f' (about {fit} fit)' if fit else ''}",
+        device,
+    )
+
+
 def _causal(model: _Model) -> bool:
     """Spliced CE/KL need next-token logits: for an encoder (BERT) say so once, up front, and skip them."""
     sm = model.get()
@@ -189,6 +214,8 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
                 highlight=False,
             )
         in_site, out_site = _sites(name, dic, cache)
+        check_provenance(dic, path, cache.manifest.get("model"), cache.manifest.get("tokenizer_fingerprint"),
+                         cache.sites, cfg.model.allow_foreign_model)  # fmt: skip
         entry = _Entry(name, path, dic, in_site, out_site, ReconstructionMetrics(dic.d_sae, dic.d_out))
         if is_multi_site(dic):
             if D.world_size() > 1:
@@ -229,6 +256,10 @@ def _evaluate(cfg: Config) -> list[dict[str, Any]]:
 
     indices, sample = _sample(cache, ecfg.max_sequences, int(ecfg.seed or 0))
     n_seq = sample["n_sequences"]
+    rows = min(ecfg.batch_size, n_seq)  # a batch never holds more than the sample
+    _check_batch_memory(
+        rows, ecfg.batch_size, cache.context_size, entries, model.get() if spliced_on else None, device
+    )
     lo, hi = batch_range(n_seq, ecfg.batch_size)  # this rank's batches (all of them in one process)
     token_batches: list[Tensor] = []
     keeps: list[Tensor] = []

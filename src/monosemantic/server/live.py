@@ -17,7 +17,9 @@ import torch
 from monosemantic.analysis.records import TokenText
 from monosemantic.config import Config
 from monosemantic.dictionaries.base import Dictionary
+from monosemantic.dictionaries.provenance import weights_fingerprint
 from monosemantic.steering.run import generate, prompt_ids, steering_edits
+from monosemantic.store.matching import FINGERPRINT
 from monosemantic.utils.errors import MonosemanticError
 from monosemantic.utils.torch_utils import resolve_device
 
@@ -71,7 +73,14 @@ class LiveModels:
         key = (did, str(path), st.st_ino, st.st_mtime_ns)
         if key not in self._dics:
             self._dics = {k: v for k, v in self._dics.items() if k[:2] != key[:2]}
-            self._dics[key] = load_dictionary(path, device=self.device).eval().requires_grad_(False)
+            dic = load_dictionary(path, device=self.device).eval().requires_grad_(False)
+            recorded = (row.get("cfg") or {}).get(FINGERPRINT)
+            if recorded and recorded != weights_fingerprint(dic):  # the store describes other weights
+                raise MonosemanticError(
+                    f"the checkpoint of dictionary {row['name']} at {path} has other weights than the ones "
+                    "analysed into this store (retrained since?); rerun `monosemantic analyze`"
+                )
+            self._dics[key] = dic
         return self._dics[key], row
 
     def _ids(self, text: str, dic: Dictionary) -> torch.Tensor:
@@ -194,8 +203,7 @@ class LiveModels:
         cfg.circuit.method = "attribution"
         job.report("attributing", 0.2)
         rm = ReplacementModel(model, loaded, names, zero_bos=cfg.circuit.zero_bos)
-        paths = [Path(r["path"]) for r in chosen]
-        describe_store, describe = store_describer(self.store.path, paths, names, loaded)
+        describe_store, describe = store_describer(self.store.path, [r["id"] for r in chosen])
         try:
             gj = trace(cfg, rm, describe)
         finally:

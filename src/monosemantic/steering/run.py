@@ -28,6 +28,8 @@ from monosemantic.config.ranges import NonNegativeInt, check_argument
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.interventions import MODES, canonical_mode, edit_latent, next_token
 from monosemantic.dictionaries.io import find_dictionaries, load_dictionary
+from monosemantic.dictionaries.provenance import check_provenance
+from monosemantic.lm.tokenizer import tokenizer_fingerprint
 from monosemantic.utils.errors import MonosemanticError
 from monosemantic.utils.torch_utils import resolve_device
 
@@ -195,7 +197,6 @@ def steer(cfg: ConfigLike, feature: int, value: float, prompt: str) -> dict[str,
     """Generate from `prompt` with and without steering `feature`; print both side by side."""
     cfg = as_config(cfg)
     feature = check_argument("feature", feature, NonNegativeInt)
-    value = check_argument("value", value, float)
     from monosemantic.lm.model import load_model
 
     s = cfg.steer
@@ -214,6 +215,9 @@ def steer(cfg: ConfigLike, feature: int, value: float, prompt: str) -> dict[str,
             "language-model head; set model.name to a causal LM (gpt2, pythia, llama, 'storyworld', ...)"
         )
     check_widths(dic, model, path)
+    check_provenance(
+        dic, path, cfg.model.name, tokenizer_fingerprint(model.tokenizer), None, cfg.model.allow_foreign_model
+    )
     prepend = bool((dic.cfg.metadata or {}).get("prepend_bos", True))
     ids = prompt_ids(model, prompt, prepend)
     skip_first = prepend and ids[0].item() == model.tokenizer.bos_token_id

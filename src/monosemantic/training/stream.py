@@ -104,6 +104,7 @@ def metadata_for(cfg: Config, site: str, site_out: str | None) -> dict[str, Any]
         **paired,
         "model_name": manifest.get("model", cfg.model.name),
         "model_revision": manifest.get("revision", cfg.model.revision),
+        "tokenizer_fingerprint": manifest.get("tokenizer_fingerprint"),
         "hook_name": site,
         "hook_name_out": site_out,
         "context_size": manifest.get("context_size", cfg.data.context_size),
