@@ -19,6 +19,7 @@ from monosemantic.exports.dashboard import ASSETS, feature_payload, index_rows, 
 from monosemantic.exports.run import CHUNK
 from monosemantic.store.feature_store import FeatureStore
 from monosemantic.utils.errors import MonosemanticError
+from monosemantic.utils.html import script_json
 
 from .viewer import render_viewer
 
@@ -44,8 +45,7 @@ class Inline:
 
 
 def _call(fn: str, *args: Any) -> str:
-    body = ", ".join(json.dumps(a, separators=(",", ":"), allow_nan=False) for a in args)
-    return fn + "(" + body.replace("</", "<\\/") + ");"
+    return fn + "(" + ", ".join(script_json(a) for a in args) + ");"
 
 
 def dashboard_page(store: FeatureStore, dictionary: str | int, feature: int) -> str:

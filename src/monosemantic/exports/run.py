@@ -9,7 +9,6 @@ The whole site is written into a temporary folder and renamed over the target at
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from monosemantic.store.feature_store import FeatureStore, feature_store_path
 from monosemantic.utils.disk import disk_full_guard
 from monosemantic.utils.errors import MonosemanticError
 from monosemantic.utils.files import atomic_dir, check_replaceable, remove_stale_temps
+from monosemantic.utils.html import script_json
 from monosemantic.utils.lock import output_lock
 from monosemantic.utils.progress import console, progress_bar
 
@@ -44,8 +44,7 @@ def open_store(path: Path) -> FeatureStore:
 def _js(call: str, *args: Any) -> str:
     """A data file: one call handing JSON to the viewer. `</` is escaped so token text can never
     close a script element."""
-    body = ", ".join(json.dumps(a, separators=(",", ":"), allow_nan=False) for a in args)
-    return call + "(" + body.replace("</", "<\\/") + ");\n"
+    return call + "(" + ", ".join(script_json(a) for a in args) + ");\n"
 
 
 def write_site(store: FeatureStore, out: str | Path) -> Path:

@@ -17,8 +17,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
+from .guard import Body
 from .jobs import Job, QueueFull
 
 MAX_ID = 2**31 - 1
@@ -27,14 +28,14 @@ MAX_VALUE = 1e4  # steering beyond this is numerically meaningless (activations 
 router = APIRouter()
 
 
-class ActivationsIn(BaseModel):
+class ActivationsIn(Body):
     dictionary: int = Field(ge=0, le=MAX_ID, description="store id of the dictionary")
     text: str = Field(min_length=1)
     feature: int | None = Field(None, ge=0, le=MAX_ID, description="also this feature's value per token")
     top: int = Field(10, ge=1, le=100, description="strongest features listed per token")
 
 
-class SteerIn(BaseModel):
+class SteerIn(Body):
     dictionary: int = Field(ge=0, le=MAX_ID)
     feature: int = Field(ge=0, le=MAX_ID)
     prompt: str = Field(min_length=1)
@@ -53,7 +54,7 @@ class SteerIn(BaseModel):
         return v
 
 
-class CircuitIn(BaseModel):
+class CircuitIn(Body):
     prompt: str = Field(min_length=1)
     dictionaries: list[Annotated[int, Field(ge=0, le=MAX_ID)]] | None = Field(
         None, max_length=256, description="store ids of the transcoders (default: every transcoder)"
