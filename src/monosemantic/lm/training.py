@@ -181,14 +181,19 @@ def samples(model: PreTrainedModel, tokenizer: Tokenizer, lm: LMConfig, device: 
         return []
     model.eval()
     out = []
+    c = model.config  # a prompt and its continuation fit the model's positions
+    context = int(
+        getattr(c, "n_positions", None) or getattr(c, "max_position_embeddings", None) or lm.context_size
+    )
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(lm.seed or 0)
         for prompt in lm.sample_prompts:
-            ids = torch.tensor([[bos_eos_ids(tokenizer)[0], *tokenizer.encode(prompt)]], device=device)
+            ids = [bos_eos_ids(tokenizer)[0], *tokenizer.encode(prompt)][-(context - 1) :]
+            ids = torch.tensor([ids], device=device)
             gen = model.generate(
                 ids,
                 attention_mask=torch.ones_like(ids),
-                max_new_tokens=lm.sample_tokens,
+                max_new_tokens=min(lm.sample_tokens, context - ids.shape[1]),
                 do_sample=True,
                 temperature=0.8,
                 top_k=50,
