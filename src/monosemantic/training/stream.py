@@ -98,7 +98,11 @@ def metadata_for(cfg: Config, site: str, site_out: str | None) -> dict[str, Any]
     manifest = _manifest(cfg)
     paired = {}
     if cfg.data.activations_b is not None:  # model diffing: which model the b: sites come from
-        other = read_json(Path(cfg.data.activations_b, "manifest.json"), "cache manifest", "harvest it again")
+        other = read_json(
+            Path(cfg.data.activations_b, "manifest.json"),
+            "data.activations_b: cache manifest",
+            "harvest it again",
+        )
         paired = {"model_name_b": other.get("model"), "dataset_path_b": str(cfg.data.activations_b)}
     return {
         **paired,

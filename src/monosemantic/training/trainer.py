@@ -75,6 +75,7 @@ class Trainer:
         self.sites = list(dict.fromkeys(s for pair in pairs for s in pair))
         self.stream = stream if stream is not None else open_stream(cfg, self.sites, model)
         self.widths = {s: self.stream.d_in(s) for s in self.sites}
+        metadata_for(cfg, self.sites[0], None)  # read at every export: a bad cache path fails now
         seed_everything(self.tcfg.seed if self.tcfg.seed is not None else cfg.seed)
         self.par = Parallel.from_config(self.tcfg, self.device)
         every = build_slots(cfg, self.widths, self.device, pairs)

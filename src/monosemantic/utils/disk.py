@@ -26,6 +26,13 @@ FULL_MESSAGES = ("no space left on device", "os error 28", "database or disk is 
 class DiskFull(MonosemanticError, OSError):
     """The disk under an output filled up (an OSError too, for callers that catch those)."""
 
+    def __init__(self, message: str, where: str | Path | None = None, key: str | None = None) -> None:
+        super().__init__(message)
+        self.where, self.key = where, key
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
 
 def size_text(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -61,7 +68,9 @@ def check_free_space(path: str | Path, needed: int, key: str) -> None:
     if needed > free:
         raise DiskFull(
             f"{key} {str(path)!r} needs about {size_text(needed)} but its disk has {size_text(free)} free; "
-            f"free {size_text(needed - free)} or choose a {key} on another disk"
+            f"free {size_text(needed - free)} or choose a {key} on another disk",
+            path,
+            key,
         )
 
 
@@ -73,14 +82,22 @@ def disk_full_guard(
     the file (or `path`, the output of `key`), the free space, and what the output needs."""
     try:
         yield
+    except DiskFull as e:  # said by a reader that knew the file but not the output's needs
+        if e.key is not None or e.where is None:
+            raise
+        raise disk_full(e.where, key, needed() if needed else None) from None
     except BaseException as e:
         if not is_disk_full(e):
             raise
-        where = getattr(e, "filename", None) or path
-        free = free_bytes(where)
-        want = needed() if needed is not None else None
-        need = f"; {key} needs about {size_text(want)} in all" if want else ""
-        raise DiskFull(
-            f"disk full writing {str(where)!r} ({size_text(free)} free{need}); free space and run the "
-            "same command again (earlier outputs are intact)"
-        ) from None
+        raise disk_full(getattr(e, "filename", None) or path, key, needed() if needed else None) from None
+
+
+def disk_full(where: str | Path, key: str | None = None, needed: int | None = None) -> DiskFull:
+    """The one line for a write to `where` that failed for lack of space."""
+    need = f"; {key} needs about {size_text(needed)} in all" if key and needed else ""
+    return DiskFull(
+        f"disk full writing {str(where)!r} ({size_text(free_bytes(where))} free{need}); free space and run "
+        "the same command again (earlier outputs are intact)",
+        where,
+        key,
+    )
