@@ -8,7 +8,16 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from .base import Dtype, Section
-from .ranges import INT64, Count, Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, Seed
+from .ranges import (
+    INT64,
+    Count,
+    Fraction,
+    LearningRate,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    Seed,
+)
 
 
 class LMConfig(Section):
@@ -30,7 +39,7 @@ class LMConfig(Section):
     context_size: int = Field(128, ge=2, le=INT64)
     steps: Count = 3000
     batch_size: Count = 32
-    lr: PositiveFloat = 3e-3
+    lr: LearningRate = 3e-3
     weight_decay: NonNegativeFloat = 0.1
     warmup_steps: NonNegativeInt = 100
     eval_every: Count = Field(250, description="Steps between validation loss and sample generations.")

@@ -32,6 +32,8 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 """A finite number > 0 (learning rates, widths of kernels)."""
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 """A finite number >= 0 (penalty coefficients, weight decay, temperature)."""
+LearningRate = Annotated[float, Field(gt=0, le=1e6)]
+"""A learning rate: > 0, and at most 1e6 (larger ones overflow the optimiser's float32 arithmetic)."""
 Fraction = Annotated[float, Field(ge=0, le=1)]
 """A number in [0, 1]."""
 Probability = Annotated[float, Field(gt=0, le=1)]

@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from .base import Dtype, Section
-from .ranges import Beta, Count, Fraction, NonNegativeInt, PositiveFloat, Seed
+from .ranges import Beta, Count, Fraction, LearningRate, NonNegativeInt, Seed
 
 
 class TrainConfig(Section):
@@ -16,7 +16,7 @@ class TrainConfig(Section):
 
     tokens: Count = Field(8_000_000, description="Training tokens seen by every dictionary.")
     batch_size: Count = Field(4096, description="Tokens per optimiser step.")
-    lr: PositiveFloat = 4e-4
+    lr: LearningRate = 4e-4
     adam_betas: tuple[Beta, Beta] = Field(
         (0.9, 0.999), description="Adam's (beta1, beta2), each in the valid range."
     )

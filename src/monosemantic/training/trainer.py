@@ -30,7 +30,7 @@ from monosemantic.utils.torch_utils import resolve_device, seed_everything, torc
 from . import checkpoint
 from .dead import resample_dead
 from .init import decoder_bias_init
-from .logging import WandbLogger
+from .logging import WandbLogger, require_wandb
 from .metrics import latent_counts
 from .parallel import Parallel
 from .schedules import lr_factor, sparsity_factor
@@ -68,6 +68,8 @@ class Trainer:
     def __init__(self, cfg: Config, stream: Any = None, model: Any = None) -> None:
         self.cfg, self.tcfg = cfg, cfg.train
         check_output(self.tcfg.out, "train.out")
+        if self.tcfg.wandb:
+            require_wandb()
         self.device = resolve_device(self.tcfg.device)
         self.compute_dtype = torch_dtype(self.tcfg.dtype or "float32")
         self.out = Path(self.tcfg.out)
@@ -268,7 +270,8 @@ class Trainer:
             if log_now:
                 row = {"step": self.step + 1, "tokens": (self.step + 1) * self.tcfg.batch_size, "lr": lr}
                 row |= self.par.metrics(out, y_all, counts, slot.tracker.dead_mask(), x.shape[0])
-                if not math.isfinite(row["loss"]) or not row["fvu"] <= DIVERGED_FVU:
+                # one row has no variance to explain: its FVU is no sign of divergence
+                if not math.isfinite(row["loss"]) or (n_all > 1 and not row["fvu"] <= DIVERGED_FVU):
                     raise MonosemanticError(
                         f"dictionary {slot.name} diverged at step {self.step + 1} (loss {row['loss']:.4g}, "
                         f"FVU {row['fvu']:.4g}); "
