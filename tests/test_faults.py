@@ -374,3 +374,50 @@ def test_concurrent_trainers_into_one_folder_one_runs_the_other_is_refused(tiny_
         for x in (tmp_path / "case" / "train" / "metrics.jsonl").read_text().splitlines()
     ]
     assert steps == sorted(steps) and len(steps) == len(set(steps))  # one writer: no interleaving
+
+
+def test_the_live_server_refuses_a_checkpoint_retrained_since_analyze(tmp_path):
+    """The store row's weight fingerprint no longer matches the checkpoint at its path."""
+    import torch
+
+    from monosemantic.config import Config
+    from monosemantic.config.dictionary import DictionaryConfig
+    from monosemantic.dictionaries import build_dictionary
+    from monosemantic.dictionaries.io import save_dictionary
+    from monosemantic.dictionaries.provenance import weights_fingerprint
+    from monosemantic.server.live import LiveModels
+    from monosemantic.server.store_access import LiveStore
+    from monosemantic.store.matching import FINGERPRINT
+    from monosemantic.utils.errors import MonosemanticError
+
+    site = "blocks.0.hook_resid_post"
+
+    def checkpoint(seed: int):
+        torch.manual_seed(seed)
+        dic = build_dictionary(DictionaryConfig(architecture="topk", d_sae=16, k=2, site=site), 8, 8)
+        return dic, save_dictionary(dic, tmp_path / "sae", {"hook_name": site})
+
+    dic, path = checkpoint(0)
+    db = tmp_path / "features.db"
+    with FeatureStore.fresh(db) as store:
+        did = store.add_dictionary("sae", path=path, hook_name=site, d_in=8, d_sae=16,
+                                   cfg={FINGERPRINT: weights_fingerprint(dic)})  # fmt: skip
+    live = LiveModels(Config(device="cpu"), LiveStore(db, 0.5))
+    assert live.dictionary(did)[0].d_sae == 16  # the analysed weights: served
+    time.sleep(0.01)
+    checkpoint(1)  # retrained in place
+    with pytest.raises(MonosemanticError, match="other weights than the ones analysed"):
+        live.dictionary(did)
+
+
+def test_a_harvest_resumed_with_another_tokenizer_is_refused(tiny_world, tmp_path, cli_runner):
+    cfg = _case(tiny_world, tmp_path / "case")
+    out = tmp_path / "case" / "acts"
+    assert cli_runner.invoke(app, ["harvest", str(cfg)]).exit_code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["tokenizer_fingerprint"]) == 16
+    manifest.update(
+        tokenizer_fingerprint="0123456789abcdef", complete=False
+    )  # as if another tokenizer wrote it
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert "harvested with another tokenizer" in _one_line(cli_runner.invoke(app, ["harvest", str(cfg)]))
