@@ -354,6 +354,11 @@ C("why-output-loop-analyze", "analyze", "symlink loop", setup=_loop("analysis"))
 C("why-config-fifo", "train", "is a FIFO (named pipe)", setup=_fifo)
 C("why-serve-host", "serve", "serve.host: 'not a host' is not an IP address or a host name", "--set", 'serve.host="not a host"')
 CASES.append(Case("why-config-dev-null", ["train", "/dev/null"], "is a character device"))
+# -- found by the config fuzzer (tests/test_config_fuzz.py) -------------------------------------------
+C("fuzz-explain-endpoint", "explain", "explain.endpoint: 'x' is not an http(s) URL", "--set", 'explain.endpoint="x"')
+C("fuzz-device-map-gpu", "harvest", "model.device_map places 'x' on 1", "--set", "model.device_map={x = 1}")
+C("fuzz-export-checks-both-first", "export", "not an earlier export", "--neuronpedia", "{case}/np", setup=write("np/mine.txt", "x"))
+C("fuzz-activations-b-first", "train", "data.activations_b", edit=add('activations = "{acts}"\nactivations_b = "{sae}"', "data"))
 # fmt: on
 
 

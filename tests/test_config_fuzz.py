@@ -111,6 +111,7 @@ def _run(verb: str, cfg: Path, f: Field, v: Value, paths: Paths, cli_runner, mon
     for assignment in overrides(f, v, paths):
         args += ["--set", assignment]
     result = cli_runner.invoke(app, args)
+    paths.reset()
     where = f"{verb} {f.name}={v.label}"
     if isinstance(result.exception, ChecksPassed):
         return
@@ -123,7 +124,9 @@ def _run(verb: str, cfg: Path, f: Field, v: Value, paths: Paths, cli_runner, mon
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]  # progress or notes may precede it
     assert result.exit_code == 2, f"{where}: exit {result.exit_code}\n{result.stderr}"
-    assert len(errors) == 1 and lines[-1] == errors[0], f"{where}: {len(errors)} error lines:\n{result.stderr}"
+    assert len(errors) == 1 and lines[-1] == errors[0], (
+        f"{where}: {len(errors)} error lines:\n{result.stderr}"
+    )
 
 
 def test_every_number_field_declares_its_range():

@@ -191,3 +191,13 @@ def test_one_vocabulary_for_steer_and_circuit_interventions():
     assert float(edit_latent(f, "ablate").abs().sum()) < 1e-12
     with pytest.raises(MonosemanticError, match="unknown intervention mode 'clmap'"):
         canonical_mode("clmap")
+
+
+def test_a_temperature_so_small_that_logits_overflow_is_greedy():
+    """steer.temperature = 1e-300 made softmax(logits / T) NaN (found by the config fuzzer)."""
+    from monosemantic.dictionaries.interventions import next_token
+
+    logits = torch.tensor([0.5, 3.0, -1.0, 2.9])
+    gen = torch.Generator().manual_seed(0)
+    assert next_token(logits, 1e-300, gen) == next_token(logits, 5e-324, gen) == 1
+    assert next_token(logits, 0.0, gen) == 1

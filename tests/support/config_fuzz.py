@@ -14,6 +14,7 @@ is a TOML literal for `--set KEY=VALUE` (`null` unsets, as in a Python dict).
 from __future__ import annotations
 
 import math
+import shutil
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,14 @@ class Paths:
     """Filesystem fixtures for path fields (made by the test): each maps a label to a path."""
 
     entries: dict[str, Path] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        """Undo what a run that was allowed to write there wrote (an export into the empty folder)."""
+        shutil.rmtree(self.entries["missing"].parent, ignore_errors=True)
+        for child in self.entries["folder"].iterdir():
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        for lock in self.entries["folder"].parent.glob(".*.lock"):
+            lock.unlink()
 
 
 def _unwrap(annotation: Any, metadata: list[Any]) -> tuple[Any, list[Any], bool]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from .base import Section
+from .base import Section, web_url
 from .ranges import Count, NonNegativeFloat, NonNegativeInt, Seconds, Seed
 
 
@@ -58,6 +58,12 @@ class ExplainConfig(Section):
         None, description="Answer cache folder; default beside the store (explain_cache)."
     )
     timeout: Seconds = Field(60.0, description="Seconds per request before it is retried.")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _url(cls, endpoint: str | None) -> str | None:
+        return web_url(endpoint) if endpoint is not None else None
+
     seed: Seed | None = None
 
 

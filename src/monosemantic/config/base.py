@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationInfo, field_validator
 
@@ -32,6 +33,18 @@ def _paths(value: Any) -> list[Path]:
     if isinstance(value, Path):
         return [value]
     return [v for v in value if isinstance(v, Path)] if isinstance(value, list | tuple) else []
+
+
+def web_url(text: str) -> str:
+    """`text` if it is an http(s) URL with a host (an endpoint, an origin), else a ValueError."""
+    parts = urlsplit(text)
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or any(c.isspace() or ord(c) < 32 for c in text)
+    ):
+        raise ValueError(f"{text[:80]!r} is not an http(s) URL with a host, such as http://localhost:8000/v1")
+    return text
 
 
 class Strict(BaseModel):

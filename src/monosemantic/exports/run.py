@@ -16,6 +16,7 @@ from typing import Any
 from monosemantic.analysis.layers import feature_layers
 from monosemantic.config import Config, ConfigLike, as_config
 from monosemantic.exports.dashboard import ASSETS, index_row, payload_from, site_summary
+from monosemantic.exports.neuronpedia import MARKER
 from monosemantic.store.feature_store import FeatureStore, feature_store_path
 from monosemantic.utils.disk import disk_full_guard
 from monosemantic.utils.errors import MonosemanticError
@@ -97,8 +98,12 @@ def export(cfg: ConfigLike) -> list[Path]:
     if e.html is None and e.neuronpedia is None:
         raise MonosemanticError("nothing to export; pass --html DIR and/or --neuronpedia DIR")
     with output_lock(e.html, "export.html"), output_lock(e.neuronpedia, "export.neuronpedia"):
-        for target in (e.html, e.neuronpedia):
-            if target is not None:
+        for target, flag, marker in (
+            (e.html, "--html", "data/site.js"),
+            (e.neuronpedia, "--neuronpedia", MARKER),
+        ):
+            if target is not None:  # both checked before either is written
+                check_replaceable(Path(target), flag, marker)
                 remove_stale_temps(target)  # a killed export's half-written folder
         with disk_full_guard(e.html or e.neuronpedia, "export.html" if e.html else "export.neuronpedia"):
             return _export(cfg)

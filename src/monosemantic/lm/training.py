@@ -293,11 +293,10 @@ def _train_lm(cfg: Config, callback: Callable[[int, float], None] | None = None)
         write_text_atomic(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
 
     def validate() -> None:
-        row = {
-            "step": step,
-            "val_loss": evaluate(model, val, device),
-            "samples": samples(model, tokenizer, lm, device),
-        }
+        val_loss = evaluate(model, val, device)
+        if not math.isfinite(val_loss):  # the weights diverged in the last step: nothing to sample from
+            raise DataError(f"validation loss became {val_loss} at step {step}; lower lm.lr")
+        row = {"step": step, "val_loss": val_loss, "samples": samples(model, tokenizer, lm, device)}
         rows.append(row)
         console.print(f"step {step}: val loss {row['val_loss']:.4f}")
         for text in row["samples"]:
