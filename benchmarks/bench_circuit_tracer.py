@@ -56,7 +56,7 @@ def _mlp_inputs(model, n_tokens: int = 4096) -> list[torch.Tensor]:
     from benchmarks.bench_circuits import story_ids
 
     ids = story_ids(model.tokenizer, n_tokens).view(-1, 128)
-    sites = [f"blocks.{L}.hook_mlp_in" for L in range(model.n_layers)]
+    sites = [f"blocks.{L}.mlp.hook_in" for L in range(model.n_layers)]
     with torch.no_grad():
         acts = model.run(ids, capture=sites).activations
     return [acts[s].reshape(-1, acts[s].shape[-1]).float() for s in sites]
@@ -80,7 +80,7 @@ def make_dictionaries(model, kind: str):
         c = DictionaryConfig(
             architecture="jumprelu",
             d_sae=8 * d,
-            site=f"blocks.{{{layers}}}.hook_mlp_in",
+            site=f"blocks.{{{layers}}}.mlp.hook_in",
             site_out=f"blocks.{{{layers}}}.hook_mlp_out",
         )
         clt = build_dictionary(c, L * d, L * d)
@@ -93,7 +93,7 @@ def make_dictionaries(model, kind: str):
         c = DictionaryConfig(
             architecture="jumprelu",
             d_sae=8 * d,
-            site=f"blocks.{i}.hook_mlp_in",
+            site=f"blocks.{i}.mlp.hook_in",
             site_out=f"blocks.{i}.hook_mlp_out",
         )
         tc = build_dictionary(c, d, d)

@@ -93,14 +93,23 @@ def load_model(folder: str, transcoders):
     return model
 
 
+def hooks(path: str) -> tuple[str, str]:
+    """The hooks the transcoders were trained on, from the config.yaml `write_circuit_tracer` wrote."""
+    import yaml
+
+    cfg = yaml.safe_load((Path(path) / "config.yaml").read_text())
+    return cfg["feature_input_hook"], cfg["feature_output_hook"]
+
+
 def load_transcoders(path: str, kind: str, n_layers: int):
+    hook_in, hook_out = hooks(path)
     if kind == "clt":
         from circuit_tracer.transcoder.cross_layer_transcoder import load_clt
 
         return load_clt(
             path,
-            feature_input_hook="mlp.hook_in",
-            feature_output_hook="mlp.hook_out",
+            feature_input_hook=hook_in,
+            feature_output_hook=hook_out,
             device=torch.device("cpu"),
             dtype=torch.float32,
             lazy_decoder=False,
@@ -113,7 +122,7 @@ def load_transcoders(path: str, kind: str, n_layers: int):
         )
         for i in range(n_layers)
     }
-    return TranscoderSet(layers, feature_input_hook="mlp.hook_in", feature_output_hook="mlp.hook_out")
+    return TranscoderSet(layers, feature_input_hook=hook_in, feature_output_hook=hook_out)
 
 
 def run(job: dict) -> dict:

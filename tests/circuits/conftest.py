@@ -51,7 +51,7 @@ def make_dicts(
             architecture="topk",
             d_sae=d_sae,
             k=k,
-            site=f"blocks.{L}.hook_mlp_in",
+            site=f"blocks.{L}.mlp.hook_in",
             site_out=f"blocks.{L}.hook_mlp_out",
             skip=skip,
         )

@@ -27,8 +27,8 @@ from pydantic.fields import FieldInfo
 from monosemantic.config import Config
 from monosemantic.config.ranges import INT64
 
-VERBS = ("harvest", "train", "lm train", "plan", "evaluate", "compare", "analyze", "explain", "export",
-         "steer", "circuit", "serve", "demo")  # fmt: skip
+VERBS = ("harvest", "train", "lm train", "plan", "evaluate", "compare", "blind", "unblind", "analyze",
+         "explain", "export", "steer", "circuit", "serve", "demo")  # fmt: skip
 ALL = VERBS
 # Which verbs read each section (directly or as a default: analyze reads train.out when
 # analyze.dictionary is unset). Root keys (device, dtype, seed) reach every verb.
@@ -41,7 +41,9 @@ READERS: dict[str, tuple[str, ...]] = {
     "lm": ("lm train",),
     "dictionary": ("train", "plan", "demo"),
     "train": ("train", "plan", "evaluate", "analyze", "steer", "circuit", "demo"),
-    "evaluate": ("evaluate", "compare", "demo"),
+    "evaluate": ("evaluate", "compare", "blind", "unblind", "demo"),
+    "compare": ("compare", "blind", "unblind"),
+    "plan": ("plan",),
     "analyze": ("analyze", "explain", "export", "steer", "circuit", "serve", "demo"),
     "explain": ("explain", "demo"),
     "export": ("export", "demo"),

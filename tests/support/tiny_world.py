@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-RESID, MLP_IN, MLP_OUT = "blocks.0.hook_resid_post", "blocks.0.hook_mlp_in", "blocks.0.hook_mlp_out"
+RESID, MLP_IN, MLP_OUT = "blocks.0.hook_resid_post", "blocks.0.mlp.hook_in", "blocks.0.hook_mlp_out"
 
 
 def build_world(root: Path) -> dict[str, Path]:

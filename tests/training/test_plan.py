@@ -36,3 +36,15 @@ def test_feature_shards_divide_dictionary_memory() -> None:
     disk = next(line for line in one if "cache on disk" in line)
     # 800M tokens x 32 sites x 4096 x 2 bytes + int32 tokens
     assert f"{(800_000_000 * (4 + 2 * 32 * 4096)) / 2**30:,.2f} GiB" in disk
+
+
+def test_world_size_from_config_or_command_line_alike() -> None:
+    config = str(REPO / "configs/llama-scope.toml")
+    by_flag = CliRunner().invoke(app, ["plan", config, "--world-size", "8"])
+    by_config = CliRunner().invoke(app, ["plan", config, "--set", "plan.world_size=8"])
+    default = CliRunner().invoke(app, ["plan", config])
+    assert by_flag.exit_code == by_config.exit_code == default.exit_code == 0, by_flag.output
+    assert by_flag.output == by_config.output != default.output
+    assert "world size 8" in by_flag.output and "world size 1" in default.output
+    bad = CliRunner().invoke(app, ["plan", config, "--set", "plan.world_size=0"])
+    assert bad.exit_code == 2 and "plan.world_size" in bad.output

@@ -36,12 +36,18 @@ SUPPORTED = tuple(t for t, f in MODEL_TYPES.items() if FAMILY[f].circuits)
 class Hooks(Protocol):
     def site(self, name: str, x: Tensor) -> Tensor: ...
 
+    def wants(self, name: str) -> bool: ...
+
     def mlp(self, layer: int, x: Tensor) -> Tensor | None: ...
 
 
 class NoHooks:
     def site(self, name: str, x: Tensor) -> Tensor:
         return x
+
+    def wants(self, name: str) -> bool:
+        """Whether the read-only sites computed off the main path (a norm's x_hat) are needed."""
+        return False
 
     def mlp(self, layer: int, x: Tensor) -> Tensor | None:
         return None
@@ -151,6 +157,21 @@ class FunctionalLM(nn.Module):
         if kind == "rms1p":  # Gemma: (x_hat * (1 + w)) in float32, then cast
             return ((xf * scale) * (1.0 + mod.weight.float())).type_as(x)
         return mod.weight * (xf * scale).to(x.dtype)
+
+    def _norm_hat(self, key: str, mod: nn.Module, x: Tensor, mode: str, freeze: Freeze | None) -> Tensor:
+        """TransformerLens' `hook_normalized`: the norm's x_hat, before its weight and bias (with the
+        scale held in `frozen` mode, so it is linear in x)."""
+        frozen = mode == "frozen" and freeze is not None and not freeze.patterns_only
+        if self.family.norm == "layer":
+            xc = x - x.mean(-1, keepdim=True)
+            if frozen:
+                return xc * freeze.scales[key]
+            return xc / (xc.pow(2).mean(-1, keepdim=True) + mod.eps).sqrt()
+        if frozen:
+            return x * freeze.scales[key].to(x.dtype)
+        eps = getattr(mod, "variance_epsilon", None) or mod.eps
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
     def _qkv(self, attn: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor, nn.Module]:
         """q, k, v [B, H, T, head_dim] (k, v repeated over grouped heads) and the output projection."""
@@ -296,10 +317,15 @@ class FunctionalLM(nn.Module):
             a = hooks.site(f"blocks.{L}.hook_attn_out", a)
             if not self.parallel:
                 h = hooks.site(f"blocks.{L}.hook_resid_mid", h + a)
-            m_in = hooks.site(f"blocks.{L}.hook_mlp_in", self._norm(f"ln2.{L}", ln2, h, mode, freeze))
-            m = hooks.mlp(L, m_in)  # a transcoder replaces the MLP and its post-norm (mlp_in -> mlp_out)
+            m_in = hooks.site(f"blocks.{L}.hook_mlp_in", h)  # the residual entering the MLP branch
+            if hooks.wants(f"blocks.{L}.ln2.hook_normalized"):  # read-only: x_hat, before ln2's weight
+                hooks.site(
+                    f"blocks.{L}.ln2.hook_normalized", self._norm_hat(f"ln2.{L}", ln2, m_in, mode, freeze)
+                )
+            normed = hooks.site(f"blocks.{L}.mlp.hook_in", self._norm(f"ln2.{L}", ln2, m_in, mode, freeze))
+            m = hooks.mlp(L, normed)  # a transcoder replaces the MLP and its post-norm (-> hook_mlp_out)
             if m is None:
-                m = self._mlp(L, m_in, mode, freeze)
+                m = self._mlp(L, normed, mode, freeze)
                 m = self._post_norm(fam.mlp_post_norm, f"mlp_post.{L}", blk, m, mode, freeze)
             m = hooks.site(f"blocks.{L}.hook_mlp_out", m)
             # HF's parallel block sums mlp + attn + residual in that order (bitwise equal logits)
@@ -307,7 +333,9 @@ class FunctionalLM(nn.Module):
         ln_f = self.hf.get_submodule(
             self.family.layout.final_norm.replace("{base}", self.hf.base_model_prefix)
         )
-        h = hooks.site("ln_final.hook_normalized", self._norm("ln_f", ln_f, h, mode, freeze))
+        if hooks.wants("ln_final.hook_normalized"):
+            hooks.site("ln_final.hook_normalized", self._norm_hat("ln_f", ln_f, h, mode, freeze))
+        h = hooks.site("ln_final.hook_out", self._norm("ln_f", ln_f, h, mode, freeze))
         return self.unembed(h) if unembed else h
 
     def unembed(self, h: Tensor) -> Tensor:

@@ -32,18 +32,22 @@ class LMConfig(Section):
     architecture: Literal["gpt2", "llama"] = Field("gpt2", description="transformers architecture to train.")
     vocab_size: int = Field(2048, ge=17, le=INT64, description="BPE vocabulary size (incl. special tokens).")
     tokenizer_texts: Count = Field(20_000, description="Documents used to train the tokenizer.")
-    n_layers: Count = 4
-    d_model: Count = 128
-    n_heads: Count = 4
+    n_layers: Count = Field(4, description="Transformer blocks.")
+    d_model: Count = Field(128, description="Residual stream width.")
+    n_heads: Count = Field(4, description="Attention heads per block; must divide d_model.")
     d_mlp: Count | None = Field(None, description="MLP width; default 4 x d_model.")
-    context_size: int = Field(128, ge=2, le=INT64)
-    steps: Count = 3000
-    batch_size: Count = 32
-    lr: LearningRate = 3e-3
-    weight_decay: NonNegativeFloat = 0.1
-    warmup_steps: NonNegativeInt = 100
+    context_size: int = Field(
+        128, ge=2, le=INT64, description="Tokens per training window (and the model's positions)."
+    )
+    steps: Count = Field(3000, description="Optimiser steps.")
+    batch_size: Count = Field(32, description="Windows per optimiser step.")
+    lr: LearningRate = Field(
+        3e-3, description="Peak AdamW learning rate (after warm-up, before cosine decay)."
+    )
+    weight_decay: NonNegativeFloat = Field(0.1, description="AdamW weight decay.")
+    warmup_steps: NonNegativeInt = Field(100, description="Steps of linear learning-rate warm-up.")
     eval_every: Count = Field(250, description="Steps between validation loss and sample generations.")
-    checkpoint_every: Count = 500
+    checkpoint_every: Count = Field(500, description="Steps between resume checkpoints in state_dir.")
     val_batches: Count = Field(8, description="Held-out batches (a different data seed) per validation.")
     grad_clip: PositiveFloat = Field(1.0, description="Max global gradient norm.")
     min_lr_ratio: Fraction = Field(0.1, description="Cosine decay ends at lr x this.")

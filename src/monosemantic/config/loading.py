@@ -144,9 +144,20 @@ def _describe(err: dict[str, Any]) -> str:
     return f"{where}: {msg} (got {shown})"
 
 
+def _section_of(title: str) -> tuple[str, ...]:
+    """The key of the section whose model is named `title` (an assignment onto a section, as the
+    CLI's `--features` does, reports its errors from the section's model, not from Config)."""
+    for name, field in Config.model_fields.items():
+        if any(m.__name__ == title for m in submodels(field.annotation)):
+            return (name,)
+    return ()
+
+
 def validation_message(error: ValidationError) -> str:
     """A pydantic error as one line: each problem named with its key, joined by '; '."""
-    return "invalid config: " + "; ".join(_describe(err) for err in error.errors())
+    prefix = () if error.title == Config.__name__ else _section_of(error.title)
+    errors = [{**err, "loc": (*prefix, *err["loc"])} for err in error.errors()]
+    return "invalid config: " + "; ".join(_describe(err) for err in errors)
 
 
 def validate_config(data: dict[str, Any]) -> Config:

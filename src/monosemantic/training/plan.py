@@ -1,7 +1,7 @@
 """`monosemantic plan CONFIG`: memory per rank, cache disk and FLOPs per token, before starting.
 
 Numbers come from the model's `config.json` (no weights are read) and the config's sections;
-they are estimates of the dominant terms, stated with their formulas in the README:
+they are estimates of the dominant terms, stated with their formulas in docs/scaling.md:
 
 - model: parameters x bytes per parameter (dtype or quantization); a harvest of layer L runs
   blocks 0..L only, but the whole model is loaded (accelerate offloads what does not fit).
@@ -113,10 +113,13 @@ def _flops(n: float) -> str:
     return f"{n:,.0f} FLOP"
 
 
-def plan(cfg: ConfigLike, world_size: int = 1) -> list[str]:
-    """The plan as lines of text (what `monosemantic plan` prints)."""
+def plan(cfg: ConfigLike, world_size: int | None = None) -> list[str]:
+    """The plan as lines of text (what `monosemantic plan` prints), for `world_size` ranks
+    (default `[plan].world_size`)."""
     cfg = as_config(cfg)
-    world_size = check_argument("world_size", world_size, Count)
+    world_size = check_argument(
+        "world_size", cfg.plan.world_size if world_size is None else world_size, Count
+    )
     m, t = cfg.model, cfg.train
     dims = model_dims(m.name, m.revision)
     wbytes = BYTES[getattr(m, "quantization", None) or m.dtype or "float32"]

@@ -1,0 +1,43 @@
+"""[explain]: explanations and detection/fuzzing scores for the features in the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from .base import Section, web_url
+from .ranges import Count, NonNegativeInt, Seconds, Seed
+
+
+class ExplainConfig(Section):
+    INHERITED: ClassVar[tuple[str, ...]] = ("seed",)
+
+    db: Path | None = Field(None, description="Feature store; default [analyze].out/features.db.")
+    endpoint: str | None = Field(None, description="OpenAI-compatible base URL; env MONOSEMANTIC_ENDPOINT.")
+    model: str = Field("gpt-4o-mini", description="Chat model name at the endpoint.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
+    concurrency: Count = Field(8, description="Requests in flight at once.")
+    max_retries: NonNegativeInt = Field(
+        5, description="Retries of a failed request, with exponential backoff."
+    )
+    max_features: Count | None = Field(
+        None, description="Explain at most this many features per dictionary; unset: all."
+    )
+    scoring: list[Literal["detection", "fuzzing"]] = Field(
+        default_factory=lambda: ["detection", "fuzzing"], description="Scores computed for each explanation."
+    )
+    examples: Count = Field(12, description="Activating contexts shown to the explainer.")
+    score_examples: Count = Field(6, description="Contexts of each kind shown per scoring prompt.")
+    cache: Path | None = Field(
+        None, description="Answer cache folder; default beside the store (explain_cache)."
+    )
+    timeout: Seconds = Field(60.0, description="Seconds per request before it is retried.")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _url(cls, endpoint: str | None) -> str | None:
+        return web_url(endpoint) if endpoint is not None else None
+
+    seed: Seed | None = None

@@ -1,0 +1,16 @@
+"""[plan]: what `monosemantic plan` estimates the job for."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from .base import Section
+from .ranges import Count
+
+
+class PlanConfig(Section):
+    world_size: Count = Field(
+        1,
+        description="Ranks to plan for (torchrun's --nproc-per-node x nodes); `--world-size` sets it on "
+        "the command line.",
+    )
