@@ -103,48 +103,56 @@ def test_families_sites_equal_transformers_values(tiny_family, variant):
         assert torch.equal(a["ln_final.hook_out"], hf.hidden_states[-1])
 
 
-def _reference(model_dir: Path, ids: torch.Tensor, sites: list[str], out: Path) -> tuple[dict, dict]:
-    args = [str(TL_PYTHON), str(ROOT / "tests" / "support" / "transformer_lens_reference.py"), str(model_dir),
-            json.dumps(ids.tolist()), json.dumps(sites), str(out)]  # fmt: skip
-    run = subprocess.run(args, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr.strip().splitlines()[-3:]
-    return json.loads(run.stdout.strip().splitlines()[-1]), load_file(str(out))
-
-
 @pytest.fixture(scope="session")
-def transformer_lens():
-    """The reference venv's python, checked once; the comparisons skip where it is not installed."""
+def transformer_lens(tiny_family, tmp_path_factory):
+    """TransformerLens' values of every site of every decoder variant, from one run of the reference
+    venv (variant -> (info, tensors)); the comparisons skip where it is not installed."""
     ok = (TL_PYTHON.parent.parent / ".stamp").is_file() and subprocess.run(
         [str(TL_PYTHON), "-c", "import transformer_lens.model_bridge, safetensors"], capture_output=True
     ).returncode == 0
     if not ok:
         pytest.skip("no .venv-transformer-lens (make .venv-transformer-lens/.stamp installs it)")
-    return TL_PYTHON
+    root = tmp_path_factory.mktemp("transformer_lens")
+    jobs, names = [], {}
+    for v in DECODERS:
+        m = load64(tiny_family(v))
+        names[v] = {s: _tl_name(s, m.family) for s in m.site_names()}
+        jobs.append({"model": str(tiny_family(v)), "ids": token_ids().tolist(), "sites": list(names[v].values()),
+                     "out": str(root / f"{v}.safetensors")})  # fmt: skip
+    (root / "jobs.json").write_text(json.dumps(jobs))
+    script = ROOT / "tests" / "support" / "transformer_lens_reference.py"
+    run = subprocess.run(
+        [str(TL_PYTHON), str(script), str(root / "jobs.json")], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr.strip().splitlines()[-3:]
+    infos = json.loads(run.stdout.strip().splitlines()[-1])
+    return {
+        v: (info, names[v], load_file(j["out"])) for v, info, j in zip(DECODERS, infos, jobs, strict=True)
+    }
+
+
+def _tl_name(site: str, family: str) -> str:
+    """TransformerLens' name of our site (they differ only for the MoE router's logits)."""
+    for ours, theirs in TL_ALIAS.items():
+        if ours in site:
+            return site.replace(ours, theirs.get(family, "mlp.gate.hook_out"))
+    return site
 
 
 @pytest.mark.parametrize("variant", DECODERS)
-def test_families_sites_equal_transformer_lens(tiny_family, variant, tmp_path, transformer_lens):
+def test_families_sites_equal_transformer_lens(tiny_family, variant, transformer_lens):
     """Every site TransformerLens has, with its name, equals ours on the same weights (relative 1e-6:
     RMSNorms run in float32 inside both); the MoE router's logits under TransformerLens' own name."""
-    path = tiny_family(variant)
-    m = load64(path)
-    ids = token_ids()
-    sites = m.site_names()
-    alias = {
-        s: s.replace(k, v.get(m.family, "mlp.gate.hook_out"))
-        for s in sites
-        for k, v in TL_ALIAS.items()
-        if k in s
-    }
-    info, tl = _reference(path, ids, [alias.get(s, s) for s in sites], tmp_path / "tl.safetensors")
+    info, names, tl = transformer_lens[variant]
     assert info["missing"] == [] and info["logits_equal_hf"]
+    m = load64(tiny_family(variant))
     with torch.no_grad():
-        ours = m.run(ids, capture=sites)
+        ours = m.run(token_ids(), capture=m.site_names())
     torch.testing.assert_close(
         ours.logits, tl["__logits__"], rtol=0, atol=1e-6
     )  # buffers (rotary) may round apart
-    for s in sites:
-        a, b = ours.activations[s], tl[alias.get(s, s)]
+    for s in m.site_names():
+        a, b = ours.activations[s], tl[names[s]]
         b = b.view(a.shape) if b.numel() == a.numel() else b
         assert a.shape == b.shape, (s, a.shape, b.shape)
         err = float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))

@@ -4,9 +4,11 @@ It imports nothing from monosemantic: it loads a saved HF model folder in float6
 attention, wraps it in TransformerLens' `TransformerBridge` (TransformerLens 4: the same HF weights,
 hook points with TransformerLens' names and meanings; `hook_mlp_in` switched on), runs the given
 token ids with `run_with_cache` and writes every requested site TransformerLens has to a
-safetensors file (names it lacks are listed under "missing" in the printed JSON line).
+safetensors file. One run serves many models (importing TransformerLens is the slow part).
 
-Usage: python transformer_lens_reference.py MODEL_DIR IDS_JSON SITES_JSON OUT.safetensors
+Usage: python transformer_lens_reference.py JOBS.json, a list of {"model", "ids", "sites", "out"};
+prints one JSON line: per job, the sites TransformerLens lacks ("missing") and whether its logits
+equal the HF model's ("logits_equal_hf").
 """
 
 from __future__ import annotations
@@ -41,5 +43,5 @@ def main(model_dir: str, ids: list[list[int]], sites: list[str], out: str) -> di
 
 
 if __name__ == "__main__":
-    model_dir, ids_json, sites_json, out = sys.argv[1:5]
-    print(json.dumps(main(model_dir, json.loads(ids_json), json.loads(sites_json), out)))
+    jobs = json.loads(open(sys.argv[1]).read())
+    print(json.dumps([main(j["model"], j["ids"], j["sites"], j["out"]) for j in jobs]))

@@ -4,18 +4,49 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from monosemantic.cli import app
 from monosemantic.config import load_config
-from monosemantic.training.plan import KNOWN, Dims, plan
+from monosemantic.lm.known_models import known_config
+from monosemantic.lm.params import count_parameters
+from monosemantic.training.plan import plan
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_llama_3_1_8b_parameter_count() -> None:
-    # 8,030,261,248 in the released checkpoint; the plan leaves out the 65 norm vectors (266k).
-    assert abs(Dims(**KNOWN["meta-llama/Llama-3.1-8B"]).params - 8_030_261_248) < 300_000
+    # 8,030,261,248 in the released checkpoint, norms and the untied head included
+    assert count_parameters(known_config("meta-llama/Llama-3.1-8B")).total == 8_030_261_248
+
+
+def test_families_plan_counts_every_expert_qwen3_30b_a3b() -> None:
+    """Qwen3-30B-A3B by hand: 48 blocks of attention (q 2048x4096, k and v 2048x512, o 4096x2048, q/k
+    norms 128 each), two norms, a 2048x128 router and 128 experts of 3 x 2048 x 768; untied
+    151,936 x 2048 embedding and head; a final norm. A token runs 8 of the 128 experts."""
+    d, layers, vocab, experts, top_k, d_exp = 2048, 48, 151_936, 128, 8, 768
+    attn = d * 4096 + 2 * d * 512 + 4096 * d + 2 * 128
+    expert = 3 * d * d_exp
+    block_dense = attn + 2 * d + d * experts
+    total = layers * (block_dense + experts * expert) + 2 * vocab * d + d
+    active = layers * (block_dense + top_k * expert) + 2 * vocab * d + d
+    assert (total, active) == (30_532_122_624, 3_353_032_704)  # 30.5 B and 3.3 B, as published
+    count = count_parameters(known_config("Qwen/Qwen3-30B-A3B"))
+    assert (count.total, count.active, count.experts) == (total, active, layers * experts * expert)
+    result = CliRunner().invoke(app, ["plan", str(REPO / "configs/qwen3-30b-a3b.toml")])
+    assert result.exit_code == 0, result.output
+    first = result.output.splitlines()[0]
+    assert "30.532 B parameters, 3.353 B used per token" in first
+    weights = next(line for line in result.output.splitlines() if "model weights" in line)
+    assert f"{total * 2 / 2**30:,.2f} GiB" in weights  # every expert is loaded (bfloat16)
+
+
+@pytest.mark.parametrize("config", ["gemma-3-1b", "qwen3-0.6b", "olmo-2-1b", "qwen3-30b-a3b"])
+def test_families_example_configs_plan_without_the_hub(config) -> None:
+    result = CliRunner().invoke(app, ["plan", str(REPO / f"configs/{config}.toml")])
+    assert result.exit_code == 0, result.output
+    assert "total per rank" in result.output
 
 
 def test_demo_plan_prints_every_stage() -> None:

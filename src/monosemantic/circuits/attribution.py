@@ -25,6 +25,7 @@ from monosemantic.config.ranges import Count, Probability, check_argument
 from monosemantic.utils.memory import check_memory, fitting
 from monosemantic.utils.progress import console, progress_bar
 
+from .moe import routes_meta
 from .position_blocks import PositionBlocks
 from .pruning import influence_from_rows
 from .replacement import ReplacementModel, Setup
@@ -375,6 +376,7 @@ def _assemble(
         n_layers=rm.lm.n_layers,
         total_active_features=n_feat,
         logits=setup.logits[-1].detach().cpu().float(),
+        meta=routes_meta(setup.freeze),  # mixtures of experts: the router choices the graph holds
     )
 
 

@@ -336,7 +336,9 @@ class ReplacementModel:
         ids = input_ids.reshape(-1, input_ids.shape[-1]).to(self.device)
         hooks = _FreeHooks(self, edit, edit_error)
         if freeze_attention is not None:
-            fz = Freeze(patterns=freeze_attention.patterns, patterns_only=True)
+            fz = Freeze(
+                patterns=freeze_attention.patterns, routes=freeze_attention.routes, patterns_only=True
+            )
             return self.lm(ids, hooks=hooks, mode="frozen", freeze=fz)
         return self.lm(ids, hooks=hooks)
 

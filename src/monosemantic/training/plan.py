@@ -3,8 +3,9 @@
 Numbers come from the model's `config.json` (no weights are read) and the config's sections;
 they are estimates of the dominant terms, stated with their formulas in docs/scaling.md:
 
-- model: parameters x bytes per parameter (dtype or quantization); a harvest of layer L runs
-  blocks 0..L only, but the whole model is loaded (accelerate offloads what does not fit).
+- model: parameters x bytes per parameter (dtype or quantization), counted exactly by building the
+  model's classes on the meta device (`lm/params.py`: every expert, tied embeddings once); a harvest
+  of layer L runs blocks 0..L only, but the whole model is loaded (accelerate offloads what does not fit).
 - harvest activations: one forward batch, about 12 x d_model values per token per block plus
   the heads x ctx attention scores, in the model dtype.
 - dictionaries: fp32 weights + gradients + two Adam moments = 16 bytes per parameter,
@@ -12,7 +13,7 @@ they are estimates of the dominant terms, stated with their formulas in docs/sca
 - training activations: the shuffle buffer (every rank holds it, in the model dtype on the model
   device for a live source) and the [B, d_sae] pre-activation workspace of the local batch rows;
   a live source adds the model and its forward pass to the total.
-- FLOPs per token: 2 per model parameter used (forward); TopK training 2 d_in d_sae (encoder)
+- FLOPs per token: 2 per model parameter a token uses (forward; its top-k experts only); TopK training 2 d_in d_sae (encoder)
   + 6 k (d_in + d_out) (sparse backward and decoder); dense training 6 d_sae (d_in + d_out).
 """
 
@@ -24,82 +25,64 @@ from typing import Any
 
 from monosemantic.config import ConfigLike, as_config
 from monosemantic.config.ranges import Count, check_argument
-from monosemantic.lm.sites import parse_site
+from monosemantic.lm.families import family_of
+from monosemantic.lm.family_sites import site_width
+from monosemantic.lm.known_models import KNOWN, known_config
+from monosemantic.lm.params import ParamCount, count_parameters
+from monosemantic.lm.sites import parse_site, site_suffix
 from monosemantic.utils.errors import ConfigError
 
-# Public config.json values of models people plan for, so a plan works without the hub.
-KNOWN: dict[str, dict[str, Any]] = {
-    "meta-llama/Llama-3.1-8B": dict(
-        d=4096, layers=32, heads=32, kv=8, ff=14336, vocab=128256, tied=False, gated=True
-    ),
-    "meta-llama/Meta-Llama-3-8B": dict(
-        d=4096, layers=32, heads=32, kv=8, ff=14336, vocab=128256, tied=False, gated=True
-    ),
-    "google/gemma-2-2b": dict(
-        d=2304, layers=26, heads=8, kv=4, ff=9216, vocab=256000, tied=True, gated=True, head_dim=256
-    ),
-    "gpt2": dict(d=768, layers=12, heads=12, kv=12, ff=3072, vocab=50257, tied=True, gated=False),
-    "EleutherAI/pythia-70m": dict(
-        d=512, layers=6, heads=8, kv=8, ff=2048, vocab=50304, tied=False, gated=False
-    ),
-}
-GATED = {"llama", "mistral", "qwen2", "gemma", "gemma2", "gemma3_text", "qwen3"}
 BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "8bit": 1, "4bit": 0.5}
 GiB = 2**30
 
 
 @dataclass
 class Dims:
+    """The model's shape (from its config) and its exact parameter counts (`lm.params`)."""
+
     d: int
     layers: int
     heads: int
-    kv: int
-    ff: int
     vocab: int
-    tied: bool
-    gated: bool
-    head_dim: int | None = None
-
-    @property
-    def block_params(self) -> int:
-        hd = self.head_dim or self.d // self.heads
-        attn = 2 * self.d * self.heads * hd + 2 * self.d * self.kv * hd
-        return attn + (3 if self.gated else 2) * self.d * self.ff
+    count: ParamCount
+    config: Any
 
     @property
     def params(self) -> int:
-        return self.layers * self.block_params + self.vocab * self.d * (1 if self.tied else 2)
+        return self.count.total
+
+    def site_width(self, site: str) -> int:
+        width = site_width(family_of(self.config.model_type), self.config, site_suffix(site))
+        return self.d if width is None else width
 
 
-def model_dims(name: str, revision: str | None = None) -> Dims:
-    """Dimensions from the model's config.json (local first), else the table of known models."""
+def model_config(name: str, revision: str | None = None) -> Any:
+    """The model's `transformers` config: a local folder or the hub cache first, else the public
+    config of a known model (`lm/known_models.py`), else one line saying how to get it."""
     from transformers import AutoConfig
 
     from monosemantic.lm.model import resolve_model_path
 
     try:
-        c = AutoConfig.from_pretrained(resolve_model_path(name), revision=revision, local_files_only=True)
+        return AutoConfig.from_pretrained(resolve_model_path(name), revision=revision, local_files_only=True)
     except (OSError, ValueError):
-        if name in KNOWN:
-            return Dims(**KNOWN[name])
+        known = known_config(name)
+        if known is not None:
+            return known
         raise ConfigError(
             f"cannot read the config of model {name!r} offline; download it once (huggingface-cli "
             f"download {name} config.json) or plan with one of {', '.join(KNOWN)}"
         ) from None
-    c = getattr(c, "text_config", c)
-    d = c.hidden_size
-    heads = c.num_attention_heads
-    return Dims(
-        d=d,
-        layers=c.num_hidden_layers,
-        heads=heads,
-        kv=getattr(c, "num_key_value_heads", None) or heads,
-        ff=getattr(c, "intermediate_size", None) or getattr(c, "n_inner", None) or 4 * d,
-        vocab=c.vocab_size,
-        tied=bool(getattr(c, "tie_word_embeddings", True)),
-        gated=c.model_type in GATED,
-        head_dim=getattr(c, "head_dim", None),
-    )
+
+
+def model_dims(name: str, revision: str | None = None) -> Dims:
+    """Dimensions and parameter counts of the model `name` (see `model_config`)."""
+    c = model_config(name, revision)
+    c = getattr(c, "text_config", None) or c
+    d = int(c.hidden_size)
+    heads = int(getattr(c, "num_attention_heads", 1) or 1)
+    return Dims(d=d, layers=int(c.num_hidden_layers), heads=heads, vocab=int(c.vocab_size),
+                count=count_parameters(c), config=c)  # fmt: skip
 
 
 def _gib(n: float) -> str:
@@ -129,10 +112,13 @@ def plan(cfg: ConfigLike, world_size: int | None = None) -> list[str]:
     if sites and "ln_final.hook_normalized" not in sites:
         blocks = max((parse_site(s)[1] or 0) + 1 for s in sites)
     ctx, hb = cfg.data.context_size, cfg.harvest.batch_size
-    width = {s: dims.d for s in sites}
+    width = {s: dims.site_width(s) for s in sites}
 
+    moe = dims.count.experts > 0
+    used_note = f", {dims.count.active / 1e9:,.3f} B used per token" if moe else ""
     lines = [
-        f"plan for {m.name} ({dims.params / 1e9:,.3f} B parameters, d_model {dims.d}, {dims.layers} layers)"
+        f"plan for {m.name} ({dims.params / 1e9:,.3f} B parameters{used_note}, d_model {dims.d}, "
+        f"{dims.layers} layers)"
     ]
     lines.append(
         f"world size {world_size}, train.parallel={t.parallel!r}"
@@ -145,8 +131,12 @@ def plan(cfg: ConfigLike, world_size: int | None = None) -> list[str]:
     )
     act = hb * ctx * (12 * dims.d + dims.heads * ctx) * abytes
     lines.append(f"  forward activations  {_gib(act)}  (batch {hb} x ctx {ctx})")
-    used = blocks * dims.block_params + dims.vocab * dims.d * (blocks == dims.layers)
-    lines.append(f"  FLOPs per token      {_flops(2 * used)}  (blocks 0..{blocks - 1} of {dims.layers})")
+    # a token runs its top-k experts only; the unembedding is a vocab x d product whether tied or not
+    used = dims.count.blocks_up_to(blocks, active=True) + dims.vocab * dims.d * (blocks == dims.layers)
+    top_k = " (top-k experts only)" if moe else ""
+    lines.append(
+        f"  FLOPs per token      {_flops(2 * used)}  (blocks 0..{blocks - 1} of {dims.layers}){top_k}"
+    )
     if cfg.data.max_tokens is not None:
         n_tok = math.ceil(cfg.data.max_tokens / ctx) * ctx
         sbytes = BYTES[cfg.harvest.dtype or "float32"]
