@@ -166,6 +166,14 @@ def _combos(paths: Paths, tmp: Path) -> list[tuple[str, Field, Value]]:
             for verb in readers(f)]  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def loading(fuzz_paths: Paths, tmp_path_factory: pytest.TempPathFactory) -> tuple[list, float]:
+    """Every (verb, field, value) that loads, found once per module, and the seconds it took."""
+    start = time.perf_counter()
+    combos = _combos(fuzz_paths, tmp_path_factory.mktemp("combos"))
+    return combos, time.perf_counter() - start
+
+
 def _sample(combos: list[tuple[str, Field, Value]]) -> list[tuple[str, Field, Value]]:
     """A fixed sample: per verb, the first few combos in an order set by a hash of their names."""
 
@@ -179,10 +187,9 @@ def _sample(combos: list[tuple[str, Field, Value]]) -> list[tuple[str, Field, Va
 
 
 def test_a_sample_of_loading_values_runs_the_verbs_that_read_them(
-    fuzz_world, fuzz_paths, tmp_path, cli_runner, monkeypatch
+    loading, fuzz_world, fuzz_paths, tmp_path, cli_runner, monkeypatch
 ):
-    combos = _combos(fuzz_paths, tmp_path)
-    sample = _sample(combos)
+    sample = _sample(loading[0])
     assert {verb for verb, _, _ in sample} == set(VERBS)
     for i, (verb, f, v) in enumerate(sample):
         cfg = _config_file(fuzz_world, tmp_path / f"case-{i}")
@@ -206,13 +213,12 @@ def test_every_loading_value_runs_every_verb_that_reads_it(
             ran += 1
 
 
-def test_fuzz_counts(fuzz_paths, tmp_path, capsys):
+def test_fuzz_counts(loading, capsys):
     """The size of the fuzz, reported with the suite (fields x values x verbs)."""
-    start = time.perf_counter()
-    combos = _combos(fuzz_paths, tmp_path)
+    combos, seconds = loading
     n_values = sum(len(values(f)) for f in FIELDS)
     counts = {"fields": len(FIELDS), "values": n_values, "loading_runs": len(combos),
-              "sample": len(_sample(combos)), "seconds_to_load_all": round(time.perf_counter() - start, 1)}  # fmt: skip
+              "sample": len(_sample(combos)), "seconds_to_load_all": round(seconds, 1)}  # fmt: skip
     with capsys.disabled():
         print("\nconfig fuzz:", json.dumps(counts))
     assert counts["fields"] > 150 and counts["values"] > 10 * counts["fields"]
