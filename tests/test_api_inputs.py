@@ -123,3 +123,19 @@ def test_attribute_checks_its_numeric_arguments() -> None:
                         ({"max_feature_nodes": -1}, "max_feature_nodes"), ({"max_n_logits": True}, "max_n_logits")):  # fmt: skip
         with pytest.raises(ValueError, match=f"^{key} must be"):
             monosemantic.attribute(None, [], "x", **kwargs)
+
+
+def test_cache_batches_and_show_check_their_numbers(world: dict) -> None:
+    """`iter_sequences(batch_sequences=0)` used to yield empty batches forever."""
+    cache = world["cache"]
+    for bad in (0, -2, True):
+        with pytest.raises(ValueError, match=r"^batch_sequences must be a whole number in \[1"):
+            next(cache.iter_sequences(batch_sequences=bad))
+    first = next(cache.iter_sequences(batch_sequences=3, verify=False))
+    assert first["tokens"].shape[0] == 3
+    for kwargs, key in (({"feature": -1}, "feature"), ({"feature": 0, "height": 0}, "height")):
+        with pytest.raises(ValueError, match=f"^{key} must be a whole number"):
+            monosemantic.show("no-such.db", "d", **kwargs)
+    sm = monosemantic.SpliceModel.load(world["model"], world["dicts"] / "sae", device="cpu")
+    with pytest.raises(ValueError, match=r"^idx must be a whole number in \[0"):
+        sm.feature("sae", -1)

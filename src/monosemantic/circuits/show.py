@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from monosemantic.config.ranges import Count, NonNegativeInt, check_argument
 from monosemantic.exports.dashboard import ASSETS, feature_payload, index_rows, site_summary
 from monosemantic.exports.run import CHUNK
 from monosemantic.store.feature_store import FeatureStore
@@ -89,6 +90,10 @@ def show(
 ) -> Inline:
     """A graph (graph.json dict, file or circuit folder), or a feature of `dictionary` (name or
     store id) in a feature store (`features.db` path or `FeatureStore`), rendered inline."""
+    if height is not None:
+        height = check_argument("height", height, Count)
+    if feature is not None:
+        feature = check_argument("feature", feature, NonNegativeInt)
     graph = _graph(obj)
     if graph is not None:
         return Inline(render_viewer(graph), height or 880)

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from monosemantic.config import ConfigLike, as_config
-from monosemantic.config.ranges import Count, check_argument
+from monosemantic.config.ranges import Count, NonNegativeInt, check_argument
 from monosemantic.corpus.windows import bos_eos_ids, special_token_mask, text_tokens
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.io import dictionary_names, find_dictionaries, load_dictionary
@@ -202,6 +202,7 @@ class SpliceModel:
     # ---- features -------------------------------------------------------------------------------
     def feature(self, dictionary: str, idx: int) -> dict[str, Any]:
         """The store row of a feature (explanation, density, logit lens, ...), by dictionary name."""
+        idx = check_argument("idx", idx, NonNegativeInt)
         if self.store is None:
             raise MonosemanticError("no feature store loaded; run `monosemantic analyze` and pass store=")
         if dictionary not in self._store_ids:  # matched by weights, not by name
