@@ -179,6 +179,15 @@ def attribution_memory(rm: ReplacementModel, n_pos: int, n_cols: int, n_rows: in
     return 4 * n_rows * n_cols, per_row
 
 
+def _check_prompt_memory(rm: ReplacementModel, n_pos: int) -> None:
+    """Before the forward pass: the frozen activations of one backward row over the whole prompt
+    must fit (a long prompt on a large model fails here, in one line, not in the allocator)."""
+    _, per_row = attribution_memory(rm, n_pos, 0, 0)
+    check_memory(
+        per_row, f"the frozen activations of a {n_pos}-token prompt", "shorten the prompt", rm.device
+    )
+
+
 def _memory_plan(
     rm: ReplacementModel,
     n_feat: int,
@@ -238,6 +247,7 @@ def attribute(
         check_argument(name, value, Count)
     rm = model if isinstance(model, ReplacementModel) else ReplacementModel(model, dictionaries or [], names)
     ids = rm.tokenize(prompt)
+    _check_prompt_memory(rm, ids.numel())
     setup = rm.setup(ids)
     targets = select_targets(
         rm, setup, target, target_token, contrast_token, target_feature, max_logit_prob, max_n_logits
