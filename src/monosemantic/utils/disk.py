@@ -3,7 +3,8 @@ foreseen and when a write fails otherwise.
 
 Writes fail in several dialects when the disk fills: OSError ENOSPC (or EDQUOT), safetensors'
 `SafetensorError: ... No space left on device (os error 28)`, SQLite's `database or disk is full`,
-torch.save's `file write failed`. `disk_full_guard` turns each into one `DiskFull` line; the
+torch.save's `file write failed` (or, when its short writes went unnoticed until the zip's end,
+`unexpected pos N vs M`). `disk_full_guard` turns each into one `DiskFull` line; the
 atomic writes (`files.py`) leave the earlier outputs as they were.
 """
 
@@ -20,7 +21,7 @@ from .errors import MonosemanticError
 
 FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 FULL_MESSAGES = ("no space left on device", "os error 28", "database or disk is full", "disk quota exceeded",
-                 "file write failed")  # fmt: skip
+                 "file write failed", "unexpected pos ")  # fmt: skip
 
 
 class DiskFull(MonosemanticError, OSError):
