@@ -299,7 +299,7 @@ LONG_VERBS = {  # verb -> (extra args, output key, output folder in the case)
         "harvest.out",
         "acts",
     ),
-    "train": (["--set", "train.tokens=200000", "--set", "train.checkpoint_every=50"], "train.out", "train"),
+    "train": (["--set", "train.tokens=60000", "--set", "train.checkpoint_every=50"], "train.out", "train"),
     "lm train": (["--set", "lm.steps=400", "--set", "lm.checkpoint_every=50"], "lm.out", "lm"),
     "evaluate": ([], "evaluate.out", "eval"),
     "analyze": ([], "analyze.out", "analysis"),
