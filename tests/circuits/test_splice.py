@@ -66,9 +66,8 @@ def test_spliced_logits_match_evaluate(sm):
     keep = ~special_token_mask(tokens, sm.model.tokenizer)
     for name in ("sae", "tc"):
         dic = sm.dictionaries[name]
-        site_out = dic.cfg.hook_name_out or dic.cfg.hook_name
         mean = torch.zeros(sm.model.d_model)
-        ev = SplicedEvaluator(sm.model, [tokens], [keep]).evaluate(dic, dic.cfg.hook_name, site_out, mean)
+        ev = SplicedEvaluator(sm.model, [tokens], [keep]).evaluate(dic, mean)
         logits = sm.run_with_dictionaries(tokens, name)
         ce = next_token_ce(logits, tokens).item() / (tokens.shape[1] - 1)
         assert ce == pytest.approx(ev["ce_loss_spliced"], abs=1e-6)
@@ -81,7 +80,10 @@ def test_run_with_cache_codes_and_plain_logits(sm):
         plain = sm.model.run(tokens, capture=["blocks.1.mlp.hook_in"])
     logits, cache = sm.run_with_cache(TEXT, splice=False)
     assert torch.equal(logits, plain.logits)  # encoding alone changes nothing
-    assert set(cache.activations) == {s for s in sm.model.site_names() if not s.endswith("attn.hook_pattern")}
+    per_token = {
+        s for s in sm.model.site_names() if not s.endswith(("attn.hook_pattern", "attn.hook_attn_scores"))
+    }
+    assert set(cache.activations) == per_token
     codes = sm.dictionaries["tc"].encode(plain.activations["blocks.1.mlp.hook_in"])
     assert torch.allclose(cache.codes["tc"], codes, atol=1e-6)
     assert cache.codes["sae"].shape == (1, tokens.shape[1], 64)

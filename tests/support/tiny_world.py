@@ -12,8 +12,9 @@ import torch
 RESID, MLP_IN, MLP_OUT = "blocks.0.hook_resid_post", "blocks.0.mlp.hook_in", "blocks.0.hook_mlp_out"
 
 
-def build_world(root: Path) -> dict[str, Path]:
-    """A tiny GPT-2, its cache (3 sites), a TopK SAE, a transcoder and an analysed feature store."""
+def build_world(root: Path, model: Path | None = None) -> dict[str, Path]:
+    """A tiny GPT-2 (`model`, else one saved under `root`), its cache (3 sites), a TopK SAE, a
+    transcoder and an analysed feature store."""
     from monosemantic.activations.harvest import harvest
     from monosemantic.analysis.run import analyze
     from monosemantic.config import load_config
@@ -22,7 +23,7 @@ def build_world(root: Path) -> dict[str, Path]:
     from monosemantic.dictionaries.io import save_dictionary
     from monosemantic.lm.tiny import save_tiny_model
 
-    model = save_tiny_model("gpt2", root / "model")
+    model = model or save_tiny_model("gpt2", root / "model")
     harvest(load_config(None, [
         f'model.name="{model}"', 'device="cpu"', "data.context_size=16", "data.max_tokens=1024",
         f'sites.names=["{RESID}", "{MLP_IN}", "{MLP_OUT}"]', f'harvest.out="{root / "acts"}"',
@@ -46,9 +47,10 @@ def build_world(root: Path) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """`build_world` once per session (registered in tests/conftest.py); tests must not change it."""
-    return build_world(tmp_path_factory.mktemp("tiny-world"))
+def tiny_world(tmp_path_factory: pytest.TempPathFactory, tiny_gpt2: Path) -> dict[str, Path]:
+    """`build_world` once per session on the shared tiny GPT-2 (registered in tests/conftest.py);
+    tests must not change it."""
+    return build_world(tmp_path_factory.mktemp("tiny-world"), tiny_gpt2)
 
 
 def base_toml(w: dict[str, Path], case: Path) -> str:

@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from monosemantic.config import Config
+from monosemantic.config.site import Site
 from monosemantic.utils.errors import DataError
 from monosemantic.utils.progress import console
 
-from .paired import MODEL_B, PairedSource
+from .paired import PairedSource
 from .sources import CacheSource, LiveSource, Source, TensorFileSource
 
 if TYPE_CHECKING:
@@ -149,7 +150,7 @@ def _source(cfg: Config, sites: list[str], batch_size: int, model: SubjectModel 
     chunk_tokens = max(batch_size, cfg.train.buffer_tokens // 8)
     exclude = cfg.data.special_tokens == "exclude"
     path = cfg.data.activations
-    if any(s.startswith(MODEL_B) for s in sites):  # model B's sites: the data.activations_b cache
+    if any(Site.parse(s).model == "b" for s in sites):  # model B's sites: the data.activations_b cache
         return _paired(cfg, sites, chunk_tokens, exclude)
     if path is not None:
         path = Path(path)

@@ -25,6 +25,8 @@ from monosemantic.config.ranges import Count, Probability, check_argument
 from monosemantic.utils.memory import check_memory, fitting
 from monosemantic.utils.progress import console, progress_bar
 
+from .clt_layers import CLTLayer
+from .expert_nodes import ExpertSplit, expert_columns, expert_splits, expert_table
 from .moe import routes_meta
 from .position_blocks import PositionBlocks
 from .pruning import influence_from_rows
@@ -55,11 +57,17 @@ class Graph:
     adjacency: Tensor  # [N, N]
     target_weights: Tensor  # [N]: where the graph's influence comes from
     targets: list[Target]
-    dictionaries: list[dict]  # name, site_in, site_out, layer, slot, offset, transcoder
+    dictionaries: list[dict]  # name, hook_name, hook_name_out, layer, slot, offset, transcoder
     n_layers: int
     total_active_features: int
     logits: Tensor  # [vocab], the model's logits at the last position
     meta: dict = field(default_factory=dict)
+    # circuit.expert_nodes: each MoE-layer error node split by selected expert (see expert_nodes.py);
+    # `adjacency` keeps the merged error nodes, these hold the parts: nodes [n_x, 4] long (dictionary,
+    # layer, pos, expert), their routing weights [n_x], and their direct effects [N, n_x]
+    experts: Tensor | None = None
+    expert_weights: Tensor | None = None
+    expert_adjacency: Tensor | None = None
 
     @property
     def n_pos(self) -> int:
@@ -93,12 +101,14 @@ class Graph:
 class _Rows:
     """One batched frozen forward pass, then one backward pass per batch of target rows."""
 
-    def __init__(self, rm: ReplacementModel, setup: Setup, batch: int) -> None:
-        self.rm, self.setup, self.batch = rm, setup, batch
+    def __init__(
+        self, rm: ReplacementModel, setup: Setup, batch: int, splits: Sequence[ExpertSplit] = ()
+    ) -> None:
+        self.rm, self.setup, self.batch, self.splits = rm, setup, batch, list(splits)
         T = setup.n_pos
         self.inj = {"embed": torch.zeros(batch, T, rm.lm.d_model, dtype=rm.dtype, device=rm.device)}
         for s in rm.spliced:
-            self.inj[s.site_out] = torch.zeros(
+            self.inj[s.hook_name_out] = torch.zeros(
                 batch, T, int(s.dic.cfg.d_out), dtype=rm.dtype, device=rm.device
             )
         for t in self.inj.values():
@@ -153,17 +163,20 @@ class _Rows:
         }
 
     def compute(self, specs: Sequence[tuple]) -> Tensor:
-        """Rows [n, n_cols] of direct effects: gradients dotted with each source's vector."""
+        """Rows [n, n_cols] of direct effects: gradients dotted with each source's vector (then the
+        expert nodes' columns, when the errors are split by expert)."""
         rm, st = self.rm, self.setup
         n = len(specs)
         G = self.grads(specs)
         parts = []
         for j, writes in enumerate(self.writes):  # feature columns: gradient at each output . vector
-            grads = [G[rm.spliced[i].site_out][:n] for i, _ in writes]
+            grads = [G[rm.spliced[i].hook_name_out][:n] for i, _ in writes]
             parts.append(self.blocks[j].contract(grads, [v for _, v in writes]))
         for i, s in enumerate(rm.spliced):  # error columns
-            parts.append(torch.einsum("btd,td->bt", G[s.site_out][:n], st.errors[i]))
+            parts.append(torch.einsum("btd,td->bt", G[s.hook_name_out][:n], st.errors[i]))
         parts.append(torch.einsum("btd,td->bt", G["embed"][:n], st.embed))
+        if self.splits:
+            parts.append(expert_columns(G, rm, self.splits, n))
         return torch.cat(parts, 1).detach()
 
 
@@ -179,13 +192,23 @@ def attribution_memory(rm: ReplacementModel, n_pos: int, n_cols: int, n_rows: in
     return 4 * n_rows * n_cols, per_row
 
 
-def _check_prompt_memory(rm: ReplacementModel, n_pos: int) -> None:
-    """Before the forward pass: the frozen activations of one backward row over the whole prompt
-    must fit (a long prompt on a large model fails here, in one line, not in the allocator)."""
-    _, per_row = attribution_memory(rm, n_pos, 0, 0)
+def _check_limits(max_logit_prob: float, *counts: int) -> float:
+    """The public arguments checked like config values (`attribute`'s keyword names, in order)."""
+    names = ("max_n_logits", "max_feature_nodes", "batch_size", "update_interval")
+    for name, value in zip(names, counts, strict=True):
+        check_argument(name, value, Count)
+    return check_argument("max_logit_prob", max_logit_prob, Probability)
+
+
+def _prompt_ids(rm: ReplacementModel, prompt: str | Tensor | Sequence[int]) -> Tensor:
+    """The prompt's token ids, after checking that the frozen activations of one backward row over
+    the whole prompt fit (a long prompt on a large model fails here, in one line, not in the allocator)."""
+    ids = rm.tokenize(prompt)
+    _, per_row = attribution_memory(rm, ids.numel(), 0, 0)
     check_memory(
-        per_row, f"the frozen activations of a {n_pos}-token prompt", "shorten the prompt", rm.device
+        per_row, f"the frozen activations of a {ids.numel()}-token prompt", "shorten the prompt", rm.device
     )
+    return ids
 
 
 def _memory_plan(
@@ -238,31 +261,21 @@ def attribute(
     batch_size: int = 64,
     update_interval: int = 4,
     show_progress: bool = True,
+    expert_nodes: bool = False,
 ) -> Graph:
     """Attribution graph of `prompt`. `model` is a ReplacementModel, or a SubjectModel/HF model
-    with `dictionaries` (loaded Dictionary objects) to splice in."""
-    max_logit_prob = check_argument("max_logit_prob", max_logit_prob, Probability)
-    for name, value in (("max_n_logits", max_n_logits), ("max_feature_nodes", max_feature_nodes),
-                        ("batch_size", batch_size), ("update_interval", update_interval)):  # fmt: skip
-        check_argument(name, value, Count)
+    with `dictionaries` (loaded Dictionary objects) to splice in. `expert_nodes`: also split each
+    error node of a transcoder over a mixture-of-experts block by selected expert."""
+    p_max = _check_limits(max_logit_prob, max_n_logits, max_feature_nodes, batch_size, update_interval)
     rm = model if isinstance(model, ReplacementModel) else ReplacementModel(model, dictionaries or [], names)
-    ids = rm.tokenize(prompt)
-    _check_prompt_memory(rm, ids.numel())
-    setup = rm.setup(ids)
+    setup = rm.setup(_prompt_ids(rm, prompt))
+    splits = expert_splits(rm, setup) if expert_nodes else []
     targets = select_targets(
-        rm, setup, target, target_token, contrast_token, target_feature, max_logit_prob, max_n_logits
+        rm, setup, target, target_token, contrast_token, target_feature, p_max, max_n_logits
     )
-    counts = [len(a.pos) for a in setup.active]
-    n_feat, T, n_dict = sum(counts), setup.n_pos, len(rm.spliced)
+    feat_dict, feat_pos, feat_idx = _active_table(setup)
+    n_feat, T, n_dict = len(feat_dict), setup.n_pos, len(rm.spliced)
     n_cols = n_feat + n_dict * T + T
-    feat_dict = (
-        torch.cat([torch.full((c,), i, dtype=torch.long) for i, c in enumerate(counts)])
-        if n_feat
-        else torch.zeros(0, dtype=torch.long)
-    )
-    feat_pos = torch.cat([a.pos.cpu() for a in setup.active]) if n_feat else torch.zeros(0, dtype=torch.long)
-    feat_idx = torch.cat([a.idx.cpu() for a in setup.active]) if n_feat else torch.zeros(0, dtype=torch.long)
-
     feat_depth = torch.tensor([s.layer for s in rm.spliced], dtype=torch.long)[feat_dict]
 
     def feature_spec(j: int) -> tuple:
@@ -271,77 +284,112 @@ def attribute(
         return ("feature", i, int(feat_pos[j]), s.encoder_dirs(feat_idx[j : j + 1].to(rm.device))[0])
 
     batch_size = _memory_plan(rm, n_feat, T, n_cols, len(targets), max_feature_nodes, batch_size)
-    rows = _Rows(rm, setup, batch_size)
+    rows = _Rows(rm, setup, batch_size, splits)
     logit_targets = [t for t in targets if t.kind != "feature"]
     n_logit = len(logit_targets)
     max_nodes = min(max_feature_nodes, n_feat)
     feature_target = next((t.feature for t in targets if t.kind == "feature"), None)
     cap = n_logit + max_nodes + (1 if feature_target is not None else 0)
     edge_dtype = torch.float64 if rm.dtype == torch.float64 else torch.float32
-    edge = torch.zeros(cap, n_cols, dtype=edge_dtype)
-    row_node = torch.zeros(cap, dtype=torch.long)  # node index (features, ..., logits at n_cols + k)
+    buf = _RowBuffer(torch.zeros(cap, n_cols, dtype=edge_dtype), torch.zeros(cap, dtype=torch.long))
+    if splits:  # the expert nodes' columns, kept apart: the schedule ranks on the merged graph
+        buf.xedge = torch.zeros(cap, sum(x.n_nodes for x in splits), dtype=edge_dtype)
     weights_rows = []
-    st = 0
     specs = [("logit", rows.target_vec(t)) for t in logit_targets]
     for c in range(0, len(specs), batch_size):
         block = rows.compute(specs[c : c + batch_size])
-        edge[st : st + len(block)] = block.to(edge_dtype).cpu()
-        row_node[st : st + len(block)] = torch.arange(c, c + len(block)) + n_cols
-        st += len(block)
+        buf.add(block, torch.arange(c, c + len(block)) + n_cols)  # logit rows: nodes n_cols + k
     weights_rows += [t.weight for t in logit_targets]
     visited = torch.zeros(n_feat, dtype=torch.bool)
     if feature_target is not None:
-        edge[st] = rows.compute([feature_spec(feature_target)])[0].to(edge_dtype).cpu()
-        row_node[st] = feature_target
+        buf.add(rows.compute([feature_spec(feature_target)]), torch.tensor([feature_target]))
         visited[feature_target] = True
         weights_rows.append(1.0)
-        st += 1
-    n_targets = st
-    target_w = torch.tensor(weights_rows, dtype=torch.float32)
+    targets_w = torch.tensor(weights_rows, dtype=torch.float32)
     with progress_bar(transient=True) as bar:
         task = bar.add_task(
             "attribution", total=max_nodes, info=f"{n_feat} active", unit="row", visible=show_progress
         )
-        n_done = int(visited.sum())
-        while n_done < max_nodes:
-            if max_nodes == n_feat:
+        schedule = _Schedule(targets_w, buf.n, n_cols, max_nodes, update_interval * batch_size)
+        for idx in schedule.batches(buf, visited, feat_depth, batch_size):
+            buf.add(rows.compute([feature_spec(int(j)) for j in idx]), idx)
+            visited[idx] = True
+            bar.update(task, advance=len(idx))
+    del rows
+    edge, row_node = buf.edge[: buf.n], buf.row_node[: buf.n]
+    table = (feat_dict, feat_pos, feat_idx)
+    graph, rows_at = _assemble(rm, setup, prompt, targets, edge, row_node, visited, n_feat, n_cols, *table)
+    if splits:  # rows in the graph's node order
+        graph.experts, graph.expert_weights = expert_table(splits, setup.n_pos)
+        graph.expert_adjacency = torch.zeros(len(graph.target_weights), buf.xedge.shape[1], dtype=edge_dtype)
+        graph.expert_adjacency[rows_at] = buf.xedge[: buf.n]
+    return graph
+
+
+def _active_table(setup: Setup) -> tuple[Tensor, Tensor, Tensor]:
+    """(dictionary, position, latent) of every active feature, in the setup's order, on the CPU."""
+    counts = [len(a.pos) for a in setup.active]
+    if not sum(counts):
+        return (torch.zeros(0, dtype=torch.long),) * 3
+    feat_dict = torch.cat([torch.full((c,), i, dtype=torch.long) for i, c in enumerate(counts)])
+    feat_pos = torch.cat([a.pos.cpu() for a in setup.active])
+    feat_idx = torch.cat([a.idx.cpu() for a in setup.active])
+    return feat_dict, feat_pos, feat_idx
+
+
+@dataclass
+class _RowBuffer:
+    """The attribution rows computed so far: `edge[:n]` [rows, n_cols] and each row's node."""
+
+    edge: Tensor
+    row_node: Tensor
+    n: int = 0
+    xedge: Tensor | None = None  # expert nodes' columns [rows, n_x] (circuit.expert_nodes)
+
+    def add(self, block: Tensor, nodes: Tensor) -> None:
+        block, w = block.to(self.edge.dtype).cpu(), self.edge.shape[1]
+        self.edge[self.n : self.n + len(block)] = block[:, :w]
+        if self.xedge is not None:
+            self.xedge[self.n : self.n + len(block)] = block[:, w:]
+        self.row_node[self.n : self.n + len(block)] = nodes
+        self.n += len(block)
+
+
+@dataclass
+class _Schedule:
+    """circuit-tracer's order of feature rows: by influence on the targets given the rows so far,
+    re-ranked every `refresh` rows, until `max_nodes` features have rows (all of them, in index
+    order, when every active feature gets a row)."""
+
+    target_weights: Tensor
+    n_targets: int
+    n_cols: int
+    max_nodes: int
+    refresh: int
+
+    def batches(self, buf: _RowBuffer, visited: Tensor, depth: Tensor, batch_size: int):
+        """Yield batches of feature indices; the caller adds their rows and marks them visited."""
+        n_feat = len(visited)
+        while (n_done := int(visited.sum())) < self.max_nodes:
+            if self.max_nodes == n_feat:
                 pending = (~visited).nonzero().flatten()
             else:
-                infl = influence_from_rows(edge[:st], row_node[:st], target_w, n_targets, n_cols)
+                infl = influence_from_rows(
+                    buf.edge[: buf.n], buf.row_node[: buf.n], self.target_weights, self.n_targets, self.n_cols
+                )
                 order = infl[:n_feat].argsort(descending=True)
-                pending = order[~visited[order]][: min(update_interval * batch_size, max_nodes - n_done)]
+                pending = order[~visited[order]][: min(self.refresh, self.max_nodes - n_done)]
             # the same rows, grouped by layer: a batch's backward pass only runs below its deepest
             # row's layer, so layer-sorted batches skip the upper layers (about half the work)
-            pending = pending[torch.argsort(feat_depth[pending], stable=True)]
+            pending = pending[torch.argsort(depth[pending], stable=True)]
             for c in range(0, len(pending), batch_size):
-                idx = pending[c : c + batch_size]
-                block = rows.compute([feature_spec(int(j)) for j in idx])
-                edge[st : st + len(idx)] = block.to(edge_dtype).cpu()
-                row_node[st : st + len(idx)] = idx
-                visited[idx] = True
-                st += len(idx)
-                n_done += len(idx)
-                bar.update(task, advance=len(idx))
-    del rows
-    return _assemble(
-        rm,
-        setup,
-        prompt,
-        targets,
-        edge[:st],
-        row_node[:st],
-        visited,
-        n_feat,
-        n_cols,
-        feat_dict,
-        feat_pos,
-        feat_idx,
-    )
+                yield pending[c : c + batch_size]
 
 
 def _assemble(
     rm, setup, prompt, targets, edge, row_node, visited, n_feat, n_cols, feat_dict, feat_pos, feat_idx
-) -> Graph:
+) -> tuple[Graph, Tensor]:
+    """The graph, and the node index of each computed row."""
     T, n_dict = setup.n_pos, len(rm.spliced)
     selected = visited.nonzero().flatten()
     n_sel = len(selected)
@@ -387,7 +435,7 @@ def _assemble(
         total_active_features=n_feat,
         logits=setup.logits[-1].detach().cpu().float(),
         meta=routes_meta(setup.freeze),  # mixtures of experts: the router choices the graph holds
-    )
+    ), compact[row_node]
 
 
 def dictionary_info(rm: ReplacementModel) -> list[dict]:
@@ -395,14 +443,14 @@ def dictionary_info(rm: ReplacementModel) -> list[dict]:
     return [
         dict(
             name=s.name,
-            site_in=s.site_in,
-            site_out=s.site_out,
+            hook_name=s.hook_name,
+            hook_name_out=s.hook_name_out,
             layer=s.layer,
             slot=s.slot,
             offset=s.offset,
             transcoder=s.transcoder,
             d_sae=int(s.dic.cfg.d_sae),
-            cross_layer=len(s.sources) > 1 or s.dic.cfg.architecture == "clt",
+            cross_layer=len(s.sources) > 1 or isinstance(s.dic, CLTLayer),
         )
         for s in rm.spliced
     ]

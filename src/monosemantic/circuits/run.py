@@ -134,6 +134,7 @@ def _attribution(cfg: Config, rm: ReplacementModel) -> tuple[Graph, PruneResult,
         max_n_logits=c.max_n_logits,
         max_feature_nodes=c.max_feature_nodes,
         batch_size=c.batch_size,
+        expert_nodes=c.expert_nodes,
     )
     seconds = time.perf_counter() - t0
     pruned = prune(graph, c.node_threshold, c.edge_threshold)
@@ -235,10 +236,20 @@ def _ablation(cfg: Config, rm: ReplacementModel) -> tuple[Graph, PruneResult, di
 METHODS = {"attribution": _attribution, "contrastive": _contrastive, "ablation": _ablation}
 
 
+def _check_method(c) -> None:
+    """Options only one method honours, refused before any model is loaded."""
+    if c.expert_nodes and c.method != "attribution":
+        raise ConfigError(
+            f"circuit.expert_nodes splits the error nodes of attribution graphs, not of method {c.method!r}: "
+            "set circuit.method = 'attribution' or drop expert_nodes"
+        )
+
+
 def trace(cfg: Config, rm: ReplacementModel, describe: Callable | None = None) -> dict:
     """The graph JSON (its scores under `metadata.scores`) of `circuit.prompt` by `circuit.method`,
     on a replacement model already built (the live server keeps one loaded)."""
     c = cfg.circuit
+    _check_method(c)
     graph, pruned, scores, values = METHODS[c.method](cfg, rm)
     scores.update(
         n_nodes=int(pruned.node_mask.sum()),
@@ -274,6 +285,7 @@ def circuit(cfg: ConfigLike) -> Path:
     c = cfg.circuit
     if not c.prompt:
         raise ConfigError("no prompt: pass --prompt TEXT or set circuit.prompt")
+    _check_method(c)
     with output_lock(c.out, "circuit.out"), disk_full_guard(c.out, "circuit.out"):
         return _circuit(cfg)
 

@@ -21,6 +21,17 @@ class CircuitConfig(Section):
     prompt: str | None = Field(
         None, description="Text whose next-token prediction the graph explains; --prompt sets it."
     )
+    prompts: Path | None = Field(
+        None,
+        description="A prompts file (one per line, `#` comments, `[task]` headers): trace every prompt with "
+        "every dictionary set and report each score's mean and 95% interval (also --prompts FILE).",
+    )
+    sets: dict[str, list[Path]] | None = Field(
+        None,
+        description="Dictionary sets compared by --prompts: name -> checkpoint folders (e.g. per-layer "
+        "transcoders, a CLT). Sets whose folders do not exist yet are skipped with a note. Default: the "
+        "one set `dictionaries` resolves to.",
+    )
     method: Literal["attribution", "contrastive", "ablation"] = Field(
         "attribution",
         description="attribution: exact attribution graph; contrastive: clean vs corrupted_prompt "
@@ -68,6 +79,13 @@ class CircuitConfig(Section):
         False,
         description="Drop every latent at position 0 (BOS) into the error terms, as circuit-tracer does; "
         "default false keeps BOS-position features as graph nodes.",
+    )
+    expert_nodes: bool = Field(
+        False,
+        description="Mixtures of experts (method = 'attribution'): split each error node of a transcoder "
+        "over an MoE block into one node per selected expert (its gated output minus its routing share of "
+        "the reconstruction; the parts sum to the error node), so the graph says which expert carried an "
+        "edge. Pruning and scores are those of the merged graph.",
     )
     device: str | None = None
     seed: Seed | None = None

@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .base import Section
-from .ranges import Count, Seed
+from .ranges import Count, PositiveFloat, Seed
 
 
 class ProbeDataset(BaseModel):
@@ -37,6 +37,22 @@ class EvaluateConfig(Section):
     out: Path = Field(Path("runs/evaluate"), description="Folder of metrics.json, metrics.csv and the plots.")
     max_sequences: Count | None = Field(
         256, description="Sequences of the cache used: a random sample seeded by `seed` (None: all)."
+    )
+    held_out: bool = Field(
+        True,
+        description="Evaluate on the cache's held-out sequences only (those harvest reserved and training "
+        "never read); false: on every sequence. A cache without a split is evaluated whole, with a warning.",
+    )
+    ce_convention: Literal["monosemantic", "saelens"] = Field(
+        "monosemantic",
+        description="Spliced CE/KL token conventions: monosemantic averages over every next-token "
+        "prediction and replaces/ablates non-special positions only; saelens (SAELens run_evals) averages "
+        "over predictions at non-special positions and ablates every position.",
+    )
+    ce_recovered_min_increase: PositiveFloat = Field(
+        0.1,
+        description="CE loss recovered is flagged unreliable (tables show 'low gap') when zero-ablating "
+        "the site raises CE by fewer nats than this; read the CE increase and KL instead.",
     )
     batch_size: Count = Field(16, description="Sequences per model forward in spliced metrics.")
     spliced: bool = Field(True, description="Also compute CE/KL with the reconstruction spliced in.")

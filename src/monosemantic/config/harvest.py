@@ -8,7 +8,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from .base import Dtype, Section
-from .ranges import Count
+from .ranges import Count, Seed
 
 
 class SitesConfig(Section):
@@ -27,3 +27,12 @@ class HarvestConfig(Section):
     dtype: Dtype | None = Field(None, description="Storage dtype of activations: float32, float16, bfloat16.")
     batch_size: Count = Field(32, description="Sequences per forward pass.")
     shard_sequences: Count = Field(512, description="Sequences per shard file.")
+    eval_fraction: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description="Share of whole sequences held out for evaluation (chosen by a seeded hash of each "
+        "sequence's number, listed in the manifest's eval_sequences); training never reads them, "
+        "evaluate reads only them. 0: no held-out part.",
+    )
+    eval_seed: Seed = Field(0, description="Seed of the held-out choice (recorded in the manifest).")

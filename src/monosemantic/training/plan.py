@@ -25,6 +25,7 @@ from typing import Any
 
 from monosemantic.config import ConfigLike, as_config
 from monosemantic.config.ranges import Count, check_argument
+from monosemantic.dictionaries.base import dictionary_class
 from monosemantic.lm.families import family_of
 from monosemantic.lm.family_sites import site_width
 from monosemantic.lm.known_models import KNOWN, known_config
@@ -147,7 +148,7 @@ def plan(cfg: ConfigLike, world_size: int | None = None) -> list[str]:
     else:
         lines.append("  cache on disk        unknown (set data.max_tokens)")
 
-    dicts = cfg.all_dictionaries()
+    dicts = [d for d in cfg.all_dictionaries() for _ in (t.seeds or [None])]  # one per train.seeds entry
     lines.append("")
     if not dicts:
         lines.append("train: no [dictionary] in this config")
@@ -163,7 +164,7 @@ def plan(cfg: ConfigLike, world_size: int | None = None) -> list[str]:
         d_sae = d.d_sae or (d.expansion or 16) * d_in
         sizes.append((d_in + d_out) * d_sae + d_sae + d_out)
         widest = max(widest, d_sae)
-        if d.architecture in ("topk", "batchtopk", "matryoshka"):
+        if dictionary_class(d.architecture).sparse_training(d):
             flops += 2 * d_in * d_sae + 6 * (d.k or 32) * (d_in + d_out)
         else:
             flops += 6 * d_sae * (d_in + d_out)
