@@ -299,13 +299,13 @@ def _circuit(cfg: Config) -> Path:
     paths = resolve_dictionaries(cfg)
     model = load_model(cfg.model.name, dtype=cfg.model.dtype, device=c.device, revision=cfg.model.revision)
     dics = [load_dictionary(p, device=str(model.device)) for p in paths]
-    fingerprint = tokenizer_fingerprint(model.tokenizer)
-    for dic, path in zip(dics, paths, strict=True):
-        check_provenance(dic, path, cfg.model.name, fingerprint, None, cfg.model.allow_foreign_model)
     names = dictionary_names(paths, cfg.train.out if not c.dictionaries else None)
     db = feature_store_path(cfg.analyze.out)
     ids = store_ids(db, paths, names, dics)  # by weights, before the replacement model casts them
-    rm = ReplacementModel(model, dics, names, zero_bos=c.zero_bos)
+    rm = ReplacementModel(model, dics, names, zero_bos=c.zero_bos)  # refuses a model it cannot trace
+    fingerprint = tokenizer_fingerprint(model.tokenizer)
+    for dic, path in zip(dics, paths, strict=True):
+        check_provenance(dic, path, cfg.model.name, fingerprint, None, cfg.model.allow_foreign_model)
     store, describe = store_describer(db, ids)
     gj = trace(cfg, rm, describe)
     scores = gj["metadata"]["scores"]
