@@ -25,6 +25,11 @@ from monosemantic.utils.distributed import launched
 from monosemantic.utils.errors import MonosemanticError
 from monosemantic.utils.progress import console
 
+CHAT_HELP = (
+    "A chat prompt instead of --prompt: a JSON list of {role, content}, lines 'user: ...' / 'assistant: ...', "
+    "or a .json/.jsonl/.txt file of either; rendered with the model's chat template (docs/chat.md)."
+)
+
 app = typer.Typer(
     name="monosemantic",
     help="Sparse dictionary learning on language models, and circuit discovery with it.",
@@ -298,7 +303,8 @@ def export(
 def steer(
     config: ConfigArg,
     feature: Annotated[int, typer.Option(help="Feature index to steer with.")],
-    prompt: Annotated[str, typer.Option(help="Text to continue.")],
+    prompt: Annotated[str | None, typer.Option(help="Text to continue.")] = None,
+    chat: Annotated[str | None, typer.Option(help=CHAT_HELP)] = None,
     value: Annotated[float, typer.Option(help="Steering value (added, set to, or the scale).")] = 10.0,
     mode: Annotated[
         str | None, typer.Option(help="add | set (or clamp) | scale | ablate (default [steer].mode).")
@@ -311,7 +317,7 @@ def steer(
 
     if mode is not None:
         cfg.steer.mode = mode  # type: ignore[assignment]
-    run(cfg, feature=feature, value=value, prompt=prompt)
+    run(cfg, feature=feature, value=value, prompt=prompt, chat=chat)
 
 
 @app.command()
@@ -319,6 +325,7 @@ def steer(
 def circuit(
     config: ConfigArg,
     prompt: Annotated[str | None, typer.Option(help="Prompt to explain (default [circuit].prompt).")] = None,
+    chat: Annotated[str | None, typer.Option(help=CHAT_HELP)] = None,
     corrupted: Annotated[
         str | None,
         typer.Option(help="Corrupted prompt for contrastive mode (sets circuit.method=contrastive)."),
@@ -337,7 +344,7 @@ def circuit(
     if corrupted is not None:
         cfg.circuit.corrupted_prompt = corrupted
         cfg.circuit.method = "contrastive"
-    if prompts is not None or (prompt is None and cfg.circuit.prompts is not None):
+    if prompts is not None or (prompt is None and chat is None and cfg.circuit.prompts is not None):
         from monosemantic.circuits.prompt_sets import trace_prompts
 
         out = trace_prompts(cfg, prompts if prompts is not None else cfg.circuit.prompts)
@@ -346,7 +353,9 @@ def circuit(
     from monosemantic.circuits.run import circuit as run
 
     if prompt is not None:
-        cfg.circuit.prompt = prompt
+        cfg.circuit.prompt, cfg.circuit.chat = prompt, None
+    if chat is not None:
+        cfg.circuit.chat = chat
     out = run(cfg)
     console.print(f"graph written to [bold]{out}[/]")
 

@@ -110,6 +110,23 @@ def test_view_steering_side_by_side(live_page):
     assert plain and steered and plain != steered
 
 
+def test_view_chat_prompts_show_their_turns(live_page):
+    live_page.check("#act-chat")
+    live_page.fill("#act-text", "system: You tell short stories.\nuser: Where did Lily go?")
+    live_page.click("#act-run")
+    live_page.wait_for_selector("#act-tokens b.turn")
+    assert live_page.locator("#act-tokens b.turn").all_inner_texts() == ["system", "user"]
+    assert live_page.locator("#act-tokens span.r-user").count() > 5
+    live_page.uncheck("#act-chat")
+    live_page.check("#steer-chat")
+    live_page.fill("#steer-prompt", "user: Where did Lily go?")
+    live_page.click("#steer-run")
+    live_page.wait_for_selector("#steer-turns b.turn")
+    assert live_page.locator("#steer-turns b.turn").all_inner_texts() == ["user"]
+    assert live_page.inner_text("#steer-plain") and live_page.inner_text("#steer-steered")
+    live_page.uncheck("#steer-chat")
+
+
 def test_view_trace_opens_the_graph(live_page, live_server):
     live_page.fill("#trace-prompt", "Tom the dog found a ball. He")
     live_page.click("#trace-run")

@@ -25,11 +25,13 @@ def free_port() -> int:
 def start(db: Path, workdir: Path, extra: str = "") -> tuple[subprocess.Popen, str]:
     """`monosemantic serve` on a free port, returned once it says it is serving (no polling);
     `extra` is appended to its [serve] section."""
+    from chat_world import TEMPLATE
+
     port = free_port()
     cfg = workdir / "serve.toml"
-    cfg.write_text(
-        f'device = "cpu"\n[serve]\ndb = "{db}"\nport = {port}\n{extra}\n[circuit]\nablation = "zero"\n'
-    )
+    (workdir / "chat.jinja").write_text(TEMPLATE)  # the storyworld tokenizer has no chat template
+    cfg.write_text(f'device = "cpu"\n[data]\nchat_template = "{workdir / "chat.jinja"}"\n'
+                   f'[serve]\ndb = "{db}"\nport = {port}\n{extra}\n[circuit]\nablation = "zero"\n')  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "monosemantic.cli", "serve", str(cfg)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     seen = []

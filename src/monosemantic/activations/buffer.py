@@ -145,6 +145,16 @@ def _noted(source: CacheSource) -> CacheSource:
     return source
 
 
+def train_on(cfg: Config, cache: Path | None) -> str:
+    """The chat-role policy training follows (`data.train_on`): the config's when it sets one, else
+    the one the cache was harvested with (so a cache of assistant tokens trains on them)."""
+    if "train_on" in cfg.data.model_fields_set or cache is None or not (cache / "manifest.json").is_file():
+        return cfg.data.train_on
+    from .manifest import read_manifest
+
+    return str(read_manifest(cache).get("train_on", "all"))
+
+
 def _source(cfg: Config, sites: list[str], batch_size: int, model: SubjectModel | None) -> Source:
     """A cache dir or tensor file from data.activations; else the harvest cache; else live."""
     chunk_tokens = max(batch_size, cfg.train.buffer_tokens // 8)
@@ -155,7 +165,7 @@ def _source(cfg: Config, sites: list[str], batch_size: int, model: SubjectModel 
     if path is not None:
         path = Path(path)
         if path.is_dir():
-            return _noted(CacheSource(path, sites, chunk_tokens, exclude))
+            return _noted(CacheSource(path, sites, chunk_tokens, exclude, train_on(cfg, path)))
         source: Source = TensorFileSource(path, sites, chunk_tokens)
         if model is not None:
             for site in source.sites:
@@ -167,7 +177,7 @@ def _source(cfg: Config, sites: list[str], batch_size: int, model: SubjectModel 
         return source
     harvested = Path(cfg.harvest.out)
     if (harvested / "manifest.json").is_file():
-        return _noted(CacheSource(harvested, sites, chunk_tokens, exclude))
+        return _noted(CacheSource(harvested, sites, chunk_tokens, exclude, train_on(cfg, harvested)))
     if model is None:
         from monosemantic.lm.big import BigModel
         from monosemantic.lm.model import load_model
@@ -176,7 +186,7 @@ def _source(cfg: Config, sites: list[str], batch_size: int, model: SubjectModel 
         model = load_model(
             m.name, dtype=m.dtype, device=m.device, revision=m.revision, big=BigModel.from_config(m)
         )
-    return LiveSource(model, cfg.data, sites, cfg.harvest.batch_size, exclude)
+    return LiveSource(model, cfg.data, sites, cfg.harvest.batch_size, exclude, cfg.data.train_on)
 
 
 def _paired(cfg: Config, sites: list[str], chunk_tokens: int, exclude: bool) -> Source:

@@ -32,6 +32,7 @@ from monosemantic.config.site import Site, concrete_sites, site_groups
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.io import dictionary_names, find_dictionaries, load_dictionary
 from monosemantic.dictionaries.provenance import check_provenance, weights_fingerprint
+from monosemantic.dictionaries.releases import check_family, manifest_family
 from monosemantic.lm.model import SubjectModel
 from monosemantic.store.feature_store import FeatureStore, feature_store_path
 from monosemantic.store.matching import FINGERPRINT
@@ -250,6 +251,10 @@ def _inputs(cfg: Config) -> tuple[ActivationCache, str | Path, list[Path], list[
     paths = find_dictionaries(root)
     device = resolve_device(a.device)
     dicts = [load_dictionary(p, device=device).eval() for p in paths]
+    for p, d in zip(
+        paths, dicts, strict=True
+    ):  # a release of another model family: its sites are other tensors
+        check_family(d.cfg.metadata, manifest_family(cache.manifest), cache.manifest.get("model"), str(p))
     sites = [_site_of(d, cache, p) for d, p in zip(dicts, paths, strict=True)]
     for d, p in zip(dicts, paths, strict=True):
         check_provenance(d, p, cache.manifest.get("model"), cache.manifest.get("tokenizer_fingerprint"),
@@ -273,7 +278,7 @@ def _collect(
 ) -> tuple[list[FeatureCollector], float]:
     """One encoding pass over this rank's sequences feeding a collector per dictionary (merged onto
     rank 0 under torchrun); returns them and the encoding seconds."""
-    exclude = cache.excludes_special
+    restrict = cache.excludes_special or cache.train_on != "all"  # else every position counts
     collectors = [
         FeatureCollector(d.d_sae, a.top_k, a.quantiles, a.per_quantile, a.negatives, window,
                          seed=int(a.seed or 0) + i, concept_names=concept_names, block_tokens=a.block_tokens)
@@ -281,7 +286,7 @@ def _collect(
     ]  # fmt: skip
 
     def on_batch(i: int, codes: Any, batch: dict[str, torch.Tensor]) -> None:
-        mask = ~cache.special_mask(batch["tokens"]) if exclude else None
+        mask = cache.keep_mask(batch["tokens"], batch.get("roles")) if restrict else None
         args = (batch["tokens"], batch["seq_ids"], mask, batch.get("concepts"))
         if isinstance(codes, tuple):
             collectors[i].update_sparse(*codes, *args)

@@ -9,6 +9,7 @@ itself is the library's: `lm.model` runs the model, `dictionaries.io` loads chec
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from monosemantic.analysis.records import TokenText
 from monosemantic.config import Config
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.provenance import weights_fingerprint
-from monosemantic.steering.run import generate, prompt_ids, steering_edits
+from monosemantic.steering.run import chat_prompt_ids, generate, prompt_ids, steering_edits
 from monosemantic.store.matching import FINGERPRINT
 from monosemantic.utils.errors import MonosemanticError
 from monosemantic.utils.torch_utils import resolve_device
@@ -73,7 +74,7 @@ class LiveModels:
         key = (did, str(path), st.st_ino, st.st_mtime_ns)
         if key not in self._dics:
             self._dics = {k: v for k, v in self._dics.items() if k[:2] != key[:2]}
-            dic = load_dictionary(path, device=self.device).eval().requires_grad_(False)
+            dic = load_dictionary(path, device=self.device, model=self.model()).eval().requires_grad_(False)
             recorded = (row.get("cfg") or {}).get(FINGERPRINT)
             if recorded and recorded != weights_fingerprint(dic):  # the store describes other weights
                 raise MonosemanticError(
@@ -83,22 +84,32 @@ class LiveModels:
             self._dics[key] = dic
         return self._dics[key], row
 
-    def _ids(self, text: str, dic: Dictionary) -> torch.Tensor:
-        """Token ids as harvest saw them: a BOS first when the dictionary was trained with one."""
+    def _ids(
+        self, text: str | None, dic: Dictionary, chat: list | None = None
+    ) -> tuple[torch.Tensor, list | None]:
+        """Token ids as harvest saw them: a BOS first when the dictionary was trained with one; a
+        chat prompt is rendered with the chat template (`data.chat_template` or the tokenizer's)
+        and comes with its turns ({role, start, end} over positions)."""
         model = self.model()
         prepend = bool((dic.cfg.metadata or {}).get("prepend_bos", True))
-        ids = prompt_ids(model, text, prepend)
+        turns = None
+        if chat is not None:  # never a file: a request's chat is the conversation itself
+            ids, turns = chat_prompt_ids(model, chat, self.cfg.data.chat_template, prepend, files=False)
+        else:
+            ids = prompt_ids(model, str(text), prepend)
         ctx = int(
             getattr(model.hf.config, "n_positions", 0)
             or getattr(model.hf.config, "max_position_embeddings", 0)
         )
         if ctx and ids.numel() > ctx:
             raise MonosemanticError(f"the text has {ids.numel()} tokens; this model reads at most {ctx}")
-        return ids
+        return ids, turns
 
     @torch.no_grad()
-    def activations(self, job: Job, did: int, text: str, feature: int | None, top: int) -> dict[str, Any]:
-        """Per token, the `top` strongest active features (and with `feature`, its value everywhere)."""
+    def activations(self, job: Job, did: int, text: str | None, feature: int | None, top: int,
+                    chat: list | None = None) -> dict[str, Any]:  # fmt: skip
+        """Per token, the `top` strongest active features (and with `feature`, its value everywhere);
+        of `text`, or of a chat prompt `chat` (then with its `turns`)."""
         job.report("loading", 0.1)
         dic, row = self.dictionary(did)
         model = self.model()
@@ -106,7 +117,7 @@ class LiveModels:
             raise MonosemanticError(
                 f"feature {feature} is out of range; {row['name']} has 0..{dic.d_sae - 1}"
             )
-        ids = self._ids(text, dic)
+        ids, turns = self._ids(text, dic, chat)
         site = dic.cfg.hook_name
         job.report("running", 0.5)
         out = model.run(ids[None], capture=[site], stop_at_layer=model.stop_layer([site]))
@@ -132,19 +143,22 @@ class LiveModels:
             "bos": bool(skip),
             "features": per_token,
         }
+        if turns is not None:
+            res["turns"] = turns
         if feature is not None:
             res["feature"] = feature
             res["activations"] = [round(float(v), 4) for v in codes[:, feature]]
         return res
 
-    def steer(self, job: Job, did: int, feature: int, mode: str, value: float, prompt: str,
-              max_new_tokens: int, temperature: float, seed: int) -> dict[str, Any]:  # fmt: skip
-        """Plain and steered continuations of `prompt` (`analyze.steer.generate`), streamed as
-        `{"which": "plain"|"steered", "text": ...}` events, one per token."""
+    def steer(self, job: Job, did: int, feature: int, mode: str, value: float, prompt: str | None,
+              max_new_tokens: int, temperature: float, seed: int, chat: list | None = None) -> dict[str, Any]:  # fmt: skip
+        """Plain and steered continuations of `prompt` or of a chat prompt `chat`
+        (`steering.run.generate`), streamed as `{"which": "plain"|"steered", "text": ...}` events,
+        one per token. A chat prompt's result carries its rendered tokens and turns."""
         job.report("loading", 0.05)
         dic, row = self.dictionary(did)
         model = self.model()
-        ids = self._ids(prompt, dic)
+        ids, turns = self._ids(prompt, dic, chat)
         skip_first = (
             bool((dic.cfg.metadata or {}).get("prepend_bos", True))
             and int(ids[0]) == model.tokenizer.bos_token_id
@@ -156,6 +170,9 @@ class LiveModels:
 
         out: dict[str, Any] = {"dictionary": did, "name": row["name"], "feature": feature, "mode": mode,
                                "value": None if mode == "ablate" else value, "prompt": prompt}  # fmt: skip
+        if turns is not None:
+            out |= {"prompt": model.tokenizer.decode(ids.tolist()[1 if skip_first else 0 :]), "chat": chat,
+                    "prompt_tokens": [self._text(int(i)) for i in ids], "turns": turns}  # fmt: skip
         for n, (which, e) in enumerate((("plain", None), ("steered", edits))):
             job.report(which, 0.1 + 0.45 * n)
             made: list[int] = []
@@ -170,8 +187,10 @@ class LiveModels:
             out[f"{which}_ids"] = new.tolist()
         return out
 
-    def trace(self, job: Job, prompt: str, dictionaries: list[int] | None) -> dict[str, Any]:
-        """Attribute `prompt` through the store's transcoders (or `dictionaries`), store the graph."""
+    def trace(self, job: Job, prompt: str | None, dictionaries: list[int] | None,
+              chat: list | None = None) -> dict[str, Any]:  # fmt: skip
+        """Attribute `prompt` (or the chat prompt `chat`, whose graph marks its turns) through the
+        store's transcoders (or `dictionaries`), store the graph."""
         from monosemantic.circuits.replacement import ReplacementModel
         from monosemantic.circuits.run import store_describer, trace
 
@@ -199,7 +218,10 @@ class LiveModels:
         model = self.model()
         names = [r["name"] for r in chosen]
         cfg = self.cfg.model_copy(deep=True)
-        cfg.circuit.prompt = prompt
+        cfg.circuit.prompt, cfg.circuit.chat = prompt, None
+        if chat is not None:  # as JSON, so circuits.run renders it without ever reading a file
+            cfg.circuit.chat = json.dumps(chat)
+            cfg.circuit.prompt = prompt = "\n".join(f"{m['role']}: {m['content']}" for m in chat)
         cfg.circuit.method = "attribution"
         job.report("attributing", 0.2)
         rm = ReplacementModel(model, loaded, names, zero_bos=cfg.circuit.zero_bos)

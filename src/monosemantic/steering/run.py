@@ -30,7 +30,7 @@ from monosemantic.dictionaries.interventions import MODES, canonical_mode, edit_
 from monosemantic.dictionaries.io import find_dictionaries, load_dictionary
 from monosemantic.dictionaries.provenance import check_provenance
 from monosemantic.lm.tokenizer import tokenizer_fingerprint
-from monosemantic.utils.errors import MonosemanticError
+from monosemantic.utils.errors import ConfigError, MonosemanticError
 from monosemantic.utils.torch_utils import resolve_device
 
 if TYPE_CHECKING:
@@ -169,6 +169,21 @@ def generate(
     return torch.tensor(new, dtype=torch.long)
 
 
+def chat_prompt_ids(
+    model: SubjectModel,
+    chat: str | list,
+    template: str | Path | None,
+    prepend_bos: bool = True,
+    files: bool = True,
+) -> tuple[Tensor, list[dict[str, Any]]]:
+    """A chat prompt's token ids, rendered with the generation prompt (`corpus.chat_prompt.chat_prompt`,
+    as `circuit --chat` renders it), and its turns as runs of positions ({role, start, end})."""
+    from monosemantic.corpus.chat_prompt import chat_prompt, parse_chat, turns
+
+    ids, roles = chat_prompt(model.tokenizer, parse_chat(chat, files=files), template, prepend_bos)
+    return torch.tensor(ids, dtype=torch.long), turns(roles)
+
+
 def prompt_ids(model: SubjectModel, prompt: str, prepend_bos: bool = True) -> Tensor:
     tok = model.tokenizer
     ids = tok(prompt, add_special_tokens=False)["input_ids"]
@@ -198,13 +213,22 @@ def check_steering_value(value: float, mode: str) -> None:
         )
 
 
-def steer(cfg: ConfigLike, feature: int, value: float, prompt: str) -> dict[str, Any]:
-    """Generate from `prompt` with and without steering `feature`; print both side by side."""
+def steer(
+    cfg: ConfigLike, feature: int, value: float, prompt: str | None = None, chat: str | list | None = None
+) -> dict[str, Any]:
+    """Generate from `prompt` (or from a chat prompt, `chat`, rendered with the chat template and
+    the generation prompt) with and without steering `feature`; print both side by side."""
+    from monosemantic.corpus.chat_prompt import parse_chat
+    from monosemantic.dictionaries.releases.family import check_model_family
+
     cfg = as_config(cfg)
     feature = check_argument("feature", feature, NonNegativeInt)
     from monosemantic.lm.model import load_model
 
     s = cfg.steer
+    if (prompt is None) == (chat is None):
+        raise ConfigError("steer takes a prompt: pass --prompt TEXT or --chat CONVERSATION (one of them)")
+    messages = parse_chat(chat) if chat is not None else None  # a malformed chat fails before any loading
     check_steering_value(value, s.mode)
     device = resolve_device(s.device)
     path = dictionary_path(cfg)
@@ -219,12 +243,18 @@ def steer(cfg: ConfigLike, feature: int, value: float, prompt: str) -> dict[str,
             f"steer generates text, but {cfg.model.name} is an encoder ({model.family}) without a causal "
             "language-model head; set model.name to a causal LM (gpt2, pythia, llama, 'storyworld', ...)"
         )
+    check_model_family(dic.cfg.metadata, model, str(path))
     check_widths(dic, model, path)
     check_provenance(
         dic, path, cfg.model.name, tokenizer_fingerprint(model.tokenizer), None, cfg.model.allow_foreign_model
     )
     prepend = bool((dic.cfg.metadata or {}).get("prepend_bos", True))
-    ids = prompt_ids(model, prompt, prepend)
+    turns: list[dict[str, Any]] | None = None
+    if messages is not None:
+        ids, turns = chat_prompt_ids(model, messages, cfg.data.chat_template, prepend)
+        prompt = model.tokenizer.decode(ids[1:] if prepend else ids)  # the rendered conversation
+    else:
+        ids = prompt_ids(model, str(prompt), prepend)
     skip_first = prepend and ids[0].item() == model.tokenizer.bos_token_id
     model.check_sites(list(steering_edits(dic, feature, s.mode, value)))
 
@@ -247,6 +277,8 @@ def steer(cfg: ConfigLike, feature: int, value: float, prompt: str) -> dict[str,
         "unsteered_ids": plain.tolist(),
         "steered_ids": steered.tolist(),
     }
+    if messages is not None:
+        out |= {"chat": messages, "turns": turns}
     _print(out)
     return out
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from monosemantic.activations.buffer import activation_batches
+from monosemantic.activations.buffer import activation_batches, train_on
 from monosemantic.config import Config
 from monosemantic.config.site import Site, concrete_sites, site_groups
 from monosemantic.utils.readers import read_json
@@ -94,6 +94,19 @@ def _manifest(cfg: Config) -> dict[str, Any]:
     return {}
 
 
+def _cache_dir(cfg: Config) -> Path | None:
+    """The activation cache training reads (data.activations, else a harvested harvest.out), if any."""
+    for path in (cfg.data.activations, cfg.harvest.out):
+        if path is not None and Path(path, "manifest.json").is_file():
+            return Path(path)
+    return None
+
+
+def _chat_cache(cfg: Config) -> bool:
+    cache = _cache_dir(cfg)
+    return cache is not None and bool(read_json(cache / "manifest.json", "cache manifest").get("roles"))
+
+
 def metadata_for(cfg: Config, hook_name: str, hook_name_out: str | None) -> dict[str, Any]:
     """cfg.json `metadata`: which model, site and data produced the training activations."""
     manifest = _manifest(cfg)
@@ -115,6 +128,8 @@ def metadata_for(cfg: Config, hook_name: str, hook_name_out: str | None) -> dict
         "context_size": manifest.get("context_size", cfg.data.context_size),
         "prepend_bos": manifest.get("prepend_bos", cfg.data.prepend_bos),
         "special_tokens": manifest.get("special_tokens", cfg.data.special_tokens),
+        "train_on": train_on(cfg, _cache_dir(cfg)),
+        "data_format": "chat" if cfg.data.format == "chat" or _chat_cache(cfg) else "text",
         "dataset_path": str(cfg.data.activations) if cfg.data.activations is not None else cfg.data.text,
         "held_out": held_out_skipped(cfg),
     }
