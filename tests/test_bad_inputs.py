@@ -275,7 +275,7 @@ C("dict-cfg-binary", "steer", "cfg.json", *STEER, "--set", 'steer.dictionary="{c
   setup=copy_dict("sae", "d", lambda p: (p / "cfg.json").write_bytes(GARBAGE)))
 C("dict-cfg-incomplete", "evaluate", "cfg.json", "--set", 'evaluate.dictionary="{case}/d"',
   setup=copy_dict("sae", "d", lambda p: (p / "cfg.json").write_text('{"architecture": "topk"}')))
-C("dict-missing", "steer", "/nonexistent/sae is not a folder", *STEER, "--set", 'steer.dictionary="/nonexistent/sae"')
+C("dict-missing", "steer", "no dictionary at /nonexistent/sae", *STEER, "--set", 'steer.dictionary="/nonexistent/sae"')
 C("dict-circuit-garbage", "circuit", "sae_weights.safetensors", "--set", 'circuit.dictionaries=["{case}/d"]',
   setup=copy_dict("tc", "d", lambda p: _truncate(p / "sae_weights.safetensors")))
 C("steer-width", "steer", "width", *STEER, "--set", 'steer.dictionary="{case}/d"', setup=lambda c, w: _narrow_sae(c / "d"))
