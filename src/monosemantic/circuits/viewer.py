@@ -20,7 +20,7 @@ def render_viewer(graph_json: dict, nonce: str | None = None) -> str:
     marks its script for a Content-Security-Policy (the server sets one per response)."""
     data = script_json(graph_json, compact=False)
     title = html.escape(str(graph_json.get("metadata", {}).get("slug", "graph")))
-    js = _template("viewer.js").replace("</script", "<\\/script")
+    js = (_template("viewer.js") + "\n" + _template("heads_panel.js")).replace("</script", "<\\/script")
     page = _template("viewer.html").replace("__TITLE__", title).replace("__CSS__", _template("viewer.css"))
     # the graph last: its text may contain the other placeholders
     if nonce is not None:

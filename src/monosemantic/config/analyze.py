@@ -31,7 +31,13 @@ class AnalyzeConfig(Section):
         10, description="Tokens kept at each end of a feature's logit lens (promoted and suppressed)."
     )
     negatives: NonNegativeInt = Field(
-        10, description="Non-activating contexts kept per feature (for scoring)."
+        10,
+        description="Non-activating contexts kept per feature, and as many again from the held-out sequences.",
+    )
+    held_out_examples: NonNegativeInt = Field(
+        20,
+        description="Activating contexts kept per feature from the cache's held-out sequences "
+        "(harvest.eval_fraction), a uniform sample: explain scores explanations on them (explain.score_on).",
     )
     batch_sequences: Count = Field(16, description="Sequences encoded per batch.")
     block_tokens: Count = Field(

@@ -15,6 +15,7 @@ from .ranges import (
     LearningRate,
     NonNegativeFloat,
     NonNegativeInt,
+    OpenFraction,
     PositiveFloat,
     Seed,
 )
@@ -48,7 +49,15 @@ class LMConfig(Section):
     warmup_steps: NonNegativeInt = Field(100, description="Steps of linear learning-rate warm-up.")
     eval_every: Count = Field(250, description="Steps between validation loss and sample generations.")
     checkpoint_every: Count = Field(500, description="Steps between resume checkpoints in state_dir.")
-    val_batches: Count = Field(8, description="Held-out batches (a different data seed) per validation.")
+    val_batches: Count = Field(
+        8, description="Validation batches of held-out windows (storyworld: of another data seed)."
+    )
+    holdout_fraction: OpenFraction = Field(
+        0.02,
+        description="Fraction of a file's or dataset's documents held out for validation: a random choice "
+        "seeded by data.seed, recorded in lm.out/heldout.json. Training samples windows at random positions "
+        "of the other documents (seeded by data.seed and the step). Storyworld validates on another seed.",
+    )
     grad_clip: PositiveFloat = Field(1.0, description="Max global gradient norm.")
     min_lr_ratio: Fraction = Field(0.1, description="Cosine decay ends at lr x this.")
     sample_prompts: list[str] = Field(

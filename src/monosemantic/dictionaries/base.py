@@ -13,6 +13,7 @@ latents live (`home_sites`, `decoder_norms`), and the trainer's facts below.
 from __future__ import annotations
 
 import abc
+import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -25,7 +26,8 @@ from monosemantic.utils.errors import ConfigError, DataError, MonosemanticError
 from .types import DictionaryMeta, LossOutput, Penalty, SparseCodes, TrainStepState
 
 __all__ = ["Dictionary", "DictionaryMeta", "LossOutput", "Penalty", "SparseCodes", "TrainStepState",
-           "default_aux_k", "dictionary_class", "register_dictionary"]  # fmt: skip
+           "default_aux_k", "dictionary_class", "firing_quantile", "register_dictionary",
+           "start_density"]  # fmt: skip
 
 if TYPE_CHECKING:
     from .sharding import Sharding
@@ -60,6 +62,20 @@ def dictionary_class(name: str) -> type[Dictionary]:
     return _REGISTRY[name]
 
 
+@torch.no_grad()
+def firing_quantile(z: Tensor, p: float) -> Tensor:
+    """[m]: for each column of pre-activations z [n, m], the value a fraction p of rows exceed
+    (the (1 - p) quantile): a threshold there makes the latent fire on p of the tokens."""
+    n = z.shape[0]
+    return z.kthvalue(min(max(1, math.ceil((1 - p) * n)), n), dim=0).values
+
+
+def start_density(target_l0: float | None, d_sae: int) -> float | None:
+    """The firing rate each latent starts at when a run asks for `target_l0`: L0 starts at the
+    target, every latent alive (None without a target)."""
+    return None if target_l0 is None else min(target_l0 / d_sae, 0.5)
+
+
 def default_aux_k(d_in: int, n_latents: int) -> int:
     """AuxK's dead latents per token: half the width an encoder reads (Gao et al.: about
     d_model / 2), at most its latents."""
@@ -92,6 +108,10 @@ class Dictionary(nn.Module, abc.ABC):
     raw_inputs: ClassVar[bool] = False
     # The penalty whose coefficient the target-L0 controller tunes; None for TopK-style rules.
     penalty: Penalty | None = None
+    # Its latents need whole sequences (attention over positions, Lorsa): the trainer serves windows
+    # of consecutive positions in order (rows of whole windows, `TrainStepState.seq_len`), not
+    # shuffled token rows, and `encode` takes x [..., T, d_in].
+    sequence_level: ClassVar[bool] = False
     # The SAELens 6 architecture that runs this dictionary at inference (default: our name).
     saelens_name: ClassVar[str | None] = None
     # Set by the distributed trainer when rows or latents are split over ranks (TopK family).
@@ -344,9 +364,10 @@ class Dictionary(nn.Module, abc.ABC):
         """Set b_dec (the trainer passes the geometric median of the target activations)."""
 
     @torch.no_grad()
-    def initialize_from_data(self, x: Tensor) -> None:
-        """Data-dependent initialisation on the first batches' inputs `x`; most kinds need none
-        (JumpReLU may place its thresholds)."""
+    def initialize_from_data(self, x: Tensor, target_l0: float | None = None) -> None:
+        """Data-dependent initialisation on the first batches' inputs `x` (after `b_dec`), knowing
+        the run's `target_l0` if it has one; most architectures need none (JumpReLU places its
+        thresholds so that it starts at the target)."""
 
     @abc.abstractmethod
     def fold_activation_scale(

@@ -29,12 +29,13 @@ from monosemantic.utils.torch_utils import resolve_device, seed_everything, torc
 from . import checkpoint
 from .dead import resample_dead
 from .init import decoder_bias_init
+from .l0_control import landing
 from .logging import WandbLogger, require_wandb
 from .metrics import latent_counts
 from .parallel import Parallel
 from .schedules import lr_factor, sparsity_factor
 from .slots import Slot, build_slots, resolve_sites
-from .stream import metadata_for, open_stream, scale_summary, site_scale
+from .stream import metadata_for, open_stream, scale_summary, sequence_level, site_scale
 
 # Train-config fields that do not change the trained weights, so they may differ on resume.
 # The parallel layout is checked on its own (`restore`): data-parallel state is the same on any
@@ -67,7 +68,11 @@ class Trainer:
         self.out = Path(self.tcfg.out)
         pairs = resolve_sites(cfg, available=list(stream.sites) if hasattr(stream, "sites") else None)
         self.sites = list(dict.fromkeys(s for pair in pairs for s in pair))
-        self.stream = stream if stream is not None else open_stream(cfg, self.sites, model)
+        sequences = sequence_level(cfg)
+        self.stream = stream if stream is not None else open_stream(cfg, self.sites, model, sequences)
+        self.seq_len: int | None = getattr(self.stream, "seq_len", None) if sequences else None
+        if sequences and self.seq_len is None:
+            raise DataError("a sequence-level dictionary (lorsa) needs a stream of whole windows (seq_len)")
         self.widths = {s: self.stream.d_in(s) for s in self.sites}
         metadata_for(cfg, self.sites[0], None)  # read at every export: a bad cache path fails now
         seed_everything(self.tcfg.seed if self.tcfg.seed is not None else cfg.seed)
@@ -184,7 +189,9 @@ class Trainer:
             slot.dic.initialize_b_dec(decoder_bias_init(y, self.tcfg.b_dec_init).to(self.device))
             if slot.dic.unit_norm_decoder:
                 slot.dic.set_decoder_norm_to_unit_norm()
-            slot.dic.initialize_from_data(stacked[slot.hook_name] * self.scales[slot.hook_name])
+            slot.dic.initialize_from_data(
+                stacked[slot.hook_name] * self.scales[slot.hook_name], slot.cfg.target_l0
+            )
             if slot.dic.fitted:  # baselines: one fit on these tokens, no SGD
                 model_name = metadata_for(self.cfg, slot.hook_name, None).get("model_name")
                 x = stacked[slot.hook_name] * self.scales[slot.hook_name]
@@ -236,7 +243,9 @@ class Trainer:
                 if slot.controller is not None:
                     coefficient = (slot.controller.multiplier() * slot.coefficient).float()
             dead = slot.tracker.dead_mask() if self.tcfg.dead_latents == "auxk" else None
-            state = TrainStepState(sparsity_scale=warm, sparsity_coefficient=coefficient, dead_mask=dead)
+            state = TrainStepState(
+                sparsity_scale=warm, sparsity_coefficient=coefficient, dead_mask=dead, seq_len=self.seq_len
+            )
             with self.autocast():
                 out = slot.dic.training_loss(x, y, state)
             fitted = slot.dic.fitted  # a fitted baseline only observes the stream
@@ -263,6 +272,9 @@ class Trainer:
             if log_now:
                 row = {"step": self.step + 1, "tokens": (self.step + 1) * self.tcfg.batch_size, "lr": lr}
                 row |= self.par.metrics(out, y_all, counts, slot.tracker.dead_mask(), x.shape[0])
+                row["near_dead_fraction"] = float(
+                    self.par.all_latents(slot.tracker.near_dead_mask()).float().mean()
+                )
                 # one row has no variance to explain: its FVU is no sign of divergence
                 if not math.isfinite(row["loss"]) or (n_all > 1 and not row["fvu"] <= DIVERGED_FVU):
                     raise MonosemanticError(
@@ -331,6 +343,9 @@ class Trainer:
                     self.save()
         if self.wandb is not None:
             self.wandb.finish()
+        if D.is_main():
+            for line in filter(None, (self._landing(i) for i in range(len(self.slots)))):
+                console.print(f"[yellow]warning:[/] {line}", highlight=False)
         return folders
 
     def _info(self) -> str:
@@ -343,6 +358,17 @@ class Trainer:
             f"dead {row['dead_fraction']:.1%}{more}"
         )
 
+    def _landing(self, i: int) -> str | None:
+        """The end-of-run check of dictionary i (`l0_control.landing`): None when it landed."""
+        slot, row = self.slots[i], self.last[i]
+        if slot.dic.fitted or not row or not self.complete:
+            return None
+        l0 = float(slot.controller.l0_ema) if slot.controller is not None else row["l0"]
+        target = slot.cfg.target_l0
+        return landing(
+            slot.name, target, l0, row["dead_fraction"], self.tcfg.dead_after_tokens, slot.cfg.architecture
+        )
+
     def export(self) -> None:
         """Write every dictionary in the SAELens layout (scale folded in), with run metadata."""
         for i, slot in enumerate(self.slots):
@@ -353,6 +379,7 @@ class Trainer:
                 "wall_time_s": round(self.wall_time, 3),
                 "activation_scale": scale_summary(self.scales[slot.hook_name], slot.hook_name),
                 "final_metrics": self.last[i],
+                "landing": self._landing(i) or "ok",
                 "train": self.tcfg.model_dump(mode="json"),
                 "dictionary": slot.cfg.model_dump(mode="json"),
             }
