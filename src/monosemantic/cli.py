@@ -158,6 +158,12 @@ def plan(
             help="Ranks to plan for (torchrun --nproc-per-node x nodes; default [plan].world_size)."
         ),
     ] = None,
+    circuit_tokens: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Prompt length of the circuit memory estimate (default [plan].circuit_tokens)."
+        ),
+    ] = None,
 ) -> None:
     """Memory per rank, cache disk and FLOPs per token of each stage, before starting a job."""
     cfg = _config(config, set_)
@@ -165,6 +171,8 @@ def plan(
 
     if world_size is not None:
         cfg.plan.world_size = world_size
+    if circuit_tokens is not None:
+        cfg.plan.circuit_tokens = circuit_tokens
     for line in run(cfg):
         print(line)
 

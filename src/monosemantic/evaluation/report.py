@@ -47,6 +47,7 @@ TABLE = [
     ("cosine_similarity", "cos", "{:.3f}"),
     ("relative_reconstruction_bias", "γ", "{:.4g}"),
     ("dead_fraction", "dead", "{:.1%}"),
+    ("near_dead_fraction", "near dead", "{:.1%}"),
     ("dense_fraction", "dense", "{:.1%}"),
     ("ce_loss_spliced", "CE spliced", "{:.4f}"),
     ("ce_loss_increase", "ΔCE nats", "{:.4f}"),

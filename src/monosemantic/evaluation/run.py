@@ -28,6 +28,7 @@ from monosemantic.config import Config
 from monosemantic.config.site import Site, concrete_sites, site_groups
 from monosemantic.corpus.concepts import CONCEPTS
 from monosemantic.dictionaries.base import Dictionary
+from monosemantic.training.dead import NEAR_DEAD_DENSITY
 from monosemantic.utils import distributed as D
 from monosemantic.utils.errors import ConfigError, DataError
 from monosemantic.utils.files import check_output
@@ -47,7 +48,7 @@ from .distributed import (
 from .inputs import LazyModel, check_width, dictionary_sites, is_causal, load_dictionaries, site_activations
 from .intervals import N_BOOT, spliced_intervals
 from .metrics import ReconstructionMetrics
-from .replace_all import PerLayerMetrics, clt_spliced_metrics
+from .replace_all import PerLayerMetrics, all_mlps_replaced, clt_spliced_metrics, complete_replacement
 from .report import print_table, write_outputs
 from .sample import check_held_out, sample_sequences
 from .seeds import seed_groups, table_rows
@@ -239,7 +240,10 @@ def _accumulate(run: _Run) -> _Batches:
         merge_concepts(e.concepts)
     run.sample["n_tokens"] = site_n
     run.sample["sequences"] = None if run.indices is None else run.indices.tolist()  # sorted; None: all
-    run.sample["note"] += f"; 'dead' latents are those that never fired on its {site_n:,} tokens"
+    run.sample["note"] += (
+        f"; 'dead' latents never fired on its {site_n:,} tokens, 'near dead' ones fired on fewer than 1 in "
+        f"{1 / NEAR_DEAD_DENSITY:,.0f} (training counts over train.dead_after_tokens: compare at the same count)"
+    )
     means = {s: (v / max(site_n, 1)).float() for s, v in site_sum.items()}
     return _Batches(token_batches, keeps, means, done, lo, hi)
 
@@ -282,6 +286,12 @@ def _spliced(run: _Run, b: _Batches) -> list[dict[str, Any]]:
             spliced[i] = clt_spliced_metrics(
                 e.dic, run.model.get(), b.tokens, b.keeps, ecfg.compare_transcoders
             )
+    crm = complete_replacement([e.dic for e in entries], run.model.get().n_layers)
+    if crm is not None:  # transcoders + Lorsas on every layer: all of them replaced at once
+        every = all_mlps_replaced(run.model.get(), b.tokens, b.keeps, crm)
+        for i, e in enumerate(entries):
+            if any(e.dic is d for d in crm.dics):
+                spliced[i] = spliced[i] | {"all_layers_replaced": every}
     return spliced
 
 

@@ -96,10 +96,51 @@ def _flops(n: float) -> str:
     return f"{n:,.0f} FLOP"
 
 
-def plan(cfg: Config, world_size: int | None = None) -> list[str]:
-    """The plan as lines of text (what `monosemantic plan` prints), for `world_size` ranks
-    (default `[plan].world_size`)."""
+def circuit_lines(cfg: Config, dims: Dims, n_tokens: int) -> list[str]:
+    """Attribution memory of `circuit` for an `n_tokens` prompt, through the config's transcoders
+    (trained ones: fitted baselines are not spliced) or `circuit.dictionaries`' cfg.json files."""
+    import json
+    from pathlib import Path
+
+    from monosemantic.dictionaries.base import dictionary_class
+
+    from .attribution_memory import active_per_token, attribution_memory
+
+    c = cfg.circuit
+    if c.dictionaries:
+        found = [Path(p) / "cfg.json" for p in c.dictionaries]
+        active = [active_per_token(json.loads(f.read_text())) for f in found if f.is_file()]
+    else:
+        tcs = [
+            d for d in cfg.all_dictionaries() if d.site_out and not dictionary_class(d.architecture).fitted
+        ]
+        active = [float(getattr(d, "k", None) or 32) for d in tcs for _ in range(len(d.layers or [0]))]
+    if not active:
+        return []
+    abytes = BYTES[cfg.model.dtype or "float32"]
+    est = attribution_memory(n_tokens, dims.d, dims.layers, dims.heads, active, c.max_feature_nodes,
+                             c.max_n_logits, c.batch_size, int(abytes), 8 if abytes == 8 else 4, c.heads)  # fmt: skip
+    lines = ["", f"circuit (attribution of a {n_tokens:,}-token prompt, {len(active)} dictionaries)"]
+    lines.append(
+        f"  active features      {est.active_features:,}  ({est.rows:,} rows, {est.nodes:,} graph nodes)"
+    )
+    lines.append(f"  computing rows       {_gib(est.attribution)}")
+    lines.append(f"  assembling the graph {_gib(est.assembly)}")
+    lines.append(f"  pruning              {_gib(est.pruning)}")
+    if c.heads:
+        lines.append(f"  head loadings        {_gib(est.heads)}")
+    lines.append(
+        f"  peak with the model  {_gib(est.peak + dims.params * BYTES[cfg.model.dtype or 'float32'])}"
+    )
+    return lines
+
+
+def plan(cfg: Config, world_size: int | None = None, circuit_tokens: int | None = None) -> list[str]:
+    """The plan as lines of text (what `monosemantic plan` prints), for `world_size` ranks (default
+    `[plan].world_size`); `circuit_tokens` is the prompt length the circuit estimate is for (default
+    `[plan].circuit_tokens`, else data.context_size)."""
     world_size = cfg.plan.world_size if world_size is None else world_size
+    circuit_tokens = cfg.plan.circuit_tokens if circuit_tokens is None else circuit_tokens
     m, t = cfg.model, cfg.train
     dims = model_dims(m.name, m.revision)
     wbytes = BYTES[getattr(m, "quantization", None) or m.dtype or "float32"]
@@ -145,10 +186,11 @@ def plan(cfg: Config, world_size: int | None = None) -> list[str]:
         lines.append("  cache on disk        unknown (set data.max_tokens)")
 
     dicts = [d for d in cfg.all_dictionaries() for _ in (t.seeds or [None])]  # one per train.seeds entry
+    circuit = circuit_lines(cfg, dims, circuit_tokens or ctx)
     lines.append("")
     if not dicts:
         lines.append("train: no [dictionary] in this config")
-        return lines
+        return lines + circuit
     shards = t.feature_shards or (world_size if t.parallel == "features" else 1)
     data_ranks = 1 if t.parallel == "dictionaries" else max(world_size // shards, 1)
     per_rank = math.ceil(len(dicts) / world_size) if t.parallel == "dictionaries" else len(dicts)
@@ -185,4 +227,4 @@ def plan(cfg: Config, world_size: int | None = None) -> list[str]:
     )
     lines.append(f"  FLOPs per token      {_flops(flops)} (all dictionaries; / {world_size} ranks)")
     lines.append(f"  training tokens      {t.tokens:,} -> {_flops(flops * t.tokens / world_size)} per rank")
-    return lines
+    return lines + circuit
