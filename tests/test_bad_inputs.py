@@ -10,6 +10,7 @@ CliRunner, and most fail in config validation or the checks a verb makes before 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,102 +18,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_world import RESID, base_toml
 
 from monosemantic.cli import app
 
-RESID, MLP_IN, MLP_OUT = "blocks.0.hook_resid_post", "blocks.0.mlp.hook_in", "blocks.0.hook_mlp_out"
-
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory, tiny_gpt2: Path) -> dict[str, Path]:
-    """A tiny GPT-2, its cache (3 sites), a TopK SAE, a transcoder and an analysed feature store."""
-    from monosemantic.activations.harvest import harvest
-    from monosemantic.analysis.run import analyze
-    from monosemantic.config import load_config
-    from monosemantic.config.dictionary import DictionaryConfig
-    from monosemantic.dictionaries import build_dictionary
-    from monosemantic.dictionaries.io import save_dictionary
-
-    root = tmp_path_factory.mktemp("bad-inputs")
-    model = tiny_gpt2
-    harvest(load_config(None, [
-        f'model.name="{model}"', 'device="cpu"', "data.context_size=16", "data.max_tokens=1024",
-        f'sites.names=["{RESID}", "{MLP_IN}", "{MLP_OUT}"]', f'harvest.out="{root / "acts"}"',
-        "harvest.shard_sequences=32",
-    ]))  # fmt: skip
-    torch.manual_seed(0)
-    sae = build_dictionary(DictionaryConfig(architecture="topk", d_sae=64, k=4, site=RESID), 32, 32)
-    save_dictionary(sae, root / "sae", {"model_name": str(model), "hook_name": RESID})
-    tc = build_dictionary(
-        DictionaryConfig(architecture="topk", d_sae=32, k=4, site=MLP_IN, site_out=MLP_OUT), 32, 32
-    )
-    save_dictionary(
-        tc, root / "tc", {"model_name": str(model), "hook_name": MLP_IN, "hook_name_out": MLP_OUT}
-    )
-    analyze(load_config(None, [
-        'device="cpu"', f'analyze.cache="{root / "acts"}"', f'analyze.dictionary="{root / "sae"}"',
-        f'analyze.out="{root / "analysis"}"', "analyze.top_k=4",
-    ]))  # fmt: skip
-    return {"root": root, "model": model, "acts": root / "acts", "sae": root / "sae", "tc": root / "tc",
-            "db": root / "analysis" / "features.db"}  # fmt: skip
-
-
-def base_toml(w: dict[str, Path], case: Path) -> str:
-    """A config on which every verb would run: inputs from the world, outputs inside `case`."""
-    return f"""
-device = "cpu"
-[model]
-name = "{w["model"]}"
-[data]
-context_size = 16
-max_tokens = 512
-[sites]
-names = ["{RESID}"]
-[harvest]
-out = "{case / "acts"}"
-[lm]
-out = "{case / "lm"}"
-n_layers = 1
-d_model = 16
-n_heads = 2
-vocab_size = 300
-steps = 2
-batch_size = 2
-context_size = 16
-tokenizer_texts = 50
-[dictionary]
-architecture = "topk"
-d_sae = 64
-k = 4
-[train]
-tokens = 2048
-batch_size = 128
-init_tokens = 256
-buffer_tokens = 512
-out = "{case / "train"}"
-[evaluate]
-dictionary = "{w["sae"]}"
-cache = "{w["acts"]}"
-out = "{case / "eval"}"
-[analyze]
-dictionary = "{w["sae"]}"
-cache = "{w["acts"]}"
-out = "{case / "analysis"}"
-[explain]
-db = "{case / "copy.db"}"
-[export]
-db = "{w["db"]}"
-html = "{case / "site"}"
-[steer]
-dictionary = "{w["sae"]}"
-[circuit]
-dictionaries = ["{w["tc"]}"]
-prompt = "Lily the cat"
-out = "{case / "circuit"}"
-[serve]
-db = "{w["db"]}"
-port = 8765
-"""
+def world(tiny_world: dict[str, Path]) -> dict[str, Path]:
+    return tiny_world
 
 
 @dataclass
@@ -202,6 +115,25 @@ def _narrow_sae(path: Path) -> None:
     save_dictionary(dic, path, {"hook_name": RESID})
 
 
+def _foreign(path: Path) -> None:
+    """The dictionary's cfg.json says it was trained on GPT-2."""
+    cfg = json.loads((path / "cfg.json").read_text())
+    cfg["metadata"]["model_name"] = "gpt2"
+    (path / "cfg.json").write_text(json.dumps(cfg))
+
+
+def _loop(rel: str) -> Callable[[Path, dict[str, Path]], None]:
+    def f(case: Path, w: dict[str, Path]) -> None:
+        (case / rel).symlink_to(case / f"{rel}-2")
+        (case / f"{rel}-2").symlink_to(case / rel)
+
+    return f
+
+
+def _fifo(case: Path, w: dict[str, Path]) -> None:
+    os.mkfifo(case / "c.toml")
+
+
 STEER = ["--feature", "0", "--prompt", "Lily the cat"]
 GARBAGE = bytes(range(256)) * 8
 CASES: list[Case] = []
@@ -280,7 +212,7 @@ C("topk-without-k", "train", "needs k", edit=sub("k = 4\n", ""))
 C("set-no-equals", "train", "must look like section.key=value", "--set", "train.lr")
 C("set-no-key", "harvest", "has no key before '='", "--set", "=5")
 C("set-unknown-section", "evaluate", "unknown key 'nosuch'", "--set", "nosuch.key=1")
-C("set-into-value", "train", "train.lr: Input should be a valid number", "--set", "train.lr.x=1")
+C("set-into-value", "train", "train.lr must be a number in (0, 1e+06]", "--set", "train.lr.x=1")
 C("set-bad-index", "demo", "not a valid list index", "--set", "dictionaries.x.k=3", edit=lambda t: t + '[[dictionaries]]\nname = "a"\n')
 C("set-typo", "analyze", "unknown key 'analyze.windw'", "--set", "analyze.windw=3")
 C("set-wrong-type", "steer", "steer.max_new_tokens", *STEER, "--set", "steer.max_new_tokens=many")
@@ -343,7 +275,7 @@ C("dict-cfg-binary", "steer", "cfg.json", *STEER, "--set", 'steer.dictionary="{c
   setup=copy_dict("sae", "d", lambda p: (p / "cfg.json").write_bytes(GARBAGE)))
 C("dict-cfg-incomplete", "evaluate", "cfg.json", "--set", 'evaluate.dictionary="{case}/d"',
   setup=copy_dict("sae", "d", lambda p: (p / "cfg.json").write_text('{"architecture": "topk"}')))
-C("dict-missing", "steer", "/nonexistent/sae is not a folder", *STEER, "--set", 'steer.dictionary="/nonexistent/sae"')
+C("dict-missing", "steer", "no dictionary at /nonexistent/sae", *STEER, "--set", 'steer.dictionary="/nonexistent/sae"')
 C("dict-circuit-garbage", "circuit", "sae_weights.safetensors", "--set", 'circuit.dictionaries=["{case}/d"]',
   setup=copy_dict("tc", "d", lambda p: _truncate(p / "sae_weights.safetensors")))
 C("steer-width", "steer", "width", *STEER, "--set", 'steer.dictionary="{case}/d"', setup=lambda c, w: _narrow_sae(c / "d"))
@@ -398,13 +330,42 @@ C("context-too-long-train", "train", "data.context_size=1000 is longer", "--set"
 C("text-hf-unreachable", "harvest", "could not load Hugging Face dataset", edit=add('text = "no_such_dataset_xyz"', "data"))
 C("out-lm-state-file", "lm train", "lm.state_dir", "--set", 'lm.state_dir="{case}/sf"', setup=write("sf", "x"))
 
+
+# -- issue 23's "Why" list: each found as a traceback, a silent wrong result or a vague line -----------
+C("why-adam-betas", "train", "train.adam_betas.0 must be a number in [0, 1) (got 1.5)", "--set", "train.adam_betas=[1.5, 0.999]")
+C("why-lm-d-mlp-zero", "lm train", "lm.d_mlp must be a whole number in [1,", "--set", "lm.d_mlp=0")
+C("why-lm-d-mlp-negative", "lm train", "lm.d_mlp must be a whole number in [1,", "--set", "lm.d_mlp=-8")
+C("why-lm-lr-inf", "lm train", "lm.lr must be a number in (0, 1e+06] (got inf)", "--set", "lm.lr=inf")
+C("why-max-tokens-huge", "harvest", "data.max_tokens must be a whole number in [1, 2^63-1] (got 1e+29)", "--set", "data.max_tokens=1e29")
+C("why-max-tokens-huge-int", "harvest", "data.max_tokens must be a whole number", "--set", "data.max_tokens=100000000000000000000000000000")
+C("why-plan-world-size-zero", "plan", "world_size must be a whole number in [1,", "--world-size", "0")
+C("why-plan-world-size-negative", "plan", "world_size must be a whole number in [1,", "--world-size", "-3")
+C("why-analyze-memory", "analyze", "need about", "--set", "analyze.top_k=1000000000000")
+C("why-compare-blind-features", "blind", "compare.features must be a whole number in [1,", "a", "b", "--features", "-5")
+C("why-sweep-name-escapes", "train", "dictionaries.0.name: '../victim' contains a path separator",
+  edit=lambda t: t + '[[dictionaries]]\nname = "../victim"\n')
+C("why-foreign-evaluate", "evaluate", "trained on 'gpt2'", "--set", 'evaluate.dictionary="{case}/d"', setup=copy_dict("sae", "d", _foreign))
+C("why-foreign-steer", "steer", "trained on 'gpt2'", *STEER, "--set", 'steer.dictionary="{case}/d"', setup=copy_dict("sae", "d", _foreign))
+C("why-foreign-analyze", "analyze", "model.allow_foreign_model=true", "--set", 'analyze.dictionary="{case}/d"', setup=copy_dict("sae", "d", _foreign))
+C("why-foreign-circuit", "circuit", "trained on 'gpt2'", "--set", 'circuit.dictionaries=["{case}/d"]', setup=copy_dict("tc", "d", _foreign))
+C("why-export-html-null", "export", "nothing to export", "--set", "export.html=null")
+C("why-output-symlink-loop", "train", "train.out", edit=add('activations = "{acts}"', "data"), setup=_loop("train"))
+C("why-output-loop-analyze", "analyze", "symlink loop", setup=_loop("analysis"))
+C("why-config-fifo", "train", "is a FIFO (named pipe)", setup=_fifo)
+C("why-serve-host", "serve", "serve.host: 'not a host' is not an IP address or a host name", "--set", 'serve.host="not a host"')
+CASES.append(Case("why-config-dev-null", ["train", "/dev/null"], "is a character device"))
+# -- found by the config fuzzer (tests/test_config_fuzz.py) -------------------------------------------
+C("fuzz-explain-endpoint", "explain", "explain.endpoint: 'x' is not an http(s) URL", "--set", 'explain.endpoint="x"')
+C("fuzz-device-map-gpu", "harvest", "model.device_map places 'x' on 1", "--set", "model.device_map={x = 1}")
+C("fuzz-export-checks-both-first", "export", "not an earlier export", "--neuronpedia", "{case}/np", setup=write("np/mine.txt", "x"))
+C("fuzz-activations-b-first", "train", "data.activations_b", edit=add('activations = "{acts}"\nactivations_b = "{sae}"', "data"))
 # fmt: on
 
 
 def _snapshot(*roots: Path) -> dict[str, tuple[int, int] | str]:
     """Every path under `roots`: files with size and mtime, folders by name only."""
     return {
-        str(p): "folder" if p.is_dir() else (p.stat().st_size, p.stat().st_mtime_ns)
+        str(p): "folder" if p.is_dir() and not p.is_symlink() else (p.lstat().st_size, p.lstat().st_mtime_ns)
         for root in roots
         for p in [root, *root.rglob("*")]
     }

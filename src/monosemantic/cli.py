@@ -20,6 +20,7 @@ from rich.markup import escape
 
 from monosemantic.config import Config, load_config
 from monosemantic.config.loading import validation_message
+from monosemantic.utils.disk import is_disk_full
 from monosemantic.utils.distributed import launched
 from monosemantic.utils.errors import MonosemanticError
 from monosemantic.utils.progress import console
@@ -79,6 +80,10 @@ def friendly_errors(fn: F) -> F:
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]: run the same command again to resume.")
             raise typer.Exit(130) from None
+        except Exception as e:  # a full disk in a write no guard wraps (SQLite, safetensors)
+            if not is_disk_full(e):
+                raise
+            _error(f"disk full ({str(e).splitlines()[0]}); free space and run the same command again")
 
     return wrapper  # type: ignore[return-value]
 

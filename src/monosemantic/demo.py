@@ -16,7 +16,7 @@ from typing import Any
 
 from rich.table import Table
 
-from monosemantic.config import Config
+from monosemantic.config import Config, ConfigLike, as_config
 from monosemantic.utils.progress import console
 
 
@@ -43,9 +43,10 @@ def outputs_writable(cfg: Config) -> None:
         check_output(getattr(getattr(cfg, section), field), key)
 
 
-def run_demo(cfg: Config, config_path: str | Path = "configs/demo.toml") -> dict[str, Path]:
+def run_demo(cfg: ConfigLike, config_path: str | Path = "configs/demo.toml") -> dict[str, Path]:
     """Run every stage of the pipeline on `cfg` and return where each output landed; the closing
     lines name `config_path` in the commands to run next."""
+    cfg = as_config(cfg)
     from monosemantic.activations.harvest import harvest
     from monosemantic.analysis.run import analyze
     from monosemantic.evaluation.run import evaluate

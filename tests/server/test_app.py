@@ -15,7 +15,7 @@ from .conftest import GRAPH
 
 @pytest.fixture(scope="module")
 def client(store_path):
-    with TestClient(create_app(store_path)) as c:
+    with TestClient(create_app(store_path), base_url="http://127.0.0.1:8765") as c:
         yield c
 
 
@@ -114,7 +114,7 @@ def test_index_follows_store_updates(store_path, tmp_path):
 
     db = tmp_path / "features.db"
     shutil.copyfile(store_path, db)
-    with TestClient(create_app(db)) as c:
+    with TestClient(create_app(db), base_url="http://127.0.0.1:8765") as c:
         did = c.get("/api/dictionaries").json()[0]["id"]
         assert c.get(f"/api/dictionaries/{did}/features", params={"search": "marmalade"}).json()["total"] == 0
         time.sleep(0.01)  # a distinct file modification time
@@ -157,7 +157,7 @@ def test_annotations_are_stored_in_the_store(store_path, tmp_path):
 
     db = tmp_path / "features.db"
     shutil.copyfile(store_path, db)
-    with TestClient(create_app(db)) as c:
+    with TestClient(create_app(db), base_url="http://127.0.0.1:8765") as c:
         gid = c.get("/api/graphs").json()[0]["id"]
         did = c.get("/api/dictionaries").json()[0]["id"]
         assert c.get("/api/annotations").json() == []
@@ -199,7 +199,7 @@ def test_follows_a_replaced_store(store_path, tmp_path):
 
     db = tmp_path / "features.db"
     shutil.copyfile(store_path, db)
-    with TestClient(create_app(db)) as c:
+    with TestClient(create_app(db), base_url="http://127.0.0.1:8765") as c:
         assert [d["name"] for d in c.get("/api/dictionaries").json()] == ["toy-sae", "toy-transcoder"]
         with FeatureStore.fresh(db) as fresh:  # what `analyze` does: a new file renamed over the old
             fresh.add_dictionary("rebuilt", d_sae=2)
@@ -225,7 +225,7 @@ def test_locked_store_answers_503_quickly(store_path, tmp_path):
 
     db = tmp_path / "features.db"
     shutil.copyfile(store_path, db)
-    with TestClient(create_app(db)) as c:
+    with TestClient(create_app(db), base_url="http://127.0.0.1:8765") as c:
         assert c.get("/api/dictionaries").status_code == 200
         writer = sqlite3.connect(db, isolation_level=None)
         writer.execute("BEGIN EXCLUSIVE")
@@ -253,7 +253,7 @@ def test_token_required_off_localhost(store_path):
     check_bind("0.0.0.0", "s" * 16)
     cfg = Config()
     cfg.serve.token = "correct-horse-battery"
-    with TestClient(create_app(store_path, cfg)) as c:
+    with TestClient(create_app(store_path, cfg), base_url="http://127.0.0.1:8765") as c:
         assert c.get("/api/dictionaries").status_code == 401
         assert (
             c.get("/api/dictionaries", headers={"Authorization": "Bearer wrong-horse-battery"}).status_code

@@ -25,7 +25,7 @@ TEXT = "Tom the dog found a red ball in the park. He"
 @pytest.fixture(scope="module")
 def live(live_store):
     path, cfg = live_store
-    with TestClient(create_app(path, cfg)) as c:
+    with TestClient(create_app(path, cfg), base_url="http://127.0.0.1:8765") as c:
         yield c
 
 

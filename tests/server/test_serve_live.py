@@ -5,42 +5,12 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import threading
-from pathlib import Path
 
 import httpx
 import pytest
-from chat_world import TEMPLATE
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]  # fmt: skip
+from serve_process import ARGS, CHROMIUM, start
 
 LIVE_TIMEOUT_MS = 180_000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(db: Path, workdir: Path) -> tuple[subprocess.Popen, str]:
-    """`monosemantic serve` on a free port, returned once it says it is serving (no polling)."""
-    port = _free_port()
-    cfg = workdir / "serve.toml"
-    (workdir / "chat.jinja").write_text(TEMPLATE)  # the storyworld tokenizer has no chat template
-    cfg.write_text(f'device = "cpu"\n[data]\nchat_template = "{workdir / "chat.jinja"}"\n'
-                   f'[serve]\ndb = "{db}"\nport = {port}\n[circuit]\nablation = "zero"\n')  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "monosemantic.cli", "serve", str(cfg)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if line.startswith("serving "):
-            threading.Thread(target=proc.stdout.read, daemon=True).start()  # never let the pipe fill
-            return proc, f"http://127.0.0.1:{port}"
-    pytest.fail(f"serve exited: {''.join(seen)}")
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +103,9 @@ def test_view_steering_side_by_side(live_page):
     live_page.fill("#steer-value", "60")
     live_page.fill("#steer-feature", "7")
     live_page.click("#steer-run")
-    live_page.wait_for_function("document.getElementById('steer-run').disabled === false && "
-                                "document.getElementById('steer-plain').textContent.length > 0")  # fmt: skip
+    # selectors, not wait_for_function: the page's Content-Security-Policy forbids eval
+    live_page.wait_for_selector("#steer-plain:not(:empty)")
+    live_page.wait_for_selector("#steer-run:enabled")
     plain, steered = live_page.inner_text("#steer-plain"), live_page.inner_text("#steer-steered")
     assert plain and steered and plain != steered
 

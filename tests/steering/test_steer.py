@@ -193,6 +193,16 @@ def test_one_vocabulary_for_steer_and_circuit_interventions():
         canonical_mode("clmap")
 
 
+def test_a_temperature_so_small_that_logits_overflow_is_greedy():
+    """steer.temperature = 1e-300 made softmax(logits / T) NaN (found by the config fuzzer)."""
+    from monosemantic.dictionaries.interventions import next_token
+
+    logits = torch.tensor([0.5, 3.0, -1.0, 2.9])
+    gen = torch.Generator().manual_seed(0)
+    assert next_token(logits, 1e-300, gen) == next_token(logits, 5e-324, gen) == 1
+    assert next_token(logits, 0.0, gen) == 1
+
+
 def test_steer_a_chat_prompt(world, lm, tmp_path):
     """--chat renders the conversation with the chat template and the generation prompt (as
     `circuit --chat` does); both generations continue those ids and the result marks the turns."""

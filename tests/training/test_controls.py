@@ -179,6 +179,16 @@ def test_a_huge_learning_rate_fails_as_divergence_and_saves_no_final_dictionary(
     assert not cfg_json.exists() or not json.loads(cfg_json.read_text())["metadata"]["training"]["complete"]
 
 
+def test_a_batch_of_one_row_trains_without_a_false_divergence(tmp_path):
+    """One row has no variance: its FVU is astronomical while the loss is fine (the fuzzer found
+    train.batch_size = 1 reported as divergence at the first log row)."""
+    cfg = make_config(tmp_path, dictionary={"architecture": "topk", "d_sae": 32, "k": 4}, tokens=40,
+                      batch_size=1, init_tokens=16, buffer_tokens=64)  # fmt: skip
+    (out,) = train(cfg, stream=PlantedStream())
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 40 and all(math.isfinite(r["loss"]) for r in rows)
+
+
 def test_activation_normalisation_defaults_on_only_for_scale_dependent_dictionaries(tmp_path):
     """Unset, TopK/BatchTopK-only runs keep raw inputs (scale 1); an L1 dictionary in the run, or an explicit
     `normalize_activations = true`, scales them to mean norm sqrt(d_in)."""

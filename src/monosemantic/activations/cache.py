@@ -16,6 +16,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from monosemantic.config.ranges import Count, check_argument
 from monosemantic.utils.errors import DataError
 from monosemantic.utils.files import atomic_path, sha256_file
 from monosemantic.utils.progress import console
@@ -194,6 +195,7 @@ class ActivationCache:
     ) -> Iterator[dict[str, torch.Tensor]]:
         """Like `iter_sequences`, over the sequences `indices` only (sorted global sequence
         numbers; None: all), plus `seq_ids` giving each row's sequence number."""
+        batch_sequences = check_argument("batch_sequences", batch_sequences, Count)  # 0 never ends
         sites = list(self.sites) if sites is None else list(sites)
         pending: list[dict[str, torch.Tensor]] = []
         have = first = 0

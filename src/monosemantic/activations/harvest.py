@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from monosemantic.config import Config
+from monosemantic.config import Config, ConfigLike, as_config
 from monosemantic.corpus.windows import apply_special_tokens, bos_eos_ids, special_token_ids
 from monosemantic.lm.sites import HOOK_NAMES
+from monosemantic.lm.tokenizer import tokenizer_fingerprint
 from monosemantic.utils import distributed as D
+from monosemantic.utils.disk import check_free_space, disk_full_guard
 from monosemantic.utils.errors import ConfigError, DataError
-from monosemantic.utils.files import check_output
+from monosemantic.utils.lock import output_lock
 from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.torch_utils import torch_dtype
 
@@ -181,16 +183,35 @@ def _next_shard(
     return {k: torch.cat(v) for k, v in parts.items() if v} if taken else None
 
 
-def harvest(cfg: Config) -> Path:
+def harvest(cfg: ConfigLike) -> Path:
     """Write (or finish) the activation cache of docs/design.md (activation cache) at `cfg.harvest.out`
     (under torchrun, every rank writes a share of the shards)."""
-    with D.session(cfg.model.device):
-        return _harvest(cfg)
+    cfg = as_config(cfg)
+    out = Path(cfg.harvest.out)
+    with D.session(cfg.model.device), output_lock(out, "harvest.out"):
+        with disk_full_guard(out, "harvest.out", needed=lambda: _remaining_bytes(out)):
+            return _harvest(cfg)
+
+
+def cache_bytes(manifest: dict[str, Any], sequences: int) -> int:
+    """Bytes that `sequences` more sequences take in a cache with this manifest's sites and dtype."""
+    itemsize = torch.empty(0, dtype=torch_dtype(manifest.get("dtype") or "float32")).element_size()
+    widths = sum(int(w or 0) for w in manifest["sites"].values())
+    per_token = 4 + widths * itemsize + len(manifest.get("concepts") or [])
+    return sequences * int(manifest["context_size"]) * per_token
+
+
+def _remaining_bytes(out: Path) -> int | None:
+    """What the unfinished part of the cache at `out` still needs (None: unknown)."""
+    if not manifest_path(out).exists():
+        return None
+    manifest = read_manifest(out)
+    target = (manifest.get("harvest") or {}).get("target_sequences")
+    return None if target is None else cache_bytes(manifest, max(0, target - int(manifest["sequences"])))
 
 
 def _harvest(cfg: Config) -> Path:
     out = Path(cfg.harvest.out)
-    check_output(out, "harvest.out")
     planned = planned_manifest(cfg)
     existing = _existing(out, planned)
     if existing is not None and existing.get("complete"):
@@ -217,12 +238,23 @@ def _harvest(cfg: Config) -> Path:
     apply_special_tokens(model.tokenizer, cfg.data)
     bos_eos_ids(model.tokenizer)  # a tokenizer that cannot separate documents fails before any write
     manifest["special_token_ids"] = special_token_ids(model.tokenizer)
+    fingerprint = tokenizer_fingerprint(model.tokenizer)
+    if manifest.get("tokenizer_fingerprint") not in (None, fingerprint):
+        raise DataError(
+            f"harvest.out {str(out)!r} was harvested with another tokenizer than {m.name!r} has now; "
+            "choose a new harvest.out or delete that cache"
+        )
+    manifest["tokenizer_fingerprint"] = fingerprint
     if cfg.data.format == "chat":
         from monosemantic.corpus.chat import chat_template, template_fingerprint
 
         manifest["chat_template"] = template_fingerprint(
             chat_template(model.tokenizer, cfg.data.chat_template, m.name)
         )
+    target = manifest["harvest"]["target_sequences"]
+    if target is not None:  # a full disk is said before the first shard, not after the tenth
+        done = sum(int(s["sequences"]) for s in manifest["shards"])
+        check_free_space(out, cache_bytes(manifest, max(0, target - done)), "harvest.out")
     fresh = existing is None
     new_folder = not out.exists()
     if D.world_size() > 1:  # ranks write disjoint shards of the same cache (distributed_harvest.py)

@@ -65,6 +65,22 @@ class Examples:
     acts: Tensor
 
 
+def collector_bytes(
+    d_sae: int,
+    top_k: int,
+    quantiles: int,
+    per_quantile: int,
+    n_negative: int,
+    window: int,
+    oversample: int = 2,
+) -> int:
+    """Memory a `FeatureCollector` holds: its kept sets (`[F, n]` keys, values, sequences, positions
+    and `[F, n, 2w+1]` token and activation windows) and histograms, doubled for the merge of a
+    block's candidates into them."""
+    kept = top_k + quantiles * per_quantile * oversample + n_negative
+    return 2 * d_sae * (kept * ((2 * window + 1) * 8 + 32) + HIST_BINS * 8 + 64)
+
+
 class FeatureCollector:
     """Running statistics of `d_sae` features; see the module docstring."""
 

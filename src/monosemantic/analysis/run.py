@@ -22,22 +22,28 @@ import torch
 from monosemantic.activations import split
 from monosemantic.activations.cache import ActivationCache
 from monosemantic.activations.paired import model_a_cache, with_model_b
-from monosemantic.analysis.collect import FeatureCollector
+from monosemantic.analysis.attended import with_attended
+from monosemantic.analysis.batch_acts import batch_acts, split_sites
+from monosemantic.analysis.collect import FeatureCollector, collector_bytes
 from monosemantic.analysis.distributed import merge_collector, sequence_range
 from monosemantic.analysis.layers import layer_summary, layer_weights
 from monosemantic.analysis.logit_lens import input_tokens, logit_lens, nearest_features, norm_scale
 from monosemantic.analysis.records import TokenText, all_examples, feature_rows, vocab_of
-from monosemantic.config import Config
+from monosemantic.config import Config, ConfigLike, as_config
 from monosemantic.config.analyze import AnalyzeConfig
-from monosemantic.config.site import Site, concrete_sites, site_groups
+from monosemantic.config.site import Site
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.io import dictionary_names, find_dictionaries, load_dictionary
+from monosemantic.dictionaries.provenance import check_provenance, weights_fingerprint
 from monosemantic.dictionaries.releases import check_family, manifest_family
 from monosemantic.lm.model import SubjectModel
 from monosemantic.store.feature_store import FeatureStore, feature_store_path
+from monosemantic.store.matching import FINGERPRINT
 from monosemantic.utils import distributed as D
+from monosemantic.utils.disk import disk_full_guard
 from monosemantic.utils.errors import DataError, MonosemanticError
-from monosemantic.utils.files import check_output
+from monosemantic.utils.lock import output_lock
+from monosemantic.utils.memory import check_memory
 from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.torch_utils import resolve_device
 
@@ -83,15 +89,7 @@ def encode_pass(
     global `seq_ids`); returns the seconds spent encoding. `codes` is `[B, T, F]`,
     or with `sparse` and a TopK dictionary the `sparse_codes` triple (rows index `B * T` flat
     tokens). The benchmark calls it without `on_batch` to time plain `encode` alone."""
-    groups = site_groups(sites)  # multi-site dictionaries read their sites concatenated
-    concrete = concrete_sites(sites)
-    cached = [s for s in concrete if s in cache.sites]
-    live = [s for s in concrete if s not in cache.sites]
-    if live and model is None:
-        raise DataError(
-            f"site(s) {', '.join(live)} are not in the cache {cache.path} and the subject model could not be "
-            "loaded to compute them; harvest them or make the model available"
-        )
+    cached, live = split_sites(cache, sites, model)
     encode_s, done = 0.0, 0
     with progress_bar() as bar:
         task = bar.add_task("analyze", total=n_sequences * cache.context_size, info="", unit="tok")
@@ -99,12 +97,7 @@ def encode_pass(
         for batch in cache.iter_sample(indices, cached, batch_sequences=batch_sequences):
             tokens = batch["tokens"][: n_sequences - done]
             B, T = tokens.shape
-            acts = {s: batch[s][:B] for s in cached}
-            if live:
-                with torch.inference_mode():
-                    out = model.run(tokens.long(), capture=live, stop_at_layer=model.stop_layer(live))
-                acts.update({s: out.activations[s] for s in live})
-            acts |= {k: torch.cat([acts[c] for c in group], -1) for k, group in groups.items()}
+            acts = batch_acts(batch, tokens, sites, cached, live, model)
             batch = {**batch, "tokens": tokens, "seq_ids": batch["seq_ids"][:B]}
             if "concepts" in batch:
                 batch["concepts"] = batch["concepts"][:B]
@@ -162,26 +155,62 @@ def _multi_site_views(dic: Dictionary, model: Any | None, k: int) -> dict[str, A
     return out
 
 
-def analyze(cfg: Config) -> Path:
+def analyze(cfg: ConfigLike) -> Path:
     """Analyse every dictionary under `[analyze].dictionary` on `[analyze].cache`; returns the path
     of the new `features.db` (written atomically: an interrupted run leaves the old one). Under
     torchrun the ranks split the sequences and rank 0 writes the merged store."""
-    with D.session(cfg.analyze.device):
-        return _analyze(cfg)
+    cfg = as_config(cfg)
+    a = cfg.analyze
+    with D.session(a.device), output_lock(a.out, "analyze.out"):  # explain takes the same lock
+        with disk_full_guard(a.out, "analyze.out", needed=lambda: store_bytes(cfg)):
+            return _analyze(cfg)
+
+
+def _window(a: Any, context_size: int, dicts: list[Dictionary]) -> int:
+    """`analyze.window`, at most a sequence long (a wider window would hold only padding), after
+    checking that every dictionary's kept examples fit in memory."""
+    window = min(a.window, context_size)
+    needed = sum(
+        collector_bytes(d.d_sae, a.top_k, a.quantiles, a.per_quantile, a.negatives, window) for d in dicts
+    )
+    check_memory(
+        needed,
+        f"the kept examples of {len(dicts)} dictionar{'y' if len(dicts) == 1 else 'ies'} "
+        f"(analyze.window={window}, top_k={a.top_k}, quantiles x per_quantile={a.quantiles}x{a.per_quantile}, "
+        f"negatives={a.negatives})",
+        "lower analyze.window, top_k, quantiles, per_quantile or negatives, or analyze fewer dictionaries at once",
+    )
+    return window
+
+
+def store_bytes(cfg: Config) -> int | None:
+    """About what the store of this analysis takes at most: every feature with all its examples
+    (ids int32 and activations float64 per token) and its statistics."""
+    from monosemantic.dictionaries.weights import read_cfg
+
+    a = cfg.analyze
+    try:
+        n_features = sum(
+            int(read_cfg(p).get("d_sae", 0)) for p in find_dictionaries(a.dictionary or cfg.train.out)
+        )
+    except MonosemanticError:
+        return None
+    examples = a.top_k + a.quantiles * a.per_quantile + a.negatives
+    return n_features * (examples * ((2 * a.window + 1) * 12 + 64) + 1024)
 
 
 def _analyze(cfg: Config) -> Path:
     a = cfg.analyze
-    check_output(a.out, "analyze.out")
     cache, root, paths, dicts, sites, model = _inputs(cfg)
     n_seq = min(cache.n_sequences, a.max_sequences or cache.n_sequences)
     if n_seq == 0:
         raise DataError(
             f"activation cache {cache.path} holds no sequences; run `monosemantic harvest CONFIG`"
         )
+    window = _window(a, cache.context_size, dicts)
     concept_names = list(cache.concepts) if cache.concepts else None
     t0 = time.perf_counter()
-    collectors, encode_s = _collect(a, cache, dicts, sites, model, n_seq, concept_names)
+    collectors, encode_s = _collect(a, cache, dicts, sites, model, n_seq, window, concept_names)
     pass_s = time.perf_counter() - t0
     db = feature_store_path(a.out)
     if not D.is_main():
@@ -190,7 +219,7 @@ def _analyze(cfg: Config) -> Path:
         store.set_meta(
             cache=str(cache.path), model=cache.manifest.get("model"), n_sequences=n_seq,
             n_tokens=n_seq * cache.context_size, context_size=cache.context_size,
-            window=a.window, top_k=a.top_k, quantiles=a.quantiles, per_quantile=a.per_quantile,
+            window=window, top_k=a.top_k, quantiles=a.quantiles, per_quantile=a.per_quantile,
             concepts=concept_names, pass_seconds=round(pass_s, 3), encode_seconds=round(encode_s, 3),
             held_out=_held_out_meta(cache, n_seq),
         )  # fmt: skip
@@ -232,6 +261,9 @@ def _inputs(cfg: Config) -> tuple[ActivationCache, str | Path, list[Path], list[
     ):  # a release of another model family: its sites are other tensors
         check_family(d.cfg.metadata, manifest_family(cache.manifest), cache.manifest.get("model"), str(p))
     sites = [_site_of(d, cache, p) for d, p in zip(dicts, paths, strict=True)]
+    for d, p in zip(dicts, paths, strict=True):
+        check_provenance(d, p, cache.manifest.get("model"), cache.manifest.get("tokenizer_fingerprint"),
+                         cache.sites, cfg.model.allow_foreign_model)  # fmt: skip
     if (
         pair := next((i for i, s in enumerate(sites) if Site.parse(s).is_pair), None)
     ) is not None:  # model diffing
@@ -246,6 +278,7 @@ def _collect(
     sites: list[str],
     model: Any,
     n_seq: int,
+    window: int,
     concept_names: list[str] | None,
 ) -> tuple[list[FeatureCollector], float]:
     """One encoding pass over this rank's sequences feeding a collector per dictionary (merged onto
@@ -253,7 +286,7 @@ def _collect(
     restrict = cache.excludes_special or cache.train_on != "all"  # else every position counts
     held = split.held_out(cache.manifest)  # explain's scoring samples come only from these
     collectors = [
-        FeatureCollector(d.d_sae, a.top_k, a.quantiles, a.per_quantile, a.negatives, a.window,
+        FeatureCollector(d.d_sae, a.top_k, a.quantiles, a.per_quantile, a.negatives, window,
                          seed=int(a.seed or 0) + i, concept_names=concept_names, block_tokens=a.block_tokens,
                          held_out=held, n_held_out=a.held_out_examples)
         for i, d in enumerate(dicts)
@@ -300,7 +333,7 @@ def _write_features(
                 name, path=path.resolve(), architecture=dic.cfg.architecture, hook_name=site,
                 hook_name_out=dic.cfg.hook_name_out if dic.is_transcoder else None, d_in=dic.d_in,
                 d_sae=dic.d_sae, model=meta.get("model_name", cache.manifest.get("model")),
-                cfg=dic.cfg.to_dict() | layer_summary(dic),
+                cfg=dic.cfg.to_dict() | layer_summary(dic) | {FINGERPRINT: weights_fingerprint(dic)},
             )  # fmt: skip
             views = _weights_views(dic, model, a.logit_lens_k)
             concept = c.concepts.best(c.hist, c.n_tokens)[:3] if c.concepts is not None else None
@@ -309,4 +342,6 @@ def _write_features(
                                 concept, edges, progress=lambda n: bar.update(task, advance=n))  # fmt: skip
             store.upsert_features(did, rows)
             store.add_vocab(vocab_of(c, text).items())
-            store.add_example_records(did, all_examples(c, edges))
+            examples = with_attended(all_examples(c, edges), dic, site, cache, model, resolve_device(a.device),
+                                     a.batch_sequences)  # fmt: skip
+            store.add_example_records(did, examples)

@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from monosemantic.utils.progress import progress_bar
+from monosemantic.config.ranges import Count, Probability, check_argument
+from monosemantic.utils.memory import check_memory, fitting
+from monosemantic.utils.progress import console, progress_bar
 
 from .clt_layers import CLTLayer
 from .expert_nodes import ExpertSplit, expert_columns, expert_splits, expert_table
@@ -169,6 +171,71 @@ class _Rows:
         return torch.cat(parts, 1).detach()
 
 
+def attribution_memory(rm: ReplacementModel, n_pos: int, n_cols: int, n_rows: int) -> tuple[int, int]:
+    """(bytes of the attribution matrix, on the CPU; bytes per row of a backward batch, on the model's
+    device). The matrix holds `n_rows` rows of `n_cols` sources; a backward batch row keeps the
+    frozen forward's activations (about 24 x d_model values and the attention scores per token and
+    layer) and its gradients. A coarse upper estimate: it only decides between running,
+    smaller batches, and one line."""
+    lm = rm.lm
+    itemsize = torch.empty(0, dtype=rm.dtype).element_size()
+    per_row = itemsize * n_pos * lm.n_layers * (24 * lm.d_model + lm.n_heads * n_pos) + 4 * n_cols
+    return 4 * n_rows * n_cols, per_row
+
+
+def _check_limits(max_logit_prob: float, *counts: int) -> float:
+    """The public arguments checked like config values (`attribute`'s keyword names, in order)."""
+    names = ("max_n_logits", "max_feature_nodes", "batch_size", "update_interval")
+    for name, value in zip(names, counts, strict=True):
+        check_argument(name, value, Count)
+    return check_argument("max_logit_prob", max_logit_prob, Probability)
+
+
+def _prompt_ids(rm: ReplacementModel, prompt: str | Tensor | Sequence[int]) -> Tensor:
+    """The prompt's token ids, after checking that the frozen activations of one backward row over
+    the whole prompt fit (a long prompt on a large model fails here, in one line, not in the allocator)."""
+    ids = rm.tokenize(prompt)
+    _, per_row = attribution_memory(rm, ids.numel(), 0, 0)
+    check_memory(
+        per_row, f"the frozen activations of a {ids.numel()}-token prompt", "shorten the prompt", rm.device
+    )
+    return ids
+
+
+def _memory_plan(
+    rm: ReplacementModel,
+    n_feat: int,
+    n_pos: int,
+    n_cols: int,
+    n_targets: int,
+    max_nodes: int,
+    batch_size: int,
+) -> int:
+    """Refuse a graph whose matrix cannot fit; take smaller backward batches when a batch cannot."""
+    rows = n_targets + min(max_nodes, n_feat) + 1
+    matrix, per_row = attribution_memory(rm, n_pos, n_cols, rows)
+    check_memory(
+        matrix,
+        f"the attribution matrix ({rows:,} rows x {n_cols:,} sources: circuit.max_feature_nodes={max_nodes}, "
+        f"{n_feat:,} active features on {n_pos} prompt tokens)",
+        "lower circuit.max_feature_nodes or shorten the prompt",
+    )
+    batch_size = min(batch_size, rows)  # a batch never holds more rows than the graph has
+    fit = fitting(per_row, device=rm.device)
+    if fit is None or fit >= batch_size:
+        return batch_size
+    if fit < 1:
+        check_memory(
+            per_row, f"one backward pass over {n_pos} prompt tokens", "shorten the prompt", rm.device
+        )
+    console.print(
+        f"[yellow]note:[/] circuit.batch_size={batch_size} does not fit in memory on {rm.device}: "
+        f"batches of {fit} rows instead (same graph, more passes)",
+        highlight=False,
+    )
+    return max(1, fit)
+
+
 def target_spec(rm: ReplacementModel, t: Target) -> tuple:
     """A non-feature target as a row spec: ("logit", vector) on the final normalised residual at the
     last position, or ("site", name, pos, vector) for a direction read at a site."""
@@ -226,12 +293,12 @@ def attribute(
     """Attribution graph of `prompt`. `model` is a ReplacementModel, or a SubjectModel/HF model
     with `dictionaries` (loaded Dictionary objects) to splice in. `expert_nodes`: also split each
     error node of a transcoder over a mixture-of-experts block by selected expert."""
+    p_max = _check_limits(max_logit_prob, max_n_logits, max_feature_nodes, batch_size, update_interval)
     rm = model if isinstance(model, ReplacementModel) else ReplacementModel(model, dictionaries or [], names)
-    ids = rm.tokenize(prompt)
-    setup = rm.setup(ids)
+    setup = rm.setup(_prompt_ids(rm, prompt))
     splits = expert_splits(rm, setup) if expert_nodes else []
     targets = select_targets(
-        rm, setup, target, target_token, contrast_token, target_feature, max_logit_prob, max_n_logits,
+        rm, setup, target, target_token, contrast_token, target_feature, p_max, max_n_logits,
         target_direction,
     )  # fmt: skip
     feat_dict, feat_pos, feat_idx = _active_table(setup)
@@ -242,6 +309,7 @@ def attribute(
     def feature_spec(j: int) -> tuple:
         return rm.feature_spec(setup, int(feat_dict[j]), int(feat_pos[j]), int(feat_idx[j]))
 
+    batch_size = _memory_plan(rm, n_feat, T, n_cols, len(targets), max_feature_nodes, batch_size)
     rows = _Rows(rm, setup, batch_size, [t.site for t in targets if t.kind == "direction"], splits)
     logit_targets = [t for t in targets if t.kind != "feature"]
     n_logit = len(logit_targets)

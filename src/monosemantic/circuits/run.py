@@ -11,9 +11,13 @@ from typing import Any
 
 import torch
 
-from monosemantic.config import Config
+from monosemantic.config import Config, ConfigLike, as_config
+from monosemantic.dictionaries.provenance import check_provenance
+from monosemantic.lm.tokenizer import tokenizer_fingerprint
+from monosemantic.utils.disk import disk_full_guard
 from monosemantic.utils.errors import ConfigError, MonosemanticError
-from monosemantic.utils.files import check_output, write_json_atomic
+from monosemantic.utils.files import write_json_atomic
+from monosemantic.utils.lock import output_lock
 from monosemantic.utils.progress import console
 
 from .ablation_graph import ablation_graph
@@ -59,33 +63,28 @@ def resolve_dictionaries(cfg: Config) -> list[Path]:
     return paths
 
 
-def store_dictionary_ids(store, paths: list[Path], names: list[str], dics: list) -> list[int | None]:
-    """Each checkpoint's row id in the feature store: the same path, else the same name, site and width."""
-    rows = store.dictionaries()
-    by_path = {str(Path(r["path"]).resolve()): r for r in rows if r.get("path")}
-    by_name = {r["name"]: r for r in rows}
+def store_ids(db: Path, paths: list[Path], names: list[str], dics: list) -> list[int | None]:
+    """The feature-store dictionary describing each of `dics`, matched by weight fingerprint
+    (`store.matching`); call it before a ReplacementModel casts them to the model's dtype."""
+    from monosemantic.store.feature_store import FeatureStore
+    from monosemantic.store.matching import match_rows
 
-    def lookup(path: Path, name: str, dic) -> int | None:
-        row = by_path.get(str(Path(path).resolve()))
-        if row is None and name in by_name:
-            cand = by_name[name]
-            if cand.get("hook_name") == dic.cfg.hook_name and cand.get("d_sae") == dic.cfg.d_sae:
-                row = cand
-        return None if row is None else row["id"]
-
-    return [lookup(p, n, d) for p, n, d in zip(paths, names, dics, strict=True)]
+    if not db.is_file():
+        return [None] * len(dics)
+    with FeatureStore(db) as store:
+        return match_rows(store.dictionaries(), dics, paths, names, db)
 
 
 def store_describer(
-    db: Path, paths: list[Path], names: list[str], dics: list, n_examples: int = 3
+    db: Path, ids: list[int | None], n_examples: int = 3
 ) -> tuple[object | None, Callable | None]:
-    """A FeatureStore on `db` (`analyze.out/features.db`) and a (dictionary, latent) -> node fields lookup."""
+    """A FeatureStore on `db` (`analyze.out/features.db`) and a (dictionary, latent) -> node fields
+    lookup, for the store dictionaries `ids` (one per graph dictionary; None: unlabelled)."""
     from monosemantic.store.feature_store import FeatureStore
 
-    if not db.is_file():
+    if not db.is_file() or all(i is None for i in ids):
         return None, None
     store = FeatureStore(db)
-    ids = store_dictionary_ids(store, paths, names, dics)
 
     def describe(d: int, idx: int) -> dict:
         did = ids[d]
@@ -354,12 +353,9 @@ def trace(
     return gj
 
 
-def circuit(cfg: Config) -> Path:
+def circuit(cfg: ConfigLike) -> Path:
     """Build the graph with `circuit.method`, prune, score, and write graph.json, scores.json, index.html."""
-    from monosemantic.dictionaries.io import dictionary_names, load_dictionary
-    from monosemantic.lm.model import load_model
-    from monosemantic.store.feature_store import feature_store_path
-
+    cfg = as_config(cfg)
     c = cfg.circuit
     if c.chat and c.method == "contrastive":
         raise ConfigError(
@@ -372,17 +368,30 @@ def circuit(cfg: Config) -> Path:
     if not c.prompt:
         raise ConfigError("no prompt: pass --prompt TEXT (or --chat) or set circuit.prompt")
     _check_method(c)
-    check_output(c.out, "circuit.out")
     check_options(cfg)  # a bad direction file or option mix fails here, before the model loads
+    with output_lock(c.out, "circuit.out"), disk_full_guard(c.out, "circuit.out"):
+        return _circuit(cfg)
+
+
+def _circuit(cfg: Config) -> Path:
+    from monosemantic.dictionaries.io import dictionary_names, load_dictionary
+    from monosemantic.lm.model import load_model
+    from monosemantic.store.feature_store import feature_store_path
+
+    c = cfg.circuit
     paths = resolve_dictionaries(cfg)
     model = load_model(cfg.model.name, dtype=cfg.model.dtype, device=c.device, revision=cfg.model.revision)
     dics = [load_dictionary(p, device=str(model.device), model=model) for p in paths]
     names = dictionary_names(paths, cfg.train.out if not c.dictionaries else None)
-    rm = ReplacementModel(model, dics, names, zero_bos=c.zero_bos)
+    db = feature_store_path(cfg.analyze.out)
+    ids = store_ids(db, paths, names, dics)  # by weights, before the replacement model casts them
+    rm = ReplacementModel(model, dics, names, zero_bos=c.zero_bos)  # refuses a model it cannot trace
+    fingerprint = tokenizer_fingerprint(model.tokenizer)
+    for dic, path in zip(dics, paths, strict=True):
+        check_provenance(dic, path, cfg.model.name, fingerprint, None, cfg.model.allow_foreign_model)
     check_memory(cfg, rm)
-    store, describe = store_describer(feature_store_path(cfg.analyze.out), paths, names, dics)
-    ids = store_dictionary_ids(store, paths, names, dics) if store is not None else None
-    gj = trace(cfg, rm, describe, store_ids=ids)
+    store, describe = store_describer(db, ids)
+    gj = trace(cfg, rm, describe, store_ids=ids if store is not None else None)
     scores = gj["metadata"]["scores"]
     slug = gj["metadata"]["slug"]
     out = Path(c.out)

@@ -15,10 +15,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from monosemantic.config.ranges import Count, NonNegativeInt, check_argument
 from monosemantic.exports.dashboard import ASSETS, feature_payload, index_rows, site_summary
 from monosemantic.exports.run import CHUNK
 from monosemantic.store.feature_store import FeatureStore
 from monosemantic.utils.errors import MonosemanticError
+from monosemantic.utils.html import script_json
 
 from .viewer import render_viewer
 
@@ -44,8 +46,7 @@ class Inline:
 
 
 def _call(fn: str, *args: Any) -> str:
-    body = ", ".join(json.dumps(a, separators=(",", ":"), allow_nan=False) for a in args)
-    return fn + "(" + body.replace("</", "<\\/") + ");"
+    return fn + "(" + ", ".join(script_json(a) for a in args) + ");"
 
 
 def dashboard_page(store: FeatureStore, dictionary: str | int, feature: int) -> str:
@@ -89,6 +90,10 @@ def show(
 ) -> Inline:
     """A graph (graph.json dict, file or circuit folder), or a feature of `dictionary` (name or
     store id) in a feature store (`features.db` path or `FeatureStore`), rendered inline."""
+    if height is not None:
+        height = check_argument("height", height, Count)
+    if feature is not None:
+        feature = check_argument("feature", feature, NonNegativeInt)
     graph = _graph(obj)
     if graph is not None:
         return Inline(render_viewer(graph), height or 880)

@@ -23,7 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from monosemantic.config import Config, load_config
+from monosemantic.config import ConfigLike, as_config
+from monosemantic.config.ranges import Count, NonNegativeInt, check_argument
 from monosemantic.corpus.windows import bos_eos_ids, special_token_mask, text_tokens
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.io import dictionary_names, find_dictionaries, load_dictionary
@@ -31,6 +32,7 @@ from monosemantic.dictionaries.splice import compose, splice_edits
 from monosemantic.lm.model import SubjectModel, load_model
 from monosemantic.lm.token_display import TokenDisplay
 from monosemantic.store.feature_store import FeatureStore, feature_store_path
+from monosemantic.store.matching import match_rows
 from monosemantic.utils.errors import MonosemanticError
 
 Tokens = str | Tensor | Sequence[int]
@@ -58,6 +60,7 @@ class SpliceModel:
         self.dictionaries = {name: d.eval().requires_grad_(False) for name, d in dictionaries.items()}
         self.store = store
         self._display = TokenDisplay(model.tokenizer)
+        self._store_ids: dict[str, int | None] = {}
 
     @classmethod
     def load(
@@ -81,9 +84,9 @@ class SpliceModel:
         return cls(lm, dics, FeatureStore(store) if store is not None else None)
 
     @classmethod
-    def from_config(cls, cfg: Config | str | Path) -> SpliceModel:
+    def from_config(cls, cfg: ConfigLike) -> SpliceModel:
         """The model of `[model]`, every dictionary under `train.out`, and `analyze.out/features.db`."""
-        cfg = cfg if isinstance(cfg, Config) else load_config(cfg)
+        cfg = as_config(cfg)
         db = feature_store_path(cfg.analyze.out)
         lm = load_model(cfg.model.name, dtype=cfg.model.dtype, revision=cfg.model.revision)
         return cls.load(lm, cfg.train.out, db if db.is_file() else None)
@@ -197,13 +200,26 @@ class SpliceModel:
     # ---- features -------------------------------------------------------------------------------
     def feature(self, dictionary: str, idx: int) -> dict[str, Any]:
         """The store row of a feature (explanation, density, logit lens, ...), by dictionary name."""
+        idx = check_argument("idx", idx, NonNegativeInt)
         if self.store is None:
             raise MonosemanticError("no feature store loaded; run `monosemantic analyze` and pass store=")
-        return self.store.feature(self.store.dictionary(dictionary)["id"], idx)
+        if dictionary not in self._store_ids:  # matched by weights, not by name
+            dic = self._pick(dictionary)[dictionary]
+            (self._store_ids[dictionary],) = match_rows(
+                self.store.dictionaries(), [dic], [Path(dictionary)], [dictionary], self.store.path
+            )
+        did = self._store_ids[dictionary]
+        if did is None:
+            raise MonosemanticError(
+                f"the feature store {self.store.path} has no analysis of {dictionary}'s weights; "
+                "run `monosemantic analyze` on it"
+            )
+        return self.store.feature(did, idx)
 
     def top_features(self, text: Tokens, dictionary: str, k: int = 10) -> list[dict[str, Any]]:
         """The `k` features of `dictionary` with the largest activation anywhere in `text` (plain
         model, BOS excluded): feature, activation, position, token and, with a store, explanation."""
+        k = check_argument("k", k, Count)
         _, cache = self.run_with_cache(text, dictionary, splice=False, sites=())
         codes = cache.codes[dictionary][0].float()
         special = special_token_mask(cache.tokens[0], self.model.tokenizer)

@@ -11,7 +11,7 @@ from .explain import ExplainConfig
 from .export import ExportConfig
 from .harvest import HarvestConfig, SitesConfig
 from .lm import LMConfig
-from .loading import apply_override, load_config, parse_value, validate_config
+from .loading import ConfigLike, apply_override, as_config, load_config, parse_value, validate_config
 from .model import ModelConfig
 from .plan import PlanConfig
 from .root import Config
@@ -24,6 +24,7 @@ __all__ = [
     "CircuitConfig",
     "CompareConfig",
     "Config",
+    "ConfigLike",
     "DataConfig",
     "DictionaryConfig",
     "EvaluateConfig",
@@ -39,6 +40,7 @@ __all__ = [
     "SteerConfig",
     "TrainConfig",
     "apply_override",
+    "as_config",
     "load_config",
     "parse_value",
     "validate_config",

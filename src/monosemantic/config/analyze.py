@@ -8,6 +8,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from .base import Section
+from .ranges import Count, NonNegativeInt, Seed
 
 
 class AnalyzeConfig(Section):
@@ -19,33 +20,30 @@ class AnalyzeConfig(Section):
         description="Activation cache; default [harvest].out (data.activations, model A's, when data.activations_b is set).",
     )
     out: Path = Field(Path("runs/analysis"), description="Folder holding features.db.")
-    max_sequences: int | None = Field(
-        None, gt=0, description="Sequences of the cache analysed (the first ones); unset: all."
+    max_sequences: Count | None = Field(
+        None, description="Sequences of the cache analysed (the first ones); unset: all."
     )
-    top_k: int = Field(20, gt=0, description="Top activating examples kept per feature.")
-    quantiles: int = Field(5, gt=0, description="Activation quantile bins sampled.")
-    per_quantile: int = Field(5, gt=0, description="Examples kept per quantile bin.")
-    window: int = Field(16, gt=0, description="Tokens of context each side of the peak.")
-    logit_lens_k: int = Field(
-        10, gt=0, description="Tokens kept at each end of a feature's logit lens (promoted and suppressed)."
+    top_k: Count = Field(20, description="Top activating examples kept per feature.")
+    quantiles: Count = Field(5, description="Activation quantile bins sampled.")
+    per_quantile: Count = Field(5, description="Examples kept per quantile bin.")
+    window: Count = Field(16, description="Tokens of context each side of the peak.")
+    logit_lens_k: Count = Field(
+        10, description="Tokens kept at each end of a feature's logit lens (promoted and suppressed)."
     )
-    negatives: int = Field(
+    negatives: NonNegativeInt = Field(
         10,
-        ge=0,
         description="Non-activating contexts kept per feature, and as many again from the held-out sequences.",
     )
-    held_out_examples: int = Field(
+    held_out_examples: NonNegativeInt = Field(
         20,
-        ge=0,
         description="Activating contexts kept per feature from the cache's held-out sequences "
         "(harvest.eval_fraction), a uniform sample: explain scores explanations on them (explain.score_on).",
     )
-    batch_sequences: int = Field(16, gt=0, description="Sequences encoded per batch.")
-    block_tokens: int = Field(
+    batch_sequences: Count = Field(16, description="Sequences encoded per batch.")
+    block_tokens: Count = Field(
         16_384,
-        gt=0,
         description="Tokens whose codes are folded into the statistics at once: larger blocks merge "
         "less often (faster) and hold more non-zeros in memory.",
     )
     device: str | None = None
-    seed: int | None = None
+    seed: Seed | None = None

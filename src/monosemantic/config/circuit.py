@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from .base import Section
+from .ranges import INT64, Count, NonNegativeInt, Probability, Seed
 
 
 class CircuitConfig(Section):
@@ -47,9 +48,8 @@ class CircuitConfig(Section):
     corrupted_prompt: str | None = Field(
         None, description="Contrastive mode: the corrupted prompt (same number of tokens as the prompt)."
     )
-    ig_steps: int = Field(
+    ig_steps: NonNegativeInt = Field(
         0,
-        ge=0,
         description="Contrastive mode: 0 = attribution patching, N > 0 = integrated gradients with N steps.",
     )
     out: Path = Field(Path("runs/circuit"), description="Folder of graph.json, scores.json and index.html.")
@@ -72,11 +72,13 @@ class CircuitConfig(Section):
         description="target = 'direction': a safetensors file with a tensor 'direction' [d_model], read as "
         "direction . blocks.{layer}.hook_resid_post[position]; its metadata may give 'layer' and 'position'.",
     )
-    target_layer: int | None = Field(
-        None, ge=0, description="The direction's layer (overrides the file's metadata 'layer')."
+    target_layer: NonNegativeInt | None = Field(
+        None, description="The direction's layer (overrides the file's metadata 'layer')."
     )
     target_position: int | None = Field(
         None,
+        ge=-INT64,
+        le=INT64,
         description="The direction's token position, negative from the end (overrides the file's "
         "metadata 'position'; default the last token).",
     )
@@ -89,20 +91,19 @@ class CircuitConfig(Section):
     qk_top: int = Field(
         20, gt=0, le=10_000, description="QK attribution: the largest query x key terms kept per head pair."
     )
-    max_logit_prob: float = Field(0.95, gt=0, le=1, description="Cumulative probability of logits kept.")
-    max_n_logits: int = Field(10, gt=0, description="Most logits kept as targets.")
-    node_threshold: float = Field(0.8, gt=0, le=1, description="Keep nodes up to this cumulative influence.")
-    edge_threshold: float = Field(0.98, gt=0, le=1, description="Keep edges up to this cumulative influence.")
-    max_feature_nodes: int = Field(
-        4096, gt=0, description="Most feature rows attributed (the most influential first); bounds memory."
+    max_logit_prob: Probability = Field(0.95, description="Cumulative probability of logits kept.")
+    max_n_logits: Count = Field(10, description="Most logits kept as targets.")
+    node_threshold: Probability = Field(0.8, description="Keep nodes up to this cumulative influence.")
+    edge_threshold: Probability = Field(0.98, description="Keep edges up to this cumulative influence.")
+    max_feature_nodes: Count = Field(
+        4096, description="Most feature rows attributed (the most influential first); bounds memory."
     )
-    batch_size: int = Field(64, gt=0, description="Backward passes batched together.")
+    batch_size: Count = Field(64, description="Backward passes batched together.")
     ablation: Literal["zero", "mean"] = Field(
         "mean", description="How ablation faithfulness removes the nodes outside the circuit."
     )
-    mean_sequences: int = Field(
+    mean_sequences: Count = Field(
         64,
-        gt=0,
         description="Cached sequences averaged for mean ablation ([analyze].cache or [harvest].out).",
     )
     zero_bos: bool = Field(
@@ -118,4 +119,4 @@ class CircuitConfig(Section):
         "edge. Pruning and scores are those of the merged graph.",
     )
     device: str | None = None
-    seed: int | None = None
+    seed: Seed | None = None

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from .base import Section
+from .ranges import Count
 
 
 class CompareConfig(Section):
@@ -26,4 +27,4 @@ class CompareConfig(Section):
         description="Who fills ratings.csv: human (left blank), offline (explain's keyword judge) or "
         "endpoint (the LLM at [explain].endpoint).",
     )
-    features: int = Field(20, gt=0, description="Live features sampled per dictionary for blind rating.")
+    features: Count = Field(20, description="Live features sampled per dictionary for blind rating.")

@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from .base import Section
+from .ranges import INT64, Count, Seed
 
 
 class DataConfig(Section):
@@ -49,8 +50,8 @@ class DataConfig(Section):
     )
     dataset_config: str | None = Field(None, description="HF dataset configuration name.")
     split: str = Field("train", description="HF dataset split.")
-    context_size: int = Field(128, gt=1, description="Tokens per window (sequence length).")
-    max_tokens: int | None = Field(None, gt=0, description="Stop after this many tokens (windows x context).")
+    context_size: int = Field(128, ge=2, le=INT64, description="Tokens per window (sequence length).")
+    max_tokens: Count | None = Field(None, description="Stop after this many tokens (windows x context).")
     prepend_bos: bool = Field(True, description="Start every window with the BOS token.")
     special_tokens: Literal["exclude", "include"] = Field(
         "exclude",
@@ -67,7 +68,7 @@ class DataConfig(Section):
         description="Token used as EOS (the document separator) when the tokenizer defines none or "
         'another; for a BERT encoder use "[SEP]".',
     )
-    seed: int | None = Field(None, description="Seed for storyworld generation and shuffling.")
+    seed: Seed | None = Field(None, description="Seed for storyworld generation and shuffling.")
 
     @model_validator(mode="after")
     def _chat_only_settings(self) -> DataConfig:

@@ -18,11 +18,13 @@ import difflib
 import importlib
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BeforeValidator, Field, SerializeAsAny, model_validator
+from pydantic import BeforeValidator, Field, SerializeAsAny, field_validator, model_validator
 
+from monosemantic.utils.paths import name_problem
 from monosemantic.utils.progress import console
 
 from .base import Section
+from .ranges import Count, NonNegativeInt, PositiveFloat
 from .site import Site, SiteError
 
 BUILTIN = "monosemantic.dictionaries.registry"  # importing it registers every built-in architecture
@@ -45,27 +47,36 @@ class DictionaryConfig(Section):
         "`activation`; fitted baselines pca | ica | random (d_sae/2 directions) | neurons (an MLP's own "
         "units, mlp_in -> mlp_out), where k is optional: keep each token's k largest",
     )
-    d_sae: int | None = Field(
-        None, gt=0, description="Number of latents (per layer for a clt); or give `expansion`."
+    d_sae: Count | None = Field(
+        None, description="Number of latents (per layer for a clt); or give `expansion`."
     )
-    expansion: int | None = Field(None, gt=0, description="d_sae = expansion x d_in (per layer for a clt).")
-    decoder_init_norm: float | None = Field(
+    expansion: Count | None = Field(None, description="d_sae = expansion x d_in (per layer for a clt).")
+    decoder_init_norm: PositiveFloat | None = Field(
         None,
-        gt=0,
         description="Initial decoder row norm. Default 0.1 where rows are free (jumprelu, decoder-norm-weighted "
         "L1), else 1.",
     )
     site: str | None = Field(None, description="Input hook site; default the first of [sites].names.")
     site_out: str | None = Field(None, description="Output hook site: set it to make a transcoder.")
-    layers: list[int] | None = Field(
+    layers: list[NonNegativeInt] | None = Field(
         None,
         description="Layers a `blocks.*` site expands over (default every layer the cache holds): "
         '`architecture = "clt"` with `site = "blocks.*.mlp.hook_in"` and `site_out = "blocks.*.hook_mlp_out"`, '
         '`architecture = "crosscoder"` with `site = "blocks.*.hook_resid_post"`.',
     )
     skip: bool = Field(False, description="Skip transcoder: add a linear W_skip path from input to output.")
-    target_l0: float | None = Field(None, gt=0, description="Tune the sparsity coefficient to reach this L0.")
+    target_l0: PositiveFloat | None = Field(
+        None, description="Tune the sparsity coefficient to reach this L0."
+    )
     name: str | None = Field(None, description="Sub-folder name in a sweep; default built from what differs.")
+
+    @field_validator("name")
+    @classmethod
+    def _one_folder(cls, name: str | None) -> str | None:
+        """A sweep entry's folder stays inside train.out: `../victim` is refused."""
+        if name is not None and (problem := name_problem(name)) is not None:
+            raise ValueError(f"{name!r} {problem}")
+        return name
 
     # ---- the architecture's class ---------------------------------------------------------------
     def __new__(cls, *args: Any, **data: Any) -> DictionaryConfig:

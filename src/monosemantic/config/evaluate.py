@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .base import Section
+from .ranges import Count, PositiveFloat, Seed
 
 
 class ProbeDataset(BaseModel):
@@ -21,7 +22,7 @@ class ProbeDataset(BaseModel):
         "label", description="Column holding the label (a multi-class label gives one-vs-rest tasks)."
     )
     split: str = Field("train", description="Dataset split (Hugging Face datasets).")
-    max_rows: int = Field(1000, gt=0, description="Rows used (the first ones).")
+    max_rows: Count = Field(1000, description="Rows used (the first ones).")
     name: str | None = Field(None, description="Task name in metrics.json; default the path's stem.")
 
 
@@ -34,8 +35,8 @@ class EvaluateConfig(Section):
         description="Activation cache to evaluate on; default [harvest].out (data.activations, model A's, when data.activations_b is set).",
     )
     out: Path = Field(Path("runs/evaluate"), description="Folder of metrics.json, metrics.csv and the plots.")
-    max_sequences: int | None = Field(
-        256, gt=0, description="Sequences of the cache used: a random sample seeded by `seed` (None: all)."
+    max_sequences: Count | None = Field(
+        256, description="Sequences of the cache used: a random sample seeded by `seed` (None: all)."
     )
     held_out: bool = Field(
         True,
@@ -48,22 +49,20 @@ class EvaluateConfig(Section):
         "prediction and replaces/ablates non-special positions only; saelens (SAELens run_evals) averages "
         "over predictions at non-special positions and ablates every position.",
     )
-    ce_recovered_min_increase: float = Field(
+    ce_recovered_min_increase: PositiveFloat = Field(
         0.1,
-        gt=0,
-        allow_inf_nan=False,
         description="CE loss recovered is flagged unreliable (tables show 'low gap') when zero-ablating "
         "the site raises CE by fewer nats than this; read the CE increase and KL instead.",
     )
-    batch_size: int = Field(16, gt=0, description="Sequences per model forward in spliced metrics.")
+    batch_size: Count = Field(16, description="Sequences per model forward in spliced metrics.")
     spliced: bool = Field(True, description="Also compute CE/KL with the reconstruction spliced in.")
-    error_check_batches: int | None = Field(
-        None, gt=0, description="Batches on which spliced+error is checked to equal clean (None: all)."
+    error_check_batches: Count | None = Field(
+        None, description="Batches on which spliced+error is checked to equal clean (None: all)."
     )
     concepts: bool = Field(
         True, description="Score planted-concept detection when the cache has concept labels."
     )
-    purity_top_n: int = Field(20, gt=0, description="Top activations per feature used for concept purity.")
+    purity_top_n: Count = Field(20, description="Top activations per feature used for concept purity.")
     compare_transcoders: list[Path] | None = Field(
         None,
         description="Folders of per-layer MLP transcoders; each cross-layer transcoder's entry also "
@@ -78,12 +77,10 @@ class EvaluateConfig(Section):
     probe_datasets: list[ProbeDataset] = Field(
         default_factory=list, description="Text+label datasets added to sparse_probing's tasks."
     )
-    autointerp_features: int = Field(
-        64, gt=0, description="Live features sampled per dictionary by autointerp."
-    )
+    autointerp_features: Count = Field(64, description="Live features sampled per dictionary by autointerp.")
     autointerp_judge: Literal["offline", "endpoint"] = Field(
         "offline", description="autointerp's explainer and judge: offline, or the LLM at [explain].endpoint."
     )
     saebench: bool = Field(True, description="Also write each benchmark in SAEBench's per-eval JSON layout.")
     device: str | None = None
-    seed: int | None = None
+    seed: Seed | None = None

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from .base import Section
+from .base import Section, web_url
+from .ranges import Count, NonNegativeInt, Seconds, Seed
 
 
 class ExplainConfig(Section):
@@ -17,16 +18,18 @@ class ExplainConfig(Section):
     endpoint: str | None = Field(None, description="OpenAI-compatible base URL; env MONOSEMANTIC_ENDPOINT.")
     model: str = Field("gpt-4o-mini", description="Chat model name at the endpoint.")
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
-    concurrency: int = Field(8, gt=0, description="Requests in flight at once.")
-    max_retries: int = Field(5, ge=0, description="Retries of a failed request, with exponential backoff.")
-    max_features: int | None = Field(
-        None, gt=0, description="Explain at most this many features per dictionary; unset: all."
+    concurrency: Count = Field(8, description="Requests in flight at once.")
+    max_retries: NonNegativeInt = Field(
+        5, description="Retries of a failed request, with exponential backoff."
+    )
+    max_features: Count | None = Field(
+        None, description="Explain at most this many features per dictionary; unset: all."
     )
     scoring: list[Literal["detection", "fuzzing"]] = Field(
         default_factory=lambda: ["detection", "fuzzing"], description="Scores computed for each explanation."
     )
-    examples: int = Field(12, gt=0, description="Activating contexts shown to the explainer.")
-    score_examples: int = Field(6, gt=0, description="Contexts of each kind shown per scoring prompt.")
+    examples: Count = Field(12, description="Activating contexts shown to the explainer.")
+    score_examples: Count = Field(6, description="Contexts of each kind shown per scoring prompt.")
     min_examples: int = Field(
         5,
         ge=1,
@@ -44,5 +47,11 @@ class ExplainConfig(Section):
     cache: Path | None = Field(
         None, description="Answer cache folder; default beside the store (explain_cache)."
     )
-    timeout: float = Field(60.0, gt=0, description="Seconds per request before it is retried.")
-    seed: int | None = None
+    timeout: Seconds = Field(60.0, description="Seconds per request before it is retried.")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _url(cls, endpoint: str | None) -> str | None:
+        return web_url(endpoint) if endpoint is not None else None
+
+    seed: Seed | None = None

@@ -8,6 +8,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from .base import Dtype, Section
+from .ranges import Count, Seed
 
 
 class SitesConfig(Section):
@@ -24,8 +25,8 @@ class HarvestConfig(Section):
 
     out: Path = Field(Path("runs/activations"), description="Activation cache directory.")
     dtype: Dtype | None = Field(None, description="Storage dtype of activations: float32, float16, bfloat16.")
-    batch_size: int = Field(32, gt=0, description="Sequences per forward pass.")
-    shard_sequences: int = Field(512, gt=0, description="Sequences per shard file.")
+    batch_size: Count = Field(32, description="Sequences per forward pass.")
+    shard_sequences: Count = Field(512, description="Sequences per shard file.")
     eval_fraction: float = Field(
         0.05,
         ge=0,
@@ -34,4 +35,4 @@ class HarvestConfig(Section):
         "sequence's number, listed in the manifest's eval_sequences); training never reads them, "
         "evaluate reads only them. 0: no held-out part.",
     )
-    eval_seed: int = Field(0, ge=0, description="Seed of the held-out choice (recorded in the manifest).")
+    eval_seed: Seed = Field(0, description="Seed of the held-out choice (recorded in the manifest).")

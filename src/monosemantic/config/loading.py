@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import tomllib
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
 from monosemantic.utils.errors import ConfigError
+from monosemantic.utils.paths import path_problem
 
 from .dictionary import DictionaryConfig, registered_configs
+from .ranges import describe_range, leaf_number, submodels
 from .root import Config
 
 
 def parse_value(text: str) -> Any:
-    """A TOML literal (`3e-4`, `true`, `[1, 2]`, `"x"`), or the bare string when it is not one."""
+    """A TOML literal (`3e-4`, `true`, `[1, 2]`, `"x"`), `null` (None: unset an optional key, as a
+    Python dict would), or the bare string when it is not one (`"null"` quoted is the string)."""
+    if text == "null":
+        return None
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -63,15 +71,54 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
         field = model.model_fields.get(str(part))
         if field is None:
             return None
-        ann = field.annotation
-        candidates = [ann, *getattr(ann, "__args__", ())]
-        for c in list(candidates):
-            candidates.extend(getattr(c, "__args__", ()))
-        nxt = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-        if nxt is None:
+        nxt = submodels(field.annotation)
+        if not nxt:
             return None
-        model = nxt
+        model = nxt[0]
     return model
+
+
+def _field_at(loc: tuple[Any, ...]) -> FieldInfo | None:
+    """The leaf field an error's `loc` points into (list and tuple indices after it skipped)."""
+    model: type[BaseModel] = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        nxt = submodels(field.annotation)
+        if not nxt:
+            return field
+        model = nxt[0]
+    return None
+
+
+# pydantic error types that mean "not a number in the field's range"
+NUMBER_ERRORS = {
+    "greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number",
+    "int_parsing", "int_parsing_size", "int_from_float", "int_type", "float_parsing", "float_type",
+    "value_error",
+}  # fmt: skip
+
+
+def _range_message(err: dict[str, Any], loc: tuple[Any, ...], where: str) -> str | None:
+    """`train.lr must be a finite number > 0 (got -1)` for a number out of its declared range."""
+    field = _field_at(loc)
+    leaf = leaf_number(field.annotation, field.metadata) if field is not None else None
+    if leaf is None or err["type"] not in NUMBER_ERRORS:
+        return None
+    if err["type"] == "value_error" and "true or false" not in err["msg"]:
+        return None
+    return f"{where} must be {describe_range(*leaf)} (got {_shown(err.get('input'))})"
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, Path):
+        return repr(str(value))
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "null" if value is None else repr(value)
 
 
 def _describe(err: dict[str, Any]) -> str:
@@ -92,16 +139,28 @@ def _describe(err: dict[str, Any]) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     if not loc:  # a whole-config check names its keys itself
         return msg
-    return (
-        f"{where}: {msg} (got {err.get('input')!r})"
-        if "input" in err and not isinstance(err["input"], dict)
-        else f"{where}: {msg}"
-    )
+    if (ranged := _range_message(err, loc, where)) is not None:
+        return ranged
+    shown = _shown(err.get("input"))
+    if "input" not in err or isinstance(err["input"], dict) or shown in msg:
+        return f"{where}: {msg}"
+    return f"{where}: {msg} (got {shown})"
+
+
+def _section_of(title: str) -> tuple[str, ...]:
+    """The key of the section whose model is named `title` (an assignment onto a section, as the
+    CLI's `--features` does, reports its errors from the section's model, not from Config)."""
+    for name, field in Config.model_fields.items():
+        if any(m.__name__ == title for m in submodels(field.annotation)):
+            return (name,)
+    return ()
 
 
 def validation_message(error: ValidationError) -> str:
     """A pydantic error as one line: each problem named with its key, joined by '; '."""
-    return "invalid config: " + "; ".join(_describe(err) for err in error.errors())
+    prefix = () if error.title == Config.__name__ else _section_of(error.title)
+    errors = [{**err, "loc": (*prefix, *err["loc"])} for err in error.errors()]
+    return "invalid config: " + "; ".join(_describe(err) for err in errors)
 
 
 def validate_config(data: dict[str, Any]) -> Config:
@@ -113,6 +172,8 @@ def validate_config(data: dict[str, Any]) -> Config:
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if (problem := path_problem(path)) is not None:
+        raise ConfigError(f"config {str(path)!r} {problem}; pass a TOML file such as configs/demo.toml")
     if path.is_dir():
         raise ConfigError(
             f"config {str(path)!r} is a folder, not a file; pass a TOML file such as configs/demo.toml"
@@ -137,3 +198,23 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     for assignment in overrides:
         apply_override(data, assignment)
     return validate_config(data)
+
+
+# What the public verbs take (`monosemantic.train(...)`): see `as_config`.
+ConfigLike = Config | str | Path | Mapping[str, Any]
+
+
+def as_config(cfg: Any) -> Config:
+    """What every public verb does with its first argument: a `Config` as is, a path to a TOML file
+    (str or Path) loaded, a dict of sections validated like a TOML file. Anything else is a
+    TypeError naming what is accepted."""
+    if isinstance(cfg, Config):
+        return cfg
+    if isinstance(cfg, str | Path):
+        return load_config(cfg)
+    if isinstance(cfg, Mapping):
+        return validate_config(copy.deepcopy(dict(cfg)))
+    raise TypeError(
+        f"expected a monosemantic.Config, a path to a TOML config file, or a dict of config sections; "
+        f"got {type(cfg).__name__}"
+    )

@@ -5,18 +5,17 @@ from __future__ import annotations
 from pydantic import Field
 
 from .base import Section
+from .ranges import Count
 
 
 class PlanConfig(Section):
-    world_size: int = Field(
+    world_size: Count = Field(
         1,
-        gt=0,
         description="Ranks to plan for (torchrun's --nproc-per-node x nodes); `--world-size` sets it on "
         "the command line.",
     )
-    circuit_tokens: int | None = Field(
+    circuit_tokens: Count | None = Field(
         None,
-        gt=0,
         description="Prompt length of the circuit attribution memory estimate (default "
         "data.context_size); `--circuit-tokens` sets it on the command line.",
     )

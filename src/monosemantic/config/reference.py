@@ -21,6 +21,7 @@ from pydantic_core import PydanticUndefined
 
 from .base import Section
 from .dictionary import DictionaryConfig, registered_configs
+from .ranges import INT64, leaf_number
 from .root import Config
 
 _BOUNDS = ((at.Gt, "gt", "> {}"), (at.Ge, "ge", "≥ {}"), (at.Lt, "lt", "< {}"), (at.Le, "le", "≤ {}"))
@@ -83,12 +84,18 @@ def default_text(field: FieldInfo) -> str:
 
 
 def range_text(field: FieldInfo) -> str:
-    """The valid range pydantic checks (`> 0`, `≥ 0, < 1`, length bounds)."""
+    """The valid range pydantic checks (`> 0`, `≥ 0, < 1`, length bounds): a number's bounds as
+    config/ranges.py declares them (also inside `X | None` and lists), finite for a float."""
     parts: list[str] = []
-    for item in field.metadata:
+    leaf = leaf_number(field.annotation, list(field.metadata))
+    for item in leaf[1] if leaf is not None else []:
         for cls, attr, fmt in _BOUNDS:
             if isinstance(item, cls):
-                parts.append(fmt.format(getattr(item, attr)))
+                value = getattr(item, attr)
+                parts.append(fmt.format("2^63-1" if value == INT64 else value))
+    if leaf is not None and leaf[0] is float:
+        parts.append("finite")
+    for item in field.metadata:
         if isinstance(item, at.MinLen):
             parts.append(f"length ≥ {item.min_length}")
         if isinstance(item, at.MaxLen):

@@ -26,6 +26,7 @@ from .harvest import HarvestConfig, SitesConfig
 from .lm import LMConfig
 from .model import ModelConfig
 from .plan import PlanConfig
+from .ranges import Seed
 from .serve import ServeConfig
 from .steer import SteerConfig
 from .train import TrainConfig
@@ -34,7 +35,7 @@ from .train import TrainConfig
 class Config(Section):
     device: str = Field("auto", description="Default device of every section: auto, cpu, cuda, mps.")
     dtype: Dtype = Field("float32", description="Default dtype of every section.")
-    seed: int = Field(0, description="Default seed of every section.")
+    seed: Seed = Field(0, description="Default seed of every section.")
 
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)

@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from .base import Section
+from .ranges import Count, NonNegativeFloat, Seed
 
 
 class SteerConfig(Section):
@@ -20,7 +21,7 @@ class SteerConfig(Section):
     mode: Literal["add", "set", "clamp", "scale", "ablate"] = Field(
         "add", description="add | set (clamp is its older name) | scale | ablate, as circuit interventions."
     )
-    max_new_tokens: int = Field(40, gt=0, description="Tokens generated after the prompt.")
-    temperature: float = Field(0.0, ge=0, description="0 = greedy.")
+    max_new_tokens: Count = Field(40, description="Tokens generated after the prompt.")
+    temperature: NonNegativeFloat = Field(0.0, description="0 = greedy.")
     device: str | None = None
-    seed: int | None = None
+    seed: Seed | None = None

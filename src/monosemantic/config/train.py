@@ -8,21 +8,24 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator
 
 from .base import Dtype, Section
+from .ranges import Beta, Count, Fraction, LearningRate, NonNegativeInt, Seed
 
 
 class TrainConfig(Section):
     INHERITED: ClassVar[tuple[str, ...]] = ("device", "dtype", "seed")
 
-    tokens: int = Field(8_000_000, gt=0, description="Training tokens seen by every dictionary.")
-    batch_size: int = Field(4096, gt=0, description="Tokens per optimiser step.")
-    lr: float = Field(4e-4, gt=0, description="Adam learning rate of every dictionary.")
-    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="Adam's (beta1, beta2).")
-    lr_warmup_steps: int = Field(0, ge=0, description="Steps of linear learning-rate warm-up.")
+    tokens: Count = Field(8_000_000, description="Training tokens seen by every dictionary.")
+    batch_size: Count = Field(4096, description="Tokens per optimiser step.")
+    lr: LearningRate = Field(4e-4, description="Adam learning rate of every dictionary.")
+    adam_betas: tuple[Beta, Beta] = Field((0.9, 0.999), description="Adam's (beta1, beta2).")
+    lr_warmup_steps: NonNegativeInt = Field(0, description="Steps of linear learning-rate warm-up.")
     lr_decay: Literal["none", "linear", "cosine"] = Field(
         "linear", description="Learning-rate decay to zero after lr_decay_start."
     )
-    lr_decay_start: float = Field(0.8, ge=0, le=1, description="Fraction of training after which LR decays.")
-    sparsity_warmup_steps: int = Field(0, ge=0, description="Steps over which the sparsity penalty ramps up.")
+    lr_decay_start: Fraction = Field(0.8, description="Fraction of training after which LR decays.")
+    sparsity_warmup_steps: NonNegativeInt = Field(
+        0, description="Steps over which the sparsity penalty ramps up."
+    )
     b_dec_init: Literal["geometric_median", "mean", "zeros"] = Field(
         "geometric_median", description="Decoder bias at the start, from the first init_tokens tokens."
     )
@@ -35,13 +38,13 @@ class TrainConfig(Section):
         "old default.",
     )
     dead_latents: Literal["auxk", "resample", "none"] = Field("auxk", description="Dead-latent handling.")
-    dead_after_tokens: int = Field(1_000_000, gt=0, description="A latent silent this long counts as dead.")
-    init_tokens: int = Field(
-        16_384, gt=0, description="Tokens used to estimate the activation scale and initialise b_dec."
+    dead_after_tokens: Count = Field(1_000_000, description="A latent silent this long counts as dead.")
+    init_tokens: Count = Field(
+        16_384, description="Tokens used to estimate the activation scale and initialise b_dec."
     )
-    buffer_tokens: int = Field(262_144, gt=0, description="Shuffle buffer size in tokens.")
-    checkpoint_every: int = Field(1000, gt=0, description="Steps between atomic checkpoints (resume point).")
-    log_every: int = Field(50, gt=0, description="Steps between metrics.jsonl rows (and W&B logs).")
+    buffer_tokens: Count = Field(262_144, description="Shuffle buffer size in tokens.")
+    checkpoint_every: Count = Field(1000, description="Steps between atomic checkpoints (resume point).")
+    log_every: Count = Field(50, description="Steps between metrics.jsonl rows (and W&B logs).")
     out: Path = Field(
         Path("runs/train"), description="Checkpoint folder; a sweep writes one sub-folder per dictionary."
     )
@@ -52,16 +55,15 @@ class TrainConfig(Section):
         description="Under torchrun: split batch rows (data), each dictionary's latents (features) or "
         "the sweep's dictionaries (dictionaries) over the ranks. One process is world size 1.",
     )
-    feature_shards: int | None = Field(
+    feature_shards: Count | None = Field(
         None,
-        gt=0,
         description="Ranks sharing one dictionary's latents with parallel='features' (default: all); "
         "fewer composes data x features on a 2-D DeviceMesh.",
     )
     device: str | None = None
     dtype: Dtype | None = Field(None, description="Compute dtype: float32 or bfloat16.")
-    seed: int | None = None
-    seeds: list[int] | None = Field(
+    seed: Seed | None = None
+    seeds: list[Seed] | None = Field(
         None,
         min_length=1,
         description="Train every dictionary once per seed, all from one pass over the stream (the data "

@@ -27,6 +27,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from monosemantic.config.base import Section
+from monosemantic.config.ranges import Count
 
 from .sparse_encoder import topk_batch, topk_rows
 from .types import Penalty
@@ -65,12 +66,11 @@ class JumpReLUSettings(Section):
 
 
 class TopKSettings(Section):
-    k: int | None = Field(
-        None, gt=0, description="Active latents per token (topk, batchtopk, matryoshka; per layer for a clt)."
+    k: Count | None = Field(
+        None, description="Active latents per token (topk, batchtopk, matryoshka; per layer for a clt)."
     )
-    aux_k: int | None = Field(
+    aux_k: Count | None = Field(
         None,
-        gt=0,
         description="Dead latents per token used by the AuxK loss (TopK family; default d_in/2; for a "
         "cross-layer transcoder per layer, like k, default half a layer's width).",
     )

@@ -24,6 +24,7 @@ from pydantic import Field
 from torch import Tensor
 
 from monosemantic.config.dictionary import DictionaryConfig
+from monosemantic.config.ranges import Count
 from monosemantic.utils.errors import ConfigError
 
 from .base import DictionaryMeta, LossOutput, TrainStepState
@@ -35,9 +36,7 @@ class FittedConfig(DictionaryConfig):
 
     REFUSED = frozenset({"decoder_init_norm", "target_l0"})
 
-    k: int | None = Field(
-        None, gt=0, description="Keep each token's k largest latents (default: all, dense)."
-    )
+    k: Count | None = Field(None, description="Keep each token's k largest latents (default: all, dense).")
 
     def name_parts(self) -> list[str]:
         return [self.architecture] + ([f"k{self.k}"] if self.k is not None else [])

@@ -79,8 +79,10 @@ def apply_interventions(f: Tensor, interventions: Sequence[Intervention]) -> Ten
 
 
 def next_token(logits: Tensor, temperature: float, generator: torch.Generator) -> int:
-    """Greedy (temperature 0) or sampled from softmax(logits / temperature) with `generator` (CPU)."""
+    """Greedy (temperature 0) or sampled from softmax(logits / temperature) with `generator` (CPU).
+    A temperature so small that the scaled logits overflow is greedy too (its limit)."""
     logits = logits.float().cpu()
-    if temperature > 0:
-        return int(torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=generator))
+    scaled = logits / temperature if temperature > 0 else None
+    if scaled is not None and torch.isfinite(scaled).all():
+        return int(torch.multinomial(torch.softmax(scaled, -1), 1, generator=generator))
     return int(logits.argmax())

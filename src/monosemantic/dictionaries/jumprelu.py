@@ -21,6 +21,7 @@ from pydantic import Field
 from torch import Tensor
 
 from monosemantic.config.dictionary import DictionaryConfig
+from monosemantic.config.ranges import OpenFraction
 
 from .activations import JumpReLU, JumpReLUSettings, jumprelu, step
 from .base import (
@@ -37,10 +38,8 @@ __all__ = ["JumpReLUConfig", "JumpReLUDictionary", "jumprelu", "step"]
 
 
 class JumpReLUConfig(JumpReLUSettings, DictionaryConfig):
-    jumprelu_init_density: float | None = Field(
+    jumprelu_init_density: OpenFraction | None = Field(
         None,
-        gt=0,
-        lt=1,
         description="If set, each latent's initial threshold is its pre-activation quantile on the first "
         "batches at which it fires on this fraction of tokens (replaces jumprelu_init_threshold); at "
         "large expansion a fixed threshold starts with thousands of latents active per token.",

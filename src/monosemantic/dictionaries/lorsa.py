@@ -32,6 +32,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from monosemantic.config.dictionary import DictionaryConfig
+from monosemantic.config.ranges import Count
 from monosemantic.utils.errors import ConfigError, DataError
 
 from .activations import TopKSettings
@@ -42,18 +43,18 @@ from .base import Dictionary, DictionaryMeta, LossOutput, TrainStepState, defaul
 class LorsaConfig(TopKSettings, DictionaryConfig):
     REFUSED = frozenset({"target_l0", "skip", "layers"})
 
-    n_qk_heads: int = Field(
-        4, gt=0, description="Lorsa: query/key heads; d_sae OV heads share them in equal groups."
+    n_qk_heads: Count = Field(
+        4, description="Lorsa: query/key heads; d_sae OV heads share them in equal groups."
     )
-    d_qk_head: int = Field(16, gt=0, description="Lorsa: width of each query/key head.")
+    d_qk_head: Count = Field(16, description="Lorsa: width of each query/key head.")
     rotary_base: float | None = Field(
         None,
         gt=0,
         description="Lorsa: rotary embedding base (the model's rope_theta) for families with rotary "
         "position embeddings (llama, qwen, gemma); unset for learned positions (gpt2).",
     )
-    rotary_dim: int | None = Field(
-        None, gt=0, description="Lorsa: dimensions of each query/key head that rotate (default d_qk_head)."
+    rotary_dim: Count | None = Field(
+        None, description="Lorsa: dimensions of each query/key head that rotate (default d_qk_head)."
     )
     attn_scale: float | None = Field(
         None, gt=0, description="Lorsa: multiplier of the query-key scores (default 1/sqrt(d_qk_head))."
@@ -204,6 +205,13 @@ class Lorsa(Dictionary):
             )
         row = self.patterns(x)[head // self.group_size, position, : position + 1]
         weights, keys = row.topk(min(n, position + 1))
+        return keys, weights
+
+    def attended_keys(self, x: Tensor, latents: Tensor, positions: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        """`top_keys` for many (head, query position) pairs of one window x [T, d_in] at once (one
+        pattern computation): keys and weights [m, min(n, T)], future keys with weight 0 last."""
+        rows = self.patterns(x)[latents.long() // self.group_size, positions.long()]  # [m, T]
+        weights, keys = rows.topk(min(n, x.shape[0]), dim=-1)
         return keys, weights
 
     def _select(self, z: Tensor) -> Tensor:

@@ -12,6 +12,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from monosemantic.config.ranges import Count
 from monosemantic.utils.errors import ConfigError
 
 from .base import DictionaryMeta, SparseCodes, register_dictionary
@@ -20,7 +21,7 @@ from .sparse_encoder import sparse_decode
 
 
 class MatryoshkaConfig(BatchTopKConfig):
-    matryoshka_widths: list[int] | None = Field(
+    matryoshka_widths: list[Count] | None = Field(
         None, description="Nested prefix widths; the last equals d_sae. Default: d_sae/16, /4, /1."
     )
 

@@ -30,9 +30,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from monosemantic.config import Config
+from monosemantic.config import Config, ConfigLike, as_config
+from monosemantic.config.ranges import Count, check_argument
 from monosemantic.utils.errors import ConfigError, DataError
 from monosemantic.utils.files import write_json_atomic, write_text_atomic
+from monosemantic.utils.lock import output_lock
 from monosemantic.utils.torch_utils import resolve_device
 
 from .benchmarks.autointerp import feature_examples, mean_ci95, score_feature
@@ -102,24 +104,29 @@ _RATE_PROMPT = (
 )
 
 
-def blind(cfg: Config) -> Path:
+def blind(cfg: ConfigLike) -> Path:
     """`monosemantic blind`: prepare the blind rating of the two dictionaries `[compare].blind` names,
     in `blind/` under the comparison folder; returns that folder."""
+    cfg = as_config(cfg)
     c = cfg.compare
     if c.blind is None:
         raise ConfigError(
             "blind needs two dictionaries: `monosemantic blind CONFIG A B`, or compare.blind = [A, B]"
         )
-    return blind_prepare(cfg, c.blind[0], c.blind[1], compare_folder(cfg) / "blind", c.features, c.judge)
+    folder = compare_folder(cfg) / "blind"
+    with output_lock(folder, "compare.out's blind folder"):
+        return blind_prepare(cfg, c.blind[0], c.blind[1], folder, c.features, c.judge)
 
 
-def unblind(cfg: Config) -> dict[str, Any]:
+def unblind(cfg: ConfigLike) -> dict[str, Any]:
     """`monosemantic unblind`: score the ratings of the blind folder against its key."""
+    cfg = as_config(cfg)
     return score_ratings(compare_folder(cfg) / "blind")
 
 
 def blind_prepare(cfg: Config, a: str, b: str, folder: Path, n: int = 20, judge: str = "human") -> Path:
     """Write items.md, ratings.csv and key.json for a blind rating of dictionaries `a` and `b`."""
+    n = check_argument("features", n, Count)
     if a == b:
         raise ConfigError(f"blind needs two different dictionaries (got {a!r} twice)")
     if judge not in ("human", "offline", "endpoint"):

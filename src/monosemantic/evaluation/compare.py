@@ -25,9 +25,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from monosemantic.config import Config
+from monosemantic.config import Config, ConfigLike, as_config
 from monosemantic.utils.errors import DataError
 from monosemantic.utils.files import write_text_atomic
+from monosemantic.utils.lock import output_lock
 
 from .conditioning import FLAG
 from .intervals import decide
@@ -276,14 +277,21 @@ def compare_folder(cfg: Config) -> Path:
     return Path(cfg.compare.out) if cfg.compare.out is not None else Path(cfg.evaluate.out).parent / "compare"
 
 
-def compare(cfg: Config, out: str | Path | None = None, console: Any = None) -> Path:
+def compare(cfg: ConfigLike, out: str | Path | None = None, console: Any = None) -> Path:
     """Write the table and plots for every dictionary in `[evaluate].out/metrics.json` (seed groups
     as one row each), print the table with its intervals; returns the folder."""
+    cfg = as_config(cfg)
     document = load_document(Path(cfg.evaluate.out) / "metrics.json")
+    folder = Path(out) if out is not None else compare_folder(cfg)
+    with output_lock(folder, "compare.out"):
+        _write(document, folder, console)
+    return folder
+
+
+def _write(document: dict[str, Any], folder: Path, console: Any) -> None:
     members = list(document["dictionaries"].values())
     grouped = table_rows(members, document.get("seed_groups") or {})
     metrics = {m["name"]: m for m in grouped}
-    folder = Path(out) if out is not None else compare_folder(cfg)
     rows = [row(m) for m in grouped]
     wins = verdicts(rows)
     text = header(document) + "\n" + markdown_table(rows)
@@ -301,7 +309,6 @@ def compare(cfg: Config, out: str | Path | None = None, console: Any = None) -> 
         rows, "autointerp", "autointerp score (95% CI)", folder / "autointerp.png", "autointerp_ci95", metrics
     )
     _bars(rows, "concept_coverage", "storyworld concept coverage", folder / "coverage.png")
-    return folder
 
 
 def print_compare(

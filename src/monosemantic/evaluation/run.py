@@ -24,14 +24,19 @@ from torch import Tensor
 
 from monosemantic.activations.cache import ActivationCache
 from monosemantic.activations.paired import model_a_cache, with_model_b
-from monosemantic.config import Config
+from monosemantic.config import Config, ConfigLike, as_config
 from monosemantic.config.site import Site, concrete_sites, site_groups
 from monosemantic.corpus.concepts import CONCEPTS
 from monosemantic.dictionaries.base import Dictionary
+from monosemantic.dictionaries.provenance import check_provenance
+from monosemantic.lm.model import SubjectModel
 from monosemantic.training.dead import NEAR_DEAD_DENSITY
 from monosemantic.utils import distributed as D
+from monosemantic.utils.disk import disk_full_guard
 from monosemantic.utils.errors import ConfigError, DataError
 from monosemantic.utils.files import check_output
+from monosemantic.utils.lock import output_lock
+from monosemantic.utils.memory import check_memory, fitting
 from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.torch_utils import resolve_device
 
@@ -77,11 +82,13 @@ class _Entry:
     per_layer: PerLayerMetrics | None = None  # cross-layer transcoders
 
 
-def evaluate(cfg: Config) -> list[dict[str, Any]]:
+def evaluate(cfg: ConfigLike) -> list[dict[str, Any]]:
     """Evaluate `evaluate.dictionary` (default train.out) on `evaluate.cache` (default harvest.out);
     under torchrun the ranks split the batches and rank 0 writes the merged results."""
-    with D.session(cfg.evaluate.device):
-        return _evaluate(cfg)
+    cfg = as_config(cfg)
+    with D.session(cfg.evaluate.device), output_lock(cfg.evaluate.out, "evaluate.out"):
+        with disk_full_guard(cfg.evaluate.out, "evaluate.out"):
+            return _evaluate(cfg)
 
 
 def _evaluate(cfg: Config) -> list[dict[str, Any]]:
@@ -147,7 +154,7 @@ def _setup(cfg: Config) -> _Run:
         console.print(f"[yellow]warning:[/] {note}", highlight=False)
     with_concepts = ecfg.concepts and cache.concepts is not None
     entries = [
-        _entry(name, path, dic, cache, ecfg, with_concepts)
+        _entry(name, path, dic, cache, ecfg, with_concepts, cfg.model.allow_foreign_model)
         for name, path, dic in load_dictionaries(root, device, cache.manifest)
     ]
     model = LazyModel(cache, device)
@@ -177,12 +184,20 @@ def _setup(cfg: Config) -> _Run:
         bench_store = SiteStore(sites)
     indices, sample = sample_sequences(cache, ecfg.max_sequences, int(ecfg.seed or 0), ecfg.held_out)
     check_held_out(entries, cache, sample)
+    _check_batch_memory(min(ecfg.batch_size, sample["n_sequences"]), ecfg.batch_size, cache.context_size,
+                        entries, model.get() if spliced_on else None, device)  # fmt: skip
     return _Run(ecfg, device, cache, model, entries, sites, groups, live, spliced_on, indices, sample,
                 with_concepts, bench_store)  # fmt: skip
 
 
 def _entry(
-    name: str, path: Path, dic: Dictionary, cache: ActivationCache, ecfg: Any, with_concepts: bool
+    name: str,
+    path: Path,
+    dic: Dictionary,
+    cache: ActivationCache,
+    ecfg: Any,
+    with_concepts: bool,
+    allow_foreign: bool,
 ) -> _Entry:
     training = (dic.cfg.metadata or {}).get("training") or {}
     if training.get("complete") is False:
@@ -192,6 +207,8 @@ def _entry(
             highlight=False,
         )
     hook_name, hook_name_out = dictionary_sites(name, dic, cache)
+    check_provenance(dic, path, cache.manifest.get("model"), cache.manifest.get("tokenizer_fingerprint"),
+                     cache.sites, allow_foreign)  # fmt: skip
     entry = _Entry(name, path, dic, hook_name, hook_name_out, ReconstructionMetrics(dic.d_sae, dic.d_out))
     if dic.multi_site:
         if D.world_size() > 1:
@@ -203,6 +220,30 @@ def _entry(
     if with_concepts:
         entry.concepts = ConceptMetrics(dic.d_sae, len(cache.concepts), top_n=ecfg.purity_top_n)
     return entry
+
+
+def _check_batch_memory(
+    rows: int,
+    batch_size: int,
+    context_size: int,
+    entries: list[_Entry],
+    model: SubjectModel | None,
+    device: torch.device,
+) -> None:
+    """What one batch of `evaluate.batch_size` sequences holds at once (`rows`: a batch never holds
+    more than the sample): each dictionary's dense codes and reconstructions, and with spliced
+    metrics the clean and spliced logits and log-probabilities."""
+    vocab = int(model.hf.config.vocab_size) if model is not None else 0
+    widths = sum(e.dic.d_sae + 2 * e.dic.d_in + 2 * e.dic.d_out for e in entries)
+    per_sequence = 4 * context_size * (3 * vocab + widths)
+    fit = fitting(per_sequence, device=device)
+    check_memory(
+        per_sequence * rows,
+        f"batches of evaluate.batch_size={batch_size} sequences ({context_size} tokens, {len(entries)} "
+        f"dictionar{'y' if len(entries) == 1 else 'ies'}{f', vocabulary {vocab}' if vocab else ''})",
+        f"lower evaluate.batch_size{f' (about {fit} fit)' if fit else ''}",
+        device,
+    )
 
 
 def _accumulate(run: _Run) -> _Batches:

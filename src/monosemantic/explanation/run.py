@@ -18,12 +18,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-from monosemantic.config import Config
+from monosemantic.config import Config, ConfigLike, as_config
 from monosemantic.explanation import score_sets, scoring
 from monosemantic.explanation.llm_client import ChatClient, estimate_tokens
 from monosemantic.explanation.offline import KeywordJudge, base_counts, offline_explanation
 from monosemantic.store.feature_store import FeatureStore, feature_store_path
+from monosemantic.utils.disk import disk_full_guard
 from monosemantic.utils.files import check_output
+from monosemantic.utils.lock import output_lock
 from monosemantic.utils.progress import console, progress_bar
 
 
@@ -175,13 +177,18 @@ def _llm(store: FeatureStore, cfg: Config, work: list, endpoint: str, on: str) -
     )
 
 
-def explain(cfg: Config) -> Path:
+def explain(cfg: ConfigLike) -> Path:
     """Explain and score every feature that fired; returns the store path."""
+    cfg = as_config(cfg)
     db = feature_store_path(cfg.analyze.out, cfg.explain.db)
     endpoint = cfg.explain.endpoint or os.environ.get("MONOSEMANTIC_ENDPOINT")
     check_output(db, "explain.db", kind="file")  # explanations are written into the store
-    check_output(cfg.explain.cache, "explain.cache")
-    with FeatureStore(db) as store:
+    with (
+        output_lock(db.parent, "explain.db's folder"),  # the lock analyze takes on the same folder
+        output_lock(cfg.explain.cache, "explain.cache"),
+        disk_full_guard(db, "explain.db"),
+        FeatureStore(db) as store,
+    ):
         work = _work(store, cfg.explain.max_features)
         meta = store.meta()
         on = score_sets.resolve(cfg.explain.score_on, meta)

@@ -9,17 +9,20 @@ The whole site is written into a temporary folder and renamed over the target at
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from monosemantic.analysis.layers import feature_layers
-from monosemantic.config import Config
+from monosemantic.config import Config, ConfigLike, as_config
 from monosemantic.exports.dashboard import ASSETS, index_row, payload_from, site_summary
+from monosemantic.exports.neuronpedia import MARKER
 from monosemantic.store.feature_store import FeatureStore, feature_store_path
+from monosemantic.utils.disk import disk_full_guard
 from monosemantic.utils.errors import MonosemanticError
-from monosemantic.utils.files import atomic_dir, check_output, check_replaceable, remove_stale_temps
+from monosemantic.utils.files import atomic_dir, check_replaceable, remove_stale_temps
+from monosemantic.utils.html import script_json
+from monosemantic.utils.lock import output_lock
 from monosemantic.utils.progress import console, progress_bar
 
 CHUNK = 64  # features per data file
@@ -42,8 +45,7 @@ def open_store(path: Path) -> FeatureStore:
 def _js(call: str, *args: Any) -> str:
     """A data file: one call handing JSON to the viewer. `</` is escaped so token text can never
     close a script element."""
-    body = ", ".join(json.dumps(a, separators=(",", ":"), allow_nan=False) for a in args)
-    return call + "(" + body.replace("</", "<\\/") + ");\n"
+    return call + "(" + ", ".join(script_json(a) for a in args) + ");\n"
 
 
 def write_site(store: FeatureStore, out: str | Path) -> Path:
@@ -89,15 +91,26 @@ def _write_dictionary(store: FeatureStore, did: int, folder: Path, bar: Any, tas
     (folder / "index.js").write_text(_js("MONO.index", did, rows), encoding="utf-8")
 
 
-def export(cfg: Config) -> list[Path]:
+def export(cfg: ConfigLike) -> list[Path]:
     """Write what `[export].html` / `[export].neuronpedia` ask for; returns the folders written."""
+    cfg = as_config(cfg)
     e = cfg.export
     if e.html is None and e.neuronpedia is None:
         raise MonosemanticError("nothing to export; pass --html DIR and/or --neuronpedia DIR")
-    for target, key in ((e.html, "export.html"), (e.neuronpedia, "export.neuronpedia")):
-        check_output(target, key)
-        if target is not None:
-            remove_stale_temps(target)  # a killed export's half-written folder
+    with output_lock(e.html, "export.html"), output_lock(e.neuronpedia, "export.neuronpedia"):
+        for target, flag, marker in (
+            (e.html, "--html", "data/site.js"),
+            (e.neuronpedia, "--neuronpedia", MARKER),
+        ):
+            if target is not None:  # both checked before either is written
+                check_replaceable(Path(target), flag, marker)
+                remove_stale_temps(target)  # a killed export's half-written folder
+        with disk_full_guard(e.html or e.neuronpedia, "export.html" if e.html else "export.neuronpedia"):
+            return _export(cfg)
+
+
+def _export(cfg: Config) -> list[Path]:
+    e = cfg.export
     path = store_path(cfg)
     store = open_store(path)
     written = []

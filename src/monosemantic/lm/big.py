@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from monosemantic.utils.errors import ConfigError
+from monosemantic.utils.torch_utils import resolve_device
 
 
 @dataclass
@@ -58,6 +59,8 @@ class BigModel:
             out["quantization_config"] = self._quantization(dtype)
         if self.dispatched:
             out["device_map"] = self.device_map or "auto"
+            if isinstance(self.device_map, dict):
+                check_placements(self.device_map)
         if self.max_memory is not None:
             if self.device_map is None:
                 raise ConfigError('model.max_memory needs model.device_map (e.g. device_map = "auto")')
@@ -84,6 +87,19 @@ class BigModel:
         if self.quantization == "8bit":
             return BitsAndBytesConfig(load_in_8bit=True)
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=dtype)
+
+
+def check_placements(device_map: dict[str, Any]) -> None:
+    """Every device a `{module: device}` map names exists on this machine (a GPU index, cuda:N,
+    mps, cpu or disk), before transformers fails on it from deep inside `from_pretrained`."""
+    for module, where in device_map.items():
+        if where in ("cpu", "disk"):
+            continue
+        name = f"cuda:{where}" if isinstance(where, int) else str(where)
+        try:
+            resolve_device(name)
+        except ConfigError as e:
+            raise ConfigError(f"model.device_map places {module!r} on {where!r}: {e}") from None
 
 
 def input_device(hf: torch.nn.Module) -> torch.device:

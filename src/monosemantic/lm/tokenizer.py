@@ -9,7 +9,10 @@ only one id. The tokenizer never inserts it by itself; windowing (`corpus.window
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable
+from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
@@ -53,3 +56,12 @@ def wrap_tokenizer(tok: Tokenizer, model_max_length: int = 1024) -> PreTrainedTo
         model_max_length=model_max_length,
         clean_up_tokenization_spaces=False,
     )
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """A short hash of the vocabulary (every token string in id order): two tokenizers with the same
+    fingerprint map text to the same ids. Recorded by harvest and in dictionary checkpoints, so a
+    dictionary is never read on token ids it was not trained on."""
+    vocab = tokenizer.get_vocab()
+    ordered = [token for token, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+    return hashlib.sha256(json.dumps(ordered, ensure_ascii=False).encode()).hexdigest()[:16]

@@ -28,12 +28,14 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 from transformers import PreTrainedTokenizerFast as Tokenizer
 from transformers import logging as hf_logging
 
-from monosemantic.config import Config
+from monosemantic.config import Config, ConfigLike, as_config
 from monosemantic.config.lm import LMConfig
 from monosemantic.corpus.sources import iter_texts
 from monosemantic.corpus.windows import bos_eos_ids
+from monosemantic.utils.disk import disk_full_guard
 from monosemantic.utils.errors import ConfigError, DataError
 from monosemantic.utils.files import check_output, write_json_atomic, write_text_atomic
+from monosemantic.utils.lock import output_lock
 from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.torch_utils import resolve_device, torch_dtype
 
@@ -159,14 +161,19 @@ def samples(model: PreTrainedModel, tokenizer: Tokenizer, lm: LMConfig, device: 
         return []
     model.eval()
     out = []
+    c = model.config  # a prompt and its continuation fit the model's positions
+    context = int(
+        getattr(c, "n_positions", None) or getattr(c, "max_position_embeddings", None) or lm.context_size
+    )
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(lm.seed or 0)
         for prompt in lm.sample_prompts:
-            ids = torch.tensor([[bos_eos_ids(tokenizer)[0], *tokenizer.encode(prompt)]], device=device)
+            ids = [bos_eos_ids(tokenizer)[0], *tokenizer.encode(prompt)][-(context - 1) :]
+            ids = torch.tensor([ids], device=device)
             gen = model.generate(
                 ids,
                 attention_mask=torch.ones_like(ids),
-                max_new_tokens=lm.sample_tokens,
+                max_new_tokens=min(lm.sample_tokens, context - ids.shape[1]),
                 do_sample=True,
                 temperature=0.8,
                 top_k=50,
@@ -185,7 +192,7 @@ def _read_metrics(path: Path, upto: int) -> list[dict]:
     return [r for r in rows if r["step"] <= upto]
 
 
-def train_lm(cfg: Config, callback: Callable[[int, float], None] | None = None) -> Path:
+def train_lm(cfg: ConfigLike, callback: Callable[[int, float], None] | None = None) -> Path:
     """Train tokenizer + LM per [lm] on [data] (or fine-tune lm.init_from, keeping its tokenizer);
     resume from lm.state_dir; save into lm.out.
 
@@ -193,11 +200,13 @@ def train_lm(cfg: Config, callback: Callable[[int, float], None] | None = None) 
     A run that fails before its first checkpoint removes the folders it created (a tokenizer
     trained for a config that failed must not meet the corrected rerun).
     """
-    check_output(cfg.lm.out, "lm.out")
+    cfg = as_config(cfg)
     check_output(cfg.lm.state_dir, "lm.state_dir")
     made = [Path(p) for p in (cfg.lm.out, cfg.lm.state_dir) if p is not None and not Path(p).exists()]
     try:
-        return _train_lm(cfg, callback)
+        with output_lock(cfg.lm.out, "lm.out"), output_lock(cfg.lm.state_dir, "lm.state_dir"):
+            with disk_full_guard(cfg.lm.out, "lm.out"):
+                return _train_lm(cfg, callback)
     except BaseException:
         for folder in made:
             if folder.is_dir() and not any(folder.rglob("*.pt")):  # no checkpoint to resume from
@@ -310,9 +319,12 @@ def _checkpoint(run: _Run) -> None:
 
 
 def _validate(run: _Run) -> None:
+    val_loss = evaluate(run.model, run.batches.validation, run.device)
+    if not math.isfinite(val_loss):  # the weights diverged in the last step: nothing to sample from
+        raise DataError(f"validation loss became {val_loss} at step {run.step}; lower lm.lr")
     row = {
         "step": run.step,
-        "val_loss": evaluate(run.model, run.batches.validation, run.device),
+        "val_loss": val_loss,
         "samples": samples(run.model, run.tokenizer, run.cfg.lm, run.device),
     }
     run.rows.append(row)

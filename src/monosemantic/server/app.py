@@ -13,25 +13,26 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
-from monosemantic.config import Config
+from monosemantic.config import Config, ConfigLike, as_config
 from monosemantic.exports.dashboard import ASSETS
 from monosemantic.store.feature_store import feature_store_path
 from monosemantic.utils.errors import DataError, MonosemanticError
 
 from . import routes_live, routes_store
 from .auth import check_bind, token_middleware
+from .guard import Guard, allowed_hosts
 from .jobs import Worker
 from .live import LiveModels
 from .store_access import LiveStore
 
-MAX_BODY = 1 << 20  # bytes; live requests carry a text of at most serve.max_text_chars
 LIVE_ASSETS = ("live.html", "live.js")
 MEDIA = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
 # a link to the live views, added to the dashboard's header by the served site.js
@@ -71,13 +72,6 @@ def _warm(state: object) -> None:
         print(f"warning: could not prepare the viewer's indexes ({type(e).__name__}: {e})", file=sys.stderr)
 
 
-async def _limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    size = request.headers.get("content-length")
-    if size is not None and (not size.isdigit() or int(size) > MAX_BODY):
-        return JSONResponse({"detail": f"request body over {MAX_BODY} bytes"}, status_code=413)
-    return await call_next(request)
-
-
 def create_app(db_path: str | Path, cfg: Config | None = None) -> FastAPI:
     """A FastAPI app serving the store at `db_path`; `cfg` gives the model, limits and token."""
     cfg = cfg if cfg is not None else Config()
@@ -111,9 +105,14 @@ def create_app(db_path: str | Path, cfg: Config | None = None) -> FastAPI:
     app.add_exception_handler(sqlite3.OperationalError, _sqlite_error)
     app.add_exception_handler(sqlite3.DatabaseError, _sqlite_error)
     app.add_exception_handler(DataError, _store_error)
-    app.middleware("http")(_limit_body)
-    if cfg.serve.token:
-        app.middleware("http")(token_middleware(cfg.serve.token))
+    s = cfg.serve
+    if s.cors_origins:  # inside the guard, which lets only these origins through
+        app.add_middleware(CORSMiddleware, allow_origins=s.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Content-Type", "Authorization"])  # fmt: skip
+    if s.token:
+        app.middleware("http")(token_middleware(s.token))
+    # outermost: host, origin, body and header rules for every route (server/guard.py)
+    app.add_middleware(Guard, hosts=allowed_hosts(s.host, s.allowed_hosts), origins=s.cors_origins)
     app.include_router(routes_store.router)
     app.include_router(routes_live.router)
 
@@ -121,8 +120,8 @@ def create_app(db_path: str | Path, cfg: Config | None = None) -> FastAPI:
     def graph_page(request: Request, gid: routes_store.Id) -> str:
         from monosemantic.circuits.viewer import render_viewer
 
-        try:
-            return render_viewer(store.get().graph(gid))
+        try:  # its inline script carries this response's CSP nonce
+            return render_viewer(store.get().graph(gid), nonce=request.state.csp_nonce)
         except MonosemanticError as e:
             raise HTTPException(404, str(e)) from None
 
@@ -158,8 +157,9 @@ def _check_port(host: str, port: int) -> None:
             ) from None
 
 
-def serve(cfg: Config) -> None:
+def serve(cfg: ConfigLike) -> None:
     """Run the viewer on `[serve].host:[serve].port` until interrupted; says so once listening."""
+    cfg = as_config(cfg)
     import uvicorn
 
     s = cfg.serve

@@ -18,7 +18,9 @@ import torch
 from monosemantic.analysis.records import TokenText
 from monosemantic.config import Config
 from monosemantic.dictionaries.base import Dictionary
+from monosemantic.dictionaries.provenance import weights_fingerprint
 from monosemantic.steering.run import chat_prompt_ids, generate, prompt_ids, steering_edits
+from monosemantic.store.matching import FINGERPRINT
 from monosemantic.utils.errors import MonosemanticError
 from monosemantic.utils.torch_utils import resolve_device
 
@@ -72,8 +74,14 @@ class LiveModels:
         key = (did, str(path), st.st_ino, st.st_mtime_ns)
         if key not in self._dics:
             self._dics = {k: v for k, v in self._dics.items() if k[:2] != key[:2]}
-            dic = load_dictionary(path, device=self.device, model=self.model())
-            self._dics[key] = dic.eval().requires_grad_(False)
+            dic = load_dictionary(path, device=self.device, model=self.model()).eval().requires_grad_(False)
+            recorded = (row.get("cfg") or {}).get(FINGERPRINT)
+            if recorded and recorded != weights_fingerprint(dic):  # the store describes other weights
+                raise MonosemanticError(
+                    f"the checkpoint of dictionary {row['name']} at {path} has other weights than the ones "
+                    "analysed into this store (retrained since?); rerun `monosemantic analyze`"
+                )
+            self._dics[key] = dic
         return self._dics[key], row
 
     def _ids(
@@ -240,8 +248,7 @@ class LiveModels:
             direction = Direction(torch.tensor(numbers, dtype=torch.float64), layer, pos, "direction")
         job.report("attributing", 0.2)
         rm = ReplacementModel(model, loaded, names, zero_bos=cfg.circuit.zero_bos)
-        paths = [Path(r["path"]) for r in chosen]
-        describe_store, describe = store_describer(self.store.path, paths, names, loaded)
+        describe_store, describe = store_describer(self.store.path, [r["id"] for r in chosen])
         try:
             gj = trace(cfg, rm, describe, direction, store_ids=[r["id"] for r in chosen])
         finally:

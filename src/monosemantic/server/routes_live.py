@@ -18,8 +18,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from .guard import Body
 from .jobs import Job, QueueFull
 
 MAX_ID = 2**31 - 1
@@ -28,7 +29,7 @@ MAX_VALUE = 1e4  # steering beyond this is numerically meaningless (activations 
 router = APIRouter()
 
 
-class ChatMessage(BaseModel):
+class ChatMessage(Body):
     role: Literal["system", "user", "assistant", "tool"]
     content: str
 
@@ -48,7 +49,7 @@ def _one_of(text: str | None, chat: Any, name: str) -> None:
         raise ValueError(f"give {name} or chat (one of them)")
 
 
-class ActivationsIn(BaseModel):
+class ActivationsIn(Body):
     dictionary: int = Field(ge=0, le=MAX_ID, description="store id of the dictionary")
     text: str | None = Field(None, min_length=1)
     chat: Chat = None
@@ -61,7 +62,7 @@ class ActivationsIn(BaseModel):
         return self
 
 
-class SteerIn(BaseModel):
+class SteerIn(Body):
     dictionary: int = Field(ge=0, le=MAX_ID)
     feature: int = Field(ge=0, le=MAX_ID)
     prompt: str | None = Field(None, min_length=1)
@@ -90,7 +91,7 @@ MAX_DIRECTION = 65_536  # entries of a direction target (d_model of the largest 
 MAX_TOKEN_CHARS = 200
 
 
-class CircuitIn(BaseModel):
+class CircuitIn(Body):
     prompt: str | None = Field(None, min_length=1)
     chat: Chat = None
     dictionaries: list[Annotated[int, Field(ge=0, le=MAX_ID)]] | None = Field(

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from monosemantic.exports.dashboard import dictionary_summary, feature_payload, index_rows, site_summary
 from monosemantic.store.feature_store import ORDERABLE, FeatureStore
@@ -20,6 +20,7 @@ from monosemantic.store.search import search_features
 from monosemantic.utils.errors import MonosemanticError
 
 from .annotations import add_annotation, annotations
+from .guard import Body
 
 # Friendly sort names the viewer uses, mapped onto the store's sortable columns.
 ORDER_ALIASES = {"max": "max_activation", "score": "score_detection"}
@@ -169,7 +170,7 @@ def graph(request: Request, gid: Id) -> JSONResponse:
         raise HTTPException(404, str(e)) from None
 
 
-class Note(BaseModel):
+class Note(Body):
     target: Literal["graph", "feature"]
     key: str = Field(min_length=1, max_length=64, description="graph id, or DICTIONARY_ID/IDX")
     text: str = Field(min_length=1, max_length=MAX_NOTE)

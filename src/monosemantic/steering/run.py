@@ -23,10 +23,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from monosemantic.config import Config
+from monosemantic.config import Config, ConfigLike, as_config
+from monosemantic.config.ranges import NonNegativeInt, check_argument
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.interventions import MODES, canonical_mode, edit_latent, next_token
 from monosemantic.dictionaries.io import find_dictionaries, load_dictionary
+from monosemantic.dictionaries.provenance import check_provenance
+from monosemantic.lm.tokenizer import tokenizer_fingerprint
 from monosemantic.utils.errors import ConfigError, MonosemanticError
 from monosemantic.utils.torch_utils import resolve_device
 
@@ -211,12 +214,15 @@ def check_steering_value(value: float, mode: str) -> None:
 
 
 def steer(
-    cfg: Config, feature: int, value: float, prompt: str | None = None, chat: str | list | None = None
+    cfg: ConfigLike, feature: int, value: float, prompt: str | None = None, chat: str | list | None = None
 ) -> dict[str, Any]:
     """Generate from `prompt` (or from a chat prompt, `chat`, rendered with the chat template and
     the generation prompt) with and without steering `feature`; print both side by side."""
     from monosemantic.corpus.chat_prompt import parse_chat
     from monosemantic.dictionaries.releases.family import check_model_family
+
+    cfg = as_config(cfg)
+    feature = check_argument("feature", feature, NonNegativeInt)
     from monosemantic.lm.model import load_model
 
     s = cfg.steer
@@ -239,6 +245,9 @@ def steer(
         )
     check_model_family(dic.cfg.metadata, model, str(path))
     check_widths(dic, model, path)
+    check_provenance(
+        dic, path, cfg.model.name, tokenizer_fingerprint(model.tokenizer), None, cfg.model.allow_foreign_model
+    )
     prepend = bool((dic.cfg.metadata or {}).get("prepend_bos", True))
     turns: list[dict[str, Any]] | None = None
     if messages is not None:

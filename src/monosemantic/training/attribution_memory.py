@@ -92,12 +92,8 @@ def active_per_token(cfg: dict) -> float:
 
 
 def available_memory() -> int | None:
-    """Bytes the system can give this process now (Linux MemAvailable), None where unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
+    """Bytes the system can give this process now, None where unknown (`utils.memory` reads it)."""
+    from monosemantic.utils.memory import available_bytes
+
+    return available_bytes("cpu")
     return None

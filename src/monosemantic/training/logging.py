@@ -46,16 +46,22 @@ class MetricsLog:
             os.fsync(f.fileno())
 
 
+def require_wandb() -> Any:
+    """The wandb module, or one line saying how to get it (checked before any training)."""
+    try:
+        import wandb
+    except ImportError:
+        raise ConfigError(
+            "train.wandb = true needs the wandb package: pip install wandb (or set train.wandb = false)"
+        ) from None
+    return wandb
+
+
 class WandbLogger:
     """Lazy Weights & Biases logging: one run per dictionary, grouped by the output folder."""
 
     def __init__(self, project: str, group: str, names: list[str], configs: list[dict]) -> None:
-        try:
-            import wandb
-        except ImportError:
-            raise ConfigError(
-                "train.wandb = true needs the wandb package: pip install wandb (or set train.wandb = false)"
-            ) from None
+        wandb = require_wandb()
         self.runs = [
             wandb.init(project=project, group=group, name=name, config=cfg, reinit="create_new")
             for name, cfg in zip(names, configs, strict=True)

@@ -23,7 +23,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from monosemantic.config import Config
+from monosemantic.config import Config, ConfigLike, as_config
+from monosemantic.config.ranges import Count, check_argument
 from monosemantic.dictionaries.base import dictionary_class
 from monosemantic.lm.families import family_of
 from monosemantic.lm.family_sites import site_width
@@ -135,12 +136,17 @@ def circuit_lines(cfg: Config, dims: Dims, n_tokens: int) -> list[str]:
     return lines
 
 
-def plan(cfg: Config, world_size: int | None = None, circuit_tokens: int | None = None) -> list[str]:
+def plan(cfg: ConfigLike, world_size: int | None = None, circuit_tokens: int | None = None) -> list[str]:
     """The plan as lines of text (what `monosemantic plan` prints), for `world_size` ranks (default
     `[plan].world_size`); `circuit_tokens` is the prompt length the circuit estimate is for (default
     `[plan].circuit_tokens`, else data.context_size)."""
-    world_size = cfg.plan.world_size if world_size is None else world_size
+    cfg = as_config(cfg)
+    world_size = check_argument(
+        "world_size", cfg.plan.world_size if world_size is None else world_size, Count
+    )
     circuit_tokens = cfg.plan.circuit_tokens if circuit_tokens is None else circuit_tokens
+    if circuit_tokens is not None:
+        circuit_tokens = check_argument("circuit_tokens", circuit_tokens, Count)
     m, t = cfg.model, cfg.train
     dims = model_dims(m.name, m.revision)
     wbytes = BYTES[getattr(m, "quantization", None) or m.dtype or "float32"]

@@ -16,6 +16,7 @@ from monosemantic.config.dictionary import DictionaryConfig
 from monosemantic.config.site import Site
 from monosemantic.dictionaries import Dictionary, build_dictionary
 from monosemantic.utils.errors import ConfigError
+from monosemantic.utils.paths import name_problem
 
 from .dead import DeadLatentTracker
 from .l0_control import L0Controller
@@ -142,6 +143,8 @@ def build_slots(
         group = groups[i // len(seeds)]
         name = group if seed is None else seed_name(group, seed)
         folder = out / name if cfg.is_sweep() or seed is not None else out
+        if folder != out and (problem := name_problem(name)) is not None:  # built from sites: stay inside
+            raise ConfigError(f"sweep folder name {name!r} {problem}; set the entry's name")
         controller = None
         if dict_cfg.target_l0 is not None:
             if coefficients[i] is None:

@@ -129,12 +129,17 @@ def metadata_for(cfg: Config, hook_name: str, hook_name_out: str | None) -> dict
     manifest = _manifest(cfg)
     paired = {}
     if cfg.data.activations_b is not None:  # model diffing: which model the b: sites come from
-        other = read_json(Path(cfg.data.activations_b, "manifest.json"), "cache manifest", "harvest it again")
+        other = read_json(
+            Path(cfg.data.activations_b, "manifest.json"),
+            "data.activations_b: cache manifest",
+            "harvest it again",
+        )
         paired = {"model_name_b": other.get("model"), "dataset_path_b": str(cfg.data.activations_b)}
     return {
         **paired,
         "model_name": manifest.get("model", cfg.model.name),
         "model_revision": manifest.get("revision", cfg.model.revision),
+        "tokenizer_fingerprint": manifest.get("tokenizer_fingerprint"),
         "hook_name": hook_name,
         "hook_name_out": hook_name_out,
         "context_size": manifest.get("context_size", cfg.data.context_size),

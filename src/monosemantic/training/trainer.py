@@ -16,11 +16,13 @@ from typing import Any
 
 import torch
 
-from monosemantic.config import Config
+from monosemantic.config import Config, ConfigLike, as_config
 from monosemantic.dictionaries.base import TrainStepState, dictionary_class
 from monosemantic.utils import distributed as D
+from monosemantic.utils.disk import check_free_space, disk_full_guard
 from monosemantic.utils.errors import ConfigError, DataError, MonosemanticError
 from monosemantic.utils.files import check_output
+from monosemantic.utils.lock import output_lock
 from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.torch_utils import resolve_device, seed_everything, torch_dtype
 
@@ -28,7 +30,7 @@ from . import checkpoint
 from .dead import resample_dead
 from .init import decoder_bias_init
 from .l0_control import landing
-from .logging import WandbLogger
+from .logging import WandbLogger, require_wandb
 from .metrics import latent_counts
 from .parallel import Parallel
 from .schedules import lr_factor, sparsity_factor
@@ -59,6 +61,8 @@ class Trainer:
     def __init__(self, cfg: Config, stream: Any = None, model: Any = None) -> None:
         self.cfg, self.tcfg = cfg, cfg.train
         check_output(self.tcfg.out, "train.out")
+        if self.tcfg.wandb:
+            require_wandb()
         self.device = resolve_device(self.tcfg.device)
         self.compute_dtype = torch_dtype(self.tcfg.dtype or "float32")
         self.out = Path(self.tcfg.out)
@@ -70,6 +74,7 @@ class Trainer:
         if sequences and self.seq_len is None:
             raise DataError("a sequence-level dictionary (lorsa) needs a stream of whole windows (seq_len)")
         self.widths = {s: self.stream.d_in(s) for s in self.sites}
+        metadata_for(cfg, self.sites[0], None)  # read at every export: a bad cache path fails now
         seed_everything(self.tcfg.seed if self.tcfg.seed is not None else cfg.seed)
         self.par = Parallel.from_config(self.tcfg, self.device)
         every = build_slots(cfg, self.widths, self.device, pairs)
@@ -270,7 +275,8 @@ class Trainer:
                 row["near_dead_fraction"] = float(
                     self.par.all_latents(slot.tracker.near_dead_mask()).float().mean()
                 )
-                if not math.isfinite(row["loss"]) or not row["fvu"] <= DIVERGED_FVU:
+                # one row has no variance to explain: its FVU is no sign of divergence
+                if not math.isfinite(row["loss"]) or (n_all > 1 and not row["fvu"] <= DIVERGED_FVU):
                     raise MonosemanticError(
                         f"dictionary {slot.name} diverged at step {self.step + 1} (loss {row['loss']:.4g}, "
                         f"FVU {row['fvu']:.4g}); "
@@ -297,9 +303,16 @@ class Trainer:
         window = max(1, self.tcfg.dead_after_tokens // self.tcfg.batch_size)
         return (self.step + 1) % window == 0 and self.step + 1 < self.tcfg.lr_decay_start * self.total_steps
 
+    def checkpoint_bytes(self) -> int:
+        """What one resume point of this rank's dictionaries takes on disk: the exported weights
+        and densities, and the trainer state (weights and two Adam moments)."""
+        params = sum(p.numel() for s in self.slots for p in s.dic.parameters())
+        return 4 * params * 4 + 4 * sum(s.dic.cfg.d_sae for s in self.slots)
+
     # ---- the loop ---------------------------------------------------------------------------
     def run(self) -> list[Path]:
         folders = self.folders
+        check_free_space(self.out, self.checkpoint_bytes(), "train.out")
         if self.restore():
             if self.complete:
                 console.print(f"training in {self.out} is already complete ({self.step} steps)")
@@ -389,11 +402,14 @@ class Trainer:
                 )
 
 
-def train(cfg: Config, stream: Any = None, model: Any = None) -> list[Path]:
+def train(cfg: ConfigLike, stream: Any = None, model: Any = None) -> list[Path]:
     """Train every dictionary of `cfg` on one activation stream; returns their checkpoint folders.
 
     `stream` (optional) is any iterator of `{site: Tensor[B, d]}` with `d_in(site)`,
     `state_dict()` and `load_state_dict()`; by default it is built from `[data]`.
     """
-    with D.session(cfg.train.device):
-        return Trainer(cfg, stream=stream, model=model).run()
+    cfg = as_config(cfg)
+    with D.session(cfg.train.device), output_lock(cfg.train.out, "train.out"):
+        trainer = Trainer(cfg, stream=stream, model=model)
+        with disk_full_guard(trainer.out, "train.out", needed=trainer.checkpoint_bytes):
+            return trainer.run()

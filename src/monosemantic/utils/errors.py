@@ -11,3 +11,8 @@ class ConfigError(MonosemanticError):
 
 class DataError(MonosemanticError):
     """Input data is missing, corrupted, or inconsistent (bad shard, NaN activations, width mismatch)."""
+
+
+class ArgumentError(ConfigError, ValueError):
+    """A Python API argument out of its range (`top_features(k=-1)`): a ValueError to Python code,
+    one line to the CLI, like a config value."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, MonosemanticError
+from .paths import path_problem
 
 
 @contextmanager
@@ -126,6 +127,13 @@ def check_output(path: str | Path | None, key: str, kind: str = "folder") -> Non
     if path is None:
         return
     path = Path(path).expanduser()
+    if (problem := path_problem(path)) is not None:
+        raise ConfigError(f"{key} {str(path)!r} {problem}; give a {kind} path")
+    if path.is_symlink() and not path.exists():
+        raise ConfigError(
+            f"{key} {str(path)!r} is a symlink to {os.readlink(path)!r}, which does not exist; "
+            f"give a {kind} path"
+        )
     if kind == "folder" and path.exists() and not path.is_dir():
         raise ConfigError(f"{key} {str(path)!r} is an existing file, not a folder; give a folder path")
     if kind == "file" and path.is_dir():

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 
-from .errors import DataError
+from .disk import disk_full, is_disk_full
+from .errors import DataError, MonosemanticError
 
 
 def first_line(err: BaseException, limit: int = 160) -> str:
@@ -108,8 +109,12 @@ def check_sqlite(path: str | Path, what: str = "database", fix: str = "") -> Non
         raise DataError(f"{what} {str(path)!r} is truncated ({size} of {pages * page_size} bytes){suffix}")
 
 
-def sqlite_error(path: str | Path, err: sqlite3.Error, what: str = "database", fix: str = "") -> DataError:
-    """The one-line error for a SQLite failure on a damaged file."""
+def sqlite_error(
+    path: str | Path, err: sqlite3.Error, what: str = "database", fix: str = ""
+) -> MonosemanticError:
+    """The one-line error for a SQLite failure on a damaged file (or on a full disk)."""
+    if is_disk_full(err):
+        return disk_full(path)
     suffix = f"; {fix}" if fix else ""
     return DataError(f"{what} {str(path)!r} is damaged ({first_line(err)}){suffix}")
 
