@@ -8,6 +8,7 @@ import torch
 from monosemantic.config.dictionary import DictionaryConfig
 from monosemantic.dictionaries import build_dictionary
 from monosemantic.dictionaries.provenance import check_provenance, foreign, model_key, weights_fingerprint
+from monosemantic.lm.shipped import SHIPPED_DIR
 from monosemantic.utils.errors import ConfigError
 
 SITE = "blocks.0.hook_resid_post"
@@ -16,7 +17,9 @@ SITE = "blocks.0.hook_resid_post"
 def test_the_same_model_spelled_several_ways_is_one_key():
     assert model_key("openai-community/gpt2") == model_key("gpt2") == model_key("gpt2-small") == "gpt2"
     assert model_key("/home/a/models/pythia-70m") == model_key("EleutherAI/pythia-70m") == "pythia-70m"
-    assert model_key("/site-packages/monosemantic/lm/shipped/storyworld") == model_key("storyworld")
+    # the shipped LM wherever it is installed (a harvest manifest records its resolved folder)
+    assert model_key("/site-packages/monosemantic/lm/shipped/storyworld-lm") == model_key("storyworld")
+    assert model_key(str(SHIPPED_DIR)) == "storyworld"
     assert model_key("EleutherAI/pythia-70m-deduped") != model_key("EleutherAI/pythia-70m")
     assert model_key(None) is None and model_key("") is None
 
