@@ -152,8 +152,9 @@ def plan(
     """Memory per rank, cache disk and FLOPs per token of each stage, before starting a job."""
     cfg = _config(config, set_)
     from monosemantic.training.plan import plan as run
+    from monosemantic.training.plan import plan_lines
 
-    for line in run(cfg, world_size=world_size):
+    for line in plan_lines(run(cfg, world_size=world_size)):
         print(line)
 
 

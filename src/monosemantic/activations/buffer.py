@@ -16,6 +16,7 @@ uninterrupted stream would have produced, for every kind of source.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -144,17 +145,39 @@ def _noted(source: CacheSource) -> CacheSource:
     return source
 
 
+@dataclass(frozen=True)
+class SourceChoice:
+    """Where `train` reads activations from: `kind` is "paired" (two models' caches), "cache"
+    (data.activations), "tensor file" (data.activations), "harvest cache" (harvest.out) or "live"
+    (the model, run on [data]); `path` the cache or file read, if any."""
+
+    kind: str
+    path: Path | None = None
+
+
+def source_choice(cfg: Config, sites: list[str]) -> SourceChoice:
+    """The one decision of which source `train` reads (`plan` reports the same)."""
+    if any(s.startswith(MODEL_B) for s in sites):  # model B's sites: the data.activations_b cache
+        return SourceChoice("paired", Path(cfg.data.activations or cfg.harvest.out))
+    if cfg.data.activations is not None:
+        path = Path(cfg.data.activations)
+        return SourceChoice("cache" if path.is_dir() else "tensor file", path)
+    if (Path(cfg.harvest.out) / "manifest.json").is_file():
+        return SourceChoice("harvest cache", Path(cfg.harvest.out))
+    return SourceChoice("live")
+
+
 def _source(cfg: Config, sites: list[str], batch_size: int, model: SubjectModel | None) -> Source:
     """A cache dir or tensor file from data.activations; else the harvest cache; else live."""
     chunk_tokens = max(batch_size, cfg.train.buffer_tokens // 8)
     exclude = cfg.data.special_tokens == "exclude"
-    path = cfg.data.activations
-    if any(s.startswith(MODEL_B) for s in sites):  # model B's sites: the data.activations_b cache
+    choice = source_choice(cfg, sites)
+    path = choice.path
+    if choice.kind == "paired":
         return _paired(cfg, sites, chunk_tokens, exclude)
-    if path is not None:
-        path = Path(path)
-        if path.is_dir():
-            return _noted(CacheSource(path, sites, chunk_tokens, exclude))
+    if choice.kind in ("cache", "harvest cache"):
+        return _noted(CacheSource(path, sites, chunk_tokens, exclude))
+    if choice.kind == "tensor file":
         source: Source = TensorFileSource(path, sites, chunk_tokens)
         if model is not None:
             for site in source.sites:
@@ -164,9 +187,6 @@ def _source(cfg: Config, sites: list[str], batch_size: int, model: SubjectModel 
                         f"{model.site_width(site)}; use activations harvested at that site"
                     )
         return source
-    harvested = Path(cfg.harvest.out)
-    if (harvested / "manifest.json").is_file():
-        return _noted(CacheSource(harvested, sites, chunk_tokens, exclude))
     if model is None:
         from monosemantic.lm.big import BigModel
         from monosemantic.lm.model import load_model
