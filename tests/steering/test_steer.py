@@ -9,11 +9,22 @@ import torch
 
 from monosemantic.config import load_config
 from monosemantic.dictionaries.io import load_dictionary
+from monosemantic.lm.generate import Sampling, context_of, subject_forward
+from monosemantic.lm.generate import generate as lm_generate
 from monosemantic.lm.model import load_model
-from monosemantic.steering.run import generate, prompt_ids, steer, steering_edits
+from monosemantic.steering.edits import prompt_ids, steering_edits
+from monosemantic.steering.run import steer
 from monosemantic.utils.errors import MonosemanticError
 
 PROMPT = "Once upon a time, Lily saw a red ball in the park."
+
+
+def generate(lm, ids, n, edits=None, use_cache=True, sampling=Sampling()):
+    """One greedy (or `sampling`) continuation through the library's generation loop."""
+    eos = lm.tokenizer.eos_token_id
+    return lm_generate(
+        subject_forward(lm, edits), ids, n, sampling, 1, eos, "stop", context_of(lm.hf.config), use_cache
+    )[0]
 
 
 @pytest.fixture(scope="module")
@@ -98,10 +109,12 @@ def test_bos_position_is_left_alone(world, lm):
     assert torch.allclose(y[1:] - x[1:], 5.0 * dic.W_dec[3].detach().expand_as(x[1:]), atol=1e-5)
 
 
-def _cfg(world, name: str | None, *extra: str):
+def _cfg(world, name: str | None, *extra: str, tmp: Path | None = None):
     dic = world["dicts"] / name if name else world["dicts"]
+    out = tmp if tmp is not None else world["root"] / "steer-out"
     return load_config(None, [f'model.name="{world["model"]}"', f'steer.dictionary="{dic}"', 'device="cpu"',
-                              "steer.max_new_tokens=6", *extra])  # fmt: skip
+                              "steer.max_new_tokens=6", "steer.temperature=0", f'steer.out="{out}"',
+                              f'analyze.out="{world["root"] / "no-analysis"}"', *extra])  # fmt: skip
 
 
 def test_steer_verb_returns_both_texts(world, lm, capsys):
@@ -110,9 +123,11 @@ def test_steer_verb_returns_both_texts(world, lm, capsys):
     assert out["unsteered_ids"] == generate(lm, ids, 6).tolist()
     assert out["unsteered"] == lm.tokenizer.decode(out["unsteered_ids"])
     assert out["site"] == "blocks.0.hook_mlp_out" and out["steered"] != out["unsteered"]
-    assert "unsteered" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "plain" in printed and "concept rate" in printed and "40" in printed
     sampled = steer(_cfg(world, "sae", "steer.temperature=1.0", "steer.seed=3"), 1, 0.0, PROMPT)
     again = steer(_cfg(world, "sae", "steer.temperature=1.0", "steer.seed=3"), 1, 0.0, PROMPT)
+    assert sampled["arms"][0]["samples"] == again["arms"][0]["samples"]
     assert sampled["unsteered"] == again["unsteered"] == sampled["steered"]  # seeded; add 0 is a no-op
 
 
@@ -161,7 +176,8 @@ def test_steering_the_shipped_storyworld_lm(tmp_path):
         dic.W_dec[5] = u / u.norm()
     save_dictionary(dic, tmp_path / "d", {"hook_name": site, "model_name": "storyworld"})
     cfg = load_config(None, ['model.name="storyworld"', f'steer.dictionary="{tmp_path / "d"}"', 'device="cpu"',
-                             "steer.max_new_tokens=8"])  # fmt: skip
+                             "steer.max_new_tokens=8", "steer.temperature=0", f'steer.out="{tmp_path / "o"}"',
+                             f'analyze.out="{tmp_path}"'])  # fmt: skip
     prompt = "Lily the cat went to the beach. She found a"
     same = steer(cfg, 5, 0.0, prompt)
     assert same["steered_ids"] == same["unsteered_ids"]

@@ -1,6 +1,6 @@
 """Pydantic models for every stage, TOML loading and `--set a.b=c` overrides."""
 
-from .analyze import AnalyzeConfig, ExplainConfig, ExportConfig, SteerConfig
+from .analyze import AnalyzeConfig, ExplainConfig, ExportConfig
 from .base import Section
 from .circuit import CircuitConfig
 from .data import DataConfig
@@ -12,6 +12,7 @@ from .loading import apply_override, load_config, parse_value, validate_config
 from .model import ModelConfig
 from .root import Config
 from .serve import ServeConfig
+from .steer import SteerConfig
 from .train import TrainConfig
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""[analyze], [explain], [export], [steer]: reading what features mean."""
+"""[analyze], [explain], [export]: reading what features mean."""
 
 from __future__ import annotations
 
@@ -67,16 +67,3 @@ class ExportConfig(Section):
     source_set: str = Field(
         "mono", description="Neuronpedia source-set suffix of each layer id (`6-res-mono`)."
     )
-
-
-class SteerConfig(Section):
-    INHERITED: ClassVar[tuple[str, ...]] = ("device", "seed")
-
-    dictionary: Path | None = None
-    mode: Literal["add", "set", "clamp", "scale", "ablate"] = Field(
-        "add", description="add | set (clamp is its older name) | scale | ablate, as circuit interventions."
-    )
-    max_new_tokens: int = Field(40, gt=0)
-    temperature: float = Field(0.0, ge=0, description="0 = greedy.")
-    device: str | None = None
-    seed: int | None = None

@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 
 from monosemantic.utils.torch_utils import check_device_name
 
-from .analyze import AnalyzeConfig, ExplainConfig, ExportConfig, SteerConfig
+from .analyze import AnalyzeConfig, ExplainConfig, ExportConfig
 from .base import Dtype, Section
 from .circuit import CircuitConfig
 from .data import DataConfig
@@ -23,6 +23,7 @@ from .harvest import HarvestConfig, SitesConfig
 from .lm import LMConfig
 from .model import ModelConfig
 from .serve import ServeConfig
+from .steer import SteerConfig
 from .train import TrainConfig
 
 

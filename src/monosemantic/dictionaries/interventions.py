@@ -6,8 +6,7 @@ model's sites) and circuit interventions (edits inside the replacement model):
 - scale:  f_i * value
 - ablate: 0               (`value` is unused)
 
-Also the one next-token rule both `generate`s use: greedy at temperature 0, else sampled with a
-seeded generator.
+Generation (sampling, cache, EOS policy) is `lm.generate`, the library's one loop.
 """
 
 from __future__ import annotations
@@ -41,11 +40,3 @@ def edit_latent(f: Tensor, mode: str, value: float | Tensor = 0.0) -> Tensor:
     if mode == "scale":
         return f * v
     return torch.zeros_like(f)
-
-
-def next_token(logits: Tensor, temperature: float, generator: torch.Generator) -> int:
-    """Greedy (temperature 0) or sampled from softmax(logits / temperature) with `generator` (CPU)."""
-    logits = logits.float().cpu()
-    if temperature > 0:
-        return int(torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=generator))
-    return int(logits.argmax())

@@ -4,24 +4,30 @@ Everything here runs in the worker thread (`jobs.Worker`), which loads the subje
 dictionaries on first use and keeps them. Dictionaries are named by their id in the feature
 store, whose `path` column says where the checkpoint is: a request never names a file. The work
 itself is the library's: `lm.model` runs the model, `dictionaries.io` loads checkpoints,
-`analyze.steer` steers and generates, `circuits.run.trace` attributes.
+`steering` steers and measures (through `lm.generate`), `circuits.run.trace` attributes.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from monosemantic.analysis.records import TokenText
 from monosemantic.config import Config
 from monosemantic.dictionaries.base import Dictionary
-from monosemantic.steering.run import generate, prompt_ids, steering_edits
+from monosemantic.dictionaries.interventions import canonical_mode
+from monosemantic.lm.generate import Sampling
+from monosemantic.steering.edits import parse_values, prompt_ids
+from monosemantic.steering.measure import concept_for, evaluate_steering, feature_facts, resolve_arms
 from monosemantic.utils.errors import MonosemanticError
 from monosemantic.utils.torch_utils import resolve_device
 
 from .jobs import Job
+
+if TYPE_CHECKING:
+    from .routes_live import SteerRequest
 from .store_access import LiveStore
 
 __all__ = ["LiveModels"]
@@ -128,38 +134,53 @@ class LiveModels:
             res["activations"] = [round(float(v), 4) for v in codes[:, feature]]
         return res
 
-    def steer(self, job: Job, did: int, feature: int, mode: str, value: float, prompt: str,
-              max_new_tokens: int, temperature: float, seed: int) -> dict[str, Any]:  # fmt: skip
-        """Plain and steered continuations of `prompt` (`analyze.steer.generate`), streamed as
-        `{"which": "plain"|"steered", "text": ...}` events, one per token."""
+    def steer(self, job: Job, req: SteerRequest) -> dict[str, Any]:
+        """The steering evaluation of `steering.measure` on `req`: the plain arm and one per value,
+        `req.samples` each, with concept rate and fluency. The first sample of the plain and the
+        first steered arm stream as `{"which": "plain"|"steered", "text": ...}` events, one per token."""
         job.report("loading", 0.05)
-        dic, row = self.dictionary(did)
+        dic, row = self.dictionary(req.dictionary)
         model = self.model()
-        ids = self._ids(prompt, dic)
-        skip_first = (
-            bool((dic.cfg.metadata or {}).get("prepend_bos", True))
-            and int(ids[0]) == model.tokenizer.bos_token_id
+        if not 0 <= req.feature < dic.d_sae:
+            raise MonosemanticError(
+                f"feature {req.feature} is out of range; {row['name']} has 0..{dic.d_sae - 1}"
+            )
+        facts = feature_facts(self.store.get(), req.dictionary, req.feature)
+        mode = canonical_mode(req.mode)
+        arms = resolve_arms(mode, parse_values(req.values), facts.max_activation)
+        ids = self._ids(req.prompt, dic)
+        concept = concept_for(model, dic, req.feature, facts, req.words)
+        total = (len(arms) + 1) * req.max_new_tokens
+        made = [0]
+
+        def on_token(arm: int, sample: int, t: int) -> None:
+            made[0] += 1 if sample == 0 else 0
+            if sample == 0 and arm <= 1:
+                job.emit({"which": "plain" if arm == 0 else "steered", "text": self._text(t)})
+            job.report("plain" if arm == 0 else f"value {arm} of {len(arms)}", 0.05 + 0.9 * made[0] / total)
+
+        sampling = Sampling(req.temperature, req.top_p, req.seed)
+        done = evaluate_steering(model, dic, ids, req.feature, mode, arms, concept, sampling, req.samples,
+                                 req.max_new_tokens, on_token=on_token)  # fmt: skip
+        plain, first = done[0], done[1]
+        keep = (
+            "label",
+            "value",
+            "multiple",
+            "concept_rate",
+            "concept_per_100",
+            "loss",
+            "mean_tokens",
+            "texts",
         )
-        model.check_sites(list(steering_edits(dic, feature, mode, value)))
-
-        def edits(start: int) -> dict:
-            return steering_edits(dic, feature, mode, value, skip_first=skip_first and start == 0)
-
-        out: dict[str, Any] = {"dictionary": did, "name": row["name"], "feature": feature, "mode": mode,
-                               "value": None if mode == "ablate" else value, "prompt": prompt}  # fmt: skip
-        for n, (which, e) in enumerate((("plain", None), ("steered", edits))):
-            job.report(which, 0.1 + 0.45 * n)
-            made: list[int] = []
-
-            def on_token(t: int, which: str = which, made: list[int] = made, n: int = n) -> None:
-                made.append(t)
-                job.emit({"which": which, "text": self._text(t)})
-                job.report(which, 0.1 + 0.45 * n + 0.45 * len(made) / max_new_tokens)
-
-            new = generate(model, ids, max_new_tokens, e, temperature, seed, on_token=on_token)
-            out[which] = model.tokenizer.decode(new.tolist())
-            out[f"{which}_ids"] = new.tolist()
-        return out
+        return {
+            "dictionary": req.dictionary, "name": row["name"], "feature": req.feature, "mode": mode,
+            "value": first.value, "prompt": req.prompt, "max_activation": facts.max_activation,
+            "concept": concept[0], "concept_kind": concept[1], "samples": req.samples,
+            "plain": plain.texts[0], "steered": first.texts[0],
+            "plain_ids": plain.samples[0], "steered_ids": first.samples[0],
+            "arms": [{k: getattr(a, k) for k in keep} for a in done],
+        }  # fmt: skip
 
     def trace(self, job: Job, prompt: str, dictionaries: list[int] | None) -> dict[str, Any]:
         """Attribute `prompt` through the store's transcoders (or `dictionaries`), store the graph."""

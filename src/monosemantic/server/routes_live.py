@@ -17,12 +17,16 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from monosemantic.steering.edits import parse_values
+from monosemantic.utils.errors import MonosemanticError
 
 from .jobs import Job, QueueFull
 
 MAX_ID = 2**31 - 1
 MAX_VALUE = 1e4  # steering beyond this is numerically meaningless (activations are O(1..100))
+MAX_MULTIPLE = 1e3  # in units of the feature's max activation
 
 router = APIRouter()
 
@@ -34,23 +38,53 @@ class ActivationsIn(BaseModel):
     top: int = Field(10, ge=1, le=100, description="strongest features listed per token")
 
 
-class SteerIn(BaseModel):
+MAX_SAMPLES = 64  # generations per value in one steering request
+MAX_VALUES = 8
+
+
+class SteerRequest(BaseModel):
+    """A steering evaluation: `samples` generations plain and at each value (a number, or `4x`:
+    4 times the feature's max activation in the store); `value` alone is one value."""
+
     dictionary: int = Field(ge=0, le=MAX_ID)
     feature: int = Field(ge=0, le=MAX_ID)
     prompt: str = Field(min_length=1)
-    mode: Literal["add", "clamp", "ablate"] = "add"
-    value: float = Field(10.0, ge=-MAX_VALUE, le=MAX_VALUE)
+    mode: Literal["add", "set", "clamp", "scale", "ablate"] = "add"
+    value: float | str | None = Field(None, description="one steering value: 10, -2.5 or 4x")
+    values: list[float | str] | None = Field(None, min_length=1, max_length=MAX_VALUES)
+    samples: int = Field(1, ge=1, le=MAX_SAMPLES)
     max_new_tokens: int = Field(24, ge=1, le=4096)
     temperature: float = Field(0.0, ge=0.0, le=5.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int = Field(0, ge=0, le=MAX_ID)
+    words: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=20
+    )
     stream: bool = False
 
-    @field_validator("value", "temperature")
+    @field_validator("temperature", "top_p")
     @classmethod
     def _finite(cls, v: float) -> float:
         if not math.isfinite(v):
             raise ValueError("must be a finite number")
         return v
+
+    @model_validator(mode="after")
+    def _one_list(self) -> SteerRequest:
+        if self.values is None:
+            self.values = [10.0 if self.value is None else self.value]
+        try:
+            parsed = parse_values(self.values)
+        except MonosemanticError as e:
+            raise ValueError(str(e)) from None
+        for v in parsed:
+            if v.raw is not None and not (math.isfinite(v.raw) and abs(v.raw) <= MAX_VALUE):
+                raise ValueError(f"value {v.text} must be a finite number within ±{MAX_VALUE:g}")
+            if v.multiple is not None and not abs(v.multiple) <= MAX_MULTIPLE:
+                raise ValueError(f"value {v.text} must be within ±{MAX_MULTIPLE:g}x the max activation")
+        if len(parsed) > MAX_VALUES:
+            raise ValueError(f"at most {MAX_VALUES} values per request")
+        return self
 
 
 class CircuitIn(BaseModel):
@@ -117,14 +151,15 @@ async def activations(request: Request, body: ActivationsIn) -> dict[str, Any]:
 
 
 @router.post("/api/steer", response_model=None)
-async def steer(request: Request, body: SteerIn) -> dict[str, Any] | StreamingResponse:
-    """Plain and steered generations of `prompt`; `stream: true` sends server-sent events."""
+async def steer(request: Request, body: SteerRequest) -> dict[str, Any] | StreamingResponse:
+    """A steering evaluation of `prompt`: plain and steered generations (the first of each as
+    `plain` / `steered`), and per arm the concept rate and fluency; `stream: true` sends
+    server-sent events (the first plain and steered sample, token by token)."""
     _limits(request, body.prompt, body.max_new_tokens)
     live = request.app.state.live
 
     def fn(job: Job) -> dict[str, Any]:
-        return live.steer(job, body.dictionary, body.feature, body.mode, body.value, body.prompt,
-                          body.max_new_tokens, body.temperature, body.seed)  # fmt: skip
+        return live.steer(job, body)
 
     if not body.stream:
         return await _result(request, "steer", fn)

@@ -1,40 +1,41 @@
-"""`monosemantic steer`: generate with one feature edited (added to, set, scaled or ablated),
-beside the plain text. The modes are the ones circuit interventions use
-(`dictionaries/interventions.py`); `clamp` is accepted as the older name of `set`.
+"""`monosemantic steer`: generate with one feature edited (added to, set, scaled or ablated), plain
+and at each steering value, `samples` times each; print how often the feature's concept appears
+and how fluent the text stays (`measure.py`), and write the numbers and a plot (`report.py`).
 
-A dictionary decodes linearly (`y = f W_dec + b_dec (+ x W_skip)`), so changing feature `i` by
-`d` changes its reconstruction by exactly `d * W_dec[i]`. Editing the activation itself by that
-amount (instead of replacing it with the reconstruction) keeps the dictionary's error term, so
-the edit changes nothing but the feature (`set` to the current value is the identity):
-`x + (f_i' - f_i) * W_dec[i]` with `f_i'` the edited value (for `add`, just `x + value * W_dec[i]`).
-
-A transcoder reads `hook_name` and writes `hook_name_out`: `f_i` is computed from the input
-site in the same forward pass and the edit lands on the output site. Every position is edited
-except a leading BOS, on which dictionaries are not trained (its activations are outliers).
+Every input is a `[steer]` key and a CLI option alike (`--feature`, `--prompt`, `--value`, ...);
+the option wins. The edits are in `edits.py`; generation is `lm.generate`, the library's one loop.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor
-
 from monosemantic.config import Config
 from monosemantic.dictionaries.base import Dictionary
-from monosemantic.dictionaries.interventions import MODES, canonical_mode, edit_latent, next_token
+from monosemantic.dictionaries.interventions import MODES, canonical_mode
 from monosemantic.dictionaries.io import find_dictionaries, load_dictionary
-from monosemantic.utils.errors import MonosemanticError
+from monosemantic.lm.generate import Sampling
+from monosemantic.store.feature_store import FeatureStore, feature_store_path
+from monosemantic.utils.errors import ConfigError, MonosemanticError
+from monosemantic.utils.files import check_output
 from monosemantic.utils.torch_utils import resolve_device
+
+from .edits import check_steering_value, check_widths, parse_values, prompt_ids, steering_edits
+from .measure import (
+    FeatureFacts,
+    SteeringEvaluation,
+    concept_for,
+    evaluate_steering,
+    feature_facts,
+    resolve_arms,
+)
+from .report import print_evaluation, write_evaluation
 
 if TYPE_CHECKING:
     from monosemantic.lm.model import SubjectModel
 
-__all__ = ["MODES", "steering_edits", "generate", "steer"]
-Edits = dict[str, Callable[[Tensor], Tensor]]
+__all__ = ["MODES", "dictionary_path", "steer", "steering_edits", "prompt_ids"]
 
 
 def dictionary_path(cfg: Config) -> Path:
@@ -44,160 +45,38 @@ def dictionary_path(cfg: Config) -> Path:
     if len(found) > 1:
         names = ", ".join(str(p) for p in found[:8])
         raise MonosemanticError(
-            f"{base} holds {len(found)} dictionaries; pick one with --set steer.dictionary=PATH ({names})"
+            f"{base} holds {len(found)} dictionaries; pick one with --dictionary PATH or "
+            f"--set steer.dictionary=PATH ({names})"
         )
     return found[0]
 
 
-def steering_edits(
-    dic: Dictionary, feature: int, mode: str, value: float | Tensor = 0.0, skip_first: bool = False
-) -> Edits:
-    """`model.run` edits that steer `feature` of `dic` (see the module docstring for the maths).
-
-    `value` may be a tensor broadcastable to the positions `[B, T]` (clamp to per-token values)."""
-    mode = canonical_mode(mode)
-    if not 0 <= feature < dic.d_sae:
-        raise MonosemanticError(
-            f"feature {feature} is out of range; this dictionary has features 0..{dic.d_sae - 1}"
-        )
-    site_in = dic.cfg.hook_name
-    site_out = dic.cfg.hook_name_out if dic.is_transcoder else site_in
-    if site_in is None:
-        raise MonosemanticError("the dictionary names no hook_name; add metadata.hook_name to its cfg.json")
-    direction = dic.W_dec[feature].detach()
-    seen: dict[str, Tensor] = {}
-
-    def activation(x: Tensor) -> Tensor:
-        with torch.no_grad():
-            return dic.encode(x.to(dic.device, dic.dtype))[..., feature]
-
-    def edit_out(y: Tensor) -> Tensor:
-        if mode == "add":
-            delta = torch.as_tensor(value, dtype=torch.float32, device=y.device)
-            delta = delta.expand(y.shape[:-1]) if delta.dim() == 0 else delta
-        else:
-            f = activation(seen.pop("x") if dic.is_transcoder else y).to(y.device, torch.float32)
-            delta = edit_latent(f, mode, value) - f
-        delta = delta.clone()
-        if skip_first:
-            delta[..., 0] = 0.0
-        return y + (delta.unsqueeze(-1) * direction.to(y.device, torch.float32)).to(y.dtype)
-
-    if not dic.is_transcoder or mode == "add":
-        return {site_out: edit_out}
-
-    def record_in(x: Tensor) -> Tensor:
-        seen["x"] = x
-        return x
-
-    return {site_in: record_in, site_out: edit_out}
+def store_facts(cfg: Config, path: Path, dic: Dictionary, feature: int) -> FeatureFacts:
+    """Max activation and top tokens of the feature from the run's feature store, if it holds this
+    checkpoint (by its recorded path, else by name with the same site and width)."""
+    db = feature_store_path(cfg.analyze.out, cfg.steer.db)
+    if not db.is_file():
+        return FeatureFacts()
+    with FeatureStore(db) as store:
+        row = store.dictionary_at(path, path.name)
+        if row is not None and (row.get("d_sae") != dic.d_sae or row.get("hook_name") != dic.cfg.hook_name):
+            row = None  # a namesake from another run
+        return feature_facts(store, None if row is None else row["id"], feature)
 
 
-def check_widths(dic: Dictionary, model: SubjectModel, path: Path) -> None:
-    """The dictionary must read and write the widths the model has at its sites."""
-    site_in = dic.cfg.hook_name
-    if site_in is None:
-        raise MonosemanticError(f"{path} names no hook_name; add metadata.hook_name to its cfg.json")
-    site_out = dic.cfg.hook_name_out if dic.is_transcoder else site_in
-    model.check_sites([site_in, site_out])
-    for site, width in ((site_in, dic.d_in), (site_out, dic.d_out)):
-        have = int(model.site_width(site))
-        if have != width:
-            raise MonosemanticError(
-                f"{path} has width {width} at {site}, but {model.name} has width {have} there; "
-                "steer with a dictionary trained on this model (or set model.name to its model)"
-            )
+def _inputs(cfg: Config) -> tuple[int, str]:
+    s = cfg.steer
+    if s.feature is None:
+        raise ConfigError("no feature to steer: pass --feature N (or set steer.feature)")
+    if not s.prompt:
+        raise ConfigError('no prompt: pass --prompt "TEXT" (or set steer.prompt)')
+    return s.feature, s.prompt
 
 
-def _max_context(model: SubjectModel) -> int:
-    c = model.hf.config
-    return int(getattr(c, "n_positions", None) or getattr(c, "max_position_embeddings", None) or 1024)
-
-
-@torch.no_grad()
-def generate(
-    model: SubjectModel,
-    ids: Tensor,
-    max_new_tokens: int,
-    edits: Edits | Callable[[int], Edits | None] | None = None,
-    temperature: float = 0.0,
-    seed: int = 0,
-    use_cache: bool = True,
-    on_token: Callable[[int], None] | None = None,
-) -> Tensor:
-    """Continue `ids` [T] token by token (greedy, or sampled at `temperature` with a seeded
-    generator), applying `edits` on every forward; stops at EOS. Returns the new tokens.
-
-    With `use_cache` the prompt runs once and each new token reuses the key/value cache, so a
-    step costs one position, not the whole sequence; the steered positions are the same, because
-    an edit at position t only changes what t and later positions compute. `edits` may be a
-    function of the first position a forward covers (`steer` uses it to leave a leading BOS
-    alone). Past the model's context, the window slides and is recomputed each step.
-    `on_token` sees each new token id as it is chosen (the server streams them)."""
-    edits_at = edits if callable(edits) else (lambda start: edits)
-    gen = torch.Generator().manual_seed(int(seed))
-    eos = model.tokenizer.eos_token_id
-    ctx = _max_context(model)
-    seq = ids.clone()
-    new: list[int] = []
-    past = None
-    for _ in range(max_new_tokens):
-        if use_cache and seq.numel() <= ctx:
-            start = 0 if past is None else seq.numel() - 1
-            out = model.run(
-                seq[start:].unsqueeze(0), edits=edits_at(start), past_key_values=past, use_cache=True
-            )
-            past = out.past_key_values
-        else:
-            start = max(seq.numel() - ctx, 0)
-            out = model.run(seq[start:].unsqueeze(0), edits=edits_at(start))
-        nxt = next_token(out.logits[0, -1], temperature, gen)
-        if eos is not None and nxt == eos:
-            break
-        new.append(nxt)
-        if on_token is not None:
-            on_token(nxt)
-        seq = torch.cat([seq, torch.tensor([nxt], dtype=seq.dtype)])
-    return torch.tensor(new, dtype=torch.long)
-
-
-def prompt_ids(model: SubjectModel, prompt: str, prepend_bos: bool = True) -> Tensor:
-    tok = model.tokenizer
-    ids = tok(prompt, add_special_tokens=False)["input_ids"]
-    bos = tok.bos_token_id
-    if prepend_bos and bos is not None and (not ids or ids[0] != bos):
-        ids = [bos, *ids]
-    if not ids:
-        raise MonosemanticError("the prompt is empty; pass --prompt TEXT")
-    return torch.tensor(ids, dtype=torch.long)
-
-
-# Steering values are in units of the feature's activation (tens at most in practice); beyond this the
-# edit only overflows the residual stream and the "steered" text is empty or garbage.
-MAX_STEERING_VALUE = 1e6
-
-
-def check_steering_value(value: float, mode: str) -> None:
-    """Refuse a value that cannot steer: NaN/inf, or a magnitude that overflows the model."""
-    if mode == "ablate":
-        return
-    if not math.isfinite(value):
-        raise MonosemanticError(f"--value {value} is not a finite number; give a value such as 10 or -5")
-    if abs(value) > MAX_STEERING_VALUE:
-        raise MonosemanticError(
-            f"--value {value:g} is absurdly large (|value| > {MAX_STEERING_VALUE:g}); steering values are "
-            "in units of the feature's activation, typically 1 to 100"
-        )
-
-
-def steer(cfg: Config, feature: int, value: float, prompt: str) -> dict[str, Any]:
-    """Generate from `prompt` with and without steering `feature`; print both side by side."""
+def _load(cfg: Config, path: Path, feature: int) -> tuple[Dictionary, SubjectModel]:
     from monosemantic.lm.model import load_model
 
-    s = cfg.steer
-    check_steering_value(value, s.mode)
-    device = resolve_device(s.device)
-    path = dictionary_path(cfg)
+    device = resolve_device(cfg.steer.device)
     dic = load_dictionary(path, device=device).eval()
     if not 0 <= feature < dic.d_sae:
         raise MonosemanticError(
@@ -210,46 +89,67 @@ def steer(cfg: Config, feature: int, value: float, prompt: str) -> dict[str, Any
             "language-model head; set model.name to a causal LM (gpt2, pythia, llama, 'storyworld', ...)"
         )
     check_widths(dic, model, path)
-    prepend = bool((dic.cfg.metadata or {}).get("prepend_bos", True))
-    ids = prompt_ids(model, prompt, prepend)
-    skip_first = prepend and ids[0].item() == model.tokenizer.bos_token_id
-    model.check_sites(list(steering_edits(dic, feature, s.mode, value)))
-
-    def edits(start: int) -> Edits:  # the BOS is position 0: only the first forward covers it
-        return steering_edits(dic, feature, s.mode, value, skip_first=skip_first and start == 0)
-
-    seed = int(s.seed or 0)
-    plain = generate(model, ids, s.max_new_tokens, None, s.temperature, seed)
-    steered = generate(model, ids, s.max_new_tokens, edits, s.temperature, seed)
-    decode = model.tokenizer.decode
-    out = {
-        "dictionary": str(path),
-        "site": dic.cfg.hook_name_out if dic.is_transcoder else dic.cfg.hook_name,
-        "feature": feature,
-        "mode": s.mode,
-        "value": None if s.mode == "ablate" else value,
-        "prompt": prompt,
-        "unsteered": decode(plain.tolist()),
-        "steered": decode(steered.tolist()),
-        "unsteered_ids": plain.tolist(),
-        "steered_ids": steered.tolist(),
-    }
-    _print(out)
-    return out
+    return dic, model
 
 
-def _print(out: dict[str, Any]) -> None:
-    """The two generations side by side, on stdout (they are the verb's result, not progress)."""
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    what = f"{out['mode']} feature {out['feature']}" + (
-        "" if out["value"] is None else f" = {out['value']:g}"
+def steer(
+    cfg: Config, feature: int | None = None, value: Any = None, prompt: str | None = None
+) -> dict[str, Any]:
+    """Steer `feature` from `prompt` at each value (arguments override `[steer]`); print the table,
+    write the JSON and plot, and return the evaluation as a dict (plus the first plain and first
+    steered sample as `unsteered` / `steered`)."""
+    s = cfg.steer
+    if feature is not None:
+        s.feature = feature
+    if prompt is not None:
+        s.prompt = prompt
+    if value is not None:
+        s.values = list(value) if isinstance(value, (list, tuple)) else [value]
+    feature, prompt = _inputs(cfg)
+    mode = canonical_mode(s.mode)
+    values = parse_values(s.values)
+    for v in values:  # raw values are checked before anything loads; multiples once the scale is known
+        if v.multiple is None:
+            check_steering_value(v.raw, mode)  # type: ignore[arg-type]
+    out = Path(s.out) if s.out is not None else Path(cfg.analyze.out) / "steer"
+    check_output(out, "steer.out")
+    path = dictionary_path(cfg)
+    dic, model = _load(cfg, path, feature)
+    facts = store_facts(cfg, path, dic, feature)
+    arms = resolve_arms(mode, values, facts.max_activation)
+    ids = prompt_ids(model, prompt, bool((dic.cfg.metadata or {}).get("prepend_bos", True)))
+    concept = concept_for(model, dic, feature, facts, s.words)
+    sampling = Sampling(s.temperature, s.top_p, int(s.seed or 0))
+    done = evaluate_steering(
+        model, dic, ids, feature, mode, arms, concept, sampling, s.samples, s.max_new_tokens
     )
-    table = Table(title=f"steering {what} at {out['site']}", show_lines=True, expand=True)
-    table.add_column("unsteered", ratio=1)
-    table.add_column(f"steered ({what})", ratio=1)
-    cell = lambda text: Text(out["prompt"], style="dim") + Text(text, style="bold")  # noqa: E731
-    table.add_row(cell(out["unsteered"]), cell(out["steered"]))
-    Console().print(table)
+    ev = SteeringEvaluation(
+        dictionary=str(path),
+        site=dic.cfg.hook_name_out if dic.is_transcoder else dic.cfg.hook_name,
+        feature=feature,
+        mode=mode,
+        prompt=prompt,
+        concept=concept[0],
+        concept_kind=concept[1],
+        max_activation=facts.max_activation,
+        sampling={
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "seed": sampling.seed,
+            "samples": s.samples,
+        },
+        max_new_tokens=s.max_new_tokens,
+        arms=done,
+    )
+    print_evaluation(ev)
+    files = write_evaluation(ev, out, s.plot)
+    plain, first = done[0], done[1]
+    return {
+        **ev.as_dict(),
+        "value": first.value,
+        "unsteered": plain.texts[0],
+        "steered": first.texts[0],
+        "unsteered_ids": plain.samples[0],
+        "steered_ids": first.samples[0],
+        "files": [str(f) for f in files],
+    }

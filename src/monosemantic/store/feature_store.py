@@ -223,6 +223,16 @@ class FeatureStore(ExampleTables):
         names = ", ".join(d["name"] for d in self.dictionaries()) or "none"
         raise MonosemanticError(f"no dictionary {key!r} in {self.path} (it holds: {names})")
 
+    def dictionary_at(self, path: str | Path, name: str | None = None) -> dict[str, Any] | None:
+        """The row of the checkpoint at `path` (the path `analyze` recorded, resolved), else the
+        row named `name`; None when the store does not hold it."""
+        rows = self.dictionaries()
+        want = str(Path(path).resolve())
+        for r in rows:
+            if r.get("path") and str(Path(r["path"]).resolve()) == want:
+                return r
+        return next((r for r in rows if name is not None and r["name"] == name), None)
+
     @staticmethod
     def _dictionary_row(row: sqlite3.Row) -> dict[str, Any]:
         d = dict(row)
