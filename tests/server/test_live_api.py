@@ -4,6 +4,7 @@ equal the library computing the same thing directly; jobs, queue limits and stre
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 
@@ -12,14 +13,23 @@ import torch
 from fastapi.testclient import TestClient
 
 from monosemantic.dictionaries.io import load_dictionary
+from monosemantic.lm.generate import Sampling, context_of, subject_forward
+from monosemantic.lm.generate import generate as lm_generate
 from monosemantic.lm.model import load_model
 from monosemantic.server.app import create_app
-from monosemantic.steering.run import generate, prompt_ids, steering_edits
+from monosemantic.steering.edits import prompt_ids, steering_edits
 from monosemantic.store.feature_store import FeatureStore
 
 from .conftest import LIVE_SAE, LIVE_TC
 
 TEXT = "Tom the dog found a red ball in the park. He"
+
+
+def generate(model, ids, n, edits=None, sampling=Sampling(), samples=1):
+    """What the server must produce: the library's generation loop, called directly."""
+    eos, ctx = model.tokenizer.eos_token_id, context_of(model.hf.config)
+    out = lm_generate(subject_forward(model, edits), ids, n, sampling, samples, eos, "stop", ctx)
+    return out[0] if samples == 1 else out
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +119,38 @@ def test_steer_side_by_side_and_streamed(live, ids, model):
     text = {w: "".join(e["text"] for e in events[1:-1] if e["which"] == w) for w in ("plain", "steered")}
     assert final["plain_ids"] == out["plain_ids"] and final["steered_ids"] == out["steered_ids"]
     assert text["plain"] == model.tokenizer.decode(out["plain_ids"]) and text["steered"] == out["steered"]
+
+
+def test_steering_evaluation_in_units_of_max_activation(live, ids, model):
+    """`4x` is 4 x the feature's max activation in the store (feature 7: 1 + 7 % 5 = 3); every
+    arm holds `samples` generations, the same the library gives, with concept rate and fluency."""
+    did, path = ids[LIVE_SAE]
+    body = {"dictionary": did, "feature": 7, "prompt": "Lily went to", "values": ["4x", 2.5], "samples": 3,
+            "temperature": 1.0, "top_p": 0.9, "seed": 5, "max_new_tokens": 6, "words": ["the"]}  # fmt: skip
+    r = live.post("/api/steer", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert [a["label"] for a in out["arms"]] == ["plain", "4x (12)", "2.5"]
+    assert out["arms"][1]["value"] == pytest.approx(12.0) and out["arms"][1]["multiple"] == 4
+    assert out["max_activation"] == pytest.approx(3.0) and out["concept"] == ["the"]
+    dic = load_dictionary(path, device="cpu")
+    tok = prompt_ids(model, "Lily went to")
+    s = Sampling(1.0, 0.9, 5)
+    plain = generate(model, tok, 6, None, s, 3)
+    steered = generate(model, tok, 6, lambda p: steering_edits(dic, 7, "add", 12.0, skip_first=p == 0), s, 3)
+    assert out["arms"][0]["texts"] == [model.tokenizer.decode(x.tolist()) for x in plain]
+    assert out["arms"][1]["texts"] == [model.tokenizer.decode(x.tolist()) for x in steered]
+    for a in out["arms"]:
+        assert 0 <= a["concept_rate"] <= 1 and (a["loss"] is None or a["loss"] > 0)
+    with_the = sum(
+        re.search(r"(?<!\w)the(?!\w)", t, re.IGNORECASE) is not None for t in out["arms"][0]["texts"]
+    )
+    assert out["arms"][0]["concept_rate"] == pytest.approx(with_the / 3)
+    bad = live.post("/api/steer", json={**body, "values": ["four"]})
+    assert bad.status_code == 422 and "not a number" in bad.text
+    never = live.post("/api/steer", json={**body, "feature": 0, "values": ["4x"]})  # max activation 1: fine
+    assert never.status_code == 200
+    assert live.post("/api/steer", json={**body, "samples": 1000}).status_code == 422
 
 
 def test_trace_a_prompt_as_a_job(live, ids):

@@ -207,3 +207,86 @@ def test_one_vocabulary_for_steer_and_circuit_interventions():
     assert float(edit_latent(f, "ablate").abs().sum()) < 1e-12
     with pytest.raises(MonosemanticError, match="unknown intervention mode 'clmap'"):
         canonical_mode("clmap")
+
+
+def test_steering_evaluation_with_the_feature_store(world, analysis, lm, tmp_path, capsys):
+    """`4x` resolves to 4 x the feature's max activation in the run's store; the concept is its top
+    activating tokens there; every arm has `samples` generations scored, written as JSON and PNG."""
+    import json
+
+    from monosemantic.store.feature_store import FeatureStore
+
+    with FeatureStore(analysis) as store:
+        did = store.dictionary_at(world["dicts"] / "sae")["id"]
+        live = [f for f in store.list_features(did, "n_active") if f["n_active"]]
+        f = live[0]["idx"]
+        top = store.examples(did, f, kind="top")
+    cfg = _cfg(world, "sae", f'analyze.out="{analysis.parent}"', "steer.samples=4", "steer.temperature=1.0",
+               "steer.top_p=0.9", "steer.seed=2", tmp=tmp_path)  # fmt: skip
+    out = steer(cfg, feature=f, value=["2x", "8x", 1.5], prompt=PROMPT)
+    assert out["max_activation"] == pytest.approx(live[0]["max_activation"])
+    assert [a["multiple"] for a in out["arms"]] == [None, 2.0, 8.0, None]
+    assert out["arms"][2]["value"] == pytest.approx(8 * live[0]["max_activation"])
+    assert out["concept_kind"] == "tokens (top activations)"
+    peaks = {e["tokens"][e["peak"]] for e in top}
+    assert set(out["concept"]) <= peaks and out["concept"]
+    for arm in out["arms"]:
+        assert len(arm["samples"]) == 4 and 0 <= arm["concept_rate"] <= 1
+        assert arm["loss"] is None or 0 < arm["loss"] < 20
+    files = [Path(p) for p in out["files"]]
+    assert [p.suffix for p in files] == [".json", ".png"] and all(p.stat().st_size > 0 for p in files)
+    saved = json.loads(files[0].read_text())
+    assert saved["arms"][1]["samples"] == out["arms"][1]["samples"]
+    printed = capsys.readouterr().out
+    assert "2x (" in printed and "8x (" in printed and "concept rate" in printed
+
+
+def test_concept_counting_and_fluency_are_what_they_say(world, lm):
+    from monosemantic.steering.measure import ConceptCounter, generation_loss
+
+    ids = prompt_ids(lm, PROMPT)
+    text = " Lily saw the red ball. The red cat"
+    toks = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert ConceptCounter(lm, [" red", "Red"], [])(toks) == 2  # token text stripped and lower-cased
+    assert ConceptCounter(lm, [], ["the"])(toks) == 2 and ConceptCounter(lm, [], ["red ball"])(toks) == 1
+    assert ConceptCounter(lm, [], ["th"])(toks) == 0  # whole words only
+    nats, n = generation_loss(lm, ids, [toks, toks[:3], []])
+    seq = torch.cat([ids, torch.tensor(toks)])
+    logp = torch.log_softmax(lm.run(seq[None]).logits[0].float(), -1)
+    want = -sum(float(logp[ids.numel() - 1 + i, t]) for i, t in enumerate(toks))
+    want += -sum(float(logp[ids.numel() - 1 + i, t]) for i, t in enumerate(toks[:3]))
+    assert n == len(toks) + 3 and nats == pytest.approx(want, rel=1e-4)
+
+
+def test_multiples_without_a_store_and_bad_values_are_one_line(world):
+    with pytest.raises(MonosemanticError, match="max activation") as err:
+        steer(_cfg(world, "sae"), feature=1, value="4x", prompt=PROMPT)
+    assert "\n" not in str(err.value)
+    with pytest.raises(MonosemanticError, match="not a number"):
+        steer(_cfg(world, "sae"), feature=1, value="4y", prompt=PROMPT)
+    with pytest.raises(MonosemanticError, match="--feature"):
+        steer(_cfg(world, "sae"), prompt=PROMPT)
+    with pytest.raises(MonosemanticError, match="--prompt"):
+        steer(_cfg(world, "sae"), feature=1)
+
+
+def test_steer_cli_takes_every_input_from_config_or_options(world, analysis, tmp_path, cli_runner):
+    """The acceptance form (`--feature F --value 4x --samples N --prompt ...`), and the same run from
+    [steer] keys alone: config and command line are two ways to give one input."""
+    from monosemantic.cli import app
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'device = "cpu"\n[model]\nname = "{world["model"]}"\n[analyze]\nout = "{analysis.parent}"\n'
+        f'[steer]\ndictionary = "{world["dicts"] / "sae"}"\nmax_new_tokens = 4\nout = "{tmp_path / "o"}"\n'
+    )
+    args = ["steer", str(cfg), "--feature", "3", "--value", "4x", "--samples", "3", "--prompt", PROMPT]
+    r = cli_runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "concept rate" in r.stdout and "4x (" in r.stdout
+    cfg.write_text(cfg.read_text() + f'feature = 3\nvalues = ["4x"]\nsamples = 3\nprompt = "{PROMPT}"\n')
+    again = cli_runner.invoke(app, ["steer", str(cfg)])
+    assert again.exit_code == 0, again.output
+    assert again.stdout == r.stdout  # same seed, same inputs: the same table
+    bad = cli_runner.invoke(app, ["steer", str(cfg), "--top-p", "0"])
+    assert bad.exit_code == 2 and "top_p" in bad.output

@@ -11,7 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from monosemantic.config import Config
+from monosemantic.config.loading import validation_message
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.interventions import MODES, canonical_mode
 from monosemantic.dictionaries.io import find_dictionaries, load_dictionary
@@ -99,12 +102,14 @@ def steer(
     write the JSON and plot, and return the evaluation as a dict (plus the first plain and first
     steered sample as `unsteered` / `steered`)."""
     s = cfg.steer
-    if feature is not None:
-        s.feature = feature
-    if prompt is not None:
-        s.prompt = prompt
-    if value is not None:
-        s.values = list(value) if isinstance(value, (list, tuple)) else [value]
+    given = {"feature": feature, "prompt": prompt,
+             "values": list(value) if isinstance(value, (list, tuple)) else None if value is None else [value]}  # fmt: skip
+    for key, v in given.items():
+        if v is not None:
+            try:
+                setattr(s, key, v)
+            except ValidationError as e:
+                raise ConfigError(validation_message(e)) from None
     feature, prompt = _inputs(cfg)
     mode = canonical_mode(s.mode)
     values = parse_values(s.values)
