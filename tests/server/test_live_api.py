@@ -172,6 +172,69 @@ def test_trace_a_prompt_as_a_job(live, ids):
     assert _wait(live, bad.json()["job"])["status"] == "failed"
 
 
+@pytest.fixture(scope="module")
+def graph(live_store):
+    """A graph traced by the server with every node kept (the random transcoder's features would
+    otherwise prune away behind its error nodes), and a client on the same store."""
+    path, cfg = live_store
+    cfg = cfg.model_copy(deep=True)
+    cfg.circuit.node_threshold = cfg.circuit.edge_threshold = 1.0
+    with TestClient(create_app(path, cfg)) as client:
+        r = client.post("/api/circuits", json={"prompt": "Lily the cat went to the beach. She"})
+        done = _wait(client, r.json()["job"])
+        assert done["status"] == "done", done
+        gid = done["result"]["graph_id"]
+        yield client, gid, client.get(f"/api/graphs/{gid}").json()
+
+
+def test_intervene_on_graph_nodes_equals_the_library(ids, model, graph):
+    """Ablating, clamping and scaling a node of a stored graph gives the top next tokens the
+    library's `intervene` gives on the same checkpoints, on the free and the frozen model."""
+    from monosemantic.circuits.interventions import Intervention, intervene
+    from monosemantic.circuits.replacement import ReplacementModel
+
+    live, gid, g = graph
+    feats = [n for n in g["nodes"] if n.get("feature_index") is not None and "error" not in n["feature_type"]]
+    node = max(feats, key=lambda n: abs(n["activation"]))
+    rm = ReplacementModel(model, [load_dictionary(ids[LIVE_TC][1], device="cpu")], [LIVE_TC])
+    prompt = g["metadata"]["prompt"]
+    for model_kind, mode, value in (("free", "ablate", 0.0), ("frozen", "ablate", 0.0), ("free", "scale", 3.0),
+                                    ("free", "set", 20.0)):  # fmt: skip
+        body = {"interventions": [{"node_id": node["node_id"], "mode": mode, "value": value}], "model": model_kind,
+                "top": 5}  # fmt: skip
+        r = live.post(f"/api/graphs/{gid}/intervene", json=body)
+        assert r.status_code == 200, r.text
+        out = r.json()
+        iv = Intervention(node["dictionary"], node["feature_index"], mode, value, [node["ctx_idx"]])
+        clean, edited = intervene(rm, prompt, [iv], freeze_attention=model_kind == "frozen")
+        want = torch.softmax(edited[-1].double(), -1).topk(5)
+        assert [t["id"] for t in out["intervened"]] == want.indices.tolist()
+        assert [t["prob"] for t in out["intervened"]] == pytest.approx(want.values.tolist(), abs=1e-5)
+        base = torch.softmax(clean[-1].double(), -1).topk(5)
+        assert [t["id"] for t in out["original"]] == base.indices.tolist()
+        assert out["model"] == model_kind and ("frozen" in out["label"]) == (model_kind == "frozen")
+        assert out["kl"] > 1e-8  # the node is active: every edit here moves the distribution  # the node is active: every edit here moves the distribution
+        assert out["targets"] and out["targets"][0]["clean_prob"] == pytest.approx(
+            float(torch.softmax(clean[-1].double(), -1)[out["targets"][0]["token_id"]]), abs=1e-5
+        )
+    same = live.post(f"/api/graphs/{gid}/intervene", json={"interventions": [
+        {"node_id": node["node_id"], "mode": "scale", "value": 1.0}]}).json()  # fmt: skip
+    assert same["kl"] == pytest.approx(0.0, abs=1e-9) and same["original"] == same["intervened"]
+
+
+def test_intervene_input_errors(graph):
+    live, gid, g = graph
+    err = next(n for n in g["nodes"] if "error" in n["feature_type"])
+    post = lambda b, i=gid: live.post(f"/api/graphs/{i}/intervene", json=b)  # noqa: E731
+    bad = post({"interventions": [{"node_id": err["node_id"]}]})
+    assert bad.status_code == 422 and "only feature nodes" in bad.json()["detail"]
+    assert "no node" in post({"interventions": [{"node_id": "9_9_9"}]}).json()["detail"]
+    assert post({"interventions": [{"node_id": "x"}]}, 99_999).status_code == 404
+    assert post({"interventions": []}).status_code == 422
+    assert post({"interventions": [{"node_id": "x", "value": "nan"}]}).status_code == 422
+    assert post({"interventions": [{"node_id": "x"}], "model": "hot"}).status_code == 422
+
+
 def test_full_queue_answers_429_with_retry_after(live, ids):
     worker = live.app.state.worker
     release = threading.Event()

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -166,3 +167,87 @@ def test_serve_refuses_in_one_line(store_path, tmp_path, case):
     assert len(lines) == 1 and (
         "cannot listen" in lines[0] if case == "busy port" else "serve.token" in lines[0]
     )
+
+
+@pytest.fixture(scope="module")
+def graph_server(live_store, tmp_path_factory):
+    """A server on a copy of the live store that keeps every node of the graphs it traces (the
+    random transcoder's features would otherwise prune away behind its error nodes)."""
+    import shutil
+
+    work = tmp_path_factory.mktemp("graph-cfg")
+    db = shutil.copy(live_store[0], work / "features.db")
+    port = _free_port()
+    cfg = work / "serve.toml"
+    cfg.write_text(f'device = "cpu"\n[serve]\ndb = "{db}"\nport = {port}\n'
+                   '[circuit]\nablation = "zero"\nnode_threshold = 1.0\nedge_threshold = 1.0\n')  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "monosemantic.cli", "serve", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    for line in proc.stdout:
+        if line.startswith("serving "):
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
+            break
+    url = f"http://127.0.0.1:{port}"
+    prompt = {"prompt": "Lily the cat went to the beach. She"}
+    job = httpx.post(url + "/api/circuits", json=prompt, timeout=60).json()["job"]
+    for _ in range(600):
+        got = httpx.get(f"{url}/api/jobs/{job}", timeout=60).json()
+        if got["status"] in ("done", "failed"):
+            break
+        time.sleep(0.5)
+    assert got["status"] == "done", got
+    yield url, got["result"]["graph_id"]
+    proc.terminate()
+    try:
+        proc.wait(timeout=60)  # a busy worker finishes its job first
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def test_graph_viewer_intervenes_on_a_node(graph_server):
+    """In the served graph viewer: select a feature node, ablate it on the free and then the frozen
+    model; the table shows the original and intervened top tokens the API computes."""
+    if not CHROMIUM.exists():
+        pytest.skip("chromium is not installed at /usr/bin/chromium (`make setup` installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    url, gid = graph_server
+    graph = httpx.get(f"{url}/api/graphs/{gid}", timeout=60).json()
+    node = max((n for n in graph["nodes"] if n.get("feature_index") is not None and "error" not in n["feature_type"]),
+               key=lambda n: abs(n["activation"]))  # fmt: skip
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.set_default_timeout(LIVE_TIMEOUT_MS)
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{url}/graphs/{gid}")
+        page.wait_for_selector(".lbl")
+        assert page.locator("#iv-run").is_enabled()
+        page.locator(f'.node[data-id="{node["node_id"]}"]').click()
+        for model in ("free", "frozen"):
+            page.select_option("#iv-mode", "ablate")
+            page.select_option("#iv-model", model)
+            page.click("#iv-run")
+            page.wait_for_function("document.getElementById('iv-run').disabled === false && "
+                                   "document.querySelectorAll('#iv-result table.iv tr').length > 1")  # fmt: skip
+            want = httpx.post(f"{url}/api/graphs/{gid}/intervene", json={
+                "interventions": [{"node_id": node["node_id"], "mode": "ablate", "value": 0}], "model": model}, timeout=120).json()  # fmt: skip
+            rows = page.eval_on_selector_all("#iv-result table.iv tr:not(.target)", "rs => rs.slice(1).map(r => "
+                                             "[...r.cells].map(c => c.textContent))")  # fmt: skip
+            assert [r[1] for r in rows] == [t["token"].replace("\n", "↵") for t in want["original"]]
+            assert [r[3] for r in rows] == [t["token"].replace("\n", "↵") for t in want["intervened"]]
+            assert [float(r[4]) for r in rows] == pytest.approx(
+                [t["prob"] for t in want["intervened"]], abs=1e-3
+            )
+            status = page.inner_text("#iv-status")
+            assert ("frozen attention" in status) == (model == "frozen") and "ablate" in status
+        # several nodes at once: add two, run, clear
+        page.select_option("#iv-mode", "scale")
+        page.fill("#iv-value", "3")
+        page.click("#iv-add")
+        assert page.locator("#iv-list li").count() == 1 and "scale ×3" in page.inner_text("#iv-list")
+        page.click("#iv-clear")
+        assert page.locator("#iv-list li").count() == 0
+        browser.close()
+    assert errors == []

@@ -24,6 +24,7 @@ from monosemantic.steering.measure import concept_for, evaluate_steering, featur
 from monosemantic.utils.errors import MonosemanticError
 from monosemantic.utils.torch_utils import resolve_device
 
+from .intervene import checkpoint_names, run_graph_intervention
 from .jobs import Job
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ class LiveModels:
         self._model: Any = None
         self._text: TokenText | None = None
         self._dics: dict[tuple[int, str, int, int], Dictionary] = {}
+        self._rm: tuple[tuple, Any] | None = None  # the last graph's replacement model, by its checkpoints
 
     @property
     def device(self) -> torch.device:
@@ -181,6 +183,28 @@ class LiveModels:
             "plain_ids": plain.samples[0], "steered_ids": first.samples[0],
             "arms": [{k: getattr(a, k) for k in keep} for a in done],
         }  # fmt: skip
+
+    def replacement(self, graph: dict[str, Any]) -> Any:
+        """The replacement model of a stored graph: its checkpoints (by store name) spliced into the
+        subject model, with the graph's BOS convention; the last one is kept for the next request."""
+        from monosemantic.circuits.replacement import ReplacementModel
+
+        rows = {r["name"]: r for r in self.store.get().dictionaries()}
+        names = checkpoint_names(graph, set(rows))
+        loaded = [self.dictionary(rows[n]["id"])[0] for n in names]
+        zero_bos = bool((graph.get("metadata", {}).get("scores") or {}).get("zero_bos", False))
+        key = (tuple(names), zero_bos, tuple(id(d) for d in loaded))
+        if self._rm is None or self._rm[0] != key:
+            self._rm = (key, ReplacementModel(self.model(), loaded, names, zero_bos=zero_bos))
+        return self._rm[1]
+
+    def intervene(self, job: Job, gid: int, edits: list[Any], model: str, top: int) -> dict[str, Any]:
+        """Ablate, clamp or scale feature nodes of graph `gid` (`server.intervene`)."""
+        job.report("loading", 0.1)
+        graph = self.store.get().graph(gid)
+        rm = self.replacement(graph)
+        job.report("intervening", 0.5)
+        return {"graph_id": gid, **run_graph_intervention(rm, graph, edits, model, top)}
 
     def trace(self, job: Job, prompt: str, dictionaries: list[int] | None) -> dict[str, Any]:
         """Attribute `prompt` through the store's transcoders (or `dictionaries`), store the graph."""

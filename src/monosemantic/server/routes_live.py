@@ -94,6 +94,20 @@ class CircuitIn(BaseModel):
     )
 
 
+class NodeEdit(BaseModel):
+    node_id: str = Field(min_length=1, max_length=64, description="a feature node of the graph")
+    mode: Literal["ablate", "set", "clamp", "scale", "add"] = "ablate"
+    value: float = Field(0.0, ge=-MAX_VALUE, le=MAX_VALUE, allow_inf_nan=False)
+
+
+class InterveneIn(BaseModel):
+    interventions: list[NodeEdit] = Field(min_length=1, max_length=64)
+    model: Literal["free", "frozen"] = Field(
+        "free", description="free, or attention frozen at the clean prompt's"
+    )
+    top: int = Field(10, ge=1, le=50, description="top next tokens listed, before and after")
+
+
 def _limits(request: Request, text: str, new_tokens: int = 0) -> None:
     s = request.app.state.cfg.serve
     if len(text) > s.max_text_chars:
@@ -175,6 +189,22 @@ async def steer(request: Request, body: SteerRequest) -> dict[str, Any] | Stream
             yield f"event: done\ndata: {json.dumps(job.result)}\n\n"
 
     return StreamingResponse(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@router.post("/api/graphs/{gid}/intervene")
+async def graph_intervene(
+    request: Request, gid: Annotated[int, Path(ge=0, le=MAX_ID)], body: InterveneIn
+) -> dict[str, Any]:
+    """Ablate, clamp (set) or scale feature nodes of a stored graph; the top next-token logits at
+    its last position, original beside intervened, on the free or the attention-frozen model."""
+    try:
+        request.app.state.store.get().graph(gid)
+    except MonosemanticError as e:
+        raise HTTPException(404, str(e)) from None
+    live = request.app.state.live
+    return await _result(
+        request, "intervene", lambda job: live.intervene(job, gid, body.interventions, body.model, body.top)
+    )
 
 
 @router.post("/api/circuits", status_code=202)
