@@ -50,6 +50,13 @@ class ExplainConfig(Section):
     scoring: list[Literal["detection", "fuzzing"]] = Field(default_factory=lambda: ["detection", "fuzzing"])
     examples: int = Field(12, gt=0, description="Activating contexts shown to the explainer.")
     score_examples: int = Field(6, gt=0, description="Contexts of each kind shown per scoring prompt.")
+    min_examples: int = Field(
+        5,
+        ge=1,
+        le=10_000,
+        description="Activating contexts (distinct sequences) a feature needs before it is explained and "
+        "scored; with fewer it is marked `too few examples` (a score from one context means nothing).",
+    )
     cache: Path | None = Field(
         None, description="Answer cache folder; default beside the store (explain_cache)."
     )

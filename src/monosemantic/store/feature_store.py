@@ -39,6 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from monosemantic.store.dead import live_clause
 from monosemantic.store.examples import ExampleTables
 from monosemantic.store.schema import (
     FEATURE_COLUMNS,
@@ -284,7 +285,10 @@ class FeatureStore(ExampleTables):
             raise MonosemanticError(f"feature {idx} of dictionary {dictionary_id} is not in {self.path}")
         return self._feature_row(rows[0])
 
-    def _where(self, dictionary_id: int, search: str | None, min_density: float | None) -> tuple[str, list]:
+    def _where(
+        self, dictionary_id: int, search: str | None, min_density: float | None,
+        max_density: float | None = None, include_dead: bool = True,
+    ) -> tuple[str, list]:  # fmt: skip
         clauses, params = ["dictionary_id = ?"], [dictionary_id]
         if search:
             # a literal substring: % and _ in the query are not wildcards
@@ -297,6 +301,11 @@ class FeatureStore(ExampleTables):
         if min_density is not None:
             clauses.append("density >= ?")
             params.append(min_density)
+        if max_density is not None:
+            clauses.append("density <= ?")
+            params.append(max_density)
+        if not include_dead:
+            clauses.append(live_clause())
         return " AND ".join(clauses), params
 
     def list_features(
@@ -308,16 +317,19 @@ class FeatureStore(ExampleTables):
         min_density: float | None = None,
         limit: int | None = None,
         offset: int = 0,
+        max_density: float | None = None,
+        include_dead: bool = True,
     ) -> list[dict[str, Any]]:
         """Features of a dictionary, sorted by a column of `ORDERABLE` (descending by default except
         for `idx`), optionally filtered by a substring of the explanation, concept or top tokens (or
-        an exact index) and a minimum density. Missing values sort last."""
+        an exact index), a density range, and without the dead ones (`store.dead`). Missing values
+        sort last."""
         if order_by not in ORDERABLE:
             raise MonosemanticError(
                 f"cannot order features by {order_by!r}; use one of {', '.join(ORDERABLE)}"
             )
         desc = (order_by != "idx") if descending is None else descending
-        where, params = self._where(dictionary_id, search, min_density)
+        where, params = self._where(dictionary_id, search, min_density, max_density, include_dead)
         sql = (
             f"SELECT * FROM features WHERE {where} ORDER BY {order_by} IS NULL, {order_by} "
             f"{'DESC' if desc else 'ASC'}, idx LIMIT ? OFFSET ?"
@@ -326,16 +338,21 @@ class FeatureStore(ExampleTables):
         return [self._feature_row(r) for r in rows]
 
     def count_features(
-        self, dictionary_id: int, search: str | None = None, min_density: float | None = None
+        self,
+        dictionary_id: int,
+        search: str | None = None,
+        min_density: float | None = None,
+        max_density: float | None = None,
+        include_dead: bool = True,
     ) -> int:
-        where, params = self._where(dictionary_id, search, min_density)
+        where, params = self._where(dictionary_id, search, min_density, max_density, include_dead)
         return int(self._rows(f"SELECT COUNT(*) FROM features WHERE {where}", params)[0][0])
 
     def set_explanation(self, dictionary_id: int, idx: int, text: str, source: str) -> None:
         """Store an explanation and what produced it (e.g. `offline`, `llm:gpt-4o-mini`)."""
         self.set_explanations(dictionary_id, [(idx, text, source)])
 
-    def set_explanations(self, dictionary_id: int, items: Iterable[tuple[int, str, str]]) -> None:
+    def set_explanations(self, dictionary_id: int, items: Iterable[tuple[int, str | None, str]]) -> None:
         with self.transaction() as db:
             db.executemany(
                 "UPDATE features SET explanation = ?, explanation_source = ? WHERE dictionary_id = ? AND idx = ?",
