@@ -203,7 +203,8 @@ def test_follows_a_replaced_store(store_path, tmp_path):
         assert [d["name"] for d in c.get("/api/dictionaries").json()] == ["toy-sae", "toy-transcoder"]
         with FeatureStore.fresh(db) as fresh:  # what `analyze` does: a new file renamed over the old
             fresh.add_dictionary("rebuilt", d_sae=2)
-            fresh.upsert_features(1, [{"idx": 0, "explanation": "new analysis"}, {"idx": 1}])
+            fresh.upsert_features(1, [{"idx": 0, "explanation": "new analysis", "density": 0.1},
+                                      {"idx": 1, "density": 0.2}])  # fmt: skip
         assert [d["name"] for d in c.get("/api/dictionaries").json()] == ["rebuilt"]
         rows = c.get("/api/dictionaries/1/features").json()
         assert rows["total"] == 2 and rows["features"][0]["explanation"] == "new analysis"

@@ -25,7 +25,7 @@ from monosemantic.config import Config
 from monosemantic.utils.errors import DataError
 from monosemantic.utils.files import write_text_atomic
 
-from .plots import _save, plt
+from .plots import _save, plot_frontier, plt
 
 COLUMNS: list[tuple[str, str]] = [
     ("name", "dictionary"),
@@ -115,24 +115,8 @@ def csv_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _frontier(metrics: dict[str, dict[str, Any]], key: str, label: str, path: Path) -> Path | None:
-    by_site: dict[str, list[tuple[float, float, str]]] = {}
-    for name, m in metrics.items():
-        x, y = m.get("l0"), m.get(key)
-        if isinstance(x, (int, float)) and isinstance(y, (int, float)) and x > 0 and math.isfinite(y):
-            by_site.setdefault(m.get("hook_name") or "?", []).append((x, y, name))
-    if not by_site:
-        return None
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for site, pts in sorted(by_site.items()):
-        pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o", label=site)
-        for x, y, name in pts:
-            ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xscale("log")
-    ax.set(xlabel="L0 (active latents per token)", ylabel=label, title=f"{label} vs L0")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
-    return _save(fig, path)
+    """The sweep's frontier, one line per site and kind (`plots.plot_frontier`)."""
+    return plot_frontier([{"name": name, **m} for name, m in metrics.items()], key, path, label)
 
 
 def _probing(metrics: dict[str, dict[str, Any]], path: Path) -> Path | None:

@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from monosemantic.utils.files import write_json_atomic, write_text_atomic
+from monosemantic.utils.format import percent
 
 from .plots import plot_density_histograms, plot_frontier
 
@@ -38,8 +39,8 @@ TABLE = [
     ("fvu", "FVU", "{:.4g}"),
     ("cosine_similarity", "cos", "{:.3f}"),
     ("relative_reconstruction_bias", "γ", "{:.4g}"),
-    ("dead_fraction", "dead", "{:.1%}"),
-    ("dense_fraction", "dense", "{:.1%}"),
+    ("dead_fraction", "dead", percent),
+    ("dense_fraction", "dense", percent),
     ("ce_loss_spliced", "CE spliced", "{:.4f}"),
     ("ce_loss_recovered", "CE rec.", "{:.1%}"),
     ("kl_spliced", "KL", "{:.3g}"),
@@ -123,7 +124,8 @@ def print_table(results: Sequence[dict[str, Any]], console: Console) -> None:
         cells = [r["name"], site]
         for key, _, fmt in columns:
             v = r.get(key)
-            cells.append("–" if not isinstance(v, (int, float)) or not math.isfinite(v) else fmt.format(v))
+            ok = isinstance(v, (int, float)) and math.isfinite(v)
+            cells.append("–" if not ok else fmt(v) if callable(fmt) else fmt.format(v))
         rows.append(cells)
     headers = ["dictionary", "site", *(h for _, h, _ in columns)]
     table = Table(

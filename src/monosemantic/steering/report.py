@@ -7,14 +7,11 @@ import math
 from pathlib import Path
 
 from monosemantic.utils.files import atomic_path, write_json_atomic
+from monosemantic.utils.format import percent
 
 from .measure import SteeringEvaluation
 
 EXAMPLE_CHARS = 160  # characters of the first sample shown per row
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.0f}%" if x == 0 or x >= 0.1 else f"{100 * x:.1f}%"
 
 
 def print_evaluation(ev: SteeringEvaluation) -> None:
@@ -42,7 +39,7 @@ def print_evaluation(ev: SteeringEvaluation) -> None:
         example = example if len(example) <= EXAMPLE_CHARS else example[: EXAMPLE_CHARS - 1] + "…"
         table.add_row(
             a.label,
-            _pct(a.concept_rate),
+            percent(a.concept_rate),
             f"{a.concept_per_100:.1f}",
             "–" if a.loss is None else f"{a.loss:.2f}",
             f"{a.mean_tokens:.1f}",

@@ -348,6 +348,16 @@ class FeatureStore(ExampleTables):
         where, params = self._where(dictionary_id, search, min_density, max_density, include_dead)
         return int(self._rows(f"SELECT COUNT(*) FROM features WHERE {where}", params)[0][0])
 
+    def feature_summaries(self, dictionary_id: int) -> list[dict[str, Any]]:
+        """The few columns a choice among features needs (no JSON decoded): idx, density, n_active,
+        the two scores and the explanation's source, by index."""
+        rows = self._rows(
+            "SELECT idx, density, n_active, score_detection, score_fuzzing, explanation_source FROM features "
+            "WHERE dictionary_id = ? ORDER BY idx",
+            (dictionary_id,),
+        )
+        return [dict(r) for r in rows]
+
     def set_explanation(self, dictionary_id: int, idx: int, text: str, source: str) -> None:
         """Store an explanation and what produced it (e.g. `offline`, `llm:gpt-4o-mini`)."""
         self.set_explanations(dictionary_id, [(idx, text, source)])

@@ -35,6 +35,8 @@
   const show = (t) => String(t ?? "").replace(/\n/g, "↵").replace(/\t/g, "⇥");
   const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
   const fmt = (v, d = 3) => (v === null || v === undefined ? "–" : typeof v !== "number" ? String(v) : Number.isNaN(v) ? "–" : Number.isInteger(v) || Math.abs(v) >= 1000 ? v.toLocaleString() : v.toFixed(d));
+  // a density as a percentage with two significant digits, never an exponent (as the dashboard)
+  const pct = (x) => (x === 0 ? "0%" : (100 * x >= 10 ? (100 * x).toFixed(0) : (100 * x).toFixed(Math.min(20, Math.max(0, 1 - Math.floor(Math.log10(100 * x)))))) + "%");
   const rowOf = (n) => (n.layer === "E" ? 0 : n.feature_type === "logit" ? nLayers + 1 : Math.min(nLayers, +n.layer + 1));
   const tokenOf = (n) => show(tokens[n.ctx_idx] ?? "");
   const rowName = (r) => (r === 0 ? "Emb" : r === nLayers + 1 ? "Logit" : "L" + (r - 1));
@@ -207,7 +209,7 @@
     let h = `<b>${esc(shortLabel(n))}</b><br><span class="muted">${esc(kind(n))} · ${esc(rowName(rowOf(n)))} · “${esc(tokenOf(n))}” (position ${n.ctx_idx}) · ${esc(n.node_id)}</span>`;
     if (n.clerp) h += `<p>${esc(n.clerp)}</p>`;
     const kv = [["activation", n.activation], ["cumulative influence", n.influence], ["probability", n.feature_type === "logit" ? n.token_prob : null], ["density", n.density]];
-    h += '<table class="kv">' + kv.filter(([, v]) => v != null).map(([k, v]) => `<tr><td>${k}</td><td>${fmt(v, 4)}</td></tr>`).join("");
+    h += '<table class="kv">' + kv.filter(([, v]) => v != null).map(([k, v]) => `<tr><td>${k}</td><td>${k === "density" ? pct(v) : fmt(v, 4)}</td></tr>`).join("");
     if (n.dictionary) h += `<tr><td>dictionary</td><td>${esc(n.dictionary)} #${esc(n.feature_index ?? "")}</td></tr>`;
     h += "</table>";
     h += `<div class="row"><button id="pinbtn">${pinned.has(n.node_id) ? "unpin" : "pin to subgraph"}</button></div>`;
