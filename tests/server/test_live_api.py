@@ -213,7 +213,7 @@ def test_intervene_on_graph_nodes_equals_the_library(ids, model, graph):
         base = torch.softmax(clean[-1].double(), -1).topk(5)
         assert [t["id"] for t in out["original"]] == base.indices.tolist()
         assert out["model"] == model_kind and ("frozen" in out["label"]) == (model_kind == "frozen")
-        assert out["kl"] > 1e-8  # the node is active: every edit here moves the distribution  # the node is active: every edit here moves the distribution
+        assert out["kl"] > 1e-8  # the node is active: every edit here moves the distribution
         assert out["targets"] and out["targets"][0]["clean_prob"] == pytest.approx(
             float(torch.softmax(clean[-1].double(), -1)[out["targets"][0]["token_id"]]), abs=1e-5
         )
@@ -257,6 +257,10 @@ def test_full_queue_answers_429_with_retry_after(live, ids):
 
 def test_search_every_dictionary(live, ids):
     hits = live.get("/api/search", params={"q": "dragons"}).json()["results"]
+    assert {(h["dictionary"], h["idx"]) for h in hits} == {  # feature 0 is dead (density 0): hidden
+        (n, i) for n in (LIVE_SAE, LIVE_TC) for i in range(50, 256, 50)
+    }
+    hits = live.get("/api/search", params={"q": "dragons", "dead": True}).json()["results"]
     assert {(h["dictionary"], h["idx"]) for h in hits} == {
         (n, i) for n in (LIVE_SAE, LIVE_TC) for i in range(0, 256, 50)
     }

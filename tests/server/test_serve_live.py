@@ -77,6 +77,25 @@ def test_live_viewer_renders(server):
     assert errors == []
 
 
+def test_live_page_prefills_prompts_from_the_runs_data(server):
+    """/live fills its text boxes with contexts from the store's examples, not storyworld text."""
+    if not CHROMIUM.exists():
+        pytest.skip("chromium is not installed at /usr/bin/chromium (`make setup` installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    site = httpx.get(server + "/api/site", timeout=60).json()
+    prompts = site["prompts"]
+    assert prompts
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        page = browser.new_page()
+        page.goto(server + "/live")
+        page.wait_for_selector("body[data-ready='1']", timeout=15_000)
+        assert page.input_value("#act-text") == prompts[0]["text"]
+        assert page.input_value("#steer-prompt") == prompts[min(1, len(prompts) - 1)]["prefix"]
+        assert page.input_value("#act-dict") == str(site["default_dictionary"])
+        browser.close()
+
+
 @pytest.fixture(scope="module")
 def live_server(live_store, tmp_path_factory):
     proc, url = start(live_store[0], tmp_path_factory.mktemp("live-cfg"))
@@ -109,8 +128,11 @@ def test_view_search(live_page):
     live_page.click("#search-form button")
     live_page.wait_for_selector("#search-results li a")
     links = live_page.locator("#search-results li a")
-    assert links.count() == 12  # 6 explained features in each of the 2 dictionaries
+    assert links.count() == 10  # 6 explained features in each of the 2 dictionaries, feature 0 dead
     assert links.first.get_attribute("href").startswith("./#/")
+    live_page.check("#q-dead")
+    live_page.click("#search-form button")
+    live_page.wait_for_function("document.querySelectorAll('#search-results li a').length === 12")
 
 
 def test_view_activation_tester(live_page):
@@ -130,11 +152,18 @@ def test_view_steering_side_by_side(live_page):
     live_page.fill("#steer-n", "6")
     live_page.fill("#steer-value", "60")
     live_page.fill("#steer-feature", "7")
+    live_page.fill("#steer-prompt", "Lily went to the")
+    live_page.fill("#steer-samples", "3")
     live_page.click("#steer-run")
     live_page.wait_for_function("document.getElementById('steer-run').disabled === false && "
                                 "document.getElementById('steer-plain').textContent.length > 0")  # fmt: skip
     plain, steered = live_page.inner_text("#steer-plain"), live_page.inner_text("#steer-steered")
     assert plain and steered and plain != steered
+    # the evaluation: plain and the value, with concept rate and fluency, as `monosemantic steer`
+    rows = live_page.eval_on_selector_all(
+        "#steer-eval table.eval tr", "rs => rs.slice(1).map(r => r.cells[0].textContent)"
+    )
+    assert rows == ["plain", "60"] and "3 samples per row" in live_page.inner_text("#steer-eval")
 
 
 def test_view_trace_opens_the_graph(live_page, live_server):
@@ -205,49 +234,43 @@ def graph_server(live_store, tmp_path_factory):
         proc.wait()
 
 
-def test_graph_viewer_intervenes_on_a_node(graph_server):
+def test_graph_viewer_intervenes_on_a_node(graph_server, live_page):
     """In the served graph viewer: select a feature node, ablate it on the free and then the frozen
     model; the table shows the original and intervened top tokens the API computes."""
-    if not CHROMIUM.exists():
-        pytest.skip("chromium is not installed at /usr/bin/chromium (`make setup` installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     url, gid = graph_server
     graph = httpx.get(f"{url}/api/graphs/{gid}", timeout=60).json()
     node = max((n for n in graph["nodes"] if n.get("feature_index") is not None and "error" not in n["feature_type"]),
                key=lambda n: abs(n["activation"]))  # fmt: skip
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.set_default_timeout(LIVE_TIMEOUT_MS)
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(f"{url}/graphs/{gid}")
-        page.wait_for_selector(".lbl")
-        assert page.locator("#iv-run").is_enabled()
-        page.locator(f'.node[data-id="{node["node_id"]}"]').click()
-        for model in ("free", "frozen"):
-            page.select_option("#iv-mode", "ablate")
-            page.select_option("#iv-model", model)
-            page.click("#iv-run")
-            page.wait_for_function("document.getElementById('iv-run').disabled === false && "
-                                   "document.querySelectorAll('#iv-result table.iv tr').length > 1")  # fmt: skip
-            want = httpx.post(f"{url}/api/graphs/{gid}/intervene", json={
-                "interventions": [{"node_id": node["node_id"], "mode": "ablate", "value": 0}], "model": model}, timeout=120).json()  # fmt: skip
-            rows = page.eval_on_selector_all("#iv-result table.iv tr:not(.target)", "rs => rs.slice(1).map(r => "
-                                             "[...r.cells].map(c => c.textContent))")  # fmt: skip
-            assert [r[1] for r in rows] == [t["token"].replace("\n", "↵") for t in want["original"]]
-            assert [r[3] for r in rows] == [t["token"].replace("\n", "↵") for t in want["intervened"]]
-            assert [float(r[4]) for r in rows] == pytest.approx(
-                [t["prob"] for t in want["intervened"]], abs=1e-3
-            )
-            status = page.inner_text("#iv-status")
-            assert ("frozen attention" in status) == (model == "frozen") and "ablate" in status
-        # several nodes at once: add two, run, clear
-        page.select_option("#iv-mode", "scale")
-        page.fill("#iv-value", "3")
-        page.click("#iv-add")
-        assert page.locator("#iv-list li").count() == 1 and "scale ×3" in page.inner_text("#iv-list")
-        page.click("#iv-clear")
-        assert page.locator("#iv-list li").count() == 0
-        browser.close()
+    # the module's browser: one Playwright per process
+    page = live_page.context.browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(LIVE_TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{url}/graphs/{gid}")
+    page.wait_for_selector(".lbl")
+    assert page.locator("#iv-run").is_enabled()
+    page.locator(f'.node[data-id="{node["node_id"]}"]').click()
+    for model in ("free", "frozen"):
+        page.select_option("#iv-mode", "ablate")
+        page.select_option("#iv-model", model)
+        page.click("#iv-run")
+        page.wait_for_function("document.getElementById('iv-run').disabled === false && "
+                               "document.querySelectorAll('#iv-result table.iv tr').length > 1")  # fmt: skip
+        want = httpx.post(f"{url}/api/graphs/{gid}/intervene", json={
+            "interventions": [{"node_id": node["node_id"], "mode": "ablate", "value": 0}], "model": model}, timeout=120).json()  # fmt: skip
+        rows = page.eval_on_selector_all("#iv-result table.iv tr:not(.target)", "rs => rs.slice(1).map(r => "
+                                         "[...r.cells].map(c => c.textContent))")  # fmt: skip
+        assert [r[1] for r in rows] == [t["token"].replace("\n", "↵") for t in want["original"]]
+        assert [r[3] for r in rows] == [t["token"].replace("\n", "↵") for t in want["intervened"]]
+        assert [float(r[4]) for r in rows] == pytest.approx([t["prob"] for t in want["intervened"]], abs=1e-3)
+        status = page.inner_text("#iv-status")
+        assert ("frozen attention" in status) == (model == "frozen") and "ablate" in status
+    # several nodes at once: add two, run, clear
+    page.select_option("#iv-mode", "scale")
+    page.fill("#iv-value", "3")
+    page.click("#iv-add")
+    assert page.locator("#iv-list li").count() == 1 and "scale ×3" in page.inner_text("#iv-list")
+    page.click("#iv-clear")
+    assert page.locator("#iv-list li").count() == 0
+    page.close()
     assert errors == []
