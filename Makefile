@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-stamp
 TORCH_CPU := torch==2.13.0
+TL_VENV := .venv-transformer-lens
 
-.PHONY: setup demo test test-min test-slow bench lint browser clean
+.PHONY: setup demo test test-min test-slow bench lint docs browser clean
 
 setup: $(STAMP)
 
@@ -30,7 +31,7 @@ browser:
 demo: setup
 	$(BIN)/monosemantic demo configs/demo.toml
 
-test: setup
+test: setup $(TL_VENV)/.stamp
 	$(BIN)/python -m pytest
 
 test-slow: setup
@@ -58,6 +59,16 @@ $(SAELENS_VENV)/.stamp:
 	$(SAELENS_VENV)/bin/pip install -q 'sae-lens>=6' || echo "warning: sae-lens could not be installed; the bench reports ours only"
 	@touch $@
 
+# TransformerLens 4 (its TransformerBridge over the same HF modules, pinned to our transformers): the
+# reference the family tests compare every hook site with (tests/lm/test_families_sites.py); they
+# skip without it.
+$(TL_VENV)/.stamp: $(STAMP)
+	@test -x $(TL_VENV)/bin/python || $(PY) -m venv $(TL_VENV)
+	@if ! command -v nvidia-smi >/dev/null 2>&1; then $(TL_VENV)/bin/pip install -q $(TORCH_CPU); fi
+	$(TL_VENV)/bin/pip install -q 'transformer-lens==4.3.0' "transformers==$$($(BIN)/python -c 'import transformers; print(transformers.__version__)')" \
+		|| echo "warning: transformer-lens could not be installed; the TransformerLens comparisons will be skipped"
+	@touch $@
+
 # circuit-tracer likewise (the attribution side-by-side); its transformers pin differs from ours.
 CT_VENV := .venv-circuit-tracer
 $(CT_VENV)/.stamp:
@@ -70,9 +81,17 @@ bench: setup $(SAELENS_VENV)/.stamp $(CT_VENV)/.stamp
 	SAELENS_PYTHON=$(CURDIR)/$(SAELENS_VENV)/bin/python CIRCUIT_TRACER_PYTHON=$(CURDIR)/$(CT_VENV)/bin/python \
 		$(BIN)/python -m benchmarks.run_all
 
+# The manual (docs/, mkdocs with the material theme): regenerate the reference blocks from the code,
+# then build site/ with --strict, so a broken link, anchor or nav entry fails the build.
+# (NO_MKDOCS_2_WARNING silences the theme's end-of-life notice, printed on every build; not a build warning.)
+docs: setup
+	$(BIN)/python -m monosemantic.manual docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	@echo "docs built in site/ (open site/index.html)"
+
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
 clean:
-	rm -rf runs .pytest_cache .ruff_cache
+	rm -rf runs site .pytest_cache .ruff_cache

@@ -1,1 +1,1 @@
-"""Side-by-side speed and quality benchmarks; `make bench` runs them all and updates README."""
+"""Side-by-side speed and quality benchmarks; `make bench` runs them all and updates docs/benchmarks.md."""

@@ -38,7 +38,8 @@ NOTE = (
     "calibrated to ~16 active latents per layer per token, written by `write_circuit_tracer` and loaded by "
     "circuit-tracer 0.5.0 in `.venv-circuit-tracer`; batch 64; all features at 32 tokens, 2,048 rows at 128. "
     "`max edge diff`: largest |ours - theirs| over feature-to-feature and feature-to-logit edges, relative to "
-    "the largest edge (whole graphs only)."
+    "the largest edge (whole graphs only). Last row: a tiny random Gemma-2 (4 layers, d 64) with JumpReLU "
+    "transcoders in Gemma Scope's layout reading ln2.hook_normalized, 16 tokens, the whole graph."
 )
 DENSITY = 16 / 1024  # each latent fires on ~1.6% of tokens: ~16 active per layer per token
 
@@ -51,12 +52,18 @@ def _peer_python() -> Path | None:
     return py if ok else None
 
 
-def _mlp_inputs(model, n_tokens: int = 4096) -> list[torch.Tensor]:
-    """Each layer's MLP input on storyworld text: the calibration data for the thresholds."""
+def _mlp_inputs(model, hook: str = "mlp.hook_in", n_tokens: int = 4096) -> list[torch.Tensor]:
+    """Each layer's transcoder input (`hook`) on storyworld text (random tokens for a random model):
+    the calibration data for the thresholds."""
     from benchmarks.bench_circuits import story_ids
 
-    ids = story_ids(model.tokenizer, n_tokens).view(-1, 128)
-    sites = [f"blocks.{L}.hook_mlp_in" for L in range(model.n_layers)]
+    if model.name == "storyworld" or "storyworld" in str(model.name):
+        ids = story_ids(model.tokenizer, n_tokens).view(-1, 128)
+    else:
+        ids = torch.randint(
+            1, len(model.tokenizer), (n_tokens // 128, 128), generator=torch.Generator().manual_seed(0)
+        )
+    sites = [f"blocks.{L}.{hook}" for L in range(model.n_layers)]
     with torch.no_grad():
         acts = model.run(ids, capture=sites).activations
     return [acts[s].reshape(-1, acts[s].shape[-1]).float() for s in sites]
@@ -68,19 +75,20 @@ def _calibrate(pre: torch.Tensor) -> torch.Tensor:
     return q.clamp_min(1e-3)
 
 
-def make_dictionaries(model, kind: str):
+def make_dictionaries(model, kind: str, hook: str = "mlp.hook_in"):
+    """JumpReLU transcoders (or one CLT) reading `hook` of every layer and writing hook_mlp_out."""
     from monosemantic.config import DictionaryConfig
     from monosemantic.dictionaries import build_dictionary
 
     torch.manual_seed(0)
     L, d = model.n_layers, model.d_model
-    xs = _mlp_inputs(model)
+    xs = _mlp_inputs(model, hook)
     if kind == "clt":
         layers = ",".join(str(i) for i in range(L))
         c = DictionaryConfig(
             architecture="jumprelu",
             d_sae=8 * d,
-            site=f"blocks.{{{layers}}}.hook_mlp_in",
+            site=f"blocks.{{{layers}}}.{hook}",
             site_out=f"blocks.{{{layers}}}.hook_mlp_out",
         )
         clt = build_dictionary(c, L * d, L * d)
@@ -93,7 +101,7 @@ def make_dictionaries(model, kind: str):
         c = DictionaryConfig(
             architecture="jumprelu",
             d_sae=8 * d,
-            site=f"blocks.{i}.hook_mlp_in",
+            site=f"blocks.{i}.{hook}",
             site_out=f"blocks.{i}.hook_mlp_out",
         )
         tc = build_dictionary(c, d, d)
@@ -232,9 +240,58 @@ def run(cases=CASES) -> list[dict]:
                     f"{edge_difference(tmp / f'{kind}-{n_tok}-ours.pt', Path(job['graph'])):.1e}"
                 )
         rows.append(row)
+    rows.append(gemma2_row(peer, tmp))
     if peer is None:
         print("circuit-tracer is not installed in .venv-circuit-tracer; the table has our side only")
     return markdown_table(rows) + "\n\n" + NOTE
+
+
+GEMMA2 = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, head_dim=16, query_pre_attn_scalar=16,
+              sliding_window=4096, layer_types=["sliding_attention", "full_attention"] * 2)  # fmt: skip
+
+
+def gemma2_row(peer: Path | None, tmp: Path, n_tok: int = 16, max_nodes: int = 8192) -> dict:
+    """A second family side by side: a tiny random Gemma-2 (soft-capping, sandwich norms, (1 + w)
+    RMSNorms, GQA) with JumpReLU transcoders in Gemma Scope's layout reading ln2.hook_normalized (the
+    norm's x_hat, where Gemma Scope and circuit-tracer's Gemma configs read) and writing hook_mlp_out."""
+    from monosemantic.dictionaries.circuit_tracer import write_circuit_tracer
+    from monosemantic.dictionaries.io import save_dictionary
+    from monosemantic.lm.model import load_model
+    from monosemantic.lm.tiny import save_tiny_model
+
+    folder = save_tiny_model("gemma2", tmp / "gemma2-model", seed=0, **GEMMA2)
+    model = load_model(str(folder))
+    dics = make_dictionaries(model, "per-layer", hook="ln2.hook_normalized")
+    for i, dic in enumerate(dics):
+        save_dictionary(dic, tmp / "gemma2" / "ours" / f"d{i}")
+    write_circuit_tracer(dics, tmp / "gemma2" / "ct")
+    g = torch.Generator().manual_seed(1)
+    ids = [
+        model.tokenizer.bos_token_id,
+        *torch.randint(1, len(model.tokenizer), (n_tok - 1,), generator=g).tolist(),
+    ]
+    job = {"model": str(folder), "ids": ids, "max_feature_nodes": max_nodes, "batch_size": BATCH, "kind": "per_layer",
+           "ours": str(tmp / "gemma2" / "ours"), "transcoders": str(tmp / "gemma2" / "ct"), "threads": 2,
+           "graph": str(tmp / "gemma2-ours.pt")}  # fmt: skip
+    (tmp / "job.json").write_text(json.dumps(job))
+    mine = _subprocess(
+        sys.executable, ["-m", "benchmarks.bench_circuit_tracer", "--ours", str(tmp / "job.json")]
+    )
+    row = {"dictionaries": "tiny Gemma-2, JumpReLU transcoders (ln2.hook_normalized)", "tokens": n_tok,
+           "active features": mine["active features"], "rows": mine["selected"] + mine["logits"],
+           "ours s": mine["seconds"], "ours peak MB": mine["peak MB over model"]}  # fmt: skip
+    if peer is not None:
+        job["graph"] = str(tmp / "gemma2-ct.pt")
+        (tmp / "job.json").write_text(json.dumps(job))
+        theirs = _subprocess(
+            peer, [str(ROOT / "benchmarks" / "circuit_tracer_peer.py"), str(tmp / "job.json")]
+        )
+        row |= {"circuit-tracer s": theirs["seconds"], "circuit-tracer peak MB": theirs["peak MB over model"],
+                "speed-up": round(theirs["seconds"] / max(mine["seconds"], 1e-9), 2)}  # fmt: skip
+        if theirs["active features"] != mine["active features"]:
+            row["note"] = f"circuit-tracer found {theirs['active features']} active features"
+        row["max edge diff (rel.)"] = f"{edge_difference(tmp / 'gemma2-ours.pt', Path(job['graph'])):.1e}"
+    return row
 
 
 if __name__ == "__main__":

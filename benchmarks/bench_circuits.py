@@ -110,7 +110,7 @@ def _setup(n: int):
                     architecture="topk",
                     expansion=8,
                     k=16,
-                    site=f"blocks.{L}.hook_mlp_in",
+                    site=f"blocks.{L}.mlp.hook_in",
                     site_out=f"blocks.{L}.hook_mlp_out",
                 ),
                 d,

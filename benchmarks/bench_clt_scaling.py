@@ -56,7 +56,7 @@ def run() -> list[dict[str, object]]:
         clt = build_dictionary(
             DictionaryConfig(
                 architecture="topk", d_sae=N, k=K,
-                site=f"blocks.{layers}.hook_mlp_in", site_out=f"blocks.{layers}.hook_mlp_out",
+                site=f"blocks.{layers}.mlp.hook_in", site_out=f"blocks.{layers}.hook_mlp_out",
             ),
             L * D, L * D,
         )  # fmt: skip

@@ -43,7 +43,7 @@ def _model_and_sites(tmp: Path) -> tuple[str, list[str], str]:
     n_layers = load_model(model, device="cpu").n_layers
     sites = ["blocks.1.hook_resid_post"] if n_layers > 1 else []
     for layer in range(n_layers):
-        sites += [f"blocks.{layer}.hook_mlp_in", f"blocks.{layer}.hook_mlp_out"]
+        sites += [f"blocks.{layer}.mlp.hook_in", f"blocks.{layer}.hook_mlp_out"]
     return model, sites, label
 
 

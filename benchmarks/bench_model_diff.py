@@ -20,7 +20,7 @@
 Run: `.venv/bin/python benchmarks/bench_model_diff.py [--quick] [--layer N] [--seed S]` (default
 layer 2; S seeds the crosscoder only); writes results/model_diff_layer{N}.json (`_full` without
 --quick, `_seed{S}` for S != 0). `--quick`: 150k tokens per cache, a few minutes on 2 CPU
-cores. Findings are in the README (Benchmarks, "Model diffing").
+cores. Findings are in docs/benchmarks.md ("Model diffing").
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
-"""Run every benchmark and write the tables into README.md (between the bench markers).
+"""Run every benchmark and write the tables into docs/benchmarks.md (between the bench markers).
 
 Each `benchmarks/bench_*.py` module exposes `run()` returning either a markdown string or a list
 of row dicts; `TITLE` names its section. A failing benchmark is reported in its section instead of
-aborting the others, so one missing optional peer (e.g. SAELens) never hides the rest.
+aborting the others, so one missing optional peer (e.g. SAELens) never hides the rest. Each keeps
+its latest section in `benchmarks/results/NAME.md`; the docs page is those sections in `MODULES`
+order (`python -m benchmarks.run_all --docs` rewrites it from them without running anything).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
+DOCS = ROOT / "docs" / "benchmarks.md"
 RESULTS = ROOT / "benchmarks" / "results"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 MODULES = [
@@ -57,6 +59,20 @@ def machine() -> str:
     )
 
 
+def docs_block() -> str:
+    """The generated section of docs/benchmarks.md: every benchmark's latest table, in order."""
+    sections = [(RESULTS / f"{name}.md").read_text() for name in MODULES if (RESULTS / f"{name}.md").exists()]
+    return "\n".join(sections)
+
+
+def write_docs() -> None:
+    """Put the latest tables between the bench markers of docs/benchmarks.md."""
+    page = DOCS.read_text()
+    head, rest = page.split(START, 1)
+    _, tail = rest.split(END, 1)
+    DOCS.write_text(f"{head}{START}\n{docs_block()}\n{END}{tail}")
+
+
 def main(only: list[str] | None = None) -> str:
     """Run the named benchmarks (default all); each keeps its latest section in benchmarks/results/,
     so re-running one benchmark updates its table and keeps the others'."""
@@ -77,15 +93,12 @@ def main(only: list[str] | None = None) -> str:
         print(body, flush=True)
         stamp = f"_Measured {time.strftime('%Y-%m-%d %H:%M')} on {machine()}; load average {os.getloadavg()[0]:.1f}._"
         (RESULTS / f"{name}.md").write_text(f"### {title}\n\n{stamp}\n\n{body}\n")
-    sections = [(RESULTS / f"{name}.md").read_text() for name in MODULES if (RESULTS / f"{name}.md").exists()]
-    text = "\n".join(sections)
-    readme = README.read_text()
-    if START in readme and END in readme:
-        head, rest = readme.split(START, 1)
-        _, tail = rest.split(END, 1)
-        README.write_text(f"{head}{START}\n{text}\n{END}{tail}")
-    return text
+    write_docs()
+    return docs_block()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or None)
+    if sys.argv[1:] == ["--docs"]:
+        write_docs()
+    else:
+        main(sys.argv[1:] or None)

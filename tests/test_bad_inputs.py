@@ -20,7 +20,7 @@ import torch
 
 from monosemantic.cli import app
 
-RESID, MLP_IN, MLP_OUT = "blocks.0.hook_resid_post", "blocks.0.hook_mlp_in", "blocks.0.hook_mlp_out"
+RESID, MLP_IN, MLP_OUT = "blocks.0.hook_resid_post", "blocks.0.mlp.hook_in", "blocks.0.hook_mlp_out"
 
 
 @pytest.fixture(scope="module")

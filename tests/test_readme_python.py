@@ -1,13 +1,12 @@
-"""The README's Python examples run as written, against a tiny demo-shaped run built in tmp."""
+"""The Python examples of the README and of docs/python.md run as written, against a tiny
+demo-shaped run built in tmp (the other pages' Python blocks compile, in tests/test_docs.py)."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
-
-README = Path(__file__).resolve().parents[1] / "README.md"
+from manual_pages import DOCS, README, split
 
 CONFIG = """
 seed = 0
@@ -19,8 +18,8 @@ text = "storyworld"
 context_size = 32
 max_tokens = 4096
 [sites]
-names = ["blocks.1.hook_resid_post", "blocks.0.hook_mlp_in", "blocks.0.hook_mlp_out",
-         "blocks.1.hook_mlp_in", "blocks.1.hook_mlp_out"]
+names = ["blocks.1.hook_resid_post", "blocks.0.mlp.hook_in", "blocks.0.hook_mlp_out",
+         "blocks.1.mlp.hook_in", "blocks.1.hook_mlp_out"]
 [harvest]
 out = "runs/demo/activations"
 [dictionary]
@@ -32,11 +31,11 @@ name = "topk-k16"
 site = "blocks.1.hook_resid_post"
 [[dictionaries]]
 name = "transcoder-L0"
-site = "blocks.0.hook_mlp_in"
+site = "blocks.0.mlp.hook_in"
 site_out = "blocks.0.hook_mlp_out"
 [[dictionaries]]
 name = "transcoder-L1"
-site = "blocks.1.hook_mlp_in"
+site = "blocks.1.mlp.hook_in"
 site_out = "blocks.1.hook_mlp_out"
 [train]
 tokens = 4096
@@ -59,15 +58,19 @@ mean_sequences = 8
 """
 
 
-def python_blocks(section: str) -> list[str]:
-    text = README.read_text()
-    start = text.index(f"## {section}")
-    end = text.index("\n## ", start + 1)
-    return re.findall(r"```python\n(.*?)```", text[start:end], flags=re.S)
+def python_blocks(path: Path, section: str | None = None) -> list[str]:
+    """The ```python blocks of a page, or of one of its `## ` sections."""
+    text = path.read_text()
+    if section is not None:
+        start = text.index(f"## {section}")
+        end = text.find("\n## ", start + 1)
+        text = text[start : end if end >= 0 else len(text)]
+    blocks, _ = split(text)
+    return [b.code for b in blocks if b.lang == "python"]
 
 
 @pytest.mark.slow
-def test_readme_python_examples_run(tmp_path, monkeypatch):
+def test_readme_and_docs_python_examples_run(tmp_path, monkeypatch):
     import monosemantic
 
     monkeypatch.chdir(tmp_path)
@@ -79,9 +82,19 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
     monosemantic.analyze(cfg)
     monosemantic.explain(cfg)
     monosemantic.circuit(cfg)
-    blocks = python_blocks("In Python and notebooks")
-    assert len(blocks) == 2
-    scope: dict = {}
-    for block in blocks:
-        exec(compile(block, "README.md", "exec"), scope)  # noqa: S102 (the README's own examples)
-    assert scope["cache"].codes["topk-k16"].shape[-1] == 64
+    examples = [
+        ("README.md", python_blocks(README)),
+        # one scope per page, as a reader runs them: the inline views use SpliceModel's import
+        (
+            "docs/python.md",
+            python_blocks(DOCS / "python.md", "SpliceModel")
+            + python_blocks(DOCS / "python.md", "Inline views"),
+        ),
+    ]
+    for where, blocks in examples:
+        assert blocks, where
+        scope: dict = {}
+        for block in blocks:
+            exec(compile(block, where, "exec"), scope)  # noqa: S102 (the pages' own examples)
+        if "cache" in scope:
+            assert scope["cache"].codes["topk-k16"].shape[-1] == 64

@@ -47,7 +47,7 @@ def _outputs(nb) -> str:
 
 def test_walkthrough_notebook_executes(tmp_path):
     nb, seconds = _execute("walkthrough.ipynb", tmp_path, timeout=240)
-    # its speed (about 100 s on 2 CPU cores) is stated in the README, not asserted: a loaded
+    # its speed (about 100 s on 2 CPU cores) is stated in docs/python.md, not asserted: a loaded
     # machine must not fail a correct notebook
     print(f"walkthrough executed in {seconds:.0f}s")
     graph = json.loads((tmp_path / "circuit" / "graph.json").read_text())

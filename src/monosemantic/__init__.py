@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # editors resolve the lazy names (circuit-tracer's pattern)
     from monosemantic.circuits.splice import SpliceCache, SpliceModel
     from monosemantic.config import Config, load_config
     from monosemantic.dictionaries.io import load_dictionary
+    from monosemantic.evaluation.blind import blind, unblind
     from monosemantic.evaluation.compare import compare
     from monosemantic.evaluation.run import evaluate
     from monosemantic.explanation.run import explain
@@ -44,6 +45,8 @@ _EXPORTS = {
     "train": "monosemantic.training.trainer",
     "evaluate": "monosemantic.evaluation.run",
     "compare": "monosemantic.evaluation.compare",
+    "blind": "monosemantic.evaluation.blind",
+    "unblind": "monosemantic.evaluation.blind",
     "analyze": "monosemantic.analysis.run",
     "explain": "monosemantic.explanation.run",
     "export": "monosemantic.exports.run",
@@ -63,6 +66,7 @@ __all__ = [
     "SpliceModel",
     "analyze",
     "attribute",
+    "blind",
     "circuit",
     "compare",
     "evaluate",
@@ -77,6 +81,7 @@ __all__ = [
     "steer",
     "train",
     "train_lm",
+    "unblind",
 ]  # what `from monosemantic import *` and editors see; equals the lazy table
 
 

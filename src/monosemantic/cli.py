@@ -38,11 +38,13 @@ app.add_typer(lm_app, name="lm")
 ConfigArg = Annotated[Path, typer.Argument(help="TOML config file (e.g. configs/demo.toml).")]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", "-s", help="Override a config value: section.key=value (repeatable)."),
+    typer.Option(
+        "--set", "-s", metavar="KEY=VALUE", help="Override a config value: section.key=value (repeatable)."
+    ),
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
-# Verbs that split their work over the ranks torchrun starts (README "Scaling out").
+# Verbs that split their work over the ranks torchrun starts (docs/scaling.md).
 DISTRIBUTED_VERBS = {"harvest", "train", "evaluate", "analyze"}
 
 
@@ -146,8 +148,11 @@ def plan(
     config: ConfigArg,
     set_: SetOpt = None,
     world_size: Annotated[
-        int, typer.Option(help="Ranks to plan for (torchrun --nproc-per-node x nodes).")
-    ] = 1,
+        int | None,
+        typer.Option(
+            help="Ranks to plan for (torchrun --nproc-per-node x nodes; default [plan].world_size)."
+        ),
+    ] = None,
 ) -> None:
     """Memory per rank, cache disk and FLOPs per token of each stage, before starting a job."""
     cfg = _config(config, set_)
@@ -173,36 +178,73 @@ def evaluate(config: ConfigArg, set_: SetOpt = None) -> None:
 def compare(
     config: ConfigArg,
     set_: SetOpt = None,
-    blind: Annotated[
-        tuple[str, str] | None,
-        typer.Option("--blind", help="Blind-rate features of two dictionaries: --blind A B."),
-    ] = None,
-    unblind: Annotated[
-        bool, typer.Option("--unblind", help="Score the blind ratings against the key.")
-    ] = False,
-    judge: Annotated[str, typer.Option(help="Blind ratings by: human | offline | endpoint.")] = "human",
-    features: Annotated[int, typer.Option(help="Features per dictionary in a blind comparison.")] = 20,
+    blind_: Annotated[tuple[str, str] | None, typer.Option("--blind", hidden=True)] = None,
+    unblind_: Annotated[bool, typer.Option("--unblind", hidden=True)] = False,
 ) -> None:
-    """A table and plots across the dictionaries of a run (after evaluate); or a blind comparison."""
+    """A table and plots across the dictionaries of a run (after evaluate)."""
+    if blind_ is not None:
+        _error(
+            "compare --blind is now its own verb: monosemantic blind CONFIG A B [--judge offline|endpoint]"
+        )
+    if unblind_:
+        _error("compare --unblind is now its own verb: monosemantic unblind CONFIG")
     cfg = _config(config, set_)
-    from monosemantic.evaluation import blind as blind_mode
     from monosemantic.evaluation.compare import compare as run
 
-    folder = Path(cfg.evaluate.out).parent / "compare" / "blind"
-    if unblind:
-        result = blind_mode.unblind(folder)
-        for name, r in result["dictionaries"].items():
-            console.print(
-                f"{name}: mean rating {r['mean']} (95% CI {r['ci95']}, n={r['n']})", highlight=False
-            )
-        console.print(f"result written to [bold]{folder / 'result.json'}[/]")
-    elif blind is not None:
-        blind_mode.blind_prepare(cfg, blind[0], blind[1], folder, n=features, judge=judge)
-        console.print(
-            f"blind items in [bold]{folder / 'items.md'}[/]; rate them in ratings.csv, then --unblind"
-        )
-    else:
-        console.print(f"comparison written to [bold]{run(cfg)}[/]")
+    console.print(f"comparison written to [bold]{run(cfg)}[/]")
+
+
+@app.command()
+@friendly_errors
+def blind(
+    config: ConfigArg,
+    dictionaries: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="The two dictionaries to rate, A B (default [compare].blind).",
+            show_default=False,
+            metavar="A B",
+        ),
+    ] = None,
+    set_: SetOpt = None,
+    judge: Annotated[
+        str | None, typer.Option(help="Who rates: human | offline | endpoint (default [compare].judge).")
+    ] = None,
+    features: Annotated[
+        int | None, typer.Option(help="Features per dictionary (default [compare].features).")
+    ] = None,
+) -> None:
+    """Blind rating of two dictionaries' features: items to rate, ratings.csv, and a hidden key."""
+    cfg = _config(config, set_)
+    if dictionaries:
+        if len(dictionaries) != 2:
+            _error(f"blind takes two dictionaries, A B (got {len(dictionaries)}: {' '.join(dictionaries)})")
+        cfg.compare.blind = (dictionaries[0], dictionaries[1])
+    if judge is not None:
+        cfg.compare.judge = judge  # type: ignore[assignment]
+    if features is not None:
+        cfg.compare.features = features
+    from monosemantic.evaluation.blind import blind as run
+
+    folder = run(cfg)
+    console.print(
+        f"blind items in [bold]{folder / 'items.md'}[/]; rate them in ratings.csv, then "
+        f"`monosemantic unblind {config}`"
+    )
+
+
+@app.command()
+@friendly_errors
+def unblind(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Score a blind rating against its key: each dictionary's mean rating with its 95% interval."""
+    cfg = _config(config, set_)
+    from monosemantic.evaluation.blind import unblind as run
+    from monosemantic.evaluation.compare import compare_folder
+
+    result = run(cfg)
+    for name, r in result["dictionaries"].items():
+        console.print(f"{name}: mean rating {r['mean']} (95% CI {r['ci95']}, n={r['n']})", highlight=False)
+    console.print(f"result written to [bold]{compare_folder(cfg) / 'blind' / 'result.json'}[/]")
 
 
 @app.command()
@@ -330,12 +372,36 @@ def serve(config: ConfigArg, set_: SetOpt = None) -> None:
 
 @app.command()
 @friendly_errors
-def demo(config: ConfigArg = Path("configs/demo.toml"), set_: SetOpt = None) -> None:
+def demo(
+    config: Annotated[
+        Path | None,
+        typer.Argument(
+            help="TOML config (default: the demo config shipped in the package, configs/demo.toml).",
+            show_default=False,
+        ),
+    ] = None,
+    set_: SetOpt = None,
+) -> None:
     """The embedded job on the shipped storyworld LM: harvest, train, evaluate, analyze, explain, export."""
-    cfg = _config(config, set_)
-    from monosemantic.demo import run_demo
+    from monosemantic.demo import demo_config, run_demo
 
-    run_demo(cfg)
+    path = config if config is not None else demo_config()
+    run_demo(_config(path, set_), config_path=path)
+
+
+def verbs() -> list[str]:
+    """Every visible verb of the command, a sub-command's with its group (`lm train`), in the order
+    `--help` lists them: what the tests and the manual enumerate instead of copying a list."""
+
+    def walk(command: Any, prefix: str) -> list[str]:
+        subs = getattr(command, "commands", None)  # a group (typer's TyperGroup) has sub-commands
+        if subs is None:
+            return [prefix]
+        return [
+            v for name, sub in subs.items() if not sub.hidden for v in walk(sub, f"{prefix} {name}".strip())
+        ]
+
+    return walk(typer.main.get_command(app), "")
 
 
 def main() -> None:  # pragma: no cover

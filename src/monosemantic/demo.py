@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,12 @@ from rich.table import Table
 
 from monosemantic.config import Config
 from monosemantic.utils.progress import console
+
+
+def demo_config() -> Path:
+    """The demo's config as shipped in the package (`configs/demo.toml` of the repository, which
+    `src/monosemantic/configs/demo.toml` links to), so `monosemantic demo` runs from an installed wheel."""
+    return Path(str(resources.files("monosemantic") / "configs" / "demo.toml"))
 
 
 def _step(name: str, fn: Callable[[], Any], timings: list[tuple[str, float]]) -> Any:
@@ -36,8 +43,9 @@ def outputs_writable(cfg: Config) -> None:
         check_output(getattr(getattr(cfg, section), field), key)
 
 
-def run_demo(cfg: Config) -> dict[str, Path]:
-    """Run every stage of the pipeline on `cfg` and return where each output landed."""
+def run_demo(cfg: Config, config_path: str | Path = "configs/demo.toml") -> dict[str, Path]:
+    """Run every stage of the pipeline on `cfg` and return where each output landed; the closing
+    lines name `config_path` in the commands to run next."""
     from monosemantic.activations.harvest import harvest
     from monosemantic.analysis.run import analyze
     from monosemantic.evaluation.run import evaluate
@@ -76,9 +84,11 @@ def run_demo(cfg: Config) -> dict[str, Path]:
     if "dashboard" in outputs:
         console.print(
             f"Open [bold]file://{outputs['dashboard'].resolve()}[/] in a browser, or run "
-            "`monosemantic serve configs/demo.toml`."
+            f"`monosemantic serve {config_path}`.",
+            soft_wrap=True,  # a command to copy stays on one line
         )
     console.print(
-        'Trace a circuit: monosemantic circuit configs/demo.toml --prompt "Lily the cat went to the beach. She"'
+        f'Trace a circuit: monosemantic circuit {config_path} --prompt "Lily the cat went to the beach. She"',
+        soft_wrap=True,
     )
     return outputs

@@ -16,6 +16,7 @@ SPECIAL = [0, 1]  # token ids treated as BOS/EOS/PAD in synthetic caches
 def synthetic_manifest(sites: dict[str, int], ctx: int, n_concepts: int | None = None) -> dict:
     manifest = {
         "format_version": FORMAT_VERSION,
+        "hook_names": "transformer_lens",
         "model": "synthetic",
         "revision": None,
         "tokenizer": "synthetic",

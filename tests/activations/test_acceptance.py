@@ -37,10 +37,10 @@ special_tokens = "exclude"
 [sites]
 names = [
   "blocks.1.hook_resid_post",
-  "blocks.0.hook_mlp_in", "blocks.0.hook_mlp_out",
-  "blocks.1.hook_mlp_in", "blocks.1.hook_mlp_out",
-  "blocks.2.hook_mlp_in", "blocks.2.hook_mlp_out",
-  "blocks.3.hook_mlp_in", "blocks.3.hook_mlp_out",
+  "blocks.0.mlp.hook_in", "blocks.0.hook_mlp_out",
+  "blocks.1.mlp.hook_in", "blocks.1.hook_mlp_out",
+  "blocks.2.mlp.hook_in", "blocks.2.hook_mlp_out",
+  "blocks.3.mlp.hook_in", "blocks.3.hook_mlp_out",
 ]
 
 [harvest]

@@ -18,7 +18,7 @@ from monosemantic.config import load_config
 from monosemantic.corpus.concepts import CONCEPTS
 from monosemantic.utils.errors import DataError, MonosemanticError
 
-SITES = ["blocks.0.hook_resid_post", "blocks.0.hook_mlp_in", "blocks.0.hook_mlp_out"]
+SITES = ["blocks.0.hook_resid_post", "blocks.0.mlp.hook_in", "blocks.0.hook_mlp_out"]
 
 
 def _cfg(model: Path, out: Path, *extra: str, sites=SITES):
@@ -63,7 +63,7 @@ def test_harvest_writes_the_cache_and_matches_plain_transformers(tiny_gpt2, tmp_
         hidden = hf(shard["tokens"].long(), output_hidden_states=True).hidden_states
     torch.testing.assert_close(shard["blocks.0.hook_resid_post"], hidden[1], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(
-        shard["blocks.0.hook_mlp_in"],
+        shard["blocks.0.mlp.hook_in"],
         hf.transformer.h[0].ln_2(hidden[1] - shard["blocks.0.hook_mlp_out"]),
         rtol=1e-4,
         atol=1e-4,

@@ -16,7 +16,7 @@ from monosemantic.config import load_config
 from monosemantic.lm.model import load_model
 from monosemantic.utils.errors import DataError
 
-SITES = ["blocks.0.hook_mlp_in", "blocks.0.hook_mlp_out"]
+SITES = ["blocks.0.mlp.hook_in", "blocks.0.hook_mlp_out"]
 
 
 def _cfg(model, out, *extra):
@@ -80,5 +80,5 @@ def test_live_stream_resumes_exactly(model, tiny_gpt2, tmp_path):
 def test_tensor_file_width_must_match_the_model(model, tiny_gpt2, tmp_path):
     save_file({"activations": torch.randn(50, 5)}, str(tmp_path / "acts.safetensors"))
     cfg = _cfg(tiny_gpt2, tmp_path / "x", f"data.activations='{tmp_path / 'acts.safetensors'}'")
-    with pytest.raises(DataError, match="width 5 but blocks.0.hook_mlp_in.*width 32"):
+    with pytest.raises(DataError, match="width 5 but blocks.0.mlp.hook_in.*width 32"):
         activation_batches(cfg, SITES[:1], 8, model=model)

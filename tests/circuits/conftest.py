@@ -11,7 +11,6 @@ import torch
 from monosemantic.config import DictionaryConfig
 from monosemantic.dictionaries import build_dictionary
 from monosemantic.lm.model import load_model
-from monosemantic.lm.tiny import save_tiny_model
 
 PROMPT = "Lily the cat went to the beach. She"
 FAMILIES = ["gpt2", "llama", "gpt_neox", "mistral", "qwen2", "gemma", "gemma2"]
@@ -19,10 +18,10 @@ WINDOW = {"mistral": 4, "gemma2": 4}
 
 
 @pytest.fixture(scope="session")
-def tiny_paths(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
+def tiny_paths(tiny_family):
+    """The shared tiny model of each family (tests/support/tiny_families.py), windowed where WINDOW says."""
     return {
-        fam: save_tiny_model(fam, root / fam, **({"sliding_window": WINDOW[fam]} if fam in WINDOW else {}))
+        fam: tiny_family(fam, **({"sliding_window": WINDOW[fam]} if fam in WINDOW else {}))
         for fam in FAMILIES
     }
 
@@ -51,7 +50,7 @@ def make_dicts(
             architecture="topk",
             d_sae=d_sae,
             k=k,
-            site=f"blocks.{L}.hook_mlp_in",
+            site=f"blocks.{L}.mlp.hook_in",
             site_out=f"blocks.{L}.hook_mlp_out",
             skip=skip,
         )

@@ -2,74 +2,13 @@
 
 import pytest
 import torch
+from circuit_checks import check_edges
 
 from monosemantic.circuits.attribution import attribute
-from monosemantic.circuits.pruning import prune
 from monosemantic.circuits.replacement import ReplacementModel
 from monosemantic.utils.errors import MonosemanticError
 
-from .conftest import FAMILIES, PROMPT, make_dicts
-
-
-def intervention_matrix(rm, graph):
-    """effects[t, s]: change of target t's linear value when source s is removed from the frozen model."""
-    setup = rm.setup(graph.input_ids)
-    sl = graph.slices()
-    n_src = sl["embeddings"].stop
-    B = n_src + 1  # row 0: nothing removed
-    vals = [a.act.expand(B, -1).clone() for a in setup.active]
-    errs = [e.expand(B, -1, -1).clone() for e in setup.errors]
-    emb = setup.embed.expand(B, -1, -1).clone()
-    for j in range(graph.n_features):
-        d, _, p, idx = graph.features[j].tolist()
-        a = setup.active[d]
-        k = int(((a.pos == p) & (a.idx == idx)).nonzero())
-        vals[d][1 + j, k] = 0
-    for e in range(graph.n_errors):
-        d, _, p = graph.errors[e].tolist()
-        errs[d][1 + sl["errors"].start + e, p] = 0
-    for p in range(graph.n_pos):
-        emb[1 + sl["embeddings"].start + p, p] = 0
-    with torch.no_grad():
-        resid, inputs = rm.frozen(setup, batch=B, values=vals, errors=errs, embed=emb)
-    W_U = rm.lm.W_U
-    values = []  # [n_targets_rows, B]
-    rows = []
-    for j in range(graph.n_features):  # feature targets: encoder direction . input
-        d, _, p, idx = graph.features[j].tolist()
-        enc = rm.spliced[d].encoder_dirs(torch.tensor([idx]))[0]
-        values.append(inputs[d][:, p] @ enc)
-        rows.append(j)
-    for k, t in enumerate([t for t in graph.targets if t.kind != "feature"]):
-        vec = W_U[:, t.token_id] - (W_U[:, t.contrast_id] if t.kind == "logit_diff" else W_U.mean(-1))
-        values.append(resid[:, -1] @ vec)
-        rows.append(sl["logits"].start + k)
-    values = torch.stack(values)
-    return rows, (values[:, :1] - values[:, 1:])  # removal effect = the edge
-
-
-def check_edges(rm, graph, tol=1e-4):
-    rows, effects = intervention_matrix(rm, graph)
-    A = graph.adjacency.double()
-    n_src = graph.slices()["embeddings"].stop
-    computed = A[rows, :n_src]
-    scale = computed.abs().max()
-    assert scale > 0
-    rel = (computed - effects).abs() / (computed.abs() + 1e-6 * scale)
-    assert float(rel.max()) < tol, float(rel.max())
-    pr = prune(graph, 0.8, 0.98)
-    kept = pr.edge_mask[rows, :n_src]
-    assert kept.any()
-    assert float(rel[kept].max()) < tol
-
-
-@pytest.mark.parametrize("family", FAMILIES)
-def test_edges_equal_interventions_transcoders(request, family):
-    m = request.getfixturevalue(family)
-    rm = ReplacementModel(m, make_dicts(m.d_model, m.n_layers, skip=True))
-    graph = attribute(rm, prompt=PROMPT, batch_size=16, show_progress=False)
-    assert graph.n_features == graph.total_active_features > 0
-    check_edges(rm, graph)
+from .conftest import PROMPT, make_dicts
 
 
 def test_edges_equal_interventions_mixed_sae_and_transcoders(gpt2):
@@ -153,7 +92,7 @@ def test_edges_equal_interventions_other_architectures(gpt2, arch):
     torch.manual_seed(0)
     dics = []
     for L in range(gpt2.n_layers):
-        c = DictionaryConfig(architecture=arch, d_sae=24, site=f"blocks.{L}.hook_mlp_in",
+        c = DictionaryConfig(architecture=arch, d_sae=24, site=f"blocks.{L}.mlp.hook_in",
                              site_out=f"blocks.{L}.hook_mlp_out", jumprelu_init_threshold=0.05)  # fmt: skip
         dic = build_dictionary(c, gpt2.d_model, gpt2.d_model)
         with torch.no_grad():

@@ -3,6 +3,7 @@ replacement model exact, and a CLT's cross-layer writes are edges."""
 
 import pytest
 import torch
+from circuit_checks import check_edges
 
 from monosemantic.circuits.attribution import attribute
 from monosemantic.circuits.faithfulness import graph_scores
@@ -13,7 +14,6 @@ from monosemantic.config import DictionaryConfig
 from monosemantic.dictionaries import build_dictionary
 
 from .conftest import PROMPT
-from .test_attribution import check_edges
 
 
 def make_clt(d_model: int, n_layers: int, activation: str = "topk", d_sae: int = 32, seed: int = 0):
@@ -24,7 +24,7 @@ def make_clt(d_model: int, n_layers: int, activation: str = "topk", d_sae: int =
         architecture=activation,
         d_sae=d_sae,
         k=4 if "topk" in activation else None,
-        site=f"blocks.{{{layers}}}.hook_mlp_in",
+        site=f"blocks.{{{layers}}}.mlp.hook_in",
         site_out=f"blocks.{{{layers}}}.hook_mlp_out",
     )
     clt = build_dictionary(c, n_layers * d_model, n_layers * d_model)

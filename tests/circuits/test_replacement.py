@@ -106,7 +106,7 @@ def _plain_embed_logit(rm, emb, tok):
 def test_bad_dictionary_sites_are_rejected(gpt2):
     bad = build_dictionary(
         DictionaryConfig(
-            architecture="topk", d_sae=16, k=2, site="blocks.0.hook_mlp_in", site_out="blocks.1.hook_mlp_out"
+            architecture="topk", d_sae=16, k=2, site="blocks.0.mlp.hook_in", site_out="blocks.1.hook_mlp_out"
         ),
         gpt2.d_model,
         gpt2.d_model,

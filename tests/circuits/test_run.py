@@ -34,7 +34,7 @@ def test_circuit_writes_graph_scores_viewer_and_store(tiny_paths, tmp_path):
     save_dictionary(dics[2], train / "sae-resid")  # not a transcoder: left out by default
     store_dir = tmp_path / "analysis"
     with FeatureStore(store_dir / "features.db", create=True) as store:
-        did = store.add_dictionary("transcoder-L1", hook_name="blocks.1.hook_mlp_in", d_sae=48)
+        did = store.add_dictionary("transcoder-L1", hook_name="blocks.1.mlp.hook_in", d_sae=48)
         store.upsert_features(did, [{"idx": i, "explanation": f"latent {i} explained"} for i in range(48)])
         store.add_examples(
             did,
@@ -100,7 +100,7 @@ def test_mean_ablation_uses_activation_cache(tiny_paths, tmp_path):
     from monosemantic.circuits.replacement import ReplacementModel
     from monosemantic.lm.model import load_model
 
-    sites = [f"blocks.{L}.hook_mlp_{k}" for L in range(2) for k in ("in", "out")]
+    sites = [f"blocks.{L}.{k}" for L in range(2) for k in ("mlp.hook_in", "hook_mlp_out")]
     cfg = Config.model_validate(
         {
             "device": "cpu",
@@ -119,7 +119,7 @@ def test_mean_ablation_uses_activation_cache(tiny_paths, tmp_path):
     xs = []
     for i in range(cache.num_shards):
         shard = cache.load_shard(i)
-        xs.append(shard["blocks.1.hook_mlp_in"][~cache.special_mask(shard["tokens"])].float())
+        xs.append(shard["blocks.1.mlp.hook_in"][~cache.special_mask(shard["tokens"])].float())
     assert torch.allclose(f_means[1], dics[1].encode(torch.cat(xs)).mean(0), atol=1e-5)
     assert f_means[0].shape == (48,) and e_means[1].shape == (model.d_model,)
     assert float(f_means[0].sum()) > 0

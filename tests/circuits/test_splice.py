@@ -29,7 +29,7 @@ def sm(tmp_path_factory):
     )
     tc = build_dictionary(
         DictionaryConfig(
-            architecture="topk", d_sae=64, k=8, site="blocks.1.hook_mlp_in", site_out="blocks.1.hook_mlp_out"
+            architecture="topk", d_sae=64, k=8, site="blocks.1.mlp.hook_in", site_out="blocks.1.hook_mlp_out"
         ),
         d,
         d,
@@ -78,11 +78,11 @@ def test_spliced_logits_match_evaluate(sm):
 def test_run_with_cache_codes_and_plain_logits(sm):
     tokens = sm.to_tokens(TEXT)
     with torch.inference_mode():
-        plain = sm.model.run(tokens, capture=["blocks.1.hook_mlp_in"])
+        plain = sm.model.run(tokens, capture=["blocks.1.mlp.hook_in"])
     logits, cache = sm.run_with_cache(TEXT, splice=False)
     assert torch.equal(logits, plain.logits)  # encoding alone changes nothing
-    assert set(cache.activations) == set(sm.model.site_names())
-    codes = sm.dictionaries["tc"].encode(plain.activations["blocks.1.hook_mlp_in"])
+    assert set(cache.activations) == {s for s in sm.model.site_names() if not s.endswith("attn.hook_pattern")}
+    codes = sm.dictionaries["tc"].encode(plain.activations["blocks.1.mlp.hook_in"])
     assert torch.allclose(cache.codes["tc"], codes, atol=1e-6)
     assert cache.codes["sae"].shape == (1, tokens.shape[1], 64)
     assert int((cache.codes["sae"][0, 1] > 0).sum()) == 8  # TopK k=8

@@ -28,12 +28,14 @@ def _transcoders(model, tmp_path):
             "device": "cpu",
             "model": {"name": "storyworld"},
             "data": {"text": "storyworld", "context_size": 128, "max_tokens": 160_000},
-            "sites": {"names": [f"blocks.{L}.hook_{k}" for L in range(n) for k in ("mlp_in", "mlp_out")]},
+            "sites": {
+                "names": [f"blocks.{L}.{k}" for L in range(n) for k in ("mlp.hook_in", "hook_mlp_out")]
+            },
             "dictionary": {"architecture": "topk", "expansion": 8, "k": 16},
             "dictionaries": [
                 {
                     "name": f"transcoder-L{L}",
-                    "site": f"blocks.{L}.hook_mlp_in",
+                    "site": f"blocks.{L}.mlp.hook_in",
                     "site_out": f"blocks.{L}.hook_mlp_out",
                 }
                 for L in range(n)

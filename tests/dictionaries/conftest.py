@@ -19,7 +19,7 @@ def make_dictionary(
         architecture=arch,
         d_sae=d_sae,
         k=kw.pop("k", 5),
-        site="blocks.0.hook_mlp_in",
+        site="blocks.0.mlp.hook_in",
         site_out=None if kind == "sae" else "blocks.0.hook_mlp_out",
         skip=kind == "skip",
         **kw,
@@ -60,7 +60,7 @@ def make_clt(activation: str, seed: int = 0):
         architecture=activation,
         d_sae=CLT_N,
         k=3 if "topk" in activation else None,
-        site="blocks.{0,1,2}.hook_mlp_in",
+        site="blocks.{0,1,2}.mlp.hook_in",
         site_out="blocks.{0,1,2}.hook_mlp_out",
     )
     clt = build_dictionary(c, CLT_L * CLT_D, CLT_L * CLT_D)

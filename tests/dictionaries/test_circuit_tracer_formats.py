@@ -49,7 +49,7 @@ def _transcoders(arch: str):
     out = []
     for layer in range(2):
         c = DictionaryConfig(architecture=arch, d_sae=N, k=3 if arch == "batchtopk" else None,
-                             site=f"blocks.{layer}.hook_mlp_in", site_out=f"blocks.{layer}.hook_mlp_out")  # fmt: skip
+                             site=f"blocks.{layer}.mlp.hook_in", site_out=f"blocks.{layer}.hook_mlp_out")  # fmt: skip
         dic = build_dictionary(c, D, D)
         with torch.no_grad():
             dic.b_enc.normal_(0, 0.3)
@@ -68,14 +68,14 @@ def test_per_layer_relu_transcoders_as_circuit_tracer_files(tmp_path):
         y = torch.relu(torch.nn.functional.linear(x, t["W_enc"], t["b_enc"])) @ t["W_dec"] + t["b_dec"]
         assert torch.allclose(y, tc(x), atol=1e-5)
     back = load_circuit_tracer_set(out)
-    assert [d.cfg.hook_name for d in back] == ["blocks.0.hook_mlp_in", "blocks.1.hook_mlp_in"]
+    assert [d.cfg.hook_name for d in back] == ["blocks.0.mlp.hook_in", "blocks.1.mlp.hook_in"]
     for tc, b in zip(tcs, back, strict=True):
         assert b.is_transcoder and torch.allclose(b(x), tc(x), atol=1e-5)
 
 
 def test_skip_transcoder_round_trip_through_circuit_tracer_files(tmp_path):
     c = DictionaryConfig(
-        architecture="relu", d_sae=N, site="blocks.0.hook_mlp_in", site_out="blocks.0.hook_mlp_out", skip=True
+        architecture="relu", d_sae=N, site="blocks.0.mlp.hook_in", site_out="blocks.0.hook_mlp_out", skip=True
     )
     tc = build_dictionary(c, D, D).eval()
     with torch.no_grad():
@@ -101,7 +101,7 @@ def test_gemma_scope_npz_round_trip(tmp_path):
     arrays = np.load(out / "layer_0" / "params.npz")
     assert arrays["W_enc"].shape == (D, N) and arrays["threshold"].shape == (N,)
     back = load_gemma_scope_npz(
-        out / "layer_0", hook_name="blocks.0.hook_mlp_in", hook_name_out="blocks.0.hook_mlp_out"
+        out / "layer_0", hook_name="blocks.0.mlp.hook_in", hook_name_out="blocks.0.hook_mlp_out"
     )
     assert back.is_transcoder and back.cfg.architecture == "jumprelu"
     x = torch.randn(6, D)

@@ -19,14 +19,14 @@ from .conftest import make_clt as make
 
 
 def test_layer_globs_expand_over_layers():
-    assert expand("blocks.*.hook_mlp_in", available=["blocks.2.hook_mlp_in", "blocks.0.hook_mlp_in",
-                  "blocks.0.hook_mlp_out"]) == ["blocks.0.hook_mlp_in", "blocks.2.hook_mlp_in"]  # fmt: skip
+    assert expand("blocks.*.mlp.hook_in", available=["blocks.2.mlp.hook_in", "blocks.0.mlp.hook_in",
+                  "blocks.0.hook_mlp_out"]) == ["blocks.0.mlp.hook_in", "blocks.2.mlp.hook_in"]  # fmt: skip
     assert expand("blocks.*.hook_mlp_out", layers=[1, 3]) == [
         "blocks.1.hook_mlp_out",
         "blocks.3.hook_mlp_out",
     ]
-    assert stream_key("blocks.*.hook_mlp_in", [0, 1]) == "blocks.{0,1}.hook_mlp_in"
-    assert expand("blocks.{0,1}.hook_mlp_in") == ["blocks.0.hook_mlp_in", "blocks.1.hook_mlp_in"]
+    assert stream_key("blocks.*.mlp.hook_in", [0, 1]) == "blocks.{0,1}.mlp.hook_in"
+    assert expand("blocks.{0,1}.mlp.hook_in") == ["blocks.0.mlp.hook_in", "blocks.1.mlp.hook_in"]
     assert expand("blocks.3.hook_resid_post") == ["blocks.3.hook_resid_post"]
 
 
@@ -104,7 +104,7 @@ def test_save_load_round_trip_lists_sites(tmp_path, activation):
     save_dictionary(clt, tmp_path / "clt", {"model_name": "m"})
     cfg = json.loads((tmp_path / "clt" / "cfg.json").read_text())
     assert cfg["architecture"] == "cross_layer_transcoder" and cfg["n_layers"] == L
-    assert cfg["hook_names"] == [f"blocks.{i}.hook_mlp_in" for i in range(L)]
+    assert cfg["hook_names"] == [f"blocks.{i}.mlp.hook_in" for i in range(L)]
     assert cfg["hook_names_out"] == [f"blocks.{i}.hook_mlp_out" for i in range(L)]
     assert (cfg["d_in"], cfg["d_out"], cfg["d_transcoder"]) == (D, D, N)
     back = load_dictionary(tmp_path / "clt")
@@ -136,17 +136,17 @@ def test_fold_per_layer_scales_keeps_outputs():
 def test_config_errors_are_one_line():
     with pytest.raises(ValidationError, match="site_out too"):
         DictionaryConfig(
-            architecture="topk", k=4, d_sae=8, site="blocks.*.hook_mlp_in", site_out="blocks.3.hook_mlp_out"
+            architecture="topk", k=4, d_sae=8, site="blocks.*.mlp.hook_in", site_out="blocks.3.hook_mlp_out"
         )
     DictionaryConfig(architecture="topk", k=4, d_sae=8, site="blocks.*.hook_resid_post")  # a crosscoder
     # the activation family is the CLT's to check (when it is built from the expanded sites)
     gated = DictionaryConfig(
-        architecture="gated", d_sae=8, site="blocks.*.hook_mlp_in", site_out="blocks.*.hook_mlp_out"
+        architecture="gated", d_sae=8, site="blocks.*.mlp.hook_in", site_out="blocks.*.hook_mlp_out"
     )
     expanded = gated.model_copy(
-        update={"site": "blocks.{0,1}.hook_mlp_in", "site_out": "blocks.{0,1}.hook_mlp_out"}
+        update={"site": "blocks.{0,1}.mlp.hook_in", "site_out": "blocks.{0,1}.hook_mlp_out"}
     )
     with pytest.raises(ConfigError, match=r"relu \| jumprelu \| topk \| batchtopk without skip, not 'gated'"):
         meta_from_config(expanded, 8, 8)
     with pytest.raises(ValidationError, match="layers only applies"):
-        DictionaryConfig(architecture="relu", d_sae=8, site="blocks.0.hook_mlp_in", layers=[0])
+        DictionaryConfig(architecture="relu", d_sae=8, site="blocks.0.mlp.hook_in", layers=[0])

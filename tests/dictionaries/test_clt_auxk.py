@@ -11,7 +11,7 @@ from monosemantic.dictionaries.base import TrainStepState
 from monosemantic.utils.errors import ConfigError
 
 L, D, N, K = 3, 8, 12, 3
-SITE_IN, SITE_OUT = "blocks.{0,1,2}.hook_mlp_in", "blocks.{0,1,2}.hook_mlp_out"
+SITE_IN, SITE_OUT = "blocks.{0,1,2}.mlp.hook_in", "blocks.{0,1,2}.hook_mlp_out"
 
 
 def make(activation: str = "topk", crosscoder: bool = False, seed: int = 0, **kw):

@@ -42,7 +42,7 @@ def test_round_trip_reproduces_outputs(make_dic, x16, tmp_path, arch, kind):
     torch.testing.assert_close(load_sparsity(path), density)
     cfg = json.loads((path / "cfg.json").read_text())
     assert cfg["metadata"]["model_name"] == "storyworld" and cfg["normalize_activations"] == "none"
-    assert cfg["metadata"]["hook_name"] == "blocks.0.hook_mlp_in"
+    assert cfg["metadata"]["hook_name"] == "blocks.0.mlp.hook_in"
     weights = load_file(str(path / "sae_weights.safetensors"))
     assert weights["W_enc"].shape == (16, dic.d_sae) and weights["W_dec"].shape == (dic.d_sae, dic.d_out)
     if kind == "sae":

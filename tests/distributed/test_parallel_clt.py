@@ -15,8 +15,8 @@ from monosemantic.activations.harvest import harvest
 from monosemantic.config import load_config
 from monosemantic.training.trainer import train
 
-SITES = '["blocks.0.hook_mlp_in", "blocks.0.hook_mlp_out", "blocks.1.hook_mlp_in", "blocks.1.hook_mlp_out"]'
-GLOBS = 'site = "blocks.*.hook_mlp_in"\nlayers = [0, 1]\n'
+SITES = '["blocks.0.mlp.hook_in", "blocks.0.hook_mlp_out", "blocks.1.mlp.hook_in", "blocks.1.hook_mlp_out"]'
+GLOBS = 'site = "blocks.*.mlp.hook_in"\nlayers = [0, 1]\n'
 DICTIONARIES = (
     f'[[dictionaries]]\nname = "clt"\narchitecture = "topk"\nd_sae = 256\nk = 4\n{GLOBS}'
     'site_out = "blocks.*.hook_mlp_out"\n'

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from chat_server import ChatServer
 
-from monosemantic.config.analyze import ExplainConfig
+from monosemantic.config.explain import ExplainConfig
 from monosemantic.evaluation.benchmarks.autointerp import feature_examples, llm_scores
 from monosemantic.utils.errors import ConfigError
 

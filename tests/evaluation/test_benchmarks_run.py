@@ -12,7 +12,7 @@ import pytest
 
 from monosemantic.config import load_config
 from monosemantic.dictionaries.io import save_dictionary
-from monosemantic.evaluation.blind import blind_prepare, unblind
+from monosemantic.evaluation.blind import blind_prepare, score_ratings
 from monosemantic.evaluation.compare import compare
 from monosemantic.evaluation.run import evaluate
 from monosemantic.utils.errors import ConfigError, DataError
@@ -108,13 +108,43 @@ def test_blind_mode_hides_labels_then_unblinds(setup):
             "id,rating\n"
             + "".join(f"{i},{5 if v['dictionary'] == 'a' else 1}\n" for i, v in key["items"].items())
         )
-    result = unblind(folder)
+    result = score_ratings(folder)
     assert result["dictionaries"]["a"]["mean"] == 5 and result["dictionaries"]["b"]["mean"] == 1
     assert result["difference_a_minus_b"] == 4
     with pytest.raises(ConfigError, match="no dictionary named"):
         blind_prepare(cfg, "a", "zzz", folder)
-    with pytest.raises(DataError, match="--blind"):
-        unblind(setup[0] / "nothing")
+    with pytest.raises(DataError, match="monosemantic blind CONFIG A B"):
+        score_ratings(setup[0] / "nothing")
+
+
+def test_blind_and_unblind_verbs_take_config_or_command_line(setup):
+    from typer.testing import CliRunner
+
+    from monosemantic.cli import app
+
+    root, cache, dicts = setup
+    sets = [f"evaluate.dictionary={dicts}", f"evaluate.cache={cache}", f"evaluate.out={root / 'eval-cli'}",
+            "device=cpu", "compare.judge=offline", "compare.features=4"]  # fmt: skip
+    args = [a for s in sets for a in ("--set", s)]
+    folder = root / "compare" / "blind"  # [compare].out defaults to `compare` beside [evaluate].out
+    run = CliRunner().invoke
+    by_args = run(app, ["blind", str(DEMO), "a", "b", *args])
+    assert by_args.exit_code == 0, by_args.output
+    key = json.loads((folder / "key.json").read_text())
+    assert (key["a"], key["b"], key["judge"]) == ("a", "b", "offline") and len(key["items"]) == 8
+    scored = run(app, ["unblind", str(DEMO), *args])
+    assert scored.exit_code == 0, scored.output
+    assert "a: mean rating" in scored.output and (folder / "result.json").exists()
+    # the same inputs from the config alone, into another folder
+    by_config = run(app, ["blind", str(DEMO), *args, "--set", 'compare.blind=["b", "a"]',
+                          "--set", f"compare.out={root / 'cmp2'}", "--features", "3"])  # fmt: skip
+    assert by_config.exit_code == 0, by_config.output
+    key2 = json.loads((root / "cmp2" / "blind" / "key.json").read_text())
+    assert (key2["a"], key2["b"]) == ("b", "a") and len(key2["items"]) == 6
+    one = run(app, ["blind", str(DEMO), "a", *args])
+    assert one.exit_code == 2 and "two dictionaries" in one.output
+    none = run(app, ["blind", str(DEMO), *args])
+    assert none.exit_code == 2 and "compare.blind" in none.output
 
 
 def test_unknown_benchmark_fails_before_any_work(setup):

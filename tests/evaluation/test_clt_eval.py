@@ -19,7 +19,7 @@ from monosemantic.evaluation.run import evaluate
 from monosemantic.lm.model import load_model
 
 REPO = Path(__file__).resolve().parents[2]
-SITES = [f"blocks.{layer}.hook_mlp_{kind}" for layer in (0, 1) for kind in ("in", "out")]
+SITES = [f"blocks.{layer}.{kind}" for layer in (0, 1) for kind in ("mlp.hook_in", "hook_mlp_out")]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_train_evaluate_circuit(cache, tiny_gpt2, tmp_path):
     (folder,) = train(cfg)
     saved = json.loads((folder / "cfg.json").read_text())
     assert saved["architecture"] == "cross_layer_transcoder"
-    assert saved["hook_names"] == ["blocks.0.hook_mlp_in", "blocks.1.hook_mlp_in"]
+    assert saved["hook_names"] == ["blocks.0.mlp.hook_in", "blocks.1.mlp.hook_in"]
     assert saved["hook_names_out"] == ["blocks.0.hook_mlp_out", "blocks.1.hook_mlp_out"]
     log = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     assert log[-1]["fvu"] < 0.8 * log[0]["fvu"]  # it learns
@@ -105,7 +105,7 @@ def test_clt_without_cross_layer_decoders_equals_per_layer_transcoders(cache, ti
 
     torch.manual_seed(0)
     d = 32
-    c = DictionaryConfig(architecture="topk", d_sae=48, k=4, site="blocks.{0,1}.hook_mlp_in",
+    c = DictionaryConfig(architecture="topk", d_sae=48, k=4, site="blocks.{0,1}.mlp.hook_in",
                          site_out="blocks.{0,1}.hook_mlp_out")  # fmt: skip
     clt = build_dictionary(c, 2 * d, 2 * d)
     tcs = []
@@ -115,7 +115,7 @@ def test_clt_without_cross_layer_decoders_equals_per_layer_transcoders(cache, ti
         clt.W_dec[0][:, 1:] = 0  # layer 0 writes only to itself: the CLT is two transcoders
         for layer in (0, 1):
             meta = DictionaryMeta(architecture="topk", d_in=d, d_sae=48, d_out=d, k=4, apply_b_dec_to_input=False,
-                                  hook_name=f"blocks.{layer}.hook_mlp_in", hook_name_out=f"blocks.{layer}.hook_mlp_out")  # fmt: skip
+                                  hook_name=f"blocks.{layer}.mlp.hook_in", hook_name_out=f"blocks.{layer}.hook_mlp_out")  # fmt: skip
             tc = TopKDictionary(meta)
             tc.W_enc.copy_(clt.W_enc[layer])
             tc.b_enc.copy_(clt.b_enc[layer])

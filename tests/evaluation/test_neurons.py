@@ -1,4 +1,4 @@
-"""The neuron baseline is the MLP itself: dense, it reproduces hook_mlp_out from hook_mlp_in exactly."""
+"""The neuron baseline is the MLP itself: dense, it reproduces hook_mlp_out from mlp.hook_in exactly."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from monosemantic.dictionaries.io import load_dictionary, save_dictionary
 from monosemantic.lm.model import load_model
 from monosemantic.utils.errors import ConfigError
 
-SITE, SITE_OUT = "blocks.1.hook_mlp_in", "blocks.1.hook_mlp_out"
+SITE, SITE_OUT = "blocks.1.mlp.hook_in", "blocks.1.hook_mlp_out"
 
 
 def test_neurons_reproduce_the_mlp_and_keep_top_k(tiny_gpt2, tmp_path):

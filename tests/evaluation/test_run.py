@@ -25,7 +25,7 @@ from .conftest import make_topk
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "configs" / "demo.toml"
 SAE_SITE = "blocks.0.hook_resid_post"
-TC_IN, TC_OUT = "blocks.1.hook_mlp_in", "blocks.1.hook_mlp_out"  # TC_OUT is not harvested: computed live
+TC_IN, TC_OUT = "blocks.1.mlp.hook_in", "blocks.1.hook_mlp_out"  # TC_OUT is not harvested: computed live
 REQUIRED = ["l0", "fvu", "mse", "dead_fraction", "ce_loss_clean", "ce_loss_spliced", "ce_loss_zero_ablated",
             "ce_loss_recovered", "kl_spliced"]  # fmt: skip
 

@@ -109,10 +109,10 @@ def test_sae_splice_matches_manual_hook(setup):
 
 def test_transcoder_replaces_the_mlp(setup):
     model, hf, tokens, keep = setup
-    tc = make_topk(model.d_model, 48, 5, "blocks.0.hook_mlp_in", "blocks.0.hook_mlp_out", seed=1)
+    tc = make_topk(model.d_model, 48, 5, "blocks.0.mlp.hook_in", "blocks.0.hook_mlp_out", seed=1)
     assert tc.is_transcoder
     ev = SplicedEvaluator(model, [tokens], [keep])
-    got = ev.evaluate(tc, "blocks.0.hook_mlp_in", "blocks.0.hook_mlp_out", torch.zeros(model.d_model))
+    got = ev.evaluate(tc, "blocks.0.mlp.hook_in", "blocks.0.hook_mlp_out", torch.zeros(model.d_model))
 
     block = hf.transformer.h[0]
     seen = {}
@@ -137,11 +137,11 @@ def test_transcoder_replaces_the_mlp(setup):
 def test_evaluate_many_equals_one_at_a_time(setup):
     model, _, tokens, keep = setup
     sae = make_topk(model.d_model, 64, 6, SITE, seed=2)
-    tc = make_topk(model.d_model, 48, 5, "blocks.1.hook_mlp_in", "blocks.1.hook_mlp_out", seed=3)
+    tc = make_topk(model.d_model, 48, 5, "blocks.1.mlp.hook_in", "blocks.1.hook_mlp_out", seed=3)
     mean = torch.full((model.d_model,), 0.5)
     specs = [
         SpliceSpec(sae, SITE, SITE, mean),
-        SpliceSpec(tc, "blocks.1.hook_mlp_in", "blocks.1.hook_mlp_out", mean),
+        SpliceSpec(tc, "blocks.1.mlp.hook_in", "blocks.1.hook_mlp_out", mean),
     ]
     batches, keeps = [tokens[:1], tokens[1:]], [keep[:1], keep[1:]]
     together = SplicedEvaluator(model, batches, keeps).evaluate_many(specs)

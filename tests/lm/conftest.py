@@ -8,13 +8,12 @@ import pytest
 import torch
 
 from monosemantic.lm.model import SubjectModel, load_model
-from monosemantic.lm.tiny import save_tiny_model
 
 # name -> (family passed to save_tiny_model, config overrides)
 VARIANTS = {
     "gpt2": ("gpt2", {}),
     "gpt_neox": ("gpt_neox", {}),  # Pythia-style parallel residual
-    "gpt_neox_serial": ("gpt_neox", {"use_parallel_residual": False}),
+    "gpt_neox_serial": ("gpt_neox_serial", {}),  # the tiny variant without the parallel residual
     "llama": ("llama", {}),
     "mistral": ("mistral", {}),
     "qwen2": ("qwen2", {}),
@@ -34,14 +33,12 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
-def tiny_path(tmp_path_factory):
-    cache: dict[str, Path] = {}
+def tiny_path(tiny_family):
+    """The shared tiny model of a variant (tests/support/tiny_families.py)."""
 
     def make(name: str) -> Path:
-        if name not in cache:
-            family, overrides = VARIANTS[name]
-            cache[name] = save_tiny_model(family, tmp_path_factory.mktemp(name), seed=0, **overrides)
-        return cache[name]
+        family, overrides = VARIANTS[name]
+        return tiny_family(family, **overrides)
 
     return make
 

@@ -21,14 +21,12 @@ def block(m: SubjectModel, layer: int) -> torch.nn.Module:
 
 
 def ln2(m: SubjectModel, layer: int, x: torch.Tensor) -> torch.Tensor:
-    b = block(m, layer)
-    return {"gpt2": lambda: b.ln_2(x), "gemma2": lambda: b.pre_feedforward_layernorm(x)}.get(
-        m.family, lambda: b.post_attention_layernorm(x)
-    )()
+    """The norm in front of the MLP (the family table names it)."""
+    return block(m, layer).get_submodule(m.family_entry.ln2)(x)
 
 
 def mlp(m: SubjectModel, layer: int, x: torch.Tensor) -> torch.Tensor:
-    """From the normalised MLP input to what the block adds to the residual stream (pre-LN)."""
+    """From the MLP's input (`mlp.hook_in`) to what the block adds to the residual stream (pre-LN)."""
     b = block(m, layer)
     if m.family == "gpt_neox":
         return b.post_mlp_dropout(b.mlp(x))
@@ -37,6 +35,11 @@ def mlp(m: SubjectModel, layer: int, x: torch.Tensor) -> torch.Tensor:
     if m.family == "bert":
         return b.output.dense(b.intermediate(x))
     return b.mlp(x)
+
+
+def per_token(m: SubjectModel) -> list[str]:
+    """Every site but attention patterns (forming those switches the pass to eager attention)."""
+    return [s for s in m.site_names() if not s.endswith("attn.hook_pattern")]
 
 
 def manual_embed(m: SubjectModel, ids: torch.Tensor) -> torch.Tensor:
@@ -72,18 +75,19 @@ def test_logits_exact_with_all_sites_captured(tiny_model, ids, name):
     m = tiny_model(name)
     with torch.no_grad():
         ref = m.hf(input_ids=ids, use_cache=False).logits
-        out = m.run(ids, capture=m.site_names())
+        out = m.run(ids, capture=per_token(m))
     assert torch.equal(out.logits, ref)
-    assert set(out.activations) == set(m.site_names())
-    assert all(a.shape == (2, 12, m.d_model) for a in out.activations.values())
-    assert all(m.site_width(s) == m.d_model for s in m.site_names())
+    assert set(out.activations) == set(per_token(m))
+    assert all(
+        a.shape[:2] == (2, 12) and a[0, 0].numel() == m.site_width(s) for s, a in out.activations.items()
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_sites_equal_manual_computation(tiny_model, ids, name):
     m = tiny_model(name)
     with torch.no_grad():
-        a = m.run(ids, capture=m.site_names()).activations
+        a = m.run(ids, capture=per_token(m)).activations
         hs = m.hf(input_ids=ids, output_hidden_states=True, use_cache=False).hidden_states
         assert torch.equal(a["hook_embed"], manual_embed(m, ids))
         assert torch.equal(a["blocks.0.hook_resid_pre"], hs[0])
@@ -92,27 +96,35 @@ def test_sites_equal_manual_computation(tiny_model, ids, name):
             pre, attn, post, mlp_in, mlp_out = (
                 a[p + k] for k in ("resid_pre", "attn_out", "resid_post", "mlp_in", "mlp_out")
             )
+            normed = a[f"blocks.{layer}.mlp.hook_in"]
+            out = a[f"blocks.{layer}.hook_normalized_resid_post"] if m.family == "bert" else post
             if layer + 1 < m.n_layers:
-                assert torch.equal(post, hs[layer + 1])
-                assert torch.equal(a[f"blocks.{layer + 1}.hook_resid_pre"], post)
-            assert torch.equal(mlp_out, mlp(m, layer, mlp_in))
-            if m.family == "bert":  # post-LN: the normalised sums are the residual stream
+                assert torch.equal(out, hs[layer + 1])
+                assert torch.equal(a[f"blocks.{layer + 1}.hook_resid_pre"], out)
+            assert torch.equal(mlp_out, mlp(m, layer, normed))
+            if m.family == "bert":  # post-LN, as TransformerLens' BERT: sums before each LayerNorm
                 b = block(m, layer)
                 mid = a[p + "resid_mid"]
-                assert torch.equal(mid, b.attention.output.LayerNorm(attn + pre))
+                assert torch.equal(mid, attn + pre)
                 assert torch.equal(mlp_in, mid)
-                assert torch.equal(post, b.output.LayerNorm(mlp_out + mid))
+                assert torch.equal(normed, b.attention.output.LayerNorm(mid))
+                assert torch.equal(post, mlp_out + normed)
+                assert torch.equal(out, b.output.LayerNorm(post))
             elif m.parallel_residual:
                 assert p + "resid_mid" not in a
-                assert torch.equal(mlp_in, ln2(m, layer, pre))
+                assert torch.equal(mlp_in, pre)
+                assert torch.equal(normed, ln2(m, layer, pre))
                 assert torch.equal(post, mlp_out + attn + pre)
             else:
                 mid = a[p + "resid_mid"]
                 assert torch.equal(mid, pre + attn)
-                assert torch.equal(mlp_in, ln2(m, layer, mid))
+                assert torch.equal(mlp_in, mid)
+                assert torch.equal(normed, ln2(m, layer, mid))
                 assert torch.equal(post, mid + mlp_out)
+        if m.family == "bert":
+            return
         last = a[f"blocks.{m.n_layers - 1}.hook_resid_post"]
-        assert torch.equal(a["ln_final.hook_normalized"], m.final_norm(last))
+        assert torch.equal(a["ln_final.hook_out"], m.final_norm(last))
         torch.testing.assert_close(m.unembed(last), m.run(ids).logits, rtol=0, atol=1e-6)
         assert m.W_U.shape == (m.d_model, m.hf.config.vocab_size)
 
@@ -122,7 +134,7 @@ def test_identity_edits_leave_logits_unchanged(tiny_model, ids, name):
     m = tiny_model(name)
     with torch.no_grad():
         ref = m.run(ids).logits
-        out = m.run(ids, edits={s: (lambda x: x) for s in m.site_names()})
+        out = m.run(ids, edits={s: (lambda x: x) for s in m.site_names() if m.editable(s)})
     assert torch.equal(out.logits, ref)
 
 
@@ -130,20 +142,45 @@ def test_identity_edits_leave_logits_unchanged(tiny_model, ids, name):
 def test_resid_post_edit_equals_running_the_remaining_blocks(tiny_model, ids, name):
     m = tiny_model(name)
     v = torch.randn(m.d_model, generator=torch.Generator().manual_seed(1))
+    # the block's output: BERT's (post-LN, as in TransformerLens) is hook_normalized_resid_post
+    site = "blocks.0.hook_normalized_resid_post" if m.family == "bert" else "blocks.0.hook_resid_post"
     with torch.no_grad():
-        ref = m.run(ids, capture=["blocks.0.hook_resid_post"])
-        out = m.run(ids, edits={"blocks.0.hook_resid_post": lambda x: x + v})
-        manual = run_rest(m, ref.activations["blocks.0.hook_resid_post"] + v, start=1)
+        ref = m.run(ids, capture=[site])
+        out = m.run(ids, edits={site: lambda x: x + v})
+        manual = run_rest(m, ref.activations[site] + v, start=1)
         via_pre = m.run(ids, edits={"blocks.1.hook_resid_pre": lambda x: x + v})
     assert not torch.allclose(out.logits, ref.logits)
     torch.testing.assert_close(out.logits, manual, rtol=1e-5, atol=1e-5)
     assert torch.equal(out.logits, via_pre.logits)
 
 
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "bert"])
+def test_hook_mlp_in_edit_feeds_only_the_mlp_branch(tiny_model, ids, name):
+    """As in TransformerLens, hook_mlp_in is the residual entering the MLP branch: an edit there
+    reaches ln2 and the MLP, while the residual stream keeps its own copy."""
+    m = tiny_model(name)
+    sites = [
+        "blocks.0.hook_mlp_in",
+        "blocks.0.mlp.hook_in",
+        "blocks.0.hook_mlp_out",
+        "blocks.0.hook_resid_post",
+    ]
+    with torch.no_grad():
+        ref = m.run(ids, capture=sites).activations
+        out = m.run(ids, capture=sites, edits={sites[0]: lambda x: 2.0 * x}).activations
+        resid = ref["blocks.0.hook_resid_post"] - ref["blocks.0.hook_mlp_out"]
+    assert torch.equal(out["blocks.0.mlp.hook_in"], ln2(m, 0, 2.0 * ref[sites[0]]))
+    assert torch.equal(out["blocks.0.hook_mlp_out"], mlp(m, 0, out["blocks.0.mlp.hook_in"]))
+    torch.testing.assert_close(
+        out["blocks.0.hook_resid_post"], resid + out["blocks.0.hook_mlp_out"], rtol=1e-6, atol=1e-6
+    )
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_mlp_in_edit_feeds_the_mlp(tiny_model, ids, name):
+    """An edit at the MLP's own input (`mlp.hook_in`) is what the MLP computes on."""
     m = tiny_model(name)
-    sites = ["blocks.1.hook_mlp_in", "blocks.1.hook_mlp_out"]
+    sites = ["blocks.1.mlp.hook_in", "blocks.1.hook_mlp_out"]
     with torch.no_grad():
         ref = m.run(ids, capture=sites)
         out = m.run(ids, capture=sites, edits={sites[0]: lambda x: 0.5 * x})
@@ -159,6 +196,8 @@ def test_resid_mid_edit_moves_the_residual_stream(tiny_model, ids, name):
     v = torch.randn(m.d_model, generator=torch.Generator().manual_seed(2))
     site = "blocks.0.hook_resid_mid"
     names = [site, "blocks.0.hook_mlp_in", "blocks.0.hook_mlp_out", "blocks.0.hook_resid_post"]
+    if m.family == "bert":
+        names.append("blocks.0.hook_normalized_resid_post")
     with torch.no_grad():
         ref = m.run(ids, capture=names).activations
         out = m.run(ids, capture=names, edits={site: lambda x: x + v}).activations
@@ -166,10 +205,12 @@ def test_resid_mid_edit_moves_the_residual_stream(tiny_model, ids, name):
         torch.testing.assert_close(out[site], mid, rtol=1e-6, atol=1e-6)
         if m.family == "bert":
             b = block(m, 0)
-            post = b.output.LayerNorm(mlp(m, 0, mid) + mid)
+            normed = b.attention.output.LayerNorm(mid)
+            post = b.output.LayerNorm(mlp(m, 0, normed) + normed)
+            torch.testing.assert_close(out["blocks.0.hook_normalized_resid_post"], post, rtol=1e-5, atol=1e-5)
         else:
             post = mid + mlp(m, 0, ln2(m, 0, mid))
-        torch.testing.assert_close(out["blocks.0.hook_resid_post"], post, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(out["blocks.0.hook_resid_post"], post, rtol=1e-5, atol=1e-5)
 
 
 def test_parallel_residual_has_no_resid_mid(tiny_model):
@@ -182,7 +223,7 @@ def test_parallel_residual_has_no_resid_mid(tiny_model):
 @pytest.mark.parametrize("name", ["gpt2", "llama", "bert"])
 def test_stop_at_layer(tiny_model, ids, name):
     m = tiny_model(name)
-    full = m.run(ids, capture=m.site_names()).activations
+    full = m.run(ids, capture=per_token(m)).activations
     early = m.run(ids, capture=["hook_embed", "blocks.0.hook_resid_post"], stop_at_layer=1)
     assert early.logits is None
     assert torch.equal(early.activations["blocks.0.hook_resid_post"], full["blocks.0.hook_resid_post"])
@@ -190,7 +231,8 @@ def test_stop_at_layer(tiny_model, ids, name):
         m.run(ids, capture=["hook_embed"], stop_at_layer=0).activations["hook_embed"].shape[-1] == m.d_model
     )
     assert m.stop_layer(["hook_embed", "blocks.0.hook_mlp_out"]) == 1
-    assert m.stop_layer(["ln_final.hook_normalized"]) is None
+    if m.family != "bert":
+        assert m.stop_layer(["ln_final.hook_normalized"]) is None
     with pytest.raises(MonosemanticError, match="computed after stop_at_layer=1"):
         m.run(ids, capture=["blocks.1.hook_resid_pre"], stop_at_layer=1)
     with pytest.raises(MonosemanticError, match="out of range"):
@@ -219,7 +261,7 @@ def test_hooks_are_removed_even_when_an_edit_fails(tiny_model, ids):
     before = count()
     with pytest.raises(MonosemanticError, match="must return a tensor of shape"):
         m.run(ids, capture=m.site_names(), edits={"blocks.1.hook_mlp_out": lambda x: x[:, :1]})
-    sites = m.site_names()[:-1]
+    sites = [s for s in m.site_names() if not s.startswith("ln_final.")]
     m.run(ids, capture=sites, edits={"blocks.0.hook_resid_mid": lambda x: x}, stop_at_layer=2)
     assert count() == before
 

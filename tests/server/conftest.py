@@ -110,7 +110,7 @@ def live_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Config]:
         store.set_meta(model="storyworld")
         for name, site, site_out in (
             (LIVE_SAE, "blocks.1.hook_resid_post", None),
-            (LIVE_TC, "blocks.1.hook_mlp_in", "blocks.1.hook_mlp_out"),
+            (LIVE_TC, "blocks.1.mlp.hook_in", "blocks.1.hook_mlp_out"),
         ):
             cfg = DictionaryConfig(architecture="topk", d_sae=256, k=8, site=site, site_out=site_out)
             dic = build_dictionary(cfg, 128, 128)

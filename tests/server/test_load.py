@@ -1,6 +1,6 @@
 """The load test, small: 50 concurrent browsing clients against a real `monosemantic serve` while
 live jobs (tracing, steering) keep its worker busy; not one error. The full 200-client run with
-latencies is `python -m benchmarks.bench_serve` (README: "The viewer and its API")."""
+latencies is `python -m benchmarks.bench_serve` (docs/benchmarks.md: "Serving under load")."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from monosemantic.lm.tiny import tiny_config
 from monosemantic.lm.tokenizer import train_tokenizer
 
 RESID = "blocks.0.hook_resid_post"
-MLP_IN, MLP_OUT = "blocks.0.hook_mlp_in", "blocks.0.hook_mlp_out"
+MLP_IN, MLP_OUT = "blocks.0.mlp.hook_in", "blocks.0.hook_mlp_out"
 PROBE_CONCEPT = "colour:pink"
 
 

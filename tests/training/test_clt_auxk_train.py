@@ -13,8 +13,8 @@ from monosemantic.training.stream import StackedStream
 from monosemantic.training.trainer import train
 
 D, FEATURES = 16, 32
-SITES = [f"blocks.{layer}.hook_mlp_{kind}" for layer in (0, 1) for kind in ("in", "out")]
-KEYS = {"blocks.{0,1}.hook_mlp_in": [SITES[0], SITES[2]], "blocks.{0,1}.hook_mlp_out": [SITES[1], SITES[3]]}
+SITES = [f"blocks.{layer}.{kind}" for layer in (0, 1) for kind in ("mlp.hook_in", "hook_mlp_out")]
+KEYS = {"blocks.{0,1}.mlp.hook_in": [SITES[0], SITES[2]], "blocks.{0,1}.hook_mlp_out": [SITES[1], SITES[3]]}
 
 
 class PlantedLayers:
@@ -57,8 +57,8 @@ def _rows(out, dead_latents: str) -> dict[str, list[dict]]:
     cfg = Config.model_validate({
         "dictionaries": [
             {"name": "clt", "architecture": "topk", "d_sae": 128, "k": 2,
-             "site": "blocks.*.hook_mlp_in", "site_out": "blocks.*.hook_mlp_out"},
-            {"name": "cc", "architecture": "batchtopk", "d_sae": 128, "k": 2, "site": "blocks.*.hook_mlp_in"},
+             "site": "blocks.*.mlp.hook_in", "site_out": "blocks.*.hook_mlp_out"},
+            {"name": "cc", "architecture": "batchtopk", "d_sae": 128, "k": 2, "site": "blocks.*.mlp.hook_in"},
         ],
         "train": {"tokens": 128 * 120, "batch_size": 128, "lr": 3e-3, "out": str(out), "log_every": 20,
                   "checkpoint_every": 1000, "init_tokens": 256, "buffer_tokens": 512,

@@ -12,7 +12,7 @@ from monosemantic.training.stream import StackedStream
 from monosemantic.training.trainer import train
 
 D = 16
-SITES = [f"blocks.{layer}.hook_mlp_{kind}" for layer in (0, 1) for kind in ("in", "out")]
+SITES = [f"blocks.{layer}.{kind}" for layer in (0, 1) for kind in ("mlp.hook_in", "hook_mlp_out")]
 
 
 class Killed(Exception):
@@ -54,10 +54,10 @@ def _config(out) -> Config:
     return Config.model_validate({
         "dictionaries": [
             {"name": "clt", "architecture": "batchtopk", "d_sae": 32, "k": 4,
-             "site": "blocks.*.hook_mlp_in", "site_out": "blocks.*.hook_mlp_out"},
+             "site": "blocks.*.mlp.hook_in", "site_out": "blocks.*.hook_mlp_out"},
             {"name": "cc", "architecture": "relu", "d_sae": 32, "site": "blocks.*.hook_mlp_out", "layers": [0, 1]},
             {"name": "tc1", "architecture": "topk", "d_sae": 32, "k": 4,
-             "site": "blocks.1.hook_mlp_in", "site_out": "blocks.1.hook_mlp_out"},
+             "site": "blocks.1.mlp.hook_in", "site_out": "blocks.1.hook_mlp_out"},
         ],
         "train": {"tokens": 128 * 20, "batch_size": 128, "lr": 3e-3, "out": str(out), "log_every": 10,
                   "checkpoint_every": 5, "init_tokens": 256, "buffer_tokens": 512},
@@ -67,7 +67,7 @@ def _config(out) -> Config:
 def _stream(kill_at: int | None = None) -> StackedStream:
     inner = TwoLayerStream(kill_at)
     keys = {
-        "blocks.{0,1}.hook_mlp_in": [SITES[0], SITES[2]],
+        "blocks.{0,1}.mlp.hook_in": [SITES[0], SITES[2]],
         "blocks.{0,1}.hook_mlp_out": [SITES[1], SITES[3]],
     }
     return StackedStream(inner, keys)

@@ -54,11 +54,11 @@ def test_sweep_names_follow_what_differs():
     a = DictionaryConfig(architecture="topk", k=32, d_sae=16384)
     b = DictionaryConfig(architecture="jumprelu", d_sae=4096)
     c = DictionaryConfig(
-        architecture="topk", k=16, site="blocks.0.hook_mlp_in", site_out="blocks.0.hook_mlp_out"
+        architecture="topk", k=16, site="blocks.0.mlp.hook_in", site_out="blocks.0.hook_mlp_out"
     )
     assert dictionary_name(a, [a, b], 16384, None) == "topk-k32-16k"
     assert dictionary_name(b, [a, b], 4096, 1.0) == "jumprelu-l0c1.0-4k"
-    assert dictionary_name(c, [c], 2048, None) == "tc-blocks.0.hook_mlp_in-topk-k16-2k"
+    assert dictionary_name(c, [c], 2048, None) == "tc-blocks.0.mlp.hook_in-topk-k16-2k"
 
 
 def test_k_larger_than_d_sae_is_a_config_error(tmp_path):

@@ -13,7 +13,9 @@ from typer.testing import CliRunner
 
 from monosemantic.cli import app
 from monosemantic.config import load_config
-from monosemantic.training.plan import KNOWN, Dims, plan, plan_lines
+from monosemantic.lm.known_models import KNOWN, known_config
+from monosemantic.lm.params import count_parameters
+from monosemantic.training.plan import dims_of, plan, plan_lines
 from monosemantic.utils.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,30 +28,66 @@ def _cfg(name: str, tmp_path: Path, *extra: str):
 
 
 def test_llama_3_1_8b_parameter_count() -> None:
-    # 8,030,261,248 in the released checkpoint; the plan leaves out the 65 norm vectors (266k).
-    assert abs(Dims(**KNOWN["meta-llama/Llama-3.1-8B"]).params - 8_030_261_248) < 300_000
+    # 8,030,261,248 in the released checkpoint, norms and the untied head included
+    assert count_parameters(known_config("meta-llama/Llama-3.1-8B")).total == 8_030_261_248
 
 
-def test_tied_and_untied_embeddings_cost_the_same_forward() -> None:
-    """Tying changes what is stored (one vocab x d matrix less), never the matmuls a token costs."""
-    untied = Dims(**{**KNOWN["google/gemma-2-2b"], "tied": False})
-    tied = Dims(**KNOWN["google/gemma-2-2b"])
-    assert untied.params - tied.params == 256_000 * 2304
-    for blocks in (1, 13, 26):
+def test_families_plan_counts_every_expert_qwen3_30b_a3b() -> None:
+    """Qwen3-30B-A3B by hand: 48 blocks of attention (q 2048x4096, k and v 2048x512, o 4096x2048, q/k
+    norms 128 each), two norms, a 2048x128 router and 128 experts of 3 x 2048 x 768; untied
+    151,936 x 2048 embedding and head; a final norm. A token runs 8 of the 128 experts."""
+    d, layers, vocab, experts, top_k, d_exp = 2048, 48, 151_936, 128, 8, 768
+    attn = d * 4096 + 2 * d * 512 + 4096 * d + 2 * 128
+    expert = 3 * d * d_exp
+    block_dense = attn + 2 * d + d * experts
+    total = layers * (block_dense + experts * expert) + 2 * vocab * d + d
+    active = layers * (block_dense + top_k * expert) + 2 * vocab * d + d
+    assert (total, active) == (30_532_122_624, 3_353_032_704)  # 30.5 B and 3.3 B, as published
+    count = count_parameters(known_config("Qwen/Qwen3-30B-A3B"))
+    assert (count.total, count.active, count.experts) == (total, active, layers * experts * expert)
+    result = CliRunner().invoke(app, ["plan", str(REPO / "configs/qwen3-30b-a3b.toml")])
+    assert result.exit_code == 0, result.output
+    first = result.output.splitlines()[0]
+    assert "30.532 B parameters, 3.353 B used per token" in first
+    weights = next(line for line in result.output.splitlines() if "model weights" in line)
+    assert f"{total * 2 / 2**30:,.2f} GiB" in weights  # every expert is loaded (bfloat16)
+
+
+@pytest.mark.parametrize("config", ["gemma-3-1b", "qwen3-0.6b", "olmo-2-1b", "qwen3-30b-a3b"])
+def test_families_example_configs_plan_without_the_hub(config) -> None:
+    result = CliRunner().invoke(app, ["plan", str(REPO / f"configs/{config}.toml")])
+    assert result.exit_code == 0, result.output
+    assert "total per rank" in result.output
+
+
+@pytest.mark.parametrize("name", list(KNOWN))
+def test_tied_and_untied_embeddings_cost_the_same_forward(name: str) -> None:
+    """For every family: tying changes what is stored (one vocab x d matrix less), never the
+    matmuls a token costs (the unembedding counts when every block runs, tied or not)."""
+    both = {}
+    for tied in (True, False):
+        c = known_config(name)
+        c = getattr(c, "text_config", None) or c
+        c.tie_word_embeddings = tied
+        both[tied] = dims_of(c)
+    tied, untied = both[True], both[False]
+    v, d, n = tied.vocab, tied.d, tied.layers
+    assert untied.params - tied.params == v * d
+    for blocks in (1, n // 2, n):
         assert tied.forward_params(blocks) == untied.forward_params(blocks)
-    # every block run: the unembedding matmul is counted for both
-    assert tied.forward_params(26) == 26 * tied.block_params + 256_000 * 2304
+    assert tied.forward_params(n) == tied.count.blocks_up_to(n, active=True) + v * d
 
 
 def test_llama_scope_worked_example(tmp_path: Path) -> None:
     p = plan(_cfg("llama-scope.toml", tmp_path, "train.parallel=dictionaries"), world_size=8)
-    # Llama-3.1-8B: d 4096, 32 heads of 128, 8 kv heads, ff 14336, vocab 128256, untied
+    # Llama-3.1-8B: d 4096, 32 heads of 128, 8 kv heads, ff 14336, vocab 128256, untied; two
+    # RMSNorm weights per block and a final one, no biases
     attn = 2 * 4096 * 32 * 128 + 2 * 4096 * 8 * 128  # 41,943,040
-    block = attn + 3 * 4096 * 14336  # 218,103,808
-    assert block == 218_103_808
-    assert p.params == 32 * block + 2 * 128_256 * 4096 == 8_029_995_008
+    block = attn + 3 * 4096 * 14336 + 2 * 4096
+    assert block == 218_112_000
+    assert p.params == 32 * block + 2 * 128_256 * 4096 + 4096 == 8_030_261_248
     forward = 2 * (32 * block + 128_256 * 4096)  # every block runs, then the unembedding
-    assert p.harvest.flops_per_token == forward == 15_009_316_864
+    assert p.harvest.flops_per_token == forward == 15_009_841_152
     # 32 TopK SAEs, d_sae 32768, k 50: encoder 2 d d_sae + sparse decoder/backward 6 k (d_in + d_out)
     sae = 2 * 4096 * 32768 + 6 * 50 * 8192
     t = p.train
@@ -73,10 +111,11 @@ def test_llama_scope_worked_example(tmp_path: Path) -> None:
 
 def test_gemma_2_2b_worked_example(tmp_path: Path) -> None:
     p = plan(_cfg("gemma-2-2b.toml", tmp_path), world_size=1)
-    # gemma-2-2b: d 2304, 8 heads of 256, 4 kv heads, ff 9216, vocab 256000, tied
-    block = 2 * 2304 * 8 * 256 + 2 * 2304 * 4 * 256 + 3 * 2304 * 9216
-    assert block == 77_856_768
-    assert p.params == 26 * block + 256_000 * 2304 == 2_614_099_968
+    # gemma-2-2b: d 2304, 8 heads of 256, 4 kv heads, ff 9216, vocab 256000, tied; four RMSNorm
+    # weights per block and a final one
+    block = 2 * 2304 * 8 * 256 + 2 * 2304 * 4 * 256 + 3 * 2304 * 9216 + 4 * 2304
+    assert block == 77_865_984
+    assert p.params == 26 * block + 256_000 * 2304 + 2304 == 2_614_341_888
     # the SAE reads layer 12: blocks 0..12 run, no unembedding
     assert p.harvest.blocks == 13 and p.harvest.flops_per_token == 2 * 13 * block
     t = p.train
@@ -88,9 +127,10 @@ def test_gemma_2_2b_worked_example(tmp_path: Path) -> None:
 
 def test_pythia_70m_worked_example(tmp_path: Path) -> None:
     p = plan(_cfg("pythia-70m.toml", tmp_path), world_size=1)
-    # pythia-70m: d 512, 8 heads of 64, ff 2048 (not gated), vocab 50304, untied
-    block = 4 * 512 * 512 + 2 * 512 * 2048
-    assert p.params == 6 * block + 2 * 50_304 * 512 == 70_385_664
+    # pythia-70m: d 512, 8 heads of 64, ff 2048 (not gated), vocab 50304, untied; every linear
+    # has a bias, two LayerNorms (weight and bias) per block and a final one
+    block = (4 * 512 * 512 + 4 * 512) + (2 * 512 * 2048 + 2048 + 512) + 2 * 2 * 512
+    assert p.params == 6 * block + 2 * 50_304 * 512 + 2 * 512 == 70_426_624
     assert p.harvest.flops_per_token == 2 * 4 * block  # layer 3: blocks 0..3
     t = p.train
     # TopK, expansion 32 -> d_sae 16384, k 32
@@ -145,3 +185,15 @@ def test_lines_format_the_fields(tmp_path: Path) -> None:
     p = plan(_cfg("llama-scope.toml", tmp_path, "train.parallel=dictionaries"), world_size=8)
     text = "\n".join(plan_lines(p))
     assert "15.01 GFLOP" in text and "8.67 GFLOP" in text and "48.71 GiB" in text and "live" in text
+
+
+def test_world_size_from_config_or_command_line_alike() -> None:
+    config = str(REPO / "configs/llama-scope.toml")
+    by_flag = CliRunner().invoke(app, ["plan", config, "--world-size", "8"])
+    by_config = CliRunner().invoke(app, ["plan", config, "--set", "plan.world_size=8"])
+    default = CliRunner().invoke(app, ["plan", config])
+    assert by_flag.exit_code == by_config.exit_code == default.exit_code == 0, by_flag.output
+    assert by_flag.output == by_config.output != default.output
+    assert "world size 8" in by_flag.output and "world size 1" in default.output
+    bad = CliRunner().invoke(app, ["plan", config, "--set", "plan.world_size=0"])
+    assert bad.exit_code == 2 and "plan.world_size" in bad.output

@@ -18,11 +18,40 @@ from safetensors.torch import save_file
 
 from monosemantic.utils.errors import DataError
 from monosemantic.utils.files import atomic_path, sha256_file
+from monosemantic.utils.progress import console
 
 from .manifest import read_manifest, shard_name, write_manifest
 
 if TYPE_CHECKING:
     from monosemantic.lm.model import SubjectModel
+
+
+def _site_keys(manifest: dict[str, Any], path: Path) -> tuple[dict[str, str], str | None]:
+    """Today's site names -> the shard keys, and a one-line note when an old cache's names were
+    translated (see `lm.sites.migrate_site`); a cache with `hook_names` is read as written."""
+    from monosemantic.lm.sites import HOOK_NAMES, migrate_site, migration_note
+
+    sites = list(manifest["sites"])
+    if manifest.get("hook_names") == HOOK_NAMES:
+        return {s: s for s in sites}, None
+    model_type = manifest.get("model_type") or _model_type(manifest.get("model"))
+    keys = {migrate_site(s, model_type): s for s in sites}
+    renamed = {old: new for new, old in keys.items() if new != old}
+    return keys, (migration_note(renamed, f"activation cache {path}") if renamed else None)
+
+
+def _model_type(model: str | None) -> str | None:
+    """The model_type of a cache's model when its config is readable offline (BERT's old names differ)."""
+    if not model:
+        return None
+    try:
+        from transformers import AutoConfig
+
+        from monosemantic.lm.model import resolve_model_path
+
+        return AutoConfig.from_pretrained(resolve_model_path(model), local_files_only=True).model_type
+    except Exception:  # an unreadable config: decoder names (the only ones most caches hold)
+        return None
 
 
 class ActivationCache:
@@ -31,7 +60,11 @@ class ActivationCache:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.manifest: dict[str, Any] = read_manifest(self.path)
-        self.sites: dict[str, int] = dict(self.manifest["sites"])
+        # site name -> its key in the shards (they differ only in caches written under old names)
+        self._keys, note = _site_keys(self.manifest, self.path)
+        self.sites: dict[str, int] = {new: self.manifest["sites"][old] for new, old in self._keys.items()}
+        if note is not None:
+            console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
         self.context_size: int = int(self.manifest["context_size"])
         self.shards: list[dict[str, Any]] = list(self.manifest["shards"])
         self.concepts: list[str] | None = self.manifest.get("concepts")
@@ -128,7 +161,7 @@ class ActivationCache:
         try:
             with safe_open(str(path), framework="pt") as f:
                 for key in keys:
-                    out[key] = f.get_slice(key)[start:stop]
+                    out[key] = f.get_slice(self._keys.get(key, key))[start:stop]
         except (OSError, KeyError, ValueError, RuntimeError, SafetensorError) as e:
             raise DataError(f"shard {path.name} of cache {self.path} cannot be read ({e})") from None
         n_seq = out["tokens"].shape[0]

@@ -18,6 +18,7 @@ import torch
 
 from monosemantic.config import Config
 from monosemantic.corpus.windows import apply_special_tokens, bos_eos_ids, special_token_ids
+from monosemantic.lm.sites import HOOK_NAMES
 from monosemantic.utils import distributed as D
 from monosemantic.utils.errors import ConfigError, DataError
 from monosemantic.utils.files import check_output
@@ -77,6 +78,7 @@ def planned_manifest(cfg: Config) -> dict[str, Any]:
     location = model_location(cfg.model.name)
     manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
+        "hook_names": HOOK_NAMES,  # the sites mean exactly what TransformerLens means
         "model": location,
         "revision": cfg.model.revision,
         "tokenizer": location,
@@ -194,6 +196,7 @@ def _harvest(cfg: Config) -> Path:
     stop_at = model.stop_layer(sites)
     manifest = existing or planned
     manifest["sites"] = {s: int(model.site_width(s)) for s in sites}
+    manifest["model_type"] = model.hf.config.model_type
     apply_special_tokens(model.tokenizer, cfg.data)
     bos_eos_ids(model.tokenizer)  # a tokenizer that cannot separate documents fails before any write
     manifest["special_token_ids"] = special_token_ids(model.tokenizer)

@@ -68,6 +68,11 @@ def write_manifest(cache_dir: str | Path, manifest: dict[str, Any]) -> None:
 
 def mismatch(existing: dict[str, Any], wanted: dict[str, Any]) -> str | None:
     """Describe the first field where an existing cache differs from the one a config asks for."""
+    if existing.get("hook_names") != wanted.get("hook_names"):
+        return (
+            "the cache predates TransformerLens-exact hook names (its blocks.L.hook_mlp_in is today's "
+            "blocks.L.mlp.hook_in); finish it into a new harvest.out"
+        )
     pairs = [(k, existing.get(k), wanted.get(k)) for k in RESUME_KEYS]
     pairs.append(("sites", list(existing.get("sites", {})), list(wanted.get("sites", {}))))
     old_h, new_h = existing.get("harvest", {}), wanted.get("harvest", {})

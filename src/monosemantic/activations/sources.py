@@ -31,10 +31,12 @@ def capture(
     model: SubjectModel, tokens: torch.Tensor, sites: Sequence[str], stop_at: int | None
 ) -> dict[str, torch.Tensor]:
     """Activations `[B, T, d]` of `sites` for a batch of token windows, from one forward pass
-    (harvest and the live source share it)."""
+    (harvest and the live source share it); per-head sites (`attn.hook_z`, ...) are flattened to
+    heads x head_dim, as SAELens does."""
     mask = torch.ones_like(tokens)  # windows are never padded; saying so silences HF's padding warning
     with torch.inference_mode():
-        return dict(model.run(tokens, mask, capture=list(sites), stop_at_layer=stop_at).activations)
+        acts = model.run(tokens, mask, capture=list(sites), stop_at_layer=stop_at).activations
+    return {s: a.flatten(2) for s, a in acts.items()}
 
 
 def all_finite(x: torch.Tensor) -> bool:

@@ -1,7 +1,7 @@
 """`monosemantic analyze`: one pass over the activation cache fills the feature store.
 
 Every dictionary of a checkpoint or sweep folder is encoded on the same batches of sequences
-(one read of the cache); sites missing from the cache (say, a transcoder's `hook_mlp_in` when
+(one read of the cache); sites missing from the cache (say, a transcoder's `mlp.hook_in` when
 only `hook_mlp_out` was harvested) are computed live with the subject model from the cached
 tokens. Each dictionary's `FeatureCollector` gathers all per-feature statistics at once; the
 weight-based views (logit lens, input tokens, neighbours) come from the weights afterwards.

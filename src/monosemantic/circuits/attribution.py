@@ -23,6 +23,7 @@ from torch import Tensor
 
 from monosemantic.utils.progress import progress_bar
 
+from .moe import routes_meta
 from .position_blocks import PositionBlocks
 from .pruning import influence_from_rows
 from .replacement import ReplacementModel, Setup
@@ -322,6 +323,7 @@ def _assemble(
         n_layers=rm.lm.n_layers,
         total_active_features=n_feat,
         logits=setup.logits[-1].detach().cpu().float(),
+        meta=routes_meta(setup.freeze),  # mixtures of experts: the router choices the graph holds
     )
 
 

@@ -1,6 +1,6 @@
 """A cross-layer transcoder as the replacement model sees it: one spliced view per layer.
 
-View i reads blocks.L_i.hook_mlp_in with layer i's encoder and replaces blocks.L_i.hook_mlp_out by
+View i reads blocks.L_i.mlp.hook_in with layer i's encoder and replaces blocks.L_i.hook_mlp_out by
 b_dec_i + sum_{j <= i} f_j W_dec_j[:, i - j], i.e. its output has several *sources* (the views of
 layers j <= i with their decoder blocks), where a per-layer transcoder has one (itself, W_dec).
 Graph nodes are per view: node id `{layer}_{latent within the layer}_{pos}`, as circuit-tracer

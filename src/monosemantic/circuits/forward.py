@@ -1,6 +1,6 @@
 """A small functional forward pass over a `transformers` model's own weights, for every family whose
-`lm.families.Family` entry says `circuits=True` (GPT-2, GPT-NeoX/Pythia, Llama/Mistral/Qwen2, Gemma,
-Gemma 2).
+`lm.families.Family` entry says `circuits=True` (GPT-2, GPT-NeoX/Pythia, Llama 2/3/3.1/3.2, Mistral,
+Qwen 2/3, Phi-3, OLMo 2, Gemma 1/2/3, and the mixtures of experts Qwen3-MoE, Mixtral, GPT-OSS).
 
 Attribution needs to hold attention patterns and norm scales at their clean values, which HF code
 cannot do from the outside (the softmax lives inside its attention function). So we re-run the
@@ -12,14 +12,18 @@ Every TransformerLens site is routed through `hooks.site(name, x)`, and each MLP
 `hooks.mlp(layer, x)` (which may return a replacement output, e.g. a transcoder's), so the
 replacement model needs no monkey-patching.
 
-What differs between families (norm type, sublayer post-norms, fused q/k/v layout, gated MLP,
-learned positions) comes from the family table; what a model configures (attention scaling,
-soft-capping of attention and final logits, sliding windows) from its own modules and config.
+What differs between families (norm type, missing pre-norms, sublayer post-norms, q/k norms, fused
+q/k/v layout, gated or fused or mixture-of-experts MLP, learned positions) comes from the family
+table; what a model configures (attention scaling, soft-capping of attention and final logits,
+sliding windows, rotary bases and scaling, attention sinks) from its own modules and config. A MoE
+block's router choices are held like attention patterns (`moe.py`).
 Attribution reads the final normalised residual, i.e. the logits before any final soft-capping.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -30,11 +34,15 @@ from torch import Tensor, nn
 from monosemantic.lm.families import FAMILY, MODEL_TYPES, family_of
 from monosemantic.utils.errors import MonosemanticError
 
+from .moe import moe_forward
+
 SUPPORTED = tuple(t for t, f in MODEL_TYPES.items() if FAMILY[f].circuits)
 
 
 class Hooks(Protocol):
     def site(self, name: str, x: Tensor) -> Tensor: ...
+
+    def wants(self, name: str) -> bool: ...
 
     def mlp(self, layer: int, x: Tensor) -> Tensor | None: ...
 
@@ -42,6 +50,10 @@ class Hooks(Protocol):
 class NoHooks:
     def site(self, name: str, x: Tensor) -> Tensor:
         return x
+
+    def wants(self, name: str) -> bool:
+        """Whether the read-only sites computed off the main path (a norm's x_hat) are needed."""
+        return False
 
     def mlp(self, layer: int, x: Tensor) -> Tensor | None:
         return None
@@ -57,7 +69,9 @@ class Freeze:
 
     patterns: dict[int, Tensor] = field(default_factory=dict)
     scales: dict[str, Tensor] = field(default_factory=dict)
-    gates: dict[int, Tensor] = field(default_factory=dict)
+    gates: dict[int, Tensor | dict[int, Tensor]] = field(default_factory=dict)  # MoE: per selected expert
+    # mixtures of experts: per layer the router's top-k (weights [N, k], indices [N, k]), held like patterns
+    routes: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
     patterns_only: bool = False
 
 
@@ -93,7 +107,7 @@ class FunctionalLM(nn.Module):
         if model_type not in SUPPORTED:
             raise MonosemanticError(
                 f"circuits support model types {', '.join(SUPPORTED)}, not {model_type!r}; "
-                "use a GPT-2, GPT-NeoX (Pythia), Llama, Mistral, Qwen2 or Gemma model"
+                "use a model of a family whose entry in lm/families.py says circuits=True"
             )
         self.hf = hf
         self.family = family_of(model_type)
@@ -114,6 +128,10 @@ class FunctionalLM(nn.Module):
         self.attn_softcap = getattr(hf.config, "attn_logit_softcapping", None)
         self.final_softcap = getattr(hf.config, "final_logit_softcapping", None)
         self.lm_head = hf.get_output_embeddings()
+        rotary = getattr(self.base, "rotary_emb", None)
+        self._rotary_by_type = (
+            rotary is not None and "layer_type" in inspect.signature(rotary.forward).parameters
+        )
 
     @property
     def W_U(self) -> Tensor:  # noqa: N802 (TransformerLens name) [d_model, vocab]
@@ -152,6 +170,21 @@ class FunctionalLM(nn.Module):
             return ((xf * scale) * (1.0 + mod.weight.float())).type_as(x)
         return mod.weight * (xf * scale).to(x.dtype)
 
+    def _norm_hat(self, key: str, mod: nn.Module, x: Tensor, mode: str, freeze: Freeze | None) -> Tensor:
+        """TransformerLens' `hook_normalized`: the norm's x_hat, before its weight and bias (with the
+        scale held in `frozen` mode, so it is linear in x)."""
+        frozen = mode == "frozen" and freeze is not None and not freeze.patterns_only
+        if self.family.norm == "layer":
+            xc = x - x.mean(-1, keepdim=True)
+            if frozen:
+                return xc * freeze.scales[key]
+            return xc / (xc.pow(2).mean(-1, keepdim=True) + mod.eps).sqrt()
+        if frozen:
+            return x * freeze.scales[key].to(x.dtype)
+        eps = getattr(mod, "variance_epsilon", None) or mod.eps
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
     def _qkv(self, attn: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor, nn.Module]:
         """q, k, v [B, H, T, head_dim] (k, v repeated over grouped heads) and the output projection."""
         B, T, _ = x.shape
@@ -166,11 +199,19 @@ class FunctionalLM(nn.Module):
             qkv = attn.query_key_value(x).view(B, T, self.n_heads, 3 * self.head_dim).transpose(1, 2)
             q, k, v = qkv.chunk(3, dim=-1)  # (B, H, T, hd)
             return q, k, v, attn.dense
-        q = attn.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
-        k = attn.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)  # (B, H_kv, T, hd)
-        v = attn.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)  # (B, H_kv, T, hd)
-        rep = self.n_heads // self.n_kv
-        return q, k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1), attn.o_proj
+        H, kv, hd = self.n_heads, self.n_kv, self.head_dim
+        if layout == "phi3":  # fused rows: q (H * hd) | k (kv * hd) | v (kv * hd)
+            q, k, v = attn.qkv_proj(x).split([H * hd, kv * hd, kv * hd], dim=-1)
+        else:
+            q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
+        if self.family.qk_norm == "full":  # OLMo 2: RMSNorm over all heads, before the head split
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        q, k, v = q.view(B, T, H, hd), k.view(B, T, kv, hd), v.view(B, T, kv, hd)
+        if self.family.qk_norm == "head":  # Qwen 3, Gemma 3: RMSNorm of each head
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H or H_kv, T, hd)
+        o_proj = attn.get_submodule(self.family.o_proj)
+        return q, k.repeat_interleave(H // kv, dim=1), v.repeat_interleave(H // kv, dim=1), o_proj
 
     def _values(self, attn: nn.Module, x: Tensor) -> tuple[Tensor, nn.Module]:
         """v [B, H, T, hd] alone, for a frozen pattern: q and k would be computed and back-propagated
@@ -186,8 +227,13 @@ class FunctionalLM(nn.Module):
             W = lin.weight.view(H, 3, hd, -1)[:, 2].reshape(H * hd, -1)
             b = lin.bias.view(H, 3, hd)[:, 2].reshape(H * hd) if lin.bias is not None else None
             return F.linear(x, W, b).view(B, T, H, hd).transpose(1, 2), attn.dense
-        v = attn.v_proj(x).view(B, T, self.n_kv, hd).transpose(1, 2)
-        return v.repeat_interleave(H // self.n_kv, dim=1), attn.o_proj
+        if layout == "phi3":  # the v rows of the fused projection
+            lin, start = attn.qkv_proj, (H + self.n_kv) * hd
+            v = F.linear(x, lin.weight[start:], lin.bias[start:] if lin.bias is not None else None)
+        else:
+            v = attn.v_proj(x)
+        v = v.view(B, T, self.n_kv, hd).transpose(1, 2)
+        return v.repeat_interleave(H // self.n_kv, dim=1), attn.get_submodule(self.family.o_proj)
 
     def _attention(self, layer: int, x: Tensor, mode: str, freeze: Freeze | None) -> Tensor:
         attn = self.blocks[layer].get_submodule(self.family.attn)
@@ -198,14 +244,9 @@ class FunctionalLM(nn.Module):
         else:
             q, k, v, out_proj = self._qkv(attn, x)
             if self.family.rotary:
-                if self.family.qkv == "neox":  # rotates only the first rotary_pct of each head
-                    from transformers.models.gpt_neox.modeling_gpt_neox import apply_rotary_pos_emb
-                else:
-                    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
-                pos = torch.arange(T, device=x.device)[None].expand(B, T)
-                cos, sin = self.base.rotary_emb(x, pos)
-                q, k = apply_rotary_pos_emb(q, k, cos, sin)
+                cos, sin = self._rotary(layer, x)
+                # the model's own function (partial rotary in GPT-NeoX and Phi-3, GPT-OSS's halves)
+                q, k = importlib.import_module(type(attn).__module__).apply_rotary_pos_emb(q, k, cos, sin)
             scaling = getattr(attn, "scaling", self.head_dim**-0.5)
             scores = (q @ k.transpose(-1, -2)) * scaling  # (B, H, T, T)
             if self.attn_softcap is not None:  # Gemma 2, before the mask as in HF
@@ -216,9 +257,7 @@ class FunctionalLM(nn.Module):
             if window is not None:
                 mask &= i[None, :] > i[:, None] - window
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-            # GPT-2's softmax runs in the activation dtype, the others' in float32 (as in HF's eager code).
-            soft_dtype = scores.dtype if self.family.qkv == "gpt2" else torch.float32
-            pattern = torch.softmax(scores.to(soft_dtype), dim=-1).to(v.dtype)
+            pattern = self._softmax(attn, scores).to(v.dtype)
             if mode == "record":
                 freeze.patterns[layer] = pattern.detach()
         if pattern.shape[0] == 1 and B > 1:  # one frozen pattern for the batch: never expand it B times
@@ -229,6 +268,30 @@ class FunctionalLM(nn.Module):
             z = pattern @ v  # (B, H, T, hd)
         z = z.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, H * hd)
         return out_proj(z)
+
+    def _rotary(self, layer: int, x: Tensor) -> tuple[Tensor, Tensor]:
+        """cos, sin of the rotary embedding for `layer`: Gemma 3's rotary module takes the layer's type
+        (sliding layers use the local base frequency, global ones rope_theta)."""
+        B, T = x.shape[:2]
+        pos = torch.arange(T, device=x.device)[None].expand(B, T)
+        if self._rotary_by_type:
+            return self.base.rotary_emb(x, pos, self.config.layer_types[layer])
+        return self.base.rotary_emb(x, pos)
+
+    def _softmax(self, attn: nn.Module, scores: Tensor) -> Tensor:
+        """The attention softmax as HF's eager code computes it: GPT-2's in the activation dtype,
+        GPT-OSS's with one learned sink logit per head (dropped after the softmax), the others' in
+        float32."""
+        sinks = getattr(attn, "sinks", None)
+        if sinks is not None:
+            B, H, T, _ = scores.shape
+            logits = torch.cat(
+                [scores, sinks.reshape(1, -1, 1, 1).expand(B, H, T, 1).to(scores.dtype)], dim=-1
+            )
+            logits = logits - logits.max(dim=-1, keepdim=True).values
+            return torch.softmax(logits, dim=-1, dtype=logits.dtype)[..., :-1]
+        soft_dtype = scores.dtype if self.family.qkv == "gpt2" else torch.float32
+        return torch.softmax(scores.to(soft_dtype), dim=-1)
 
     def _mlp(self, layer: int, x: Tensor, mode: str, freeze: Freeze | None) -> Tensor:
         """The MLP; `frozen` holds its activation gates at their clean values (so it is linear)."""
@@ -245,10 +308,16 @@ class FunctionalLM(nn.Module):
             if mode == "record":
                 freeze.gates[layer] = _gate(pre, post).detach()
             return proj(post)
-        up = mlp.up_proj(x)
+        if self.family.mlp == "moe":
+            return moe_forward(self, layer, mlp, x, mode, freeze)
+        if self.family.mlp == "gated_fused":  # Phi-3: gate | up from one projection
+            g, up = mlp.gate_up_proj(x).chunk(2, dim=-1)
+            act = mlp.activation_fn
+        else:
+            g, up, act = mlp.gate_proj(x), mlp.up_proj(x), mlp.act_fn
         if frozen:
             return mlp.down_proj(freeze.gates[layer] * up)
-        gate = mlp.act_fn(mlp.gate_proj(x))
+        gate = act(g)
         if mode == "record":
             freeze.gates[layer] = gate.detach()
         return mlp.down_proj(gate * up)
@@ -289,17 +358,25 @@ class FunctionalLM(nn.Module):
         fam = self.family
         h = self.embed(input_ids, hooks)
         for L, blk in enumerate(self.blocks):
-            ln1, ln2 = blk.get_submodule(fam.ln1), blk.get_submodule(fam.ln2)
+            ln1 = blk.get_submodule(fam.ln1) if fam.ln1 is not None else None
+            ln2 = blk.get_submodule(fam.ln2) if fam.ln2 is not None else None
             h = hooks.site(f"blocks.{L}.hook_resid_pre", h)
-            a = self._attention(L, self._norm(f"ln1.{L}", ln1, h, mode, freeze), mode, freeze)
+            a_in = h if ln1 is None else self._norm(f"ln1.{L}", ln1, h, mode, freeze)  # OLMo 2: no pre-norms
+            a = self._attention(L, a_in, mode, freeze)
             a = self._post_norm(fam.attn_post_norm, f"attn_post.{L}", blk, a, mode, freeze)
             a = hooks.site(f"blocks.{L}.hook_attn_out", a)
             if not self.parallel:
                 h = hooks.site(f"blocks.{L}.hook_resid_mid", h + a)
-            m_in = hooks.site(f"blocks.{L}.hook_mlp_in", self._norm(f"ln2.{L}", ln2, h, mode, freeze))
-            m = hooks.mlp(L, m_in)  # a transcoder replaces the MLP and its post-norm (mlp_in -> mlp_out)
+            m_in = hooks.site(f"blocks.{L}.hook_mlp_in", h)  # the residual entering the MLP branch
+            if ln2 is not None and hooks.wants(f"blocks.{L}.ln2.hook_normalized"):  # read-only: x_hat
+                hooks.site(
+                    f"blocks.{L}.ln2.hook_normalized", self._norm_hat(f"ln2.{L}", ln2, m_in, mode, freeze)
+                )
+            normed = m_in if ln2 is None else self._norm(f"ln2.{L}", ln2, m_in, mode, freeze)
+            normed = hooks.site(f"blocks.{L}.mlp.hook_in", normed)
+            m = hooks.mlp(L, normed)  # a transcoder replaces the MLP and its post-norm (-> hook_mlp_out)
             if m is None:
-                m = self._mlp(L, m_in, mode, freeze)
+                m = self._mlp(L, normed, mode, freeze)
                 m = self._post_norm(fam.mlp_post_norm, f"mlp_post.{L}", blk, m, mode, freeze)
             m = hooks.site(f"blocks.{L}.hook_mlp_out", m)
             # HF's parallel block sums mlp + attn + residual in that order (bitwise equal logits)
@@ -307,7 +384,9 @@ class FunctionalLM(nn.Module):
         ln_f = self.hf.get_submodule(
             self.family.layout.final_norm.replace("{base}", self.hf.base_model_prefix)
         )
-        h = hooks.site("ln_final.hook_normalized", self._norm("ln_f", ln_f, h, mode, freeze))
+        if hooks.wants("ln_final.hook_normalized"):
+            hooks.site("ln_final.hook_normalized", self._norm_hat("ln_f", ln_f, h, mode, freeze))
+        h = hooks.site("ln_final.hook_out", self._norm("ln_f", ln_f, h, mode, freeze))
         return self.unembed(h) if unembed else h
 
     def unembed(self, h: Tensor) -> Tensor:

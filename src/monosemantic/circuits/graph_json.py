@@ -20,6 +20,8 @@ from collections.abc import Callable
 
 from torch import Tensor
 
+from monosemantic.lm.sites import HOOK_NAMES
+
 from .attribution import Graph
 from .pruning import PruneResult
 
@@ -168,7 +170,8 @@ def graph_to_json(
             }
             for t in graph.targets
         ],
-        "dictionaries": dicts,
+        "dictionaries": dicts,  # each with the sites it reads and writes (site_in, site_out)
+        "hook_names": HOOK_NAMES,  # those site names mean exactly what TransformerLens means
         "total_active_features": graph.total_active_features,
         "attributed_features": graph.n_features,
         **graph.meta,

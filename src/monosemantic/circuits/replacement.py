@@ -1,6 +1,7 @@
 """The replacement model: dictionaries spliced into the subject model, with explicit error terms.
 
-Each transcoder replaces its layer's MLP (`blocks.L.hook_mlp_in` -> `blocks.L.hook_mlp_out`) and each
+Each transcoder replaces its layer's MLP (`blocks.L.mlp.hook_in`, or the residual entering it, or ln2's
+x_hat -> `blocks.L.hook_mlp_out`) and each
 SAE replaces the activation at its site by `decode(encode(x)) + error`, where the error (true
 activation minus reconstruction on the clean prompt) is held fixed. The forward pass is therefore
 unchanged. In `frozen` mode attention patterns, norm scales and any MLP not replaced by a
@@ -10,7 +11,6 @@ activations times decoder rows, error terms) to every feature pre-activation and
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from monosemantic.dictionaries.base import Dictionary
+from monosemantic.lm.sites import parse_site
 from monosemantic.lm.token_display import TokenDisplay
 from monosemantic.utils.errors import MonosemanticError
 
@@ -30,18 +31,23 @@ if TYPE_CHECKING:
 
     from monosemantic.lm.model import SubjectModel
 
-_SITE = re.compile(r"^blocks\.(\d+)\.hook_(resid_pre|attn_out|resid_mid|mlp_in|mlp_out|resid_post)$")
-_ORDER = {"resid_pre": 0, "attn_out": 1, "resid_mid": 2, "mlp_in": 3, "mlp_out": 4, "resid_post": 5}
+# Sites a dictionary can read or write in a circuit, in forward order within a block.
+_ORDER = {"resid_pre": 0, "attn_out": 1, "resid_mid": 2, "mlp_in": 3, "ln2.hook_normalized": 4,
+          "mlp.hook_in": 5, "mlp_out": 6, "resid_post": 7}  # fmt: skip
+# A transcoder replaces the MLP, reading the residual entering it, the norm's x_hat or its output.
+_TRANSCODER_IN = ("resid_mid", "mlp_in", "ln2.hook_normalized", "mlp.hook_in")
+_READ_ONLY = ("ln2.hook_normalized",)  # computed off the main path: transcoders may read it, SAEs not
 
 
 def _parse(site: str | None) -> tuple[int, str]:
-    m = _SITE.match(site or "")
-    if m is None:
+    kind, layer = parse_site(site or "")
+    if layer is None or kind not in _ORDER:
         raise MonosemanticError(
             f"dictionary site {site!r} cannot be spliced into a circuit; use blocks.L.hook_"
-            "{resid_pre,attn_out,resid_mid,mlp_in,mlp_out,resid_post}"
+            "{resid_pre,attn_out,resid_mid,mlp_in,mlp_out,resid_post}, or for a transcoder's input "
+            "blocks.L.ln2.hook_normalized or blocks.L.mlp.hook_in"
         )
-    return int(m.group(1)), m.group(2)
+    return layer, kind
 
 
 @dataclass
@@ -97,6 +103,9 @@ class _Capture(NoHooks):
     def __init__(self, names: set[str]) -> None:
         self.names, self.acts = names, {}
 
+    def wants(self, name: str) -> bool:
+        return name in self.names
+
     def site(self, name: str, x: Tensor) -> Tensor:
         if name in self.names:
             self.acts[name] = x
@@ -136,7 +145,7 @@ class ReplacementModel:
             else:
                 items += [(f"{n}/L{v.cfg.hook_name.split('.')[1]}", v, k) for v in views]
         spliced = [self._splice(n, d, k) for n, d, k in items]
-        spliced.sort(key=lambda s: (s.layer, _ORDER[s.site_out.rsplit("hook_", 1)[1]]))
+        spliced.sort(key=lambda s: (s.layer, _ORDER[_parse(s.site_out)[1]]))
         outs = [s.site_out for s in spliced]
         if len(set(outs)) != len(outs):
             dup = next(o for o in outs if outs.count(o) > 1)
@@ -172,17 +181,28 @@ class ReplacementModel:
                 f"{name}: {cfg.hook_name} does not exist in this parallel-residual model (attention and MLP "
                 "both read resid_pre); train on blocks.L.hook_resid_pre, hook_mlp_in or hook_resid_post"
             )
+        if kind == "ln2.hook_normalized" and self.lm.family.ln2 is None:
+            raise MonosemanticError(
+                f"{name}: {cfg.hook_name} does not exist in {self.lm.family.name} (no norm before its MLP); "
+                "read blocks.L.hook_mlp_in"
+            )
         if not cfg.is_transcoder:
+            if kind in _READ_ONLY:
+                raise MonosemanticError(
+                    f"{name}: an SAE at {cfg.hook_name} cannot be spliced (the MLP reads the norm's "
+                    "weighted output); splice it at blocks.L.mlp.hook_in, or train a transcoder from it"
+                )
             if layer >= self.lm.n_layers:
                 raise MonosemanticError(
                     f"{name}: site {cfg.hook_name} is past the model's {self.lm.n_layers} layers"
                 )
             return Spliced(name, dic, cfg.hook_name, cfg.hook_name, layer, False, source=source)
         out_layer, out_kind = _parse(cfg.hook_name_out)
-        if out_kind != "mlp_out" or out_layer != layer or kind not in ("mlp_in", "resid_mid"):
+        if out_kind != "mlp_out" or out_layer != layer or kind not in _TRANSCODER_IN:
             raise MonosemanticError(
-                f"{name}: a transcoder must map blocks.L.hook_mlp_in (or resid_mid) to blocks.L.hook_mlp_out "
-                f"of the same layer, not {cfg.hook_name} -> {cfg.hook_name_out}"
+                f"{name}: a transcoder must map blocks.L.mlp.hook_in (or ln2.hook_normalized, hook_mlp_in, "
+                f"hook_resid_mid) to blocks.L.hook_mlp_out of the same layer, not {cfg.hook_name} -> "
+                f"{cfg.hook_name_out}"
             )
         return Spliced(name, dic, cfg.hook_name, cfg.hook_name_out, layer, True, source=source)
 
@@ -316,7 +336,9 @@ class ReplacementModel:
         ids = input_ids.reshape(-1, input_ids.shape[-1]).to(self.device)
         hooks = _FreeHooks(self, edit, edit_error)
         if freeze_attention is not None:
-            fz = Freeze(patterns=freeze_attention.patterns, patterns_only=True)
+            fz = Freeze(
+                patterns=freeze_attention.patterns, routes=freeze_attention.routes, patterns_only=True
+            )
             return self.lm(ids, hooks=hooks, mode="frozen", freeze=fz)
         return self.lm(ids, hooks=hooks)
 
@@ -333,6 +355,9 @@ class _FrozenHooks(NoHooks):
         )
         self.ins = {s.site_in: i for i, s in enumerate(rm.spliced)}
         self.inputs: dict[str, Tensor] = {}
+
+    def wants(self, name: str) -> bool:
+        return name in self.ins
 
     def _out(self, i: int) -> Tensor:
         s, st = self.rm.spliced[i], self.setup
@@ -376,6 +401,9 @@ class _FreeHooks(NoHooks):
         n = len(rm.spliced)
         self.clean: list[Tensor | None] = [None] * n  # latents as encoded
         self.edited: list[Tensor | None] = [None] * n  # latents after `edit`
+
+    def wants(self, name: str) -> bool:
+        return name in self.ins
 
     def site(self, name: str, x: Tensor) -> Tensor:
         if name in self.ins:

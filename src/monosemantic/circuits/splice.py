@@ -9,7 +9,7 @@ such tokens warns). Dictionaries are addressed by the names the feature store us
 
     sm = SpliceModel.from_config("configs/demo.toml")
     logits, cache = sm.run_with_cache("Tom the dog found a red ball.")
-    cache.codes["blocks.1.hook_mlp_in-topk"]          # [1, T, d_sae]
+    cache.codes["blocks.1.mlp.hook_in-topk"]          # [1, T, d_sae]
 """
 
 from __future__ import annotations
@@ -189,9 +189,12 @@ class SpliceModel:
         splice: bool = True,
         sites: Sequence[str] | None = None,
     ) -> tuple[Tensor, SpliceCache]:
-        """Logits and a `SpliceCache` of every hook site (or `sites`) plus each dictionary's input,
-        codes and output. `splice=False` runs the plain model and only encodes."""
-        return self._run(x, dictionaries, splice, self.model.site_names() if sites is None else sites)
+        """Logits and a `SpliceCache` of every per-token hook site (or `sites`: attention patterns on
+        request, since forming them needs eager attention) plus each dictionary's input, codes and
+        output. `splice=False` runs the plain model and only encodes."""
+        if sites is None:
+            sites = [s for s in self.model.site_names() if not s.endswith("attn.hook_pattern")]
+        return self._run(x, dictionaries, splice, sites)
 
     # ---- features -------------------------------------------------------------------------------
     def feature(self, dictionary: str, idx: int) -> dict[str, Any]:

@@ -17,7 +17,9 @@ class CircuitConfig(Section):
         None,
         description="Transcoders/SAEs to splice in (folders); default: every transcoder under [train].out.",
     )
-    prompt: str | None = None
+    prompt: str | None = Field(
+        None, description="Text whose next-token prediction the graph explains; --prompt sets it."
+    )
     method: Literal["attribution", "contrastive", "ablation"] = Field(
         "attribution",
         description="attribution: exact attribution graph; contrastive: clean vs corrupted_prompt "
@@ -33,20 +35,31 @@ class CircuitConfig(Section):
         ge=0,
         description="Contrastive mode: 0 = attribution patching, N > 0 = integrated gradients with N steps.",
     )
-    out: Path = Field(Path("runs/circuit"))
-    target: Literal["top_logits", "token", "logit_diff", "feature"] = "top_logits"
-    target_token: str | None = None
-    contrast_token: str | None = None
+    out: Path = Field(Path("runs/circuit"), description="Folder of graph.json, scores.json and index.html.")
+    target: Literal["top_logits", "token", "logit_diff", "feature"] = Field(
+        "top_logits",
+        description="What the graph explains: the top logits (up to max_logit_prob / max_n_logits), one "
+        "token's logit, logit[target_token] - logit[contrast_token], or a feature (target_feature).",
+    )
+    target_token: str | None = Field(
+        None,
+        description="The token of target = 'token' or 'logit_diff' (a string the tokenizer reads as one token).",
+    )
+    contrast_token: str | None = Field(None, description="The subtracted token of target = 'logit_diff'.")
     target_feature: str | None = Field(
         None, description="Feature target as its graph node id LAYER_FEATURE_POS (target = 'feature')."
     )
     max_logit_prob: float = Field(0.95, gt=0, le=1, description="Cumulative probability of logits kept.")
-    max_n_logits: int = Field(10, gt=0)
+    max_n_logits: int = Field(10, gt=0, description="Most logits kept as targets.")
     node_threshold: float = Field(0.8, gt=0, le=1, description="Keep nodes up to this cumulative influence.")
     edge_threshold: float = Field(0.98, gt=0, le=1, description="Keep edges up to this cumulative influence.")
-    max_feature_nodes: int = Field(4096, gt=0)
+    max_feature_nodes: int = Field(
+        4096, gt=0, description="Most feature rows attributed (the most influential first); bounds memory."
+    )
     batch_size: int = Field(64, gt=0, description="Backward passes batched together.")
-    ablation: Literal["zero", "mean"] = "mean"
+    ablation: Literal["zero", "mean"] = Field(
+        "mean", description="How ablation faithfulness removes the nodes outside the circuit."
+    )
     mean_sequences: int = Field(
         64,
         gt=0,

@@ -73,7 +73,7 @@ class DictionaryConfig(Section):
     layers: list[int] | None = Field(
         None,
         description="Layers a `blocks.*` site expands over (default every layer the cache holds); "
-        '`site = "blocks.*.hook_mlp_in"` with `site_out = "blocks.*.hook_mlp_out"` is one '
+        '`site = "blocks.*.mlp.hook_in"` with `site_out = "blocks.*.hook_mlp_out"` is one '
         "cross-layer transcoder (d_sae and k per layer); a glob site without site_out, one acausal "
         "crosscoder (one latent space over the layers).",
     )
@@ -90,15 +90,15 @@ class DictionaryConfig(Section):
         if self.d_sae is not None and self.expansion is not None:
             raise ValueError("give either d_sae or expansion, not both")
         if self.site is not None and "*" in self.site:
-            glob = re.compile(r"^blocks\.\*\.hook_\w+$")
+            glob = re.compile(r"^blocks\.\*\.(?:\w+\.)?hook_\w+$")
             if not glob.match(self.site) or (self.site_out is not None and not glob.match(self.site_out)):
                 raise ValueError(
                     f"site {self.site!r}: a layer glob needs the form blocks.*.hook_NAME, and site_out too "
-                    "(blocks.*.hook_mlp_in -> blocks.*.hook_mlp_out makes a cross-layer transcoder; "
+                    "(blocks.*.mlp.hook_in -> blocks.*.hook_mlp_out makes a cross-layer transcoder; "
                     "no site_out, an acausal crosscoder)"
                 )
         elif self.layers is not None:
-            raise ValueError("layers only applies to a layer-glob site like blocks.*.hook_mlp_in")
+            raise ValueError("layers only applies to a layer-glob site like blocks.*.mlp.hook_in")
         if self.skip and self.site_out is None:
             raise ValueError("skip = true needs site_out (a skip transcoder maps site -> site_out)")
         return self

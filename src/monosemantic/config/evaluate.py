@@ -16,9 +16,11 @@ class ProbeDataset(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: str = Field(description="Local file, or a Hugging Face dataset id ('hf:' prefix optional).")
-    text_column: str = "text"
-    label_column: str = "label"
-    split: str = "train"
+    text_column: str = Field("text", description="Column holding the text.")
+    label_column: str = Field(
+        "label", description="Column holding the label (a multi-class label gives one-vs-rest tasks)."
+    )
+    split: str = Field("train", description="Dataset split (Hugging Face datasets).")
     max_rows: int = Field(1000, gt=0, description="Rows used (the first ones).")
     name: str | None = Field(None, description="Task name in metrics.json; default the path's stem.")
 
@@ -31,7 +33,7 @@ class EvaluateConfig(Section):
         None,
         description="Activation cache to evaluate on; default [harvest].out (data.activations, model A's, when data.activations_b is set).",
     )
-    out: Path = Field(Path("runs/evaluate"))
+    out: Path = Field(Path("runs/evaluate"), description="Folder of metrics.json, metrics.csv and the plots.")
     max_sequences: int | None = Field(
         256, gt=0, description="Sequences of the cache used: a random sample seeded by `seed` (None: all)."
     )

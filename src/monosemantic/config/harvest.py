@@ -14,7 +14,7 @@ class SitesConfig(Section):
     names: list[str] = Field(
         default_factory=lambda: ["blocks.1.hook_resid_post"],
         description="TransformerLens hook names captured in one forward pass, e.g. "
-        "blocks.1.hook_resid_post, blocks.0.hook_mlp_in, blocks.0.hook_mlp_out.",
+        "blocks.1.hook_resid_post, blocks.0.mlp.hook_in, blocks.0.hook_mlp_out.",
     )
 
 

@@ -13,15 +13,19 @@ from pydantic import Field, model_validator
 
 from monosemantic.utils.torch_utils import check_device_name
 
-from .analyze import AnalyzeConfig, ExplainConfig, ExportConfig
+from .analyze import AnalyzeConfig
 from .base import Dtype, Section
 from .circuit import CircuitConfig
+from .compare import CompareConfig
 from .data import DataConfig
 from .dictionary import DictionaryConfig
 from .evaluate import EvaluateConfig
+from .explain import ExplainConfig
+from .export import ExportConfig
 from .harvest import HarvestConfig, SitesConfig
 from .lm import LMConfig
 from .model import ModelConfig
+from .plan import PlanConfig
 from .serve import ServeConfig
 from .steer import SteerConfig
 from .train import TrainConfig
@@ -40,7 +44,9 @@ class Config(Section):
     dictionary: DictionaryConfig | None = None
     dictionaries: list[DictionaryConfig] = Field(default_factory=list)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    plan: PlanConfig = Field(default_factory=PlanConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
     analyze: AnalyzeConfig = Field(default_factory=AnalyzeConfig)
     explain: ExplainConfig = Field(default_factory=ExplainConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)

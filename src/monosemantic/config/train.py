@@ -15,19 +15,23 @@ class TrainConfig(Section):
 
     tokens: int = Field(8_000_000, gt=0, description="Training tokens seen by every dictionary.")
     batch_size: int = Field(4096, gt=0, description="Tokens per optimiser step.")
-    lr: float = Field(4e-4, gt=0)
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    lr_warmup_steps: int = Field(0, ge=0)
-    lr_decay: Literal["none", "linear", "cosine"] = "linear"
+    lr: float = Field(4e-4, gt=0, description="Adam learning rate of every dictionary.")
+    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="Adam's (beta1, beta2).")
+    lr_warmup_steps: int = Field(0, ge=0, description="Steps of linear learning-rate warm-up.")
+    lr_decay: Literal["none", "linear", "cosine"] = Field(
+        "linear", description="Learning-rate decay to zero after lr_decay_start."
+    )
     lr_decay_start: float = Field(0.8, ge=0, le=1, description="Fraction of training after which LR decays.")
     sparsity_warmup_steps: int = Field(0, ge=0, description="Steps over which the sparsity penalty ramps up.")
-    b_dec_init: Literal["geometric_median", "mean", "zeros"] = "geometric_median"
+    b_dec_init: Literal["geometric_median", "mean", "zeros"] = Field(
+        "geometric_median", description="Decoder bias at the start, from the first init_tokens tokens."
+    )
     normalize_activations: bool | None = Field(
         None,
         description="Scale inputs to mean norm sqrt(d_in); folded into weights at save. Unset: only "
         "when some dictionary is not a one-site TopK or BatchTopK (L1 coefficients and JumpReLU "
         "bandwidths assume the scale; multi-layer dictionaries need per-layer scales); TopK/BatchTopK-only "
-        "runs train on raw inputs, which recovers more toy features (README: Toy recovery). true: the "
+        "runs train on raw inputs, which recovers more toy features (docs: Benchmarks, toy recovery). true: the "
         "old default.",
     )
     dead_latents: Literal["auxk", "resample", "none"] = Field("auxk", description="Dead-latent handling.")
@@ -37,10 +41,12 @@ class TrainConfig(Section):
     )
     buffer_tokens: int = Field(262_144, gt=0, description="Shuffle buffer size in tokens.")
     checkpoint_every: int = Field(1000, gt=0, description="Steps between atomic checkpoints (resume point).")
-    log_every: int = Field(50, gt=0)
-    out: Path = Field(Path("runs/train"))
+    log_every: int = Field(50, gt=0, description="Steps between metrics.jsonl rows (and W&B logs).")
+    out: Path = Field(
+        Path("runs/train"), description="Checkpoint folder; a sweep writes one sub-folder per dictionary."
+    )
     wandb: bool = Field(False, description="Log to Weights & Biases (needs `pip install wandb`).")
-    wandb_project: str = "monosemantic"
+    wandb_project: str = Field("monosemantic", description="Weights & Biases project name.")
     parallel: Literal["data", "features", "dictionaries"] = Field(
         "data",
         description="Under torchrun: split batch rows (data), each dictionary's latents (features) or "

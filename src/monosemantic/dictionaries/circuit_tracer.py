@@ -9,7 +9,12 @@
   `W_skip [d_out, d_in]` (applied as x W_skip^T).
 - Gemma Scope (`params.npz`, also circuit-tracer's `load_gemma_scope_transcoder`): `W_enc [d, n]`,
   `W_dec [n, d]`, `b_enc`, `b_dec`, `threshold`: a JumpReLU SAE or transcoder.
-Neither format names hook sites, so readers take them as arguments (default MLP in -> MLP out).
+- circuit-tracer's `config.yaml` beside them names the hooks they read and write per layer
+  (`feature_input_hook`, `feature_output_hook`: TransformerLens names such as `mlp.hook_in`,
+  `ln2.hook_normalized`, `hook_mlp_out`) and the `model_kind`; we write it on export and read it back.
+The weight files alone name no hook: without a config.yaml, readers take the hooks as arguments,
+defaulting to circuit-tracer's own defaults (`mlp.hook_in` -> `mlp.hook_out`, our `hook_mlp_out`)
+for its safetensors layouts and Gemma Scope's (`ln2.hook_normalized` -> `hook_mlp_out`) for params.npz.
 """
 
 from __future__ import annotations
@@ -31,6 +36,50 @@ from .clt_meta import CLTMeta
 from .weights import build_from_weights
 
 SITES_FILE = "monosemantic_sites.json"  # our sidecar: which hook sites a written CLT reads and writes
+CONFIG_FILE = "config.yaml"  # circuit-tracer's: model_kind, feature_input_hook, feature_output_hook
+CT_IN, CT_OUT = (
+    "mlp.hook_in",
+    "hook_mlp_out",
+)  # circuit-tracer's defaults (its mlp.hook_out = our hook_mlp_out)
+GEMMA_SCOPE_IN = "ln2.hook_normalized"  # where Gemma Scope transcoders read (circuit-tracer's gemma configs)
+
+
+def _layer_hook(site: str | None) -> str:
+    """`blocks.3.ln2.hook_normalized` -> `ln2.hook_normalized` (circuit-tracer's per-layer hook name)."""
+    m = re.match(r"^blocks\.(?:\d+|\*|\{[\d,]+\})\.(.+)$", str(site))
+    if m is None:
+        raise MonosemanticError(f"{site}: circuit-tracer takes per-layer sites blocks.L.<hook>")
+    return "hook_mlp_out" if m.group(1) == "mlp.hook_out" else m.group(1)
+
+
+def read_hooks(folder: Path, default_in: str, default_out: str) -> tuple[str, str]:
+    """(feature_input_hook, feature_output_hook) from circuit-tracer's config.yaml in `folder`, else
+    the defaults. circuit-tracer's `mlp.hook_out` (its MLP wrapper's output) is our `hook_mlp_out`."""
+    file = folder / CONFIG_FILE
+    if not file.is_file():
+        return default_in, default_out
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise DataError(f"{file}: not valid YAML ({str(e).splitlines()[0]})") from None
+    hook_in = str(cfg.get("feature_input_hook", default_in))
+    hook_out = str(cfg.get("feature_output_hook", default_out))
+    return hook_in, "hook_mlp_out" if hook_out == "mlp.hook_out" else hook_out
+
+
+def _write_config(
+    out: Path, kind: str, hook_in: str, hook_out: str, files: list[str], model: str | None
+) -> None:
+    """circuit-tracer's config.yaml (JSON is YAML): the hooks each layer's features read and write."""
+    cfg: dict = {"model_kind": kind, "feature_input_hook": hook_in, "feature_output_hook": hook_out}
+    if model:
+        cfg["model_name"] = model
+    if files:
+        cfg["transcoders"] = files
+    with atomic_path(out / CONFIG_FILE) as tmp:
+        tmp.write_text(json.dumps(cfg, indent=2) + "\n")
 
 
 def is_circuit_tracer_clt(path: Path) -> bool:
@@ -40,11 +89,13 @@ def is_circuit_tracer_clt(path: Path) -> bool:
 def load_circuit_tracer_clt(
     path: str | Path,
     device: torch.device | str = "cpu",
-    hook_in: str = "hook_mlp_in",
-    hook_out: str = "hook_mlp_out",
+    hook_in: str | None = None,
+    hook_out: str | None = None,
 ) -> CrossLayerTranscoder:
-    """A circuit-tracer CLT folder as our CrossLayerTranscoder (sites from our sidecar if present)."""
+    """A circuit-tracer CLT folder as our CrossLayerTranscoder (hooks from the arguments, else its
+    config.yaml, else circuit-tracer's defaults; our sidecar's site lists when present)."""
     path = Path(path)
+    hook_in, hook_out = (hook_in, hook_out) if hook_in and hook_out else read_hooks(path, CT_IN, CT_OUT)
     L = 0
     while (path / f"W_enc_{L}.safetensors").is_file():
         L += 1
@@ -91,12 +142,15 @@ def load_circuit_tracer_transcoder(
     file: str | Path,
     layer: int | None = None,
     device: torch.device | str = "cpu",
-    hook_in: str = "hook_mlp_in",
-    hook_out: str = "hook_mlp_out",
+    hook_in: str | None = None,
+    hook_out: str | None = None,
 ) -> Dictionary:
     """One circuit-tracer per-layer ReLU transcoder file as our (skip) transcoder of `layer`
-    (default: the number in a `layer_{i}.safetensors` name)."""
+    (default: the number in a `layer_{i}.safetensors` name); hooks as in `load_circuit_tracer_clt`."""
     file = Path(file)
+    hook_in, hook_out = (
+        (hook_in, hook_out) if hook_in and hook_out else read_hooks(file.parent, CT_IN, CT_OUT)
+    )
     if layer is None:
         m = re.search(r"(\d+)", file.stem)
         if m is None:
@@ -137,10 +191,11 @@ def load_circuit_tracer_set(folder: str | Path, device: torch.device | str = "cp
     for f in folder.glob("layer_*.safetensors"):
         dic = load_circuit_tracer_transcoder(f, device=device)
         out[int(str(dic.cfg.hook_name).split(".")[1])] = dic
+    hook_in, hook_out = read_hooks(folder, GEMMA_SCOPE_IN, CT_OUT)
     for f in folder.glob("layer_*/params.npz"):
         layer = int(f.parent.name.split("_")[1])
         out[layer] = load_gemma_scope_npz(
-            f, device, f"blocks.{layer}.hook_mlp_in", f"blocks.{layer}.hook_mlp_out"
+            f, device, f"blocks.{layer}.{hook_in}", f"blocks.{layer}.{hook_out}"
         )
     if not out:
         raise DataError(f"{folder}: no layer_{{i}}.safetensors or layer_{{i}}/params.npz transcoders")
@@ -149,7 +204,8 @@ def load_circuit_tracer_set(folder: str | Path, device: torch.device | str = "cp
 
 def write_circuit_tracer(dics: list[Dictionary] | Dictionary, out: str | Path) -> Path:
     """Write a CLT as circuit-tracer's CLT folder, or per-layer transcoders as its per-layer files
-    (`layer_{i}.safetensors`, ReLU) or Gemma Scope `layer_{i}/params.npz` (JumpReLU/BatchTopK)."""
+    (`layer_{i}.safetensors`, ReLU) or Gemma Scope `layer_{i}/params.npz` (JumpReLU/BatchTopK),
+    with circuit-tracer's config.yaml naming the hooks they were trained on."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if isinstance(dics, Dictionary) and getattr(dics, "multi_site", False):
@@ -171,6 +227,12 @@ def write_circuit_tracer(dics: list[Dictionary] | Dictionary, out: str | Path) -
         raise MonosemanticError(
             f"circuit-tracer needs one transcoder per layer 0..L-1, got layers {sorted(layers)}"
         )
+    hooks = {(_layer_hook(d.cfg.hook_name), _layer_hook(d.cfg.hook_name_out)) for d in dics}
+    if len(hooks) != 1:
+        raise MonosemanticError(
+            f"circuit-tracer's transcoder sets read and write one hook per layer; these use {sorted(hooks)}"
+        )
+    files = []
     for layer, dic in zip(layers, dics, strict=True):
         w = {k: v.detach().float().cpu().contiguous() for k, v in dic.weights_for_saving().items()}
         arch = dic.cfg.architecture
@@ -185,16 +247,20 @@ def write_circuit_tracer(dics: list[Dictionary] | Dictionary, out: str | Path) -
                 t["W_skip"] = w["W_skip"].T.contiguous()
             with atomic_path(out / f"layer_{layer}.safetensors") as tmp:
                 save_file(t, str(tmp))
+            files.append((layer, f"layer_{layer}.safetensors"))
         elif arch in ("jumprelu", "batchtopk") and "W_skip" not in w:
             (out / f"layer_{layer}").mkdir(exist_ok=True)
             arrays = {k: w[k].numpy() for k in ("W_enc", "W_dec", "b_enc", "b_dec", "threshold")}
             with atomic_path(out / f"layer_{layer}" / "params.npz") as tmp, open(tmp, "wb") as f:
                 np.savez(f, **arrays)
+            files.append((layer, f"layer_{layer}/params.npz"))
         else:
             raise MonosemanticError(
                 f"circuit-tracer reads ReLU or JumpReLU transcoders; {arch}{' with skip' if 'W_skip' in w else ''} "
                 "has no equivalent there (train relu, jumprelu or batchtopk transcoders to export)"
             )
+    (hook_in, hook_out), model = hooks.pop(), dics[0].cfg.metadata.get("model_name")
+    _write_config(out, "transcoder_set", hook_in, hook_out, [f for _, f in sorted(files)], model)
     return out
 
 
@@ -217,6 +283,12 @@ def _write_clt(clt: CrossLayerTranscoder, out: Path) -> Path:
             save_file({f"W_dec_{i}": w[f"W_dec_{i}"].contiguous()}, str(tmp))
     sites = {"hook_names": list(c.hook_names), "hook_names_out": list(c.hook_names_out)}
     (out / SITES_FILE).write_text(json.dumps(sites, indent=2) + "\n")
+    hooks = {(_layer_hook(a), _layer_hook(b)) for a, b in zip(c.hook_names, c.hook_names_out, strict=True)}
+    if len(hooks) != 1:
+        raise MonosemanticError(
+            f"circuit-tracer's CLTs read and write one hook per layer; this one uses {sorted(hooks)}"
+        )
+    _write_config(out, "cross_layer_transcoder", *hooks.pop(), [], (c.metadata or {}).get("model_name"))
     return out
 
 

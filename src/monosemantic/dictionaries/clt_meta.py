@@ -40,7 +40,7 @@ class CLTMeta(DictionaryMeta):
 
 
 def meta_from_config(dict_cfg: DictionaryConfig, d_in: int, d_out: int | None) -> CLTMeta:
-    """A CLTMeta from a `[dictionary]` whose site is a stream key like `blocks.{0,1}.hook_mlp_in`
+    """A CLTMeta from a `[dictionary]` whose site is a stream key like `blocks.{0,1}.mlp.hook_in`
     (d_in, d_out: concatenated widths; for a CLT d_sae, expansion and k count per layer). Without a
     distinct site_out it is an acausal crosscoder (`crosscoder.py`): one latent space of d_sae."""
     layers = glob_layers(dict_cfg.site) or []

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from monosemantic.lm.sites import HOOK_NAMES
 from monosemantic.utils.errors import DataError, MonosemanticError
 from monosemantic.utils.files import atomic_dir
 from monosemantic.utils.progress import console
@@ -35,6 +36,7 @@ def _cfg_dict(dic: Dictionary, metadata: dict[str, Any] | None) -> dict[str, Any
     md.setdefault("hook_name", meta.hook_name)
     if meta.is_transcoder:
         md.setdefault("hook_name_out", meta.hook_name_out)
+    md["hook_names"] = HOOK_NAMES  # the sites mean exactly what TransformerLens means
     md["monosemantic"] = {**meta.to_dict(), "metadata": None}
     cfg = {
         "architecture": dictionary_class(meta.architecture).saelens_architecture(meta),
@@ -97,12 +99,12 @@ _SAELENS = {
 }
 
 
-def _meta_from_saelens(cfg: dict[str, Any]) -> DictionaryMeta:
+def _meta_from_saelens(cfg: dict[str, Any], where: str = "this checkpoint") -> DictionaryMeta:
     md = dict(cfg.get("metadata") or {})
     ours = md.pop("monosemantic", None)
     if ours:
         cls = getattr(dictionary_class(ours.get("architecture", "relu")), "meta_class", DictionaryMeta)
-        meta = cls.from_dict(ours)
+        meta = cls.from_dict(_migrated(ours, md, where))
         meta.metadata = md
         return meta
     name = cfg.get("architecture", "standard")
@@ -135,10 +137,38 @@ def _meta_from_saelens(cfg: dict[str, Any]) -> DictionaryMeta:
     )
 
 
+_SITE_FIELDS = ("hook_name", "hook_name_out", "hook_names", "hook_names_out")
+
+
+def _migrated(ours: dict[str, Any], md: dict[str, Any], where: str) -> dict[str, Any]:
+    """Our checkpoints from before TransformerLens-exact hook names: their sites under today's names
+    (`lm.sites.migrate_site`), said in one line; checkpoints with `hook_names` are read as written.
+    (Other libraries' SAELens checkpoints always used TransformerLens' own names.)"""
+    from monosemantic.lm.sites import HOOK_NAMES, migrate_site, migration_note
+
+    if md.get("hook_names") == HOOK_NAMES:
+        return ours
+    new, renamed = dict(ours), {}
+    for key in _SITE_FIELDS:
+        value = ours.get(key)
+        names = value if isinstance(value, list) else [value] if isinstance(value, str) else []
+        moved = [migrate_site(n) for n in names]
+        renamed |= {a: b for a, b in zip(names, moved, strict=True) if a != b}
+        if names:
+            new[key] = moved if isinstance(value, list) else moved[0]
+    for key in ("hook_name", "hook_name_out"):
+        if isinstance(md.get(key), str):
+            md[key] = migrate_site(md[key])
+    md["hook_names"] = HOOK_NAMES
+    if renamed:
+        console.print(f"[yellow]note:[/] {migration_note(renamed, where)}", highlight=False, soft_wrap=True)
+    return new
+
+
 def _load_saelens(path: Path, device: torch.device) -> Dictionary:
     cfg = read_cfg(path)
     try:
-        meta = _meta_from_saelens(cfg)
+        meta = _meta_from_saelens(cfg, f"checkpoint {path}")
     except KeyError as e:
         raise DataError(
             f"dictionary config {str(path / CFG)!r} lacks the field {e.args[0]!r}; re-save the checkpoint"

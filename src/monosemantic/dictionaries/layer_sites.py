@@ -1,6 +1,6 @@
-"""Layer globs in site names: `blocks.*.hook_mlp_in` names one site per layer of a multi-site dictionary.
+"""Layer globs in site names: `blocks.*.mlp.hook_in` names one site per layer of a multi-site dictionary.
 
-A glob becomes concrete as a *stream key* that lists its layers, `blocks.{0,1,2,3}.hook_mlp_in`:
+A glob becomes concrete as a *stream key* that lists its layers, `blocks.{0,1,2,3}.mlp.hook_in`:
 the trainer's activation stream serves that key as the per-token concatenation of the listed
 sites, and the dictionary built for it reads the layers back from the key.
 
@@ -18,9 +18,10 @@ from collections.abc import Iterable
 from monosemantic.activations.paired import MODEL_B
 from monosemantic.utils.errors import ConfigError
 
-_GLOB = re.compile(r"^blocks\.(\*|\{[0-9,]+\})\.(hook_\w+)$")
-_SITE = re.compile(r"^blocks\.(\d+)\.(hook_\w+)$")
-_PAIR = re.compile(r"^\{a,b\}:(blocks\.(\d+)\.hook_\w+)$")
+# the hook: `hook_X` or a component's `ln2.hook_normalized`, `mlp.hook_in`, ...
+_GLOB = re.compile(r"^blocks\.(\*|\{[0-9,]+\})\.((?:\w+\.)?hook_\w+)$")
+_SITE = re.compile(r"^blocks\.(\d+)\.((?:\w+\.)?hook_\w+)$")
+_PAIR = re.compile(r"^\{a,b\}:(blocks\.(\d+)\.(?:\w+\.)?hook_\w+)$")
 
 
 def is_model_pair(site: str | None) -> bool:
@@ -38,7 +39,7 @@ def glob_layers(site: str) -> list[int] | None:
         return [int(pair.group(2))] * 2
     m = _GLOB.match(site)
     if m is None:
-        raise ConfigError(f"{site!r} is not a layer glob like blocks.*.hook_mlp_in")
+        raise ConfigError(f"{site!r} is not a layer glob like blocks.*.mlp.hook_in")
     return None if m.group(1) == "*" else [int(v) for v in m.group(1)[1:-1].split(",") if v]
 
 
@@ -48,7 +49,7 @@ def stream_key(site: str, layers: Iterable[int]) -> str:
         return site
     m = _GLOB.match(site)
     if m is None:
-        raise ConfigError(f"{site!r} is not a layer glob like blocks.*.hook_mlp_in")
+        raise ConfigError(f"{site!r} is not a layer glob like blocks.*.mlp.hook_in")
     return f"blocks.{{{','.join(str(v) for v in layers)}}}.{m.group(2)}"
 
 

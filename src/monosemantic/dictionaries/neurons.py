@@ -1,4 +1,4 @@
-"""Neuron baseline: the MLP's own hidden units as a transcoder from `blocks.L.hook_mlp_in` to
+"""Neuron baseline: the MLP's own hidden units as a transcoder from `blocks.L.mlp.hook_in` to
 `blocks.L.hook_mlp_out` (the comparison of Cunningham et al. 2023 and transcoder_circuits).
 
 Nothing is learnt: `fit` copies layer L's MLP from the subject model, so W_enc/b_enc are its input
@@ -72,9 +72,9 @@ class NeuronDictionary(Dictionary):
 
         kind, layer = parse_site(self.cfg.hook_name or "")
         kind_out, layer_out = parse_site(self.cfg.hook_name_out or "")
-        if (kind, kind_out) != ("mlp_in", "mlp_out") or layer != layer_out:
+        if (kind, kind_out) != ("mlp.hook_in", "mlp_out") or layer != layer_out:
             raise ConfigError(
-                "architecture 'neurons' maps blocks.L.hook_mlp_in to blocks.L.hook_mlp_out of one layer; "
+                "architecture 'neurons' maps blocks.L.mlp.hook_in to blocks.L.hook_mlp_out of one layer; "
                 f"got site={self.cfg.hook_name!r}, site_out={self.cfg.hook_name_out!r}"
             )
         if model_name is None:

@@ -2,7 +2,8 @@
 interpretable as SAE features?"): features of both are shuffled under hidden labels, rated, then
 unblinded.
 
-`blind_prepare(cfg, A, B)` samples `n` live features of each (seeded), takes each feature's top
+`monosemantic blind CONFIG A B` (`blind(cfg)`, settings in `[compare]`) calls
+`blind_prepare(cfg, A, B)`, which samples `n` live features of each (seeded), takes each feature's top
 activating windows of the evaluated sequences (the peak token marked `<<like this>>`), shuffles
 the 2n items and writes to `compare/blind/`:
 - `items.md`: item ids and their contexts, with no dictionary named;
@@ -11,8 +12,9 @@ the 2n items and writes to `compare/blind/`:
   `judge="offline"` (explain's offline explainer and keyword judge: 1 + 4 x the feature's mean
   detection/fuzzing score, as in `benchmarks/autointerp.py`);
 - `key.json`: which dictionary and feature each id is (do not open it before rating).
-`unblind(folder)` joins ratings with the key: per dictionary the mean rating, its 95% interval
-and n; the difference A - B; written to `result.json`.
+`monosemantic unblind CONFIG` (`unblind(cfg)`) calls `score_ratings(folder)`, which joins ratings
+with the key: per dictionary the mean rating, its 95% interval and n; the difference A - B; written
+to `result.json`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from monosemantic.utils.files import write_json_atomic, write_text_atomic
 from monosemantic.utils.torch_utils import resolve_device
 
 from .benchmarks.autointerp import feature_examples, mean_ci95, score_feature
+from .compare import compare_folder
 
 SHOWN = 8
 
@@ -96,10 +99,26 @@ _RATE_PROMPT = (
 )
 
 
+def blind(cfg: Config) -> Path:
+    """`monosemantic blind`: prepare the blind rating of the two dictionaries `[compare].blind` names,
+    in `blind/` under the comparison folder; returns that folder."""
+    c = cfg.compare
+    if c.blind is None:
+        raise ConfigError(
+            "blind needs two dictionaries: `monosemantic blind CONFIG A B`, or compare.blind = [A, B]"
+        )
+    return blind_prepare(cfg, c.blind[0], c.blind[1], compare_folder(cfg) / "blind", c.features, c.judge)
+
+
+def unblind(cfg: Config) -> dict[str, Any]:
+    """`monosemantic unblind`: score the ratings of the blind folder against its key."""
+    return score_ratings(compare_folder(cfg) / "blind")
+
+
 def blind_prepare(cfg: Config, a: str, b: str, folder: Path, n: int = 20, judge: str = "human") -> Path:
     """Write items.md, ratings.csv and key.json for a blind rating of dictionaries `a` and `b`."""
     if a == b:
-        raise ConfigError("--blind needs two different dictionaries")
+        raise ConfigError(f"blind needs two different dictionaries (got {a!r} twice)")
     if judge not in ("human", "offline", "endpoint"):
         raise ConfigError(f"unknown judge {judge!r}; use human, offline or endpoint")
     seed = cfg.evaluate.seed if cfg.evaluate.seed is not None else cfg.seed
@@ -163,13 +182,11 @@ def _llm_ratings(cfg: Config, items: list[dict[str, Any]]) -> list[float | None]
     return out
 
 
-def unblind(folder: Path) -> dict[str, Any]:
+def score_ratings(folder: Path) -> dict[str, Any]:
     """Join ratings.csv with key.json; per dictionary mean rating, 95% interval, n; A - B."""
     key_path, ratings_path = folder / "key.json", folder / "ratings.csv"
     if not key_path.exists() or not ratings_path.exists():
-        raise DataError(
-            f"{folder} has no key.json/ratings.csv; run `monosemantic compare CONFIG --blind A B` first"
-        )
+        raise DataError(f"{folder} has no key.json/ratings.csv; run `monosemantic blind CONFIG A B` first")
     key = json.loads(key_path.read_text())
     per: dict[str, list[float]] = {key["a"]: [], key["b"]: []}
     with ratings_path.open() as fh:
@@ -183,7 +200,9 @@ def unblind(folder: Path) -> dict[str, Any]:
                 raise DataError(f"ratings.csv item {rec['id']}: rating {value!r} is not a number") from None
             per[key["items"][rec["id"]]["dictionary"]].append(rating)
     if not any(per.values()):
-        raise DataError(f"{ratings_path} has no ratings yet; fill the rating column, then --unblind")
+        raise DataError(
+            f"{ratings_path} has no ratings yet; fill the rating column, then run `monosemantic unblind CONFIG`"
+        )
     result: dict[str, Any] = {"judge": key.get("judge"), "dictionaries": {}}
     for name, vals in per.items():
         mean, ci = mean_ci95(vals)

@@ -1,7 +1,7 @@
 """`monosemantic compare CONFIG`: one table and plots across the dictionaries of a run.
 
 Reads `[evaluate].out/metrics.json` (after `monosemantic evaluate`, with or without benchmarks)
-and writes `compare/` beside it (or `out`):
+and writes `compare/` beside it (or `[compare].out`):
 - `compare.md`, `compare.csv`: one row per dictionary: site, architecture, L0, FVU, CE loss
   recovered, concept coverage, sparse-probing accuracy (mean over tasks) at k = 1, 5, 20 and of
   the dense probe, absorption rate and fraction, SCR and TPP at 10 latents, autointerp mean with
@@ -9,7 +9,7 @@ and writes `compare/` beside it (or `out`):
 - `frontier_fvu.png`, `frontier_ce_recovered.png` (vs L0, one series per site),
   `probing_vs_k.png`, `absorption.png`, `autointerp.png` (with intervals), `coverage.png`;
   plots whose metric no dictionary has are skipped.
-The blind comparison of two dictionaries lives in `blind.py`.
+The blind comparison of two dictionaries (`monosemantic blind` / `unblind`) lives in `blind.py`.
 """
 
 from __future__ import annotations
@@ -165,10 +165,16 @@ def _bars(rows: list[dict[str, Any]], key: str, label: str, path: Path, ci_key: 
     return _save(fig, path)
 
 
+def compare_folder(cfg: Config) -> Path:
+    """Where `compare` writes (and `blind`/`unblind` under `blind/`): `[compare].out`, by default
+    `compare` beside `[evaluate].out`."""
+    return Path(cfg.compare.out) if cfg.compare.out is not None else Path(cfg.evaluate.out).parent / "compare"
+
+
 def compare(cfg: Config, out: str | Path | None = None) -> Path:
     """Write the table and plots for every dictionary in `[evaluate].out/metrics.json`; returns the folder."""
     metrics = load_metrics(Path(cfg.evaluate.out) / "metrics.json")
-    folder = Path(out) if out is not None else Path(cfg.evaluate.out).parent / "compare"
+    folder = Path(out) if out is not None else compare_folder(cfg)
     rows = [row(m) for m in metrics.values()]
     write_text_atomic(folder / "compare.md", markdown_table(rows))
     write_text_atomic(folder / "compare.csv", csv_table(rows))

@@ -145,7 +145,7 @@ class PerLayerMetrics:
 
 
 def mlp_transcoders(folders: Sequence, device: torch.device) -> dict[int, Dictionary]:
-    """Per-layer MLP transcoders (blocks.L.hook_mlp_in -> blocks.L.hook_mlp_out) under `folders`, by layer."""
+    """Per-layer MLP transcoders (blocks.L.mlp.hook_in -> blocks.L.hook_mlp_out) under `folders`, by layer."""
     from monosemantic.dictionaries.io import find_dictionaries, load_dictionary
 
     found: dict[int, Dictionary] = {}
@@ -153,7 +153,7 @@ def mlp_transcoders(folders: Sequence, device: torch.device) -> dict[int, Dictio
         for path in find_dictionaries(folder):
             dic = load_dictionary(path, device=device).eval().requires_grad_(False)
             c = dic.cfg
-            if is_multi_site(dic) or not c.is_transcoder or not str(c.hook_name).endswith("hook_mlp_in"):
+            if is_multi_site(dic) or not c.is_transcoder or not str(c.hook_name).endswith("mlp.hook_in"):
                 continue
             if dic.fitted:  # a baseline (the MLP's own neurons) is not a trained transcoder to compare
                 continue

@@ -1,6 +1,6 @@
 """Spliced-model metrics: how much next-token loss survives replacing a site by its reconstruction.
 
-For a dictionary reading `in_site` and writing `out_site` (the same site for an SAE; `hook_mlp_in`
+For a dictionary reading `in_site` and writing `out_site` (the same site for an SAE; `mlp.hook_in`
 -> `hook_mlp_out` for a transcoder, which then replaces the MLP), each token batch is run:
 - clean;
 - **spliced**: the activation at `out_site` replaced by the reconstruction (for a transcoder,

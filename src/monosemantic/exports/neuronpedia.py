@@ -27,6 +27,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from monosemantic.lm.sites import HOOK_NAMES
 from monosemantic.store.feature_store import FeatureStore
 from monosemantic.utils.files import atomic_dir, check_replaceable
 
@@ -139,6 +140,9 @@ def write_neuronpedia(
             ]
             for n, lo in enumerate(range(0, len(feats), BATCH)):
                 (folder / f"batch-{n}.json").write_text(json.dumps(feats[lo : lo + BATCH]), encoding="utf-8")
-        summary = {"modelId": model, "layers": {ids[d["id"]]: d["name"] for d in dicts}, "batch_size": BATCH}
+        summary = {"modelId": model, "layers": {ids[d["id"]]: d["name"] for d in dicts}, "batch_size": BATCH,
+                   "hook_names": HOOK_NAMES,  # the sites below mean exactly what TransformerLens means
+                   "sites": {ids[d["id"]]: {"hook_name": d.get("hook_name"), "hook_name_out": d.get("hook_name_out")}
+                             for d in dicts}}  # fmt: skip
         (tmp / MARKER).write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return out

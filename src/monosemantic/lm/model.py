@@ -9,7 +9,8 @@ autograd graph is built unless an edit introduces a tensor that requires grad.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,10 @@ from monosemantic.utils.torch_utils import resolve_device, torch_dtype
 
 from .big import BigModel, input_device
 from .families import family_of
+from .family_sites import site_width
 from .hooks import StopForward, hooked
 from .shipped import shipped_model_path
-from .sites import final_norm_path, parse_site, site_names, unknown_site_error
+from .sites import final_norm_path, parse_site, site_names, site_suffix, unknown_site_error
 
 
 @dataclass
@@ -67,6 +69,7 @@ class SubjectModel:
         self.name = name
         self.revision = revision
         family = family_of(hf.config.model_type)
+        self.family_entry = family
         self.family = family.name
         self.layout = family.layout
         self.base: nn.Module = hf.base_model
@@ -77,7 +80,11 @@ class SubjectModel:
         # an encoder (BERT) sees the whole sequence: no next-token loss, no generation
         self.is_encoder = not family.causal
         self._sites = site_names(
-            self.n_layers, self.parallel_residual, self.has_head, self.layout.block_kinds
+            self.n_layers,
+            self.parallel_residual,
+            self.has_head,
+            self.layout.block_kinds,
+            tuple(self.layout.final_sites()),
         )
         self._site_set = set(self._sites)
 
@@ -99,14 +106,33 @@ class SubjectModel:
             if site not in self._site_set:
                 raise unknown_site_error(site, self._sites)
 
-    def site_width(self, site: str) -> int:
+    def editable(self, site: str) -> bool:
+        """Whether `run(edits=...)` can replace a site (norm scales, attention patterns and router
+        logits are capture-only)."""
         self.check_sites([site])
-        return self.d_model
+        spec = (
+            self.layout.final_sites()[site]
+            if site.startswith("ln_final.")
+            else self.layout.sites[site_suffix(site)]
+        )
+        return not spec.capture_only
+
+    def site_width(self, site: str) -> int:
+        """Per-token width of a site's activations (the trailing dims flattened: heads x head_dim for
+        hook_q/k/v/z); one clear error for attention patterns, which are not per-token vectors."""
+        self.check_sites([site])
+        width = site_width(self.family_entry, self.hf.config, site_suffix(site))
+        if width is None:
+            raise MonosemanticError(
+                f"{site} is [batch, heads, query, key], not one vector per token; capture it with "
+                "run(capture=[...]) instead of harvesting or training on it"
+            )
+        return width
 
     def site_layer(self, site: str) -> int:
-        """Block index of a site; hook_embed is 0 and ln_final.hook_normalized is n_layers."""
+        """Block index of a site; hook_embed is 0 and the ln_final.* sites are n_layers."""
         self.check_sites([site])
-        if site == "ln_final.hook_normalized":
+        if site.startswith("ln_final."):
             return self.n_layers
         return parse_site(site)[1] or 0
 
@@ -114,7 +140,7 @@ class SubjectModel:
         """The smallest `stop_at_layer` that still computes every site (None: run to the end)."""
         sites = list(sites)
         self.check_sites(sites)
-        if not sites or "ln_final.hook_normalized" in sites:
+        if not sites or any(s.startswith("ln_final.") for s in sites):
             return None
         return max((parse_site(s)[1] + 1 if parse_site(s)[1] is not None else 0) for s in sites)
 
@@ -122,7 +148,7 @@ class SubjectModel:
     def max_context(self) -> int | None:
         """Longest sequence the model's learned absolute position embeddings cover (gpt2, bert);
         None for rotary models, which have no hard limit."""
-        if self.family not in ("gpt2", "bert"):
+        if self.family_entry.pos_embed is None:
             return None
         c = self.hf.config
         return int(getattr(c, "n_positions", None) or c.max_position_embeddings)
@@ -187,7 +213,13 @@ class SubjectModel:
         kwargs: dict[str, Any] = {"use_cache": use_cache}
         if past_key_values is not None:
             kwargs[self._cache_argument()] = past_key_values
-        with hooked(self.base, self.hf, self.layout, self._sites, set(capture), edits, stop_at_layer) as h:
+        order, shape = self._sites, (input_ids.shape[0], input_ids.shape[1])
+        with (
+            self._eager_if(any(s.endswith("attn.hook_pattern") for s in [*capture, *edits])),
+            hooked(
+                self.base, self.hf, self.family_entry, order, set(capture), edits, stop_at_layer, shape
+            ) as h,
+        ):
             try:
                 out = self.hf(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
                 logits = getattr(out, "logits", None)
@@ -197,6 +229,20 @@ class SubjectModel:
                 pass
             acts = {site: h.acts[site] for site in capture}
         return RunOutput(logits, acts, cache)
+
+    @contextmanager
+    def _eager_if(self, needed: bool) -> Iterator[None]:
+        """Run with eager attention while attention patterns are captured (sdpa and flash attention
+        never form them); the model's own implementation is restored afterwards."""
+        before = self.hf.config._attn_implementation
+        if not needed or before == "eager":
+            yield
+            return
+        self.hf.set_attn_implementation("eager")
+        try:
+            yield
+        finally:
+            self.hf.set_attn_implementation(before)
 
     def _cache_argument(self) -> str:
         """The forward argument taking a key/value cache: `cache` (transformers 5.x, where
@@ -264,11 +310,11 @@ def load_model(
     try:
         token = big.token()
         config = AutoConfig.from_pretrained(path, revision=revision, token=token)
-        family = family_of(config.model_type).name
+        family = family_of(config.model_type)
         kwargs: dict = {"revision": revision, "dtype": torch_dt, "token": token, **big.kwargs(torch_dt)}
-        if family == "gemma2":
-            kwargs["attn_implementation"] = "eager"  # sdpa has no attention-logit softcapping
-        if family == "bert":
+        if family.eager:
+            kwargs["attn_implementation"] = "eager"  # sdpa lacks its soft-capping or attention sinks
+        if not family.causal:
             archs = config.architectures or []
             auto = AutoModelForMaskedLM if any(a.endswith("ForMaskedLM") for a in archs) else AutoModel
         else:

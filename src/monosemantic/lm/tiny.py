@@ -2,8 +2,8 @@
 
 Tests in every stage use these to exercise the real loading path (`save_pretrained` ->
 `load_model`) on real `transformers` classes without a hub: 2 layers, d_model 32, a small
-byte-level BPE tokenizer. Extra keyword arguments override the transformers config
-(e.g. `use_parallel_residual=False` for GPT-NeoX).
+byte-level BPE tokenizer. The configs are the `tiny` entries of `families.py`; extra keyword
+arguments override the transformers config (e.g. `sliding_window=4`).
 """
 
 from __future__ import annotations
@@ -12,29 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    BertConfig,
-    BertForMaskedLM,
-    GemmaConfig,
-    GPT2Config,
-    GPTNeoXConfig,
-    LlamaConfig,
-    MambaConfig,
-    MistralConfig,
-    PretrainedConfig,
-    Qwen2Config,
-)
-from transformers import (
-    logging as hf_logging,
-)
-from transformers.models.gemma2 import Gemma2Config
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, PretrainedConfig
+from transformers import logging as hf_logging
 
 from monosemantic.utils.errors import MonosemanticError
 
+from .families import FAMILY, TINY
 from .tokenizer import train_tokenizer
 
-TINY_FAMILIES = ("gpt2", "gpt_neox", "llama", "mistral", "qwen2", "gemma", "gemma2", "bert", "mamba")
+# Every tiny variant of every family (`families.py` holds their configs): the family name, or a
+# variant such as "llama3" (rope_scaling llama3) or "gpt_neox_serial" (no parallel residual).
+TINY_FAMILIES = tuple(TINY)
 
 _TEXT = (
     "Lily the cat went to the beach. She found a red shell and gave it to her friend Tom. "
@@ -43,85 +31,14 @@ _TEXT = (
 )
 
 
-def _rope_kwargs(d: int, vocab: int, ctx: int) -> dict[str, Any]:
-    return dict(
-        vocab_size=vocab,
-        hidden_size=d,
-        intermediate_size=2 * d,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=ctx,
-    )
-
-
 def tiny_config(
     family: str, vocab_size: int, d_model: int = 32, ctx: int = 128, **overrides: Any
 ) -> PretrainedConfig:
-    """A 2-layer transformers config of `family` (one of TINY_FAMILIES)."""
-    rope = _rope_kwargs(d_model, vocab_size, ctx)
-    head_dim = d_model // 4
-    if family == "gpt2":
-        cfg = GPT2Config(
-            vocab_size=vocab_size,
-            n_positions=ctx,
-            n_embd=d_model,
-            n_layer=2,
-            n_head=4,
-            bos_token_id=overrides.pop("bos_token_id", None),
-            eos_token_id=overrides.pop("eos_token_id", None),
-        )
-    elif family == "gpt_neox":
-        cfg = GPTNeoXConfig(
-            vocab_size=vocab_size,
-            hidden_size=d_model,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=4 * d_model,
-            max_position_embeddings=ctx,
-            rotary_pct=0.25,
-            use_parallel_residual=True,
-        )
-    elif family == "llama":
-        cfg = LlamaConfig(**rope)
-    elif family == "mistral":
-        cfg = MistralConfig(**rope, sliding_window=ctx)
-    elif family == "qwen2":
-        cfg = Qwen2Config(**rope)
-    elif family == "gemma":
-        cfg = GemmaConfig(**rope, head_dim=head_dim)
-    elif family == "gemma2":
-        cfg = Gemma2Config(
-            **rope,
-            head_dim=head_dim,
-            sliding_window=16,
-            query_pre_attn_scalar=head_dim,
-            attn_logit_softcapping=50.0,
-            final_logit_softcapping=30.0,
-        )
-    elif family == "mamba":
-        cfg = MambaConfig(
-            vocab_size=vocab_size,
-            hidden_size=d_model,
-            num_hidden_layers=2,
-            state_size=8,
-            expand=2,
-            conv_kernel=4,
-        )
-    elif family == "bert":
-        cfg = BertConfig(
-            vocab_size=vocab_size,
-            hidden_size=d_model,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=4 * d_model,
-            max_position_embeddings=ctx,
-        )
-    else:
+    """A 2-layer transformers config of a tiny variant (one of TINY_FAMILIES)."""
+    if family not in TINY:
         raise MonosemanticError(f"unknown tiny family {family!r}; use one of {', '.join(TINY_FAMILIES)}")
-    for key, value in overrides.items():
-        setattr(cfg, key, value)
-    return cfg
+    kwargs = FAMILY[TINY[family]].tiny[family](vocab_size, d_model, ctx) | overrides
+    return AutoConfig.for_model(kwargs.pop("model_type"), **kwargs)
 
 
 def save_tiny_model(
@@ -135,9 +52,9 @@ def save_tiny_model(
     cfg = tiny_config(family, vocab_size=len(tokenizer), **ids, **overrides)
     hf_logging.disable_progress_bar()
     torch.manual_seed(seed)
-    if family == "bert":
+    if not FAMILY[TINY[family]].causal:
         cfg.architectures = ["BertForMaskedLM"]
-        model = BertForMaskedLM(cfg)
+        model = AutoModelForMaskedLM.from_config(cfg)
     else:
         model = AutoModelForCausalLM.from_config(cfg)
     model.save_pretrained(path)

@@ -23,7 +23,7 @@ def _fmt(value: object) -> str:
 def dictionary_name(
     cfg: DictionaryConfig, others: list[DictionaryConfig], d_sae: int, coefficient: float | None
 ) -> str:
-    """E.g. `topk-k32-16k`, `jumprelu-l0c1.0-4k`, `tc-blocks.0.hook_mlp_in-topk-k16-2k`."""
+    """E.g. `topk-k32-16k`, `jumprelu-l0c1.0-4k`, `tc-blocks.0.mlp.hook_in-topk-k16-2k`."""
     if cfg.name:
         return cfg.name
     parts: list[str] = []

@@ -1,10 +1,11 @@
 """`monosemantic plan CONFIG`: memory per rank, cache disk and FLOPs per token, before starting.
 
 Numbers come from the model's `config.json` (no weights are read) and the config's sections;
-they are estimates of the dominant terms, stated with their formulas in the README:
+they are estimates of the dominant terms, stated with their formulas in docs/scaling.md:
 
-- model: parameters x bytes per parameter (dtype or quantization); a harvest of layer L runs
-  blocks 0..L only, but the whole model is loaded (accelerate offloads what does not fit).
+- model: parameters x bytes per parameter (dtype or quantization), counted exactly by building the
+  model's classes on the meta device (`lm/params.py`: every expert, tied embeddings once); a harvest
+  of layer L runs blocks 0..L only, but the whole model is loaded (accelerate offloads what does not fit).
 - harvest activations: one forward batch, about 12 x d_model values per token per block plus
   the heads x ctx attention scores, in the model dtype.
 - dictionaries: fp32 weights + gradients + two Adam moments = 16 bytes per parameter,
@@ -13,10 +14,11 @@ they are estimates of the dominant terms, stated with their formulas in the READ
   device for a live source) and the [B, d_sae] pre-activation workspace of the local batch rows;
   a live source adds the model and its forward pass to the total.
 - FLOPs per token: 2 per model parameter a token passes through (the blocks up to the last site,
-  plus the unembedding when every block runs; tied or untied alike: the embedding lookup is no
-  matmul); TopK training 2 d_in d_sae (encoder) + 6 k (d_in + d_out) (sparse backward and
-  decoder); dense training 6 d_sae (d_in + d_out). A live source runs the model forward on every
-  training token on every rank (each rank draws the same stream), so it adds the forward's FLOPs.
+  their top-k experts only, plus the unembedding when every block runs; tied or untied alike: the
+  embedding lookup is no matmul); TopK training 2 d_in d_sae (encoder) + 6 k (d_in + d_out)
+  (sparse backward and decoder); dense training 6 d_sae (d_in + d_out). A live source runs the
+  model forward on every training token on every rank (each rank draws the same stream), so it
+  adds the forward's FLOPs.
 
 `plan()` returns a `Plan` (numbers, in bytes and FLOPs); `plan_lines()` formats it as the CLI
 prints it.
@@ -31,26 +33,13 @@ from typing import Any
 from monosemantic.activations.buffer import source_choice
 from monosemantic.config import Config
 from monosemantic.dictionaries.layer_sites import expand, is_layer_glob
-from monosemantic.lm.sites import parse_site
+from monosemantic.lm.families import family_of
+from monosemantic.lm.family_sites import site_width
+from monosemantic.lm.known_models import KNOWN, known_config
+from monosemantic.lm.params import ParamCount, count_parameters
+from monosemantic.lm.sites import parse_site, site_suffix
 from monosemantic.utils.errors import ConfigError
 
-# Public config.json values of models people plan for, so a plan works without the hub.
-KNOWN: dict[str, dict[str, Any]] = {
-    "meta-llama/Llama-3.1-8B": dict(
-        d=4096, layers=32, heads=32, kv=8, ff=14336, vocab=128256, tied=False, gated=True
-    ),
-    "meta-llama/Meta-Llama-3-8B": dict(
-        d=4096, layers=32, heads=32, kv=8, ff=14336, vocab=128256, tied=False, gated=True
-    ),
-    "google/gemma-2-2b": dict(
-        d=2304, layers=26, heads=8, kv=4, ff=9216, vocab=256000, tied=True, gated=True, head_dim=256
-    ),
-    "gpt2": dict(d=768, layers=12, heads=12, kv=12, ff=3072, vocab=50257, tied=True, gated=False),
-    "EleutherAI/pythia-70m": dict(
-        d=512, layers=6, heads=8, kv=8, ff=2048, vocab=50304, tied=False, gated=False
-    ),
-}
-GATED = {"llama", "mistral", "qwen2", "gemma", "gemma2", "gemma3_text", "qwen3"}
 BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "8bit": 1, "4bit": 0.5}
 GiB = 2**30
 TOPK_LIKE = ("topk", "batchtopk", "matryoshka")  # sparse decoder backward: 6 k (d_in + d_out)
@@ -58,64 +47,61 @@ TOPK_LIKE = ("topk", "batchtopk", "matryoshka")  # sparse decoder backward: 6 k 
 
 @dataclass
 class Dims:
-    """A model's shape; every per-family count `plan` makes is a method here (norms left out)."""
+    """The model's shape (from its config) and its exact parameter counts (`lm.params`)."""
 
     d: int
     layers: int
     heads: int
-    kv: int
-    ff: int
     vocab: int
-    tied: bool
-    gated: bool
-    head_dim: int | None = None
-
-    @property
-    def block_params(self) -> int:
-        hd = self.head_dim or self.d // self.heads
-        attn = 2 * self.d * self.heads * hd + 2 * self.d * self.kv * hd
-        return attn + (3 if self.gated else 2) * self.d * self.ff
+    count: ParamCount
+    config: Any
 
     @property
     def params(self) -> int:
-        """Stored parameters: the blocks, the embedding, and the unembedding when it is not tied."""
-        return self.layers * self.block_params + self.vocab * self.d * (1 if self.tied else 2)
+        return self.count.total
+
+    def site_width(self, site: str) -> int:
+        width = site_width(family_of(self.config.model_type), self.config, site_suffix(site))
+        return self.d if width is None else width
 
     def forward_params(self, blocks: int) -> int:
-        """Parameters one token is multiplied by in a forward through blocks 0..blocks-1: the
-        unembedding matmul counts when every block runs, tied or not (the embedding is a lookup)."""
-        return blocks * self.block_params + self.vocab * self.d * (blocks == self.layers)
+        """Parameters one token is multiplied by in a forward through blocks 0..blocks-1 (its top-k
+        experts only): the unembedding matmul counts when every block runs, tied or not (the
+        embedding is a lookup)."""
+        return self.count.blocks_up_to(blocks, active=True) + self.vocab * self.d * (blocks == self.layers)
 
 
-def model_dims(name: str, revision: str | None = None) -> Dims:
-    """Dimensions from the model's config.json (local first), else the table of known models."""
+def model_config(name: str, revision: str | None = None) -> Any:
+    """The model's `transformers` config: a local folder or the hub cache first, else the public
+    config of a known model (`lm/known_models.py`), else one line saying how to get it."""
     from transformers import AutoConfig
 
     from monosemantic.lm.model import resolve_model_path
 
     try:
-        c = AutoConfig.from_pretrained(resolve_model_path(name), revision=revision, local_files_only=True)
+        return AutoConfig.from_pretrained(resolve_model_path(name), revision=revision, local_files_only=True)
     except (OSError, ValueError):
-        if name in KNOWN:
-            return Dims(**KNOWN[name])
+        known = known_config(name)
+        if known is not None:
+            return known
         raise ConfigError(
             f"cannot read the config of model {name!r} offline; download it once (huggingface-cli "
             f"download {name} config.json) or plan with one of {', '.join(KNOWN)}"
         ) from None
-    c = getattr(c, "text_config", c)
-    d = c.hidden_size
-    heads = c.num_attention_heads
-    return Dims(
-        d=d,
-        layers=c.num_hidden_layers,
-        heads=heads,
-        kv=getattr(c, "num_key_value_heads", None) or heads,
-        ff=getattr(c, "intermediate_size", None) or getattr(c, "n_inner", None) or 4 * d,
-        vocab=c.vocab_size,
-        tied=bool(getattr(c, "tie_word_embeddings", True)),
-        gated=c.model_type in GATED,
-        head_dim=getattr(c, "head_dim", None),
-    )
+
+
+def model_dims(name: str, revision: str | None = None) -> Dims:
+    """Dimensions and parameter counts of the model `name` (see `model_config`)."""
+    return dims_of(model_config(name, revision))
+
+
+def dims_of(config: Any) -> Dims:
+    """Dimensions and parameter counts of a `transformers` config (its text model's, if nested)."""
+    c = getattr(config, "text_config", None) or config
+    d = int(c.hidden_size)
+    heads = int(getattr(c, "num_attention_heads", 1) or 1)
+    return Dims(d=d, layers=int(c.num_hidden_layers), heads=heads, vocab=int(c.vocab_size),
+                count=count_parameters(c), config=c)  # fmt: skip
 
 
 @dataclass
@@ -164,6 +150,7 @@ class TrainPlan:
 class Plan:
     model: str
     params: int
+    active_params: int  # what one token's forward uses (top-k experts of a mixture; else = params)
     d_model: int
     n_layers: int
     world_size: int
@@ -194,7 +181,7 @@ def _harvest(cfg: Config, dims: Dims) -> HarvestPlan:
     n_tok = None if cfg.data.max_tokens is None else math.ceil(cfg.data.max_tokens / ctx) * ctx
     cache = None
     if n_tok is not None:
-        cache = n_tok * (4 + BYTES[cfg.harvest.dtype or "float32"] * dims.d * len(sites))
+        cache = n_tok * (4 + BYTES[cfg.harvest.dtype or "float32"] * sum(dims.site_width(x) for x in sites))
     return HarvestPlan(
         weight_bytes=dims.params * wbytes,
         weight_format=f"{m.dtype}{', ' + quant if quant else ''}",
@@ -219,7 +206,8 @@ def _dictionary_costs(cfg: Config, dims: Dims) -> tuple[list[int], float, int, l
         for s in (site_in, site_out):  # a multi-site dictionary reads every layer its glob names
             if s is not None:
                 read += expand(s, available=cfg.sites.names) if is_layer_glob(s) else [s]
-        d_in = d_out = dims.d  # every TransformerLens site of these models is d_model wide
+        d_in = dims.site_width(site_in) if site_in else dims.d
+        d_out = dims.site_width(site_out) if site_out else dims.d
         d_sae = d.d_sae or (d.expansion or 16) * d_in
         sizes.append((d_in + d_out) * d_sae + d_sae + d_out)
         widest = max(widest, d_sae)
@@ -257,7 +245,7 @@ def _train(cfg: Config, dims: Dims, world_size: int, harvest: HarvestPlan) -> Tr
     source, path, note = _source(cfg, sites)
     live = source == "live"  # a live stream buffers on the model's device, in its dtype
     bbytes = BYTES[cfg.model.dtype or "float32"] if live else BYTES[cfg.harvest.dtype or "float32"]
-    buffer = t.buffer_tokens * bbytes * dims.d * len(sites)
+    buffer = t.buffer_tokens * bbytes * sum(dims.site_width(s) for s in sites)
     rows, latents = math.ceil(t.batch_size / data_ranks), math.ceil(widest / shards)
     workspace = rows * latents * 4
     model_bytes = harvest.weight_bytes + harvest.activation_bytes if live else 0.0
@@ -286,8 +274,10 @@ def _train(cfg: Config, dims: Dims, world_size: int, harvest: HarvestPlan) -> Tr
     )
 
 
-def plan(cfg: Config, world_size: int = 1) -> Plan:
-    """Memory, disk and FLOPs of the config's harvest and train, per rank of `world_size`."""
+def plan(cfg: Config, world_size: int | None = None) -> Plan:
+    """Memory, disk and FLOPs of the config's harvest and train, per rank of `world_size`
+    (default `[plan].world_size`)."""
+    world_size = cfg.plan.world_size if world_size is None else world_size
     _check_world_size(world_size)
     m, t = cfg.model, cfg.train
     dims = model_dims(m.name, m.revision)
@@ -295,6 +285,7 @@ def plan(cfg: Config, world_size: int = 1) -> Plan:
     return Plan(
         model=m.name,
         params=dims.params,
+        active_params=dims.count.active,
         d_model=dims.d,
         n_layers=dims.layers,
         world_size=world_size,
@@ -320,15 +311,18 @@ def _flops(n: float) -> str:
 def plan_lines(p: Plan) -> list[str]:
     """The plan as the lines `monosemantic plan` prints."""
     h = p.harvest
+    moe = p.active_params != p.params
+    used = f", {p.active_params / 1e9:,.3f} B used per token" if moe else ""
     lines = [
-        f"plan for {p.model} ({p.params / 1e9:,.3f} B parameters, d_model {p.d_model}, {p.n_layers} layers)",
+        f"plan for {p.model} ({p.params / 1e9:,.3f} B parameters{used}, d_model {p.d_model}, {p.n_layers} layers)",
         f"world size {p.world_size}, train.parallel={p.parallel!r}"
         + (f", train.feature_shards={p.feature_shards}" if p.feature_shards else ""),
         "",
         "harvest (per rank; every rank holds the model)",
         f"  model weights        {_gib(h.weight_bytes)}  ({h.weight_format})",
         f"  forward activations  {_gib(h.activation_bytes)}  (batch {h.batch} x ctx {h.context})",
-        f"  FLOPs per token      {_flops(h.flops_per_token)}  (blocks 0..{h.blocks - 1} of {p.n_layers})",
+        f"  FLOPs per token      {_flops(h.flops_per_token)}  (blocks 0..{h.blocks - 1} of {p.n_layers})"
+        + (" (top-k experts only)" if moe else ""),
     ]
     if h.cache_bytes is None:
         lines.append("  cache on disk        unknown (set data.max_tokens)")

@@ -62,7 +62,7 @@ class Slot:
 def resolve_sites(cfg: Config, available: list[str] | None = None) -> list[tuple[str, str]]:
     """(input site, output site) per dictionary; output = input for plain SAEs.
 
-    A layer glob (`blocks.*.hook_mlp_in`) becomes the stream key of its layers (`dictionary.layers`,
+    A layer glob (`blocks.*.mlp.hook_in`) becomes the stream key of its layers (`dictionary.layers`,
     else every layer among `available`, by default the cache's sites).
     """
     if not cfg.all_dictionaries():

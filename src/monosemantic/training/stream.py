@@ -16,7 +16,7 @@ from monosemantic.utils.readers import read_json
 def open_stream(cfg: Config, sites: list[str], model: Any = None) -> Any:
     """The shuffled batch iterator of `[data]`: a cache, a tensor file, or live from `[model]`.
 
-    Layer-glob keys (`blocks.{0,1}.hook_mlp_in`, see `dictionaries/layer_sites.py`) are served as
+    Layer-glob keys (`blocks.{0,1}.mlp.hook_in`, see `dictionaries/layer_sites.py`) are served as
     the per-token concatenation of their sites, for dictionaries that read several sites at once.
     """
     groups = {s: expand(s) for s in sites if is_layer_glob(s)}

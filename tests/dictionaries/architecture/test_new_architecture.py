@@ -18,7 +18,7 @@ from monosemantic.utils.errors import ConfigError, MonosemanticError
 
 REPO = Path(__file__).resolve().parents[3]
 DEMO = REPO / "configs" / "demo.toml"
-SITES = [f"blocks.{L}.hook_mlp_{io}" for L in (0, 1) for io in ("in", "out")]
+SITES = [f"blocks.{L}.{io}" for L in (0, 1) for io in ("mlp.hook_in", "hook_mlp_out")]
 
 
 def test_registration_and_owned_settings():
@@ -60,7 +60,7 @@ def test_toy_architecture_trains_saves_loads_evaluates_and_splices(tmp_path):
         "train.dead_after_tokens=500", "train.dead_latents=resample", "train.log_every=5",
     ])  # fmt: skip
     dicts = [
-        DictionaryConfig(architecture="toy_gain", d_sae=48, site=f"blocks.{L}.hook_mlp_in",
+        DictionaryConfig(architecture="toy_gain", d_sae=48, site=f"blocks.{L}.mlp.hook_in",
                          site_out=f"blocks.{L}.hook_mlp_out", options={"shift": 0.05})
         for L in (0, 1)
     ]  # fmt: skip
