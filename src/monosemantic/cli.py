@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import signal
 import sys
 import threading
@@ -367,7 +368,17 @@ def serve(config: ConfigArg, set_: SetOpt = None) -> None:
     cfg = _config(config, set_)
     from monosemantic.server.app import serve as run
 
-    run(cfg)
+    try:
+        run(cfg)
+        code = 0
+    except SystemExit as e:  # SIGTERM, which uvicorn re-raises once it has shut down: 143
+        code = e.code if isinstance(e.code, int) else 1
+    # Shut down: uvicorn has closed its connections and the app its store and worker. Skip the
+    # interpreter's teardown, which garbage-collects torch, transformers and a loaded model for
+    # seconds (over 10 s on a busy machine) when there is nothing left to do.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @app.command()

@@ -23,7 +23,7 @@ from typing import Any
 
 from monosemantic.utils.errors import MonosemanticError
 
-__all__ = ["Job", "QueueFull", "Worker"]
+__all__ = ["Closed", "Job", "QueueFull", "Worker"]
 
 KEEP_FINISHED = 200  # finished jobs remembered for GET /api/jobs/{id}
 WORKER_NICE = 10
@@ -35,6 +35,10 @@ class QueueFull(Exception):
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"the live queue is full; retry in {retry_after} s")
         self.retry_after = retry_after
+
+
+class Closed(Exception):
+    """The worker was closed (the server is shutting down): no new job runs."""
 
 
 @dataclass
@@ -83,7 +87,8 @@ class Worker:
     """A daemon thread running submitted jobs one at a time, in order."""
 
     def __init__(self, queue_size: int) -> None:
-        self._queue: queue.Queue[Job] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=queue_size)
+        self._closed = threading.Event()
         self._ids = itertools.count(1)
         self._jobs: OrderedDict[int, Job] = OrderedDict()
         self._lock = threading.Lock()
@@ -94,6 +99,8 @@ class Worker:
     def submit(self, kind: str, fn: Callable[[Job], Any], listen: asyncio.AbstractEventLoop | None = None
                ) -> tuple[Job, asyncio.Queue | None]:  # fmt: skip
         """Queue `fn(job)`; with `listen`, also an asyncio queue of its events (see `Job.listen`)."""
+        if self._closed.is_set():
+            raise Closed("the server is shutting down; retry when it is back")
         job = Job(next(self._ids), kind, fn)
         events = job.listen(listen) if listen is not None else None
         try:
@@ -114,6 +121,26 @@ class Worker:
         with self._lock:
             return list(self._jobs.values())
 
+    def close(self) -> None:
+        """Stop after the running job (waiting jobs are dropped, new ones refused); returns at once."""
+        self._closed.set()
+        while True:  # make room for the sentinel: the waiting jobs will never run
+            try:
+                self._queue.put_nowait(None)
+                break
+            except queue.Full:
+                try:
+                    dropped = self._queue.get_nowait()
+                except queue.Empty:
+                    continue
+                if dropped is not None:
+                    dropped.status, dropped.error, dropped.finished = (
+                        "failed",
+                        "the server shut down",
+                        time.time(),
+                    )
+                    dropped.emit(None)
+
     def _loop(self) -> None:
         try:  # Linux: a thread's own nice value. Browsing requests get the CPU first; jobs use the rest.
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICE)
@@ -121,6 +148,8 @@ class Worker:
             pass
         while True:
             job = self._queue.get()
+            if job is None:  # `close`: leave the jobs still waiting, they will not run
+                return
             job.status, job.stage, job.started = "running", "running", time.time()
             try:
                 job.result = job.fn(job)

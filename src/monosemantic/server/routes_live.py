@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from monosemantic.steering.edits import parse_values
 from monosemantic.utils.errors import MonosemanticError
 
-from .jobs import Job, QueueFull
+from .jobs import Closed, Job, QueueFull
 
 MAX_ID = 2**31 - 1
 MAX_VALUE = 1e4  # steering beyond this is numerically meaningless (activations are O(1..100))
@@ -127,6 +127,8 @@ def _submit(
         return request.app.state.worker.submit(kind, fn, asyncio.get_running_loop() if listen else None)
     except QueueFull as e:
         raise HTTPException(429, str(e), headers={"Retry-After": str(e.retry_after)}) from None
+    except Closed as e:
+        raise HTTPException(503, str(e)) from None
 
 
 def _failure(job: Job) -> HTTPException:
