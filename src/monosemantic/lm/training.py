@@ -174,26 +174,24 @@ def evaluate(model: PreTrainedModel, batches: list[torch.Tensor], device: torch.
 
 @torch.no_grad()
 def samples(model: PreTrainedModel, tokenizer: Tokenizer, lm: LMConfig, device: torch.device) -> list[str]:
-    """Sampled continuations (temperature 0.8); a forked RNG keeps the training RNG untouched."""
+    """Sampled continuations (temperature 0.8, top-p 0.95, seeded by `lm.seed` with a generator of
+    their own, so the training RNG is untouched), by the library's one generation loop."""
+    from .generate import Sampling, context_of, generate
+
     if lm.sample_tokens == 0:
         return []
+
+    def forward(ids: torch.Tensor, start: int, cache: Any) -> tuple[torch.Tensor, Any]:
+        out = model(input_ids=ids.to(device), past_key_values=cache, use_cache=True)
+        return out.logits, out.past_key_values
+
     model.eval()
     out = []
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(lm.seed or 0)
-        for prompt in lm.sample_prompts:
-            ids = torch.tensor([[bos_eos_ids(tokenizer)[0], *tokenizer.encode(prompt)]], device=device)
-            gen = model.generate(
-                ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=lm.sample_tokens,
-                do_sample=True,
-                temperature=0.8,
-                top_k=50,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-            out.append(tokenizer.decode(gen[0, 1:], skip_special_tokens=True))
+    for prompt in lm.sample_prompts:
+        ids = torch.tensor([bos_eos_ids(tokenizer)[0], *tokenizer.encode(prompt)])
+        (new,) = generate(forward, ids, lm.sample_tokens, Sampling(0.8, 0.95, lm.seed or 0),
+                          eos_id=tokenizer.eos_token_id, context=context_of(model.config))  # fmt: skip
+        out.append(tokenizer.decode(torch.cat([ids[1:], new.cpu()]).tolist(), skip_special_tokens=True))
     model.train()
     return out
 
