@@ -90,7 +90,9 @@ class SteerConfig(Section):
         "add", description="add | set (clamp is its older name) | scale | ablate, as circuit interventions."
     )
     samples: int = Field(1, ge=1, le=4096, description="Generations per value (and plain), as one batch.")
-    max_new_tokens: int = Field(40, gt=0, le=100_000)
+    max_new_tokens: int = Field(
+        40, gt=0, le=100_000, description="Tokens generated per sample after the prompt."
+    )
     temperature: float = Field(
         0.7, ge=0, le=100, allow_inf_nan=False, description="Sampling temperature; 0 = greedy."
     )

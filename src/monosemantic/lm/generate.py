@@ -94,6 +94,20 @@ def subject_forward(model: SubjectModel, edits: Callable[[int], dict | None] | d
     return forward
 
 
+def hf_forward(model: Any, device: torch.device | str | None = None) -> Forward:
+    """A cached `Forward` over a plain `transformers` causal LM (no hooks, no edits), passing the
+    cache as the model names it: `cache` (transformers 5.x) or `past_key_values` (4.x)."""
+    import inspect
+
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+    def forward(ids: Tensor, start: int, cache: Any) -> tuple[Tensor, Any]:
+        out = model(input_ids=ids.to(device or model.device), use_cache=True, **{name: cache})
+        return out.logits, out["cache"] if "cache" in out else out.get("past_key_values")
+
+    return forward
+
+
 def _step(forward: Forward, seq: Tensor, state: dict[str, Any], context: int | None, cache: bool) -> Tensor:
     """Last-position logits [B, vocab] of `seq` [B, T], reusing the cache in `state` when it can."""
     T = seq.shape[1]

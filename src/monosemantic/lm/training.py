@@ -176,15 +176,11 @@ def evaluate(model: PreTrainedModel, batches: list[torch.Tensor], device: torch.
 def samples(model: PreTrainedModel, tokenizer: Tokenizer, lm: LMConfig, device: torch.device) -> list[str]:
     """Sampled continuations (temperature 0.8, top-p 0.95, seeded by `lm.seed` with a generator of
     their own, so the training RNG is untouched), by the library's one generation loop."""
-    from .generate import Sampling, context_of, generate
+    from .generate import Sampling, context_of, generate, hf_forward
 
     if lm.sample_tokens == 0:
         return []
-
-    def forward(ids: torch.Tensor, start: int, cache: Any) -> tuple[torch.Tensor, Any]:
-        out = model(input_ids=ids.to(device), past_key_values=cache, use_cache=True)
-        return out.logits, out.past_key_values
-
+    forward = hf_forward(model, device)
     model.eval()
     out = []
     for prompt in lm.sample_prompts:
