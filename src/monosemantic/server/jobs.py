@@ -99,15 +99,15 @@ class Worker:
     def submit(self, kind: str, fn: Callable[[Job], Any], listen: asyncio.AbstractEventLoop | None = None
                ) -> tuple[Job, asyncio.Queue | None]:  # fmt: skip
         """Queue `fn(job)`; with `listen`, also an asyncio queue of its events (see `Job.listen`)."""
-        if self._closed.is_set():
-            raise Closed("the server is shutting down; retry when it is back")
         job = Job(next(self._ids), kind, fn)
         events = job.listen(listen) if listen is not None else None
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
-            raise QueueFull(max(1, round(self._mean_s * self._queue.qsize()))) from None
-        with self._lock:
+        with self._lock:  # `close` takes it too: no job slips in behind its sentinel
+            if self._closed.is_set():
+                raise Closed("the server is shutting down; retry when it is back")
+            try:
+                self._queue.put_nowait(job)
+            except queue.Full:
+                raise QueueFull(max(1, round(self._mean_s * self._queue.qsize()))) from None
             self._jobs[job.id] = job
             while len(self._jobs) > KEEP_FINISHED and next(iter(self._jobs.values())).done:
                 self._jobs.popitem(last=False)
@@ -122,24 +122,20 @@ class Worker:
             return list(self._jobs.values())
 
     def close(self) -> None:
-        """Stop after the running job (waiting jobs are dropped, new ones refused); returns at once."""
-        self._closed.set()
-        while True:  # make room for the sentinel: the waiting jobs will never run
+        """Stop after the running job: the waiting jobs fail (they will never run), new ones are
+        refused (`Closed`); returns at once, so a server's shutdown never waits on the queue."""
+        with self._lock:
+            self._closed.set()  # `submit` checks it under the lock: nothing joins the queue now
+        while True:
             try:
-                self._queue.put_nowait(None)
+                dropped = self._queue.get_nowait()
+            except queue.Empty:
                 break
-            except queue.Full:
-                try:
-                    dropped = self._queue.get_nowait()
-                except queue.Empty:
-                    continue
-                if dropped is not None:
-                    dropped.status, dropped.error, dropped.finished = (
-                        "failed",
-                        "the server shut down",
-                        time.time(),
-                    )
-                    dropped.emit(None)
+            if dropped is not None:
+                dropped.status, dropped.error = "failed", "the server shut down"
+                dropped.finished = time.time()
+                dropped.emit(None)
+        self._queue.put_nowait(None)  # the loop ends when it reaches this
 
     def _loop(self) -> None:
         try:  # Linux: a thread's own nice value. Browsing requests get the CPU first; jobs use the rest.
