@@ -372,7 +372,11 @@ def serve(config: ConfigArg, set_: SetOpt = None) -> None:
         run(cfg)
         code = 0
     except SystemExit as e:  # SIGTERM, which uvicorn re-raises once it has shut down: 143
-        code = e.code if isinstance(e.code, int) else 1
+        if e.code != 128 + signal.SIGTERM:
+            raise  # it never started serving: exit as usual
+        code = e.code
+    except KeyboardInterrupt:  # Ctrl-C, re-raised by uvicorn likewise
+        code = 128 + signal.SIGINT
     # Shut down: uvicorn has closed its connections and the app its store and worker. Skip the
     # interpreter's teardown, which garbage-collects torch, transformers and a loaded model for
     # seconds (over 10 s on a busy machine) when there is nothing left to do.
