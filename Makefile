@@ -6,7 +6,7 @@ STAMP := $(VENV)/.setup-stamp
 TORCH_CPU := torch==2.13.0
 TL_VENV := .venv-transformer-lens
 
-.PHONY: setup demo test test-min test-slow bench lint docs browser clean
+.PHONY: setup demo test test-min test-slow bench reference lint docs browser clean
 
 setup: $(STAMP)
 
@@ -77,8 +77,26 @@ $(CT_VENV)/.stamp:
 	$(CT_VENV)/bin/pip install -q 'circuit-tracer>=0.5' || echo "warning: circuit-tracer could not be installed; the bench reports ours only"
 	@touch $@
 
-bench: setup $(SAELENS_VENV)/.stamp $(CT_VENV)/.stamp
+# The other peers of the conformance table (benchmarks/bench_conformance.py), each in its own venv.
+SPARSIFY_VENV := .venv-sparsify
+$(SPARSIFY_VENV)/.stamp:
+	@test -x $(SPARSIFY_VENV)/bin/python || $(PY) -m venv $(SPARSIFY_VENV)
+	@if ! command -v nvidia-smi >/dev/null 2>&1; then $(SPARSIFY_VENV)/bin/pip install -q $(TORCH_CPU); fi
+	$(SPARSIFY_VENV)/bin/pip install -q eai-sparsify || echo "warning: eai-sparsify could not be installed"
+	@touch $@
+
+# dictionary_learning pins heavy training deps (nnsight, wandb); its modules need only these few.
+DICTLEARN_VENV := .venv-dictlearn
+$(DICTLEARN_VENV)/.stamp:
+	@test -x $(DICTLEARN_VENV)/bin/python || $(PY) -m venv $(DICTLEARN_VENV)
+	@if ! command -v nvidia-smi >/dev/null 2>&1; then $(DICTLEARN_VENV)/bin/pip install -q $(TORCH_CPU); fi
+	$(DICTLEARN_VENV)/bin/pip install -q --no-deps dictionary-learning && $(DICTLEARN_VENV)/bin/pip install -q einops tqdm numpy safetensors \
+		|| echo "warning: dictionary-learning could not be installed"
+	@touch $@
+
+bench: setup $(SAELENS_VENV)/.stamp $(CT_VENV)/.stamp $(SPARSIFY_VENV)/.stamp $(DICTLEARN_VENV)/.stamp
 	SAELENS_PYTHON=$(CURDIR)/$(SAELENS_VENV)/bin/python CIRCUIT_TRACER_PYTHON=$(CURDIR)/$(CT_VENV)/bin/python \
+	SPARSIFY_PYTHON=$(CURDIR)/$(SPARSIFY_VENV)/bin/python DICTLEARN_PYTHON=$(CURDIR)/$(DICTLEARN_VENV)/bin/python \
 		$(BIN)/python -m benchmarks.run_all
 
 # The manual (docs/, mkdocs with the material theme): regenerate the reference blocks from the code,
@@ -88,6 +106,10 @@ docs: setup
 	$(BIN)/python -m monosemantic.manual docs
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	@echo "docs built in site/ (open site/index.html)"
+
+# The published reference run (configs/reference.toml -> docs/reference-run.md), from scratch.
+reference: setup
+	$(BIN)/python -m benchmarks.reference_run configs/reference.toml
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -55,7 +55,7 @@ def run() -> list[dict[str, object]]:
         layers = "{" + ",".join(str(i) for i in range(L)) + "}"
         clt = build_dictionary(
             DictionaryConfig(
-                architecture="topk", d_sae=N, k=K,
+                architecture="clt", activation="topk", d_sae=N, k=K,
                 site=f"blocks.{layers}.mlp.hook_in", site_out=f"blocks.{layers}.hook_mlp_out",
             ),
             L * D, L * D,

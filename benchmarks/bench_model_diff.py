@@ -155,7 +155,8 @@ def main(quick: bool) -> dict:
     cfg = Config.model_validate({
         "seed": SEED,
         "data": {"activations": str(a), "activations_b": str(b)},
-        "dictionary": {"architecture": "relu", "d_sae": 1024, "site": "{a,b}:" + SITE, "l1_coefficient": 3.0},
+        "dictionary": {"architecture": "crosscoder", "activation": "relu", "d_sae": 1024, "site": "{a,b}:" + SITE,
+                       "l1_coefficient": 3.0},
         "train": {"tokens": 2 * tokens, "batch_size": 1024, "lr": 2e-3, "out": str(work / "cc"),
                   "log_every": 100, "buffer_tokens": 65536},
     })  # fmt: skip

@@ -31,6 +31,7 @@ MODULES = [
     "bench_circuits",
     "bench_circuit_tracer",
     "bench_toy_recovery",
+    "bench_conformance",
 ]
 
 

@@ -20,7 +20,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).parent / "support"))
 
 from analysis_world import analysis, world  # noqa: E402, F401  (session fixtures: analysis, explanation, exports, steering, store)
-from tiny_families import tiny_family  # noqa: E402, F401  (one tiny model per family variant, per session)
+from tiny_families import tiny_family, tiny_gpt2  # noqa: E402, F401  (one tiny model per family variant, per session)
 
 # Tiny matrices on a shared 2-core machine: one intra-op thread avoids oversubscription stalls
 # (10x slower otherwise when other processes compete for the cores).

@@ -24,7 +24,7 @@ RESID, MLP_IN, MLP_OUT = "blocks.0.hook_resid_post", "blocks.0.mlp.hook_in", "bl
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def world(tmp_path_factory: pytest.TempPathFactory, tiny_gpt2: Path) -> dict[str, Path]:
     """A tiny GPT-2, its cache (3 sites), a TopK SAE, a transcoder and an analysed feature store."""
     from monosemantic.activations.harvest import harvest
     from monosemantic.analysis.run import analyze
@@ -32,10 +32,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from monosemantic.config.dictionary import DictionaryConfig
     from monosemantic.dictionaries import build_dictionary
     from monosemantic.dictionaries.io import save_dictionary
-    from monosemantic.lm.tiny import save_tiny_model
 
     root = tmp_path_factory.mktemp("bad-inputs")
-    model = save_tiny_model("gpt2", root / "model")
+    model = tiny_gpt2
     harvest(load_config(None, [
         f'model.name="{model}"', 'device="cpu"', "data.context_size=16", "data.max_tokens=1024",
         f'sites.names=["{RESID}", "{MLP_IN}", "{MLP_OUT}"]', f'harvest.out="{root / "acts"}"',

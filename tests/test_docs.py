@@ -46,6 +46,8 @@ import monosemantic
 from monosemantic import manual
 from monosemantic.cli import app, verbs
 from monosemantic.config import Config, load_config, validate_config
+from monosemantic.config.dictionary import _CONFIGS, registered_configs
+from monosemantic.dictionaries.base import _REGISTRY
 from monosemantic.utils.errors import ConfigError
 
 ALL = [*pages(), README]
@@ -220,13 +222,33 @@ def test_plan_output_shown_in_the_docs_is_what_plan_prints():
         )
 
 
+def _run_registration(code: str, registered: list[str]) -> None:
+    """Execute a page's example that registers an architecture, so the config after it can name it
+    (and the example itself is checked to import, subclass and register)."""
+    before = set(registered_configs())
+    exec(compile(code, "<docs example>", "exec"), {"__name__": "docs_example"})
+    registered += sorted(set(registered_configs()) - before)
+
+
 def test_toml_and_json_blocks_are_valid():
     sections = set(Config.model_fields)
+    registered: list[str] = []
+    try:
+        _check_blocks(sections, registered)
+    finally:
+        for name in registered:
+            _REGISTRY.pop(name, None)
+            _CONFIGS.pop(name, None)
+
+
+def _check_blocks(sections: set[str], registered: list[str]) -> None:
     for page in ALL:
         blocks, _ = split(page.read_text())
         for block in blocks:
             where = f"{rel(page)}:{block.line}"
-            if block.lang == "toml":
+            if block.lang == "python" and "@register_dictionary(" in block.code:
+                _run_registration(block.code, registered)
+            elif block.lang == "toml":
                 data = tomllib.loads(block.code)
                 if set(data) <= sections:  # a config (or part of one): it must validate
                     try:
@@ -326,7 +348,7 @@ def test_the_site_builds_strict(tmp_path):
 
 
 def test_the_reference_ignores_architectures_registered_at_run_time():
-    import toy_architecture  # noqa: F401  (registers "toy_gain", with an Options model, in this process)
+    import toy_architecture  # noqa: F401  (registers "toy_gain", with its own config class, in this process)
 
     from monosemantic.dictionaries.registry import architectures
 

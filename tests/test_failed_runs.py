@@ -34,11 +34,9 @@ def _dead_pid() -> int:
     return proc.pid
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from monosemantic.lm.tiny import save_tiny_model
-
-    return save_tiny_model("gpt2", tmp_path_factory.mktemp("tiny") / "gpt2")
+@pytest.fixture
+def tiny(tiny_gpt2: Path) -> Path:
+    return tiny_gpt2  # the shared tiny GPT-2 (tests/support/tiny_families.py)
 
 
 def _harvest_cfg(model: Path | str, out: Path, *more: str):

@@ -192,7 +192,7 @@ def compare(
     cfg = _config(config, set_)
     from monosemantic.evaluation.compare import compare as run
 
-    console.print(f"comparison written to [bold]{run(cfg)}[/]")
+    console.print(f"comparison written to [bold]{run(cfg, console=console)}[/]")
 
 
 @app.command()
@@ -346,13 +346,26 @@ def circuit(
         str | None,
         typer.Option(help="Corrupted prompt for contrastive mode (sets circuit.method=contrastive)."),
     ] = None,
+    prompts: Annotated[
+        Path | None,
+        typer.Option(
+            help="A prompts file: scores of every prompt per dictionary set (default [circuit].prompts)."
+        ),
+    ] = None,
     set_: SetOpt = None,
 ) -> None:
-    """Attribution graph of features for a prompt, pruned and checked for faithfulness."""
+    """Attribution graph of features for a prompt, pruned and checked for faithfulness; with --prompts,
+    graph scores over a prompt set, mean and 95% interval per dictionary set."""
     cfg = _config(config, set_)
     if corrupted is not None:
         cfg.circuit.corrupted_prompt = corrupted
         cfg.circuit.method = "contrastive"
+    if prompts is not None or (prompt is None and cfg.circuit.prompts is not None):
+        from monosemantic.circuits.prompt_sets import trace_prompts
+
+        out = trace_prompts(cfg, prompts if prompts is not None else cfg.circuit.prompts)
+        console.print(f"prompt-set scores written to [bold]{out}[/]")
+        return
     from monosemantic.circuits.run import circuit as run
 
     if prompt is not None:

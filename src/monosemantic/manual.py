@@ -1,7 +1,7 @@
 """The manual's generated parts, so the docs cannot drift from the code.
 
 - `docs/configuration.md`: every section and key of `Config` (type, default, range, description),
-  and the options each registered architecture declares for `[dictionary.options]`;
+  with the keys each built-in architecture's config class adds to `[dictionary]`;
 - `docs/cli.md`: every verb of the typer app with its arguments and options.
 
 Each lives in a page between `<!-- generated: NAME -->` and `<!-- end generated: NAME -->`.
@@ -17,31 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
-from monosemantic.config.reference import config_reference, model_table
-
-
-def architecture_options() -> str:
-    """One table per built-in architecture that declares its own settings (an `Options` model).
-
-    `ARCHITECTURES` is the registry as the package fills it, so one registered later in the same
-    process (a user's, or a test's toy architecture) does not change the manual."""
-    from monosemantic.dictionaries.base import dictionary_class
-    from monosemantic.dictionaries.registry import ARCHITECTURES
-
-    out: list[str] = []
-    for name in ARCHITECTURES:
-        options = getattr(dictionary_class(name), "Options", None)
-        if isinstance(options, type) and issubclass(options, BaseModel) and options.model_fields:
-            out += [f'### architecture = "{name}"', "", *model_table(options), ""]
-    if not out:
-        return (
-            "No registered architecture declares settings of its own today; an architecture that "
-            "does (an `Options` model, see [Dictionaries](dictionaries.md#adding-an-architecture)) "
-            "gets its table here.\n"
-        )
-    return "\n".join(out).rstrip() + "\n"
+from monosemantic.config.reference import config_reference
 
 
 def _usage(verb: str, command: Any) -> str:
@@ -97,7 +73,6 @@ def cli_reference() -> str:
 
 BLOCKS: dict[str, tuple[str, Callable[[], str]]] = {
     "config": ("configuration.md", config_reference),
-    "architecture-options": ("configuration.md", architecture_options),
     "cli": ("cli.md", cli_reference),
 }
 

@@ -81,13 +81,6 @@ def cache_dir(tmp_path: Path) -> Path:
     return write_cache(tmp_path / "cache", [5, 7, 4])
 
 
-@pytest.fixture(scope="session")
-def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from monosemantic.lm.tiny import save_tiny_model
-
-    return save_tiny_model("gpt2", tmp_path_factory.mktemp("tiny") / "gpt2")
-
-
 @pytest.fixture
 def make_cache():
     """The `write_cache` helper, for tests that need a cache with particular contents."""

@@ -44,6 +44,7 @@ def model(tiny_gpt2):
 
 def test_live_chunks_equal_the_harvested_cache(model, tiny_gpt2, tmp_path):
     cfg = _cfg(tiny_gpt2, tmp_path / "acts")
+    cfg.harvest.eval_fraction = 0.0  # every sequence a training one, as the live source reads them
     harvest(cfg)
     live = LiveSource(model, cfg.data, SITES, batch_sequences=3)
     cached = CacheSource(cfg.harvest.out, SITES, chunk_tokens=96)

@@ -14,7 +14,9 @@ from monosemantic.dictionaries import build_dictionary
 def _topk(d_in: int = 16, d_sae: int = 64, k: int = 4, arch: str = "topk"):
     torch.manual_seed(0)
     return build_dictionary(
-        DictionaryConfig(architecture=arch, d_sae=d_sae, k=k, site="x"), d_in, d_in
+        DictionaryConfig(architecture=arch, d_sae=d_sae, k=k if arch != "relu" else None, site="x"),
+        d_in,
+        d_in,
     ).eval()
 
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_families import load64
 
 from monosemantic.config import DictionaryConfig
 from monosemantic.dictionaries import build_dictionary
-from monosemantic.lm.model import load_model
 
 PROMPT = "Lily the cat went to the beach. She"
+CORRUPTED = "Lily the dog went to the beach. He"  # the contrastive graphs' corrupted prompt
 FAMILIES = ["gpt2", "llama", "gpt_neox", "mistral", "qwen2", "gemma", "gemma2"]
 WINDOW = {"mistral": 4, "gemma2": 4}
 
@@ -24,13 +25,6 @@ def tiny_paths(tiny_family):
         fam: tiny_family(fam, **({"sliding_window": WINDOW[fam]} if fam in WINDOW else {}))
         for fam in FAMILIES
     }
-
-
-def load64(path):
-    m = load_model(str(path))
-    m.hf.double()
-    m.hf.config._attn_implementation = "eager"
-    return m
 
 
 def make_dicts(

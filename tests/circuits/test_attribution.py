@@ -6,6 +6,8 @@ from circuit_checks import check_edges
 
 from monosemantic.circuits.attribution import attribute
 from monosemantic.circuits.replacement import ReplacementModel
+from monosemantic.config import DictionaryConfig
+from monosemantic.dictionaries import build_dictionary
 from monosemantic.utils.errors import MonosemanticError
 
 from .conftest import PROMPT, make_dicts
@@ -79,21 +81,15 @@ def test_max_feature_nodes_keeps_most_influential_rows(gpt2):
 @pytest.mark.parametrize("arch", ["relu", "jumprelu", "gated", "toy_gain"])
 def test_edges_equal_interventions_other_architectures(gpt2, arch):
     """Circuits read each architecture's encoder through `encoder_dirs` (gated: the magnitude path;
-    the toy architecture of tests/architecture: its per-latent gain), so edges stay exact."""
-    import sys
-    from pathlib import Path
-
-    from monosemantic.config import DictionaryConfig
-    from monosemantic.dictionaries import build_dictionary
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "architecture"))
+    the toy architecture of tests/support/toy_architecture.py: its per-latent gain), so edges stay exact."""
     import toy_architecture  # noqa: F401  (registers toy_gain once, whichever test imports it first)
 
     torch.manual_seed(0)
     dics = []
     for L in range(gpt2.n_layers):
         c = DictionaryConfig(architecture=arch, d_sae=24, site=f"blocks.{L}.mlp.hook_in",
-                             site_out=f"blocks.{L}.hook_mlp_out", jumprelu_init_threshold=0.05)  # fmt: skip
+                             site_out=f"blocks.{L}.hook_mlp_out",
+                             **({"jumprelu_init_threshold": 0.05} if arch == "jumprelu" else {}))  # fmt: skip
         dic = build_dictionary(c, gpt2.d_model, gpt2.d_model)
         with torch.no_grad():
             for name, p in dic.named_parameters():

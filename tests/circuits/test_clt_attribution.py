@@ -13,7 +13,7 @@ from monosemantic.circuits.replacement import ReplacementModel
 from monosemantic.config import DictionaryConfig
 from monosemantic.dictionaries import build_dictionary
 
-from .conftest import PROMPT
+from .conftest import CORRUPTED, PROMPT
 
 
 def make_clt(d_model: int, n_layers: int, activation: str = "topk", d_sae: int = 32, seed: int = 0):
@@ -79,23 +79,22 @@ def test_clt_replacement_is_exact_and_writes_across_layers(gpt2):
 def _inputs(rm, ids):
     from monosemantic.circuits.replacement import _Capture
 
-    cap = _Capture({s.site_in for s in rm.spliced})
+    cap = _Capture({s.hook_name for s in rm.spliced})
     with torch.no_grad():
         rm.lm(ids[None], hooks=cap)
-    return [cap.acts[s.site_in][0] for s in rm.spliced]
+    return [cap.acts[s.hook_name][0] for s in rm.spliced]
 
 
 def test_clt_contrastive_graph_matches_finite_differences(tiny_paths):
     """The contrastive checks of test_contrastive_graph, with a CLT: a layer-0 latent's edge sums
     its writes to both layers."""
-    from monosemantic.circuits.contrastive_graph import contrastive_graph
+    from circuit_checks import check_contrastive_edges, check_ig_completeness
+    from tiny_families import load64
 
-    from . import test_contrastive_graph as tc
-    from .conftest import load64
+    from monosemantic.circuits.contrastive_graph import contrastive_graph
 
     gpt2 = load64(tiny_paths["gpt2"])
     rm = ReplacementModel(gpt2, [make_clt(gpt2.d_model, gpt2.n_layers, seed=1)], names=["clt"])
-    graph, effect, res = contrastive_graph(rm, PROMPT, tc.CORRUPTED, steps=32, batch_size=8)
-    built = (rm, graph, effect, res)
-    tc.test_edges_match_finite_differences(built)
-    tc.test_integrated_gradients_completeness(built)
+    graph, effect, res = contrastive_graph(rm, PROMPT, CORRUPTED, steps=32, batch_size=8)
+    check_contrastive_edges(rm, graph, res, PROMPT)
+    check_ig_completeness(graph, effect, res, CORRUPTED)

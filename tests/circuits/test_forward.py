@@ -3,12 +3,13 @@ tests are in test_families_circuits.py)."""
 
 import pytest
 import torch
+from tiny_families import load64
 
 from monosemantic.circuits.forward import Freeze, FunctionalLM
 from monosemantic.lm.model import load_model
 from monosemantic.utils.errors import MonosemanticError
 
-from .conftest import FAMILIES, PROMPT, WINDOW, load64
+from .conftest import FAMILIES, PROMPT, WINDOW
 
 
 @pytest.mark.parametrize("family", list(WINDOW))
@@ -42,19 +43,15 @@ def test_frozen_pass_differs_when_inputs_change(tiny_paths):
     assert not torch.allclose(frozen_other, f(other), atol=1e-6)
 
 
-def test_serial_gpt_neox_equals_hf_logits(tmp_path):
+def test_serial_gpt_neox_equals_hf_logits(tiny_family):
     """GPT-NeoX without the parallel residual (attention, then the MLP on resid_mid)."""
-    from monosemantic.lm.tiny import save_tiny_model
-
-    m = load64(save_tiny_model("gpt_neox", tmp_path / "neox", use_parallel_residual=False))
+    m = load64(tiny_family("gpt_neox", use_parallel_residual=False))
     ids = m.tokenizer(PROMPT, return_tensors="pt").input_ids
     f = FunctionalLM(m.hf)
     assert not f.parallel and torch.equal(f(ids), m.hf(ids).logits)
 
 
-def test_unsupported_family_is_a_clear_error(tmp_path):
-    from monosemantic.lm.tiny import save_tiny_model
-
-    m = load_model(str(save_tiny_model("bert", tmp_path / "bert")))
+def test_unsupported_family_is_a_clear_error(tiny_family):
+    m = load_model(str(tiny_family("bert")))
     with pytest.raises(MonosemanticError, match="circuits support"):
         FunctionalLM(m.hf)

@@ -66,9 +66,8 @@ def test_spliced_logits_match_evaluate(sm):
     keep = ~special_token_mask(tokens, sm.model.tokenizer)
     for name in ("sae", "tc"):
         dic = sm.dictionaries[name]
-        site_out = dic.cfg.hook_name_out or dic.cfg.hook_name
         mean = torch.zeros(sm.model.d_model)
-        ev = SplicedEvaluator(sm.model, [tokens], [keep]).evaluate(dic, dic.cfg.hook_name, site_out, mean)
+        ev = SplicedEvaluator(sm.model, [tokens], [keep]).evaluate(dic, mean)
         logits = sm.run_with_dictionaries(tokens, name)
         ce = next_token_ce(logits, tokens).item() / (tokens.shape[1] - 1)
         assert ce == pytest.approx(ev["ce_loss_spliced"], abs=1e-6)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from monosemantic.config.dictionary import DictionaryConfig
+from monosemantic.config.dictionary import DictionaryConfig, architecture_config
 from monosemantic.dictionaries import Dictionary, build_dictionary
 
 
@@ -14,11 +14,13 @@ def make_dictionary(
 ) -> Dictionary:
     """A dictionary with randomised (non-trivial) weights: biases, thresholds, skip all nonzero."""
     torch.manual_seed(seed)
+    kw = {k: v for k, v in kw.items() if v is not None}
     d_out = d_in if kind == "sae" else d_in - 4
+    if "k" in architecture_config(arch).model_fields:  # a TopK-style k, or a baseline's optional one
+        kw.setdefault("k", 5)
     cfg = DictionaryConfig(
         architecture=arch,
         d_sae=d_sae,
-        k=kw.pop("k", 5),
         site="blocks.0.mlp.hook_in",
         site_out=None if kind == "sae" else "blocks.0.hook_mlp_out",
         skip=kind == "skip",
@@ -57,9 +59,10 @@ def make_clt(activation: str, seed: int = 0):
     """A 3-layer CLT over blocks.{0,1,2} with random biases."""
     torch.manual_seed(seed)
     c = DictionaryConfig(
-        architecture=activation,
+        architecture="clt",
+        activation=activation,
         d_sae=CLT_N,
-        k=3 if "topk" in activation else None,
+        **({"k": 3} if "topk" in activation else {}),
         site="blocks.{0,1,2}.mlp.hook_in",
         site_out="blocks.{0,1,2}.hook_mlp_out",
     )

@@ -51,17 +51,17 @@ def batch_topk_mask(pre, n):
 
 
 def aux_term(dic, p, pre, y, y_hat, dead):
-    aux_k = dic.cfg.aux_k
+    aux_k = dic.settings.aux_k
     n = min(aux_k, int(dead.sum()))
     masked = torch.where(dead, pre, torch.full_like(pre, -1e9))
     f_aux = pre * row_topk_mask(masked, n)  # raw pre-activations (SAELens), not ReLU
     residual = (y - y_hat).detach()
     scale = min(int(dead.sum()) / aux_k, 1.0)
-    return dic.cfg.aux_coefficient * scale * sq_err(f_aux @ p["W_dec"], residual)
+    return dic.settings.aux_coefficient * scale * sq_err(f_aux @ p["W_dec"], residual)
 
 
 def reference_loss(dic, p, x, y, dead):
-    arch, cfg = dic.cfg.architecture, dic.cfg
+    arch, cfg, skip = dic.cfg.architecture, dic.settings, dic.cfg.skip
     x_in = ref_in(dic, p, x)
     if arch == "gated":
         h = x_in @ p["W_enc"]
@@ -72,7 +72,7 @@ def reference_loss(dic, p, x, y, dead):
         norms = torch.sqrt((p["W_dec"] ** 2).sum(dim=1))
         l1 = (torch.clamp(gate, min=0) * norms).sum(dim=1).mean()
         frozen = torch.clamp(gate, min=0) @ p["W_dec"].detach() + p["b_dec"].detach()
-        if cfg.skip:
+        if skip:
             frozen = frozen + x @ p["W_skip"].detach()
         return sq_err(y_hat, y) + cfg.l1_coefficient * l1 + sq_err(frozen, y), y_hat, f
     pre = x_in @ p["W_enc"] + p["b_enc"]
@@ -90,7 +90,7 @@ def reference_loss(dic, p, x, y, dead):
         loss = 0
         for m in cfg.matryoshka_widths:
             prefix = f[:, :m] @ p["W_dec"][:m] + p["b_dec"]
-            if cfg.skip:
+            if skip:
                 prefix = prefix + x @ p["W_skip"]
             loss = loss + sq_err(prefix, y)
     else:
@@ -143,7 +143,7 @@ def test_topk_encode_matches_rowwise_loop(make_dic, x16):
     f = dic.encode(x16)
     for b in range(x16.shape[0]):
         pre = [(x16[b] - dic.b_dec) @ dic.W_enc[:, j] + dic.b_enc[j] for j in range(dic.d_sae)]
-        order = sorted(range(dic.d_sae), key=lambda j: -pre[j].item())[: dic.cfg.k]
+        order = sorted(range(dic.d_sae), key=lambda j: -pre[j].item())[: dic.settings.k]
         for j in range(dic.d_sae):
             want = max(pre[j].item(), 0.0) if j in order else 0.0
             assert f[b, j].item() == pytest.approx(want, abs=1e-5)
@@ -228,7 +228,7 @@ def test_batchtopk_threshold_tracks_min_activation_and_converts(make_dic, x16):
     assert torch.all(dic.threshold == dic.threshold[0])
     # the training rule and the inference rule agree on L0 roughly once the threshold is set
     f_train = dic.encode_batch_topk(x16)
-    assert f_train.count_nonzero() == dic.cfg.k * x16.shape[0]
+    assert f_train.count_nonzero() == dic.settings.k * x16.shape[0]
     jump = dic.to_jumprelu()
     assert jump.cfg.architecture == "jumprelu"
     torch.testing.assert_close(jump.encode(x16), dic.encode(x16))

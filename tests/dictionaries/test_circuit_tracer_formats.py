@@ -33,8 +33,8 @@ def test_clt_written_for_circuit_tracer_reads_back(tmp_path, activation):
     assert tuple(load_file(str(out / "W_dec_1.safetensors"))["W_dec_1"].shape) == (N, L - 1, D)
     assert ("threshold_1" in enc) == (activation != "relu")
     back = load_dictionary(out)
-    assert back.cfg.activation == ("relu" if activation == "relu" else "jumprelu")
-    assert back.cfg.hook_names == clt.cfg.hook_names and back.cfg.hook_names_out == clt.cfg.hook_names_out
+    assert back.settings.activation == ("relu" if activation == "relu" else "jumprelu")
+    assert back.sites_in == clt.sites_in and back.sites_out == clt.sites_out
     x = torch.randn(9, L * D)
     assert torch.allclose(back(x), clt(x), atol=1e-5)
 
@@ -44,11 +44,11 @@ def test_topk_clt_is_refused_for_circuit_tracer(tmp_path):
         write_circuit_tracer(make("topk"), tmp_path / "ct")
 
 
-def _transcoders(arch: str):
+def _transcoders(arch: str, **settings):
     torch.manual_seed(1)
     out = []
     for layer in range(2):
-        c = DictionaryConfig(architecture=arch, d_sae=N, k=3 if arch == "batchtopk" else None,
+        c = DictionaryConfig(architecture=arch, d_sae=N, **settings,
                              site=f"blocks.{layer}.mlp.hook_in", site_out=f"blocks.{layer}.hook_mlp_out")  # fmt: skip
         dic = build_dictionary(c, D, D)
         with torch.no_grad():
@@ -114,3 +114,26 @@ def test_bad_npz_is_one_line_error(tmp_path):
     np.savez(tmp_path / "params.npz", W_enc=np.zeros((2, 3)))
     with pytest.raises(MonosemanticError, match="missing arrays"):
         load_dictionary(tmp_path / "params.npz")
+
+
+@pytest.mark.parametrize(
+    "arch,settings", [("batchtopk", {"k": 3}), ("matryoshka", {"k": 3, "matryoshka_widths": [4, N]})]
+)
+def test_batch_selected_transcoders_export_in_their_jumprelu_form(tmp_path, arch, settings):
+    tcs = _transcoders(arch, **settings)
+    for tc in tcs:
+        tc.train()
+        tc.training_loss(torch.randn(64, D), torch.randn(64, D))  # learn a running threshold
+        tc.eval()
+    out = write_circuit_tracer(tcs, tmp_path / "gs")
+    back = load_gemma_scope_npz(
+        out / "layer_1", hook_name="blocks.1.mlp.hook_in", hook_name_out="blocks.1.hook_mlp_out"
+    )
+    x = torch.randn(6, D)
+    assert float(tcs[1].threshold.abs().max()) > 1e-6
+    assert torch.allclose(back(x), tcs[1](x), atol=1e-5)
+
+
+def test_per_token_topk_transcoders_are_refused_for_circuit_tracer(tmp_path):
+    with pytest.raises(MonosemanticError, match="topk has no equivalent there"):
+        write_circuit_tracer(_transcoders("topk", k=3), tmp_path / "ct")

@@ -6,10 +6,10 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from monosemantic.config import DictionaryConfig
+from monosemantic.config import DictionaryConfig, validate_config
+from monosemantic.config import dictionary as dictionary_config
+from monosemantic.config.site import Site
 from monosemantic.dictionaries.io import load_dictionary, save_dictionary
-from monosemantic.dictionaries.layer_sites import expand, stream_key
-from monosemantic.dictionaries.registry import meta_from_config
 from monosemantic.utils.errors import ConfigError
 
 from .conftest import CLT_D as D
@@ -19,15 +19,19 @@ from .conftest import make_clt as make
 
 
 def test_layer_globs_expand_over_layers():
-    assert expand("blocks.*.mlp.hook_in", available=["blocks.2.mlp.hook_in", "blocks.0.mlp.hook_in",
-                  "blocks.0.hook_mlp_out"]) == ["blocks.0.mlp.hook_in", "blocks.2.mlp.hook_in"]  # fmt: skip
-    assert expand("blocks.*.hook_mlp_out", layers=[1, 3]) == [
+    def names(site: Site) -> list[str]:
+        return [str(s) for s in site.sites()]
+
+    glob = Site.parse("blocks.*.mlp.hook_in")
+    available = ["blocks.2.mlp.hook_in", "blocks.0.mlp.hook_in", "blocks.0.hook_mlp_out"]
+    assert names(glob.expand(available)) == ["blocks.0.mlp.hook_in", "blocks.2.mlp.hook_in"]
+    assert names(Site.parse("blocks.*.hook_mlp_out").with_layers([1, 3])) == [
         "blocks.1.hook_mlp_out",
         "blocks.3.hook_mlp_out",
     ]
-    assert stream_key("blocks.*.mlp.hook_in", [0, 1]) == "blocks.{0,1}.mlp.hook_in"
-    assert expand("blocks.{0,1}.mlp.hook_in") == ["blocks.0.mlp.hook_in", "blocks.1.mlp.hook_in"]
-    assert expand("blocks.3.hook_resid_post") == ["blocks.3.hook_resid_post"]
+    assert str(glob.with_layers([0, 1])) == "blocks.{0,1}.mlp.hook_in"
+    assert names(Site.parse("blocks.{0,1}.mlp.hook_in")) == ["blocks.0.mlp.hook_in", "blocks.1.mlp.hook_in"]
+    assert names(Site.parse("blocks.3.hook_resid_post")) == ["blocks.3.hook_resid_post"]
 
 
 @pytest.mark.parametrize("activation", ["relu", "jumprelu", "topk", "batchtopk"])
@@ -110,7 +114,7 @@ def test_save_load_round_trip_lists_sites(tmp_path, activation):
     back = load_dictionary(tmp_path / "clt")
     x = torch.randn(7, L * D)
     assert torch.allclose(back(x), clt(x), atol=1e-5)
-    assert back.cfg.layers == [0, 1, 2] and back.cfg.activation == activation
+    assert back.layers == [0, 1, 2] and back.settings.activation == activation
 
 
 def test_fold_activation_scale_keeps_outputs():
@@ -134,19 +138,65 @@ def test_fold_per_layer_scales_keeps_outputs():
 
 
 def test_config_errors_are_one_line():
-    with pytest.raises(ValidationError, match="site_out too"):
+    with pytest.raises(
+        ValidationError, match="not one hook over several layers|names several sites|reads several"
+    ):
         DictionaryConfig(
-            architecture="topk", k=4, d_sae=8, site="blocks.*.mlp.hook_in", site_out="blocks.3.hook_mlp_out"
-        )
-    DictionaryConfig(architecture="topk", k=4, d_sae=8, site="blocks.*.hook_resid_post")  # a crosscoder
-    # the activation family is the CLT's to check (when it is built from the expanded sites)
-    gated = DictionaryConfig(
-        architecture="gated", d_sae=8, site="blocks.*.mlp.hook_in", site_out="blocks.*.hook_mlp_out"
+            architecture="clt", activation="topk", k=4, d_sae=8, site="blocks.3.mlp.hook_in",
+            site_out="blocks.3.hook_mlp_out",
+        )  # fmt: skip
+    cc = DictionaryConfig(
+        architecture="crosscoder", activation="topk", k=4, d_sae=8, site="blocks.*.hook_resid_post"
     )
-    expanded = gated.model_copy(
-        update={"site": "blocks.{0,1}.mlp.hook_in", "site_out": "blocks.{0,1}.hook_mlp_out"}
-    )
-    with pytest.raises(ConfigError, match=r"relu \| jumprelu \| topk \| batchtopk without skip, not 'gated'"):
-        meta_from_config(expanded, 8, 8)
+    assert type(cc).__name__ == "CrosscoderConfig"
     with pytest.raises(ValidationError, match="layers only applies"):
         DictionaryConfig(architecture="relu", d_sae=8, site="blocks.0.mlp.hook_in", layers=[0])
+
+
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ({"activation": "relu", "k": 4}, "k does not apply to a clt with activation 'relu'; remove it"),
+        ({"activation": "topk"}, "a topk clt needs k (per layer for a clt); set dictionary.k"),
+        ({"activation": "jumprelu", "skip": True}, "skip does not apply to architecture 'clt'; remove it"),
+        (
+            {"activation": "gated"},
+            "dictionary.activation: Input should be 'relu', 'jumprelu', 'topk' or 'batchtopk'",
+        ),
+        ({}, "architecture 'clt' needs activation = relu | jumprelu | topk | batchtopk"),
+        (
+            {"activation": "topk", "k": 4, "target_l0": 8},
+            "target_l0 does not apply to a clt with activation 'topk'",
+        ),
+        (
+            {"activation": "relu", "matryoshka_widths": [2, 8]},
+            "matryoshka_widths does not apply to architecture 'clt'",
+        ),
+        ({"activation": "relu", "site_out": None}, 'without site_out use architecture = "crosscoder"'),
+    ],
+)
+def test_clt_settings_are_checked_at_config_load(section, message):
+    spec = {
+        "architecture": "clt",
+        "d_sae": 8,
+        "site": "blocks.*.mlp.hook_in",
+        "site_out": "blocks.*.hook_mlp_out",
+    }
+    with pytest.raises(ConfigError) as e:
+        validate_config({"dictionary": {k: v for k, v in {**spec, **section}.items() if v is not None}})
+    assert message in str(e.value), str(e.value)
+
+
+def test_the_old_spelling_still_loads_with_a_note(capsys, monkeypatch):
+    """`architecture = "jumprelu"` with a layer-glob site was a CLT before `architecture = "clt"` existed."""
+    monkeypatch.setattr(dictionary_config, "_noted", set())  # the note is said once per process
+    old = {"architecture": "jumprelu", "d_sae": 8, "site": "blocks.*.mlp.hook_in", "site_out": "blocks.*.hook_mlp_out",
+           "l0_coefficient": 0.5}  # fmt: skip
+    d = validate_config({"dictionary": old}).dictionary
+    assert (d.architecture, d.activation, d.l0_coefficient) == ("clt", "jumprelu", 0.5)
+    cc = validate_config(
+        {"dictionary": {"architecture": "relu", "d_sae": 8, "site": "blocks.*.hook_resid_post"}}
+    )
+    assert (cc.dictionary.architecture, cc.dictionary.activation) == ("crosscoder", "relu")
+    out = " ".join(capsys.readouterr().err.split())
+    assert 'read as architecture = "clt", activation = "jumprelu"' in out

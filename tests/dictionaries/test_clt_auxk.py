@@ -17,7 +17,13 @@ SITE_IN, SITE_OUT = "blocks.{0,1,2}.mlp.hook_in", "blocks.{0,1,2}.hook_mlp_out"
 def make(activation: str = "topk", crosscoder: bool = False, seed: int = 0, **kw):
     torch.manual_seed(seed)
     c = DictionaryConfig(
-        architecture=activation, d_sae=N, k=K, site=SITE_IN, site_out=None if crosscoder else SITE_OUT, **kw
+        architecture="crosscoder" if crosscoder else "clt",
+        activation=activation,
+        d_sae=N,
+        k=K,
+        site=SITE_IN,
+        site_out=None if crosscoder else SITE_OUT,
+        **kw,
     )
     dic = build_dictionary(c, L * D, L * D)
     with torch.no_grad():
@@ -42,9 +48,9 @@ def grads(dic) -> dict[str, torch.Tensor]:
 
 def test_aux_k_defaults_per_layer_and_is_checked():
     clt, cc = make(), make(crosscoder=True)
-    assert clt.cfg.aux_k == D // 2  # half of one layer's input width, per layer like k
-    assert cc.cfg.aux_k == N  # half of L*D = 12, capped at the latents
-    assert make(aux_k=2).cfg.aux_k == 2 and make(aux_coefficient=0.5).cfg.aux_coefficient == 0.5
+    assert clt.settings.aux_k == D // 2  # half of one layer's input width, per layer like k
+    assert cc.settings.aux_k == N  # half of L*D = 12, capped at the latents
+    assert make(aux_k=2).settings.aux_k == 2 and make(aux_coefficient=0.5).settings.aux_coefficient == 0.5
     with pytest.raises(ConfigError, match="aux_k=13 is larger than d_sae"):
         make(aux_k=13)
 
@@ -80,9 +86,9 @@ def test_clt_auxk_matches_dense_reference():
     mse = (y_hat - y).pow(2).sum(-1).mean()
     scale = min(8 / (L * 2), 1.0)
     auxk = scale * (decode(aux_f) - (y - y_hat).detach()).pow(2).sum(-1).mean()
-    (mse + clt.cfg.aux_coefficient * auxk).backward()
+    (mse + clt.settings.aux_coefficient * auxk).backward()
     assert abs(out.terms["auxk"].item() - auxk.item()) < 1e-4 * auxk.item()
-    assert abs(out.terms["mse"].item() - mse.item()) < 1e-4 * mse.item()
+    assert abs(out.terms["mse_per_token"].item() - mse.item()) < 1e-4 * mse.item()
     for n, p in clt.named_parameters():
         assert torch.allclose(sparse_grads[n], p.grad, atol=1e-5, rtol=1e-4), n
 

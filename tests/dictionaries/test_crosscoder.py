@@ -49,7 +49,7 @@ class TwoSiteStream:
 
 def test_crosscoder_trains_and_decoder_shares_separate_site_specific_features(tmp_path):
     cfg = Config.model_validate({
-        "dictionary": {"architecture": "relu", "d_sae": 32, "site": "blocks.*.hook_resid_post",
+        "dictionary": {"architecture": "crosscoder", "activation": "relu", "d_sae": 32, "site": "blocks.*.hook_resid_post",
                        "l1_coefficient": 1.0},
         "train": {"tokens": 256 * 400, "batch_size": 256, "lr": 3e-3, "out": str(tmp_path / "cc"),
                   "log_every": 50, "init_tokens": 1024, "buffer_tokens": 1024},
@@ -76,8 +76,8 @@ def test_crosscoder_trains_and_decoder_shares_separate_site_specific_features(tm
 @pytest.mark.parametrize("activation", ["topk", "jumprelu", "batchtopk"])
 def test_crosscoder_save_load_and_one_latent_space(tmp_path, activation):
     torch.manual_seed(0)
-    c = DictionaryConfig(architecture=activation, d_sae=12, k=3 if "topk" in activation else None,
-                         site="blocks.{0,1}.hook_resid_post")  # fmt: skip
+    c = DictionaryConfig(architecture="crosscoder", activation=activation, d_sae=12,
+                         k=3 if "topk" in activation else None, site="blocks.{0,1}.hook_resid_post")  # fmt: skip
     cc = build_dictionary(c, 2 * D, 2 * D)
     cc.training_loss(torch.randn(32, 2 * D), torch.randn(32, 2 * D))
     cc.eval()
@@ -92,6 +92,8 @@ def test_crosscoder_cannot_be_spliced_into_circuits():
     from monosemantic.circuits.clt_layers import layer_views
     from monosemantic.utils.errors import MonosemanticError
 
-    c = DictionaryConfig(architecture="relu", d_sae=8, site="blocks.{0,1}.hook_resid_post")
+    c = DictionaryConfig(
+        architecture="crosscoder", activation="relu", d_sae=8, site="blocks.{0,1}.hook_resid_post"
+    )
     with pytest.raises(MonosemanticError, match="causal replacement model"):
         layer_views(build_dictionary(c, 2 * D, 2 * D))

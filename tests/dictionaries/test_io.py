@@ -116,7 +116,7 @@ def test_sparsify_layout(tmp_path):
         want_f[b, top.indices] = top.values
     torch.testing.assert_close(dic.encode(x), want_f)
     torch.testing.assert_close(dic(x), want_f @ W_dec + b_dec)
-    assert dic.cfg.hook_name == "layers.3" and dic.cfg.k == k
+    assert dic.cfg.hook_name == "layers.3" and dic.settings.k == k
     (folder / "cfg.json").write_text(json.dumps({"num_latents": 99, "k": k, "d_in": d_in}))
     with pytest.raises(DataError, match="99 latents"):
         load_dictionary(folder)
@@ -167,6 +167,12 @@ def test_dictionary_learning_layouts(tmp_path):
 
     btk = load_dictionary(_dl_folder(tmp_path, "btk", topk_state, "BatchTopKSAE"))
     torch.testing.assert_close(btk.encode(x), post * (post > 0.2))
+    # without config.json, `k` + `threshold` fit both classes: refused, never guessed
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    torch.save(topk_state, bare / "ae.pt")
+    with pytest.raises(DataError, match="AutoEncoderTopK and BatchTopKSAE both store"):
+        load_dictionary(bare)
 
     W_enc, W_dec, thr = (
         torch.randn(d, n, generator=gen),

@@ -23,7 +23,7 @@ def test_two_ranks_give_the_single_process_metrics(tmp_path: Path) -> None:
     config.write_text(
         'device = "cpu"\n[data]\ntext = "storyworld"\ncontext_size = 64\nmax_tokens = 4096\n'
         '[sites]\nnames = ["blocks.1.hook_resid_post"]\n'
-        f'[harvest]\nout = "{tmp_path}/cache"\nbatch_size = 16\n'
+        f'[harvest]\nout = "{tmp_path}/cache"\nbatch_size = 16\neval_fraction = 0.5\n'
         '[dictionary]\narchitecture = "topk"\nd_sae = 256\nk = 8\n'
         f'[train]\ntokens = 4096\nbatch_size = 256\nbuffer_tokens = 2048\ninit_tokens = 512\nout = "{tmp_path}/sae"\n'
         f'[evaluate]\nbatch_size = 8\nerror_check_batches = 3\nout = "{tmp_path}/one"\n'
@@ -36,7 +36,10 @@ def test_two_ranks_give_the_single_process_metrics(tmp_path: Path) -> None:
     one = json.loads((tmp_path / "one/metrics.json").read_text())
     two = json.loads((tmp_path / "two/metrics.json").read_text())
     (entry,) = one["dictionaries"].values()
-    assert entry["n_sequences"] == 64 and entry["splice_error_check_batches"] == 3
+    # the held-out half of the 64 sequences (enough batches of 8 to spread over two ranks)
+    held_out = json.loads((tmp_path / "cache/manifest.json").read_text())["eval_sequences"]["sequences"]
+    assert 16 <= len(held_out) <= 48 and entry["held_out"] is True
+    assert entry["n_sequences"] == len(held_out) and entry["splice_error_check_batches"] == 3
     close(one, two)
     # storyworld concept scores (AUROC, F1, purity per concept) are merged too
     concepts = json.loads((tmp_path / "one/concepts.json").read_text())

@@ -18,11 +18,11 @@ from monosemantic.training.trainer import train
 SITES = '["blocks.0.mlp.hook_in", "blocks.0.hook_mlp_out", "blocks.1.mlp.hook_in", "blocks.1.hook_mlp_out"]'
 GLOBS = 'site = "blocks.*.mlp.hook_in"\nlayers = [0, 1]\n'
 DICTIONARIES = (
-    f'[[dictionaries]]\nname = "clt"\narchitecture = "topk"\nd_sae = 256\nk = 4\n{GLOBS}'
+    f'[[dictionaries]]\nname = "clt"\narchitecture = "clt"\nactivation = "topk"\nd_sae = 256\nk = 4\n{GLOBS}'
     'site_out = "blocks.*.hook_mlp_out"\n'
-    f'[[dictionaries]]\nname = "clt-batch"\narchitecture = "batchtopk"\nd_sae = 256\nk = 4\n{GLOBS}'
+    f'[[dictionaries]]\nname = "clt-batch"\narchitecture = "clt"\nactivation = "batchtopk"\nd_sae = 256\nk = 4\n{GLOBS}'
     'site_out = "blocks.*.hook_mlp_out"\n'
-    f'[[dictionaries]]\nname = "cc"\narchitecture = "batchtopk"\nd_sae = 256\nk = 8\n{GLOBS}'
+    f'[[dictionaries]]\nname = "cc"\narchitecture = "crosscoder"\nactivation = "batchtopk"\nd_sae = 256\nk = 8\n{GLOBS}'
 )
 
 

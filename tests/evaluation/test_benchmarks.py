@@ -40,13 +40,13 @@ def test_sparse_probing_against_sklearn_and_a_planted_latent():
     assert res["k"]["1"] == pytest.approx(1.0, abs=1e-12)
     tr, y_tr, te, y_te = balanced_split(np.flatnonzero(y == 1), np.flatnonzero(y == 0), 0)
     assert top_latents_by_mean_diff(f[tr], y_tr, 1).tolist() == [7]
-    # mean-difference ranking, computed independently
-    diff = [f[tr][y_tr == 1, j].mean() - f[tr][y_tr == 0, j].mean() for j in range(d_sae)]
-    assert top_latents_by_mean_diff(f[tr], y_tr, 5).tolist() == list(np.argsort(diff)[::-1][:5])
-    # the dense probe is scikit-learn's logistic regression on standardised activations
-    mu, sd = x[tr].mean(0), x[tr].std(0)
-    ref = LogisticRegression(max_iter=2000, random_state=0).fit((x[tr] - mu) / sd, y_tr)
-    assert res["dense"] == pytest.approx(ref.score((x[te] - mu) / sd, y_te), abs=1e-9)
+    # SAEBench's ranking, |mean difference|, computed independently; signed for "fires for the class"
+    diff = np.array([f[tr][y_tr == 1, j].mean() - f[tr][y_tr == 0, j].mean() for j in range(d_sae)])
+    assert top_latents_by_mean_diff(f[tr], y_tr, 5).tolist() == list(np.argsort(np.abs(diff))[::-1][:5])
+    assert top_latents_by_mean_diff(f[tr], y_tr, 5, signed=True).tolist() == list(np.argsort(diff)[::-1][:5])
+    # the dense probe is SAEBench's: scikit-learn's L2 logistic regression on unstandardised activations
+    ref = LogisticRegression(penalty="l2", C=1.0, max_iter=1000, random_state=0).fit(x[tr], y_tr)
+    assert res["dense"] == pytest.approx(ref.score(x[te], y_te), abs=1e-9)
     assert res["n_train"] + res["n_test"] == 2 * min((y == 1).sum(), (y == 0).sum(), 300)
     assert sparse_probe_task(f[:30], x[:30], y[:30], seed=0) is None  # too few examples per class
 
@@ -66,6 +66,28 @@ def test_absorption_on_a_hand_built_dictionary():
     assert frac == pytest.approx(0.5) and not full
     # an unaligned latent (cos 0) never absorbs
     assert word_absorption(np.array([0, 0, 3.0]), 1.0, cos, [0]) == (0.0, False)
+
+
+def test_absorption_refuses_to_score_without_a_first_letter_probe():
+    """SAEBench's precondition: fewer than 20 letters whose probe reaches F1 > 0.6 -> no score."""
+    from monosemantic.evaluation.benchmarks.absorption import MIN_LETTERS, absorption_scores
+
+    rng = np.random.default_rng(0)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words = [c + "xy" for c in letters for _ in range(20)]
+    n, d = len(words), 32
+    train, test = np.arange(0, n, 2)[: n // 2], np.arange(1, n, 2)
+    noise = rng.normal(size=(n, d))  # activations that carry no first-letter information
+    res = absorption_scores(words, np.abs(noise), noise, np.eye(d), train, test, seed=0)
+    assert "refused" in res and math.isnan(res["mean_absorption_rate"])
+    assert res["n_letters_passing"] < MIN_LETTERS and max(res["probe_f1"].values()) <= 0.6
+    # the same words with the letter planted on its own coordinate: every letter passes, scores exist
+    planted = noise.copy()
+    for i, w in enumerate(words):
+        planted[i, letters.index(w[0])] += 6.0
+    res = absorption_scores(words, np.abs(planted), planted, np.eye(d), train, test, seed=0)
+    assert "refused" not in res and res["n_letters_passing"] >= MIN_LETTERS
+    assert 0.0 <= res["mean_absorption_rate"] <= 1.0 and "SAEBench" in res["definition"]
 
 
 def test_split_latents_finds_a_letter_split_across_two_latents():

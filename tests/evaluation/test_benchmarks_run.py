@@ -34,7 +34,7 @@ def setup(tiny_gpt2, tmp_path_factory) -> tuple[Path, Path, Path]:
         DEMO,
         [f"model.name={tiny_gpt2}", "device=cpu", "data.context_size=32", "data.max_tokens=4096",
          f'sites.names=["{SITE}"]', f"harvest.out={root / 'cache'}", "harvest.dtype=float32",
-         "harvest.shard_sequences=64", "harvest.batch_size=16"],
+         "harvest.shard_sequences=64", "harvest.batch_size=16", "harvest.eval_fraction=0.5"],
     )  # fmt: skip
     cache = harvest(cfg)
     for name, seed in (("a", 1), ("b", 2)):

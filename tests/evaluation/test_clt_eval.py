@@ -105,7 +105,7 @@ def test_clt_without_cross_layer_decoders_equals_per_layer_transcoders(cache, ti
 
     torch.manual_seed(0)
     d = 32
-    c = DictionaryConfig(architecture="topk", d_sae=48, k=4, site="blocks.{0,1}.mlp.hook_in",
+    c = DictionaryConfig(architecture="clt", activation="topk", d_sae=48, k=4, site="blocks.{0,1}.mlp.hook_in",
                          site_out="blocks.{0,1}.hook_mlp_out")  # fmt: skip
     clt = build_dictionary(c, 2 * d, 2 * d)
     tcs = []
@@ -114,8 +114,9 @@ def test_clt_without_cross_layer_decoders_equals_per_layer_transcoders(cache, ti
         clt.b_dec.normal_(0, 0.1)
         clt.W_dec[0][:, 1:] = 0  # layer 0 writes only to itself: the CLT is two transcoders
         for layer in (0, 1):
-            meta = DictionaryMeta(architecture="topk", d_in=d, d_sae=48, d_out=d, k=4, apply_b_dec_to_input=False,
-                                  hook_name=f"blocks.{layer}.mlp.hook_in", hook_name_out=f"blocks.{layer}.hook_mlp_out")  # fmt: skip
+            meta = DictionaryMeta.from_dict({"architecture": "topk", "d_in": d, "d_sae": 48, "d_out": d, "k": 4,
+                                             "apply_b_dec_to_input": False, "hook_name": f"blocks.{layer}.mlp.hook_in",
+                                             "hook_name_out": f"blocks.{layer}.hook_mlp_out"})  # fmt: skip
             tc = TopKDictionary(meta)
             tc.W_enc.copy_(clt.W_enc[layer])
             tc.b_enc.copy_(clt.b_enc[layer])

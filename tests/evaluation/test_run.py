@@ -40,7 +40,7 @@ def cache(tiny_gpt2, tmp_path_factory) -> Path:
         [
             f"model.name={tiny_gpt2}", "device=cpu", "data.context_size=16", "data.max_tokens=448",
             f"sites.names=[\"{SAE_SITE}\", \"{TC_IN}\"]", f"harvest.out={out}", "harvest.dtype=float32",
-            "harvest.shard_sequences=10", "harvest.batch_size=8",
+            "harvest.shard_sequences=10", "harvest.batch_size=8", "harvest.eval_fraction=0.8",
         ],
     )  # fmt: skip
     return harvest(cfg)
@@ -82,9 +82,15 @@ def test_acceptance_command(cache, tiny_gpt2, tmp_path):
     saved = json.loads((out / "metrics.json").read_text())
     assert set(saved) == {"sample", "dictionaries"} and list(saved["dictionaries"]) == ["sae"]
     metrics = saved["dictionaries"]["sae"]
-    n_cache = ActivationCache(cache).n_sequences
-    assert saved["sample"]["selection"] == "all" and saved["sample"]["n_sequences"] == n_cache
-    assert metrics["n_sequences"] == n_cache and "not held out" in saved["sample"]["note"]
+    # every held-out sequence the manifest names, and only those
+    manifest = ActivationCache(cache).manifest
+    held = manifest["eval_sequences"]["sequences"]
+    assert 0 < len(held) < ActivationCache(cache).n_sequences
+    sample = saved["sample"]
+    assert sample["selection"] == "held_out" and sample["held_out"] is True and sample["sequences"] == held
+    assert sample["eval_sequences"] == {"seed": 0, "fraction": 0.8, "n": len(held)}
+    assert metrics["n_sequences"] == len(held) and metrics["held_out"] is True
+    assert "held-out sequences" in sample["note"] and "held-out sequences" in proc.stdout
     for key in REQUIRED:
         assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), key
     assert metrics["hook_name"] == SAE_SITE and metrics["live_sites"] == []
@@ -125,11 +131,13 @@ def test_sweep_live_site_and_independent_metrics(cache, tiny_gpt2, tmp_path):
     assert ex["ce_loss_spliced"] == pytest.approx(ex["ce_loss_clean"], rel=1e-9)
     assert ex["ce_loss_recovered"] == pytest.approx(1.0, abs=1e-6)
 
-    # a seeded random sample of 20 sequences (not the first 20: those are one slice of the corpus)
+    # a seeded random sample of 20 of the held-out sequences (not the first 20: one slice of the corpus)
     sample = saved["sample"]
     assert sample["selection"] == "random" and sample["seed"] == 0 and sample["n_sequences"] == 20
     ids = sample["sequences"]
-    assert len(set(ids)) == 20 and ids == sorted(ids) and ids != list(range(20))
+    held = ActivationCache(cache).manifest["eval_sequences"]["sequences"]
+    assert len(held) > 20 and set(ids) < set(held)
+    assert len(set(ids)) == 20 and ids == sorted(ids) and ids != held[:20]
     assert (
         sample["cache_sequences"] == ActivationCache(cache).n_sequences
         and sample["n_tokens"] == results["topk"]["n_tokens"]
@@ -212,16 +220,17 @@ def test_nan_cache_nan_dictionary_and_unfinished_checkpoint(cache, tiny_gpt2, tm
 
     bad = tmp_path / "nan-cache"
     shutil.copytree(cache, bad)
-    shard = bad / "shard-00001.safetensors"
+    shard = bad / "shard-00001.safetensors"  # sequences 10..19; evaluate reads the held-out ones
+    held = [g - 10 for g in ActivationCache(cache).manifest["eval_sequences"]["sequences"] if 10 <= g < 20]
     tensors = load_file(str(shard))
-    tensors[SAE_SITE][4, 2, 0] = float("nan")
+    tensors[SAE_SITE][held[0], 2, 0] = float("nan")
     save_file(tensors, str(shard))
     manifest = json.loads((bad / "manifest.json").read_text())
     manifest["shards"][1]["sha256"] = sha256_file(shard)
     (bad / "manifest.json").write_text(json.dumps(manifest))
     ckpt = _save(make_topk(32, 64, 4, SAE_SITE), tmp_path / "sae", tiny_gpt2)
     with pytest.raises(
-        DataError, match=rf"shard-00001.safetensors .*{SAE_SITE} holds NaN or inf in sequence\(s\) 4;"
+        DataError, match=rf"shard-00001.safetensors .*{SAE_SITE} holds NaN or inf in sequence\(s\) {held[0]};"
     ):
         run(ckpt, bad, "a")
 

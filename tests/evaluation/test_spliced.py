@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from monosemantic.evaluation.spliced import SplicedEvaluator, SpliceSpec, reconstruct
+from monosemantic.evaluation.spliced import SplicedEvaluator, SpliceSpec
 from monosemantic.lm.model import load_model
 
 from .conftest import make_topk
@@ -61,6 +61,12 @@ def _hf_logits(hf, tokens, module=None, replace=None):
             handle.remove()
 
 
+def reconstruct(dic, x):
+    """The reference reconstruction a manual hook applies: decode(encode(x)) in the dictionary's dtype."""
+    x = x.to(dic.dtype)
+    return dic.decode(dic.encode(x), x)
+
+
 @pytest.fixture(scope="module")
 def setup(tiny_gpt2):
     model = load_model(str(tiny_gpt2), device="cpu")
@@ -76,7 +82,7 @@ def test_sae_splice_matches_manual_hook(setup):
     dic = make_topk(model.d_model, 64, 6, SITE)
     ev = SplicedEvaluator(model, [tokens[:2], tokens[2:]], [keep[:2], keep[2:]])
     mean = torch.randn(model.d_model, generator=torch.Generator().manual_seed(9))
-    got = ev.evaluate(dic, SITE, SITE, mean)
+    got = ev.evaluate(dic, mean)
 
     block = hf.transformer.h[0]
     clean = _hf_logits(hf, tokens)
@@ -112,7 +118,7 @@ def test_transcoder_replaces_the_mlp(setup):
     tc = make_topk(model.d_model, 48, 5, "blocks.0.mlp.hook_in", "blocks.0.hook_mlp_out", seed=1)
     assert tc.is_transcoder
     ev = SplicedEvaluator(model, [tokens], [keep])
-    got = ev.evaluate(tc, "blocks.0.mlp.hook_in", "blocks.0.hook_mlp_out", torch.zeros(model.d_model))
+    got = ev.evaluate(tc, torch.zeros(model.d_model))
 
     block = hf.transformer.h[0]
     seen = {}
@@ -140,16 +146,21 @@ def test_evaluate_many_equals_one_at_a_time(setup):
     tc = make_topk(model.d_model, 48, 5, "blocks.1.mlp.hook_in", "blocks.1.hook_mlp_out", seed=3)
     mean = torch.full((model.d_model,), 0.5)
     specs = [
-        SpliceSpec(sae, SITE, SITE, mean),
-        SpliceSpec(tc, "blocks.1.mlp.hook_in", "blocks.1.hook_mlp_out", mean),
+        SpliceSpec(sae, mean),
+        SpliceSpec(tc, mean),
     ]
     batches, keeps = [tokens[:1], tokens[1:]], [keep[:1], keep[1:]]
     together = SplicedEvaluator(model, batches, keeps).evaluate_many(specs)
     for spec, joint in zip(specs, together, strict=True):
-        alone = SplicedEvaluator(model, batches, keeps).evaluate(
-            spec.dic, spec.in_site, spec.out_site, spec.mean
-        )
+        alone = SplicedEvaluator(model, batches, keeps).evaluate(spec.dic, spec.mean)
+        per_joint, per_alone = joint.pop("per_sequence"), alone.pop("per_sequence")
+        assert joint.pop("ce_convention") == alone.pop("ce_convention") == "monosemantic"
         assert joint == pytest.approx(alone, rel=1e-12)
+        for key, rows in per_joint.items():  # per-sequence sums: one per sequence, summing to the means
+            assert rows.shape == (3,) and torch.allclose(rows, per_alone[key], rtol=1e-12)
+        assert float(per_joint["spliced"].sum()) / float(per_joint["n"].sum()) == pytest.approx(
+            joint["ce_loss_spliced"], rel=1e-12
+        )
     assert together[0]["ce_loss_spliced"] != together[1]["ce_loss_spliced"]
 
 
@@ -158,9 +169,9 @@ def test_error_check_on_first_batches_only(setup):
     sae = make_topk(model.d_model, 64, 6, SITE, seed=5)
     mean = torch.zeros(model.d_model)
     batches, keeps = [tokens[:1], tokens[1:2], tokens[2:]], [keep[:1], keep[1:2], keep[2:]]
-    full = SplicedEvaluator(model, batches, keeps).evaluate(sae, SITE, SITE, mean)
-    part = SplicedEvaluator(model, batches, keeps, error_check_batches=1).evaluate(sae, SITE, SITE, mean)
-    first = SplicedEvaluator(model, batches[:1], keeps[:1]).evaluate(sae, SITE, SITE, mean)
+    full = SplicedEvaluator(model, batches, keeps).evaluate(sae, mean)
+    part = SplicedEvaluator(model, batches, keeps, error_check_batches=1).evaluate(sae, mean)
+    first = SplicedEvaluator(model, batches[:1], keeps[:1]).evaluate(sae, mean)
     assert full["splice_error_check_batches"] == 3 and part["splice_error_check_batches"] == 1
     assert part["ce_loss_spliced"] == pytest.approx(full["ce_loss_spliced"], rel=1e-12)
     assert part["ce_loss_spliced_with_error"] == pytest.approx(first["ce_loss_clean"], rel=1e-12)

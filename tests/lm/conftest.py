@@ -9,18 +9,9 @@ import torch
 
 from monosemantic.lm.model import SubjectModel, load_model
 
-# name -> (family passed to save_tiny_model, config overrides)
-VARIANTS = {
-    "gpt2": ("gpt2", {}),
-    "gpt_neox": ("gpt_neox", {}),  # Pythia-style parallel residual
-    "gpt_neox_serial": ("gpt_neox_serial", {}),  # the tiny variant without the parallel residual
-    "llama": ("llama", {}),
-    "mistral": ("mistral", {}),
-    "qwen2": ("qwen2", {}),
-    "gemma": ("gemma", {}),
-    "gemma2": ("gemma2", {}),
-    "bert": ("bert", {}),
-}
+# The tiny variants the site tests run on (`lm/tiny.py`; gpt_neox is Pythia-style with the parallel
+# residual, gpt_neox_serial the variant without it).
+VARIANTS = ("gpt2", "gpt_neox", "gpt_neox_serial", "llama", "mistral", "qwen2", "gemma", "gemma2", "bert")
 
 
 @pytest.fixture(autouse=True)
@@ -37,8 +28,7 @@ def tiny_path(tiny_family):
     """The shared tiny model of a variant (tests/support/tiny_families.py)."""
 
     def make(name: str) -> Path:
-        family, overrides = VARIANTS[name]
-        return tiny_family(family, **overrides)
+        return tiny_family(name)
 
     return make
 

@@ -10,16 +10,13 @@ import torch
 
 from monosemantic.lm.big import BigModel
 from monosemantic.lm.model import load_model
-from monosemantic.lm.tiny import save_tiny_model
 from monosemantic.utils.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
-def gpt2_small_wide(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def gpt2_small_wide(tiny_family) -> Path:
     """GPT-2 small's width (768, 12 heads, 3072 MLP) with 4 blocks: 28M parameters, 113 MB."""
-    return save_tiny_model(
-        "gpt2", tmp_path_factory.mktemp("wide") / "gpt2", d_model=768, n_layer=4, n_head=12
-    )
+    return tiny_family("gpt2", d_model=768, n_layer=4, n_head=12)
 
 
 def test_disk_offload_gives_the_plain_activations(gpt2_small_wide: Path, tmp_path: Path) -> None:

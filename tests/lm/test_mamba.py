@@ -11,7 +11,6 @@ import torch
 
 from monosemantic.config import DictionaryConfig, load_config
 from monosemantic.lm.model import load_model
-from monosemantic.lm.tiny import save_tiny_model
 from monosemantic.utils.errors import MonosemanticError
 
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo.toml"
@@ -19,8 +18,8 @@ PROMPT = "Lily the cat went to the beach. She found a red shell."
 
 
 @pytest.fixture(scope="module")
-def mamba_path(tmp_path_factory) -> Path:
-    return save_tiny_model("mamba", tmp_path_factory.mktemp("mamba") / "m")
+def mamba_path(tiny_family) -> Path:
+    return tiny_family("mamba")
 
 
 def test_mamba_sites_are_the_blocks_own_tensors(mamba_path):

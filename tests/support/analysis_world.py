@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
 
 from monosemantic.activations.cache import ActivationCache
 from monosemantic.activations.harvest import harvest
@@ -20,7 +19,7 @@ from monosemantic.config.dictionary import DictionaryConfig
 from monosemantic.corpus.storyworld import generate_stories
 from monosemantic.dictionaries import build_dictionary
 from monosemantic.dictionaries.io import save_dictionary
-from monosemantic.lm.tiny import tiny_config
+from monosemantic.lm.tiny import save_tiny_model
 from monosemantic.lm.tokenizer import train_tokenizer
 
 RESID = "blocks.0.hook_resid_post"
@@ -29,17 +28,10 @@ PROBE_CONCEPT = "colour:pink"
 
 
 def save_storyworld_tiny(path: Path) -> Path:
-    """A random 2-layer GPT-2 (`tiny_config`) with a BPE trained on storyworld, so that concept
+    """The tiny random GPT-2 of `lm/tiny.py` with a BPE trained on storyworld, so that concept
     words are single tokens (as with the shipped LM)."""
     tok = train_tokenizer([s.text for s in generate_stories(1, 400)], vocab_size=768, model_max_length=128)
-    special = tok.convert_tokens_to_ids(tok.eos_token)
-    cfg = tiny_config(
-        "gpt2", vocab_size=len(tok), bos_token_id=special, eos_token_id=special, pad_token_id=special
-    )
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_tiny_model("gpt2", path, seed=0, tokenizer=tok)
 
 
 def cache_tensors(cache: ActivationCache, site: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -1,7 +1,9 @@
 """One shared tiny random model per family variant (`lm.tiny`: the `tiny` entries of `lm/families.py`),
 saved once per session, and the float64 eager loading the exactness tests use.
 
-`tiny_family(variant, **overrides)` -> the saved folder (cached per variant and overrides).
+`tiny_family(variant, **overrides)` -> the saved folder (cached per variant and overrides);
+`tiny_gpt2` is `tiny_family("gpt2")`, the model most stage tests run on. Tests only read these
+folders (copy one to change it).
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ def tiny_family(tmp_path_factory):
         return cache[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tiny_family) -> Path:
+    return tiny_family("gpt2")
 
 
 def load64(path: str | Path) -> SubjectModel:

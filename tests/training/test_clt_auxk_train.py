@@ -56,9 +56,10 @@ class PlantedLayers:
 def _rows(out, dead_latents: str) -> dict[str, list[dict]]:
     cfg = Config.model_validate({
         "dictionaries": [
-            {"name": "clt", "architecture": "topk", "d_sae": 128, "k": 2,
+            {"name": "clt", "architecture": "clt", "activation": "topk", "d_sae": 128, "k": 2,
              "site": "blocks.*.mlp.hook_in", "site_out": "blocks.*.hook_mlp_out"},
-            {"name": "cc", "architecture": "batchtopk", "d_sae": 128, "k": 2, "site": "blocks.*.mlp.hook_in"},
+            {"name": "cc", "architecture": "crosscoder", "activation": "batchtopk", "d_sae": 128, "k": 2,
+             "site": "blocks.*.mlp.hook_in"},
         ],
         "train": {"tokens": 128 * 120, "batch_size": 128, "lr": 3e-3, "out": str(out), "log_every": 20,
                   "checkpoint_every": 1000, "init_tokens": 256, "buffer_tokens": 512,

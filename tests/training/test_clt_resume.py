@@ -53,9 +53,10 @@ class TwoLayerStream:
 def _config(out) -> Config:
     return Config.model_validate({
         "dictionaries": [
-            {"name": "clt", "architecture": "batchtopk", "d_sae": 32, "k": 4,
+            {"name": "clt", "architecture": "clt", "activation": "batchtopk", "d_sae": 32, "k": 4,
              "site": "blocks.*.mlp.hook_in", "site_out": "blocks.*.hook_mlp_out"},
-            {"name": "cc", "architecture": "relu", "d_sae": 32, "site": "blocks.*.hook_mlp_out", "layers": [0, 1]},
+            {"name": "cc", "architecture": "crosscoder", "activation": "relu", "d_sae": 32,
+             "site": "blocks.*.hook_mlp_out", "layers": [0, 1]},
             {"name": "tc1", "architecture": "topk", "d_sae": 32, "k": 4,
              "site": "blocks.1.mlp.hook_in", "site_out": "blocks.1.hook_mlp_out"},
         ],

@@ -56,7 +56,8 @@ def write_model_cache(path: Path, model: str, token_seed: int = 0) -> Path:
 def _config(tmp_path: Path, a: Path, b: Path) -> Config:
     return Config.model_validate({
         "data": {"activations": str(a), "activations_b": str(b)},
-        "dictionary": {"architecture": "relu", "d_sae": 64, "site": "{a,b}:" + SITE, "l1_coefficient": 1.0},
+        "dictionary": {"architecture": "crosscoder", "activation": "relu", "d_sae": 64, "site": "{a,b}:" + SITE,
+                       "l1_coefficient": 1.0},
         "train": {"tokens": 256 * 300, "batch_size": 256, "lr": 3e-3, "out": str(tmp_path / "cc"),
                   "log_every": 50, "init_tokens": 1024, "buffer_tokens": 2048},
     })  # fmt: skip
@@ -67,7 +68,7 @@ def test_crosscoder_across_two_models_finds_the_concept_only_model_b_has(tmp_pat
     b = write_model_cache(tmp_path / "b", "B")
     (folder,) = train(_config(tmp_path, a, b))
     cc = load_dictionary(folder)
-    assert cc.cfg.hook_names == [SITE, "b:" + SITE] and cc.cfg.metadata["model_name_b"] == "B"
+    assert [str(s) for s in cc.sites_in] == [SITE, "b:" + SITE] and cc.cfg.metadata["model_name_b"] == "B"
     share_a = cc.decoder_norm_share([0]).detach()  # 1: only model A, 0: only model B
     # in training's scale: each model's block times its recorded activation scale
     scales = torch.tensor(cc.cfg.metadata["training"]["activation_scale"])

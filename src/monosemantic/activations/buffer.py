@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from monosemantic.config import Config
+from monosemantic.config.site import Site
 from monosemantic.utils.errors import DataError
 from monosemantic.utils.progress import console
 
-from .paired import MODEL_B, PairedSource
+from .paired import PairedSource
 from .sources import CacheSource, LiveSource, Source, TensorFileSource
 
 if TYPE_CHECKING:
@@ -157,7 +158,7 @@ class SourceChoice:
 
 def source_choice(cfg: Config, sites: list[str]) -> SourceChoice:
     """The one decision of which source `train` reads (`plan` reports the same)."""
-    if any(s.startswith(MODEL_B) for s in sites):  # model B's sites: the data.activations_b cache
+    if any(Site.parse(s).model == "b" for s in sites):  # model B's sites: the data.activations_b cache
         return SourceChoice("paired", Path(cfg.data.activations or cfg.harvest.out))
     if cfg.data.activations is not None:
         path = Path(cfg.data.activations)

@@ -20,6 +20,7 @@ from monosemantic.utils.errors import DataError
 from monosemantic.utils.files import atomic_path, sha256_file
 from monosemantic.utils.progress import console
 
+from . import split
 from .manifest import read_manifest, shard_name, write_manifest
 
 if TYPE_CHECKING:
@@ -270,6 +271,7 @@ class ShardWriter:
         self.manifest["shards"].append(save_shard(target, tensors))
         self.manifest["sequences"] = self.n_sequences
         self.manifest["tokens"] = self.n_sequences * int(self.manifest["context_size"])
+        split.record(self.manifest)
         write_manifest(self.path, self.manifest)
         return target
 

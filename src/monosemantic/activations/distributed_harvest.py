@@ -21,6 +21,7 @@ from monosemantic.utils.errors import ConfigError, DataError
 from monosemantic.utils.files import write_json_atomic
 from monosemantic.utils.progress import console, progress_bar
 
+from . import split
 from .cache import ShardWriter, save_shard
 from .manifest import shard_name, write_manifest
 from .prefetch import Prefetch
@@ -118,6 +119,7 @@ def _merge(out: Path, manifest: dict[str, Any], n_shards: int) -> None:
     manifest["sequences"] = sum(int(s["sequences"]) for s in shards)
     manifest["tokens"] = manifest["sequences"] * int(manifest["context_size"])
     manifest["complete"] = True
+    split.record(manifest)
     write_manifest(out, manifest)
     for path in out.glob(JOURNAL_GLOB):
         path.unlink()

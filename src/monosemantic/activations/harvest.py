@@ -25,6 +25,7 @@ from monosemantic.utils.files import check_output
 from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.torch_utils import torch_dtype
 
+from . import split
 from .cache import ShardWriter
 from .manifest import FORMAT_VERSION, manifest_path, mismatch, read_manifest
 from .prefetch import Prefetch
@@ -98,6 +99,7 @@ def planned_manifest(cfg: Config) -> dict[str, Any]:
         "tokens": 0,
         "complete": False,
         "shards": [],
+        split.KEY: split.planned(cfg.harvest.eval_seed, cfg.harvest.eval_fraction),
     }
     if cfg.data.text == "storyworld":
         from monosemantic.corpus.concepts import CONCEPTS

@@ -75,6 +75,8 @@ def mismatch(existing: dict[str, Any], wanted: dict[str, Any]) -> str | None:
         )
     pairs = [(k, existing.get(k), wanted.get(k)) for k in RESUME_KEYS]
     pairs.append(("sites", list(existing.get("sites", {})), list(wanted.get("sites", {}))))
+    old_s, new_s = existing.get("eval_sequences") or {}, wanted.get("eval_sequences") or {}
+    pairs += [(f"eval_sequences.{k}", old_s.get(k), new_s.get(k)) for k in ("seed", "fraction")]
     old_h, new_h = existing.get("harvest", {}), wanted.get("harvest", {})
     pairs += [(f"harvest.{k}", old_h.get(k), new_h.get(k)) for k in RESUME_HARVEST_KEYS]
     for key, old, new in pairs:

@@ -16,12 +16,20 @@ from typing import Any
 import torch
 
 from monosemantic.config import Config
+from monosemantic.config.site import MODEL_B, Site
 from monosemantic.utils.errors import ConfigError, DataError
 
+from . import split
 from .cache import ActivationCache
 from .sources import CacheSource, Source
 
-MODEL_B = "b:"  # prefix of model B's sites in a paired stream
+
+def split_models(sites: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Model A's sites, and model B's under their own names (`b:blocks.2.hook_X` -> `blocks.2.hook_X`)."""
+    parsed = [Site.parse(s) for s in sites]
+    return [str(p) for p in parsed if p.models == ("a",)], [
+        str(p.in_model("a")) for p in parsed if p.models == ("b",)
+    ]
 
 
 def check_same_tokens(ca: ActivationCache, cb: ActivationCache) -> None:
@@ -36,6 +44,12 @@ def check_same_tokens(ca: ActivationCache, cb: ActivationCache) -> None:
         raise DataError(
             f"caches {ca.path} and {cb.path} are not the same token windows (context {ca.context_size} "
             f"vs {cb.context_size}, shard sizes {sizes_a[:4]} vs {sizes_b[:4]}); {fix}"
+        )
+    ha, hb = split.held_out(ca.manifest), split.held_out(cb.manifest)
+    if (ha is None) != (hb is None) or (ha is not None and not torch.equal(ha, hb)):
+        raise DataError(
+            f"caches {ca.path} and {cb.path} hold out different sequences for evaluation; harvest both "
+            "with the same harvest.eval_fraction and harvest.eval_seed"
         )
     for i in range(ca.num_shards):
         ta = ca.load_shard(i, [], verify=False)["tokens"]
@@ -54,8 +68,7 @@ class PairedSource(Source):
         self, path_a: Path, path_b: Path, sites: Sequence[str], chunk_tokens: int, exclude_special: bool
     ) -> None:
         self.sites = list(dict.fromkeys(sites))
-        sites_a = [s for s in self.sites if not s.startswith(MODEL_B)]
-        sites_b = [s[len(MODEL_B) :] for s in self.sites if s.startswith(MODEL_B)]
+        sites_a, sites_b = split_models(self.sites)
         if not sites_a or not sites_b:
             raise DataError(
                 f"a paired stream needs sites of both models (got {', '.join(self.sites)}); name the "
@@ -111,8 +124,7 @@ class PairedCache:
         verify: bool = True,
     ) -> Iterator[dict[str, torch.Tensor]]:
         sites = list(self.sites) if sites is None else list(sites)
-        sites_a = [s for s in sites if not s.startswith(MODEL_B)]
-        sites_b = [s[len(MODEL_B) :] for s in sites if s.startswith(MODEL_B)]
+        sites_a, sites_b = split_models(sites)
         batches_a = self.a.iter_sample(indices, sites_a, batch_sequences, verify)
         batches_b = self.b.iter_sample(indices, sites_b, batch_sequences, verify)
         for ba, bb in zip(batches_a, batches_b, strict=True):

@@ -21,6 +21,7 @@ from monosemantic.utils import distributed as D
 from monosemantic.utils.errors import DataError
 from monosemantic.utils.readers import first_line, load_safetensors
 
+from . import split
 from .cache import ActivationCache
 
 if TYPE_CHECKING:
@@ -79,7 +80,9 @@ class Source(ABC):
 
 
 class CacheSource(Source):
-    """Reads shards in order, `chunk_sequences` sequences at a time, verifying each shard once."""
+    """Reads shards in order, `chunk_sequences` sequences at a time, verifying each shard once.
+
+    The cache's held-out sequences (`split.py`) are skipped: training never reads them."""
 
     def __init__(
         self, path: str | Path, sites: Sequence[str], chunk_tokens: int, exclude_special: bool = True
@@ -94,20 +97,47 @@ class CacheSource(Source):
         self.widths = {s: self.cache.sites[s] for s in self.sites}
         self.exclude_special = exclude_special
         self.chunk_sequences = max(1, chunk_tokens // self.cache.context_size)
+        self.held_out = split.held_out(self.cache.manifest)
+        n_held = 0 if self.held_out is None else len(self.held_out)
+        if n_held >= self.cache.n_sequences:
+            raise DataError(
+                f"every sequence of the activation cache {self.cache.path} is held out for evaluation; "
+                "harvest more data (data.max_tokens) or a lower harvest.eval_fraction"
+            )
+        self.n_training_sequences = self.cache.n_sequences - n_held
         self.epoch, self.shard, self.seq = 0, 0, 0
         self._verified: set[int] = set()
+        self._firsts = [0]
+        for rec in self.cache.shards:
+            self._firsts.append(self._firsts[-1] + int(rec["sequences"]))
 
     @property
     def tokens_per_epoch(self) -> int:
-        return self.cache.n_tokens
+        return self.n_training_sequences * self.cache.context_size
+
+    def _training_rows(self, shard: int, start: int, stop: int) -> torch.Tensor | None:
+        """Rows start:stop of `shard` that training may read (None: all of them)."""
+        if self.held_out is None:
+            return None
+        ids = torch.arange(self._firsts[shard] + start, self._firsts[shard] + stop)
+        return ~torch.isin(ids, self.held_out)
 
     def next_chunk(self) -> dict[str, torch.Tensor]:
+        while True:  # a run of held-out sequences only yields no rows: read on
+            chunk, rows = self._read_chunk()
+            if rows > 0:
+                return chunk
+
+    def _read_chunk(self) -> tuple[dict[str, torch.Tensor], int]:
         if self.shard >= self.cache.num_shards:
             self.epoch, self.shard, self.seq = self.epoch + 1, 0, 0
         i, n_in_shard = self.shard, int(self.cache.shards[self.shard]["sequences"])
         stop = min(self.seq + self.chunk_sequences, n_in_shard)
         data = self.cache.load_shard(i, self.sites, verify=i not in self._verified, start=self.seq, stop=stop)
         self._verified.add(i)
+        rows = self._training_rows(i, self.seq, stop)
+        if rows is not None:
+            data = {k: v[rows] for k, v in data.items()}
         keep = None
         if self.exclude_special:
             keep = ~self.cache.special_mask(data["tokens"]).reshape(-1)
@@ -119,7 +149,7 @@ class CacheSource(Source):
         self.seq = stop
         if self.seq >= n_in_shard:
             self.shard, self.seq = self.shard + 1, 0
-        return chunk
+        return chunk, int(data["tokens"].shape[0])
 
     def state_dict(self) -> dict[str, Any]:
         return {"kind": "cache", "epoch": self.epoch, "shard": self.shard, "seq": self.seq}

@@ -14,21 +14,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from monosemantic.config.site import Site
 from monosemantic.dictionaries.base import Dictionary
 
 
 @torch.no_grad()
-def layer_weights(dic: Dictionary) -> dict[str, Tensor]:
-    if dic.cfg.architecture == "clt":
-        L, n, d = dic.n_layers, dic.n_per_layer, dic.d_layer_out
-        full = torch.zeros(L, n, L, d)
-        for s, W in enumerate(dic.W_dec):
-            full[s, :, s:] = W.detach().float().cpu()
-        decoders = full.reshape(L * n, L, d)
-        encoders = dic.W_enc.detach().float().cpu().permute(1, 0, 2).reshape(dic.d_layer_in, L * n)
-    else:  # crosscoder: W_dec [n, L, d]; one latent reads every layer
-        decoders = dic.W_dec.detach().float().cpu()
-        encoders = dic.W_enc.detach().float().cpu().permute(1, 0, 2).sum(1)
+def layer_weights(dic: Dictionary) -> dict[str, Tensor | None]:
+    """`encoders` is None where every latent reads every site (a crosscoder)."""
+    decoders = dic.site_decoders().detach().float().cpu()  # [d_sae, L, d]
+    encoders = dic.site_encoders()
+    encoders = None if encoders is None else encoders.detach().float().cpu()
     return {"decoders": decoders.flatten(1), "residual_write": decoders.sum(1), "encoders": encoders}
 
 
@@ -36,30 +31,33 @@ def layer_weights(dic: Dictionary) -> dict[str, Tensor]:
 def layer_summary(dic: Dictionary) -> dict[str, Any]:
     """Dictionary-level fields for the feature store: per latent, its home layer (CLT) and decoder
     norm per output layer, rounded; empty for single-site dictionaries."""
-    if not getattr(dic, "multi_site", False):
+    if not dic.multi_site:
         return {}
     norms = dic.decoder_norms().detach().float().cpu()  # [d_sae, L]
+    layers = dic.layers
     out: dict[str, Any] = {
-        "site_layers": [int(v) for v in dic.cfg.layers],
-        "site_labels": site_labels(list(dic.cfg.hook_names_out or dic.cfg.hook_names), dic.cfg.layers),
+        "site_layers": layers,
+        "site_labels": site_labels([str(s) for s in dic.sites_out], layers),
         "decoder_norms": [[round(v, 4) for v in row] for row in norms.tolist()],
     }
-    labels = out["site_labels"]
-    if any(label.startswith("B ") for label in labels):  # model diffing: the bench's share on model A
-        a_sites = [i for i, label in enumerate(labels) if label.startswith("A ")]
-        share = dic.decoder_norm_share(a_sites, training_scale=True)
+    pair = [s.model for s in dic.sites_out]
+    if "b" in pair:  # model diffing: the bench's share on model A
+        share = dic.decoder_norm_share([i for i, m in enumerate(pair) if m == "a"], training_scale=True)
         out["share_a"] = [round(float(v), 4) for v in share]
-    if dic.cfg.architecture == "clt":
-        out["home_layer"] = [int(dic.cfg.layers[i // dic.n_per_layer]) for i in range(dic.d_sae)]
+    home = dic.home_sites()
+    if home is not None:
+        out["home_layer"] = [layers[i] for i in home.tolist()]
     return out
 
 
 def site_labels(hook_names: list[str], layers: list[int]) -> list[str]:
     """A short label per site for the plot: "L2", or "A L2" / "B L2" for a model-diffing
     crosscoder, whose sites are the same layer of two models (model B's named `b:...`)."""
-    paired = any(name.startswith("b:") for name in hook_names)
-    model = lambda name: ("B " if name.startswith("b:") else "A ") if paired else ""  # noqa: E731
-    return [f"{model(name)}L{int(layer)}" for name, layer in zip(hook_names, layers, strict=True)]
+    models = [Site.parse(name).model for name in hook_names]
+    paired = "b" in models
+    return [
+        f"{m.upper() + ' ' if paired else ''}L{int(layer)}" for m, layer in zip(models, layers, strict=True)
+    ]
 
 
 def feature_layers(cfg: dict[str, Any], idx: int) -> dict[str, Any] | None:

@@ -27,9 +27,10 @@ from monosemantic.analysis.layers import layer_summary, layer_weights
 from monosemantic.analysis.logit_lens import input_tokens, logit_lens, nearest_features, norm_scale
 from monosemantic.analysis.records import TokenText, all_examples, feature_rows, vocab_of
 from monosemantic.config import Config
+from monosemantic.config.analyze import AnalyzeConfig
+from monosemantic.config.site import Site, concrete_sites, site_groups
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.io import dictionary_names, find_dictionaries, load_dictionary
-from monosemantic.dictionaries.layer_sites import expand, is_layer_glob, is_model_pair
 from monosemantic.lm.model import SubjectModel
 from monosemantic.store.feature_store import FeatureStore, feature_store_path
 from monosemantic.utils import distributed as D
@@ -80,8 +81,8 @@ def encode_pass(
     global `seq_ids`); returns the seconds spent encoding. `codes` is `[B, T, F]`,
     or with `sparse` and a TopK dictionary the `sparse_codes` triple (rows index `B * T` flat
     tokens). The benchmark calls it without `on_batch` to time plain `encode` alone."""
-    groups = {s: expand(s) for s in sites if is_layer_glob(s)}  # CLTs/crosscoders: concatenated sites
-    concrete = list(dict.fromkeys(c for s in sites for c in groups.get(s, [s])))
+    groups = site_groups(sites)  # multi-site dictionaries read their sites concatenated
+    concrete = concrete_sites(sites)
     cached = [s for s in concrete if s in cache.sites]
     live = [s for s in concrete if s not in cache.sites]
     if live and model is None:
@@ -127,7 +128,7 @@ def _weights_views(dic: Dictionary, model: SubjectModel | None, k: int) -> dict[
     and decoder-cosine neighbours. A CLT or crosscoder is read through `layer_weights`: its latents'
     decoders concatenated over output layers (neighbours), summed over them (what a latent adds to
     the residual stream: the lens), and its encoders as [d_in, d_sae]."""
-    if getattr(dic, "multi_site", False):
+    if dic.multi_site:
         return _multi_site_views(dic, model, k)
     out: dict[str, Any] = {"neighbours": nearest_features(dic.W_dec.detach().cpu())}
     if model is None or not getattr(model, "has_head", True):
@@ -152,7 +153,7 @@ def _multi_site_views(dic: Dictionary, model: Any | None, k: int) -> dict[str, A
         scale, centre = norm_scale(model.final_norm, W_U.shape[0])
         out["lens"] = logit_lens(w["residual_write"], W_U, k, scale=scale, centre=centre)
     W_E = model.hf.get_input_embeddings().weight.detach().float().cpu()
-    if dic.cfg.architecture == "clt" and w["encoders"].shape[0] == W_E.shape[1]:
+    if w["encoders"] is not None and w["encoders"].shape[0] == W_E.shape[1]:  # each latent reads one site
         out["inputs"] = input_tokens(w["encoders"], W_E, k)
     return out
 
@@ -168,6 +169,40 @@ def analyze(cfg: Config) -> Path:
 def _analyze(cfg: Config) -> Path:
     a = cfg.analyze
     check_output(a.out, "analyze.out")
+    cache, root, paths, dicts, sites, model = _inputs(cfg)
+    n_seq = min(cache.n_sequences, a.max_sequences or cache.n_sequences)
+    if n_seq == 0:
+        raise DataError(
+            f"activation cache {cache.path} holds no sequences; run `monosemantic harvest CONFIG`"
+        )
+    concept_names = list(cache.concepts) if cache.concepts else None
+    t0 = time.perf_counter()
+    collectors, encode_s = _collect(a, cache, dicts, sites, model, n_seq, concept_names)
+    pass_s = time.perf_counter() - t0
+    db = feature_store_path(a.out)
+    if not D.is_main():
+        return db
+    with FeatureStore.fresh(db) as store:
+        store.set_meta(
+            cache=str(cache.path), model=cache.manifest.get("model"), n_sequences=n_seq,
+            n_tokens=n_seq * cache.context_size, context_size=cache.context_size,
+            window=a.window, top_k=a.top_k, quantiles=a.quantiles, per_quantile=a.per_quantile,
+            concepts=concept_names, pass_seconds=round(pass_s, 3), encode_seconds=round(encode_s, 3),
+        )  # fmt: skip
+        _write_features(store, a, cache, model, root, paths, dicts, sites, collectors)
+    console.print(
+        f"analysed {len(dicts)} dictionar{'y' if len(dicts) == 1 else 'ies'} on {n_seq * cache.context_size:,} "
+        f"tokens in {pass_s:.1f}s (encoding {encode_s:.1f}s)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return db
+
+
+def _inputs(cfg: Config) -> tuple[ActivationCache, str | Path, list[Path], list[Dictionary], list[str], Any]:
+    """The cache (with model B's for a diffing pair), the dictionaries under the root with their
+    sites, and the model (None where the cache's model is unavailable)."""
+    a = cfg.analyze
     cache = ActivationCache(model_a_cache(cfg, a.cache))
     root = a.dictionary or cfg.train.out
     if (note := cache.incomplete_note()) is not None:
@@ -177,17 +212,24 @@ def _analyze(cfg: Config) -> Path:
     dicts = [load_dictionary(p, device=device).eval() for p in paths]
     sites = [_site_of(d, cache, p) for d, p in zip(dicts, paths, strict=True)]
     if (
-        pair := next((i for i, s in enumerate(sites) if is_model_pair(s)), None)
+        pair := next((i for i, s in enumerate(sites) if Site.parse(s).is_pair), None)
     ) is not None:  # model diffing
         cache = with_model_b(cfg, cache, str(paths[pair]), sites[pair])
-    model = _load_model(cache, cfg.model.name, device)
-    n_seq = min(cache.n_sequences, a.max_sequences or cache.n_sequences)
-    if n_seq == 0:
-        raise DataError(
-            f"activation cache {cache.path} holds no sequences; run `monosemantic harvest CONFIG`"
-        )
+    return cache, root, paths, dicts, sites, _load_model(cache, cfg.model.name, device)
+
+
+def _collect(
+    a: AnalyzeConfig,
+    cache: ActivationCache,
+    dicts: list[Dictionary],
+    sites: list[str],
+    model: Any,
+    n_seq: int,
+    concept_names: list[str] | None,
+) -> tuple[list[FeatureCollector], float]:
+    """One encoding pass over this rank's sequences feeding a collector per dictionary (merged onto
+    rank 0 under torchrun); returns them and the encoding seconds."""
     exclude = cache.excludes_special
-    concept_names = list(cache.concepts) if cache.concepts else None
     collectors = [
         FeatureCollector(d.d_sae, a.top_k, a.quantiles, a.per_quantile, a.negatives, a.window,
                          seed=int(a.seed or 0) + i, concept_names=concept_names, block_tokens=a.block_tokens)
@@ -202,49 +244,46 @@ def _analyze(cfg: Config) -> Path:
         else:
             collectors[i].update(codes, *args)
 
-    t0 = time.perf_counter()
     lo, hi = sequence_range(n_seq)  # this rank's sequences (all of them in one process)
+    device = resolve_device(a.device)
     encode_s = encode_pass(
         cache, dicts, sites, model, hi - lo, a.batch_sequences, device, on_batch, sparse=True, start=lo
     )
     for c in collectors:
         merge_collector(c)  # flushes the last, partial block; under torchrun, merges onto rank 0
-    pass_s = time.perf_counter() - t0
-    db = feature_store_path(a.out)
-    if not D.is_main():
-        return db
+    return collectors, encode_s
+
+
+def _write_features(
+    store: FeatureStore,
+    a: AnalyzeConfig,
+    cache: ActivationCache,
+    model: Any,
+    root: str | Path,
+    paths: list[Path],
+    dicts: list[Dictionary],
+    sites: list[str],
+    collectors: list[FeatureCollector],
+) -> None:
+    """Each dictionary's row, features, vocabulary and examples into the store."""
     text = TokenText(model.tokenizer if model is not None else None)
-    with FeatureStore.fresh(db) as store:
-        store.set_meta(
-            cache=str(cache.path), model=cache.manifest.get("model"), n_sequences=n_seq,
-            n_tokens=n_seq * cache.context_size, context_size=cache.context_size,
-            window=a.window, top_k=a.top_k, quantiles=a.quantiles, per_quantile=a.per_quantile,
-            concepts=concept_names, pass_seconds=round(pass_s, 3), encode_seconds=round(encode_s, 3),
-        )  # fmt: skip
-        with progress_bar() as bar:
-            task = bar.add_task("write store", total=sum(d.d_sae for d in dicts), info="", unit="feat")
-            for dic, path, name, site, c in zip(
-                dicts, paths, dictionary_names(paths, root), sites, collectors, strict=True
-            ):
-                meta = dic.cfg.metadata or {}
-                did = store.add_dictionary(
-                    name, path=path.resolve(), architecture=dic.cfg.architecture, hook_name=site,
-                    hook_name_out=dic.cfg.hook_name_out if dic.is_transcoder else None, d_in=dic.d_in,
-                    d_sae=dic.d_sae, model=meta.get("model_name", cache.manifest.get("model")),
-                    cfg=dic.cfg.to_dict() | layer_summary(dic),
-                )  # fmt: skip
-                views = _weights_views(dic, model, a.logit_lens_k)
-                concept = c.concepts.best(c.hist, c.n_tokens)[:3] if c.concepts is not None else None
-                edges = c.quantile_edges()
-                rows = feature_rows(c, text, views.get("lens"), views.get("inputs"), views["neighbours"],
-                                    concept, edges, progress=lambda n: bar.update(task, advance=n))  # fmt: skip
-                store.upsert_features(did, rows)
-                store.add_vocab(vocab_of(c, text).items())
-                store.add_example_records(did, all_examples(c, edges))
-    console.print(
-        f"analysed {len(dicts)} dictionar{'y' if len(dicts) == 1 else 'ies'} on {n_seq * cache.context_size:,} "
-        f"tokens in {pass_s:.1f}s (encoding {encode_s:.1f}s)",
-        highlight=False,
-        soft_wrap=True,
-    )
-    return db
+    with progress_bar() as bar:
+        task = bar.add_task("write store", total=sum(d.d_sae for d in dicts), info="", unit="feat")
+        for dic, path, name, site, c in zip(
+            dicts, paths, dictionary_names(paths, root), sites, collectors, strict=True
+        ):
+            meta = dic.cfg.metadata or {}
+            did = store.add_dictionary(
+                name, path=path.resolve(), architecture=dic.cfg.architecture, hook_name=site,
+                hook_name_out=dic.cfg.hook_name_out if dic.is_transcoder else None, d_in=dic.d_in,
+                d_sae=dic.d_sae, model=meta.get("model_name", cache.manifest.get("model")),
+                cfg=dic.cfg.to_dict() | layer_summary(dic),
+            )  # fmt: skip
+            views = _weights_views(dic, model, a.logit_lens_k)
+            concept = c.concepts.best(c.hist, c.n_tokens)[:3] if c.concepts is not None else None
+            edges = c.quantile_edges()
+            rows = feature_rows(c, text, views.get("lens"), views.get("inputs"), views["neighbours"],
+                                concept, edges, progress=lambda n: bar.update(task, advance=n))  # fmt: skip
+            store.upsert_features(did, rows)
+            store.add_vocab(vocab_of(c, text).items())
+            store.add_example_records(did, all_examples(c, edges))

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from monosemantic.utils.progress import progress_bar
 
+from .clt_layers import CLTLayer
 from .moe import routes_meta
 from .position_blocks import PositionBlocks
 from .pruning import influence_from_rows
@@ -53,7 +54,7 @@ class Graph:
     adjacency: Tensor  # [N, N]
     target_weights: Tensor  # [N]: where the graph's influence comes from
     targets: list[Target]
-    dictionaries: list[dict]  # name, site_in, site_out, layer, slot, offset, transcoder
+    dictionaries: list[dict]  # name, hook_name, hook_name_out, layer, slot, offset, transcoder
     n_layers: int
     total_active_features: int
     logits: Tensor  # [vocab], the model's logits at the last position
@@ -96,7 +97,7 @@ class _Rows:
         T = setup.n_pos
         self.inj = {"embed": torch.zeros(batch, T, rm.lm.d_model, dtype=rm.dtype, device=rm.device)}
         for s in rm.spliced:
-            self.inj[s.site_out] = torch.zeros(
+            self.inj[s.hook_name_out] = torch.zeros(
                 batch, T, int(s.dic.cfg.d_out), dtype=rm.dtype, device=rm.device
             )
         for t in self.inj.values():
@@ -157,10 +158,10 @@ class _Rows:
         G = self.grads(specs)
         parts = []
         for j, writes in enumerate(self.writes):  # feature columns: gradient at each output . vector
-            grads = [G[rm.spliced[i].site_out][:n] for i, _ in writes]
+            grads = [G[rm.spliced[i].hook_name_out][:n] for i, _ in writes]
             parts.append(self.blocks[j].contract(grads, [v for _, v in writes]))
         for i, s in enumerate(rm.spliced):  # error columns
-            parts.append(torch.einsum("btd,td->bt", G[s.site_out][:n], st.errors[i]))
+            parts.append(torch.einsum("btd,td->bt", G[s.hook_name_out][:n], st.errors[i]))
         parts.append(torch.einsum("btd,td->bt", G["embed"][:n], st.embed))
         return torch.cat(parts, 1).detach()
 
@@ -190,17 +191,9 @@ def attribute(
     targets = select_targets(
         rm, setup, target, target_token, contrast_token, target_feature, max_logit_prob, max_n_logits
     )
-    counts = [len(a.pos) for a in setup.active]
-    n_feat, T, n_dict = sum(counts), setup.n_pos, len(rm.spliced)
+    feat_dict, feat_pos, feat_idx = _active_table(setup)
+    n_feat, T, n_dict = len(feat_dict), setup.n_pos, len(rm.spliced)
     n_cols = n_feat + n_dict * T + T
-    feat_dict = (
-        torch.cat([torch.full((c,), i, dtype=torch.long) for i, c in enumerate(counts)])
-        if n_feat
-        else torch.zeros(0, dtype=torch.long)
-    )
-    feat_pos = torch.cat([a.pos.cpu() for a in setup.active]) if n_feat else torch.zeros(0, dtype=torch.long)
-    feat_idx = torch.cat([a.idx.cpu() for a in setup.active]) if n_feat else torch.zeros(0, dtype=torch.long)
-
     feat_depth = torch.tensor([s.layer for s in rm.spliced], dtype=torch.long)[feat_dict]
 
     def feature_spec(j: int) -> tuple:
@@ -215,65 +208,88 @@ def attribute(
     feature_target = next((t.feature for t in targets if t.kind == "feature"), None)
     cap = n_logit + max_nodes + (1 if feature_target is not None else 0)
     edge_dtype = torch.float64 if rm.dtype == torch.float64 else torch.float32
-    edge = torch.zeros(cap, n_cols, dtype=edge_dtype)
-    row_node = torch.zeros(cap, dtype=torch.long)  # node index (features, ..., logits at n_cols + k)
+    buf = _RowBuffer(torch.zeros(cap, n_cols, dtype=edge_dtype), torch.zeros(cap, dtype=torch.long))
     weights_rows = []
-    st = 0
     specs = [("logit", rows.target_vec(t)) for t in logit_targets]
     for c in range(0, len(specs), batch_size):
         block = rows.compute(specs[c : c + batch_size])
-        edge[st : st + len(block)] = block.to(edge_dtype).cpu()
-        row_node[st : st + len(block)] = torch.arange(c, c + len(block)) + n_cols
-        st += len(block)
+        buf.add(block, torch.arange(c, c + len(block)) + n_cols)  # logit rows: nodes n_cols + k
     weights_rows += [t.weight for t in logit_targets]
     visited = torch.zeros(n_feat, dtype=torch.bool)
     if feature_target is not None:
-        edge[st] = rows.compute([feature_spec(feature_target)])[0].to(edge_dtype).cpu()
-        row_node[st] = feature_target
+        buf.add(rows.compute([feature_spec(feature_target)]), torch.tensor([feature_target]))
         visited[feature_target] = True
         weights_rows.append(1.0)
-        st += 1
-    n_targets = st
-    target_w = torch.tensor(weights_rows, dtype=torch.float32)
+    targets_w = torch.tensor(weights_rows, dtype=torch.float32)
     with progress_bar(transient=True) as bar:
         task = bar.add_task(
             "attribution", total=max_nodes, info=f"{n_feat} active", unit="row", visible=show_progress
         )
-        n_done = int(visited.sum())
-        while n_done < max_nodes:
-            if max_nodes == n_feat:
+        schedule = _Schedule(targets_w, buf.n, n_cols, max_nodes, update_interval * batch_size)
+        for idx in schedule.batches(buf, visited, feat_depth, batch_size):
+            buf.add(rows.compute([feature_spec(int(j)) for j in idx]), idx)
+            visited[idx] = True
+            bar.update(task, advance=len(idx))
+    del rows
+    edge, row_node = buf.edge[: buf.n], buf.row_node[: buf.n]
+    table = (feat_dict, feat_pos, feat_idx)
+    return _assemble(rm, setup, prompt, targets, edge, row_node, visited, n_feat, n_cols, *table)
+
+
+def _active_table(setup: Setup) -> tuple[Tensor, Tensor, Tensor]:
+    """(dictionary, position, latent) of every active feature, in the setup's order, on the CPU."""
+    counts = [len(a.pos) for a in setup.active]
+    if not sum(counts):
+        return (torch.zeros(0, dtype=torch.long),) * 3
+    feat_dict = torch.cat([torch.full((c,), i, dtype=torch.long) for i, c in enumerate(counts)])
+    feat_pos = torch.cat([a.pos.cpu() for a in setup.active])
+    feat_idx = torch.cat([a.idx.cpu() for a in setup.active])
+    return feat_dict, feat_pos, feat_idx
+
+
+@dataclass
+class _RowBuffer:
+    """The attribution rows computed so far: `edge[:n]` [rows, n_cols] and each row's node."""
+
+    edge: Tensor
+    row_node: Tensor
+    n: int = 0
+
+    def add(self, block: Tensor, nodes: Tensor) -> None:
+        self.edge[self.n : self.n + len(block)] = block.to(self.edge.dtype).cpu()
+        self.row_node[self.n : self.n + len(block)] = nodes
+        self.n += len(block)
+
+
+@dataclass
+class _Schedule:
+    """circuit-tracer's order of feature rows: by influence on the targets given the rows so far,
+    re-ranked every `refresh` rows, until `max_nodes` features have rows (all of them, in index
+    order, when every active feature gets a row)."""
+
+    target_weights: Tensor
+    n_targets: int
+    n_cols: int
+    max_nodes: int
+    refresh: int
+
+    def batches(self, buf: _RowBuffer, visited: Tensor, depth: Tensor, batch_size: int):
+        """Yield batches of feature indices; the caller adds their rows and marks them visited."""
+        n_feat = len(visited)
+        while (n_done := int(visited.sum())) < self.max_nodes:
+            if self.max_nodes == n_feat:
                 pending = (~visited).nonzero().flatten()
             else:
-                infl = influence_from_rows(edge[:st], row_node[:st], target_w, n_targets, n_cols)
+                infl = influence_from_rows(
+                    buf.edge[: buf.n], buf.row_node[: buf.n], self.target_weights, self.n_targets, self.n_cols
+                )
                 order = infl[:n_feat].argsort(descending=True)
-                pending = order[~visited[order]][: min(update_interval * batch_size, max_nodes - n_done)]
+                pending = order[~visited[order]][: min(self.refresh, self.max_nodes - n_done)]
             # the same rows, grouped by layer: a batch's backward pass only runs below its deepest
             # row's layer, so layer-sorted batches skip the upper layers (about half the work)
-            pending = pending[torch.argsort(feat_depth[pending], stable=True)]
+            pending = pending[torch.argsort(depth[pending], stable=True)]
             for c in range(0, len(pending), batch_size):
-                idx = pending[c : c + batch_size]
-                block = rows.compute([feature_spec(int(j)) for j in idx])
-                edge[st : st + len(idx)] = block.to(edge_dtype).cpu()
-                row_node[st : st + len(idx)] = idx
-                visited[idx] = True
-                st += len(idx)
-                n_done += len(idx)
-                bar.update(task, advance=len(idx))
-    del rows
-    return _assemble(
-        rm,
-        setup,
-        prompt,
-        targets,
-        edge[:st],
-        row_node[:st],
-        visited,
-        n_feat,
-        n_cols,
-        feat_dict,
-        feat_pos,
-        feat_idx,
-    )
+                yield pending[c : c + batch_size]
 
 
 def _assemble(
@@ -332,14 +348,14 @@ def dictionary_info(rm: ReplacementModel) -> list[dict]:
     return [
         dict(
             name=s.name,
-            site_in=s.site_in,
-            site_out=s.site_out,
+            hook_name=s.hook_name,
+            hook_name_out=s.hook_name_out,
             layer=s.layer,
             slot=s.slot,
             offset=s.offset,
             transcoder=s.transcoder,
             d_sae=int(s.dic.cfg.d_sae),
-            cross_layer=len(s.sources) > 1 or s.dic.cfg.architecture == "clt",
+            cross_layer=len(s.sources) > 1 or isinstance(s.dic, CLTLayer),
         )
         for s in rm.spliced
     ]

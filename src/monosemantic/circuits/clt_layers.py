@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from monosemantic.dictionaries.base import DictionaryMeta
+from monosemantic.dictionaries.base import Dictionary, DictionaryMeta
 from monosemantic.utils.errors import MonosemanticError
 
 
@@ -21,16 +21,15 @@ class CLTLayer(nn.Module):
     def __init__(self, clt: nn.Module, i: int) -> None:
         super().__init__()
         self.clt, self.i = clt, i
-        c = clt.cfg
         self.cfg = DictionaryMeta(
-            architecture="clt",
+            architecture=clt.architecture,
             d_in=clt.d_layer_in,
             d_sae=clt.n_per_layer,
             d_out=clt.d_layer_out,
-            k=c.k,
-            hook_name=c.hook_names[i],
-            hook_name_out=c.hook_names_out[i],
+            hook_name=str(clt.sites_in[i]),
+            hook_name_out=str(clt.sites_out[i]),
             apply_b_dec_to_input=False,
+            settings=clt.settings,
         )
         self.W_skip = None
 
@@ -43,7 +42,7 @@ class CLTLayer(nn.Module):
         return self.clt.b_dec[self.i]
 
     def encode(self, x: Tensor) -> Tensor:
-        return self.clt.encode_layer(self.i, x)
+        return self.clt.encode_site(self.i, x)
 
     def encoder_dirs(self, idx: Tensor) -> Tensor:
         """[n, d_in]: layer i's encoder columns of latents `idx` (pre-activations are linear in x)."""
@@ -54,16 +53,17 @@ class CLTLayer(nn.Module):
         return self.clt.decoder(j, self.i)
 
 
-def layer_views(dic: nn.Module) -> list[CLTLayer] | None:
-    """One view per layer for a cross-layer transcoder; None for a single-site dictionary."""
-    if not getattr(dic, "multi_site", False):
+def layer_views(dic: Dictionary) -> list[CLTLayer] | None:
+    """One view per site for a multi-site dictionary (a cross-layer transcoder); None for a
+    single-site one."""
+    if not dic.multi_site:
         return None
-    if dic.cfg.architecture != "clt":
+    if not dic.causal:
         raise MonosemanticError(
-            f"a {dic.cfg.architecture} reads later layers to encode earlier ones, so it cannot be spliced "
+            f"a {dic.architecture} reads later layers to encode earlier ones, so it cannot be spliced "
             "into a causal replacement model; trace circuits with transcoders or a cross-layer transcoder"
         )
-    return [CLTLayer(dic, i) for i in range(dic.n_layers)]
+    return [CLTLayer(dic, i) for i in range(dic.n_sites)]
 
 
 def feature_offset(view: nn.Module) -> int:

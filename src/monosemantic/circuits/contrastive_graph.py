@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .attribution import Graph, _Rows, dictionary_info
 from .contrastive import ContrastiveResult, contrastive, same_length
-from .replacement import ReplacementModel
+from .replacement import ReplacementModel, Setup
 from .targets import Target, _token_id
 
 
@@ -64,32 +64,62 @@ def contrastive_graph(
     f_score, e_score, emb_score = (
         (res.ig, res.ig_error, res.ig_embed) if use_ig else (res.atp, res.atp_error, res.atp_embed)
     )
-    grad = res.grad_ig if use_ig else res.grad
     setup = rm.setup(ids_c)
-    T, n_dict = setup.n_pos, len(rm.spliced)
+    table, total_changed = _changed_latents(res, f_score, max_feature_nodes)
+    A = _adjacency(rm, setup, res, table, res.grad_ig if use_ig else res.grad, t, c, batch_size)
+    n_feat, N = len(table), len(A)
+    effect = torch.zeros(N, dtype=torch.float64)
+    effect[:n_feat] = _at(f_score, table).double().cpu()
+    effect[n_feat : N - 1 - setup.n_pos] = torch.cat(e_score).double().cpu()
+    effect[N - 1 - setup.n_pos : N - 1] = emb_score.double().cpu()
+    effect[N - 1] = res.metric_corrupt - res.metric_clean
+    meta = {
+        "mode": "contrastive",
+        "method": "integrated_gradients" if use_ig else "attribution_patching",
+        "ig_steps": steps,
+        "clean_prompt": clean,
+        "corrupted_prompt": corrupted,
+        "corrupted_tokens": [rm.token_str(int(x)) for x in ids_x],
+        "metric": f"logit[{rm.token_str(t)}] - logit[{rm.token_str(c)}]",
+        "metric_clean": res.metric_clean,
+        "metric_corrupted": res.metric_corrupt,
+    }
+    return _graph(rm, setup, res, table, A, (clean, ids_c), (t, c), total_changed, meta), effect, res
 
-    # candidate latents: activation differs between the runs; keep the largest |effect|
+
+def _changed_latents(res: ContrastiveResult, f_score: list[Tensor], max_nodes: int) -> tuple[Tensor, int]:
+    """Rows (dictionary, pos, latent) of the latents whose activation differs between the runs, the
+    `max_nodes` with the largest |effect| (a zero effect dropped), and how many differed in all."""
     cand, scores = [], []
     for i, (fc, fx) in enumerate(zip(res.acts_clean, res.acts_corrupt, strict=True)):
         p, k = (fc != fx).nonzero(as_tuple=True)
         cand.append(torch.stack([torch.full_like(p, i), p, k], 1))
         scores.append(f_score[i][p, k])
     table, sc = torch.cat(cand), torch.cat(scores)
-    total_changed = len(table)
-    keep = sc.abs().argsort(descending=True)[:max_feature_nodes]
-    table = table[keep[sc[keep] != 0]]
-    n_feat = len(table)
-    layers = torch.tensor([s.layer for s in rm.spliced], device=table.device)
+    keep = sc.abs().argsort(descending=True)[:max_nodes]
+    return table[keep[sc[keep] != 0]], len(table)
+
+
+def _adjacency(
+    rm: ReplacementModel,
+    setup: Setup,
+    res: ContrastiveResult,
+    table: Tensor,
+    grad: list[Tensor],
+    t: int,
+    c: int,
+    batch_size: int,
+) -> Tensor:
+    """A [N, N] over (kept latents, errors per dictionary and position, embeddings, metric): rows are
+    the metric and each kept latent active on the clean run, scaled by its total-effect gradient."""
+    T, n_dict, n_feat = setup.n_pos, len(rm.spliced), len(table)
+    N = n_feat + n_dict * T + T + 1
+    A = torch.zeros(N, N, dtype=torch.float64)
     d_i, pos, idx = table.unbind(1)
     clean_act = _at(res.acts_clean, table)
     delta = _at(res.acts_corrupt, table) - clean_act
-    N = n_feat + n_dict * T + T + 1
-    A = torch.zeros(N, N, dtype=torch.float64)
-
-    # rows: the metric, then each kept latent active on the clean run
     rows = _Rows(rm, setup, batch_size)
-    metric_vec = rm.lm.W_U[:, t] - rm.lm.W_U[:, c]
-    specs: list[tuple] = [("logit", metric_vec)]
+    specs: list[tuple] = [("logit", rm.lm.W_U[:, t] - rm.lm.W_U[:, c])]
     row_nodes, row_scale = [N - 1], [torch.ones((), dtype=rm.dtype, device=rm.device)]
     for j in (clean_act != 0).nonzero().flatten().tolist():
         i, p, k = table[j].tolist()
@@ -105,31 +135,43 @@ def contrastive_graph(
             for j, W in s.sources:  # latents of dictionary j writing to this output (a CLT: several)
                 sel = (d_i == j).nonzero().flatten()
                 if len(sel):
-                    g = G[s.site_out][:n][:, pos[sel]]  # [n, m, d]
+                    g = G[s.hook_name_out][:n][:, pos[sel]]  # [n, m, d]
                     cols[:, sel] += torch.einsum("bmd,md->bm", g, W[idx[sel]]) * delta[sel]
             off = n_feat + i * T
-            cols[:, off : off + T] = torch.einsum("btd,td->bt", G[s.site_out][:n], res.delta_error[i])
+            cols[:, off : off + T] = torch.einsum("btd,td->bt", G[s.hook_name_out][:n], res.delta_error[i])
         cols[:, N - 1 - T :] = torch.einsum("btd,td->bt", G["embed"][:n], res.delta_embed)
         scale = torch.stack(row_scale[b : b + n])[:, None]
         A[row_nodes[b : b + n], : N - 1] = (cols * scale).double().cpu()
-    del rows
+    return A
 
-    effect = torch.zeros(N, dtype=torch.float64)
-    effect[:n_feat] = _at(f_score, table).double().cpu()
-    effect[n_feat : n_feat + n_dict * T] = torch.cat(e_score).double().cpu()
-    effect[n_feat + n_dict * T : N - 1] = emb_score.double().cpu()
-    effect[N - 1] = res.metric_corrupt - res.metric_clean
-    weights = torch.zeros(N, dtype=torch.float64)
-    weights[N - 1] = 1.0
+
+def _graph(
+    rm: ReplacementModel,
+    setup: Setup,
+    res: ContrastiveResult,
+    table: Tensor,
+    A: Tensor,
+    prompt: tuple[str, Tensor],
+    tokens: tuple[int, int],
+    total_changed: int,
+    meta: dict,
+) -> Graph:
+    """The graph of the clean prompt (text, ids), its single target the metric logit[t] - logit[c]."""
+    (clean, ids_c), (t, c) = prompt, tokens
+    T, n_dict = setup.n_pos, len(rm.spliced)
+    d_i, pos, idx = table.unbind(1)
+    layers = torch.tensor([s.layer for s in rm.spliced], device=table.device)
+    weights = torch.zeros(len(A), dtype=torch.float64)
+    weights[-1] = 1.0
     probs = torch.softmax(setup.logits[-1].double(), -1)
     target = Target("logit_diff", f"{rm.token_str(t)} - {rm.token_str(c)}", 1.0, t, c, prob=float(probs[t]))
     err_d = torch.arange(n_dict).repeat_interleave(T)
-    graph = Graph(
+    return Graph(
         prompt=clean,
         input_ids=ids_c.cpu(),
         tokens=[rm.token_str(int(x)) for x in ids_c],
         features=torch.stack([d_i, layers[d_i], pos, idx], 1).cpu(),
-        activations=clean_act.detach().float().cpu(),
+        activations=_at(res.acts_clean, table).detach().float().cpu(),
         errors=torch.stack([err_d, layers.cpu()[err_d], torch.arange(T).repeat(n_dict)], 1),
         adjacency=A,
         target_weights=weights,
@@ -138,16 +180,5 @@ def contrastive_graph(
         n_layers=rm.lm.n_layers,
         total_active_features=total_changed,
         logits=setup.logits[-1].detach().cpu().float(),
-        meta={
-            "mode": "contrastive",
-            "method": "integrated_gradients" if use_ig else "attribution_patching",
-            "ig_steps": steps,
-            "clean_prompt": clean,
-            "corrupted_prompt": corrupted,
-            "corrupted_tokens": [rm.token_str(int(x)) for x in ids_x],
-            "metric": f"logit[{rm.token_str(t)}] - logit[{rm.token_str(c)}]",
-            "metric_clean": res.metric_clean,
-            "metric_corrupted": res.metric_corrupt,
-        },
+        meta=meta,
     )
-    return graph, effect, res

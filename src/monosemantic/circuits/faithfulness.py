@@ -73,7 +73,7 @@ def feature_means(
         cache = ActivationCache(cache_dir)
     except Exception:  # a missing or unreadable cache means "no means": fall back to zero ablation
         return None
-    sites = sorted({s.site_in for s in rm.spliced} | {s.site_out for s in rm.spliced})
+    sites = sorted({s.hook_name for s in rm.spliced} | {s.hook_name_out for s in rm.spliced})
     if any(site not in cache.sites for site in sites):
         return None
     sums_f = [torch.zeros(int(s.dic.cfg.d_sae), dtype=torch.float64) for s in rm.spliced]
@@ -82,10 +82,10 @@ def feature_means(
     with torch.no_grad():
         for batch in cache.iter_sequences(sites, 16):
             keep = cache.keep_mask(batch["tokens"])
-            x_in = [batch[s.site_in][keep].to(rm.device, rm.dtype) for s in rm.spliced]
+            x_in = [batch[s.hook_name][keep].to(rm.device, rm.dtype) for s in rm.spliced]
             fs = [s.dic.encode(x) for s, x in zip(rm.spliced, x_in, strict=True)]
             for i, s in enumerate(rm.spliced):
-                x_out = batch[s.site_out][keep].to(rm.device, rm.dtype)
+                x_out = batch[s.hook_name_out][keep].to(rm.device, rm.dtype)
                 sums_f[i] += fs[i].double().sum(0).cpu()
                 sums_e[i] += (x_out - rm.decode(i, fs, x_in[i])).double().sum(0).cpu()
             n += int(keep.sum())

@@ -24,6 +24,7 @@ from monosemantic.lm.sites import HOOK_NAMES
 
 from .attribution import Graph
 from .pruning import PruneResult
+from .targets import Target
 
 
 def feature_node_id(layer: int, feature: int, pos: int) -> str:
@@ -39,6 +40,118 @@ def _clean(tok: str) -> str:
     return tok.replace("\n", "⏎")
 
 
+def _feature_node(graph: Graph, j: int, describe: Callable[[int, int], dict] | None) -> dict:
+    """Latent node j: id and `feature` from its layer and its index among the layer's latents."""
+    d, layer, pos, idx = graph.features[j].tolist()
+    info = graph.dictionaries[d]
+    feat = info["offset"] + idx
+    node = {
+        "node_id": feature_node_id(layer, feat, pos),
+        "feature": feature_key(layer, feat),
+        "layer": str(layer),
+        "ctx_idx": pos,
+        "feature_type": "cross layer transcoder" if info["transcoder"] else "sparse autoencoder",
+        "activation": float(graph.activations[j]),
+        "dictionary": info["name"],
+        "site": info["hook_name_out"],
+        "feature_index": idx,
+    }
+    if any(t.kind == "feature" and t.feature == j for t in graph.targets):
+        node["is_target_logit"] = True
+    if describe is not None:
+        node.update(describe(d, idx))
+    return node
+
+
+def _error_node(graph: Graph, e: int) -> dict:
+    """Error node e: a dictionary's reconstruction error at a position (feature -1 - its slot)."""
+    d, layer, pos = graph.errors[e].tolist()
+    info = graph.dictionaries[d]
+    return {
+        "node_id": f"{layer}_{-1 - info['slot']}_{pos}",
+        "feature": -1 - info["slot"],
+        "layer": str(layer),
+        "ctx_idx": pos,
+        "feature_type": "mlp reconstruction error" if info["transcoder"] else "sae reconstruction error",
+        "dictionary": info["name"],
+        "site": info["hook_name_out"],
+        "clerp": f"error of {info['name']} at {pos}",
+    }
+
+
+def _embedding_node(graph: Graph, pos: int) -> dict:
+    tid = int(graph.input_ids[pos])
+    return {
+        "node_id": f"E_{tid}_{pos}",
+        "feature": pos,
+        "layer": "E",
+        "ctx_idx": pos,
+        "feature_type": "embedding",
+        "clerp": f'Embedding "{_clean(graph.tokens[pos])}"',
+    }
+
+
+def _target_node(graph: Graph, t: Target, k: int) -> dict:
+    """A logit or logit-difference target at the last position, drawn in the logit row."""
+    pos = graph.n_pos - 1
+    layer = str(graph.n_layers + 1)
+    what = "Output" if t.kind == "logit" else "Logit difference"
+    return {
+        "node_id": f"{layer}_{t.token_id}_{pos}",
+        "feature": t.token_id,
+        "layer": layer,
+        "ctx_idx": pos,
+        "feature_type": "logit",
+        "token_prob": t.prob,
+        "is_target_logit": k == 0,
+        "clerp": f'{what} "{_clean(t.label)}" (p={t.prob:.3f})',
+        "influence": None,
+    }
+
+
+def _node(graph: Graph, j: int, describe: Callable[[int, int], dict] | None) -> dict:
+    """Node j of the graph's order [features, errors, embeddings, logit targets]."""
+    sl = graph.slices()
+    if j < sl["features"].stop:
+        return _feature_node(graph, j, describe)
+    if j < sl["errors"].stop:
+        return _error_node(graph, j - sl["errors"].start)
+    if j < sl["embeddings"].stop:
+        return _embedding_node(graph, j - sl["embeddings"].start)
+    k = j - sl["logits"].start
+    return _target_node(graph, [t for t in graph.targets if t.kind != "feature"][k], k)
+
+
+def _metadata(graph: Graph, slug: str, scan: str, node_threshold: float | None) -> dict:
+    return {
+        "slug": slug,
+        "scan": scan,
+        "transcoder_list": [d["name"] for d in graph.dictionaries],
+        "prompt_tokens": [_clean(t) for t in graph.tokens],
+        "prompt": graph.prompt,
+        "node_threshold": node_threshold,
+        "schema_version": 1,
+        "n_layers": graph.n_layers,
+        "targets": [
+            {
+                "kind": t.kind,
+                "label": t.label,
+                "token_id": t.token_id,
+                "contrast_id": t.contrast_id,
+                "prob": t.prob,
+                "weight": t.weight,
+            }
+            for t in graph.targets
+        ],
+        # each with the sites it reads and writes (hook_name, hook_name_out)
+        "dictionaries": graph.dictionaries,
+        "hook_names": HOOK_NAMES,  # those site names mean exactly what TransformerLens means
+        "total_active_features": graph.total_active_features,
+        "attributed_features": graph.n_features,
+        **graph.meta,
+    }
+
+
 def graph_to_json(
     graph: Graph,
     pruned: PruneResult,
@@ -50,13 +163,10 @@ def graph_to_json(
 ) -> dict:
     """The pruned graph as a JSON-able dict. `describe(dictionary, latent)` supplies clerp/examples;
     `node_values` adds per-node fields (name -> [N] tensor, e.g. contrastive node effects)."""
-    sl = graph.slices()
-    mask, infl = pruned.node_mask, pruned.cumulative
     nodes: dict[int, dict] = {}
-    dicts = graph.dictionaries
-    for j in mask.nonzero().flatten().tolist():
+    for j in pruned.node_mask.nonzero().flatten().tolist():
         base = {
-            "influence": float(infl[j]),
+            "influence": float(pruned.cumulative[j]),
             "run_idx": 0,
             "reverse_ctx_idx": 0,
             "clerp": "",
@@ -64,71 +174,7 @@ def graph_to_json(
             "is_target_logit": False,
             "activation": None,
         }
-        if j < sl["features"].stop:
-            d, layer, pos, idx = graph.features[j].tolist()
-            info = dicts[d]
-            feat = info["offset"] + idx
-            node = {
-                **base,
-                "node_id": feature_node_id(layer, feat, pos),
-                "feature": feature_key(layer, feat),
-                "layer": str(layer),
-                "ctx_idx": pos,
-                "feature_type": "cross layer transcoder" if info["transcoder"] else "sparse autoencoder",
-                "activation": float(graph.activations[j]),
-                "dictionary": info["name"],
-                "site": info["site_out"],
-                "feature_index": idx,
-            }
-            if any(t.kind == "feature" and t.feature == j for t in graph.targets):
-                node["is_target_logit"] = True
-            if describe is not None:
-                node.update(describe(d, idx))
-        elif j < sl["errors"].stop:
-            d, layer, pos = graph.errors[j - sl["errors"].start].tolist()
-            info = dicts[d]
-            kind = "mlp reconstruction error" if info["transcoder"] else "sae reconstruction error"
-            node = {
-                **base,
-                "node_id": f"{layer}_{-1 - info['slot']}_{pos}",
-                "feature": -1 - info["slot"],
-                "layer": str(layer),
-                "ctx_idx": pos,
-                "feature_type": kind,
-                "dictionary": info["name"],
-                "site": info["site_out"],
-                "clerp": f"error of {info['name']} at {pos}",
-            }
-        elif j < sl["embeddings"].stop:
-            pos = j - sl["embeddings"].start
-            tid = int(graph.input_ids[pos])
-            node = {
-                **base,
-                "node_id": f"E_{tid}_{pos}",
-                "feature": pos,
-                "layer": "E",
-                "ctx_idx": pos,
-                "feature_type": "embedding",
-                "clerp": f'Embedding "{_clean(graph.tokens[pos])}"',
-            }
-        else:
-            k = j - sl["logits"].start
-            t = [t for t in graph.targets if t.kind != "feature"][k]
-            pos = graph.n_pos - 1
-            layer = str(graph.n_layers + 1)
-            what = "Output" if t.kind == "logit" else "Logit difference"
-            node = {
-                **base,
-                "node_id": f"{layer}_{t.token_id}_{pos}",
-                "feature": t.token_id,
-                "layer": layer,
-                "ctx_idx": pos,
-                "feature_type": "logit",
-                "token_prob": t.prob,
-                "is_target_logit": k == 0,
-                "clerp": f'{what} "{_clean(t.label)}" (p={t.prob:.3f})',
-                "influence": None,
-            }
+        node = {**base, **_node(graph, j, describe)}
         for key, vals in (node_values or {}).items():
             node[key] = float(vals[j])
         node["jsNodeId"] = node["node_id"]
@@ -150,31 +196,6 @@ def graph_to_json(
         for n in nodes.values()
         if n["node_id"] in used or n["feature_type"] in ("embedding", "logit") or n["is_target_logit"]
     ]
-    metadata = {
-        "slug": slug,
-        "scan": scan,
-        "transcoder_list": [d["name"] for d in dicts],
-        "prompt_tokens": [_clean(t) for t in graph.tokens],
-        "prompt": graph.prompt,
-        "node_threshold": node_threshold,
-        "schema_version": 1,
-        "n_layers": graph.n_layers,
-        "targets": [
-            {
-                "kind": t.kind,
-                "label": t.label,
-                "token_id": t.token_id,
-                "contrast_id": t.contrast_id,
-                "prob": t.prob,
-                "weight": t.weight,
-            }
-            for t in graph.targets
-        ],
-        "dictionaries": dicts,  # each with the sites it reads and writes (site_in, site_out)
-        "hook_names": HOOK_NAMES,  # those site names mean exactly what TransformerLens means
-        "total_active_features": graph.total_active_features,
-        "attributed_features": graph.n_features,
-        **graph.meta,
-    }
+    metadata = _metadata(graph, slug, scan, node_threshold)
     qparams = {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "", "sg_pos": ""}
     return {"metadata": metadata, "qParams": qparams, "nodes": keep, "links": links}

@@ -1,5 +1,7 @@
-"""Interventions on features: add to, set, scale or ablate latents at chosen positions, then re-run
-or generate. The modes are the ones `steer` uses (`dictionaries/interventions.py`).
+"""Interventions inside the replacement model: add to, set, scale or ablate latents at chosen
+positions, then re-run or generate. What an intervention is and how it edits latents is
+`dictionaries/interventions.py` (shared with `steer`); this module resolves a dictionary by its name
+in the replacement model and runs the model with the edits.
 
 The replacement model runs freely (downstream latents respond), with the error terms computed live,
 so without interventions it is the subject model. `freeze_attention` holds the clean prompt's
@@ -9,33 +11,16 @@ attention patterns (as circuit-tracer's constrained interventions do) to isolate
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from monosemantic.dictionaries.interventions import canonical_mode, edit_latent
+from monosemantic.dictionaries.interventions import Intervention, apply_interventions
 from monosemantic.lm.generate import EosPolicy, Sampling, context_of
 from monosemantic.lm.generate import generate as lm_generate
 from monosemantic.utils.errors import MonosemanticError
 
 from .replacement import ReplacementModel
-
-
-@dataclass
-class Intervention:
-    """`mode` "add" (latent += value), "set" (latent := value), "scale" (latent *= value) or
-    "ablate" (latent := 0).
-
-    `dictionary` is the index in `rm.spliced` or the dictionary's name; `positions` None means every
-    position (including generated ones).
-    """
-
-    dictionary: int | str
-    feature: int
-    mode: str = "set"
-    value: float = 0.0
-    positions: Sequence[int] | None = None
 
 
 def _resolve(rm: ReplacementModel, iv: Intervention) -> int:
@@ -50,24 +35,15 @@ def _resolve(rm: ReplacementModel, iv: Intervention) -> int:
 
 
 def _editor(rm: ReplacementModel, interventions: Sequence[Intervention]):
+    """The replacement model's latent edit: each intervention resolved to its spliced dictionary."""
     plan: dict[int, list[Intervention]] = {}
     for iv in interventions:
-        canonical_mode(iv.mode)
         i = _resolve(rm, iv)
-        if not 0 <= iv.feature < int(rm.spliced[i].dic.cfg.d_sae):
-            raise MonosemanticError(f"feature {iv.feature} out of range for {rm.spliced[i].name}")
+        iv.check(int(rm.spliced[i].dic.cfg.d_sae), rm.spliced[i].name)
         plan.setdefault(i, []).append(iv)
 
     def edit(i: int, f: Tensor) -> Tensor:
-        if i not in plan:
-            return f
-        f = f.clone()
-        for iv in plan[i]:
-            pos = (
-                slice(None) if iv.positions is None else torch.as_tensor(list(iv.positions), device=f.device)
-            )
-            f[:, pos, iv.feature] = edit_latent(f[:, pos, iv.feature], iv.mode, iv.value)
-        return f
+        return apply_interventions(f, plan.get(i, ()))
 
     return edit
 

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from monosemantic.config.site import Site, SiteError
 from monosemantic.dictionaries.base import Dictionary
-from monosemantic.lm.sites import parse_site
 from monosemantic.lm.token_display import TokenDisplay
 from monosemantic.utils.errors import MonosemanticError
 
@@ -31,16 +31,23 @@ if TYPE_CHECKING:
 
     from monosemantic.lm.model import SubjectModel
 
-# Sites a dictionary can read or write in a circuit, in forward order within a block.
-_ORDER = {"resid_pre": 0, "attn_out": 1, "resid_mid": 2, "mlp_in": 3, "ln2.hook_normalized": 4,
-          "mlp.hook_in": 5, "mlp_out": 6, "resid_post": 7}  # fmt: skip
+# Hooks a dictionary can read or write in a circuit, in forward order within a block.
+_ORDER = {"hook_resid_pre": 0, "hook_attn_out": 1, "hook_resid_mid": 2, "hook_mlp_in": 3,
+          "ln2.hook_normalized": 4, "mlp.hook_in": 5, "hook_mlp_out": 6, "hook_resid_post": 7}  # fmt: skip
 # A transcoder replaces the MLP, reading the residual entering it, the norm's x_hat or its output.
-_TRANSCODER_IN = ("resid_mid", "mlp_in", "ln2.hook_normalized", "mlp.hook_in")
+_TRANSCODER_IN = ("hook_resid_mid", "hook_mlp_in", "ln2.hook_normalized", "mlp.hook_in")
 _READ_ONLY = ("ln2.hook_normalized",)  # computed off the main path: transcoders may read it, SAEs not
 
 
 def _parse(site: str | None) -> tuple[int, str]:
-    kind, layer = parse_site(site or "")
+    """(layer, hook) of a one-model block site a circuit can splice at."""
+    try:
+        parsed = Site.parse(site or "")
+        layer, kind = (
+            (parsed.layer, parsed.hook) if not parsed.is_group and parsed.model == "a" else (None, "")
+        )
+    except SiteError:
+        layer, kind = None, ""
     if layer is None or kind not in _ORDER:
         raise MonosemanticError(
             f"dictionary site {site!r} cannot be spliced into a circuit; use blocks.L.hook_"
@@ -56,8 +63,8 @@ class Spliced:
 
     name: str
     dic: Dictionary
-    site_in: str
-    site_out: str
+    hook_name: str
+    hook_name_out: str
     layer: int
     transcoder: bool
     slot: int = 0  # index among the dictionaries of the same layer (keeps node ids unique)
@@ -145,8 +152,8 @@ class ReplacementModel:
             else:
                 items += [(f"{n}/L{v.cfg.hook_name.split('.')[1]}", v, k) for v in views]
         spliced = [self._splice(n, d, k) for n, d, k in items]
-        spliced.sort(key=lambda s: (s.layer, _ORDER[_parse(s.site_out)[1]]))
-        outs = [s.site_out for s in spliced]
+        spliced.sort(key=lambda s: (s.layer, _ORDER[_parse(s.hook_name_out)[1]]))
+        outs = [s.hook_name_out for s in spliced]
         if len(set(outs)) != len(outs):
             dup = next(o for o in outs if outs.count(o) > 1)
             raise MonosemanticError(f"two dictionaries write {dup}; splice at most one per site")
@@ -154,7 +161,7 @@ class ReplacementModel:
             same = [t for t in spliced if t.layer == s.layer]
             s.slot = same.index(s)
             s.offset = sum(int(t.dic.cfg.d_sae) for t in same[: s.slot])
-        clash = [s.name for s in spliced if s.transcoder and s.site_in in outs]
+        clash = [s.name for s in spliced if s.transcoder and s.hook_name in outs]
         if clash:
             raise MonosemanticError(
                 f"{clash[0]} reads a site another dictionary replaces; splice the SAE at a different site"
@@ -169,14 +176,14 @@ class ReplacementModel:
             else:
                 s.sources = [(i, s.dic.W_dec)]
         self.spliced = spliced
-        self.by_out = {s.site_out: i for i, s in enumerate(spliced)}
+        self.by_out = {s.hook_name_out: i for i, s in enumerate(spliced)}
         self.transcoder_at = {s.layer: i for i, s in enumerate(spliced) if s.transcoder}
 
     def _splice(self, name: str, dic: Dictionary | CLTLayer, source: int = 0) -> Spliced:
         dic.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
         cfg = dic.cfg
         layer, kind = _parse(cfg.hook_name)
-        if kind == "resid_mid" and self.lm.parallel:
+        if kind == "hook_resid_mid" and self.lm.parallel:
             raise MonosemanticError(
                 f"{name}: {cfg.hook_name} does not exist in this parallel-residual model (attention and MLP "
                 "both read resid_pre); train on blocks.L.hook_resid_pre, hook_mlp_in or hook_resid_post"
@@ -198,7 +205,7 @@ class ReplacementModel:
                 )
             return Spliced(name, dic, cfg.hook_name, cfg.hook_name, layer, False, source=source)
         out_layer, out_kind = _parse(cfg.hook_name_out)
-        if out_kind != "mlp_out" or out_layer != layer or kind not in _TRANSCODER_IN:
+        if out_kind != "hook_mlp_out" or out_layer != layer or kind not in _TRANSCODER_IN:
             raise MonosemanticError(
                 f"{name}: a transcoder must map blocks.L.mlp.hook_in (or ln2.hook_normalized, hook_mlp_in, "
                 f"hook_resid_mid) to blocks.L.hook_mlp_out of the same layer, not {cfg.hook_name} -> "
@@ -241,18 +248,18 @@ class ReplacementModel:
     def setup(self, input_ids: Tensor) -> Setup:
         """Record the clean pass: patterns, norm scales, each dictionary's latents and error."""
         ids = input_ids.flatten().to(self.device)
-        sites = {s.site_in for s in self.spliced} | {s.site_out for s in self.spliced}
+        sites = {s.hook_name for s in self.spliced} | {s.hook_name_out for s in self.spliced}
         sites.add("blocks.0.hook_resid_pre")
         cap, freeze = _Capture(sites), Freeze()
         logits = self.lm(ids[None], hooks=cap, mode="record", freeze=freeze)[0]
-        inputs = [cap.acts[s.site_in][0] for s in self.spliced]
+        inputs = [cap.acts[s.hook_name][0] for s in self.spliced]
         fs = [self.encode(i, x) for i, x in enumerate(inputs)]
         active, errors, recons = [], [], []
         for i, (s, f) in enumerate(zip(self.spliced, fs, strict=True)):
             recon = self.decode(i, fs, inputs[i])
             pos, idx = (f != 0).nonzero(as_tuple=True)
             active.append(Active(pos, idx, f[pos, idx]))
-            errors.append(cap.acts[s.site_out][0] - recon)
+            errors.append(cap.acts[s.hook_name_out][0] - recon)
             recons.append(recon)
         embed = cap.acts["blocks.0.hook_resid_pre"][0]
         return Setup(ids, logits, freeze, embed, inputs, active, errors, recons)
@@ -318,7 +325,7 @@ class ReplacementModel:
         hooks = _FrozenHooks(self, setup, values, errors, inject or {}, embed)
         ids = setup.input_ids[None].expand(batch, -1)
         resid = self.lm(ids, hooks=hooks, mode="frozen", freeze=setup.freeze, unembed=False)
-        return resid, [hooks.inputs[s.site_in] for s in self.spliced]
+        return resid, [hooks.inputs[s.hook_name] for s in self.spliced]
 
     def free(
         self,
@@ -353,7 +360,7 @@ class _FrozenHooks(NoHooks):
             inject,
             embed,
         )
-        self.ins = {s.site_in: i for i, s in enumerate(rm.spliced)}
+        self.ins = {s.hook_name: i for i, s in enumerate(rm.spliced)}
         self.inputs: dict[str, Tensor] = {}
 
     def wants(self, name: str) -> bool:
@@ -361,15 +368,15 @@ class _FrozenHooks(NoHooks):
 
     def _out(self, i: int) -> Tensor:
         s, st = self.rm.spliced[i], self.setup
-        x_in = self.inputs[s.site_in]
+        x_in = self.inputs[s.hook_name]
         if self.values is None and s.dic.W_skip is None:
             out = st.recon[i]  # the clean reconstruction: it carries no gradient, so reuse it
         else:
             vals = [a.act for a in st.active] if self.values is None else self.values
             out = self.rm.reconstruct(i, st.active, vals, x_in, st.n_pos)
         out = out + (st.errors[i] if self.errors is None else self.errors[i])
-        if s.site_out in self.inject:
-            out = out + self.inject[s.site_out]
+        if s.hook_name_out in self.inject:
+            out = out + self.inject[s.hook_name_out]
         return out
 
     def site(self, name: str, x: Tensor) -> Tensor:
@@ -396,7 +403,7 @@ class _FrozenHooks(NoHooks):
 class _FreeHooks(NoHooks):
     def __init__(self, rm: ReplacementModel, edit, edit_error) -> None:
         self.rm, self.edit, self.edit_error = rm, edit, edit_error
-        self.ins = {s.site_in for s in rm.spliced}
+        self.ins = {s.hook_name for s in rm.spliced}
         self.inputs: dict[str, Tensor] = {}
         n = len(rm.spliced)
         self.clean: list[Tensor | None] = [None] * n  # latents as encoded
@@ -412,7 +419,7 @@ class _FreeHooks(NoHooks):
         if i is None:
             return x
         s = self.rm.spliced[i]
-        x_in = self.inputs[s.site_in]
+        x_in = self.inputs[s.hook_name]
         self.clean[i] = f = self.rm.encode(i, x_in)
         self.edited[i] = self.edit(i, f) if self.edit is not None else f
         err = x - self.rm.decode(i, self.clean, x_in)

@@ -27,7 +27,7 @@ from monosemantic.config import Config, load_config
 from monosemantic.corpus.windows import bos_eos_ids, special_token_mask, text_tokens
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.io import dictionary_names, find_dictionaries, load_dictionary
-from monosemantic.evaluation.spliced import splice_edits
+from monosemantic.dictionaries.splice import compose, splice_edits
 from monosemantic.lm.model import SubjectModel, load_model
 from monosemantic.lm.token_display import TokenDisplay
 from monosemantic.store.feature_store import FeatureStore, feature_store_path
@@ -143,11 +143,10 @@ class SpliceModel:
         Like `evaluate`, BOS/EOS/PAD positions keep their clean activation when the dictionary's
         data excluded them; `splice=False` encodes without replacing anything."""
         special = special_token_mask(tokens, self.model.tokenizer)
-        edits: dict[str, Any] = {}
+        per_dictionary: list[dict[str, Any]] = []
         records: dict[str, dict[str, Tensor]] = {}
         for name, d in dics.items():
-            site_in, site_out = d.cfg.hook_name, d.cfg.hook_name_out or d.cfg.hook_name
-            if site_in is None:
+            if d.cfg.hook_name is None:
                 raise MonosemanticError(
                     f"{name} has no hook_name in its cfg.json; cannot tell where it reads"
                 )
@@ -156,10 +155,8 @@ class SpliceModel:
                 (torch.ones_like(special) if include else ~special) if splice else torch.zeros_like(special)
             )
             records[name] = {}
-            for site, fn in splice_edits(d, site_in, site_out, keep, record=records[name]).items():
-                prev = edits.get(site)
-                edits[site] = fn if prev is None else (lambda a, f=fn, g=prev: f(g(a)))
-        return edits, records
+            per_dictionary.append(splice_edits(d, keep, record=records[name]))
+        return compose(per_dictionary), records
 
     def _run(
         self, x: Tokens, dictionaries: str | Iterable[str] | None, splice: bool, capture: Sequence[str]

@@ -20,6 +20,17 @@ class CircuitConfig(Section):
     prompt: str | None = Field(
         None, description="Text whose next-token prediction the graph explains; --prompt sets it."
     )
+    prompts: Path | None = Field(
+        None,
+        description="A prompts file (one per line, `#` comments, `[task]` headers): trace every prompt with "
+        "every dictionary set and report each score's mean and 95% interval (also --prompts FILE).",
+    )
+    sets: dict[str, list[Path]] | None = Field(
+        None,
+        description="Dictionary sets compared by --prompts: name -> checkpoint folders (e.g. per-layer "
+        "transcoders, a CLT). Sets whose folders do not exist yet are skipped with a note. Default: the "
+        "one set `dictionaries` resolves to.",
+    )
     method: Literal["attribution", "contrastive", "ablation"] = Field(
         "attribution",
         description="attribution: exact attribution graph; contrastive: clean vs corrupted_prompt "

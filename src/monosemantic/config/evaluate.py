@@ -37,6 +37,24 @@ class EvaluateConfig(Section):
     max_sequences: int | None = Field(
         256, gt=0, description="Sequences of the cache used: a random sample seeded by `seed` (None: all)."
     )
+    held_out: bool = Field(
+        True,
+        description="Evaluate on the cache's held-out sequences only (those harvest reserved and training "
+        "never read); false: on every sequence. A cache without a split is evaluated whole, with a warning.",
+    )
+    ce_convention: Literal["monosemantic", "saelens"] = Field(
+        "monosemantic",
+        description="Spliced CE/KL token conventions: monosemantic averages over every next-token "
+        "prediction and replaces/ablates non-special positions only; saelens (SAELens run_evals) averages "
+        "over predictions at non-special positions and ablates every position.",
+    )
+    ce_recovered_min_increase: float = Field(
+        0.1,
+        gt=0,
+        allow_inf_nan=False,
+        description="CE loss recovered is flagged unreliable (tables show 'low gap') when zero-ablating "
+        "the site raises CE by fewer nats than this; read the CE increase and KL instead.",
+    )
     batch_size: int = Field(16, gt=0, description="Sequences per model forward in spliced metrics.")
     spliced: bool = Field(True, description="Also compute CE/KL with the reconstruction spliced in.")
     error_check_batches: int | None = Field(

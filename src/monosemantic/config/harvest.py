@@ -26,3 +26,12 @@ class HarvestConfig(Section):
     dtype: Dtype | None = Field(None, description="Storage dtype of activations: float32, float16, bfloat16.")
     batch_size: int = Field(32, gt=0, description="Sequences per forward pass.")
     shard_sequences: int = Field(512, gt=0, description="Sequences per shard file.")
+    eval_fraction: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description="Share of whole sequences held out for evaluation (chosen by a seeded hash of each "
+        "sequence's number, listed in the manifest's eval_sequences); training never reads them, "
+        "evaluate reads only them. 0: no held-out part.",
+    )
+    eval_seed: int = Field(0, ge=0, description="Seed of the held-out choice (recorded in the manifest).")

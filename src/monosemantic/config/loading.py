@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from monosemantic.utils.errors import ConfigError
 
+from .dictionary import DictionaryConfig, registered_configs
 from .root import Config
 
 
@@ -79,6 +80,8 @@ def _describe(err: dict[str, Any]) -> str:
     if err["type"] == "extra_forbidden":
         owner = _model_at(loc)
         valid = sorted(owner.model_fields) if owner else []
+        if owner is DictionaryConfig:  # a [dictionary] table: every architecture's keys
+            valid = sorted({k for c in registered_configs().values() for k in c.model_fields})
         close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
         hint = (
             f"; did you mean '{close[0]}'?"

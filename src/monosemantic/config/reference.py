@@ -20,6 +20,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from .base import Section
+from .dictionary import DictionaryConfig, registered_configs
 from .root import Config
 
 _BOUNDS = ((at.Gt, "gt", "> {}"), (at.Ge, "ge", "≥ {}"), (at.Lt, "lt", "< {}"), (at.Le, "le", "≤ {}"))
@@ -164,4 +165,26 @@ def config_reference() -> str:
             (model.__doc__ or "").strip() if model is not Config and model.__doc__ != Section.__doc__ else ""
         )
         out += [f"### {heading}", "", *([doc, ""] if doc else []), *table, ""]
+        if heading.startswith("[dictionary]"):
+            out += [*_architecture_table(), ""]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _architecture_table() -> list[str]:
+    """The keys each built-in architecture adds to `[dictionary]` (its config class's own)."""
+    builtin = {n: c for n, c in registered_configs().items() if c.__module__.startswith("monosemantic.")}
+    keys: dict[str, tuple[list[str], object]] = {}
+    for arch, cls in sorted(builtin.items()):
+        for key, field in cls.model_fields.items():
+            if key not in DictionaryConfig.model_fields:
+                keys.setdefault(key, ([], field))[0].append(arch)
+    lines = [
+        "Keys of one architecture or a few (a key another architecture owns is refused, naming both):",
+        "",
+        "| key | architectures | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    for key, (archs, field) in keys.items():
+        doc = (field.description or "").replace("|", "\\|")
+        lines.append(f"| `{key}` | {', '.join(archs)} | {default_text(field)} | {doc} |")
+    return lines

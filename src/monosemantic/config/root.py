@@ -18,7 +18,7 @@ from .base import Dtype, Section
 from .circuit import CircuitConfig
 from .compare import CompareConfig
 from .data import DataConfig
-from .dictionary import DictionaryConfig
+from .dictionary import DictionaryConfig, DictionarySection, sweep_entry
 from .evaluate import EvaluateConfig
 from .explain import ExplainConfig
 from .export import ExportConfig
@@ -41,8 +41,8 @@ class Config(Section):
     sites: SitesConfig = Field(default_factory=SitesConfig)
     harvest: HarvestConfig = Field(default_factory=HarvestConfig)
     lm: LMConfig = Field(default_factory=LMConfig)
-    dictionary: DictionaryConfig | None = None
-    dictionaries: list[DictionaryConfig] = Field(default_factory=list)
+    dictionary: DictionarySection | None = None
+    dictionaries: list[DictionarySection] = Field(default_factory=list)
     train: TrainConfig = Field(default_factory=TrainConfig)
     plan: PlanConfig = Field(default_factory=PlanConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
@@ -63,7 +63,7 @@ class Config(Section):
             if not isinstance(base, dict):
                 base = base.model_dump(exclude_unset=True)
             entries = [
-                e if not isinstance(e, dict) else {**_width_default(base, e), **e}
+                e if not isinstance(e, dict) else sweep_entry(_width_default(base, e), e)
                 for e in data["dictionaries"]
             ]
             data = {**data, "dictionaries": entries, "dictionary": None}

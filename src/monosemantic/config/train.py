@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .base import Dtype, Section
 
@@ -61,3 +61,17 @@ class TrainConfig(Section):
     device: str | None = None
     dtype: Dtype | None = Field(None, description="Compute dtype: float32 or bfloat16.")
     seed: int | None = None
+    seeds: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="Train every dictionary once per seed, all from one pass over the stream (the data "
+        "order is train.seed's; the seeds vary initialisation): folders NAME-seedS, aggregated by "
+        "evaluate and compare as mean and 95% interval. Unset: one run at train.seed.",
+    )
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"train.seeds repeats a seed ({v}); list each seed once")
+        return v

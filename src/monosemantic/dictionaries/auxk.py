@@ -36,4 +36,4 @@ def auxk_loss(aux_recon: Tensor, residual: Tensor, n_dead: int, budget: int) -> 
     """min(n_dead / budget, 1) x the squared error of the dead latents' reconstruction
     `aux_recon` (no bias) of the detached `residual` y - y_hat. budget: dead latents the
     selection may pick per token (aux_k, or aux_k per layer times the layers for a CLT)."""
-    return min(n_dead / budget, 1.0) * Dictionary.mse(aux_recon, residual.detach())
+    return min(n_dead / budget, 1.0) * Dictionary.mse_per_token(aux_recon, residual.detach())

@@ -1,9 +1,13 @@
-"""The `Dictionary` base class: weights, encode/decode, the trainer's hooks, and the registry.
+"""The `Dictionary` contract every dictionary kind meets, and the registry of kinds by name.
 
-Every architecture is an `nn.Module` holding `W_enc [d_in, d_sae]`, `b_enc [d_sae]`,
-`W_dec [d_sae, d_out]`, `b_dec [d_out]` (and `W_skip [d_in, d_out]` for skip transcoders), the
-SAELens layout, so saving is a plain state-dict dump. An SAE is the case d_out == d_in with the
-output site equal to the input site; a transcoder maps `hook_name` to `hook_name_out`.
+A kind is one module: a `Dictionary` subclass and its config class (a `DictionaryConfig` subclass
+holding the kind's own keys), registered together with `@register_dictionary(name, Config)`
+(SAELens's pattern). Single-site kinds (SAEs, transcoders, the baselines) build on
+`SingleSiteDictionary` (`single_site.py`, the SAELens weight layout); kinds that read or write
+several sites (CLTs, crosscoders) on `MultiSiteDictionary` (`multi_site.py`). Either way the rest
+of the pipeline asks the dictionary, never its name: which sites it reads and writes (`sites_in`,
+`sites_out`), whether it can be spliced causally (`causal`, `encode_site`, `decode_site`), where its
+latents live (`home_sites`, `decoder_norms`), and the trainer's facts below.
 """
 
 from __future__ import annotations
@@ -12,16 +16,16 @@ import abc
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ValidationError
 from torch import Tensor, nn
 
+from monosemantic.config.dictionary import DictionaryConfig, register_config
+from monosemantic.config.site import Site
 from monosemantic.utils.errors import ConfigError, DataError, MonosemanticError
 
-from .sparse_encoder import sparse_decode
 from .types import DictionaryMeta, LossOutput, Penalty, SparseCodes, TrainStepState
 
 __all__ = ["Dictionary", "DictionaryMeta", "LossOutput", "Penalty", "SparseCodes", "TrainStepState",
-           "dictionary_class", "register_dictionary"]  # fmt: skip
+           "default_aux_k", "dictionary_class", "register_dictionary"]  # fmt: skip
 
 if TYPE_CHECKING:
     from .sharding import Sharding
@@ -29,11 +33,9 @@ if TYPE_CHECKING:
 _REGISTRY: dict[str, type[Dictionary]] = {}
 
 
-def register_dictionary(name: str):
-    """Class decorator: make an architecture buildable and loadable by `name`.
-
-    Importing the module that defines the class registers it; a name can be registered once.
-    """
+def register_dictionary(name: str, config: type[DictionaryConfig]):
+    """Class decorator: make a kind buildable and loadable by `name`, with `config` its config class
+    (the keys of `[dictionary]` it takes). A name can be registered once."""
 
     def wrap(cls: type[Dictionary]) -> type[Dictionary]:
         if name in _REGISTRY:
@@ -42,7 +44,9 @@ def register_dictionary(name: str):
                 "choose another name"
             )
         cls.architecture = name
+        cls.Config = config
         _REGISTRY[name] = cls
+        register_config(name, config)
         return cls
 
     return wrap
@@ -63,48 +67,69 @@ def default_aux_k(d_in: int, n_latents: int) -> int:
 
 
 class Dictionary(nn.Module, abc.ABC):
-    """A sparse dictionary: `encode(x) -> f`, `decode(f, x) -> y_hat`, and its training loss.
-
-    An architecture is one subclass in one file, registered with `@register_dictionary(name)`.
-    Besides `encode` and `training_loss` it declares, as class attributes, what the rest of the
-    pipeline must know about it: whether it needs `k`, its sparsity `penalty`, its SAELens name,
-    its own config fields (`Options`), and it may override `configure` (defaults and checks),
-    `latent_parameters`/`reset_latents` (dead-latent resampling), `latent_state` (what feature-sharded
-    training splits, buffers included) and `encoder_dirs` (circuits).
-    """
+    """A sparse dictionary: `encode(x) -> f`, `decode(f, x) -> y_hat`, its training loss, and what the
+    pipeline must know about it (class attributes below, and the site methods)."""
 
     architecture: ClassVar[str] = ""
+    Config: ClassVar[type[DictionaryConfig]] = DictionaryConfig
+    # Reads or writes several sites, concatenated (CLT, crosscoder): x is [..., sum of site widths].
+    multi_site: ClassVar[bool] = False
+    # Its outputs at a site depend only on inputs at that site's layer or earlier, so it can be spliced
+    # into a forward pass (`encode_site` / `decode_site`); an acausal crosscoder cannot.
+    causal: ClassVar[bool] = True
     # Whether the recipe constrains decoder rows to unit norm (the trainer then calls
     # `remove_gradient_parallel_to_decoder_directions` before and `set_decoder_norm_to_unit_norm`
-    # after each optimiser step).
-    unit_norm_decoder: ClassVar[bool] = True
-    # Exactly `k` latents per token (TopK family): `k` is required and named in sweep folders.
-    uses_k: ClassVar[bool] = False
+    # after each optimiser step). Instances may decide (a ReLU SAE from `l1_decoder_norm`).
+    unit_norm_decoder: bool = True
     # Fitted from the first batches in one pass (baselines): the trainer takes no gradient step.
     fitted: ClassVar[bool] = False
+    # Its latents can be re-pointed at badly reconstructed inputs (`train.dead_latents = "resample"`).
+    can_resample: ClassVar[bool] = False
     # Its latents can be split over ranks (`train.parallel = "features"`, dictionaries/sharding.py).
     shardable: ClassVar[bool] = False
+    # Trains on raw activations unless `train.normalize_activations` says otherwise: it has no
+    # scale-dependent hyper-parameter (one-site TopK / BatchTopK).
+    raw_inputs: ClassVar[bool] = False
     # The penalty whose coefficient the target-L0 controller tunes; None for TopK-style rules.
-    penalty: ClassVar[Penalty | None] = None
+    penalty: Penalty | None = None
     # The SAELens 6 architecture that runs this dictionary at inference (default: our name).
     saelens_name: ClassVar[str | None] = None
-    # Architecture-owned config fields, given in `[dictionary.options]` (a pydantic model).
-    Options: ClassVar[type[BaseModel] | None] = None
     # Set by the distributed trainer when rows or latents are split over ranks (TopK family).
     sharding: Sharding | None = None
 
     def __init__(self, cfg: DictionaryMeta) -> None:
         super().__init__()
         self.cfg = cfg
-        d_in, d_sae, d_out = cfg.d_in, cfg.d_sae, cfg.d_out
-        self.W_enc = nn.Parameter(torch.empty(d_in, d_sae))
-        self.b_enc = nn.Parameter(torch.zeros(d_sae))
-        self.W_dec = nn.Parameter(torch.empty(d_sae, d_out))
-        self.b_dec = nn.Parameter(torch.zeros(d_out))
-        self.W_skip = nn.Parameter(torch.zeros(d_in, d_out)) if cfg.skip else None
-        self.reset_parameters()
 
-    # ---- configuration: defaults and checks, before any weight exists ------------------------
+    # ---- configuration: from a [dictionary] section to a DictionaryMeta -------------------------
+    @classmethod
+    def resolve(cls, cfg: DictionaryConfig, d_in: int, d_out: int | None = None) -> DictionaryMeta:
+        """The meta of a dictionary for `cfg` on d_in-wide inputs (d_out-wide outputs for a
+        transcoder), before any weight exists; `configure` fills the architecture's defaults."""
+        d_out = d_in if d_out is None else d_out
+        is_transcoder = d_out != d_in or (cfg.site_out is not None and cfg.site_out != cfg.site)
+        meta = DictionaryMeta(
+            architecture=cfg.architecture,
+            d_in=d_in,
+            d_sae=cls.width(cfg, d_in),
+            d_out=d_out,
+            hook_name=cfg.site,
+            hook_name_out=cfg.site_out if is_transcoder else None,
+            skip=cfg.skip,
+            apply_b_dec_to_input=not is_transcoder,
+            settings=cfg.model_copy(deep=True),
+        )
+        cls.configure(meta)
+        return meta
+
+    @staticmethod
+    def width(cfg: DictionaryConfig, d_in: int) -> int:
+        if cfg.d_sae is not None:
+            return cfg.d_sae
+        if cfg.expansion is not None:
+            return cfg.expansion * d_in
+        raise ConfigError("[dictionary] needs d_sae or expansion (d_sae = expansion x d_in); set one of them")
+
     @classmethod
     def default_decoder_init_norm(cls, meta: DictionaryMeta) -> float:
         """Initial decoder row norm: 1, or 0.1 where rows are free (no unit-norm constraint)."""
@@ -112,54 +137,37 @@ class Dictionary(nn.Module, abc.ABC):
 
     @classmethod
     def configure(cls, meta: DictionaryMeta) -> None:
-        """Fill this architecture's defaults into `meta` and reject inconsistent settings
-        (ConfigError, one line). Called once when a dictionary is built from a config."""
-        name = cls.architecture
-        if cls.uses_k:
-            if meta.k is None:
-                raise ConfigError(
-                    f"architecture {name!r} needs k (active latents per token); set dictionary.k"
-                )
-            if meta.k > meta.d_sae:
-                raise ConfigError(f"k={meta.k} is larger than d_sae={meta.d_sae}; choose k <= d_sae")
-        if meta.aux_k is not None and meta.aux_k > meta.d_sae:
-            raise ConfigError(f"aux_k={meta.aux_k} is larger than d_sae={meta.d_sae}; choose aux_k <= d_sae")
-        if meta.aux_k is None:
-            meta.aux_k = default_aux_k(meta.d_in, meta.d_sae)
-        if cls.penalty is not None and getattr(meta, cls.penalty.field) is None:
-            setattr(meta, cls.penalty.field, cls.penalty.default)
-        if meta.decoder_init_norm is None:
-            meta.decoder_init_norm = cls.default_decoder_init_norm(meta)
-        if cls.Options is None:
-            if meta.options:
-                raise ConfigError(
-                    f"architecture {name!r} has no options; remove {sorted(meta.options)} from dictionary.options"
-                )
-            return
-        try:
-            meta.options = cls.Options.model_validate(meta.options).model_dump()
-        except ValidationError as e:
-            err = e.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise ConfigError(f"dictionary.options.{where} ({name}): {err['msg']}") from None
+        """Fill this architecture's defaults into `meta.settings` and reject settings that do not fit
+        the shapes (ConfigError, one line). Called once when a dictionary is built from a config."""
+        if meta.settings.decoder_init_norm is None and "decoder_init_norm" not in cls.Config.REFUSED:
+            meta.settings.fill(decoder_init_norm=cls.default_decoder_init_norm(meta))
 
-    def option(self, key: str) -> Any:
-        """An architecture-owned setting from `[dictionary.options]` (defaults filled by `configure`)."""
-        if self.Options is None:
-            raise MonosemanticError(f"architecture {self.architecture!r} has no options")
-        return self.cfg.options.get(key, self.Options.model_fields[key].default)
+    @classmethod
+    def sparse_training(cls, cfg: DictionaryConfig) -> bool:
+        """Whether a training step costs k-sparse work (a TopK-family selection), for `plan`."""
+        return False
+
+    @property
+    def settings(self) -> DictionaryConfig:
+        """The architecture's own settings (its config class, defaults resolved)."""
+        return self.cfg.settings
 
     def penalty_coefficient(self) -> float:
         """The configured sparsity coefficient (before warm-up and the L0 controller)."""
         if self.penalty is None:
             raise MonosemanticError(f"architecture {self.architecture!r} has no sparsity penalty")
-        value = getattr(self.cfg, self.penalty.field)
-        return self.penalty.default if value is None else float(value)
+        return float(getattr(self.settings, self.penalty.field))
+
+    @classmethod
+    def inference_form(cls) -> str:
+        """The SAELens name of the rule that runs it at inference ("standard" for ReLU; BatchTopK and
+        Matryoshka run as "jumprelu" with their learned thresholds)."""
+        return cls.saelens_name or cls.architecture
 
     @classmethod
     def saelens_architecture(cls, meta: DictionaryMeta) -> str:
         """The SAELens 6 architecture name that runs this dictionary at inference."""
-        inference = cls.saelens_name or cls.architecture
+        inference = cls.inference_form()
         if not (meta.is_transcoder or meta.skip):
             return inference
         if inference in ("standard", "jumprelu"):
@@ -172,7 +180,11 @@ class Dictionary(nn.Module, abc.ABC):
         """Extra top-level cfg.json keys SAELens needs for this architecture (TopK: `k`)."""
         return {}
 
-    # ---- shapes and dtypes ------------------------------------------------------------------
+    def saved_cfg(self) -> dict[str, Any]:
+        """cfg.json keys of this kind's own layout, merged over the SAELens keys (a CLT's layers)."""
+        return {}
+
+    # ---- shapes, dtypes and sites ------------------------------------------------------------
     @property
     def d_in(self) -> int:
         return self.cfg.d_in
@@ -191,24 +203,76 @@ class Dictionary(nn.Module, abc.ABC):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.W_dec.dtype
+        return self.b_dec.dtype
 
     @property
     def device(self) -> torch.device:
-        return self.W_dec.device
+        return self.b_dec.device
 
-    @torch.no_grad()
-    def reset_parameters(self) -> None:
-        """Random unit directions scaled to `decoder_init_norm`; W_enc = W_dec^T when shapes allow."""
-        w = torch.randn(self.d_sae, self.d_out)
-        init_norm = self.cfg.decoder_init_norm or self.default_decoder_init_norm(self.cfg)
-        w *= init_norm / w.norm(dim=1, keepdim=True)
-        self.W_dec.copy_(w)
-        if self.d_in == self.d_out:
-            self.W_enc.copy_(w.T)
-        else:
-            e = torch.randn(self.d_in, self.d_sae)
-            self.W_enc.copy_(e * (init_norm / e.norm(dim=0, keepdim=True)))
+    @property
+    def k(self) -> int | None:
+        """Latents kept per token where the kind fixes it (TopK family; a baseline's optional k)."""
+        return getattr(self.settings, "k", None)
+
+    @property
+    def sites_in(self) -> list[Site]:
+        """The concrete sites it reads, in the order its input concatenates them ([] if unknown)."""
+        site = self.cfg.site
+        return [] if site is None else site.sites()
+
+    @property
+    def sites_out(self) -> list[Site]:
+        """The concrete sites it writes (an SAE writes the site it reads)."""
+        site = self.cfg.site_out
+        return [] if site is None else site.sites()
+
+    @property
+    def n_sites(self) -> int:
+        """Input sites (and output sites: kinds write as many sites as they read)."""
+        return 1
+
+    @property
+    def d_site_in(self) -> int:
+        return self.d_in // self.n_sites
+
+    @property
+    def d_site_out(self) -> int:
+        return self.d_out // self.n_sites
+
+    def home_sites(self) -> Tensor | None:
+        """[d_sae]: the input site each latent reads (a CLT latent its layer's), or None when every
+        latent reads every site (a crosscoder)."""
+        return torch.zeros(self.d_sae, dtype=torch.long)
+
+    def latents_at(self, i: int) -> slice:
+        """The latents homed at input site i, in the dictionary's own numbering."""
+        return slice(None)
+
+    def decoder_norms(self) -> Tensor:
+        """[d_sae, n_sites]: each latent's decoder norm at each output site."""
+        return self.site_decoders().norm(dim=-1)
+
+    @abc.abstractmethod
+    def site_decoders(self) -> Tensor:
+        """[d_sae, n_sites, d_site_out]: each latent's decoder row at each output site (0 where it
+        does not write)."""
+
+    @abc.abstractmethod
+    def site_encoders(self) -> Tensor | None:
+        """[d_site_in, d_sae]: each latent's encoder direction on the site it reads, or None when
+        latents read several sites."""
+
+    def encode_site(self, i: int, x: Tensor) -> Tensor:
+        """The latents homed at input site i from that site's activations (a causal splice)."""
+        if i != 0:
+            raise MonosemanticError(f"{self.architecture} reads one site, not site {i}")
+        return self.encode(x)
+
+    def decode_site(self, j: int, fs: list[Tensor], x: Tensor | None = None) -> Tensor:
+        """Output site j from the latents fs[s] of input sites s <= j (`x`: site j's input, for skips)."""
+        if j != 0:
+            raise MonosemanticError(f"{self.architecture} writes one site, not site {j}")
+        return self.decode(fs[0], x)
 
     def _check_input(self, x: Tensor, width: int, what: str = "input") -> Tensor:
         if x.shape[-1] != width:
@@ -220,14 +284,6 @@ class Dictionary(nn.Module, abc.ABC):
             x.to(self.dtype) if x.dtype != self.dtype and not torch.is_autocast_enabled(x.device.type) else x
         )
 
-    def _input(self, x: Tensor) -> Tensor:
-        """The encoder input: x minus b_dec for SAEs (SAELens `apply_b_dec_to_input`)."""
-        x = self._check_input(x, self.d_in)
-        return x - self.b_dec if self.cfg.apply_b_dec_to_input else x
-
-    def pre_acts(self, x: Tensor) -> Tensor:
-        return self._input(x) @ self.W_enc + self.b_enc
-
     # ---- the model --------------------------------------------------------------------------
     @abc.abstractmethod
     def encode(self, x: Tensor) -> Tensor:
@@ -238,36 +294,9 @@ class Dictionary(nn.Module, abc.ABC):
         without the dense [n, d_sae] output, where the rule allows it cheaply (TopK); else None."""
         return None
 
+    @abc.abstractmethod
     def decode(self, f: Tensor, x: Tensor | None = None) -> Tensor:
-        """y_hat = f W_dec + b_dec (+ x W_skip for skip transcoders, which need x)."""
-        if f.shape[-1] != self.d_sae:
-            raise DataError(f"latents have width {f.shape[-1]} but this dictionary has d_sae={self.d_sae}")
-        out = f.to(self.W_dec.dtype) @ self.W_dec + self.b_dec
-        return self._add_skip(out, x)
-
-    def decode_codes(self, codes: SparseCodes, x: Tensor | None = None, bias: bool = True) -> Tensor:
-        """Decode sparse codes with one gather-and-sum (`embedding_bag`), never a dense matmul.
-
-        bias=False gives the latents' contribution alone (no b_dec, no skip path), for AuxK.
-        """
-        W = self.W_dec
-        vals = codes.vals
-        if torch.is_autocast_enabled(W.device.type):
-            dt = torch.get_autocast_dtype(W.device.type)
-            W, vals = W.to(dt), vals.to(dt)
-        out = sparse_decode(vals, W, codes.rows, codes.cols, codes.n_rows)
-        if self.sharding is not None:  # this rank decoded its slice of the latents: sum them
-            out = self.sharding.sum_partials(out)
-        if not bias:
-            return out
-        return self._add_skip(out + self.b_dec, x)
-
-    def _add_skip(self, out: Tensor, x: Tensor | None) -> Tensor:
-        if self.W_skip is None:
-            return out
-        if x is None:
-            raise MonosemanticError("a skip transcoder's decode needs the input x: call decode(f, x)")
-        return out + self._check_input(x, self.d_in) @ self.W_skip
+        """y_hat [..., d_out] from latents f (and the input x, for skip transcoders)."""
 
     def forward(self, x: Tensor) -> Tensor:
         return self.decode(self.encode(x), x)
@@ -276,10 +305,17 @@ class Dictionary(nn.Module, abc.ABC):
     def training_loss(self, x: Tensor, y: Tensor, state: TrainStepState | None = None) -> LossOutput:
         """Loss on a batch x [B, d_in] with target y [B, d_out] (y is x for an SAE)."""
 
+    @abc.abstractmethod
+    def encoder_dirs(self, idx: Tensor) -> Tensor:
+        """[n, d_in]: the linear map from the encoder input to latents `idx`'s pre-activations
+        (what attribution differentiates through)."""
+
     # ---- helpers shared by the losses -------------------------------------------------------
     @staticmethod
-    def mse(y_hat: Tensor, y: Tensor) -> Tensor:
-        """Squared error summed over features, averaged over rows (the SAELens convention)."""
+    def mse_per_token(y_hat: Tensor, y: Tensor) -> Tensor:
+        """Squared error summed over features, averaged over rows: the training loss's term (the SAELens
+        convention), logged as `mse_per_token`, the name metrics.json gives the same quantity; `mse`
+        is per element everywhere (metrics.json)."""
         return (y_hat.float() - y.float()).pow(2).sum(-1).mean()
 
     def sparsity_coefficient(self, state: TrainStepState, default: float) -> float:
@@ -290,106 +326,54 @@ class Dictionary(nn.Module, abc.ABC):
     def l0(f: Tensor) -> Tensor:
         return (f > 0).float().sum(-1).mean()
 
-    # ---- hooks for the trainer --------------------------------------------------------------
-    @torch.no_grad()
+    # ---- hooks for the trainer (no-ops where a kind needs none) --------------------------------
+    @abc.abstractmethod
     def set_decoder_norm_to_unit_norm(self) -> None:
-        self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8)
+        """Unit decoder rows (over every site a latent writes)."""
 
-    @torch.no_grad()
+    @abc.abstractmethod
     def remove_gradient_parallel_to_decoder_directions(self, rows_are_unit: bool = False) -> None:
-        """Project out the radial part of W_dec.grad, so Adam moves rows along the unit sphere.
+        """Project out the radial part of the decoder gradient, so Adam moves rows along the sphere."""
 
-        rows_are_unit: the caller guarantees unit-norm rows (the trainer renormalises after every
-        step), so the row norms need not be recomputed; the projection then works in place.
-        """
-        grad = self.W_dec.grad
-        if grad is None:
-            return
-        W = self.W_dec
-        if rows_are_unit:
-            parallel = torch.linalg.vecdot(W, grad, dim=1)
-            grad.addcmul_(W, parallel.unsqueeze(1), value=-1.0)
-            return
-        unit = W / W.norm(dim=1, keepdim=True).clamp_min(1e-8)
-        parallel = (grad * unit).sum(dim=1, keepdim=True)
-        grad -= parallel * unit
-
-    @torch.no_grad()
+    @abc.abstractmethod
     def fold_decoder_norm(self) -> None:
-        """Rescale to unit-norm decoder rows without changing any output (ReLU-style latents).
+        """Rescale to unit-norm decoder rows without changing any output."""
 
-        f_i = ReLU(z_i) is positively homogeneous, so scaling latent i's encoder column and bias
-        by ||d_i|| and its decoder row by 1/||d_i|| is exact. Architectures whose latents are not
-        (thresholds, gates) override this; TopK-style ones keep unit rows throughout.
-        """
-        norms = self.W_dec.norm(dim=1).clamp_min(1e-8)
-        self.W_enc *= norms
-        self.b_enc *= norms
-        self.W_dec /= norms[:, None]
-
-    @torch.no_grad()
+    @abc.abstractmethod
     def initialize_b_dec(self, value: Tensor) -> None:
         """Set b_dec (the trainer passes the geometric median of the target activations)."""
-        self.b_dec.copy_(value.to(self.b_dec))
 
     @torch.no_grad()
     def initialize_from_data(self, x: Tensor) -> None:
-        """Data-dependent initialisation on the first batches' inputs `x` (after `b_dec`); most
-        architectures need none (JumpReLU may place its thresholds)."""
+        """Data-dependent initialisation on the first batches' inputs `x`; most kinds need none
+        (JumpReLU may place its thresholds)."""
 
-    @torch.no_grad()
-    def fold_activation_scale(self, scale_in: float, scale_out: float | None = None) -> None:
-        """Make a dictionary trained on (s_in x, s_out y) work on raw (x, y).
+    @abc.abstractmethod
+    def fold_activation_scale(
+        self, scale_in: float | Tensor, scale_out: float | Tensor | None = None
+    ) -> None:
+        """Make a dictionary trained on (s_in x, s_out y) work on raw (x, y) (per-site scales
+        [sum of widths] for a multi-site kind)."""
 
-        Pre-activations are unchanged (W_enc absorbs s_in, b_dec on the input side absorbs it
-        too), so thresholds stay valid; the output is divided by s_out.
-        """
-        s_out = scale_in if scale_out is None else scale_out
-        if not self.cfg.is_transcoder and s_out != scale_in:
-            raise MonosemanticError("an SAE has one activation scale; give scale_out only for transcoders")
-        self.W_enc *= scale_in
-        self.W_dec /= s_out
-        self.b_dec /= s_out
-        if self.W_skip is not None:
-            self.W_skip *= scale_in / s_out
-        self._fold_extra(scale_in, s_out)
-
-    def _fold_extra(self, scale_in: float, scale_out: float) -> None:
-        """Architecture-specific weights that depend on the scale (none by default)."""
-
-    # ---- dead latents and circuits -----------------------------------------------------------
     def latent_parameters(self) -> dict[str, int]:
         """Trainable tensors indexed by latent, with the axis that indexes latents (for resampling
         and resetting optimiser moments)."""
-        axes = {"W_enc": 1, "W_dec": 0, "b_enc": 0}
-        return {n: a for n, a in axes.items() if isinstance(getattr(self, n, None), nn.Parameter)}
+        return {}
 
     def latent_state(self) -> dict[str, int]:
         """Every state tensor indexed by latent (parameters and buffers such as a running
         threshold), with its latent axis: what feature-sharded training splits and gathers."""
         return self.latent_parameters()
 
-    @torch.no_grad()
     def reset_latents(self, idx: Tensor, enc: Tensor, dec: Tensor) -> None:
-        """Re-point latents `idx` (resampling): encoder columns `enc` [n, d_in], decoder rows
-        `dec` [n, d_out], biases zero. Architectures with more per-latent tensors extend this."""
-        self.W_dec[idx] = dec.to(self.W_dec.dtype)
-        self.W_enc[:, idx] = enc.T.to(self.W_enc.dtype)
-        self.b_enc[idx] = 0.0
+        """Re-point latents `idx` (resampling): encoder columns `enc` [n, d_in], decoder rows `dec`."""
+        raise MonosemanticError(
+            f"{self.architecture} dictionaries cannot resample latents; use dead_latents='auxk'"
+        )
 
-    def encoder_dirs(self, idx: Tensor) -> Tensor:
-        """[n, d_in]: the linear map from the encoder input to latents `idx`'s pre-activations
-        (what attribution differentiates through)."""
-        return self.W_enc[:, idx].T
-
-    # ---- serialisation (SAELens tensor names) -----------------------------------------------
+    # ---- serialisation -----------------------------------------------------------------------
     def weights_for_saving(self) -> dict[str, Tensor]:
         return {k: v.detach().contiguous() for k, v in self.state_dict().items()}
 
     def load_saved_weights(self, tensors: dict[str, Tensor]) -> None:
-        self.load_state_dict({k: v for k, v in tensors.items()}, strict=True)
-
-    def extra_repr(self) -> str:
-        c = self.cfg
-        k = f", k={c.k}" if c.k is not None else ""
-        return f"{c.architecture}: d_in={c.d_in}, d_sae={c.d_sae}, d_out={c.d_out}{k}, skip={c.skip}"
+        self.load_state_dict(dict(tensors), strict=True)

@@ -3,85 +3,43 @@
 Training selects across the batch, so busy tokens get more latents than quiet ones. That rule
 cannot run on a single token, so during training we keep a running mean of the smallest
 selected positive activation; at inference `encode` is a JumpReLU with that threshold, and
-`to_jumprelu()` makes the conversion explicit (SAELens saves BatchTopK SAEs the same way).
+`to_jumprelu()` makes the conversion explicit (SAELens saves BatchTopK SAEs the same way). The
+rule itself is the shared `BatchTopK` activation (`activations.py`), also used by CLTs and crosscoders.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from .base import DictionaryMeta, SparseCodes, register_dictionary
+from .activations import BatchTopK
+from .base import DictionaryMeta, register_dictionary
 from .sparse_encoder import topk_batch
-from .topk import TopKDictionary
-
-if TYPE_CHECKING:
-    from .sharding import Sharding
-
-# The running mean becomes an exponential moving average with this rate after 1/rate steps.
-THRESHOLD_RATE = 0.01
+from .topk import TopKConfig, TopKDictionary
 
 
-def select_batch(pre: Tensor, k: int, sharding: Sharding | None) -> tuple[Tensor, Tensor]:
-    """BatchTopK's selection: the k * B largest entries of the batch; with rows or latents split
-    over ranks, of the whole mesh's batch (shared by BatchTopK SAEs, CLTs and crosscoders)."""
-    return topk_batch(pre, k * pre.shape[0]) if sharding is None else sharding.topk_batch(pre, k)
+class BatchTopKConfig(TopKConfig):
+    pass
 
 
-@torch.no_grad()
-def smallest_selected(vals: Tensor, sharding: Sharding | None) -> Tensor:
-    """The running threshold's sample: the smallest positive selected activation of the whole
-    batch, every rank's rows and latents included (one process: this batch); inf if none."""
-    positive = vals[vals > 0]
-    smallest = positive.min().float() if positive.numel() else vals.new_tensor(torch.inf).float()
-    return smallest if sharding is None else sharding.global_min(smallest.reshape(1))[0]
-
-
-@register_dictionary("batchtopk")
+@register_dictionary("batchtopk", BatchTopKConfig)
 class BatchTopKDictionary(TopKDictionary):
     saelens_name = "jumprelu"  # saved in its inference form, a JumpReLU with the learned threshold
+    rule = BatchTopK  # one threshold per latent, saved as a [d_sae] vector like JumpReLU's
 
     @classmethod
     def saelens_fields(cls, meta: DictionaryMeta) -> dict[str, object]:
         return {}
 
-    def __init__(self, cfg: DictionaryMeta) -> None:
-        super().__init__(cfg)
-        # One scalar threshold for every latent; saved as a [d_sae] vector like JumpReLU's.
-        self.register_buffer("threshold", torch.zeros(cfg.d_sae))
-        self.register_buffer("threshold_updates", torch.zeros((), dtype=torch.long))
-
     def latent_state(self) -> dict[str, int]:
         return {**super().latent_state(), "threshold": 0}
-
-    def _select(self, pre: Tensor) -> tuple[Tensor, Tensor]:
-        return select_batch(pre, self.k, self.sharding)
-
-    @torch.no_grad()
-    def _after_select(self, codes: SparseCodes) -> None:
-        if not self.training:
-            return
-        smallest = smallest_selected(codes.vals, self.sharding)
-        if not torch.isfinite(smallest):
-            return
-        rate = max(1.0 / float(self.threshold_updates + 1), THRESHOLD_RATE)
-        self.threshold.mul_(1 - rate).add_(rate * smallest)
-        self.threshold_updates += 1
-
-    def encode(self, x: Tensor) -> Tensor:
-        """Inference: JumpReLU with the threshold estimated during training."""
-        pre = self.pre_acts(x)
-        return F.relu(pre) * (pre > self.threshold.to(pre.dtype))
 
     def encode_batch_topk(self, x: Tensor) -> Tensor:
         """The training-time rule on a batch [B, d_in] (dense), for analysis and tests."""
         pre = self.pre_acts(x)
         rows, cols = topk_batch(pre, self.k * pre.shape[0])
         f = torch.zeros_like(pre)
-        f[rows, cols] = F.relu(pre[rows, cols])
+        f[rows, cols] = torch.relu(pre[rows, cols])
         return f
 
     def to_jumprelu(self):

@@ -27,12 +27,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from monosemantic.config.site import Site, site_group
 from monosemantic.utils.errors import DataError, MonosemanticError
 from monosemantic.utils.files import atomic_path
 
 from .base import Dictionary, DictionaryMeta
-from .clt import CrossLayerTranscoder
-from .clt_meta import CLTMeta
+from .clt import CLTConfig, CrossLayerTranscoder
 from .weights import build_from_weights
 
 SITES_FILE = "monosemantic_sites.json"  # our sidecar: which hook sites a written CLT reads and writes
@@ -44,12 +44,12 @@ CT_IN, CT_OUT = (
 GEMMA_SCOPE_IN = "ln2.hook_normalized"  # where Gemma Scope transcoders read (circuit-tracer's gemma configs)
 
 
-def _layer_hook(site: str | None) -> str:
+def _layer_hook(site: str | Site | None) -> str:
     """`blocks.3.ln2.hook_normalized` -> `ln2.hook_normalized` (circuit-tracer's per-layer hook name)."""
-    m = re.match(r"^blocks\.(?:\d+|\*|\{[\d,]+\})\.(.+)$", str(site))
-    if m is None:
+    parsed = Site.parse(site) if site is not None else None
+    if parsed is None or not parsed.block or parsed.is_pair:
         raise MonosemanticError(f"{site}: circuit-tracer takes per-layer sites blocks.L.<hook>")
-    return "hook_mlp_out" if m.group(1) == "mlp.hook_out" else m.group(1)
+    return "hook_mlp_out" if parsed.hook == "mlp.hook_out" else parsed.hook
 
 
 def read_hooks(folder: Path, default_in: str, default_out: str) -> tuple[str, str]:
@@ -118,18 +118,16 @@ def load_circuit_tracer_clt(
              "hook_names_out": [f"blocks.{i}.{hook_out}" for i in range(L)]}  # fmt: skip
     if (path / SITES_FILE).is_file():
         sites |= json.loads((path / SITES_FILE).read_text())
-    meta = CLTMeta(
+    activation = "jumprelu" if jump else "relu"
+    meta = DictionaryMeta(
         architecture="clt",
         d_in=L * d,
         d_sae=L * n,
         d_out=L * b_dec.shape[1],
-        hook_name=f"blocks.{{{','.join(map(str, range(L)))}}}.{hook_in}",
-        hook_name_out=f"blocks.{{{','.join(map(str, range(L)))}}}.{hook_out}",
+        hook_name=str(site_group(sites["hook_names"])),
+        hook_name_out=str(site_group(sites["hook_names_out"])),
         apply_b_dec_to_input=False,
-        activation="jumprelu" if jump else "relu",
-        layers=list(range(L)),
-        hook_names=sites["hook_names"],
-        hook_names_out=sites["hook_names_out"],
+        settings=CLTConfig.model_validate({"architecture": "clt", "activation": activation}),
         metadata={"source": f"circuit-tracer CLT at {path}"},
     )
     weights = {"W_enc": W_enc, "b_enc": b_enc, "b_dec": b_dec, **W_dec}
@@ -166,7 +164,7 @@ def load_circuit_tracer_transcoder(
         )
     n, d_in = t["W_enc"].shape
     meta = DictionaryMeta(
-        architecture="relu",
+        architecture="relu",  # circuit-tracer's L1 is not decoder-norm weighted: settings do not matter here
         d_in=d_in,
         d_sae=n,
         d_out=t["W_dec"].shape[1],
@@ -190,7 +188,7 @@ def load_circuit_tracer_set(folder: str | Path, device: torch.device | str = "cp
     out: dict[int, Dictionary] = {}
     for f in folder.glob("layer_*.safetensors"):
         dic = load_circuit_tracer_transcoder(f, device=device)
-        out[int(str(dic.cfg.hook_name).split(".")[1])] = dic
+        out[dic.cfg.site.layer] = dic
     hook_in, hook_out = read_hooks(folder, GEMMA_SCOPE_IN, CT_OUT)
     for f in folder.glob("layer_*/params.npz"):
         layer = int(f.parent.name.split("_")[1])
@@ -208,8 +206,8 @@ def write_circuit_tracer(dics: list[Dictionary] | Dictionary, out: str | Path) -
     with circuit-tracer's config.yaml naming the hooks they were trained on."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if isinstance(dics, Dictionary) and getattr(dics, "multi_site", False):
-        if dics.cfg.architecture != "clt":
+    if isinstance(dics, Dictionary) and dics.multi_site:
+        if not isinstance(dics, CrossLayerTranscoder):
             raise MonosemanticError(
                 f"circuit-tracer has no {dics.cfg.architecture} format; only CLTs and transcoders"
             )
@@ -217,12 +215,12 @@ def write_circuit_tracer(dics: list[Dictionary] | Dictionary, out: str | Path) -
     dics = [dics] if isinstance(dics, Dictionary) else list(dics)
     layers = []
     for dic in dics:
-        m = re.match(r"^blocks\.(\d+)\.", str(dic.cfg.hook_name))
-        if m is None or not dic.is_transcoder:
+        site = dic.cfg.site
+        if site is None or site.is_group or site.layer is None or not dic.is_transcoder:
             raise MonosemanticError(
                 f"{dic.cfg.hook_name}: circuit-tracer takes per-layer transcoders on blocks.L"
             )
-        layers.append(int(m.group(1)))
+        layers.append(site.layer)
     if sorted(layers) != list(range(len(layers))):
         raise MonosemanticError(
             f"circuit-tracer needs one transcoder per layer 0..L-1, got layers {sorted(layers)}"
@@ -235,8 +233,8 @@ def write_circuit_tracer(dics: list[Dictionary] | Dictionary, out: str | Path) -
     files = []
     for layer, dic in zip(layers, dics, strict=True):
         w = {k: v.detach().float().cpu().contiguous() for k, v in dic.weights_for_saving().items()}
-        arch = dic.cfg.architecture
-        if arch == "relu":
+        form = type(dic).inference_form()
+        if form == "standard":
             t = {
                 "W_enc": w["W_enc"].T.contiguous(),
                 "W_dec": w["W_dec"],
@@ -248,7 +246,7 @@ def write_circuit_tracer(dics: list[Dictionary] | Dictionary, out: str | Path) -
             with atomic_path(out / f"layer_{layer}.safetensors") as tmp:
                 save_file(t, str(tmp))
             files.append((layer, f"layer_{layer}.safetensors"))
-        elif arch in ("jumprelu", "batchtopk") and "W_skip" not in w:
+        elif form == "jumprelu" and "W_skip" not in w:
             (out / f"layer_{layer}").mkdir(exist_ok=True)
             arrays = {k: w[k].numpy() for k in ("W_enc", "W_dec", "b_enc", "b_dec", "threshold")}
             with atomic_path(out / f"layer_{layer}" / "params.npz") as tmp, open(tmp, "wb") as f:
@@ -256,8 +254,9 @@ def write_circuit_tracer(dics: list[Dictionary] | Dictionary, out: str | Path) -
             files.append((layer, f"layer_{layer}/params.npz"))
         else:
             raise MonosemanticError(
-                f"circuit-tracer reads ReLU or JumpReLU transcoders; {arch}{' with skip' if 'W_skip' in w else ''} "
-                "has no equivalent there (train relu, jumprelu or batchtopk transcoders to export)"
+                f"circuit-tracer reads ReLU or JumpReLU transcoders; {dic.cfg.architecture}"
+                f"{' with skip' if 'W_skip' in w else ''} has no equivalent there (train relu, jumprelu, "
+                "batchtopk or matryoshka transcoders to export)"
             )
     (hook_in, hook_out), model = hooks.pop(), dics[0].cfg.metadata.get("model_name")
     _write_config(out, "transcoder_set", hook_in, hook_out, [f for _, f in sorted(files)], model)
@@ -265,11 +264,10 @@ def write_circuit_tracer(dics: list[Dictionary] | Dictionary, out: str | Path) -
 
 
 def _write_clt(clt: CrossLayerTranscoder, out: Path) -> Path:
-    c = clt.cfg
-    if c.activation == "topk" or list(c.layers) != list(range(clt.n_layers)):
+    if not clt.activation.elementwise or clt.layers != list(range(clt.n_layers)):
         raise MonosemanticError(
             "circuit-tracer CLTs are ReLU or JumpReLU over layers 0..L-1; this one is "
-            f"{c.activation} over {c.layers} (train relu, jumprelu or batchtopk over every layer to export)"
+            f"{clt.activation.name} over {clt.layers} (train relu, jumprelu or batchtopk over every layer to export)"
         )
     w = {k: v.detach().float().cpu() for k, v in clt.weights_for_saving().items()}
     for i in range(clt.n_layers):
@@ -281,14 +279,14 @@ def _write_clt(clt: CrossLayerTranscoder, out: Path) -> Path:
             save_file(enc, str(tmp))
         with atomic_path(out / f"W_dec_{i}.safetensors") as tmp:
             save_file({f"W_dec_{i}": w[f"W_dec_{i}"].contiguous()}, str(tmp))
-    sites = {"hook_names": list(c.hook_names), "hook_names_out": list(c.hook_names_out)}
+    sites = {"hook_names": [str(s) for s in clt.sites_in], "hook_names_out": [str(s) for s in clt.sites_out]}
     (out / SITES_FILE).write_text(json.dumps(sites, indent=2) + "\n")
-    hooks = {(_layer_hook(a), _layer_hook(b)) for a, b in zip(c.hook_names, c.hook_names_out, strict=True)}
+    hooks = {(_layer_hook(a), _layer_hook(b)) for a, b in zip(clt.sites_in, clt.sites_out, strict=True)}
     if len(hooks) != 1:
         raise MonosemanticError(
             f"circuit-tracer's CLTs read and write one hook per layer; this one uses {sorted(hooks)}"
         )
-    _write_config(out, "cross_layer_transcoder", *hooks.pop(), [], (c.metadata or {}).get("model_name"))
+    _write_config(out, "cross_layer_transcoder", *hooks.pop(), [], (clt.cfg.metadata or {}).get("model_name"))
     return out
 
 

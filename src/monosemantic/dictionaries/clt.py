@@ -24,85 +24,62 @@ depend on a later layer, which a full replacement run needs):
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from monosemantic.utils.errors import DataError, MonosemanticError
+from monosemantic.utils.errors import DataError
 
+from .activations import ReLU
 from .auxk import auxk_loss, dead_for_aux
-from .base import Dictionary, LossOutput, SparseCodes, TrainStepState, default_aux_k, register_dictionary
-from .batchtopk import THRESHOLD_RATE, select_batch, smallest_selected
-from .clt_meta import ACTIVATIONS, CLTMeta
-from .jumprelu import JumpReLUDictionary, jumprelu, step
-from .relu import L1
-from .sparse_encoder import _sort_order, sparse_decode, sparse_encode, topk_dead, topk_rows
+from .base import LossOutput, SparseCodes, TrainStepState, default_aux_k, register_dictionary
+from .multi_site import MultiSiteConfig, MultiSiteDictionary
+from .sparse_encoder import _sort_order, sparse_decode, sparse_encode, topk_dead
 
 
-@register_dictionary("clt")
-class CrossLayerTranscoder(Dictionary):
-    # The loader skips the single-W_dec shape check for dictionaries spanning several sites.
-    multi_site = True
-    meta_class = CLTMeta
+class CLTConfig(MultiSiteConfig):
+    """`site` and `site_out` are layer globs (or lists) of the same layers: MLP in -> MLP out."""
 
-    def __init__(self, cfg: CLTMeta) -> None:
-        nn.Module.__init__(self)  # own parameter layout, not the base class's [d_in, d_sae] blocks
-        if cfg.activation not in ACTIVATIONS:
-            raise MonosemanticError(
-                f"a cross-layer transcoder takes activation {' | '.join(ACTIVATIONS)}, not {cfg.activation!r}"
+    def check_sites(self, *sites) -> None:
+        super().check_sites(*sites)
+        if self.site is not None and (self.site_out is None or self.site_out == self.site):
+            raise ValueError(
+                "a clt maps site to a distinct site_out (blocks.*.mlp.hook_in -> blocks.*.hook_mlp_out); "
+                'without site_out use architecture = "crosscoder"'
             )
-        L = len(cfg.layers)
-        if L == 0 or cfg.d_in % L or cfg.d_out % L or cfg.d_sae % L:
-            raise MonosemanticError(
-                f"CLT widths d_in={cfg.d_in}, d_out={cfg.d_out}, d_sae={cfg.d_sae} must split over {L} layers"
-            )
-        self.cfg = cfg
+
+
+@register_dictionary("clt", CLTConfig)
+class CrossLayerTranscoder(MultiSiteDictionary):
+    """Weights: W_enc [L, d_in, n], b_enc [L, n], W_dec[s] [n, L - s, d_out], b_dec [L, d_out]."""
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        L = self.n_layers
         n, d_i, d_o = cfg.d_sae // L, cfg.d_in // L, cfg.d_out // L
         self.W_enc = nn.Parameter(torch.empty(L, d_i, n))  # [L, d_in, n]
         self.b_enc = nn.Parameter(torch.zeros(L, n))
         self.W_dec = nn.ParameterList([nn.Parameter(torch.empty(n, L - s, d_o)) for s in range(L)])
         self.b_dec = nn.Parameter(torch.zeros(L, d_o))
-        self.W_skip = None
-        self.unit_norm_decoder = cfg.activation in ("topk", "batchtopk")
-        # the activation family's penalty (what the target-L0 controller tunes), per instance
-        self.penalty = {"relu": L1, "jumprelu": JumpReLUDictionary.penalty}.get(cfg.activation)
-        if cfg.activation == "jumprelu":
-            self.log_threshold = nn.Parameter(torch.full((L, n), math.log(cfg.jumprelu_init_threshold)))
-        if cfg.activation == "batchtopk":
-            self.register_buffer("threshold", torch.zeros(L, n))
-            self.register_buffer("threshold_updates", torch.zeros((), dtype=torch.long))
+        self.activation.add_state(self, (L, n))  # per layer: log_threshold, or threshold
         self.reset_parameters()
 
     # ---- layout -------------------------------------------------------------------------------
-    @property
-    def n_layers(self) -> int:
-        return len(self.cfg.layers)
-
-    @property
-    def n_per_layer(self) -> int:
-        return self.cfg.d_sae // self.n_layers
-
-    @property
-    def d_layer_in(self) -> int:
-        return self.cfg.d_in // self.n_layers
-
-    @property
-    def d_layer_out(self) -> int:
-        return self.cfg.d_out // self.n_layers
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.b_enc.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.b_enc.device
-
     def decoder(self, src: int, dst: int) -> Tensor:
         """[n, d_out]: how layer-index `src`'s latents write to layer-index `dst` (dst >= src)."""
         return self.W_dec[src][:, dst - src]
+
+    def site_decoders(self) -> Tensor:
+        """[L*n, L, d_out]: each latent's decoder block per output layer (0 before its home layer)."""
+        L, n, d = self.n_layers, self.n_per_layer, self.d_layer_out
+        out = torch.zeros(L, n, L, d, dtype=self.dtype, device=self.device)
+        for s, W in enumerate(self.W_dec):
+            out[s, :, s:] = W
+        return out.reshape(L * n, L, d)
+
+    def site_encoders(self) -> Tensor:
+        """[d_in, L*n]: each latent reads its home layer's input."""
+        return self.W_enc.permute(1, 0, 2).reshape(self.d_layer_in, -1)
 
     def decoder_norms(self) -> Tensor:
         """[L*n, L]: each latent's decoder norm per output layer (0 before its home layer)."""
@@ -116,6 +93,20 @@ class CrossLayerTranscoder(Dictionary):
         """[L, n]: each latent's decoder norm over all the layers it writes to."""
         return torch.stack([W.flatten(1).norm(dim=1) for W in self.W_dec])
 
+    def home_sites(self) -> Tensor:
+        return torch.arange(self.n_layers).repeat_interleave(self.n_per_layer)
+
+    def latents_at(self, i: int) -> slice:
+        return slice(i * self.n_per_layer, (i + 1) * self.n_per_layer)
+
+    def encoder_dirs(self, idx: Tensor) -> Tensor:
+        """[m, L*d_in]: latent j reads only its home layer's block of the concatenated input."""
+        n, d = self.n_per_layer, self.d_layer_in
+        out = self.W_enc.new_zeros(len(idx), self.n_layers, d)
+        home = idx // n
+        out[torch.arange(len(idx)), home] = self.W_enc[home, :, idx % n]
+        return out.flatten(1)
+
     # ---- init ---------------------------------------------------------------------------------
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -124,41 +115,27 @@ class CrossLayerTranscoder(Dictionary):
         self.W_enc /= self.W_enc.norm(dim=1, keepdim=True).clamp_min(1e-8)
         for W in self.W_dec:
             nn.init.normal_(W)
-        self._scale_decoders(self.cfg.decoder_init_norm / self.concat_decoder_norms().clamp_min(1e-8))
+        init_norm = self.settings.decoder_init_norm or self.activation.decoder_init_norm  # unset on load
+        self._scale_decoders(init_norm / self.concat_decoder_norms().clamp_min(1e-8))
 
     def _scale_decoders(self, factor: Tensor) -> None:
         for s, W in enumerate(self.W_dec):
             W.mul_(factor[s][:, None, None].to(W.dtype))
 
-    @torch.no_grad()
-    def initialize_b_dec(self, value: Tensor) -> None:
-        self.b_dec.copy_(value.to(self.b_dec).view_as(self.b_dec))
+    def _scale_encoders(self, factor: Tensor) -> None:
+        self.W_enc *= factor[:, None, :]
+        self.b_enc *= factor
 
     # ---- the model ----------------------------------------------------------------------------
-    def _split(self, x: Tensor, width: int, what: str) -> Tensor:
-        """[..., L*width] -> [..., L, width]."""
-        x = self._check_input(x, width * self.n_layers, what)
-        return x.view(*x.shape[:-1], self.n_layers, width)
-
     def pre_acts_layer(self, i: int, x: Tensor) -> Tensor:
         """Layer-index i's pre-activations [..., n] from its input x [..., d_in]."""
         return x.to(self.dtype) @ self.W_enc[i] + self.b_enc[i]
 
-    def activate_layer(self, i: int, z: Tensor) -> Tensor:
-        """The inference-time activation of layer-index i's pre-activations."""
-        act = self.cfg.activation
-        if act == "relu":
-            return F.relu(z)
-        if act == "jumprelu":
-            theta = self.log_threshold[i].exp().to(z.dtype)
-            return z * ((z > theta) & (z > 0)).to(z.dtype)
-        if act == "batchtopk":
-            return F.relu(z) * (z > self.threshold[i].to(z.dtype))
-        top = z.topk(int(self.cfg.k), dim=-1, sorted=False)
-        return torch.zeros_like(z).scatter_(-1, top.indices, F.relu(top.values))
-
     def encode_layer(self, i: int, x: Tensor) -> Tensor:
-        return self.activate_layer(i, self.pre_acts_layer(i, x))
+        return self.activation(self.pre_acts_layer(i, x), self, i)
+
+    def encode_site(self, i: int, x: Tensor) -> Tensor:
+        return self.encode_layer(i, x)
 
     def encode(self, x: Tensor) -> Tensor:
         """f [..., L*n] from the concatenated inputs x [..., L*d_in]."""
@@ -173,6 +150,9 @@ class CrossLayerTranscoder(Dictionary):
             out = out + fs[s].to(self.dtype) @ self.decoder(s, dst)
         return out
 
+    def decode_site(self, j: int, fs: list[Tensor], x: Tensor | None = None) -> Tensor:
+        return self.decode_layer(j, fs)
+
     def decode(self, f: Tensor, x: Tensor | None = None) -> Tensor:
         """y_hat [..., L*d_out] from f [..., L*n]."""
         if f.shape[-1] != self.d_sae:
@@ -184,29 +164,13 @@ class CrossLayerTranscoder(Dictionary):
             out[..., s:, :] += torch.einsum("...n,nld->...ld", fs[..., s, :], W)
         return out.flatten(-2)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.decode(self.encode(x))
-
     # ---- training -----------------------------------------------------------------------------
-    @torch.no_grad()
-    def _update_threshold(self, i: int, vals: Tensor) -> None:
-        """BatchTopK: running mean of layer i's smallest selected positive activation."""
-        if not self.training:
-            return
-        rate = max(1.0 / float(self.threshold_updates + 1), THRESHOLD_RATE)
-        smallest = smallest_selected(vals, self.sharding)  # over every rank's rows (parallel='data')
-        if torch.isfinite(smallest):
-            self.threshold[i].mul_(1 - rate).add_(rate * smallest)
-        if i == self.n_layers - 1:
-            self.threshold_updates += 1
-
     def _sparse_loss(self, xs: Tensor, y: Tensor, dead: Tensor | None) -> LossOutput:
         """TopK / BatchTopK: per layer, the fused sparse encoder of `sparse_encoder.py` and a gather
         decoder into all later layers; the dense [B, L, n] activations are never built. With a dead
         mask [L*n], each layer's encoder also picks its aux_k largest dead latents for AuxK."""
         B, L, n, d = xs.shape[0], self.n_layers, self.n_per_layer, self.d_layer_out
-        k, aux_k = int(self.cfg.k), self.cfg.aux_k or default_aux_k(self.d_layer_in, n)
-        batch = self.cfg.activation == "batchtopk"
+        aux_k = self.settings.aux_k or default_aux_k(self.d_layer_in, n)
         dead_l = None if dead is None else dead.view(L, n)
         n_dead = [0] * L if dead_l is None else dead_l.sum(1).tolist()  # one host sync
         parts, aux_parts, rows_all, cols_all, vals_all = [], [], [], [], []
@@ -214,14 +178,13 @@ class CrossLayerTranscoder(Dictionary):
             layer_dead = dead_l[s] if n_dead[s] else None
 
             def select(pre: Tensor, layer_dead: Tensor | None = layer_dead) -> list[tuple[Tensor, Tensor]]:
-                groups = [select_batch(pre, k, self.sharding) if batch else topk_rows(pre, k)]
+                groups = [self.activation.select(pre, self.sharding)]
                 return groups if layer_dead is None else groups + [topk_dead(pre, layer_dead, aux_k)]
 
             groups = sparse_encode(xs[:, s].contiguous(), self.W_enc[s], self.b_enc[s], select)
             rows, cols, vals = groups[0]
             vals = F.relu(vals)
-            if batch:
-                self._update_threshold(s, vals.detach())
+            self.activation.observe(self, vals.detach(), s)
             W = self.W_dec[s].reshape(n, -1)  # [n, (L - s) * d]: this layer's writes to layers >= s
             parts.append(F.pad(sparse_decode(vals, W, rows, cols, B).view(B, L - s, d), (0, 0, s, 0)))
             if len(groups) > 1:
@@ -235,12 +198,12 @@ class CrossLayerTranscoder(Dictionary):
         rows, cols, vals = torch.cat(rows_all), torch.cat(cols_all), torch.cat(vals_all)
         order = _sort_order(rows)
         codes = SparseCodes(rows[order], cols[order], vals[order].detach(), B, self.d_sae)
-        mse = self.mse(y_hat, y)
-        loss, terms = mse, {"mse": mse.detach()}
+        mse = self.mse_per_token(y_hat, y)
+        loss, terms = mse, {"mse_per_token": mse.detach()}
         if aux_parts:  # dead latents of layer s reconstruct the residual of every layer >= s
             aux_recon = torch.stack(aux_parts).sum(0).flatten(1)
             auxk = auxk_loss(aux_recon, y - y_hat, sum(n_dead), L * aux_k)
-            loss = loss + self.cfg.aux_coefficient * auxk
+            loss = loss + self.settings.aux_coefficient * auxk
             terms["auxk"] = auxk.detach()
         return LossOutput(loss, y_hat, terms=terms, codes=codes)
 
@@ -248,45 +211,23 @@ class CrossLayerTranscoder(Dictionary):
         state = state or TrainStepState()
         xs = self._split(x, self.d_layer_in, "input")
         y = self._check_input(y, self.d_out, "target")
-        act, eps = self.cfg.activation, self.cfg.jumprelu_bandwidth
-        if act in ("topk", "batchtopk"):
-            dead = dead_for_aux(state.dead_mask, self.cfg.aux_coefficient, self.device)
-            return self._sparse_loss(xs.to(self.dtype), y, dead)
+        if self.activation.selects:
+            dead = dead_for_aux(state.dead_mask, self.settings.aux_coefficient, self.device)
+            out = self._sparse_loss(xs.to(self.dtype), y, dead)
+            if self.training:
+                self.activation.count(self)  # one threshold update per step, whatever the layers
+            return out
         z = torch.einsum("bld,ldn->bln", xs.to(self.dtype), self.W_enc) + self.b_enc  # [B, L, n]
-        l0 = None
-        if act == "jumprelu":
-            theta = self.log_threshold.exp().flatten()
-            flat = z.reshape(z.shape[0], -1)
-            f = jumprelu(flat, theta, eps).view_as(z)
-            l0 = step(flat, theta, eps).float().sum(-1).mean()
-        else:
-            f = F.relu(z)
+        flat, l0 = self.activation.train(z.reshape(z.shape[0], -1), self)
+        f = flat.view_as(z)
         f_flat = f.flatten(1)
         y_hat = self.decode(f_flat)
-        mse = self.mse(y_hat, y)
-        l1 = (f * self.concat_decoder_norms()).sum((-1, -2)).mean() if act == "relu" else None
+        mse = self.mse_per_token(y_hat, y)
+        l1 = (f * self.concat_decoder_norms()).sum((-1, -2)).mean() if self.penalty is ReLU.penalty else None
         loss, terms = self._penalised(mse, l1, l0, state)
         return LossOutput(loss, y_hat, f=f_flat, terms=terms)
 
-    def _penalised(
-        self, mse: Tensor, l1: Tensor | None, l0: Tensor | None, state: TrainStepState
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """The loss and its logged terms: mse plus the activation family's penalty (decoder-norm
-        weighted L1 for relu, the L0 count for jumprelu, none for the TopK rules)."""
-        loss, terms = mse, {"mse": mse.detach()}
-        if l1 is not None:
-            loss = loss + self.sparsity_coefficient(state, self.cfg.l1_coefficient) * l1
-            terms["l1"] = l1.detach()
-        elif l0 is not None:
-            loss = loss + self.sparsity_coefficient(state, self.cfg.l0_coefficient) * l0
-            terms["l0"] = l0.detach()
-        return loss, terms
-
     # ---- trainer hooks ------------------------------------------------------------------------
-    @torch.no_grad()
-    def set_decoder_norm_to_unit_norm(self) -> None:
-        self._scale_decoders(1.0 / self.concat_decoder_norms().clamp_min(1e-8))
-
     @torch.no_grad()
     def remove_gradient_parallel_to_decoder_directions(self, rows_are_unit: bool = False) -> None:
         """Project out the radial part of each latent's concatenated decoder gradient."""
@@ -297,24 +238,6 @@ class CrossLayerTranscoder(Dictionary):
             unit = W / norms[s][:, None, None]
             parallel = (W.grad * unit).sum((1, 2), keepdim=True)
             W.grad -= parallel * unit
-
-    @torch.no_grad()
-    def fold_decoder_norm(self) -> None:
-        """Unit concatenated decoder norms with the same outputs (pre-activations scale by the norm)."""
-        norms = self.concat_decoder_norms().clamp_min(1e-8)  # [L, n]
-        self.W_enc *= norms[:, None, :]
-        self.b_enc *= norms
-        if self.cfg.activation == "jumprelu":
-            self.log_threshold += norms.log().to(self.log_threshold.dtype)
-        if self.cfg.activation == "batchtopk":
-            self.threshold *= norms.to(self.threshold.dtype)
-        self._scale_decoders(1.0 / norms)
-
-    def _layer_scales(self, scale: float | Tensor, width: int) -> Tensor:
-        """[L]: one scale per layer, from a float or the trainer's per-layer [L*width] vector."""
-        if torch.is_tensor(scale):
-            return scale.detach().float().cpu().view(self.n_layers, width)[:, 0].to(self.device, self.dtype)
-        return torch.full((self.n_layers,), float(scale), device=self.device, dtype=self.dtype)
 
     @torch.no_grad()
     def fold_activation_scale(
@@ -328,9 +251,6 @@ class CrossLayerTranscoder(Dictionary):
             W /= s_out[s:][None, :, None]
         self.b_dec /= s_out[:, None]
 
-    def initialize_from_data(self, x: Tensor) -> None:
-        """No data-dependent init (jumprelu_init_density is not used by CLTs)."""
-
     # ---- serialisation ------------------------------------------------------------------------
     def weights_for_saving(self) -> dict[str, Tensor]:
         """W_enc [L, d_in, n], b_enc [L, n], W_dec_s [n, L - s, d_out], b_dec [L, d_out] (+ threshold [L, n])."""
@@ -340,10 +260,7 @@ class CrossLayerTranscoder(Dictionary):
             "b_dec": self.b_dec.detach(),
         }
         w |= {f"W_dec_{s}": W.detach() for s, W in enumerate(self.W_dec)}
-        if self.cfg.activation == "jumprelu":
-            w["threshold"] = self.log_threshold.detach().exp()
-        if self.cfg.activation == "batchtopk":
-            w["threshold"] = self.threshold.detach()
+        w |= self._rule_weights()
         return {k: v.contiguous() for k, v in w.items()}
 
     def load_saved_weights(self, tensors: dict[str, Tensor]) -> None:
@@ -351,36 +268,14 @@ class CrossLayerTranscoder(Dictionary):
         state = {"W_enc": t.pop("W_enc"), "b_enc": t.pop("b_enc"), "b_dec": t.pop("b_dec")}
         for s in range(self.n_layers):
             state[f"W_dec.{s}"] = t.pop(f"W_dec_{s}")
-        if self.cfg.activation == "jumprelu":
-            state["log_threshold"] = (
-                t.pop("threshold").float().clamp_min(1e-30).log().to(state["b_enc"].dtype)
-            )
-        if self.cfg.activation == "batchtopk":
-            state["threshold"] = t.pop("threshold")
-            state["threshold_updates"] = torch.tensor(1, dtype=torch.long)
+        state |= self._rule_state(t)
         if t:
             raise DataError(f"unexpected CLT weights {sorted(t)}; the checkpoint does not match its cfg.json")
         self.load_state_dict(state, strict=True)
 
     def saved_cfg(self) -> dict:
-        """cfg.json keys that say which layers this CLT reads and writes (merged over the SAELens keys)."""
-        c = self.cfg
-        return {
+        """The layout keys, named a cross-layer transcoder with its per-layer width."""
+        return super().saved_cfg() | {
             "architecture": "cross_layer_transcoder",
-            "activation_function": c.activation,
-            "n_layers": self.n_layers,
-            "layers": list(c.layers),
-            "d_in": self.d_layer_in,
-            "d_out": self.d_layer_out,
             "d_transcoder": self.n_per_layer,
-            "d_sae": c.d_sae,
-            "hook_names": list(c.hook_names),
-            "hook_names_out": list(c.hook_names_out),
         }
-
-    def extra_repr(self) -> str:
-        c = self.cfg
-        return (
-            f"clt[{c.activation}]: layers={c.layers}, d_in={self.d_layer_in}, n={self.n_per_layer}/layer, "
-            f"d_out={self.d_layer_out}" + (f", k={c.k}/layer" if c.k else "")
-        )

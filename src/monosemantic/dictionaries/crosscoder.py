@@ -17,61 +17,52 @@ dead latents get AuxK, `auxk.py`, reconstructing the residual of every layer).
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from monosemantic.utils.errors import MonosemanticError
 
+from .activations import ReLU
 from .auxk import auxk_loss, dead_for_aux
 from .base import LossOutput, TrainStepState, default_aux_k, register_dictionary
-from .batchtopk import THRESHOLD_RATE, select_batch, smallest_selected
-from .clt import CrossLayerTranscoder
-from .clt_meta import CLTMeta
-from .jumprelu import jumprelu, step
+from .multi_site import MultiSiteConfig, MultiSiteDictionary
 from .sparse_encoder import sparse_decode, topk_dead
 
 
-@register_dictionary("crosscoder")
-class Crosscoder(CrossLayerTranscoder):
-    """Shares the CLT's layer bookkeeping (`n_layers`, `d_layer_in`, `_split`, `initialize_b_dec`,
-    the unit-norm hook); its weights are W_enc [L, d, n], b_enc [n], W_dec [n, L, d], b_dec [L, d].
-    The CLT's per-layer methods (`encode_layer`, `decode_layer`, `decoder`) do not apply to it."""
+class CrosscoderConfig(MultiSiteConfig):
+    """`site` a layer glob (or list, or a model pair `{a,b}:blocks.N.hook_X`); no distinct site_out."""
 
-    multi_site = True
-    meta_class = CLTMeta
-
-    def __init__(self, cfg: CLTMeta) -> None:
-        nn.Module.__init__(self)
-        L = len(cfg.layers)
-        if L == 0 or cfg.d_in % L or cfg.d_out != cfg.d_in:
-            raise MonosemanticError(
-                f"crosscoder widths d_in={cfg.d_in}, d_out={cfg.d_out} must split over {L} layers"
+    def check_sites(self, *sites) -> None:
+        super().check_sites(*sites)
+        if self.site_out is not None and self.site_out != self.site:
+            raise ValueError(
+                "a crosscoder reconstructs the sites it reads; remove site_out, or use "
+                'architecture = "clt" to map site to site_out'
             )
-        self.cfg = cfg
+
+
+@register_dictionary("crosscoder", CrosscoderConfig)
+class Crosscoder(MultiSiteDictionary):
+    """Weights: W_enc [L, d, n], b_enc [n], W_dec [n, L, d], b_dec [L, d]: every latent reads and
+    writes every site, so it cannot be spliced causally."""
+
+    causal = False
+    latents_per_site = False
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        if cfg.d_out != cfg.d_in:
+            raise MonosemanticError(
+                f"a crosscoder writes what it reads: d_out={cfg.d_out} must equal d_in={cfg.d_in}"
+            )
+        L = self.n_layers
         n, d = cfg.d_sae, cfg.d_in // L
         self.W_enc = nn.Parameter(torch.empty(L, d, n))
         self.b_enc = nn.Parameter(torch.zeros(n))
         self.W_dec = nn.Parameter(torch.empty(n, L, d))
         self.b_dec = nn.Parameter(torch.zeros(L, d))
-        self.W_skip = None
-        self.unit_norm_decoder = cfg.activation in ("topk", "batchtopk")
-        if cfg.activation == "jumprelu":
-            self.log_threshold = nn.Parameter(torch.full((n,), math.log(cfg.jumprelu_init_threshold)))
-        if cfg.activation == "batchtopk":
-            self.register_buffer("threshold", torch.zeros(n))
-            self.register_buffer("threshold_updates", torch.zeros((), dtype=torch.long))
+        self.activation.add_state(self, (n,))  # log_threshold, or threshold
         self.reset_parameters()
-
-    @property
-    def n_per_layer(self) -> int:  # one shared latent space
-        return self.cfg.d_sae
-
-    @property
-    def d_layer_out(self) -> int:
-        return self.cfg.d_out // self.n_layers
 
     def concat_decoder_norms(self) -> Tensor:
         return self.W_dec.flatten(1).norm(dim=1)  # [n]
@@ -80,32 +71,41 @@ class Crosscoder(CrossLayerTranscoder):
         """[n, L]: each latent's decoder norm per layer."""
         return self.W_dec.norm(dim=-1)
 
-    @torch.no_grad()
-    def decoder_norm_share(self, layers_a: list[int], training_scale: bool = False) -> Tensor:
-        """[n]: the fraction of each latent's decoder norm on the layer-indices `layers_a` (model
-        diffing: 1 = only model A, 0 = only model B, 0.5 = shared). Norms are those of the saved,
-        raw-scale decoders, or with `training_scale` of the decoders in the scale training saw
-        (each layer's block times its `metadata.training.activation_scale`, which puts every layer
-        or model at the same mean input norm): use that when the sites' norms differ."""
-        norms = self.decoder_norms()
-        if training_scale:
-            norms = norms * self.training_scales().to(norms)
-        return norms[:, layers_a].sum(1) / norms.sum(1).clamp_min(1e-12)
+    def site_decoders(self) -> Tensor:
+        return self.W_dec
 
-    def training_scales(self) -> Tensor:
-        """[L]: the input scale each layer had in training (1 where none was recorded)."""
-        scale = ((self.cfg.metadata or {}).get("training") or {}).get("activation_scale", 1.0)
-        return torch.as_tensor(scale, dtype=torch.float32).expand(self.n_layers).clone()
+    def site_encoders(self) -> None:
+        return None  # every latent reads every site
+
+    def home_sites(self) -> None:
+        return None
+
+    def encoder_dirs(self, idx: Tensor) -> Tensor:
+        """[m, L*d]: latent j reads every site of the concatenated input."""
+        return self.W_enc[:, :, idx].permute(2, 0, 1).flatten(1)
+
+    def encode_site(self, i: int, x: Tensor) -> Tensor:
+        raise MonosemanticError(
+            "a crosscoder reads later layers to encode earlier ones, so it cannot be spliced into a causal "
+            "forward pass; splice transcoders or a cross-layer transcoder"
+        )
+
+    decode_site = encode_site  # type: ignore[assignment]
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
         nn.init.normal_(self.W_enc)
         self.W_enc /= self.W_enc.flatten(0, 1).norm(dim=0).clamp_min(1e-8)
         nn.init.normal_(self.W_dec)
-        self._scale_decoders(self.cfg.decoder_init_norm / self.concat_decoder_norms().clamp_min(1e-8))
+        init_norm = self.settings.decoder_init_norm or self.activation.decoder_init_norm  # unset on load
+        self._scale_decoders(init_norm / self.concat_decoder_norms().clamp_min(1e-8))
 
     def _scale_decoders(self, factor: Tensor) -> None:
         self.W_dec.mul_(factor.to(self.W_dec.dtype)[:, None, None])
+
+    def _scale_encoders(self, factor: Tensor) -> None:
+        self.W_enc *= factor
+        self.b_enc *= factor
 
     # ---- the model ----------------------------------------------------------------------------
     def pre_acts(self, x: Tensor) -> Tensor:
@@ -113,16 +113,7 @@ class Crosscoder(CrossLayerTranscoder):
         return torch.einsum("...ld,ldn->...n", xs, self.W_enc) + self.b_enc
 
     def encode(self, x: Tensor) -> Tensor:
-        z = self.pre_acts(x)
-        act = self.cfg.activation
-        if act == "relu":
-            return F.relu(z)
-        if act == "jumprelu":
-            return z * ((z > self.log_threshold.exp().to(z.dtype)) & (z > 0)).to(z.dtype)
-        if act == "batchtopk":
-            return F.relu(z) * (z > self.threshold.to(z.dtype))
-        top = z.topk(int(self.cfg.k), dim=-1, sorted=False)
-        return torch.zeros_like(z).scatter_(-1, top.indices, F.relu(top.values))
+        return self.activation(self.pre_acts(x), self)
 
     def decode(self, f: Tensor, x: Tensor | None = None) -> Tensor:
         out = torch.einsum("...n,nld->...ld", f.to(self.dtype), self.W_dec) + self.b_dec
@@ -130,53 +121,41 @@ class Crosscoder(CrossLayerTranscoder):
 
     def training_loss(self, x: Tensor, y: Tensor, state: TrainStepState | None = None) -> LossOutput:
         state = state or TrainStepState()
-        act, eps = self.cfg.activation, self.cfg.jumprelu_bandwidth
         z = self.pre_acts(x)  # [B, n]
         l0 = None
-        if act == "relu":
-            f = F.relu(z)
-        elif act == "jumprelu":
-            f = jumprelu(z, self.log_threshold.exp(), eps)
-            l0 = step(z, self.log_threshold.exp(), eps).float().sum(-1).mean()
-        elif act == "topk":
-            top = z.topk(int(self.cfg.k), dim=-1, sorted=False)
-            f = torch.zeros_like(z).scatter(-1, top.indices, F.relu(top.values))
-        else:
-            rows, cols = select_batch(z.detach(), int(self.cfg.k), self.sharding)
+        if self.activation.selects:  # TopK / BatchTopK: a dense mask of the selection
+            rows, cols = self.activation.select(z.detach(), self.sharding)
             mask = torch.zeros_like(z, dtype=torch.bool)
             mask[rows, cols] = True
-            f = F.relu(z) * mask
-            self._track_threshold(f.detach())
+            f = torch.relu(z) * mask
+            self.activation.observe(self, f.detach())
+            if self.training:
+                self.activation.count(self)
+        else:
+            f, l0 = self.activation.train(z, self)
         y_hat = self.decode(f)
         y = self._check_input(y, self.d_out, "target")
-        mse = self.mse(y_hat, y)
-        l1 = (f * self.concat_decoder_norms()).sum(-1).mean() if act == "relu" else None
+        mse = self.mse_per_token(y_hat, y)
+        l1 = (f * self.concat_decoder_norms()).sum(-1).mean() if self.penalty is ReLU.penalty else None
         loss, terms = self._penalised(mse, l1, l0, state)
-        sparse = act in ("topk", "batchtopk")
-        dead = dead_for_aux(state.dead_mask, self.cfg.aux_coefficient, self.device) if sparse else None
+        dead = (
+            dead_for_aux(state.dead_mask, self.settings.aux_coefficient, self.device)
+            if self.activation.selects
+            else None
+        )
         if dead is not None:
             auxk = self._aux_loss(z, y - y_hat, dead)
-            loss = loss + self.cfg.aux_coefficient * auxk
+            loss = loss + self.settings.aux_coefficient * auxk
             terms["auxk"] = auxk.detach()
         return LossOutput(loss, y_hat, f=f, terms=terms)
 
     def _aux_loss(self, z: Tensor, residual: Tensor, dead: Tensor) -> Tensor:
         """AuxK: the aux_k largest dead pre-activations z [B, n] per token (raw, see `auxk.py`),
         decoded into every layer without bias (a gather over W_dec's [n, L*d] rows)."""
-        aux_k = self.cfg.aux_k or default_aux_k(self.d_in, self.d_sae)
+        aux_k = self.settings.aux_k or default_aux_k(self.d_in, self.d_sae)
         rows, cols = topk_dead(z.detach(), dead, aux_k)
         aux = sparse_decode(z[rows, cols], self.W_dec.flatten(1), rows, cols, z.shape[0])
         return auxk_loss(aux, residual, int(dead.sum()), aux_k)
-
-    @torch.no_grad()
-    def _track_threshold(self, f: Tensor) -> None:
-        if not self.training:
-            return
-        smallest = smallest_selected(f, self.sharding)  # over every rank's rows (parallel='data')
-        if torch.isfinite(smallest):
-            rate = max(1.0 / float(self.threshold_updates + 1), THRESHOLD_RATE)
-            self.threshold.mul_(1 - rate).add_(rate * smallest)
-        self.threshold_updates += 1
 
     # ---- trainer hooks ------------------------------------------------------------------------
     @torch.no_grad()
@@ -185,17 +164,6 @@ class Crosscoder(CrossLayerTranscoder):
             return
         unit = self.W_dec / self.concat_decoder_norms().clamp_min(1e-8)[:, None, None]
         self.W_dec.grad -= (self.W_dec.grad * unit).sum((1, 2), keepdim=True) * unit
-
-    @torch.no_grad()
-    def fold_decoder_norm(self) -> None:
-        norms = self.concat_decoder_norms().clamp_min(1e-8)
-        self.W_enc *= norms
-        self.b_enc *= norms
-        if self.cfg.activation == "jumprelu":
-            self.log_threshold += norms.log().to(self.log_threshold.dtype)
-        if self.cfg.activation == "batchtopk":
-            self.threshold *= norms.to(self.threshold.dtype)
-        self._scale_decoders(1.0 / norms)
 
     @torch.no_grad()
     def fold_activation_scale(
@@ -210,26 +178,13 @@ class Crosscoder(CrossLayerTranscoder):
     def weights_for_saving(self) -> dict[str, Tensor]:
         """W_enc [L, d, n], b_enc [n], W_dec [n, L, d], b_dec [L, d] (+ threshold [n])."""
         w = {k: getattr(self, k).detach().contiguous() for k in ("W_enc", "b_enc", "W_dec", "b_dec")}
-        if self.cfg.activation == "jumprelu":
-            w["threshold"] = self.log_threshold.detach().exp()
-        if self.cfg.activation == "batchtopk":
-            w["threshold"] = self.threshold.detach().clone()
-        return w
+        return w | self._rule_weights()
 
     def load_saved_weights(self, tensors: dict[str, Tensor]) -> None:
         t = dict(tensors)
-        if self.cfg.activation == "jumprelu":
-            t["log_threshold"] = t.pop("threshold").float().clamp_min(1e-30).log().to(t["b_enc"].dtype)
-        if self.cfg.activation == "batchtopk":
-            t["threshold_updates"] = torch.tensor(1, dtype=torch.long)
+        t |= self._rule_state(t)
         self.load_state_dict(t, strict=True)
 
     def saved_cfg(self) -> dict:
-        """The CLT's layout keys, named a crosscoder (one latent space: no per-layer transcoder width)."""
-        cfg = super().saved_cfg() | {"architecture": "crosscoder"}
-        del cfg["d_transcoder"]
-        return cfg
-
-    def extra_repr(self) -> str:
-        c = self.cfg
-        return f"crosscoder[{c.activation}]: layers={c.layers}, d={self.d_layer_in}, n={c.d_sae}"
+        """The layout keys, named a crosscoder (one latent space: no per-layer transcoder width)."""
+        return super().saved_cfg() | {"architecture": "crosscoder"}

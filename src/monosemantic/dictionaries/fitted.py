@@ -20,24 +20,41 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor
 
+from monosemantic.config.dictionary import DictionaryConfig
 from monosemantic.utils.errors import ConfigError
 
-from .base import Dictionary, DictionaryMeta, LossOutput, TrainStepState
+from .base import DictionaryMeta, LossOutput, TrainStepState
+from .single_site import SingleSiteDictionary
 
 
-class FittedDictionary(Dictionary):
+class FittedConfig(DictionaryConfig):
+    """A baseline is fitted, not trained: no decoder initialisation, no sparsity target."""
+
+    REFUSED = frozenset({"decoder_init_norm", "target_l0"})
+
+    k: int | None = Field(
+        None, gt=0, description="Keep each token's k largest latents (default: all, dense)."
+    )
+
+    def name_parts(self) -> list[str]:
+        return [self.architecture] + ([f"k{self.k}"] if self.k is not None else [])
+
+
+class FittedDictionary(SingleSiteDictionary):
     fitted: ClassVar[bool] = True
     unit_norm_decoder = True
 
     def __init__(self, cfg: DictionaryMeta) -> None:
+        k = cfg.settings.k
         if cfg.d_sae % 2:
             raise ConfigError(
                 f"{cfg.architecture} baselines use two latents (+/-) per direction, so d_sae must be even; got {cfg.d_sae}"
             )
-        if cfg.k is not None and cfg.k > cfg.d_sae // 2:
-            raise ConfigError(f"k={cfg.k} exceeds the {cfg.d_sae // 2} directions of d_sae={cfg.d_sae}")
+        if k is not None and k > cfg.d_sae // 2:
+            raise ConfigError(f"k={k} exceeds the {cfg.d_sae // 2} directions of d_sae={cfg.d_sae}")
         super().__init__(cfg)
 
     @property
@@ -46,9 +63,9 @@ class FittedDictionary(Dictionary):
 
     def encode(self, x: Tensor) -> Tensor:
         f = F.relu(self.pre_acts(x))
-        if self.cfg.k is None:
+        if self.settings.k is None:
             return f
-        top = f.topk(self.cfg.k, dim=-1, sorted=False)
+        top = f.topk(self.settings.k, dim=-1, sorted=False)
         return torch.zeros_like(f).scatter_(-1, top.indices, top.values)
 
     def training_loss(self, x: Tensor, y: Tensor, state: TrainStepState | None = None) -> LossOutput:
@@ -56,8 +73,8 @@ class FittedDictionary(Dictionary):
         with torch.no_grad():
             f = self.encode(x)
             x_hat = self.decode(f, x)
-            mse = self.mse(x_hat, self._check_input(y, self.d_out, "target"))
-        return LossOutput(mse, x_hat, f=f, terms={"mse": mse})
+            mse = self.mse_per_token(x_hat, self._check_input(y, self.d_out, "target"))
+        return LossOutput(mse, x_hat, f=f, terms={"mse_per_token": mse})
 
     @abc.abstractmethod
     def directions(self, x: Tensor) -> tuple[Tensor, Tensor | None]:

@@ -5,7 +5,9 @@
   `encoder.bias`, `W_dec [d_sae, d_out]`, `b_dec`, optional `W_skip [d_out, d_in]`. A TopK SAE
   whose input is x - b_dec unless it is a transcoder.
 - dictionary_learning (saprmarks): a folder with `ae.pt` (a state dict) and `config.json`
-  (`trainer.dict_class`, `activation_dim`, `dict_size`, `k`). nn.Linear layouts:
+  (`trainer.dict_class`, `activation_dim`, `dict_size`, `k`). Without config.json the class is
+  read from the weights' names only where they decide it; TopK vs BatchTopK (both store `k` and
+  `threshold`) is refused rather than guessed. nn.Linear layouts:
   `encoder.weight [d_sae, d]`, `decoder.weight [d, d_sae]`; the decoder bias is `bias`
   (AutoEncoder), `b_dec` (TopK/BatchTopK, with `k` and `threshold` buffers) or `decoder_bias`
   (Gated, with `gate_bias`, `mag_bias`, `r_mag`); JumpReLU stores W_enc/W_dec/threshold
@@ -65,21 +67,23 @@ def load_sparsify(path: Path, device: torch.device) -> Dictionary:
     if expected and int(expected) != d_sae:
         raise DataError(f"{path}: cfg.json implies {expected} latents but encoder.weight has {d_sae}")
     transcode = bool(cfg.get("transcode", False)) or d_out != d_in
-    meta = DictionaryMeta(
-        architecture="topk",
-        d_in=d_in,
-        d_sae=d_sae,
-        d_out=d_out,
-        k=int(cfg.get("k", 32)),
-        skip="W_skip" in sd,
-        apply_b_dec_to_input=not transcode,
-        metadata={
-            "source": "sparsify",
-            "hook_name": path.name,
-            **{f"sparsify_{k}": v for k, v in cfg.items()},
-        },
+    meta = DictionaryMeta.from_dict(
+        {
+            "architecture": "topk",
+            "d_in": d_in,
+            "d_sae": d_sae,
+            "d_out": d_out,
+            "k": int(cfg.get("k", 32)),
+            "hook_name": path.name,  # sparsify names each checkpoint folder after its hook point
+            "skip": "W_skip" in sd,
+            "apply_b_dec_to_input": not transcode,
+        }
     )
-    meta.hook_name = path.name  # sparsify names each checkpoint folder after its hook point
+    meta.metadata = {
+        "source": "sparsify",
+        "hook_name": path.name,
+        **{f"sparsify_{k}": v for k, v in cfg.items()},
+    }
     weights = {
         "W_enc": sd["encoder.weight"].T.contiguous(),
         "b_enc": sd["encoder.bias"],
@@ -91,7 +95,10 @@ def load_sparsify(path: Path, device: torch.device) -> Dictionary:
     return build_from_weights(meta, weights, None, device, str(path))
 
 
-def _dl_class(sd: dict[str, torch.Tensor], trainer: dict[str, Any]) -> str:
+def _dl_class(sd: dict[str, torch.Tensor], trainer: dict[str, Any], path: Path) -> str:
+    """The dictionary_learning class: config.json's `trainer.dict_class`, else only what the weights'
+    names decide. A `k` buffer is ambiguous (AutoEncoderTopK and BatchTopKSAE both store `k` and
+    `threshold`, and read as the other their L0 differs by orders of magnitude), so it is refused."""
     name = trainer.get("dict_class")
     if name:
         return str(name)
@@ -100,7 +107,12 @@ def _dl_class(sd: dict[str, torch.Tensor], trainer: dict[str, Any]) -> str:
     if "W_enc" in sd and "threshold" in sd and "k" not in sd:
         return "JumpReluAutoEncoder"
     if "k" in sd:
-        return "BatchTopKSAE" if "threshold" in sd else "AutoEncoderTopK"
+        raise DataError(
+            f"{path / 'ae.pt'} holds a `k` buffer, which AutoEncoderTopK and BatchTopKSAE both store; without "
+            "config.json the class cannot be told from the weights. Put dictionary_learning's config.json "
+            'beside it, or one naming the class: {"trainer": {"dict_class": "AutoEncoderTopK"}} (or '
+            '"BatchTopKSAE")'
+        )
     return "AutoEncoder"
 
 
@@ -108,7 +120,7 @@ def load_dictionary_learning(path: Path, device: torch.device) -> Dictionary:
     config = _read_json(path / "config.json")
     trainer = config.get("trainer", {})
     sd = load_torch(path / "ae.pt", "dictionary_learning weights")
-    cls = _dl_class(sd, trainer)
+    cls = _dl_class(sd, trainer, path)
     md = {"source": "dictionary_learning", "dict_class": cls}
     for ours, theirs in (("model_name", "lm_name"), ("hook_name", "submodule_name"), ("layer", "layer")):
         if theirs in trainer:
@@ -150,15 +162,17 @@ def load_dictionary_learning(path: Path, device: torch.device) -> Dictionary:
     weights = {k: v.contiguous() for k, v in weights.items()}
     d_sae, d_in = weights["W_dec"].shape[0], weights["W_enc"].shape[0]
     k = sd.get("k", trainer.get("k"))
-    meta = DictionaryMeta(
-        architecture=arch,
-        d_in=d_in,
-        d_sae=d_sae,
-        d_out=weights["W_dec"].shape[1],
-        k=int(k) if k is not None else None,
-        hook_name=md.get("hook_name"),
-        apply_b_dec_to_input=apply_b_dec,
-        l1_decoder_norm=False,
-        metadata=md,
+    meta = DictionaryMeta.from_dict(
+        {
+            "architecture": arch,
+            "d_in": d_in,
+            "d_sae": d_sae,
+            "d_out": weights["W_dec"].shape[1],
+            "k": int(k) if k is not None else None,
+            "hook_name": md.get("hook_name"),
+            "apply_b_dec_to_input": apply_b_dec,
+            "l1_decoder_norm": False,
+        }
     )
+    meta.metadata = md
     return build_from_weights(meta, weights, None, device, str(path))

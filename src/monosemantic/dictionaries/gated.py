@@ -17,17 +17,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Dictionary, DictionaryMeta, LossOutput, TrainStepState, register_dictionary
-from .relu import L1
+from .activations import L1
+from .base import DictionaryMeta, LossOutput, TrainStepState, register_dictionary
+from .relu import ReLUConfig
+from .single_site import SingleSiteDictionary
 
 
-@register_dictionary("gated")
-class GatedDictionary(Dictionary):
+class GatedConfig(ReLUConfig):
+    """The ReLU SAE's keys: the L1 coefficient on the gate and whether it is decoder-norm weighted."""
+
+
+@register_dictionary("gated", GatedConfig)
+class GatedDictionary(SingleSiteDictionary):
     penalty = L1
 
     @classmethod
     def default_decoder_init_norm(cls, meta: DictionaryMeta) -> float:
-        return 0.1 if meta.l1_decoder_norm else 1.0
+        return 0.1 if meta.settings.l1_decoder_norm else 1.0
 
     def __init__(self, cfg: DictionaryMeta) -> None:
         super().__init__(cfg)
@@ -35,7 +41,7 @@ class GatedDictionary(Dictionary):
         self.b_gate = nn.Parameter(torch.zeros(cfg.d_sae))
         self.b_mag = nn.Parameter(torch.zeros(cfg.d_sae))
         self.r_mag = nn.Parameter(torch.zeros(cfg.d_sae))
-        self.unit_norm_decoder = not cfg.l1_decoder_norm
+        self.unit_norm_decoder = not cfg.settings.l1_decoder_norm
 
     def gate_and_magnitude(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h = self._input(x) @ self.W_enc
@@ -79,16 +85,16 @@ class GatedDictionary(Dictionary):
         gate, mag = self.gate_and_magnitude(x)
         f = (gate > 0).to(mag.dtype) * F.relu(mag)
         x_hat = self.decode(f, x)
-        mse = self.mse(x_hat, y)
+        mse = self.mse_per_token(x_hat, y)
         gate_acts = F.relu(gate)
-        if self.cfg.l1_decoder_norm:
+        if self.settings.l1_decoder_norm:
             l1 = (gate_acts.float() @ self.W_dec.float().norm(dim=1)).mean()
         else:
             l1 = gate_acts.float().sum(-1).mean()
         aux_hat = gate_acts @ self.W_dec.detach() + self.b_dec.detach()
         if self.W_skip is not None:
             aux_hat = aux_hat + self._check_input(x, self.d_in) @ self.W_skip.detach()
-        aux = self.mse(aux_hat, y)
+        aux = self.mse_per_token(aux_hat, y)
         loss = mse + self.sparsity_coefficient(state, self.penalty_coefficient()) * l1 + aux
-        terms = {"mse": mse.detach(), "l1": l1.detach(), "gate_aux": aux.detach()}
+        terms = {"mse_per_token": mse.detach(), "l1": l1.detach(), "gate_aux": aux.detach()}
         return LossOutput(loss, x_hat, f=f, terms=terms)

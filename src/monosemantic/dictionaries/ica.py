@@ -8,10 +8,10 @@ import torch
 from torch import Tensor
 
 from .base import register_dictionary
-from .fitted import FittedDictionary
+from .fitted import FittedConfig, FittedDictionary
 
 
-@register_dictionary("ica")
+@register_dictionary("ica", FittedConfig)
 class ICADictionary(FittedDictionary):
     def directions(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         import warnings

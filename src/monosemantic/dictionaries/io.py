@@ -1,7 +1,11 @@
 """Dictionary checkpoints in the SAELens layout: `cfg.json` + `sae_weights.safetensors` (+ sparsity).
 
 We write what SAELens 6 reads: architecture names "standard", "topk", "jumprelu", "gated",
-"transcoder", "skip_transcoder", "jumprelu_transcoder", "jumprelu_skip_transcoder".
+"transcoder", "skip_transcoder", "jumprelu_transcoder", "jumprelu_skip_transcoder", and
+`metadata.sae_lens_version` = `SAELENS_FORMAT` (SAELens reads a cfg.json without it as a pre-6.0
+file and drops `hook_name`, `model_name` and `context_size`). TopK transcoders are written as
+"topk_transcoder" / "topk_skip_transcoder", which SAELens 6 does not register:
+`saelens_topk.register_topk_transcoder()` adds them to SAELens's registry.
 BatchTopK and Matryoshka are saved as their JumpReLU inference form (as SAELens does), and
 SAELens stores W_skip as [d_out, d_in], so we transpose it on disk. Our own architecture and
 every hyperparameter go in `metadata.monosemantic`, so a round trip restores the exact class.
@@ -29,15 +33,20 @@ from .circuit_tracer import is_circuit_tracer_clt, load_circuit_tracer_clt, load
 from .foreign import detect_format, load_dictionary_learning, load_sparsify
 from .weights import CFG, SPARSITY, WEIGHTS, build_from_weights, read_cfg
 
+# The SAELens checkpoint format our cfg.json follows (SAELens >= 6.0 reads metadata.hook_name etc.)
+SAELENS_FORMAT = "6.0.0"
+
 
 def _cfg_dict(dic: Dictionary, metadata: dict[str, Any] | None) -> dict[str, Any]:
     meta = dic.cfg
     md = {**meta.metadata, **(metadata or {})}
     md.setdefault("hook_name", meta.hook_name)
+    md.setdefault("sae_lens_version", SAELENS_FORMAT)
+    md.setdefault("sae_lens_training_version", None)  # not trained by SAELens
     if meta.is_transcoder:
         md.setdefault("hook_name_out", meta.hook_name_out)
     md["hook_names"] = HOOK_NAMES  # the sites mean exactly what TransformerLens means
-    md["monosemantic"] = {**meta.to_dict(), "metadata": None}
+    md["monosemantic"] = meta.to_dict()
     cfg = {
         "architecture": dictionary_class(meta.architecture).saelens_architecture(meta),
         "d_in": meta.d_in,
@@ -52,9 +61,7 @@ def _cfg_dict(dic: Dictionary, metadata: dict[str, Any] | None) -> dict[str, Any
     if meta.is_transcoder or meta.skip:
         cfg["d_out"] = meta.d_out
     cfg.update(dictionary_class(meta.architecture).saelens_fields(meta))
-    if hasattr(dic, "saved_cfg"):  # a multi-site dictionary (CLT) names its own layout
-        cfg |= dic.saved_cfg()
-    return cfg
+    return cfg | dic.saved_cfg()  # a multi-site dictionary (CLT) names its own layout
 
 
 def save_dictionary(
@@ -102,9 +109,8 @@ _SAELENS = {
 def _meta_from_saelens(cfg: dict[str, Any], where: str = "this checkpoint") -> DictionaryMeta:
     md = dict(cfg.get("metadata") or {})
     ours = md.pop("monosemantic", None)
-    if ours:
-        cls = getattr(dictionary_class(ours.get("architecture", "relu")), "meta_class", DictionaryMeta)
-        meta = cls.from_dict(_migrated(ours, md, where))
+    if ours:  # ours, as this or any earlier version wrote it
+        meta = DictionaryMeta.from_dict(_migrated(ours, md, where))
         meta.metadata = md
         return meta
     name = cfg.get("architecture", "standard")
@@ -123,18 +129,21 @@ def _meta_from_saelens(cfg: dict[str, Any], where: str = "this checkpoint") -> D
         if key in cfg and key not in md:
             md[key] = cfg[key]
     d_in, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
-    return DictionaryMeta(
-        architecture=arch,
-        d_in=d_in,
-        d_sae=d_sae,
-        d_out=int(cfg.get("d_out", d_in)) if transcoder else d_in,
-        k=cfg.get("k"),
-        hook_name=md.get("hook_name"),
-        hook_name_out=md.get("hook_name_out") if transcoder else None,
-        skip=skip,
-        apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", not transcoder)) and not transcoder,
-        metadata=md,
+    meta = DictionaryMeta.from_dict(
+        {
+            "architecture": arch,
+            "d_in": d_in,
+            "d_sae": d_sae,
+            "d_out": int(cfg.get("d_out", d_in)) if transcoder else d_in,
+            "k": cfg.get("k"),
+            "hook_name": md.get("hook_name"),
+            "hook_name_out": md.get("hook_name_out") if transcoder else None,
+            "skip": skip,
+            "apply_b_dec_to_input": bool(cfg.get("apply_b_dec_to_input", not transcoder)) and not transcoder,
+        }
     )
+    meta.metadata = md
+    return meta
 
 
 _SITE_FIELDS = ("hook_name", "hook_name_out", "hook_names", "hook_names_out")

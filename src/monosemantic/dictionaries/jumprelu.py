@@ -19,63 +19,37 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor, nn
+from pydantic import Field
+from torch import Tensor
 
-from .base import Dictionary, DictionaryMeta, LossOutput, Penalty, TrainStepState, register_dictionary
+from monosemantic.config.dictionary import DictionaryConfig
 
+from .activations import JumpReLU, JumpReLUSettings, jumprelu, step
+from .base import DictionaryMeta, LossOutput, TrainStepState, register_dictionary
+from .single_site import SingleSiteDictionary
 
-def _rectangle(u: Tensor) -> Tensor:
-    return ((u > -0.5) & (u < 0.5)).to(u.dtype)
-
-
-class _JumpReLUFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, z: Tensor, theta: Tensor, eps: float) -> Tensor:
-        ctx.save_for_backward(z, theta)
-        ctx.eps = eps
-        # The extra z > 0 only matters for loaded checkpoints with thresholds <= 0.
-        return z * ((z > theta) & (z > 0)).to(z.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        z, theta = ctx.saved_tensors
-        eps = ctx.eps
-        grad_z = ((z > theta) & (z > 0)).to(grad.dtype) * grad
-        grad_theta = -(theta / eps) * _rectangle((z - theta) / eps) * grad
-        return grad_z, grad_theta.reshape(-1, theta.shape[-1]).sum(0), None
+__all__ = ["JumpReLUConfig", "JumpReLUDictionary", "jumprelu", "step"]
 
 
-class _StepFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, z: Tensor, theta: Tensor, eps: float) -> Tensor:
-        ctx.save_for_backward(z, theta)
-        ctx.eps = eps
-        return (z > theta).to(z.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        z, theta = ctx.saved_tensors
-        eps = ctx.eps
-        kernel = (1.0 / eps) * _rectangle((z - theta) / eps) * grad
-        return kernel, -kernel.reshape(-1, theta.shape[-1]).sum(0), None
+class JumpReLUConfig(JumpReLUSettings, DictionaryConfig):
+    jumprelu_init_density: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="If set, each latent's initial threshold is its pre-activation quantile on the first "
+        "batches at which it fires on this fraction of tokens (replaces jumprelu_init_threshold); at "
+        "large expansion a fixed threshold starts with thousands of latents active per token.",
+    )
 
 
-def jumprelu(z: Tensor, theta: Tensor, eps: float) -> Tensor:
-    return _JumpReLUFn.apply(z, theta.to(z.dtype), eps)
-
-
-def step(z: Tensor, theta: Tensor, eps: float) -> Tensor:
-    return _StepFn.apply(z, theta.to(z.dtype), eps)
-
-
-@register_dictionary("jumprelu")
-class JumpReLUDictionary(Dictionary):
+@register_dictionary("jumprelu", JumpReLUConfig)
+class JumpReLUDictionary(SingleSiteDictionary):
     # The L0 penalty does not depend on decoder norms, so rows are left free (as in SAELens): they
     # start small (`decoder_init_norm`, 0.1 by default) so that the many latents above threshold
     # at step 0 do not swamp the reconstruction, and grow as features are learned. Export folds
     # the norms back into the encoder and thresholds (`fold_decoder_norm`).
     unit_norm_decoder = False
-    penalty = Penalty("l0_coefficient", "l0c", 1.0)
+    penalty = JumpReLU.penalty
 
     @classmethod
     def default_decoder_init_norm(cls, meta: DictionaryMeta) -> float:
@@ -86,7 +60,8 @@ class JumpReLUDictionary(Dictionary):
 
     def __init__(self, cfg: DictionaryMeta) -> None:
         super().__init__(cfg)
-        self.log_threshold = nn.Parameter(torch.full((cfg.d_sae,), math.log(cfg.jumprelu_init_threshold)))
+        self.activation = JumpReLU(cfg.settings)
+        self.activation.add_state(self, (cfg.d_sae,))  # log_threshold
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -105,7 +80,7 @@ class JumpReLUDictionary(Dictionary):
         quantile on (up to `max_rows` of) `x`, so every latent starts firing on a fraction p of
         tokens: L0 starts at p * d_sae whatever the expansion. Latents positive on fewer tokens
         than that keep `jumprelu_init_threshold`. Columns are done `chunk` at a time."""
-        p = self.cfg.jumprelu_init_density
+        p = self.settings.jumprelu_init_density
         if p is None:
             return
         x = self._input(x[:max_rows].to(self.W_enc.device, self.W_enc.dtype))
@@ -114,7 +89,7 @@ class JumpReLUDictionary(Dictionary):
         for lo in range(0, self.d_sae, chunk):
             z = x @ self.W_enc[:, lo : lo + chunk] + self.b_enc[lo : lo + chunk]
             q = z.kthvalue(rank, dim=0).values
-            keep = torch.full_like(q, self.cfg.jumprelu_init_threshold)
+            keep = torch.full_like(q, self.settings.jumprelu_init_threshold)
             self.log_threshold[lo : lo + chunk] = torch.where(q > 0, q, keep).log().to(self.log_threshold)
 
     @torch.no_grad()
@@ -123,7 +98,7 @@ class JumpReLUDictionary(Dictionary):
         norms = self.W_dec.norm(dim=1).clamp_min(1e-8)
         self.W_enc *= norms
         self.b_enc *= norms
-        self.log_threshold += norms.log().to(self.log_threshold.dtype)
+        self.activation.fold(self, norms)
         self.W_dec /= norms[:, None]
 
     @property
@@ -131,28 +106,23 @@ class JumpReLUDictionary(Dictionary):
         return self.log_threshold.exp()
 
     def encode(self, x: Tensor) -> Tensor:
-        z = self.pre_acts(x)
-        return jumprelu(z, self.threshold, self.cfg.jumprelu_bandwidth)
+        return self.activation(self.pre_acts(x), self)
 
     def training_loss(self, x: Tensor, y: Tensor, state: TrainStepState | None = None) -> LossOutput:
         state = state or TrainStepState()
         z = self.pre_acts(x)
-        theta = self.threshold
-        f = jumprelu(z, theta, self.cfg.jumprelu_bandwidth)
+        f, l0 = self.activation.train(z, self)
         x_hat = self.decode(f, x)
-        mse = self.mse(x_hat, self._check_input(y, self.d_out, "target"))
-        l0 = step(z, theta, self.cfg.jumprelu_bandwidth).float().sum(-1).mean()
+        mse = self.mse_per_token(x_hat, self._check_input(y, self.d_out, "target"))
         loss = mse + self.sparsity_coefficient(state, self.penalty_coefficient()) * l0
-        return LossOutput(loss, x_hat, f=f, terms={"mse": mse.detach(), "l0": l0.detach()})
+        return LossOutput(loss, x_hat, f=f, terms={"mse_per_token": mse.detach(), "l0": l0.detach()})
 
     def weights_for_saving(self) -> dict[str, Tensor]:
         w = super().weights_for_saving()
-        w["threshold"] = w.pop("log_threshold").exp()
-        return w
+        del w["log_threshold"]
+        return w | self.activation.saved(self)
 
     def load_saved_weights(self, tensors: dict[str, Tensor]) -> None:
         tensors = dict(tensors)
-        tensors["log_threshold"] = (
-            tensors.pop("threshold").float().clamp_min(1e-30).log().to(tensors["W_dec"].dtype)
-        )
+        tensors |= self.activation.loaded(tensors, tensors["W_dec"].dtype)
         super().load_saved_weights(tensors)

@@ -9,13 +9,20 @@ refine them, which curbs feature absorption. Selection and inference are BatchTo
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from monosemantic.utils.errors import ConfigError
 
 from .base import DictionaryMeta, SparseCodes, register_dictionary
-from .batchtopk import BatchTopKDictionary
+from .batchtopk import BatchTopKConfig, BatchTopKDictionary
 from .sparse_encoder import sparse_decode
+
+
+class MatryoshkaConfig(BatchTopKConfig):
+    matryoshka_widths: list[int] | None = Field(
+        None, description="Nested prefix widths; the last equals d_sae. Default: d_sae/16, /4, /1."
+    )
 
 
 def default_widths(d_sae: int) -> list[int]:
@@ -23,14 +30,15 @@ def default_widths(d_sae: int) -> list[int]:
     return widths
 
 
-@register_dictionary("matryoshka")
+@register_dictionary("matryoshka", MatryoshkaConfig)
 class MatryoshkaDictionary(BatchTopKDictionary):
     shardable = False  # nested prefix losses read every latent of a row
+    raw_inputs = False  # unscaled it converges slower (tests/training/test_recovery.py)
 
     @classmethod
     def configure(cls, meta: DictionaryMeta) -> None:
         super().configure(meta)
-        widths = list(meta.matryoshka_widths or default_widths(meta.d_sae))
+        widths = list(meta.settings.matryoshka_widths or default_widths(meta.d_sae))
         if (
             widths[-1] != meta.d_sae
             or any(a >= b for a, b in zip(widths[:-1], widths[1:], strict=True))
@@ -39,13 +47,13 @@ class MatryoshkaDictionary(BatchTopKDictionary):
             raise ConfigError(
                 f"matryoshka_widths {widths} must be increasing positive widths ending at d_sae={meta.d_sae}"
             )
-        meta.matryoshka_widths = widths
+        meta.settings.fill(matryoshka_widths=widths)
 
     def __init__(self, cfg: DictionaryMeta) -> None:
-        if cfg.matryoshka_widths is None:
-            cfg.matryoshka_widths = default_widths(cfg.d_sae)
+        if cfg.settings.matryoshka_widths is None:
+            cfg.settings.fill(matryoshka_widths=default_widths(cfg.d_sae))
         super().__init__(cfg)
-        self.register_buffer("boundaries", torch.tensor(self.cfg.matryoshka_widths), persistent=False)
+        self.register_buffer("boundaries", torch.tensor(self.settings.matryoshka_widths), persistent=False)
 
     def _reconstruction_loss(
         self, codes: SparseCodes, x: Tensor, y: Tensor
@@ -61,11 +69,11 @@ class MatryoshkaDictionary(BatchTopKDictionary):
         x_hat = self._add_skip(self.b_dec.expand(codes.n_rows, -1), x)
         loss = x_hat.new_zeros((), dtype=torch.float32)
         terms: dict[str, Tensor] = {}
-        for g, width in enumerate(self.cfg.matryoshka_widths):
+        for g, width in enumerate(self.settings.matryoshka_widths):
             weights = vals.to(W.dtype) * (group == g).to(W.dtype)
             x_hat = x_hat + sparse_decode(weights, W, codes.rows, codes.cols, codes.n_rows)
-            mse = self.mse(x_hat, y)
+            mse = self.mse_per_token(x_hat, y)
             loss = loss + mse
-            terms[f"mse_{width}"] = mse.detach()
-        terms["mse"] = terms[f"mse_{self.cfg.matryoshka_widths[-1]}"]
+            terms[f"mse_per_token_{width}"] = mse.detach()
+        terms["mse_per_token"] = terms[f"mse_per_token_{self.settings.matryoshka_widths[-1]}"]
         return loss, x_hat, terms

@@ -19,11 +19,13 @@ from torch import Tensor
 
 from monosemantic.utils.errors import ConfigError
 
-from .base import Dictionary, DictionaryMeta, LossOutput, TrainStepState, register_dictionary
+from .base import DictionaryMeta, LossOutput, TrainStepState, register_dictionary
+from .fitted import FittedConfig
+from .single_site import SingleSiteDictionary
 
 
-@register_dictionary("neurons")
-class NeuronDictionary(Dictionary):
+@register_dictionary("neurons", FittedConfig)
+class NeuronDictionary(SingleSiteDictionary):
     fitted: ClassVar[bool] = True
     unit_norm_decoder = False
 
@@ -45,17 +47,17 @@ class NeuronDictionary(Dictionary):
 
     def encode(self, x: Tensor) -> Tensor:
         f = self._activation()(self._check_input(x, self.d_in) @ self.W_enc + self.b_enc)
-        if self.cfg.k is None:
+        if self.settings.k is None:
             return f
-        top = f.topk(self.cfg.k, dim=-1, sorted=False)
+        top = f.topk(self.settings.k, dim=-1, sorted=False)
         return torch.zeros_like(f).scatter_(-1, top.indices, top.values.clamp_min(0))
 
     def training_loss(self, x: Tensor, y: Tensor, state: TrainStepState | None = None) -> LossOutput:
         with torch.no_grad():
             f = self.encode(x)
             y_hat = self.decode(f, x)
-            mse = self.mse(y_hat, self._check_input(y, self.d_out, "target"))
-        return LossOutput(mse, y_hat, f=f, terms={"mse": mse})
+            mse = self.mse_per_token(y_hat, self._check_input(y, self.d_out, "target"))
+        return LossOutput(mse, y_hat, f=f, terms={"mse_per_token": mse})
 
     @torch.no_grad()
     def fit(
@@ -68,11 +70,11 @@ class NeuronDictionary(Dictionary):
     ) -> None:
         """Copy the MLP of the layer `hook_name` names, in the trainer's scaled space (x*scale_in -> y*scale_out)."""
         from monosemantic.lm.model import load_model
-        from monosemantic.lm.sites import parse_site
 
-        kind, layer = parse_site(self.cfg.hook_name or "")
-        kind_out, layer_out = parse_site(self.cfg.hook_name_out or "")
-        if (kind, kind_out) != ("mlp.hook_in", "mlp_out") or layer != layer_out:
+        site, site_out = self.cfg.site, self.cfg.site_out
+        hooks = (site.hook, site_out.hook) if site is not None and not site.is_group else None
+        layer = site.layer if hooks else None
+        if hooks != ("mlp.hook_in", "hook_mlp_out") or site_out.is_group or site_out.layer != layer:
             raise ConfigError(
                 "architecture 'neurons' maps blocks.L.mlp.hook_in to blocks.L.hook_mlp_out of one layer; "
                 f"got site={self.cfg.hook_name!r}, site_out={self.cfg.hook_name_out!r}"

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .base import register_dictionary
-from .fitted import FittedDictionary
+from .fitted import FittedConfig, FittedDictionary
 
 
 def principal_directions(xc: Tensor, n: int) -> Tensor:
@@ -20,7 +20,7 @@ def principal_directions(xc: Tensor, n: int) -> Tensor:
     return v * sign
 
 
-@register_dictionary("pca")
+@register_dictionary("pca", FittedConfig)
 class PCADictionary(FittedDictionary):
     def directions(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         return principal_directions(x, self.n_directions), None

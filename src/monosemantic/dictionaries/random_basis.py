@@ -12,10 +12,10 @@ import torch
 from torch import Tensor
 
 from .base import register_dictionary
-from .fitted import FittedDictionary
+from .fitted import FittedConfig, FittedDictionary
 
 
-@register_dictionary("random")
+@register_dictionary("random", FittedConfig)
 class RandomDictionary(FittedDictionary):
     def directions(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         n, d = self.n_directions, x.shape[1]

@@ -8,34 +8,45 @@ latent's L1 term is weighted by its decoder row norm and the rows are left free.
 
 from __future__ import annotations
 
-import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor
 
-from .base import Dictionary, DictionaryMeta, LossOutput, Penalty, TrainStepState, register_dictionary
+from monosemantic.config.dictionary import DictionaryConfig
 
-L1 = Penalty("l1_coefficient", "l1c", 5.0)
+from .activations import ReLU, ReLUSettings
+from .base import DictionaryMeta, LossOutput, TrainStepState, register_dictionary
+from .single_site import SingleSiteDictionary
 
 
-@register_dictionary("relu")
-class ReLUDictionary(Dictionary):
-    penalty = L1
+class ReLUConfig(ReLUSettings, DictionaryConfig):
+    l1_decoder_norm: bool = Field(
+        True,
+        description="relu/gated: weight each latent's L1 by its decoder row norm (Anthropic, April 2024); "
+        "false holds decoder rows at unit norm instead (Towards Monosemanticity).",
+    )
+
+
+@register_dictionary("relu", ReLUConfig)
+class ReLUDictionary(SingleSiteDictionary):
+    penalty = ReLU.penalty
     saelens_name = "standard"
 
     @classmethod
     def default_decoder_init_norm(cls, meta: DictionaryMeta) -> float:
-        return 0.1 if meta.l1_decoder_norm else 1.0
+        return 0.1 if meta.settings.l1_decoder_norm else 1.0
 
     def __init__(self, cfg: DictionaryMeta) -> None:
         super().__init__(cfg)
+        self.activation = ReLU(cfg.settings)
         # Per instance: a free decoder when the penalty is decoder-norm weighted.
-        self.unit_norm_decoder = not cfg.l1_decoder_norm
+        self.unit_norm_decoder = not cfg.settings.l1_decoder_norm
 
     def encode(self, x: Tensor) -> Tensor:
-        return F.relu(self.pre_acts(x))
+        return self.activation(self.pre_acts(x), self)
 
     def sparsity_penalty(self, f: Tensor) -> Tensor:
         """sum_i f_i (||W_dec,i||) per row, averaged over rows."""
-        if self.cfg.l1_decoder_norm:
+        if self.settings.l1_decoder_norm:
             return (f.float() @ self.W_dec.float().norm(dim=1)).mean()
         return f.float().abs().sum(-1).mean()
 
@@ -43,7 +54,7 @@ class ReLUDictionary(Dictionary):
         state = state or TrainStepState()
         f = self.encode(x)
         x_hat = self.decode(f, x)
-        mse = self.mse(x_hat, self._check_input(y, self.d_out, "target"))
+        mse = self.mse_per_token(x_hat, self._check_input(y, self.d_out, "target"))
         l1 = self.sparsity_penalty(f)
         loss = mse + self.sparsity_coefficient(state, self.penalty_coefficient()) * l1
-        return LossOutput(loss, x_hat, f=f, terms={"mse": mse.detach(), "l1": l1.detach()})
+        return LossOutput(loss, x_hat, f=f, terms={"mse_per_token": mse.detach(), "l1": l1.detach()})

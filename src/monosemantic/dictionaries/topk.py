@@ -10,32 +10,70 @@ dense [B, d_sae] activation matrix: the encoder backward and the decoder are gat
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
+from pydantic import model_validator
 from torch import Tensor, nn
 
+from monosemantic.config.dictionary import DictionaryConfig
+from monosemantic.utils.errors import ConfigError
+
+from .activations import Activation, TopK, TopKSettings
 from .auxk import auxk_loss
-from .base import (
-    Dictionary,
-    DictionaryMeta,
-    LossOutput,
-    SparseCodes,
-    TrainStepState,
-    default_aux_k,
-    register_dictionary,
-)
-from .sparse_encoder import sparse_encode, topk_dead, topk_rows
+from .base import DictionaryMeta, LossOutput, SparseCodes, TrainStepState, default_aux_k, register_dictionary
+from .single_site import SingleSiteDictionary
+from .sparse_encoder import sparse_encode, topk_dead
 
 
-@register_dictionary("topk")
-class TopKDictionary(Dictionary):
+class TopKConfig(TopKSettings, DictionaryConfig):
+    REFUSED = frozenset({"target_l0"})  # k sets the L0
+
+    @model_validator(mode="after")
+    def _needs_k(self) -> TopKConfig:
+        if self.k is None:
+            raise ValueError(
+                f"architecture {self.architecture!r} needs k (active latents per token); set dictionary.k"
+            )
+        return self
+
+    def name_parts(self) -> list[str]:
+        return [self.architecture, f"k{self.k}"]
+
+
+def check_k(meta: DictionaryMeta, n_latents: int, per: str = "") -> None:
+    """k and aux_k fit the latents an encoder chooses from; aux_k defaults to half its input width."""
+    s = meta.settings
+    if s.k is not None and s.k > n_latents:
+        raise ConfigError(f"k={s.k} is larger than d_sae={n_latents}{per}; choose k <= {n_latents}")
+    if s.aux_k is not None and s.aux_k > n_latents:
+        raise ConfigError(
+            f"aux_k={s.aux_k} is larger than d_sae={n_latents}{per}; choose aux_k <= {n_latents}"
+        )
+
+
+@register_dictionary("topk", TopKConfig)
+class TopKDictionary(SingleSiteDictionary):
     unit_norm_decoder = True
-    uses_k = True
     shardable = True  # the global top-k is chosen from every slice's candidates (sharding.py)
+    raw_inputs = True
+    rule: ClassVar[type[Activation]] = TopK
+
+    @classmethod
+    def configure(cls, meta: DictionaryMeta) -> None:
+        super().configure(meta)
+        check_k(meta, meta.d_sae)
+        if meta.settings.aux_k is None:
+            meta.settings.fill(aux_k=default_aux_k(meta.d_in, meta.d_sae))
+
+    @classmethod
+    def sparse_training(cls, cfg: DictionaryConfig) -> bool:
+        return True
 
     @classmethod
     def saelens_fields(cls, meta: DictionaryMeta) -> dict[str, object]:
-        return {"k": meta.k, "rescale_acts_by_decoder_norm": False}
+        return {"k": meta.settings.k, "rescale_acts_by_decoder_norm": False}
 
     def __init__(self, cfg: DictionaryMeta) -> None:
         super().__init__(cfg)
@@ -45,40 +83,36 @@ class TopKDictionary(Dictionary):
         # gather's `.contiguous()` and autograd's re-layout of the gradient). The forward
         # matmul reads either layout at the same speed; saved weights are made contiguous.
         self.W_enc = nn.Parameter(self.W_enc.detach().T.contiguous().T)
+        self.activation = self.rule(cfg.settings)
+        self.activation.add_state(self, (cfg.d_sae,))
 
     @property
     def k(self) -> int:
-        return int(self.cfg.k)
+        return int(self.settings.k)
 
     def encode(self, x: Tensor) -> Tensor:
-        pre = self.pre_acts(x)
-        top = pre.topk(self.k, dim=-1, sorted=False)
-        return torch.zeros_like(pre).scatter_(-1, top.indices, F.relu(top.values))
+        return self.activation(self.pre_acts(x), self)
 
     def encode_sparse(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
         """Features within a row come in top-k order (analysis needs no finer one); None for
         subclasses with another inference rule (BatchTopK's threshold)."""
-        if type(self).encode is not TopKDictionary.encode:
+        if type(self.activation) is not TopK:
             return None
         top = self.pre_acts(x).topk(self.k, dim=-1, sorted=False)
         rows = torch.arange(x.shape[0], device=x.device, dtype=torch.int32).repeat_interleave(self.k)
         return rows, top.indices.to(torch.int32).reshape(-1), F.relu(top.values).reshape(-1)
 
-    # The main selection; BatchTopK overrides it.
-    def _select(self, pre: Tensor) -> tuple[Tensor, Tensor]:
-        if self.sharding is not None:
-            return self.sharding.topk_rows(pre, self.k)
-        return topk_rows(pre, self.k)
-
     def _after_select(self, codes: SparseCodes) -> None:
-        """Hook for bookkeeping on the selected activations (BatchTopK's threshold)."""
+        """Bookkeeping on the selected activations (BatchTopK's threshold, counted per update)."""
+        if self.activation.observe(self, codes.vals):
+            self.activation.count(self)
 
     def _encode_codes(self, x: Tensor, dead: Tensor | None) -> tuple[SparseCodes, SparseCodes | None]:
         """Training-time sparse codes, plus the AuxK codes of dead latents when asked for."""
-        aux_k = self.cfg.aux_k or default_aux_k(self.d_in, self.d_sae)
+        aux_k = self.settings.aux_k or default_aux_k(self.d_in, self.d_sae)
 
         def select(pre: Tensor) -> list[tuple[Tensor, Tensor]]:
-            groups = [self._select(pre)]
+            groups = [self.activation.select(pre, self.sharding)]
             if dead is not None:
                 pick = topk_dead if self.sharding is None else self.sharding.topk_dead
                 groups.append(pick(pre, dead, aux_k))
@@ -99,7 +133,7 @@ class TopKDictionary(Dictionary):
 
     def _dead_for_aux(self, state: TrainStepState) -> Tensor | None:
         dead = state.dead_mask
-        if dead is None or self.cfg.aux_coefficient <= 0 or self._n_dead(dead) == 0:
+        if dead is None or self.settings.aux_coefficient <= 0 or self._n_dead(dead) == 0:
             return None
         return dead.to(self.device)
 
@@ -108,15 +142,15 @@ class TopKDictionary(Dictionary):
         return int(n if self.sharding is None else self.sharding.latent_sum(n.reshape(1))[0])
 
     def _aux_loss(self, aux: SparseCodes, residual: Tensor, dead: Tensor) -> Tensor:
-        aux_k = self.cfg.aux_k or default_aux_k(self.d_in, self.d_sae)
+        aux_k = self.settings.aux_k or default_aux_k(self.d_in, self.d_sae)
         return auxk_loss(self.decode_codes(aux, bias=False), residual, self._n_dead(dead), aux_k)
 
     def _reconstruction_loss(
         self, codes: SparseCodes, x: Tensor, y: Tensor
     ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         x_hat = self.decode_codes(codes, x)
-        mse = self.mse(x_hat, y)
-        return mse, x_hat, {"mse": mse.detach()}
+        mse = self.mse_per_token(x_hat, y)
+        return mse, x_hat, {"mse_per_token": mse.detach()}
 
     def training_loss(self, x: Tensor, y: Tensor, state: TrainStepState | None = None) -> LossOutput:
         state = state or TrainStepState()
@@ -126,7 +160,7 @@ class TopKDictionary(Dictionary):
         loss, x_hat, terms = self._reconstruction_loss(codes, x, y)
         if aux is not None:
             auxk = self._aux_loss(aux, (y - x_hat).detach(), dead)
-            loss = loss + self.cfg.aux_coefficient * auxk
+            loss = loss + self.settings.aux_coefficient * auxk
             terms["auxk"] = auxk.detach()
         self._after_select(codes)
         return LossOutput(loss, x_hat, terms=terms, codes=codes)

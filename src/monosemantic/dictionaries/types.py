@@ -1,51 +1,65 @@
-"""The plain data around a dictionary: what it is built from (`DictionaryMeta`, saved in
-cfg.json), what the trainer tells its loss (`TrainStepState`) and what the loss returns
+"""The plain data around a dictionary: what it is (`DictionaryMeta`, saved in cfg.json), what the trainer tells its loss (`TrainStepState`) and what the loss returns
 (`LossOutput`, with `SparseCodes` for TopK-style latents)."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from monosemantic.config.dictionary import DictionaryConfig, architecture_config
+from monosemantic.config.site import Site
+
 
 @dataclass(frozen=True)
 class Penalty:
-    """A sparsity penalty's coefficient: its `DictionaryMeta` field, sweep-name prefix and default."""
+    """A sparsity penalty: the config key of its coefficient and the prefix naming it in sweep folders."""
 
     field: str
     short: str
-    default: float
+
+
+# cfg.json's `metadata.monosemantic` keys that are not the architecture's settings
+GENERIC = (
+    "architecture",
+    "d_in",
+    "d_sae",
+    "d_out",
+    "hook_name",
+    "hook_name_out",
+    "skip",
+    "apply_b_dec_to_input",
+)
+# keys older versions wrote there that are derived now (a multi-site dictionary's sites come from its hook_name)
+DERIVED = ("layers", "hook_names", "hook_names_out", "activation_function", "options", "metadata")
 
 
 @dataclass
 class DictionaryMeta:
-    """Shapes, sites and the hyperparameters the forward pass and loss need (saved in cfg.json)."""
+    """What a built dictionary is: its architecture, shapes, the sites it reads (`hook_name`) and
+    writes (`hook_name_out`, None for an SAE), and its architecture's settings (`settings`, the
+    architecture's config with every default resolved). Saved flat in cfg.json's
+    `metadata.monosemantic`. A multi-site dictionary's widths are its sites' concatenated widths
+    and its hook_name a site group (`blocks.{0,1}.mlp.hook_in`)."""
 
     architecture: str
     d_in: int
     d_sae: int
     d_out: int
-    k: int | None = None
     hook_name: str | None = None
     hook_name_out: str | None = None
     skip: bool = False
     apply_b_dec_to_input: bool = True
-    l1_coefficient: float | None = None  # None: the architecture's `penalty.default`
-    l1_decoder_norm: bool = True
-    l0_coefficient: float | None = None
-    jumprelu_bandwidth: float = 0.3
-    jumprelu_init_threshold: float = 1.0
-    jumprelu_init_density: float | None = None
-    matryoshka_widths: list[int] | None = None
-    aux_k: int | None = None
-    aux_coefficient: float = 1 / 32
-    decoder_init_norm: float | None = None  # None: the architecture's `default_decoder_init_norm`
-    options: dict[str, Any] = field(default_factory=dict)  # architecture-owned fields (`Options`)
+    settings: DictionaryConfig | None = None  # None: the architecture's defaults
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.settings is None:
+            self.settings = architecture_config(self.architecture).from_saved(
+                {"architecture": self.architecture}
+            )
 
     @property
     def is_transcoder(self) -> bool:
@@ -53,13 +67,43 @@ class DictionaryMeta:
             self.hook_name_out is not None and self.hook_name_out != self.hook_name
         )
 
+    @property
+    def site(self) -> Site | None:
+        """The site (or site group) it reads, parsed."""
+        return Site.parse(self.hook_name) if self.hook_name is not None else None
+
+    @property
+    def site_out(self) -> Site | None:
+        """The site it writes; for an SAE the one it reads."""
+        name = self.hook_name_out if self.hook_name_out is not None else self.hook_name
+        return Site.parse(name) if name is not None else None
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The flat record of cfg.json's `metadata.monosemantic`: the generic keys, then the settings
+        that describe the architecture (not where or under which name a run trained it)."""
+        out: dict[str, Any] = {k: getattr(self, k) for k in GENERIC}
+        run_keys = {
+            "architecture",
+            "d_sae",
+            "expansion",
+            "site",
+            "site_out",
+            "layers",
+            "skip",
+            "name",
+            "target_l0",
+        }
+        out |= {k: v for k, v in self.settings.model_dump(mode="json").items() if k not in run_keys}
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DictionaryMeta:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        """From a flat record, as this or any earlier version wrote it (settings of other
+        architectures, which older versions wrote for every dictionary, are ignored)."""
+        settings = architecture_config(d["architecture"]).from_saved(
+            {k: v for k, v in d.items() if k not in GENERIC[1:] and k not in DERIVED}
+        )
+        return cls(**{k: d[k] for k in GENERIC if k in d}, settings=settings)
 
 
 @dataclass

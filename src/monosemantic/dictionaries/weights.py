@@ -39,8 +39,9 @@ def build_from_weights(
 ) -> Dictionary:
     """Instantiate the class for `meta` and load `weights`, with one-line errors on mismatch."""
     W_dec = weights.get("W_dec")
-    multi_site = getattr(dictionary_class(meta.architecture), "multi_site", False)  # CLT: its loader checks
-    if not multi_site and (W_dec is None or tuple(W_dec.shape) != (meta.d_sae, meta.d_out)):
+    if not dictionary_class(meta.architecture).multi_site and (
+        W_dec is None or tuple(W_dec.shape) != (meta.d_sae, meta.d_out)
+    ):
         got = None if W_dec is None else list(W_dec.shape)
         raise DataError(
             f"{where}: W_dec has shape {got}, config says [{meta.d_sae}, {meta.d_out}]; the checkpoint is inconsistent"

@@ -45,7 +45,10 @@ def _contexts(cfg: Config, names: list[str]) -> tuple[dict[str, np.ndarray], lis
     """Each named dictionary's latent activations [S, T, d_sae] on the evaluated sequences, and their tokens."""
     from monosemantic.activations.cache import ActivationCache
 
-    from .run import _load_dictionaries, _Model, _site_acts, _sites
+    from .inputs import LazyModel as _Model
+    from .inputs import dictionary_sites as _sites
+    from .inputs import load_dictionaries as _load_dictionaries
+    from .inputs import site_activations as _site_acts
 
     ecfg = cfg.evaluate
     device = resolve_device(ecfg.device)

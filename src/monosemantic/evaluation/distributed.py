@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 import torch.distributed as dist
 from torch import Tensor
 
@@ -17,7 +18,7 @@ from monosemantic.utils.errors import ConfigError
 
 from .concepts import ConceptMetrics
 from .metrics import ReconstructionMetrics
-from .spliced import SplicedEvaluator, _recovered
+from .spliced import SplicedEvaluator, recovered
 
 
 def _gather(obj: Any) -> list[Any]:
@@ -51,9 +52,14 @@ def merge_site_sums(site_sum: dict[str, Tensor], site_n: int) -> tuple[dict[str,
 
 def merge_reconstruction(m: ReconstructionMetrics) -> None:
     """Replace this rank's sums with the sums over every rank."""
-    parts = _gather({k: v for k, v in vars(m).items() if k.startswith(("sum_", "n_", "fire_"))})
+    parts = _gather(
+        {k: v for k, v in vars(m).items() if k.startswith(("sum_", "n_", "fire_")) or k == "per_sequence"}
+    )
     for key in parts[0]:
-        setattr(m, key, sum(p[key] for p in parts))
+        if key == "per_sequence":  # ranks hold contiguous runs of batches: rank order is sequence order
+            m.per_sequence = [b for p in parts for b in p[key]]
+        else:
+            setattr(m, key, sum(p[key] for p in parts))
 
 
 def merge_concepts(c: ConceptMetrics | None) -> None:
@@ -72,29 +78,37 @@ def merge_concepts(c: ConceptMetrics | None) -> None:
     c.n_tokens = offset
 
 
-def merge_spliced(results: list[dict[str, float]], evaluator: SplicedEvaluator) -> list[dict[str, float]]:
-    """Token-weighted means of every rank's spliced metrics; the recovered fractions recomputed."""
-    parts = _gather((results, evaluator.n_predictions, evaluator.n_check_predictions))
+def merge_spliced(results: list[dict[str, Any]], evaluator: SplicedEvaluator) -> list[dict[str, Any]]:
+    """Every rank's spliced metrics merged: per-sequence sums concatenated in rank order (ranks hold
+    contiguous batch runs), means recomputed from them; the error check weighted by its predictions."""
+    parts = _gather((results, evaluator.n_check_predictions))
     if len(parts) == 1:
         return results
-    n = sum(p[1] for p in parts)
-    n_check = max(sum(p[2] for p in parts), 1)
+    n_check = max(sum(p[1] for p in parts), 1)
     merged = []
     for i, first in enumerate(results):
-        rows = [(p[0][i], p[1], p[2]) for p in parts]
-        out: dict[str, float] = {}
-        for key in first:
-            if key == "splice_error_check_max_logit_diff":
-                out[key] = max(r[key] for r, _, _ in rows)
-            elif key in ("splice_error_check_batches", "n_predictions"):
-                out[key] = sum(r[key] for r, _, _ in rows)
-            elif key.endswith("_with_error"):
-                out[key] = sum(r[key] * c for r, _, c in rows) / n_check
-            else:
-                out[key] = sum(r[key] * w for r, w, _ in rows) / n
-        clean, ce = out["ce_loss_clean"], out["ce_loss_spliced"]
-        out["ce_loss_increase"] = ce - clean
-        out["ce_loss_recovered"] = _recovered(out["ce_loss_zero_ablated"], ce, clean)
-        out["ce_loss_recovered_mean_ablation"] = _recovered(out["ce_loss_mean_ablated"], ce, clean)
+        rows = [(p[0][i], p[1]) for p in parts]
+        per_seq = {k: torch.cat([r["per_sequence"][k] for r, _ in rows]) for k in first["per_sequence"]}
+        n = float(per_seq["n"].sum())
+        b = {k: float(per_seq[k].sum()) / n for k in ("clean", "zero", "mean")}
+        ce = float(per_seq["spliced"].sum()) / n
+        out = dict(first)
+        out.update(
+            ce_loss_clean=b["clean"],
+            ce_loss_zero_ablated=b["zero"],
+            ce_loss_mean_ablated=b["mean"],
+            ce_loss_spliced=ce,
+            ce_loss_increase=ce - b["clean"],
+            ce_loss_zero_ablation_increase=b["zero"] - b["clean"],
+            ce_loss_recovered=recovered(b["zero"], ce, b["clean"]),
+            ce_loss_recovered_mean_ablation=recovered(b["mean"], ce, b["clean"]),
+            kl_spliced=float(per_seq["kl"].sum()) / float(per_seq["n_kl"].sum()),
+            splice_error_check_max_logit_diff=max(r["splice_error_check_max_logit_diff"] for r, _ in rows),
+            splice_error_check_batches=sum(r["splice_error_check_batches"] for r, _ in rows),
+            n_predictions=int(n),
+            per_sequence=per_seq,
+        )
+        for key in ("ce_loss_spliced_with_error", "kl_spliced_with_error"):
+            out[key] = sum(r[key] * c for r, c in rows) / n_check
         merged.append(out)
     return merged

@@ -20,6 +20,9 @@ Definitions (means are over evaluated tokens; ||.|| is the L2 norm over the mode
   firing on more than `dense_threshold` (10%) of them.
 - `feature_density`: per-feature firing frequency; `density_histogram`: counts of log10(density) in
   fixed bins (dead features, log10(0) = -inf, are counted separately as `dead`).
+
+Given batches of whole sequences ([B, T, d]), the same sums are also kept per sequence, from which
+`intervals()` gives bootstrap 95% intervals over sequences (`intervals.py`).
 """
 
 from __future__ import annotations
@@ -52,10 +55,14 @@ class ReconstructionMetrics:
         self.sum_cos = torch.zeros((), dtype=f64)
         self.sum_l2_ratio = torch.zeros((), dtype=f64)
         self.sum_act = torch.zeros(d_sae, dtype=f64)
+        self.per_sequence: list[dict[str, Tensor]] = []  # per batch of whole sequences
 
     @torch.no_grad()
     def update(self, y: Tensor, y_hat: Tensor, f: Tensor, keep: Tensor | None = None) -> None:
-        """Add a batch: `y`, `y_hat` [..., d_out], `f` [..., d_sae]; `keep` [...] selects tokens."""
+        """Add a batch: `y`, `y_hat` [..., d_out], `f` [..., d_sae]; `keep` [...] selects tokens.
+        With [B, T, d] batches of whole sequences, per-sequence sums are kept too."""
+        if y.ndim == 3:
+            self._per_sequence(y, y_hat, f, keep)
         y, y_hat, f = (
             y.reshape(-1, y.shape[-1]),
             y_hat.reshape(-1, y_hat.shape[-1]),
@@ -89,6 +96,59 @@ class ReconstructionMetrics:
         self.sum_cos += cos.sum().cpu()
         ratio = torch.where(y_sq > 0, (yhat_sq / y_sq.clamp_min(1e-30)).sqrt(), torch.zeros_like(dot))
         self.sum_l2_ratio += ratio.sum().cpu()
+
+    @torch.no_grad()
+    def _per_sequence(self, y: Tensor, y_hat: Tensor, f: Tensor, keep: Tensor | None) -> None:
+        B, T = y.shape[:2]
+        w = torch.ones(B, T, dtype=torch.float64, device=y.device)
+        if keep is not None:
+            w = keep.to(y.device, torch.float64).reshape(B, T)
+        y, y_hat = y.double(), y_hat.double()
+        y_sq, yhat_sq = y.pow(2).sum(-1), y_hat.pow(2).sum(-1)
+        dot = (y * y_hat).sum(-1)
+        norms = y_sq.sqrt() * yhat_sq.sqrt()
+        cos = torch.where(norms > 0, dot / norms.clamp_min(1e-30), torch.zeros_like(dot))
+        ratio = torch.where(y_sq > 0, (yhat_sq / y_sq.clamp_min(1e-30)).sqrt(), torch.zeros_like(dot))
+        rows = {
+            "n": w,
+            "l0": (f != 0).sum(-1).double(),
+            "sq_err": (y - y_hat).pow(2).sum(-1),
+            "y_sq": y_sq,
+            "cos": cos,
+            "l2_ratio": ratio,
+        }
+        out = {k: (v * w).sum(1).cpu() for k, v in rows.items()}
+        out["sum_y"] = (y * w[..., None]).sum(1).cpu()
+        self.per_sequence.append(out)
+
+    def intervals(self, seed: int = 0) -> dict[str, list[float] | None]:
+        """Bootstrap 95% intervals over the evaluated sequences (empty without per-sequence sums).
+
+        FVU's centre is the full sample's mean in every resample (an O(1/n) simplification)."""
+        from .intervals import bootstrap
+
+        if not self.per_sequence:
+            return {}
+        sums = {k: torch.cat([p[k] for p in self.per_sequence]) for k in self.per_sequence[0]}
+        mean_y = sums["sum_y"].sum(0) / sums["n"].sum().clamp_min(1)
+        n_seq = sums["n"]
+        # sum over a sequence of ||y - mean||^2 = sum ||y||^2 - 2 mean . sum y + n ||mean||^2
+        sums["var"] = sums["y_sq"] - 2 * sums.pop("sum_y") @ mean_y + n_seq * mean_y.pow(2).sum()
+        d_out = self.d_out
+
+        def statistic(t: dict[str, Tensor]) -> dict[str, Tensor]:
+            n = t["n"].clamp_min(1)
+            fvu = t["sq_err"] / t["var"]
+            return {
+                "l0": t["l0"] / n,
+                "fvu": fvu,
+                "explained_variance": 1 - fvu,
+                "mse": t["sq_err"] / (n * d_out),
+                "cosine_similarity": t["cos"] / n,
+                "l2_ratio": t["l2_ratio"] / n,
+            }
+
+        return bootstrap(sums, statistic, seed)
 
     def feature_density(self) -> Tensor:
         """Firing frequency of each feature on the evaluated tokens, float64 [d_sae]."""

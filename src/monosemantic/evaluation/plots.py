@@ -1,7 +1,8 @@
 """PNG plots of evaluation results (matplotlib's Agg backend: no display needed).
 
 - `plot_density_histograms`: log10 feature density of each dictionary (dead features counted apart).
-- `plot_frontier`: one metric against L0 across a sweep, the sparsity-fidelity trade-off.
+- `plot_frontier`: one metric against L0 across a sweep, the sparsity-fidelity trade-off, with
+  95% intervals as error bars (`ci95`: over seeds or a bootstrap over sequences).
 """
 
 from __future__ import annotations
@@ -24,6 +25,17 @@ def _save(fig: Any, path: Path) -> Path:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def error_bars(rows: Sequence[dict[str, Any]], key: str) -> list[list[float]] | None:
+    """matplotlib's [below, above] error lengths from each row's `ci95[key]` (0 where it has none);
+    None when no row has an interval."""
+    cis = [(r.get("ci95") or {}).get(key) for r in rows]
+    if not any(cis):
+        return None
+    below = [max(r[key] - c[0], 0.0) if c and None not in c else 0.0 for r, c in zip(rows, cis, strict=True)]
+    above = [max(c[1] - r[key], 0.0) if c and None not in c else 0.0 for r, c in zip(rows, cis, strict=True)]
+    return [below, above]
 
 
 def plot_density_histograms(results: Sequence[dict[str, Any]], path: str | Path) -> Path:
@@ -65,22 +77,25 @@ def plot_frontier(
     results: Sequence[dict[str, Any]], metric: str, path: str | Path, label: str
 ) -> Path | None:
     """`metric` against L0 (log scale), one labelled point per dictionary and one line per series
-    (`series_name`), so dictionaries of different sites or kinds are never joined; None if nothing
-    to plot."""
-    by_series: dict[str, list[tuple[float, float, str]]] = {}
+    (`series_name`), so dictionaries of different sites or kinds are never joined, 95% intervals
+    as error bars; None if nothing to plot."""
+    by_series: dict[str, list[dict[str, Any]]] = {}
     for r in results:
         x, y = r.get("l0"), r.get(metric)
         if isinstance(y, (int, float)) and math.isfinite(y) and isinstance(x, (int, float)) and x > 0:
-            by_series.setdefault(series_name(r), []).append((x, y, r["name"]))
+            by_series.setdefault(series_name(r), []).append(r)
     if not by_series:
         return None
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for series, pts in sorted(by_series.items()):
-        pts.sort()
+    for series, rows in sorted(by_series.items()):
+        rows.sort(key=lambda r: (r["l0"], r[metric]))
         style = "s:" if series.endswith("(baseline)") else "o-"
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, alpha=0.8, label=series)
-        for x, y, name in pts:
-            ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.errorbar([r["l0"] for r in rows], [r[metric] for r in rows], xerr=error_bars(rows, "l0"),
+                    yerr=error_bars(rows, metric), fmt=style, alpha=0.8, capsize=3, label=series)  # fmt: skip
+        for r in rows:
+            ax.annotate(
+                r["name"], (r["l0"], r[metric]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            )
     ax.set_xscale("log")
     ax.set_xlabel("L0 (active features per token)")
     ax.set_ylabel(label)

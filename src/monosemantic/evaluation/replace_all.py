@@ -21,60 +21,41 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from monosemantic.config.site import Site
 from monosemantic.dictionaries.base import Dictionary
+from monosemantic.dictionaries.splice import Edit, compose, splice_edits, where_kept
 from monosemantic.lm.model import SubjectModel
 from monosemantic.utils.errors import ConfigError
 
-from .spliced import Edit, _recovered, _where, next_token_ce, next_token_kl
+from .spliced import next_token_ce, next_token_kl, recovered
 
 
 @dataclass
 class MLPReplacement:
-    """Which MLPs a replacement covers: in_sites[i] -> out_sites[i], by a CLT or one transcoder each."""
+    """The dictionaries that replace every MLP at once: one CLT, or one transcoder per layer (in
+    layer order). Each is spliced by `dictionaries/splice.py`, as everywhere else."""
 
-    in_sites: list[str]
-    out_sites: list[str]
-    clt: Dictionary | None = None
-    transcoders: Sequence[Dictionary] = ()
+    dics: list[Dictionary]
 
     @classmethod
     def from_clt(cls, clt: Dictionary) -> MLPReplacement:
-        return cls(list(clt.cfg.hook_names), list(clt.cfg.hook_names_out), clt=clt)
+        return cls([clt])
 
     @classmethod
     def from_transcoders(cls, dics: Sequence[Dictionary]) -> MLPReplacement:
-        order = sorted(range(len(dics)), key=lambda i: int(str(dics[i].cfg.hook_name).split(".")[1]))
-        dics = [dics[i] for i in order]
-        return cls([d.cfg.hook_name for d in dics], [d.cfg.hook_name_out for d in dics], transcoders=dics)
+        return cls(sorted(dics, key=lambda d: d.cfg.site.layer))
+
+    @property
+    def out_sites(self) -> list[Site]:
+        return [s for d in self.dics for s in d.sites_out]
 
     def edits(self, keep: Tensor) -> dict[str, Edit]:
-        """`SubjectModel.run` edits: record each MLP input, replace each MLP output (kept positions)."""
-        inputs: dict[int, Tensor] = {}
-        latents: dict[int, Tensor] = {}
-        edits: dict[str, Edit] = {}
-        for i, (site_in, site_out) in enumerate(zip(self.in_sites, self.out_sites, strict=True)):
-
-            def record(act: Tensor, i: int = i) -> Tensor:
-                inputs[i] = act
-                if self.clt is not None:
-                    latents[i] = self.clt.encode_layer(i, act.to(self.clt.dtype))
-                return act
-
-            def replace(out: Tensor, i: int = i) -> Tensor:
-                if self.clt is not None:
-                    y_hat = self.clt.decode_layer(i, [latents[s] for s in range(i + 1)])
-                else:
-                    dic = self.transcoders[i]
-                    x = inputs[i].to(dic.dtype)
-                    y_hat = dic.decode(dic.encode(x), x)
-                return _where(keep, y_hat, out)
-
-            edits[site_in] = record
-            edits[site_out] = replace
-        return edits
+        """`SubjectModel.run` edits: every MLP output replaced (kept positions), each layer's
+        dictionary reading the MLP input its forward pass computes."""
+        return compose(splice_edits(d, keep) for d in self.dics)
 
     def zero_edits(self, keep: Tensor) -> dict[str, Edit]:
-        return {s: (lambda a: _where(keep, torch.zeros_like(a), a)) for s in self.out_sites}
+        return {str(s): (lambda a: where_kept(keep, torch.zeros_like(a), a)) for s in self.out_sites}
 
 
 def all_mlps_replaced(
@@ -97,24 +78,15 @@ def all_mlps_replaced(
     n = max(n, 1)
     c = {k: v / n for k, v in ce.items()}
     return {
-        "layers_replaced": [int(s.split(".")[1]) for s in rep.out_sites],
+        "layers_replaced": [s.layer for s in rep.out_sites],
         "ce_loss_clean": c["clean"],
         "ce_loss_zero_ablated": c["zero"],
         "ce_loss_replaced": c["replaced"],
         "ce_loss_increase": c["replaced"] - c["clean"],
-        "ce_loss_recovered": _recovered(c["zero"], c["replaced"], c["clean"]),
+        "ce_loss_recovered": recovered(c["zero"], c["replaced"], c["clean"]),
         "kl_replaced": kl / n,
         "n_predictions": n,
     }
-
-
-def is_clt(dic: Dictionary) -> bool:
-    return dic.cfg.architecture == "clt"
-
-
-def is_multi_site(dic: Dictionary) -> bool:
-    """A CLT or a crosscoder: one dictionary over several sites, read and written concatenated."""
-    return bool(getattr(dic, "multi_site", False))
 
 
 class PerLayerMetrics:
@@ -130,14 +102,15 @@ class PerLayerMetrics:
     def update(self, y: Tensor, y_hat: Tensor, f: Tensor, keep: Tensor) -> None:
         L = self.clt.n_layers
         ys, yh = (t.reshape(*t.shape[:-1], L, -1) for t in (y, y_hat))
-        fs = f.reshape(*f.shape[:-1], L, -1) if is_clt(self.clt) else None
+        shared = self.clt.home_sites() is None  # a crosscoder's latents read every site
+        fs = None if shared else f.reshape(*f.shape[:-1], L, -1)
         for i, m in enumerate(self.metrics):
             m.update(ys[..., i, :], yh[..., i, :], f if fs is None else fs[..., i, :], keep)
 
     def compute(self) -> list[dict[str, float]]:
         out = []
-        sites = self.clt.cfg.hook_names_out or self.clt.cfg.hook_names  # b:<site>: model B's (model diffing)
-        for i, (layer, m) in enumerate(zip(self.clt.cfg.layers, self.metrics, strict=True)):
+        sites = [str(s) for s in self.clt.sites_out]  # b:<site>: model B's (model diffing)
+        for i, (layer, m) in enumerate(zip(self.clt.layers, self.metrics, strict=True)):
             r = m.compute()
             row = {"layer": int(layer), "fvu": r["fvu"], "l0": r["l0"], "dead_fraction": r["dead_fraction"]}
             out.append(row | ({"site": sites[i]} if len(sites) == len(self.metrics) else {}))
@@ -152,13 +125,13 @@ def mlp_transcoders(folders: Sequence, device: torch.device) -> dict[int, Dictio
     for folder in folders:
         for path in find_dictionaries(folder):
             dic = load_dictionary(path, device=device).eval().requires_grad_(False)
-            c = dic.cfg
-            if is_multi_site(dic) or not c.is_transcoder or not str(c.hook_name).endswith("mlp.hook_in"):
+            site, out = dic.cfg.site, dic.cfg.site_out
+            if dic.multi_site or not dic.is_transcoder or site is None or site.hook != "mlp.hook_in":
                 continue
             if dic.fitted:  # a baseline (the MLP's own neurons) is not a trained transcoder to compare
                 continue
-            layer = int(str(c.hook_name).split(".")[1])
-            if c.hook_name_out != f"blocks.{layer}.hook_mlp_out":
+            layer = site.layer
+            if out.hook != "hook_mlp_out" or out.layer != layer:
                 continue
             if layer in found:
                 raise ConfigError(
@@ -182,7 +155,7 @@ def clt_spliced_metrics(clt, model, batches, keeps, compare: list[Path] | None) 
     }
     if compare:
         sets = mlp_transcoders(compare, clt.device)
-        layers = [int(v) for v in clt.cfg.layers]
+        layers = clt.layers
         missing = [v for v in layers if v not in sets]
         if missing:
             raise ConfigError(

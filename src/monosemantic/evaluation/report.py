@@ -2,11 +2,16 @@
 
 Layout of `evaluate.out` (one shape whether one dictionary or a sweep was evaluated):
 
-- `metrics.json`: `{"sample": {...}, "dictionaries": {name: metrics, ...}}`. `sample` says which
-  sequences were used (`selection` "all" or "random", `seed`, `n_sequences`, `n_tokens`,
-  `cache_sequences`, `held_out`, `sequences` (their numbers; null: all), `note`); each dictionary's `metrics` is a flat dict (`name`,
-  `path`, `hook_name`, `l0`, `fvu`, `mse`, `dead_fraction`, `ce_loss_*`, `kl_spliced`, concept
-  summary, `density_histogram`, ...) to which other metric families add their own keys.
+- `metrics.json`: `{"sample": {...}, "dictionaries": {name: metrics, ...}, "seed_groups": {...}}`.
+  `sample` says which sequences were used (`selection` "held_out", "all" or "random", `seed`,
+  `n_sequences`, `n_tokens`, `cache_sequences`, `held_out` (true: only sequences training never
+  read), `eval_sequences` (the cache's split: seed, fraction, n), `sequences` (their numbers; null:
+  all), `note`); each dictionary's `metrics` is a flat dict (`name`, `path`, `hook_name`, `l0`,
+  `fvu`, `mse`, `dead_fraction`, `ce_loss_*` with `ce_convention`, `ce_loss_increase` (nats),
+  `ce_loss_recovered_reliable`, `kl_spliced`, `ci95` (metric -> [lo, hi], with `interval` saying
+  how), `seed`/`seed_group` for a run with seeds, concept summary, `density_histogram`, ...) to
+  which other metric families add their own keys. `seed_groups` (runs with `[train].seeds`): per
+  group, the mean and 95% interval over seeds of each metric.
 - `metrics.csv`: one row per dictionary (the scalar metrics).
 - `concepts.json` per-concept and per-feature scores: at the top for one dictionary, else
   `NAME/concepts.json`.
@@ -20,7 +25,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,26 +33,30 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from monosemantic.config.site import Site, SiteError
 from monosemantic.utils.files import write_json_atomic, write_text_atomic
 from monosemantic.utils.format import percent
 
+from .conditioning import FLAG, recovered_cell
 from .plots import plot_density_histograms, plot_frontier
+from .seeds import table_rows
 
 # Columns of the terminal table: (key, header, format).
 TABLE = [
     ("l0", "L0", "{:.1f}"),
-    ("fvu", "FVU", "{:.4g}"),
+    ("fvu", "FVU", "{:.4f}"),
     ("cosine_similarity", "cos", "{:.3f}"),
     ("relative_reconstruction_bias", "γ", "{:.4g}"),
     ("dead_fraction", "dead", percent),
     ("dense_fraction", "dense", percent),
     ("ce_loss_spliced", "CE spliced", "{:.4f}"),
+    ("ce_loss_increase", "ΔCE nats", "{:.4f}"),
     ("ce_loss_recovered", "CE rec.", "{:.1%}"),
-    ("kl_spliced", "KL", "{:.3g}"),
+    ("kl_spliced", "KL", "{:.4f}"),
     ("concept_coverage", "cov.", "{:.0%}"),
 ]
 
-COMPACT = ("l0", "fvu", "dead_fraction", "ce_loss_recovered", "kl_spliced", "concept_coverage")
+COMPACT = ("l0", "fvu", "ce_loss_increase", "ce_loss_recovered", "kl_spliced", "concept_coverage")
 
 
 def scalar_items(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -83,15 +92,17 @@ def write_outputs(
     concepts: dict[str, dict[str, Any]],
     plots: bool = True,
     sample: dict[str, Any] | None = None,
+    seed_groups: dict[str, dict[str, Any]] | None = None,
 ) -> list[Path]:
     """Write every output file of the layout above; returns the paths written."""
     out = Path(out)
     written: list[Path] = []
     sweep = len(results) > 1
     by_name = {r["name"]: _json_safe(r) for r in results}
-    write_json_atomic(
-        out / "metrics.json", {"sample": _json_safe(dict(sample or {})), "dictionaries": by_name}
-    )
+    document: dict[str, Any] = {"sample": _json_safe(dict(sample or {})), "dictionaries": by_name}
+    if seed_groups:
+        document["seed_groups"] = _json_safe(seed_groups)
+    write_json_atomic(out / "metrics.json", document)
     for name, report in concepts.items():
         path = out / name / "concepts.json" if sweep else out / "concepts.json"
         write_json_atomic(path, _json_safe(report))
@@ -102,34 +113,52 @@ def write_outputs(
     if plots:
         written.append(plot_density_histograms(results, out / "density.png"))
         if sweep:
+            rows = table_rows(list(results), seed_groups or {})
             for metric, fname, label in (
                 ("fvu", "frontier_l0_fvu.png", "FVU"),
                 ("ce_loss_recovered", "frontier_l0_ce_recovered.png", "CE loss recovered"),
             ):
-                path = plot_frontier(results, metric, out / fname, label)
+                path = plot_frontier(rows, metric, out / fname, label)
                 if path is not None:
                     written.append(path)
     return written
 
 
+def cell(r: dict[str, Any], key: str, fmt: str | Callable[[float], str], interval: bool = True) -> str:
+    """A table cell: the value, ± half its 95% interval when it has one; CE recovered shows the
+    ill-conditioning flag instead of its percentage (`conditioning.py`)."""
+    if key == "ce_loss_recovered":
+        shown = recovered_cell(r, fmt)
+        if shown is None or shown == FLAG:
+            return shown or "–"
+    v = r.get(key)
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+        return "–"
+    show = fmt if callable(fmt) else fmt.format
+    text = show(v)
+    ci = (r.get("ci95") or {}).get(key)
+    if interval and ci and None not in ci and all(math.isfinite(c) for c in ci):
+        half = (ci[1] - ci[0]) / 2
+        text += "±" + show(half).lstrip("+")
+    return text
+
+
 def print_table(results: Sequence[dict[str, Any]], console: Console) -> None:
+    """The terminal table; rows with a 95% interval show value±half-width (seed groups: over seeds,
+    else a bootstrap over sequences)."""
     columns = [(k, h, f) for k, h, f in TABLE if any(r.get(k) is not None for r in results)]
-    if console.width < 130:  # a narrow terminal: the essentials only (every number is in the files)
+    if console.width < 150:  # a narrow terminal: the essentials only (every number is in the files)
         columns = [c for c in columns if c[0] in COMPACT]
     rows = []
     for r in results:
         site = _short_site(r.get("hook_name") or "?")
         if r.get("hook_name_out") and r["hook_name_out"] != r.get("hook_name"):
             site = f"{site}→{_short_site(r['hook_name_out']).split(' ')[-1]}"
-        cells = [r["name"], site]
-        for key, _, fmt in columns:
-            v = r.get(key)
-            ok = isinstance(v, (int, float)) and math.isfinite(v)
-            cells.append("–" if not ok else fmt(v) if callable(fmt) else fmt.format(v))
-        rows.append(cells)
+        name = r["name"] + (f" ({r['n_seeds']} seeds)" if r.get("n_seeds") else "")
+        rows.append([name, site, *(cell(r, key, fmt) for key, _, fmt in columns)])
     headers = ["dictionary", "site", *(h for _, h, _ in columns)]
     table = Table(
-        title="Dictionary evaluation",
+        title="Dictionary evaluation (± half the 95% interval)",
         header_style="bold",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
@@ -148,7 +177,10 @@ def print_table(results: Sequence[dict[str, Any]], console: Console) -> None:
 
 def _short_site(site: str) -> str:
     """'blocks.1.hook_resid_post' -> 'L1 resid_post', for a narrow table."""
-    parts = site.split(".")
-    if len(parts) == 3 and parts[0] == "blocks":
-        return f"L{parts[1]} {parts[2].removeprefix('hook_')}"
-    return site
+    try:
+        parsed = Site.parse(site)
+    except SiteError:
+        return site
+    if not parsed.block or parsed.is_group or parsed.is_pair:
+        return site
+    return f"{'B ' if parsed.model == 'b' else ''}L{parsed.layer} {parsed.hook.removeprefix('hook_')}"

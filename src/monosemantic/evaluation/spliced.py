@@ -1,22 +1,29 @@
 """Spliced-model metrics: how much next-token loss survives replacing a site by its reconstruction.
 
-For a dictionary reading `in_site` and writing `out_site` (the same site for an SAE; `mlp.hook_in`
--> `hook_mlp_out` for a transcoder, which then replaces the MLP), each token batch is run:
+For a dictionary reading `hook_name` and writing `hook_name_out` (the same site for an SAE;
+`mlp.hook_in` -> `hook_mlp_out` for a transcoder, which then replaces the MLP), each token batch is
+run (the splice is `dictionaries/splice.py`'s):
 - clean;
-- **spliced**: the activation at `out_site` replaced by the reconstruction (for a transcoder,
+- **spliced**: the activation at `hook_name_out` replaced by the reconstruction (for a transcoder,
   `transcoder(mlp_in)` of the same forward pass);
 - **spliced + error**: the reconstruction plus the error term (x - x_hat) added back, which must
   give the clean logits exactly (computed in float64, so exact in float32: a wiring check; run
   on every batch, or on the first `error_check_batches`, in which case its CE/KL cover those);
-- **zero-ablated** and **mean-ablated**: `out_site` set to 0 or to its mean over the evaluated
+- **zero-ablated** and **mean-ablated**: `hook_name_out` set to 0 or to its mean over the evaluated
   tokens (baselines, computed once per site and shared across a sweep).
 Only non-special positions are replaced (BOS/EOS/PAD keep their clean activation when the
 cache's policy excludes them, since the dictionary never saw them); the ablations replace the
 same positions, so the comparisons are like for like.
 
-CE is mean nats per predicted token over all positions of the stored sequences (position t
-predicts token t+1, T-1 predictions per sequence, special tokens included). KL is
-KL(clean || spliced) of the next-token distributions, averaged over the same positions.
+CE is mean nats per predicted token, KL is KL(clean || spliced) of the next-token distributions
+averaged over the same predictions. Two conventions (`evaluate.ce_convention`, named in every
+result as `ce_convention`):
+- "monosemantic" (default): every prediction of the stored sequences counts (position t predicts
+  token t+1, T-1 per sequence, special tokens included), and the splice and both ablations replace
+  only non-special positions;
+- "saelens" (SAELens 6 `run_evals`, `get_recons_loss`): only predictions made at non-special
+  positions count (KL also at the last position, which predicts nothing CE can score), and the
+  zero/mean ablations replace every position (the splice still replaces the non-special ones).
 CE loss recovered = (CE_zero - CE_spliced) / (CE_zero - CE_clean) (and the same against mean
 ablation): 1 means the splice costs nothing, 0 means it is as bad as deleting the site.
 """
@@ -24,7 +31,7 @@ ablation): 1 means the splice costs nothing, 0 means it is as bad as deleting th
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -32,87 +39,56 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from monosemantic.dictionaries.base import Dictionary
+from monosemantic.dictionaries.splice import Edit, splice_edits, where_kept
 from monosemantic.lm.model import SubjectModel
 from monosemantic.utils.progress import progress_bar
 
-Edit = Callable[[Tensor], Tensor]
+__all__ = [
+    "CONVENTIONS", "Edit", "SplicedEvaluator", "SpliceSpec", "ce_per_sequence", "kl_per_sequence",
+    "next_token_ce", "next_token_kl", "recovered",
+]  # fmt: skip
+CONVENTIONS = ("monosemantic", "saelens")
+
+
+def ce_per_sequence(logits: Tensor, tokens: Tensor, counted: Tensor | None = None) -> Tensor:
+    """Summed cross-entropy (nats) of predicting tokens[:, 1:] from logits[:, :-1], per sequence
+    [B] (`counted` [B, T-1]: which predictions count; None: all)."""
+    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
+    ce = -logp.gather(-1, tokens[:, 1:, None].long().to(logp.device))[..., 0]
+    return (ce if counted is None else ce * counted.to(ce.device)).sum(-1)
+
+
+def kl_per_sequence(clean_logits: Tensor, logits: Tensor, counted: Tensor | None = None) -> Tensor:
+    """Summed KL(clean || other) per sequence [B]: over the predicting positions [:, :-1], or with
+    `counted` [B, T] over every position it marks (SAELens counts the last position's KL too)."""
+    upto = logits.shape[1] if counted is not None and counted.shape[1] == logits.shape[1] else -1
+    p = F.log_softmax(clean_logits[:, :upto].float(), dim=-1)
+    q = F.log_softmax(logits[:, :upto].float(), dim=-1)
+    kl = (p.exp() * (p - q)).sum(-1)
+    return (kl if counted is None else kl * counted.to(kl.device)).sum(-1)
 
 
 def next_token_ce(logits: Tensor, tokens: Tensor) -> Tensor:
     """Summed cross-entropy (nats) of predicting tokens[:, 1:] from logits[:, :-1]."""
-    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
-    return -logp.gather(-1, tokens[:, 1:, None].long().to(logp.device)).sum()
+    return ce_per_sequence(logits, tokens).sum()
 
 
 def next_token_kl(clean_logits: Tensor, logits: Tensor) -> Tensor:
     """Summed KL(clean || other) over the predicting positions [:, :-1]."""
-    p = F.log_softmax(clean_logits[:, :-1].float(), dim=-1)
-    q = F.log_softmax(logits[:, :-1].float(), dim=-1)
-    return (p.exp() * (p - q)).sum()
-
-
-def _where(keep: Tensor, new: Tensor, act: Tensor) -> Tensor:
-    return torch.where(keep[..., None].to(act.device), new.to(act.dtype), act)
-
-
-def reconstruct(dic: Dictionary, x: Tensor, record: dict[str, Tensor] | None = None) -> Tensor:
-    """The dictionary's output for activations x [..., d_in], in the dictionary's dtype; `record`,
-    if given, receives the `input`, its `codes` and the `output` (for `SpliceModel.run_with_cache`)."""
-    x = x.to(dic.dtype)
-    f = dic.encode(x)
-    y = dic.decode(f, x)
-    if record is not None:
-        record.update(input=x, codes=f, output=y)
-    return y
-
-
-def splice_edits(
-    dic: Dictionary,
-    in_site: str,
-    out_site: str,
-    keep: Tensor,
-    with_error: bool = False,
-    record: dict[str, Tensor] | None = None,
-) -> dict[str, Edit]:
-    """`SubjectModel.run` edits that put the dictionary's output at `out_site` (positions in `keep`);
-    `record` receives the dictionary's input, codes and output (see `reconstruct`)."""
-    if in_site == out_site:
-
-        def sae(act: Tensor) -> Tensor:
-            x_hat = reconstruct(dic, act, record)
-            if with_error:  # x_hat + (x - x_hat) in float64 == x exactly
-                x64 = x_hat.double()
-                x_hat = x64 + (act.double() - x64)
-            return _where(keep, x_hat, act)
-
-        return {in_site: sae}
-
-    recorded: dict[str, Tensor] = {}
-
-    def remember(act: Tensor) -> Tensor:
-        recorded["x"] = act
-        return act
-
-    def transcoder(out: Tensor) -> Tensor:
-        if "x" not in recorded:
-            raise RuntimeError(f"{in_site} was not computed before {out_site}; cannot splice the transcoder")
-        y_hat = reconstruct(dic, recorded["x"], record)
-        if with_error:
-            y64 = y_hat.double()
-            y_hat = y64 + (out.double() - y64)
-        return _where(keep, y_hat, out)
-
-    return {in_site: remember, out_site: transcoder}
+    return kl_per_sequence(clean_logits, logits).sum()
 
 
 @dataclass
 class SpliceSpec:
-    """One dictionary to splice: it reads `in_site`, writes `out_site`; `mean` is out_site's mean."""
+    """One dictionary to splice (it reads and writes the sites its cfg names); `mean` is the mean
+    activation at the site it writes, `hook_name_out` (for the mean ablation)."""
 
     dic: Dictionary
-    in_site: str
-    out_site: str
     mean: Tensor
+
+    @property
+    def hook_name_out(self) -> str:
+        return str(self.dic.cfg.site_out)
 
 
 class SplicedEvaluator:
@@ -128,8 +104,13 @@ class SplicedEvaluator:
         batches: Sequence[Tensor],
         keeps: Sequence[Tensor],
         error_check_batches: int | None = None,
+        convention: str = "monosemantic",
     ) -> None:
-        """`error_check_batches`: run the spliced+error check on only the first N batches (None: all)."""
+        """`error_check_batches`: run the spliced+error check on only the first N batches (None: all);
+        `convention`: "monosemantic" or "saelens" (see the module docstring)."""
+        if convention not in CONVENTIONS:
+            raise ValueError(f"CE/KL convention {convention!r} is not one of {', '.join(CONVENTIONS)}")
+        self.convention = convention
         if len(batches) != len(keeps) or not batches:
             raise ValueError("SplicedEvaluator needs one keep mask per token batch, and at least one batch")
         self.model, self.batches, self.keeps = model, list(batches), list(keeps)
@@ -149,43 +130,57 @@ class SplicedEvaluator:
             )
         return logits
 
-    def evaluate(self, dic: Dictionary, in_site: str, out_site: str, mean: Tensor) -> dict[str, float]:
+    def evaluate(self, dic: Dictionary, mean: Tensor) -> dict[str, float]:
         """All spliced metrics of one dictionary (see the module docstring)."""
-        return self.evaluate_many([SpliceSpec(dic, in_site, out_site, mean)])[0]
+        return self.evaluate_many([SpliceSpec(dic, mean)])[0]
 
     def evaluate_many(self, specs: Sequence[SpliceSpec]) -> list[dict[str, float]]:
-        """All spliced metrics of each dictionary in `specs`, in order."""
-        sites = {s.out_site: s.mean for s in specs}
-        base = {site: {"clean": 0.0, "zero": 0.0, "mean": 0.0} for site in sites}
-        sums = [{"ce": 0.0, "ce_err": 0.0, "kl": 0.0, "kl_err": 0.0, "diff": 0.0} for _ in specs]
+        """All spliced metrics of each dictionary in `specs`, in order; each result also carries
+        `per_sequence` sums (clean, zero, mean, spliced CE and spliced KL, predictions counted) for
+        bootstrap intervals, popped before metrics.json is written."""
+        sites = {s.hook_name_out: s.mean for s in specs}
+        base: dict[str, dict[str, list[Tensor]]] = {s: {"zero": [], "mean": []} for s in sites}
+        rows: dict[str, list[Tensor]] = {"clean": [], "n": [], "n_kl": []}
+        sums = [{"ce": [], "kl": [], "ce_err": 0.0, "kl_err": 0.0, "diff": 0.0} for _ in specs]
         with torch.no_grad(), progress_bar(transient=True) as bar:
             task = bar.add_task("spliced CE/KL", total=len(self.batches), unit="batch", info="")
             for i, (tokens, keep) in enumerate(zip(self.batches, self.keeps, strict=True)):
                 tokens = tokens.to(self.model.device)
+                counted, counted_kl, ablated = self.conventions(tokens, keep)
                 clean = self._run(tokens)
-                ce_clean = next_token_ce(clean, tokens).item()
+                rows["clean"].append(ce_per_sequence(clean, tokens, counted).double().cpu())
+                rows["n"].append(self._counted(tokens, counted))
+                rows["n_kl"].append(self._counted(tokens, counted_kl))
                 for site, mean in sites.items():
-                    zero = {site: lambda a, k=keep: _where(k, torch.zeros_like(a), a)}
-                    ablate = {site: lambda a, k=keep, m=mean: _where(k, m.to(a.device).expand_as(a), a)}
-                    base[site]["clean"] += ce_clean
-                    base[site]["zero"] += next_token_ce(self._run(tokens, zero), tokens).item()
-                    base[site]["mean"] += next_token_ce(self._run(tokens, ablate), tokens).item()
+                    zero = {site: lambda a, k=ablated: where_kept(k, torch.zeros_like(a), a)}
+                    ablate = {
+                        site: lambda a, k=ablated, m=mean: where_kept(k, m.to(a.device).expand_as(a), a)
+                    }
+                    for name, edit in (("zero", zero), ("mean", ablate)):
+                        ce = ce_per_sequence(self._run(tokens, edit), tokens, counted)
+                        base[site][name].append(ce.double().cpu())
                 for spec, acc in zip(specs, sums, strict=True):
-                    for suffix, with_error in (("", False), ("_err", True))[: 2 if i < self.n_check else 1]:
-                        edits = splice_edits(spec.dic, spec.in_site, spec.out_site, keep, with_error)
-                        logits = self._run(tokens, edits)
-                        acc["ce" + suffix] += next_token_ce(logits, tokens).item()
-                        acc["kl" + suffix] += next_token_kl(clean, logits).item()
-                        if with_error:
-                            acc["diff"] = max(
-                                acc["diff"], (logits.float() - clean.float()).abs().max().item()
-                            )
+                    self._splice(
+                        spec, acc, tokens, keep, clean, (counted, counted_kl), check=i < self.n_check
+                    )
                 bar.advance(task)
-        n = self.n_predictions
+        n_seq, n_kl = torch.cat(rows["n"]), torch.cat(rows["n_kl"])
+        n, n_check = float(n_seq.sum()), max(float(n_seq[: self._check_rows()].sum()), 1.0)
+        n_check_kl = max(float(n_kl[: self._check_rows()].sum()), 1.0)
+        clean = torch.cat(rows["clean"])
         results = []
         for spec, acc in zip(specs, sums, strict=True):
-            b = {k: v / n for k, v in base[spec.out_site].items()}
-            ce = acc["ce"] / n
+            per_seq = {
+                "n": n_seq,
+                "n_kl": n_kl,
+                "clean": clean,
+                "zero": torch.cat(base[spec.hook_name_out]["zero"]),
+                "mean": torch.cat(base[spec.hook_name_out]["mean"]),
+                "spliced": torch.cat(acc["ce"]),
+                "kl": torch.cat(acc["kl"]),
+            }
+            b = {k: float(per_seq[k].sum()) / n for k in ("clean", "zero", "mean")}
+            ce = float(per_seq["spliced"].sum()) / n
             results.append(
                 {
                     "ce_loss_clean": b["clean"],
@@ -193,19 +188,58 @@ class SplicedEvaluator:
                     "ce_loss_mean_ablated": b["mean"],
                     "ce_loss_spliced": ce,
                     "ce_loss_increase": ce - b["clean"],
-                    "ce_loss_recovered": _recovered(b["zero"], ce, b["clean"]),
-                    "ce_loss_recovered_mean_ablation": _recovered(b["mean"], ce, b["clean"]),
-                    "kl_spliced": acc["kl"] / n,
-                    "ce_loss_spliced_with_error": acc["ce_err"] / max(self.n_check_predictions, 1),
-                    "kl_spliced_with_error": acc["kl_err"] / max(self.n_check_predictions, 1),
+                    "ce_loss_zero_ablation_increase": b["zero"] - b["clean"],
+                    "ce_loss_recovered": recovered(b["zero"], ce, b["clean"]),
+                    "ce_loss_recovered_mean_ablation": recovered(b["mean"], ce, b["clean"]),
+                    "kl_spliced": float(per_seq["kl"].sum()) / float(n_kl.sum()),
+                    "ce_loss_spliced_with_error": acc["ce_err"] / n_check,
+                    "kl_spliced_with_error": acc["kl_err"] / n_check_kl,
                     "splice_error_check_max_logit_diff": acc["diff"],
                     "splice_error_check_batches": self.n_check,
-                    "n_predictions": n,
+                    "n_predictions": int(n),
+                    "ce_convention": self.convention,
+                    "per_sequence": per_seq,
                 }
             )
         return results
 
+    def _splice(
+        self, spec: SpliceSpec, acc: dict, tokens: Tensor, keep: Tensor, clean: Tensor,
+        counted: tuple[Tensor | None, Tensor | None], check: bool,
+    ) -> None:  # fmt: skip
+        """One dictionary on one batch: spliced CE/KL per sequence, and the spliced+error check."""
+        for with_error in (False, True)[: 2 if check else 1]:
+            edits = splice_edits(spec.dic, keep, add_error=with_error)
+            logits = self._run(tokens, edits)
+            ce = ce_per_sequence(logits, tokens, counted[0]).double().cpu()
+            kl = kl_per_sequence(clean, logits, counted[1]).double().cpu()
+            if with_error:
+                acc["ce_err"] += float(ce.sum())
+                acc["kl_err"] += float(kl.sum())
+                acc["diff"] = max(acc["diff"], (logits.float() - clean.float()).abs().max().item())
+            else:
+                acc["ce"].append(ce)
+                acc["kl"].append(kl)
 
-def _recovered(ablated: float, spliced: float, clean: float) -> float:
+    def conventions(self, tokens: Tensor, keep: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor]:
+        """(which next-token predictions count for CE [B, T-1], which positions count for KL, which
+        positions the ablations replace) under `self.convention` (see the module docstring)."""
+        if self.convention == "saelens":  # SAELens evals.py: mask[:, :-1] for CE, mask for KL
+            keep = keep.to(tokens.device)
+            return keep[:, :-1], keep, torch.ones_like(keep, dtype=torch.bool)
+        return None, None, keep
+
+    @staticmethod
+    def _counted(tokens: Tensor, counted: Tensor | None) -> Tensor:
+        if counted is None:
+            return torch.full((tokens.shape[0],), tokens.shape[1] - 1, dtype=torch.float64)
+        return counted.double().sum(-1).cpu()
+
+    def _check_rows(self) -> int:
+        return sum(b.shape[0] for b in self.batches[: self.n_check])
+
+
+def recovered(ablated: float, spliced: float, clean: float) -> float:
+    """CE loss recovered against an ablation: 1 when the splice costs nothing, 0 when it is as bad."""
     gap = ablated - clean
     return (ablated - spliced) / gap if gap != 0 else math.nan

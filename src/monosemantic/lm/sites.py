@@ -6,9 +6,10 @@ the entries of `families.py`.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-import re
 
+from monosemantic.config.site import Site, SiteError
 from monosemantic.utils.errors import MonosemanticError
 
 from .families import FAMILIES, LAYOUTS, MODEL_TYPES
@@ -19,8 +20,6 @@ __all__ = ["FAMILIES", "LAYOUTS", "MODEL_TYPES", "FamilyLayout", "SiteSpec", "BL
 
 # A transformer block's residual-stream sites (the sites circuits can splice dictionaries at).
 BLOCK_KINDS = ("resid_pre", "attn_out", "resid_mid", "mlp_in", "mlp_out", "resid_post")
-
-_BLOCK_SITE = re.compile(r"^blocks\.(\d+)\.(\w+(?:\.\w+)*)$")
 
 
 def site_names(
@@ -40,20 +39,28 @@ def site_names(
     return names
 
 
+def _block_site(site: str) -> Site | None:
+    """The parsed site when it is one block site of one model (`config/site.py`), else None."""
+    try:
+        parsed = Site.parse(site)
+    except SiteError:
+        return None
+    return parsed if parsed.block and not parsed.is_group and parsed.models == ("a",) else None
+
+
 def parse_site(site: str) -> tuple[str, int | None]:
     """`blocks.3.hook_mlp_out` -> ("mlp_out", 3); `blocks.3.ln2.hook_normalized` ->
     ("ln2.hook_normalized", 3); `hook_embed` -> ("hook_embed", None)."""
-    m = _BLOCK_SITE.match(site)
-    if m:
-        kind = m.group(2)
-        return (kind[len("hook_") :] if kind.startswith("hook_") else kind), int(m.group(1))
-    return site, None
+    parsed = _block_site(site)
+    if parsed is None:
+        return site, None
+    return parsed.hook.removeprefix("hook_"), parsed.layer
 
 
 def site_suffix(site: str) -> str:
     """`blocks.3.hook_mlp_out` -> `hook_mlp_out`; a site outside the blocks is its own suffix."""
-    m = _BLOCK_SITE.match(site)
-    return m.group(2) if m else site
+    parsed = _block_site(site)
+    return site if parsed is None else parsed.hook
 
 
 def final_norm_path(model: object, layout: FamilyLayout) -> str:
@@ -80,18 +87,20 @@ _OLD_SUFFIX = {"hook_mlp_in": "mlp.hook_in"}
 _OLD_BERT_SUFFIX = {"hook_mlp_in": "mlp.hook_in", "hook_resid_mid": "mlp.hook_in",
                     "hook_resid_post": "hook_normalized_resid_post"}  # fmt: skip
 _OLD_GLOBAL = {"ln_final.hook_normalized": "ln_final.hook_out"}
-_ANY_BLOCK = re.compile(r"^(blocks\.(?:\d+|\*|\{[\d,]+\}))\.(\w+(?:\.\w+)*)$")
 
 
 def migrate_site(site: str, model_type: str | None = None) -> str:
     """The current name of a site written under the old names (layer globs and stream keys too)."""
     if site in _OLD_GLOBAL:
         return _OLD_GLOBAL[site]
-    m = _ANY_BLOCK.match(site)
-    if m is None:
+    try:
+        parsed = Site.parse(site)
+    except SiteError:
         return site
     table = _OLD_BERT_SUFFIX if model_type == "bert" else _OLD_SUFFIX
-    return f"{m.group(1)}.{table.get(m.group(2), m.group(2))}"
+    if not parsed.block or parsed.hook not in table:
+        return site
+    return str(dataclasses.replace(parsed, hook=table[parsed.hook]))
 
 
 def migration_note(renamed: dict[str, str], where: str) -> str:

@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, PretrainedConfig
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    PretrainedConfig,
+    PreTrainedTokenizerBase,
+)
 from transformers import logging as hf_logging
 
 from monosemantic.utils.errors import MonosemanticError
@@ -42,11 +48,18 @@ def tiny_config(
 
 
 def save_tiny_model(
-    family: str, path: str | Path, vocab_size: int = 300, seed: int = 0, **overrides: Any
+    family: str,
+    path: str | Path,
+    vocab_size: int = 300,
+    seed: int = 0,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    **overrides: Any,
 ) -> Path:
-    """Build a random 2-layer model of `family` and save it (+ tokenizer) with save_pretrained."""
+    """Build a random 2-layer model of `family` and save it (+ tokenizer) with save_pretrained.
+    `tokenizer` replaces the small BPE trained here (one whose EOS is its only special token)."""
     path = Path(path)
-    tokenizer = train_tokenizer([_TEXT] * 4, vocab_size=vocab_size, model_max_length=128)
+    if tokenizer is None:
+        tokenizer = train_tokenizer([_TEXT] * 4, vocab_size=vocab_size, model_max_length=128)
     special = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
     ids = {"bos_token_id": special, "eos_token_id": special, "pad_token_id": special}
     cfg = tiny_config(family, vocab_size=len(tokenizer), **ids, **overrides)

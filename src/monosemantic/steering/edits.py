@@ -70,9 +70,14 @@ def steering_edits(
         raise MonosemanticError(
             f"feature {feature} is out of range; this dictionary has features 0..{dic.d_sae - 1}"
         )
-    site_in = dic.cfg.hook_name
-    site_out = dic.cfg.hook_name_out if dic.is_transcoder else site_in
-    if site_in is None:
+    if dic.multi_site:
+        raise MonosemanticError(
+            f"steer edits a single-site dictionary's feature; a {dic.architecture} writes several sites "
+            "(pick a per-layer SAE or transcoder)"
+        )
+    hook_name = dic.cfg.hook_name
+    hook_name_out = dic.cfg.hook_name_out if dic.is_transcoder else hook_name
+    if hook_name is None:
         raise MonosemanticError("the dictionary names no hook_name; add metadata.hook_name to its cfg.json")
     direction = dic.W_dec[feature].detach()
     seen: dict[str, Tensor] = {}
@@ -94,23 +99,23 @@ def steering_edits(
         return y + (delta.unsqueeze(-1) * direction.to(y.device, torch.float32)).to(y.dtype)
 
     if not dic.is_transcoder or mode == "add":
-        return {site_out: edit_out}
+        return {hook_name_out: edit_out}
 
     def record_in(x: Tensor) -> Tensor:
         seen["x"] = x
         return x
 
-    return {site_in: record_in, site_out: edit_out}
+    return {hook_name: record_in, hook_name_out: edit_out}
 
 
 def check_widths(dic: Dictionary, model: SubjectModel, path: Path | str) -> None:
     """The dictionary must read and write the widths the model has at its sites."""
-    site_in = dic.cfg.hook_name
-    if site_in is None:
+    hook_name = dic.cfg.hook_name
+    if hook_name is None:
         raise MonosemanticError(f"{path} names no hook_name; add metadata.hook_name to its cfg.json")
-    site_out = dic.cfg.hook_name_out if dic.is_transcoder else site_in
-    model.check_sites([site_in, site_out])
-    for site, width in ((site_in, dic.d_in), (site_out, dic.d_out)):
+    hook_name_out = dic.cfg.hook_name_out if dic.is_transcoder else hook_name
+    model.check_sites([hook_name, hook_name_out])
+    for site, width in ((hook_name, dic.d_in), (hook_name_out, dic.d_out)):
         have = int(model.site_width(site))
         if have != width:
             raise MonosemanticError(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from monosemantic.config.dictionary import DictionaryConfig
+from monosemantic.config.site import Site
 from monosemantic.dictionaries.base import dictionary_class
+from monosemantic.dictionaries.types import Penalty
 
 # Optional fields worth naming when they differ across the sweep: (field, short prefix).
 DIFFERING = (("aux_k", "auxk"), ("aux_coefficient", "auxc"), ("target_l0", "l0t"),
@@ -20,29 +22,37 @@ def _fmt(value: object) -> str:
     return f"{value:g}" if isinstance(value, float) and value != int(value) else str(value)
 
 
+def _label(site: str | None) -> str:
+    return Site.parse(site).label if site is not None else "None"
+
+
 def dictionary_name(
-    cfg: DictionaryConfig, others: list[DictionaryConfig], d_sae: int, coefficient: float | None
+    cfg: DictionaryConfig,
+    others: list[DictionaryConfig],
+    d_sae: int,
+    coefficient: float | None,
+    penalty: Penalty | None = None,
 ) -> str:
-    """E.g. `topk-k32-16k`, `jumprelu-l0c1.0-4k`, `tc-blocks.0.mlp.hook_in-topk-k16-2k`."""
+    """E.g. `topk-k32-16k`, `jumprelu-l0c1.0-4k`, `tc-blocks.0.mlp.hook_in-topk-k16-2k`; `penalty`
+    (the built dictionary's, else its class's) and its `coefficient` name the sparsity coefficient."""
     if cfg.name:
         return cfg.name
     parts: list[str] = []
     if cfg.site_out is not None:
         parts.append("skiptc" if cfg.skip else "tc")
     if len({o.site for o in others}) > 1 or cfg.site_out is not None:
-        parts.append(str(cfg.site).replace("*", "all"))  # layer globs: no `*` in folder names
+        parts.append(_label(cfg.site))  # layer globs: no `*` in folder names
     if len({o.site_out for o in others}) > 1 and cfg.site_out is not None:
-        parts.append(str(cfg.site_out).replace("*", "all"))
-    parts.append(cfg.architecture)
-    arch = dictionary_class(cfg.architecture)
-    if (arch.uses_k or arch.fitted) and cfg.k is not None:  # a fitted baseline's k keeps the k largest
-        parts.append(f"k{cfg.k}")
-    if arch.penalty is not None and coefficient is not None:
-        parts.append(f"{arch.penalty.short}{float(coefficient)}")
-    for field, short in DIFFERING:
-        values = {repr(getattr(o, field)) for o in others}
-        if len(values) > 1 and getattr(cfg, field) is not None:
-            parts.append(f"{short}{_fmt(getattr(cfg, field))}")
+        parts.append(_label(cfg.site_out))
+    parts += cfg.name_parts()
+    penalty = penalty or dictionary_class(cfg.architecture).penalty
+    if penalty is not None and coefficient is not None:
+        parts.append(f"{penalty.short}{float(coefficient)}")
+    mine, dumps = cfg.model_dump(), [o.model_dump() for o in others]
+    for field, short in DIFFERING:  # among the dictionaries whose architecture has the field
+        values = {repr(d[field]) for d in dumps if field in d}
+        if len(values) > 1 and mine.get(field) is not None:
+            parts.append(f"{short}{_fmt(mine[field])}")
     parts.append(width_label(d_sae))
     return "-".join(parts)
 
@@ -57,3 +67,9 @@ def unique_names(names: list[str]) -> list[str]:
             name = f"{name}-{seen[name]}"
         out.append(name)
     return out
+
+
+def seed_name(name: str, seed: int) -> str:
+    """The folder of one seed's copy of a dictionary (`train.seeds`): `topk-k16-seed0`, ...; the
+    name without the suffix is its `seed_group`."""
+    return f"{name}-seed{seed}"

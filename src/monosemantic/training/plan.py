@@ -32,7 +32,8 @@ from typing import Any
 
 from monosemantic.activations.buffer import source_choice
 from monosemantic.config import Config
-from monosemantic.dictionaries.layer_sites import expand, is_layer_glob
+from monosemantic.config.site import Site
+from monosemantic.dictionaries.base import dictionary_class
 from monosemantic.lm.families import family_of
 from monosemantic.lm.family_sites import site_width
 from monosemantic.lm.known_models import KNOWN, known_config
@@ -42,7 +43,6 @@ from monosemantic.utils.errors import ConfigError
 
 BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "8bit": 1, "4bit": 0.5}
 GiB = 2**30
-TOPK_LIKE = ("topk", "batchtopk", "matryoshka")  # sparse decoder backward: 6 k (d_in + d_out)
 
 
 @dataclass
@@ -201,17 +201,17 @@ def _dictionary_costs(cfg: Config, dims: Dims) -> tuple[list[int], float, int, l
     """Parameters of each dictionary, their training FLOPs per token, the widest d_sae, the sites read."""
     default_site = cfg.sites.names[0] if cfg.sites.names else None
     sizes, flops, widest, read = [], 0.0, 0, []
-    for d in cfg.all_dictionaries():
+    for d in (d for d in cfg.all_dictionaries() for _ in (cfg.train.seeds or [None])):  # one per seed
         site_in, site_out = d.site or default_site, d.site_out or d.site or default_site
         for s in (site_in, site_out):  # a multi-site dictionary reads every layer its glob names
             if s is not None:
-                read += expand(s, available=cfg.sites.names) if is_layer_glob(s) else [s]
+                read += [str(x) for x in Site.parse(s).expand(cfg.sites.names).sites()]
         d_in = dims.site_width(site_in) if site_in else dims.d
         d_out = dims.site_width(site_out) if site_out else dims.d
         d_sae = d.d_sae or (d.expansion or 16) * d_in
         sizes.append((d_in + d_out) * d_sae + d_sae + d_out)
         widest = max(widest, d_sae)
-        if d.architecture in TOPK_LIKE:
+        if dictionary_class(d.architecture).sparse_training(d):
             flops += 2 * d_in * d_sae + 6 * (d.k or 32) * (d_in + d_out)
         else:
             flops += 6 * d_sae * (d_in + d_out)

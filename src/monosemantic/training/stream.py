@@ -9,18 +9,18 @@ import torch
 
 from monosemantic.activations.buffer import activation_batches
 from monosemantic.config import Config
-from monosemantic.dictionaries.layer_sites import expand, is_layer_glob
+from monosemantic.config.site import Site, concrete_sites, site_groups
 from monosemantic.utils.readers import read_json
 
 
 def open_stream(cfg: Config, sites: list[str], model: Any = None) -> Any:
     """The shuffled batch iterator of `[data]`: a cache, a tensor file, or live from `[model]`.
 
-    Layer-glob keys (`blocks.{0,1}.mlp.hook_in`, see `dictionaries/layer_sites.py`) are served as
-    the per-token concatenation of their sites, for dictionaries that read several sites at once.
+    Site groups (`blocks.{0,1}.mlp.hook_in`, `{a,b}:blocks.2.hook_X`, see `config/site.py`) are
+    served as the per-token concatenation of their sites, for dictionaries that read several at once.
     """
-    groups = {s: expand(s) for s in sites if is_layer_glob(s)}
-    concrete = list(dict.fromkeys(c for s in sites for c in groups.get(s, [s])))
+    groups = site_groups(sites)
+    concrete = concrete_sites(sites)
     stream = activation_batches(cfg, concrete, cfg.train.batch_size, model=model)
     return StackedStream(stream, groups) if groups else stream
 
@@ -62,9 +62,10 @@ def site_scale(site: str, x: torch.Tensor) -> float | torch.Tensor:
     outputs of different layers differ in norm by orders of magnitude on real models)."""
     from .init import norm_scale
 
-    if not is_layer_glob(site):
+    parsed = Site.parse(site)
+    if not parsed.is_group:
         return norm_scale(x)
-    L = len(expand(site))
+    L = len(parsed.sites())
     blocks = x.reshape(x.shape[0], L, -1)
     per_layer = [norm_scale(blocks[:, i]) for i in range(L)]
     return torch.tensor(per_layer, dtype=torch.float32, device=x.device).repeat_interleave(blocks.shape[-1])
@@ -74,7 +75,7 @@ def scale_summary(scale: float | torch.Tensor, site: str) -> float | list[float]
     """What cfg.json records: the float, or one float per layer of a glob key."""
     if not torch.is_tensor(scale):
         return scale
-    return [round(float(v), 6) for v in scale.reshape(len(expand(site)), -1)[:, 0]]
+    return [round(float(v), 6) for v in scale.reshape(len(Site.parse(site).sites()), -1)[:, 0]]
 
 
 def available_sites(cfg: Config) -> list[str]:
@@ -93,7 +94,7 @@ def _manifest(cfg: Config) -> dict[str, Any]:
     return {}
 
 
-def metadata_for(cfg: Config, site: str, site_out: str | None) -> dict[str, Any]:
+def metadata_for(cfg: Config, hook_name: str, hook_name_out: str | None) -> dict[str, Any]:
     """cfg.json `metadata`: which model, site and data produced the training activations."""
     manifest = _manifest(cfg)
     paired = {}
@@ -104,10 +105,24 @@ def metadata_for(cfg: Config, site: str, site_out: str | None) -> dict[str, Any]
         **paired,
         "model_name": manifest.get("model", cfg.model.name),
         "model_revision": manifest.get("revision", cfg.model.revision),
-        "hook_name": site,
-        "hook_name_out": site_out,
+        "hook_name": hook_name,
+        "hook_name_out": hook_name_out,
         "context_size": manifest.get("context_size", cfg.data.context_size),
         "prepend_bos": manifest.get("prepend_bos", cfg.data.prepend_bos),
         "special_tokens": manifest.get("special_tokens", cfg.data.special_tokens),
         "dataset_path": str(cfg.data.activations) if cfg.data.activations is not None else cfg.data.text,
+        "held_out": held_out_skipped(cfg),
     }
+
+
+def held_out_skipped(cfg: Config) -> dict[str, Any] | None:
+    """The held-out split (seed, fraction) of the training cache, which training skipped; None when
+    training read no cache (a tensor file, live activations) or one without a split."""
+    for path in (cfg.data.activations, cfg.harvest.out):
+        if path is not None and Path(path, "manifest.json").is_file():
+            manifest = read_json(Path(path, "manifest.json"), "cache manifest", "harvest the cache again")
+            split = manifest.get("eval_sequences")
+            return {k: v for k, v in split.items() if k != "sequences"} if split else None
+        if path is not None and Path(path).exists():
+            return None  # a tensor file: no split
+    return None

@@ -17,8 +17,7 @@ from typing import Any
 import torch
 
 from monosemantic.config import Config
-from monosemantic.dictionaries.base import TrainStepState
-from monosemantic.dictionaries.layer_sites import is_layer_glob
+from monosemantic.dictionaries.base import TrainStepState, dictionary_class
 from monosemantic.utils import distributed as D
 from monosemantic.utils.errors import ConfigError, DataError, MonosemanticError
 from monosemantic.utils.files import check_output
@@ -50,13 +49,6 @@ COSMETIC = {
     "feature_shards",
 }
 
-
-# Trained on raw inputs unless `train.normalize_activations` says otherwise: plain k-sparse
-# dictionaries have no scale-dependent hyper-parameter and recover more toy features unscaled
-# (benchmarks/bench_toy_recovery.py). Matryoshka stays normalised: unscaled it converges slower
-# (tests/training/test_recovery.py, 0.875 vs >= 0.9 at 1,200 steps); L1 coefficients and JumpReLU
-# bandwidths are calibrated on inputs of norm sqrt(d_in).
-RAW_INPUT_ARCHITECTURES = frozenset({"topk", "batchtopk"})
 
 # A reconstruction this many times worse than predicting the mean is divergence, not slow training
 # (a fresh dictionary starts near FVU 1; lr = 1e6 reaches 1e20 and more within a few steps).
@@ -184,20 +176,21 @@ class Trainer:
         if self.normalizes():
             self.scales = {s: site_scale(s, stacked[s]) for s in self.sites}
         for slot in self.slots:
-            y = stacked[slot.site_out] * self.scales[slot.site_out]
+            y = stacked[slot.hook_name_out] * self.scales[slot.hook_name_out]
             slot.dic.initialize_b_dec(decoder_bias_init(y, self.tcfg.b_dec_init).to(self.device))
             if slot.dic.unit_norm_decoder:
                 slot.dic.set_decoder_norm_to_unit_norm()
-            slot.dic.initialize_from_data(stacked[slot.site] * self.scales[slot.site])
+            slot.dic.initialize_from_data(stacked[slot.hook_name] * self.scales[slot.hook_name])
             if slot.dic.fitted:  # baselines: one fit on these tokens, no SGD
-                model_name = metadata_for(self.cfg, slot.site, None).get("model_name")
-                x = stacked[slot.site] * self.scales[slot.site]
-                slot.dic.fit(x, y, self.scales[slot.site], self.scales[slot.site_out], model_name)
+                model_name = metadata_for(self.cfg, slot.hook_name, None).get("model_name")
+                x = stacked[slot.hook_name] * self.scales[slot.hook_name]
+                slot.dic.fit(x, y, self.scales[slot.hook_name], self.scales[slot.hook_name_out], model_name)
             slot.log.reset()
 
     def normalizes(self) -> bool:
         """`train.normalize_activations`, or when unset: unless every dictionary is a one-site TopK or
-        BatchTopK (a multi-layer dictionary needs the per-layer scales to balance its layers).
+        BatchTopK (`Dictionary.raw_inputs`; a multi-site dictionary needs the per-site scales to
+        balance its sites, and Matryoshka converges slower unscaled: tests/training/test_recovery.py).
 
         TopK-family dictionaries have no scale-dependent hyper-parameter, and on raw inputs their
         biases are not slowed by the scale (Adam moves them by ~lr whatever the input norm): on the
@@ -206,11 +199,7 @@ class Trainer:
         """
         if self.tcfg.normalize_activations is not None:
             return self.tcfg.normalize_activations
-        default_site = self.cfg.sites.names[0] if self.cfg.sites.names else ""
-        return not all(
-            d.architecture in RAW_INPUT_ARCHITECTURES and not is_layer_glob(d.site or default_site)
-            for d in self.cfg.all_dictionaries()
-        )
+        return not all(dictionary_class(d.architecture).raw_inputs for d in self.cfg.all_dictionaries())
 
     # ---- the step ---------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -229,8 +218,12 @@ class Trainer:
         warm = sparsity_factor(self.step, self.tcfg.sparsity_warmup_steps)
         log_now = (self.step + 1) % self.tcfg.log_every == 0 or self.step + 1 == self.total_steps
         for i, slot in enumerate(self.slots):
-            x_all = batch[slot.site] * self.scales[slot.site]
-            y_all = x_all if slot.site_out == slot.site else batch[slot.site_out] * self.scales[slot.site_out]
+            x_all = batch[slot.hook_name] * self.scales[slot.hook_name]
+            y_all = (
+                x_all
+                if slot.hook_name_out == slot.hook_name
+                else batch[slot.hook_name_out] * self.scales[slot.hook_name_out]
+            )
             x, y = self.par.rows(x_all), self.par.rows(y_all)  # this rank's rows of the global batch
             n_all = x_all.shape[0]
             coefficient = None
@@ -353,18 +346,27 @@ class Trainer:
                 "steps": self.step,
                 "complete": self.step == self.total_steps,
                 "wall_time_s": round(self.wall_time, 3),
-                "activation_scale": scale_summary(self.scales[slot.site], slot.site),
+                "activation_scale": scale_summary(self.scales[slot.hook_name], slot.hook_name),
                 "final_metrics": self.last[i],
                 "train": self.tcfg.model_dump(mode="json"),
                 "dictionary": slot.cfg.model_dump(mode="json"),
             }
-            meta = metadata_for(self.cfg, slot.site, slot.site_out if slot.site_out != slot.site else None)
+            meta = metadata_for(
+                self.cfg, slot.hook_name, slot.hook_name_out if slot.hook_name_out != slot.hook_name else None
+            )
             meta["training"] = summary
+            if slot.seed is not None:  # train.seeds: evaluate and compare aggregate over the group
+                meta["seed"], meta["seed_group"] = slot.seed, slot.group
             view = self.par.export_view(slot)  # gathers latent slices: every rank calls it
             if view is not None:
                 dic, density = view
                 checkpoint.export_dictionary(
-                    dic, slot.folder, meta, self.scales[slot.site], self.scales[slot.site_out], density
+                    dic,
+                    slot.folder,
+                    meta,
+                    self.scales[slot.hook_name],
+                    self.scales[slot.hook_name_out],
+                    density,
                 )
 
 

@@ -17,8 +17,17 @@ scores as in SAEBench's `absorption_first_letter`, absorption fraction after Dem
    - absorption fraction: the share of the projection carried by up to 3 non-main latents with
      c_j >= 0.1 (counted only when they carry >= 40%), relative to main + absorbing latents.
 `mean_absorption_rate` = `mean_full_absorption_score`: the mean over letters of the fraction of
-such words fully absorbed. `probe_test_accuracy` says whether the model encodes first letters at
-all (storyworld's small LM barely does; then the letter scores mean little).
+such words fully absorbed.
+
+**Precondition (SAEBench's).** A letter is scored only when its ground-truth probe reaches held-out
+F1 > `MIN_GT_PROBE_F1` (0.6, SAEBench's `min_GT_probe_f1`), and the benchmark refuses to score
+(`refused` names why, every score NaN) when fewer than `MIN_LETTERS` (20, SAEBench's
+`min_feats_for_eval`) letters pass: a model that does not encode first letters (storyworld's
+small LM) has no absorption to measure. Differences from SAEBench, named in `definition`: the
+words are the subject model's vocabulary tokens run as [BOS, word] (SAEBench: a spelling prompt
+template), and the probe is scikit-learn's multi-class logistic regression (SAEBench: per-letter
+torch probes); main latents are ranked by signed mean difference (latents that fire *for* the
+letter).
 
 **Planted hierarchy** (storyworld caches, key `hierarchy`): the parent concept "an entity word"
 (any `entity_type:*`: a species or person word) over its children (each species). On the
@@ -50,6 +59,13 @@ FRACTION_COS = 0.1
 PROJECTION_SHARE = 0.4
 MAX_ABSORBERS = 3
 EPS = 1e-8
+MIN_GT_PROBE_F1 = 0.6  # SAEBench absorption eval_config.min_GT_probe_f1
+MIN_LETTERS = 20  # SAEBench absorption eval_config.min_feats_for_eval
+DEFINITION = (
+    "SAEBench absorption_first_letter scores and precondition (letters with probe F1 > 0.6, at least 20 "
+    "of them); differs in its words (vocabulary tokens as [BOS, word], not SAEBench's spelling prompt) "
+    "and probe (sklearn multi-class logistic regression, not per-letter torch probes)"
+)
 
 
 def vocabulary_words(tokenizer: Any) -> tuple[list[int], list[str]]:
@@ -65,18 +81,18 @@ def vocabulary_words(tokenizer: Any) -> tuple[list[int], list[str]]:
 
 @torch.inference_mode()
 def _word_activations(inp: BenchmarkInputs) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-    key = f"absorption:{inp.in_site}:{inp.out_site}"
+    key = f"absorption:{inp.hook_name}:{inp.hook_name_out}"
     if key not in inp.shared:
         model = inp.model()
         ids, words = vocabulary_words(model.tokenizer)
         bos, _ = bos_eos_ids(model.tokenizer)
         tokens = torch.tensor([[bos, i] for i in ids], dtype=torch.long)
-        sites = list(dict.fromkeys([inp.in_site, inp.out_site]))
+        sites = list(dict.fromkeys([inp.hook_name, inp.hook_name_out]))
         xs, ys = [], []
         for b in range(0, len(tokens), 512):
             run = model.run(tokens[b : b + 512], capture=sites, stop_at_layer=model.stop_layer(sites))
-            xs.append(run.activations[inp.in_site][:, 1].float().cpu())
-            ys.append(run.activations[inp.out_site][:, 1].float().cpu())
+            xs.append(run.activations[inp.hook_name][:, 1].float().cpu())
+            ys.append(run.activations[inp.hook_name_out][:, 1].float().cpu())
         inp.shared[key] = (words, torch.cat(xs), torch.cat(ys))
     return inp.shared[key]
 
@@ -86,9 +102,9 @@ def split_latents(f: np.ndarray, y: np.ndarray, seed: int) -> list[int]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
 
-    best, best_f1 = top_latents_by_mean_diff(f, y, 1), -1.0
+    best, best_f1 = top_latents_by_mean_diff(f, y, 1, signed=True), -1.0
     for k in range(1, MAX_SPLIT + 1):
-        cols = top_latents_by_mean_diff(f, y, k)
+        cols = top_latents_by_mean_diff(f, y, k, signed=True)
         clf = LogisticRegression(max_iter=1000, class_weight="balanced", random_state=seed)
         score = f1_score(y, clf.fit(f[:, cols], y).predict(f[:, cols]))
         if k > 1 and score - best_f1 < SPLIT_TAU:
@@ -150,9 +166,22 @@ def absorption_scores(
     train, test = train[rows[train]], test[rows[test]]
     probe = LogisticRegression(max_iter=3000, random_state=seed).fit(y[train], first[train])
     pred = probe.predict(y[test])
+    probe_f1 = _letter_f1(first[test], pred, probe.classes_)
+    passing = [c for c in probe.classes_ if probe_f1[str(c)] > MIN_GT_PROBE_F1]
+    if len(passing) < MIN_LETTERS:
+        nan = float("nan")
+        return {"mean_absorption_rate": nan, "mean_full_absorption_score": nan, "mean_absorption_fraction_score": nan,
+                "mean_num_split_features": nan, "probe_test_accuracy": float((pred == first[test]).mean()),
+                "probe_f1": probe_f1, "n_letters": len(letters), "n_letters_passing": len(passing),
+                "refused": f"{len(passing)} of {len(letters)} letters have a first-letter probe with held-out F1 > "
+                           f"{MIN_GT_PROBE_F1} (best {max(probe_f1.values()):.2f}); scoring needs {MIN_LETTERS} "
+                           "(SAEBench's precondition): the model does not encode first letters well enough",
+                "definition": DEFINITION}  # fmt: skip
     dec_norm = W_dec / np.maximum(np.linalg.norm(W_dec, axis=1, keepdims=True), EPS)
     per_letter: dict[str, Any] = {}
     for j, letter in enumerate(probe.classes_):
+        if letter not in passing:
+            continue
         p = probe.coef_[j] / np.linalg.norm(probe.coef_[j])
         cos = dec_norm @ p
         main = split_latents(f[train], (first[train] == letter).astype(int), seed)
@@ -175,10 +204,20 @@ def absorption_scores(
         else float("nan"),
         "mean_num_split_features": float(np.mean([v["num_split_features"] for v in per_letter.values()])),
         "probe_test_accuracy": float((pred == first[test]).mean()),
+        "probe_f1": probe_f1,
         "n_words": int(rows.sum()),
         "n_letters": len(letters),
+        "n_letters_passing": len(passing),
         "letters": per_letter,
+        "definition": DEFINITION,
     }
+
+
+def _letter_f1(truth: np.ndarray, pred: np.ndarray, classes: np.ndarray) -> dict[str, float]:
+    """Held-out one-vs-rest F1 of the first-letter probe, per letter."""
+    from sklearn.metrics import f1_score
+
+    return {str(c): float(f1_score(truth == c, pred == c, zero_division=0.0)) for c in classes}
 
 
 def hierarchy_absorption(inp: BenchmarkInputs, max_tokens: int = 1500) -> dict[str, Any] | None:

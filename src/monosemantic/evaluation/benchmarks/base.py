@@ -35,8 +35,8 @@ class BenchmarkInputs:
 
     name: str
     dic: Dictionary
-    in_site: str
-    out_site: str
+    hook_name: str
+    hook_name_out: str
     tokens: Tensor
     keep: Tensor
     x_seq: Tensor

@@ -67,16 +67,16 @@ def run_benchmarks(
     tokens, keep = torch.cat(store.tokens), torch.cat(store.keep)
     concepts = torch.cat(store.concepts) if store.concepts else None
     shared: dict[str, Any] = {}
-    for (name, dic, in_site, out_site), entry in zip(dictionaries, results, strict=True):
+    for (name, dic, hook_name, hook_name_out), entry in zip(dictionaries, results, strict=True):
         inp = BenchmarkInputs(
             name=name,
             dic=dic,
-            in_site=in_site,
-            out_site=out_site,
+            hook_name=hook_name,
+            hook_name_out=hook_name_out,
             tokens=tokens,
             keep=keep,
-            x_seq=store.site(in_site),
-            y_seq=store.site(out_site),
+            x_seq=store.site(hook_name),
+            y_seq=store.site(hook_name_out),
             concepts=concepts,
             concept_names=concept_names or [c.name for c in CONCEPTS],
             model=model,
@@ -90,4 +90,8 @@ def run_benchmarks(
             with torch.no_grad():
                 result = benchmark(bench)(inp)
             add_benchmark_result(entry, bench, result)
+            if bench == "sparse_probing":  # its result maps task names only: the definition goes beside it
+                from .sparse_probing import DEFINITION
+
+                entry["sparse_probing_definition"] = DEFINITION
             console.print(f"[dim]{name}: {bench} in {time.perf_counter() - t0:.1f}s")

@@ -41,17 +41,19 @@ def _pooled(inp: BenchmarkInputs, texts: list[str], tag: str) -> tuple[np.ndarra
     """(pooled latents [n, d_sae], pooled output-site activations [n, d_out]) of `texts`."""
     from .text_data import per_text_activations
 
-    key = f"{tag}:{inp.in_site}:{inp.out_site}"
+    key = f"{tag}:{inp.hook_name}:{inp.hook_name_out}"
     if key not in inp.shared:
-        inp.shared[key] = per_text_activations(inp.model(), texts, [inp.in_site, inp.out_site])
+        inp.shared[key] = per_text_activations(inp.model(), texts, [inp.hook_name, inp.hook_name_out])
     acts = inp.shared[key]
-    f = np.stack([inp.encode(a).mean(0).numpy() for a in acts[inp.in_site]])
-    y = np.stack([a.mean(0).numpy() for a in acts[inp.out_site]])
+    f = np.stack([inp.encode(a).mean(0).numpy() for a in acts[inp.hook_name]])
+    y = np.stack([a.mean(0).numpy() for a in acts[inp.hook_name_out]])
     return f, y
 
 
 def raw_weight(probe) -> np.ndarray:
-    """The probe's weight on unscaled inputs (StandardScaler then LogisticRegression)."""
+    """The probe's weight on unscaled inputs (a LogisticRegression, or a StandardScaler pipeline)."""
+    if hasattr(probe, "coef_"):
+        return probe.coef_[0]
     scaler, lr = probe[0], probe[-1]
     return lr.coef_[0] / scaler.scale_
 

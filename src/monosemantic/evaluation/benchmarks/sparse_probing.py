@@ -1,8 +1,8 @@
 """Sparse probing (Gurnee et al. 2023, "Finding Neurons in a Haystack"; SAEBench, Karvonen et al. 2025).
 
 For a binary task: split the examples (seeded, balanced classes, 80/20), rank latents by the
-difference of their mean activation between positives and negatives on the training split, and
-fit a logistic-regression probe on the top k latents, k in (1, 2, 5, 10, 20); report held-out
+absolute difference of their mean activation between positives and negatives on the training
+split, and fit a logistic-regression probe on the top k latents, k in (1, 2, 5, 10, 20); report held-out
 accuracy per k, beside a probe on the raw activations of the dictionary's input site ("dense").
 A good dictionary reaches the dense accuracy with few latents.
 
@@ -11,7 +11,11 @@ Tasks, each reported as `{"k": {k: accuracy}, "dense": accuracy, "n_train", "n_t
   positives are tokens labelled with the concept, negatives an equal number of other tokens);
 - every `[evaluate].probe_datasets` entry (sequence level: activations mean-pooled over each
   text's tokens; a multi-class label column gives one one-vs-rest task per class, as SAEBench).
-Probes are scikit-learn `LogisticRegression` on standardised inputs.
+Probes are scikit-learn `LogisticRegression` (L2, C = 1, max_iter 1000) on the raw inputs. Both
+choices are SAEBench's (`sparse_probing/probe_training.py`: `get_top_k_mean_diff_mask` ranks by
+|mean difference|, `train_sklearn_probe` fits unstandardised inputs). What still differs, named in
+each result's `definition`: SAEBench's tasks are text datasets pooled over a sequence; ours are
+storyworld concepts at token level (plus `[evaluate].probe_datasets`, pooled like SAEBench's).
 """
 
 from __future__ import annotations
@@ -29,13 +33,18 @@ MAX_PER_CLASS = 300  # examples kept per class (train + test)
 TEST_FRACTION = 0.2
 
 
-def fit_probe(X: np.ndarray, y: np.ndarray, seed: int = 0):
-    """A standardised L2 logistic regression (scikit-learn)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+DEFINITION = (
+    "SAEBench's: latents ranked by |mean difference| between classes, sklearn L2 logistic regression "
+    "(C=1, max_iter=1000) on unstandardised inputs; differs in its tasks (storyworld concepts at token "
+    "level here, text datasets pooled over sequences in SAEBench)"
+)
 
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed)).fit(X, y)
+
+def fit_probe(X: np.ndarray, y: np.ndarray, seed: int = 0):
+    """An L2 logistic regression on the raw inputs, as SAEBench's `train_sklearn_probe`."""
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(penalty="l2", C=1.0, max_iter=1000, random_state=seed).fit(X, y)
 
 
 def probe_accuracy(
@@ -46,10 +55,12 @@ def probe_accuracy(
     return float(fit_probe(X_tr, y_tr, seed).score(X_te, y_te))
 
 
-def top_latents_by_mean_diff(f: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k latents with the largest mean(f | y=1) - mean(f | y=0) (ties: lower index)."""
+def top_latents_by_mean_diff(f: np.ndarray, y: np.ndarray, k: int, signed: bool = False) -> np.ndarray:
+    """Indices of the k latents with the largest |mean(f | y=1) - mean(f | y=0)| (SAEBench's
+    ranking), or with `signed` the largest plain difference (latents that fire *for* the class);
+    ties: lower index."""
     diff = f[y == 1].mean(0) - f[y == 0].mean(0)
-    return np.argsort(-diff, kind="stable")[:k]
+    return np.argsort(-(diff if signed else np.abs(diff)), kind="stable")[:k]
 
 
 def balanced_split(
@@ -112,7 +123,7 @@ def _concept_tasks(inp: BenchmarkInputs) -> dict[str, dict[str, Any]]:
     where[index] = np.arange(len(index))
     f = inp.encode(x[torch.from_numpy(index)]).numpy()
     xs = x[torch.from_numpy(index)].numpy()
-    dense_cache = inp.shared.setdefault(f"dense:{inp.in_site}", {})
+    dense_cache = inp.shared.setdefault(f"dense:{inp.hook_name}", {})
     out = {}
     for c in tasks:
         tr, y_tr, te, y_te = rows[c]
@@ -138,9 +149,9 @@ def _dataset_tasks(inp: BenchmarkInputs) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for spec in inp.cfg.probe_datasets:
         texts, labels, name = load_labelled_texts(spec)
-        key = f"tokens:{inp.in_site}:{name}"
+        key = f"tokens:{inp.hook_name}:{name}"
         if key not in inp.shared:
-            inp.shared[key] = per_text_activations(inp.model(), texts, inp.in_site)
+            inp.shared[key] = per_text_activations(inp.model(), texts, inp.hook_name)
         acts = inp.shared[key]
         x = np.stack([a.mean(0).numpy() for a in acts])
         # latents of each token, then averaged over the text (SAEBench pools the same way)
