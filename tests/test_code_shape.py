@@ -11,7 +11,6 @@ MAX_LINES = 80
 # second test fails, naming it, once the function is short).
 ALLOWED: dict[str, str] = {
     "lm/training.py::_train_lm": "split by phase on branch targets",
-    "training/plan.py::plan": "becomes a structured result on branch surfaces",
 }
 
 
