@@ -128,17 +128,17 @@ def test_frontier_lines_join_one_site_and_kind_only(tmp_path):
         {"name": "pca-k16", "architecture": "pca", "hook_name": "blocks.1.hook_resid_post", "l0": 16, "fvu": 0.5},
     ]  # fmt: skip
     drawn: list[tuple[list, str]] = []
-    plot = Axes.plot
+    errorbar = Axes.errorbar  # each series is one line with its (optional) error bars
 
     def spy(self, xs, ys, *args, **kwargs):  # record each line drawn, then draw it
         drawn.append((list(ys), kwargs.get("label")))
-        return plot(self, xs, ys, *args, **kwargs)
+        return errorbar(self, xs, ys, *args, **kwargs)
 
-    Axes.plot = spy
+    Axes.errorbar = spy
     try:
         assert plots.plot_frontier(results, "fvu", tmp_path / "f.png", "FVU").stat().st_size > 0
     finally:
-        Axes.plot = plot
+        Axes.errorbar = errorbar
     lines = {label: ys for ys, label in drawn}
     assert lines == {
         "blocks.1.hook_resid_post": [0.2, 0.1],
