@@ -80,7 +80,10 @@ def test_run_with_cache_codes_and_plain_logits(sm):
         plain = sm.model.run(tokens, capture=["blocks.1.mlp.hook_in"])
     logits, cache = sm.run_with_cache(TEXT, splice=False)
     assert torch.equal(logits, plain.logits)  # encoding alone changes nothing
-    assert set(cache.activations) == {s for s in sm.model.site_names() if not s.endswith("attn.hook_pattern")}
+    per_token = {
+        s for s in sm.model.site_names() if not s.endswith(("attn.hook_pattern", "attn.hook_attn_scores"))
+    }
+    assert set(cache.activations) == per_token
     codes = sm.dictionaries["tc"].encode(plain.activations["blocks.1.mlp.hook_in"])
     assert torch.allclose(cache.codes["tc"], codes, atol=1e-6)
     assert cache.codes["sae"].shape == (1, tokens.shape[1], 64)

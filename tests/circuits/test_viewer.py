@@ -270,3 +270,24 @@ def test_show_renders_a_graph_inline(tmp_path):
     assert 'srcdoc="&lt;!doctype html&gt;' in view._repr_html_()  # escaped into the attribute
     with pytest.raises(MonosemanticError, match="dictionary= and feature="):
         monosemantic.show(tmp_path / "features.db")
+
+
+def test_viewer_labels_expert_nodes(browser, tiny_family, tmp_path):
+    """circuit.expert_nodes on a tiny Mixtral: each expert's error node is drawn, labelled with its
+    expert and layer, listed in the legend, and shows its routing weight when inspected."""
+    from tiny_families import load64
+
+    m = load64(tiny_family("mixtral"))
+    rm = ReplacementModel(m, make_dicts(m.d_model, m.n_layers))
+    g = attribute(rm, prompt=PROMPT, batch_size=16, show_progress=False, expert_nodes=True)
+    gj = graph_to_json(g, prune(g), slug="experts")
+    experts = [n for n in gj["nodes"] if n["feature_type"] == "mlp expert error"]
+    assert experts
+    page, errors = _open(browser, write_viewer(gj, tmp_path / "index.html").as_uri())
+    assert page.locator(".node").count() == len(gj["nodes"])
+    assert "expert error" in page.inner_text("#legend")
+    n = experts[0]
+    page.locator(f'.node[data-id="{n["node_id"]}"]').click()
+    info = page.inner_text("#info")
+    assert f"expert {n['expert']} L{n['layer']}" in info and "routing weight" in info
+    assert errors == []

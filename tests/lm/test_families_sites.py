@@ -46,7 +46,7 @@ def test_families_hooks_change_nothing(tiny_family, variant):
     assert torch.equal(out.logits, ref)
     assert torch.equal(edited.logits, ref)
     for s, a in out.activations.items():
-        if not s.endswith("hook_pattern"):
+        if not s.endswith(("hook_pattern", "hook_attn_scores")):
             assert a[0, 0].numel() == m.site_width(s), s
 
 
@@ -68,6 +68,13 @@ def test_families_sites_equal_transformers_values(tiny_family, variant):
             if L + 1 < m.n_layers:
                 assert torch.equal(post, hf.hidden_states[L + 1])
             assert torch.equal(a[p + "attn.hook_pattern"], hf.attentions[L])
+            # the pre-softmax scores give the pattern (GPT-OSS: with its sink logit, dropped after)
+            scores = a[p + "attn.hook_attn_scores"]
+            sinks = getattr(_blk(m, L).get_submodule(f.attn), "sinks", None)
+            if sinks is not None:
+                scores = torch.cat([scores, sinks.reshape(1, -1, 1, 1).expand(*scores.shape[:3], 1)], -1)
+            pattern = torch.softmax(scores, -1)[..., : hf.attentions[L].shape[-1]]
+            torch.testing.assert_close(pattern, hf.attentions[L], rtol=0, atol=1e-6)
             if m.parallel_residual:
                 assert torch.equal(mlp_in, pre) and torch.equal(post, out + attn + pre)
             else:
@@ -155,5 +162,9 @@ def test_families_sites_equal_transformer_lens(tiny_family, variant, transformer
         a, b = ours.activations[s], tl[names[s]]
         b = b.view(a.shape) if b.numel() == a.numel() else b
         assert a.shape == b.shape, (s, a.shape, b.shape)
+        if s.endswith("attn.hook_attn_scores"):  # masked entries: HF's additive mask in both (or -inf)
+            low = torch.finfo(b.dtype).min / 2
+            assert torch.equal(a < low, b < low), s
+            a, b = a[b >= low], b[b >= low]
         err = float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
         assert err < 1e-6, (s, err)

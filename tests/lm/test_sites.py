@@ -38,8 +38,8 @@ def mlp(m: SubjectModel, layer: int, x: torch.Tensor) -> torch.Tensor:
 
 
 def per_token(m: SubjectModel) -> list[str]:
-    """Every site but attention patterns (forming those switches the pass to eager attention)."""
-    return [s for s in m.site_names() if not s.endswith("attn.hook_pattern")]
+    """Every site but attention scores and patterns (forming those switches the pass to eager attention)."""
+    return [s for s in m.site_names() if not s.endswith(("attn.hook_pattern", "attn.hook_attn_scores"))]
 
 
 def manual_embed(m: SubjectModel, ids: torch.Tensor) -> torch.Tensor:
@@ -285,3 +285,24 @@ def test_gradients_flow_through_edits(tiny_model, ids):
     out.logits[0, -1, 5].backward()
     assert delta.grad is not None and delta.grad.abs().sum() > 0
     assert all(p.grad is None for p in m.hf.parameters())
+
+
+def test_attn_scores_of_one_layer_leave_nothing_behind(tiny_family):
+    """Capturing one layer's scores runs every layer's scores-keeping attention; no module keeps
+    scores after the run, and the model's own attention implementation is back."""
+    from tiny_families import load64
+
+    from monosemantic.lm.attn_scores import ATTRIBUTE
+
+    m = load64(tiny_family("llama"))
+    before = m.hf.config._attn_implementation
+    ids = torch.randint(1, 200, (1, 6), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = m.run(ids, capture=["blocks.1.attn.hook_attn_scores"])
+        plain = m.hf(ids).logits
+    assert torch.equal(out.logits, plain)
+    scores = out.activations["blocks.1.attn.hook_attn_scores"]
+    assert scores.shape == (1, m.hf.config.num_attention_heads, 6, 6)
+    assert float(scores[0, 0, 0, 1]) < torch.finfo(scores.dtype).min / 2  # a masked (future) key
+    assert not any(hasattr(mod, ATTRIBUTE) for mod in m.hf.modules())
+    assert m.hf.config._attn_implementation == before

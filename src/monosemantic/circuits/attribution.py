@@ -24,6 +24,7 @@ from torch import Tensor
 from monosemantic.utils.progress import progress_bar
 
 from .clt_layers import CLTLayer
+from .expert_nodes import ExpertSplit, expert_columns, expert_splits, expert_table
 from .moe import routes_meta
 from .position_blocks import PositionBlocks
 from .pruning import influence_from_rows
@@ -59,6 +60,12 @@ class Graph:
     total_active_features: int
     logits: Tensor  # [vocab], the model's logits at the last position
     meta: dict = field(default_factory=dict)
+    # circuit.expert_nodes: each MoE-layer error node split by selected expert (see expert_nodes.py);
+    # `adjacency` keeps the merged error nodes, these hold the parts: nodes [n_x, 4] long (dictionary,
+    # layer, pos, expert), their routing weights [n_x], and their direct effects [N, n_x]
+    experts: Tensor | None = None
+    expert_weights: Tensor | None = None
+    expert_adjacency: Tensor | None = None
 
     @property
     def n_pos(self) -> int:
@@ -92,8 +99,10 @@ class Graph:
 class _Rows:
     """One batched frozen forward pass, then one backward pass per batch of target rows."""
 
-    def __init__(self, rm: ReplacementModel, setup: Setup, batch: int) -> None:
-        self.rm, self.setup, self.batch = rm, setup, batch
+    def __init__(
+        self, rm: ReplacementModel, setup: Setup, batch: int, splits: Sequence[ExpertSplit] = ()
+    ) -> None:
+        self.rm, self.setup, self.batch, self.splits = rm, setup, batch, list(splits)
         T = setup.n_pos
         self.inj = {"embed": torch.zeros(batch, T, rm.lm.d_model, dtype=rm.dtype, device=rm.device)}
         for s in rm.spliced:
@@ -152,7 +161,8 @@ class _Rows:
         }
 
     def compute(self, specs: Sequence[tuple]) -> Tensor:
-        """Rows [n, n_cols] of direct effects: gradients dotted with each source's vector."""
+        """Rows [n, n_cols] of direct effects: gradients dotted with each source's vector (then the
+        expert nodes' columns, when the errors are split by expert)."""
         rm, st = self.rm, self.setup
         n = len(specs)
         G = self.grads(specs)
@@ -163,6 +173,8 @@ class _Rows:
         for i, s in enumerate(rm.spliced):  # error columns
             parts.append(torch.einsum("btd,td->bt", G[s.hook_name_out][:n], st.errors[i]))
         parts.append(torch.einsum("btd,td->bt", G["embed"][:n], st.embed))
+        if self.splits:
+            parts.append(expert_columns(G, rm, self.splits, n))
         return torch.cat(parts, 1).detach()
 
 
@@ -182,12 +194,15 @@ def attribute(
     batch_size: int = 64,
     update_interval: int = 4,
     show_progress: bool = True,
+    expert_nodes: bool = False,
 ) -> Graph:
     """Attribution graph of `prompt`. `model` is a ReplacementModel, or a SubjectModel/HF model
-    with `dictionaries` (loaded Dictionary objects) to splice in."""
+    with `dictionaries` (loaded Dictionary objects) to splice in. `expert_nodes`: also split each
+    error node of a transcoder over a mixture-of-experts block by selected expert."""
     rm = model if isinstance(model, ReplacementModel) else ReplacementModel(model, dictionaries or [], names)
     ids = rm.tokenize(prompt)
     setup = rm.setup(ids)
+    splits = expert_splits(rm, setup) if expert_nodes else []
     targets = select_targets(
         rm, setup, target, target_token, contrast_token, target_feature, max_logit_prob, max_n_logits
     )
@@ -201,7 +216,7 @@ def attribute(
         s = rm.spliced[i]
         return ("feature", i, int(feat_pos[j]), s.encoder_dirs(feat_idx[j : j + 1].to(rm.device))[0])
 
-    rows = _Rows(rm, setup, batch_size)
+    rows = _Rows(rm, setup, batch_size, splits)
     logit_targets = [t for t in targets if t.kind != "feature"]
     n_logit = len(logit_targets)
     max_nodes = min(max_feature_nodes, n_feat)
@@ -209,6 +224,8 @@ def attribute(
     cap = n_logit + max_nodes + (1 if feature_target is not None else 0)
     edge_dtype = torch.float64 if rm.dtype == torch.float64 else torch.float32
     buf = _RowBuffer(torch.zeros(cap, n_cols, dtype=edge_dtype), torch.zeros(cap, dtype=torch.long))
+    if splits:  # the expert nodes' columns, kept apart: the schedule ranks on the merged graph
+        buf.xedge = torch.zeros(cap, sum(x.n_nodes for x in splits), dtype=edge_dtype)
     weights_rows = []
     specs = [("logit", rows.target_vec(t)) for t in logit_targets]
     for c in range(0, len(specs), batch_size):
@@ -233,7 +250,12 @@ def attribute(
     del rows
     edge, row_node = buf.edge[: buf.n], buf.row_node[: buf.n]
     table = (feat_dict, feat_pos, feat_idx)
-    return _assemble(rm, setup, prompt, targets, edge, row_node, visited, n_feat, n_cols, *table)
+    graph, rows_at = _assemble(rm, setup, prompt, targets, edge, row_node, visited, n_feat, n_cols, *table)
+    if splits:  # rows in the graph's node order
+        graph.experts, graph.expert_weights = expert_table(splits, setup.n_pos)
+        graph.expert_adjacency = torch.zeros(len(graph.target_weights), buf.xedge.shape[1], dtype=edge_dtype)
+        graph.expert_adjacency[rows_at] = buf.xedge[: buf.n]
+    return graph
 
 
 def _active_table(setup: Setup) -> tuple[Tensor, Tensor, Tensor]:
@@ -254,9 +276,13 @@ class _RowBuffer:
     edge: Tensor
     row_node: Tensor
     n: int = 0
+    xedge: Tensor | None = None  # expert nodes' columns [rows, n_x] (circuit.expert_nodes)
 
     def add(self, block: Tensor, nodes: Tensor) -> None:
-        self.edge[self.n : self.n + len(block)] = block.to(self.edge.dtype).cpu()
+        block, w = block.to(self.edge.dtype).cpu(), self.edge.shape[1]
+        self.edge[self.n : self.n + len(block)] = block[:, :w]
+        if self.xedge is not None:
+            self.xedge[self.n : self.n + len(block)] = block[:, w:]
         self.row_node[self.n : self.n + len(block)] = nodes
         self.n += len(block)
 
@@ -294,7 +320,8 @@ class _Schedule:
 
 def _assemble(
     rm, setup, prompt, targets, edge, row_node, visited, n_feat, n_cols, feat_dict, feat_pos, feat_idx
-) -> Graph:
+) -> tuple[Graph, Tensor]:
+    """The graph, and the node index of each computed row."""
     T, n_dict = setup.n_pos, len(rm.spliced)
     selected = visited.nonzero().flatten()
     n_sel = len(selected)
@@ -340,7 +367,7 @@ def _assemble(
         total_active_features=n_feat,
         logits=setup.logits[-1].detach().cpu().float(),
         meta=routes_meta(setup.freeze),  # mixtures of experts: the router choices the graph holds
-    )
+    ), compact[row_node]
 
 
 def dictionary_info(rm: ReplacementModel) -> list[dict]:

@@ -12,6 +12,12 @@ writes it, so it is unique across layers (viewers key features on it); the raw l
 embedding nodes carry the whole residual entering block 0 (token plus position embedding, for
 models that have one), and features at the BOS position are kept as nodes unless
 `circuit.zero_bos` is set.
+
+With `circuit.expert_nodes`, each kept error node of a transcoder over a mixture-of-experts block is
+listed as its selected experts' nodes instead (`feature_type` "mlp expert error", fields `expert`,
+`expert_weight` and `error_node`, the id of the error node they split; node id `{layer}_{f}_{pos}`
+with f = -(1000 (expert + 1) + slot + 1), still three integers), and each of its links as the
+experts' parts, which sum to the link's weight (see expert_nodes.py).
 """
 
 from __future__ import annotations
@@ -38,6 +44,40 @@ def feature_key(layer: int, index: int) -> int:
 
 def _clean(tok: str) -> str:
     return tok.replace("\n", "⏎")
+
+
+def expert_node_feature(slot: int, expert: int) -> int:
+    """The `feature` (and node id) field of an expert's error node: distinct from the error nodes'
+    -1 - slot for fewer than 1000 dictionaries per layer."""
+    return -(1000 * (expert + 1) + slot + 1)
+
+
+def _expert_nodes(graph: Graph, nodes: dict) -> dict[int, list[tuple[int, dict]]]:
+    """For each error node kept in `nodes` that is split by expert: (expert column, node) per part."""
+    if graph.experts is None:
+        return {}
+    start, T = graph.slices()["errors"].start, graph.n_pos
+    split: dict[int, list[tuple[int, dict]]] = {}
+    for x, (d, layer, pos, expert) in enumerate(graph.experts.tolist()):
+        j = start + d * T + pos  # errors are ordered by dictionary, then position
+        if j not in nodes:
+            continue
+        err = nodes[j]
+        info = graph.dictionaries[d]
+        f, w = expert_node_feature(info["slot"], expert), float(graph.expert_weights[x])
+        node = {
+            **err,
+            "node_id": f"{layer}_{f}_{pos}",
+            "feature": f,
+            "feature_type": "mlp expert error",
+            "expert": expert,
+            "expert_weight": w,
+            "error_node": err["node_id"],
+            "clerp": f"expert {expert} (weight {w:.3f}) part of the error of {info['name']} at {pos}",
+        }
+        node["jsNodeId"] = node["node_id"]
+        split.setdefault(j, []).append((x, node))
+    return split
 
 
 def _feature_node(graph: Graph, j: int, describe: Callable[[int, int], dict] | None) -> dict:
@@ -147,6 +187,7 @@ def _metadata(graph: Graph, slug: str, scan: str, node_threshold: float | None) 
         "dictionaries": graph.dictionaries,
         "hook_names": HOOK_NAMES,  # those site names mean exactly what TransformerLens means
         "total_active_features": graph.total_active_features,
+        "expert_nodes": graph.experts is not None,
         "attributed_features": graph.n_features,
         **graph.meta,
     }
@@ -180,16 +221,17 @@ def graph_to_json(
         node["jsNodeId"] = node["node_id"]
         nodes[j] = node
     A = graph.adjacency
+    split = _expert_nodes(graph, nodes)  # error node j -> [(expert column, its node)]
     links = []
     for tgt, src in pruned.edge_mask.nonzero().tolist():
         if src in nodes and tgt in nodes:
-            links.append(
-                {
-                    "source": nodes[src]["node_id"],
-                    "target": nodes[tgt]["node_id"],
-                    "weight": float(A[tgt, src]),
-                }
-            )
+            parts = split.get(src, [(None, nodes[src])])
+            for x, node in parts:
+                w = A[tgt, src] if x is None else graph.expert_adjacency[tgt, x]
+                links.append({"source": node["node_id"], "target": nodes[tgt]["node_id"], "weight": float(w)})
+    for j, parts in split.items():  # the experts' nodes stand in for the error node they split
+        del nodes[j]
+        nodes.update({("x", x): node for x, node in parts})
     used = {x for link in links for x in (link["source"], link["target"])}
     keep = [
         n

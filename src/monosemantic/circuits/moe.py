@@ -71,15 +71,36 @@ def moe_forward(
             freeze.gates[layer] = _gates(lm, experts, flat, indices)
         return experts(flat, indices, weights).view(B, T, d)  # HF's experts: the model's output exactly
     weights, indices = freeze.routes[layer]
-    n, k = indices.shape
-    rows = flat.view(-1, n, d)  # (batch copies, N, d)
+    rows = flat.view(-1, indices.shape[0], d)  # (batch copies, N, d)
     held = None if freeze.patterns_only else freeze.gates[layer]  # interventions recompute the gates
-    out = flat.new_zeros(rows.shape[0], n, k, d)
+    return selected_outputs(lm, experts, rows, weights, indices, held).sum(2).view(B, T, d)
+
+
+def selected_outputs(
+    lm: FunctionalLM,
+    experts: nn.Module,
+    rows: Tensor,
+    weights: Tensor,
+    indices: Tensor,
+    held: dict[int, Tensor] | None = None,
+) -> Tensor:
+    """Each selected expert's gated output, weight x expert(x): [..., N, k, d] for rows [..., N, d] and
+    routes (weights, indices) [N, k]; their sum over k is the block's output. `held`: gates held."""
+    n, k = indices.shape
+    out = rows.new_zeros(*rows.shape[:-2], n, k, rows.shape[-1])
     for e in indices.unique().tolist():
         tok, slot = (indices == e).nonzero(as_tuple=True)
-        y, _ = _expert(lm, experts, e, rows[:, tok], None if held is None else held[e])
-        out[:, tok, slot] = y * weights[tok, slot, None].to(y.dtype)
-    return out.sum(2).view(B, T, d)
+        y, _ = _expert(lm, experts, e, rows[..., tok, :], None if held is None else held[e])
+        out[..., tok, slot, :] = y * weights[tok, slot, None].to(y.dtype)
+    return out
+
+
+def expert_outputs(lm: FunctionalLM, layer: int, x: Tensor, freeze: Freeze) -> Tensor:
+    """Layer `layer`'s selected experts' gated outputs [T, k, d] on its clean MoE input x [T, d], with
+    the routes a `record` pass stored in `freeze` (summed over k: the block's output)."""
+    experts = lm.blocks[layer].mlp.get_submodule(lm.family.moe.experts)
+    weights, indices = freeze.routes[layer]
+    return selected_outputs(lm, experts, x, weights, indices)
 
 
 def _gates(lm: FunctionalLM, experts: nn.Module, flat: Tensor, indices: Tensor) -> dict[int, Tensor]:

@@ -100,6 +100,8 @@ class Setup:
     active: list[Active]
     errors: list[Tensor]  # per dictionary [T, d_out]
     recon: list[Tensor]  # per dictionary [T, d_out] (clean reconstruction, bias and skip included)
+    # mixtures of experts: the clean input [T, d] of each MoE block a transcoder replaces, by layer
+    moe_inputs: dict[int, Tensor] = field(default_factory=dict)
 
     @property
     def n_pos(self) -> int:
@@ -250,6 +252,8 @@ class ReplacementModel:
         ids = input_ids.flatten().to(self.device)
         sites = {s.hook_name for s in self.spliced} | {s.hook_name_out for s in self.spliced}
         sites.add("blocks.0.hook_resid_pre")
+        moe = [L for L in self.transcoder_at if self.lm.family.mlp == "moe"]
+        sites |= {f"blocks.{L}.mlp.hook_in" for L in moe}
         cap, freeze = _Capture(sites), Freeze()
         logits = self.lm(ids[None], hooks=cap, mode="record", freeze=freeze)[0]
         inputs = [cap.acts[s.hook_name][0] for s in self.spliced]
@@ -262,7 +266,8 @@ class ReplacementModel:
             errors.append(cap.acts[s.hook_name_out][0] - recon)
             recons.append(recon)
         embed = cap.acts["blocks.0.hook_resid_pre"][0]
-        return Setup(ids, logits, freeze, embed, inputs, active, errors, recons)
+        moe_inputs = {L: cap.acts[f"blocks.{L}.mlp.hook_in"][0] for L in moe}
+        return Setup(ids, logits, freeze, embed, inputs, active, errors, recons, moe_inputs)
 
     def encode(self, i: int, x_in: Tensor) -> Tensor:
         """Latents of dictionary i on inputs [..., T, d_in], with position 0 zeroed if `zero_bos`."""

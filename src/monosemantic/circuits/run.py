@@ -131,6 +131,7 @@ def _attribution(cfg: Config, rm: ReplacementModel) -> tuple[Graph, PruneResult,
         max_n_logits=c.max_n_logits,
         max_feature_nodes=c.max_feature_nodes,
         batch_size=c.batch_size,
+        expert_nodes=c.expert_nodes,
     )
     seconds = time.perf_counter() - t0
     pruned = prune(graph, c.node_threshold, c.edge_threshold)
@@ -232,10 +233,20 @@ def _ablation(cfg: Config, rm: ReplacementModel) -> tuple[Graph, PruneResult, di
 METHODS = {"attribution": _attribution, "contrastive": _contrastive, "ablation": _ablation}
 
 
+def _check_method(c) -> None:
+    """Options only one method honours, refused before any model is loaded."""
+    if c.expert_nodes and c.method != "attribution":
+        raise ConfigError(
+            f"circuit.expert_nodes splits the error nodes of attribution graphs, not of method {c.method!r}: "
+            "set circuit.method = 'attribution' or drop expert_nodes"
+        )
+
+
 def trace(cfg: Config, rm: ReplacementModel, describe: Callable | None = None) -> dict:
     """The graph JSON (its scores under `metadata.scores`) of `circuit.prompt` by `circuit.method`,
     on a replacement model already built (the live server keeps one loaded)."""
     c = cfg.circuit
+    _check_method(c)
     graph, pruned, scores, values = METHODS[c.method](cfg, rm)
     scores.update(
         n_nodes=int(pruned.node_mask.sum()),
@@ -274,6 +285,7 @@ def circuit(cfg: Config) -> Path:
     c = cfg.circuit
     if not c.prompt:
         raise ConfigError("no prompt: pass --prompt TEXT or set circuit.prompt")
+    _check_method(c)
     check_output(c.out, "circuit.out")
     paths = resolve_dictionaries(cfg)
     model = load_model(cfg.model.name, dtype=cfg.model.dtype, device=c.device, revision=cfg.model.revision)

@@ -186,11 +186,12 @@ class SpliceModel:
         splice: bool = True,
         sites: Sequence[str] | None = None,
     ) -> tuple[Tensor, SpliceCache]:
-        """Logits and a `SpliceCache` of every per-token hook site (or `sites`: attention patterns on
-        request, since forming them needs eager attention) plus each dictionary's input, codes and
+        """Logits and a `SpliceCache` of every per-token hook site (or `sites`: attention scores and
+        patterns on request, since forming them needs eager attention) plus each dictionary's input, codes and
         output. `splice=False` runs the plain model and only encodes."""
         if sites is None:
-            sites = [s for s in self.model.site_names() if not s.endswith("attn.hook_pattern")]
+            not_per_token = ("attn.hook_pattern", "attn.hook_attn_scores")
+            sites = [s for s in self.model.site_names() if not s.endswith(not_per_token)]
         return self._run(x, dictionaries, splice, sites)
 
     # ---- features -------------------------------------------------------------------------------

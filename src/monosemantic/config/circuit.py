@@ -81,5 +81,12 @@ class CircuitConfig(Section):
         description="Drop every latent at position 0 (BOS) into the error terms, as circuit-tracer does; "
         "default false keeps BOS-position features as graph nodes.",
     )
+    expert_nodes: bool = Field(
+        False,
+        description="Mixtures of experts (method = 'attribution'): split each error node of a transcoder "
+        "over an MoE block into one node per selected expert (its gated output minus its routing share of "
+        "the reconstruction; the parts sum to the error node), so the graph says which expert carried an "
+        "edge. Pruning and scores are those of the merged graph.",
+    )
     device: str | None = None
     seed: int | None = None

@@ -13,6 +13,7 @@ input ("in"), then turned into TransformerLens' value by a `view`:
   embeddings and q/k norms, as TransformerLens' `hook_q/k/v`.
 - "heads": [B, T, heads * head_dim] -> [B, T, heads, head_dim] (`hook_z`, the output projection's input).
 - "pattern": the attention weights [B, heads, T, T] the attention module returns (eager attention).
+- "scores": the pre-softmax scores [B, heads, T, T] the attention module formed (`attn_scores.py`).
 - "half:0" / "half:1": the first / second half of a fused gate|up projection's output (Phi-3).
 - "router": a mixture-of-experts router's logits [B*T, experts] -> [B, T, experts].
 
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from .families import Family
 
-CAPTURE_ONLY = ("norm_scale", "pattern", "router")
+CAPTURE_ONLY = ("norm_scale", "pattern", "scores", "router")
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ def _attention_sites(f: Family, attn: str) -> dict[str, SiteSpec]:
         qkv = {f"attn.hook_{x}": SiteSpec(f"{attn}.{fused}", "out", view=f"qkv:{f.qkv}:{x}") for x in "qkv"}
     return {
         **qkv,
+        "attn.hook_attn_scores": SiteSpec(attn, "out", view="scores"),
         "attn.hook_pattern": SiteSpec(attn, "out", view="pattern"),
         "attn.hook_z": SiteSpec(f"{attn}.{f.o_proj}", "in", view="heads"),
     }
@@ -138,14 +140,14 @@ def decoder_sites(f: Family) -> dict[str, SiteSpec]:
 
 def site_width(f: Family, config: Any, suffix: str) -> int | None:
     """Per-token width of a site (the last dims flattened), None where a site is not per token
-    (attention patterns)."""
+    (attention scores and patterns)."""
     d = int(config.hidden_size)
     heads = int(getattr(config, "num_attention_heads", 1) or 1)
     hd = int(getattr(config, "head_dim", None) or d // heads)
     kv = int(getattr(config, "num_key_value_heads", None) or heads)
     if suffix.endswith("hook_scale"):
         return 1
-    if suffix == "attn.hook_pattern":
+    if suffix in ("attn.hook_attn_scores", "attn.hook_pattern"):
         return None
     if suffix in ("attn.hook_q", "attn.hook_z"):
         return heads * hd

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from monosemantic.utils.errors import MonosemanticError
 
+from .attn_scores import take_scores
 from .families import Family
 from .family_sites import SiteSpec
 from .sites import final_norm_path, parse_site, site_suffix
@@ -135,6 +136,14 @@ class HookSet:
                     "attn.hook_pattern needs eager attention; this attention returned none"
                 )
             return output[1]
+        if view == "scores":
+            scores = take_scores(mod)
+            if scores is None:
+                raise MonosemanticError(
+                    "attn.hook_attn_scores needs the scores-keeping eager attention (lm/attn_scores.py); "
+                    "capture it with SubjectModel.run"
+                )
+            return scores
         if view == "router":
             return t.view(*self.shape, t.shape[-1])
         return self._slice(view, t)

@@ -31,6 +31,7 @@ from transformers import logging as hf_logging
 from monosemantic.utils.errors import MonosemanticError
 from monosemantic.utils.torch_utils import resolve_device, torch_dtype
 
+from . import attn_scores
 from .big import BigModel, input_device
 from .families import family_of
 from .family_sites import site_width
@@ -215,7 +216,7 @@ class SubjectModel:
             kwargs[self._cache_argument()] = past_key_values
         order, shape = self._sites, (input_ids.shape[0], input_ids.shape[1])
         with (
-            self._eager_if(any(s.endswith("attn.hook_pattern") for s in [*capture, *edits])),
+            self._eager_if([*capture, *edits]),
             hooked(
                 self.base, self.hf, self.family_entry, order, set(capture), edits, stop_at_layer, shape
             ) as h,
@@ -231,18 +232,27 @@ class SubjectModel:
         return RunOutput(logits, acts, cache)
 
     @contextmanager
-    def _eager_if(self, needed: bool) -> Iterator[None]:
+    def _eager_if(self, sites: Sequence[str]) -> Iterator[None]:
         """Run with eager attention while attention patterns are captured (sdpa and flash attention
-        never form them); the model's own implementation is restored afterwards."""
+        never form them), or eager attention that keeps its scores while `attn.hook_attn_scores` is
+        (lm/attn_scores.py); the model's own implementation is restored afterwards."""
         before = self.hf.config._attn_implementation
-        if not needed or before == "eager":
+        want = None
+        if any(s.endswith("attn.hook_attn_scores") for s in sites):
+            want = attn_scores.register()
+        elif any(s.endswith("attn.hook_pattern") for s in sites):
+            want = "eager"
+        if want is None or before == want:
             yield
             return
-        self.hf.set_attn_implementation("eager")
+        self.hf.set_attn_implementation(want)
         try:
             yield
         finally:
             self.hf.set_attn_implementation(before)
+            if want == attn_scores.IMPLEMENTATION:  # layers whose scores no site took
+                for mod in self.hf.modules():
+                    attn_scores.take_scores(mod)
 
     def _cache_argument(self) -> str:
         """The forward argument taking a key/value cache: `cache` (transformers 5.x, where

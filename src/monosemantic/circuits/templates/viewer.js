@@ -25,6 +25,7 @@
     "sparse autoencoder": ["SAE feature", "#b79be0"],
     "mlp reconstruction error": ["transcoder error", "#bbbbbb"],
     "sae reconstruction error": ["SAE error", "#bbbbbb"],
+    "mlp expert error": ["expert error", "#c8b28e"],
     "embedding": ["token embedding", "#99dd99"],
     "logit": ["output logit", "#f0b060"],
   };
@@ -46,6 +47,7 @@
     if (n.annotation) return n.annotation;
     if (n.feature_type === "embedding") return tokenOf(n);
     if (n.feature_type === "logit") return `${show(n.clerp && n.clerp.match(/"(.*)"/) ? n.clerp.match(/"(.*)"/)[1] : n.feature)} ${fmt(n.token_prob, 2)}`;
+    if (isError(n) && n.expert !== undefined) return `expert ${n.expert} L${n.layer}`;
     if (isError(n)) return "error L" + n.layer;
     let s = String(n.clerp || "").split(/;\s*e\.g\.|;/)[0].replace(/^fires on /, "").replace(/\s*\(AUROC[^)]*\)/, "").trim();
     return s || `L${n.layer} #${n.feature_index ?? n.feature}`;
@@ -208,7 +210,7 @@
     const out = links.filter((l) => l.source === n.node_id).sort(byW).slice(0, 12);
     let h = `<b>${esc(shortLabel(n))}</b><br><span class="muted">${esc(kind(n))} · ${esc(rowName(rowOf(n)))} · “${esc(tokenOf(n))}” (position ${n.ctx_idx}) · ${esc(n.node_id)}</span>`;
     if (n.clerp) h += `<p>${esc(n.clerp)}</p>`;
-    const kv = [["activation", n.activation], ["cumulative influence", n.influence], ["probability", n.feature_type === "logit" ? n.token_prob : null], ["density", n.density]];
+    const kv = [["activation", n.activation], ["cumulative influence", n.influence], ["probability", n.feature_type === "logit" ? n.token_prob : null], ["density", n.density], ["expert", n.expert], ["routing weight", n.expert_weight]];
     h += '<table class="kv">' + kv.filter(([, v]) => v != null).map(([k, v]) => `<tr><td>${k}</td><td>${k === "density" ? pct(v) : fmt(v, 4)}</td></tr>`).join("");
     if (n.dictionary) h += `<tr><td>dictionary</td><td>${esc(n.dictionary)} #${esc(n.feature_index ?? "")}</td></tr>`;
     h += "</table>";
