@@ -25,6 +25,11 @@ from monosemantic.utils.distributed import launched
 from monosemantic.utils.errors import MonosemanticError
 from monosemantic.utils.progress import console
 
+CHAT_HELP = (
+    "A chat prompt instead of --prompt: a JSON list of {role, content}, lines 'user: ...' / 'assistant: ...', "
+    "or a .json/.jsonl/.txt file of either; rendered with the model's chat template (docs/chat.md)."
+)
+
 app = typer.Typer(
     name="monosemantic",
     help="Sparse dictionary learning on language models, and circuit discovery with it.",
@@ -294,6 +299,7 @@ def steer(
     config: ConfigArg,
     feature: Annotated[int | None, typer.Option(help="Feature index to steer with (steer.feature).")] = None,
     prompt: Annotated[str | None, typer.Option(help="Text to continue (steer.prompt).")] = None,
+    chat: Annotated[str | None, typer.Option(help=CHAT_HELP)] = None,
     value: Annotated[
         list[str] | None,
         typer.Option(
@@ -333,7 +339,7 @@ def steer(
     for key, v in given.items():  # an option overrides its [steer] key (validated as the key is)
         if v is not None:
             setattr(cfg.steer, key, v)
-    out = run(cfg)
+    out = run(cfg, chat=chat)
     console.print(f"steering evaluation written to [bold]{out['files'][0]}[/]")
 
 
@@ -342,6 +348,7 @@ def steer(
 def circuit(
     config: ConfigArg,
     prompt: Annotated[str | None, typer.Option(help="Prompt to explain (default [circuit].prompt).")] = None,
+    chat: Annotated[str | None, typer.Option(help=CHAT_HELP)] = None,
     corrupted: Annotated[
         str | None,
         typer.Option(help="Corrupted prompt for contrastive mode (sets circuit.method=contrastive)."),
@@ -360,7 +367,7 @@ def circuit(
     if corrupted is not None:
         cfg.circuit.corrupted_prompt = corrupted
         cfg.circuit.method = "contrastive"
-    if prompts is not None or (prompt is None and cfg.circuit.prompts is not None):
+    if prompts is not None or (prompt is None and chat is None and cfg.circuit.prompts is not None):
         from monosemantic.circuits.prompt_sets import trace_prompts
 
         out = trace_prompts(cfg, prompts if prompts is not None else cfg.circuit.prompts)
@@ -369,7 +376,9 @@ def circuit(
     from monosemantic.circuits.run import circuit as run
 
     if prompt is not None:
-        cfg.circuit.prompt = prompt
+        cfg.circuit.prompt, cfg.circuit.chat = prompt, None
+    if chat is not None:
+        cfg.circuit.chat = chat
     out = run(cfg)
     console.print(f"graph written to [bold]{out}[/]")
 

@@ -43,6 +43,6 @@ def test_bad_release_ids_say_what_to_do(spec, message):
 
 
 def test_release_without_saelens_directory_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr("monosemantic.dictionaries.releases.directory_file", lambda: None)
+    monkeypatch.setattr("monosemantic.dictionaries.releases.saelens_directory.directory_file", lambda: None)
     with pytest.raises(MonosemanticError, match="pip install sae-lens"):
         load_dictionary("gpt2-small-res-jb:blocks.8.hook_resid_pre")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from chat_world import TEMPLATE
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -29,7 +30,9 @@ def start(db: Path, workdir: Path) -> tuple[subprocess.Popen, str]:
     """`monosemantic serve` on a free port, returned once it says it is serving (no polling)."""
     port = _free_port()
     cfg = workdir / "serve.toml"
-    cfg.write_text(f'device = "cpu"\n[serve]\ndb = "{db}"\nport = {port}\n[circuit]\nablation = "zero"\n')
+    (workdir / "chat.jinja").write_text(TEMPLATE)  # the storyworld tokenizer has no chat template
+    cfg.write_text(f'device = "cpu"\n[data]\nchat_template = "{workdir / "chat.jinja"}"\n'
+                   f'[serve]\ndb = "{db}"\nport = {port}\n[circuit]\nablation = "zero"\n')  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "monosemantic.cli", "serve", str(cfg)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     seen = []
@@ -164,6 +167,23 @@ def test_view_steering_side_by_side(live_page):
         "#steer-eval table.eval tr", "rs => rs.slice(1).map(r => r.cells[0].textContent)"
     )
     assert rows == ["plain", "60"] and "3 samples per row" in live_page.inner_text("#steer-eval")
+
+
+def test_view_chat_prompts_show_their_turns(live_page):
+    live_page.check("#act-chat")
+    live_page.fill("#act-text", "system: You tell short stories.\nuser: Where did Lily go?")
+    live_page.click("#act-run")
+    live_page.wait_for_selector("#act-tokens b.turn")
+    assert live_page.locator("#act-tokens b.turn").all_inner_texts() == ["system", "user"]
+    assert live_page.locator("#act-tokens span.r-user").count() > 5
+    live_page.uncheck("#act-chat")
+    live_page.check("#steer-chat")
+    live_page.fill("#steer-prompt", "user: Where did Lily go?")
+    live_page.click("#steer-run")
+    live_page.wait_for_selector("#steer-turns b.turn")
+    assert live_page.locator("#steer-turns b.turn").all_inner_texts() == ["user"]
+    assert live_page.inner_text("#steer-plain") and live_page.inner_text("#steer-steered")
+    live_page.uncheck("#steer-chat")
 
 
 def test_view_trace_opens_the_graph(live_page, live_server):

@@ -290,3 +290,39 @@ def test_steer_cli_takes_every_input_from_config_or_options(world, analysis, tmp
     assert again.stdout == r.stdout  # same seed, same inputs: the same table
     bad = cli_runner.invoke(app, ["steer", str(cfg), "--top-p", "0"])
     assert bad.exit_code == 2 and "top_p" in bad.output
+
+
+def test_steer_a_chat_prompt(world, lm, tmp_path):
+    """--chat renders the conversation with the chat template and the generation prompt (as
+    `circuit --chat` does); both generations continue those ids and the result marks the turns."""
+    from chat_world import TEMPLATE
+    from typer.testing import CliRunner
+
+    from monosemantic.cli import app
+    from monosemantic.corpus.chat_prompt import chat_prompt
+
+    template = tmp_path / "chat.jinja"
+    template.write_text(TEMPLATE)
+    chat = "system: You tell short stories.\nuser: Where did Lily go?"
+    cfg = _cfg(world, "transcoder", 'steer.mode="add"', f'data.chat_template="{template}"')
+    out = steer(cfg, feature=2, value=40.0, chat=chat)
+    messages = [{"role": "system", "content": "You tell short stories."},
+                {"role": "user", "content": "Where did Lily go?"}]  # fmt: skip
+    ids, _ = chat_prompt(lm.tokenizer, messages, template)
+    assert out["unsteered_ids"] == generate(lm, torch.tensor(ids), 6).tolist()
+    assert out["steered"] != out["unsteered"] and out["chat"] == messages
+    assert [t["role"] for t in out["turns"]] == ["other", "system", "user", "other"]
+    assert out["turns"][-1]["end"] == len(ids) and out["prompt"] == lm.tokenizer.decode(ids[1:])
+    assert out["prompt"].startswith("<start_of_turn>system\n") and out["prompt"].endswith(
+        "<start_of_turn>model\n"
+    )
+    with pytest.raises(MonosemanticError, match="one of them"):
+        steer(cfg, feature=2, value=1.0, prompt=PROMPT, chat=chat)
+    with pytest.raises(MonosemanticError, match="no chat template"):  # the tiny LM's tokenizer has none
+        steer(_cfg(world, "transcoder"), feature=2, value=1.0, chat=chat)
+    toml = tmp_path / "steer.toml"
+    toml.write_text(
+        f'device = "cpu"\n[model]\nname = "{world["model"]}"\n[steer]\ndictionary = "{world["dicts"] / "sae"}"\n'
+    )
+    cli = CliRunner().invoke(app, ["steer", str(toml), "--feature", "1"])  # neither --prompt nor --chat
+    assert cli.exit_code == 2 and "--chat" in cli.output

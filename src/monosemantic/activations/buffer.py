@@ -9,6 +9,11 @@ Epochs: when more tokens are requested than the source holds (a cache, a tensor 
 source limited by `data.max_tokens`), the source starts again from its beginning; `stream.epoch`
 counts the passes and a note is printed when the second one starts.
 
+Sequence windows: a kind whose latents attend over positions (Lorsa) needs whole windows, so
+`activation_batches(..., sequences=True)` keeps every position (special tokens included: they are
+where attention looks) and shuffles whole windows instead of rows; each batch is `batch_size`
+rows holding `batch_size / context_size` complete windows, positions in order (`stream.seq_len`).
+
 Resume: `state_dict()` holds the source position, the generator state and the buffer contents (at
 most `buffer_tokens` rows per site), so `load_state_dict()` continues with exactly the batches an
 uninterrupted stream would have produced, for every kind of source.
@@ -24,7 +29,7 @@ import torch
 
 from monosemantic.config import Config
 from monosemantic.config.site import Site
-from monosemantic.utils.errors import DataError
+from monosemantic.utils.errors import ConfigError, DataError
 from monosemantic.utils.progress import console
 
 from .paired import PairedSource
@@ -46,8 +51,11 @@ def _cat(parts: list[Batch], sites: list[str]) -> Batch:
 class ActivationStream:
     """An endless iterator of `dict[site, Tensor[batch_size, d]]` drawn through a shuffle buffer."""
 
-    def __init__(self, source: Source, batch_size: int, buffer_tokens: int, seed: int) -> None:
+    def __init__(
+        self, source: Source, batch_size: int, buffer_tokens: int, seed: int, seq_len: int | None = None
+    ) -> None:
         self.source = source
+        self.seq_len = seq_len  # rows come and go as whole windows of seq_len positions
         self.sites = list(source.sites)
         self.batch_size = batch_size
         # At least two batches, so that "yield half" always yields something.
@@ -109,7 +117,10 @@ class ActivationStream:
             parts.append(chunk)
             have += chunk[self.sites[0]].shape[0]
         rows = _cat(parts, self.sites)
-        perm = torch.randperm(have, generator=self.generator)
+        T = self.seq_len or 1
+        perm = torch.randperm(have // T, generator=self.generator)
+        if T > 1:  # whole windows: permute windows, keep each window's positions in order
+            perm = (perm[:, None] * T + torch.arange(T)).flatten()
         n_out = max(self.batch_size, (have // 2) // self.batch_size * self.batch_size)
         out_idx, kept_idx = perm[:n_out], perm[n_out:]
         self.out = {s: rows[s].index_select(0, out_idx.to(rows[s].device)) for s in self.sites}
@@ -168,16 +179,34 @@ def source_choice(cfg: Config, sites: list[str]) -> SourceChoice:
     return SourceChoice("live")
 
 
-def _source(cfg: Config, sites: list[str], batch_size: int, model: SubjectModel | None) -> Source:
-    """A cache dir or tensor file from data.activations; else the harvest cache; else live."""
+def train_on(cfg: Config, cache: Path | None) -> str:
+    """The chat-role policy training follows (`data.train_on`): the config's when it sets one, else
+    the one the cache was harvested with (so a cache of assistant tokens trains on them)."""
+    if "train_on" in cfg.data.model_fields_set or cache is None or not (cache / "manifest.json").is_file():
+        return cfg.data.train_on
+    from .manifest import read_manifest
+
+    return str(read_manifest(cache).get("train_on", "all"))
+
+
+def _source(
+    cfg: Config, sites: list[str], batch_size: int, model: SubjectModel | None, keep_all: bool = False
+) -> Source:
+    """A cache dir or tensor file from data.activations; else the harvest cache; else live
+    (`source_choice`). keep_all: every position, special tokens included (whole windows for
+    sequence-level kinds)."""
     chunk_tokens = max(batch_size, cfg.train.buffer_tokens // 8)
-    exclude = cfg.data.special_tokens == "exclude"
+    exclude = cfg.data.special_tokens == "exclude" and not keep_all
+
+    def roles(cache: Path | None) -> str:  # whole windows keep every chat role's positions too
+        return "all" if keep_all else train_on(cfg, cache)
+
     choice = source_choice(cfg, sites)
     path = choice.path
     if choice.kind == "paired":
         return _paired(cfg, sites, chunk_tokens, exclude)
     if choice.kind in ("cache", "harvest cache"):
-        return _noted(CacheSource(path, sites, chunk_tokens, exclude))
+        return _noted(CacheSource(path, sites, chunk_tokens, exclude, roles(path)))
     if choice.kind == "tensor file":
         source: Source = TensorFileSource(path, sites, chunk_tokens)
         if model is not None:
@@ -196,7 +225,7 @@ def _source(cfg: Config, sites: list[str], batch_size: int, model: SubjectModel 
         model = load_model(
             m.name, dtype=m.dtype, device=m.device, revision=m.revision, big=BigModel.from_config(m)
         )
-    return LiveSource(model, cfg.data, sites, cfg.harvest.batch_size, exclude)
+    return LiveSource(model, cfg.data, sites, cfg.harvest.batch_size, exclude, roles(None))
 
 
 def _paired(cfg: Config, sites: list[str], chunk_tokens: int, exclude: bool) -> Source:
@@ -214,13 +243,39 @@ def _paired(cfg: Config, sites: list[str], chunk_tokens: int, exclude: bool) -> 
 
 
 def activation_batches(
-    cfg: Config, sites: list[str], batch_size: int, model: SubjectModel | None = None, seed: int | None = None
+    cfg: Config,
+    sites: list[str],
+    batch_size: int,
+    model: SubjectModel | None = None,
+    seed: int | None = None,
+    sequences: bool = False,
 ) -> ActivationStream:
-    """The shuffled float32 training stream for `sites` (see the module docstring for sources)."""
+    """The shuffled float32 training stream for `sites` (see the module docstring for sources);
+    `sequences`: whole windows in order, for sequence-level kinds."""
     if not sites:
         raise DataError("no sites requested; set sites.names or dictionary.site")
     if batch_size <= 0:
         raise DataError(f"batch_size must be positive (got {batch_size})")
-    source = _source(cfg, list(dict.fromkeys(sites)), batch_size, model)
+    source = _source(cfg, list(dict.fromkeys(sites)), batch_size, model, keep_all=sequences)
     seed = cfg.train.seed if seed is None else seed
-    return ActivationStream(source, batch_size, cfg.train.buffer_tokens, int(seed))
+    seq_len = _window_length(source, cfg, batch_size) if sequences else None
+    return ActivationStream(source, batch_size, cfg.train.buffer_tokens, int(seed), seq_len)
+
+
+def _window_length(source: Source, cfg: Config, batch_size: int) -> int:
+    """The window length of a sequence stream, checked against the batch size."""
+    if isinstance(source, CacheSource):
+        T = source.cache.context_size
+    elif isinstance(source, LiveSource):
+        T = int(cfg.data.context_size)
+    else:
+        raise DataError(
+            "a sequence-level dictionary (lorsa) needs whole sequence windows: train it from an activation "
+            "cache or live from [model], not from a tensor file of token rows or a model pair"
+        )
+    if batch_size % T:
+        raise ConfigError(
+            f"train.batch_size ({batch_size}) must be a multiple of the window length {T} for a "
+            f"sequence-level dictionary (lorsa); use {max(1, round(batch_size / T)) * T}"
+        )
+    return T

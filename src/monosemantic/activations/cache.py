@@ -69,6 +69,8 @@ class ActivationCache:
         self.context_size: int = int(self.manifest["context_size"])
         self.shards: list[dict[str, Any]] = list(self.manifest["shards"])
         self.concepts: list[str] | None = self.manifest.get("concepts")
+        # chat data: shards hold each token's role (a code into this list, `corpus.chat.ROLES`)
+        self.roles: list[str] | None = self.manifest.get("roles")
         self._special = torch.tensor(self.manifest.get("special_token_ids", []), dtype=torch.int64)
         self._verified: set[int] = set()  # shards whose sha256 matched: hashed once per reader
 
@@ -158,6 +160,7 @@ class ActivationCache:
             self.verify_shard(i)
         path = self.shard_path(i)
         keys = ["tokens", *sites] + (["concepts"] if self.concepts is not None else [])
+        keys += ["roles"] if self.roles is not None else []
         out: dict[str, torch.Tensor] = {}
         try:
             with safe_open(str(path), framework="pt") as f:
@@ -228,12 +231,32 @@ class ActivationCache:
         """The special-token policy recorded at harvest time (`data.special_tokens`)."""
         return self.manifest.get("special_tokens", "exclude") == "exclude"
 
-    def keep_mask(self, tokens: torch.Tensor) -> torch.Tensor:
-        """True at the positions statistics should count under that policy: every position, or
-        every non-special one. Every consumer of a cache's statistics asks here."""
-        if not self.excludes_special:
-            return torch.ones(tokens.shape, dtype=torch.bool, device=tokens.device)
-        return ~self.special_mask(tokens)
+    @property
+    def train_on(self) -> str:
+        """The chat-role policy recorded at harvest time (`data.train_on`): "all", "user" or "assistant"."""
+        return str(self.manifest.get("train_on", "all"))
+
+    def keep_mask(
+        self, tokens: torch.Tensor, roles: torch.Tensor | None = None, train_on: str | None = None
+    ) -> torch.Tensor:
+        """True at the positions statistics should count under the recorded policies: every
+        position, or every non-special one, and for chat data (`roles`, the batch's role codes)
+        only the tokens of the `train_on` role (default: the recorded one). Every consumer of a
+        cache's statistics asks here."""
+        from monosemantic.corpus.chat import role_mask
+
+        keep = torch.ones(tokens.shape, dtype=torch.bool, device=tokens.device)
+        if self.excludes_special:
+            keep = ~self.special_mask(tokens)
+        policy = train_on or self.train_on
+        if policy != "all":
+            if roles is None:
+                raise DataError(
+                    f"cache {self.path} restricts statistics to {policy} tokens, but this batch carries no roles; "
+                    "harvest the chat data again"
+                )
+            keep &= role_mask(roles.to(keep.device), policy)
+        return keep
 
     def load_model(
         self, device: torch.device | str | None = None, fallback: str | None = None

@@ -59,6 +59,9 @@ def _data_description(data: Any) -> dict[str, Any]:
     }
     # recorded only when set, so caches harvested before these fields existed still resume
     described.update({k: getattr(data, k) for k in ("bos_token", "eos_token") if getattr(data, k, None)})
+    if data.format == "chat":
+        described |= {"format": "chat", "messages_column": data.messages_column,
+                      "chat_template": str(data.chat_template) if data.chat_template else None}  # fmt: skip
     return described
 
 
@@ -88,6 +91,7 @@ def planned_manifest(cfg: Config) -> dict[str, Any]:
         "context_size": cfg.data.context_size,
         "special_tokens": cfg.data.special_tokens,
         "special_token_ids": [],
+        "train_on": cfg.data.train_on,
         "prepend_bos": cfg.data.prepend_bos,
         "data": _data_description(cfg.data),
         "harvest": {
@@ -105,6 +109,10 @@ def planned_manifest(cfg: Config) -> dict[str, Any]:
         from monosemantic.corpus.concepts import CONCEPTS
 
         manifest["concepts"] = [c.name for c in CONCEPTS]
+    if cfg.data.format == "chat":
+        from monosemantic.corpus.chat import ROLES
+
+        manifest["roles"] = list(ROLES)  # shards hold `roles` [n_seq, ctx]: each token's code in this list
     return manifest
 
 
@@ -141,7 +149,12 @@ def _next_shard(
     """Capture up to `n_shard` windows in forward batches that never leave the shard (so a resumed
     run batches exactly like an uninterrupted one); None when the text is exhausted."""
     sites, storage = list(dict.fromkeys(cfg.sites.names)), torch_dtype(cfg.harvest.dtype)
-    parts: dict[str, list[torch.Tensor]] = {"tokens": [], "concepts": [], **{s: [] for s in sites}}
+    parts: dict[str, list[torch.Tensor]] = {
+        "tokens": [],
+        "concepts": [],
+        "roles": [],
+        **{s: [] for s in sites},
+    }
     taken = 0
     while taken < n_shard:
         batch = list(islice(windows, min(cfg.harvest.batch_size, n_shard - taken)))
@@ -161,6 +174,8 @@ def _next_shard(
         parts["tokens"].append(tokens.to(torch.int32))
         if with_concepts:
             parts["concepts"].append(torch.stack([w.concepts for w in batch]).to(torch.uint8))
+        if batch[0].roles is not None:  # chat data: each token's role
+            parts["roles"].append(torch.stack([w.roles for w in batch]).to(torch.uint8))
         taken += len(batch)
         advance(len(batch) * tokens.shape[1])
     return {k: torch.cat(v) for k, v in parts.items() if v} if taken else None
@@ -202,6 +217,12 @@ def _harvest(cfg: Config) -> Path:
     apply_special_tokens(model.tokenizer, cfg.data)
     bos_eos_ids(model.tokenizer)  # a tokenizer that cannot separate documents fails before any write
     manifest["special_token_ids"] = special_token_ids(model.tokenizer)
+    if cfg.data.format == "chat":
+        from monosemantic.corpus.chat import chat_template, template_fingerprint
+
+        manifest["chat_template"] = template_fingerprint(
+            chat_template(model.tokenizer, cfg.data.chat_template, m.name)
+        )
     fresh = existing is None
     new_folder = not out.exists()
     if D.world_size() > 1:  # ranks write disjoint shards of the same cache (distributed_harvest.py)

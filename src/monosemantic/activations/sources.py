@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from monosemantic.config.data import DataConfig
+from monosemantic.corpus.chat import role_mask
 from monosemantic.corpus.windows import special_token_ids
 from monosemantic.utils import distributed as D
 from monosemantic.utils.errors import DataError
@@ -85,9 +86,20 @@ class CacheSource(Source):
     The cache's held-out sequences (`split.py`) are skipped: training never reads them."""
 
     def __init__(
-        self, path: str | Path, sites: Sequence[str], chunk_tokens: int, exclude_special: bool = True
+        self,
+        path: str | Path,
+        sites: Sequence[str],
+        chunk_tokens: int,
+        exclude_special: bool = True,
+        train_on: str = "all",
     ) -> None:
         self.cache = ActivationCache(path)
+        if train_on != "all" and self.cache.roles is None:
+            raise DataError(
+                f"data.train_on = {train_on!r} keeps one chat role, but cache {self.cache.path} holds no roles "
+                '(it was not harvested from chat data); harvest with data.format = "chat" or set data.train_on = "all"'
+            )
+        self.train_on = train_on
         self.sites = list(dict.fromkeys(sites))
         self.cache.check_sites(self.sites)
         if self.cache.num_shards == 0:
@@ -141,6 +153,9 @@ class CacheSource(Source):
         keep = None
         if self.exclude_special:
             keep = ~self.cache.special_mask(data["tokens"]).reshape(-1)
+        if self.train_on != "all":  # chat data: only the tokens of one role
+            by_role = role_mask(data["roles"], self.train_on).reshape(-1)
+            keep = by_role if keep is None else keep & by_role
         chunk = {}
         for site in self.sites:
             x = data[site].reshape(-1, self.widths[site])
@@ -233,8 +248,10 @@ class LiveSource(Source):
         sites: Sequence[str],
         batch_sequences: int,
         exclude_special: bool = True,
+        train_on: str = "all",
     ) -> None:
         self.model, self.data_cfg = model, data_cfg
+        self.train_on = train_on
         self.sites = list(dict.fromkeys(sites))
         model.check_sites(self.sites)
         model.check_context(int(data_cfg.context_size))
@@ -281,6 +298,9 @@ class LiveSource(Source):
         tokens = torch.stack([w.tokens for w in windows]).long()
         acts = self._capture_shared(tokens)
         keep = ~torch.isin(tokens, self._special).reshape(-1) if self.exclude_special else None
+        if self.train_on != "all":  # chat data: only the tokens of one role
+            by_role = role_mask(torch.stack([w.roles for w in windows]), self.train_on).reshape(-1)
+            keep = by_role if keep is None else keep & by_role
         chunk = {}
         for site in self.sites:
             x = acts[site].reshape(-1, self.widths[site])

@@ -31,6 +31,7 @@ from monosemantic.config.analyze import AnalyzeConfig
 from monosemantic.config.site import Site, concrete_sites, site_groups
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.io import dictionary_names, find_dictionaries, load_dictionary
+from monosemantic.dictionaries.releases import check_family, manifest_family
 from monosemantic.lm.model import SubjectModel
 from monosemantic.store.feature_store import FeatureStore, feature_store_path
 from monosemantic.utils import distributed as D
@@ -109,8 +110,10 @@ def encode_pass(
             for i, (dic, site) in enumerate(zip(dicts, sites, strict=True)):
                 t0 = time.perf_counter()
                 with torch.inference_mode():
-                    x = acts[site].to(device=device, dtype=torch.float32).reshape(B * T, -1)
-                    codes = sparse_codes(dic, x) if sparse else None
+                    x = acts[site].to(device=device, dtype=torch.float32)
+                    if not dic.sequence_level:  # a sequence-level kind (Lorsa) encodes whole windows
+                        x = x.reshape(B * T, -1)
+                    codes = sparse_codes(dic, x) if sparse and not dic.sequence_level else None
                     if codes is None:
                         codes = dic.encode(x).reshape(B, T, -1)
                 encode_s += time.perf_counter() - t0
@@ -139,7 +142,7 @@ def _weights_views(dic: Dictionary, model: SubjectModel | None, k: int) -> dict[
         out["lens"] = logit_lens(dic.W_dec.detach().cpu(), W_U, k, scale=scale, centre=centre)
     W_E = model.hf.get_input_embeddings().weight.detach().float().cpu()
     if dic.is_transcoder and dic.d_in == W_E.shape[1]:
-        out["inputs"] = input_tokens(dic.W_enc.detach().cpu(), W_E, k)
+        out["inputs"] = input_tokens(dic.site_encoders().detach().cpu(), W_E, k)  # Lorsa: value dirs
     return out
 
 
@@ -210,6 +213,10 @@ def _inputs(cfg: Config) -> tuple[ActivationCache, str | Path, list[Path], list[
     paths = find_dictionaries(root)
     device = resolve_device(a.device)
     dicts = [load_dictionary(p, device=device).eval() for p in paths]
+    for p, d in zip(
+        paths, dicts, strict=True
+    ):  # a release of another model family: its sites are other tensors
+        check_family(d.cfg.metadata, manifest_family(cache.manifest), cache.manifest.get("model"), str(p))
     sites = [_site_of(d, cache, p) for d, p in zip(dicts, paths, strict=True)]
     if (
         pair := next((i for i, s in enumerate(sites) if Site.parse(s).is_pair), None)
@@ -229,7 +236,7 @@ def _collect(
 ) -> tuple[list[FeatureCollector], float]:
     """One encoding pass over this rank's sequences feeding a collector per dictionary (merged onto
     rank 0 under torchrun); returns them and the encoding seconds."""
-    exclude = cache.excludes_special
+    restrict = cache.excludes_special or cache.train_on != "all"  # else every position counts
     collectors = [
         FeatureCollector(d.d_sae, a.top_k, a.quantiles, a.per_quantile, a.negatives, a.window,
                          seed=int(a.seed or 0) + i, concept_names=concept_names, block_tokens=a.block_tokens)
@@ -237,7 +244,7 @@ def _collect(
     ]  # fmt: skip
 
     def on_batch(i: int, codes: Any, batch: dict[str, torch.Tensor]) -> None:
-        mask = ~cache.special_mask(batch["tokens"]) if exclude else None
+        mask = cache.keep_mask(batch["tokens"], batch.get("roles")) if restrict else None
         args = (batch["tokens"], batch["seq_ids"], mask, batch.get("concepts"))
         if isinstance(codes, tuple):
             collectors[i].update_sparse(*codes, *args)

@@ -81,7 +81,7 @@ def feature_means(
     n = 0
     with torch.no_grad():
         for batch in cache.iter_sequences(sites, 16):
-            keep = cache.keep_mask(batch["tokens"])
+            keep = cache.keep_mask(batch["tokens"], batch.get("roles"))
             x_in = [batch[s.hook_name][keep].to(rm.device, rm.dtype) for s in rm.spliced]
             fs = [s.dic.encode(x) for s, x in zip(rm.spliced, x_in, strict=True)]
             for i, s in enumerate(rm.spliced):

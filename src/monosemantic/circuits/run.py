@@ -7,6 +7,7 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -117,12 +118,27 @@ def _means(cfg: Config, rm: ReplacementModel):
     return means
 
 
+def prompt_input(cfg: Config, rm: ReplacementModel) -> str | torch.Tensor:
+    """What the graph explains: circuit.prompt's text, or circuit.chat rendered to token ids
+    (`corpus.chat_prompt.chat_prompt`, the one rendering steer and the live viewer share)."""
+    c = cfg.circuit
+    if not c.chat:
+        return str(c.prompt)
+    return torch.tensor(chat_prompt_for(rm.tokenizer, c.chat, cfg)[0], dtype=torch.long)
+
+
+def chat_prompt_for(tokenizer: Any, chat: str, cfg: Config) -> tuple[list[int], Any]:
+    from monosemantic.corpus.chat_prompt import chat_prompt, parse_chat
+
+    return chat_prompt(tokenizer, parse_chat(chat), cfg.data.chat_template, cfg.data.prepend_bos)
+
+
 def _attribution(cfg: Config, rm: ReplacementModel) -> tuple[Graph, PruneResult, dict, dict]:
     c = cfg.circuit
     t0 = time.perf_counter()
     graph: Graph = attribute(
         rm,
-        prompt=c.prompt,
+        prompt=prompt_input(cfg, rm),
         target=c.target,
         target_token=c.target_token,
         contrast_token=c.contrast_token,
@@ -197,7 +213,7 @@ def _ablation(cfg: Config, rm: ReplacementModel) -> tuple[Graph, PruneResult, di
     t0 = time.perf_counter()
     graph, res = ablation_graph(
         rm,
-        c.prompt,
+        prompt_input(cfg, rm),
         c.target,
         c.target_token,
         c.contrast_token,
@@ -273,6 +289,11 @@ def trace(cfg: Config, rm: ReplacementModel, describe: Callable | None = None) -
         node_values=values,
     )
     gj["metadata"]["scores"] = scores
+    if c.chat:  # the viewers draw turn boundaries on the token axis
+        from monosemantic.corpus.chat_prompt import parse_chat, turns
+
+        gj["metadata"]["turns"] = turns(chat_prompt_for(rm.tokenizer, c.chat, cfg)[1])
+        gj["metadata"]["chat"] = parse_chat(c.chat)
     return gj
 
 
@@ -283,13 +304,21 @@ def circuit(cfg: Config) -> Path:
     from monosemantic.store.feature_store import feature_store_path
 
     c = cfg.circuit
+    if c.chat and c.method == "contrastive":
+        raise ConfigError(
+            "circuit.chat works with method attribution or ablation; contrastive mode takes text prompts"
+        )
+    if c.chat:  # what the store and slug name it by: the conversation as role lines
+        from monosemantic.corpus.chat_prompt import parse_chat
+
+        c.prompt = "\n".join(f"{m['role']}: {m['content']}" for m in parse_chat(c.chat))
     if not c.prompt:
-        raise ConfigError("no prompt: pass --prompt TEXT or set circuit.prompt")
+        raise ConfigError("no prompt: pass --prompt TEXT (or --chat) or set circuit.prompt")
     _check_method(c)
     check_output(c.out, "circuit.out")
     paths = resolve_dictionaries(cfg)
     model = load_model(cfg.model.name, dtype=cfg.model.dtype, device=c.device, revision=cfg.model.revision)
-    dics = [load_dictionary(p, device=str(model.device)) for p in paths]
+    dics = [load_dictionary(p, device=str(model.device), model=model) for p in paths]
     names = dictionary_names(paths, cfg.train.out if not c.dictionaries else None)
     rm = ReplacementModel(model, dics, names, zero_bos=c.zero_bos)
     store, describe = store_describer(feature_store_path(cfg.analyze.out), paths, names, dics)

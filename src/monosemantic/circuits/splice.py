@@ -73,7 +73,7 @@ class SpliceModel:
         roots = [dictionaries] if isinstance(dictionaries, str | Path) else list(dictionaries)
         paths = [p for r in roots for p in find_dictionaries(r)]
         dics = {
-            n: load_dictionary(p, device=str(lm.device))
+            n: load_dictionary(p, device=str(lm.device), model=lm)
             for n, p in zip(
                 dictionary_names(paths, roots[0] if len(roots) == 1 else None), paths, strict=True
             )

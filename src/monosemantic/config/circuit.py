@@ -20,6 +20,12 @@ class CircuitConfig(Section):
     prompt: str | None = Field(
         None, description="Text whose next-token prediction the graph explains; --prompt sets it."
     )
+    chat: str | None = Field(
+        None,
+        description="A chat prompt instead (--chat): a JSON list of {role, content}, lines 'role: text', or "
+        "a .json/.jsonl/.txt file of either; rendered with the chat template and the generation prompt "
+        "(docs/chat.md). The graph marks its turns.",
+    )
     prompts: Path | None = Field(
         None,
         description="A prompts file (one per line, `#` comments, `[task]` headers): trace every prompt with "

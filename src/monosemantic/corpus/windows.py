@@ -30,7 +30,7 @@ from monosemantic.config.data import DataConfig
 from monosemantic.utils.errors import DataError
 
 from .concepts import N_CONCEPTS, label_array
-from .sources import is_storyworld, iter_stories, iter_texts
+from .sources import is_storyworld, iter_conversations, iter_stories, iter_texts
 
 HOLDOUT_EVERY = 50  # one document in 50 is held out for validation (`split`)
 
@@ -41,6 +41,7 @@ _DOCS_PER_BATCH = 256
 class Window:
     tokens: torch.Tensor  # LongTensor[ctx]
     concepts: torch.Tensor | None  # BoolTensor[ctx, n_concepts] (storyworld only)
+    roles: torch.Tensor | None = None  # uint8 [ctx]: each token's chat role (`chat.ROLES`), chat data only
 
 
 def special_token_ids(tokenizer: Any) -> list[int]:
@@ -141,6 +142,11 @@ class TokenWindows:
         self.context_size = data_cfg.context_size
         self.skip_windows = skip_windows
         self.labelled = is_storyworld(data_cfg)
+        self.chat = None
+        if data_cfg.format == "chat":
+            from .chat import ChatRenderer, chat_template
+
+            self.chat = ChatRenderer(tokenizer, chat_template(tokenizer, data_cfg.chat_template))
         mt = data_cfg.max_tokens
         self.total_windows: int | None = None if mt is None else math.ceil(mt / self.context_size)
 
@@ -161,8 +167,12 @@ class TokenWindows:
         windows = self._windows()
         if self.n_windows is not None:
             windows = islice(windows, self.n_windows)
-        for ids, labels in windows:
-            yield Window(torch.from_numpy(ids), None if labels is None else torch.from_numpy(labels))
+        for ids, labels, roles in windows:
+            yield Window(
+                torch.from_numpy(ids),
+                None if labels is None else torch.from_numpy(labels),
+                None if roles is None else torch.from_numpy(roles),
+            )
 
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         """Stacked windows: (tokens LongTensor[B, ctx], concepts BoolTensor[B, ctx, C] | None); the
@@ -174,12 +184,13 @@ class TokenWindows:
             yield tokens, concepts
 
     # -- the packer ------------------------------------------------------------------------------
-    def _documents(self) -> Iterator[list[tuple[str, list | None]]]:
-        """Batches of (text, concept spans or None)."""
+    def _documents(self) -> Iterator[list[tuple[Any, list | None]]]:
+        """Batches of (text or conversation, concept spans or None)."""
         if self.labelled:
-            docs: Iterator[tuple[str, list | None]] = ((s.text, s.spans) for s in iter_stories(self.data_cfg))
+            docs: Iterator[tuple[Any, list | None]] = ((s.text, s.spans) for s in iter_stories(self.data_cfg))
         else:
-            texts = enumerate(iter_texts(self.data_cfg))
+            source = iter_conversations(self.data_cfg) if self.chat is not None else iter_texts(self.data_cfg)
+            texts = enumerate(source)
             if self.split != "all":
                 validation = self.split == "validation"
                 texts = ((i, t) for i, t in texts if (i % HOLDOUT_EVERY == HOLDOUT_EVERY - 1) == validation)
@@ -187,10 +198,25 @@ class TokenWindows:
         while batch := list(islice(docs, _DOCS_PER_BATCH)):
             yield batch
 
+    def _encode_chat(self, batch: list[tuple[Any, list | None]]) -> tuple[np.ndarray, None, np.ndarray]:
+        """Conversations -> (ids with an EOS after each, None, role codes). A BOS the template writes
+        first is dropped: windows mark their start and document boundaries themselves."""
+        assert self.chat is not None
+        ids_out, roles_out = [], []
+        for messages, _ in batch:
+            ids, roles = self.chat.render(messages)
+            if ids and ids[0] == self.bos_id:
+                ids, roles = ids[1:], roles[1:]
+            ids_out += [*ids, self.eos_id]
+            roles_out.append(np.append(roles, np.uint8(0)))
+        return np.asarray(ids_out, dtype=np.int64), None, np.concatenate(roles_out)
+
     def _encode(
-        self, batch: list[tuple[str, list | None]], label: bool
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """One document batch -> (ids with an EOS after each document, labels or None)."""
+        self, batch: list[tuple[Any, list | None]], label: bool
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """One document batch -> (ids with an EOS after each document, labels or None, roles or None)."""
+        if self.chat is not None:
+            return self._encode_chat(batch)
         texts = [t for t, _ in batch]
         if label:
             encs = self.backend.encode_batch(texts, add_special_tokens=False)
@@ -208,31 +234,34 @@ class TokenWindows:
             ids[pos : pos + n - 1] = x
             pos += n
         if not self.labelled:
-            return ids, None
+            return ids, None, None
         labels = np.zeros((len(ids), N_CONCEPTS), dtype=np.bool_)
         if label:
             pos = 0
             for (text, spans), enc, n in zip(batch, encs, lengths, strict=True):
                 labels[pos : pos + n - 1] = label_array(text, spans, enc.offsets)
                 pos += n
-        return ids, labels
+        return ids, labels, None
 
-    def _windows(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    def _windows(self) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]:
         ctx, bos, eos = self.context_size, self.bos_id, self.eos_id
         prepend = self.data_cfg.prepend_bos
         body = ctx - 1 if prepend else ctx
         buf = np.empty(0, dtype=np.int64)
         lab = np.zeros((0, N_CONCEPTS), dtype=np.bool_) if self.labelled else None
+        rol = np.zeros(0, dtype=np.uint8) if self.chat is not None else None
         done = 0  # windows emitted so far (including the ones the caller skips)
         for batch in self._documents():
             # Label only text that can reach a window the caller keeps: windows finished with this
             # batch are at most done + (len(buf) + new) // body, an upper bound (EOS drops only lower it).
-            n_new = sum(len(t) for t, _ in batch)  # storyworld is ASCII: characters >= tokens
+            n_new = sum(len(t) for t, _ in batch) if self.chat is None else 1 << 60
             need = done + (len(buf) + n_new) // body + 1 >= self.skip_windows
-            ids, labels = self._encode(batch, label=need)
+            ids, labels, roles = self._encode(batch, label=need)
             buf = np.concatenate([buf, ids])
             if lab is not None:
                 lab = np.concatenate([lab, labels])
+            if rol is not None:
+                rol = np.concatenate([rol, roles])
             pos = 0
             while True:
                 if prepend and pos < len(buf) and buf[pos] == eos:
@@ -245,17 +274,21 @@ class TokenWindows:
                     continue
                 w = buf[pos : pos + body]
                 lw = None if lab is None else lab[pos : pos + body]
+                rw = None if rol is None else rol[pos : pos + body]
                 pos += body
                 if prepend:
                     w = np.concatenate([[bos], w])
                     lw = None if lw is None else np.concatenate([np.zeros((1, N_CONCEPTS), np.bool_), lw])
+                    rw = None if rw is None else np.concatenate([np.zeros(1, np.uint8), rw])
                 else:
                     w = w.copy()
                     lw = None if lw is None else lw.copy()
+                    rw = None if rw is None else rw.copy()
                 done += 1
-                yield w, lw
+                yield w, lw, rw
             buf = buf[pos:]
             lab = None if lab is None else lab[pos:]
+            rol = None if rol is None else rol[pos:]
         if done == 0 and self.split == "validation":
             raise DataError(
                 f"data.text {self.data_cfg.text!r} is too small to hold out validation text (one document in "

@@ -92,6 +92,10 @@ class Dictionary(nn.Module, abc.ABC):
     raw_inputs: ClassVar[bool] = False
     # The penalty whose coefficient the target-L0 controller tunes; None for TopK-style rules.
     penalty: Penalty | None = None
+    # Its latents need whole sequences (attention over positions, Lorsa): the trainer serves windows
+    # of consecutive positions in order (rows of whole windows, `TrainStepState.seq_len`), not
+    # shuffled token rows, and `encode` takes x [..., T, d_in].
+    sequence_level: ClassVar[bool] = False
     # The SAELens 6 architecture that runs this dictionary at inference (default: our name).
     saelens_name: ClassVar[str | None] = None
     # Set by the distributed trainer when rows or latents are split over ranks (TopK family).

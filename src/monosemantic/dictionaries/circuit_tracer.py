@@ -113,27 +113,43 @@ def load_circuit_tracer_clt(
     if any(f"W_skip_{i}" in e for i, e in enumerate(enc)):
         raise MonosemanticError(f"{path}: CLTs with skip connections (W_skip_i) are not supported")
     jump = all(f"threshold_{i}" in e for i, e in enumerate(enc))
-    n, d = W_enc.shape[2], W_enc.shape[1]
     sites = {"hook_names": [f"blocks.{i}.{hook_in}" for i in range(L)],
              "hook_names_out": [f"blocks.{i}.{hook_out}" for i in range(L)]}  # fmt: skip
     if (path / SITES_FILE).is_file():
         sites |= json.loads((path / SITES_FILE).read_text())
-    activation = "jumprelu" if jump else "relu"
+    weights = {"W_enc": W_enc, "b_enc": b_enc, "b_dec": b_dec, **W_dec}
+    if jump:
+        weights["threshold"] = torch.stack([e[f"threshold_{i}"].float().flatten() for i, e in enumerate(enc)])
+    md = {"source": f"circuit-tracer CLT at {path}"}
+    return clt_from_tensors(
+        weights, sites["hook_names"], sites["hook_names_out"], md, torch.device(device), str(path)
+    )
+
+
+def clt_from_tensors(
+    weights: dict[str, torch.Tensor],
+    sites_in: list[str],
+    sites_out: list[str],
+    metadata: dict,
+    device: torch.device,
+    where: str,
+) -> CrossLayerTranscoder:
+    """A CLT over layers 0..L-1 from `W_enc [L, d, n]`, `b_enc [L, n]`, `b_dec [L, d]`, `W_dec_{i}
+    [n, L - i, d]` and optionally `threshold [L, n]` (then JumpReLU, else ReLU)."""
+    L, d, n = weights["W_enc"].shape
+    activation = "jumprelu" if "threshold" in weights else "relu"
     meta = DictionaryMeta(
         architecture="clt",
         d_in=L * d,
         d_sae=L * n,
-        d_out=L * b_dec.shape[1],
-        hook_name=str(site_group(sites["hook_names"])),
-        hook_name_out=str(site_group(sites["hook_names_out"])),
+        d_out=L * weights["b_dec"].shape[1],
+        hook_name=str(site_group(list(sites_in))),
+        hook_name_out=str(site_group(list(sites_out))),
         apply_b_dec_to_input=False,
         settings=CLTConfig.model_validate({"architecture": "clt", "activation": activation}),
-        metadata={"source": f"circuit-tracer CLT at {path}"},
+        metadata=dict(metadata),
     )
-    weights = {"W_enc": W_enc, "b_enc": b_enc, "b_dec": b_dec, **W_dec}
-    if jump:
-        weights["threshold"] = torch.stack([e[f"threshold_{i}"].float().flatten() for i, e in enumerate(enc)])
-    return build_from_weights(meta, weights, "float32", torch.device(device), str(path))
+    return build_from_weights(meta, weights, "float32", device, where)
 
 
 def load_circuit_tracer_transcoder(

@@ -205,46 +205,28 @@ def _load_saelens(path: Path, device: torch.device) -> Dictionary:
     return build_from_weights(meta, weights, cfg.get("dtype"), device, str(path))
 
 
-def _resolve(path_or_hub_id: str | Path) -> Path:
-    path = Path(path_or_hub_id).expanduser()
-    if path.exists():
-        return path
-    text = str(path_or_hub_id)
-    if ":" in text and not text.startswith((".", "/", "~")):
-        from .releases import resolve_release
+def load_dictionary(
+    path_or_hub_id: str | Path, device: str | torch.device | None = None, model: Any = None
+) -> Dictionary:
+    """Load ours, SAELens', sparsify's or dictionary_learning's checkpoint, or a released dictionary
+    (`releases/`): a folder, a hub folder `org/repo[/sub/folder]`, a release `RELEASE:ID`, with
+    `#layer_N` for one layer of a transcoder set. With `model` (the loaded `SubjectModel`, a
+    `transformers` model, or a hub id / folder), a release of another model family is refused in
+    one line (`releases.check_family`), before any weights are used."""
+    from .releases import locate, read_release
+    from .releases.family import check_model_family
 
-        text, entry = resolve_release(text)
-        kwargs = (entry.get("config_overrides") or {}).get("model_from_pretrained_kwargs")
-        if kwargs:  # e.g. center_writing_weights: TransformerLens-transformed activations
-            console.print(
-                f"[yellow]note:[/] {path_or_hub_id} was trained on activations of a model loaded with "
-                f"{kwargs}; monosemantic hooks the untransformed Hugging Face model",
-                highlight=False,
-            )
-    elif text.startswith((".", "/", "~")) or text.count("/") < 1:
-        raise MonosemanticError(
-            f"no dictionary at {text}: give a checkpoint folder, a hub id like org/repo[/sub/folder], "
-            "or a SAELens release as RELEASE:SAE_ID"
-        )
-    # org/repo[/subfolder]: fetch only that folder from the Hugging Face hub.
-    from huggingface_hub import snapshot_download
-
-    parts = text.split("/")
-    repo, sub = "/".join(parts[:2]), "/".join(parts[2:])
-    try:
-        local = snapshot_download(repo_id=repo, allow_patterns=[f"{sub}/*"] if sub else None)
-    except Exception as e:  # network, auth, missing repo: one line for the user
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise MonosemanticError(
-            f"{text} is not a local folder, and downloading {repo} from the hub failed: {msg}"
-        ) from e
-    return Path(local) / sub
-
-
-def load_dictionary(path_or_hub_id: str | Path, device: str | torch.device | None = None) -> Dictionary:
-    """Load ours, SAELens', sparsify's or dictionary_learning's checkpoint (folder or hub id)."""
-    path = _resolve(path_or_hub_id)
+    where = locate(path_or_hub_id)
     dev = resolve_device(str(device) if device is not None else "cpu")
+    dic = read_release(where.local, where.ref, dev, where.layer) or _load_local(where.local, dev)
+    if where.ref is not None and "release" not in dic.cfg.metadata:
+        dic.cfg.metadata["release"] = where.ref.spec
+    if model is not None:
+        check_model_family(dic.cfg.metadata, model, str(path_or_hub_id))
+    return dic
+
+
+def _load_local(path: Path, dev: torch.device) -> Dictionary:
     foreign = _load_circuit_tracer_or_npz(path, dev)
     if foreign is not None:
         return foreign
@@ -274,7 +256,9 @@ def load_sparsity(path: str | Path) -> torch.Tensor | None:
 
 
 def is_checkpoint(path: Path) -> bool:
-    if is_circuit_tracer_clt(path) or (path / "params.npz").is_file():
+    from .releases import is_release
+
+    if is_circuit_tracer_clt(path) or (path / "params.npz").is_file() or is_release(path):
         return True
     try:
         detect_format(path)
@@ -303,19 +287,41 @@ def dictionary_names(paths: list[Path], root: str | Path | None = None) -> list[
 
 
 def find_dictionaries(path: str | Path) -> list[Path]:
-    """`path` itself if it is a checkpoint, else every checkpoint folder below it, sorted."""
-    path = Path(path)
+    """`path` itself if it is a checkpoint, else every checkpoint below it, sorted. A release line
+    (`RELEASE:ID`, a hub folder, `...#layer_N`) is fetched first; a set (per-layer transcoders, a
+    folder of per-layer release files) gives one entry per dictionary."""
+    from .releases import entries, locate, split_layer
+
+    text = str(path)
+    where = locate(text)
+    if split_layer(text)[1] is not None:
+        return [Path(text)]
+    if where.ref is not None:
+        return [Path(e) for e in entries(where.local, text) or [text]]
+    path = where.local
+    if (listed := entries(path)) is not None:
+        return [Path(e) for e in listed]
     if not path.is_dir():
         raise MonosemanticError(f"{path} is not a folder; give a checkpoint folder or a sweep folder")
-    if is_checkpoint(path):
-        return [path]
-    found = sorted(
-        p
-        for p in path.rglob("*")
-        if p.is_dir() and not p.name.startswith(".") and "trainer_state" not in p.parts and is_checkpoint(p)
-    )
+    found = _scan(path)
     if not found:
         raise MonosemanticError(
             f"no dictionary checkpoints under {path} (looked for cfg.json + sae_weights.safetensors)"
         )
+    return found
+
+
+def _scan(folder: Path) -> list[Path]:
+    """Checkpoints at or below `folder`, in name order, without descending into one (a CLT's
+    per-layer folders are parts of it) or into trainer state and hidden folders."""
+    from .releases import entries
+
+    if (listed := entries(folder)) is not None:
+        return [Path(e) for e in listed]
+    if is_checkpoint(folder):
+        return [folder]
+    found: list[Path] = []
+    for p in sorted(folder.iterdir()):
+        if p.is_dir() and not p.name.startswith(".") and p.name != "trainer_state":
+            found += _scan(p)
     return found

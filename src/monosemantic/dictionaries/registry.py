@@ -10,7 +10,8 @@ from __future__ import annotations
 from monosemantic.config.dictionary import DictionaryConfig
 
 # importing each kind registers it; ica, neurons, pca, random_basis are the fitted baselines
-# (see fitted.py), clt and crosscoder the multi-site dictionaries (multi_site.py)
+# (see fitted.py), clt and crosscoder the multi-site dictionaries (multi_site.py),
+# lorsa the sequence-level attention dictionary
 from . import (  # noqa: F401
     batchtopk,
     clt,
@@ -18,6 +19,7 @@ from . import (  # noqa: F401
     gated,
     ica,
     jumprelu,
+    lorsa,
     matryoshka,
     neurons,
     pca,

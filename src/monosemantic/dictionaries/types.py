@@ -113,11 +113,14 @@ class TrainStepState:
     sparsity_scale: warm-up multiplier on the sparsity penalty (0 -> 1 over the first steps).
     sparsity_coefficient: overrides the configured L1/L0 coefficient (the target-L0 controller).
     dead_mask: bool [d_sae], latents that have not fired for a while; drives the AuxK loss.
+    seq_len: for sequence-level kinds (Lorsa), the window length T: the batch's rows are whole
+        windows of T consecutive positions, in order.
     """
 
     sparsity_scale: float = 1.0
     sparsity_coefficient: float | None = None
     dead_mask: Tensor | None = None
+    seq_len: int | None = None
 
 
 @dataclass

@@ -71,7 +71,7 @@ def _contexts(cfg: Config, names: list[str]) -> tuple[dict[str, np.ndarray], lis
             break
         batch = {k: v[: n_seq - done] for k, v in batch.items()}
         done += len(batch["tokens"])
-        keep = cache.keep_mask(batch["tokens"])
+        keep = cache.keep_mask(batch["tokens"], batch.get("roles"))
         acts = _site_acts(batch, list(set(sites.values())), live, model)
         for n in names:
             dic = found[n][1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -14,10 +15,15 @@ from monosemantic.utils.errors import ConfigError, DataError
 from monosemantic.utils.progress import console
 
 
-def load_dictionaries(root: Path, device: torch.device) -> list[tuple[str, Path, Dictionary]]:
+def load_dictionaries(
+    root: Path, device: torch.device, manifest: dict[str, Any] | None = None
+) -> list[tuple[str, Path, Dictionary]]:
+    """The dictionaries under `root` (a folder, or a release line), named; with the cache's
+    `manifest`, a release of another model family than the cache's model is refused in one line."""
     from monosemantic.dictionaries.io import dictionary_names, find_dictionaries, load_dictionary
+    from monosemantic.dictionaries.releases import check_family, is_remote, manifest_family
 
-    if not root.exists():
+    if not root.exists() and not is_remote(str(root)):
         raise ConfigError(
             f"evaluate.dictionary {str(root)!r} does not exist; train one or point at a checkpoint"
         )
@@ -26,10 +32,13 @@ def load_dictionaries(root: Path, device: torch.device) -> list[tuple[str, Path,
         raise ConfigError(
             f"no dictionary checkpoint (cfg.json) found in {str(root)!r}; set evaluate.dictionary"
         )
-    return [
+    out = [
         (name, Path(p), load_dictionary(p, device=device).eval().requires_grad_(False))
         for name, p in zip(dictionary_names(paths, root), paths, strict=True)
     ]
+    for name, _, dic in out:  # a release of another model family: its sites are other tensors
+        check_family(dic.cfg.metadata, manifest_family(manifest or {}), (manifest or {}).get("model"), name)
+    return out
 
 
 def dictionary_sites(name: str, dic: Dictionary, cache: ActivationCache) -> tuple[str, str]:

@@ -141,7 +141,7 @@ def _setup(cfg: Config) -> _Run:
     with_concepts = ecfg.concepts and cache.concepts is not None
     entries = [
         _entry(name, path, dic, cache, ecfg, with_concepts)
-        for name, path, dic in load_dictionaries(root, device)
+        for name, path, dic in load_dictionaries(root, device, cache.manifest)
     ]
     model = LazyModel(cache, device)
     if pair := next((e for e in entries if Site.parse(e.hook_name).is_pair), None):  # model diffing
@@ -216,7 +216,7 @@ def _accumulate(run: _Run) -> _Batches:
             if not lo <= index < hi:
                 continue
             tokens = batch["tokens"]
-            keep = cache.keep_mask(tokens)
+            keep = cache.keep_mask(tokens, batch.get("roles"))
             acts = site_activations(batch, sites, live, run.model)
             for s, a in list(acts.items()):
                 kept = a[keep.to(a.device)].double().sum(0).cpu()

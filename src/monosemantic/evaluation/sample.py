@@ -56,6 +56,9 @@ def sample_sequences(
         "n_sequences": n,
         "cache_sequences": total,
         "held_out": pool is not None,
+        # which positions count (recorded at harvest): special tokens, and for chat data one role's
+        "special_tokens": cache.manifest.get("special_tokens", "exclude"),
+        "train_on": cache.train_on,
         "eval_sequences": {k: v for k, v in cache.manifest[split.KEY].items() if k != "sequences"}
         | {"n": n_pool}
         if pool is not None

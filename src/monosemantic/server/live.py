@@ -9,6 +9,7 @@ itself is the library's: `lm.model` runs the model, `dictionaries.io` loads chec
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ from monosemantic.config import Config
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.interventions import canonical_mode
 from monosemantic.lm.generate import Sampling
-from monosemantic.steering.edits import parse_values, prompt_ids
+from monosemantic.steering.edits import chat_prompt_ids, parse_values, prompt_ids
 from monosemantic.steering.measure import concept_for, evaluate_steering, feature_facts, resolve_arms
 from monosemantic.utils.errors import MonosemanticError
 from monosemantic.utils.torch_utils import resolve_device
@@ -79,25 +80,36 @@ class LiveModels:
         key = (did, str(path), st.st_ino, st.st_mtime_ns)
         if key not in self._dics:
             self._dics = {k: v for k, v in self._dics.items() if k[:2] != key[:2]}
-            self._dics[key] = load_dictionary(path, device=self.device).eval().requires_grad_(False)
+            dic = load_dictionary(path, device=self.device, model=self.model())
+            self._dics[key] = dic.eval().requires_grad_(False)
         return self._dics[key], row
 
-    def _ids(self, text: str, dic: Dictionary) -> torch.Tensor:
-        """Token ids as harvest saw them: a BOS first when the dictionary was trained with one."""
+    def _ids(
+        self, text: str | None, dic: Dictionary, chat: list | None = None
+    ) -> tuple[torch.Tensor, list | None]:
+        """Token ids as harvest saw them: a BOS first when the dictionary was trained with one; a
+        chat prompt is rendered with the chat template (`data.chat_template` or the tokenizer's)
+        and comes with its turns ({role, start, end} over positions)."""
         model = self.model()
         prepend = bool((dic.cfg.metadata or {}).get("prepend_bos", True))
-        ids = prompt_ids(model, text, prepend)
+        turns = None
+        if chat is not None:  # never a file: a request's chat is the conversation itself
+            ids, turns = chat_prompt_ids(model, chat, self.cfg.data.chat_template, prepend, files=False)
+        else:
+            ids = prompt_ids(model, str(text), prepend)
         ctx = int(
             getattr(model.hf.config, "n_positions", 0)
             or getattr(model.hf.config, "max_position_embeddings", 0)
         )
         if ctx and ids.numel() > ctx:
             raise MonosemanticError(f"the text has {ids.numel()} tokens; this model reads at most {ctx}")
-        return ids
+        return ids, turns
 
     @torch.no_grad()
-    def activations(self, job: Job, did: int, text: str, feature: int | None, top: int) -> dict[str, Any]:
-        """Per token, the `top` strongest active features (and with `feature`, its value everywhere)."""
+    def activations(self, job: Job, did: int, text: str | None, feature: int | None, top: int,
+                    chat: list | None = None) -> dict[str, Any]:  # fmt: skip
+        """Per token, the `top` strongest active features (and with `feature`, its value everywhere);
+        of `text`, or of a chat prompt `chat` (then with its `turns`)."""
         job.report("loading", 0.1)
         dic, row = self.dictionary(did)
         model = self.model()
@@ -105,7 +117,7 @@ class LiveModels:
             raise MonosemanticError(
                 f"feature {feature} is out of range; {row['name']} has 0..{dic.d_sae - 1}"
             )
-        ids = self._ids(text, dic)
+        ids, turns = self._ids(text, dic, chat)
         site = dic.cfg.hook_name
         job.report("running", 0.5)
         out = model.run(ids[None], capture=[site], stop_at_layer=model.stop_layer([site]))
@@ -131,13 +143,16 @@ class LiveModels:
             "bos": bool(skip),
             "features": per_token,
         }
+        if turns is not None:
+            res["turns"] = turns
         if feature is not None:
             res["feature"] = feature
             res["activations"] = [round(float(v), 4) for v in codes[:, feature]]
         return res
 
-    def steer(self, job: Job, req: SteerRequest) -> dict[str, Any]:
-        """The steering evaluation of `steering.measure` on `req`: the plain arm and one per value,
+    def steer(self, job: Job, req: SteerRequest, chat: list | None = None) -> dict[str, Any]:
+        """The steering evaluation of `steering.measure` on `req` (its prompt, or the
+        chat prompt `chat`, whose result carries its rendered tokens and turns): the plain arm and one per value,
         `req.samples` each, with concept rate and fluency. The first sample of the plain and the
         first steered arm stream as `{"which": "plain"|"steered", "text": ...}` events, one per token."""
         job.report("loading", 0.05)
@@ -150,7 +165,7 @@ class LiveModels:
         facts = feature_facts(self.store.get(), req.dictionary, req.feature)
         mode = canonical_mode(req.mode)
         arms = resolve_arms(mode, parse_values(req.values), facts.max_activation)
-        ids = self._ids(req.prompt, dic)
+        ids, turns = self._ids(req.prompt, dic, chat)
         concept = concept_for(model, dic, req.feature, facts, req.words)
         total = (len(arms) + 1) * req.max_new_tokens
         made = [0]
@@ -175,7 +190,7 @@ class LiveModels:
             "mean_tokens",
             "texts",
         )
-        return {
+        out = {
             "dictionary": req.dictionary, "name": row["name"], "feature": req.feature, "mode": mode,
             "value": first.value, "prompt": req.prompt, "max_activation": facts.max_activation,
             "concept": concept[0], "concept_kind": concept[1], "samples": req.samples,
@@ -183,6 +198,14 @@ class LiveModels:
             "plain_ids": plain.samples[0], "steered_ids": first.samples[0],
             "arms": [{k: getattr(a, k) for k in keep} for a in done],
         }  # fmt: skip
+        if turns is not None:  # a chat prompt: the rendered conversation, its tokens and turns
+            skip = (
+                bool((dic.cfg.metadata or {}).get("prepend_bos", True))
+                and int(ids[0]) == model.tokenizer.bos_token_id
+            )
+            out |= {"prompt": model.tokenizer.decode(ids.tolist()[1 if skip else 0 :]), "chat": chat,
+                    "prompt_tokens": [self._text(int(i)) for i in ids], "turns": turns}  # fmt: skip
+        return out
 
     def replacement(self, graph: dict[str, Any]) -> Any:
         """The replacement model of a stored graph: its checkpoints (by store name) spliced into the
@@ -206,8 +229,10 @@ class LiveModels:
         job.report("intervening", 0.5)
         return {"graph_id": gid, **run_graph_intervention(rm, graph, edits, model, top)}
 
-    def trace(self, job: Job, prompt: str, dictionaries: list[int] | None) -> dict[str, Any]:
-        """Attribute `prompt` through the store's transcoders (or `dictionaries`), store the graph."""
+    def trace(self, job: Job, prompt: str | None, dictionaries: list[int] | None,
+              chat: list | None = None) -> dict[str, Any]:  # fmt: skip
+        """Attribute `prompt` (or the chat prompt `chat`, whose graph marks its turns) through the
+        store's transcoders (or `dictionaries`), store the graph."""
         from monosemantic.circuits.replacement import ReplacementModel
         from monosemantic.circuits.run import store_describer, trace
 
@@ -235,7 +260,10 @@ class LiveModels:
         model = self.model()
         names = [r["name"] for r in chosen]
         cfg = self.cfg.model_copy(deep=True)
-        cfg.circuit.prompt = prompt
+        cfg.circuit.prompt, cfg.circuit.chat = prompt, None
+        if chat is not None:  # as JSON, so circuits.run renders it without ever reading a file
+            cfg.circuit.chat = json.dumps(chat)
+            cfg.circuit.prompt = prompt = "\n".join(f"{m['role']}: {m['content']}" for m in chat)
         cfg.circuit.method = "attribution"
         job.report("attributing", 0.2)
         rm = ReplacementModel(model, loaded, names, zero_bos=cfg.circuit.zero_bos)

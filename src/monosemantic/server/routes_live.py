@@ -1,5 +1,6 @@
 """Live routes: activations of typed text, steering side by side (optionally streamed), tracing a
-prompt as a background job, and the jobs' progress.
+prompt as a background job, and the jobs' progress. Each takes a chat prompt (`chat`) instead of
+text; its results mark the turns.
 
 Each request becomes a job for the one live worker (`jobs.Worker`); the handler awaits it without
 holding a thread, so browsing is never starved. A full queue answers 429 with Retry-After.
@@ -31,11 +32,37 @@ MAX_MULTIPLE = 1e3  # in units of the feature's max activation
 router = APIRouter()
 
 
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+
+
+Chat = Annotated[
+    str | list[ChatMessage] | None,
+    Field(
+        None,
+        description="a chat prompt instead of text: lines 'role: text' or a list of {role, content}, rendered "
+        "with the chat template (data.chat_template or the tokenizer's); the result marks its turns",
+    ),
+]
+
+
+def _one_of(text: str | None, chat: Any, name: str) -> None:
+    if (text is None) == (chat is None):
+        raise ValueError(f"give {name} or chat (one of them)")
+
+
 class ActivationsIn(BaseModel):
     dictionary: int = Field(ge=0, le=MAX_ID, description="store id of the dictionary")
-    text: str = Field(min_length=1)
+    text: str | None = Field(None, min_length=1)
+    chat: Chat = None
     feature: int | None = Field(None, ge=0, le=MAX_ID, description="also this feature's value per token")
     top: int = Field(10, ge=1, le=100, description="strongest features listed per token")
+
+    @model_validator(mode="after")
+    def _text_or_chat(self) -> ActivationsIn:
+        _one_of(self.text, self.chat, "text")
+        return self
 
 
 MAX_SAMPLES = 64  # generations per value in one steering request
@@ -48,7 +75,8 @@ class SteerRequest(BaseModel):
 
     dictionary: int = Field(ge=0, le=MAX_ID)
     feature: int = Field(ge=0, le=MAX_ID)
-    prompt: str = Field(min_length=1)
+    prompt: str | None = Field(None, min_length=1)
+    chat: Chat = None
     mode: Literal["add", "set", "clamp", "scale", "ablate"] = "add"
     value: float | str | None = Field(None, description="one steering value: 10, -2.5 or 4x")
     values: list[float | str] | None = Field(None, min_length=1, max_length=MAX_VALUES)
@@ -71,6 +99,7 @@ class SteerRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_list(self) -> SteerRequest:
+        _one_of(self.prompt, self.chat, "prompt")
         if self.values is None:
             self.values = [10.0 if self.value is None else self.value]
         try:
@@ -88,10 +117,33 @@ class SteerRequest(BaseModel):
 
 
 class CircuitIn(BaseModel):
-    prompt: str = Field(min_length=1)
+    prompt: str | None = Field(None, min_length=1)
+    chat: Chat = None
     dictionaries: list[Annotated[int, Field(ge=0, le=MAX_ID)]] | None = Field(
         None, max_length=256, description="store ids of the transcoders (default: every transcoder)"
     )
+
+    @model_validator(mode="after")
+    def _prompt_or_chat(self) -> CircuitIn:
+        _one_of(self.prompt, self.chat, "prompt")
+        return self
+
+
+def _messages(request: Request, text: str | None, chat: str | list[ChatMessage] | None) -> list | None:
+    """The chat prompt as {role, content} dicts (never read from a file), within the text limit."""
+    if chat is None:
+        _limits(request, str(text))
+        return None
+    from monosemantic.corpus.chat_prompt import parse_chat
+    from monosemantic.utils.errors import MonosemanticError
+
+    raw = chat if isinstance(chat, str) else [m.model_dump() for m in chat]
+    try:
+        messages = parse_chat(raw, files=False)
+    except MonosemanticError as e:
+        raise HTTPException(422, str(e)) from None
+    _limits(request, "".join(m["content"] for m in messages))
+    return messages
 
 
 class NodeEdit(BaseModel):
@@ -157,12 +209,12 @@ async def _result(request: Request, kind: str, fn: Callable[[Job], Any]) -> Any:
 @router.post("/api/activations")
 async def activations(request: Request, body: ActivationsIn) -> dict[str, Any]:
     """Tokens of `text` and, per token, the active features with their values."""
-    _limits(request, body.text)
+    chat = _messages(request, body.text, body.chat)
     live = request.app.state.live
     return await _result(
         request,
         "activations",
-        lambda job: live.activations(job, body.dictionary, body.text, body.feature, body.top),
+        lambda job: live.activations(job, body.dictionary, body.text, body.feature, body.top, chat),
     )
 
 
@@ -171,11 +223,12 @@ async def steer(request: Request, body: SteerRequest) -> dict[str, Any] | Stream
     """A steering evaluation of `prompt`: plain and steered generations (the first of each as
     `plain` / `steered`), and per arm the concept rate and fluency; `stream: true` sends
     server-sent events (the first plain and steered sample, token by token)."""
-    _limits(request, body.prompt, body.max_new_tokens)
+    chat = _messages(request, body.prompt, body.chat)
+    _limits(request, "", body.max_new_tokens)
     live = request.app.state.live
 
     def fn(job: Job) -> dict[str, Any]:
-        return live.steer(job, body)
+        return live.steer(job, body, chat)
 
     if not body.stream:
         return await _result(request, "steer", fn)
@@ -212,10 +265,10 @@ async def graph_intervene(
 @router.post("/api/circuits", status_code=202)
 async def circuits(request: Request, body: CircuitIn) -> dict[str, Any]:
     """Start tracing `prompt`; poll `/api/jobs/{job}` until done, then open `/graphs/{graph_id}`."""
-    _limits(request, body.prompt)
+    chat = _messages(request, body.prompt, body.chat)
     live = request.app.state.live
     job, _ = _submit(
-        request, "circuit", lambda job: live.trace(job, body.prompt, body.dictionaries), listen=False
+        request, "circuit", lambda job: live.trace(job, body.prompt, body.dictionaries, chat), listen=False
     )
     return {"job": job.id, "status": job.status, "url": f"api/jobs/{job.id}"}
 

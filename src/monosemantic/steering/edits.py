@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -134,6 +134,21 @@ def prompt_ids(model: SubjectModel, prompt: str, prepend_bos: bool = True) -> Te
     if not ids:
         raise MonosemanticError("the prompt is empty; pass --prompt TEXT")
     return torch.tensor(ids, dtype=torch.long)
+
+
+def chat_prompt_ids(
+    model: SubjectModel,
+    chat: str | list,
+    template: str | Path | None,
+    prepend_bos: bool = True,
+    files: bool = True,
+) -> tuple[Tensor, list[dict[str, Any]]]:
+    """A chat prompt's token ids, rendered with the generation prompt (`corpus.chat_prompt.chat_prompt`,
+    as `circuit --chat` renders it), and its turns as runs of positions ({role, start, end})."""
+    from monosemantic.corpus.chat_prompt import chat_prompt, parse_chat, turns
+
+    ids, roles = chat_prompt(model.tokenizer, parse_chat(chat, files=files), template, prepend_bos)
+    return torch.tensor(ids, dtype=torch.long), turns(roles)
 
 
 def bos_aware_edits(

@@ -24,7 +24,14 @@ from monosemantic.utils.errors import ConfigError, MonosemanticError
 from monosemantic.utils.files import check_output
 from monosemantic.utils.torch_utils import resolve_device
 
-from .edits import check_steering_value, check_widths, parse_values, prompt_ids, steering_edits
+from .edits import (
+    chat_prompt_ids,
+    check_steering_value,
+    check_widths,
+    parse_values,
+    prompt_ids,
+    steering_edits,
+)
 from .measure import (
     FeatureFacts,
     SteeringEvaluation,
@@ -67,16 +74,20 @@ def store_facts(cfg: Config, path: Path, dic: Dictionary, feature: int) -> Featu
         return feature_facts(store, None if row is None else row["id"], feature)
 
 
-def _inputs(cfg: Config) -> tuple[int, str]:
+def _inputs(cfg: Config, chat: str | list | None) -> tuple[int, str | None, list | None]:
+    """The feature, and the prompt or the parsed chat prompt (a malformed chat fails before loading)."""
+    from monosemantic.corpus.chat_prompt import parse_chat
+
     s = cfg.steer
     if s.feature is None:
         raise ConfigError("no feature to steer: pass --feature N (or set steer.feature)")
-    if not s.prompt:
-        raise ConfigError('no prompt: pass --prompt "TEXT" (or set steer.prompt)')
-    return s.feature, s.prompt
+    if bool(s.prompt) == (chat is not None):
+        raise ConfigError("steer takes a prompt: pass --prompt TEXT or --chat CONVERSATION (one of them)")
+    return s.feature, s.prompt, (parse_chat(chat) if chat is not None else None)
 
 
 def _load(cfg: Config, path: Path, feature: int) -> tuple[Dictionary, SubjectModel]:
+    from monosemantic.dictionaries.releases.family import check_model_family
     from monosemantic.lm.model import load_model
 
     device = resolve_device(cfg.steer.device)
@@ -91,16 +102,22 @@ def _load(cfg: Config, path: Path, feature: int) -> tuple[Dictionary, SubjectMod
             f"steer generates text, but {cfg.model.name} is an encoder ({model.family}) without a causal "
             "language-model head; set model.name to a causal LM (gpt2, pythia, llama, 'storyworld', ...)"
         )
+    check_model_family(dic.cfg.metadata, model, str(path))
     check_widths(dic, model, path)
     return dic, model
 
 
 def steer(
-    cfg: Config, feature: int | None = None, value: Any = None, prompt: str | None = None
+    cfg: Config,
+    feature: int | None = None,
+    value: Any = None,
+    prompt: str | None = None,
+    chat: str | list | None = None,
 ) -> dict[str, Any]:
-    """Steer `feature` from `prompt` at each value (arguments override `[steer]`); print the table,
-    write the JSON and plot, and return the evaluation as a dict (plus the first plain and first
-    steered sample as `unsteered` / `steered`)."""
+    """Steer `feature` from `prompt` (or a chat prompt, `chat`, rendered with the chat template and
+    the generation prompt) at each value (arguments override `[steer]`); print the table, write the
+    JSON and plot, and return the evaluation as a dict (plus the first plain and first steered
+    sample as `unsteered` / `steered`)."""
     s = cfg.steer
     given = {"feature": feature, "prompt": prompt,
              "values": list(value) if isinstance(value, (list, tuple)) else None if value is None else [value]}  # fmt: skip
@@ -110,7 +127,7 @@ def steer(
                 setattr(s, key, v)
             except ValidationError as e:
                 raise ConfigError(validation_message(e)) from None
-    feature, prompt = _inputs(cfg)
+    feature, prompt, messages = _inputs(cfg, chat)
     mode = canonical_mode(s.mode)
     values = parse_values(s.values)
     for v in values:  # raw values are checked before anything loads; multiples once the scale is known
@@ -122,7 +139,13 @@ def steer(
     dic, model = _load(cfg, path, feature)
     facts = store_facts(cfg, path, dic, feature)
     arms = resolve_arms(mode, values, facts.max_activation)
-    ids = prompt_ids(model, prompt, bool((dic.cfg.metadata or {}).get("prepend_bos", True)))
+    prepend = bool((dic.cfg.metadata or {}).get("prepend_bos", True))
+    turns = None
+    if messages is not None:
+        ids, turns = chat_prompt_ids(model, messages, cfg.data.chat_template, prepend)
+        prompt = model.tokenizer.decode(ids[1:] if prepend else ids)  # the rendered conversation
+    else:
+        ids = prompt_ids(model, str(prompt), prepend)
     concept = concept_for(model, dic, feature, facts, s.words)
     sampling = Sampling(s.temperature, s.top_p, int(s.seed or 0))
     done = evaluate_steering(
@@ -133,7 +156,7 @@ def steer(
         site=dic.cfg.hook_name_out if dic.is_transcoder else dic.cfg.hook_name,
         feature=feature,
         mode=mode,
-        prompt=prompt,
+        prompt=str(prompt),
         concept=concept[0],
         concept_kind=concept[1],
         max_activation=facts.max_activation,
@@ -157,4 +180,5 @@ def steer(
         "unsteered_ids": plain.samples[0],
         "steered_ids": first.samples[0],
         "files": [str(f) for f in files],
+        **({"chat": messages, "turns": turns} if messages is not None else {}),
     }

@@ -7,21 +7,23 @@ from typing import Any
 
 import torch
 
-from monosemantic.activations.buffer import activation_batches
+from monosemantic.activations.buffer import activation_batches, train_on
 from monosemantic.config import Config
 from monosemantic.config.site import Site, concrete_sites, site_groups
+from monosemantic.utils.errors import ConfigError
 from monosemantic.utils.readers import read_json
 
 
-def open_stream(cfg: Config, sites: list[str], model: Any = None) -> Any:
+def open_stream(cfg: Config, sites: list[str], model: Any = None, sequences: bool = False) -> Any:
     """The shuffled batch iterator of `[data]`: a cache, a tensor file, or live from `[model]`.
 
+    `sequences`: whole windows in order (`stream.seq_len`), for sequence-level kinds (Lorsa).
     Site groups (`blocks.{0,1}.mlp.hook_in`, `{a,b}:blocks.2.hook_X`, see `config/site.py`) are
     served as the per-token concatenation of their sites, for dictionaries that read several at once.
     """
     groups = site_groups(sites)
     concrete = concrete_sites(sites)
-    stream = activation_batches(cfg, concrete, cfg.train.batch_size, model=model)
+    stream = activation_batches(cfg, concrete, cfg.train.batch_size, model=model, sequences=sequences)
     return StackedStream(stream, groups) if groups else stream
 
 
@@ -53,6 +55,21 @@ class StackedStream:
 
     def __getattr__(self, name: str) -> Any:  # epoch, tokens_per_epoch, ... of the wrapped stream
         return getattr(self.stream, name)
+
+
+def sequence_level(cfg: Config) -> bool:
+    """Whether the run's dictionaries read whole sequences (Lorsa); a run cannot mix them with
+    token-row kinds, which train on shuffled rows without special tokens."""
+    from monosemantic.dictionaries.base import dictionary_class
+
+    kinds = {d.architecture: dictionary_class(d.architecture).sequence_level for d in cfg.all_dictionaries()}
+    if any(kinds.values()) and not all(kinds.values()):
+        seq = ", ".join(sorted(k for k, v in kinds.items() if v))
+        raise ConfigError(
+            f"{seq} trains on whole sequence windows and {', '.join(sorted(k for k, v in kinds.items() if not v))} "
+            "on shuffled token rows; train them from separate configs"
+        )
+    return any(kinds.values())
 
 
 @torch.no_grad()
@@ -94,6 +111,19 @@ def _manifest(cfg: Config) -> dict[str, Any]:
     return {}
 
 
+def _cache_dir(cfg: Config) -> Path | None:
+    """The activation cache training reads (data.activations, else a harvested harvest.out), if any."""
+    for path in (cfg.data.activations, cfg.harvest.out):
+        if path is not None and Path(path, "manifest.json").is_file():
+            return Path(path)
+    return None
+
+
+def _chat_cache(cfg: Config) -> bool:
+    cache = _cache_dir(cfg)
+    return cache is not None and bool(read_json(cache / "manifest.json", "cache manifest").get("roles"))
+
+
 def metadata_for(cfg: Config, hook_name: str, hook_name_out: str | None) -> dict[str, Any]:
     """cfg.json `metadata`: which model, site and data produced the training activations."""
     manifest = _manifest(cfg)
@@ -110,6 +140,8 @@ def metadata_for(cfg: Config, hook_name: str, hook_name_out: str | None) -> dict
         "context_size": manifest.get("context_size", cfg.data.context_size),
         "prepend_bos": manifest.get("prepend_bos", cfg.data.prepend_bos),
         "special_tokens": manifest.get("special_tokens", cfg.data.special_tokens),
+        "train_on": train_on(cfg, _cache_dir(cfg)),
+        "data_format": "chat" if cfg.data.format == "chat" or _chat_cache(cfg) else "text",
         "dataset_path": str(cfg.data.activations) if cfg.data.activations is not None else cfg.data.text,
         "held_out": held_out_skipped(cfg),
     }

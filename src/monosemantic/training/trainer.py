@@ -33,7 +33,7 @@ from .metrics import latent_counts
 from .parallel import Parallel
 from .schedules import lr_factor, sparsity_factor
 from .slots import Slot, build_slots, resolve_sites
-from .stream import metadata_for, open_stream, scale_summary, site_scale
+from .stream import metadata_for, open_stream, scale_summary, sequence_level, site_scale
 
 # Train-config fields that do not change the trained weights, so they may differ on resume.
 # The parallel layout is checked on its own (`restore`): data-parallel state is the same on any
@@ -64,7 +64,11 @@ class Trainer:
         self.out = Path(self.tcfg.out)
         pairs = resolve_sites(cfg, available=list(stream.sites) if hasattr(stream, "sites") else None)
         self.sites = list(dict.fromkeys(s for pair in pairs for s in pair))
-        self.stream = stream if stream is not None else open_stream(cfg, self.sites, model)
+        sequences = sequence_level(cfg)
+        self.stream = stream if stream is not None else open_stream(cfg, self.sites, model, sequences)
+        self.seq_len: int | None = getattr(self.stream, "seq_len", None) if sequences else None
+        if sequences and self.seq_len is None:
+            raise DataError("a sequence-level dictionary (lorsa) needs a stream of whole windows (seq_len)")
         self.widths = {s: self.stream.d_in(s) for s in self.sites}
         seed_everything(self.tcfg.seed if self.tcfg.seed is not None else cfg.seed)
         self.par = Parallel.from_config(self.tcfg, self.device)
@@ -232,7 +236,9 @@ class Trainer:
                 if slot.controller is not None:
                     coefficient = (slot.controller.multiplier() * slot.coefficient).float()
             dead = slot.tracker.dead_mask() if self.tcfg.dead_latents == "auxk" else None
-            state = TrainStepState(sparsity_scale=warm, sparsity_coefficient=coefficient, dead_mask=dead)
+            state = TrainStepState(
+                sparsity_scale=warm, sparsity_coefficient=coefficient, dead_mask=dead, seq_len=self.seq_len
+            )
             with self.autocast():
                 out = slot.dic.training_loss(x, y, state)
             fitted = slot.dic.fitted  # a fitted baseline only observes the stream

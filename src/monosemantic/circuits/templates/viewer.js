@@ -12,6 +12,9 @@
   const pinned = new Set((G.qParams.pinnedIds || []).filter((id) => byId.has(id)));
   const supernodes = (G.qParams.supernodes || []).map((s) => s.slice());
   const tokens = meta.prompt_tokens || [];
+  // chat prompts: runs of one role over positions ({role, start, end}), drawn on the token axis
+  const turns = Array.isArray(meta.turns) ? meta.turns : [];
+  const roleAt = (p) => (turns.find((t) => t.start <= p && p < t.end) || {}).role;
   const nPos = Math.max(tokens.length, 1 + Math.max(0, ...nodes.map((n) => +n.ctx_idx || 0)));
   const nLayers = meta.n_layers ?? Math.max(0, ...nodes.filter((n) => /^\d+$/.test(n.layer) && n.feature_type !== "logit").map((n) => +n.layer + 1));
   const nRows = nLayers + 2;
@@ -65,7 +68,7 @@
   for (const list of cells.values()) list.sort((a, b) => order(a) - order(b));
   const colSlots = Array.from({ length: nPos }, () => 1);
   for (const [key, list] of cells) { const p = +key.split(":")[1]; colSlots[p] = Math.max(colSlots[p], list.length); }
-  const M = { left: 52, right: 12, top: 14, bottom: 34 }, COL_MIN = 40, SLOT_MIN = 28, ROW_MIN = 100;
+  const M = { left: 52, right: 12, top: 14, bottom: turns.length ? 52 : 34 }, COL_MIN = 40, SLOT_MIN = 28, ROW_MIN = 100;
   let geo = null;
 
   /** Column widths: `slot` pixels per node of the column's most crowded cell, but at least COL_MIN
@@ -144,8 +147,13 @@
     for (let p = 0; p < nPos; p++) {
       const w = geo.widths[p];
       if (p) el("line", { class: "gridline", x1: geo.colX[p], x2: geo.colX[p], y1: M.top, y2: geo.H - M.bottom }, svg);
-      const t = div("tok", show(tokens[p] ?? p), { left: geo.colX[p] + 2 + "px", top: geo.H - M.bottom + 8 + "px", width: w - 4 + "px" }, labels);
-      t.title = `position ${p}: ${show(tokens[p] ?? "")}`;
+      const role = roleAt(p);
+      const t = div("tok" + (role ? " role-" + role : ""), show(tokens[p] ?? p), { left: geo.colX[p] + 2 + "px", top: geo.H - M.bottom + 8 + "px", width: w - 4 + "px" }, labels);
+      t.title = `position ${p}: ${show(tokens[p] ?? "")}` + (role ? ` (${role} turn)` : "");
+    }
+    for (const turn of turns) {  // a turn boundary: a rule across the graph and the role under its first token
+      if (turn.start > 0) el("line", { class: "turn", x1: geo.colX[turn.start], x2: geo.colX[turn.start], y1: M.top, y2: geo.H - 6 }, svg);
+      if (turn.role !== "other") div("turn-role role-" + turn.role, turn.role, { left: geo.colX[turn.start] + 2 + "px", top: geo.H - M.bottom + 26 + "px" }, labels);
     }
     snLayer = el("g", {}, svg);
     const edgeLayer = el("g", {}, svg), nodeLayer = el("g", {}, svg);

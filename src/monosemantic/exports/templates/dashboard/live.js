@@ -1,5 +1,6 @@
 // monosemantic live views (served only): search every dictionary, test activations on typed text,
-// steer with plain and steered generations side by side (streamed), trace a prompt as a job.
+// steer with plain and steered generations side by side (streamed), trace a prompt as a job; each
+// takes a chat prompt ("chat" box: lines 'role: text') and shows its turn boundaries.
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
@@ -34,9 +35,21 @@
     } catch (err) { fail(out, err); }
   });
 
+  // -- chat prompts: a "chat" box sends the text as lines 'role: text'; results mark the turns ------
+  const asChat = (box, text) => ($(box).checked ? { chat: text } : null);
+  // Token spans (data-i = position) with a role label where each turn starts and a role tint below.
+  function tokenSpans(tokens, turns, style, tip) {
+    const roleAt = (i) => (turns || []).find((t) => t.start <= i && i < t.end);
+    return tokens.map((tok, i) => {
+      const t = roleAt(i), mark = t && t.start === i && t.role !== "other" ? `<b class="turn role-${t.role}">${esc(t.role)}</b>` : "";
+      const cls = t ? ` class="r-${t.role}"` : "";
+      return `${mark}<span data-i="${i}"${cls} style="${style ? style(i) : ""}" title="${esc(tip ? tip(i) : (t ? t.role + " turn" : ""))}">${esc(tok)}</span>`;
+    }).join("");
+  }
+
   // -- activation tester ------------------------------------------------------------------------
   function showToken(res, t) {
-    document.querySelectorAll("#act-tokens span").forEach((s, i) => s.classList.toggle("sel", i === t));
+    document.querySelectorAll("#act-tokens span[data-i]").forEach((s, i) => s.classList.toggle("sel", i === t));
     const feats = res.features[t];
     $("act-detail").innerHTML = feats.length ? feats.map((f) =>
       `<li><a href="./#/${res.dictionary}/${f.feature}">#${f.feature}</a> ${fmt(f.value)}</li>`).join("")
@@ -46,18 +59,16 @@
     ev.preventDefault();
     busy($("act-run"), async () => {
       const f = $("act-feature").value;
-      const body = { dictionary: +$("act-dict").value, text: $("act-text").value };
+      const body = { dictionary: +$("act-dict").value, ...(asChat("act-chat", $("act-text").value) || { text: $("act-text").value }) };
       if (f !== "") body.feature = +f;
       try {
         const res = await api("activations", body);
         const vals = res.activations || res.features.map((fs) => (fs.length ? fs[0].value : 0));
         const max = Math.max(1e-9, ...vals);
-        $("act-tokens").innerHTML = res.tokens.map((tok, i) => {
-          const a = Math.max(0, vals[i]) / max;
-          const tip = res.activations ? `#${res.feature}: ${fmt(vals[i])}` : res.features[i].map((x) => `#${x.feature} ${fmt(x.value)}`).join(", ");
-          return `<span data-i="${i}" style="background: rgba(217,100,30,${(0.75 * a).toFixed(3)})" title="${esc(tip)}">${esc(tok)}</span>`;
-        }).join("");
-        document.querySelectorAll("#act-tokens span").forEach((s) => s.addEventListener("click", () => showToken(res, +s.dataset.i)));
+        $("act-tokens").innerHTML = tokenSpans(res.tokens, res.turns,
+          (i) => `background: rgba(217,100,30,${(0.75 * Math.max(0, vals[i]) / max).toFixed(3)})`,
+          (i) => res.activations ? `#${res.feature}: ${fmt(vals[i])}` : res.features[i].map((x) => `#${x.feature} ${fmt(x.value)}`).join(", "));
+        document.querySelectorAll("#act-tokens span[data-i]").forEach((s) => s.addEventListener("click", () => showToken(res, +s.dataset.i)));
         showToken(res, res.tokens.length - 1);
       } catch (err) { fail($("act-tokens"), err); $("act-detail").innerHTML = ""; }
     });
@@ -75,8 +86,10 @@
         dictionary: +$("steer-dict").value, feature: +$("steer-feature").value, mode: $("steer-mode").value,
         values: $("steer-value").value.split(",").map((v) => v.trim()).filter(Boolean), max_new_tokens: +$("steer-n").value,
         samples: +$("steer-samples").value, temperature: +$("steer-temp").value, top_p: +$("steer-top-p").value,
-        seed: +$("steer-seed").value, words, prompt: $("steer-prompt").value, stream: true,
+        seed: +$("steer-seed").value, words, stream: true,
+        ...(asChat("steer-chat", $("steer-prompt").value) || { prompt: $("steer-prompt").value }),
       };
+      $("steer-turns").innerHTML = "";
       try {
         const r = await fetch("api/steer", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
         if (!r.ok) { const d = await r.json().catch(() => ({})); throw new Error(problem(d.detail) || r.statusText); }
@@ -92,7 +105,11 @@
             const kind = (block.match(/^event: (.*)$/m) || [])[1] || "message";
             const data = JSON.parse((block.match(/^data: (.*)$/m) || [])[1] || "null");
             if (kind === "message") out[data.which].textContent += data.text;
-            else if (kind === "done") { out.plain.textContent = data.plain; out.steered.textContent = data.steered; $("steer-eval").innerHTML = evaluation(data); }
+            else if (kind === "done") {
+              out.plain.textContent = data.plain; out.steered.textContent = data.steered;
+              if (data.turns) $("steer-turns").innerHTML = tokenSpans(data.prompt_tokens, data.turns);
+              $("steer-eval").innerHTML = evaluation(data);
+            }
             else if (kind === "error") throw new Error(data.detail);
           }
         }
@@ -122,7 +139,7 @@
       const status = $("trace-status"), bar = $("trace-bar");
       bar.style.width = "0";
       try {
-        const { job } = await api("circuits", { prompt: $("trace-prompt").value });
+        const { job } = await api("circuits", asChat("trace-chat", $("trace-prompt").value) || { prompt: $("trace-prompt").value });
         for (;;) {
           const j = await api("jobs/" + job);
           bar.style.width = `${Math.round(100 * j.progress)}%`;

@@ -4,8 +4,9 @@ SAELens names its published dictionaries by release and SAE id (`gpt2-small-res-
 `blocks.8.hook_resid_pre`) in `pretrained_saes.yaml`, which ships inside the `sae-lens` package.
 `load_dictionary("gpt2-small-res-jb:blocks.8.hook_resid_pre")` reads that directory (without
 importing SAELens) and fetches `repo_id/path` from the hub. Releases stored in a layout we read
-(SAELens' own, dictionary_learning's) resolve; those that need one of SAELens' converters
-(Gemma Scope's npz, Llama Scope, ...) raise a clear error instead of loading wrong weights.
+(SAELens' own, dictionary_learning's, and those `resolve.SAELENS_LAYOUTS` lists: Gemma Scope 2,
+Llama Scope, Qwen Scope, circuit-tracer's per-layer files, Gemma Scope transcoders) resolve;
+the others raise a clear error instead of loading wrong weights.
 """
 
 from __future__ import annotations
@@ -43,9 +44,12 @@ def _nearest(word: str, options: list[str]) -> str:
     return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
-def resolve_release(spec: str, directory: Path | None = None) -> tuple[str, dict[str, Any]]:
+def resolve_release(
+    spec: str, directory: Path | None = None, layouts: Any = READABLE
+) -> tuple[str, dict[str, Any]]:
     """`release:sae_id` -> (`org/repo/path` for the hub, the release's entry). `directory`
-    defaults to the installed sae-lens package's `pretrained_saes.yaml`."""
+    defaults to the installed sae-lens package's `pretrained_saes.yaml`; `layouts` holds the
+    `conversion_func` values whose files we read."""
     release, sep, sae_id = spec.partition(":")
     if not sep or not release or not sae_id:
         raise MonosemanticError(
@@ -66,7 +70,7 @@ def resolve_release(spec: str, directory: Path | None = None) -> tuple[str, dict
     if sae is None:
         raise MonosemanticError(f"release {release} has no SAE {sae_id!r}{_nearest(sae_id, list(saes))}")
     convert = entry.get("conversion_func")
-    if convert not in READABLE:
+    if convert not in layouts:
         raise MonosemanticError(
             f"release {release} is stored in a layout SAELens converts with {convert!r}, which monosemantic "
             "does not read; load it with sae_lens (SAE.from_pretrained) and save_model() it to a folder, "
