@@ -1,21 +1,32 @@
 """Does training find what is there? Planted-direction recovery, ours vs a plain TopK reference.
 
-Toy superposition (Sharkey et al. 2022; the TopK recipe of Gao et al. 2024): 1,024 planted unit
-directions in d = 128, power-law firing (about 12 active per token), non-negative magnitudes and
-a few strongly correlated pairs. Both trainers see the same i.i.d. batches, freshly drawn from
-`ToyFeatures` (so no data set is held in memory, and a shuffling buffer has nothing to shuffle),
-and are scored by the fraction of planted directions some decoder row matches at cosine > 0.9.
-`python -m benchmarks.bench_toy_recovery [small]` runs it alone; `BENCH_TOY_TOKENS` overrides
-the token budget of the full size.
+Toy superposition (Sharkey et al. 2022; the TopK recipe of Gao et al. 2024): planted unit
+directions in d dimensions, power-law firing, non-negative magnitudes. Besides the plain generator
+("base": 1,024 directions in d = 128, about 12 active per token, 8 strongly correlated pairs) the
+benchmark plants the difficulties of real activations one at a time (`GENERATORS`): clustered
+directions and many co-firing pairs, per-feature magnitudes spread over 10x, dense noise, a steep
+power law, and all of the first two at once ("hard"). Both trainers see the same i.i.d. batches,
+freshly drawn from `ToyFeatures` (so no data set is held in memory, and a shuffling buffer has
+nothing to shuffle), and are scored by the fraction of planted directions some decoder row
+matches at cosine > 0.9.
+
+`python -m benchmarks.bench_toy_recovery [SIZE]` prints the table `make bench` writes (every
+generator, reference and our defaults, seed 0); `python -m benchmarks.bench_toy_recovery ablate
+SIZE OUT.jsonl [SEEDS]` runs every variant in `ABLATIONS` on every generator and seed, appending
+one JSON line per run to OUT.jsonl (rerunning skips runs already there), then prints the table
+(`BENCH_TOY_VARIANTS="a|b"` and `BENCH_TOY_GENERATORS="a|b"` restrict them).
+`BENCH_TOY_TOKENS` overrides the token budget of the full size.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,11 +43,21 @@ TITLE = "Toy superposition: planted directions recovered (cosine > 0.9), ours vs
 # name: (d, planted features, d_sae, k, tokens, batch)
 SIZES: dict[str, tuple[int, int, int, int, int, int]] = {
     "full": (128, 1024, 2048, 12, int(os.environ.get("BENCH_TOY_TOKENS", 4_000_000)), 4096),
+    "medium": (64, 512, 1024, 8, 2_000_000, 2048),
     "small": (64, 256, 512, 8, 1_000_000, 1024),
 }
 LR = 2e-3
-PAIRS = 8
-DECAY = 0.5  # firing probability ~ rank^-0.5: the commonest feature fires ~30x as often as the rarest
+
+# name: ToyFeatures.planted options besides (n_features, d, avg_active = k, seed = 0)
+GENERATORS: dict[str, dict[str, Any]] = {
+    "base": {"decay": 0.5, "n_correlated_pairs": 8, "pair_strength": 0.9},
+    "correlated": {"decay": 0.5, "n_correlated_pairs": 64, "pair_strength": 0.9, "direction_correlation": 0.3},
+    "magnitudes": {"decay": 0.5, "n_correlated_pairs": 8, "pair_strength": 0.9, "magnitude_range": 10.0},
+    "noise": {"decay": 0.5, "n_correlated_pairs": 8, "pair_strength": 0.9, "noise": 0.05},
+    "power law": {"decay": 1.0, "n_correlated_pairs": 8, "pair_strength": 0.9},
+    "hard": {"decay": 0.8, "n_correlated_pairs": 64, "pair_strength": 0.9, "direction_correlation": 0.3,
+             "magnitude_range": 10.0},
+}  # fmt: skip
 
 
 class ToyStream:
@@ -63,18 +84,16 @@ class ToyStream:
         self.gen.set_state(state["gen"])
 
 
-def toy_features(size: str) -> ToyFeatures:
+def toy_features(size: str, generator: str = "base") -> ToyFeatures:
     d, n_features, _, k, _, _ = SIZES[size]
-    return ToyFeatures.planted(
-        n_features, d, avg_active=float(k), decay=DECAY, n_correlated_pairs=PAIRS, pair_strength=0.9, seed=0
-    )
+    return ToyFeatures.planted(n_features, d, avg_active=float(k), seed=0, **GENERATORS[generator])
 
 
 def run_ours(size: str, train: dict[str, Any] | None = None, dictionary: dict[str, Any] | None = None,
-             seed: int = 0) -> dict[str, float]:  # fmt: skip
+             seed: int = 0, generator: str = "base") -> dict[str, float]:  # fmt: skip
     """Our trainer at its defaults except `train` / `dictionary` overrides; recovery and wall time."""
     d, _, d_sae, k, tokens, batch = SIZES[size]
-    toy = toy_features(size)
+    toy = toy_features(size, generator)
     with tempfile.TemporaryDirectory() as out:
         cfg = Config.model_validate(
             {
@@ -88,12 +107,13 @@ def run_ours(size: str, train: dict[str, Any] | None = None, dictionary: dict[st
         trainer.run()
         seconds = time.perf_counter() - t0
         scores = toy_scores(trainer.slots[0].dic.W_dec, toy.directions)
-    return scores | {"seconds": seconds}
+        dead = trainer.slots[0].tracker.dead_mask().double().mean().item()
+    return scores | {"seconds": seconds, "dead": dead}
 
 
-def run_reference(size: str, seed: int = 0) -> dict[str, float]:
+def run_reference(size: str, seed: int = 0, generator: str = "base") -> dict[str, float]:
     d, _, d_sae, k, tokens, batch = SIZES[size]
-    toy = toy_features(size)
+    toy = toy_features(size, generator)
     t0 = time.perf_counter()
     steps = -(-tokens // batch)
     sae = train_plain_topk(_tensors(toy, batch, seed + 1), steps, d, d_sae, k, LR, seed=seed)
@@ -107,32 +127,98 @@ def _tensors(toy: ToyFeatures, batch: int, seed: int) -> Iterator[torch.Tensor]:
         yield next(stream)[stream.site]
 
 
-# One default of ours switched at a time: how the culprit was found. The first (the old default,
-# the before of the fix) always runs; the rest with `BENCH_TOY_ABLATIONS=1`.
+REFERENCE = "reference (plain TopK)"
+DEFAULTS = "ours, defaults"
+# One default of ours switched at a time: how a culprit is found (`ablate`).
 ABLATIONS: dict[str, dict[str, Any]] = {
-    "inputs normalised (the old default)": {"train": {"normalize_activations": True}},
+    "inputs normalised": {"train": {"normalize_activations": True}},
     "no AuxK": {"train": {"dead_latents": "none"}},
     "no LR decay": {"train": {"lr_decay": "none"}},
     "b_dec init: mean": {"train": {"b_dec_init": "mean"}},
 }
 
 
-def run(size: str = "full") -> str:
+def run_variant(name: str, size: str, generator: str, seed: int) -> dict[str, float]:
+    if name == REFERENCE:
+        return run_reference(size, seed=seed, generator=generator)
+    return run_ours(size, seed=seed, generator=generator, **ABLATIONS.get(name, {}))
+
+
+def setup_line(size: str) -> str:
     d, n_features, d_sae, k, tokens, batch = SIZES[size]
-    toy = toy_features(size)
-    results = {"reference (plain TopK, benchmarks/topk_reference.py)": run_reference(size),
-               "ours, defaults": run_ours(size)}  # fmt: skip
-    names = list(ABLATIONS) if os.environ.get("BENCH_TOY_ABLATIONS") else list(ABLATIONS)[:1]
-    results |= {f"ours, {name}": run_ours(size, **ABLATIONS[name]) for name in names}
-    rows = [{"trainer": name, "recovered (cos > 0.9)": r["recovered_fraction"], "MMCS": r["mmcs"],
-             "seconds": r["seconds"]} for name, r in results.items()]  # fmt: skip
-    setup = (
-        f"d = {d}, {n_features:,} planted directions ({PAIRS} correlated pairs at 0.9, firing ~ rank^-{DECAY}, "
-        f"mean L0 {toy.mean_l0():.1f}, magnitudes uniform in [0, 1]); TopK d_sae = {d_sae:,}, k = {k}, "
-        f"{tokens:,} tokens in batches of {batch:,}, lr {LR}, seed 0, one CPU thread per trainer."
+    return (
+        f"d = {d}, {n_features:,} planted directions, about {k} active per token (firing ~ rank^-decay), "
+        f"magnitudes uniform in [0, 1] times a per-feature factor; TopK d_sae = {d_sae:,}, k = {k}, "
+        f"{tokens:,} tokens in batches of {batch:,}, lr {LR}, one CPU thread per trainer. Generators: "
+        + "; ".join(f"{g}: {_describe(o)}" for g, o in GENERATORS.items())
+        + "."
     )
-    return setup + "\n\n" + markdown_table(rows)
+
+
+def _describe(options: dict[str, Any]) -> str:
+    short = {"decay": "decay", "n_correlated_pairs": "pairs", "pair_strength": "pair strength",
+             "direction_correlation": "direction cosine in clusters of 4", "magnitude_range": "magnitude range",
+             "noise": "noise std"}  # fmt: skip
+    return ", ".join(f"{short[k]} {v:g}" for k, v in options.items())
+
+
+def table(results: list[dict[str, Any]], variants: list[str]) -> str:
+    """Rows: variants; columns: recovered fraction per generator (mean over seeds, seeds listed)."""
+    gens = [g for g in GENERATORS if any(r["generator"] == g for r in results)]
+    rows = []
+    for v in variants:
+        row: dict[str, Any] = {"trainer": v}
+        for g in gens:
+            got = sorted(
+                (r["seed"], r["recovered_fraction"])
+                for r in results
+                if r["variant"] == v and r["generator"] == g
+            )
+            row[g] = " / ".join(f"{x:.2%}" for _, x in got) if got else ""
+        rows.append(row)
+    return markdown_table(rows)
+
+
+def ablate(
+    size: str,
+    out: Path,
+    seeds: list[int],
+    variants: list[str] | None = None,
+    generators: list[str] | None = None,
+) -> str:
+    """Every variant x generator x seed, one JSON line each in `out` (resumable)."""
+    done = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    have = {(r["variant"], r["generator"], r["seed"]) for r in done}
+    variants = variants or [REFERENCE, DEFAULTS, *ABLATIONS]
+    for seed in seeds:
+        for generator in generators or list(GENERATORS):
+            for name in variants:
+                if (name, generator, seed) in have:
+                    continue
+                row = {"variant": name, "generator": generator, "seed": seed, "size": size}
+                row |= run_variant(name, size, generator, seed)
+                print(json.dumps(row), flush=True)
+                with out.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                done.append(row)
+    return setup_line(size) + "\n\n" + table(done, variants)
+
+
+def run(size: str = "full") -> str:
+    results = [
+        {"variant": v, "generator": g, "seed": 0, **run_variant(v, size, g, 0)}
+        for g in GENERATORS
+        for v in (REFERENCE, DEFAULTS)
+    ]
+    return setup_line(size) + "\n\n" + table(results, [REFERENCE, DEFAULTS])
 
 
 if __name__ == "__main__":
-    print(run(sys.argv[1] if len(sys.argv) > 1 else "full"))
+    torch.set_num_threads(1)
+    if len(sys.argv) > 1 and sys.argv[1] == "ablate":
+        seeds = [int(s) for s in sys.argv[4].split(",")] if len(sys.argv) > 4 else [0, 1]
+        only, gens = os.environ.get("BENCH_TOY_VARIANTS"), os.environ.get("BENCH_TOY_GENERATORS")
+        print(ablate(sys.argv[2], Path(sys.argv[3]), seeds, only.split("|") if only else None,
+                     gens.split("|") if gens else None))  # fmt: skip
+    else:
+        print(run(sys.argv[1] if len(sys.argv) > 1 else "full"))

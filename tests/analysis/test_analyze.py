@@ -143,7 +143,7 @@ def test_probe_feature_finds_planted_concept(world, tmp_path):
     from monosemantic.analysis.run import analyze
     from monosemantic.explanation.run import explain
 
-    cfg = analyze_config(world, world["probe"], tmp_path)
+    cfg = analyze_config(world, world["probe"], tmp_path, "explain.min_examples=2")
     db = analyze(cfg)
     explain(cfg)
     with FeatureStore(db) as store:
@@ -243,3 +243,54 @@ def test_unfinished_harvest_is_analysed_with_a_warning(world, tmp_path, capsys):
     analyze(analyze_config(world, world["probe"], tmp_path / "out", f'analyze.cache="{cache}"'))
     seen = capsys.readouterr()
     assert f"the harvest at {cache} is unfinished" in " ".join((seen.out + seen.err).split())
+
+
+def test_held_out_examples_come_only_from_held_out_sequences(analysis, brute, world):
+    """`held_out` keeps a uniform sample of activating tokens of held-out sequences only (all of
+    them where there are fewer than the sample size), `held_out_negative` silent held-out sequences."""
+    from monosemantic.activations import split
+
+    held = split.held_out(world["cache"].manifest)
+    assert held is not None and held.numel() > 5
+    _, codes, _ = brute
+    on_held = codes[held]  # [H, T, F]
+    firing = (on_held > 0).flatten(0, 1).sum(0)  # held-out activating tokens per feature
+    seq_max = codes.max(dim=1).values
+    held_set = set(held.tolist())
+    with FeatureStore(analysis) as store:
+        assert store.meta()["held_out"] == {"seed": 0, "fraction": 0.05, "sequences": held.numel()}
+        did = _sae(store)
+        n_pos = n_neg = 0
+        for f in store.list_features(did):
+            pos = store.examples(did, f["idx"], kind="held_out")
+            neg = store.examples(did, f["idx"], kind="held_out_negative")
+            assert len(pos) == min(20, int(firing[f["idx"]]))
+            assert len({(e["sequence"], e["position"]) for e in pos}) == len(pos)
+            for e in pos:
+                assert e["sequence"] in held_set
+                code = float(codes[e["sequence"], e["position"], f["idx"]])
+                assert code > 0 and abs(e["max_activation"] - code) <= 1e-3 * code
+                assert abs(e["activations"][e["peak"]] - code) <= 1e-3 * code
+            assert len(neg) <= 3 and len({e["sequence"] for e in neg}) == len(neg)
+            for e in neg:
+                assert e["sequence"] in held_set and float(seq_max[e["sequence"], f["idx"]]) <= 0.0
+            n_pos += bool(pos)
+            n_neg += bool(neg)
+        assert n_pos > 10 and n_neg > 10
+
+
+def test_cache_without_split_keeps_no_held_out_examples(world, tmp_path, capsys):
+    from analysis_world import analyze_config
+
+    from monosemantic.analysis.run import analyze
+
+    acts = _copy_cache(world, tmp_path / "acts")
+    manifest = json.loads((acts / "manifest.json").read_text())
+    del manifest["eval_sequences"]
+    (acts / "manifest.json").write_text(json.dumps(manifest))
+    cfg = analyze_config(world, world["probe"], tmp_path / "out", f'analyze.cache="{acts}"')
+    db = analyze(cfg)
+    assert "harvest.eval_fraction" in capsys.readouterr().err
+    with FeatureStore(db) as store:
+        assert store.meta()["held_out"] is None
+        assert store.examples(1, 0, kind="top") and not store.examples(1, 0, kind="held_out")

@@ -66,5 +66,6 @@ def test_two_ranks_write_the_single_process_store(tmp_path: Path) -> None:
     assert any(r[-3] is not None for r in a)  # storyworld concepts matched (merged concept counts)
     close(a, b, "features")
     ex_one = rows(one, "SELECT * FROM examples ORDER BY id")
-    assert {r[3] for r in ex_one} == {"top", "quantile", "negative"}
+    # held_out / held_out_negative: explain's scoring samples from the held-out sequences, merged too
+    assert {r[3] for r in ex_one} == {"top", "quantile", "negative", "held_out", "held_out_negative"}
     assert ex_one == rows(two, "SELECT * FROM examples ORDER BY id")  # identical, id for id

@@ -10,8 +10,9 @@ import pytest
 from analysis_world import analyze_config
 from chat_server import ChatServer
 
+from monosemantic.activations import split
 from monosemantic.analysis.run import analyze
-from monosemantic.explanation import scoring
+from monosemantic.explanation import score_sets, scoring
 from monosemantic.explanation.llm_client import ChatClient
 from monosemantic.explanation.run import explain, parse_explanation
 from monosemantic.store.feature_store import FeatureStore
@@ -28,7 +29,7 @@ def server():
 def test_explain_through_endpoint_with_retries_and_cache(world, tmp_path, server, monkeypatch, capsys):
     monkeypatch.setenv("JUDGE_KEY", "sk-test")
     cfg = analyze_config(world, world["probe"], tmp_path, f'explain.endpoint="{server.url}"',
-                         'explain.model="judge-1"', 'explain.api_key_env="JUDGE_KEY"', "explain.concurrency=2")  # fmt: skip
+                         'explain.model="judge-1"', 'explain.api_key_env="JUDGE_KEY"', "explain.concurrency=2", "explain.min_examples=2")  # fmt: skip
     db = analyze(cfg)
     explain(cfg)
     err = capsys.readouterr().err
@@ -43,7 +44,10 @@ def test_explain_through_endpoint_with_retries_and_cache(world, tmp_path, server
         # fuzzing marks the probe's top tokens: a neighbour of 'pink' may be among them (torch-version
         # dependent), which the judge rightly rejects
         assert f["scorer"] == "llm:judge-1" and f["score_fuzzing"] > 0.8 and f["score_detection"] > 0.6
-        assert set(f["scores"]) == {"detection", "fuzzing"}
+        assert (
+            set(f["scores"]) == {"detection", "fuzzing", "scored_on"}
+            and f["scores"]["scored_on"] == "held_out"
+        )
     # a rerun is answered entirely from the on-disk cache
     explain(cfg)
     assert len(server.requests) == n
@@ -105,3 +109,50 @@ def test_features_with_too_few_examples_are_not_explained_or_scored(world, analy
                 assert f["explanation"] and f["explanation_source"] == "offline"
                 assert f["score_fuzzing"] is not None  # (detection also needs silent contexts)
     assert any(n < need for n in counts.values()) and any(n >= need for n in counts.values())
+
+
+def test_scoring_reads_only_held_out_contexts_and_says_so(world, tmp_path, capsys):
+    cfg = analyze_config(world, world["probe"], tmp_path, "explain.min_examples=2")
+    db = analyze(cfg)
+    held_seqs = set(split.held_out(world["cache"].manifest).tolist())
+    with FeatureStore(db) as store:
+        ex = store.examples(1, 0)
+    held = {tuple(e["tokens"]) for e in ex if e["kind"] == "held_out"}
+    held_neg = {tuple(e["tokens"]) for e in ex if e["kind"] == "held_out_negative"}
+    assert len(held) >= 2 and held_neg
+    assert {e["sequence"] for e in ex if e["kind"].startswith("held_out")} <= held_seqs
+    assert any(e["sequence"] not in held_seqs for e in ex if e["kind"] == "top")  # the explainer's contexts
+    sets, record = score_sets.score_items(ex, "held_out", ["detection", "fuzzing"], 6, 2, random.Random(0))
+    assert record == {"scored_on": "held_out"} and set(sets) == {"detection", "fuzzing"}
+    for it in sets["detection"]:
+        assert tuple(it.tokens) in (held if it.label else held_neg)
+    assert all(tuple(it.tokens) in held for it in sets["fuzzing"])
+
+    explain(cfg)
+    err = capsys.readouterr().err
+    assert "held-out sequences the explainer never saw" in err and "explain.score_on = held_out" in err
+    with FeatureStore(db) as store:
+        f = store.feature(1, 0)
+        assert f["scores"]["scored_on"] == "held_out" and f["scorer"] == "offline-keyword"
+        assert store.meta()["explain_scored_on"] == "held_out"
+
+    explain(analyze_config(world, world["probe"], tmp_path, 'explain.score_on="all"'))
+    assert "explain.score_on = all" in capsys.readouterr().err
+    with FeatureStore(db) as store:
+        assert store.feature(1, 0)["scores"]["scored_on"] == "all"
+
+    # too few held-out contexts: the feature is not scored, and the note says why
+    explain(analyze_config(world, world["probe"], tmp_path, f"explain.min_examples={len(held) + 50}"))
+    with FeatureStore(db) as store:
+        f = store.feature(1, 0)
+        assert f["scorer"] == score_sets.TOO_FEW and f["score_detection"] is None
+        assert "held-out activating context" in f["scores"]["note"]
+
+    # a store without held-out examples (its cache had no split) is scored on all, with the fix named
+    with FeatureStore(db) as store:
+        store.set_meta(held_out=None)
+    explain(cfg)
+    err = capsys.readouterr().err
+    assert "harvest.eval_fraction" in err and "explain.score_on = all" in err
+    with FeatureStore(db) as store:
+        assert store.feature(1, 0)["scores"]["scored_on"] == "all"

@@ -47,7 +47,7 @@ def fine_tune_cfg(tmp_path, **lm) -> Config:
 
 def mean_loss(model, cfg: Config, tokenizer) -> float:
     data = cfg.data.model_copy(update={"context_size": cfg.lm.context_size})
-    windows = [w.tokens for w in itertools.islice(TokenWindows(data, tokenizer, split="train"), 64)]
+    windows = [w.tokens for w in itertools.islice(TokenWindows(data, tokenizer), 64)]
     batch = torch.stack(windows).long()
     with torch.no_grad():
         return float(model.eval()(input_ids=batch, labels=batch).loss)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -118,32 +119,85 @@ def test_lr_schedule_warms_up_then_decays():
     assert f(100) == pytest.approx(0.1)
 
 
-def test_file_source_holds_out_validation_documents(tmp_path):
-    """On a file corpus, validation windows come from documents training never reads."""
+def _corpus(path, n_docs: int):
+    path.write_text(
+        "\n\n".join(
+            f"Document number {i} says hello to {i % 7} friends and {i % 11} cats." for i in range(n_docs)
+        )
+    )
+    return path
+
+
+def test_file_corpus_holds_out_documents_and_samples_random_windows(tmp_path):
+    """On a file corpus, training draws windows at random positions of the training documents (a
+    pure function of data seed and step), and validation reads only held-out documents, recorded."""
+    from monosemantic.lm.batches import CORPUS_DIR
+
+    corpus = _corpus(tmp_path / "corpus.txt", 300)
+    lm = {**tiny_cfg(tmp_path).lm.model_dump(), "out": str(tmp_path / "run"), "tokenizer_texts": 300}
+    out = train_lm(Config(device="cpu", seed=0, data={"text": str(corpus)}, lm=lm))
+    record = json.loads((out / "heldout.json").read_text())
+    assert record["documents"] == 300 and record["holdout_fraction"] == 0.02
+    held = set(record["heldout"])
+    assert 1 <= len(held) <= 20 and held <= set(range(300))
+    assert "held-out documents" in (out / "README.md").read_text()
+
     from transformers import AutoTokenizer
 
     from monosemantic.config.data import DataConfig
-    from monosemantic.corpus.windows import HOLDOUT_EVERY, TokenWindows
-    from monosemantic.lm.shipped import SHIPPED_DIR
+    from monosemantic.lm.batches import SampledBatches, load_or_build_corpus
 
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n\n".join(f"Document number {i} says hello to {i % 7} friends." for i in range(300)))
-    data = DataConfig(text=str(corpus))
-    tokenizer = AutoTokenizer.from_pretrained(SHIPPED_DIR)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    meta = json.loads((out / "trainer_state" / CORPUS_DIR / "corpus.json").read_text())
+    data = DataConfig(text=str(corpus), seed=0, context_size=32)
+    stored = load_or_build_corpus(data, tokenizer, out / "trainer_state" / CORPUS_DIR, meta["recipe"], True)
+    batches = SampledBatches(stored, tokenizer, data, batch_size=4, val_batches=1)
 
-    def docs(split: str) -> set[str]:
-        return {t for batch in TokenWindows(data, tokenizer, split=split)._documents() for t, _ in batch}
+    def numbers(windows) -> set[int]:
+        return {
+            int(n)
+            for w in windows
+            for n in re.findall(r"Document number (\d+) says", tokenizer.decode(w[1:]))
+        }
 
-    train, val, every = docs("train"), docs("validation"), docs("all")
-    assert not train & val and train | val == every and len(val) == 300 // HOLDOUT_EVERY
+    assert (
+        len(numbers(batches.batch(3))) >= 3
+    )  # windows from documents far apart, not consecutive windows of one
+    assert torch.equal(batches.batch(3), batches.batch(3)) and not torch.equal(
+        batches.batch(3), batches.batch(4)
+    )
+    seen = numbers(w for b in batches.validation for w in b)
+    assert seen and seen <= held  # validation reads held-out documents only
+    trained = numbers(w for step in range(20) for w in batches.batch(step))
+    assert len(trained) > 20 and not trained & held
 
-    lm = {**tiny_cfg(tmp_path).lm.model_dump(), "out": str(tmp_path / "run"), "tokenizer_texts": 300}
-    out = train_lm(Config(device="cpu", seed=0, data={"text": str(corpus)}, lm=lm))
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert any("val_loss" in r for r in rows)
-    small = tmp_path / "small.txt"
-    small.write_text("\n\n".join(f"One of only {i} documents, each with a few words." for i in range(40)))
+
+def test_file_corpus_resume_matches_an_uninterrupted_run(tmp_path):
+    corpus = _corpus(tmp_path / "corpus.txt", 300)
+
+    def cfg(name: str) -> Config:
+        lm = {**tiny_cfg(tmp_path).lm.model_dump(), "out": str(tmp_path / name), "tokenizer_texts": 300}
+        return Config(device="cpu", seed=0, data={"text": str(corpus)}, lm=lm)
+
+    straight = train_lm(cfg("a"))
+
+    def crash(step: int, loss: float) -> None:
+        if step == 5:
+            raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_lm(cfg("b"), callback=crash)
+    resumed = train_lm(cfg("b"))
+    a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ConfigError, match="holdout_fraction=0.02, not 0.1"):
+        train_lm(cfg("b").model_copy(update={"lm": cfg("b").lm.model_copy(update={"holdout_fraction": 0.1})}))
+
+
+def test_a_corpus_too_small_to_hold_out_is_refused(tmp_path):
+    small = _corpus(tmp_path / "small.txt", 40)
+    lm = {**tiny_cfg(tmp_path).lm.model_dump(), "out": str(tmp_path / "s"), "tokenizer_texts": 40}
     with pytest.raises(DataError, match="too small to hold out"):
         train_lm(
-            Config(device="cpu", seed=0, data={"text": str(small)}, lm={**lm, "out": str(tmp_path / "s")})
+            Config(device="cpu", seed=0, data={"text": str(small)}, lm={**lm, "holdout_fraction": 0.001})
         )

@@ -79,3 +79,9 @@ NO_SPLIT_FIX = (
     "or with eval_fraction = 0), so these numbers are on sequences training may have read; harvest a "
     "new cache (harvest.eval_fraction defaults to 0.05) and train on it to evaluate on held-out data"
 )
+
+NO_SPLIT_SCORING = (
+    "the cache records no held-out sequences, so analyze keeps no held-out examples and explain scores "
+    "explanations on the contexts they were written from; harvest a new cache (harvest.eval_fraction "
+    "defaults to 0.05), then analyze it, to score on held-out sequences"
+)

@@ -12,6 +12,10 @@ about `block_tokens` tokens and folded into running state whose size is O(featur
   after the pass it is split by the activation-quantile edges, `per_quantile` each;
 - **negatives**: a uniform sample of sequences where the feature never fires (keys hashed
   from (sequence, feature));
+- **held-out samples** (when the cache records a held-out split, `activations/split.py`): a
+  uniform reservoir of activating tokens and a uniform sample of silent sequences drawn only from
+  the held-out sequences, with their own keys; `explain` scores explanations on them, contexts
+  the explainer never saw from sequences training never read;
 - **histogram, density, mean**: a per-feature linear histogram whose range doubles when a larger
   activation arrives (bins are merged pairwise), so one pass suffices without knowing the max;
 - **concept statistics** (storyworld): activation histograms on tokens of each planted concept,
@@ -76,6 +80,8 @@ class FeatureCollector:
         oversample: int = 2,
         concept_names: list[str] | None = None,
         block_tokens: int = BLOCK_TOKENS,
+        held_out: Tensor | None = None,
+        n_held_out: int = 20,
     ) -> None:
         self.F, self.K, self.Q, self.P = d_sae, top_k, quantiles, per_quantile
         self.R = quantiles * per_quantile * oversample
@@ -91,6 +97,12 @@ class FeatureCollector:
 
         self.top = new_slots(d_sae, top_k, W, -1)  # the top set keeps the largest keys (`top_keys`)
         self.res, self.neg = new_slots(d_sae, self.R, W, K.EMPTY), new_slots(d_sae, n_negative, W, K.EMPTY)
+        # held-out samples: `held` the sorted held-out sequence numbers (None: no split, no samples)
+        self.held = None if held_out is None else held_out.long().sort().values
+        self.HR, self.HN = (n_held_out, n_negative) if self.held is not None else (0, 0)
+        self.hres, self.hneg = new_slots(d_sae, self.HR, W, K.EMPTY), new_slots(d_sae, self.HN, W, K.EMPTY)
+        self.hres_salt = K.salt(seed, K.HELD_OUT, d_sae)
+        self.hneg_salt = K.salt(seed, K.HELD_OUT_NEGATIVE, d_sae)
         self.concepts = ConceptStats(d_sae, concept_names) if concept_names else None
         self.block_tokens = block_tokens
         self._pending: list[tuple[tuple[Tensor, ...], tuple[Tensor | None, ...]]] = []
@@ -217,6 +229,9 @@ class FeatureCollector:
         win = ContextWindows(tokens, tok, f, v, F, self.w)
         self._update_top(win, seq_ids, seq_max, seq_arg)
         self._update_negatives(win, B, T, seq_ids, seq_max, mask)
+        held = self._held_rows(seq_ids)
+        if held is not None:
+            self._update_negatives(win, B, T, seq_ids, seq_max, mask, held)
 
         counts = torch.bincount(f, minlength=F)
         self.nnz += counts
@@ -226,6 +241,8 @@ class FeatureCollector:
         fine = f * HIST_BINS + bins
         self.hist.view(-1).index_add_(0, fine, torch.ones_like(bins, dtype=torch.int64))
         self._update_reservoir(win, seq_ids, T, b, t, f, v, counts)
+        if held is not None:
+            self._update_held_reservoir(win, seq_ids, T, b, t, f, v, held)
         if self.concepts is not None and concepts is not None:
             self.concepts.update(concepts, mask, tok, fine)
 
@@ -246,15 +263,38 @@ class FeatureCollector:
         meta = {"value": val, "seq": seq_ids[bidx], "pos": pos}
         merge_kept(self.top, key, meta, True, lambda r, c: win(bidx[r, c], pos[r, c], r))
 
+    def _held_rows(self, seq_ids: Tensor) -> Tensor | None:
+        """`[B]` True for the block's held-out sequences; None when there are none (or no split)."""
+        if self.held is None or self.held.numel() == 0 or self.HR + self.HN == 0:
+            return None
+        rows = torch.isin(seq_ids, self.held)
+        return rows if bool(rows.any()) else None
+
     def _update_negatives(
-        self, win: ContextWindows, B: int, T: int, seq_ids: Tensor, seq_max: Tensor, mask: Tensor | None
+        self,
+        win: ContextWindows,
+        B: int,
+        T: int,
+        seq_ids: Tensor,
+        seq_max: Tensor,
+        mask: Tensor | None,
+        held: Tensor | None = None,
     ) -> None:
-        if self.NN == 0:
+        """Negatives; with `held` (`[B]` rows that may enter) the held-out negatives instead."""
+        state, salt, n = (
+            (self.neg, self.neg_salt, self.NN) if held is None else (self.hneg, self.hneg_salt, self.HN)
+        )
+        if n == 0:
             return
-        key = K.pair_keys(K.keys(seq_ids, self.seq_salt), self.neg_salt)  # [F, B]
-        key = key.masked_fill(seq_max.T > 0, K.EMPTY)
-        k = min(self.NN, B)
-        key, bidx = torch.topk(key, k, dim=1, largest=False)  # [F, k]
+        if held is None:
+            key = K.pair_keys(K.keys(seq_ids, self.seq_salt), salt)  # [F, B]
+            key = key.masked_fill(seq_max.T > 0, K.EMPTY)
+        else:  # keys of the held-out rows only (a few percent of a block's F x B pairs)
+            rows = held.nonzero().squeeze(1)
+            key = K.pair_keys(K.keys(seq_ids.index_select(0, rows), self.seq_salt), salt)  # [F, b]
+            key = key.masked_fill(seq_max.index_select(0, rows).T > 0, K.EMPTY)
+        key, col = torch.topk(key, min(n, key.shape[1]), dim=1, largest=False)  # [F, k]
+        bidx = col if held is None else rows[col]  # block rows
         # one random counted position per sequence (hashed from the sequence) centres its context
         counted = mask.long() if mask is not None else torch.ones(B, T, dtype=torch.int64)
         counted = counted + (counted.sum(1, keepdim=True) == 0)  # all-special sequence: any position
@@ -264,7 +304,7 @@ class FeatureCollector:
         pos = centre[bidx]
         value = torch.zeros(key.shape).masked_fill(key == K.EMPTY, float("nan"))
         meta = {"value": value, "seq": seq_ids[bidx], "pos": pos}
-        merge_kept(self.neg, key, meta, False, lambda r, c: win.silent(bidx[r, c], pos[r, c]))
+        merge_kept(state, key, meta, False, lambda r, c: win.silent(bidx[r, c], pos[r, c]))
 
     def _update_reservoir(
         self,
@@ -286,6 +326,34 @@ class FeatureCollector:
         ckey, cval, cb, ct = cand
         meta = {"value": cval, "seq": seq_ids[cb], "pos": ct}
         merge_kept(self.res, ckey, meta, False, lambda r, c: win(cb[r, c], ct[r, c], r))
+
+    def _update_held_reservoir(
+        self,
+        win: ContextWindows,
+        seq_ids: Tensor,
+        T: int,
+        b: Tensor,
+        t: Tensor,
+        f: Tensor,
+        v: Tensor,
+        held: Tensor,
+    ) -> None:
+        """The held-out reservoir: the same uniform sampling as the quantile one, on the activations
+        of held-out rows only, with its own keys (so it is not a subset of the quantile sample)."""
+        if self.HR == 0:
+            return
+        idx = held.index_select(0, b).nonzero().squeeze(1)
+        if idx.numel() == 0:
+            return
+        b, t, f, v = (x.index_select(0, idx) for x in (b, t, f, v))
+        key = K.keys(seq_ids.index_select(0, b) * T + t, self.hres_salt.index_select(0, f))
+        counts = torch.bincount(f, minlength=self.F)
+        cand = reservoir_candidates(key, self.hres["key"].amax(1), self.HR, counts, b, t, f, v)
+        if cand is None:
+            return
+        ckey, cval, cb, ct = cand
+        meta = {"value": cval, "seq": seq_ids[cb], "pos": ct}
+        merge_kept(self.hres, ckey, meta, False, lambda r, c: win(cb[r, c], ct[r, c], r))
 
     def _rescale(self, batch_max: Tensor) -> None:
         """Grow each feature's histogram range to a power of two above its max, merging bins."""
@@ -360,11 +428,17 @@ class FeatureCollector:
 
     def negative_examples(self) -> Examples:
         """Negatives in key order (empty slots last)."""
+        return self._by_key(self.neg)
+
+    def held_out_examples(self) -> tuple[Examples, Examples]:
+        """The held-out activating sample and the held-out negatives, each in key order (a uniform
+        order; empty slots last). Both have no slots when the cache records no split."""
+        return self._by_key(self.hres), self._by_key(self.hneg)
+
+    def _by_key(self, state: dict[str, Tensor]) -> Examples:
         self.flush()
-        order = torch.argsort(self.neg["key"], dim=1)
-        return Examples(
-            **{k: self._take(self.neg[k], order) for k in ("value", "seq", "pos", "tokens", "acts")}
-        )
+        order = torch.argsort(state["key"], dim=1)
+        return Examples(**{k: self._take(state[k], order) for k in ("value", "seq", "pos", "tokens", "acts")})
 
     def quantile_examples(self, edges: Tensor | None = None) -> tuple[Examples, Tensor]:
         """Reservoir samples split into quantile bins: `[F, Q, per_quantile]` examples and their

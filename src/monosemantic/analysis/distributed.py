@@ -48,6 +48,8 @@ def _gather_main(x: Tensor) -> list[Tensor] | None:
 def _merge_kept(state: dict[str, Tensor], largest: bool) -> None:
     """Rank 0's slots become the n best keys of every rank's slots, feature chunk by chunk."""
     F, n = state["key"].shape
+    if n == 0:
+        return
     for lo in range(0, F, FEATURE_CHUNK):
         hi = min(lo + FEATURE_CHUNK, F)
         parts = {k: _gather_main(v[lo:hi]) for k, v in state.items()}
@@ -75,3 +77,5 @@ def merge_collector(c: FeatureCollector) -> None:
     _merge_kept(c.top, largest=True)
     _merge_kept(c.res, largest=False)
     _merge_kept(c.neg, largest=False)
+    _merge_kept(c.hres, largest=False)
+    _merge_kept(c.hneg, largest=False)

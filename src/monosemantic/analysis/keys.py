@@ -25,6 +25,7 @@ _GOLDEN = 0x9E3779B97F4A7C15 & MASK
 
 # streams: the same coordinates give independent keys for different uses
 RESERVOIR, NEGATIVE, CENTRE, SEQUENCE = 1, 2, 3, 4
+HELD_OUT, HELD_OUT_NEGATIVE = 5, 6  # the held-out samples (explain's scoring sets)
 
 
 def mix(x: Tensor) -> Tensor:

@@ -11,6 +11,9 @@ from torch import Tensor
 from monosemantic.analysis.collect import HIST_BINS, Examples, FeatureCollector
 from monosemantic.lm.token_display import TokenDisplay
 
+# example kinds drawn only from the cache's held-out sequences (explain scores on them)
+HELD_OUT, HELD_OUT_NEGATIVE = "held_out", "held_out_negative"
+
 
 class TokenText(TokenDisplay):
     """Token id -> display string, memoised, with each tokenizer family's spacing (' the', not
@@ -131,18 +134,26 @@ def feature_rows(
 
 
 def all_examples(c: FeatureCollector, edges: Tensor) -> Iterator[tuple[Any, ...]]:
-    """Top, quantile and negative examples of every feature, as store records (a feature that
-    never fired gets no negatives: they would be every context)."""
+    """Top, quantile and negative examples of every feature, and the held-out samples
+    (`held_out`, `held_out_negative`), as store records (a feature that never fired gets no
+    negatives: they would be every context)."""
     yield from example_records(c.top_examples(), "top", c.w)
     q, bins = c.quantile_examples(edges)
     yield from example_records(q, "quantile", c.w, bins=bins)
     alive = (c.nnz > 0).tolist()
     yield from (r for r in example_records(c.negative_examples(), "negative", c.w) if alive[r[0]])
+    held, held_neg = c.held_out_examples()
+    yield from example_records(held, HELD_OUT, c.w)
+    yield from (r for r in example_records(held_neg, HELD_OUT_NEGATIVE, c.w) if alive[r[0]])
 
 
 def vocab_of(c: FeatureCollector, text: TokenText) -> dict[int, str]:
     """Display strings of every token id in the kept windows (the store's `vocab`)."""
-    parts = [state["tokens"].flatten() for state in (c.top, c.res, c.neg) if state["tokens"].numel()]
+    parts = [
+        state["tokens"].flatten()
+        for state in (c.top, c.res, c.neg, c.hres, c.hneg)
+        if state["tokens"].numel()
+    ]
     top = max((int(p.max()) for p in parts), default=-1)
     present = torch.zeros(top + 1, dtype=torch.bool)  # marks, not a sort of tens of millions of ids
     for part in parts:

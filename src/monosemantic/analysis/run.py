@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from monosemantic.activations import split
 from monosemantic.activations.cache import ActivationCache
 from monosemantic.activations.paired import model_a_cache, with_model_b
 from monosemantic.analysis.collect import FeatureCollector
@@ -191,6 +192,7 @@ def _analyze(cfg: Config) -> Path:
             n_tokens=n_seq * cache.context_size, context_size=cache.context_size,
             window=a.window, top_k=a.top_k, quantiles=a.quantiles, per_quantile=a.per_quantile,
             concepts=concept_names, pass_seconds=round(pass_s, 3), encode_seconds=round(encode_s, 3),
+            held_out=_held_out_meta(cache, n_seq),
         )  # fmt: skip
         _write_features(store, a, cache, model, root, paths, dicts, sites, collectors)
     console.print(
@@ -200,6 +202,18 @@ def _analyze(cfg: Config) -> Path:
         soft_wrap=True,
     )
     return db
+
+
+def _held_out_meta(cache: ActivationCache, n_seq: int) -> dict[str, Any] | None:
+    """The store's record of the held-out split its `held_out` examples come from (None: the cache
+    records none, so there are no held-out examples and explain scores on all of them)."""
+    held = split.held_out(cache.manifest)
+    if held is None:
+        console.print(f"[yellow]warning:[/] {split.NO_SPLIT_SCORING}", highlight=False, soft_wrap=True)
+        return None
+    rec = cache.manifest[split.KEY]
+    analysed = int((held < n_seq).sum())
+    return {"seed": rec["seed"], "fraction": rec["fraction"], "sequences": analysed}
 
 
 def _inputs(cfg: Config) -> tuple[ActivationCache, str | Path, list[Path], list[Dictionary], list[str], Any]:
@@ -237,9 +251,11 @@ def _collect(
     """One encoding pass over this rank's sequences feeding a collector per dictionary (merged onto
     rank 0 under torchrun); returns them and the encoding seconds."""
     restrict = cache.excludes_special or cache.train_on != "all"  # else every position counts
+    held = split.held_out(cache.manifest)  # explain's scoring samples come only from these
     collectors = [
         FeatureCollector(d.d_sae, a.top_k, a.quantiles, a.per_quantile, a.negatives, a.window,
-                         seed=int(a.seed or 0) + i, concept_names=concept_names, block_tokens=a.block_tokens)
+                         seed=int(a.seed or 0) + i, concept_names=concept_names, block_tokens=a.block_tokens,
+                         held_out=held, n_held_out=a.held_out_examples)
         for i, d in enumerate(dicts)
     ]  # fmt: skip
 

@@ -29,7 +29,17 @@ class AnalyzeConfig(Section):
     logit_lens_k: int = Field(
         10, gt=0, description="Tokens kept at each end of a feature's logit lens (promoted and suppressed)."
     )
-    negatives: int = Field(10, ge=0, description="Non-activating contexts kept per feature (for scoring).")
+    negatives: int = Field(
+        10,
+        ge=0,
+        description="Non-activating contexts kept per feature, and as many again from the held-out sequences.",
+    )
+    held_out_examples: int = Field(
+        20,
+        ge=0,
+        description="Activating contexts kept per feature from the cache's held-out sequences "
+        "(harvest.eval_fraction), a uniform sample: explain scores explanations on them (explain.score_on).",
+    )
     batch_sequences: int = Field(16, gt=0, description="Sequences encoded per batch.")
     block_tokens: int = Field(
         16_384,

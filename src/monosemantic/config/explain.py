@@ -34,6 +34,13 @@ class ExplainConfig(Section):
         description="Activating contexts (distinct sequences) a feature needs before it is explained and "
         "scored; with fewer it is marked `too few examples` (a score from one context means nothing).",
     )
+    score_on: Literal["held_out", "all"] = Field(
+        "held_out",
+        description="Contexts detection and fuzzing score on: `held_out`, analyze's samples from the cache's "
+        "held-out sequences (never shown to the explainer, never trained on; a store without them falls back "
+        "to `all` with a warning), or `all`, the top, quantile and negative examples the explanation was "
+        "written from.",
+    )
     cache: Path | None = Field(
         None, description="Answer cache folder; default beside the store (explain_cache)."
     )

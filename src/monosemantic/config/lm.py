@@ -38,7 +38,17 @@ class LMConfig(Section):
     warmup_steps: int = Field(100, ge=0, description="Steps of linear learning-rate warm-up.")
     eval_every: int = Field(250, gt=0, description="Steps between validation loss and sample generations.")
     checkpoint_every: int = Field(500, gt=0, description="Steps between resume checkpoints in state_dir.")
-    val_batches: int = Field(8, gt=0, description="Held-out batches (a different data seed) per validation.")
+    val_batches: int = Field(
+        8, gt=0, description="Validation batches of held-out windows (storyworld: of another data seed)."
+    )
+    holdout_fraction: float = Field(
+        0.02,
+        gt=0,
+        lt=1,
+        description="Fraction of a file's or dataset's documents held out for validation: a random choice "
+        "seeded by data.seed, recorded in lm.out/heldout.json. Training samples windows at random positions "
+        "of the other documents (seeded by data.seed and the step). Storyworld validates on another seed.",
+    )
     grad_clip: float = Field(1.0, gt=0, description="Max global gradient norm.")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine decay ends at lr x this.")
     sample_prompts: list[str] = Field(

@@ -9,10 +9,7 @@ labels (`concepts.CONCEPTS` columns; BOS/EOS positions have none).
 
 The stream is a pure function of (data config, tokenizer), so `skip_windows=n` resumes exactly
 where a run that consumed n windows stopped: skipped text is tokenized but not labelled.
-
-`split` holds documents out of a file or dataset source: every `HOLDOUT_EVERY`-th document is
-"validation", the rest "train" ("all" keeps everything). Storyworld is endless, so a validation
-stream there comes from another seed instead (`lm train` does that) and `split` is ignored.
+(`lm train` samples random windows of a finite corpus instead, holding documents out: `lm/batches.py`.)
 """
 
 from __future__ import annotations
@@ -21,7 +18,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,8 +28,6 @@ from monosemantic.utils.errors import DataError
 
 from .concepts import N_CONCEPTS, label_array
 from .sources import is_storyworld, iter_conversations, iter_stories, iter_texts
-
-HOLDOUT_EVERY = 50  # one document in 50 is held out for validation (`split`)
 
 _DOCS_PER_BATCH = 256
 
@@ -98,14 +93,14 @@ def text_tokens(tokenizer: Any, text: str, prepend_bos: bool = True) -> torch.Te
     """One text as harvest tokenizes it (LongTensor[T]): the fast tokenizer without its own special
     tokens, then the window's BOS (`bos_eos_ids`) in front when `prepend_bos`, so a prompt matches
     what the dictionaries were trained on."""
-    backend = _plain_backend(getattr(tokenizer, "backend_tokenizer", tokenizer))
+    backend = plain_backend(getattr(tokenizer, "backend_tokenizer", tokenizer))
     ids = list(backend.encode(text, add_special_tokens=False).ids)
     if prepend_bos:
         ids = [bos_eos_ids(tokenizer)[0], *ids]
     return torch.tensor(ids, dtype=torch.long)
 
 
-def _plain_backend(backend: Any) -> Any:
+def plain_backend(backend: Any) -> Any:
     """The tokenizer without the padding/truncation its tokenizer.json may fix (all-MiniLM-L6-v2 pads
     and cuts every input to 128 tokens, for sentence embeddings): documents are packed whole and
     unpadded whatever the file says. A copy, so the model's own tokenizer is left as it was."""
@@ -127,16 +122,12 @@ class TokenWindows:
         data_cfg: DataConfig,
         tokenizer: Any,
         skip_windows: int = 0,
-        split: Literal["all", "train", "validation"] = "all",
     ) -> None:
         if skip_windows < 0:
             raise ValueError("skip_windows must be >= 0")
-        if split not in ("all", "train", "validation"):
-            raise ValueError(f"split must be all, train or validation, not {split!r}")
-        self.split = split
         self.data_cfg = data_cfg
         self.tokenizer = tokenizer
-        self.backend = _plain_backend(getattr(tokenizer, "backend_tokenizer", tokenizer))
+        self.backend = plain_backend(getattr(tokenizer, "backend_tokenizer", tokenizer))
         apply_special_tokens(tokenizer, data_cfg)
         self.bos_id, self.eos_id = bos_eos_ids(tokenizer)
         self.context_size = data_cfg.context_size
@@ -190,11 +181,7 @@ class TokenWindows:
             docs: Iterator[tuple[Any, list | None]] = ((s.text, s.spans) for s in iter_stories(self.data_cfg))
         else:
             source = iter_conversations(self.data_cfg) if self.chat is not None else iter_texts(self.data_cfg)
-            texts = enumerate(source)
-            if self.split != "all":
-                validation = self.split == "validation"
-                texts = ((i, t) for i, t in texts if (i % HOLDOUT_EVERY == HOLDOUT_EVERY - 1) == validation)
-            docs = ((t, None) for _, t in texts)
+            docs = ((t, None) for t in source)
         while batch := list(islice(docs, _DOCS_PER_BATCH)):
             yield batch
 
@@ -289,11 +276,6 @@ class TokenWindows:
             buf = buf[pos:]
             lab = None if lab is None else lab[pos:]
             rol = None if rol is None else rol[pos:]
-        if done == 0 and self.split == "validation":
-            raise DataError(
-                f"data.text {self.data_cfg.text!r} is too small to hold out validation text (one document in "
-                f"{HOLDOUT_EVERY}, at least one window of {self.context_size} tokens); give more documents"
-            )
         if done == 0:
             raise DataError(
                 f"data.text {self.data_cfg.text!r} holds fewer than {body} tokens, not enough for one "

@@ -13,6 +13,7 @@ latents live (`home_sites`, `decoder_norms`), and the trainer's facts below.
 from __future__ import annotations
 
 import abc
+import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -25,7 +26,8 @@ from monosemantic.utils.errors import ConfigError, DataError, MonosemanticError
 from .types import DictionaryMeta, LossOutput, Penalty, SparseCodes, TrainStepState
 
 __all__ = ["Dictionary", "DictionaryMeta", "LossOutput", "Penalty", "SparseCodes", "TrainStepState",
-           "default_aux_k", "dictionary_class", "register_dictionary"]  # fmt: skip
+           "default_aux_k", "dictionary_class", "firing_quantile", "register_dictionary",
+           "start_density"]  # fmt: skip
 
 if TYPE_CHECKING:
     from .sharding import Sharding
@@ -58,6 +60,20 @@ def dictionary_class(name: str) -> type[Dictionary]:
             f"dictionary.architecture {name!r} is unknown; use one of {', '.join(sorted(_REGISTRY))}"
         )
     return _REGISTRY[name]
+
+
+@torch.no_grad()
+def firing_quantile(z: Tensor, p: float) -> Tensor:
+    """[m]: for each column of pre-activations z [n, m], the value a fraction p of rows exceed
+    (the (1 - p) quantile): a threshold there makes the latent fire on p of the tokens."""
+    n = z.shape[0]
+    return z.kthvalue(min(max(1, math.ceil((1 - p) * n)), n), dim=0).values
+
+
+def start_density(target_l0: float | None, d_sae: int) -> float | None:
+    """The firing rate each latent starts at when a run asks for `target_l0`: L0 starts at the
+    target, every latent alive (None without a target)."""
+    return None if target_l0 is None else min(target_l0 / d_sae, 0.5)
 
 
 def default_aux_k(d_in: int, n_latents: int) -> int:
@@ -348,9 +364,10 @@ class Dictionary(nn.Module, abc.ABC):
         """Set b_dec (the trainer passes the geometric median of the target activations)."""
 
     @torch.no_grad()
-    def initialize_from_data(self, x: Tensor) -> None:
-        """Data-dependent initialisation on the first batches' inputs `x`; most kinds need none
-        (JumpReLU may place its thresholds)."""
+    def initialize_from_data(self, x: Tensor, target_l0: float | None = None) -> None:
+        """Data-dependent initialisation on the first batches' inputs `x` (after `b_dec`), knowing
+        the run's `target_l0` if it has one; most architectures need none (JumpReLU places its
+        thresholds so that it starts at the target)."""
 
     @abc.abstractmethod
     def fold_activation_scale(

@@ -32,7 +32,15 @@ from monosemantic.utils.errors import DataError
 
 from .activations import ReLU
 from .auxk import auxk_loss, dead_for_aux
-from .base import LossOutput, SparseCodes, TrainStepState, default_aux_k, register_dictionary
+from .base import (
+    LossOutput,
+    SparseCodes,
+    TrainStepState,
+    default_aux_k,
+    firing_quantile,
+    register_dictionary,
+    start_density,
+)
 from .multi_site import MultiSiteConfig, MultiSiteDictionary
 from .sparse_encoder import _sort_order, sparse_decode, sparse_encode, topk_dead
 
@@ -250,6 +258,23 @@ class CrossLayerTranscoder(MultiSiteDictionary):
         for s, W in enumerate(self.W_dec):
             W /= s_out[s:][None, :, None]
         self.b_dec /= s_out[:, None]
+
+    @torch.no_grad()
+    def initialize_from_data(self, x: Tensor, target_l0: float | None = None, max_rows: int = 4096) -> None:
+        """With a target L0, every layer's latents start firing on target_l0 / d_sae of the first
+        tokens: JumpReLU thresholds, or ReLU encoder biases, at that quantile of their layer's
+        pre-activations (as `jumprelu.py` and `relu.py` do; TopK rules need none)."""
+        p = start_density(target_l0, self.d_sae)
+        if p is None or self.settings.activation not in ("relu", "jumprelu"):
+            return
+        xs = self._split(x[:max_rows].to(self.dtype), self.d_layer_in, "input")
+        for i in range(self.n_layers):
+            q = firing_quantile(self.pre_acts_layer(i, xs[:, i]), p)
+            if self.settings.activation == "relu":
+                self.b_enc[i] -= q
+            else:
+                keep = torch.full_like(q, self.settings.jumprelu_init_threshold)
+                self.log_threshold[i] = torch.where(q > 0, q, keep).log().to(self.log_threshold)
 
     # ---- serialisation ------------------------------------------------------------------------
     def weights_for_saving(self) -> dict[str, Tensor]:

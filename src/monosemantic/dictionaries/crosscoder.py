@@ -24,7 +24,14 @@ from monosemantic.utils.errors import MonosemanticError
 
 from .activations import ReLU
 from .auxk import auxk_loss, dead_for_aux
-from .base import LossOutput, TrainStepState, default_aux_k, register_dictionary
+from .base import (
+    LossOutput,
+    TrainStepState,
+    default_aux_k,
+    firing_quantile,
+    register_dictionary,
+    start_density,
+)
 from .multi_site import MultiSiteConfig, MultiSiteDictionary
 from .sparse_encoder import sparse_decode, topk_dead
 
@@ -102,6 +109,20 @@ class Crosscoder(MultiSiteDictionary):
 
     def _scale_decoders(self, factor: Tensor) -> None:
         self.W_dec.mul_(factor.to(self.W_dec.dtype)[:, None, None])
+
+    @torch.no_grad()
+    def initialize_from_data(self, x: Tensor, target_l0: float | None = None, max_rows: int = 4096) -> None:
+        """With a target L0, latents start firing on target_l0 / d_sae of the first tokens (the
+        CLT's rule, over the one latent space)."""
+        p = start_density(target_l0, self.d_sae)
+        if p is None or self.settings.activation not in ("relu", "jumprelu"):
+            return
+        q = firing_quantile(self.pre_acts(x[:max_rows]), p)
+        if self.settings.activation == "relu":
+            self.b_enc -= q
+        else:
+            keep = torch.full_like(q, self.settings.jumprelu_init_threshold)
+            self.log_threshold.copy_(torch.where(q > 0, q, keep).log())
 
     def _scale_encoders(self, factor: Tensor) -> None:
         self.W_enc *= factor

@@ -18,7 +18,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .activations import L1
-from .base import DictionaryMeta, LossOutput, TrainStepState, register_dictionary
+from .base import (
+    DictionaryMeta,
+    LossOutput,
+    TrainStepState,
+    firing_quantile,
+    register_dictionary,
+    start_density,
+)
 from .relu import ReLUConfig
 from .single_site import SingleSiteDictionary
 
@@ -42,6 +49,14 @@ class GatedDictionary(SingleSiteDictionary):
         self.b_mag = nn.Parameter(torch.zeros(cfg.d_sae))
         self.r_mag = nn.Parameter(torch.zeros(cfg.d_sae))
         self.unit_norm_decoder = not cfg.settings.l1_decoder_norm
+
+    @torch.no_grad()
+    def initialize_from_data(self, x: Tensor, target_l0: float | None = None, max_rows: int = 4096) -> None:
+        """With a target L0, shift each gate bias so that its gate starts open on target_l0 / d_sae
+        of the first tokens (as `relu.py` does for its encoder bias)."""
+        p = start_density(target_l0, self.d_sae)
+        if p is not None:
+            self.b_gate -= firing_quantile(self.gate_and_magnitude(x[:max_rows].to(self.W_enc))[0], p)
 
     def gate_and_magnitude(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h = self._input(x) @ self.W_enc

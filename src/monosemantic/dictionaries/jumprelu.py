@@ -16,8 +16,6 @@ coefficient. Letting the encoder see the penalty makes L0 track `l0_coefficient`
 
 from __future__ import annotations
 
-import math
-
 import torch
 from pydantic import Field
 from torch import Tensor
@@ -25,7 +23,14 @@ from torch import Tensor
 from monosemantic.config.dictionary import DictionaryConfig
 
 from .activations import JumpReLU, JumpReLUSettings, jumprelu, step
-from .base import DictionaryMeta, LossOutput, TrainStepState, register_dictionary
+from .base import (
+    DictionaryMeta,
+    LossOutput,
+    TrainStepState,
+    firing_quantile,
+    register_dictionary,
+    start_density,
+)
 from .single_site import SingleSiteDictionary
 
 __all__ = ["JumpReLUConfig", "JumpReLUDictionary", "jumprelu", "step"]
@@ -75,20 +80,24 @@ class JumpReLUDictionary(SingleSiteDictionary):
         self.W_enc /= self.W_enc.norm(dim=0, keepdim=True).clamp_min(1e-8)
 
     @torch.no_grad()
-    def initialize_from_data(self, x: Tensor, max_rows: int = 4096, chunk: int = 4096) -> None:
-        """With `jumprelu_init_density` p, put each threshold at its latent's (1 - p) pre-activation
-        quantile on (up to `max_rows` of) `x`, so every latent starts firing on a fraction p of
-        tokens: L0 starts at p * d_sae whatever the expansion. Latents positive on fewer tokens
-        than that keep `jumprelu_init_threshold`. Columns are done `chunk` at a time."""
+    def initialize_from_data(
+        self, x: Tensor, target_l0: float | None = None, max_rows: int = 4096, chunk: int = 4096
+    ) -> None:
+        """Place each threshold at its latent's (1 - p) pre-activation quantile on (up to `max_rows`
+        of) `x`, so every latent starts firing on a fraction p of tokens and L0 starts at p * d_sae:
+        p is `jumprelu_init_density`, else target_l0 / d_sae when the run has a target (a start
+        at the target, with every latent alive, is what lets the controller land without killing
+        latents: benchmarks/bench_target_l0.py), else the fixed `jumprelu_init_threshold` stays.
+        Latents positive on fewer tokens than that keep `jumprelu_init_threshold`. Columns are
+        done `chunk` at a time."""
         p = self.settings.jumprelu_init_density
+        if p is None:
+            p = start_density(target_l0, self.d_sae)
         if p is None:
             return
         x = self._input(x[:max_rows].to(self.W_enc.device, self.W_enc.dtype))
-        n = x.shape[0]
-        rank = min(max(1, math.ceil((1 - p) * n)), n)  # kthvalue's k: the (1 - p) quantile
         for lo in range(0, self.d_sae, chunk):
-            z = x @ self.W_enc[:, lo : lo + chunk] + self.b_enc[lo : lo + chunk]
-            q = z.kthvalue(rank, dim=0).values
+            q = firing_quantile(x @ self.W_enc[:, lo : lo + chunk] + self.b_enc[lo : lo + chunk], p)
             keep = torch.full_like(q, self.settings.jumprelu_init_threshold)
             self.log_threshold[lo : lo + chunk] = torch.where(q > 0, q, keep).log().to(self.log_threshold)
 

@@ -8,13 +8,21 @@ latent's L1 term is weighted by its decoder row norm and the rows are left free.
 
 from __future__ import annotations
 
+import torch
 from pydantic import Field
 from torch import Tensor
 
 from monosemantic.config.dictionary import DictionaryConfig
 
 from .activations import ReLU, ReLUSettings
-from .base import DictionaryMeta, LossOutput, TrainStepState, register_dictionary
+from .base import (
+    DictionaryMeta,
+    LossOutput,
+    TrainStepState,
+    firing_quantile,
+    register_dictionary,
+    start_density,
+)
 from .single_site import SingleSiteDictionary
 
 
@@ -40,6 +48,15 @@ class ReLUDictionary(SingleSiteDictionary):
         self.activation = ReLU(cfg.settings)
         # Per instance: a free decoder when the penalty is decoder-norm weighted.
         self.unit_norm_decoder = not cfg.settings.l1_decoder_norm
+
+    @torch.no_grad()
+    def initialize_from_data(self, x: Tensor, target_l0: float | None = None, max_rows: int = 4096) -> None:
+        """With a target L0, shift each encoder bias so that its latent starts firing on
+        target_l0 / d_sae of the first tokens: L0 starts at the target with every latent alive,
+        instead of at about d_sae / 2 (which the penalty then collapses, killing latents)."""
+        p = start_density(target_l0, self.d_sae)
+        if p is not None:
+            self.b_enc -= firing_quantile(self.pre_acts(x[:max_rows].to(self.W_enc)), p)
 
     def encode(self, x: Tensor) -> Tensor:
         return self.activation(self.pre_acts(x), self)

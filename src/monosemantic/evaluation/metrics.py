@@ -16,8 +16,10 @@ Definitions (means are over evaluated tokens; ||.|| is the L2 norm over the mode
   (Rajamanoharan et al. 2024, "Improving Dictionary Learning with Gated Sparse Autoencoders",
   "relative reconstruction bias"): gamma < 1 means the reconstructions are shrunk (the L1
   shrinkage bias), 1 is unbiased.
-- `dead_fraction`: features that never fired on the evaluated tokens; `dense_fraction`: features
-  firing on more than `dense_threshold` (10%) of them.
+- `dead_fraction`, `near_dead_fraction`, `dead_tokens`: the one definition of `training/dead.py`
+  (`latent_liveness`) over the evaluated tokens (`dead_tokens` of them): dead = never fired, near
+  dead = fired on fewer than 1 in 100,000; `dense_fraction`: features firing on more than
+  `dense_threshold` (10%) of them.
 - `feature_density`: per-feature firing frequency; `density_histogram`: counts of log10(density) in
   fixed bins (dead features, log10(0) = -inf, are counted separately as `dead`).
 
@@ -32,6 +34,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from monosemantic.training.dead import latent_liveness
 
 DENSE_THRESHOLD = 0.1
 # log10 density bins from 1e-8 to 1, half a decade wide: comparable across dictionaries.
@@ -175,7 +179,7 @@ class ReconstructionMetrics:
             "cosine_similarity": self.sum_cos.item() / n,
             "l2_ratio": self.sum_l2_ratio.item() / n,
             "relative_reconstruction_bias": self.sum_yhat_sq.item() / dot if dot != 0 else math.nan,
-            "dead_fraction": (self.fire_counts == 0).double().mean().item(),
+            **latent_liveness(self.fire_counts, n).summary(),
             "dense_fraction": (density > self.dense_threshold).double().mean().item(),
             "mean_activation_when_fired": (
                 (self.sum_act.sum() / self.fire_counts.sum()).item() if self.fire_counts.sum() > 0 else 0.0

@@ -48,6 +48,7 @@ TABLE = [
     ("cosine_similarity", "cos", "{:.3f}"),
     ("relative_reconstruction_bias", "γ", "{:.4g}"),
     ("dead_fraction", "dead", percent),
+    ("near_dead_fraction", "near dead", percent),
     ("dense_fraction", "dense", percent),
     ("ce_loss_spliced", "CE spliced", "{:.4f}"),
     ("ce_loss_increase", "ΔCE nats", "{:.4f}"),

@@ -28,6 +28,7 @@ from monosemantic.config import Config
 from monosemantic.config.site import Site, concrete_sites, site_groups
 from monosemantic.corpus.concepts import CONCEPTS
 from monosemantic.dictionaries.base import Dictionary
+from monosemantic.training.dead import NEAR_DEAD_DENSITY
 from monosemantic.utils import distributed as D
 from monosemantic.utils.errors import ConfigError, DataError
 from monosemantic.utils.files import check_output
@@ -239,7 +240,10 @@ def _accumulate(run: _Run) -> _Batches:
         merge_concepts(e.concepts)
     run.sample["n_tokens"] = site_n
     run.sample["sequences"] = None if run.indices is None else run.indices.tolist()  # sorted; None: all
-    run.sample["note"] += f"; 'dead' latents are those that never fired on its {site_n:,} tokens"
+    run.sample["note"] += (
+        f"; 'dead' latents never fired on its {site_n:,} tokens, 'near dead' ones fired on fewer than 1 in "
+        f"{1 / NEAR_DEAD_DENSITY:,.0f} (training counts over train.dead_after_tokens: compare at the same count)"
+    )
     means = {s: (v / max(site_n, 1)).float() for s, v in site_sum.items()}
     return _Batches(token_batches, keeps, means, done, lo, hi)
 

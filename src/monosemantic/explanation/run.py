@@ -5,7 +5,9 @@ judge are an LLM behind an OpenAI-compatible chat API (`llm_client.py`); the est
 tokens are printed before any request, and answers are cached on disk. Without one, the
 deterministic offline explainer and keyword judge (`offline.py`) fill the same columns. The store
 records which produced each value: `explanation_source` (`llm:<model>` or `offline`) and
-`scorer` (`llm:<model>` or `offline-keyword`).
+`scorer` (`llm:<model>` or `offline-keyword`). Scores are computed on analyze's held-out
+contexts by default (`explain.score_on`, `score_sets.py`); each feature's scores JSON names the
+set (`scored_on`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from monosemantic.config import Config
-from monosemantic.explanation import scoring
+from monosemantic.explanation import score_sets, scoring
 from monosemantic.explanation.llm_client import ChatClient, estimate_tokens
 from monosemantic.explanation.offline import KeywordJudge, base_counts, offline_explanation
 from monosemantic.store.feature_store import FeatureStore, feature_store_path
@@ -56,21 +58,17 @@ def parse_explanation(answer: str) -> str:
     return lines[-1] if lines else ""
 
 
-def _items(cfg: Config, fid: int, examples: list[dict[str, Any]]) -> dict[str, list[scoring.Item]]:
-    """The detection and fuzzing contexts of a feature, drawn with a per-feature seed."""
-    pos = [e for e in examples if e["kind"] in ("top", "quantile")]
-    neg = [e for e in examples if e["kind"] == "negative"]
-    rng = random.Random(f"{cfg.explain.seed}:{fid}")
-    out: dict[str, list[scoring.Item]] = {}
-    n = cfg.explain.score_examples
-    if "detection" in cfg.explain.scoring and pos and neg:
-        out["detection"] = scoring.detection_items(pos, neg, n, rng)
-    if "fuzzing" in cfg.explain.scoring and pos:
-        out["fuzzing"] = scoring.fuzzing_items(pos, n, rng)
-    return out
+def _items(
+    cfg: Config, fid: int, examples: list[dict[str, Any]], on: str
+) -> tuple[dict[str, list[scoring.Item]], dict[str, Any]]:
+    """The detection and fuzzing contexts of a feature from the `on` set (`score_sets.py`), drawn
+    with a per-feature seed, and the record the scores JSON carries beside them."""
+    e = cfg.explain
+    rng = random.Random(f"{e.seed}:{fid}")
+    return score_sets.score_items(examples, on, list(e.scoring), e.score_examples, e.min_examples, rng)
 
 
-TOO_FEW = "too few examples"  # explanation_source and scorer of a feature with too few contexts
+TOO_FEW = score_sets.TOO_FEW  # explanation_source and scorer of a feature with too few contexts
 
 
 def contexts(examples: list[dict[str, Any]]) -> int:
@@ -121,9 +119,11 @@ def _too_few(store: FeatureStore, cfg: Config, work: list) -> list:
     return keep
 
 
-def _offline(store: FeatureStore, cfg: Config, work: list) -> None:
+def _offline(store: FeatureStore, cfg: Config, work: list, on: str) -> None:
+    seen = score_sets.EXPLAINER_KINDS  # the offline explainer's base rate never reads held-out contexts
     bases = {
-        did: base_counts(e for d2, _, ex in work if d2 == did for e in ex) for did in {w[0] for w in work}
+        did: base_counts(e for d2, _, ex in work if d2 == did for e in ex if e["kind"] in seen)
+        for did in {w[0] for w in work}
     }
     with progress_bar() as bar:
         task = bar.add_task("explain (offline)", total=len(work), info="", unit="feat")
@@ -134,18 +134,19 @@ def _offline(store: FeatureStore, cfg: Config, work: list) -> None:
             text = offline_explanation(f, top, bases[did])
             texts.setdefault(did, []).append((f["idx"], text, "offline"))
             judge = KeywordJudge(text)
-            result = {}
-            for method, items in _items(cfg, f["idx"], ex).items():
+            sets, result = _items(cfg, f["idx"], ex, on)
+            for method, items in sets.items():
                 preds = judge.detect(items) if method == "detection" else judge.fuzz(items)
                 result[method] = scoring.metrics([it.label for it in items], preds)
-            scores.setdefault(did, []).append((f["idx"], result, KeywordJudge.name))
+            scorer = score_sets.TOO_FEW if "note" in result else KeywordJudge.name
+            scores.setdefault(did, []).append((f["idx"], result, scorer))
             bar.update(task, advance=1)
     for did in texts:
         store.set_explanations(did, texts[did])
         store.set_scores_many(did, scores[did])
 
 
-def _llm(store: FeatureStore, cfg: Config, work: list, endpoint: str) -> None:
+def _llm(store: FeatureStore, cfg: Config, work: list, endpoint: str, on: str) -> None:
     e = cfg.explain
     client = ChatClient(
         endpoint, e.model, api_key=os.environ.get(e.api_key_env), concurrency=e.concurrency,
@@ -154,7 +155,7 @@ def _llm(store: FeatureStore, cfg: Config, work: list, endpoint: str) -> None:
     )  # fmt: skip
     prompts = [_explain_prompt([x for x in ex if x["kind"] == "top"][: e.examples]) for _, _, ex in work]
     todo = client.uncached(prompts)
-    per_score = sum(len(_items(cfg, f["idx"], ex)) for _, f, ex in work)
+    per_score = sum(len(_items(cfg, f["idx"], ex, on)[0]) for _, f, ex in work)
     est = sum(estimate_tokens(m) for m in todo)
     console.print(
         f"explain: {len(work)} features via {e.model} at {client.url}: {len(todo)} explanation requests "
@@ -175,14 +176,15 @@ def _llm(store: FeatureStore, cfg: Config, work: list, endpoint: str) -> None:
             )
         jobs: list[tuple[int, int, str, list[scoring.Item]]] = []
         score_prompts = []
+        results: dict[tuple[int, int], dict[str, Any]] = {}
         for (did, f, ex), text in zip(work, explanations, strict=True):
-            for method, items in _items(cfg, f["idx"], ex).items():
+            sets, results[(did, f["idx"])] = _items(cfg, f["idx"], ex, on)
+            for method, items in sets.items():
                 jobs.append((did, f["idx"], method, items))
                 prompt = scoring.detection_prompt if method == "detection" else scoring.fuzzing_prompt
                 score_prompts.append(prompt(text, items))
         task2 = bar.add_task("score", total=len(score_prompts), info="", unit="req")
         replies = client.complete_all(score_prompts, on_done=lambda: bar.update(task2, advance=1))
-    results: dict[tuple[int, int], dict[str, Any]] = {}
     for (did, idx, method, items), reply in zip(jobs, replies, strict=True):
         preds = scoring.parse_labels(reply, len(items))
         labels = [it.label for it in items]
@@ -191,9 +193,16 @@ def _llm(store: FeatureStore, cfg: Config, work: list, endpoint: str) -> None:
             if preds is not None
             else {"score": None, "error": "unparsable answer"}
         )
-        results.setdefault((did, idx), {})[method] = entry
+        results[(did, idx)][method] = entry
     for did in {d for d, _ in results}:
-        store.set_scores_many(did, [(idx, sc, source) for (d, idx), sc in results.items() if d == did])
+        store.set_scores_many(
+            did,
+            [
+                (idx, sc, score_sets.TOO_FEW if "note" in sc else source)
+                for (d, idx), sc in results.items()
+                if d == did
+            ],
+        )
     u = client.usage
     console.print(
         f"explain: {u['requests']} requests ({u['prompt_tokens']:,} prompt + {u['completion_tokens']:,} completion "
@@ -212,12 +221,16 @@ def explain(cfg: Config) -> Path:
     check_output(cfg.explain.cache, "explain.cache")
     with FeatureStore(db) as store:
         work = _too_few(store, cfg, _work(store, cfg.explain.max_features))
+        meta = store.meta()
+        on = score_sets.resolve(cfg.explain.score_on, meta)
+        console.print(score_sets.describe(on, meta), highlight=False, soft_wrap=True)
+        store.set_meta(explain_scored_on=on)
         if endpoint:
-            _llm(store, cfg, work, endpoint)
+            _llm(store, cfg, work, endpoint, on)
         else:
             console.print(
                 "explain: no endpoint configured; using the offline explainer and keyword judge",
                 soft_wrap=True,
             )
-            _offline(store, cfg, work)
+            _offline(store, cfg, work, on)
     return db

@@ -1,13 +1,14 @@
 """`monosemantic lm train`: a byte-level BPE tokenizer and a small causal LM, nanoGPT style.
 
 The loop is deliberately plain: AdamW (no decay on gains/biases), linear warmup then cosine
-decay, gradient clipping, validation on held-out text (another storyworld seed, or one document
-in `HOLDOUT_EVERY` of a file or dataset, which training skips), sample continuations,
-`metrics.jsonl`, and an atomic checkpoint (model, optimizer, scheduler, step, RNG, data
-position) every `checkpoint_every` steps. Rerunning the same command resumes from it, and the
-result is bit-identical to an uninterrupted run on the same device. Dropout is off: the data
-are (practically) unlimited, so every step sees fresh windows. With `lm.init_from` the loop
+decay, gradient clipping, batches of windows drawn at random positions of the whole corpus with a
+seeded held-out set of documents for validation (`batches.py`; storyworld streams fresh stories
+and validates on another seed), sample continuations, `metrics.jsonl`, and an atomic checkpoint
+(model, optimizer, scheduler, step, RNG) every `checkpoint_every` steps. Rerunning the same
+command resumes from it, and the result is bit-identical to an uninterrupted run on the same
+device (a batch is a function of its step). Dropout is off. With `lm.init_from` the loop
 fine-tunes an existing causal LM instead (`init_from.py`: its weights, shape and tokenizer).
+The run is three phases: `_setup`, `_loop`, `_finish`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,22 +29,21 @@ from transformers import PreTrainedTokenizerFast as Tokenizer
 from transformers import logging as hf_logging
 
 from monosemantic.config import Config
-from monosemantic.config.data import DataConfig
 from monosemantic.config.lm import LMConfig
 from monosemantic.corpus.sources import iter_texts
-from monosemantic.corpus.windows import TokenWindows, bos_eos_ids
+from monosemantic.corpus.windows import bos_eos_ids
 from monosemantic.utils.errors import ConfigError, DataError
 from monosemantic.utils.files import check_output, write_json_atomic, write_text_atomic
 from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.torch_utils import resolve_device, torch_dtype
 
+from .batches import SampledBatches, StoryworldBatches, open_batches, write_heldout
 from .card import write_model_card
 from .checkpoint import SHAPE_KEYS, STATE_FILE, load_state, save_state
 from .init_from import load_init
 from .tokenizer import train_tokenizer
 
 RECIPE = "recipe.json"  # beside the run's tokenizer: the settings that made it
-VAL_SEED_OFFSET = 1_000_003  # validation windows come from a disjoint storyworld seed
 
 
 def build_lm(lm: LMConfig, tokenizer: Tokenizer) -> PreTrainedModel:
@@ -94,27 +95,6 @@ def lr_lambda(lm: LMConfig) -> Callable[[int], float]:
         return lm.min_lr_ratio + (1 - lm.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return f
-
-
-def window_stream(
-    data: DataConfig, tokenizer: Tokenizer, skip: int = 0, split: str = "all"
-) -> Iterator[torch.Tensor]:
-    """Token windows of `split` forever (a finite source starts over), after skipping `skip`."""
-    while True:
-        n = 0
-        for window in TokenWindows(data, tokenizer, skip_windows=skip, split=split):
-            n += 1
-            yield window.tokens
-        if n == 0 and skip == 0:  # (TokenWindows itself names a source too small for `split`)
-            raise DataError(
-                f"[data].text={data.text!r} produced no token windows; point it at non-empty text"
-            )
-        # a pass that was skipped entirely: the position lies in a later epoch
-        skip = skip % sum(1 for _ in TokenWindows(data, tokenizer, split=split)) if n == 0 else 0
-
-
-def next_batch(stream: Iterator[torch.Tensor], batch_size: int) -> torch.Tensor:
-    return torch.stack([next(stream) for _ in range(batch_size)]).long()
 
 
 def tokenizer_recipe(cfg: Config) -> dict[str, Any]:
@@ -219,7 +199,36 @@ def train_lm(cfg: Config, callback: Callable[[int, float], None] | None = None) 
         raise
 
 
+@dataclass
+class _Run:
+    """Everything one `lm train` run holds (setup builds it, the loop advances it, finish saves it)."""
+
+    cfg: Config
+    out: Path
+    state_dir: Path
+    device: torch.device
+    model: PreTrainedModel
+    tokenizer: Tokenizer
+    shape: dict[str, Any]
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    batches: StoryworldBatches | SampledBatches
+    step: int
+    rows: list[dict]
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out / "metrics.jsonl"
+
+
 def _train_lm(cfg: Config, callback: Callable[[int, float], None] | None = None) -> Path:
+    run = _setup(cfg)
+    _loop(run, callback)
+    return _finish(run)
+
+
+def _setup(cfg: Config) -> _Run:
+    """Tokenizer, model, optimizer, schedule and batch source; the checkpoint's state on resume."""
     hf_logging.disable_progress_bar()
     lm = cfg.lm
     out = Path(lm.out)
@@ -242,105 +251,141 @@ def _train_lm(cfg: Config, callback: Callable[[int, float], None] | None = None)
         fused=device.type == "cuda",
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(lm))
-
-    step, consumed = 0, 0
+    step = 0
     state = load_state(state_dir, shape)
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        step, consumed = state["step"], state["windows"]
+        step = state["step"]
         console.print(f"resuming from step {step} ({state_dir})")
-    metrics_path = out / "metrics.jsonl"
-    rows = _read_metrics(metrics_path, step)
+    batches = open_batches(
+        cfg.data.model_copy(update={"context_size": lm.context_size}),
+        tokenizer,
+        state_dir,
+        {**tokenizer_recipe(cfg), "init_from": lm.init_from},
+        batch_size=lm.batch_size,
+        val_batches=lm.val_batches,
+        holdout_fraction=lm.holdout_fraction,
+        start_step=step,
+        resuming=state is not None,
+    )
+    if state is None:
+        _describe_data(batches, lm)
+    rows = _read_metrics(out / "metrics.jsonl", step)
+    return _Run(cfg, out, state_dir, device, model, tokenizer, shape, opt, sched, batches, step, rows)
 
-    train_data = cfg.data.model_copy(update={"context_size": lm.context_size})
-    # validation never sees training text: storyworld draws it from another seed, a file or
-    # dataset source holds out one document in HOLDOUT_EVERY
-    val_data = train_data.model_copy(update={"seed": (train_data.seed or 0) + VAL_SEED_OFFSET})
-    stream = window_stream(train_data, tokenizer, skip=consumed, split="train")
-    val_stream = window_stream(val_data, tokenizer, split="validation")
-    val = [next_batch(val_stream, lm.batch_size) for _ in range(lm.val_batches)]
+
+def _describe_data(batches: StoryworldBatches | SampledBatches, lm: LMConfig) -> None:
+    """One line on what training will read: how much text, how much held out, how many epochs."""
+    s = batches.summary
+    if s["sampling"] != "random windows":
+        return
+    epochs = lm.steps * lm.batch_size * lm.context_size / max(1, s["train_tokens"])
+    console.print(
+        f"corpus: {s['train_tokens']:,} training tokens in {s['documents'] - s['heldout_documents']:,} documents, "
+        f"{s['validation_tokens']:,} held out in {s['heldout_documents']:,} "
+        f"(lm.holdout_fraction {s['holdout_fraction']}); {lm.steps} steps of {lm.batch_size} random windows "
+        f"read {epochs:.2g} epochs",
+        highlight=False,
+    )
+
+
+def _checkpoint(run: _Run) -> None:
+    save_state(
+        run.state_dir,
+        model=run.model.state_dict(),
+        optimizer=run.opt.state_dict(),
+        scheduler=run.sched.state_dict(),
+        step=run.step,
+        shape=run.shape,
+    )
+    write_text_atomic(run.metrics_path, "".join(json.dumps(r) + "\n" for r in run.rows))
+
+
+def _validate(run: _Run) -> None:
+    row = {
+        "step": run.step,
+        "val_loss": evaluate(run.model, run.batches.validation, run.device),
+        "samples": samples(run.model, run.tokenizer, run.cfg.lm, run.device),
+    }
+    run.rows.append(row)
+    console.print(f"step {run.step}: val loss {row['val_loss']:.4f}")
+    for text in row["samples"]:
+        console.print(f"  [dim]{text!r}[/]")
+
+
+def _loop(run: _Run, callback: Callable[[int, float], None] | None) -> None:
+    """Optimizer steps until lm.steps, logging, validating and checkpointing as configured; Ctrl-C
+    checkpoints between steps and re-raises."""
+    lm, device = run.cfg.lm, run.device
     amp = torch_dtype(lm.dtype or "float32")
     tokens_per_step = lm.batch_size * lm.context_size
     log_every = max(1, lm.eval_every // 10)
-
-    def checkpoint() -> None:
-        save_state(
-            state_dir,
-            model=model.state_dict(),
-            optimizer=opt.state_dict(),
-            scheduler=sched.state_dict(),
-            step=step,
-            windows=consumed,
-            shape=shape,
-        )
-        write_text_atomic(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
-
-    def validate() -> None:
-        row = {
-            "step": step,
-            "val_loss": evaluate(model, val, device),
-            "samples": samples(model, tokenizer, lm, device),
-        }
-        rows.append(row)
-        console.print(f"step {step}: val loss {row['val_loss']:.4f}")
-        for text in row["samples"]:
-            console.print(f"  [dim]{text!r}[/]")
-
-    model.train()
+    run.model.train()
     t0, in_step = time.time(), False
     try:
         with progress_bar() as bar:
             task = bar.add_task(
                 "lm train",
                 total=lm.steps * tokens_per_step,
-                completed=step * tokens_per_step,
+                completed=run.step * tokens_per_step,
                 info="",
                 unit="tok",
             )
-            while step < lm.steps:
-                batch = next_batch(stream, lm.batch_size).to(device)
+            while run.step < lm.steps:
+                batch = run.batches.batch(run.step).to(device)
                 in_step = True
                 with torch.autocast(device.type, dtype=amp, enabled=amp != torch.float32):
-                    loss = model(input_ids=batch, labels=batch).loss
+                    loss = run.model(input_ids=batch, labels=batch).loss
                 if not torch.isfinite(loss):
-                    raise DataError(f"training loss became {loss.item()} at step {step}; lower lm.lr")
-                opt.zero_grad(set_to_none=True)
+                    raise DataError(f"training loss became {loss.item()} at step {run.step}; lower lm.lr")
+                run.opt.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), lm.grad_clip)
-                opt.step()
-                sched.step()
-                step, consumed, in_step = step + 1, consumed + lm.batch_size, False
+                torch.nn.utils.clip_grad_norm_(run.model.parameters(), lm.grad_clip)
+                run.opt.step()
+                run.sched.step()
+                run.step, in_step = run.step + 1, False
                 bar.update(task, advance=tokens_per_step, info=f"loss {loss.item():.3f}")
-                if step % log_every == 0 or step == lm.steps:
-                    rows.append(
+                if run.step % log_every == 0 or run.step == lm.steps:
+                    run.rows.append(
                         {
-                            "step": step,
+                            "step": run.step,
                             "loss": loss.item(),
-                            "lr": sched.get_last_lr()[0],
-                            "tokens": step * tokens_per_step,
+                            "lr": run.sched.get_last_lr()[0],
+                            "tokens": run.step * tokens_per_step,
                             "elapsed_s": round(time.time() - t0, 1),
                         }
                     )
-                if step % lm.eval_every == 0 and step < lm.steps:
-                    validate()
-                if step % lm.checkpoint_every == 0 and step < lm.steps:
-                    checkpoint()
+                if run.step % lm.eval_every == 0 and run.step < lm.steps:
+                    _validate(run)
+                if run.step % lm.checkpoint_every == 0 and run.step < lm.steps:
+                    _checkpoint(run)
                 if callback is not None:
-                    callback(step, loss.item())
+                    callback(run.step, loss.item())
     except KeyboardInterrupt:
         if not in_step:  # a half-done step would save weights that disagree with `step`
-            checkpoint()
-        console.print(f"interrupted at step {step}; rerun the same command to resume")
+            _checkpoint(run)
+        console.print(f"interrupted at step {run.step}; rerun the same command to resume")
         raise
-    rows = [r for r in rows if not (r["step"] == step and "val_loss" in r)]
-    validate()
-    checkpoint()
-    model.to(torch_dtype(lm.save_dtype)).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    write_text_atomic(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _finish(run: _Run) -> Path:
+    """Final validation and checkpoint, then the model, tokenizer, held-out record and model card."""
+    run.rows = [r for r in run.rows if not (r["step"] == run.step and "val_loss" in r)]
+    _validate(run)
+    _checkpoint(run)
+    run.model.to(torch_dtype(run.cfg.lm.save_dtype)).save_pretrained(run.out)
+    run.tokenizer.save_pretrained(run.out)
+    write_heldout(run.out, run.batches)
+    write_text_atomic(run.metrics_path, "".join(json.dumps(r) + "\n" for r in run.rows))
     write_model_card(
-        out, cfg, rows, n_params=sum(p.numel() for p in model.parameters()), vocab=len(tokenizer), shape=shape
+        run.out,
+        run.cfg,
+        run.rows,
+        n_params=sum(p.numel() for p in run.model.parameters()),
+        vocab=len(run.tokenizer),
+        shape=run.shape,
+        data=run.batches.summary,
     )
-    return out
+    return run.out

@@ -1,16 +1,59 @@
-"""Dead-latent bookkeeping: who fired recently, the AuxK mask, and resampling (Towards Monosemanticity).
+"""Dead latents: the one definition, the training bookkeeping, the AuxK mask, and resampling.
 
-A latent is dead once it has been silent for `dead_after_tokens` training tokens. TopK-family
-dictionaries get the dead mask as an AuxK target (Gao et al. 2024); the others can instead be
-*resampled*: pointed at inputs the dictionary reconstructs worst (Bricken et al. 2023).
+**The definition** (`latent_liveness`, used by train, evaluate, analyze and the viewer): over N
+tokens, a latent is *dead* when it fires on none of them, and *near dead* when it fires on fewer
+than `NEAR_DEAD_DENSITY` x N of them (less than once in 100,000 tokens: too rare to read or to
+score). Every report names its N. Training applies the rule to the last `train.dead_after_tokens`
+tokens of the stream (`DeadLatentTracker`, which counts tokens since each latent last fired);
+evaluate and analyze to the tokens they read. A sample smaller than `train.dead_after_tokens`
+counts rare latents as dead, so compare dead fractions at the same N.
+
+TopK-family dictionaries get the dead mask as an AuxK target (Gao et al. 2024); the others can
+instead be *resampled*: pointed at inputs the dictionary reconstructs worst (Bricken et al. 2023).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from monosemantic.dictionaries.base import Dictionary
+
+NEAR_DEAD_DENSITY = 1e-5  # fires on fewer than 1 in 100,000 tokens
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """Which latents are dead or near dead over `tokens` tokens (see the module docstring)."""
+
+    tokens: int
+    dead: Tensor  # bool [d_sae]: fired on none of the tokens
+    near_dead: Tensor  # bool [d_sae]: fired, on fewer than NEAR_DEAD_DENSITY x tokens
+
+    @property
+    def dead_fraction(self) -> float:
+        return self.dead.double().mean().item() if self.dead.numel() else 0.0
+
+    @property
+    def near_dead_fraction(self) -> float:
+        return self.near_dead.double().mean().item() if self.near_dead.numel() else 0.0
+
+    def summary(self) -> dict[str, float | int]:
+        """The three numbers every report carries: dead_fraction, near_dead_fraction, dead_tokens."""
+        return {
+            "dead_fraction": self.dead_fraction,
+            "near_dead_fraction": self.near_dead_fraction,
+            "dead_tokens": self.tokens,
+        }
+
+
+def latent_liveness(fire_counts: Tensor, tokens: int) -> Liveness:
+    """The definition: `fire_counts[i]` = tokens (of `tokens`) on which latent i fired."""
+    counts = fire_counts.detach().to(torch.float64)
+    dead = counts == 0
+    return Liveness(int(tokens), dead, ~dead & (counts < NEAR_DEAD_DENSITY * tokens))
 
 
 class DeadLatentTracker:
@@ -29,7 +72,16 @@ class DeadLatentTracker:
         self.count_tokens += n_tokens
 
     def dead_mask(self) -> Tensor:
+        """Latents silent over the last `dead_after_tokens` tokens (the definition, on the stream)."""
         return self.since_fired >= self.dead_after_tokens
+
+    def near_dead_mask(self) -> Tensor:
+        """Live latents firing on fewer than NEAR_DEAD_DENSITY of the counted tokens (those since the
+        last `reset_density`; a window shorter than `dead_after_tokens` reports none)."""
+        if self.count_tokens < self.dead_after_tokens:
+            return torch.zeros_like(self.since_fired, dtype=torch.bool)
+        rare = latent_liveness(self.fire_counts, self.count_tokens).near_dead
+        return rare & ~self.dead_mask()
 
     def density(self) -> Tensor:
         """Fraction of counted tokens on which each latent fired."""

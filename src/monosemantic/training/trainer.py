@@ -28,6 +28,7 @@ from monosemantic.utils.torch_utils import resolve_device, seed_everything, torc
 from . import checkpoint
 from .dead import resample_dead
 from .init import decoder_bias_init
+from .l0_control import landing
 from .logging import WandbLogger
 from .metrics import latent_counts
 from .parallel import Parallel
@@ -184,7 +185,9 @@ class Trainer:
             slot.dic.initialize_b_dec(decoder_bias_init(y, self.tcfg.b_dec_init).to(self.device))
             if slot.dic.unit_norm_decoder:
                 slot.dic.set_decoder_norm_to_unit_norm()
-            slot.dic.initialize_from_data(stacked[slot.hook_name] * self.scales[slot.hook_name])
+            slot.dic.initialize_from_data(
+                stacked[slot.hook_name] * self.scales[slot.hook_name], slot.cfg.target_l0
+            )
             if slot.dic.fitted:  # baselines: one fit on these tokens, no SGD
                 model_name = metadata_for(self.cfg, slot.hook_name, None).get("model_name")
                 x = stacked[slot.hook_name] * self.scales[slot.hook_name]
@@ -265,6 +268,9 @@ class Trainer:
             if log_now:
                 row = {"step": self.step + 1, "tokens": (self.step + 1) * self.tcfg.batch_size, "lr": lr}
                 row |= self.par.metrics(out, y_all, counts, slot.tracker.dead_mask(), x.shape[0])
+                row["near_dead_fraction"] = float(
+                    self.par.all_latents(slot.tracker.near_dead_mask()).float().mean()
+                )
                 if not math.isfinite(row["loss"]) or not row["fvu"] <= DIVERGED_FVU:
                     raise MonosemanticError(
                         f"dictionary {slot.name} diverged at step {self.step + 1} (loss {row['loss']:.4g}, "
@@ -325,6 +331,9 @@ class Trainer:
                     self.save()
         if self.wandb is not None:
             self.wandb.finish()
+        if D.is_main():
+            for line in filter(None, (self._landing(i) for i in range(len(self.slots)))):
+                console.print(f"[yellow]warning:[/] {line}", highlight=False)
         return folders
 
     def _info(self) -> str:
@@ -344,6 +353,17 @@ class Trainer:
             f"worst FVU {worst[1]['fvu']:.3f} ({worst[0]}), most dead {percent(dead[1]['dead_fraction'])} ({dead[0]})"
         )
 
+    def _landing(self, i: int) -> str | None:
+        """The end-of-run check of dictionary i (`l0_control.landing`): None when it landed."""
+        slot, row = self.slots[i], self.last[i]
+        if slot.dic.fitted or not row or not self.complete:
+            return None
+        l0 = float(slot.controller.l0_ema) if slot.controller is not None else row["l0"]
+        target = slot.cfg.target_l0
+        return landing(
+            slot.name, target, l0, row["dead_fraction"], self.tcfg.dead_after_tokens, slot.cfg.architecture
+        )
+
     def export(self) -> None:
         """Write every dictionary in the SAELens layout (scale folded in), with run metadata."""
         for i, slot in enumerate(self.slots):
@@ -354,6 +374,7 @@ class Trainer:
                 "wall_time_s": round(self.wall_time, 3),
                 "activation_scale": scale_summary(self.scales[slot.hook_name], slot.hook_name),
                 "final_metrics": self.last[i],
+                "landing": self._landing(i) or "ok",
                 "train": self.tcfg.model_dump(mode="json"),
                 "dictionary": slot.cfg.model_dump(mode="json"),
             }
