@@ -30,6 +30,7 @@ MODULES = [
     "bench_analyze",
     "bench_circuits",
     "bench_circuit_tracer",
+    "bench_attention_circuits",
     "bench_toy_recovery",
     "bench_conformance",
 ]

@@ -159,13 +159,19 @@ def plan(
             help="Ranks to plan for (torchrun --nproc-per-node x nodes; default [plan].world_size)."
         ),
     ] = None,
+    circuit_tokens: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Prompt length of the circuit memory estimate (default [plan].circuit_tokens)."
+        ),
+    ] = None,
 ) -> None:
     """Memory per rank, cache disk and FLOPs per token of each stage, before starting a job."""
     cfg = _config(config, set_)
     from monosemantic.training.plan import plan as run
     from monosemantic.training.plan import plan_lines
 
-    for line in plan_lines(run(cfg, world_size=world_size)):
+    for line in plan_lines(run(cfg, world_size=world_size, circuit_tokens=circuit_tokens)):
         print(line)
 
 

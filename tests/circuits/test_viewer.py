@@ -272,6 +272,51 @@ def test_show_renders_a_graph_inline(tmp_path):
         monosemantic.show(tmp_path / "features.db")
 
 
+def test_attention_panel_shows_heads_and_qk(browser, gpt2, tmp_path):
+    """With head loadings, a node lists the heads carrying its inputs with their shares, an edge its
+    own heads, and a head the QK terms that made it attend from the target's position to the source's."""
+    from monosemantic.circuits.head_annotations import annotate_heads, heads_metadata
+
+    rm = ReplacementModel(gpt2, make_dicts(gpt2.d_model, gpt2.n_layers))
+    g = attribute(rm, prompt=PROMPT, batch_size=32, show_progress=False)
+    pr = prune(g)
+    per_link, qk, _ = annotate_heads(rm, g, pr, qk_top=6)
+    gj = graph_to_json(g, pr, slug="heads", link_values=per_link)
+    gj["qk"], gj["metadata"]["heads"] = qk, heads_metadata(rm)
+    page, errors = _open(browser, write_viewer(gj, tmp_path / "index.html").as_uri())
+    assert page.locator("#attention").is_visible()
+    pos = {n["node_id"]: n["ctx_idx"] for n in gj["nodes"]}
+    e = qk[0]
+    link = max(
+        (lk for lk in gj["links"] if pos[lk["target"]] == e["query"] and pos[lk["source"]] == e["key"]),
+        key=lambda lk: max(
+            abs(h["weight"]) for h in lk["heads"] if (h["layer"], h["head"]) == (e["layer"], e["head"])
+        ),
+    )
+    page.locator(f'.node[data-id="{link["target"]}"]').click()
+    heads = page.inner_text("#heads")
+    assert "%" in heads and f"L{e['layer']}.H{e['head']}" in heads
+    page.locator(f'#heads tr[data-l="{e["layer"]}"][data-h="{e["head"]}"][data-k="{e["key"]}"]').first.click()
+    shown = page.inner_text("#qk")
+    assert f"L{e['layer']}.H{e['head']}" in shown and "query side" in shown and "key side" in shown
+    assert f"{abs(e['pairs'][0]['term']):.4f}" in shown
+    # an edge: its own heads (sum of terms = the weight), then its top head's QK if stored
+    page.evaluate(
+        "l => document.dispatchEvent(new CustomEvent('graph:link', {detail: l}))",
+        link,
+    )
+    assert f"{abs(link['weight']):.4f}" in page.inner_text("#heads")
+    # a pair the static page does not hold says how to get it
+    page.fill("#qk-layer", "0")
+    page.fill("#qk-head", "0")
+    page.fill("#qk-query", "3")
+    page.fill("#qk-key", "3")
+    page.click("#qk-form button")
+    if not any((x["layer"], x["head"], x["query"], x["key"]) == (0, 0, 3, 3) for x in qk):
+        assert "monosemantic serve" in page.inner_text("#qk")
+    assert errors == []
+
+
 def test_viewer_labels_expert_nodes(browser, tiny_family, tmp_path):
     """circuit.expert_nodes on a tiny Mixtral: each expert's error node is drawn, labelled with its
     expert and layer, listed in the legend, and shows its routing weight when inspected."""

@@ -164,3 +164,55 @@ def test_show_inlines_one_feature_for_notebooks(browser, site, tmp_path):
     assert page.inner_text("#feature h1") == f"Feature {idx}"
     assert page.locator("#list li").count() == store.count_features(sae["id"], include_dead=False)
     assert errors == []
+
+
+def test_lorsa_examples_mark_the_keys_each_head_attends_to(browser, world, tmp_path):
+    """A Lorsa head's example underlines the key tokens it attends to from the peak, each with its
+    stored attention weight (in the tooltip too)."""
+    import torch
+    from analysis_world import analyze_config
+
+    import monosemantic
+    from monosemantic.analysis.run import analyze
+    from monosemantic.config.dictionary import DictionaryConfig
+    from monosemantic.dictionaries import build_dictionary
+    from monosemantic.dictionaries.io import save_dictionary
+
+    site, site_out = "blocks.0.ln1.hook_normalized", "blocks.0.hook_attn_out"
+    torch.manual_seed(2)
+    cfg = DictionaryConfig(
+        architecture="lorsa", d_sae=8, k=2, n_qk_heads=2, d_qk_head=8, site=site, site_out=site_out
+    )
+    meta = {"model_name": str(world["model"]), "hook_name": site, "hook_name_out": site_out}
+    save_dictionary(build_dictionary(cfg, 32, 32), tmp_path / "dicts" / "lorsa", meta)
+    db = analyze(analyze_config(world, tmp_path / "dicts", tmp_path / "out"))
+    store = FeatureStore(db)
+    (d,) = store.dictionaries()
+    head, ex = next(
+        (h, e)
+        for h in range(8)
+        for e in store.examples(d["id"], h, kind="top")[:1]
+        if any(0 <= i < len(e["tokens"]) for i, _ in e["attended"])
+    )
+    page, errors = _open(
+        browser, monosemantic.show(db, d["name"], head).save(tmp_path / "head.html").as_uri()
+    )
+    first = page.locator("#feature .ex").first
+    marks = first.locator(".tok.key")
+    shown = [
+        (
+            int(first.locator(".tok").evaluate_all("(els, m) => els.indexOf(m)", m)),
+            float(m.get_attribute("data-key-weight")),
+        )
+        for m in marks.element_handles()
+    ]
+    want = [(i, w) for i, w in ex["attended"] if 0 <= i < len(ex["tokens"])]
+    assert sorted(i for i, _ in shown) == sorted(i for i, _ in want)
+    for i, w in shown:
+        assert w == pytest.approx(dict(want)[i], abs=1e-3)
+    assert all("attended from the peak: weight" in m.get_attribute("title") for m in marks.element_handles())
+    assert (
+        page.eval_on_selector("#feature .ex .tok.key", "e => getComputedStyle(e).textDecorationLine")
+        == "underline"
+    )
+    assert errors == []

@@ -294,3 +294,38 @@ def test_graph_viewer_intervenes_on_a_node(graph_server, live_page):
     assert page.locator("#iv-list li").count() == 0
     page.close()
     assert errors == []
+
+
+def test_view_trace_a_direction_with_heads(live_page, live_server, tmp_path):
+    """The trace form sends any target (here a direction file, read in the browser) and head
+    loadings; the served graph's attention panel explains a head, computing its QK terms on demand."""
+    import torch
+    from safetensors.torch import save_file
+
+    path = tmp_path / "probe.safetensors"
+    save_file({"direction": torch.randn(128, generator=torch.Generator().manual_seed(3))}, str(path),
+              metadata={"layer": "1"})  # fmt: skip
+    live_page.goto(live_server + "/live")  # the previous test left the page on a graph
+    live_page.wait_for_selector("body[data-ready='1']", timeout=15_000)
+    live_page.fill("#trace-prompt", "Tom the dog found a red ball in the park. He")
+    live_page.select_option("#trace-target", "direction")
+    live_page.set_input_files("#trace-direction-file", str(path))
+    live_page.check("#trace-heads")
+    live_page.click("#trace-run")
+    live_page.wait_for_function("document.querySelector('#trace-status a') !== null")
+    gid = int(live_page.get_attribute("#trace-status a", "href").rsplit("/", 1)[1])
+    g = httpx.get(f"{live_server}/api/graphs/{gid}").json()
+    assert g["metadata"]["targets"][0]["kind"] == "direction" and all("heads" in lk for lk in g["links"])
+    live_page.click("#trace-status a")
+    live_page.wait_for_selector(".lbl")
+    assert live_page.locator("#attention").is_visible()
+    target = next(n for n in g["nodes"] if n["is_target_logit"])
+    live_page.locator(f'.node[data-id="{target["node_id"]}"]').click()
+    assert "%" in live_page.inner_text("#heads")
+    live_page.fill("#qk-layer", "1")
+    live_page.fill("#qk-head", "2")
+    live_page.fill("#qk-query", str(target["ctx_idx"]))
+    live_page.fill("#qk-key", "1")
+    live_page.click("#qk-form button")
+    live_page.wait_for_function("document.getElementById('qk').textContent.includes('key side totals')")
+    assert "Why L1.H2 attends" in live_page.inner_text("#qk")

@@ -119,3 +119,24 @@ def test_schema_mismatch_and_missing(tmp_path):
     db.close()
     with pytest.raises(DataError, match="schema version 0"):
         FeatureStore(path)
+
+
+def test_a_store_written_before_the_attended_column_opens_and_gains_it(tmp_path):
+    path = tmp_path / "features.db"
+    with FeatureStore.fresh(path) as store:
+        did = _fill(store)
+    db = sqlite3.connect(path)  # the examples table as stores written before Lorsa's keys had it
+    db.execute("ALTER TABLE examples DROP COLUMN attended")
+    db.commit()
+    assert "attended" not in {r[1] for r in db.execute("PRAGMA table_info(examples)")}
+    db.close()
+    with FeatureStore(path) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        old = store.examples(did, 0)
+        assert [e["kind"] for e in old] == ["top", "quantile", "negative"]
+        assert all(e["attended"] is None for e in old) and old[0]["tokens"] == ["a", " red"]
+        store.add_examples(did, [
+            {"feature": 1, "kind": "top", "tokens": ["x", "y"], "token_ids": [7, 8], "activations": [0.0, 1.0],
+             "peak": 1, "attended": [[0, 0.75], [1, 0.25]]},
+        ])  # fmt: skip
+        assert store.examples(did, 1)[0]["attended"] == [[0, 0.75], [1, 0.25]]

@@ -33,10 +33,11 @@ def intervention_matrix(rm, graph):
     W_U = rm.lm.W_U
     values = []  # [n_targets_rows, B]
     rows = []
-    for j in range(graph.n_features):  # feature targets: encoder direction . input
+    for j in range(graph.n_features):  # feature targets: encoder direction . input (Lorsa: all positions)
         d, _, p, idx = graph.features[j].tolist()
-        enc = rm.spliced[d].encoder_dirs(torch.tensor([idx]))[0]
-        values.append(inputs[d][:, p] @ enc)
+        _, _, where, vec = rm.feature_spec(setup, d, p, idx)
+        x = inputs[d][:, where]
+        values.append(x @ vec if vec.dim() == 1 else (x * vec).sum((-2, -1)))
         rows.append(j)
     for k, t in enumerate([t for t in graph.targets if t.kind != "feature"]):
         vec = W_U[:, t.token_id] - (W_U[:, t.contrast_id] if t.kind == "logit_diff" else W_U.mean(-1))
@@ -59,6 +60,53 @@ def check_edges(rm, graph, tol=1e-4):
     kept = pr.edge_mask[rows, :n_src]
     assert kept.any()
     assert float(rel[kept].max()) < tol
+
+
+def edges_to_check(graph, n_random=400, seed=0):
+    """[E, 2] (target row, source column): the pruned graph's links, every edge into the last feature,
+    and random other edges (what the head-loading sums are checked on)."""
+    sl = graph.slices()
+    n_src = sl["embeddings"].stop
+    rows = torch.cat([torch.arange(graph.n_features), torch.arange(sl["logits"].start, sl["logits"].stop)])
+    g = torch.Generator().manual_seed(seed)
+    rand = torch.stack(
+        [
+            rows[torch.randint(len(rows), (n_random,), generator=g)],
+            torch.randint(n_src, (n_random,), generator=g),
+        ],
+        1,
+    )
+    kept = prune(graph, 0.8, 0.98).edge_mask.nonzero()
+    one = torch.stack([torch.full((n_src,), int(rows[graph.n_features - 1])), torch.arange(n_src)], 1)
+    return torch.cat([kept, one, rand]).unique(dim=0)
+
+
+def frozen_scores(rm, setup, layer, observe=None, batch=1, **kw):
+    """Pre-softmax scores [B, H, T, T] of `layer` recomputed from the frozen model's residual (norm
+    and q/k-norm scales held), and every site the pass saw."""
+    seen = {}
+
+    def obs(name, x):
+        x = observe(name, x) if observe is not None else x
+        seen[name] = x
+        return x
+
+    with torch.no_grad():
+        rm.frozen(setup, batch=batch, observe=obs, **kw)
+        lm, fz = rm.lm, setup.freeze
+        x = lm.attn_in(layer, seen[f"blocks.{layer}.hook_resid_pre"], "frozen", fz)
+        q, k, _, _ = lm.queries_keys(layer, x, "frozen", fz)
+    return (q @ k.transpose(-1, -2)) * lm.score_scale(layer), seen
+
+
+def held_attention(clean_z):
+    """An observe callback holding every layer's hook_z at its clean value (attention outputs fixed)."""
+    names = {f"blocks.{L}.attn.hook_z": z for L, z in enumerate(clean_z)}
+
+    def hold(name, x):
+        return names[name].expand_as(x) if name in names else x
+
+    return hold
 
 
 def _metric_vec(rm, graph):

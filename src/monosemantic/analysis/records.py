@@ -69,7 +69,8 @@ def example_records(
     """One store record (`FeatureStore.add_example_records`) per filled slot of `ex` (`[F, n]`, or
     `[F, Q, P]` for quantile examples). Built in bulk: the windows are trimmed to the sequence,
     rounded and laid out as little-endian arrays once, so each row is a couple of slices. Token
-    strings go to the store's vocabulary (`vocab_of`), not into each row."""
+    strings go to the store's vocabulary (`vocab_of`), not into each row; `attended` is left None
+    (`attended.with_attended` fills it for kinds that attend)."""
     per = ex.value.shape[-1]  # slots per bin (quantile) or per feature
     value = ex.value.flatten(1)
     f_idx, j_idx = (~value.isnan()).nonzero(as_tuple=True)
@@ -88,7 +89,7 @@ def example_records(
     for n, (f, j) in enumerate(zip(f_idx.tolist(), j_idx.tolist(), strict=True)):
         a, b = lefts[n], rights[n]
         yield (f, kind, bin_list[n], j % per, seqs[n], poss[n], window - a, peak_vals[n], None,
-               ids_le[n, a:b].tobytes(), acts_le[n, a:b].tobytes())  # fmt: skip
+               ids_le[n, a:b].tobytes(), acts_le[n, a:b].tobytes(), None)  # fmt: skip
 
 
 def feature_rows(

@@ -22,6 +22,8 @@ import torch
 from monosemantic.activations import split
 from monosemantic.activations.cache import ActivationCache
 from monosemantic.activations.paired import model_a_cache, with_model_b
+from monosemantic.analysis.attended import with_attended
+from monosemantic.analysis.batch_acts import batch_acts, split_sites
 from monosemantic.analysis.collect import FeatureCollector
 from monosemantic.analysis.distributed import merge_collector, sequence_range
 from monosemantic.analysis.layers import layer_summary, layer_weights
@@ -29,7 +31,7 @@ from monosemantic.analysis.logit_lens import input_tokens, logit_lens, nearest_f
 from monosemantic.analysis.records import TokenText, all_examples, feature_rows, vocab_of
 from monosemantic.config import Config
 from monosemantic.config.analyze import AnalyzeConfig
-from monosemantic.config.site import Site, concrete_sites, site_groups
+from monosemantic.config.site import Site
 from monosemantic.dictionaries.base import Dictionary
 from monosemantic.dictionaries.io import dictionary_names, find_dictionaries, load_dictionary
 from monosemantic.dictionaries.releases import check_family, manifest_family
@@ -83,15 +85,7 @@ def encode_pass(
     global `seq_ids`); returns the seconds spent encoding. `codes` is `[B, T, F]`,
     or with `sparse` and a TopK dictionary the `sparse_codes` triple (rows index `B * T` flat
     tokens). The benchmark calls it without `on_batch` to time plain `encode` alone."""
-    groups = site_groups(sites)  # multi-site dictionaries read their sites concatenated
-    concrete = concrete_sites(sites)
-    cached = [s for s in concrete if s in cache.sites]
-    live = [s for s in concrete if s not in cache.sites]
-    if live and model is None:
-        raise DataError(
-            f"site(s) {', '.join(live)} are not in the cache {cache.path} and the subject model could not be "
-            "loaded to compute them; harvest them or make the model available"
-        )
+    cached, live = split_sites(cache, sites, model)
     encode_s, done = 0.0, 0
     with progress_bar() as bar:
         task = bar.add_task("analyze", total=n_sequences * cache.context_size, info="", unit="tok")
@@ -99,12 +93,7 @@ def encode_pass(
         for batch in cache.iter_sample(indices, cached, batch_sequences=batch_sequences):
             tokens = batch["tokens"][: n_sequences - done]
             B, T = tokens.shape
-            acts = {s: batch[s][:B] for s in cached}
-            if live:
-                with torch.inference_mode():
-                    out = model.run(tokens.long(), capture=live, stop_at_layer=model.stop_layer(live))
-                acts.update({s: out.activations[s] for s in live})
-            acts |= {k: torch.cat([acts[c] for c in group], -1) for k, group in groups.items()}
+            acts = batch_acts(batch, tokens, sites, cached, live, model)
             batch = {**batch, "tokens": tokens, "seq_ids": batch["seq_ids"][:B]}
             if "concepts" in batch:
                 batch["concepts"] = batch["concepts"][:B]
@@ -309,4 +298,6 @@ def _write_features(
                                 concept, edges, progress=lambda n: bar.update(task, advance=n))  # fmt: skip
             store.upsert_features(did, rows)
             store.add_vocab(vocab_of(c, text).items())
-            store.add_example_records(did, all_examples(c, edges))
+            examples = with_attended(all_examples(c, edges), dic, site, cache, model, resolve_device(a.device),
+                                     a.batch_sequences)  # fmt: skip
+            store.add_example_records(did, examples)

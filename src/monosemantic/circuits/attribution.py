@@ -29,7 +29,7 @@ from .moe import routes_meta
 from .position_blocks import PositionBlocks
 from .pruning import influence_from_rows
 from .replacement import ReplacementModel, Setup
-from .targets import Target, select_targets
+from .targets import Direction, Target, select_targets
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -97,12 +97,28 @@ class Graph:
 
 
 class _Rows:
-    """One batched frozen forward pass, then one backward pass per batch of target rows."""
+    """One batched frozen forward pass, then one backward pass per batch of target rows.
+
+    `read_sites`: sites whose values row specs ("site", name, pos, vector) read (direction targets);
+    `splits`: mixture-of-experts blocks whose experts are graph nodes (`expert_nodes`).
+    """
 
     def __init__(
-        self, rm: ReplacementModel, setup: Setup, batch: int, splits: Sequence[ExpertSplit] = ()
+        self,
+        rm: ReplacementModel,
+        setup: Setup,
+        batch: int,
+        read_sites: Sequence[str] = (),
+        splits: Sequence[ExpertSplit] = (),
     ) -> None:
         self.rm, self.setup, self.batch, self.splits = rm, setup, batch, list(splits)
+        self.read: dict[str, Tensor] = {}
+
+        def observe(name: str, x: Tensor) -> Tensor:
+            if name in read_sites:
+                self.read[name] = x
+            return x
+
         T = setup.n_pos
         self.inj = {"embed": torch.zeros(batch, T, rm.lm.d_model, dtype=rm.dtype, device=rm.device)}
         for s in rm.spliced:
@@ -112,9 +128,7 @@ class _Rows:
         for t in self.inj.values():
             t.requires_grad_(True)
         with torch.enable_grad():
-            self.resid, self.inputs = rm.frozen(setup, batch=batch, inject=self.inj)
-        W_U = rm.lm.W_U
-        self.W_U, self.W_U_mean = W_U, W_U.mean(-1)
+            self.resid, self.inputs = rm.frozen(setup, batch=batch, inject=self.inj, observe=observe)
         # writes[j]: (output dictionary i, activation x decoder row [n_j, d_out]) for each output the
         # latents of dictionary j write to (one for single-site dictionaries, every later layer for a CLT)
         self.blocks = [PositionBlocks(a.pos, T) for a in setup.active]
@@ -124,33 +138,10 @@ class _Rows:
                 a = setup.active[j]
                 self.writes[j].append((i, self.blocks[j].layout(a.act[:, None] * W[a.idx])))
 
-    def target_vec(self, t: Target) -> Tensor:
-        if t.kind == "logit_diff":
-            return self.W_U[:, t.token_id] - self.W_U[:, t.contrast_id]
-        return self.W_U[:, t.token_id] - self.W_U_mean
-
     def grads(self, specs: Sequence[tuple]) -> dict[str, Tensor]:
-        """specs: ("logit", vector) or ("feature", dictionary, pos, encoder direction) -> the gradient
-        of each row's target at every injection point ("embed" and each output site), [batch, T, d]."""
-        rm = self.rm
-        outs, grads = [], []
-        g_final = torch.zeros_like(self.resid)
-        g_in = [None] * len(rm.spliced)
-        for b, spec in enumerate(specs):
-            if spec[0] == "logit":
-                g_final[b, -1] = spec[1]
-            else:
-                _, i, p, vec = spec
-                if g_in[i] is None:
-                    g_in[i] = torch.zeros_like(self.inputs[i])
-                g_in[i][b, p] = vec
-        if any(spec[0] == "logit" for spec in specs):
-            outs.append(self.resid)
-            grads.append(g_final)
-        for i, g in enumerate(g_in):
-            if g is not None:
-                outs.append(self.inputs[i])
-                grads.append(g)
+        """specs (see `seed_rows`) -> the gradient of each row's target at every injection point
+        ("embed" and each output site), [batch, T, d]."""
+        outs, grads = seed_rows(specs, self.resid, self.inputs, self.read)
         keys = list(self.inj)
         with torch.enable_grad():
             gs = torch.autograd.grad(
@@ -178,6 +169,41 @@ class _Rows:
         return torch.cat(parts, 1).detach()
 
 
+def target_spec(rm: ReplacementModel, t: Target) -> tuple:
+    """A non-feature target as a row spec: ("logit", vector) on the final normalised residual at the
+    last position, or ("site", name, pos, vector) for a direction read at a site."""
+    if t.kind == "direction":
+        return ("site", t.site, t.pos, t.vector)
+    W_U = rm.lm.W_U
+    if t.kind == "logit_diff":
+        return ("logit", W_U[:, t.token_id] - W_U[:, t.contrast_id])
+    return ("logit", W_U[:, t.token_id] - W_U.mean(-1))
+
+
+def seed_rows(
+    specs: Sequence[tuple], resid: Tensor, inputs: Sequence[Tensor], read: dict[str, Tensor]
+) -> tuple[list[Tensor], list[Tensor]]:
+    """(outputs, their gradient seeds) whose backward pass gives row b the gradient of specs[b]:
+    ("logit", vector) on the final residual `resid` at the last position, ("feature", dictionary,
+    pos, encoder direction) on that dictionary's input (pos a slice and the direction [T, d_in] for a
+    Lorsa head, which reads every position), ("site", name, pos, vector) on `read[name]`."""
+    seeds: dict[int, tuple[Tensor, Tensor]] = {}  # id(output) -> (output, seed)
+
+    def seed(out: Tensor, b: int, p: int, vec: Tensor) -> None:
+        if id(out) not in seeds:
+            seeds[id(out)] = (out, torch.zeros_like(out))
+        seeds[id(out)][1][b, p] = vec
+
+    for b, spec in enumerate(specs):
+        if spec[0] == "logit":
+            seed(resid, b, -1, spec[1])
+        elif spec[0] == "site":
+            seed(read[spec[1]], b, spec[2], spec[3])
+        else:
+            seed(inputs[spec[1]], b, spec[2], spec[3])
+    return [o for o, _ in seeds.values()], [g for _, g in seeds.values()]
+
+
 def attribute(
     model: ReplacementModel | SubjectModel | PreTrainedModel,
     dictionaries: Sequence[Dictionary] | None = None,
@@ -188,6 +214,7 @@ def attribute(
     target_token: str | None = None,
     contrast_token: str | None = None,
     target_feature: str | None = None,
+    target_direction: Direction | None = None,
     max_logit_prob: float = 0.95,
     max_n_logits: int = 10,
     max_feature_nodes: int = 4096,
@@ -204,19 +231,18 @@ def attribute(
     setup = rm.setup(ids)
     splits = expert_splits(rm, setup) if expert_nodes else []
     targets = select_targets(
-        rm, setup, target, target_token, contrast_token, target_feature, max_logit_prob, max_n_logits
-    )
+        rm, setup, target, target_token, contrast_token, target_feature, max_logit_prob, max_n_logits,
+        target_direction,
+    )  # fmt: skip
     feat_dict, feat_pos, feat_idx = _active_table(setup)
     n_feat, T, n_dict = len(feat_dict), setup.n_pos, len(rm.spliced)
     n_cols = n_feat + n_dict * T + T
     feat_depth = torch.tensor([s.layer for s in rm.spliced], dtype=torch.long)[feat_dict]
 
     def feature_spec(j: int) -> tuple:
-        i = int(feat_dict[j])
-        s = rm.spliced[i]
-        return ("feature", i, int(feat_pos[j]), s.encoder_dirs(feat_idx[j : j + 1].to(rm.device))[0])
+        return rm.feature_spec(setup, int(feat_dict[j]), int(feat_pos[j]), int(feat_idx[j]))
 
-    rows = _Rows(rm, setup, batch_size, splits)
+    rows = _Rows(rm, setup, batch_size, [t.site for t in targets if t.kind == "direction"], splits)
     logit_targets = [t for t in targets if t.kind != "feature"]
     n_logit = len(logit_targets)
     max_nodes = min(max_feature_nodes, n_feat)
@@ -227,7 +253,7 @@ def attribute(
     if splits:  # the expert nodes' columns, kept apart: the schedule ranks on the merged graph
         buf.xedge = torch.zeros(cap, sum(x.n_nodes for x in splits), dtype=edge_dtype)
     weights_rows = []
-    specs = [("logit", rows.target_vec(t)) for t in logit_targets]
+    specs = [target_spec(rm, t) for t in logit_targets]
     for c in range(0, len(specs), batch_size):
         block = rows.compute(specs[c : c + batch_size])
         buf.add(block, torch.arange(c, c + len(block)) + n_cols)  # logit rows: nodes n_cols + k
@@ -381,6 +407,7 @@ def dictionary_info(rm: ReplacementModel) -> list[dict]:
             slot=s.slot,
             offset=s.offset,
             transcoder=s.transcoder,
+            attention=s.attention,
             d_sae=int(s.dic.cfg.d_sae),
             cross_layer=len(s.sources) > 1 or isinstance(s.dic, CLTLayer),
         )

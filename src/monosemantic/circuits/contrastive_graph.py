@@ -123,7 +123,7 @@ def _adjacency(
     row_nodes, row_scale = [N - 1], [torch.ones((), dtype=rm.dtype, device=rm.device)]
     for j in (clean_act != 0).nonzero().flatten().tolist():
         i, p, k = table[j].tolist()
-        specs.append(("feature", i, p, rm.spliced[i].encoder_dirs(table[j : j + 1, 2])[0]))
+        specs.append(rm.feature_spec(setup, i, p, int(table[j, 2])))
         row_nodes.append(j)
         row_scale.append(grad[i][p, k])
     for b in range(0, len(specs), batch_size):

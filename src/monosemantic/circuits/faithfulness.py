@@ -16,12 +16,12 @@ import torch
 from torch import Tensor
 
 from .attribution import Graph
-from .pruning import compute_influence, normalize_matrix
+from .pruning import nonzero_rows, normalize_matrix, row_influence
 from .replacement import ReplacementModel
 
 ABLATION_FAITHFULNESS = (
     "(m(circuit) - m(empty)) / (m(full) - m(empty)) for the target metric m (target logit minus the mean "
-    "logit, or the logit difference), with every feature and error node outside the circuit ablated "
+    "logit, the logit difference, the target feature's pre-activation or the direction's value), with every feature and error node outside the circuit ablated "
     "(zero or mean) in a free run of the replacement model. 1 means the circuit alone moves the metric as "
     "much as the whole model; it exceeds 1 when the ablated nodes, taken together, pushed the metric the "
     "other way (e.g. features that suppress the target token), and is below 0 when the circuit alone moves "
@@ -31,31 +31,60 @@ ABLATION_FAITHFULNESS = (
 
 def graph_scores(graph: Graph, node_mask: Tensor | None = None) -> tuple[float, float]:
     """(replacement_score, completeness_score); with `node_mask`, on the pruned graph."""
-    A = graph.adjacency
+    A, w = graph.adjacency, graph.target_weights
+    rows = nonzero_rows(A)
+    Ar = A[rows]  # [R, N]: error and embedding rows are zero (see pruning)
     if node_mask is not None:
-        A = A.clone()
-        A[~node_mask] = 0
-        A[:, ~node_mask] = 0
+        Ar[~node_mask[rows]] = 0
+        Ar[:, ~node_mask] = 0
     sl = graph.slices()
-    w = graph.target_weights
-    An = normalize_matrix(A)
-    infl = compute_influence(An, w)
+    has_input_r = Ar.abs().sum(-1) > 0
+    An = normalize_matrix(Ar)
+    infl = row_influence(An, rows, w)
     tok, err = infl[sl["embeddings"]].sum(), infl[sl["errors"]].sum()
     replacement = float(tok / (tok + err)) if tok + err > 0 else 0.0
-    non_error = 1 - An[:, sl["errors"]].sum(-1)
-    has_input = A.abs().sum(-1) > 0
-    non_error = torch.where(has_input, non_error, torch.ones_like(non_error))
+    non_error = torch.ones_like(w)
+    non_error[rows] = torch.where(
+        has_input_r, 1 - An[:, sl["errors"]].sum(-1), torch.ones_like(has_input_r, dtype=w.dtype)
+    )
     out = infl + w
     completeness = float((non_error * out).sum() / out.sum()) if out.sum() > 0 else 0.0
     return replacement, completeness
 
 
-def metric(graph: Graph, logits: Tensor, rm: ReplacementModel | None = None, setup=None) -> Tensor:
-    """The first target's value per batch row from logits [B, vocab] at the last position."""
+def metric(graph: Graph, logits: Tensor) -> Tensor:
+    """A logit target's value per batch row from logits [B, vocab] at the last position."""
     t = graph.targets[0]
     if t.kind == "logit_diff":
         return logits[:, t.token_id] - logits[:, t.contrast_id]
     return logits[:, t.token_id] - logits.mean(-1)
+
+
+def free_metric(rm: ReplacementModel, graph: Graph, ids: Tensor, edit, edit_error) -> Tensor:
+    """The first target's value per batch row in a free run of the replacement model with these
+    edits: a logit (difference), a direction read at its site, or a feature's pre-activation (its
+    encoder direction . input; the encoder bias would cancel in every difference of the metric)."""
+    t = graph.targets[0]
+    if t.kind == "direction":
+        site, vec = t.site, t.vector
+    elif t.kind == "feature":
+        d, _, pos, idx = graph.features[t.feature].tolist()
+        site, vec = (
+            rm.spliced[d].hook_name,
+            rm.spliced[d].encoder_dirs(torch.tensor([idx], device=rm.device))[0],
+        )
+    else:
+        return metric(graph, rm.free(ids, edit=edit, edit_error=edit_error)[:, -1].double())
+    pos = t.pos if t.kind == "direction" else pos
+    seen: dict[str, Tensor] = {}
+
+    def observe(name: str, x: Tensor) -> Tensor:
+        if name == site:
+            seen[name] = x
+        return x
+
+    rm.free(ids, edit=edit, edit_error=edit_error, observe=observe)
+    return (seen[site][:, pos] @ vec.to(seen[site].dtype)).double()
 
 
 def feature_means(
@@ -162,8 +191,7 @@ def ablation_faithfulness(
         return torch.where(keep_e[i][..., None], e, fill)
 
     ids = graph.input_ids.to(rm.device)[None].expand(3, -1)
-    logits = rm.free(ids, edit=edit, edit_error=edit_error)[:, -1].double()
-    m_full, m_circ, m_empty = metric(graph, logits).tolist()
+    m_full, m_circ, m_empty = free_metric(rm, graph, ids, edit, edit_error).tolist()
     frac, note = faithfulness_ratio(m_full, m_circ, m_empty)
     return {
         "ablation_faithfulness": frac,

@@ -89,7 +89,14 @@ class _FrozenLayerNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, sw: Tensor, b: Tensor) -> Tensor:
         ctx.save_for_backward(sw)
+        ctx.save_for_forward(sw)
         return (x - x.mean(-1, keepdim=True)) * sw + b
+
+    @staticmethod
+    def jvp(ctx, dx: Tensor, dsw: Tensor | None, db: Tensor | None) -> Tensor:
+        """Forward-mode derivative in x (head loadings and QK terms push components forward)."""
+        (sw,) = ctx.saved_tensors
+        return (dx - dx.mean(-1, keepdim=True)) * sw
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
@@ -185,7 +192,9 @@ class FunctionalLM(nn.Module):
         xf = x.float()
         return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
-    def _qkv(self, attn: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor, nn.Module]:
+    def _qkv(
+        self, layer: int, attn: nn.Module, x: Tensor, mode: str, freeze: Freeze | None
+    ) -> tuple[Tensor, Tensor, Tensor, nn.Module]:
         """q, k, v [B, H, T, head_dim] (k, v repeated over grouped heads) and the output projection."""
         B, T, _ = x.shape
         layout = self.family.qkv
@@ -205,13 +214,30 @@ class FunctionalLM(nn.Module):
         else:
             q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
         if self.family.qk_norm == "full":  # OLMo 2: RMSNorm over all heads, before the head split
-            q, k = attn.q_norm(q), attn.k_norm(k)
+            q, k = (
+                self._qk_norm(f"q_norm.{layer}", attn.q_norm, q, mode, freeze),
+                self._qk_norm(f"k_norm.{layer}", attn.k_norm, k, mode, freeze),
+            )
         q, k, v = q.view(B, T, H, hd), k.view(B, T, kv, hd), v.view(B, T, kv, hd)
         if self.family.qk_norm == "head":  # Qwen 3, Gemma 3: RMSNorm of each head
-            q, k = attn.q_norm(q), attn.k_norm(k)
+            q, k = (
+                self._qk_norm(f"q_norm.{layer}", attn.q_norm, q, mode, freeze),
+                self._qk_norm(f"k_norm.{layer}", attn.k_norm, k, mode, freeze),
+            )
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H or H_kv, T, hd)
         o_proj = attn.get_submodule(self.family.o_proj)
         return q, k.repeat_interleave(H // kv, dim=1), v.repeat_interleave(H // kv, dim=1), o_proj
+
+    def _qk_norm(self, key: str, mod: nn.Module, x: Tensor, mode: str, freeze: Freeze | None) -> Tensor:
+        """A query or key RMSNorm: the model's own module, its scale recorded in `record` mode and held
+        in `frozen` mode, where q and k are computed only for QK attribution (which needs them linear)."""
+        eps = getattr(mod, "variance_epsilon", None) or mod.eps
+        if mode == "frozen" and freeze is not None and key in freeze.scales:
+            w = 1.0 + mod.weight if self.family.norm == "rms1p" else mod.weight
+            return w * (x * freeze.scales[key].to(x.dtype))
+        if mode == "record":
+            freeze.scales[key] = torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps).detach()
+        return mod(x)
 
     def _values(self, attn: nn.Module, x: Tensor) -> tuple[Tensor, nn.Module]:
         """v [B, H, T, hd] alone, for a frozen pattern: q and k would be computed and back-propagated
@@ -235,27 +261,54 @@ class FunctionalLM(nn.Module):
         v = v.view(B, T, self.n_kv, hd).transpose(1, 2)
         return v.repeat_interleave(H // self.n_kv, dim=1), attn.get_submodule(self.family.o_proj)
 
-    def _attention(self, layer: int, x: Tensor, mode: str, freeze: Freeze | None) -> Tensor:
+    def queries_keys(
+        self, layer: int, x: Tensor, mode: str = "plain", freeze: Freeze | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, nn.Module]:
+        """q, k (rotary applied, k repeated over grouped heads) and v [B, H, T, hd], and the output
+        projection, from the normalised attention input x [B, T, d]. Linear in x given the frozen
+        norm scales, which is what QK attribution (`circuits.qk`) pushes its components through."""
+        attn = self.blocks[layer].get_submodule(self.family.attn)
+        q, k, v, out_proj = self._qkv(layer, attn, x, mode, freeze)
+        if self.family.rotary:
+            cos, sin = self._rotary(layer, x)
+            # the model's own function (partial rotary in GPT-NeoX and Phi-3, GPT-OSS's halves)
+            q, k = importlib.import_module(type(attn).__module__).apply_rotary_pos_emb(q, k, cos, sin)
+        return q, k, v, out_proj
+
+    def score_scale(self, layer: int) -> float:
+        """The factor on q . k before the softmax (and before any soft-capping)."""
+        attn = self.blocks[layer].get_submodule(self.family.attn)
+        return getattr(attn, "scaling", self.head_dim**-0.5)
+
+    def attention_mask(self, layer: int, T: int, device: torch.device) -> Tensor:
+        """[T, T] bool: which keys (columns) each query (row) may attend to (causal, windowed)."""
+        i = torch.arange(T, device=device)
+        mask = i[None, :] <= i[:, None]  # (T, T): key position <= query position
+        window = self.sliding_window(layer)
+        if window is not None:
+            mask &= i[None, :] > i[:, None] - window
+        return mask
+
+    def attn_in(self, layer: int, h: Tensor, mode: str = "plain", freeze: Freeze | None = None) -> Tensor:
+        """The attention's input: ln1 of the residual h [B, T, d] (scale held in `frozen` mode); the
+        residual itself where the family has no pre-norm (OLMo 2)."""
+        if self.family.ln1 is None:
+            return h
+        return self._norm(f"ln1.{layer}", self.blocks[layer].get_submodule(self.family.ln1), h, mode, freeze)
+
+    def _attention(self, layer: int, x: Tensor, mode: str, freeze: Freeze | None) -> tuple[Tensor, nn.Module]:
+        """Each head's mixed values z [B, T, H, hd] (TransformerLens's hook_z) and the output projection."""
         attn = self.blocks[layer].get_submodule(self.family.attn)
         B, T, _ = x.shape
         if mode == "frozen" and freeze is not None and layer in freeze.patterns:
             pattern = freeze.patterns[layer]
             v, out_proj = self._values(attn, x)
         else:
-            q, k, v, out_proj = self._qkv(attn, x)
-            if self.family.rotary:
-                cos, sin = self._rotary(layer, x)
-                # the model's own function (partial rotary in GPT-NeoX and Phi-3, GPT-OSS's halves)
-                q, k = importlib.import_module(type(attn).__module__).apply_rotary_pos_emb(q, k, cos, sin)
-            scaling = getattr(attn, "scaling", self.head_dim**-0.5)
-            scores = (q @ k.transpose(-1, -2)) * scaling  # (B, H, T, T)
+            q, k, v, out_proj = self.queries_keys(layer, x, mode, freeze)
+            scores = (q @ k.transpose(-1, -2)) * self.score_scale(layer)  # (B, H, T, T)
             if self.attn_softcap is not None:  # Gemma 2, before the mask as in HF
                 scores = torch.tanh(scores / self.attn_softcap) * self.attn_softcap
-            i = torch.arange(T, device=x.device)
-            mask = i[None, :] <= i[:, None]  # (T, T): key position <= query position
-            window = self.sliding_window(layer)
-            if window is not None:
-                mask &= i[None, :] > i[:, None] - window
+            mask = self.attention_mask(layer, T, x.device)
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
             pattern = self._softmax(attn, scores).to(v.dtype)
             if mode == "record":
@@ -266,8 +319,7 @@ class FunctionalLM(nn.Module):
             z = z.reshape(H, T, B, hd).permute(2, 0, 1, 3)
         else:
             z = pattern @ v  # (B, H, T, hd)
-        z = z.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, H * hd)
-        return out_proj(z)
+        return z.transpose(1, 2), out_proj  # (B, T, H, hd)
 
     def _rotary(self, layer: int, x: Tensor) -> tuple[Tensor, Tensor]:
         """cos, sin of the rotary embedding for `layer`: Gemma 3's rotary module takes the layer's type
@@ -358,11 +410,16 @@ class FunctionalLM(nn.Module):
         fam = self.family
         h = self.embed(input_ids, hooks)
         for L, blk in enumerate(self.blocks):
-            ln1 = blk.get_submodule(fam.ln1) if fam.ln1 is not None else None
             ln2 = blk.get_submodule(fam.ln2) if fam.ln2 is not None else None
             h = hooks.site(f"blocks.{L}.hook_resid_pre", h)
-            a_in = h if ln1 is None else self._norm(f"ln1.{L}", ln1, h, mode, freeze)  # OLMo 2: no pre-norms
-            a = self._attention(L, a_in, mode, freeze)
+            if fam.ln1 is not None and hooks.wants(f"blocks.{L}.ln1.hook_normalized"):  # read-only: x_hat
+                ln1 = blk.get_submodule(fam.ln1)
+                hooks.site(
+                    f"blocks.{L}.ln1.hook_normalized", self._norm_hat(f"ln1.{L}", ln1, h, mode, freeze)
+                )
+            z, out_proj = self._attention(L, self.attn_in(L, h, mode, freeze), mode, freeze)
+            z = hooks.site(f"blocks.{L}.attn.hook_z", z)  # head loadings cut and read attention here
+            a = out_proj(z.flatten(2))  # (B, T, H * hd) -> (B, T, d)
             a = self._post_norm(fam.attn_post_norm, f"attn_post.{L}", blk, a, mode, freeze)
             a = hooks.site(f"blocks.{L}.hook_attn_out", a)
             if not self.parallel:

@@ -90,7 +90,7 @@ def _feature_node(graph: Graph, j: int, describe: Callable[[int, int], dict] | N
         "feature": feature_key(layer, feat),
         "layer": str(layer),
         "ctx_idx": pos,
-        "feature_type": "cross layer transcoder" if info["transcoder"] else "sparse autoencoder",
+        "feature_type": _feature_type(info),
         "activation": float(graph.activations[j]),
         "dictionary": info["name"],
         "site": info["hook_name_out"],
@@ -112,7 +112,7 @@ def _error_node(graph: Graph, e: int) -> dict:
         "feature": -1 - info["slot"],
         "layer": str(layer),
         "ctx_idx": pos,
-        "feature_type": "mlp reconstruction error" if info["transcoder"] else "sae reconstruction error",
+        "feature_type": _error_type(info),
         "dictionary": info["name"],
         "site": info["hook_name_out"],
         "clerp": f"error of {info['name']} at {pos}",
@@ -132,19 +132,24 @@ def _embedding_node(graph: Graph, pos: int) -> dict:
 
 
 def _target_node(graph: Graph, t: Target, k: int) -> dict:
-    """A logit or logit-difference target at the last position, drawn in the logit row."""
-    pos = graph.n_pos - 1
+    """A logit, logit-difference or direction target, drawn in the logit row (`feature_type` "logit"
+    so circuit-tracer's viewer draws it). A direction's id uses feature -1: no token has that id."""
     layer = str(graph.n_layers + 1)
-    what = "Output" if t.kind == "logit" else "Logit difference"
+    if t.kind == "direction":
+        pos, feature, what = t.pos, -1, "Direction"
+    else:
+        pos, feature = graph.n_pos - 1, t.token_id
+        what = "Output" if t.kind == "logit" else "Logit difference"
+    prob = f" (p={t.prob:.3f})" if t.kind != "direction" else ""
     return {
-        "node_id": f"{layer}_{t.token_id}_{pos}",
-        "feature": t.token_id,
+        "node_id": f"{layer}_{feature}_{pos}",
+        "feature": feature,
         "layer": layer,
         "ctx_idx": pos,
         "feature_type": "logit",
         "token_prob": t.prob,
         "is_target_logit": k == 0,
-        "clerp": f'{what} "{_clean(t.label)}" (p={t.prob:.3f})',
+        "clerp": f'{what} "{_clean(t.label)}"{prob}',
         "influence": None,
     }
 
@@ -180,6 +185,7 @@ def _metadata(graph: Graph, slug: str, scan: str, node_threshold: float | None) 
                 "contrast_id": t.contrast_id,
                 "prob": t.prob,
                 "weight": t.weight,
+                **({"site": t.site, "pos": t.pos} if t.kind == "direction" else {}),
             }
             for t in graph.targets
         ],
@@ -201,9 +207,11 @@ def graph_to_json(
     node_threshold: float | None = None,
     describe: Callable[[int, int], dict] | None = None,
     node_values: dict[str, Tensor] | None = None,
+    link_values: dict[tuple[int, int], dict] | None = None,
 ) -> dict:
     """The pruned graph as a JSON-able dict. `describe(dictionary, latent)` supplies clerp/examples;
-    `node_values` adds per-node fields (name -> [N] tensor, e.g. contrastive node effects)."""
+    `node_values` adds per-node fields (name -> [N] tensor, e.g. contrastive node effects);
+    `link_values` per-link fields keyed by (target, source) node (e.g. head loadings)."""
     nodes: dict[int, dict] = {}
     for j in pruned.node_mask.nonzero().flatten().tolist():
         base = {
@@ -228,7 +236,10 @@ def graph_to_json(
             parts = split.get(src, [(None, nodes[src])])
             for x, node in parts:
                 w = A[tgt, src] if x is None else graph.expert_adjacency[tgt, x]
-                links.append({"source": node["node_id"], "target": nodes[tgt]["node_id"], "weight": float(w)})
+                extra = (link_values or {}).get((tgt, src), {}) if x is None else {}
+                links.append(
+                    {"source": node["node_id"], "target": nodes[tgt]["node_id"], "weight": float(w), **extra}
+                )
     for j, parts in split.items():  # the experts' nodes stand in for the error node they split
         del nodes[j]
         nodes.update({("x", x): node for x, node in parts})
@@ -241,3 +252,16 @@ def graph_to_json(
     metadata = _metadata(graph, slug, scan, node_threshold)
     qparams = {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "", "sg_pos": ""}
     return {"metadata": metadata, "qParams": qparams, "nodes": keep, "links": links}
+
+
+def _feature_type(info: dict) -> str:
+    """circuit-tracer's feature_type strings; a Lorsa head (attention replaced) is "lorsa"."""
+    if info.get("attention"):
+        return "lorsa"
+    return "cross layer transcoder" if info["transcoder"] else "sparse autoencoder"
+
+
+def _error_type(info: dict) -> str:
+    if info.get("attention"):
+        return "attention reconstruction error"
+    return "mlp reconstruction error" if info["transcoder"] else "sae reconstruction error"

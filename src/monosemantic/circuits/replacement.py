@@ -32,11 +32,14 @@ if TYPE_CHECKING:
     from monosemantic.lm.model import SubjectModel
 
 # Hooks a dictionary can read or write in a circuit, in forward order within a block.
-_ORDER = {"hook_resid_pre": 0, "hook_attn_out": 1, "hook_resid_mid": 2, "hook_mlp_in": 3,
-          "ln2.hook_normalized": 4, "mlp.hook_in": 5, "hook_mlp_out": 6, "hook_resid_post": 7}  # fmt: skip
+_ORDER = {"hook_resid_pre": 0, "ln1.hook_normalized": 1, "hook_attn_out": 2, "hook_resid_mid": 3,
+          "hook_mlp_in": 4, "ln2.hook_normalized": 5, "mlp.hook_in": 6, "hook_mlp_out": 7,
+          "hook_resid_post": 8}  # fmt: skip
 # A transcoder replaces the MLP, reading the residual entering it, the norm's x_hat or its output.
 _TRANSCODER_IN = ("hook_resid_mid", "hook_mlp_in", "ln2.hook_normalized", "mlp.hook_in")
-_READ_ONLY = ("ln2.hook_normalized",)  # computed off the main path: transcoders may read it, SAEs not
+_READ_ONLY = ("ln1.hook_normalized", "ln2.hook_normalized")  # off the main path: read, never replaced
+# Lorsa (a dictionary of attention heads) replaces attention, reading the residual entering it or ln1's x_hat.
+_ATTENTION_IN = ("hook_resid_pre", "ln1.hook_normalized")
 
 
 def _parse(site: str | None) -> tuple[int, str]:
@@ -67,6 +70,7 @@ class Spliced:
     hook_name_out: str
     layer: int
     transcoder: bool
+    attention: bool = False  # a Lorsa replacing the layer's attention output (its patterns held)
     slot: int = 0  # index among the dictionaries of the same layer (keeps node ids unique)
     offset: int = 0  # feature-index offset of this dictionary in its layer's node ids
     source: int = 0  # index of the dictionary it comes from (a CLT gives one Spliced per layer)
@@ -77,6 +81,15 @@ class Spliced:
     def encoder_dirs(self, idx: Tensor) -> Tensor:
         """[n, d_in]: the linear part of each latent's pre-activation (the architecture decides)."""
         return self.dic.encoder_dirs(idx)
+
+    def readout(self, idx: int, pos: int, pattern: Tensor | None) -> tuple[int | slice, Tensor]:
+        """Where latent `idx` at `pos` reads its input, and with what: (pos, encoder direction [d_in]),
+        or for a Lorsa head (every position, pattern[pos, s] x its value direction [T, d_in]): its
+        pre-activation, linear in the input once the head's pattern is held at the prompt's."""
+        d = self.encoder_dirs(torch.tensor([idx], device=self.dic.b_dec.device))[0]
+        if not self.attention:
+            return pos, d
+        return slice(None), pattern[idx // self.dic.group_size, pos][:, None] * d[None]
 
 
 @dataclass
@@ -102,6 +115,8 @@ class Setup:
     recon: list[Tensor]  # per dictionary [T, d_out] (clean reconstruction, bias and skip included)
     # mixtures of experts: the clean input [T, d] of each MoE block a transcoder replaces, by layer
     moe_inputs: dict[int, Tensor] = field(default_factory=dict)
+    # per Lorsa (spliced index) its QK heads' patterns on the prompt [G, T, T], held like the model's
+    patterns: dict[int, Tensor] = field(default_factory=dict)
 
     @property
     def n_pos(self) -> int:
@@ -146,6 +161,7 @@ class ReplacementModel:
                 "no dictionaries to splice in; train transcoders first or set circuit.dictionaries"
             )
         names = list(names) if names is not None else [f"dict{i}" for i in range(len(dictionaries))]
+        self.dictionaries, self.names = list(dictionaries), names
         items = []
         for k, (n, d) in enumerate(zip(names, dictionaries, strict=False)):
             views = layer_views(d)
@@ -195,6 +211,13 @@ class ReplacementModel:
                 f"{name}: {cfg.hook_name} does not exist in {self.lm.family.name} (no norm before its MLP); "
                 "read blocks.L.hook_mlp_in"
             )
+        if kind == "ln1.hook_normalized" and self.lm.family.ln1 is None:
+            raise MonosemanticError(
+                f"{name}: {cfg.hook_name} does not exist in {self.lm.family.name} (no norm before attention); "
+                "read blocks.L.hook_resid_pre"
+            )
+        if getattr(dic, "sequence_level", False):
+            return self._splice_attention(name, dic, layer, kind, source)
         if not cfg.is_transcoder:
             if kind in _READ_ONLY:
                 raise MonosemanticError(
@@ -214,6 +237,27 @@ class ReplacementModel:
                 f"{cfg.hook_name_out}"
             )
         return Spliced(name, dic, cfg.hook_name, cfg.hook_name_out, layer, True, source=source)
+
+    def _splice_attention(self, name: str, dic: Dictionary, layer: int, kind: str, source: int) -> Spliced:
+        """A Lorsa: it replaces the layer's attention output (the model's own attention is cut off)."""
+        cfg = dic.cfg
+        out_layer, out_kind = _parse(cfg.hook_name_out)
+        if kind not in _ATTENTION_IN or out_kind != "hook_attn_out" or out_layer != layer:
+            raise MonosemanticError(
+                f"{name}: a Lorsa must map blocks.L.ln1.hook_normalized (or hook_resid_pre) to "
+                f"blocks.L.hook_attn_out of the same layer, not {cfg.hook_name} -> {cfg.hook_name_out}"
+            )
+        return Spliced(name, dic, cfg.hook_name, cfg.hook_name_out, layer, False, True, source=source)
+
+    def mlp_only(self) -> ReplacementModel | None:
+        """The same model with its Lorsas left out (attention the model's own, patterns frozen), to
+        compare a complete replacement model's graph with; None when nothing replaces attention."""
+        keep = [k for k, d in enumerate(self.dictionaries) if not getattr(d, "sequence_level", False)]
+        if len(keep) == len(self.dictionaries) or not keep:
+            return None
+        return ReplacementModel(
+            self.subject, [self.dictionaries[k] for k in keep], [self.names[k] for k in keep], self.zero_bos
+        )
 
     # ---- tokens ----------------------------------------------------------------------------------
     def tokenize(self, prompt: str | Tensor | Sequence[int]) -> Tensor:
@@ -267,7 +311,14 @@ class ReplacementModel:
             recons.append(recon)
         embed = cap.acts["blocks.0.hook_resid_pre"][0]
         moe_inputs = {L: cap.acts[f"blocks.{L}.mlp.hook_in"][0] for L in moe}
-        return Setup(ids, logits, freeze, embed, inputs, active, errors, recons, moe_inputs)
+        patterns = {i: s.dic.patterns(inputs[i]) for i, s in enumerate(self.spliced) if s.attention}
+        return Setup(ids, logits, freeze, embed, inputs, active, errors, recons, moe_inputs, patterns)
+
+    def feature_spec(self, setup: Setup, i: int, pos: int, idx: int) -> tuple:
+        """The row spec (`attribution.seed_rows`) of latent `idx` of dictionary i at `pos`: its
+        pre-activation read from the dictionary's input, linear in the frozen model."""
+        where, vec = self.spliced[i].readout(idx, pos, setup.patterns.get(i))
+        return ("feature", i, where, vec)
 
     def encode(self, i: int, x_in: Tensor) -> Tensor:
         """Latents of dictionary i on inputs [..., T, d_in], with position 0 zeroed if `zero_bos`."""
@@ -307,8 +358,9 @@ class ReplacementModel:
             part = rows.new_zeros(*lead, n_pos, W.shape[1]).index_add(len(lead), a.pos, rows)
             out = part if out is None else out + part
         out = out + dic.b_dec
-        if dic.W_skip is not None:
-            out = out + x_in @ dic.W_skip
+        skip = _skip(dic)
+        if skip is not None:
+            out = out + x_in @ skip
         return out
 
     # ---- passes ----------------------------------------------------------------------------------
@@ -320,14 +372,17 @@ class ReplacementModel:
         errors: list[Tensor] | None = None,
         inject: dict[str, Tensor] | None = None,
         embed: Tensor | None = None,
+        observe: Callable[[str, Tensor], Tensor] | None = None,
     ) -> tuple[Tensor, list[Tensor]]:
         """The linearised replacement model: (final normalised residual [B, T, d], inputs per dictionary).
 
         `values` override the active latents' activations ([n] or [B, n] per dictionary), `errors` the
         error terms, `embed` the embedding; `inject` adds tensors at "embed" and each dictionary's output
-        site (gradients there are what attribution reads).
+        site (gradients there are what attribution reads). `observe(name, x)` sees every site's value
+        after the splice and returns what flows on (a residual-direction target reads a site with it,
+        head loadings cut attention at `attn.hook_z`).
         """
-        hooks = _FrozenHooks(self, setup, values, errors, inject or {}, embed)
+        hooks = _FrozenHooks(self, setup, values, errors, inject or {}, embed, observe)
         ids = setup.input_ids[None].expand(batch, -1)
         resid = self.lm(ids, hooks=hooks, mode="frozen", freeze=setup.freeze, unembed=False)
         return resid, [hooks.inputs[s.hook_name] for s in self.spliced]
@@ -338,15 +393,17 @@ class ReplacementModel:
         edit: Callable[[int, Tensor], Tensor] | None = None,
         edit_error: Callable[[int, Tensor], Tensor] | None = None,
         freeze_attention: Freeze | None = None,
+        observe: Callable[[str, Tensor], Tensor] | None = None,
     ) -> Tensor:
         """The replacement model run freely: logits [B, T, vocab].
 
         At each dictionary, f = encode(x_in) is passed through `edit(i, f)` (dense [B, T, d_sae]) and
         the error (true output minus reconstruction, computed live) through `edit_error(i, err)`;
-        the output is decode(f', x_in) + err'. With no edits this is the subject model.
+        the output is decode(f', x_in) + err'. With no edits this is the subject model. `observe(name,
+        x)` sees every site's value after the edits (as in `frozen`).
         """
         ids = input_ids.reshape(-1, input_ids.shape[-1]).to(self.device)
-        hooks = _FreeHooks(self, edit, edit_error)
+        hooks = _FreeHooks(self, edit, edit_error, observe)
         if freeze_attention is not None:
             fz = Freeze(
                 patterns=freeze_attention.patterns, routes=freeze_attention.routes, patterns_only=True
@@ -355,8 +412,15 @@ class ReplacementModel:
         return self.lm(ids, hooks=hooks)
 
 
+def _skip(dic: Dictionary | CLTLayer) -> Tensor | None:
+    """A skip transcoder's W_skip [d_in, d_out]; None for kinds without one (Lorsa has no such field)."""
+    return getattr(dic, "W_skip", None)
+
+
 class _FrozenHooks(NoHooks):
-    def __init__(self, rm: ReplacementModel, setup: Setup, values, errors, inject, embed) -> None:
+    def __init__(
+        self, rm: ReplacementModel, setup: Setup, values, errors, inject, embed, observe=None
+    ) -> None:
         self.rm, self.setup, self.values, self.errors, self.inject, self.embed = (
             rm,
             setup,
@@ -365,6 +429,7 @@ class _FrozenHooks(NoHooks):
             inject,
             embed,
         )
+        self.observe = observe
         self.ins = {s.hook_name: i for i, s in enumerate(rm.spliced)}
         self.inputs: dict[str, Tensor] = {}
 
@@ -374,7 +439,7 @@ class _FrozenHooks(NoHooks):
     def _out(self, i: int) -> Tensor:
         s, st = self.rm.spliced[i], self.setup
         x_in = self.inputs[s.hook_name]
-        if self.values is None and s.dic.W_skip is None:
+        if self.values is None and _skip(s.dic) is None:
             out = st.recon[i]  # the clean reconstruction: it carries no gradient, so reuse it
         else:
             vals = [a.act for a in st.active] if self.values is None else self.values
@@ -394,8 +459,8 @@ class _FrozenHooks(NoHooks):
             self.inputs[name] = x
         i = self.rm.by_out.get(name)
         if i is not None and not self.rm.spliced[i].transcoder:
-            return self._out(i).expand_as(x) if x.ndim == 3 else self._out(i)
-        return x
+            x = self._out(i).expand_as(x) if x.ndim == 3 else self._out(i)
+        return x if self.observe is None else self.observe(name, x)
 
     def mlp(self, layer: int, x: Tensor) -> Tensor | None:
         i = self.rm.transcoder_at.get(layer)
@@ -406,8 +471,8 @@ class _FrozenHooks(NoHooks):
 
 
 class _FreeHooks(NoHooks):
-    def __init__(self, rm: ReplacementModel, edit, edit_error) -> None:
-        self.rm, self.edit, self.edit_error = rm, edit, edit_error
+    def __init__(self, rm: ReplacementModel, edit, edit_error, observe=None) -> None:
+        self.rm, self.edit, self.edit_error, self.observe = rm, edit, edit_error, observe
         self.ins = {s.hook_name for s in rm.spliced}
         self.inputs: dict[str, Tensor] = {}
         n = len(rm.spliced)
@@ -418,6 +483,10 @@ class _FreeHooks(NoHooks):
         return name in self.ins
 
     def site(self, name: str, x: Tensor) -> Tensor:
+        x = self._site(name, x)
+        return x if self.observe is None else self.observe(name, x)
+
+    def _site(self, name: str, x: Tensor) -> Tensor:
         if name in self.ins:
             self.inputs[name] = x
         i = self.rm.by_out.get(name)

@@ -22,8 +22,11 @@ from .clt_layers import feature_offset
 from .contrastive_graph import contrastive_graph
 from .faithfulness import ABLATION_FAITHFULNESS, ablation_faithfulness, feature_means, graph_scores
 from .graph_json import graph_to_json
+from .head_annotations import annotate_heads, heads_metadata, link_sum_error
+from .preflight import check_memory, check_options
 from .pruning import PruneResult, prune, prune_by_effect
 from .replacement import ReplacementModel
+from .targets import Direction
 from .viewer import write_viewer
 
 
@@ -56,6 +59,23 @@ def resolve_dictionaries(cfg: Config) -> list[Path]:
     return paths
 
 
+def store_dictionary_ids(store, paths: list[Path], names: list[str], dics: list) -> list[int | None]:
+    """Each checkpoint's row id in the feature store: the same path, else the same name, site and width."""
+    rows = store.dictionaries()
+    by_path = {str(Path(r["path"]).resolve()): r for r in rows if r.get("path")}
+    by_name = {r["name"]: r for r in rows}
+
+    def lookup(path: Path, name: str, dic) -> int | None:
+        row = by_path.get(str(Path(path).resolve()))
+        if row is None and name in by_name:
+            cand = by_name[name]
+            if cand.get("hook_name") == dic.cfg.hook_name and cand.get("d_sae") == dic.cfg.d_sae:
+                row = cand
+        return None if row is None else row["id"]
+
+    return [lookup(p, n, d) for p, n, d in zip(paths, names, dics, strict=True)]
+
+
 def store_describer(
     db: Path, paths: list[Path], names: list[str], dics: list, n_examples: int = 3
 ) -> tuple[object | None, Callable | None]:
@@ -65,20 +85,7 @@ def store_describer(
     if not db.is_file():
         return None, None
     store = FeatureStore(db)
-    rows = store.dictionaries()
-    by_path = {str(Path(r["path"]).resolve()): r for r in rows if r.get("path")}
-    by_name = {r["name"]: r for r in rows}
-
-    def lookup(path: Path, name: str, dic) -> int | None:
-        """The store row of this checkpoint: same path, else same name, site and width."""
-        row = by_path.get(str(Path(path).resolve()))
-        if row is None and name in by_name:
-            cand = by_name[name]
-            if cand.get("hook_name") == dic.cfg.hook_name and cand.get("d_sae") == dic.cfg.d_sae:
-                row = cand
-        return None if row is None else row["id"]
-
-    ids = [lookup(p, n, d) for p, n, d in zip(paths, names, dics, strict=True)]
+    ids = store_dictionary_ids(store, paths, names, dics)
 
     def describe(d: int, idx: int) -> dict:
         did = ids[d]
@@ -133,7 +140,10 @@ def chat_prompt_for(tokenizer: Any, chat: str, cfg: Config) -> tuple[list[int], 
     return chat_prompt(tokenizer, parse_chat(chat), cfg.data.chat_template, cfg.data.prepend_bos)
 
 
-def _attribution(cfg: Config, rm: ReplacementModel) -> tuple[Graph, PruneResult, dict, dict]:
+def _attributed(
+    cfg: Config, rm: ReplacementModel, direction: Direction | None
+) -> tuple[Graph, PruneResult, dict, float]:
+    """The pruned attribution graph of circuit.prompt on `rm`, its graph scores and its seconds."""
     c = cfg.circuit
     t0 = time.perf_counter()
     graph: Graph = attribute(
@@ -143,6 +153,7 @@ def _attribution(cfg: Config, rm: ReplacementModel) -> tuple[Graph, PruneResult,
         target_token=c.target_token,
         contrast_token=c.contrast_token,
         target_feature=c.target_feature,
+        target_direction=direction,
         max_logit_prob=c.max_logit_prob,
         max_n_logits=c.max_n_logits,
         max_feature_nodes=c.max_feature_nodes,
@@ -153,19 +164,42 @@ def _attribution(cfg: Config, rm: ReplacementModel) -> tuple[Graph, PruneResult,
     pruned = prune(graph, c.node_threshold, c.edge_threshold)
     replacement, completeness = graph_scores(graph)
     p_repl, p_compl = graph_scores(graph, pruned.node_mask)
-    abl = ablation_faithfulness(rm, graph, pruned.node_mask, _means(cfg, rm))
     scores = {
-        "method": "attribution",
         "replacement_score": replacement,
         "completeness_score": completeness,
         "pruned_replacement_score": p_repl,
         "pruned_completeness_score": p_compl,
-        **abl,
-        "ablation_requested": c.ablation,
         "active_features": graph.total_active_features,
+    }
+    return graph, pruned, scores, seconds
+
+
+def _attribution(
+    cfg: Config, rm: ReplacementModel, direction: Direction | None = None
+) -> tuple[Graph, PruneResult, dict, dict]:
+    graph, pruned, graph_sc, seconds = _attributed(cfg, rm, direction)
+    abl = ablation_faithfulness(rm, graph, pruned.node_mask, _means(cfg, rm))
+    scores = {
+        "method": "attribution",
+        **graph_sc,
+        **abl,
+        "ablation_requested": cfg.circuit.ablation,
         "attribution_seconds": round(seconds, 3),
     }
+    mlp_only = rm.mlp_only()
+    if mlp_only is not None:  # a complete replacement model: the MLP-only graph's scores beside it
+        scores["attention_replaced"] = sorted(s.layer for s in rm.spliced if s.attention)
+        scores["mlp_only"] = _attributed(cfg, mlp_only, direction)[2]
     return graph, pruned, scores, {}
+
+
+def _heads(
+    cfg: Config, rm: ReplacementModel, graph: Graph, pruned: PruneResult, scores: dict
+) -> tuple[dict, list]:
+    """Head loadings of the kept links and QK attributions of the heads carrying them."""
+    per_link, qk, timing = annotate_heads(rm, graph, pruned, cfg.circuit.qk_top, cfg.circuit.batch_size)
+    scores.update(timing, head_loadings_max_error=link_sum_error(per_link, graph.adjacency), qk_pairs=len(qk))
+    return per_link, qk
 
 
 def _contrastive(cfg: Config, rm: ReplacementModel) -> tuple[Graph, PruneResult, dict, dict]:
@@ -258,12 +292,29 @@ def _check_method(c) -> None:
         )
 
 
-def trace(cfg: Config, rm: ReplacementModel, describe: Callable | None = None) -> dict:
+def trace(
+    cfg: Config,
+    rm: ReplacementModel,
+    describe: Callable | None = None,
+    direction: Direction | None = None,
+    store_ids: list[int | None] | None = None,
+) -> dict:
     """The graph JSON (its scores under `metadata.scores`) of `circuit.prompt` by `circuit.method`,
-    on a replacement model already built (the live server keeps one loaded)."""
+    on a replacement model already built (the live server keeps one loaded). `direction` is the
+    direction target when it does not come from `circuit.target_direction` (the API sends numbers);
+    `store_ids` are the dictionaries' feature-store ids, recorded so the server can recompute QK terms."""
     c = cfg.circuit
     _check_method(c)
-    graph, pruned, scores, values = METHODS[c.method](cfg, rm)
+    direction = check_options(cfg, direction)
+    if c.heads and any(s.attention for s in rm.spliced):
+        raise ConfigError(
+            "circuit.heads splits edges by the model's own attention heads, which a Lorsa replaces; in a "
+            "complete replacement model the attention nodes are the Lorsa heads themselves (drop circuit.heads)"
+        )
+    graph, pruned, scores, values = (
+        _attribution(cfg, rm, direction) if c.method == "attribution" else METHODS[c.method](cfg, rm)
+    )
+    per_link, qk = _heads(cfg, rm, graph, pruned, scores) if c.heads else ({}, None)
     scores.update(
         n_nodes=int(pruned.node_mask.sum()),
         n_edges=int(pruned.edge_mask.sum()),
@@ -287,8 +338,14 @@ def trace(cfg: Config, rm: ReplacementModel, describe: Callable | None = None) -
         node_threshold=c.node_threshold,
         describe=view_describe,
         node_values=values,
+        link_values=per_link,
     )
     gj["metadata"]["scores"] = scores
+    if store_ids is not None and all(i is not None for i in store_ids):
+        gj["metadata"]["store_dictionaries"] = store_ids
+    if qk is not None:
+        gj["metadata"]["heads"] = heads_metadata(rm)
+        gj["qk"] = qk
     if c.chat:  # the viewers draw turn boundaries on the token axis
         from monosemantic.corpus.chat_prompt import parse_chat, turns
 
@@ -316,13 +373,16 @@ def circuit(cfg: Config) -> Path:
         raise ConfigError("no prompt: pass --prompt TEXT (or --chat) or set circuit.prompt")
     _check_method(c)
     check_output(c.out, "circuit.out")
+    check_options(cfg)  # a bad direction file or option mix fails here, before the model loads
     paths = resolve_dictionaries(cfg)
     model = load_model(cfg.model.name, dtype=cfg.model.dtype, device=c.device, revision=cfg.model.revision)
     dics = [load_dictionary(p, device=str(model.device), model=model) for p in paths]
     names = dictionary_names(paths, cfg.train.out if not c.dictionaries else None)
     rm = ReplacementModel(model, dics, names, zero_bos=c.zero_bos)
+    check_memory(cfg, rm)
     store, describe = store_describer(feature_store_path(cfg.analyze.out), paths, names, dics)
-    gj = trace(cfg, rm, describe)
+    ids = store_dictionary_ids(store, paths, names, dics) if store is not None else None
+    gj = trace(cfg, rm, describe, store_ids=ids)
     scores = gj["metadata"]["scores"]
     slug = gj["metadata"]["slug"]
     out = Path(c.out)
@@ -337,6 +397,9 @@ def circuit(cfg: Config) -> Path:
         if c.method == "attribution"
         else f"{c.method}: m {scores.get('metric_full', float('nan')):.3f}  "
     )
+    if "mlp_only" in scores:
+        m = scores["mlp_only"]
+        head += f"(MLP-only: replacement {m['replacement_score']:.3f}  completeness {m['completeness_score']:.3f})  "
     faith = scores["ablation_faithfulness"]
     console.print(
         f"{head}ablation faithfulness {'n/a' if faith is None else f'{faith:.3f}'} ({scores['ablation']})  "

@@ -19,7 +19,7 @@ def render_viewer(graph_json: dict) -> str:
     """The viewer page with the graph embedded (script-safe: `</` is escaped inside the JSON)."""
     data = json.dumps(graph_json).replace("</", "<\\/")
     title = html.escape(str(graph_json.get("metadata", {}).get("slug", "graph")))
-    js = _template("viewer.js").replace("</script", "<\\/script")
+    js = (_template("viewer.js") + "\n" + _template("heads_panel.js")).replace("</script", "<\\/script")
     page = _template("viewer.html").replace("__TITLE__", title).replace("__CSS__", _template("viewer.css"))
     # the graph last: its text may contain the other placeholders
     return page.replace("__JS__", js).replace("__GRAPH__", data)

@@ -53,10 +53,11 @@ class CircuitConfig(Section):
         description="Contrastive mode: 0 = attribution patching, N > 0 = integrated gradients with N steps.",
     )
     out: Path = Field(Path("runs/circuit"), description="Folder of graph.json, scores.json and index.html.")
-    target: Literal["top_logits", "token", "logit_diff", "feature"] = Field(
+    target: Literal["top_logits", "token", "logit_diff", "feature", "direction"] = Field(
         "top_logits",
         description="What the graph explains: the top logits (up to max_logit_prob / max_n_logits), one "
-        "token's logit, logit[target_token] - logit[contrast_token], or a feature (target_feature).",
+        "token's logit, logit[target_token] - logit[contrast_token], a feature (target_feature) or a "
+        "residual direction (target_direction).",
     )
     target_token: str | None = Field(
         None,
@@ -65,6 +66,28 @@ class CircuitConfig(Section):
     contrast_token: str | None = Field(None, description="The subtracted token of target = 'logit_diff'.")
     target_feature: str | None = Field(
         None, description="Feature target as its graph node id LAYER_FEATURE_POS (target = 'feature')."
+    )
+    target_direction: Path | None = Field(
+        None,
+        description="target = 'direction': a safetensors file with a tensor 'direction' [d_model], read as "
+        "direction . blocks.{layer}.hook_resid_post[position]; its metadata may give 'layer' and 'position'.",
+    )
+    target_layer: int | None = Field(
+        None, ge=0, description="The direction's layer (overrides the file's metadata 'layer')."
+    )
+    target_position: int | None = Field(
+        None,
+        description="The direction's token position, negative from the end (overrides the file's "
+        "metadata 'position'; default the last token).",
+    )
+    heads: bool = Field(
+        False,
+        description="Split every kept edge by the attention head making its last hop into the target's "
+        "position (links get 'heads' and 'no_hop'), and store QK attributions for the heads carrying "
+        "cross-position edges (graph.json 'qk').",
+    )
+    qk_top: int = Field(
+        20, gt=0, le=10_000, description="QK attribution: the largest query x key terms kept per head pair."
     )
     max_logit_prob: float = Field(0.95, gt=0, le=1, description="Cumulative probability of logits kept.")
     max_n_logits: int = Field(10, gt=0, description="Most logits kept as targets.")

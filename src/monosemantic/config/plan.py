@@ -14,3 +14,9 @@ class PlanConfig(Section):
         description="Ranks to plan for (torchrun's --nproc-per-node x nodes); `--world-size` sets it on "
         "the command line.",
     )
+    circuit_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="Prompt length of the circuit attribution memory estimate (default "
+        "data.context_size); `--circuit-tokens` sets it on the command line.",
+    )

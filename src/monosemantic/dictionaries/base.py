@@ -314,6 +314,14 @@ class Dictionary(nn.Module, abc.ABC):
         without the dense [n, d_sae] output, where the rule allows it cheaply (TopK); else None."""
         return None
 
+    def attended_keys(
+        self, x: Tensor, latents: Tensor, positions: Tensor, n: int
+    ) -> tuple[Tensor, Tensor] | None:
+        """Where latents look: for one window x [T, d_in] and m (latent, query position) pairs, the
+        n key positions each attends to most and their attention weights ([m, n] each; weight 0
+        past the query), for kinds whose latents attend over positions (Lorsa); else None."""
+        return None
+
     @abc.abstractmethod
     def decode(self, f: Tensor, x: Tensor | None = None) -> Tensor:
         """y_hat [..., d_out] from latents f (and the input x, for skip transcoders)."""

@@ -206,6 +206,13 @@ class Lorsa(Dictionary):
         weights, keys = row.topk(min(n, position + 1))
         return keys, weights
 
+    def attended_keys(self, x: Tensor, latents: Tensor, positions: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        """`top_keys` for many (head, query position) pairs of one window x [T, d_in] at once (one
+        pattern computation): keys and weights [m, min(n, T)], future keys with weight 0 last."""
+        rows = self.patterns(x)[latents.long() // self.group_size, positions.long()]  # [m, T]
+        weights, keys = rows.topk(min(n, x.shape[0]), dim=-1)
+        return keys, weights
+
     def _select(self, z: Tensor) -> Tensor:
         vals, idx = z.topk(self.settings.k, dim=-1)
         return torch.zeros_like(z).scatter(-1, idx, F.relu(vals))

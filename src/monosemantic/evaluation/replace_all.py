@@ -1,4 +1,6 @@
-"""CE/KL with every MLP replaced at once: a cross-layer transcoder, or a set of per-layer transcoders.
+"""CE/KL with every MLP replaced at once: a cross-layer transcoder, or a set of per-layer transcoders;
+and with every MLP and every attention layer replaced (per-layer transcoders plus one Lorsa per
+attention layer: a complete replacement model).
 
 A per-layer splice (`spliced.py`) replaces one MLP and keeps the others clean. A replacement model
 for circuits replaces them all, so errors compound through the layers: layer l's transcoder reads
@@ -78,7 +80,8 @@ def all_mlps_replaced(
     n = max(n, 1)
     c = {k: v / n for k, v in ce.items()}
     return {
-        "layers_replaced": [s.layer for s in rep.out_sites],
+        "layers_replaced": sorted({s.layer for s in rep.out_sites}),
+        "sites_replaced": [str(s) for s in rep.out_sites],
         "ce_loss_clean": c["clean"],
         "ce_loss_zero_ablated": c["zero"],
         "ce_loss_replaced": c["replaced"],
@@ -87,6 +90,25 @@ def all_mlps_replaced(
         "kl_replaced": kl / n,
         "n_predictions": n,
     }
+
+
+def complete_replacement(dics: Sequence[Dictionary], n_layers: int) -> MLPReplacement | None:
+    """Per-layer MLP transcoders and Lorsas (`blocks.L.hook_attn_out`) covering every layer of an
+    `n_layers` model, one of each per layer (in forward order), or None when they do not."""
+    mlp: dict[int, Dictionary] = {}
+    attn: dict[int, Dictionary] = {}
+    for d in dics:
+        out = d.cfg.site_out
+        if d.multi_site or d.fitted or not d.is_transcoder or out is None:
+            continue
+        if out.hook == "hook_mlp_out" and d.cfg.site.hook == "mlp.hook_in" and not d.sequence_level:
+            mlp.setdefault(out.layer, d)
+        elif out.hook == "hook_attn_out" and d.sequence_level:
+            attn.setdefault(out.layer, d)
+    layers = range(n_layers)
+    if not all(L in mlp and L in attn for L in layers):
+        return None
+    return MLPReplacement([d for L in layers for d in (attn[L], mlp[L])])
 
 
 class PerLayerMetrics:

@@ -48,7 +48,7 @@ from .distributed import (
 from .inputs import LazyModel, check_width, dictionary_sites, is_causal, load_dictionaries, site_activations
 from .intervals import N_BOOT, spliced_intervals
 from .metrics import ReconstructionMetrics
-from .replace_all import PerLayerMetrics, clt_spliced_metrics
+from .replace_all import PerLayerMetrics, all_mlps_replaced, clt_spliced_metrics, complete_replacement
 from .report import print_table, write_outputs
 from .sample import check_held_out, sample_sequences
 from .seeds import seed_groups, table_rows
@@ -286,6 +286,12 @@ def _spliced(run: _Run, b: _Batches) -> list[dict[str, Any]]:
             spliced[i] = clt_spliced_metrics(
                 e.dic, run.model.get(), b.tokens, b.keeps, ecfg.compare_transcoders
             )
+    crm = complete_replacement([e.dic for e in entries], run.model.get().n_layers)
+    if crm is not None:  # transcoders + Lorsas on every layer: all of them replaced at once
+        every = all_mlps_replaced(run.model.get(), b.tokens, b.keeps, crm)
+        for i, e in enumerate(entries):
+            if any(e.dic is d for d in crm.dics):
+                spliced[i] = spliced[i] | {"all_layers_replaced": every}
     return spliced
 
 

@@ -229,12 +229,22 @@ class LiveModels:
         job.report("intervening", 0.5)
         return {"graph_id": gid, **run_graph_intervention(rm, graph, edits, model, top)}
 
-    def trace(self, job: Job, prompt: str | None, dictionaries: list[int] | None,
-              chat: list | None = None) -> dict[str, Any]:  # fmt: skip
+    def trace(
+        self,
+        job: Job,
+        prompt: str | None,
+        dictionaries: list[int] | None,
+        options: dict[str, Any] | None = None,
+        chat: list | None = None,
+    ) -> dict[str, Any]:
         """Attribute `prompt` (or the chat prompt `chat`, whose graph marks its turns) through the
-        store's transcoders (or `dictionaries`), store the graph."""
+        store's transcoders (or `dictionaries`), store the graph.
+
+        `options`: [circuit] keys (target, target_token, contrast_token, target_feature, heads,
+        target_layer, target_position) and `direction`, a direction target's numbers."""
         from monosemantic.circuits.replacement import ReplacementModel
         from monosemantic.circuits.run import store_describer, trace
+        from monosemantic.circuits.targets import Direction
 
         store = self.store.get()
         rows = store.dictionaries()
@@ -265,12 +275,25 @@ class LiveModels:
             cfg.circuit.chat = json.dumps(chat)
             cfg.circuit.prompt = prompt = "\n".join(f"{m['role']}: {m['content']}" for m in chat)
         cfg.circuit.method = "attribution"
+        options = dict(options or {})
+        numbers = options.pop("direction", None)
+        for key, value in options.items():
+            setattr(cfg.circuit, key, value)
+        direction = None
+        if cfg.circuit.target == "direction":
+            if numbers is None:
+                raise MonosemanticError("target 'direction' needs 'direction': the vector's numbers")
+            layer = cfg.circuit.target_layer
+            if layer is None:
+                raise MonosemanticError("target 'direction' needs 'target_layer'")
+            pos = -1 if cfg.circuit.target_position is None else cfg.circuit.target_position
+            direction = Direction(torch.tensor(numbers, dtype=torch.float64), layer, pos, "direction")
         job.report("attributing", 0.2)
         rm = ReplacementModel(model, loaded, names, zero_bos=cfg.circuit.zero_bos)
         paths = [Path(r["path"]) for r in chosen]
         describe_store, describe = store_describer(self.store.path, paths, names, loaded)
         try:
-            gj = trace(cfg, rm, describe)
+            gj = trace(cfg, rm, describe, direction, store_ids=[r["id"] for r in chosen])
         finally:
             if describe_store is not None:
                 describe_store.close()
@@ -278,3 +301,41 @@ class LiveModels:
         with self.store.own_write() as store:
             gid = store.add_graph(gj["metadata"]["slug"], gj, prompt=prompt)
         return {"graph_id": gid, "url": f"graphs/{gid}", "scores": gj["metadata"]["scores"]}
+
+    def qk(self, job: Job, gid: int, pair: tuple[int, int, int, int], top: int) -> dict[str, Any]:
+        """QK attribution of (layer, head, query, key) on stored graph `gid`'s prompt, through the
+        dictionaries it was traced with (stored beside the graph for the next request)."""
+        from monosemantic.circuits.qk import qk_terms
+        from monosemantic.circuits.replacement import ReplacementModel
+
+        from .graph_qk import save_qk, stored_qk
+
+        store = self.store.get()
+        graph = store.graph(gid)
+        found = stored_qk(store, graph, gid, pair, top)
+        if found is not None:
+            return found
+        meta = graph.get("metadata", {})
+        ids = meta.get("store_dictionaries")
+        if not ids or meta.get("scores", {}).get("method", "attribution") != "attribution":
+            raise MonosemanticError(
+                f"graph {gid} does not record which store dictionaries traced it; trace the prompt again "
+                "(live page, or `circuit` with the feature store in analyze.out)"
+            )
+        job.report("loading model and dictionaries", 0.1)
+        loaded = [self.dictionary(i) for i in ids]
+        model = self.model()
+        rm = ReplacementModel(model, [d for d, _ in loaded], [r["name"] for _, r in loaded],
+                              zero_bos=bool(meta.get("scores", {}).get("zero_bos", False)))  # fmt: skip
+        ids_t = rm.tokenize(meta.get("prompt") or "")
+        if len(ids_t) != len(meta.get("prompt_tokens") or []):
+            raise MonosemanticError(
+                f"graph {gid}'s prompt tokenizes to {len(ids_t)} tokens now, not {len(meta['prompt_tokens'])}; "
+                "the model or tokenizer changed since it was traced"
+            )
+        job.report("attributing the score", 0.5)
+        (terms,) = qk_terms(rm, rm.setup(ids_t), [pair])
+        entry = terms.to_json(top)
+        with self.store.own_write() as writable:
+            save_qk(writable, gid, entry, top)
+        return entry

@@ -16,7 +16,7 @@ import math
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -116,12 +116,41 @@ class SteerRequest(BaseModel):
         return self
 
 
+MAX_DIRECTION = 65_536  # entries of a direction target (d_model of the largest models we serve)
+MAX_TOKEN_CHARS = 200
+
+
 class CircuitIn(BaseModel):
     prompt: str | None = Field(None, min_length=1)
     chat: Chat = None
     dictionaries: list[Annotated[int, Field(ge=0, le=MAX_ID)]] | None = Field(
         None, max_length=256, description="store ids of the transcoders (default: every transcoder)"
     )
+    target: Literal["top_logits", "token", "logit_diff", "feature", "direction"] = "top_logits"
+    target_token: str | None = Field(None, min_length=1, max_length=MAX_TOKEN_CHARS)
+    contrast_token: str | None = Field(None, min_length=1, max_length=MAX_TOKEN_CHARS)
+    target_feature: str | None = Field(
+        None, pattern=r"^\d{1,6}_\d{1,12}_\d{1,9}$", description="node id LAYER_FEATURE_POS"
+    )
+    direction: list[float] | None = Field(
+        None, min_length=1, max_length=MAX_DIRECTION, description="target 'direction': the vector [d_model]"
+    )
+    target_layer: int | None = Field(None, ge=0, le=10_000, description="the direction's layer (resid_post)")
+    target_position: int | None = Field(None, ge=-MAX_ID, le=MAX_ID, description="negative from the end")
+    heads: bool = Field(False, description="head loadings on every link and QK terms (circuit.heads)")
+
+    @field_validator("direction")
+    @classmethod
+    def _finite_vector(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and not all(math.isfinite(x) for x in v):
+            raise ValueError("every entry must be a finite number")
+        return v
+
+    def options(self) -> dict[str, Any]:
+        """The [circuit] settings this request asks for (and the direction's numbers)."""
+        keys = ("target", "target_token", "contrast_token", "target_feature", "target_layer", "target_position",
+                "heads", "direction")  # fmt: skip
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
     @model_validator(mode="after")
     def _prompt_or_chat(self) -> CircuitIn:
@@ -268,9 +297,29 @@ async def circuits(request: Request, body: CircuitIn) -> dict[str, Any]:
     chat = _messages(request, body.prompt, body.chat)
     live = request.app.state.live
     job, _ = _submit(
-        request, "circuit", lambda job: live.trace(job, body.prompt, body.dictionaries, chat), listen=False
+        request,
+        "circuit",
+        lambda job: live.trace(job, body.prompt, body.dictionaries, body.options(), chat),
+        listen=False,
     )
     return {"job": job.id, "status": job.status, "url": f"api/jobs/{job.id}"}
+
+
+@router.get("/api/graphs/{gid}/qk")
+async def graph_qk(
+    request: Request,
+    gid: Annotated[int, Path(ge=0, le=MAX_ID)],
+    layer: Annotated[int, Query(ge=0, le=10_000)],
+    head: Annotated[int, Query(ge=0, le=10_000)],
+    query: Annotated[int, Query(ge=0, le=MAX_ID)],
+    key: Annotated[int, Query(ge=0, le=MAX_ID)],
+    top: Annotated[int, Query(ge=1, le=1000)] = 20,
+) -> dict[str, Any]:
+    """Why head (layer, head) attends from position `query` to `key` in stored graph `gid`: the
+    pre-softmax score split into query x key component terms (the largest `top` pairs and each
+    side's totals). Computed once on the live worker, then stored with the graph."""
+    live = request.app.state.live
+    return await _result(request, "qk", lambda job: live.qk(job, gid, (layer, head, query, key), top))
 
 
 @router.get("/api/jobs")

@@ -129,4 +129,6 @@ class ExampleTables:
         elif d["token_ids"] is not None:
             d["tokens"] = self._strings(d["token_ids"])
         d["activations"] = blob_list("d", d["activations"])
+        attended = d.get("attended")  # absent from a read-only store written before the column
+        d["attended"] = json.loads(attended) if attended is not None else None
         return d

@@ -15,7 +15,10 @@ API below is the contract. Tables (schema `SCHEMA_VERSION`, recorded in `meta`):
   `token_ids` (int32) and `activations` (float64) are little-endian arrays in BLOBs and token
   strings come from `vocab`: an analysis writes hundreds of thousands of examples, and
   formatting them as JSON cost several times the analysis pass itself. `tokens` (a JSON list)
-  is filled only for examples given as strings without ids.
+  is filled only for examples given as strings without ids. `attended` (JSON, Lorsa heads and
+  any kind with `Dictionary.attended_keys`): the key positions the latent attends to from the
+  peak, `[[index, weight], ...]`, indexed like `peak`; a nullable column added later, which
+  opening an older store adds (`schema.ADDED_COLUMNS`).
 - `vocab(id, token)`: display string of each token id the examples use.
 - `graphs(id, name, prompt, json, created)`: attribution graphs (Neuronpedia/circuit-tracer JSON).
 - `annotations(id, target, key, text, created)`: notes a reader attached to a graph or feature
@@ -42,6 +45,7 @@ from typing import Any
 from monosemantic.store.dead import live_clause
 from monosemantic.store.examples import ExampleTables
 from monosemantic.store.schema import (
+    ADDED_COLUMNS,
     FEATURE_COLUMNS,
     JSON_FEATURE,
     ORDERABLE,
@@ -104,6 +108,21 @@ class FeatureStore(ExampleTables):
                 f"feature store {self.path} has schema version {row[0]}, this version reads "
                 f"{SCHEMA_VERSION}; run `monosemantic analyze CONFIG` again to rebuild it"
             )
+        self._add_columns()
+
+    def _add_columns(self) -> None:
+        """Give a store written before a nullable column existed (`ADDED_COLUMNS`) that column, so
+        old stores open at the same schema version; a file this process cannot write reads None."""
+        for table, columns in ADDED_COLUMNS.items():
+            have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns:
+                if name in have:
+                    continue
+                try:
+                    with self._db:
+                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+                except sqlite3.OperationalError:  # read-only file or directory: readers use .get
+                    return
 
     def _check_is_store(self) -> None:
         """An SQLite file without our `meta` table is someone else's database: never add tables to it."""

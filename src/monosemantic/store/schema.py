@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS features (
 CREATE TABLE IF NOT EXISTS examples (
     id INTEGER PRIMARY KEY, dictionary_id INTEGER NOT NULL, feature INTEGER NOT NULL,
     kind TEXT NOT NULL, bin INTEGER, rank INTEGER, sequence INTEGER, position INTEGER,
-    peak INTEGER, max_activation REAL, tokens TEXT, token_ids BLOB, activations BLOB
+    peak INTEGER, max_activation REAL, tokens TEXT, token_ids BLOB, activations BLOB, attended TEXT
 );
 CREATE INDEX IF NOT EXISTS examples_feature ON examples (dictionary_id, feature, kind);
 CREATE TABLE IF NOT EXISTS vocab (id INTEGER PRIMARY KEY, token TEXT);
@@ -48,8 +48,12 @@ FEATURE_COLUMNS = (
 )  # fmt: skip
 EXAMPLE_COLUMNS = (
     "kind", "bin", "rank", "sequence", "position", "peak", "max_activation", "tokens", "token_ids",
-    "activations",
+    "activations", "attended",
 )  # fmt: skip
+# Nullable columns added after a table's first release: `FeatureStore` adds any that an older file
+# lacks when it opens it (ALTER TABLE ... ADD COLUMN), so old stores keep opening at the same
+# `SCHEMA_VERSION`; a reader of a file it cannot write gets None for them.
+ADDED_COLUMNS = {"examples": (("attended", "TEXT"),)}
 # Columns `list_features` may sort by (user input is checked against this list, never interpolated).
 ORDERABLE = (
     "idx", "density", "max_activation", "mean_activation", "n_active", "score_detection",
@@ -89,11 +93,14 @@ def example_record(row: Mapping[str, Any]) -> tuple[Any, ...]:
     """An example row (`feature`, `kind`, lists for `tokens`/`token_ids`/`activations`, ...) as the
     tuple `add_example_records` takes: the example columns after `feature`, encoded. Strings of
     rows with ids belong in `vocab` (`add_examples` puts them there), so `tokens` is kept only
-    for rows without ids."""
+    for rows without ids. `attended` (sequence-level kinds, Lorsa): `[[index, weight], ...]`, the
+    key positions a head attends to from the peak, indexed like `peak` (negative: before the
+    window), with their attention weights."""
     encode = {
         "tokens": lambda v: enc(v) if row.get("token_ids") is None else None,
         "token_ids": lambda v: _array_blob("i", v),
         "activations": lambda v: _array_blob("d", v),
+        "attended": enc,
     }
     return (
         int(row["feature"]),

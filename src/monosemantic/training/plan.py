@@ -27,7 +27,7 @@ prints it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from monosemantic.activations.buffer import source_choice
@@ -146,6 +146,45 @@ class TrainPlan:
         return self.source == "live"
 
 
+def circuit_lines(cfg: Config, dims: Dims, n_tokens: int) -> list[str]:
+    """Attribution memory of `circuit` for an `n_tokens` prompt, through the config's transcoders
+    (trained ones: fitted baselines are not spliced) or `circuit.dictionaries`' cfg.json files."""
+    import json
+    from pathlib import Path
+
+    from monosemantic.dictionaries.base import dictionary_class
+
+    from .attribution_memory import active_per_token, attribution_memory
+
+    c = cfg.circuit
+    if c.dictionaries:
+        found = [Path(p) / "cfg.json" for p in c.dictionaries]
+        active = [active_per_token(json.loads(f.read_text())) for f in found if f.is_file()]
+    else:
+        tcs = [
+            d for d in cfg.all_dictionaries() if d.site_out and not dictionary_class(d.architecture).fitted
+        ]
+        active = [float(getattr(d, "k", None) or 32) for d in tcs for _ in range(len(d.layers or [0]))]
+    if not active:
+        return []
+    abytes = BYTES[cfg.model.dtype or "float32"]
+    est = attribution_memory(n_tokens, dims.d, dims.layers, dims.heads, active, c.max_feature_nodes,
+                             c.max_n_logits, c.batch_size, int(abytes), 8 if abytes == 8 else 4, c.heads)  # fmt: skip
+    lines = ["", f"circuit (attribution of a {n_tokens:,}-token prompt, {len(active)} dictionaries)"]
+    lines.append(
+        f"  active features      {est.active_features:,}  ({est.rows:,} rows, {est.nodes:,} graph nodes)"
+    )
+    lines.append(f"  computing rows       {_gib(est.attribution)}")
+    lines.append(f"  assembling the graph {_gib(est.assembly)}")
+    lines.append(f"  pruning              {_gib(est.pruning)}")
+    if c.heads:
+        lines.append(f"  head loadings        {_gib(est.heads)}")
+    lines.append(
+        f"  peak with the model  {_gib(est.peak + dims.params * BYTES[cfg.model.dtype or 'float32'])}"
+    )
+    return lines
+
+
 @dataclass
 class Plan:
     model: str
@@ -158,6 +197,7 @@ class Plan:
     feature_shards: int | None
     harvest: HarvestPlan
     train: TrainPlan | None  # None: the config has no dictionary
+    circuit: list[str] = field(default_factory=list)  # attribution memory lines (`circuit_lines`)
 
 
 def _check_world_size(world_size: int) -> None:
@@ -274,10 +314,12 @@ def _train(cfg: Config, dims: Dims, world_size: int, harvest: HarvestPlan) -> Tr
     )
 
 
-def plan(cfg: Config, world_size: int | None = None) -> Plan:
+def plan(cfg: Config, world_size: int | None = None, circuit_tokens: int | None = None) -> Plan:
     """Memory, disk and FLOPs of the config's harvest and train, per rank of `world_size`
-    (default `[plan].world_size`)."""
+    (default `[plan].world_size`), and the attribution memory of a `circuit_tokens` prompt (default
+    `[plan].circuit_tokens`, else data.context_size)."""
     world_size = cfg.plan.world_size if world_size is None else world_size
+    circuit_tokens = cfg.plan.circuit_tokens if circuit_tokens is None else circuit_tokens
     _check_world_size(world_size)
     m, t = cfg.model, cfg.train
     dims = model_dims(m.name, m.revision)
@@ -293,6 +335,7 @@ def plan(cfg: Config, world_size: int | None = None) -> Plan:
         feature_shards=t.feature_shards,
         harvest=harvest,
         train=_train(cfg, dims, world_size, harvest),
+        circuit=circuit_lines(cfg, dims, circuit_tokens or cfg.data.context_size),
     )
 
 
@@ -333,8 +376,8 @@ def plan_lines(p: Plan) -> list[str]:
     lines.append("")
     t = p.train
     if t is None:
-        return [*lines, "train: no [dictionary] in this config"]
-    return [*lines, *_train_lines(t, p.world_size)]
+        return [*lines, "train: no [dictionary] in this config", *p.circuit]
+    return [*lines, *_train_lines(t, p.world_size), *p.circuit]
 
 
 def _train_lines(t: TrainPlan, world_size: int) -> list[str]:

@@ -28,6 +28,8 @@
     "sparse autoencoder": ["SAE feature", "#b79be0"],
     "mlp reconstruction error": ["transcoder error", "#bbbbbb"],
     "sae reconstruction error": ["SAE error", "#bbbbbb"],
+    "lorsa": ["Lorsa head", "#e39ac0"],
+    "attention reconstruction error": ["Lorsa error", "#bbbbbb"],
     "mlp expert error": ["expert error", "#c8b28e"],
     "embedding": ["token embedding", "#99dd99"],
     "logit": ["output logit", "#f0b060"],
@@ -167,6 +169,7 @@
         stroke: l.weight >= 0 ? "#2c6fbb" : "#c0392b", "stroke-width": 0.4 + 3 * a, "stroke-opacity": 0.06 + 0.35 * a,
       }, edgeLayer);
       e.link = l;
+      e.addEventListener("click", () => document.dispatchEvent(new CustomEvent("graph:link", { detail: l })));
       edgeEls.push(e);
     }
     for (const n of nodes) {
@@ -233,6 +236,7 @@
     $("note").oninput = (ev) => { n.annotation = ev.target.value.trim() || undefined; n.lbl.textContent = shortLabel(n); n.lbl.classList.toggle("annotated", !!n.annotation); };
     for (const tr of $("info").querySelectorAll("tr[data-id]")) tr.onclick = () => { const m = byId.get(tr.dataset.id); if (m) select(m); };
     for (const e of edgeEls) e.style.display = e.link.source === n.node_id || e.link.target === n.node_id ? "" : "none";
+    document.dispatchEvent(new CustomEvent("graph:select", { detail: n }));  // e.g. the attention panel
   }
   function togglePin(id) {
     if (pinned.has(id)) pinned.delete(id); else pinned.add(id);

@@ -103,7 +103,9 @@ def _tokens(items: list[dict[str, Any]] | None) -> list[list[Any]] | None:
 
 
 def _example(e: dict[str, Any]) -> dict[str, Any]:
-    return {
+    """One example as the dashboard draws it; `keys` (Lorsa heads): `[[index, weight], ...]`, the
+    key positions the latent attends to from the peak, indexed like `peak` (see the store)."""
+    out = {
         "t": e["tokens"] or [],
         "a": [_num(a, 3) if a else 0 for a in (e["activations"] or [])],
         "peak": e.get("peak"),
@@ -111,6 +113,9 @@ def _example(e: dict[str, Any]) -> dict[str, Any]:
         "seq": e.get("sequence"),
         "pos": e.get("position"),
     }
+    if e.get("attended"):
+        out["keys"] = [[int(i), _num(w, 3)] for i, w in e["attended"]]
+    return out
 
 
 def peak_tokens(examples: list[dict[str, Any]], n: int = INDEX_TOKENS) -> list[str]:

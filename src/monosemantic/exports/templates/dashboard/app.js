@@ -171,16 +171,25 @@ const MONO = (() => {
     return h("div", { class: "chips" }, items.map(([t, v]) => h("span", { class: "chip " + cls }, h("span", { class: "tk" }, show(t)), h("b", {}, fmt(v, 2)))));
   }
   function example(ex, max) {
+    // a Lorsa head's example: the key positions it attends to from the peak, underlined with an
+    // opacity proportional to the attention weight (the weight is in the tooltip)
+    const keys = new Map((ex.keys || []).filter(([i]) => i >= 0 && i < ex.t.length));
+    const earlier = (ex.keys || []).filter(([i]) => i < 0);
     const toks = ex.t.map((t, i) => {
-      const a = ex.a[i] || 0;
+      const a = ex.a[i] || 0, w = keys.get(i);
+      const attended = w === undefined ? "" : `  ·  attended from the peak: weight ${fmt(w, 3)}`;
+      const style = [a > 0 ? `background-color:${heat(a, max)}` : "",
+        w === undefined ? "" : `text-decoration-color:rgba(28,126,214,${(0.2 + 0.8 * Math.min(1, w)).toFixed(3)})`].filter(Boolean).join(";");
       return h("span", {
-        class: "tok" + (i === ex.peak ? " peak" : "") + (a > 0 ? " on" : "") + (SPECIAL.test(t) ? " special" : ""),
-        style: a > 0 ? `background-color:${heat(a, max)}` : null,
-        "data-act": a, title: `${JSON.stringify(t)}: ${fmt(a, 4)}`,
-        onmouseenter: (ev) => tipOn(ev, `${JSON.stringify(t)}  →  ${fmt(a, 4)}`), onmouseleave: tipOff,
+        class: "tok" + (i === ex.peak ? " peak" : "") + (a > 0 ? " on" : "") + (SPECIAL.test(t) ? " special" : "") + (w === undefined ? "" : " key"),
+        style: style || null, "data-act": a, "data-key-weight": w === undefined ? null : w,
+        title: `${JSON.stringify(t)}: ${fmt(a, 4)}${attended}`,
+        onmouseenter: (ev) => tipOn(ev, `${JSON.stringify(t)}  →  ${fmt(a, 4)}${attended}`), onmouseleave: tipOff,
       }, show(t));
     });
-    return h("div", { class: "ex" }, h("span", { class: "exmax" }, fmt(ex.max, 3)), h("span", { class: "toks" }, toks));
+    const note = earlier.length ? h("span", { class: "muted small keynote" },
+      ` also attends before this window: ${earlier.map(([i, w]) => `${-i} token${i === -1 ? "" : "s"} before it (weight ${fmt(w, 3)})`).join(", ")}`) : null;
+    return h("div", { class: "ex" }, h("span", { class: "exmax" }, fmt(ex.max, 3)), h("span", { class: "toks" }, toks), note);
   }
   function neighbours(list) {
     if (!list.length) return h("p", { class: "muted" }, "–");

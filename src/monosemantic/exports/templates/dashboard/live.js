@@ -139,7 +139,7 @@
       const status = $("trace-status"), bar = $("trace-bar");
       bar.style.width = "0";
       try {
-        const { job } = await api("circuits", asChat("trace-chat", $("trace-prompt").value) || { prompt: $("trace-prompt").value });
+        const { job } = await api("circuits", { ...(asChat("trace-chat", $("trace-prompt").value) || { prompt: $("trace-prompt").value }), ...(await traceOptions()) });
         for (;;) {
           const j = await api("jobs/" + job);
           bar.style.width = `${Math.round(100 * j.progress)}%`;
@@ -155,6 +155,47 @@
       } catch (err) { fail(status, err); }
     });
   });
+
+  // -- what a trace explains: every [circuit].target, and head loadings ------------------------------
+  const TARGET_FIELDS = { token: ["trace-token"], logit_diff: ["trace-token", "trace-contrast"], feature: ["trace-feature"],
+                          direction: ["trace-direction"] };
+  function showTargetFields() {
+    const want = TARGET_FIELDS[$("trace-target").value] || [];
+    for (const id of ["trace-token", "trace-contrast", "trace-feature", "trace-direction"]) $(id).hidden = !want.includes(id);
+  }
+  $("trace-target").addEventListener("change", showTargetFields);
+  /** A direction file (safetensors, tensor "direction" [d_model], optional metadata layer/position) as numbers. */
+  async function readDirection(file) {
+    const buf = await file.arrayBuffer(), view = new DataView(buf);
+    const n = Number(view.getBigUint64(0, true));
+    const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buf, 8, n)));
+    const t = header.direction;
+    if (!t) throw new Error(`${file.name} has no tensor "direction"`);
+    const [a, b] = t.data_offsets, start = 8 + n + a, count = t.shape.reduce((x, y) => x * y, 1);
+    const half = (h) => { const e = (h >> 10) & 31, f = h & 1023, s = h >> 15 ? -1 : 1;
+      return e === 0 ? s * f * 2 ** -24 : e === 31 ? (f ? NaN : s * Infinity) : s * (1 + f / 1024) * 2 ** (e - 15); };
+    const read = { F32: (i) => view.getFloat32(start + 4 * i, true), F64: (i) => view.getFloat64(start + 8 * i, true),
+                   F16: (i) => half(view.getUint16(start + 2 * i, true)),
+                   BF16: (i) => new Float32Array(new Uint32Array([view.getUint16(start + 2 * i, true) << 16]).buffer)[0] }[t.dtype];
+    if (!read || t.shape.length !== 1 || b - a < count) throw new Error(`"direction" must be a float vector, not ${t.dtype} ${JSON.stringify(t.shape)}`);
+    return { numbers: Array.from({ length: count }, (_, i) => read(i)), meta: header.__metadata__ || {} };
+  }
+  async function traceOptions() {
+    const target = $("trace-target").value, o = { target, heads: $("trace-heads").checked };
+    if (target === "token" || target === "logit_diff") o.target_token = $("trace-token").value;
+    if (target === "logit_diff") o.contrast_token = $("trace-contrast").value;
+    if (target === "feature") o.target_feature = $("trace-feature").value.trim();
+    if (target === "direction") {
+      const file = $("trace-direction-file").files[0];
+      if (!file) throw new Error("choose a direction file (.safetensors with a tensor \"direction\")");
+      const { numbers, meta } = await readDirection(file);
+      o.direction = numbers;
+      const layer = $("trace-layer").value !== "" ? +$("trace-layer").value : meta.layer !== undefined ? +meta.layer : undefined;
+      if (layer !== undefined) o.target_layer = layer;
+      o.target_position = $("trace-position").value !== "" ? +$("trace-position").value : meta.position !== undefined ? +meta.position : -1;
+    }
+    return o;
+  }
 
   // -- dictionaries -----------------------------------------------------------------------------------
   // -- dictionaries, and prompts from the run's own data (the store's top examples) --------------------
