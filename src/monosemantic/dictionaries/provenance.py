@@ -33,7 +33,9 @@ def model_key(name: str | None) -> str | None:
         return None
     text = str(name).rstrip("/")
     parts = Path(text).parts
-    if text == "storyworld" or parts[-3:] == ("lm", "shipped", "storyworld"):
+    if text == "storyworld" or (
+        len(parts) >= 2 and parts[-2] == "shipped" and parts[-1].startswith("storyworld")
+    ):
         return "storyworld"
     key = Path(text).name.lower() if text.startswith(("/", ".", "~")) or "/" in text else text.lower()
     return ALIASES.get(key, key)
