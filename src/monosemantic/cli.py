@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import signal
 import sys
 import threading
@@ -173,12 +174,9 @@ def plan(
     """Memory per rank, cache disk and FLOPs per token of each stage, before starting a job."""
     cfg = _config(config, set_)
     from monosemantic.training.plan import plan as run
+    from monosemantic.training.plan import plan_lines
 
-    if world_size is not None:
-        cfg.plan.world_size = world_size
-    if circuit_tokens is not None:
-        cfg.plan.circuit_tokens = circuit_tokens
-    for line in run(cfg):
+    for line in plan_lines(run(cfg, world_size=world_size, circuit_tokens=circuit_tokens)):
         print(line)
 
 
@@ -310,22 +308,50 @@ def export(
 @friendly_errors
 def steer(
     config: ConfigArg,
-    feature: Annotated[int, typer.Option(help="Feature index to steer with.")],
-    prompt: Annotated[str | None, typer.Option(help="Text to continue.")] = None,
+    feature: Annotated[int | None, typer.Option(help="Feature index to steer with (steer.feature).")] = None,
+    prompt: Annotated[str | None, typer.Option(help="Text to continue (steer.prompt).")] = None,
     chat: Annotated[str | None, typer.Option(help=CHAT_HELP)] = None,
-    value: Annotated[float, typer.Option(help="Steering value (added, set to, or the scale).")] = 10.0,
+    value: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Steering value, repeatable or comma-separated: raw (10) or a multiple of the feature's "
+            "max activation (4x) (steer.values, default 4x)."
+        ),
+    ] = None,
     mode: Annotated[
-        str | None, typer.Option(help="add | set (or clamp) | scale | ablate (default [steer].mode).")
+        str | None, typer.Option(help="add | set (or clamp) | scale | ablate (steer.mode).")
+    ] = None,
+    samples: Annotated[
+        int | None, typer.Option(help="Generations per value and plain (steer.samples).")
+    ] = None,
+    temperature: Annotated[float | None, typer.Option(help="0 = greedy (steer.temperature).")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass (steer.top_p).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed (steer.seed).")] = None,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help="Tokens per generation (steer.max_new_tokens).")
+    ] = None,
+    word: Annotated[
+        list[str] | None,
+        typer.Option(help="Count this word instead of the feature's top tokens (steer.words)."),
+    ] = None,
+    dictionary: Annotated[
+        Path | None, typer.Option(help="Checkpoint to steer with (steer.dictionary).")
     ] = None,
     set_: SetOpt = None,
 ) -> None:
-    """Generate with a feature clamped, added or ablated, side by side with the unsteered text."""
+    """Generate plain and with a feature edited, N samples per value; print how often the feature's
+    concept appears and the text's fluency, and write the numbers and a plot."""
     cfg = _config(config, set_)
     from monosemantic.steering.run import steer as run
 
-    if mode is not None:
-        cfg.steer.mode = mode  # type: ignore[assignment]
-    run(cfg, feature=feature, value=value, prompt=prompt, chat=chat)
+    given = {"feature": feature, "prompt": prompt, "values": value, "mode": mode, "samples": samples,
+             "temperature": temperature, "top_p": top_p, "seed": seed, "max_new_tokens": max_new_tokens,
+             "words": word, "dictionary": dictionary}  # fmt: skip
+    for key, v in given.items():  # an option overrides its [steer] key (validated as the key is)
+        if v is not None:
+            setattr(cfg.steer, key, v)
+    out = run(cfg, chat=chat)
+    console.print(f"steering evaluation written to [bold]{out['files'][0]}[/]")
 
 
 @app.command()
@@ -375,7 +401,21 @@ def serve(config: ConfigArg, set_: SetOpt = None) -> None:
     cfg = _config(config, set_)
     from monosemantic.server.app import serve as run
 
-    run(cfg)
+    try:
+        run(cfg)
+        code = 0
+    except SystemExit as e:  # SIGTERM, which uvicorn re-raises once it has shut down: 143
+        if e.code != 128 + signal.SIGTERM:
+            raise  # it never started serving: exit as usual
+        code = e.code
+    except KeyboardInterrupt:  # Ctrl-C, re-raised by uvicorn likewise
+        code = 128 + signal.SIGINT
+    # Shut down: uvicorn has closed its connections and the app its store and worker. Skip the
+    # interpreter's teardown, which garbage-collects torch, transformers and a loaded model for
+    # seconds (over 10 s on a busy machine) when there is nothing left to do.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @app.command()

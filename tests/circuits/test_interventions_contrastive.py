@@ -7,6 +7,7 @@ from monosemantic.circuits.ablation_discovery import ablation_discovery
 from monosemantic.circuits.contrastive import contrastive
 from monosemantic.circuits.interventions import Intervention, generate, intervene
 from monosemantic.circuits.replacement import ReplacementModel
+from monosemantic.lm.generate import Sampling
 from monosemantic.utils.errors import MonosemanticError
 
 from .conftest import PROMPT, make_dicts
@@ -41,12 +42,23 @@ def test_generate_matches_model_without_interventions(rm, gpt2):
     ids = rm.tokenize(PROMPT)
     ours = generate(rm, PROMPT, [], max_new_tokens=5)
     cur = ids
-    for _ in range(5):
+    for _ in range(5):  # greedy on the subject model; the one EOS policy stops before an EOS
         nxt = gpt2.hf(cur[None]).logits[0, -1].argmax()[None]
-        cur = torch.cat([cur, nxt])
         if int(nxt) == gpt2.tokenizer.eos_token_id:
             break
+        cur = torch.cat([cur, nxt])
     assert torch.equal(ours, cur)
+    # the same loop as steer's, on the subject model with its key/value cache
+    from monosemantic.lm.generate import generate as lm_generate
+    from monosemantic.lm.generate import subject_forward
+
+    (same,) = lm_generate(subject_forward(gpt2), ids, 5, eos_id=gpt2.tokenizer.eos_token_id)
+    assert torch.equal(ours[ids.numel() :], same)
+    sampled = generate(rm, PROMPT, [], max_new_tokens=5, temperature=1.0, seed=4, top_p=0.9)
+    (direct,) = lm_generate(
+        subject_forward(gpt2), ids, 5, Sampling(1.0, 0.9, 4), eos_id=gpt2.tokenizer.eos_token_id
+    )
+    assert torch.equal(sampled[ids.numel() :], direct)
     steered = generate(rm, PROMPT, [Intervention("tc1", 0, "set", 50.0)], max_new_tokens=5)
     assert not torch.equal(steered, ours)
 

@@ -210,6 +210,8 @@ def test_inspect_pin_group_and_download(browser, graph_json, tmp_path):
     assert node["annotation"] == "my name for it"
     assert node["feature_type"] == "cross layer transcoder"  # the JSON keeps circuit-tracer's types
     assert "x" not in node and "el" not in node
+    # interventions need the server: from file:// the panel says so and its controls are off
+    assert page.locator("#iv-run").is_disabled() and "monosemantic serve" in page.inner_text("#iv-note")
     assert errors == []
 
 

@@ -109,3 +109,40 @@ def test_empty_and_mismatched_inputs_raise():
         m.update(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 5))
     m.update(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 4))
     assert math.isnan(m.compute()["fvu"])  # zero variance
+
+
+def test_frontier_lines_join_one_site_and_kind_only(tmp_path):
+    """SAEs at one site, transcoders between two others and a fitted baseline are three lines;
+    dictionaries of different sites are never joined."""
+    from matplotlib.axes import Axes
+
+    from monosemantic.evaluation import plots
+
+    results = [
+        {"name": "topk-k16", "architecture": "topk", "hook_name": "blocks.1.hook_resid_post", "l0": 16, "fvu": 0.2},
+        {"name": "topk-k32", "architecture": "topk", "hook_name": "blocks.1.hook_resid_post", "l0": 32, "fvu": 0.1},
+        {"name": "tc-L0", "architecture": "topk", "hook_name": "blocks.0.hook_mlp_in",
+         "hook_name_out": "blocks.0.hook_mlp_out", "l0": 16, "fvu": 0.3},
+        {"name": "tc-L1", "architecture": "topk", "hook_name": "blocks.1.hook_mlp_in",
+         "hook_name_out": "blocks.1.hook_mlp_out", "l0": 16, "fvu": 0.4},
+        {"name": "pca-k16", "architecture": "pca", "hook_name": "blocks.1.hook_resid_post", "l0": 16, "fvu": 0.5},
+    ]  # fmt: skip
+    drawn: list[tuple[list, str]] = []
+    errorbar = Axes.errorbar  # each series is one line with its (optional) error bars
+
+    def spy(self, xs, ys, *args, **kwargs):  # record each line drawn, then draw it
+        drawn.append((list(ys), kwargs.get("label")))
+        return errorbar(self, xs, ys, *args, **kwargs)
+
+    Axes.errorbar = spy
+    try:
+        assert plots.plot_frontier(results, "fvu", tmp_path / "f.png", "FVU").stat().st_size > 0
+    finally:
+        Axes.errorbar = errorbar
+    lines = {label: ys for ys, label in drawn}
+    assert lines == {
+        "blocks.1.hook_resid_post": [0.2, 0.1],
+        "blocks.0.hook_mlp_in → blocks.0.hook_mlp_out": [0.3],
+        "blocks.1.hook_mlp_in → blocks.1.hook_mlp_out": [0.4],
+        "blocks.1.hook_resid_post (baseline)": [0.5],
+    }

@@ -84,6 +84,36 @@ def test_fuzzing_marks_real_or_random_tokens():
     assert sorted(it.label for it in det) == [0, 0, 0, 1, 1, 1]
 
 
+def test_features_with_too_few_examples_are_not_explained_or_scored(world, analysis, tmp_path):
+    """A feature seen in fewer than `explain.min_examples` contexts gets no explanation and no
+    scores (one context would score 1.0 by itself), and says why; the others are scored."""
+    import shutil
+
+    from monosemantic.explanation.run import TOO_FEW, contexts
+
+    db = shutil.copy(analysis, tmp_path / "features.db")
+    with FeatureStore(db) as store:
+        counts = {(d["id"], f["idx"]): contexts(ex) for d in store.dictionaries()
+                  for f, ex in store.features_with_examples(d["id"]) if f["n_active"]}  # fmt: skip
+    need = sorted(counts.values())[len(counts) // 2]  # half the live features fall short
+    # scored on the contexts counted here (held-out scoring has its own, smaller, count: tested below)
+    cfg = analyze_config(
+        world, world["dicts"], tmp_path, f"explain.min_examples={need}", 'explain.score_on="all"'
+    )
+    explain(cfg)
+    with FeatureStore(db) as store:
+        for (did, idx), n in counts.items():
+            f = store.feature(did, idx)
+            if n < need:
+                assert f["explanation"] is None and f["explanation_source"] == TOO_FEW
+                assert f["score_detection"] is None and f["score_fuzzing"] is None
+                assert f["scores"]["note"].startswith(f"{TOO_FEW}: {n} activating")
+            else:
+                assert f["explanation"] and f["explanation_source"] == "offline"
+                assert f["score_fuzzing"] is not None  # (detection also needs silent contexts)
+    assert any(n < need for n in counts.values()) and any(n >= need for n in counts.values())
+
+
 def test_scoring_reads_only_held_out_contexts_and_says_so(world, tmp_path, capsys):
     cfg = analyze_config(world, world["probe"], tmp_path, "explain.min_examples=2")
     db = analyze(cfg)
@@ -119,7 +149,8 @@ def test_scoring_reads_only_held_out_contexts_and_says_so(world, tmp_path, capsy
     with FeatureStore(db) as store:
         f = store.feature(1, 0)
         assert f["scorer"] == score_sets.TOO_FEW and f["score_detection"] is None
-        assert "held-out activating context" in f["scores"]["note"]
+        # (fewer than that overall too: explain's own gate marks it first, with the count it saw)
+        assert "activating context" in f["scores"]["note"]
 
     # a store without held-out examples (its cache had no split) is scored on all, with the fix named
     with FeatureStore(db) as store:

@@ -30,12 +30,19 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def site(analysis: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def site(world: dict, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The analysis world's SAE and transcoder, and its concept probe (1 live feature, 7 dead)."""
+    from analysis_world import analyze_config
+
+    from monosemantic.analysis.run import analyze
     from monosemantic.explanation.run import explain
 
     root = tmp_path_factory.mktemp("browser")
-    db = root / "features.db"
-    shutil.copyfile(analysis, db)
+    dicts = root / "dicts"
+    dicts.mkdir()
+    for src in (world["dicts"] / "sae", world["dicts"] / "transcoder", world["probe"] / "probe"):
+        shutil.copytree(src, dicts / src.name)
+    db = analyze(analyze_config(world, dicts, root))
     explain(load_config(None, [f'explain.db="{db}"']))
     return write_site(FeatureStore(db), root / "site"), db
 
@@ -50,23 +57,39 @@ def _open(browser, url: str):
     return page, errors
 
 
+def test_dashboard_opens_on_the_best_dictionary_and_a_representative_feature(browser, site):
+    """With nothing in the URL: the dictionary and feature `choose.py` picks (the same for the
+    static export as for the server), not the mostly dead probe; dead features are hidden until
+    asked for."""
+    from monosemantic.exports.dashboard import site_summary
+
+    out, db = site
+    summary = site_summary(FeatureStore(db))
+    by_name = {d["name"]: d for d in summary["dictionaries"]}
+    best = next(d for d in summary["dictionaries"] if d["id"] == summary["default_dictionary"])
+    assert best["name"] != "probe" and (by_name["probe"]["n_live"], by_name["probe"]["n_dead"]) == (1, 7)
+    page, errors = _open(browser, (out / "index.html").as_uri())
+    assert page.inner_text("#feature .crumbs").startswith(best["name"])
+    assert page.inner_text("#feature h1") == f"Feature {best['representative']}"
+    page.goto((out / "index.html").as_uri() + f"#/{by_name['probe']['id']}")
+    page.wait_for_function("document.querySelector('#feature .crumbs').textContent.startsWith('probe')")
+    assert page.inner_text("#feature h1") == "Feature 0"  # its one live feature
+    assert page.locator("#list li").count() == 1 and page.inner_text("#n-dead") == "7"
+    page.check("#show-dead")
+    assert page.locator("#list li").count() == 8 and page.locator("#list li.dead").count() == 7
+    assert errors == []
+
+
 def test_dashboard_renders_and_search_filters(browser, site, tmp_path):
     out, db = site
     store = FeatureStore(db)
     sae = store.dictionary("sae")
-    page, errors = _open(browser, (out / "index.html").as_uri())
+    page, errors = _open(browser, (out / "index.html").as_uri() + f"#/{sae['id']}")
     page.screenshot(path=str(tmp_path / "dashboard.png"))
-    # the best-scored explanation opens first (not the densest feature), with highlighted examples
-    assert page.input_value("#order") == "score"
-    rows = [store.feature(sae["id"], i) for i in range(sae["n_features"])]
-    scored = [
-        (max(v for k, v in f.items() if k.startswith("score_") and v is not None), f)
-        for f in rows
-        if any(k.startswith("score_") and v is not None for k, v in f.items())
-    ]
-    best = max(s for s, _ in scored)
-    opened = int(page.inner_text("#feature h1").removeprefix("Feature "))
-    assert any(f["idx"] == opened and abs(s - best) < 1e-3 for s, f in scored)  # the index rounds to 3 digits
+    # a representative feature opens (typical density, at least the median score), with highlighted examples
+    from monosemantic.exports.dashboard.choose import representative
+
+    assert page.inner_text("#feature h1") == f"Feature {representative(store.feature_summaries(sae['id']))}"
     densest = store.list_features(sae["id"], order_by="density", limit=1)[0]  # for the search below
     lit = page.eval_on_selector_all(
         "#feature .tok",
@@ -76,8 +99,19 @@ def test_dashboard_renders_and_search_filters(browser, site, tmp_path):
     assert page.locator("#feature svg.hist rect").count() > 0
     titles = page.eval_on_selector_all("#feature .tok.on", "els => els.map(e => e.getAttribute('title'))")
     assert titles and all(": " in t for t in titles)  # per-token values on hover
+    density = page.inner_text("#feature .stats .stat .v >> nth=0")
+    assert density.endswith("%") and "e" not in density  # a percentage, never 2.5e-1%
     n_all = page.locator("#list li").count()
-    assert n_all == sae["n_features"]
+    assert n_all == store.count_features(sae["id"], include_dead=False)
+    # a density band: only features inside it are listed
+    levels = sorted({f["density"] for f in store.feature_summaries(sae["id"])})
+    mid = (levels[len(levels) // 2] + levels[len(levels) // 2 + 1]) / 2  # between two densities: no ties
+    page.fill("#dmin", f"{100 * mid:.6f}")
+    page.wait_for_timeout(100)
+    band = [int(i) for i in page.eval_on_selector_all("#list li", "els => els.map(e => e.dataset.idx)")]
+    want = {f["idx"] for f in store.list_features(sae["id"], min_density=mid)}
+    assert band and set(band) == want and len(band) < n_all
+    page.fill("#dmin", "")
     # typing filters the list to what the store's explanations and top tokens match
     top = store.examples(sae["id"], densest["idx"], kind="top")
     word = next(t.strip() for t in (e["tokens"][e["peak"]] for e in top) if len(t.strip()) > 1)
@@ -101,6 +135,7 @@ def test_dictionary_selector_and_navigation(browser, site):
     store = FeatureStore(db)
     tc = store.dictionary("transcoder")
     page, errors = _open(browser, (out / "index.html").as_uri())
+    page.check("#show-dead")
     page.select_option("#dictionary", str(tc["id"]))
     page.wait_for_function("document.querySelector('#feature .crumbs').textContent.startsWith('transcoder')")
     assert page.locator("#list li").count() == tc["n_features"]
@@ -127,7 +162,7 @@ def test_show_inlines_one_feature_for_notebooks(browser, site, tmp_path):
     assert view._repr_html_().startswith("<iframe srcdoc=")
     page, errors = _open(browser, view.save(tmp_path / "feature.html").as_uri())
     assert page.inner_text("#feature h1") == f"Feature {idx}"
-    assert page.locator("#list li").count() == sae["n_features"]
+    assert page.locator("#list li").count() == store.count_features(sae["id"], include_dead=False)
     assert errors == []
 
 

@@ -203,7 +203,8 @@ def test_follows_a_replaced_store(store_path, tmp_path):
         assert [d["name"] for d in c.get("/api/dictionaries").json()] == ["toy-sae", "toy-transcoder"]
         with FeatureStore.fresh(db) as fresh:  # what `analyze` does: a new file renamed over the old
             fresh.add_dictionary("rebuilt", d_sae=2)
-            fresh.upsert_features(1, [{"idx": 0, "explanation": "new analysis"}, {"idx": 1}])
+            fresh.upsert_features(1, [{"idx": 0, "explanation": "new analysis", "density": 0.1},
+                                      {"idx": 1, "density": 0.2}])  # fmt: skip
         assert [d["name"] for d in c.get("/api/dictionaries").json()] == ["rebuilt"]
         rows = c.get("/api/dictionaries/1/features").json()
         assert rows["total"] == 2 and rows["features"][0]["explanation"] == "new analysis"
@@ -265,3 +266,46 @@ def test_token_required_off_localhost(store_path):
             "/", params={"token": "correct-horse-battery"}
         )  # a browser: once in the URL, then a cookie
         assert page.status_code == 200 and c.get("/api/dictionaries").status_code == 200
+
+
+def test_dead_features_are_hidden_from_lists_and_search_unless_asked(store_path, tmp_path):
+    """A feature that never fired (density 0, as `analyze` records it) is left out of
+    `/api/search` and of `/api/dictionaries/{id}/features` by default, and shown with dead=true."""
+    import shutil
+
+    db = shutil.copy(store_path, tmp_path / "features.db")
+    with FeatureStore(db) as s:
+        did = s.dictionary("toy-sae")["id"]
+        f = s.feature(did, 2)
+        word = f["logit_top"][0]["token"].strip()
+        s.upsert_features(did, [{"idx": 2, "density": 0.0, "n_active": 0}])
+    with TestClient(create_app(db)) as c:
+
+        def hits(**p: str | float) -> set:
+            found = c.get("/api/search", params={"q": word, **p}).json()["results"]
+            return {(h["dictionary"], h["idx"]) for h in found}
+
+        assert ("toy-sae", 2) not in hits() and ("toy-sae", 2) in hits(dead="true")
+        assert hits(min_density=1.0) == set()
+        rows = c.get(f"/api/dictionaries/{did}/features").json()
+        assert rows["total"] == 23 and 2 not in [r["idx"] for r in rows["features"]]
+        every = c.get(f"/api/dictionaries/{did}/features", params={"dead": "true"}).json()
+        assert every["total"] == 24 and next(r for r in every["features"] if r["idx"] == 2)["dead"] is True
+        site = c.get("/api/site").json()
+        sae = next(d for d in site["dictionaries"] if d["id"] == did)
+        assert (sae["n_live"], sae["n_dead"]) == (23, 1) and sae["representative"] != 2
+
+
+def test_site_opens_on_a_dictionary_and_offers_prompts_from_the_data(client, store):
+    """The prompts the live views pre-fill are contexts of the store's own examples."""
+    site = client.get("/api/site").json()
+    assert site["default_dictionary"] in [d["id"] for d in site["dictionaries"]]
+    assert site["prompts"]
+    did = site["default_dictionary"]
+    texts = {
+        "".join(e["tokens"]).strip()
+        for f in store.list_features(did)
+        for e in store.examples(did, f["idx"], kind="top")
+    }
+    for p in site["prompts"]:
+        assert p["text"] in texts and p["text"].startswith(p["prefix"])

@@ -14,9 +14,11 @@ from fastapi.testclient import TestClient
 
 from monosemantic.corpus.chat_prompt import chat_prompt
 from monosemantic.dictionaries.io import load_dictionary
+from monosemantic.lm.generate import Sampling, context_of, subject_forward
+from monosemantic.lm.generate import generate as lm_generate
 from monosemantic.lm.model import load_model
 from monosemantic.server.app import create_app
-from monosemantic.steering.run import generate, steering_edits
+from monosemantic.steering.edits import steering_edits
 from monosemantic.store.feature_store import FeatureStore
 
 from .conftest import LIVE_SAE
@@ -26,6 +28,13 @@ MESSAGES = [
     {"role": "system", "content": "You tell short stories."},
     {"role": "user", "content": "Where did Lily go?"},
 ]
+
+
+def generate(model, ids, n, edits=None):
+    """One greedy continuation (new tokens) through the library's generation loop, as the server runs it."""
+    forward = subject_forward(model, edits)
+    eos = model.tokenizer.eos_token_id
+    return lm_generate(forward, ids, n, Sampling(), 1, eos, "stop", context_of(model.hf.config))[0]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +49,7 @@ def live(live_store, template):
     path, cfg = live_store
     cfg = cfg.model_copy(deep=True)
     cfg.data.chat_template = template
-    with TestClient(create_app(path, cfg)) as c:
+    with TestClient(create_app(path, cfg), base_url="http://127.0.0.1:8765") as c:
         yield c
 
 

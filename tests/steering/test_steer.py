@@ -9,11 +9,22 @@ import torch
 
 from monosemantic.config import load_config
 from monosemantic.dictionaries.io import load_dictionary
+from monosemantic.lm.generate import Sampling, context_of, subject_forward
+from monosemantic.lm.generate import generate as lm_generate
 from monosemantic.lm.model import load_model
-from monosemantic.steering.run import generate, prompt_ids, steer, steering_edits
+from monosemantic.steering.edits import prompt_ids, steering_edits
+from monosemantic.steering.run import steer
 from monosemantic.utils.errors import MonosemanticError
 
 PROMPT = "Once upon a time, Lily saw a red ball in the park."
+
+
+def generate(lm, ids, n, edits=None, use_cache=True, sampling=Sampling()):
+    """One greedy (or `sampling`) continuation through the library's generation loop."""
+    eos = lm.tokenizer.eos_token_id
+    return lm_generate(
+        subject_forward(lm, edits), ids, n, sampling, 1, eos, "stop", context_of(lm.hf.config), use_cache
+    )[0]
 
 
 @pytest.fixture(scope="module")
@@ -98,10 +109,12 @@ def test_bos_position_is_left_alone(world, lm):
     assert torch.allclose(y[1:] - x[1:], 5.0 * dic.W_dec[3].detach().expand_as(x[1:]), atol=1e-5)
 
 
-def _cfg(world, name: str | None, *extra: str):
+def _cfg(world, name: str | None, *extra: str, tmp: Path | None = None):
     dic = world["dicts"] / name if name else world["dicts"]
+    out = tmp if tmp is not None else world["root"] / "steer-out"
     return load_config(None, [f'model.name="{world["model"]}"', f'steer.dictionary="{dic}"', 'device="cpu"',
-                              "steer.max_new_tokens=6", *extra])  # fmt: skip
+                              "steer.max_new_tokens=6", "steer.temperature=0", f'steer.out="{out}"',
+                              f'analyze.out="{world["root"] / "no-analysis"}"', *extra])  # fmt: skip
 
 
 def test_steer_verb_returns_both_texts(world, lm, capsys):
@@ -110,9 +123,11 @@ def test_steer_verb_returns_both_texts(world, lm, capsys):
     assert out["unsteered_ids"] == generate(lm, ids, 6).tolist()
     assert out["unsteered"] == lm.tokenizer.decode(out["unsteered_ids"])
     assert out["site"] == "blocks.0.hook_mlp_out" and out["steered"] != out["unsteered"]
-    assert "unsteered" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "plain" in printed and "concept rate" in printed and "40" in printed
     sampled = steer(_cfg(world, "sae", "steer.temperature=1.0", "steer.seed=3"), 1, 0.0, PROMPT)
     again = steer(_cfg(world, "sae", "steer.temperature=1.0", "steer.seed=3"), 1, 0.0, PROMPT)
+    assert sampled["arms"][0]["samples"] == again["arms"][0]["samples"]
     assert sampled["unsteered"] == again["unsteered"] == sampled["steered"]  # seeded; add 0 is a no-op
 
 
@@ -128,8 +143,9 @@ def test_bad_feature_and_ambiguous_dictionary_are_one_line(world):
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), 1e38, -2e6])
 def test_non_finite_or_absurd_steering_values_are_refused(world, value):
-    """These printed an empty "steered" text with exit 0; now one line before any model is loaded."""
-    with pytest.raises(MonosemanticError, match="--value") as err:
+    """These printed an empty "steered" text with exit 0; now one line before any model is loaded
+    (NaN and inf are refused by [steer].values' own check, absurd magnitudes by steer's)."""
+    with pytest.raises(MonosemanticError, match=r"--value|steer\.values") as err:
         steer(_cfg(world, "sae", 'steer.mode="add"'), feature=1, value=value, prompt=PROMPT)
     assert "\n" not in str(err.value)
 
@@ -161,7 +177,8 @@ def test_steering_the_shipped_storyworld_lm(tmp_path):
         dic.W_dec[5] = u / u.norm()
     save_dictionary(dic, tmp_path / "d", {"hook_name": site, "model_name": "storyworld"})
     cfg = load_config(None, ['model.name="storyworld"', f'steer.dictionary="{tmp_path / "d"}"', 'device="cpu"',
-                             "steer.max_new_tokens=8"])  # fmt: skip
+                             "steer.max_new_tokens=8", "steer.temperature=0", f'steer.out="{tmp_path / "o"}"',
+                             f'analyze.out="{tmp_path}"'])  # fmt: skip
     prompt = "Lily the cat went to the beach. She found a"
     same = steer(cfg, 5, 0.0, prompt)
     assert same["steered_ids"] == same["unsteered_ids"]
@@ -195,12 +212,95 @@ def test_one_vocabulary_for_steer_and_circuit_interventions():
 
 def test_a_temperature_so_small_that_logits_overflow_is_greedy():
     """steer.temperature = 1e-300 made softmax(logits / T) NaN (found by the config fuzzer)."""
-    from monosemantic.dictionaries.interventions import next_token
+    from monosemantic.lm.generate import Sampling, next_tokens
 
-    logits = torch.tensor([0.5, 3.0, -1.0, 2.9])
+    logits = torch.tensor([[0.5, 3.0, -1.0, 2.9]])
     gen = torch.Generator().manual_seed(0)
-    assert next_token(logits, 1e-300, gen) == next_token(logits, 5e-324, gen) == 1
-    assert next_token(logits, 0.0, gen) == 1
+    for t in (1e-300, 5e-324, 0.0):
+        assert next_tokens(logits, Sampling(t, 1.0, 0), gen).tolist() == [1]
+
+
+def test_steering_evaluation_with_the_feature_store(world, analysis, lm, tmp_path, capsys):
+    """`4x` resolves to 4 x the feature's max activation in the run's store; the concept is its top
+    activating tokens there; every arm has `samples` generations scored, written as JSON and PNG."""
+    import json
+
+    from monosemantic.store.feature_store import FeatureStore
+
+    with FeatureStore(analysis) as store:
+        did = store.dictionary_at(world["dicts"] / "sae")["id"]
+        live = [f for f in store.list_features(did, "n_active") if f["n_active"]]
+        f = live[0]["idx"]
+        top = store.examples(did, f, kind="top")
+    cfg = _cfg(world, "sae", f'analyze.out="{analysis.parent}"', "steer.samples=4", "steer.temperature=1.0",
+               "steer.top_p=0.9", "steer.seed=2", tmp=tmp_path)  # fmt: skip
+    out = steer(cfg, feature=f, value=["2x", "8x", 1.5], prompt=PROMPT)
+    assert out["max_activation"] == pytest.approx(live[0]["max_activation"])
+    assert [a["multiple"] for a in out["arms"]] == [None, 2.0, 8.0, None]
+    assert out["arms"][2]["value"] == pytest.approx(8 * live[0]["max_activation"])
+    assert out["concept_kind"] == "tokens (top activations)"
+    peaks = {e["tokens"][e["peak"]] for e in top}
+    assert set(out["concept"]) <= peaks and out["concept"]
+    for arm in out["arms"]:
+        assert len(arm["samples"]) == 4 and 0 <= arm["concept_rate"] <= 1
+        assert arm["loss"] is None or 0 < arm["loss"] < 20
+    files = [Path(p) for p in out["files"]]
+    assert [p.suffix for p in files] == [".json", ".png"] and all(p.stat().st_size > 0 for p in files)
+    saved = json.loads(files[0].read_text())
+    assert saved["arms"][1]["samples"] == out["arms"][1]["samples"]
+    printed = capsys.readouterr().out
+    assert "2x (" in printed and "8x (" in printed and "concept rate" in printed
+
+
+def test_concept_counting_and_fluency_are_what_they_say(world, lm):
+    from monosemantic.steering.measure import ConceptCounter, generation_loss
+
+    ids = prompt_ids(lm, PROMPT)
+    text = " Lily saw the red ball. The red cat"
+    toks = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert ConceptCounter(lm, [" red", "Red"], [])(toks) == 2  # token text stripped and lower-cased
+    assert ConceptCounter(lm, [], ["the"])(toks) == 2 and ConceptCounter(lm, [], ["red ball"])(toks) == 1
+    assert ConceptCounter(lm, [], ["th"])(toks) == 0  # whole words only
+    nats, n = generation_loss(lm, ids, [toks, toks[:3], []])
+    seq = torch.cat([ids, torch.tensor(toks)])
+    logp = torch.log_softmax(lm.run(seq[None]).logits[0].float(), -1)
+    want = -sum(float(logp[ids.numel() - 1 + i, t]) for i, t in enumerate(toks))
+    want += -sum(float(logp[ids.numel() - 1 + i, t]) for i, t in enumerate(toks[:3]))
+    assert n == len(toks) + 3 and nats == pytest.approx(want, rel=1e-4)
+
+
+def test_multiples_without_a_store_and_bad_values_are_one_line(world):
+    with pytest.raises(MonosemanticError, match="max activation") as err:
+        steer(_cfg(world, "sae"), feature=1, value="4x", prompt=PROMPT)
+    assert "\n" not in str(err.value)
+    with pytest.raises(MonosemanticError, match="not a number"):
+        steer(_cfg(world, "sae"), feature=1, value="4y", prompt=PROMPT)
+    with pytest.raises(MonosemanticError, match="--feature"):
+        steer(_cfg(world, "sae"), prompt=PROMPT)
+    with pytest.raises(MonosemanticError, match="--prompt"):
+        steer(_cfg(world, "sae"), feature=1)
+
+
+def test_steer_cli_takes_every_input_from_config_or_options(world, analysis, tmp_path, cli_runner):
+    """The acceptance form (`--feature F --value 4x --samples N --prompt ...`), and the same run from
+    [steer] keys alone: config and command line are two ways to give one input."""
+    from monosemantic.cli import app
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'device = "cpu"\n[model]\nname = "{world["model"]}"\n[analyze]\nout = "{analysis.parent}"\n'
+        f'[steer]\ndictionary = "{world["dicts"] / "sae"}"\nmax_new_tokens = 4\nout = "{tmp_path / "o"}"\n'
+    )
+    args = ["steer", str(cfg), "--feature", "3", "--value", "4x", "--samples", "3", "--prompt", PROMPT]
+    r = cli_runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "concept rate" in r.stdout and "4x (" in r.stdout
+    cfg.write_text(cfg.read_text() + f'feature = 3\nvalues = ["4x"]\nsamples = 3\nprompt = "{PROMPT}"\n')
+    again = cli_runner.invoke(app, ["steer", str(cfg)])
+    assert again.exit_code == 0, again.output
+    assert again.stdout == r.stdout  # same seed, same inputs: the same table
+    bad = cli_runner.invoke(app, ["steer", str(cfg), "--top-p", "0"])
+    assert bad.exit_code == 2 and "top_p" in bad.output
 
 
 def test_steer_a_chat_prompt(world, lm, tmp_path):

@@ -4,7 +4,7 @@ import pytest
 
 from monosemantic.config import load_config
 from monosemantic.training.attribution_memory import active_per_token, attribution_memory
-from monosemantic.training.plan import plan
+from monosemantic.training.plan import plan, plan_lines
 
 
 def test_estimate_by_hand():
@@ -40,7 +40,7 @@ def test_active_per_token_from_cfg():
 
 def test_plan_prints_the_circuit_estimate():
     cfg = load_config("configs/demo.toml")
-    lines = plan(cfg, circuit_tokens=4096)
+    lines = plan_lines(plan(cfg, circuit_tokens=4096))
     i = next(
         i for i, line in enumerate(lines) if line.startswith("circuit (attribution of a 4,096-token prompt")
     )
@@ -48,5 +48,5 @@ def test_plan_prints_the_circuit_estimate():
     assert "262,144" in lines[i + 1]
     text = "\n".join(lines[i:])
     assert "computing rows" in text and "peak with the model" in text and "GiB" in text
-    default = plan(cfg)
+    default = plan_lines(plan(cfg))
     assert any("128-token prompt" in line for line in default)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -36,10 +37,15 @@ class KillAfter(PlantedStream):
         return super().__next__()
 
 
-def test_sweep_trains_every_dictionary_from_one_stream(tmp_path):
+def test_sweep_trains_every_dictionary_from_one_stream(tmp_path, capsys):
     stream = PlantedStream()
     cfg = make_config(tmp_path, dictionaries=SWEEP, tokens=256 * 20)
     outs = train(cfg, stream=stream)
+    # the progress line sums the sweep up at the last logged step, naming the worst dictionaries
+    line = [x for x in capsys.readouterr().err.splitlines() if x.startswith("train:")][-1]
+    assert "4 dicts at step 20: L0 " in line and "worst FVU" in line and "most dead" in line
+    names = [p.name for p in outs]
+    assert re.search(r"worst FVU [\d.]+ \((.+?)\)", line).group(1) in names
     assert [p.name for p in outs] == ["topk-k4-64", "topk-k8-64", "relu-l1c2.0-128", "my-jump"]
     assert stream.index == 20  # one pass over the data fed all four
     for out in outs:

@@ -37,3 +37,24 @@ def test_transient_and_invisible_tasks_print_no_final_line(capsys):
     with PlainProgress(interval=3600) as bar:
         bar.advance(bar.add_task("quiet", total=None, visible=False))
     assert capsys.readouterr().err == ""
+
+
+def test_rates_keep_significant_digits_and_are_never_zero_per_second():
+    from monosemantic.utils.progress import rate_text
+
+    assert rate_text(0.1, "batch") == "10.0 s/batch"  # slow work in seconds per item, not "0.1 batch/s"
+    assert rate_text(0.004, "batch") == "4.17 min/batch"
+    assert rate_text(0.4, "step") == "2.50 s/step"
+    assert rate_text(1.234, "seq") == "1.23 seq/s" and rate_text(45.67, "seq") == "45.7 seq/s"
+    assert rate_text(234.5, "tok") == "234 tok/s" and rate_text(2345.0, "tok") == "2.35k tok/s"
+    assert rate_text(3.2e7, "tok") == "32.0M tok/s"
+    assert rate_text(0.0, "batch") == rate_text(None, "batch") == "? batch/s"
+
+
+def test_a_slow_task_reads_in_seconds_per_item(capsys):
+    with PlainProgress(interval=3600) as bar:
+        task = bar.add_task("evaluate", total=10, unit="batch", info="")
+        bar.tasks[task]["start"] -= 20.0  # 20 s for one batch
+        bar.update(task, advance=1)
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.search(r"  \d\d\.\d s/batch", last) and "0.0 batch/s" not in last

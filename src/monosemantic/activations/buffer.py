@@ -21,6 +21,7 @@ uninterrupted stream would have produced, for every kind of source.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -156,6 +157,28 @@ def _noted(source: CacheSource) -> CacheSource:
     return source
 
 
+@dataclass(frozen=True)
+class SourceChoice:
+    """Where `train` reads activations from: `kind` is "paired" (two models' caches), "cache"
+    (data.activations), "tensor file" (data.activations), "harvest cache" (harvest.out) or "live"
+    (the model, run on [data]); `path` the cache or file read, if any."""
+
+    kind: str
+    path: Path | None = None
+
+
+def source_choice(cfg: Config, sites: list[str]) -> SourceChoice:
+    """The one decision of which source `train` reads (`plan` reports the same)."""
+    if any(Site.parse(s).model == "b" for s in sites):  # model B's sites: the data.activations_b cache
+        return SourceChoice("paired", Path(cfg.data.activations or cfg.harvest.out))
+    if cfg.data.activations is not None:
+        path = Path(cfg.data.activations)
+        return SourceChoice("cache" if path.is_dir() else "tensor file", path)
+    if (Path(cfg.harvest.out) / "manifest.json").is_file():
+        return SourceChoice("harvest cache", Path(cfg.harvest.out))
+    return SourceChoice("live")
+
+
 def train_on(cfg: Config, cache: Path | None) -> str:
     """The chat-role policy training follows (`data.train_on`): the config's when it sets one, else
     the one the cache was harvested with (so a cache of assistant tokens trains on them)."""
@@ -169,21 +192,22 @@ def train_on(cfg: Config, cache: Path | None) -> str:
 def _source(
     cfg: Config, sites: list[str], batch_size: int, model: SubjectModel | None, keep_all: bool = False
 ) -> Source:
-    """A cache dir or tensor file from data.activations; else the harvest cache; else live.
-    keep_all: every position, special tokens included (whole windows for sequence-level kinds)."""
+    """A cache dir or tensor file from data.activations; else the harvest cache; else live
+    (`source_choice`). keep_all: every position, special tokens included (whole windows for
+    sequence-level kinds)."""
     chunk_tokens = max(batch_size, cfg.train.buffer_tokens // 8)
     exclude = cfg.data.special_tokens == "exclude" and not keep_all
 
     def roles(cache: Path | None) -> str:  # whole windows keep every chat role's positions too
         return "all" if keep_all else train_on(cfg, cache)
 
-    path = cfg.data.activations
-    if any(Site.parse(s).model == "b" for s in sites):  # model B's sites: the data.activations_b cache
+    choice = source_choice(cfg, sites)
+    path = choice.path
+    if choice.kind == "paired":
         return _paired(cfg, sites, chunk_tokens, exclude)
-    if path is not None:
-        path = Path(path)
-        if path.is_dir():
-            return _noted(CacheSource(path, sites, chunk_tokens, exclude, roles(path)))
+    if choice.kind in ("cache", "harvest cache"):
+        return _noted(CacheSource(path, sites, chunk_tokens, exclude, roles(path)))
+    if choice.kind == "tensor file":
         source: Source = TensorFileSource(path, sites, chunk_tokens)
         if model is not None:
             for site in source.sites:
@@ -193,9 +217,6 @@ def _source(
                         f"{model.site_width(site)}; use activations harvested at that site"
                     )
         return source
-    harvested = Path(cfg.harvest.out)
-    if (harvested / "manifest.json").is_file():
-        return _noted(CacheSource(harvested, sites, chunk_tokens, exclude, roles(harvested)))
     if model is None:
         from monosemantic.lm.big import BigModel
         from monosemantic.lm.model import load_model

@@ -15,7 +15,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from monosemantic.dictionaries.interventions import Intervention, apply_interventions, next_token
+from monosemantic.dictionaries.interventions import Intervention, apply_interventions
+from monosemantic.lm.generate import EosPolicy, Sampling, context_of
+from monosemantic.lm.generate import generate as lm_generate
 from monosemantic.utils.errors import MonosemanticError
 
 from .replacement import ReplacementModel
@@ -69,20 +71,22 @@ def generate(
     max_new_tokens: int = 20,
     temperature: float = 0.0,
     seed: int = 0,
+    top_p: float = 1.0,
+    eos: EosPolicy = "stop",
 ) -> Tensor:
-    """Token ids of the prompt plus up to `max_new_tokens` continued under the interventions.
-
-    Attention is free (patterns for generated positions do not exist on the clean prompt).
-    """
+    """Token ids of the prompt plus up to `max_new_tokens` continued under the interventions, by
+    the library's one generation loop (`lm.generate`: sampling, EOS policy). The replacement
+    model keeps no key/value cache, so each step recomputes the sequence; attention is free
+    (patterns for generated positions do not exist on the clean prompt)."""
     ids = rm.tokenize(prompt)
     edit = _editor(rm, interventions)
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    eos = getattr(rm.tokenizer, "eos_token_id", None)
-    for _ in range(max_new_tokens):
-        nxt = torch.tensor(
-            [next_token(rm.free(ids[None], edit=edit)[0, -1], temperature, gen)], device=ids.device
-        )
-        ids = torch.cat([ids, nxt])
-        if eos is not None and int(nxt) == eos:
-            break
-    return ids
+
+    def forward(seq: Tensor, start: int, cache: object) -> tuple[Tensor, None]:
+        return rm.free(seq, edit=edit), None
+
+    ctx = context_of(rm.lm.config)
+    eos_id = getattr(rm.tokenizer, "eos_token_id", None)
+    (new,) = lm_generate(
+        forward, ids, max_new_tokens, Sampling(temperature, top_p, seed), 1, eos_id, eos, ctx
+    )
+    return torch.cat([ids, new.to(ids.device)])

@@ -8,8 +8,8 @@ replacement model, `circuits/interventions.py`, which only resolves names there 
 - ablate: 0               (`value` is unused)
 
 An `Intervention` names a dictionary, a feature, a mode, a value and the positions (None: every
-position); `apply_interventions` edits dense latents [B, T, d_sae] by a list of them. Also the one
-next-token rule both `generate`s use: greedy at temperature 0, else sampled with a seeded generator.
+position); `apply_interventions` edits dense latents [B, T, d_sae] by a list of them. Generation
+(sampling, cache, EOS policy) is `lm.generate`, the library's one loop.
 """
 
 from __future__ import annotations
@@ -76,13 +76,3 @@ def apply_interventions(f: Tensor, interventions: Sequence[Intervention]) -> Ten
         pos = slice(None) if iv.positions is None else torch.as_tensor(list(iv.positions), device=f.device)
         f[:, pos, iv.feature] = edit_latent(f[:, pos, iv.feature], iv.mode, iv.value)
     return f
-
-
-def next_token(logits: Tensor, temperature: float, generator: torch.Generator) -> int:
-    """Greedy (temperature 0) or sampled from softmax(logits / temperature) with `generator` (CPU).
-    A temperature so small that the scaled logits overflow is greedy too (its limit)."""
-    logits = logits.float().cpu()
-    scaled = logits / temperature if temperature > 0 else None
-    if scaled is not None and torch.isfinite(scaled).all():
-        return int(torch.multinomial(torch.softmax(scaled, -1), 1, generator=generator))
-    return int(logits.argmax())

@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from monosemantic.lm.shipped import SHIPPED_DIR
 from monosemantic.utils.errors import ConfigError
 from monosemantic.utils.progress import console
 
@@ -34,7 +33,9 @@ def model_key(name: str | None) -> str | None:
         return None
     text = str(name).rstrip("/")
     parts = Path(text).parts
-    if text == "storyworld" or parts[-3:] == SHIPPED_DIR.parts[-3:]:  # .../lm/shipped/storyworld-lm
+    if text == "storyworld" or (
+        len(parts) >= 2 and parts[-2] == "shipped" and parts[-1].startswith("storyworld")
+    ):
         return "storyworld"
     key = Path(text).name.lower() if text.startswith(("/", ".", "~")) or "/" in text else text.lower()
     return ALIASES.get(key, key)

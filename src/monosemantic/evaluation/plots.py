@@ -54,28 +54,52 @@ def plot_density_histograms(results: Sequence[dict[str, Any]], path: str | Path)
     return _save(fig, Path(path))
 
 
+def _fitted(architecture: Any) -> bool:
+    """A baseline fitted in one pass (PCA, ICA, random, neurons): drawn apart from trained ones."""
+    from monosemantic.dictionaries.registry import dictionary_class
+    from monosemantic.utils.errors import MonosemanticError
+
+    try:
+        return bool(dictionary_class(str(architecture)).fitted)
+    except MonosemanticError:
+        return False
+
+
+def series_name(r: dict[str, Any]) -> str:
+    """What one frontier line joins: dictionaries of the same kind at the same site (an SAE at a
+    site, a transcoder from one site to another, a fitted baseline at a site are three lines)."""
+    site_in, site_out = r.get("hook_name") or "?", r.get("hook_name_out")
+    site = f"{site_in} → {site_out}" if site_out and site_out != site_in else site_in
+    return f"{site} (baseline)" if _fitted(r.get("architecture")) else site
+
+
 def plot_frontier(
     results: Sequence[dict[str, Any]], metric: str, path: str | Path, label: str
 ) -> Path | None:
-    """`metric` against L0 (log scale), one labelled point per dictionary; None if nothing to plot."""
-    rows = [
-        r
-        for r in results
-        if isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric]) and r.get("l0", 0) > 0
-    ]
-    if not rows:
+    """`metric` against L0 (log scale), one labelled point per dictionary and one line per series
+    (`series_name`), so dictionaries of different sites or kinds are never joined, 95% intervals
+    as error bars; None if nothing to plot."""
+    by_series: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        x, y = r.get("l0"), r.get(metric)
+        if isinstance(y, (int, float)) and math.isfinite(y) and isinstance(x, (int, float)) and x > 0:
+            by_series.setdefault(series_name(r), []).append(r)
+    if not by_series:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4))
-    rows.sort(key=lambda r: (r["l0"], r[metric]))
-    points = [(r["l0"], r[metric], r["name"]) for r in rows]
-    xs, ys, names = zip(*points, strict=True)
-    ax.errorbar(xs, ys, xerr=error_bars(rows, "l0"), yerr=error_bars(rows, metric), fmt="o-", alpha=0.8,
-                capsize=3)  # fmt: skip
-    for x, y, name in points:
-        ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for series, rows in sorted(by_series.items()):
+        rows.sort(key=lambda r: (r["l0"], r[metric]))
+        style = "s:" if series.endswith("(baseline)") else "o-"
+        ax.errorbar([r["l0"] for r in rows], [r[metric] for r in rows], xerr=error_bars(rows, "l0"),
+                    yerr=error_bars(rows, metric), fmt=style, alpha=0.8, capsize=3, label=series)  # fmt: skip
+        for r in rows:
+            ax.annotate(
+                r["name"], (r["l0"], r[metric]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            )
     ax.set_xscale("log")
     ax.set_xlabel("L0 (active features per token)")
     ax.set_ylabel(label)
     ax.set_title(f"{label} vs L0")
     ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
     return _save(fig, Path(path))

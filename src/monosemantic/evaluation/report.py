@@ -25,7 +25,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from rich.table import Table
 
 from monosemantic.config.site import Site, SiteError
 from monosemantic.utils.files import write_json_atomic, write_text_atomic
+from monosemantic.utils.format import percent
 
 from .conditioning import FLAG, recovered_cell
 from .plots import plot_density_histograms, plot_frontier
@@ -46,9 +47,9 @@ TABLE = [
     ("fvu", "FVU", "{:.4f}"),
     ("cosine_similarity", "cos", "{:.3f}"),
     ("relative_reconstruction_bias", "γ", "{:.4g}"),
-    ("dead_fraction", "dead", "{:.1%}"),
-    ("near_dead_fraction", "near dead", "{:.1%}"),
-    ("dense_fraction", "dense", "{:.1%}"),
+    ("dead_fraction", "dead", percent),
+    ("near_dead_fraction", "near dead", percent),
+    ("dense_fraction", "dense", percent),
     ("ce_loss_spliced", "CE spliced", "{:.4f}"),
     ("ce_loss_increase", "ΔCE nats", "{:.4f}"),
     ("ce_loss_recovered", "CE rec.", "{:.1%}"),
@@ -124,7 +125,7 @@ def write_outputs(
     return written
 
 
-def cell(r: dict[str, Any], key: str, fmt: str, interval: bool = True) -> str:
+def cell(r: dict[str, Any], key: str, fmt: str | Callable[[float], str], interval: bool = True) -> str:
     """A table cell: the value, ± half its 95% interval when it has one; CE recovered shows the
     ill-conditioning flag instead of its percentage (`conditioning.py`)."""
     if key == "ce_loss_recovered":
@@ -134,11 +135,12 @@ def cell(r: dict[str, Any], key: str, fmt: str, interval: bool = True) -> str:
     v = r.get(key)
     if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
         return "–"
-    text = fmt.format(v)
+    show = fmt if callable(fmt) else fmt.format
+    text = show(v)
     ci = (r.get("ci95") or {}).get(key)
     if interval and ci and None not in ci and all(math.isfinite(c) for c in ci):
         half = (ci[1] - ci[0]) / 2
-        text += "±" + fmt.format(half).lstrip("+")
+        text += "±" + show(half).lstrip("+")
     return text
 
 

@@ -70,6 +70,15 @@ def _items(
     return score_sets.score_items(examples, on, list(e.scoring), e.score_examples, e.min_examples, rng)
 
 
+TOO_FEW = score_sets.TOO_FEW  # explanation_source and scorer of a feature with too few contexts
+
+
+def contexts(examples: list[dict[str, Any]]) -> int:
+    """Distinct activating contexts (sequences) among a feature's top and quantile examples."""
+    seqs = [e.get("sequence") for e in examples if e["kind"] in ("top", "quantile")]
+    return len({s for s in seqs if s is not None}) + sum(s is None for s in seqs)
+
+
 def _work(
     store: FeatureStore, max_features: int | None
 ) -> list[tuple[int, dict[str, Any], list[dict[str, Any]]]]:
@@ -82,6 +91,34 @@ def _work(
                 break
             work.append((d["id"], f, ex))
     return work
+
+
+def _too_few(store: FeatureStore, cfg: Config, work: list) -> list:
+    """Mark the features with fewer than `explain.min_examples` activating contexts (no explanation,
+    no scores, the reason recorded) and return the rest, which are explained and scored."""
+    need = cfg.explain.min_examples
+    few: dict[int, list[tuple[int, int]]] = {}
+    keep = []
+    for did, f, ex in work:
+        n = contexts(ex)
+        if n < need:
+            few.setdefault(did, []).append((f["idx"], n))
+        else:
+            keep.append((did, f, ex))
+    for did, items in few.items():
+        store.set_explanations(did, [(idx, None, TOO_FEW) for idx, _ in items])
+        note = "{n} activating context(s); explain.min_examples = " + str(need)
+        store.set_scores_many(
+            did, [(idx, {"note": f"{TOO_FEW}: " + note.format(n=n)}, TOO_FEW) for idx, n in items]
+        )
+    if few:
+        console.print(
+            f"explain: {sum(map(len, few.values()))} of {len(work)} features have fewer than {need} activating "
+            f"contexts: marked '{TOO_FEW}', not explained or scored (explain.min_examples)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return keep
 
 
 def _offline(store: FeatureStore, cfg: Config, work: list, on: str) -> None:
@@ -178,7 +215,8 @@ def _llm(store: FeatureStore, cfg: Config, work: list, endpoint: str, on: str) -
 
 
 def explain(cfg: ConfigLike) -> Path:
-    """Explain and score every feature that fired; returns the store path."""
+    """Explain and score every feature that fired on at least `explain.min_examples` contexts (the
+    others are marked `too few examples`); returns the store path."""
     cfg = as_config(cfg)
     db = feature_store_path(cfg.analyze.out, cfg.explain.db)
     endpoint = cfg.explain.endpoint or os.environ.get("MONOSEMANTIC_ENDPOINT")
@@ -189,7 +227,7 @@ def explain(cfg: ConfigLike) -> Path:
         disk_full_guard(db, "explain.db"),
         FeatureStore(db) as store,
     ):
-        work = _work(store, cfg.explain.max_features)
+        work = _too_few(store, cfg, _work(store, cfg.explain.max_features))
         meta = store.meta()
         on = score_sets.resolve(cfg.explain.score_on, meta)
         console.print(score_sets.describe(on, meta), highlight=False, soft_wrap=True)

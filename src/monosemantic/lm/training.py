@@ -156,31 +156,20 @@ def evaluate(model: PreTrainedModel, batches: list[torch.Tensor], device: torch.
 
 @torch.no_grad()
 def samples(model: PreTrainedModel, tokenizer: Tokenizer, lm: LMConfig, device: torch.device) -> list[str]:
-    """Sampled continuations (temperature 0.8); a forked RNG keeps the training RNG untouched."""
+    """Sampled continuations (temperature 0.8, top-p 0.95, seeded by `lm.seed` with a generator of
+    their own, so the training RNG is untouched), by the library's one generation loop."""
+    from .generate import Sampling, context_of, generate, hf_forward
+
     if lm.sample_tokens == 0:
         return []
+    forward = hf_forward(model, device)
     model.eval()
     out = []
-    c = model.config  # a prompt and its continuation fit the model's positions
-    context = int(
-        getattr(c, "n_positions", None) or getattr(c, "max_position_embeddings", None) or lm.context_size
-    )
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(lm.seed or 0)
-        for prompt in lm.sample_prompts:
-            ids = [bos_eos_ids(tokenizer)[0], *tokenizer.encode(prompt)][-(context - 1) :]
-            ids = torch.tensor([ids], device=device)
-            gen = model.generate(
-                ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=min(lm.sample_tokens, context - ids.shape[1]),
-                do_sample=True,
-                temperature=0.8,
-                top_k=50,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-            out.append(tokenizer.decode(gen[0, 1:], skip_special_tokens=True))
+    for prompt in lm.sample_prompts:
+        ids = torch.tensor([bos_eos_ids(tokenizer)[0], *tokenizer.encode(prompt)])
+        (new,) = generate(forward, ids, lm.sample_tokens, Sampling(0.8, 0.95, lm.seed or 0),
+                          eos_id=tokenizer.eos_token_id, context=context_of(model.config))  # fmt: skip
+        out.append(tokenizer.decode(torch.cat([ids[1:], new.cpu()]).tolist(), skip_special_tokens=True))
     model.train()
     return out
 

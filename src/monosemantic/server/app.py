@@ -91,6 +91,7 @@ def create_app(db_path: str | Path, cfg: Config | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         threading.Thread(target=_warm, args=(app.state,), name="monosemantic-warm", daemon=True).start()
         yield
+        app.state.worker.close()  # the running job (if any) ends on its own; waiting ones are dropped
         store.close()
 
     app = FastAPI(

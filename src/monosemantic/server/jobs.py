@@ -23,7 +23,7 @@ from typing import Any
 
 from monosemantic.utils.errors import MonosemanticError
 
-__all__ = ["Job", "QueueFull", "Worker"]
+__all__ = ["Closed", "Job", "QueueFull", "Worker"]
 
 KEEP_FINISHED = 200  # finished jobs remembered for GET /api/jobs/{id}
 WORKER_NICE = 10
@@ -35,6 +35,10 @@ class QueueFull(Exception):
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"the live queue is full; retry in {retry_after} s")
         self.retry_after = retry_after
+
+
+class Closed(Exception):
+    """The worker was closed (the server is shutting down): no new job runs."""
 
 
 @dataclass
@@ -83,7 +87,8 @@ class Worker:
     """A daemon thread running submitted jobs one at a time, in order."""
 
     def __init__(self, queue_size: int) -> None:
-        self._queue: queue.Queue[Job] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=queue_size)
+        self._closed = threading.Event()
         self._ids = itertools.count(1)
         self._jobs: OrderedDict[int, Job] = OrderedDict()
         self._lock = threading.Lock()
@@ -96,11 +101,13 @@ class Worker:
         """Queue `fn(job)`; with `listen`, also an asyncio queue of its events (see `Job.listen`)."""
         job = Job(next(self._ids), kind, fn)
         events = job.listen(listen) if listen is not None else None
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
-            raise QueueFull(max(1, round(self._mean_s * self._queue.qsize()))) from None
-        with self._lock:
+        with self._lock:  # `close` takes it too: no job slips in behind its sentinel
+            if self._closed.is_set():
+                raise Closed("the server is shutting down; retry when it is back")
+            try:
+                self._queue.put_nowait(job)
+            except queue.Full:
+                raise QueueFull(max(1, round(self._mean_s * self._queue.qsize()))) from None
             self._jobs[job.id] = job
             while len(self._jobs) > KEEP_FINISHED and next(iter(self._jobs.values())).done:
                 self._jobs.popitem(last=False)
@@ -114,6 +121,22 @@ class Worker:
         with self._lock:
             return list(self._jobs.values())
 
+    def close(self) -> None:
+        """Stop after the running job: the waiting jobs fail (they will never run), new ones are
+        refused (`Closed`); returns at once, so a server's shutdown never waits on the queue."""
+        with self._lock:
+            self._closed.set()  # `submit` checks it under the lock: nothing joins the queue now
+        while True:
+            try:
+                dropped = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if dropped is not None:
+                dropped.status, dropped.error = "failed", "the server shut down"
+                dropped.finished = time.time()
+                dropped.emit(None)
+        self._queue.put_nowait(None)  # the loop ends when it reaches this
+
     def _loop(self) -> None:
         try:  # Linux: a thread's own nice value. Browsing requests get the CPU first; jobs use the rest.
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICE)
@@ -121,6 +144,8 @@ class Worker:
             pass
         while True:
             job = self._queue.get()
+            if job is None:  # `close`: leave the jobs still waiting, they will not run
+                return
             job.status, job.stage, job.started = "running", "running", time.time()
             try:
                 job.result = job.fn(job)

@@ -4,27 +4,34 @@ Everything here runs in the worker thread (`jobs.Worker`), which loads the subje
 dictionaries on first use and keeps them. Dictionaries are named by their id in the feature
 store, whose `path` column says where the checkpoint is: a request never names a file. The work
 itself is the library's: `lm.model` runs the model, `dictionaries.io` loads checkpoints,
-`analyze.steer` steers and generates, `circuits.run.trace` attributes.
+`steering` steers and measures (through `lm.generate`), `circuits.run.trace` attributes.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from monosemantic.analysis.records import TokenText
 from monosemantic.config import Config
 from monosemantic.dictionaries.base import Dictionary
+from monosemantic.dictionaries.interventions import canonical_mode
 from monosemantic.dictionaries.provenance import weights_fingerprint
-from monosemantic.steering.run import chat_prompt_ids, generate, prompt_ids, steering_edits
+from monosemantic.lm.generate import Sampling
+from monosemantic.steering.edits import chat_prompt_ids, parse_values, prompt_ids
+from monosemantic.steering.measure import concept_for, evaluate_steering, feature_facts, resolve_arms
 from monosemantic.store.matching import FINGERPRINT
 from monosemantic.utils.errors import MonosemanticError
 from monosemantic.utils.torch_utils import resolve_device
 
+from .intervene import checkpoint_names, run_graph_intervention
 from .jobs import Job
+
+if TYPE_CHECKING:
+    from .routes_live import SteerRequest
 from .store_access import LiveStore
 
 __all__ = ["LiveModels"]
@@ -39,6 +46,7 @@ class LiveModels:
         self._model: Any = None
         self._text: TokenText | None = None
         self._dics: dict[tuple[int, str, int, int], Dictionary] = {}
+        self._rm: tuple[tuple, Any] | None = None  # the last graph's replacement model, by its checkpoints
 
     @property
     def device(self) -> torch.device:
@@ -150,42 +158,84 @@ class LiveModels:
             res["activations"] = [round(float(v), 4) for v in codes[:, feature]]
         return res
 
-    def steer(self, job: Job, did: int, feature: int, mode: str, value: float, prompt: str | None,
-              max_new_tokens: int, temperature: float, seed: int, chat: list | None = None) -> dict[str, Any]:  # fmt: skip
-        """Plain and steered continuations of `prompt` or of a chat prompt `chat`
-        (`steering.run.generate`), streamed as `{"which": "plain"|"steered", "text": ...}` events,
-        one per token. A chat prompt's result carries its rendered tokens and turns."""
+    def steer(self, job: Job, req: SteerRequest, chat: list | None = None) -> dict[str, Any]:
+        """The steering evaluation of `steering.measure` on `req` (its prompt, or the
+        chat prompt `chat`, whose result carries its rendered tokens and turns): the plain arm and one per value,
+        `req.samples` each, with concept rate and fluency. The first sample of the plain and the
+        first steered arm stream as `{"which": "plain"|"steered", "text": ...}` events, one per token."""
         job.report("loading", 0.05)
-        dic, row = self.dictionary(did)
+        dic, row = self.dictionary(req.dictionary)
         model = self.model()
-        ids, turns = self._ids(prompt, dic, chat)
-        skip_first = (
-            bool((dic.cfg.metadata or {}).get("prepend_bos", True))
-            and int(ids[0]) == model.tokenizer.bos_token_id
+        if not 0 <= req.feature < dic.d_sae:
+            raise MonosemanticError(
+                f"feature {req.feature} is out of range; {row['name']} has 0..{dic.d_sae - 1}"
+            )
+        facts = feature_facts(self.store.get(), req.dictionary, req.feature)
+        mode = canonical_mode(req.mode)
+        arms = resolve_arms(mode, parse_values(req.values), facts.max_activation)
+        ids, turns = self._ids(req.prompt, dic, chat)
+        concept = concept_for(model, dic, req.feature, facts, req.words)
+        total = (len(arms) + 1) * req.max_new_tokens
+        made = [0]
+
+        def on_token(arm: int, sample: int, t: int) -> None:
+            made[0] += 1 if sample == 0 else 0
+            if sample == 0 and arm <= 1:
+                job.emit({"which": "plain" if arm == 0 else "steered", "text": self._text(t)})
+            job.report("plain" if arm == 0 else f"value {arm} of {len(arms)}", 0.05 + 0.9 * made[0] / total)
+
+        sampling = Sampling(req.temperature, req.top_p, req.seed)
+        done = evaluate_steering(model, dic, ids, req.feature, mode, arms, concept, sampling, req.samples,
+                                 req.max_new_tokens, on_token=on_token)  # fmt: skip
+        plain, first = done[0], done[1]
+        keep = (
+            "label",
+            "value",
+            "multiple",
+            "concept_rate",
+            "concept_per_100",
+            "loss",
+            "mean_tokens",
+            "texts",
         )
-        model.check_sites(list(steering_edits(dic, feature, mode, value)))
-
-        def edits(start: int) -> dict:
-            return steering_edits(dic, feature, mode, value, skip_first=skip_first and start == 0)
-
-        out: dict[str, Any] = {"dictionary": did, "name": row["name"], "feature": feature, "mode": mode,
-                               "value": None if mode == "ablate" else value, "prompt": prompt}  # fmt: skip
-        if turns is not None:
-            out |= {"prompt": model.tokenizer.decode(ids.tolist()[1 if skip_first else 0 :]), "chat": chat,
+        out = {
+            "dictionary": req.dictionary, "name": row["name"], "feature": req.feature, "mode": mode,
+            "value": first.value, "prompt": req.prompt, "max_activation": facts.max_activation,
+            "concept": concept[0], "concept_kind": concept[1], "samples": req.samples,
+            "plain": plain.texts[0], "steered": first.texts[0],
+            "plain_ids": plain.samples[0], "steered_ids": first.samples[0],
+            "arms": [{k: getattr(a, k) for k in keep} for a in done],
+        }  # fmt: skip
+        if turns is not None:  # a chat prompt: the rendered conversation, its tokens and turns
+            skip = (
+                bool((dic.cfg.metadata or {}).get("prepend_bos", True))
+                and int(ids[0]) == model.tokenizer.bos_token_id
+            )
+            out |= {"prompt": model.tokenizer.decode(ids.tolist()[1 if skip else 0 :]), "chat": chat,
                     "prompt_tokens": [self._text(int(i)) for i in ids], "turns": turns}  # fmt: skip
-        for n, (which, e) in enumerate((("plain", None), ("steered", edits))):
-            job.report(which, 0.1 + 0.45 * n)
-            made: list[int] = []
-
-            def on_token(t: int, which: str = which, made: list[int] = made, n: int = n) -> None:
-                made.append(t)
-                job.emit({"which": which, "text": self._text(t)})
-                job.report(which, 0.1 + 0.45 * n + 0.45 * len(made) / max_new_tokens)
-
-            new = generate(model, ids, max_new_tokens, e, temperature, seed, on_token=on_token)
-            out[which] = model.tokenizer.decode(new.tolist())
-            out[f"{which}_ids"] = new.tolist()
         return out
+
+    def replacement(self, graph: dict[str, Any]) -> Any:
+        """The replacement model of a stored graph: its checkpoints (by store name) spliced into the
+        subject model, with the graph's BOS convention; the last one is kept for the next request."""
+        from monosemantic.circuits.replacement import ReplacementModel
+
+        rows = {r["name"]: r for r in self.store.get().dictionaries()}
+        names = checkpoint_names(graph, set(rows))
+        loaded = [self.dictionary(rows[n]["id"])[0] for n in names]
+        zero_bos = bool((graph.get("metadata", {}).get("scores") or {}).get("zero_bos", False))
+        key = (tuple(names), zero_bos, tuple(id(d) for d in loaded))
+        if self._rm is None or self._rm[0] != key:
+            self._rm = (key, ReplacementModel(self.model(), loaded, names, zero_bos=zero_bos))
+        return self._rm[1]
+
+    def intervene(self, job: Job, gid: int, edits: list[Any], model: str, top: int) -> dict[str, Any]:
+        """Ablate, clamp or scale feature nodes of graph `gid` (`server.intervene`)."""
+        job.report("loading", 0.1)
+        graph = self.store.get().graph(gid)
+        rm = self.replacement(graph)
+        job.report("intervening", 0.5)
+        return {"graph_id": gid, **run_graph_intervention(rm, graph, edits, model, top)}
 
     def trace(
         self,

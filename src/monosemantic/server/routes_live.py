@@ -20,11 +20,15 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import Field, field_validator, model_validator
 
+from monosemantic.steering.edits import parse_values
+from monosemantic.utils.errors import MonosemanticError
+
 from .guard import Body
-from .jobs import Job, QueueFull
+from .jobs import Closed, Job, QueueFull
 
 MAX_ID = 2**31 - 1
 MAX_VALUE = 1e4  # steering beyond this is numerically meaningless (activations are O(1..100))
+MAX_MULTIPLE = 1e3  # in units of the feature's max activation
 
 router = APIRouter()
 
@@ -62,19 +66,32 @@ class ActivationsIn(Body):
         return self
 
 
-class SteerIn(Body):
+MAX_SAMPLES = 64  # generations per value in one steering request
+MAX_VALUES = 8
+
+
+class SteerRequest(Body):
+    """A steering evaluation: `samples` generations plain and at each value (a number, or `4x`:
+    4 times the feature's max activation in the store); `value` alone is one value."""
+
     dictionary: int = Field(ge=0, le=MAX_ID)
     feature: int = Field(ge=0, le=MAX_ID)
     prompt: str | None = Field(None, min_length=1)
     chat: Chat = None
-    mode: Literal["add", "clamp", "ablate"] = "add"
-    value: float = Field(10.0, ge=-MAX_VALUE, le=MAX_VALUE)
+    mode: Literal["add", "set", "clamp", "scale", "ablate"] = "add"
+    value: float | str | None = Field(None, description="one steering value: 10, -2.5 or 4x")
+    values: list[float | str] | None = Field(None, min_length=1, max_length=MAX_VALUES)
+    samples: int = Field(1, ge=1, le=MAX_SAMPLES)
     max_new_tokens: int = Field(24, ge=1, le=4096)
     temperature: float = Field(0.0, ge=0.0, le=5.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int = Field(0, ge=0, le=MAX_ID)
+    words: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=20
+    )
     stream: bool = False
 
-    @field_validator("value", "temperature")
+    @field_validator("temperature", "top_p")
     @classmethod
     def _finite(cls, v: float) -> float:
         if not math.isfinite(v):
@@ -82,8 +99,21 @@ class SteerIn(Body):
         return v
 
     @model_validator(mode="after")
-    def _prompt_or_chat(self) -> SteerIn:
+    def _one_list(self) -> SteerRequest:
         _one_of(self.prompt, self.chat, "prompt")
+        if self.values is None:
+            self.values = [10.0 if self.value is None else self.value]
+        try:
+            parsed = parse_values(self.values)
+        except MonosemanticError as e:
+            raise ValueError(str(e)) from None
+        for v in parsed:
+            if v.raw is not None and not (math.isfinite(v.raw) and abs(v.raw) <= MAX_VALUE):
+                raise ValueError(f"value {v.text} must be a finite number within ±{MAX_VALUE:g}")
+            if v.multiple is not None and not abs(v.multiple) <= MAX_MULTIPLE:
+                raise ValueError(f"value {v.text} must be within ±{MAX_MULTIPLE:g}x the max activation")
+        if len(parsed) > MAX_VALUES:
+            raise ValueError(f"at most {MAX_VALUES} values per request")
         return self
 
 
@@ -146,6 +176,20 @@ def _messages(request: Request, text: str | None, chat: str | list[ChatMessage] 
     return messages
 
 
+class NodeEdit(Body):
+    node_id: str = Field(min_length=1, max_length=64, description="a feature node of the graph")
+    mode: Literal["ablate", "set", "clamp", "scale", "add"] = "ablate"
+    value: float = Field(0.0, ge=-MAX_VALUE, le=MAX_VALUE, allow_inf_nan=False)
+
+
+class InterveneIn(Body):
+    interventions: list[NodeEdit] = Field(min_length=1, max_length=64)
+    model: Literal["free", "frozen"] = Field(
+        "free", description="free, or attention frozen at the clean prompt's"
+    )
+    top: int = Field(10, ge=1, le=50, description="top next tokens listed, before and after")
+
+
 def _limits(request: Request, text: str, new_tokens: int = 0) -> None:
     s = request.app.state.cfg.serve
     if len(text) > s.max_text_chars:
@@ -165,6 +209,8 @@ def _submit(
         return request.app.state.worker.submit(kind, fn, asyncio.get_running_loop() if listen else None)
     except QueueFull as e:
         raise HTTPException(429, str(e), headers={"Retry-After": str(e.retry_after)}) from None
+    except Closed as e:
+        raise HTTPException(503, str(e)) from None
 
 
 def _failure(job: Job) -> HTTPException:
@@ -203,15 +249,16 @@ async def activations(request: Request, body: ActivationsIn) -> dict[str, Any]:
 
 
 @router.post("/api/steer", response_model=None)
-async def steer(request: Request, body: SteerIn) -> dict[str, Any] | StreamingResponse:
-    """Plain and steered generations of `prompt`; `stream: true` sends server-sent events."""
+async def steer(request: Request, body: SteerRequest) -> dict[str, Any] | StreamingResponse:
+    """A steering evaluation of `prompt`: plain and steered generations (the first of each as
+    `plain` / `steered`), and per arm the concept rate and fluency; `stream: true` sends
+    server-sent events (the first plain and steered sample, token by token)."""
     chat = _messages(request, body.prompt, body.chat)
     _limits(request, "", body.max_new_tokens)
     live = request.app.state.live
 
     def fn(job: Job) -> dict[str, Any]:
-        return live.steer(job, body.dictionary, body.feature, body.mode, body.value, body.prompt,
-                          body.max_new_tokens, body.temperature, body.seed, chat)  # fmt: skip
+        return live.steer(job, body, chat)
 
     if not body.stream:
         return await _result(request, "steer", fn)
@@ -227,6 +274,22 @@ async def steer(request: Request, body: SteerIn) -> dict[str, Any] | StreamingRe
             yield f"event: done\ndata: {json.dumps(job.result)}\n\n"
 
     return StreamingResponse(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@router.post("/api/graphs/{gid}/intervene")
+async def graph_intervene(
+    request: Request, gid: Annotated[int, Path(ge=0, le=MAX_ID)], body: InterveneIn
+) -> dict[str, Any]:
+    """Ablate, clamp (set) or scale feature nodes of a stored graph; the top next-token logits at
+    its last position, original beside intervened, on the free or the attention-frozen model."""
+    try:
+        request.app.state.store.get().graph(gid)
+    except MonosemanticError as e:
+        raise HTTPException(404, str(e)) from None
+    live = request.app.state.live
+    return await _result(
+        request, "intervene", lambda job: live.intervene(job, gid, body.interventions, body.model, body.top)
+    )
 
 
 @router.post("/api/circuits", status_code=202)

@@ -64,10 +64,12 @@ def _index_of(state: Any, store: FeatureStore, did: int) -> dict[int, dict[str, 
         return cache[did][1]
 
 
-def _search(state: Any, query: str, limit: int, offset: int) -> list[dict[str, Any]]:
+def _search(state: Any, query: str, limit: int, offset: int, **filters: Any) -> list[dict[str, Any]]:
     store = state.store.get()
     with state.index_lock:  # one build of the search index per store version
-        return search_features(store, query, limit, offset, version=(state.store.version, id(store)))
+        return search_features(
+            store, query, limit, offset, version=(state.store.version, id(store)), **filters
+        )
 
 
 def warm(state: Any) -> None:
@@ -108,10 +110,13 @@ def features(
     order: Annotated[str, Query(max_length=40)] = "idx",
     descending: bool | None = None,
     min_density: Annotated[float | None, Query(ge=0, le=1)] = None,
+    max_density: Annotated[float | None, Query(ge=0, le=1)] = None,
+    dead: Annotated[bool, Query(description="include dead features (never fired)")] = False,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int | None, Query(ge=1, le=MAX_LIMIT)] = None,
 ) -> JSONResponse:
-    """Index rows (what the viewer's list shows), filtered and sorted by the store."""
+    """Index rows (what the viewer's list shows), filtered and sorted by the store; dead features
+    only with `dead=true`."""
     store = _store(request)
     _dictionary(store, did)
     column = ORDER_ALIASES.get(order, order)
@@ -119,11 +124,12 @@ def features(
         raise HTTPException(
             400, f"cannot order by {order!r}; use one of {', '.join([*ORDER_ALIASES, *ORDERABLE])}"
         )
-    rows = store.list_features(did, column, descending, search or None, min_density, limit, offset)
+    band = {"max_density": max_density, "include_dead": dead}
+    rows = store.list_features(did, column, descending, search or None, min_density, limit, offset, **band)
     rows_by_idx = _index_of(request.app.state, store, did)
     return _json(
         {
-            "total": store.count_features(did, search or None, min_density),
+            "total": store.count_features(did, search or None, min_density, **band),
             "offset": offset,
             "features": [rows_by_idx[f["idx"]] for f in rows],
         }
@@ -152,9 +158,15 @@ def search(
     q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY)],
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    dead: Annotated[bool, Query(description="include dead features (never fired)")] = False,
+    min_density: Annotated[float | None, Query(ge=0, le=1)] = None,
+    max_density: Annotated[float | None, Query(ge=0, le=1)] = None,
 ) -> JSONResponse:
-    """Features of every dictionary whose explanation, concept or top tokens match `q` (FTS5)."""
-    return _json({"query": q, "results": _search(request.app.state, q, limit, offset)})
+    """Features of every dictionary whose explanation, concept or top tokens match `q` (FTS5);
+    dead features only with `dead=true`, within a density range when given."""
+    found = _search(request.app.state, q, limit, offset, include_dead=dead, min_density=min_density,
+                    max_density=max_density)  # fmt: skip
+    return _json({"query": q, "results": found})
 
 
 @router.get("/api/graphs")

@@ -42,6 +42,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from monosemantic.store.dead import live_clause
 from monosemantic.store.examples import ExampleTables
 from monosemantic.store.schema import (
     ADDED_COLUMNS,
@@ -242,6 +243,16 @@ class FeatureStore(ExampleTables):
         names = ", ".join(d["name"] for d in self.dictionaries()) or "none"
         raise MonosemanticError(f"no dictionary {key!r} in {self.path} (it holds: {names})")
 
+    def dictionary_at(self, path: str | Path, name: str | None = None) -> dict[str, Any] | None:
+        """The row of the checkpoint at `path` (the path `analyze` recorded, resolved), else the
+        row named `name`; None when the store does not hold it."""
+        rows = self.dictionaries()
+        want = str(Path(path).resolve())
+        for r in rows:
+            if r.get("path") and str(Path(r["path"]).resolve()) == want:
+                return r
+        return next((r for r in rows if name is not None and r["name"] == name), None)
+
     @staticmethod
     def _dictionary_row(row: sqlite3.Row) -> dict[str, Any]:
         d = dict(row)
@@ -293,7 +304,10 @@ class FeatureStore(ExampleTables):
             raise MonosemanticError(f"feature {idx} of dictionary {dictionary_id} is not in {self.path}")
         return self._feature_row(rows[0])
 
-    def _where(self, dictionary_id: int, search: str | None, min_density: float | None) -> tuple[str, list]:
+    def _where(
+        self, dictionary_id: int, search: str | None, min_density: float | None,
+        max_density: float | None = None, include_dead: bool = True,
+    ) -> tuple[str, list]:  # fmt: skip
         clauses, params = ["dictionary_id = ?"], [dictionary_id]
         if search:
             # a literal substring: % and _ in the query are not wildcards
@@ -306,6 +320,11 @@ class FeatureStore(ExampleTables):
         if min_density is not None:
             clauses.append("density >= ?")
             params.append(min_density)
+        if max_density is not None:
+            clauses.append("density <= ?")
+            params.append(max_density)
+        if not include_dead:
+            clauses.append(live_clause())
         return " AND ".join(clauses), params
 
     def list_features(
@@ -317,16 +336,19 @@ class FeatureStore(ExampleTables):
         min_density: float | None = None,
         limit: int | None = None,
         offset: int = 0,
+        max_density: float | None = None,
+        include_dead: bool = True,
     ) -> list[dict[str, Any]]:
         """Features of a dictionary, sorted by a column of `ORDERABLE` (descending by default except
         for `idx`), optionally filtered by a substring of the explanation, concept or top tokens (or
-        an exact index) and a minimum density. Missing values sort last."""
+        an exact index), a density range, and without the dead ones (`store.dead`). Missing values
+        sort last."""
         if order_by not in ORDERABLE:
             raise MonosemanticError(
                 f"cannot order features by {order_by!r}; use one of {', '.join(ORDERABLE)}"
             )
         desc = (order_by != "idx") if descending is None else descending
-        where, params = self._where(dictionary_id, search, min_density)
+        where, params = self._where(dictionary_id, search, min_density, max_density, include_dead)
         sql = (
             f"SELECT * FROM features WHERE {where} ORDER BY {order_by} IS NULL, {order_by} "
             f"{'DESC' if desc else 'ASC'}, idx LIMIT ? OFFSET ?"
@@ -335,16 +357,31 @@ class FeatureStore(ExampleTables):
         return [self._feature_row(r) for r in rows]
 
     def count_features(
-        self, dictionary_id: int, search: str | None = None, min_density: float | None = None
+        self,
+        dictionary_id: int,
+        search: str | None = None,
+        min_density: float | None = None,
+        max_density: float | None = None,
+        include_dead: bool = True,
     ) -> int:
-        where, params = self._where(dictionary_id, search, min_density)
+        where, params = self._where(dictionary_id, search, min_density, max_density, include_dead)
         return int(self._rows(f"SELECT COUNT(*) FROM features WHERE {where}", params)[0][0])
+
+    def feature_summaries(self, dictionary_id: int) -> list[dict[str, Any]]:
+        """The few columns a choice among features needs (no JSON decoded): idx, density, n_active,
+        the two scores and the explanation's source, by index."""
+        rows = self._rows(
+            "SELECT idx, density, n_active, score_detection, score_fuzzing, explanation_source FROM features "
+            "WHERE dictionary_id = ? ORDER BY idx",
+            (dictionary_id,),
+        )
+        return [dict(r) for r in rows]
 
     def set_explanation(self, dictionary_id: int, idx: int, text: str, source: str) -> None:
         """Store an explanation and what produced it (e.g. `offline`, `llm:gpt-4o-mini`)."""
         self.set_explanations(dictionary_id, [(idx, text, source)])
 
-    def set_explanations(self, dictionary_id: int, items: Iterable[tuple[int, str, str]]) -> None:
+    def set_explanations(self, dictionary_id: int, items: Iterable[tuple[int, str | None, str]]) -> None:
         with self.transaction() as db:
             db.executemany(
                 "UPDATE features SET explanation = ?, explanation_source = ? WHERE dictionary_id = ? AND idx = ?",

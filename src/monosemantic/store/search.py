@@ -14,6 +14,7 @@ import re
 import weakref
 from typing import Any
 
+from monosemantic.store.dead import live_clause
 from monosemantic.store.feature_store import FeatureStore
 
 __all__ = ["search_features"]
@@ -56,21 +57,39 @@ def fts_query(query: str) -> str | None:
 
 
 def search_features(
-    store: FeatureStore, query: str, limit: int = 50, offset: int = 0, version: object = None
+    store: FeatureStore,
+    query: str,
+    limit: int = 50,
+    offset: int = 0,
+    version: object = None,
+    include_dead: bool = False,
+    min_density: float | None = None,
+    max_density: float | None = None,
 ) -> list[dict[str, Any]]:
     """Features of every dictionary matching `query`, best BM25 match first, as
-    `{dictionary_id, dictionary, idx, explanation, concept, density}`. The index is rebuilt when
-    `version` differs from the one it was built for (a caller that knows the store changed)."""
+    `{dictionary_id, dictionary, idx, explanation, concept, density}`; dead features (`store.dead`)
+    only with `include_dead`, and within [min_density, max_density] when given. The index is
+    rebuilt when `version` differs from the one it was built for (a caller that knows the store
+    changed)."""
     match = fts_query(query)
     if match is None:
         return []
     _ensure_index(store, version)
+    where, params = [f"{_TABLE} MATCH ?"], [match]
+    if not include_dead:
+        where.append(live_clause("f.density"))
+    if min_density is not None:
+        where.append("f.density >= ?")
+        params.append(min_density)
+    if max_density is not None:
+        where.append("f.density <= ?")
+        params.append(max_density)
     with store.transaction() as db:
         rows = db.execute(
             f"SELECT s.dictionary_id, d.name AS dictionary, s.idx, f.explanation, f.concept, f.density "
             f"FROM temp.{_TABLE} s JOIN features f ON f.dictionary_id = s.dictionary_id AND f.idx = s.idx "
-            f"JOIN dictionaries d ON d.id = s.dictionary_id WHERE {_TABLE} MATCH ? "
+            f"JOIN dictionaries d ON d.id = s.dictionary_id WHERE {' AND '.join(where)} "
             f"ORDER BY bm25({_TABLE}), s.dictionary_id, s.idx LIMIT ? OFFSET ?",
-            (match, int(limit), int(offset)),
+            (*params, int(limit), int(offset)),
         ).fetchall()
     return [dict(r) for r in rows]

@@ -13,18 +13,27 @@ they are estimates of the dominant terms, stated with their formulas in docs/sca
 - training activations: the shuffle buffer (every rank holds it, in the model dtype on the model
   device for a live source) and the [B, d_sae] pre-activation workspace of the local batch rows;
   a live source adds the model and its forward pass to the total.
-- FLOPs per token: 2 per model parameter a token uses (forward; its top-k experts only); TopK training 2 d_in d_sae (encoder)
-  + 6 k (d_in + d_out) (sparse backward and decoder); dense training 6 d_sae (d_in + d_out).
+- FLOPs per token: 2 per model parameter a token passes through (the blocks up to the last site,
+  their top-k experts only, plus the unembedding when every block runs; tied or untied alike: the
+  embedding lookup is no matmul); TopK training 2 d_in d_sae (encoder) + 6 k (d_in + d_out)
+  (sparse backward and decoder); dense training 6 d_sae (d_in + d_out). A live source runs the
+  model forward on every training token on every rank (each rank draws the same stream), so it
+  adds the forward's FLOPs.
+
+`plan()` returns a `Plan` (numbers, in bytes and FLOPs); `plan_lines()` formats it as the CLI
+prints it.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from monosemantic.activations.buffer import source_choice
 from monosemantic.config import Config, ConfigLike, as_config
 from monosemantic.config.ranges import Count, check_argument
+from monosemantic.config.site import Site
 from monosemantic.dictionaries.base import dictionary_class
 from monosemantic.lm.families import family_of
 from monosemantic.lm.family_sites import site_width
@@ -56,6 +65,12 @@ class Dims:
         width = site_width(family_of(self.config.model_type), self.config, site_suffix(site))
         return self.d if width is None else width
 
+    def forward_params(self, blocks: int) -> int:
+        """Parameters one token is multiplied by in a forward through blocks 0..blocks-1 (its top-k
+        experts only): the unembedding matmul counts when every block runs, tied or not (the
+        embedding is a lookup)."""
+        return self.count.blocks_up_to(blocks, active=True) + self.vocab * self.d * (blocks == self.layers)
+
 
 def model_config(name: str, revision: str | None = None) -> Any:
     """The model's `transformers` config: a local folder or the hub cache first, else the public
@@ -78,23 +93,58 @@ def model_config(name: str, revision: str | None = None) -> Any:
 
 def model_dims(name: str, revision: str | None = None) -> Dims:
     """Dimensions and parameter counts of the model `name` (see `model_config`)."""
-    c = model_config(name, revision)
-    c = getattr(c, "text_config", None) or c
+    return dims_of(model_config(name, revision))
+
+
+def dims_of(config: Any) -> Dims:
+    """Dimensions and parameter counts of a `transformers` config (its text model's, if nested)."""
+    c = getattr(config, "text_config", None) or config
     d = int(c.hidden_size)
     heads = int(getattr(c, "num_attention_heads", 1) or 1)
     return Dims(d=d, layers=int(c.num_hidden_layers), heads=heads, vocab=int(c.vocab_size),
                 count=count_parameters(c), config=c)  # fmt: skip
 
 
-def _gib(n: float) -> str:
-    return f"{n / GiB:,.2f} GiB" if n >= GiB else f"{n / 2**20:,.2f} MiB"
+@dataclass
+class HarvestPlan:
+    weight_bytes: float
+    weight_format: str  # dtype, or "dtype, quantization"
+    activation_bytes: float  # one forward batch
+    batch: int
+    context: int
+    blocks: int  # blocks 0..blocks-1 run
+    flops_per_token: float
+    cache_bytes: float | None  # None: data.max_tokens unset
+    cache_tokens: int | None
+    n_sites: int
+    cache_dtype: str
 
 
-def _flops(n: float) -> str:
-    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if n >= scale:
-            return f"{n / scale:,.2f} {suffix}FLOP"
-    return f"{n:,.0f} FLOP"
+@dataclass
+class TrainPlan:
+    n_dictionaries: int
+    per_rank: int
+    shards: int
+    source: str  # as `activations.buffer.source_choice`: cache, tensor file, harvest cache, live, paired
+    source_path: str | None
+    source_note: str  # what it means for memory and compute, in words
+    dictionary_bytes: float
+    optimizer_bytes: float
+    buffer_bytes: float
+    buffer_tokens: int
+    workspace_bytes: float
+    workspace_rows: int
+    workspace_latents: int
+    model_bytes: float  # the model and its forward batch, for a live source (else 0)
+    total_bytes: float
+    dictionary_flops_per_token: float
+    model_flops_per_token: float  # the forward a live source runs per token (else 0)
+    tokens: int
+    flops_per_rank: float
+
+    @property
+    def live(self) -> bool:
+        return self.source == "live"
 
 
 def circuit_lines(cfg: Config, dims: Dims, n_tokens: int) -> list[str]:
@@ -136,9 +186,130 @@ def circuit_lines(cfg: Config, dims: Dims, n_tokens: int) -> list[str]:
     return lines
 
 
-def plan(cfg: ConfigLike, world_size: int | None = None, circuit_tokens: int | None = None) -> list[str]:
-    """The plan as lines of text (what `monosemantic plan` prints), for `world_size` ranks (default
-    `[plan].world_size`); `circuit_tokens` is the prompt length the circuit estimate is for (default
+@dataclass
+class Plan:
+    model: str
+    params: int
+    active_params: int  # what one token's forward uses (top-k experts of a mixture; else = params)
+    d_model: int
+    n_layers: int
+    world_size: int
+    parallel: str
+    feature_shards: int | None
+    harvest: HarvestPlan
+    train: TrainPlan | None  # None: the config has no dictionary
+    circuit: list[str] = field(default_factory=list)  # attribution memory lines (`circuit_lines`)
+
+
+def _harvest(cfg: Config, dims: Dims) -> HarvestPlan:
+    m = cfg.model
+    quant = getattr(m, "quantization", None)
+    wbytes = BYTES[quant or m.dtype or "float32"]
+    abytes = BYTES[m.dtype or "float32"]
+    sites = list(dict.fromkeys(cfg.sites.names))
+    blocks = dims.layers
+    if sites and "ln_final.hook_normalized" not in sites:
+        blocks = max((parse_site(s)[1] or 0) + 1 for s in sites)
+    ctx, hb = cfg.data.context_size, cfg.harvest.batch_size
+    n_tok = None if cfg.data.max_tokens is None else math.ceil(cfg.data.max_tokens / ctx) * ctx
+    cache = None
+    if n_tok is not None:
+        cache = n_tok * (4 + BYTES[cfg.harvest.dtype or "float32"] * sum(dims.site_width(x) for x in sites))
+    return HarvestPlan(
+        weight_bytes=dims.params * wbytes,
+        weight_format=f"{m.dtype}{', ' + quant if quant else ''}",
+        activation_bytes=hb * ctx * (12 * dims.d + dims.heads * ctx) * abytes,
+        batch=hb,
+        context=ctx,
+        blocks=blocks,
+        flops_per_token=2 * dims.forward_params(blocks),
+        cache_bytes=cache,
+        cache_tokens=n_tok,
+        n_sites=len(sites),
+        cache_dtype=str(cfg.harvest.dtype),
+    )
+
+
+def _dictionary_costs(cfg: Config, dims: Dims) -> tuple[list[int], float, int, list[str]]:
+    """Parameters of each dictionary, their training FLOPs per token, the widest d_sae, the sites read."""
+    default_site = cfg.sites.names[0] if cfg.sites.names else None
+    sizes, flops, widest, read = [], 0.0, 0, []
+    for d in (d for d in cfg.all_dictionaries() for _ in (cfg.train.seeds or [None])):  # one per seed
+        site_in, site_out = d.site or default_site, d.site_out or d.site or default_site
+        for s in (site_in, site_out):  # a multi-site dictionary reads every layer its glob names
+            if s is not None:
+                read += [str(x) for x in Site.parse(s).expand(cfg.sites.names).sites()]
+        d_in = dims.site_width(site_in) if site_in else dims.d
+        d_out = dims.site_width(site_out) if site_out else dims.d
+        d_sae = d.d_sae or (d.expansion or 16) * d_in
+        sizes.append((d_in + d_out) * d_sae + d_sae + d_out)
+        widest = max(widest, d_sae)
+        if dictionary_class(d.architecture).sparse_training(d):
+            flops += 2 * d_in * d_sae + 6 * (d.k or 32) * (d_in + d_out)
+        else:
+            flops += 6 * d_sae * (d_in + d_out)
+    return sizes, flops, widest, list(dict.fromkeys(read))
+
+
+def _source(cfg: Config, sites: list[str]) -> tuple[str, str | None, str]:
+    choice = source_choice(cfg, sites)
+    path = None if choice.path is None else str(choice.path)
+    if choice.kind == "live":
+        note = "live source: the model runs beside the dictionaries, on every rank, for every token"
+        note += f" (no cache at harvest.out={cfg.harvest.out} yet; after `harvest`, train reads it)"
+        return "live", None, note
+    where = {"tensor file": "data.activations", "cache": "data.activations", "harvest cache": "harvest.out"}
+    return (
+        choice.kind,
+        path,
+        f"{choice.kind} at {where.get(choice.kind, 'data.activations')}={path}: on the CPU",
+    )
+
+
+def _train(cfg: Config, dims: Dims, world_size: int, harvest: HarvestPlan) -> TrainPlan | None:
+    t = cfg.train
+    sizes, dflops, widest, sites = _dictionary_costs(cfg, dims)
+    if not sizes:
+        return None
+    shards = t.feature_shards or (world_size if t.parallel == "features" else 1)
+    data_ranks = 1 if t.parallel == "dictionaries" else max(world_size // shards, 1)
+    per_rank = math.ceil(len(sizes) / world_size) if t.parallel == "dictionaries" else len(sizes)
+    params = max(sizes) * per_rank / shards if t.parallel == "dictionaries" else sum(sizes) / shards
+    source, path, note = _source(cfg, sites)
+    live = source == "live"  # a live stream buffers on the model's device, in its dtype
+    bbytes = BYTES[cfg.model.dtype or "float32"] if live else BYTES[cfg.harvest.dtype or "float32"]
+    buffer = t.buffer_tokens * bbytes * sum(dims.site_width(s) for s in sites)
+    rows, latents = math.ceil(t.batch_size / data_ranks), math.ceil(widest / shards)
+    workspace = rows * latents * 4
+    model_bytes = harvest.weight_bytes + harvest.activation_bytes if live else 0.0
+    mflops = harvest.flops_per_token if live else 0.0
+    return TrainPlan(
+        n_dictionaries=len(sizes),
+        per_rank=per_rank,
+        shards=shards,
+        source=source,
+        source_path=path,
+        source_note=note,
+        dictionary_bytes=4 * params,
+        optimizer_bytes=12 * params,
+        buffer_bytes=buffer,
+        buffer_tokens=t.buffer_tokens,
+        workspace_bytes=workspace,
+        workspace_rows=rows,
+        workspace_latents=latents,
+        model_bytes=model_bytes,
+        total_bytes=16 * params + buffer + workspace + model_bytes,
+        dictionary_flops_per_token=dflops,
+        model_flops_per_token=mflops,
+        tokens=t.tokens,
+        # the dictionaries' work is split over the ranks; a live forward is not (same stream everywhere)
+        flops_per_rank=t.tokens * (dflops / world_size + mflops),
+    )
+
+
+def plan(cfg: ConfigLike, world_size: int | None = None, circuit_tokens: int | None = None) -> Plan:
+    """Memory, disk and FLOPs of the config's harvest and train, per rank of `world_size`
+    (default `[plan].world_size`), and the attribution memory of a `circuit_tokens` prompt (default
     `[plan].circuit_tokens`, else data.context_size)."""
     cfg = as_config(cfg)
     world_size = check_argument(
@@ -149,88 +320,82 @@ def plan(cfg: ConfigLike, world_size: int | None = None, circuit_tokens: int | N
         circuit_tokens = check_argument("circuit_tokens", circuit_tokens, Count)
     m, t = cfg.model, cfg.train
     dims = model_dims(m.name, m.revision)
-    wbytes = BYTES[getattr(m, "quantization", None) or m.dtype or "float32"]
-    abytes = BYTES[m.dtype or "float32"]
-    sites = list(dict.fromkeys(cfg.sites.names))
-    blocks = dims.layers
-    if sites and "ln_final.hook_normalized" not in sites:
-        blocks = max((parse_site(s)[1] or 0) + 1 for s in sites)
-    ctx, hb = cfg.data.context_size, cfg.harvest.batch_size
-    width = {s: dims.site_width(s) for s in sites}
+    harvest = _harvest(cfg, dims)
+    return Plan(
+        model=m.name,
+        params=dims.params,
+        active_params=dims.count.active,
+        d_model=dims.d,
+        n_layers=dims.layers,
+        world_size=world_size,
+        parallel=t.parallel,
+        feature_shards=t.feature_shards,
+        harvest=harvest,
+        train=_train(cfg, dims, world_size, harvest),
+        circuit=circuit_lines(cfg, dims, circuit_tokens or cfg.data.context_size),
+    )
 
-    moe = dims.count.experts > 0
-    used_note = f", {dims.count.active / 1e9:,.3f} B used per token" if moe else ""
+
+# ---- the CLI's text ------------------------------------------------------------------------------
+def _gib(n: float) -> str:
+    return f"{n / GiB:,.2f} GiB" if n >= GiB else f"{n / 2**20:,.2f} MiB"
+
+
+def _flops(n: float) -> str:
+    for scale, suffix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:,.2f} {suffix}FLOP"
+    return f"{n:,.0f} FLOP"
+
+
+def plan_lines(p: Plan) -> list[str]:
+    """The plan as the lines `monosemantic plan` prints."""
+    h = p.harvest
+    moe = p.active_params != p.params
+    used = f", {p.active_params / 1e9:,.3f} B used per token" if moe else ""
     lines = [
-        f"plan for {m.name} ({dims.params / 1e9:,.3f} B parameters{used_note}, d_model {dims.d}, "
-        f"{dims.layers} layers)"
+        f"plan for {p.model} ({p.params / 1e9:,.3f} B parameters{used}, d_model {p.d_model}, {p.n_layers} layers)",
+        f"world size {p.world_size}, train.parallel={p.parallel!r}"
+        + (f", train.feature_shards={p.feature_shards}" if p.feature_shards else ""),
+        "",
+        "harvest (per rank; every rank holds the model)",
+        f"  model weights        {_gib(h.weight_bytes)}  ({h.weight_format})",
+        f"  forward activations  {_gib(h.activation_bytes)}  (batch {h.batch} x ctx {h.context})",
+        f"  FLOPs per token      {_flops(h.flops_per_token)}  (blocks 0..{h.blocks - 1} of {p.n_layers})"
+        + (" (top-k experts only)" if moe else ""),
     ]
-    lines.append(
-        f"world size {world_size}, train.parallel={t.parallel!r}"
-        + (f", train.feature_shards={t.feature_shards}" if t.feature_shards else "")
-    )
-    lines.append("")
-    lines.append("harvest (per rank; every rank holds the model)")
-    lines.append(
-        f"  model weights        {_gib(dims.params * wbytes)}  ({m.dtype}{', ' + m.quantization if getattr(m, 'quantization', None) else ''})"
-    )
-    act = hb * ctx * (12 * dims.d + dims.heads * ctx) * abytes
-    lines.append(f"  forward activations  {_gib(act)}  (batch {hb} x ctx {ctx})")
-    # a token runs its top-k experts only; the unembedding is a vocab x d product whether tied or not
-    used = dims.count.blocks_up_to(blocks, active=True) + dims.vocab * dims.d * (blocks == dims.layers)
-    top_k = " (top-k experts only)" if moe else ""
-    lines.append(
-        f"  FLOPs per token      {_flops(2 * used)}  (blocks 0..{blocks - 1} of {dims.layers}){top_k}"
-    )
-    if cfg.data.max_tokens is not None:
-        n_tok = math.ceil(cfg.data.max_tokens / ctx) * ctx
-        sbytes = BYTES[cfg.harvest.dtype or "float32"]
-        disk = n_tok * (4 + sbytes * sum(width.values()))
-        lines.append(
-            f"  cache on disk        {_gib(disk)}  ({n_tok:,} tokens x {len(sites)} sites, {cfg.harvest.dtype})"
-        )
-    else:
+    if h.cache_bytes is None:
         lines.append("  cache on disk        unknown (set data.max_tokens)")
-
-    dicts = [d for d in cfg.all_dictionaries() for _ in (t.seeds or [None])]  # one per train.seeds entry
-    circuit = circuit_lines(cfg, dims, circuit_tokens or ctx)
+    else:
+        lines.append(
+            f"  cache on disk        {_gib(h.cache_bytes)}  ({h.cache_tokens:,} tokens x {h.n_sites} sites, {h.cache_dtype})"
+        )
     lines.append("")
-    if not dicts:
-        lines.append("train: no [dictionary] in this config")
-        return lines + circuit
-    shards = t.feature_shards or (world_size if t.parallel == "features" else 1)
-    data_ranks = 1 if t.parallel == "dictionaries" else max(world_size // shards, 1)
-    per_rank = math.ceil(len(dicts) / world_size) if t.parallel == "dictionaries" else len(dicts)
-    default_site = sites[0] if sites else None
-    sizes, flops, widest = [], 0.0, 0
-    for d in dicts:
-        d_in = width.get(d.site or default_site, dims.d)
-        d_out = width.get(d.site_out or d.site or default_site, dims.d)
-        d_sae = d.d_sae or (d.expansion or 16) * d_in
-        sizes.append((d_in + d_out) * d_sae + d_sae + d_out)
-        widest = max(widest, d_sae)
-        if dictionary_class(d.architecture).sparse_training(d):
-            flops += 2 * d_in * d_sae + 6 * (d.k or 32) * (d_in + d_out)
-        else:
-            flops += 6 * d_sae * (d_in + d_out)
-    params = max(sizes) * per_rank / shards if t.parallel == "dictionaries" else sum(sizes) / shards
-    lines.append(f"train ({len(dicts)} dictionaries, {per_rank} on each rank, latents split over {shards})")
-    lines.append(f"  dictionary weights   {_gib(4 * params)}")
-    lines.append(f"  gradients + Adam     {_gib(12 * params)}")
-    live = cfg.data.activations is None  # a live stream buffers on the model's device, in its dtype
-    bbytes = abytes if live else BYTES[cfg.harvest.dtype or "float32"]
-    buffer = t.buffer_tokens * bbytes * (sum(width.values()) if sites else dims.d)
-    where = "on the model device: live source" if live else "on the CPU: cache source"
-    lines.append(f"  shuffle buffer       {_gib(buffer)}  ({t.buffer_tokens:,} tokens; {where})")
-    rows = math.ceil(t.batch_size / data_ranks)
+    t = p.train
+    if t is None:
+        return [*lines, "train: no [dictionary] in this config", *p.circuit]
+    return [*lines, *_train_lines(t, p.world_size), *p.circuit]
+
+
+def _train_lines(t: TrainPlan, world_size: int) -> list[str]:
+    where = "on the model device" if t.live else "on the CPU"
+    lines = [
+        f"train ({t.n_dictionaries} dictionaries, {t.per_rank} on each rank, latents split over {t.shards})",
+        f"  source               {t.source_note}",
+        f"  dictionary weights   {_gib(t.dictionary_bytes)}",
+        f"  gradients + Adam     {_gib(t.optimizer_bytes)}",
+        f"  shuffle buffer       {_gib(t.buffer_bytes)}  ({t.buffer_tokens:,} tokens; {where})",
+        f"  step workspace       {_gib(t.workspace_bytes)}  ({t.workspace_rows} rows x {t.workspace_latents} latents)",
+    ]
+    if t.live:
+        lines.append(f"  model + forward      {_gib(t.model_bytes)}  (live source)")
+    lines.append(f"  total per rank       {_gib(t.total_bytes)}")
     lines.append(
-        f"  step workspace       {_gib(rows * math.ceil(widest / shards) * 4)}  ({rows} rows x {math.ceil(widest / shards)} latents)"
+        f"  FLOPs per token      {_flops(t.dictionary_flops_per_token)} dictionaries (all; / {world_size} ranks)"
     )
-    total = 16 * params + buffer + rows * math.ceil(widest / shards) * 4
-    if live:  # the model and its forward pass share the device with the dictionaries
-        total += dims.params * wbytes + act
-    lines.append(
-        f"  total per rank       {_gib(total)}" + ("  (with the model: live source)" if live else "")
-    )
-    lines.append(f"  FLOPs per token      {_flops(flops)} (all dictionaries; / {world_size} ranks)")
-    lines.append(f"  training tokens      {t.tokens:,} -> {_flops(flops * t.tokens / world_size)} per rank")
-    return lines + circuit
+    if t.live:
+        lines.append(
+            f"                       + {_flops(t.model_flops_per_token)} model forward (on every rank)"
+        )
+    lines.append(f"  training tokens      {t.tokens:,} -> {_flops(t.flops_per_rank)} per rank")
+    return lines

@@ -22,6 +22,7 @@ from monosemantic.utils import distributed as D
 from monosemantic.utils.disk import check_free_space, disk_full_guard
 from monosemantic.utils.errors import ConfigError, DataError, MonosemanticError
 from monosemantic.utils.files import check_output
+from monosemantic.utils.format import percent
 from monosemantic.utils.lock import output_lock
 from monosemantic.utils.progress import console, progress_bar
 from monosemantic.utils.torch_utils import resolve_device, seed_everything, torch_dtype
@@ -349,13 +350,20 @@ class Trainer:
         return folders
 
     def _info(self) -> str:
-        row = self.last[0]
-        if not row:
+        """The progress line's metrics: one dictionary's, or for a sweep a summary of every
+        dictionary at the last logged step (L0 range, the worst FVU and the most dead, by name)."""
+        rows = [(slot.name, row) for slot, row in zip(self.slots, self.last, strict=True) if row]
+        if not rows:
             return ""
-        more = f" ({len(self.slots)} dicts)" if len(self.slots) > 1 else ""
+        if len(rows) == 1:
+            row = rows[0][1]
+            return f"loss {row['loss']:.4g} L0 {row['l0']:.1f} FVU {row['fvu']:.3f} dead {percent(row['dead_fraction'])}"
+        l0 = [row["l0"] for _, row in rows]
+        worst = max(rows, key=lambda r: r[1]["fvu"])
+        dead = max(rows, key=lambda r: r[1]["dead_fraction"])
         return (
-            f"loss {row['loss']:.4g} L0 {row['l0']:.1f} FVU {row['fvu']:.3f} "
-            f"dead {row['dead_fraction']:.1%}{more}"
+            f"{len(rows)} dicts at step {min(row['step'] for _, row in rows)}: L0 {min(l0):.1f}-{max(l0):.1f}, "
+            f"worst FVU {worst[1]['fvu']:.3f} ({worst[0]}), most dead {percent(dead[1]['dead_fraction'])} ({dead[0]})"
         )
 
     def _landing(self, i: int) -> str | None:

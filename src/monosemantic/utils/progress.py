@@ -21,21 +21,33 @@ from rich.progress import (
 console = Console(stderr=True)
 
 
+def rate_text(rate: float | None, unit: str) -> str:
+    """A rate with 3 significant digits in units that keep them: `2.34k tok/s`, `45.6 seq/s`, or
+    seconds per item when under one a second (`4.20 s/batch`), never `0.0 batch/s`."""
+    if rate is None or not rate > 0:
+        return f"? {unit}/s"
+    if rate < 1:
+        per = 1 / rate
+        return f"{_sig(per)} s/{unit}" if per < 60 else f"{_sig(per / 60)} min/{unit}"
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if rate >= scale:
+            return f"{_sig(rate / scale)}{suffix} {unit}/s"
+    return f"{_sig(rate)} {unit}/s"
+
+
+def _sig(x: float) -> str:
+    """3 significant digits, no exponent (x in [1, 1000) in practice)."""
+    return f"{x:.2f}" if x < 10 else f"{x:.1f}" if x < 100 else f"{x:.0f}"
+
+
 class RateColumn(TextColumn):
-    """Items per second, with a unit (tok/s, seq/s, step/s)."""
+    """Items per second, with a unit (tok/s, seq/s, step/s); seconds per item when slow."""
 
     def __init__(self) -> None:
         super().__init__("")
 
     def render(self, task):  # type: ignore[override]
-        speed = task.finished_speed or task.speed
-        unit = task.fields.get("unit", "it")
-        if speed is None:
-            return f"? {unit}/s"
-        for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-            if speed >= scale:
-                return f"{speed / scale:.1f}{suffix} {unit}/s"
-        return f"{speed:.1f} {unit}/s"
+        return rate_text(task.finished_speed or task.speed, task.fields.get("unit", "it"))
 
 
 class _Progress(Progress):
@@ -136,7 +148,7 @@ class PlainProgress:
         parts = [f"{t['description']}: {_si(done)}" + (f"/{_si(total)}" if total else "") + f" {unit}"]
         if total:
             parts[0] += f" ({100 * done / total:.1f}%)"
-        parts.append(f"{_si(rate)} {unit}/s")
+        parts.append(rate_text(rate, unit))
         parts.append(f"elapsed {_clock(elapsed)}")
         if total and rate > 0:
             parts.append(f"eta {_clock(max(0.0, total - done) / rate)}")

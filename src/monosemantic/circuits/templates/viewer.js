@@ -41,6 +41,8 @@
   const show = (t) => String(t ?? "").replace(/\n/g, "↵").replace(/\t/g, "⇥");
   const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
   const fmt = (v, d = 3) => (v === null || v === undefined ? "–" : typeof v !== "number" ? String(v) : Number.isNaN(v) ? "–" : Number.isInteger(v) || Math.abs(v) >= 1000 ? v.toLocaleString() : v.toFixed(d));
+  // a density as a percentage with two significant digits, never an exponent (as the dashboard)
+  const pct = (x) => (x === 0 ? "0%" : (100 * x >= 10 ? (100 * x).toFixed(0) : (100 * x).toFixed(Math.min(20, Math.max(0, 1 - Math.floor(Math.log10(100 * x)))))) + "%");
   const rowOf = (n) => (n.layer === "E" ? 0 : n.feature_type === "logit" ? nLayers + 1 : Math.min(nLayers, +n.layer + 1));
   const tokenOf = (n) => show(tokens[n.ctx_idx] ?? "");
   const rowName = (r) => (r === 0 ? "Emb" : r === nLayers + 1 ? "Logit" : "L" + (r - 1));
@@ -220,7 +222,7 @@
     let h = `<b>${esc(shortLabel(n))}</b><br><span class="muted">${esc(kind(n))} · ${esc(rowName(rowOf(n)))} · “${esc(tokenOf(n))}” (position ${n.ctx_idx}) · ${esc(n.node_id)}</span>`;
     if (n.clerp) h += `<p>${esc(n.clerp)}</p>`;
     const kv = [["activation", n.activation], ["cumulative influence", n.influence], ["probability", n.feature_type === "logit" ? n.token_prob : null], ["density", n.density], ["expert", n.expert], ["routing weight", n.expert_weight]];
-    h += '<table class="kv">' + kv.filter(([, v]) => v != null).map(([k, v]) => `<tr><td>${k}</td><td>${fmt(v, 4)}</td></tr>`).join("");
+    h += '<table class="kv">' + kv.filter(([, v]) => v != null).map(([k, v]) => `<tr><td>${k}</td><td>${k === "density" ? pct(v) : fmt(v, 4)}</td></tr>`).join("");
     if (n.dictionary) h += `<tr><td>dictionary</td><td>${esc(n.dictionary)} #${esc(n.feature_index ?? "")}</td></tr>`;
     h += "</table>";
     h += `<div class="row"><button id="pinbtn">${pinned.has(n.node_id) ? "unpin" : "pin to subgraph"}</button></div>`;
@@ -375,6 +377,67 @@
   }
   $("save").onclick = save;
   $("download").onclick = download;
+
+  // -- interventions (served only): ablate / clamp / scale feature nodes, logits before and after ---
+  const edits = [];
+  const ivApi = served ? api.replace(/annotations$/, `graphs/${served[1]}/intervene`) : null;
+  const MODEL_WORDS = { free: "free model", frozen: "frozen attention" };
+  const canEdit = (n) => n && isFeature(n) && n.feature_index !== undefined && n.feature_index !== null;
+  function editWords(e) {
+    const n = byId.get(e.node_id);
+    const what = e.mode === "ablate" ? "ablate" : e.mode === "scale" ? `scale ×${e.value}` : e.mode === "set" ? `clamp to ${e.value}` : `add ${e.value}`;
+    return `${what}: ${n ? shortLabel(n) + " “" + tokenOf(n) + "”" : e.node_id}`;
+  }
+  function renderEdits() {
+    $("iv-list").innerHTML = edits.map((e, i) => `<li data-i="${i}">${esc(editWords(e))} <button data-i="${i}">remove</button></li>`).join("");
+    for (const b of $("iv-list").querySelectorAll("button")) b.onclick = () => { edits.splice(+b.dataset.i, 1); renderEdits(); };
+  }
+  function currentEdit(n) {
+    return { node_id: n.node_id, mode: $("iv-mode").value, value: +$("iv-value").value || 0 };
+  }
+  function logitTable(out) {
+    const rows = out.original.map((o, i) => {
+      const m = out.intervened[i];
+      return `<tr><td>${i + 1}</td><td class="tk">${esc(show(o.token))}</td><td>${fmt(o.prob, 3)}</td><td class="tk">${esc(show(m.token))}</td><td>${fmt(m.prob, 3)}</td></tr>`;
+    });
+    const targets = out.targets.map((t) => {
+      const d = t.prob - t.clean_prob;
+      return `<tr class="target"><td>★</td><td class="tk">${esc(show(t.label))}</td><td>${fmt(t.clean_prob, 3)}</td><td class="tk">${esc(show(t.label))}</td><td>${fmt(t.prob, 3)} <span class="${d >= 0 ? "pos" : "neg"}">(${d >= 0 ? "+" : ""}${fmt(d, 3)})</span></td></tr>`;
+    });
+    return `<table class="iv"><tr><th></th><th colspan="2">original</th><th colspan="2">intervened</th></tr>${rows.join("")}${targets.join("")}</table>` +
+      `<p class="muted small">next token after “${esc(show(out.token))}” (position ${out.position}) · KL(original ‖ intervened) ${fmt(out.kl, 4)}</p>`;
+  }
+  async function runEdits() {
+    const list = edits.length ? edits.slice() : canEdit(selected) ? [currentEdit(selected)] : [];
+    if (!list.length) { $("iv-status").textContent = "Select a feature node (or add some) first."; return; }
+    const model = $("iv-model").value;
+    $("iv-run").disabled = true;
+    $("iv-status").textContent = `running on the ${MODEL_WORDS[model]}…`;
+    try {
+      const r = await fetch(ivApi, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ interventions: list, model, top: 10 }) });
+      const out = await r.json();
+      if (!r.ok) throw new Error(typeof out.detail === "string" ? out.detail : JSON.stringify(out.detail));
+      $("iv-status").innerHTML = `<b>${esc(MODEL_WORDS[out.model])}</b>: ${esc(out.label)}<br>${list.map((e) => esc(editWords(e))).join("<br>")}`;
+      $("iv-result").innerHTML = logitTable(out);
+    } catch (err) {
+      $("iv-status").textContent = `The intervention failed: ${err.message}`;
+    } finally {
+      $("iv-run").disabled = false;
+    }
+  }
+  $("iv-add").onclick = () => {
+    if (!canEdit(selected)) { $("iv-status").textContent = "Select a feature node first (errors, embeddings and logits cannot be edited)."; return; }
+    edits.push(currentEdit(selected));
+    renderEdits();
+  };
+  $("iv-clear").onclick = () => { edits.length = 0; renderEdits(); $("iv-result").innerHTML = ""; $("iv-status").textContent = ""; };
+  $("iv-run").onclick = runEdits;
+  $("iv-mode").onchange = () => { $("iv-value").value = { ablate: 0, scale: 2, set: 0, add: 1 }[$("iv-mode").value]; $("iv-value").disabled = $("iv-mode").value === "ablate"; };
+  $("iv-value").disabled = true;
+  if (!ivApi) {
+    for (const id of ["iv-mode", "iv-value", "iv-add", "iv-model", "iv-run", "iv-clear"]) $(id).disabled = true;
+    $("iv-note").textContent = "Interventions run on the server: open this graph from `monosemantic serve` (/graphs/ID).";
+  }
 
   // -- header: prompt, scores, legend --------------------------------------------------------------
   $("title").textContent = meta.slug || "attribution graph";

@@ -13,7 +13,10 @@ from collections import Counter
 from typing import Any
 
 from monosemantic.analysis.layers import feature_layers
+from monosemantic.store.dead import is_dead
 from monosemantic.store.feature_store import FeatureStore
+
+from .choose import PROMPTS, best_dictionary, dictionary_choice, sample_prompts
 
 HIST_BARS = 40  # histogram bars shown; the store keeps finer bins
 INDEX_TOKENS = 6  # activating tokens listed per feature in the index
@@ -51,11 +54,23 @@ def dictionary_summary(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def site_summary(store: FeatureStore) -> dict[str, Any]:
-    """Dictionaries plus the analysis facts worth a header line."""
+    """Dictionaries (each with its live count and representative feature), the one to open first,
+    prompts from the run's data, and the analysis facts worth a header line."""
     meta = store.meta()
     keep = ("model", "n_tokens", "n_sequences", "context_size", "created", "monosemantic_version")
+    dicts = [{**dictionary_summary(d), **dictionary_choice(store, d)} for d in store.dictionaries()]
+    best = best_dictionary(dicts)
+    chosen = next((d for d in dicts if d["id"] == best), None)
+    features = (
+        []
+        if chosen is None
+        else [chosen["representative"]]
+        + [f["idx"] for f in store.list_features(best, "n_active", include_dead=False, limit=2 * PROMPTS)]
+    )
     return {
-        "dictionaries": [dictionary_summary(d) for d in store.dictionaries()],
+        "dictionaries": dicts,
+        "default_dictionary": best,
+        "prompts": sample_prompts(store, best, [f for f in features if f is not None]),
         "meta": {k: meta[k] for k in keep if k in meta},
         "n_graphs": len(store.graphs()),
     }
@@ -127,6 +142,7 @@ def index_row(f: dict[str, Any], top: list[dict[str, Any]]) -> dict[str, Any]:
     scores = _scores(f)
     return {
         "idx": f["idx"],
+        "dead": is_dead(f.get("density")),
         "density": _num(f.get("density")),
         "max": _num(f.get("max_activation")),
         "score": max(scores.values()) if scores else None,
@@ -181,6 +197,7 @@ def payload_from(
         "explanation": f.get("explanation"),
         "explanation_source": f.get("explanation_source"),
         "scores": _scores(f),
+        "scores_note": (f.get("scores") or {}).get("note"),  # e.g. too few examples to score
         "scorer": f.get("scorer"),
         "concept": f.get("concept"),
         "concept_auroc": _num(f.get("concept_auroc"), 3),

@@ -30,7 +30,7 @@ const MONO = (() => {
   }
   async function getIndex(did) {
     if (!indexes[did]) {
-      if (live) indexes[did] = (await getJSON(`${live}/dictionaries/${did}/features`)).features;
+      if (live) indexes[did] = (await getJSON(`${live}/dictionaries/${did}/features?dead=true`)).features;
       else await loadScript(`data/d${did}/index.js`);
     }
     return indexes[did];
@@ -59,7 +59,13 @@ const MONO = (() => {
     return el;
   }
   const fmt = (x, d = 3) => (x === null || x === undefined ? "–" : Math.abs(x) >= 1e4 || (x !== 0 && Math.abs(x) < 1e-3) ? x.toExponential(1) : (+x.toPrecision(d)).toString());
-  const pct = (x) => (x === null || x === undefined ? "–" : x >= 0.01 ? (100 * x).toFixed(x >= 0.1 ? 1 : 2) + "%" : (100 * x).toExponential(1) + "%");
+  // densities as percentages: two significant digits, never an exponent (0.0025 -> "0.25%")
+  const pct = (x) => {
+    if (x === null || x === undefined) return "–";
+    if (x === 0) return "0%";
+    const p = 100 * x;
+    return (p >= 10 ? p.toFixed(0) : p.toFixed(Math.min(20, Math.max(0, 1 - Math.floor(Math.log10(p)))))) + "%";
+  };
   const show = (t) => (t === null || t === undefined || t === "" ? "∅" : t.replace(/\n/g, "↵").replace(/\t/g, "⇥"));
   const SPECIAL = /^(<\|[^|]*\|>|<\/?s>|<pad>|<unk>|\[(CLS|SEP|PAD|UNK|MASK)\])$/;
   const dict = () => site.dictionaries.find((d) => d.id === state.did);
@@ -99,22 +105,31 @@ const MONO = (() => {
       return (desc ? y - x : x - y) || a.idx - b.idx;
     });
   }
+  // dead features (`dead`, one definition server-side) are hidden unless asked for; a density band filters
+  function shown(r) {
+    if (r.dead && !$("show-dead").checked) return false;
+    const lo = parseFloat($("dmin").value), hi = parseFloat($("dmax").value);
+    const d = 100 * (r.density || 0);
+    return !(Number.isFinite(lo) && d < lo) && !(Number.isFinite(hi) && d > hi);
+  }
   function renderList() {
     const q = $("search").value.trim().toLowerCase();
-    const rows = sorted(state.rows.filter((r) => matches(r, q)), $("order").value);
+    const rows = sorted(state.rows.filter((r) => shown(r) && matches(r, q)), $("order").value);
     const list = $("list");
     list.replaceChildren();
     const maxDensity = Math.max(1e-9, ...state.rows.map((r) => r.density || 0));
     for (const r of rows.slice(0, 2000)) {
       const label = r.explanation || (r.tokens.length ? r.tokens.map(show).join(" · ") : "no activations");
-      list.appendChild(h("li", { class: "item" + (r.idx === state.idx ? " active" : "") + (r.density ? "" : " dead"), "data-idx": r.idx, onclick: () => go(state.did, r.idx) },
+      list.appendChild(h("li", { class: "item" + (r.idx === state.idx ? " active" : "") + (r.dead ? " dead" : ""), "data-idx": r.idx, onclick: () => go(state.did, r.idx) },
         h("div", { class: "row1" }, h("span", { class: "idx" }, "#" + r.idx), h("span", { class: "label" }, label)),
         h("div", { class: "row2" },
           h("span", { class: "dbar" }, h("span", { style: `width:${(100 * (r.density || 0)) / maxDensity}%` })),
           h("span", {}, pct(r.density)), h("span", {}, "max " + fmt(r.max)),
           r.score !== null && r.score !== undefined ? h("span", {}, "score " + fmt(r.score, 2)) : null)));
     }
-    $("count").textContent = `${rows.length} of ${state.rows.length}`;
+    const dead = state.rows.filter((r) => r.dead).length;
+    $("n-dead").textContent = dead.toLocaleString();
+    $("count").textContent = `${rows.length} of ${(state.rows.length - dead).toLocaleString()} live`;
   }
 
   // -- feature panel ------------------------------------------------------------------------------
@@ -216,7 +231,9 @@ const MONO = (() => {
     main.replaceChildren();
     if (!f) { main.appendChild(h("div", { class: "empty" }, "Pick a feature.")); return; }
     const badges = [];
-    if (f.explanation_source) badges.push(h("span", { class: "badge" }, f.explanation_source));
+    const few = f.explanation_source === "too few examples";
+    if (f.explanation_source) badges.push(h("span", { class: "badge" + (few ? " few" : "") }, f.explanation_source));
+    if (f.scores_note && !few) badges.push(h("span", { class: "badge few" }, f.scores_note));
     for (const [k, v] of Object.entries(f.scores || {})) badges.push(h("span", { class: "badge score" }, `${k} ${fmt(v, 2)}`));
     if (f.concept) badges.push(h("span", { class: "badge concept" }, `concept ${f.concept} · AUROC ${fmt(f.concept_auroc, 2)}`));
     const site = d.transcoder ? `${d.hook_name} → ${d.hook_name_out}` : d.hook_name;
@@ -224,7 +241,7 @@ const MONO = (() => {
       h("div", { class: "fhead" },
         h("div", { class: "crumbs" }, `${d.name} · ${d.architecture || "?"}${d.k ? " k=" + d.k : ""} · ${site || ""} · ${d.d_sae} features`),
         h("h1", {}, `Feature ${f.idx}`),
-        h("p", { class: "expl" + (f.explanation ? "" : " muted") }, f.explanation || "No explanation yet (run `monosemantic explain`)."),
+        h("p", { class: "expl" + (f.explanation ? "" : " muted") }, f.explanation || (few ? `Too few examples to explain or score (${(f.scores_note || "").replace(/^too few examples: /, "")}).` : "No explanation yet (run `monosemantic explain`).")),
         h("div", { class: "badges" }, badges)),
       h("div", { class: "stats" },
         [["density", pct(f.density)], ["max activation", fmt(f.max)], ["mean when active", fmt(f.mean)], ["active tokens", (f.n_active || 0).toLocaleString()]]
@@ -253,8 +270,10 @@ const MONO = (() => {
   }
   async function route() {
     const m = location.hash.match(/^#\/(\d+)(?:\/(\d+))?/);
-    let did = m ? +m[1] : site.dictionaries[0].id;
-    if (!site.dictionaries.some((d) => d.id === did)) did = site.dictionaries[0].id;
+    // no choice in the URL: the best live trained dictionary (chosen server-side, `choose.py`)
+    const first = site.default_dictionary ?? site.dictionaries[0].id;
+    let did = m ? +m[1] : first;
+    if (!site.dictionaries.some((d) => d.id === did)) did = first;
     if (did !== state.did) {
       state.did = did;
       $("dictionary").value = String(did);
@@ -264,9 +283,10 @@ const MONO = (() => {
       if (!state.userOrder) $("order").value = state.rows.some((r) => r.score !== null && r.score !== undefined) ? "score" : "random";
     }
     let idx = m && m[2] !== undefined ? +m[2] : null;
-    if (idx === null) {
-      const first = sorted(state.rows, $("order").value)[0];
-      idx = first ? first.idx : null;
+    if (idx === null) {  // a representative feature (typical density, a decent score), else the list's first
+      const rep = dict().representative;
+      const top = sorted(state.rows.filter(shown), $("order").value)[0];
+      idx = rep !== null && rep !== undefined ? rep : top ? top.idx : null;
     }
     state.idx = idx;
     renderList();
@@ -284,7 +304,8 @@ const MONO = (() => {
     const sel = $("dictionary");
     for (const d of site.dictionaries) {
       const kind = d.transcoder ? "transcoder" : "SAE";
-      sel.appendChild(h("option", { value: d.id }, `${d.name} — ${kind}, ${d.d_sae} @ ${d.hook_name_out || d.hook_name}`));
+      const live = d.n_live !== undefined && d.n_live + d.n_dead > 0 ? ` · ${pct(d.n_live / (d.n_live + d.n_dead))} live` : "";
+      sel.appendChild(h("option", { value: d.id }, `${d.name} — ${d.fitted ? "baseline " : ""}${kind}, ${d.d_sae} @ ${d.hook_name_out || d.hook_name}${live}`));
     }
     $("dict-wrap").style.display = site.dictionaries.length > 1 ? "" : "none";
     const m = site.meta || {};
@@ -293,6 +314,7 @@ const MONO = (() => {
     for (const g of site.graphs || []) $("graphs").appendChild(h("a", { href: g.url, title: g.prompt || "" }, "graph: " + (g.name || g.id)));
     sel.addEventListener("change", () => go(+sel.value, ""));
     $("search").addEventListener("input", renderList);
+    for (const id of ["show-dead", "dmin", "dmax"]) $(id).addEventListener("input", renderList);
     $("order").addEventListener("change", () => { state.userOrder = true; renderList(); });
     window.addEventListener("hashchange", route);
     if (!site.dictionaries.length) { $("feature").replaceChildren(h("div", { class: "empty" }, "The feature store holds no dictionaries.")); return; }

@@ -12,12 +12,11 @@
       method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body),
     });
     const data = await r.json().catch(() => ({}));
-    if (!r.ok) {
-      const d = data.detail;
-      throw new Error(Array.isArray(d) ? d.map((e) => `${e.loc.slice(-1)[0]}: ${e.msg}`).join("; ") : d || r.statusText);
-    }
+    if (!r.ok) throw new Error(problem(data.detail) || r.statusText);
     return data;
   }
+  // a 422's detail (a list of field errors) or any other detail, as one line
+  const problem = (d) => (Array.isArray(d) ? d.map((e) => `${e.loc.slice(-1)[0]}: ${e.msg}`).join("; ") : d);
   function fail(el, err) { el.innerHTML = `<span class="err">${esc(err.message || err)}</span>`; }
   async function busy(button, fn) {
     button.disabled = true;
@@ -29,7 +28,7 @@
     ev.preventDefault();
     const out = $("search-results");
     try {
-      const { results } = await api("search?q=" + encodeURIComponent($("q").value));
+      const { results } = await api("search?q=" + encodeURIComponent($("q").value) + ($("q-dead").checked ? "&dead=true" : ""));
       out.innerHTML = results.length ? results.map((r) =>
         `<li><a href="./#/${r.dictionary_id}/${r.idx}">${esc(r.dictionary)} #${r.idx}</a> ${esc(r.explanation || r.concept || "")}</li>`).join("")
         : "<li class=muted>no match</li>";
@@ -81,15 +80,19 @@
     busy($("steer-run"), async () => {
       const out = { plain: $("steer-plain"), steered: $("steer-steered") };
       out.plain.textContent = out.steered.textContent = "";
+      $("steer-eval").innerHTML = "";
+      const words = $("steer-words").value.split(",").map((w) => w.trim()).filter(Boolean);
       const body = {
         dictionary: +$("steer-dict").value, feature: +$("steer-feature").value, mode: $("steer-mode").value,
-        value: +$("steer-value").value, max_new_tokens: +$("steer-n").value, stream: true,
+        values: $("steer-value").value.split(",").map((v) => v.trim()).filter(Boolean), max_new_tokens: +$("steer-n").value,
+        samples: +$("steer-samples").value, temperature: +$("steer-temp").value, top_p: +$("steer-top-p").value,
+        seed: +$("steer-seed").value, words, stream: true,
         ...(asChat("steer-chat", $("steer-prompt").value) || { prompt: $("steer-prompt").value }),
       };
       $("steer-turns").innerHTML = "";
       try {
         const r = await fetch("api/steer", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
-        if (!r.ok) { const d = await r.json().catch(() => ({})); throw new Error(typeof d.detail === "string" ? d.detail : JSON.stringify(d.detail || r.statusText)); }
+        if (!r.ok) { const d = await r.json().catch(() => ({})); throw new Error(problem(d.detail) || r.statusText); }
         const reader = r.body.getReader(), dec = new TextDecoder();
         let buf = "";
         for (;;) {
@@ -105,6 +108,7 @@
             else if (kind === "done") {
               out.plain.textContent = data.plain; out.steered.textContent = data.steered;
               if (data.turns) $("steer-turns").innerHTML = tokenSpans(data.prompt_tokens, data.turns);
+              $("steer-eval").innerHTML = evaluation(data);
             }
             else if (kind === "error") throw new Error(data.detail);
           }
@@ -112,6 +116,16 @@
       } catch (err) { fail(out.steered, err); }
     });
   });
+
+  // the steering evaluation: one row per arm (plain, then each value), as `monosemantic steer` prints it
+  const pct = (x) => (x === 0 ? "0%" : (100 * x >= 10 ? (100 * x).toFixed(0) : (100 * x).toFixed(Math.min(20, Math.max(0, 1 - Math.floor(Math.log10(100 * x)))))) + "%");
+  function evaluation(r) {
+    const rows = r.arms.map((a) => `<tr><td>${esc(a.label)}</td><td>${pct(a.concept_rate)}</td><td>${a.concept_per_100.toFixed(1)}</td>` +
+      `<td>${a.loss === null ? "–" : a.loss.toFixed(2)}</td><td>${a.mean_tokens.toFixed(1)}</td><td class="ex">${esc((a.texts[0] || "").slice(0, 120))}</td></tr>`).join("");
+    return `<table class="eval"><tr><th>value</th><th>concept rate</th><th>per 100 tok</th><th>loss</th><th>tokens</th><th>first sample</th></tr>${rows}</table>` +
+      `<p class="muted">${r.samples} samples per row · concept = ${esc(r.concept_kind)}: ${esc(r.concept.map((t) => JSON.stringify(t)).join(", "))}` +
+      `${r.max_activation ? ` · max activation ${fmt(r.max_activation)}` : ""} · loss = the plain model's nats per generated token</p>`;
+  }
 
   // -- trace this prompt ----------------------------------------------------------------------------
   async function listGraphs() {
@@ -184,9 +198,22 @@
   }
 
   // -- dictionaries -----------------------------------------------------------------------------------
-  api("dictionaries").then((ds) => {
+  // -- dictionaries, and prompts from the run's own data (the store's top examples) --------------------
+  api("site").then((site) => {
+    const ds = site.dictionaries;
     const opts = ds.map((d) => `<option value="${d.id}">${esc(d.name)} (${d.transcoder ? "transcoder" : "SAE"}, ${d.d_sae})</option>`).join("");
-    document.querySelectorAll("select.dicts").forEach((s) => { s.innerHTML = opts; });
+    document.querySelectorAll("select.dicts").forEach((s) => {
+      s.innerHTML = opts;
+      if (site.default_dictionary !== null && site.default_dictionary !== undefined) s.value = String(site.default_dictionary);
+    });
+    const best = ds.find((d) => d.id === site.default_dictionary);
+    if (best && best.representative !== null && best.representative !== undefined) $("steer-feature").value = best.representative;
+    const ps = site.prompts || [];
+    if (ps.length) {
+      $("act-text").value = ps[0].text;
+      $("steer-prompt").value = ps[Math.min(1, ps.length - 1)].prefix;
+      $("trace-prompt").value = ps[Math.min(2, ps.length - 1)].prefix;
+    }
     $("meta").textContent = `${ds.length} dictionaries`;
     document.body.dataset.ready = "1";
     listGraphs();
