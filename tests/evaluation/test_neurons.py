@@ -43,3 +43,25 @@ def test_neurons_reproduce_the_mlp_and_keep_top_k(tiny_gpt2, tmp_path):
         assert torch.allclose(loaded(x), y, atol=1e-5)
     with pytest.raises(ConfigError, match="d_sae"):
         build_dictionary(cfg.model_copy(update={"d_sae": 8}), 32, 32).fit(x, y, model_name=str(tiny_gpt2))
+
+
+def test_a_neurons_dictionary_has_a_weights_fingerprint(tiny_gpt2):
+    """Its state_dict carries the activation function as extra state (not a tensor): the feature
+    store's fingerprint hashes it too, so analyze can record a neurons baseline (the demo's)."""
+    from monosemantic.dictionaries.provenance import weights_fingerprint
+
+    model = load_model(str(tiny_gpt2), dtype="float32", device="cpu")
+    with torch.inference_mode():
+        run = model.run(torch.randint(0, 100, (2, 12)), capture=[SITE, SITE_OUT])
+    x, y = run.activations[SITE].reshape(-1, 32).clone(), run.activations[SITE_OUT].reshape(-1, 32).clone()
+    cfg = DictionaryConfig(
+        architecture="neurons", d_sae=model.hf.config.n_inner or 128, site=SITE, site_out=SITE_OUT
+    )
+    dic = build_dictionary(cfg, 32, 32)
+    dic.fit(x, y, model_name=str(tiny_gpt2))
+    assert any(not isinstance(v, torch.Tensor) for v in dic.state_dict().values())
+    first = weights_fingerprint(dic)
+    assert len(first) == 16 and first == weights_fingerprint(dic)
+    with torch.no_grad():
+        dic.W_dec[0, 0] += 1.0
+    assert weights_fingerprint(dic) != first

@@ -98,11 +98,15 @@ def weights_fingerprint(dic: Any) -> str:
     and an evenly spaced sample of its values. The feature store records it per dictionary, so
     labels are matched to weights, never to a name another training run reused."""
     import hashlib
+    import json
 
     import torch
 
     h = hashlib.sha256()
     for name, tensor in sorted(dic.state_dict().items()):
+        if not isinstance(tensor, torch.Tensor):  # a module's extra state (settings, not weights)
+            h.update(f"{name}{json.dumps(tensor, sort_keys=True, default=str)}".encode())
+            continue
         t = tensor.detach().to("cpu", torch.float64).flatten()
         h.update(f"{name}{list(tensor.shape)}{float(t.sum())!r}".encode())
         if t.numel() > FINGERPRINT_SAMPLE:
