@@ -95,6 +95,23 @@ def test_one_lock_per_output_shared_by_analyze_and_explain(tiny_world, tmp_path,
         assert "in use by another monosemantic process" in _one_line(result)
 
 
+def test_circuit_adds_its_graph_to_the_store_under_analyzes_lock(tiny_world, tmp_path, cli_runner):
+    """An analyze rewriting the store's folder holds its lock: circuit's graph.json is written, and
+    adding the graph to the store is refused in one line instead of going into a replaced file."""
+    case = tmp_path / "case"
+    cfg = _case(tiny_world, case)
+    tc = tiny_world["tc"]
+    overrides = ["--set", f'analyze.dictionary="{tc}"', "--set", f'circuit.dictionaries=["{tc}"]',
+                 "--set", "analyze.top_k=2"]  # fmt: skip
+    assert cli_runner.invoke(app, ["analyze", str(cfg), *overrides]).exit_code == 0
+    with _holder(case / "analysis") as holder:
+        result = cli_runner.invoke(app, ["circuit", str(cfg), *overrides])
+        line = _one_line(result)
+        assert f"PID {holder.pid}" in line and "analyze.out" in line
+    assert (case / "circuit" / "graph.json").is_file()
+    assert cli_runner.invoke(app, ["circuit", str(cfg), *overrides]).exit_code == 0  # once released
+
+
 def test_the_lock_is_reentrant_and_leaves_nothing(tmp_path):
     out = tmp_path / "a" / "b" / "out"
     with output_lock(out, "x.out"), output_lock(out, "x.out"):  # demo runs verbs inside verbs

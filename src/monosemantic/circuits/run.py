@@ -398,9 +398,14 @@ def _circuit(cfg: Config) -> Path:
     write_json_atomic(out / "graph.json", gj, indent=None)
     write_json_atomic(out / "scores.json", scores)
     write_viewer(gj, out / "index.html")
-    if store is not None:
-        store.add_graph(slug, gj, prompt=c.prompt)
+    if (
+        store is not None
+    ):  # under analyze's lock, into the store file as it is now (analyze may have replaced it)
+        from monosemantic.store.feature_store import FeatureStore
+
         store.close()
+        with output_lock(db.parent, "analyze.out (the feature store's folder)"), FeatureStore(db) as current:
+            current.add_graph(slug, gj, prompt=c.prompt)
     head = (
         f"replacement {scores['replacement_score']:.3f}  completeness {scores['completeness_score']:.3f}  "
         if c.method == "attribution"
