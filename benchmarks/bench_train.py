@@ -65,7 +65,7 @@ def ours(path: Path, arch: str, steps: int, batch: int, d_sae: int, k: int, dtyp
         elapsed = time.perf_counter() - t0
         slot = trainer.slots[0]
         with torch.no_grad():
-            x = batches[-1][slot.site] * trainer.scales[slot.site]
+            x = batches[-1][slot.hook_name] * trainer.scales[slot.hook_name]
             x_hat = slot.dic(x)
             fvu = float((x_hat - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
     return {"tok_s": batch * steps / elapsed, "fvu": fvu}

@@ -179,7 +179,7 @@ def graph(live_store):
     path, cfg = live_store
     cfg = cfg.model_copy(deep=True)
     cfg.circuit.node_threshold = cfg.circuit.edge_threshold = 1.0
-    with TestClient(create_app(path, cfg)) as client:
+    with TestClient(create_app(path, cfg), base_url="http://127.0.0.1:8765") as client:
         r = client.post("/api/circuits", json={"prompt": "Lily the cat went to the beach. She"})
         done = _wait(client, r.json()["job"])
         assert done["status"] == "done", done
