@@ -63,8 +63,10 @@ GENERATORS: dict[str, dict[str, Any]] = {
 class ToyStream:
     """The trainer's stream interface over fresh toy batches (deterministic from `seed`)."""
 
-    def __init__(self, toy: ToyFeatures, batch: int, seed: int, site: str = "activations") -> None:
-        self.toy, self.batch, self.site = toy, batch, site
+    def __init__(
+        self, toy: ToyFeatures, batch: int, seed: int, site: str = "activations", scale: float = 1.0
+    ) -> None:
+        self.toy, self.batch, self.site, self.scale = toy, batch, site, scale
         self.gen = torch.Generator().manual_seed(seed)
         self.sites = [site]
 
@@ -75,7 +77,8 @@ class ToyStream:
         return self
 
     def __next__(self) -> dict[str, torch.Tensor]:
-        return {self.site: self.toy.sample(self.batch, self.gen)}
+        x = self.toy.sample(self.batch, self.gen)
+        return {self.site: x if self.scale == 1.0 else x * self.scale}
 
     def state_dict(self) -> dict[str, Any]:
         return {"gen": self.gen.get_state()}
@@ -90,10 +93,17 @@ def toy_features(size: str, generator: str = "base") -> ToyFeatures:
 
 
 def run_ours(size: str, train: dict[str, Any] | None = None, dictionary: dict[str, Any] | None = None,
-             seed: int = 0, generator: str = "base") -> dict[str, float]:  # fmt: skip
-    """Our trainer at its defaults except `train` / `dictionary` overrides; recovery and wall time."""
+             seed: int = 0, generator: str = "base", input_norm: float | None = None) -> dict[str, float]:  # fmt: skip
+    """Our trainer at its defaults except `train` / `dictionary` overrides; recovery and wall time.
+
+    input_norm: feed the toy data rescaled to this mean norm (a fixed factor, measured on 65,536
+    rows), to see how the trainer's result depends on the scale of its inputs."""
     d, _, d_sae, k, tokens, batch = SIZES[size]
     toy = toy_features(size, generator)
+    scale = 1.0
+    if input_norm is not None:
+        rows = toy.sample(65_536, torch.Generator().manual_seed(12345))
+        scale = input_norm / rows.norm(dim=1).mean().item()
     with tempfile.TemporaryDirectory() as out:
         cfg = Config.model_validate(
             {
@@ -103,7 +113,7 @@ def run_ours(size: str, train: dict[str, Any] | None = None, dictionary: dict[st
             }
         )  # fmt: skip
         t0 = time.perf_counter()
-        trainer = Trainer(cfg, stream=ToyStream(toy, batch, seed=seed + 1))
+        trainer = Trainer(cfg, stream=ToyStream(toy, batch, seed=seed + 1, scale=scale))
         trainer.run()
         seconds = time.perf_counter() - t0
         scores = toy_scores(trainer.slots[0].dic.W_dec, toy.directions)
@@ -135,6 +145,18 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "no AuxK": {"train": {"dead_latents": "none"}},
     "no LR decay": {"train": {"lr_decay": "none"}},
     "b_dec init: mean": {"train": {"b_dec_init": "mean"}},
+    # every default the plain reference lacks, off: its b_dec (mean of the first batch), no LR decay
+    "ours as reference": {"train": {"b_dec_init": "mean", "init_tokens": 1, "lr_decay": "none"}},
+    # the input scale alone (raw inputs multiplied by a fixed factor): Adam moves biases by ~lr per
+    # step whatever their size, so a larger scale is a smaller learning rate for b_enc and b_dec
+    "inputs at mean norm 0.5": {"input_norm": 0.5},
+    "inputs at mean norm 1": {"input_norm": 1.0},
+    "inputs at mean norm 2": {"input_norm": 2.0},
+    "inputs at mean norm 4": {"input_norm": 4.0},
+    "inputs at mean norm 8": {"input_norm": 8.0},
+    "no LR decay, inputs normalised": {"train": {"lr_decay": "none", "normalize_activations": True}},
+    "no LR decay, inputs at mean norm 2": {"train": {"lr_decay": "none"}, "input_norm": 2.0},
+    "no LR decay, inputs at mean norm 4": {"train": {"lr_decay": "none"}, "input_norm": 4.0},
 }
 
 

@@ -203,3 +203,25 @@ def test_activation_normalisation_defaults_on_only_for_scale_dependent_dictionar
         (scale,) = trainer.scales.values()
         assert trainer.normalizes() is normalised
         assert (abs(scale - 1.0) > 0.05) is normalised, (dicts, flag, scale)
+
+
+def test_lr_decay_defaults_off_only_for_topk_and_batchtopk(tmp_path):
+    """Unset, runs of one-site TopK/BatchTopK only train at a constant LR (decay cost planted toy
+    directions); any other dictionary in the run, or an explicit value, gives the decay."""
+    topk = {"architecture": "topk", "d_sae": 32, "k": 4}
+    batchtopk = {"architecture": "batchtopk", "d_sae": 32, "k": 4}
+    relu = {"architecture": "relu", "d_sae": 32}
+    matryoshka = {"architecture": "matryoshka", "d_sae": 32, "k": 4}
+    cases = [([topk], None, "none"), ([batchtopk, topk], None, "none"), ([topk, relu], None, "linear"),
+             ([matryoshka], None, "linear"), ([topk], "cosine", "cosine")]  # fmt: skip
+    for i, (dicts, flag, decay) in enumerate(cases):
+        cfg = make_config(tmp_path / str(i), dictionaries=dicts, tokens=256 * 2, lr_decay=flag)
+        assert Trainer(cfg, stream=PlantedStream()).lr_decay() == decay, (dicts, flag)
+    # what the runs log: the last step's learning rate, constant for TopK, near zero with the decay
+    last_lr = {}
+    for arch, d in (("topk", topk), ("relu", relu)):
+        cfg = make_config(tmp_path / arch, dictionary=d, tokens=256 * 20, lr_decay=None, log_every=1)
+        (out,) = train(cfg, stream=PlantedStream())
+        last_lr[arch] = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["lr"]
+    assert math.isclose(last_lr["topk"], 3e-3, rel_tol=1e-9)
+    assert last_lr["relu"] < 0.3 * 3e-3  # 20 steps: decay from step 16, the last at a quarter

@@ -19,8 +19,11 @@ class TrainConfig(Section):
     lr: LearningRate = Field(4e-4, description="Adam learning rate of every dictionary.")
     adam_betas: tuple[Beta, Beta] = Field((0.9, 0.999), description="Adam's (beta1, beta2).")
     lr_warmup_steps: NonNegativeInt = Field(0, description="Steps of linear learning-rate warm-up.")
-    lr_decay: Literal["none", "linear", "cosine"] = Field(
-        "linear", description="Learning-rate decay to zero after lr_decay_start."
+    lr_decay: Literal["none", "linear", "cosine"] | None = Field(
+        None,
+        description="Learning-rate decay to zero after lr_decay_start. Unset: none when every dictionary is "
+        "a one-site TopK or BatchTopK (decay cost 1-4 of 256 planted toy directions; docs: Benchmarks, toy "
+        "recovery), else linear.",
     )
     lr_decay_start: Fraction = Field(0.8, description="Fraction of training after which LR decays.")
     sparsity_warmup_steps: NonNegativeInt = Field(

@@ -106,6 +106,9 @@ class Dictionary(nn.Module, abc.ABC):
     # Trains on raw activations unless `train.normalize_activations` says otherwise: it has no
     # scale-dependent hyper-parameter (one-site TopK / BatchTopK).
     raw_inputs: ClassVar[bool] = False
+    # Trains at a constant learning rate unless `train.lr_decay` says otherwise (one-site TopK /
+    # BatchTopK: decaying cost planted toy directions, benchmarks/bench_toy_recovery.py).
+    constant_lr: ClassVar[bool] = False
     # The penalty whose coefficient the target-L0 controller tunes; None for TopK-style rules.
     penalty: Penalty | None = None
     # Its latents need whole sequences (attention over positions, Lorsa): the trainer serves windows

@@ -58,6 +58,7 @@ class TopKDictionary(SingleSiteDictionary):
     unit_norm_decoder = True
     shardable = True  # the global top-k is chosen from every slice's candidates (sharding.py)
     raw_inputs = True
+    constant_lr = True
     rule: ClassVar[type[Activation]] = TopK
 
     @classmethod

@@ -213,6 +213,19 @@ class Trainer:
             return self.tcfg.normalize_activations
         return not all(dictionary_class(d.architecture).raw_inputs for d in self.cfg.all_dictionaries())
 
+    def lr_decay(self) -> str:
+        """`train.lr_decay`, or when unset: "none" if every dictionary is a one-site TopK or BatchTopK
+        (`Dictionary.constant_lr`), else "linear".
+
+        On planted toy directions (benchmarks/bench_toy_recovery.py, 5 seeds, 6 generators) the
+        linear decay over the last 20% was the one default of ours that cost recovery against a
+        plain constant-LR TopK trainer: 1 to 4 of 256 directions on every generator.
+        """
+        if self.tcfg.lr_decay is not None:
+            return self.tcfg.lr_decay
+        constant = all(dictionary_class(d.architecture).constant_lr for d in self.cfg.all_dictionaries())
+        return "none" if constant else "linear"
+
     # ---- the step ---------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.compute_dtype == torch.float32:
@@ -224,7 +237,7 @@ class Trainer:
             self.step,
             self.total_steps,
             self.tcfg.lr_warmup_steps,
-            self.tcfg.lr_decay,
+            self.lr_decay(),
             self.tcfg.lr_decay_start,
         )
         warm = sparsity_factor(self.step, self.tcfg.sparsity_warmup_steps)
