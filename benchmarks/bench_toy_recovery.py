@@ -15,7 +15,10 @@ generator, reference and our defaults, seed 0); `python -m benchmarks.bench_toy_
 SIZE OUT.jsonl [SEEDS]` runs every variant in `ABLATIONS` on every generator and seed, appending
 one JSON line per run to OUT.jsonl (rerunning skips runs already there), then prints the table
 (`BENCH_TOY_VARIANTS="a|b"` and `BENCH_TOY_GENERATORS="a|b"` restrict them).
-`BENCH_TOY_TOKENS` overrides the token budget of the full size.
+`BENCH_TOY_TOKENS` overrides the token budget of the full size. Variants with `input_norm` feed our
+trainer the toy data rescaled to that mean norm (for Adam, a bias learning rate relative to the
+inputs). The measured ablation (10 seeds) is kept in benchmarks/results/toy_ablation_*.jsonl and
+summarised in docs/benchmarks.md.
 """
 
 from __future__ import annotations
