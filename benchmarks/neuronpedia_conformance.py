@@ -28,8 +28,11 @@ PER_SOURCE = 6  # features checked per source: the densest ones (most activation
 
 
 def peer_python() -> Path | None:
+    """The venv's python, if the client is installed there (the Makefile target tolerates a failed
+    install, leaving a venv without it)."""
     py = Path(os.environ.get("NEURONPEDIA_PYTHON", ROOT / VENV / "bin" / "python"))
-    return py if py.exists() else None
+    installed = any(py.parent.parent.glob("lib/python*/site-packages/neuronpedia/requests/feature_request.py"))
+    return py if py.exists() and installed else None
 
 
 def _ours(export: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
@@ -108,7 +111,7 @@ def neuronpedia_rows(
     get_dir, up_dir = "ours → FeatureRequest.get", "ours → get → FeatureRequest.upload_batch"
     py = peer_python()
     if py is None:
-        why = f"not checked: no {VENV} venv (make {VENV}/.stamp)"
+        why = f"not checked: no neuronpedia in {VENV} (make {VENV}/.stamp)"
         return [{"check": "Neuronpedia feature JSON", "peer": "neuronpedia", "direction": d, "result": why}
                 for d in (get_dir, up_dir)], {}  # fmt: skip
     feats = _ours(export)
