@@ -138,3 +138,29 @@ def neuronpedia_rows(
         dv, bad = max(dv, d), bad + b
     rows.append(_row(up_dir, version, len(sent), n_acts, dv, bad))
     return rows, out["versions"]
+
+
+def storyworld_export(dictionaries: dict[str, Path], sites: list[str], work: Path) -> Path:
+    """A real Neuronpedia export to check: the shipped storyworld LM harvested on storyworld seed 7
+    (16 windows of 64 tokens, at `sites`), `dictionaries` (name -> our checkpoint folder) analysed on it and
+    explained by the offline explainer, exported by `write_neuronpedia`."""
+    import shutil
+
+    from monosemantic.activations.harvest import harvest
+    from monosemantic.analysis.run import analyze
+    from monosemantic.config import load_config
+    from monosemantic.explanation.run import explain
+    from monosemantic.exports.neuronpedia import write_neuronpedia
+    from monosemantic.store.feature_store import FeatureStore
+
+    folder = work / "np-dictionaries"
+    for name, path in dictionaries.items():
+        shutil.copytree(path, folder / name)
+    base = ['device="cpu"', 'model.name="storyworld"', 'model.dtype="float32"', "data.seed=7",
+            "data.context_size=64", "data.max_tokens=1024", f"sites.names={json.dumps(sites)}",
+            f'harvest.out="{work / "np-cache"}"']  # fmt: skip
+    harvest(load_config(None, base))
+    db = analyze(load_config(None, [*base, f'analyze.dictionary="{folder}"', f'analyze.cache="{work / "np-cache"}"',
+                                    f'analyze.out="{work / "np-analysis"}"']))  # fmt: skip
+    explain(load_config(None, [f'explain.db="{db}"']))
+    return write_neuronpedia(FeatureStore(db), work / "np-export", model_id="storyworld")
