@@ -31,7 +31,9 @@ def peer_python() -> Path | None:
     """The venv's python, if the client is installed there (the Makefile target tolerates a failed
     install, leaving a venv without it)."""
     py = Path(os.environ.get("NEURONPEDIA_PYTHON", ROOT / VENV / "bin" / "python"))
-    installed = any(py.parent.parent.glob("lib/python*/site-packages/neuronpedia/requests/feature_request.py"))
+    installed = any(
+        py.parent.parent.glob("lib/python*/site-packages/neuronpedia/requests/feature_request.py")
+    )
     return py if py.exists() and installed else None
 
 
@@ -45,13 +47,18 @@ def _ours(export: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
 
 def _pick(feats: dict[tuple[str, str, str], dict[str, Any]]) -> list[tuple[str, str, str]]:
     by_source: dict[str, list] = {}
-    for key, f in feats.items():
+    for key in feats:
         by_source.setdefault(key[1], []).append(key)
-    rank = lambda k: (not feats[k]["explanations"], -len(feats[k]["activations"]), int(k[2]))  # noqa: E731
+
+    def rank(k: tuple[str, str, str]) -> tuple[bool, int, int]:
+        return not feats[k]["explanations"], -len(feats[k]["activations"]), int(k[2])
+
     return [k for keys in by_source.values() for k in sorted(keys, key=rank)[:PER_SOURCE]]
 
 
-def _diffs(want: dict[str, Any], acts: list[dict], expl: list[dict], got_density: float) -> tuple[float, list[str]]:
+def _diffs(
+    want: dict[str, Any], acts: list[dict], expl: list[dict], got_density: float
+) -> tuple[float, list[str]]:
     """Largest value difference and the mismatches of one feature (ours `want`, the peer's lists)."""
     bad, dv = [], 0.0
     if abs(got_density - want["frac_nonzero"]) > TOL:
@@ -77,7 +84,9 @@ def _diffs(want: dict[str, Any], acts: list[dict], expl: list[dict], got_density
 def _loaded(got: dict[str, Any], want: dict[str, Any], key: tuple) -> tuple[float, list[str]]:
     acts = [{"tokens": a["tokens"], "values": a["values"], "quantileMin": a["quantileMin"],
              "quantileMax": a["quantileMax"], "quantileFraction": a["quantileFraction"]} for a in got["activations"]]  # fmt: skip
-    expl = [{"text": e["text"], "method": e["method"], "model": e["explainer_model"]} for e in got["explanations"]]
+    expl = [
+        {"text": e["text"], "method": e["method"], "model": e["explainer_model"]} for e in got["explanations"]
+    ]
     dv, bad = _diffs(want, acts, expl, got["density"])
     if (got["modelId"], got["source"], str(got["index"])) != key:
         bad.append(f"key {(got['modelId'], got['source'], got['index'])} vs {key}")
@@ -88,7 +97,9 @@ def _loaded(got: dict[str, Any], want: dict[str, Any], key: tuple) -> tuple[floa
 
 
 def _uploaded(got: dict[str, Any], want: dict[str, Any]) -> tuple[float, list[str]]:
-    expl = [{"text": e["text"], "method": e["methodName"], "model": e["modelName"]} for e in got["explanations"]]
+    expl = [
+        {"text": e["text"], "method": e["methodName"], "model": e["modelName"]} for e in got["explanations"]
+    ]
     dv, bad = _diffs(want, got["activations"], expl, got["density"])
     for side, s, v in (("topLogits", "pos_str", "pos_values"), ("bottomLogits", "neg_str", "neg_values")):
         if [t["token"] for t in got[side]] != want[s]:

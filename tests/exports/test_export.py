@@ -172,11 +172,13 @@ def test_neuronpedia_json(explained: Path, tmp_path: Path):
     assert quant and all(
         a["binMin"] - 1e-3 <= a["values"][a["qualifyingTokenIndex"]] <= a["binMax"] + 1e-3 for a in quant
     )
-    n_bins = {len(store.feature(sae["id"], int(f["index"]))["quantiles"]) - 1 for f in feats if f["frac_nonzero"]}
-    assert n_bins == {3} and all(a["binContains"] == pytest.approx(1 / 3) for a in quant)  # analyze.quantiles=3
+    live = [store.feature(sae["id"], int(f["index"])) for f in feats if f["frac_nonzero"]]
+    assert {len(w["quantiles"]) - 1 for w in live} == {3}  # analyze.quantiles=3: equal-mass thirds
+    assert all(a["binContains"] == pytest.approx(1 / 3) for a in quant)
     for f in feats:  # every record carries its feature's key, as Neuronpedia's records do
+        key = (f["modelId"], f["layer"], f["layer"], f["index"])
         for r in f["activations"] + f["explanations"]:
-            assert (r["modelId"], r["layer"], r["source"], r["index"]) == (f["modelId"], f["layer"], f["layer"], f["index"])
+            assert (r["modelId"], r["layer"], r["source"], r["index"]) == key
 
 
 def test_cli_export(explained: Path, tmp_path: Path):
