@@ -2,11 +2,12 @@
 peer's own code in its own venv, and SAELens's own `run_evals` against our metrics.
 
 Not a timing: a correctness table, rerun by `make bench` (the peer venvs come from the Makefile:
-`.venv-saelens`, `.venv-sparsify`, `.venv-dictlearn`, `.venv-circuit-tracer`, `.venv-neuronpedia`; a peer whose venv is
-missing is reported as not checked). Activations are real: the shipped storyworld LM on 16 windows
-of 64 tokens of storyworld seed 7. Dictionaries have seeded random weights (agreement, not quality,
-is checked). Each row compares the peer's encode (f) and decode (y) outputs with ours on the same
-activations (max absolute difference, pass at 1e-5), and the L0 and FVU each side's outputs give.
+`.venv-saelens`, `.venv-sparsify`, `.venv-dictlearn`, `.venv-circuit-tracer`, `.venv-neuronpedia`;
+a peer whose venv is missing is reported as not checked). Activations are real: the shipped
+storyworld LM on 16 windows of 64 tokens of storyworld seed 7. Dictionaries have seeded random
+weights (agreement, not quality, is checked). Each row compares the peer's encode (f) and decode
+(y) outputs with ours on the same activations (max absolute difference, pass at 1e-5), and the L0
+and FVU each side's outputs give.
 `run_evals` rows compare SAELens 6's metrics of our TopK SAE with ours on the same tokens under its
 conventions (`evaluate.ce_convention = "saelens"`: predictions at non-special positions, every
 position zero-ablated), passing at 1e-4 relative. The Neuronpedia rows export a real feature store

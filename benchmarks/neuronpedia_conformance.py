@@ -82,8 +82,8 @@ def _diffs(
 
 
 def _loaded(got: dict[str, Any], want: dict[str, Any], key: tuple) -> tuple[float, list[str]]:
-    acts = [{"tokens": a["tokens"], "values": a["values"], "quantileMin": a["quantileMin"],
-             "quantileMax": a["quantileMax"], "quantileFraction": a["quantileFraction"]} for a in got["activations"]]  # fmt: skip
+    fields = ("tokens", "values", "quantileMin", "quantileMax", "quantileFraction")
+    acts = [{k: a[k] for k in fields} for a in got["activations"]]
     expl = [
         {"text": e["text"], "method": e["method"], "model": e["explainer_model"]} for e in got["explanations"]
     ]
