@@ -354,7 +354,7 @@ def _run_evals_rows(made: dict, model: Any, tokens: torch.Tensor, work: Path, ve
     ours = m.compute()
     mean = x[keep].double().mean(0).float()
     ev = SplicedEvaluator(model, list(tokens.split(batch)), list(keep.split(batch)), convention="saelens")
-    sp = ev.evaluate(dic, site, site, mean)
+    sp = ev.evaluate(dic, mean)
     theirs = {k: v for group in r["metrics"].values() if isinstance(group, dict) for k, v in group.items()}
     pairs = [("explained_variance", "explained_variance", 1 - ours["fvu"]), ("l0", "l0", ours["l0"]),
              ("l2_ratio", "l2_ratio", ours["l2_ratio"]), ("mse (per token)", "mse", ours["mse_per_token"]),
