@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-stamp
 TORCH_CPU := torch==2.13.0
 TL_VENV := .venv-transformer-lens
+NP_VENV := .venv-neuronpedia
 
 .PHONY: setup demo test test-min test-slow bench reference lint docs browser clean
 
@@ -31,7 +32,7 @@ browser:
 demo: setup
 	$(BIN)/monosemantic demo configs/demo.toml
 
-test: setup $(TL_VENV)/.stamp
+test: setup $(TL_VENV)/.stamp $(NP_VENV)/.stamp
 	$(BIN)/python -m pytest
 
 test-slow: setup
@@ -94,9 +95,17 @@ $(DICTLEARN_VENV)/.stamp:
 		|| echo "warning: dictionary-learning could not be installed"
 	@touch $@
 
-bench: setup $(SAELENS_VENV)/.stamp $(CT_VENV)/.stamp $(SPARSIFY_VENV)/.stamp $(DICTLEARN_VENV)/.stamp
+# Neuronpedia's own Python client (requests + python-dotenv, no torch): it loads our Neuronpedia export
+# in tests/exports/test_neuronpedia_peer.py and the conformance table; both skip without it.
+$(NP_VENV)/.stamp:
+	@test -x $(NP_VENV)/bin/python || $(PY) -m venv $(NP_VENV)
+	$(NP_VENV)/bin/pip install -q 'neuronpedia==1.2.1' || echo "warning: neuronpedia could not be installed; its checks will be skipped"
+	@touch $@
+
+bench: setup $(SAELENS_VENV)/.stamp $(CT_VENV)/.stamp $(SPARSIFY_VENV)/.stamp $(DICTLEARN_VENV)/.stamp $(NP_VENV)/.stamp
 	SAELENS_PYTHON=$(CURDIR)/$(SAELENS_VENV)/bin/python CIRCUIT_TRACER_PYTHON=$(CURDIR)/$(CT_VENV)/bin/python \
 	SPARSIFY_PYTHON=$(CURDIR)/$(SPARSIFY_VENV)/bin/python DICTLEARN_PYTHON=$(CURDIR)/$(DICTLEARN_VENV)/bin/python \
+	NEURONPEDIA_PYTHON=$(CURDIR)/$(NP_VENV)/bin/python \
 		$(BIN)/python -m benchmarks.run_all
 
 # The manual (docs/, mkdocs with the material theme): regenerate the reference blocks from the code,

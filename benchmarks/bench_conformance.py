@@ -2,16 +2,20 @@
 peer's own code in its own venv, and SAELens's own `run_evals` against our metrics.
 
 Not a timing: a correctness table, rerun by `make bench` (the peer venvs come from the Makefile:
-`.venv-saelens`, `.venv-sparsify`, `.venv-dictlearn`, `.venv-circuit-tracer`; a peer whose venv is
-missing is reported as not checked). Activations are real: the shipped storyworld LM on 16 windows
-of 64 tokens of storyworld seed 7. Dictionaries have seeded random weights (agreement, not quality,
-is checked). Each row compares the peer's encode (f) and decode (y) outputs with ours on the same
-activations (max absolute difference, pass at 1e-5), and the L0 and FVU each side's outputs give.
+`.venv-saelens`, `.venv-sparsify`, `.venv-dictlearn`, `.venv-circuit-tracer`, `.venv-neuronpedia`;
+a peer whose venv is missing is reported as not checked). Activations are real: the shipped
+storyworld LM on 16 windows of 64 tokens of storyworld seed 7. Dictionaries have seeded random
+weights (agreement, not quality, is checked). Each row compares the peer's encode (f) and decode
+(y) outputs with ours on the same activations (max absolute difference, pass at 1e-5), and the L0
+and FVU each side's outputs give.
 `run_evals` rows compare SAELens 6's metrics of our TopK SAE with ours on the same tokens under its
 conventions (`evaluate.ce_convention = "saelens"`: predictions at non-special positions, every
-position zero-ablated), passing at 1e-4 relative.
+position zero-ablated), passing at 1e-4 relative. The Neuronpedia rows export a real feature store
+(those storyworld activations analysed with the TopK SAE and transcoder, offline explanations) and
+read it with Neuronpedia's own client (`neuronpedia_conformance.py`): values to 1e-5, tokens, density,
+explanations and logits equal.
 Usage: python -m benchmarks.bench_conformance (peer pythons from SAELENS_PYTHON, SPARSIFY_PYTHON,
-DICTLEARN_PYTHON, CIRCUIT_TRACER_PYTHON or the venvs above).
+DICTLEARN_PYTHON, CIRCUIT_TRACER_PYTHON, NEURONPEDIA_PYTHON or the venvs above).
 """
 
 from __future__ import annotations
@@ -141,19 +145,29 @@ def run() -> str:
         rows += _foreign_rows(acts, xfile, work, versions, model.d_model)
         rows += _circuit_tracer_rows(made, acts, xfile, work, versions)
         rows += _run_evals_rows(made, model, tokens, work, versions)
+        rows += _neuronpedia_rows(made, work, versions)
         del load_dictionary
     head = "Peers: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) + ".\n\n"
     cols = list(dict.fromkeys(k for r in rows for k in r))
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
-    rows.append({"check": "Neuronpedia feature JSON", "peer": "–", "direction": "ours → Neuronpedia",
-                 "result": "not checked: Neuronpedia has no installable loader (schema tested in tests/exports)"})  # fmt: skip
     passed = sum(str(r.get("result", "")).startswith("pass") for r in rows)
     return (
         head
         + "\n".join(lines)
         + f"\n\n{passed} of {len(rows)} checks pass (1e-5 absolute on outputs, 1e-4 relative on run_evals metrics).\n"
     )
+
+
+def _neuronpedia_rows(made: dict, work: Path, versions: dict) -> list[dict]:
+    """Our Neuronpedia export of the TopK SAE and TopK transcoder, analysed on storyworld, read by
+    Neuronpedia's own client (`neuronpedia_conformance.py`)."""
+    from benchmarks.neuronpedia_conformance import neuronpedia_rows, storyworld_export
+
+    dictionaries = {name.replace(" ", "-"): made[name][1] for name in ("topk SAE", "topk transcoder")}
+    rows, got = neuronpedia_rows(storyworld_export(dictionaries, [SITE, TC_IN, TC_OUT], work), work)
+    versions.update(got)
+    return rows
 
 
 def _saelens_rows(made: dict, acts: dict, xfile: dict, work: Path, versions: dict) -> list[dict]:
@@ -340,7 +354,7 @@ def _run_evals_rows(made: dict, model: Any, tokens: torch.Tensor, work: Path, ve
     ours = m.compute()
     mean = x[keep].double().mean(0).float()
     ev = SplicedEvaluator(model, list(tokens.split(batch)), list(keep.split(batch)), convention="saelens")
-    sp = ev.evaluate(dic, site, site, mean)
+    sp = ev.evaluate(dic, mean)
     theirs = {k: v for group in r["metrics"].values() if isinstance(group, dict) for k, v in group.items()}
     pairs = [("explained_variance", "explained_variance", 1 - ours["fvu"]), ("l0", "l0", ours["l0"]),
              ("l2_ratio", "l2_ratio", ours["l2_ratio"]), ("mse (per token)", "mse", ours["mse_per_token"]),

@@ -44,13 +44,14 @@ def test_two_sets_side_by_side_with_intervals_and_a_paired_difference(tiny_paths
         "analyze": {"cache": str(tmp_path / "no-cache")},
         "circuit": {"out": str(out), "batch_size": 16, "ablation": "zero",
                     "sets": {"A": [str(tmp_path / "a")], "B": [str(tmp_path / "b")],
-                             "later": [str(tmp_path / "not-trained")]}},
+                             "later": [str(tmp_path / "not-trained")],
+                             "half": [str(tmp_path / "a"), str(tmp_path / "not-trained")]}},
     })  # fmt: skip
     capsys.readouterr()
     folder = trace_prompts(cfg, prompts)
     seen = capsys.readouterr()
     printed = " ".join((seen.out + seen.err).split())
-    assert "skipped" in printed and "Graph scores over 3 prompts" in printed
+    assert printed.count("skipped") == 2 and "Graph scores over 3 prompts" in printed
     summary = json.loads((folder / "summary.json").read_text())
     assert list(summary["sets"]) == ["A", "B"] and summary["n_prompts"] == 3
     rows = (folder / "scores.csv").read_text().splitlines()

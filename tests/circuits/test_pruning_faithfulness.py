@@ -4,7 +4,7 @@ import torch
 
 from monosemantic.circuits.attribution import attribute
 from monosemantic.circuits.faithfulness import ablation_faithfulness, graph_scores
-from monosemantic.circuits.pruning import compute_influence, normalize_matrix, prune
+from monosemantic.circuits.pruning import compute_influence, influence_from_rows, normalize_matrix, prune
 from monosemantic.circuits.replacement import ReplacementModel
 
 from .conftest import PROMPT, make_dicts
@@ -22,6 +22,27 @@ def test_influence_equals_closed_form():
     )
     assert torch.allclose(compute_influence(An, w), closed, atol=1e-12)
     assert torch.allclose(An.sum(1)[1:], torch.ones(n - 1, dtype=torch.float64))
+
+
+def test_influence_from_rows_equals_the_full_matrix_power_series():
+    """The attribution schedule's influence, computed on the rows alone in cache-sized blocks and
+    skipping rows of zero weight, equals the power series on the full normalised matrix."""
+    torch.manual_seed(1)
+    n_cols, n_logit = 40, 3
+    N = n_cols + n_logit
+    A = torch.randn(N, N, dtype=torch.float64).tril(-1) * (torch.rand(N, N, dtype=torch.float64) < 0.5)
+    A[:, n_cols:] = 0  # nothing reads a logit
+    rows = torch.cat([torch.arange(n_cols, N), torch.randperm(n_cols)[:25]])  # targets first, then 25 rows
+    A_rows_only = torch.zeros(N, N, dtype=torch.float64)
+    A_rows_only[rows] = A[rows]
+    w = torch.zeros(N, dtype=torch.float64)
+    w[n_cols:] = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    full = compute_influence(normalize_matrix(A_rows_only), w)[:n_cols]
+    edge = A[rows][:, :n_cols].clone()
+    for block_bytes in (1, 8 * n_cols * 3, 1 << 22):  # one row per block, a few, all at once
+        got = influence_from_rows(edge, rows, w[n_cols:], n_logit, n_cols, block_bytes=block_bytes)
+        assert torch.allclose(got, full, rtol=1e-12, atol=1e-12)
+    assert torch.equal(edge, A[rows][:, :n_cols])  # the rows are read, never changed
 
 
 def test_prune_keeps_targets_and_embeddings_and_shrinks_with_threshold(gpt2):

@@ -168,10 +168,17 @@ def test_neuronpedia_json(explained: Path, tmp_path: Path):
             assert a["values"][a["maxValueTokenIndex"]] == a["maxValue"] == max(a["values"])
         if want["explanation"]:
             assert f["explanations"][0]["description"] == want["explanation"]
-    quant = [a for f in feats for a in f["activations"] if "binMin" in a]
+    quant = [a for f in feats for a in f["activations"] if a["binMin"] is not None]
     assert quant and all(
-        a["binMin"] - 1e-3 <= a["values"][a["qualifying_token_index"]] <= a["binMax"] + 1e-3 for a in quant
+        a["binMin"] - 1e-3 <= a["values"][a["qualifyingTokenIndex"]] <= a["binMax"] + 1e-3 for a in quant
     )
+    live = [store.feature(sae["id"], int(f["index"])) for f in feats if f["frac_nonzero"]]
+    assert {len(w["quantiles"]) - 1 for w in live} == {3}  # analyze.quantiles=3: equal-mass thirds
+    assert all(a["binContains"] == pytest.approx(1 / 3) for a in quant)
+    for f in feats:  # every record carries its feature's key, as Neuronpedia's records do
+        key = (f["modelId"], f["layer"], f["layer"], f["index"])
+        for r in f["activations"] + f["explanations"]:
+            assert (r["modelId"], r["layer"], r["source"], r["index"]) == key
 
 
 def test_cli_export(explained: Path, tmp_path: Path):

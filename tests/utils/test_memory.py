@@ -12,7 +12,7 @@ import pytest
 import torch
 from tiny_world import MLP_IN, MLP_OUT, base_toml
 
-from monosemantic.circuits.attribution import attribute, attribution_memory
+from monosemantic.circuits.attribution import attribute, row_bytes
 from monosemantic.circuits.replacement import ReplacementModel
 from monosemantic.cli import app
 from monosemantic.config.dictionary import DictionaryConfig
@@ -87,7 +87,7 @@ def replacement(model, tiny_world) -> ReplacementModel:
 def test_circuit_takes_smaller_backward_batches_for_the_same_graph(replacement, monkeypatch, capsys):
     free = attribute(replacement, prompt=PROMPT, batch_size=64, show_progress=False)
     n_pos = free.n_pos
-    _, per_row = attribution_memory(replacement, n_pos, 0, 0)
+    per_row = row_bytes(replacement, n_pos)
     _free(monkeypatch, int(3.5 * per_row / memory.USABLE))  # room for 3 rows, not 64
     capsys.readouterr()
     tight = attribute(replacement, prompt=PROMPT, batch_size=64, show_progress=False)
@@ -99,7 +99,7 @@ def test_circuit_takes_smaller_backward_batches_for_the_same_graph(replacement, 
 
 def test_circuit_refuses_a_prompt_or_a_matrix_that_cannot_fit(model, replacement, monkeypatch):
     ids = replacement.tokenize(PROMPT)
-    _, per_row = attribution_memory(replacement, ids.numel(), 0, 0)
+    per_row = row_bytes(replacement, ids.numel())
     _free(monkeypatch, int(0.5 * per_row / memory.USABLE))
     with pytest.raises(
         ConfigError, match=rf"frozen activations of a {ids.numel()}-token prompt.*shorten the prompt"

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from monosemantic.config.ranges import Count, Probability, check_argument
+from monosemantic.training.attribution_memory import batch_row_bytes
 from monosemantic.utils.memory import check_memory, fitting
 from monosemantic.utils.progress import console, progress_bar
 
@@ -171,16 +172,12 @@ class _Rows:
         return torch.cat(parts, 1).detach()
 
 
-def attribution_memory(rm: ReplacementModel, n_pos: int, n_cols: int, n_rows: int) -> tuple[int, int]:
-    """(bytes of the attribution matrix, on the CPU; bytes per row of a backward batch, on the model's
-    device). The matrix holds `n_rows` rows of `n_cols` sources; a backward batch row keeps the
-    frozen forward's activations (about 24 x d_model values and the attention scores per token and
-    layer) and its gradients. A coarse upper estimate: it only decides between running,
-    smaller batches, and one line."""
-    lm = rm.lm
+def row_bytes(rm: ReplacementModel, n_pos: int, n_cols: int = 0) -> int:
+    """Bytes one row of a backward batch holds on the model's device (the estimate `plan` prints,
+    `training.attribution_memory`), plus the row of direct effects it yields."""
     itemsize = torch.empty(0, dtype=rm.dtype).element_size()
-    per_row = itemsize * n_pos * lm.n_layers * (24 * lm.d_model + lm.n_heads * n_pos) + 4 * n_cols
-    return 4 * n_rows * n_cols, per_row
+    lm = rm.lm
+    return batch_row_bytes(n_pos, lm.d_model, lm.n_layers, len(rm.spliced), itemsize) + itemsize * n_cols
 
 
 def _check_limits(max_logit_prob: float, *counts: int) -> float:
@@ -195,9 +192,11 @@ def _prompt_ids(rm: ReplacementModel, prompt: str | Tensor | Sequence[int]) -> T
     """The prompt's token ids, after checking that the frozen activations of one backward row over
     the whole prompt fit (a long prompt on a large model fails here, in one line, not in the allocator)."""
     ids = rm.tokenize(prompt)
-    _, per_row = attribution_memory(rm, ids.numel(), 0, 0)
     check_memory(
-        per_row, f"the frozen activations of a {ids.numel()}-token prompt", "shorten the prompt", rm.device
+        row_bytes(rm, ids.numel()),
+        f"the frozen activations of a {ids.numel()}-token prompt",
+        "shorten the prompt",
+        rm.device,
     )
     return ids
 
@@ -213,7 +212,8 @@ def _memory_plan(
 ) -> int:
     """Refuse a graph whose matrix cannot fit; take smaller backward batches when a batch cannot."""
     rows = n_targets + min(max_nodes, n_feat) + 1
-    matrix, per_row = attribution_memory(rm, n_pos, n_cols, rows)
+    edge_bytes = 8 if rm.dtype == torch.float64 else 4  # the edge matrix's dtype (attribute's edge_dtype)
+    matrix, per_row = edge_bytes * rows * n_cols, row_bytes(rm, n_pos, n_cols)
     check_memory(
         matrix,
         f"the attribution matrix ({rows:,} rows x {n_cols:,} sources: circuit.max_feature_nodes={max_nodes}, "

@@ -89,14 +89,7 @@ class _FrozenLayerNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, sw: Tensor, b: Tensor) -> Tensor:
         ctx.save_for_backward(sw)
-        ctx.save_for_forward(sw)
         return (x - x.mean(-1, keepdim=True)) * sw + b
-
-    @staticmethod
-    def jvp(ctx, dx: Tensor, dsw: Tensor | None, db: Tensor | None) -> Tensor:
-        """Forward-mode derivative in x (head loadings and QK terms push components forward)."""
-        (sw,) = ctx.saved_tensors
-        return (dx - dx.mean(-1, keepdim=True)) * sw
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:

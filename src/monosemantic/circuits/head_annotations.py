@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+import torch
 from torch import Tensor
 
 from .attribution import Graph
@@ -30,14 +31,31 @@ def kept_links(graph: Graph, pruned: PruneResult) -> Tensor:
     return edges[keep]
 
 
-def _carriers(heads: Tensor) -> list[tuple[int, int]]:
-    """The (layer, head) pairs that carry one link's head terms [L, H]."""
-    mag = heads.abs().flatten()
-    if float(mag.max()) == 0.0:
+def qk_pairs(heads: Tensor, q: Tensor, k: Tensor) -> list[tuple[int, int, int, int]]:
+    """The (layer, head, query, key) pairs whose QK attribution is worth computing, largest first:
+    for each cross-position link (head terms [n, L, H], query = target position q, key = source
+    position k) the heads that carry it (at most `QK_HEADS_PER_LINK`, each within `QK_SHARE` of its
+    largest term), a pair ranked by the largest |term| it carries over the links."""
+    mag = heads.abs().flatten(1)
+    top = mag.topk(min(QK_HEADS_PER_LINK, mag.shape[1]), dim=1)
+    keep = (top.values >= QK_SHARE * top.values[:, :1]) & (top.values > 0) & (q != k)[:, None]
+    n, j = keep.nonzero().T
+    i, H = top.indices[n, j], heads.shape[2]
+    keys = torch.stack([i // H, i % H, q[n], k[n]], 1)
+    if not len(keys):
         return []
-    order = mag.argsort(descending=True)[:QK_HEADS_PER_LINK]
-    H = heads.shape[1]
-    return [(int(i) // H, int(i) % H) for i in order if mag[i] >= QK_SHARE * mag.max()]
+    unique, inverse = keys.unique(dim=0, return_inverse=True)
+    best = torch.zeros(len(unique), dtype=mag.dtype).scatter_reduce(0, inverse, top.values[n, j], "amax")
+    return [tuple(p) for p in unique[best.argsort(descending=True, stable=True)].tolist()]
+
+
+def _link_fields(heads: Tensor, no_hop: Tensor) -> list[dict]:
+    """graph.json's per-link fields: the non-zero head terms and the no-hop term of each link."""
+    out = [{"heads": [], "no_hop": v} for v in no_hop.tolist()]
+    nz = heads.nonzero()
+    for (n, L, h), w in zip(nz.tolist(), heads[tuple(nz.T)].tolist(), strict=True):
+        out[n]["heads"].append({"layer": L, "head": h, "weight": w})
+    return out
 
 
 def annotate_heads(
@@ -53,22 +71,12 @@ def annotate_heads(
     t0 = time.perf_counter()
     links = kept_links(graph, pruned)
     hl = head_loadings(rm, graph, links, setup, batch_size)
-    per_link: dict[tuple[int, int], dict] = {}
-    pairs: dict[tuple[int, int, int, int], float] = {}  # (L, h, q, k) -> the largest |term| it carries
-    for n, (t, s) in enumerate(links.tolist()):
-        nz = hl.heads[n].nonzero().tolist()
-        per_link[(t, s)] = {
-            "heads": [{"layer": L, "head": h, "weight": float(hl.heads[n, L, h])} for L, h in nz],
-            "no_hop": float(hl.no_hop[n]),
-        }
-        q, k = node_position(graph, t), node_position(graph, s)
-        if q == k:
-            continue
-        for L, h in _carriers(hl.heads[n]):
-            key = (L, h, q, k)
-            pairs[key] = max(pairs.get(key, 0.0), abs(float(hl.heads[n, L, h])))
+    per_link = dict(zip(map(tuple, links.tolist()), _link_fields(hl.heads, hl.no_hop), strict=True))
+    nodes = links.unique()
+    pos = torch.zeros(int(nodes.max()) + 1 if len(nodes) else 0, dtype=torch.long)
+    pos[nodes] = torch.tensor([node_position(graph, int(n)) for n in nodes], dtype=torch.long)
+    ordered = qk_pairs(hl.heads, pos[links[:, 0]], pos[links[:, 1]])
     t1 = time.perf_counter()
-    ordered = sorted(pairs, key=lambda p: -pairs[p])
     qk = [r.to_json(qk_top) for r in qk_terms(rm, setup, ordered)]
     timing = {"head_loadings_seconds": round(t1 - t0, 3), "qk_seconds": round(time.perf_counter() - t1, 3)}
     return per_link, qk, timing

@@ -20,7 +20,8 @@ where dz_L / ds is the full frozen model's (total) derivative. Two passes comput
 1. a backward pass per batch of *targets* through the cut model (attention values detached, a
    gradient leaf added at every hook_z) gives w_t for every layer and head, and the no-hop
    gradient at every source's injection point (non-zero only at p_t: the cut model is position-wise);
-2. a forward-mode (JVP) pass per batch of *sources* through the full frozen model gives every
+2. a plain forward pass per batch of *sources* through the full frozen model (affine in what it is
+   given, so dz_L / ds is the difference from a baseline row with every source off) gives every
    layer's dz_L / ds at every position, contracted with w_t at p_t for each edge of that source.
 
 The work is one backward row per target node and one forward row per source node of the edges asked
@@ -34,7 +35,6 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
-import torch.autograd.forward_ad as fwad
 from torch import Tensor
 
 from .attribution import Graph, seed_rows, target_spec
@@ -97,7 +97,7 @@ def writes_of(
     raise ValueError(f"node {node} is a target node, which is never a source")
 
 
-def _injection_points(rm: ReplacementModel, batch: int, T: int) -> dict[str, Tensor]:
+def injection_points(rm: ReplacementModel, batch: int, T: int) -> dict[str, Tensor]:
     inj = {"embed": torch.zeros(batch, T, rm.lm.d_model, dtype=rm.dtype, device=rm.device)}
     for s in rm.spliced:
         inj[s.hook_name_out] = torch.zeros(batch, T, int(s.dic.cfg.d_out), dtype=rm.dtype, device=rm.device)
@@ -110,7 +110,7 @@ def cut_gradients(
     """Backward pass of the attention-cut model for a batch of target specs: (gradient at every
     layer's hook_z [B, L, T, H, hd], gradient at every injection point {name: [B, T, d]})."""
     B, T, lm = len(specs), setup.n_pos, rm.lm
-    inj = {k: v.requires_grad_(True) for k, v in _injection_points(rm, B, T).items()}
+    inj = {k: v.requires_grad_(True) for k, v in injection_points(rm, B, T).items()}
     leaves = [
         torch.zeros(B, T, lm.n_heads, lm.head_dim, dtype=rm.dtype, device=rm.device, requires_grad=True)
         for _ in range(lm.n_layers)
@@ -137,27 +137,36 @@ def cut_gradients(
     return torch.stack(g_z, 1).detach(), {k: g.detach() for k, g in g_inj.items()}
 
 
+def sources_off(setup: Setup) -> dict:
+    """`frozen` keyword arguments that zero every source (latents, errors, embedding): what is left
+    is the constant part of the frozen model (its biases), a small baseline to subtract from."""
+    return {
+        "values": [torch.zeros_like(a.act) for a in setup.active],  # unbatched: decoded once
+        "errors": [torch.zeros_like(e) for e in setup.errors],
+        "embed": torch.zeros_like(setup.embed),
+    }
+
+
 @torch.no_grad()
 def source_z_tangents(rm: ReplacementModel, setup: Setup, writes: Sequence[Sequence[tuple]]) -> Tensor:
-    """Forward-mode pass of the full frozen model: row b injects writes[b] (position, [(point,
-    vector)]) and reads how every layer's hook_z moves: [B, L, T, H, hd]."""
+    """How every layer's hook_z moves when row b injects writes[b] (position, [(point, vector)]) into
+    the full frozen model: [B, L, T, H, hd]. The frozen model is affine in what it is given, so this
+    is z(sources off + writes[b]) - z(sources off), from one plain forward pass whose row 0 is the
+    baseline (a forward-mode pass gives the same derivative at about 2.5x the cost)."""
     B, T, lm = len(writes), setup.n_pos, rm.lm
-    tangents = _injection_points(rm, B, T)
+    inj = injection_points(rm, B + 1, T)
     for b, (pos, ws) in enumerate(writes):
         for point, vec in ws:
-            tangents[point][b, pos] += vec
+            inj[point][b + 1, pos] += vec
     z_layer = {z_site(L): L for L in range(lm.n_layers)}
     out: list[Tensor | None] = [None] * lm.n_layers
 
     def observe(name: str, x: Tensor) -> Tensor:
         if name in z_layer:
-            t = fwad.unpack_dual(x).tangent
-            out[z_layer[name]] = torch.zeros_like(x) if t is None else t
+            out[z_layer[name]] = x[1:] - x[:1]
         return x
 
-    with fwad.dual_level():
-        inj = {k: fwad.make_dual(torch.zeros_like(t), t) for k, t in tangents.items()}
-        rm.frozen(setup, batch=B, inject=inj, observe=observe)
+    rm.frozen(setup, batch=B + 1, inject=inj, observe=observe, **sources_off(setup))
     return torch.stack(out, 1)
 
 

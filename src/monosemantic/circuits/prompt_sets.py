@@ -62,8 +62,8 @@ def read_prompts(path: str | Path) -> list[tuple[str, str]]:
 
 
 def dictionary_sets(cfg: Config) -> dict[str, list[Path]]:
-    """name -> checkpoint folders: `[circuit].sets` (sets whose folders are all missing are skipped
-    with a note), else the one set `circuit` uses by default."""
+    """name -> checkpoint folders: `[circuit].sets` (a set with a folder missing is skipped with a
+    note naming it), else the one set `circuit` uses by default."""
     from monosemantic.dictionaries.io import find_dictionaries
 
     from .run import resolve_dictionaries
@@ -72,20 +72,16 @@ def dictionary_sets(cfg: Config) -> dict[str, list[Path]]:
         return {"dictionaries": resolve_dictionaries(cfg)}
     sets: dict[str, list[Path]] = {}
     for name, folders in cfg.circuit.sets.items():
-        present = [Path(f) for f in folders if Path(f).exists()]
-        if not present:
+        missing = [str(f) for f in folders if not Path(f).exists()]
+        if missing:  # not trained yet (the CLT, the Lorsas), or a wrong path: said, never guessed around
             console.print(
-                f"[yellow]note:[/] dictionary set {name!r} skipped: none of {', '.join(map(str, folders))} "
-                "exists (train it first)",
+                f"[yellow]note:[/] dictionary set {name!r} skipped: {', '.join(missing)} does not exist "
+                "(train it first, or fix the path)",
                 highlight=False,
                 soft_wrap=True,
             )
             continue
-        if len(present) < len(folders):
-            missing = [str(f) for f in folders if not Path(f).exists()]
-            raise ConfigError(
-                f"circuit.sets.{name}: {', '.join(missing)} does not exist; train it or fix the path"
-            )
+        present = [Path(f) for f in folders]
         sets[name] = [p for f in present for p in find_dictionaries(f)]
     if not sets:
         raise ConfigError("no dictionary set of circuit.sets exists yet; train one of them first")

@@ -17,10 +17,10 @@ head components), so Q[q] = sum_i Q_i and K[k] = sum_j K_j exactly and the score
 scale * Q_i . K_j that sum to it. Removing a key-side component (its attention outputs held) changes
 the score by exactly its terms.
 
-One forward-mode pass computes every component's Q and K at every requested position and layer: the
+One plain forward pass computes every component's Q and K at every requested position and layer: the
 cut model never mixes positions, so components at different positions share a batch row, and the
-pass has as many rows as the busiest position has components. The primal of that pass is the
-all-sources-zero model, i.e. the bias.
+pass has one row per component of the busiest position plus a baseline row with every source off
+(the bias). The cut model is affine, so a component's Q and K are its row's minus the baseline's.
 """
 
 from __future__ import annotations
@@ -29,13 +29,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.autograd.forward_ad as fwad
 from torch import Tensor
 
 from monosemantic.utils.errors import MonosemanticError
 
 from .graph_json import feature_node_id
-from .heads import z_site
+from .heads import injection_points, sources_off, z_site
 from .replacement import ReplacementModel, Setup
 
 
@@ -153,17 +152,16 @@ def _writes_before(site: str, layer: int) -> bool:
 
 
 def _tangents(rm: ReplacementModel, setup: Setup, rows: _Rows, z_clean: list[Tensor]) -> tuple[dict, list]:
-    """Tangents at each injection point and each hook_z: row r at position p carries comps[p][r]."""
-    lm, T, R = rm.lm, setup.n_pos, rows.n
-    z = torch.zeros(R, lm.n_layers, T, lm.n_heads, lm.head_dim, dtype=rm.dtype, device=rm.device)
-    inj = {"embed": torch.zeros(R, T, lm.d_model, dtype=rm.dtype, device=rm.device)}
-    for s in rm.spliced:
-        inj[s.hook_name_out] = torch.zeros(R, T, int(s.dic.cfg.d_out), dtype=rm.dtype, device=rm.device)
+    """What each row injects at each injection point and each hook_z: row r + 1 at position p carries
+    comps[p][r]; row 0 nothing."""
+    lm, T, R = rm.lm, setup.n_pos, rows.n + 1  # row 0: the baseline, nothing injected
+    z = torch.zeros(lm.n_layers, R, T, lm.n_heads, lm.head_dim, dtype=rm.dtype, device=rm.device)
+    inj = injection_points(rm, R, T)
     tok = lm.base.get_submodule(lm.family.embed)(setup.input_ids)  # [T, d], as hook_embed reads it
     if lm.family.pos_embed is not None:
         pos_emb = lm.base.get_submodule(lm.family.pos_embed)(torch.arange(T, device=rm.device))
     for p, comps in rows.comps.items():
-        for r, c in enumerate(comps):
+        for r, c in enumerate(comps, start=1):
             if c.kind == "embedding":
                 inj["embed"][r, p] = tok[p]
             elif c.kind == "position":
@@ -177,8 +175,8 @@ def _tangents(rm: ReplacementModel, setup: Setup, rows: _Rows, z_clean: list[Ten
             elif c.kind == "error":
                 inj[rm.spliced[c.dictionary].hook_name_out][r, p] = setup.errors[c.dictionary][p]
             else:  # an earlier head's output: its clean mixed values at this position
-                z[r, c.layer, p, c.head] = z_clean[c.layer][0, p, c.head]
-    return inj, [z[:, L] for L in range(lm.n_layers)]
+                z[c.layer, r, p, c.head] = z_clean[c.layer][0, p, c.head]
+    return inj, list(z)
 
 
 @torch.no_grad()
@@ -198,36 +196,33 @@ def component_qk(
     rm: ReplacementModel, setup: Setup, layers: Sequence[int], positions: Sequence[int]
 ) -> tuple[_Rows, dict[int, tuple[Tensor, Tensor, Tensor, Tensor]]]:
     """Each component's query and key vectors at `positions` for every layer in `layers`:
-    layer -> (Q [R, H, P, hd], K [R, H, P, hd], Q_bias [H, P, hd], K_bias [H, P, hd])."""
+    layer -> (Q [R, H, P, hd], K [R, H, P, hd], Q_bias [H, P, hd], K_bias [H, P, hd]).
+
+    One plain forward pass of the attention-cut model with every source off: row 0 carries nothing
+    (its queries and keys are the bias), row r + 1 adds component r at each position; the cut model
+    is affine, so a component's Q and K are its row's minus row 0's."""
     lm, fz = rm.lm, setup.freeze
     below = max(layers) + 1
     rows = _Rows({p: _components(rm, setup, p, below) for p in positions})
-    inj_t, z_t = _tangents(rm, setup, rows, _clean_z(rm, setup))
+    inj, z_t = _tangents(rm, setup, rows, _clean_z(rm, setup))
     R, P = rows.n, torch.tensor(list(positions), device=rm.device)
-    zero = [torch.zeros_like(a.act).expand(R, -1) for a in setup.active]
+    cut = {z_site(L): t for L, t in enumerate(z_t)}
+    pre = {f"blocks.{L}.hook_resid_pre": L for L in layers}
     resid: dict[int, Tensor] = {}
+
+    def observe(name: str, x: Tensor) -> Tensor:
+        if name in cut:  # attention cut: only the head components flow through it
+            return cut[name]
+        if name in pre:
+            resid[pre[name]] = x
+        return x
+
+    rm.frozen(setup, R + 1, inject=inj, observe=observe, **sources_off(setup))
     out = {}
-    with fwad.dual_level():
-        z_dual = {z_site(L): fwad.make_dual(torch.zeros_like(t), t) for L, t in enumerate(z_t)}
-        pre = {f"blocks.{L}.hook_resid_pre": L for L in layers}
-
-        def observe(name: str, x: Tensor) -> Tensor:
-            if name in z_dual:  # attention cut: only the head components flow through it
-                return z_dual[name]
-            if name in pre:
-                resid[pre[name]] = x
-            return x
-
-        inj = {k: fwad.make_dual(torch.zeros_like(t), t) for k, t in inj_t.items()}
-        embed = torch.zeros_like(setup.embed)
-        errors = [torch.zeros_like(e) for e in setup.errors]
-        rm.frozen(setup, R, values=zero, errors=errors, inject=inj, embed=embed, observe=observe)
-        for L in layers:
-            q, k, _, _ = lm.queries_keys(L, lm.attn_in(L, resid[L], "frozen", fz), "frozen", fz)
-            (qp, qt), (kp, kt) = fwad.unpack_dual(q), fwad.unpack_dual(k)
-            qt = torch.zeros_like(qp) if qt is None else qt
-            kt = torch.zeros_like(kp) if kt is None else kt
-            out[L] = (qt[:, :, P], kt[:, :, P], qp[0][:, P], kp[0][:, P])
+    for L in layers:
+        q, k, _, _ = lm.queries_keys(L, lm.attn_in(L, resid[L], "frozen", fz), "frozen", fz)
+        q, k = q[:, :, P], k[:, :, P]
+        out[L] = (q[1:] - q[:1], k[1:] - k[:1], q[0], k[0])
     return rows, out
 
 

@@ -62,36 +62,23 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         node[last] = parse_value(raw.strip())
 
 
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The pydantic model class that owns the field at `loc` (skipping list indices)."""
-    model: type[BaseModel] = Config
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(str(part))
-        if field is None:
-            return None
-        nxt = submodels(field.annotation)
-        if not nxt:
-            return None
-        model = nxt[0]
-    return model
-
-
-def _field_at(loc: tuple[Any, ...]) -> FieldInfo | None:
-    """The leaf field an error's `loc` points into (list and tuple indices after it skipped)."""
+def _walk(loc: tuple[Any, ...]) -> tuple[type[BaseModel], FieldInfo | None]:
+    """(the config model that owns the field an error's `loc` ends at, that field): list and tuple
+    indices are skipped, and the walk stops at the first field holding no config model (later parts
+    index into its value); the field is None where `loc` names no field (an unknown key: the model
+    is then the one it was given in)."""
     model: type[BaseModel] = Config
     for part in loc:
         if isinstance(part, int):
             continue
         field = model.model_fields.get(str(part))
         if field is None:
-            return None
+            return model, None
         nxt = submodels(field.annotation)
         if not nxt:
-            return field
+            return model, field
         model = nxt[0]
-    return None
+    return model, None
 
 
 # pydantic error types that mean "not a number in the field's range"
@@ -104,7 +91,7 @@ NUMBER_ERRORS = {
 
 def _range_message(err: dict[str, Any], loc: tuple[Any, ...], where: str) -> str | None:
     """`train.lr must be a finite number > 0 (got -1)` for a number out of its declared range."""
-    field = _field_at(loc)
+    _, field = _walk(loc)
     leaf = leaf_number(field.annotation, field.metadata) if field is not None else None
     if leaf is None or err["type"] not in NUMBER_ERRORS:
         return None
@@ -125,8 +112,8 @@ def _describe(err: dict[str, Any]) -> str:
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     where = ".".join(str(p) for p in loc) or "config"
     if err["type"] == "extra_forbidden":
-        owner = _model_at(loc)
-        valid = sorted(owner.model_fields) if owner else []
+        owner, _ = _walk(loc)
+        valid = sorted(owner.model_fields)
         if owner is DictionaryConfig:  # a [dictionary] table: every architecture's keys
             valid = sorted({k for c in registered_configs().values() for k in c.model_fields})
         close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)

@@ -7,14 +7,17 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
 from monosemantic.utils.errors import MonosemanticError
 
 from .base import Section
-from .ranges import Count, Seed
+from .ranges import INT64, Count, Seed
+
+VALUE_LIMIT = 1e6  # a steering value (raw, or a multiple of the max activation) beyond this is a typo
+SteeringNumber = Annotated[float, Field(ge=-VALUE_LIMIT, le=VALUE_LIMIT, allow_inf_nan=False)]
 
 _MULTIPLE = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)\s*[x×]\s*$", re.IGNORECASE)
 
@@ -43,17 +46,26 @@ class Value:
 def parse_value(text: str | float | int) -> Value:
     """`10`, `-2.5` (raw) or `4x` (4 times the feature's max activation); anything else is one line."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
-        return Value(f"{text:g}", raw=float(text))
+        return Value(f"{text:g}", raw=_bounded(float(text), f"{text:g}"))
     s = str(text).strip()
     if (m := _MULTIPLE.match(s)) is not None:
-        return Value(s, multiple=float(m.group(1)))
+        return Value(s, multiple=_bounded(float(m.group(1)), s))
     try:
-        return Value(s, raw=float(s))
+        number = float(s)
     except ValueError:
         raise MonosemanticError(
             f"--value {s!r} is not a number; give a raw value (10, -2.5) or a multiple of the "
             "feature's max activation (4x)"
         ) from None
+    return Value(s, raw=_bounded(number, s))
+
+
+def _bounded(number: float, text: str) -> float:
+    if not (math.isfinite(number) and abs(number) <= VALUE_LIMIT):
+        raise MonosemanticError(
+            f"--value {text} must be a finite number in [-{VALUE_LIMIT:g}, {VALUE_LIMIT:g}] (raw or a multiple: 4x)"
+        )
+    return number
 
 
 def parse_values(items: list[str | float] | tuple[str | float, ...]) -> list[Value]:
@@ -79,9 +91,9 @@ class SteerConfig(Section):
         description="Feature store giving each feature's max activation (for `4x` values) and top tokens; "
         "default [analyze].out/features.db.",
     )
-    feature: int | None = Field(None, ge=0, description="Feature index to steer with (--feature).")
+    feature: int | None = Field(None, ge=0, le=INT64, description="Feature index to steer with (--feature).")
     prompt: str | None = Field(None, min_length=1, description="Text to continue (--prompt).")
-    values: list[str | float] = Field(
+    values: list[str | SteeringNumber] = Field(
         default_factory=lambda: ["4x"],
         min_length=1,
         description="Steering values (--value, repeatable): raw numbers, or `4x` = 4 times the feature's "

@@ -10,11 +10,17 @@ SAEDashboard's Neuronpedia runner uploads them (`neuronpedia/webapp` Prisma `Neu
   `freq_hist_data_bar_values` (parallel arrays: one bar centre per height; Neuronpedia's hover
   reads them index by index), `topkCosSimIndices`/`topkCosSimValues` (decoder-cosine neighbours),
   `activations`, `explanations`;
-- activation: `tokens`, `values`, `maxValue`, `maxValueTokenIndex`, `minValue`, and `binMin`,
-  `binMax`, `binContains` (the activation interval a quantile sample was drawn from; top
-  examples have none), and SAEDashboard's `qualifying_token_index` (the sampled token, which in a
+- activation: `tokens`, `values`, `maxValue`, `maxValueTokenIndex`, `minValue`, `binMin`,
+  `binMax` (the activation interval a quantile sample was drawn from) and `binContains` (the
+  fraction of the feature's non-zero activations in that interval: 1/Q for our equal-mass bins);
+  top examples carry the three as null, and `qualifyingTokenIndex` (the sampled token, which in a
   quantile sample need not be the window's maximum);
-- explanation: `description`, `typeName`, `explanationModelName`, plus our `scores`.
+- explanation: `description`, `typeName`, `explanationModelName`, plus our `scores`;
+- activations and explanations also carry their feature's key, as Neuronpedia's records do:
+  `modelId`, `index`, and the source id under both `layer` (the webapp's column) and `source` (the
+  name Neuronpedia's Python client, `neuronpedia` on PyPI, reads in `Activation.from_np_db_json`
+  and `Explanation.from_np_db_json`). `benchmarks/bench_conformance.py` loads this export with that
+  client's `FeatureRequest.get` (see `benchmarks/neuronpedia_peer.py`).
 
 Layout: `DIR/<layer>/batch-<n>.json`, each a JSON list of up to `BATCH` features, like the
 batches Neuronpedia's upload scripts read, and `DIR/neuronpedia.json` naming the layers.
@@ -65,21 +71,25 @@ def layer_ids(dictionaries: list[dict[str, Any]], source_set: str) -> dict[int, 
     }
 
 
-def _activation(e: dict[str, Any], edges: list[float]) -> dict[str, Any]:
+def _activation(e: dict[str, Any], edges: list[float], key: dict[str, str]) -> dict[str, Any]:
     values = [float(a or 0.0) for a in e["activations"]]
     top = max(range(len(values)), key=values.__getitem__) if values else 0
     peak = e.get("peak")
     out: dict[str, Any] = {
+        **key,
         "tokens": e["tokens"],
         "values": values,
         "maxValue": values[top] if values else 0.0,
         "maxValueTokenIndex": top,
         "minValue": min(values) if values else 0.0,
-        "qualifying_token_index": int(peak) if peak is not None and 0 <= peak < len(values) else top,
+        "binMin": None,
+        "binMax": None,
+        "binContains": None,
+        "qualifyingTokenIndex": int(peak) if peak is not None and 0 <= peak < len(values) else top,
     }
     if e["kind"] == "quantile" and e.get("bin") is not None and e["bin"] + 1 < len(edges):
         lo, hi = edges[e["bin"]], edges[e["bin"] + 1]
-        out.update(binMin=lo, binMax=hi, binContains=(lo + hi) / 2)
+        out.update(binMin=lo, binMax=hi, binContains=1 / (len(edges) - 1))  # equal-mass bins
     return out
 
 
@@ -91,9 +101,11 @@ def feature_json(
     edges_h, counts = hist.get("edges") or [], hist.get("counts") or []
     centres = [(edges_h[i] + edges_h[i + 1]) / 2 for i in range(min(len(counts), len(edges_h) - 1))]
     q_edges = f.get("quantiles") or []
+    key = {"modelId": model_id, "layer": layer, "source": layer, "index": str(f["idx"])}
     explanations = []
     if f.get("explanation"):
         explanations.append({
+            **key,
             "description": f["explanation"],
             "typeName": f.get("explanation_source") or "monosemantic",
             "explanationModelName": (f.get("explanation_source") or "").removeprefix("llm:") or None,
@@ -115,7 +127,7 @@ def feature_json(
         "freq_hist_data_bar_values": centres,
         "topkCosSimIndices": [n["feature"] for n in f.get("neighbours") or []],
         "topkCosSimValues": [n["cosine"] for n in f.get("neighbours") or []],
-        "activations": [_activation(e, q_edges) for e in examples if e["kind"] in ("top", "quantile")],
+        "activations": [_activation(e, q_edges, key) for e in examples if e["kind"] in ("top", "quantile")],
         "explanations": explanations,
     }
 

@@ -13,7 +13,7 @@ N = min(max_feature_nodes, F) + (dictionaries + 1) x T + max_n_logits graph node
   `BATCH_COPIES` x batch x T x d_model values per layer, plus the gradients at every injection point;
 - assembling the graph: the edge matrix and the N x N adjacency together;
 - pruning: the adjacency plus a few R x N temporaries and an N x N mask;
-- head loadings (circuit.heads): the adjacency plus a forward-mode batch and its per-layer head values.
+- head loadings (circuit.heads): the adjacency plus a forward batch and its per-layer head values.
 
 Measured on the storyworld LM with its demo transcoders (benchmarks/bench_attention_circuits.py),
 these overestimate the peak resident memory by 10-30% at 512 and 1,024 tokens.
@@ -26,6 +26,15 @@ from typing import NamedTuple
 
 BATCH_COPIES = 5  # [batch, T, d_model] tensors the frozen forward keeps per layer for the backward passes
 OVERHEAD = 400 * 2**20  # allocator slack, the setup pass, Python objects
+
+
+def batch_row_bytes(
+    n_tokens: int, d_model: int, n_layers: int, n_dictionaries: int, act_bytes: int = 4
+) -> int:
+    """Bytes one row of an attribution backward batch holds: the frozen forward kept for the backward
+    passes (`BATCH_COPIES` x T x d_model values per layer) and the gradients at every injection point
+    (the embedding and each dictionary's output). `circuit` sizes its batches with it."""
+    return (BATCH_COPIES * n_layers + 2 * (n_dictionaries + 1)) * n_tokens * d_model * act_bytes
 
 
 class AttributionMemory(NamedTuple):
@@ -64,10 +73,7 @@ def attribution_memory(
     N = selected + (n_d + 1) * T + max_n_logits
     patterns = n_layers * n_heads * T * T * act_bytes
     edge = rows * cols * edge_bytes
-    batch = (
-        BATCH_COPIES * batch_size * T * d * n_layers * act_bytes
-        + 2 * (n_d + 1) * batch_size * T * d * act_bytes
-    )
+    batch = batch_size * batch_row_bytes(T, d, n_layers, n_d, act_bytes)
     setup = T * d * (3 * n_d + 1) * act_bytes + F * (20 + d * act_bytes)
     adjacency = N * N * edge_bytes
     attribution = patterns + edge + batch + setup + OVERHEAD
