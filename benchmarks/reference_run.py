@@ -36,6 +36,7 @@ def main(config: str = "configs/reference.toml") -> Path:
         step(cfg)
         times[name] = time.perf_counter() - t0
     folder = compare(cfg)
+    missed = _missed(cfg)
     images = DOC.with_suffix("")
     images.mkdir(parents=True, exist_ok=True)
     shown = []
@@ -55,11 +56,41 @@ def main(config: str = "configs/reference.toml") -> Path:
         "they should fall inside the intervals.\n\n"
         f"_Run {time.strftime('%Y-%m-%d %H:%M')} on {machine()}; {stages}._\n\n"
         + (folder / "compare.md").read_text()
+        + missed
         + "\n"
         + "\n\n".join(shown)
         + "\n"
     )
     return DOC
+
+
+def _missed(cfg) -> str:
+    """What the trainer said at the end of each run that did not land (its `landing` line, from the
+    last logged step): the page states it beside the table instead of leaving a reader to find it."""
+    import json
+
+    from monosemantic.training.l0_control import landing
+
+    targets = {d.name: d.target_l0 for d in cfg.dictionaries}
+    lines = []
+    for log in sorted((ROOT / cfg.train.out).glob("*/metrics.jsonl")):
+        name = log.parent.name
+        last = json.loads(log.read_text().splitlines()[-1])
+        entry = name.rsplit("-seed", 1)[0]
+        arch = next((d.architecture for d in cfg.dictionaries if d.name == entry), "?")
+        if arch in ("pca", "random", "ica"):  # fitted baselines: the trainer checks no landing for them
+            continue
+        said = landing(name, targets.get(entry), last["l0"], last["dead_fraction"],
+                       cfg.train.dead_after_tokens, arch)  # fmt: skip
+        if said:
+            lines.append(f"- {said}")
+    if not lines:
+        return "\nEvery run landed within 10% of its target L0 with at most 10% of its latents dead.\n"
+    return (
+        "\n**Runs that did not land** (the trainer's own end-of-run lines, from the last step):\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
 
 
 if __name__ == "__main__":
