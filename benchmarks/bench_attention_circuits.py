@@ -100,6 +100,7 @@ def memory_one(n: int) -> dict:
         "rows": g.n_features + g.n_logits,
         "graph nodes": g.adjacency.shape[0],
         "seconds": round(seconds, 1),
+        "peak GB (process)": round(_rss_mb() / 1024, 2),
         "peak MB (process)": round(_rss_mb(), 1),
         "peak MB over model": round(_rss_mb() - base, 1),
         "estimate MB": round(est.peak / 2**20, 1),
