@@ -32,8 +32,12 @@ browser:
 demo: setup
 	$(BIN)/monosemantic demo configs/demo.toml
 
+# The report is written when pytest finishes its session: a test that ends the process early (an
+# os._exit in code under test) leaves none, and the run fails instead of passing with tests unrun.
 test: setup $(TL_VENV)/.stamp $(NP_VENV)/.stamp
-	$(BIN)/python -m pytest
+	@rm -f .pytest-report.xml
+	$(BIN)/python -m pytest --junitxml=.pytest-report.xml
+	@test -s .pytest-report.xml || { echo "error: pytest ended before its session finished (no report): a test ended the process"; exit 1; }
 
 test-slow: setup
 	$(BIN)/python -m pytest -m slow

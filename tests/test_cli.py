@@ -62,3 +62,24 @@ def test_invalid_option_value_is_one_line(tmp_path: Path):
     )
     assert result.exit_code == 2
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("served, code", [("None", 0), ("(_ for _ in ()).throw(SystemExit(143))", 143)])
+def test_serve_called_in_process_returns_to_its_caller(tmp_path, served, code):
+    """Only the console entry (`main`) skips the interpreter's teardown after `serve` shuts down:
+    `app` called in-process (tests, notebooks) returns, with serve's exit code. An os._exit in the
+    verb once ended the whole test session early with exit 0, tests unrun. The server itself is
+    replaced by a stub here: what is under test is the verb's shutdown path, in a child process so
+    a regression cannot end this one."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('device = "cpu"\n')
+    script = (
+        "import monosemantic.server.app as s\n"
+        f"s.serve = lambda cfg: {served}\n"
+        "from typer.testing import CliRunner\n"
+        "from monosemantic.cli import app\n"
+        f"r = CliRunner().invoke(app, ['serve', {str(cfg)!r}])\n"
+        "print('returned', r.exit_code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert f"returned {code}" in done.stdout, done.stdout + done.stderr

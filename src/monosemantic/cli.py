@@ -410,12 +410,11 @@ def serve(config: ConfigArg, set_: SetOpt = None) -> None:
         code = e.code
     except KeyboardInterrupt:  # Ctrl-C, re-raised by uvicorn likewise
         code = 128 + signal.SIGINT
-    # Shut down: uvicorn has closed its connections and the app its store and worker. Skip the
-    # interpreter's teardown, which garbage-collects torch, transformers and a loaded model for
-    # seconds (over 10 s on a busy machine) when there is nothing left to do.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    # Shut down: uvicorn has closed its connections and the app its store and worker. The console
+    # entry (`main`) then skips the interpreter's teardown; an in-process caller keeps its own.
+    _SERVED.append(code)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
@@ -452,8 +451,21 @@ def verbs() -> list[str]:
     return walk(typer.main.get_command(app), "")
 
 
+_SERVED: list[int] = []  # the exit code of a `serve` that has shut down, for `main`
+
+
 def main() -> None:  # pragma: no cover
-    sys.exit(app())
+    """The console entry. After `serve` has shut down it exits without the interpreter's teardown,
+    which garbage-collects torch, transformers and a loaded model for seconds (over 10 s on a busy
+    machine) when nothing is left to do. Only here: `app` called in-process (tests, notebooks) must
+    return to its caller, never end the caller's process."""
+    try:
+        app()
+    finally:
+        if _SERVED:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(_SERVED[-1])
 
 
 if __name__ == "__main__":  # pragma: no cover
