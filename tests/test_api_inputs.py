@@ -106,7 +106,10 @@ def test_plan_refuses_a_world_size_below_one() -> None:
     for bad in (0, -3):
         with pytest.raises(ArgumentError, match=r"world_size must be a whole number in \[1"):
             monosemantic.plan(cfg, world_size=bad)
-    assert monosemantic.plan(cfg, world_size=2)[1].startswith("world size 2")
+    from monosemantic.training.plan import plan_lines
+
+    p = monosemantic.plan(cfg, world_size=2)
+    assert p.world_size == 2 and plan_lines(p)[1].startswith("world size 2")
 
 
 def test_splice_model_top_features_checks_k(world: dict) -> None:

@@ -279,7 +279,7 @@ def test_dead_features_are_hidden_from_lists_and_search_unless_asked(store_path,
         f = s.feature(did, 2)
         word = f["logit_top"][0]["token"].strip()
         s.upsert_features(did, [{"idx": 2, "density": 0.0, "n_active": 0}])
-    with TestClient(create_app(db)) as c:
+    with TestClient(create_app(db), base_url="http://127.0.0.1:8765") as c:  # the Host guard's address
 
         def hits(**p: str | float) -> set:
             found = c.get("/api/search", params={"q": word, **p}).json()["results"]
