@@ -180,6 +180,11 @@ def row_bytes(rm: ReplacementModel, n_pos: int, n_cols: int = 0) -> int:
     return batch_row_bytes(n_pos, lm.d_model, lm.n_layers, len(rm.spliced), itemsize) + itemsize * n_cols
 
 
+def edge_dtype(rm: ReplacementModel) -> torch.dtype:
+    """The edge matrix's dtype: float64 for a float64 model (exactness checks), else float32."""
+    return torch.float64 if rm.dtype == torch.float64 else torch.float32
+
+
 def _check_limits(max_logit_prob: float, *counts: int) -> float:
     """The public arguments checked like config values (`attribute`'s keyword names, in order)."""
     names = ("max_n_logits", "max_feature_nodes", "batch_size", "update_interval")
@@ -212,7 +217,7 @@ def _memory_plan(
 ) -> int:
     """Refuse a graph whose matrix cannot fit; take smaller backward batches when a batch cannot."""
     rows = n_targets + min(max_nodes, n_feat) + 1
-    edge_bytes = 8 if rm.dtype == torch.float64 else 4  # the edge matrix's dtype (attribute's edge_dtype)
+    edge_bytes = torch.empty(0, dtype=edge_dtype(rm)).element_size()
     matrix, per_row = edge_bytes * rows * n_cols, row_bytes(rm, n_pos, n_cols)
     check_memory(
         matrix,
@@ -316,10 +321,9 @@ def attribute(
     max_nodes = min(max_feature_nodes, n_feat)
     feature_target = next((t.feature for t in targets if t.kind == "feature"), None)
     cap = n_logit + max_nodes + (1 if feature_target is not None else 0)
-    edge_dtype = torch.float64 if rm.dtype == torch.float64 else torch.float32
-    buf = _RowBuffer(torch.zeros(cap, n_cols, dtype=edge_dtype), torch.zeros(cap, dtype=torch.long))
+    buf = _RowBuffer(torch.zeros(cap, n_cols, dtype=edge_dtype(rm)), torch.zeros(cap, dtype=torch.long))
     if splits:  # the expert nodes' columns, kept apart: the schedule ranks on the merged graph
-        buf.xedge = torch.zeros(cap, sum(x.n_nodes for x in splits), dtype=edge_dtype)
+        buf.xedge = torch.zeros(cap, sum(x.n_nodes for x in splits), dtype=buf.edge.dtype)
     weights_rows = []
     specs = [target_spec(rm, t) for t in logit_targets]
     for c in range(0, len(specs), batch_size):
@@ -347,7 +351,9 @@ def attribute(
     graph, rows_at = _assemble(rm, setup, prompt, targets, edge, row_node, visited, n_feat, n_cols, *table)
     if splits:  # rows in the graph's node order
         graph.experts, graph.expert_weights = expert_table(splits, setup.n_pos)
-        graph.expert_adjacency = torch.zeros(len(graph.target_weights), buf.xedge.shape[1], dtype=edge_dtype)
+        graph.expert_adjacency = torch.zeros(
+            len(graph.target_weights), buf.xedge.shape[1], dtype=buf.edge.dtype
+        )
         graph.expert_adjacency[rows_at] = buf.xedge[: buf.n]
     return graph
 

@@ -148,7 +148,7 @@ def sources_off(setup: Setup) -> dict:
 
 
 @torch.no_grad()
-def source_z_tangents(rm: ReplacementModel, setup: Setup, writes: Sequence[Sequence[tuple]]) -> Tensor:
+def source_z_deltas(rm: ReplacementModel, setup: Setup, writes: Sequence[Sequence[tuple]]) -> Tensor:
     """How every layer's hook_z moves when row b injects writes[b] (position, [(point, vector)]) into
     the full frozen model: [B, L, T, H, hd]. The frozen model is affine in what it is given, so this
     is z(sources off + writes[b]) - z(sources off), from one plain forward pass whose row 0 is the
@@ -205,7 +205,7 @@ def head_loadings(
     # 2. per source batch: dz/ds at every layer and position, contracted with each edge's w_t at p_t
     for c in range(0, len(src_nodes), batch_size):
         writes = [writes_of(rm, graph, setup, int(n)) for n in src_nodes[c : c + batch_size]]
-        dz = source_z_tangents(rm, setup, writes)  # [B, L, T, H, hd]
+        dz = source_z_deltas(rm, setup, writes)  # [B, L, T, H, hd]
         e = ((src_of_edge >= c) & (src_of_edge < c + len(writes))).nonzero().flatten()
         b, t = (src_of_edge[e] - c).to(rm.device), tgt_of_edge[e].to(rm.device)
         heads[e] = (w[t] * dz[b, :, pos_t[t]]).sum(-1).double().cpu()  # [e, L, H]

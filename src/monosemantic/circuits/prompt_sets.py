@@ -81,8 +81,7 @@ def dictionary_sets(cfg: Config) -> dict[str, list[Path]]:
                 soft_wrap=True,
             )
             continue
-        present = [Path(f) for f in folders]
-        sets[name] = [p for f in present for p in find_dictionaries(f)]
+        sets[name] = [p for f in folders for p in find_dictionaries(Path(f))]
     if not sets:
         raise ConfigError("no dictionary set of circuit.sets exists yet; train one of them first")
     return sets

@@ -125,7 +125,7 @@ class _Rows:
 
 def _components(rm: ReplacementModel, setup: Setup, pos: int, below: int) -> list[Component]:
     """Everything written into the residual at `pos` before layer `below`'s attention (in the row
-    order `_tangents` injects them)."""
+    order `_injections` injects them)."""
     lm, tid = rm.lm, int(setup.input_ids[pos])
     out = [Component("embedding", f'token "{rm.token_str(tid)}"', f"E_{tid}_{pos}")]
     if lm.family.pos_embed is not None:
@@ -151,7 +151,7 @@ def _writes_before(site: str, layer: int) -> bool:
     return L < layer or (L == layer and kind == "resid_pre")
 
 
-def _tangents(rm: ReplacementModel, setup: Setup, rows: _Rows, z_clean: list[Tensor]) -> tuple[dict, list]:
+def _injections(rm: ReplacementModel, setup: Setup, rows: _Rows, z_clean: list[Tensor]) -> tuple[dict, list]:
     """What each row injects at each injection point and each hook_z: row r + 1 at position p carries
     comps[p][r]; row 0 nothing."""
     lm, T, R = rm.lm, setup.n_pos, rows.n + 1  # row 0: the baseline, nothing injected
@@ -204,7 +204,7 @@ def component_qk(
     lm, fz = rm.lm, setup.freeze
     below = max(layers) + 1
     rows = _Rows({p: _components(rm, setup, p, below) for p in positions})
-    inj, z_t = _tangents(rm, setup, rows, _clean_z(rm, setup))
+    inj, z_t = _injections(rm, setup, rows, _clean_z(rm, setup))
     R, P = rows.n, torch.tensor(list(positions), device=rm.device)
     cut = {z_site(L): t for L, t in enumerate(z_t)}
     pre = {f"blocks.{L}.hook_resid_pre": L for L in layers}

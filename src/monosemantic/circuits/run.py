@@ -398,9 +398,7 @@ def _circuit(cfg: Config) -> Path:
     write_json_atomic(out / "graph.json", gj, indent=None)
     write_json_atomic(out / "scores.json", scores)
     write_viewer(gj, out / "index.html")
-    if (
-        store is not None
-    ):  # under analyze's lock, into the store file as it is now (analyze may have replaced it)
+    if store is not None:  # under analyze's lock, into the store as it is now (analyze may have replaced it)
         from monosemantic.store.feature_store import FeatureStore
 
         store.close()

@@ -211,7 +211,7 @@ class Trainer:
         """
         if self.tcfg.normalize_activations is not None:
             return self.tcfg.normalize_activations
-        return not all(dictionary_class(d.architecture).raw_inputs for d in self.cfg.all_dictionaries())
+        return not self._every_dictionary("raw_inputs")
 
     def lr_decay(self) -> str:
         """`train.lr_decay`, or when unset: "none" if every dictionary is a one-site TopK or BatchTopK
@@ -223,8 +223,11 @@ class Trainer:
         """
         if self.tcfg.lr_decay is not None:
             return self.tcfg.lr_decay
-        constant = all(dictionary_class(d.architecture).constant_lr for d in self.cfg.all_dictionaries())
-        return "none" if constant else "linear"
+        return "none" if self._every_dictionary("constant_lr") else "linear"
+
+    def _every_dictionary(self, trait: str) -> bool:
+        """Whether every dictionary's kind declares `trait` (a `Dictionary` class flag)."""
+        return all(getattr(dictionary_class(d.architecture), trait) for d in self.cfg.all_dictionaries())
 
     # ---- the step ---------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:
