@@ -47,11 +47,12 @@ def test_landing_says_by_how_much_and_what_to_change():
 
 
 def test_a_missed_target_ends_with_one_line_and_is_recorded(tmp_path, capsys):
-    """Ten steps cannot move L0 from where it starts to a target far below: the run says so."""
-    d = {"architecture": "relu", "d_sae": 128, "target_l0": 1.0, "l1_coefficient": 0.01}
+    """L0 starts at half the latents at most (`start_density`): ten steps cannot take it to a
+    target of 120 of 128, and the run says so."""
+    d = {"architecture": "relu", "d_sae": 128, "target_l0": 120.0}
     (out,) = train(make_config(tmp_path, dictionary=d, tokens=256 * 10), stream=PlantedStream())
     err = " ".join(capsys.readouterr().err.split())
-    assert "warning:" in err and "from target_l0 1" in err
+    assert "warning:" in err and "from target_l0 120" in err
     summary = json.loads((out / "cfg.json").read_text())["metadata"]["training"]
     assert "(relu): L0 ended at" in summary["landing"]
 
@@ -59,7 +60,8 @@ def test_a_missed_target_ends_with_one_line_and_is_recorded(tmp_path, capsys):
 @pytest.mark.parametrize("architecture", ["relu", "gated", "jumprelu"])
 def test_a_target_l0_run_starts_at_the_target_with_every_latent_alive(tmp_path, architecture):
     """`initialize` places biases, gates or thresholds so L0 on the first tokens is the target and
-    no latent starts dead; the controller starts from 1% of the coefficient (from denser codes)."""
+    no latent starts dead; ReLU and Gated encoders are scaled so the reconstruction is the right
+    size; the controller starts from the architecture's fraction of the coefficient."""
     from monosemantic.training.trainer import Trainer
 
     d = {"architecture": architecture, "d_sae": 128, "target_l0": 8.0}
@@ -71,7 +73,9 @@ def test_a_target_l0_run_starts_at_the_target_with_every_latent_alive(tmp_path, 
         fires = slot.dic.encode(x) > 0
     assert float(fires.sum(1).float().mean()) == pytest.approx(8.0, rel=0.15)
     assert bool(fires.any(0).all())  # every latent fires on some of the first tokens
-    assert float(slot.controller.multiplier()) == pytest.approx(0.01)
+    assert float(slot.controller.multiplier()) == pytest.approx(slot.dic.controller_start)
+    if architecture != "jumprelu":  # least squares on the first tokens: no other scale fits them better
+        assert slot.dic.encoder_scale_from_data(x, x) == pytest.approx(1.0, abs=0.01)  # was ~200x
 
 
 def test_a_clt_with_a_target_starts_at_it_on_every_layer(tmp_path):

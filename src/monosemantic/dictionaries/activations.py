@@ -156,6 +156,9 @@ class Activation(abc.ABC):
     Settings: ClassVar[type[Section]] = Section
     # The penalty whose coefficient the target-L0 controller tunes; None for the TopK family.
     penalty: ClassVar[Penalty | None] = None
+    # The fraction of that coefficient the controller starts from: below the equilibrium measured on
+    # the shipped LM at the demo's and the reference run's budgets (benchmarks/bench_target_l0.py).
+    controller_start: ClassVar[float] = 0.01
     # Chooses exactly k latents (TopK family): sparse codes in training, AuxK, unit-norm decoder rows.
     selects: ClassVar[bool] = False
     # The initial decoder norm where the config leaves it unset: small for free rows.
@@ -204,6 +207,7 @@ class ReLU(Activation):
     name = "relu"
     Settings = ReLUSettings
     penalty = L1
+    controller_start = 0.3
 
     def __call__(self, z: Tensor, module: nn.Module, i: int | None = None) -> Tensor:
         return F.relu(z)
@@ -215,6 +219,7 @@ class JumpReLU(Activation):
     name = "jumprelu"
     Settings = JumpReLUSettings
     penalty = L0
+    controller_start = 0.03
 
     def add_state(self, module: nn.Module, shape: tuple[int, ...]) -> None:
         module.log_threshold = nn.Parameter(

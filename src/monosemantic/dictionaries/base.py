@@ -70,6 +70,13 @@ def firing_quantile(z: Tensor, p: float) -> Tensor:
     return z.kthvalue(min(max(1, math.ceil((1 - p) * n)), n), dim=0).values
 
 
+def reconstruction_scale(part: Tensor, target: Tensor) -> float:
+    """The factor a minimising ||target - a * part||^2 over rows: how much larger the latents'
+    contribution to a reconstruction should be (1 when it is already the right size)."""
+    part, target = part.double(), target.double()
+    return float((part * target).sum() / (part * part).sum().clamp_min(1e-30))
+
+
 def start_density(target_l0: float | None, d_sae: int) -> float | None:
     """The firing rate each latent starts at when a run asks for `target_l0`: L0 starts at the
     target, every latent alive (None without a target)."""
@@ -111,6 +118,9 @@ class Dictionary(nn.Module, abc.ABC):
     constant_lr: ClassVar[bool] = False
     # The penalty whose coefficient the target-L0 controller tunes; None for TopK-style rules.
     penalty: Penalty | None = None
+    # The fraction of that coefficient the controller starts from (`training/l0_control.py`;
+    # the rule's `Activation.controller_start`, or the architecture's own).
+    controller_start: float = 0.01
     # Its latents need whole sequences (attention over positions, Lorsa): the trainer serves windows
     # of consecutive positions in order (rows of whole windows, `TrainStepState.seq_len`), not
     # shuffled token rows, and `encode` takes x [..., T, d_in].
@@ -375,10 +385,12 @@ class Dictionary(nn.Module, abc.ABC):
         """Set b_dec (the trainer passes the geometric median of the target activations)."""
 
     @torch.no_grad()
-    def initialize_from_data(self, x: Tensor, target_l0: float | None = None) -> None:
-        """Data-dependent initialisation on the first batches' inputs `x` (after `b_dec`), knowing
-        the run's `target_l0` if it has one; most architectures need none (JumpReLU places its
-        thresholds so that it starts at the target)."""
+    def initialize_from_data(
+        self, x: Tensor, target_l0: float | None = None, y: Tensor | None = None
+    ) -> None:
+        """Data-dependent initialisation on the first batches' inputs `x` and targets `y` (after
+        `b_dec`), knowing the run's `target_l0` if it has one; most architectures need none
+        (JumpReLU places its thresholds so that it starts at the target)."""
 
     @abc.abstractmethod
     def fold_activation_scale(

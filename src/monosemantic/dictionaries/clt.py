@@ -260,7 +260,9 @@ class CrossLayerTranscoder(MultiSiteDictionary):
         self.b_dec /= s_out[:, None]
 
     @torch.no_grad()
-    def initialize_from_data(self, x: Tensor, target_l0: float | None = None, max_rows: int = 4096) -> None:
+    def initialize_from_data(
+        self, x: Tensor, target_l0: float | None = None, y: Tensor | None = None, max_rows: int = 4096
+    ) -> None:
         """With a target L0, every layer's latents start firing on target_l0 / d_sae of the first
         tokens: JumpReLU thresholds, or ReLU encoder biases, at that quantile of their layer's
         pre-activations (as `jumprelu.py` and `relu.py` do; TopK rules need none)."""

@@ -111,7 +111,9 @@ class Crosscoder(MultiSiteDictionary):
         self.W_dec.mul_(factor.to(self.W_dec.dtype)[:, None, None])
 
     @torch.no_grad()
-    def initialize_from_data(self, x: Tensor, target_l0: float | None = None, max_rows: int = 4096) -> None:
+    def initialize_from_data(
+        self, x: Tensor, target_l0: float | None = None, y: Tensor | None = None, max_rows: int = 4096
+    ) -> None:
         """With a target L0, latents start firing on target_l0 / d_sae of the first tokens (the
         CLT's rule, over the one latent space)."""
         p = start_density(target_l0, self.d_sae)

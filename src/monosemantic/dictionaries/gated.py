@@ -37,6 +37,9 @@ class GatedConfig(ReLUConfig):
 @register_dictionary("gated", GatedConfig)
 class GatedDictionary(SingleSiteDictionary):
     penalty = L1
+    # Above its L1 coefficient: the gate's L0 barely moves below about 20x the coefficient that gives
+    # the ReLU SAE the same L0 (benchmarks/bench_target_l0.py)
+    controller_start = 4.0
 
     @classmethod
     def default_decoder_init_norm(cls, meta: DictionaryMeta) -> float:
@@ -51,12 +54,21 @@ class GatedDictionary(SingleSiteDictionary):
         self.unit_norm_decoder = not cfg.settings.l1_decoder_norm
 
     @torch.no_grad()
-    def initialize_from_data(self, x: Tensor, target_l0: float | None = None, max_rows: int = 4096) -> None:
+    def initialize_from_data(
+        self, x: Tensor, target_l0: float | None = None, y: Tensor | None = None, max_rows: int = 4096
+    ) -> None:
         """With a target L0, shift each gate bias so that its gate starts open on target_l0 / d_sae
-        of the first tokens (as `relu.py` does for its encoder bias)."""
+        of the first tokens, then scale W_enc, b_gate and b_mag until the reconstruction is the
+        right size (as `relu.py` does, and why)."""
         p = start_density(target_l0, self.d_sae)
-        if p is not None:
-            self.b_gate -= firing_quantile(self.gate_and_magnitude(x[:max_rows].to(self.W_enc))[0], p)
+        if p is None:
+            return
+        x = x[:max_rows].to(self.W_enc)
+        self.b_gate -= firing_quantile(self.gate_and_magnitude(x)[0], p)
+        scale = self.encoder_scale_from_data(x, x if y is None else y[:max_rows].to(self.W_enc))
+        self.W_enc *= scale
+        self.b_gate *= scale
+        self.b_mag *= scale
 
     def gate_and_magnitude(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h = self._input(x) @ self.W_enc

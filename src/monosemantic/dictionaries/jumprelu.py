@@ -54,6 +54,7 @@ class JumpReLUDictionary(SingleSiteDictionary):
     # the norms back into the encoder and thresholds (`fold_decoder_norm`).
     unit_norm_decoder = False
     penalty = JumpReLU.penalty
+    controller_start = JumpReLU.controller_start
 
     @classmethod
     def default_decoder_init_norm(cls, meta: DictionaryMeta) -> float:
@@ -80,7 +81,12 @@ class JumpReLUDictionary(SingleSiteDictionary):
 
     @torch.no_grad()
     def initialize_from_data(
-        self, x: Tensor, target_l0: float | None = None, max_rows: int = 4096, chunk: int = 4096
+        self,
+        x: Tensor,
+        target_l0: float | None = None,
+        y: Tensor | None = None,
+        max_rows: int = 4096,
+        chunk: int = 4096,
     ) -> None:
         """Place each threshold at its latent's (1 - p) pre-activation quantile on (up to `max_rows`
         of) `x`, so every latent starts firing on a fraction p of tokens and L0 starts at p * d_sae:

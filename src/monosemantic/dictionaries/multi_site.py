@@ -97,6 +97,7 @@ class MultiSiteDictionary(Dictionary):
         super().__init__(cfg)
         self.activation: Activation = cfg.settings.rule(cfg.settings)
         self.penalty = self.activation.penalty  # what the target-L0 controller tunes
+        self.controller_start = self.activation.controller_start
         self.unit_norm_decoder = self.activation.unit_norm_decoder
         self.W_skip = None
         L = self.n_layers

@@ -37,6 +37,7 @@ class ReLUConfig(ReLUSettings, DictionaryConfig):
 @register_dictionary("relu", ReLUConfig)
 class ReLUDictionary(SingleSiteDictionary):
     penalty = ReLU.penalty
+    controller_start = ReLU.controller_start
     saelens_name = "standard"
 
     @classmethod
@@ -50,13 +51,27 @@ class ReLUDictionary(SingleSiteDictionary):
         self.unit_norm_decoder = not cfg.settings.l1_decoder_norm
 
     @torch.no_grad()
-    def initialize_from_data(self, x: Tensor, target_l0: float | None = None, max_rows: int = 4096) -> None:
+    def initialize_from_data(
+        self, x: Tensor, target_l0: float | None = None, y: Tensor | None = None, max_rows: int = 4096
+    ) -> None:
         """With a target L0, shift each encoder bias so that its latent starts firing on
         target_l0 / d_sae of the first tokens: L0 starts at the target with every latent alive,
-        instead of at about d_sae / 2 (which the penalty then collapses, killing latents)."""
+        instead of at about d_sae / 2 (which the penalty then collapses, killing latents).
+
+        Then scale the encoder (weights and biases, so the same latents fire) until the
+        reconstruction is the right size. From the small decoder rows of the default start, the
+        target's few latents reconstruct about 1/200 of the input; the encoder then grows for
+        tens of steps, L0 rises tenfold while it does, and the controller has to crush it back
+        with a large L1 that leaves a poor dictionary (FVU 0.68 and 37% dead against 0.11 and
+        none, benchmarks/bench_target_l0.py)."""
         p = start_density(target_l0, self.d_sae)
-        if p is not None:
-            self.b_enc -= firing_quantile(self.pre_acts(x[:max_rows].to(self.W_enc)), p)
+        if p is None:
+            return
+        x = x[:max_rows].to(self.W_enc)
+        self.b_enc -= firing_quantile(self.pre_acts(x), p)
+        scale = self.encoder_scale_from_data(x, x if y is None else y[:max_rows].to(self.W_enc))
+        self.W_enc *= scale
+        self.b_enc *= scale
 
     def encode(self, x: Tensor) -> Tensor:
         return self.activation(self.pre_acts(x), self)

@@ -9,12 +9,14 @@ hold more per-latent tensors, the resampling and folding hooks.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
 from monosemantic.utils.errors import DataError, MonosemanticError
 
-from .base import Dictionary
+from .base import Dictionary, reconstruction_scale
 from .sparse_encoder import sparse_decode
 from .types import DictionaryMeta, SparseCodes
 
@@ -68,6 +70,16 @@ class SingleSiteDictionary(Dictionary):
             raise DataError(f"latents have width {f.shape[-1]} but this dictionary has d_sae={self.d_sae}")
         out = f.to(self.W_dec.dtype) @ self.W_dec + self.b_dec
         return self._add_skip(out, x)
+
+    @torch.no_grad()
+    def encoder_scale_from_data(self, x: Tensor, y: Tensor) -> float:
+        """The factor on the encoder side (weights and biases: the same latents fire) that makes
+        the latents' part of the reconstruction of `y` the right size, by least squares; 1 when
+        it already is or when no latent fires."""
+        f = self.encode(x)
+        part = f.to(self.W_dec.dtype) @ self.W_dec
+        scale = reconstruction_scale(part, y - (self.decode(f, x) - part))
+        return scale if math.isfinite(scale) and scale > 0 else 1.0
 
     def decode_codes(self, codes: SparseCodes, x: Tensor | None = None, bias: bool = True) -> Tensor:
         """Decode sparse codes with one gather-and-sum (`embedding_bag`), never a dense matmul.

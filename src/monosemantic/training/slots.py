@@ -152,7 +152,7 @@ def build_slots(
                     f"target_l0 needs an architecture with a sparsity penalty (e.g. relu, jumprelu, "
                     f"gated), not {dict_cfg.architecture!r}; for {dict_cfg.architecture} set k instead"
                 )
-            controller = L0Controller(dict_cfg.target_l0, device=device)
+            controller = L0Controller(dict_cfg.target_l0, start=dics[i].controller_start, device=device)
         slots.append(
             Slot(
                 cfg=dict_cfg,

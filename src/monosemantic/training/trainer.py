@@ -191,7 +191,7 @@ class Trainer:
             if slot.dic.unit_norm_decoder:
                 slot.dic.set_decoder_norm_to_unit_norm()
             slot.dic.initialize_from_data(
-                stacked[slot.hook_name] * self.scales[slot.hook_name], slot.cfg.target_l0
+                stacked[slot.hook_name] * self.scales[slot.hook_name], slot.cfg.target_l0, y=y
             )
             if slot.dic.fitted:  # baselines: one fit on these tokens, no SGD
                 model_name = metadata_for(self.cfg, slot.hook_name, None).get("model_name")
