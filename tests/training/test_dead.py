@@ -95,3 +95,16 @@ def test_a_clt_with_a_target_starts_at_it_on_every_layer(tmp_path):
         fires = slot.dic.encode(x) > 0  # [n, 2 layers x 64]
     assert float(fires.sum(1).float().mean()) == pytest.approx(8.0, rel=0.15)
     assert bool(fires.any(0).all())
+
+
+def test_reconstruction_scale_fits_a_related_part_and_leaves_an_unrelated_one():
+    """Least squares when the latents' part points along the target; 1 when it is noise (a
+    transcoder's random decoder), so a chance fit never shrinks the encoder."""
+    from monosemantic.dictionaries.base import reconstruction_scale
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(512, 16, generator=g)
+    noisy = target / 200 + 1e-3 * torch.randn(512, 16, generator=g)
+    assert reconstruction_scale(noisy, target) == pytest.approx(200.0, rel=0.05)
+    assert reconstruction_scale(torch.randn(512, 16, generator=g), target) == 1.0
+    assert reconstruction_scale(torch.zeros(512, 16), target) == 1.0

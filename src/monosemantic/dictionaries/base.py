@@ -70,11 +70,16 @@ def firing_quantile(z: Tensor, p: float) -> Tensor:
     return z.kthvalue(min(max(1, math.ceil((1 - p) * n)), n), dim=0).values
 
 
-def reconstruction_scale(part: Tensor, target: Tensor) -> float:
+def reconstruction_scale(part: Tensor, target: Tensor, min_cosine: float = 0.1) -> float:
     """The factor a minimising ||target - a * part||^2 over rows: how much larger the latents'
-    contribution to a reconstruction should be (1 when it is already the right size)."""
-    part, target = part.double(), target.double()
-    return float((part * target).sum() / (part * part).sum().clamp_min(1e-30))
+    contribution to a reconstruction should be (1 when it is already the right size). 1 also when
+    the two are nearly unrelated (cosine below `min_cosine`, as for a transcoder whose random
+    decoder has nothing to do with its target yet): a fit to noise would only shrink the encoder."""
+    part, target = part.detach().double().flatten(), target.detach().double().flatten()
+    dot, norm = part @ target, part.norm() * target.norm()
+    if not bool(norm > 0) or float(dot / norm) < min_cosine:
+        return 1.0
+    return float(dot / (part @ part))
 
 
 def start_density(target_l0: float | None, d_sae: int) -> float | None:

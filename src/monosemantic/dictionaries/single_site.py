@@ -75,11 +75,11 @@ class SingleSiteDictionary(Dictionary):
     def encoder_scale_from_data(self, x: Tensor, y: Tensor) -> float:
         """The factor on the encoder side (weights and biases: the same latents fire) that makes
         the latents' part of the reconstruction of `y` the right size, by least squares; 1 when
-        it already is or when no latent fires."""
+        it already is, or when that part is unrelated to `y` (`reconstruction_scale`)."""
         f = self.encode(x)
         part = f.to(self.W_dec.dtype) @ self.W_dec
         scale = reconstruction_scale(part, y - (self.decode(f, x) - part))
-        return scale if math.isfinite(scale) and scale > 0 else 1.0
+        return scale if math.isfinite(scale) else 1.0
 
     def decode_codes(self, codes: SparseCodes, x: Tensor | None = None, bias: bool = True) -> Tensor:
         """Decode sparse codes with one gather-and-sum (`embedding_bag`), never a dense matmul.
