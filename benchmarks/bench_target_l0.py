@@ -35,28 +35,26 @@ RESID = "blocks.1.hook_resid_post"
 CLT_SITES = {"site": "blocks.*.mlp.hook_in", "site_out": "blocks.*.hook_mlp_out"}
 
 # name: (dictionary entry, train overrides, switches); the target L0 is added to each entry unless the
-# switches say `no_target` (a fixed coefficient); `start` and `gain` replace the controller's START and
-# GAIN (l0_control.py), `no_data_init` turns off the start at the target (`start_density` -> None).
+# switches say `no_target` (a fixed coefficient); `start` replaces the architecture's
+# `controller_start` (the fraction of its coefficient the controller begins at), `no_data_init`
+# turns off the start at the target and the scaled encoder (`start_density` -> None).
 J = {"architecture": "jumprelu", "site": RESID}
 R = {"architecture": "relu", "site": RESID}
 G = {"architecture": "gated", "site": RESID}
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
     "jumprelu": (J, {}, {}),
-    "jumprelu, start 1": (J, {}, {"start": 1.0}),
+    "jumprelu, start 0.01": (J, {}, {"start": 0.01}),
     "jumprelu, start 0.1": (J, {}, {"start": 0.1}),
     "jumprelu, no data init": (J, {}, {"no_data_init": True}),
-    "jumprelu, gain 0.05": (J, {}, {"gain": 0.05}),
     "relu": (R, {}, {}),
-    "relu, start 1, no data init": (R, {}, {"start": 1.0, "no_data_init": True}),
+    "relu, start 0.01": (R, {}, {"start": 0.01}),
+    "relu, no data init": (R, {}, {"no_data_init": True}),
     "gated": (G, {}, {}),
-    "gated, start 1, no data init": (G, {}, {"start": 1.0, "no_data_init": True}),
-    "clt jumprelu": ({"architecture": "jumprelu", "expansion": 2, **CLT_SITES}, {}, {}),
-    "clt relu": ({"architecture": "relu", "expansion": 2, **CLT_SITES}, {}, {}),
+    "gated, start 0.01": (G, {}, {"start": 0.01}),
+    "gated, no data init": (G, {}, {"no_data_init": True}),
+    "clt jumprelu": ({"architecture": "clt", "activation": "jumprelu", "expansion": 2, **CLT_SITES}, {}, {}),
+    "clt relu": ({"architecture": "clt", "activation": "relu", "expansion": 2, **CLT_SITES}, {}, {}),
     "jumprelu fixed l0c 0.5": ({**J, "l0_coefficient": 0.5}, {}, {"no_target": True}),
-    "jumprelu fixed l0c 0.5, init density 0.01": (
-        {**J, "l0_coefficient": 0.5, "jumprelu_init_density": 0.01}, {}, {"no_target": True}),
-    "jumprelu fixed l0c 0.5, init density 0.02": (
-        {**J, "l0_coefficient": 0.5, "jumprelu_init_density": 0.02}, {}, {"no_target": True}),
 }  # fmt: skip
 
 
@@ -65,21 +63,23 @@ def run_variant(
 ) -> dict[str, Any]:
     """Train one dictionary of `VARIANTS[name]` with `target_l0 = target` on `cache`."""
     entry, train, patch = VARIANTS[name]
-    from monosemantic.dictionaries import clt, crosscoder, gated, jumprelu, relu
-    from monosemantic.training import l0_control
+    from monosemantic.dictionaries import activations, clt, crosscoder, gated, jumprelu, relu
 
     users = (jumprelu, relu, gated, clt, crosscoder)  # the modules that call start_density
-    saved = l0_control.GAIN, l0_control.START, [m.start_density for m in users]
-    l0_control.GAIN = patch.get("gain", l0_control.GAIN)
-    l0_control.START = patch.get("start", l0_control.START)
+    starters = (relu.ReLUDictionary, gated.GatedDictionary, jumprelu.JumpReLUDictionary, activations.ReLU,
+                activations.JumpReLU)  # fmt: skip
+    saved = [m.start_density for m in users], [c.controller_start for c in starters]
+    for c in starters if "start" in patch else ():
+        c.controller_start = patch["start"]
     for m in users if patch.get("no_data_init") else ():
         m.start_density = lambda target_l0, d_sae: None
     try:
         return _run(cache, {**entry, "no_target": patch.get("no_target", False)}, train, target, seed, tokens)
     finally:
-        l0_control.GAIN, l0_control.START = saved[0], saved[1]
-        for m, f in zip(users, saved[2], strict=True):
+        for m, f in zip(users, saved[0], strict=True):
             m.start_density = f
+        for c, v in zip(starters, saved[1], strict=True):
+            c.controller_start = v
 
 
 def _run(
