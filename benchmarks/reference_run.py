@@ -65,29 +65,20 @@ def main(config: str = "configs/reference.toml") -> Path:
 
 
 def _missed(cfg) -> str:
-    """What the trainer said at the end of each run that did not land (its `landing` line, from the
-    last logged step): the page states it beside the table instead of leaving a reader to find it."""
+    """What the trainer said at the end of each run that did not land (the `landing` line it
+    printed and recorded in cfg.json): the page states it beside the table instead of leaving a
+    reader to find it."""
     import json
 
-    from monosemantic.training.l0_control import landing
-
-    targets = {d.name: d.target_l0 for d in cfg.dictionaries}
     lines = []
-    for log in sorted((ROOT / cfg.train.out).glob("*/metrics.jsonl")):
-        name = log.parent.name
-        last = json.loads(log.read_text().splitlines()[-1])
-        entry = name.rsplit("-seed", 1)[0]
-        arch = next((d.architecture for d in cfg.dictionaries if d.name == entry), "?")
-        if arch in ("pca", "random", "ica"):  # fitted baselines: the trainer checks no landing for them
-            continue
-        said = landing(name, targets.get(entry), last["l0"], last["dead_fraction"],
-                       cfg.train.dead_after_tokens, arch)  # fmt: skip
-        if said:
+    for saved in sorted((ROOT / cfg.train.out).glob("*/cfg.json")):
+        said = json.loads(saved.read_text()).get("metadata", {}).get("training", {}).get("landing")
+        if said and said != "ok":  # the trainer records "ok" for a run that landed
             lines.append(f"- {said}")
     if not lines:
         return "\nEvery run landed within 10% of its target L0 with at most 10% of its latents dead.\n"
     return (
-        "\n**Runs that did not land** (the trainer's own end-of-run lines, from the last step):\n\n"
+        "\n**Runs that did not land** (the trainer's own end-of-run lines):\n\n"
         + "\n".join(lines)
         + "\n"
     )

@@ -219,7 +219,7 @@ class JumpReLU(Activation):
     name = "jumprelu"
     Settings = JumpReLUSettings
     penalty = L0
-    controller_start = 0.03
+    controller_start = 0.025
 
     def add_state(self, module: nn.Module, shape: tuple[int, ...]) -> None:
         module.log_threshold = nn.Parameter(
