@@ -189,20 +189,28 @@ def test_a_batch_of_one_row_trains_without_a_false_divergence(tmp_path):
     assert rows[-1]["step"] == 40 and all(math.isfinite(r["loss"]) for r in rows)
 
 
-def test_activation_normalisation_defaults_on_only_for_scale_dependent_dictionaries(tmp_path):
-    """Unset, TopK/BatchTopK-only runs keep raw inputs (scale 1); an L1 dictionary in the run, or an explicit
-    `normalize_activations = true`, scales them to mean norm sqrt(d_in)."""
+def test_input_scale_defaults_to_norm_2_for_topk_and_sqrt_d_otherwise(tmp_path):
+    """Unset, TopK/BatchTopK-only runs scale inputs to mean norm 2; an L1 dictionary in the run,
+    or an explicit `normalize_activations = true`, to sqrt(d_in); false keeps them raw."""
     topk = {"architecture": "topk", "d_sae": 32, "k": 4}
     relu = {"architecture": "relu", "d_sae": 32}
-    cases = [([topk], None, False), ([topk, relu], None, True), ([topk], True, True), ([relu], False, False)]
-    for i, (dicts, flag, normalised) in enumerate(cases):
+    cases = [
+        ([topk], None, 2.0),
+        ([topk, relu], None, "sqrt(d)"),
+        ([topk], True, "sqrt(d)"),
+        ([relu], False, "raw"),
+    ]
+    for i, (dicts, flag, norm) in enumerate(cases):
         extra = {} if flag is None else {"normalize_activations": flag}
         cfg = make_config(tmp_path / str(i), dictionaries=dicts, tokens=256 * 2, **extra)
         trainer = Trainer(cfg, stream=PlantedStream())
         trainer.initialize()
+        assert trainer.input_norm() == norm
         (scale,) = trainer.scales.values()
-        assert trainer.normalizes() is normalised
-        assert (abs(scale - 1.0) > 0.05) is normalised, (dicts, flag, scale)
+        x = torch.cat([b["site"] for b in trainer.pending]).float()
+        scaled_norm = float((x * scale).norm(dim=-1).mean())
+        expected = {"raw": float(x.norm(dim=-1).mean()), "sqrt(d)": math.sqrt(x.shape[-1])}.get(norm, norm)
+        assert scaled_norm == pytest.approx(expected, rel=1e-4), (dicts, flag, scale)
 
 
 def test_lr_decay_defaults_off_only_for_topk_and_batchtopk(tmp_path):

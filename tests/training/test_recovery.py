@@ -15,7 +15,9 @@ from monosemantic.training.trainer import train
 SETTINGS = {
     "relu": ({"l1_coefficient": 5.0}, 600),
     "topk": ({"k": 4}, 600),
-    "batchtopk": ({"k": 4}, 600),
+    # The batch-wide selection converges slower here: seeds 0-2 at 600 steps recover 0.86-0.91 at
+    # mean norm 2 or raw alike; 900 steps give 0.89-0.94 (0.88-0.95 raw).
+    "batchtopk": ({"k": 4}, 900),
     # Default threshold and bandwidth (pre-activation units); each latent costs 0.5 of squared error.
     "jumprelu": ({"l0_coefficient": 0.5}, 800),
     # The gate is a ReLU SAE of its own (the auxiliary loss): at l1 5 it stays dense (L0 ~20 for

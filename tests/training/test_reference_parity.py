@@ -1,10 +1,11 @@
 """Our TopK trainer at its defaults is the plain TopK recipe (benchmarks/topk_reference.py).
 
 The toy benchmark (benchmarks/bench_toy_recovery.py) compares the two; this pins why they agree:
-with the reference's decoder-bias start (the mean of the first batch) and every other setting at our
-defaults, both trainers take the same steps from the same initialisation, so a recovery gap on a
-planted generator can only come from a default that differs (the geometric-median b_dec, or an
-explicit train.lr_decay, normalisation or AuxK).
+with the reference's decoder-bias start (the mean of the first batch) and raw inputs, and every
+other setting at our defaults, both trainers take the same steps from the same initialisation, so a
+recovery gap on a planted generator can only come from a default that differs (the
+geometric-median b_dec, the input scale (mean norm 2 by default), or an explicit train.lr_decay or
+AuxK).
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ def test_topk_defaults_take_the_plain_reference_steps(tmp_path, monkeypatch):
     from benchmarks.topk_reference import PlainTopK, train_plain_topk
 
     steps, batch, d_sae, k, lr = 40, 256, 128, 4, 3e-3
-    # train.lr_decay, normalize_activations and dead_latents left at their defaults
+    # train.lr_decay and dead_latents left at their defaults; raw inputs, as the reference reads them
     cfg = make_config(tmp_path, dictionary={"architecture": "topk", "d_sae": d_sae, "k": k},
                       tokens=steps * batch, lr=lr, lr_decay=None, b_dec_init="mean", init_tokens=batch,
-                      dead_after_tokens=10**9)  # fmt: skip
+                      dead_after_tokens=10**9, normalize_activations=False)  # fmt: skip
     trainer = Trainer(cfg, stream=PlantedStream(batch_size=batch))
-    assert trainer.lr_decay() == "none" and not trainer.normalizes()
+    assert trainer.lr_decay() == "none" and trainer.input_norm() == "raw"
     trainer.run()
     ours = trainer.slots[0].dic
 

@@ -34,11 +34,12 @@ class TrainConfig(Section):
     )
     normalize_activations: bool | None = Field(
         None,
-        description="Scale inputs to mean norm sqrt(d_in); folded into weights at save. Unset: only "
-        "when some dictionary is not a one-site TopK or BatchTopK (L1 coefficients and JumpReLU "
-        "bandwidths assume the scale; multi-layer dictionaries need per-layer scales); TopK/BatchTopK-only "
-        "runs train on raw inputs, which recovers more toy features (docs: Benchmarks, toy recovery). true: the "
-        "old default.",
+        description="true: scale inputs to mean norm sqrt(d_in); false: raw inputs. The scale is folded "
+        "into the weights at save. Unset: sqrt(d_in) when some dictionary is not a one-site TopK or "
+        "BatchTopK (L1 coefficients and JumpReLU bandwidths assume that scale; multi-layer dictionaries "
+        "need per-layer scales); TopK/BatchTopK-only runs scale to mean norm 2, which recovers more toy "
+        "features and reconstructs LM activations better than raw or sqrt(d_in) (docs: Benchmarks, "
+        "toy recovery).",
     )
     dead_latents: Literal["auxk", "resample", "none"] = Field("auxk", description="Dead-latent handling.")
     dead_after_tokens: Count = Field(1_000_000, description="A latent silent this long counts as dead.")

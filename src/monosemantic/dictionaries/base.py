@@ -115,9 +115,10 @@ class Dictionary(nn.Module, abc.ABC):
     can_resample: ClassVar[bool] = False
     # Its latents can be split over ranks (`train.parallel = "features"`, dictionaries/sharding.py).
     shardable: ClassVar[bool] = False
-    # Trains on raw activations unless `train.normalize_activations` says otherwise: it has no
-    # scale-dependent hyper-parameter (one-site TopK / BatchTopK).
-    raw_inputs: ClassVar[bool] = False
+    # Has no scale-dependent hyper-parameter (one-site TopK / BatchTopK): unless
+    # `train.normalize_activations` says otherwise, a run of only these scales its inputs to mean
+    # norm 2, not sqrt(d) (`Trainer.input_norm`).
+    scale_free: ClassVar[bool] = False
     # Trains at a constant learning rate unless `train.lr_decay` says otherwise (one-site TopK /
     # BatchTopK: decaying cost planted toy directions, benchmarks/bench_toy_recovery.py).
     constant_lr: ClassVar[bool] = False

@@ -34,7 +34,7 @@ def default_widths(d_sae: int) -> list[int]:
 @register_dictionary("matryoshka", MatryoshkaConfig)
 class MatryoshkaDictionary(BatchTopKDictionary):
     shardable = False  # nested prefix losses read every latent of a row
-    raw_inputs = False  # unscaled it converges slower (tests/training/test_recovery.py)
+    scale_free = False  # trained at sqrt(d): raw it converged slower (tests/training/test_recovery.py)
     constant_lr = False  # not measured without decay: it keeps the default of other kinds
 
     @classmethod

@@ -57,7 +57,7 @@ def check_k(meta: DictionaryMeta, n_latents: int, per: str = "") -> None:
 class TopKDictionary(SingleSiteDictionary):
     unit_norm_decoder = True
     shardable = True  # the global top-k is chosen from every slice's candidates (sharding.py)
-    raw_inputs = True
+    scale_free = True
     constant_lr = True
     rule: ClassVar[type[Activation]] = TopK
 

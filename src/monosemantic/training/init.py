@@ -44,12 +44,13 @@ def decoder_bias_init(y: Tensor, method: str) -> Tensor:
 
 
 @torch.no_grad()
-def norm_scale(x: Tensor) -> float:
-    """The scalar s with mean ||s * x|| = sqrt(d): makes one set of hyper-parameters fit every model.
+def norm_scale(x: Tensor, target: float | None = None) -> float:
+    """The scalar s with mean ||s * x|| = target, sqrt(d) by default: makes one set of
+    hyper-parameters fit every model.
 
-    (Anthropic's April 2024 update and SAELens' `expected_average_only_in` use the same target.)
+    (Anthropic's April 2024 update and SAELens' `expected_average_only_in` use sqrt(d).)
     """
     mean_norm = x.float().norm(dim=-1).mean().item()
     if not math.isfinite(mean_norm) or mean_norm <= 0:
         return 1.0
-    return math.sqrt(x.shape[-1]) / mean_norm
+    return (math.sqrt(x.shape[-1]) if target is None else target) / mean_norm

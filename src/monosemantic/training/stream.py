@@ -73,18 +73,19 @@ def sequence_level(cfg: Config) -> bool:
 
 
 @torch.no_grad()
-def site_scale(site: str, x: torch.Tensor) -> float | torch.Tensor:
-    """The input-normalisation scale of a stream key: a float (`norm_scale`) for one site; for a
-    layer glob a [L*d] vector scaling each layer's block to mean norm sqrt(d) on its own (MLP
-    outputs of different layers differ in norm by orders of magnitude on real models)."""
+def site_scale(site: str, x: torch.Tensor, target: float | None = None) -> float | torch.Tensor:
+    """The input-normalisation scale of a stream key, to mean norm `target` (None: sqrt(d)): a
+    float (`norm_scale`) for one site; for a layer glob a [L*d] vector scaling each layer's block
+    on its own (MLP outputs of different layers differ in norm by orders of magnitude on real
+    models)."""
     from .init import norm_scale
 
     parsed = Site.parse(site)
     if not parsed.is_group:
-        return norm_scale(x)
+        return norm_scale(x, target)
     L = len(parsed.sites())
     blocks = x.reshape(x.shape[0], L, -1)
-    per_layer = [norm_scale(blocks[:, i]) for i in range(L)]
+    per_layer = [norm_scale(blocks[:, i], target) for i in range(L)]
     return torch.tensor(per_layer, dtype=torch.float32, device=x.device).repeat_interleave(blocks.shape[-1])
 
 
