@@ -77,11 +77,7 @@ def _missed(cfg) -> str:
             lines.append(f"- {said}")
     if not lines:
         return "\nEvery run landed within 10% of its target L0 with at most 10% of its latents dead.\n"
-    return (
-        "\n**Runs that did not land** (the trainer's own end-of-run lines):\n\n"
-        + "\n".join(lines)
-        + "\n"
-    )
+    return "\n**Runs that did not land** (the trainer's own end-of-run lines):\n\n" + "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
