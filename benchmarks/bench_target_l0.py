@@ -8,7 +8,8 @@ final L0 against the target, the dead and near-dead fractions (`training/dead.py
 `python -m benchmarks.bench_target_l0 ablate CACHE OUT.jsonl [SEEDS]` runs every variant of
 `VARIANTS` on CACHE (the demo's `runs/demo/activations`, or any cache with its sites) and appends one
 JSON line per run to OUT.jsonl (rerunning skips runs already there), then prints the table;
-`BENCH_L0_ONLY="name|name"` restricts the variants. `run()` (`make bench`) trains the defaults on
+`BENCH_L0_ONLY="name|name"` restricts the variants, `BENCH_L0_TARGETS="16,20"` sets the targets and
+`BENCH_L0_CONFIG=configs/reference.toml` takes the budget (`[train]`) of another config. `run()` (`make bench`) trains the defaults on
 the demo cache when it exists.
 """
 
@@ -102,7 +103,10 @@ def _run(
         entry = {**entry, "name": "d"} | ({} if fixed else {"target_l0": target})
         fields = ", ".join(f"{k} = {json.dumps(v)}" for k, v in entry.items())
         overrides.append(f"dictionaries=[{{{fields}}}]")
-        cfg = load_config(ROOT / "configs" / "demo.toml", overrides)
+        config = ROOT / os.environ.get("BENCH_L0_CONFIG", "configs/demo.toml")  # its [train] is the budget
+        if "seeds" in load_config(config).train.model_fields_set:
+            overrides.append(f"train.seeds=[{seed}]")  # one run of the seed asked for
+        cfg = load_config(config, overrides)
         t0 = time.perf_counter()
         trainer = Trainer(cfg)
         trainer.run()

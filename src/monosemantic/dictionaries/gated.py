@@ -38,7 +38,7 @@ class GatedConfig(ReLUConfig):
 class GatedDictionary(SingleSiteDictionary):
     penalty = L1
     # Above its L1 coefficient: the gate's L0 barely moves below about 20x the coefficient that gives
-    # the ReLU SAE the same L0 (benchmarks/bench_target_l0.py)
+    # the ReLU SAE the same L0 (docs/training.md, Target L0).
     controller_start = 4.0
 
     @classmethod

@@ -63,7 +63,7 @@ class ReLUDictionary(SingleSiteDictionary):
         target's few latents reconstruct about 1/200 of the input; the encoder then grows for
         tens of steps, L0 rises tenfold while it does, and the controller has to crush it back
         with a large L1 that leaves a poor dictionary (FVU 0.68 and 37% dead against 0.11 and
-        none, benchmarks/bench_target_l0.py)."""
+        none at the reference run's budget: docs/training.md, Target L0)."""
         p = start_density(target_l0, self.d_sae)
         if p is None:
             return
