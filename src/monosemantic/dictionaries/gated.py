@@ -65,7 +65,7 @@ class GatedDictionary(SingleSiteDictionary):
             return
         x = x[:max_rows].to(self.W_enc)
         self.b_gate -= firing_quantile(self.gate_and_magnitude(x)[0], p)
-        scale = self.encoder_scale_from_data(x, x if y is None else y[:max_rows].to(self.W_enc))
+        scale = self.encoder_scale_from_data(x, y)
         self.W_enc *= scale
         self.b_gate *= scale
         self.b_mag *= scale

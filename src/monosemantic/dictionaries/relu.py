@@ -69,7 +69,7 @@ class ReLUDictionary(SingleSiteDictionary):
             return
         x = x[:max_rows].to(self.W_enc)
         self.b_enc -= firing_quantile(self.pre_acts(x), p)
-        scale = self.encoder_scale_from_data(x, x if y is None else y[:max_rows].to(self.W_enc))
+        scale = self.encoder_scale_from_data(x, y)
         self.W_enc *= scale
         self.b_enc *= scale
 

@@ -72,10 +72,12 @@ class SingleSiteDictionary(Dictionary):
         return self._add_skip(out, x)
 
     @torch.no_grad()
-    def encoder_scale_from_data(self, x: Tensor, y: Tensor) -> float:
+    def encoder_scale_from_data(self, x: Tensor, y: Tensor | None = None) -> float:
         """The factor on the encoder side (weights and biases: the same latents fire) that makes
-        the latents' part of the reconstruction of `y` the right size, by least squares; 1 when
-        it already is, or when that part is unrelated to `y` (`reconstruction_scale`)."""
+        the latents' part of the reconstruction of `y` (the targets of the rows of `x`; `x` itself
+        when None) the right size, by least squares; 1 when it already is, or when that part is
+        unrelated to `y` (`reconstruction_scale`)."""
+        y = x if y is None else y[: len(x)].to(x)
         f = self.encode(x)
         part = f.to(self.W_dec.dtype) @ self.W_dec
         scale = reconstruction_scale(part, y - (self.decode(f, x) - part))
